@@ -1,0 +1,123 @@
+//! Lease API throughput on SQLite: N requests at concurrency C over loopback, against the real
+//! application (release build), reporting req/s and latency percentiles.
+//!
+//!     cargo bench --bench lease [-- REQUESTS CONCURRENCY]
+
+// A benchmark is a tool run by hand: failing loudly on a broken setup is right here.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use secrecy::{ExposeSecret as _, SecretString};
+use tollgate::config::{Config, DatabaseUrl};
+use tollgate::crypto::Keyring;
+use tollgate::db::{Db, DbError};
+use tollgate::secret::encode_base64;
+use tollgate::service_tokens::Scope;
+use tollgate::startup::Application;
+use tollgate::vault::{ApiKey, Provider};
+
+fn bench_config(path: std::path::PathBuf) -> Config {
+    let key = |byte: u8, len: usize| encode_base64(&vec![byte; len]);
+    let vars = std::collections::HashMap::from([
+        ("BIND", "127.0.0.1:0".to_owned()),
+        ("SECRET_KEY", key(1, 64)),
+        ("ENCRYPTION_KEY", key(2, 32)),
+        ("TOKEN_PEPPER", key(3, 32)),
+        ("SESSION_COOKIE_SECURE", "false".to_owned()),
+        ("HSTS_MAX_AGE", "0".to_owned()),
+        ("RATE_LIMIT_DEFAULT_PER_MINUTE", "1000000000".to_owned()),
+        ("RATE_LIMIT_DEFAULT_BURST", "1000000000".to_owned()),
+        ("RATE_LIMIT_LEASE_PER_MINUTE", "1000000000".to_owned()),
+        ("RATE_LIMIT_LEASE_BURST", "1000000000".to_owned()),
+    ]);
+    let mut config = Config::from_vars(&|name: &str| vars.get(name).cloned()).expect("config");
+    config.database_url = DatabaseUrl::Sqlite(path);
+    config
+}
+
+fn seed(db: &Db, config: &Config) -> Result<(String, i64), DbError> {
+    let keyring = Keyring::new(&config.secrets.encryption_key, &[]);
+    let hasher = config.token_hasher();
+    db.run_blocking(|conn| {
+        let email = tollgate::accounts::Email::parse("bench@example.com").expect("email");
+        let password = tollgate::accounts::NewPassword::parse(SecretString::from(
+            "benchmark password".to_owned(),
+        ))
+        .expect("password");
+        let (user, _) = tollgate::accounts::create_admin(conn, &email, &password).expect("user");
+        let key = ApiKey::parse(
+            Provider::Anthropic,
+            SecretString::from("sk-ant-api03-DUMMY-bench-000000000000000000000000".to_owned()),
+        )
+        .expect("key");
+        tollgate::vault::save_key(conn, &keyring, user.id, Provider::Anthropic, &key)
+            .expect("save");
+        let token = tollgate::service_tokens::create(conn, &hasher, "bench", &[Scope::ByokLease])
+            .expect("token");
+        Ok((token.expose_secret().to_owned(), user.id))
+    })
+}
+
+#[actix_web::main]
+async fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let requests: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let concurrency: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = bench_config(dir.path().join("bench.db"));
+    let app = Application::build(config).expect("app");
+    let port = app.port();
+    actix_web::rt::spawn(app.run_until_stopped());
+    let config = bench_config(dir.path().join("bench.db"));
+    let db = Db::connect(config.database_url.clone(), 2).expect("db");
+    let (token, user_id) = seed(&db, &config).expect("seed");
+
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let url = format!("http://127.0.0.1:{port}/internal/v1/byok/lease");
+    let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, body, token, next) = (
+            client.clone(),
+            url.clone(),
+            body.clone(),
+            token.clone(),
+            next.clone(),
+        );
+        workers.push(actix_web::rt::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0usize;
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let sent = Instant::now();
+                let ok = matches!(client.post(&url).bearer_auth(&token).json(&body).send().await, Ok(r) if r.status() == 200);
+                latencies.push(sent.elapsed());
+                failures += usize::from(!ok);
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for worker in workers {
+        let (l, f) = worker.await.expect("worker");
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!("lease API, SQLite, {requests} requests at concurrency {concurrency}");
+    println!(
+        "  {:.0} req/s   p50 {:?}   p99 {:?}   failures {failures}",
+        requests as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99)
+    );
+}

@@ -1,0 +1,3 @@
+DROP TABLE security_events;
+DROP TABLE sessions;
+DROP TABLE users;

@@ -1,0 +1,3 @@
+DROP TABLE settings;
+DROP TABLE service_tokens;
+DROP TABLE byok_keys;

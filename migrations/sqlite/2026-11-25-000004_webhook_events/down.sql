@@ -1,0 +1,2 @@
+DROP TABLE alert_state;
+DROP TABLE webhook_events;

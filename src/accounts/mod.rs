@@ -1,0 +1,187 @@
+//! Accounts: sign-up, sign-in and roles. Web-free: handlers call these with parsed types.
+
+pub mod email;
+pub mod password;
+
+use chrono::NaiveDateTime;
+use diesel::Connection as _;
+use secrecy::SecretString;
+
+use crate::db::models::user::{self, NewUser, UserRow};
+use crate::db::{Db, DbConnection, DbError, now};
+pub use email::{Email, InvalidEmail};
+pub use password::{NewPassword, PasswordPolicyError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn from_db(raw: &str) -> Self {
+        // The column has a CHECK constraint; anything unexpected gets the least privilege.
+        if raw == "admin" {
+            Self::Admin
+        } else {
+            Self::Customer
+        }
+    }
+}
+
+/// A signed-up person, as the rest of the application sees them (no password hash).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub role: Role,
+    pub created_at: NaiveDateTime,
+    pub last_login_at: Option<NaiveDateTime>,
+}
+
+impl User {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    pub fn masked_email(&self) -> String {
+        crate::secret::mask_email(&self.email)
+    }
+}
+
+impl From<UserRow> for User {
+    fn from(row: UserRow) -> Self {
+        Self {
+            id: row.id,
+            role: Role::from_db(&row.role),
+            email: row.email,
+            created_at: row.created_at,
+            last_login_at: row.last_login_at,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignUpError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Hash(#[from] password::HashError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+async fn hash_off_executor(password: NewPassword) -> Result<String, SignUpError> {
+    actix_web::web::block(move || password.hash())
+        .await
+        .map_err(|_| SignUpError::Db(DbError::Blocking))?
+        .map_err(SignUpError::from)
+}
+
+/// Creates a customer account.
+pub async fn sign_up(db: &Db, email: Email, password: NewPassword) -> Result<User, SignUpError> {
+    let hash = hash_off_executor(password).await?;
+    db.run(move |conn| insert_user(conn, &email, &hash, Role::Customer))
+        .await
+        .map_err(|err| {
+            if err.is_unique_violation() {
+                SignUpError::EmailTaken
+            } else {
+                err.into()
+            }
+        })
+}
+
+fn insert_user(
+    conn: &mut DbConnection,
+    email: &Email,
+    hash: &str,
+    role: Role,
+) -> Result<User, DbError> {
+    let at = now();
+    let row = user::insert(
+        conn,
+        &NewUser {
+            email: email.as_str(),
+            password_hash: hash,
+            role: role.as_str(),
+            created_at: at,
+            updated_at: at,
+        },
+    )?;
+    Ok(row.into())
+}
+
+/// Checks an email and password. Unknown emails, malformed emails and wrong passwords all take
+/// the same path (one full argon2 verification) and the same answer: `None`.
+pub async fn authenticate(
+    db: &Db,
+    raw_email: &str,
+    password: SecretString,
+) -> Result<Option<User>, DbError> {
+    let email = Email::parse(raw_email).ok();
+    let row = match email {
+        Some(email) => {
+            db.run(move |conn| user::find_by_email(conn, email.as_str()))
+                .await?
+        }
+        None => None,
+    };
+    let verified = actix_web::web::block(move || {
+        let ok = password::verify(&password, row.as_ref().map(|r| r.password_hash.as_str()));
+        ok.then_some(row).flatten()
+    })
+    .await
+    .map_err(|_| DbError::Blocking)?;
+    let Some(row) = verified else {
+        return Ok(None);
+    };
+    let id = row.id;
+    db.run(move |conn| user::record_login(conn, id)).await?;
+    Ok(Some(row.into()))
+}
+
+pub async fn find_user(db: &Db, id: i64) -> Result<Option<User>, DbError> {
+    db.run(move |conn| Ok(user::find(conn, id)?.map(User::from)))
+        .await
+}
+
+/// What `create-admin` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AdminOutcome {
+    Created,
+    Promoted,
+}
+
+/// Creates an admin account, or promotes an existing account and sets its password.
+/// Blocking: for the CLI.
+pub fn create_admin(
+    conn: &mut DbConnection,
+    email: &Email,
+    password: &NewPassword,
+) -> Result<(User, AdminOutcome), SignUpError> {
+    let hash = password.hash()?;
+    let outcome = conn.transaction::<_, DbError, _>(|conn| {
+        match user::find_by_email(conn, email.as_str())? {
+            Some(existing) => {
+                user::set_role(conn, existing.id, Role::Admin.as_str())?;
+                user::set_password_hash(conn, existing.id, &hash)?;
+                let row = user::find(conn, existing.id)?
+                    .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+                Ok((User::from(row), AdminOutcome::Promoted))
+            }
+            None => Ok((
+                insert_user(conn, email, &hash, Role::Admin)?,
+                AdminOutcome::Created,
+            )),
+        }
+    })?;
+    Ok(outcome)
+}

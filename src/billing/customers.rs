@@ -1,0 +1,95 @@
+//! Each user's Stripe customer: created on first checkout, its id sealed (bound to the user by
+//! AAD) with an HMAC blind index for lookups by id, and shown only masked.
+
+use std::collections::HashMap;
+
+use stripe_core::customer::CreateCustomer;
+
+use super::{BillingError, Gateway, OperationClass};
+use crate::accounts::User;
+use crate::crypto::hashing::Domain;
+use crate::crypto::{Aad, Keyring, TokenHasher};
+use crate::db::models::billing_customer::{self, BillingCustomerRow};
+use crate::db::{Db, DbError, now};
+use crate::secret::mask_api_key;
+
+pub fn customer_aad(user_id: i64) -> Aad {
+    Aad::new(
+        "billing_customers",
+        "stripe_customer_sealed",
+        format!("user:{user_id}"),
+    )
+}
+
+/// The user's Stripe customer id, opened, if they have one.
+pub async fn customer_id(
+    db: &Db,
+    keyring: &Keyring,
+    user_id: i64,
+) -> Result<Option<String>, BillingError> {
+    let row = db
+        .run(move |conn| billing_customer::for_user(conn, user_id))
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let opened = keyring.open(&row.stripe_customer_sealed, &customer_aad(user_id))?;
+    String::from_utf8(opened.to_vec())
+        .map(Some)
+        .map_err(|_| BillingError::Unexpected("customer id is not text".into()))
+}
+
+/// The user a Stripe customer id belongs to (by blind index, without decrypting anything).
+pub async fn user_for_customer(
+    db: &Db,
+    hasher: &TokenHasher,
+    customer: &str,
+) -> Result<Option<i64>, DbError> {
+    let index = hasher.digest(Domain::StripeCustomerId, customer.as_bytes());
+    Ok(db
+        .run(move |conn| billing_customer::by_index(conn, &index))
+        .await?
+        .map(|row| row.user_id))
+}
+
+/// The user's Stripe customer, created (once, whatever the retries) if they have none yet.
+pub async fn ensure_customer(
+    db: &Db,
+    keyring: &Keyring,
+    hasher: &TokenHasher,
+    gateway: &Gateway,
+    user: &User,
+) -> Result<String, BillingError> {
+    if let Some(existing) = customer_id(db, keyring, user.id).await? {
+        return Ok(existing);
+    }
+    // One customer per user, ever: the key is derived from the user id.
+    let key = format!("customer-create-user-{}", user.id);
+    let customer = gateway
+        .call(OperationClass::Customer, user.id, Some(&key), || {
+            CreateCustomer::new()
+                .email(user.email.clone())
+                .metadata(HashMap::from([(
+                    "tollgate_user_id".to_owned(),
+                    user.id.to_string(),
+                )]))
+        })
+        .await?;
+    let id = customer.id.to_string();
+    let row = BillingCustomerRow {
+        user_id: user.id,
+        stripe_customer_sealed: keyring.seal(id.as_bytes(), &customer_aad(user.id))?,
+        key_id: keyring.primary_id().to_string(),
+        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, id.as_bytes()),
+        stripe_customer_masked: mask_api_key(&id),
+        created_at: now(),
+    };
+    let user_id = user.id;
+    db.run(move |conn| match billing_customer::insert(conn, &row) {
+        // A concurrent first checkout stored the same customer (same idempotency key) first.
+        Err(err) if err.is_unique_violation() => {
+            billing_customer::for_user(conn, user_id).map(|_| ())
+        }
+        other => other,
+    })
+    .await?;
+    Ok(id)
+}

@@ -1,0 +1,172 @@
+//! The one way Tollgate talks to Stripe: `async-stripe` with timeouts, an idempotency key on
+//! every write (derived from a stored operation), bounded retries on network failures, and a
+//! per-user, per-operation throttle.
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret as _;
+use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+
+use crate::config::{StripeSettings, StripeThrottle};
+use crate::web::middleware::rate_limit::KeyedLimiter;
+
+/// Why a call to Stripe did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("billing is not configured (STRIPE_SECRET_KEY is not set)")]
+    NotConfigured,
+    #[error("too many {class} calls to Stripe for this user; retry in {retry_after}s")]
+    Throttled {
+        class: &'static str,
+        retry_after: u64,
+    },
+    #[error("Stripe refused the request (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
+    #[error("Stripe could not be reached: {0}")]
+    Unavailable(String),
+}
+
+impl From<StripeError> for GatewayError {
+    fn from(err: StripeError) -> Self {
+        match err {
+            StripeError::Stripe(error, status) => Self::Refused {
+                status,
+                message: error.message.unwrap_or_else(|| "no message".into()),
+            },
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Which limit a call counts against (seed 004's classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperationClass {
+    Customer,
+    Subscription,
+    PaymentIntent,
+    Default,
+}
+
+impl OperationClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Customer => "customer",
+            Self::Subscription => "subscription",
+            Self::PaymentIntent => "payment_intent",
+            Self::Default => "default",
+        }
+    }
+}
+
+struct Throttle {
+    customer: KeyedLimiter<i64>,
+    subscription: KeyedLimiter<i64>,
+    payment_intent: KeyedLimiter<i64>,
+    default: KeyedLimiter<i64>,
+}
+
+impl Throttle {
+    fn new(limits: StripeThrottle) -> Self {
+        let per_minute = |n: u32| {
+            KeyedLimiter::new(crate::config::RateLimit {
+                per_minute: n,
+                burst: n,
+            })
+        };
+        Self {
+            customer: per_minute(limits.customer_per_minute),
+            subscription: per_minute(limits.subscription_per_minute),
+            payment_intent: per_minute(limits.payment_intent_per_minute),
+            default: per_minute(limits.default_per_minute),
+        }
+    }
+
+    fn check(&self, class: OperationClass, user: i64) -> Result<(), GatewayError> {
+        let limiter = match class {
+            OperationClass::Customer => &self.customer,
+            OperationClass::Subscription => &self.subscription,
+            OperationClass::PaymentIntent => &self.payment_intent,
+            OperationClass::Default => &self.default,
+        };
+        limiter
+            .check(&user)
+            .map_err(|retry_after| GatewayError::Throttled {
+                class: class.as_str(),
+                retry_after,
+            })
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(20);
+const ATTEMPTS: u32 = 3;
+
+pub struct Gateway {
+    client: Option<Client>,
+    throttle: Throttle,
+}
+
+impl Gateway {
+    pub fn new(settings: &StripeSettings) -> Self {
+        let client = settings.secret_key.as_ref().and_then(|key| {
+            ClientBuilder::new(key.expose_secret())
+                // async-stripe appends `v1/…` to the base, which must end with a slash.
+                .url(format!("{}/", settings.api_base))
+                .timeout(TIMEOUT)
+                .request_strategy(RequestStrategy::Once)
+                .build()
+                .map_err(|err| tracing::error!(error = %err, "could not build the Stripe client"))
+                .ok()
+        });
+        Self {
+            client,
+            throttle: Throttle::new(settings.throttle),
+        }
+    }
+
+    pub fn configured(&self) -> bool {
+        self.client.is_some()
+    }
+
+    /// Sends a request built by `make` (rebuilt for each attempt), counted against `user`'s
+    /// limit for `class`. Writes carry `key`; they are retried on network failures with the same
+    /// key, so Stripe applies them once. Reads pass `None` and are retried the same way.
+    pub async fn call<R>(
+        &self,
+        class: OperationClass,
+        user: i64,
+        key: Option<&str>,
+        make: impl Fn() -> R,
+    ) -> Result<R::Output, GatewayError>
+    where
+        R: StripeRequest,
+        R::Output: miniserde::Deserialize,
+    {
+        let client = self.client.as_ref().ok_or(GatewayError::NotConfigured)?;
+        self.throttle.check(class, user)?;
+        let key = key
+            .map(|k| {
+                IdempotencyKey::new(k).map_err(|err| GatewayError::Unavailable(err.to_string()))
+            })
+            .transpose()?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let strategy = key
+                .clone()
+                .map_or(RequestStrategy::Once, RequestStrategy::Idempotent);
+            match make()
+                .customize()
+                .request_strategy(strategy)
+                .send(client)
+                .await
+            {
+                Ok(output) => return Ok(output),
+                Err(StripeError::ClientError(_) | StripeError::Timeout) if attempt < ATTEMPTS => {
+                    actix_web::rt::time::sleep(Duration::from_millis(200 * u64::from(attempt)))
+                        .await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+}

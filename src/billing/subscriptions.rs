@@ -1,0 +1,174 @@
+//! The local copy of each subscription's state, kept from what Stripe reports, and the
+//! entitlements internal services read from it.
+
+use chrono::{DateTime, NaiveDateTime};
+use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
+
+use super::plans::Plan;
+use super::{BillingError, Gateway, OperationClass};
+use crate::db::models::plan;
+use crate::db::models::subscription::{self, SubscriptionRow, SubscriptionState};
+use crate::db::{Db, DbError, now};
+
+/// Statuses in which the customer has what they pay for.
+pub const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
+
+fn timestamp(unix: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp(unix, 0).map(|t| t.naive_utc())
+}
+
+/// Stores what a Stripe subscription object says, for `user_id`, as of `observed_at` (newer
+/// state already stored is kept).
+pub async fn record(
+    db: &Db,
+    user_id: i64,
+    sub: &stripe_billing::Subscription,
+    observed_at: NaiveDateTime,
+) -> Result<bool, BillingError> {
+    let item = sub
+        .items
+        .data
+        .first()
+        .ok_or_else(|| BillingError::Unexpected("subscription without items".into()))?;
+    let price = item.price.id.to_string();
+    let product = item.price.product.id().to_string();
+    let status = sub.status.as_str().to_owned();
+    let period_end = timestamp(item.current_period_end);
+    let trial_end = sub.trial_end.and_then(timestamp);
+    let (stripe_id, cancel) = (sub.id.to_string(), sub.cancel_at_period_end);
+    Ok(db
+        .run(move |conn| {
+            let plan_id = plan::find_by_stripe_product(conn, &product)?.map(|p| p.id);
+            let state = SubscriptionState {
+                plan_id,
+                stripe_price_id: &price,
+                status: &status,
+                current_period_end: period_end,
+                cancel_at_period_end: cancel,
+                trial_end,
+                stripe_updated_at: observed_at,
+            };
+            subscription::upsert(conn, user_id, &stripe_id, &state)
+        })
+        .await?)
+}
+
+/// The user's subscription as the account page shows it.
+#[derive(Debug, Clone)]
+pub struct SubscriptionView {
+    pub stripe_id: String,
+    pub plan: Option<Plan>,
+    pub status: String,
+    pub current_period_end: Option<NaiveDateTime>,
+    pub cancel_at_period_end: bool,
+    pub trial_end: Option<NaiveDateTime>,
+}
+
+impl SubscriptionView {
+    pub fn is_live(&self) -> bool {
+        LIVE_STATUSES.contains(&self.status.as_str())
+    }
+}
+
+pub async fn current(db: &Db, user_id: i64) -> Result<Option<SubscriptionView>, DbError> {
+    db.run(move |conn| {
+        let Some(row) = subscription::current_for_user(conn, user_id)? else {
+            return Ok(None);
+        };
+        let plan = row
+            .plan_id
+            .map(|id| plan::find(conn, id))
+            .transpose()?
+            .flatten()
+            .map(Plan::from);
+        Ok(Some(view(row, plan)))
+    })
+    .await
+}
+
+fn view(row: SubscriptionRow, plan: Option<Plan>) -> SubscriptionView {
+    SubscriptionView {
+        stripe_id: row.stripe_subscription_id,
+        plan,
+        status: row.status,
+        current_period_end: row.current_period_end,
+        cancel_at_period_end: row.cancel_at_period_end,
+        trial_end: row.trial_end,
+    }
+}
+
+/// Fetches a subscription from Stripe and records it (after Checkout, before webhooks arrive).
+pub async fn refresh(
+    db: &Db,
+    gateway: &Gateway,
+    user_id: i64,
+    stripe_id: &str,
+) -> Result<(), BillingError> {
+    let sub = gateway
+        .call(OperationClass::Subscription, user_id, None, || {
+            RetrieveSubscription::new(stripe_id)
+        })
+        .await?;
+    record(db, user_id, &sub, now()).await?;
+    Ok(())
+}
+
+/// Sets or clears cancel-at-period-end at Stripe, then records the result.
+pub async fn set_cancel_at_period_end(
+    db: &Db,
+    gateway: &Gateway,
+    user_id: i64,
+    operation: &str,
+    stripe_id: &str,
+    cancel: bool,
+) -> Result<(), BillingError> {
+    let key = format!(
+        "subscription-{}-{operation}",
+        if cancel { "cancel" } else { "resume" }
+    );
+    let sub = gateway
+        .call(OperationClass::Subscription, user_id, Some(&key), || {
+            UpdateSubscription::new(stripe_id).cancel_at_period_end(cancel)
+        })
+        .await?;
+    record(db, user_id, &sub, now()).await?;
+    Ok(())
+}
+
+/// What an internal service may grant a user.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Entitlements {
+    pub user_id: i64,
+    pub active: bool,
+    pub plan: Option<String>,
+    pub status: Option<String>,
+    pub entitlements: Vec<String>,
+    pub current_period_end: Option<i64>,
+    pub cancel_at_period_end: bool,
+}
+
+pub async fn entitlements(db: &Db, user_id: i64) -> Result<Entitlements, DbError> {
+    let view = current(db, user_id).await?;
+    let active = view.as_ref().is_some_and(SubscriptionView::is_live);
+    Ok(Entitlements {
+        user_id,
+        active,
+        plan: view
+            .as_ref()
+            .and_then(|v| v.plan.as_ref().map(|p| p.slug.clone())),
+        status: view.as_ref().map(|v| v.status.clone()),
+        entitlements: if active {
+            view.as_ref()
+                .and_then(|v| v.plan.as_ref())
+                .map(|p| p.features.clone())
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        current_period_end: view
+            .as_ref()
+            .and_then(|v| v.current_period_end)
+            .map(|t| t.and_utc().timestamp()),
+        cancel_at_period_end: view.as_ref().is_some_and(|v| v.cancel_at_period_end),
+    })
+}

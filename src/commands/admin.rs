@@ -1,0 +1,59 @@
+//! `tollgate create-admin --email E`: the password comes from stdin or a prompt, never argv.
+
+use std::io::{BufRead as _, IsTerminal as _};
+use std::path::Path;
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::{CommandError, connect_database, failed};
+use crate::accounts::{self, AdminOutcome, Email, NewPassword};
+use crate::audit::{self, Kind, SecurityEvent};
+
+fn read_password() -> Result<SecretString, CommandError> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first =
+            rpassword::prompt_password("Password for the admin account: ").map_err(failed)?;
+        let again = rpassword::prompt_password("Repeat the password: ").map_err(failed)?;
+        if first != again {
+            return Err(CommandError::Usage(
+                "create-admin: the passwords do not match".into(),
+            ));
+        }
+        return Ok(SecretString::from(first));
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line).map_err(failed)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    Ok(SecretString::from(password))
+}
+
+pub fn create_admin(env_file: &Path, email: &str) -> Result<(), CommandError> {
+    let email = Email::parse(email)
+        .map_err(|e| CommandError::Usage(format!("create-admin: --email: {e}")))?;
+    let password = read_password()?;
+    if password.expose_secret().is_empty() {
+        return Err(CommandError::Usage(
+            "create-admin: no password given on stdin".into(),
+        ));
+    }
+    let password = NewPassword::parse(password)
+        .map_err(|e| CommandError::Usage(format!("create-admin: password: {e}")))?;
+    let db = connect_database(env_file)?;
+    let (user, outcome) = db
+        .run_blocking(|conn| accounts::create_admin(conn, &email, &password))
+        .map_err(failed)?;
+    let event = SecurityEvent::new(Kind::AdminCreated)
+        .actor("cli")
+        .details(serde_json::json!({ "user_id": user.id, "email": user.masked_email(), "promoted": outcome == AdminOutcome::Promoted }));
+    db.run_blocking(|conn| audit::write(conn, &event))
+        .map_err(failed)?;
+    match outcome {
+        AdminOutcome::Created => println!("created admin account {}", user.email),
+        AdminOutcome::Promoted => println!(
+            "promoted existing account {} to admin and set its password",
+            user.email
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The bodies of the `tollgate` subcommands. `main.rs` parses arguments and maps the
+//! outcome to an exit code: 0 success, 1 failure, 2 bad input or configuration.
+
+pub mod admin;
+pub mod emergency;
+pub mod rotate;
+#[cfg(feature = "stripe-sim")]
+pub mod stripe_sim;
+pub mod tokens;
+pub mod validate;
+
+use std::path::Path;
+
+use crate::config::{self, Config, ConfigError, ProcessEnv};
+use crate::db::{self, Db};
+use crate::startup::Application;
+
+/// A command's failure, with the exit code it deserves. The message never holds a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// Bad input or configuration: exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// Something failed while doing the work: exit 1.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Usage(_) => 2,
+            Self::Failed(_) => 1,
+        }
+    }
+}
+
+impl From<ConfigError> for CommandError {
+    fn from(err: ConfigError) -> Self {
+        match err {
+            ConfigError::WriteEnvFile { .. } | ConfigError::Random(_) => {
+                Self::Failed(err.to_string())
+            }
+            other => Self::Usage(format!("configuration error: {other}")),
+        }
+    }
+}
+
+fn failed(err: impl std::fmt::Display) -> CommandError {
+    CommandError::Failed(err.to_string())
+}
+
+/// Connects to `DATABASE_URL` (the only setting database commands need), migrated.
+pub(crate) fn connect_database(env_file: &Path) -> Result<Db, CommandError> {
+    config::load_env_file(env_file)?;
+    open(config::database_url(&ProcessEnv)?)
+}
+
+fn open(url: config::DatabaseUrl) -> Result<Db, CommandError> {
+    let db = Db::connect(url, 2).map_err(failed)?;
+    db.run_blocking(db::run_migrations).map_err(failed)?;
+    Ok(db)
+}
+
+/// Loads the whole configuration (secrets included) and connects to the database.
+pub(crate) fn connect(env_file: &Path) -> Result<(Config, Db), CommandError> {
+    let config = Config::load(env_file)?;
+    let db = open(config.database_url.clone())?;
+    Ok((config, db))
+}
+
+/// Serves Tollgate; with `stripe_sim_port`, the offline demo (simulator in-process).
+pub async fn serve(env_file: &Path, stripe_sim_port: Option<u16>) -> Result<(), CommandError> {
+    let config = Config::load(env_file)?;
+    #[cfg(feature = "stripe-sim")]
+    if let Some(port) = stripe_sim_port {
+        return stripe_sim::serve_demo(config, port).await;
+    }
+    #[cfg(not(feature = "stripe-sim"))]
+    let _ = stripe_sim_port;
+    tracing::info!(
+        bind = %config.bind,
+        database = ?config.database_url,
+        environment = ?config.environment,
+        "starting tollgate"
+    );
+    let app = Application::build(config).map_err(failed)?;
+    app.run_until_stopped().await.map_err(failed)
+}
+
+pub fn migrate(env_file: &Path) -> Result<(), CommandError> {
+    config::load_env_file(env_file)?;
+    let db = Db::connect(config::database_url(&ProcessEnv)?, 2).map_err(failed)?;
+    let applied = db.run_blocking(db::run_migrations).map_err(failed)?;
+    if applied.is_empty() {
+        println!("database is up to date");
+    } else {
+        println!(
+            "applied {} migration(s): {}",
+            applied.len(),
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// Prints fresh random values for every secret, as `.env` lines.
+pub fn keygen() -> Result<(), CommandError> {
+    for (var, len) in config::GENERATED_SECRETS {
+        println!("{var}={}", config::generate_secret(len)?);
+    }
+    Ok(())
+}

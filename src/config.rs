@@ -1,0 +1,800 @@
+//! Typed settings from the environment and `.env`.
+//!
+//! Every variable has a documented default (see `.env.example`) or a start-up error that names
+//! it. Secrets are parsed into redacting types here and nowhere else. In development, missing
+//! keys are generated once and written to `.env` (mode 0600); in production they must be set.
+
+use std::fmt;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::secret::{KeyBytes, SecretString, decode_key, encode_base64};
+
+/// Where Tollgate runs: development is friendly, production is strict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// A configuration problem, always naming the variable and never echoing its value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set ({hint})")]
+    Missing {
+        var: &'static str,
+        hint: &'static str,
+    },
+    #[error("{var} {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("could not read {path}: {reason}")]
+    EnvFile { path: PathBuf, reason: String },
+    #[error("could not write generated development secrets to {path}: {source}")]
+    WriteEnvFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the operating system's random generator failed: {0}")]
+    Random(getrandom::Error),
+}
+
+/// Which database `DATABASE_URL` points at. PostgreSQL URLs may hold a password: redacted.
+#[derive(Clone)]
+pub enum DatabaseUrl {
+    Sqlite(PathBuf),
+    Postgres(std::sync::Arc<SecretString>),
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(_) => f.write_str("postgres://[REDACTED]"),
+        }
+    }
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason: &str| ConfigError::Invalid {
+            var: "DATABASE_URL",
+            reason: reason.to_owned(),
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(std::sync::Arc::new(SecretString::from(
+                url.to_owned(),
+            ))));
+        }
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| invalid("must start with sqlite:// or postgres://"))?;
+        if path.is_empty() || path.contains(":memory:") || path.starts_with('?') {
+            return Err(invalid(
+                "must name a SQLite file (in-memory databases are not supported)",
+            ));
+        }
+        Ok(Self::Sqlite(PathBuf::from(path)))
+    }
+}
+
+/// The three secrets Tollgate needs to start.
+pub struct Secrets {
+    /// Signs and encrypts the session cookie (64 bytes).
+    pub secret_key: KeyBytes<64>,
+    /// Primary AES-256-GCM key for data at rest (32 bytes): seals everything new.
+    pub encryption_key: KeyBytes<32>,
+    /// Earlier encryption keys, still able to open what they sealed until `rotate-key` is done.
+    pub encryption_keys_old: Vec<KeyBytes<32>>,
+    /// HMAC key for blind indexes and token hashes (32 bytes).
+    pub token_pepper: KeyBytes<32>,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secrets([REDACTED])")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// `Secure` on the session cookie; only ever disabled explicitly, for local http.
+    pub cookie_secure: bool,
+    /// A session unused for this long is gone.
+    pub idle_timeout: Duration,
+    /// A session older than this is gone, however active.
+    pub absolute_lifetime: Duration,
+}
+
+/// A per-client-IP limit: `per_minute` sustained, `burst` at once.
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    pub per_minute: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Sign-in and sign-up submissions.
+    pub auth: RateLimit,
+    /// Everything else.
+    pub default: RateLimit,
+    /// BYOK leases, per service token.
+    pub lease: RateLimit,
+    /// Stripe's webhook deliveries, per source IP.
+    pub webhook: RateLimit,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    /// `Strict-Transport-Security: max-age=…`; 0 leaves the header out.
+    pub hsts_max_age: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed; nobody else's is.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// When repeated failures raise a CRITICAL `alert` (once per window).
+#[derive(Debug, Clone, Copy)]
+pub struct AlertSettings {
+    pub window_secs: u32,
+    /// Webhook signature failures within the window that raise an alert.
+    pub webhook_signature_failures: u32,
+    /// Failed payments (`invoice.payment_failed`) within the window that raise an alert.
+    pub payment_failures: u32,
+}
+
+/// Per-user limits on calls to Stripe, per operation class (seed 004's defaults).
+#[derive(Debug, Clone, Copy)]
+pub struct StripeThrottle {
+    pub customer_per_minute: u32,
+    pub subscription_per_minute: u32,
+    pub payment_intent_per_minute: u32,
+    pub default_per_minute: u32,
+}
+
+/// How Tollgate reaches Stripe.
+pub struct StripeSettings {
+    /// `sk_test_…`/`sk_live_…`/`rk_…`; without it billing pages explain that billing is off.
+    pub secret_key: Option<SecretString>,
+    pub publishable_key: Option<String>,
+    /// `https://api.stripe.com` (tests and offline demos: the simulator's address).
+    pub api_base: String,
+    pub throttle: StripeThrottle,
+    /// `STRIPE_WEBHOOK_SECRET`: one `whsec_…`, or two (comma-separated) during a rotation.
+    pub webhook_secrets: Vec<SecretString>,
+    /// How far a webhook's signed timestamp may be from now, either way.
+    pub webhook_tolerance_secs: i64,
+    /// `STRIPE_WEBHOOK_ALLOWED_IPS`: when not empty, deliveries from elsewhere are refused.
+    pub webhook_allowed_ips: Vec<IpNet>,
+}
+
+impl StripeSettings {
+    /// Whether the secret key is a live one (events must then say `livemode: true`).
+    pub fn live(&self) -> bool {
+        use secrecy::ExposeSecret as _;
+        self.secret_key.as_ref().is_some_and(|k| {
+            k.expose_secret().starts_with("sk_live_") || k.expose_secret().starts_with("rk_live_")
+        })
+    }
+}
+
+impl fmt::Debug for StripeSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StripeSettings")
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field("api_base", &self.api_base)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
+
+#[derive(Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub bind: SocketAddr,
+    pub database_url: DatabaseUrl,
+    pub database_pool_size: u32,
+    pub secrets: Secrets,
+    pub session: SessionSettings,
+    pub security: SecuritySettings,
+    pub rate_limits: RateLimitSettings,
+    pub alerts: AlertSettings,
+    /// HTTP worker threads; default: one per core.
+    pub workers: Option<usize>,
+    /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.
+    pub public_url: Option<String>,
+    pub stripe: StripeSettings,
+}
+
+/// Reads variables by name: the process environment in production, a map in tests.
+pub trait Vars {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment (after `.env` has been loaded into it).
+pub struct ProcessEnv;
+
+impl Vars for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .filter(|value| !value.trim().is_empty())
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Vars for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name).filter(|value| !value.trim().is_empty())
+    }
+}
+
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tollgate.db";
+pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
+const KEYGEN_HINT: &str = "generate one with `tollgate keygen`";
+
+/// Loads `.env` from `env_file` (if present) into the process environment without overriding
+/// variables that are already set.
+pub fn load_env_file(env_file: &Path) -> Result<(), ConfigError> {
+    match dotenvy::from_path(env_file) {
+        Ok(()) => Ok(()),
+        Err(dotenvy::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(ConfigError::EnvFile {
+            path: env_file.to_owned(),
+            reason: match err {
+                dotenvy::Error::LineParse(_, index) => format!("syntax error at byte {index}"),
+                other => other.to_string(),
+            },
+        }),
+    }
+}
+
+pub fn environment(vars: &impl Vars) -> Result<Environment, ConfigError> {
+    match vars.get("TOLLGATE_ENV").as_deref().map(str::trim) {
+        None | Some("development") => Ok(Environment::Development),
+        Some("production") => Ok(Environment::Production),
+        Some(_) => Err(ConfigError::Invalid {
+            var: "TOLLGATE_ENV",
+            reason: "must be `development` or `production`".to_owned(),
+        }),
+    }
+}
+
+pub fn database_url(vars: &impl Vars) -> Result<DatabaseUrl, ConfigError> {
+    DatabaseUrl::parse(
+        &vars
+            .get("DATABASE_URL")
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
+    )
+}
+
+fn parse_or<T: std::str::FromStr>(
+    vars: &impl Vars,
+    var: &'static str,
+    default: T,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    match vars.get(var) {
+        None => Ok(default),
+        Some(raw) => raw.trim().parse().map_err(|_| ConfigError::Invalid {
+            var,
+            reason: format!("must be {expected}"),
+        }),
+    }
+}
+
+fn positive(vars: &impl Vars, var: &'static str, default: u32) -> Result<u32, ConfigError> {
+    let value = parse_or(vars, var, default, "a positive whole number")?;
+    if value == 0 {
+        return Err(ConfigError::Invalid {
+            var,
+            reason: "must be at least 1".to_owned(),
+        });
+    }
+    Ok(value)
+}
+
+fn key<const N: usize>(vars: &impl Vars, var: &'static str) -> Result<KeyBytes<N>, ConfigError> {
+    let raw = vars.get(var).ok_or(ConfigError::Missing {
+        var,
+        hint: KEYGEN_HINT,
+    })?;
+    decode_key::<N>(&raw).map_err(|err| ConfigError::Invalid {
+        var,
+        reason: format!("{err} ({KEYGEN_HINT})"),
+    })
+}
+
+fn old_keys(vars: &impl Vars) -> Result<Vec<KeyBytes<32>>, ConfigError> {
+    let Some(raw) = vars.get("ENCRYPTION_KEYS_OLD") else {
+        return Ok(Vec::new());
+    };
+    crate::crypto::Keyring::parse_old_keys(&raw).map_err(|err| ConfigError::Invalid {
+        var: "ENCRYPTION_KEYS_OLD",
+        reason: format!("has a bad entry: {err}"),
+    })
+}
+
+fn public_url(vars: &impl Vars) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = vars.get("PUBLIC_URL") else {
+        return Ok(None);
+    };
+    let url = raw.trim().trim_end_matches('/').to_owned();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(ConfigError::Invalid {
+            var: "PUBLIC_URL",
+            reason: "must be an http(s) URL".into(),
+        });
+    }
+    Ok(Some(url))
+}
+
+/// True for an address on this machine (the simulator's kind of address).
+fn is_local(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or_default()
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default();
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0") || host.starts_with("127.")
+}
+
+fn stripe_settings(
+    vars: &impl Vars,
+    environment: Environment,
+) -> Result<StripeSettings, ConfigError> {
+    let api_base = vars
+        .get("STRIPE_API_BASE")
+        .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.into());
+    let api_base = api_base.trim().trim_end_matches('/').to_owned();
+    if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
+        return Err(ConfigError::Invalid {
+            var: "STRIPE_API_BASE",
+            reason: "must be an http(s) URL".into(),
+        });
+    }
+    if environment == Environment::Production
+        && (is_local(&api_base) || !api_base.starts_with("https://"))
+    {
+        return Err(ConfigError::Invalid {
+            var: "STRIPE_API_BASE",
+            reason: "must be Stripe's https address in production (the simulator is for tests and demos)".into(),
+        });
+    }
+    let secret_key = vars
+        .get("STRIPE_SECRET_KEY")
+        .map(|k| SecretString::from(k.trim().to_owned()));
+    if let Some(key) = &secret_key {
+        use secrecy::ExposeSecret as _;
+        let k = key.expose_secret();
+        if !(k.starts_with("sk_") || k.starts_with("rk_")) {
+            return Err(ConfigError::Invalid {
+                var: "STRIPE_SECRET_KEY",
+                reason: "must start with sk_ or rk_ (check it with `tollgate validate-secrets`)"
+                    .into(),
+            });
+        }
+    }
+    let webhook_secrets: Vec<SecretString> = vars
+        .get("STRIPE_WEBHOOK_SECRET")
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| SecretString::from(s.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    {
+        use secrecy::ExposeSecret as _;
+        if webhook_secrets.len() > 2
+            || webhook_secrets
+                .iter()
+                .any(|s| !s.expose_secret().starts_with("whsec_"))
+        {
+            return Err(ConfigError::Invalid {
+                var: "STRIPE_WEBHOOK_SECRET",
+                reason: "must be one whsec_… secret, or two comma-separated during a rotation"
+                    .into(),
+            });
+        }
+    }
+    Ok(StripeSettings {
+        webhook_secrets,
+        webhook_tolerance_secs: positive(vars, "STRIPE_WEBHOOK_TOLERANCE_SECS", 300)?.into(),
+        webhook_allowed_ips: networks(vars, "STRIPE_WEBHOOK_ALLOWED_IPS")?,
+        secret_key,
+        publishable_key: vars.get("STRIPE_PUBLISHABLE_KEY"),
+        api_base,
+        throttle: StripeThrottle {
+            customer_per_minute: positive(vars, "STRIPE_RATE_LIMIT_CUSTOMER", 100)?,
+            subscription_per_minute: positive(vars, "STRIPE_RATE_LIMIT_SUBSCRIPTION", 50)?,
+            payment_intent_per_minute: positive(vars, "STRIPE_RATE_LIMIT_PAYMENT_INTENT", 200)?,
+            default_per_minute: positive(vars, "STRIPE_RATE_LIMIT_DEFAULT", 100)?,
+        },
+    })
+}
+
+/// A comma-separated list of IP addresses and CIDRs (empty when unset).
+fn networks(vars: &impl Vars, var: &'static str) -> Result<Vec<IpNet>, ConfigError> {
+    let Some(raw) = vars.get(var) else {
+        return Ok(Vec::new());
+    };
+    raw.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| ConfigError::Invalid {
+                    var,
+                    reason: format!("has `{item}`, which is not an IP address or CIDR"),
+                })
+        })
+        .collect()
+}
+
+fn boolean(vars: &impl Vars, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match vars
+        .get(var)
+        .as_deref()
+        .map(|v| v.trim().to_ascii_lowercase())
+    {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(ConfigError::Invalid {
+            var,
+            reason: "must be true or false".to_owned(),
+        }),
+    }
+}
+
+impl Config {
+    /// The keyring for data at rest: the primary key and the older ones.
+    pub fn keyring(&self) -> crate::crypto::Keyring {
+        crate::crypto::Keyring::new(
+            &self.secrets.encryption_key,
+            &self.secrets.encryption_keys_old,
+        )
+    }
+
+    /// The HMAC hasher for tokens and blind indexes.
+    pub fn token_hasher(&self) -> crate::crypto::TokenHasher {
+        crate::crypto::TokenHasher::new(&self.secrets.token_pepper)
+    }
+
+    /// Builds the configuration from variables. Secrets must be present.
+    pub fn from_vars(vars: &impl Vars) -> Result<Self, ConfigError> {
+        let bind_raw = vars.get("BIND").unwrap_or_else(|| DEFAULT_BIND.into());
+        let bind = bind_raw.trim().parse().map_err(|_| ConfigError::Invalid {
+            var: "BIND",
+            reason: "must be an address and port such as 127.0.0.1:8080".to_owned(),
+        })?;
+        let workers = match vars.get("WORKERS") {
+            None => None,
+            Some(_) => Some(positive(vars, "WORKERS", 1)? as usize),
+        };
+        Ok(Self {
+            environment: environment(vars)?,
+            bind,
+            database_url: database_url(vars)?,
+            database_pool_size: positive(vars, "DATABASE_POOL_SIZE", 8)?,
+            secrets: Secrets {
+                secret_key: key(vars, "SECRET_KEY")?,
+                encryption_key: key(vars, "ENCRYPTION_KEY")?,
+                encryption_keys_old: old_keys(vars)?,
+                token_pepper: key(vars, "TOKEN_PEPPER")?,
+            },
+            session: SessionSettings {
+                cookie_secure: boolean(vars, "SESSION_COOKIE_SECURE", true)?,
+                idle_timeout: Duration::from_secs(
+                    positive(vars, "SESSION_IDLE_TIMEOUT_SECS", 30 * 60)?.into(),
+                ),
+                absolute_lifetime: Duration::from_secs(
+                    positive(vars, "SESSION_ABSOLUTE_LIFETIME_SECS", 12 * 60 * 60)?.into(),
+                ),
+            },
+            security: SecuritySettings {
+                hsts_max_age: parse_or(vars, "HSTS_MAX_AGE", 31_536_000, "a number of seconds")?,
+                trusted_proxies: networks(vars, "TRUSTED_PROXIES")?,
+            },
+            rate_limits: RateLimitSettings {
+                auth: RateLimit {
+                    per_minute: positive(vars, "RATE_LIMIT_AUTH_PER_MINUTE", 5)?,
+                    burst: positive(vars, "RATE_LIMIT_AUTH_BURST", 5)?,
+                },
+                default: RateLimit {
+                    per_minute: positive(vars, "RATE_LIMIT_DEFAULT_PER_MINUTE", 600)?,
+                    burst: positive(vars, "RATE_LIMIT_DEFAULT_BURST", 100)?,
+                },
+                lease: RateLimit {
+                    per_minute: positive(vars, "RATE_LIMIT_LEASE_PER_MINUTE", 600)?,
+                    burst: positive(vars, "RATE_LIMIT_LEASE_BURST", 60)?,
+                },
+                webhook: RateLimit {
+                    per_minute: positive(vars, "RATE_LIMIT_WEBHOOK_PER_MINUTE", 1000)?,
+                    burst: positive(vars, "RATE_LIMIT_WEBHOOK_BURST", 1000)?,
+                },
+            },
+            alerts: AlertSettings {
+                window_secs: positive(vars, "ALERT_WINDOW_SECS", 300)?,
+                webhook_signature_failures: positive(vars, "ALERT_WEBHOOK_SIGNATURE_FAILURES", 5)?,
+                payment_failures: positive(vars, "ALERT_PAYMENT_FAILURES", 5)?,
+            },
+            workers,
+            public_url: public_url(vars)?,
+            stripe: stripe_settings(vars, environment(vars)?)?,
+        })
+    }
+
+    /// Loads `.env`, then the environment. In development, secrets that are missing are
+    /// generated and appended to `env_file` (mode 0600) with a notice on stderr.
+    pub fn load(env_file: &Path) -> Result<Self, ConfigError> {
+        load_env_file(env_file)?;
+        if environment(&ProcessEnv)? == Environment::Development {
+            let generated = generate_missing_dev_secrets(env_file)?;
+            if !generated.is_empty() {
+                eprintln!(
+                    "tollgate: development mode: generated {} and saved to {} (mode 0600); \
+                     the values are not shown",
+                    generated.join(", "),
+                    env_file.display()
+                );
+                load_env_file(env_file)?;
+            }
+        }
+        let config = Self::from_vars(&ProcessEnv)?;
+        if config.environment == Environment::Production && !config.session.cookie_secure {
+            tracing::warn!(
+                "SESSION_COOKIE_SECURE=false in production: session cookies can leak over plain http"
+            );
+        }
+        Ok(config)
+    }
+}
+
+/// The secret variables and their sizes in bytes.
+pub const GENERATED_SECRETS: [(&str, usize); 3] = [
+    ("SECRET_KEY", 64),
+    ("ENCRYPTION_KEY", 32),
+    ("TOKEN_PEPPER", 32),
+];
+
+/// A fresh random value for a secret of `len` bytes, base64-encoded.
+pub fn generate_secret(len: usize) -> Result<String, ConfigError> {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(ConfigError::Random)?;
+    Ok(encode_base64(&bytes))
+}
+
+fn generate_missing_dev_secrets(env_file: &Path) -> Result<Vec<&'static str>, ConfigError> {
+    let missing: Vec<_> = GENERATED_SECRETS
+        .iter()
+        .filter(|(var, _)| ProcessEnv.get(var).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut assignments = Vec::new();
+    for (var, len) in &missing {
+        assignments.push((*var, generate_secret(*len)?));
+    }
+    if ProcessEnv.get("SESSION_COOKIE_SECURE").is_none() {
+        assignments.push(("SESSION_COOKIE_SECURE", "false".to_owned()));
+    }
+    let existing = match std::fs::read_to_string(env_file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(ConfigError::WriteEnvFile {
+                path: env_file.to_owned(),
+                source,
+            });
+        }
+    };
+    write_private(env_file, &fill_env_file(&existing, &assignments)).map_err(|source| {
+        ConfigError::WriteEnvFile {
+            path: env_file.to_owned(),
+            source,
+        }
+    })?;
+    Ok(missing.iter().map(|(var, _)| *var).collect())
+}
+
+/// Puts each assignment into a dotenv text: an existing empty `VAR=` line is filled in place
+/// (dotenv keeps the first assignment, so an appended one would be ignored); others are added.
+fn fill_env_file(existing: &str, assignments: &[(&str, String)]) -> String {
+    let mut lines: Vec<String> = existing.lines().map(str::to_owned).collect();
+    let mut appended = Vec::new();
+    for (var, value) in assignments {
+        let empty = lines.iter_mut().find(|line| {
+            line.trim_start()
+                .strip_prefix(var)
+                .and_then(|rest| rest.trim_start().strip_prefix('='))
+                .is_some_and(|v| {
+                    let v = v.split('#').next().unwrap_or("").trim();
+                    v.is_empty() || v == "\"\"" || v == "''"
+                })
+        });
+        match empty {
+            Some(line) => *line = format!("{var}={value}"),
+            None => appended.push(format!("{var}={value}")),
+        }
+    }
+    if !appended.is_empty() {
+        lines.push(String::new());
+        lines.push(
+            "# Generated by tollgate on first run (development only). SESSION_COOKIE_SECURE=false"
+                .into(),
+        );
+        lines.push("# is for local http only: browsers drop Secure cookies on plain http.".into());
+        lines.extend(appended);
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+/// Writes a file only its owner may read: a private temporary file renamed into place.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let tmp = path.with_extension("tollgate-tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    fn with_keys(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, String)> {
+        let mut all = vec![
+            ("SECRET_KEY", encode_base64(&[1; 64])),
+            ("ENCRYPTION_KEY", encode_base64(&[2; 32])),
+            ("TOKEN_PEPPER", encode_base64(&[3; 32])),
+        ];
+        all.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        all
+    }
+
+    fn config(pairs: Vec<(&'static str, String)>) -> Result<Config, ConfigError> {
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Config::from_vars(&vars(&refs))
+    }
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let config = config(with_keys(&[])).unwrap();
+        assert_eq!(config.environment, Environment::Development);
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert!(
+            matches!(config.database_url, DatabaseUrl::Sqlite(ref p) if p == Path::new("tollgate.db"))
+        );
+        assert!(config.session.cookie_secure);
+    }
+
+    #[test]
+    fn missing_and_malformed_secrets_name_the_variable_without_echoing_it() {
+        let err = config(vec![]).unwrap_err().to_string();
+        assert!(err.starts_with("SECRET_KEY is not set"), "{err}");
+
+        let mut pairs = with_keys(&[]);
+        pairs[1].1 = "c2hvcnQ=".into();
+        let err = config(pairs).unwrap_err().to_string();
+        assert!(
+            err.starts_with("ENCRYPTION_KEY must decode to 32 bytes (got 5)"),
+            "{err}"
+        );
+        assert!(!err.contains("c2hvcnQ="));
+    }
+
+    #[test]
+    fn database_url_scheme_picks_the_backend() {
+        assert!(matches!(
+            DatabaseUrl::parse("postgres://u:pw@h/db"),
+            Ok(DatabaseUrl::Postgres(_))
+        ));
+        assert!(
+            matches!(DatabaseUrl::parse("sqlite:///tmp/x.db"), Ok(DatabaseUrl::Sqlite(p)) if p == Path::new("/tmp/x.db"))
+        );
+        assert!(DatabaseUrl::parse("mysql://x").is_err());
+        assert!(DatabaseUrl::parse("sqlite://:memory:").is_err());
+        let shown = format!(
+            "{:?}",
+            DatabaseUrl::parse("postgres://u:hunter2@h/db").unwrap()
+        );
+        assert!(!shown.contains("hunter2"));
+    }
+
+    #[test]
+    fn trusted_proxies_accept_addresses_and_cidrs() {
+        let config = config(with_keys(&[("TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")])).unwrap();
+        assert_eq!(config.security.trusted_proxies.len(), 2);
+        let err = config_err(&[("TRUSTED_PROXIES", "nope")]);
+        assert!(err.contains("TRUSTED_PROXIES"), "{err}");
+    }
+
+    fn config_err(extra: &[(&'static str, &'static str)]) -> String {
+        config(with_keys(extra)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn generated_secrets_fill_empty_lines_in_place_and_append_the_rest() {
+        let existing = "# copied from .env.example\nSECRET_KEY=\nBIND=127.0.0.1:9000\nTOKEN_PEPPER=\"\" # later\n";
+        let filled = fill_env_file(
+            existing,
+            &[
+                ("SECRET_KEY", "AAA".into()),
+                ("TOKEN_PEPPER", "BBB".into()),
+                ("ENCRYPTION_KEY", "CCC".into()),
+            ],
+        );
+        let lines: Vec<_> = filled.lines().collect();
+        assert_eq!(lines[1], "SECRET_KEY=AAA");
+        assert_eq!(lines[2], "BIND=127.0.0.1:9000");
+        assert_eq!(lines[3], "TOKEN_PEPPER=BBB");
+        assert_eq!(*lines.last().unwrap(), "ENCRYPTION_KEY=CCC");
+        assert_eq!(filled.matches("SECRET_KEY=").count(), 1);
+    }
+
+    #[test]
+    fn production_refuses_a_local_or_plain_http_stripe() {
+        let err = config_err(&[
+            ("TOLLGATE_ENV", "production"),
+            ("STRIPE_API_BASE", "http://127.0.0.1:12111"),
+        ]);
+        assert!(
+            err.starts_with("STRIPE_API_BASE must be Stripe's https address"),
+            "{err}"
+        );
+        let err = config_err(&[
+            ("TOLLGATE_ENV", "production"),
+            ("STRIPE_API_BASE", "https://localhost:12111"),
+        ]);
+        assert!(err.contains("STRIPE_API_BASE"), "{err}");
+        let dev = config(with_keys(&[("STRIPE_API_BASE", "http://127.0.0.1:12111/")])).unwrap();
+        assert_eq!(dev.stripe.api_base, "http://127.0.0.1:12111");
+        let prod = config(with_keys(&[("TOLLGATE_ENV", "production")])).unwrap();
+        assert_eq!(prod.stripe.api_base, "https://api.stripe.com");
+    }
+
+    #[test]
+    fn bad_values_are_errors_not_defaults() {
+        assert!(config_err(&[("TOLLGATE_ENV", "prod")]).contains("TOLLGATE_ENV"));
+        assert!(config_err(&[("BIND", "nowhere")]).contains("BIND"));
+        assert!(
+            config_err(&[("SESSION_COOKIE_SECURE", "maybe")]).contains("SESSION_COOKIE_SECURE")
+        );
+        assert!(
+            config_err(&[("RATE_LIMIT_AUTH_PER_MINUTE", "0")])
+                .contains("RATE_LIMIT_AUTH_PER_MINUTE")
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The database: one connection type over SQLite and PostgreSQL, a pool, embedded migrations.
+//!
+//! The backend is chosen by the `DATABASE_URL` scheme. Queries are written once against
+//! `DbConnection` (diesel's `MultiConnection`); Diesel is blocking, so every use goes through
+//! [`Db::run`], which runs on the blocking thread pool, never on the async executor.
+
+pub mod models;
+pub mod schema;
+
+use std::time::Duration;
+
+use chrono::Timelike as _;
+
+use diesel::connection::SimpleConnection as _;
+use diesel::r2d2::{self, ManageConnection, R2D2Connection as _};
+use diesel::{Connection as _, PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use secrecy::ExposeSecret as _;
+
+use crate::config::DatabaseUrl;
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("could not connect to the database: {0}")]
+    Connect(#[from] diesel::ConnectionError),
+    #[error("no database connection available: {0}")]
+    Pool(#[from] r2d2::PoolError),
+    #[error("query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("the blocking thread pool is gone")]
+    Blocking,
+}
+
+impl DbError {
+    /// True when a unique constraint rejected the write (e.g. an email already registered).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(
+            self,
+            Self::Query(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::UniqueViolation,
+                _
+            ))
+        )
+    }
+}
+
+/// Opens connections for the pool, with SQLite's pragmas applied to each.
+#[derive(Debug)]
+pub struct ConnectionFactory {
+    url: DatabaseUrl,
+}
+
+/// How long a SQLite writer waits for the lock before giving up.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+impl ConnectionFactory {
+    pub fn new(url: DatabaseUrl) -> Self {
+        Self { url }
+    }
+
+    pub fn establish(&self) -> Result<DbConnection, DbError> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => Ok(DbConnection::Postgresql(PgConnection::establish(
+                url.expose_secret(),
+            )?)),
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
+                // WAL lets readers run beside the writer; NORMAL survives a process crash
+                // (FULL would also survive power loss at several times the commit cost).
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
+                     PRAGMA journal_mode = WAL;
+                     PRAGMA synchronous = NORMAL;
+                     PRAGMA foreign_keys = ON;"
+                ))?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+}
+
+impl ManageConnection for ConnectionFactory {
+    type Connection = DbConnection;
+    type Error = DbError;
+
+    fn connect(&self) -> Result<DbConnection, DbError> {
+        self.establish()
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), DbError> {
+        conn.ping().map_err(DbError::Query)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+pub type Pool = r2d2::Pool<ConnectionFactory>;
+
+/// The application's handle on the database.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool,
+}
+
+impl Db {
+    /// Builds the pool and checks that a first connection can be made.
+    pub fn connect(url: DatabaseUrl, pool_size: u32) -> Result<Self, DbError> {
+        let pool = r2d2::Pool::builder()
+            .max_size(pool_size)
+            .connection_timeout(Duration::from_secs(10))
+            .build(ConnectionFactory::new(url))
+            .map_err(DbError::Pool)?;
+        Ok(Self { pool })
+    }
+
+    /// Runs `work` with a pooled connection on the blocking thread pool.
+    pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        actix_web::web::block(move || {
+            let mut conn = pool.get().map_err(DbError::from)?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|_| DbError::Blocking)?
+    }
+
+    /// Runs `work` synchronously: for CLI commands and start-up, never for requests.
+    pub fn run_blocking<T, E: From<DbError>>(
+        &self,
+        work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut conn = self.pool.get().map_err(DbError::from)?;
+        work(&mut conn)
+    }
+}
+
+/// Applies pending migrations for the connection's backend; returns the versions applied.
+pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbError> {
+    let applied = match conn {
+        DbConnection::Postgresql(pg) => pg.run_pending_migrations(POSTGRES_MIGRATIONS),
+        DbConnection::Sqlite(sqlite) => sqlite.run_pending_migrations(SQLITE_MIGRATIONS),
+    }
+    .map_err(|err| DbError::Migration(err.to_string()))?;
+    Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// A cheap round trip, for `/readyz`.
+pub fn ping(conn: &mut DbConnection) -> Result<(), DbError> {
+    conn.ping().map_err(DbError::Query)
+}
+
+/// The current time as stored in the database (UTC, microseconds).
+pub fn now() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    // Both backends keep microseconds; truncating here makes round trips compare equal.
+    now.with_nanosecond((now.nanosecond() / 1_000) * 1_000)
+        .unwrap_or(now)
+}

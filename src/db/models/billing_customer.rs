@@ -1,0 +1,91 @@
+//! `billing_customers`: each user's Stripe customer id, sealed, with a blind index for lookups.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::billing_customers;
+use crate::db::{DbConnection, DbError};
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = billing_customers)]
+pub struct BillingCustomerRow {
+    pub user_id: i64,
+    pub stripe_customer_sealed: Vec<u8>,
+    pub key_id: String,
+    pub stripe_customer_index: String,
+    pub stripe_customer_masked: String,
+    pub created_at: NaiveDateTime,
+}
+
+pub fn insert(conn: &mut DbConnection, row: &BillingCustomerRow) -> Result<(), DbError> {
+    diesel::insert_into(billing_customers::table)
+        .values(row)
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn for_user(
+    conn: &mut DbConnection,
+    user_id: i64,
+) -> Result<Option<BillingCustomerRow>, DbError> {
+    Ok(billing_customers::table
+        .find(user_id)
+        .select(BillingCustomerRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn by_index(
+    conn: &mut DbConnection,
+    index: &str,
+) -> Result<Option<BillingCustomerRow>, DbError> {
+    Ok(billing_customers::table
+        .filter(billing_customers::stripe_customer_index.eq(index))
+        .select(BillingCustomerRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn not_under_key(
+    conn: &mut DbConnection,
+    primary: &str,
+    after_user: i64,
+    limit: i64,
+) -> Result<Vec<BillingCustomerRow>, DbError> {
+    Ok(billing_customers::table
+        .filter(billing_customers::key_id.ne(primary))
+        .filter(billing_customers::user_id.gt(after_user))
+        .order(billing_customers::user_id.asc())
+        .limit(limit)
+        .select(BillingCustomerRow::as_select())
+        .load(conn)?)
+}
+
+/// Compare-and-swap replacement of the sealed id (for `rotate-key`).
+pub fn replace_sealed(
+    conn: &mut DbConnection,
+    user_id: i64,
+    old: &[u8],
+    new: &[u8],
+    key_id: &str,
+) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        billing_customers::table
+            .find(user_id)
+            .filter(billing_customers::stripe_customer_sealed.eq(old)),
+    )
+    .set((
+        billing_customers::stripe_customer_sealed.eq(new),
+        billing_customers::key_id.eq(key_id),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(billing_customers::table
+        .group_by(billing_customers::key_id)
+        .select((billing_customers::key_id, diesel::dsl::count_star()))
+        .order(billing_customers::key_id.asc())
+        .load(conn)?)
+}

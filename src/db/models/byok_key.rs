@@ -1,0 +1,147 @@
+//! `byok_keys`: customers' provider API keys, sealed. One per user and provider.
+
+use chrono::NaiveDateTime;
+use diesel::Connection as _;
+use diesel::prelude::*;
+
+use crate::db::schema::byok_keys;
+use crate::db::{DbConnection, DbError, now};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = byok_keys)]
+pub struct ByokKeyRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub provider: String,
+    pub secret: Vec<u8>,
+    pub key_id: String,
+    pub masked: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = byok_keys)]
+pub struct NewByokKey<'a> {
+    pub user_id: i64,
+    pub provider: &'a str,
+    pub secret: &'a [u8],
+    pub key_id: &'a str,
+    pub masked: &'a str,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Adds the key, or replaces the user's existing key for that provider.
+pub fn upsert(conn: &mut DbConnection, new: &NewByokKey<'_>) -> Result<(), DbError> {
+    conn.transaction(|conn| {
+        let replaced = diesel::update(
+            byok_keys::table
+                .filter(byok_keys::user_id.eq(new.user_id))
+                .filter(byok_keys::provider.eq(new.provider)),
+        )
+        .set((
+            byok_keys::secret.eq(new.secret),
+            byok_keys::key_id.eq(new.key_id),
+            byok_keys::masked.eq(new.masked),
+            // A replacement is a new key: it is added now and has not been used.
+            byok_keys::created_at.eq(new.created_at),
+            byok_keys::updated_at.eq(new.updated_at),
+            byok_keys::last_used_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)?;
+        if replaced == 0 {
+            diesel::insert_into(byok_keys::table)
+                .values(new)
+                .execute(conn)?;
+        }
+        Ok(())
+    })
+}
+
+pub fn for_user(conn: &mut DbConnection, user_id: i64) -> Result<Vec<ByokKeyRow>, DbError> {
+    Ok(byok_keys::table
+        .filter(byok_keys::user_id.eq(user_id))
+        .order(byok_keys::provider.asc())
+        .select(ByokKeyRow::as_select())
+        .load(conn)?)
+}
+
+pub fn find(
+    conn: &mut DbConnection,
+    user_id: i64,
+    provider: &str,
+) -> Result<Option<ByokKeyRow>, DbError> {
+    Ok(byok_keys::table
+        .filter(byok_keys::user_id.eq(user_id))
+        .filter(byok_keys::provider.eq(provider))
+        .select(ByokKeyRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Deletes the user's key for a provider; false when there was none.
+pub fn delete(conn: &mut DbConnection, user_id: i64, provider: &str) -> Result<bool, DbError> {
+    let deleted = diesel::delete(
+        byok_keys::table
+            .filter(byok_keys::user_id.eq(user_id))
+            .filter(byok_keys::provider.eq(provider)),
+    )
+    .execute(conn)?;
+    Ok(deleted > 0)
+}
+
+pub fn touch(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
+    diesel::update(byok_keys::table.find(id))
+        .set(byok_keys::last_used_at.eq(Some(now())))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Up to `limit` rows sealed under a key other than `primary`, in id order after `after_id`.
+pub fn not_under_key(
+    conn: &mut DbConnection,
+    primary: &str,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<ByokKeyRow>, DbError> {
+    Ok(byok_keys::table
+        .filter(byok_keys::key_id.ne(primary))
+        .filter(byok_keys::id.gt(after_id))
+        .order(byok_keys::id.asc())
+        .limit(limit)
+        .select(ByokKeyRow::as_select())
+        .load(conn)?)
+}
+
+/// Replaces a sealed value only if it is still the one that was read (compare-and-swap), so a
+/// concurrent replacement by the application is never overwritten. True when it was replaced.
+pub fn replace_secret(
+    conn: &mut DbConnection,
+    id: i64,
+    old_secret: &[u8],
+    new_secret: &[u8],
+    new_key_id: &str,
+) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        byok_keys::table
+            .find(id)
+            .filter(byok_keys::secret.eq(old_secret)),
+    )
+    .set((
+        byok_keys::secret.eq(new_secret),
+        byok_keys::key_id.eq(new_key_id),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// How many values each key id holds.
+pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(byok_keys::table
+        .group_by(byok_keys::key_id)
+        .select((byok_keys::key_id, diesel::dsl::count_star()))
+        .order(byok_keys::key_id.asc())
+        .load(conn)?)
+}

@@ -1,0 +1,13 @@
+//! One file per table: the row struct, a `New*` insert struct and the finder functions.
+
+pub mod billing_customer;
+pub mod byok_key;
+pub mod plan;
+pub mod security_event;
+pub mod service_token;
+pub mod session;
+pub mod setting;
+pub mod stripe_operation;
+pub mod subscription;
+pub mod user;
+pub mod webhook_event;

@@ -1,0 +1,172 @@
+//! `webhook_events`: Stripe events as received, with their processing status.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::webhook_events;
+use crate::db::{DbConnection, DbError, now};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = webhook_events)]
+pub struct WebhookEventRow {
+    pub id: i64,
+    pub stripe_event_id: String,
+    pub event_type: String,
+    pub livemode: bool,
+    pub stripe_created: NaiveDateTime,
+    pub payload_sealed: Vec<u8>,
+    pub key_id: String,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub received_at: NaiveDateTime,
+    pub processed_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = webhook_events)]
+pub struct NewWebhookEvent<'a> {
+    pub stripe_event_id: &'a str,
+    pub event_type: &'a str,
+    pub livemode: bool,
+    pub stripe_created: NaiveDateTime,
+    pub payload_sealed: &'a [u8],
+    pub key_id: &'a str,
+    pub status: &'a str,
+    pub received_at: NaiveDateTime,
+}
+
+/// Stores a new event; `false` when an event with that Stripe id is already stored.
+pub fn insert(conn: &mut DbConnection, new: &NewWebhookEvent<'_>) -> Result<bool, DbError> {
+    match diesel::insert_into(webhook_events::table)
+        .values(new)
+        .execute(conn)
+    {
+        Ok(_) => Ok(true),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _,
+        )) => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Records the outcome of an attempt to apply the event.
+pub fn finish(
+    conn: &mut DbConnection,
+    stripe_id: &str,
+    status: &str,
+    error: Option<&str>,
+) -> Result<(), DbError> {
+    diesel::update(webhook_events::table.filter(webhook_events::stripe_event_id.eq(stripe_id)))
+        .set((
+            webhook_events::status.eq(status),
+            webhook_events::attempts.eq(webhook_events::attempts + 1),
+            webhook_events::last_error.eq(error),
+            webhook_events::processed_at.eq(Some(now())),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn find(conn: &mut DbConnection, stripe_id: &str) -> Result<Option<WebhookEventRow>, DbError> {
+    Ok(webhook_events::table
+        .filter(webhook_events::stripe_event_id.eq(stripe_id))
+        .select(WebhookEventRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn recent(conn: &mut DbConnection, limit: i64) -> Result<Vec<WebhookEventRow>, DbError> {
+    Ok(webhook_events::table
+        .order(webhook_events::id.desc())
+        .limit(limit)
+        .select(WebhookEventRow::as_select())
+        .load(conn)?)
+}
+
+pub fn count(conn: &mut DbConnection) -> Result<i64, DbError> {
+    Ok(webhook_events::table.count().get_result(conn)?)
+}
+
+pub fn find_by_id(conn: &mut DbConnection, id: i64) -> Result<Option<WebhookEventRow>, DbError> {
+    Ok(webhook_events::table
+        .find(id)
+        .select(WebhookEventRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Newest first, optionally only those with one status.
+pub fn list(
+    conn: &mut DbConnection,
+    status: Option<&str>,
+    limit: i64,
+) -> Result<Vec<WebhookEventRow>, DbError> {
+    let mut query = webhook_events::table
+        .order(webhook_events::id.desc())
+        .limit(limit)
+        .select(WebhookEventRow::as_select())
+        .into_boxed();
+    if let Some(status) = status {
+        query = query.filter(webhook_events::status.eq(status.to_owned()));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// Claims a failed event for reprocessing (`failed` → `received`): exactly one caller wins,
+/// whatever the concurrency or the number of instances.
+pub fn claim_failed(conn: &mut DbConnection, id: i64) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        webhook_events::table
+            .find(id)
+            .filter(webhook_events::status.eq("failed")),
+    )
+    .set(webhook_events::status.eq("received"))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+pub fn not_under_key(
+    conn: &mut DbConnection,
+    primary: &str,
+    after_id: i64,
+    limit: i64,
+) -> Result<Vec<WebhookEventRow>, DbError> {
+    Ok(webhook_events::table
+        .filter(webhook_events::key_id.ne(primary))
+        .filter(webhook_events::id.gt(after_id))
+        .order(webhook_events::id.asc())
+        .limit(limit)
+        .select(WebhookEventRow::as_select())
+        .load(conn)?)
+}
+
+/// Compare-and-swap replacement of the sealed payload (for `rotate-key`).
+pub fn replace_sealed(
+    conn: &mut DbConnection,
+    id: i64,
+    old: &[u8],
+    new: &[u8],
+    key_id: &str,
+) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        webhook_events::table
+            .find(id)
+            .filter(webhook_events::payload_sealed.eq(old)),
+    )
+    .set((
+        webhook_events::payload_sealed.eq(new),
+        webhook_events::key_id.eq(key_id),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(webhook_events::table
+        .group_by(webhook_events::key_id)
+        .select((webhook_events::key_id, diesel::dsl::count_star()))
+        .order(webhook_events::key_id.asc())
+        .load(conn)?)
+}

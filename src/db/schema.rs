@@ -1,0 +1,171 @@
+//! Table definitions, identical for SQLite and PostgreSQL (see `migrations/`).
+
+diesel::table! {
+    users (id) {
+        id -> BigInt,
+        email -> Text,
+        password_hash -> Text,
+        role -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_login_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    sessions (key_hash) {
+        key_hash -> Text,
+        user_id -> Nullable<BigInt>,
+        state -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    security_events (id) {
+        id -> BigInt,
+        occurred_at -> Timestamp,
+        kind -> Text,
+        severity -> Text,
+        actor -> Nullable<Text>,
+        ip -> Nullable<Text>,
+        details -> Text,
+    }
+}
+
+diesel::joinable!(sessions -> users (user_id));
+
+diesel::table! {
+    byok_keys (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        provider -> Text,
+        secret -> Binary,
+        key_id -> Text,
+        masked -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    service_tokens (id) {
+        id -> BigInt,
+        name -> Text,
+        scopes -> Text,
+        token_hash -> Text,
+        display_id -> Text,
+        created_at -> Timestamp,
+        last_used_at -> Nullable<Timestamp>,
+        revoked_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::table! {
+    settings (name) {
+        name -> Text,
+        value -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plans (id) {
+        id -> BigInt,
+        slug -> Text,
+        name -> Text,
+        description -> Text,
+        amount -> BigInt,
+        currency -> Text,
+        billing_interval -> Text,
+        trial_days -> BigInt,
+        features -> Text,
+        active -> Bool,
+        stripe_product_id -> Nullable<Text>,
+        stripe_price_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    billing_customers (user_id) {
+        user_id -> BigInt,
+        stripe_customer_sealed -> Binary,
+        key_id -> Text,
+        stripe_customer_index -> Text,
+        stripe_customer_masked -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        stripe_subscription_id -> Text,
+        plan_id -> Nullable<BigInt>,
+        stripe_price_id -> Text,
+        status -> Text,
+        current_period_end -> Nullable<Timestamp>,
+        cancel_at_period_end -> Bool,
+        trial_end -> Nullable<Timestamp>,
+        stripe_updated_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    stripe_operations (id) {
+        id -> BigInt,
+        operation_key -> Text,
+        user_id -> Nullable<BigInt>,
+        kind -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    alert_state (name) {
+        name -> Text,
+        last_raised_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_events (id) {
+        id -> BigInt,
+        stripe_event_id -> Text,
+        event_type -> Text,
+        livemode -> Bool,
+        stripe_created -> Timestamp,
+        payload_sealed -> Binary,
+        key_id -> Text,
+        status -> Text,
+        attempts -> BigInt,
+        last_error -> Nullable<Text>,
+        received_at -> Timestamp,
+        processed_at -> Nullable<Timestamp>,
+    }
+}
+
+diesel::joinable!(byok_keys -> users (user_id));
+diesel::joinable!(billing_customers -> users (user_id));
+diesel::joinable!(subscriptions -> users (user_id));
+diesel::joinable!(subscriptions -> plans (plan_id));
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    sessions,
+    security_events,
+    byok_keys,
+    service_tokens,
+    settings,
+    plans,
+    billing_customers,
+    subscriptions,
+    stripe_operations,
+    webhook_events
+);

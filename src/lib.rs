@@ -1,0 +1,22 @@
+//! Tollgate: a self-hosted, security-first Stripe billing server.
+
+// The Stripe simulator renders large JSON objects with `serde_json::json!`.
+#![recursion_limit = "256"]
+
+pub mod accounts;
+pub mod audit;
+pub mod billing;
+pub mod commands;
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod error;
+pub mod secret;
+pub mod service_tokens;
+pub mod startup;
+#[cfg(feature = "stripe-sim")]
+pub mod stripe_sim;
+pub mod telemetry;
+pub mod vault;
+pub mod web;
+pub mod webhooks;

@@ -1,0 +1,224 @@
+//! `tollgate`: the command-line entry point.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Parser, Subcommand};
+use tollgate::commands::{self, CommandError};
+use tollgate::service_tokens::Scope;
+
+/// Self-hosted, security-first Stripe billing server.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about, long_about = None)]
+struct Cli {
+    /// The dotenv file to read (and, in development, to write generated secrets to).
+    #[arg(long, global = true, default_value = ".env", value_name = "PATH")]
+    env_file: PathBuf,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the web application (the default); applies pending migrations first.
+    Serve {
+        /// Try Tollgate offline: start the Stripe simulator in-process, point Tollgate at it,
+        /// and use a fresh demo database (tollgate-demo.db) with two sample plans.
+        #[cfg(feature = "stripe-sim")]
+        #[arg(long)]
+        with_stripe_sim: bool,
+        /// The simulator's port with --with-stripe-sim (0 picks a free one).
+        #[cfg(feature = "stripe-sim")]
+        #[arg(long, default_value_t = 12111, requires = "with_stripe_sim")]
+        stripe_sim_port: u16,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print fresh random values for SECRET_KEY, ENCRYPTION_KEY and TOKEN_PEPPER.
+    Keygen,
+    /// Create an admin account (or promote an existing one). The password is read from stdin,
+    /// or prompted for on a terminal; it is never taken from the command line.
+    CreateAdmin {
+        /// The admin's email address.
+        #[arg(long)]
+        email: String,
+    },
+    /// Manage the tokens internal services use (`Authorization: Bearer tg_svc_…`).
+    #[command(subcommand)]
+    ServiceToken(TokenCommand),
+    /// Re-encrypt every sealed value under the primary ENCRYPTION_KEY (resumable, idempotent,
+    /// safe while `serve` runs). Configure the new key first and move the old one to
+    /// ENCRYPTION_KEYS_OLD.
+    RotateKey {
+        /// Only report how many values each key still holds.
+        #[arg(long)]
+        check: bool,
+        /// Values per transaction.
+        #[arg(long, default_value_t = 500, value_name = "N")]
+        batch_size: usize,
+        /// Stop after re-sealing N values (a staged rotation; rerun to continue).
+        #[arg(long, value_name = "N", hide = true)]
+        max_rows: Option<usize>,
+        /// Abort the batch transaction after N values, as a crash would (for tests).
+        #[arg(long, value_name = "N", hide = true)]
+        fail_after: Option<usize>,
+    },
+    /// Check that every secret is present and well-formed (never printing one); exit 1 with one
+    /// line per problem.
+    ValidateSecrets {
+        /// Also make one read-only call to the configured Stripe API.
+        #[arg(long)]
+        test_stripe: bool,
+    },
+    /// Emergency: end every session at once; everyone must sign in again.
+    RevokeSessions,
+    /// Emergency switches for BYOK keys.
+    #[command(subcommand)]
+    Byok(ByokCommand),
+    /// Run the offline Stripe simulator (tests and demos only; refused in production).
+    #[cfg(feature = "stripe-sim")]
+    StripeSim {
+        /// Port to listen on (127.0.0.1); 0 picks a free one.
+        #[arg(long, default_value_t = 12111)]
+        port: u16,
+        /// Deliver signed webhook events to this URL, e.g. http://127.0.0.1:8080/webhooks/stripe.
+        #[arg(long, requires = "webhook_secret", value_name = "URL")]
+        webhook_url: Option<String>,
+        /// The endpoint secret to sign events with (whsec_…). Falls back to STRIPE_WEBHOOK_SECRET.
+        #[arg(long, value_name = "SECRET")]
+        webhook_secret: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (once: only its hash is stored).
+    Create {
+        /// A unique name, e.g. the service's name.
+        #[arg(long)]
+        name: String,
+        /// What the token may do: byok:lease, entitlements:read (repeat for several).
+        #[arg(long = "scope", required = true, value_name = "SCOPE")]
+        scopes: Vec<Scope>,
+    },
+    /// List tokens: name, scopes, masked id, created, last used, status.
+    List,
+    /// Revoke a token by name, or every token with --all.
+    Revoke {
+        /// The token's name.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Revoke every token.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ByokCommand {
+    /// Emergency: refuse every BYOK lease (the API answers 503) until enable-leases.
+    DisableLeases,
+    /// Allow BYOK leases again.
+    EnableLeases,
+}
+
+fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|err| match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            // One line, no usage dump: scripts read it, people get a pointer to --help.
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .next()
+                .unwrap_or("error: invalid arguments");
+            eprintln!(
+                "tollgate: {} (see `tollgate --help`)",
+                first.trim_start_matches("error: ")
+            );
+            ExitCode::from(2)
+        }
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    let command = cli.command.unwrap_or(Command::Serve {
+        #[cfg(feature = "stripe-sim")]
+        with_stripe_sim: false,
+        #[cfg(feature = "stripe-sim")]
+        stripe_sim_port: 12111,
+    });
+    let quiet = !matches!(command, Command::Serve { .. });
+    tollgate::telemetry::init(if quiet { "warn" } else { "info" });
+    let outcome = match command {
+        #[cfg(feature = "stripe-sim")]
+        Command::Serve {
+            with_stripe_sim,
+            stripe_sim_port,
+        } => serve(&cli.env_file, with_stripe_sim.then_some(stripe_sim_port)),
+        #[cfg(not(feature = "stripe-sim"))]
+        Command::Serve {} => serve(&cli.env_file, None),
+        Command::Migrate => commands::migrate(&cli.env_file),
+        Command::Keygen => commands::keygen(),
+        Command::CreateAdmin { email } => commands::admin::create_admin(&cli.env_file, &email),
+        Command::ServiceToken(TokenCommand::Create { name, scopes }) => {
+            commands::tokens::create(&cli.env_file, &name, &scopes)
+        }
+        Command::ServiceToken(TokenCommand::List) => commands::tokens::list(&cli.env_file),
+        Command::ServiceToken(TokenCommand::Revoke { name, all: _ }) => {
+            commands::tokens::revoke(&cli.env_file, name.as_deref())
+        }
+        Command::RotateKey { check: true, .. } => commands::rotate::check(&cli.env_file),
+        Command::RotateKey {
+            check: false,
+            batch_size,
+            max_rows,
+            fail_after,
+        } => {
+            let options = commands::rotate::RotateOptions {
+                batch_size,
+                max_rows,
+                fail_after,
+            };
+            commands::rotate::rotate(&cli.env_file, &options)
+        }
+        Command::ValidateSecrets { test_stripe } => {
+            commands::validate::validate_secrets(&cli.env_file, test_stripe)
+        }
+        Command::RevokeSessions => commands::emergency::revoke_sessions(&cli.env_file),
+        Command::Byok(ByokCommand::DisableLeases) => {
+            commands::emergency::set_leases(&cli.env_file, true)
+        }
+        Command::Byok(ByokCommand::EnableLeases) => {
+            commands::emergency::set_leases(&cli.env_file, false)
+        }
+        #[cfg(feature = "stripe-sim")]
+        Command::StripeSim {
+            port,
+            webhook_url,
+            webhook_secret,
+        } => commands::stripe_sim::run(&cli.env_file, port, webhook_url, webhook_secret),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("tollgate: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn serve(env_file: &std::path::Path, stripe_sim_port: Option<u16>) -> Result<(), CommandError> {
+    actix_web::rt::System::new().block_on(commands::serve(env_file, stripe_sim_port))
+}

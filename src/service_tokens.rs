@@ -1,0 +1,212 @@
+//! Service tokens: how internal services (the execution engine, feature gates) authenticate.
+//!
+//! A token is `tg_svc_` followed by 32 random bytes (URL-safe base64). It is printed once, at
+//! creation; only its HMAC (keyed by `TOKEN_PEPPER`) is stored. Each token has scopes, and every
+//! internal endpoint demands one.
+
+use std::fmt;
+
+use chrono::NaiveDateTime;
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::crypto::TokenHasher;
+use crate::crypto::hashing::Domain;
+use crate::db::models::service_token::{self, NewServiceToken, ServiceTokenRow};
+use crate::db::{DbConnection, DbError, now};
+use crate::secret::{encode_token, random_bytes};
+
+pub const TOKEN_PREFIX: &str = "tg_svc_";
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    ByokLease,
+    EntitlementsRead,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 2] = [Scope::ByokLease, Scope::EntitlementsRead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ByokLease => "byok:lease",
+            Self::EntitlementsRead => "entitlements:read",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown scope `{s}` (known: {})", known.join(", "))
+            })
+    }
+}
+
+/// A live token, as the application sees it after authentication.
+#[derive(Debug, Clone)]
+pub struct ServiceToken {
+    pub id: i64,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl ServiceToken {
+    pub fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
+fn parse_scopes(raw: &str) -> Vec<Scope> {
+    raw.split_whitespace()
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// A token as `service-token list` shows it: never the token itself.
+#[derive(Debug)]
+pub struct TokenSummary {
+    pub name: String,
+    pub scopes: String,
+    pub display_id: String,
+    pub created_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+    pub revoked_at: Option<NaiveDateTime>,
+}
+
+impl From<ServiceTokenRow> for TokenSummary {
+    fn from(row: ServiceTokenRow) -> Self {
+        Self {
+            name: row.name,
+            scopes: row.scopes,
+            display_id: row.display_id,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("a token named `{0}` already exists")]
+    NameTaken(String),
+    #[error("token names are 1 to 64 letters, digits, `-`, `_` or `.`")]
+    BadName,
+    #[error("give at least one --scope")]
+    NoScope,
+    #[error("the random generator failed")]
+    Random,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Creates a token and returns it: the only time it exists outside the caller's hands.
+pub fn create(
+    conn: &mut DbConnection,
+    hasher: &TokenHasher,
+    name: &str,
+    scopes: &[Scope],
+) -> Result<SecretString, CreateError> {
+    if !valid_name(name) {
+        return Err(CreateError::BadName);
+    }
+    if scopes.is_empty() {
+        return Err(CreateError::NoScope);
+    }
+    let random = encode_token(&random_bytes::<32>().map_err(|_| CreateError::Random)?);
+    let token = SecretString::from(format!("{TOKEN_PREFIX}{random}"));
+    let display_id = format!("{TOKEN_PREFIX}{}…", &random[..6]);
+    let scopes: Vec<_> = scopes.iter().map(|s| s.as_str()).collect();
+    let inserted = service_token::insert(
+        conn,
+        &NewServiceToken {
+            name,
+            scopes: &scopes.join(" "),
+            token_hash: &hasher.digest(Domain::ServiceToken, token.expose_secret().as_bytes()),
+            display_id: &display_id,
+            created_at: now(),
+        },
+    );
+    match inserted {
+        Err(err) if err.is_unique_violation() => Err(CreateError::NameTaken(name.to_owned())),
+        other => other.map(|()| token).map_err(CreateError::from),
+    }
+}
+
+pub fn list(conn: &mut DbConnection) -> Result<Vec<TokenSummary>, DbError> {
+    Ok(service_token::all(conn)?
+        .into_iter()
+        .map(TokenSummary::from)
+        .collect())
+}
+
+/// Revokes one token by name, or all of them; returns how many were live.
+pub fn revoke(conn: &mut DbConnection, name: Option<&str>) -> Result<usize, DbError> {
+    service_token::revoke(conn, name)
+}
+
+/// Why a presented token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    Missing,
+    Malformed,
+    Unknown,
+    Revoked,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::Revoked => "revoked",
+        }
+    }
+}
+
+/// Finds the live token a bearer value belongs to, and records its use.
+pub fn authenticate(
+    conn: &mut DbConnection,
+    hasher: &TokenHasher,
+    presented: Option<&str>,
+) -> Result<Result<ServiceToken, Rejection>, DbError> {
+    let Some(presented) = presented else {
+        return Ok(Err(Rejection::Missing));
+    };
+    if !presented.starts_with(TOKEN_PREFIX) || presented.len() > 128 {
+        return Ok(Err(Rejection::Malformed));
+    }
+    let hash = hasher.digest(Domain::ServiceToken, presented.as_bytes());
+    let Some(row) = service_token::find_by_hash(conn, &hash)? else {
+        return Ok(Err(Rejection::Unknown));
+    };
+    if row.revoked_at.is_some() {
+        return Ok(Err(Rejection::Revoked));
+    }
+    service_token::touch(conn, row.id)?;
+    Ok(Ok(ServiceToken {
+        id: row.id,
+        scopes: parse_scopes(&row.scopes),
+        name: row.name,
+    }))
+}

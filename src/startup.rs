@@ -1,0 +1,143 @@
+//! Builds the application: database, migrations, middleware (in order), routes, and the server.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use tracing_actix_web::TracingLogger;
+
+use crate::config::Config;
+use crate::db::{self, Db, DbError};
+use crate::web::middleware::error_pages::render_error_pages;
+use crate::web::middleware::rate_limit;
+use crate::web::middleware::security_headers::SecurityHeaders;
+use crate::web::middleware::session_store;
+use crate::web::{AppState, routes};
+
+/// Largest request body outside routes that set their own limit.
+const BODY_LIMIT: usize = 64 * 1024;
+/// How often expired sessions are swept from the table.
+const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("could not listen on the configured address: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("rate limit settings are out of range: {0}")]
+    RateLimit(&'static str),
+}
+
+pub struct Application {
+    port: u16,
+    db: Db,
+    server: Server,
+}
+
+impl Application {
+    /// Connects, migrates and binds. Port 0 picks a free port (tests).
+    pub fn build(config: Config) -> Result<Self, StartupError> {
+        let db = Db::connect(config.database_url.clone(), config.database_pool_size)?;
+        let applied = db.run_blocking(db::run_migrations)?;
+        if !applied.is_empty() {
+            tracing::info!(migrations = ?applied, "applied database migrations");
+        }
+        crate::accounts::password::prepare();
+        let listener = TcpListener::bind(config.bind)?;
+        let port = listener.local_addr()?.port();
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let server = run(listener, db.clone(), Arc::new(config), public_url)?;
+        Ok(Self { port, db, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The application's database handle (for start-up tasks such as seeding a demo).
+    pub fn db(&self) -> Db {
+        self.db.clone()
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM), sweeping expired sessions meanwhile.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let db = self.db.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = actix_web::rt::time::interval(SESSION_SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                let swept = db
+                    .run(|conn| db::models::session::delete_expired(conn, db::now()))
+                    .await;
+                if let Err(err) = swept {
+                    tracing::warn!(error = %err, "could not sweep expired sessions");
+                }
+            }
+        });
+        self.server.await
+    }
+}
+
+fn run(
+    listener: TcpListener,
+    db: Db,
+    config: Arc<Config>,
+    public_url: String,
+) -> Result<Server, StartupError> {
+    let trusted = Arc::new(config.security.trusted_proxies.clone());
+    let default_limiter = rate_limit::default_limiter(config.rate_limits.default, &trusted)
+        .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?;
+    let auth_limiter = rate_limit::auth_limiter(config.rate_limits.auth, &trusted)
+        .ok_or(StartupError::RateLimit("RATE_LIMIT_AUTH_*"))?;
+    let webhook_limiter = rate_limit::webhook_limiter(config.rate_limits.webhook, &trusted)
+        .ok_or(StartupError::RateLimit("RATE_LIMIT_WEBHOOK_*"))?;
+    let state = web::Data::new(AppState {
+        db: db.clone(),
+        config: Arc::clone(&config),
+        refusal_audit: Default::default(),
+        keyring: config.keyring(),
+        token_hasher: config.token_hasher(),
+        lease_limiter: rate_limit::KeyedLimiter::new(config.rate_limits.lease),
+        gateway: crate::billing::Gateway::new(&config.stripe),
+        active_plans: crate::billing::plans::ActivePlans::new(Duration::from_secs(5)),
+        public_url,
+    });
+    let workers = config.workers;
+    let stripe_origin = (config.stripe.api_base != crate::config::DEFAULT_STRIPE_API_BASE)
+        .then(|| config.stripe.api_base.clone());
+    let server = HttpServer::new(move || {
+        let headers = SecurityHeaders::new(&config.security, stripe_origin.as_deref());
+        // Listed innermost first: each `wrap` goes around everything before it. The limiter
+        // must be the first wrap of its scope (it needs a nameable inner future), so sessions
+        // sit in a nested scope inside it: refused requests never touch the session store.
+        let routes = web::scope("")
+            .wrap(session_store::middleware(db.clone(), &config))
+            .configure(|cfg| routes::configure(cfg, &auth_limiter, &webhook_limiter));
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(BODY_LIMIT))
+            .app_data(web::FormConfig::default().limit(BODY_LIMIT))
+            .service(
+                web::scope("")
+                    .wrap(rate_limit::governor(&default_limiter))
+                    .service(routes),
+            )
+            .wrap(from_fn(rate_limit::finish_rate_limit))
+            .wrap(TracingLogger::default())
+            .wrap(from_fn(render_error_pages))
+            .wrap(from_fn(move |req, next| headers.clone().handle(req, next)))
+    })
+    .listen(listener)?;
+    let server = match workers {
+        Some(workers) => server.workers(workers),
+        None => server,
+    };
+    Ok(server.run())
+}

@@ -1,0 +1,252 @@
+//! The BYOK vault: customers' own AI-provider API keys, sealed at rest, shown only masked, and
+//! handed out in plaintext only through an audited lease to an internal service.
+
+use chrono::NaiveDateTime;
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::crypto::{Aad, CryptoError, Keyring};
+use crate::db::models::byok_key::{self, NewByokKey};
+use crate::db::models::setting;
+use crate::db::{DbConnection, DbError, now};
+use crate::secret::mask_api_key;
+
+/// AI providers whose keys Tollgate keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    Anthropic,
+    OpenAi,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::Anthropic, Provider::OpenAi];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::OpenAi => "openai",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Anthropic => "Anthropic",
+            Self::OpenAi => "OpenAI",
+        }
+    }
+
+    /// What a key for this provider looks like, for the form's help text.
+    pub fn key_hint(self) -> &'static str {
+        match self {
+            Self::Anthropic => "starts with sk-ant-",
+            Self::OpenAi => "starts with sk-",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == raw)
+    }
+}
+
+/// Where a key lives: the AAD that binds its ciphertext to one user and provider.
+pub fn key_aad(user_id: i64, provider: Provider) -> Aad {
+    Aad::new(
+        "byok_keys",
+        "secret",
+        format!("user:{user_id}/provider:{}", provider.as_str()),
+    )
+}
+
+const MIN_KEY_LEN: usize = 20;
+const MAX_KEY_LEN: usize = 256;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyFormatError {
+    #[error("this does not look like an {0} API key (it {1})")]
+    WrongShape(&'static str, &'static str),
+    #[error("API keys are {MIN_KEY_LEN} to {MAX_KEY_LEN} characters")]
+    Length,
+}
+
+/// A provider API key that has the provider's shape. Redacted in `Debug`.
+#[derive(Debug)]
+pub struct ApiKey(SecretString);
+
+impl ApiKey {
+    pub fn parse(provider: Provider, raw: SecretString) -> Result<Self, KeyFormatError> {
+        let key = raw.expose_secret().trim();
+        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
+            return Err(KeyFormatError::Length);
+        }
+        let charset_ok = key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        let shape_ok = match provider {
+            Provider::Anthropic => key.starts_with("sk-ant-"),
+            Provider::OpenAi => key.starts_with("sk-") && !key.starts_with("sk-ant-"),
+        };
+        if !charset_ok || !shape_ok {
+            return Err(KeyFormatError::WrongShape(
+                provider.label(),
+                provider.key_hint(),
+            ));
+        }
+        Ok(Self(SecretString::from(key.to_owned())))
+    }
+
+    pub fn masked(&self) -> String {
+        mask_api_key(self.0.expose_secret())
+    }
+}
+
+/// A stored key as the customer's page shows it.
+#[derive(Debug)]
+pub struct KeySummary {
+    pub provider: Provider,
+    pub masked: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub last_used_at: Option<NaiveDateTime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Seals and stores the key, replacing the user's previous key for that provider.
+pub fn save_key(
+    conn: &mut DbConnection,
+    keyring: &Keyring,
+    user_id: i64,
+    provider: Provider,
+    key: &ApiKey,
+) -> Result<(), VaultError> {
+    let sealed = keyring.seal(
+        key.0.expose_secret().as_bytes(),
+        &key_aad(user_id, provider),
+    )?;
+    let at = now();
+    byok_key::upsert(
+        conn,
+        &NewByokKey {
+            user_id,
+            provider: provider.as_str(),
+            secret: &sealed,
+            key_id: &keyring.primary_id().to_string(),
+            masked: &key.masked(),
+            created_at: at,
+            updated_at: at,
+        },
+    )?;
+    Ok(())
+}
+
+pub fn list_keys(conn: &mut DbConnection, user_id: i64) -> Result<Vec<KeySummary>, DbError> {
+    Ok(byok_key::for_user(conn, user_id)?
+        .into_iter()
+        .filter_map(|row| {
+            Some(KeySummary {
+                provider: Provider::parse(&row.provider)?,
+                masked: row.masked,
+                created_at: row.created_at,
+                updated_at: row.updated_at,
+                last_used_at: row.last_used_at,
+            })
+        })
+        .collect())
+}
+
+pub fn delete_key(
+    conn: &mut DbConnection,
+    user_id: i64,
+    provider: Provider,
+) -> Result<bool, DbError> {
+    byok_key::delete(conn, user_id, provider.as_str())
+}
+
+const LEASES_DISABLED: &str = "byok_leases_disabled";
+
+pub fn leases_disabled(conn: &mut DbConnection) -> Result<bool, DbError> {
+    Ok(setting::get(conn, LEASES_DISABLED)?.as_deref() == Some("true"))
+}
+
+pub fn set_leases_disabled(conn: &mut DbConnection, disabled: bool) -> Result<(), DbError> {
+    setting::set(
+        conn,
+        LEASES_DISABLED,
+        if disabled { "true" } else { "false" },
+    )
+}
+
+/// A leased key: the plaintext, and the masked form for the audit log.
+pub struct Lease {
+    pub key: SecretString,
+    pub masked: String,
+}
+
+/// Opens the user's key for an internal service and records its use. `None` when the user
+/// has no key for that provider.
+pub fn lease(
+    conn: &mut DbConnection,
+    keyring: &Keyring,
+    user_id: i64,
+    provider: Provider,
+) -> Result<Option<Lease>, VaultError> {
+    let Some(row) = byok_key::find(conn, user_id, provider.as_str())? else {
+        return Ok(None);
+    };
+    let key = keyring.open_string(&row.secret, &key_aad(user_id, provider))?;
+    byok_key::touch(conn, row.id)?;
+    Ok(Some(Lease {
+        key,
+        masked: row.masked,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(raw: &str) -> SecretString {
+        SecretString::from(raw.to_owned())
+    }
+
+    #[test]
+    fn keys_must_have_their_providers_shape_and_bounded_length() {
+        assert!(
+            ApiKey::parse(
+                Provider::Anthropic,
+                key("sk-ant-api03-DUMMY-0000000000000000")
+            )
+            .is_ok()
+        );
+        assert!(ApiKey::parse(Provider::OpenAi, key("sk-proj-DUMMY0000000000000000")).is_ok());
+        assert!(matches!(
+            ApiKey::parse(Provider::OpenAi, key("sk-ant-api03-DUMMY-0000000000000000")),
+            Err(KeyFormatError::WrongShape(..))
+        ));
+        assert!(matches!(
+            ApiKey::parse(Provider::Anthropic, key("sk-ant-DUMMY 00000000000000000")),
+            Err(KeyFormatError::WrongShape(..))
+        ));
+        assert_eq!(
+            ApiKey::parse(Provider::OpenAi, key("sk-short")).unwrap_err(),
+            KeyFormatError::Length
+        );
+        let long = format!("sk-{}", "a".repeat(300));
+        assert_eq!(
+            ApiKey::parse(Provider::OpenAi, key(&long)).unwrap_err(),
+            KeyFormatError::Length
+        );
+    }
+
+    #[test]
+    fn the_error_never_contains_the_key() {
+        let err =
+            ApiKey::parse(Provider::OpenAi, key("sk-ant-api03-DUMMY-SECRET-000000")).unwrap_err();
+        assert!(!err.to_string().contains("SECRET"));
+    }
+}

@@ -1,0 +1,7 @@
+//! Middleware, outermost first: security headers, error pages, request tracing, rate-limit
+//! headers and audit, the per-IP rate limiter, sessions.
+
+pub mod error_pages;
+pub mod rate_limit;
+pub mod security_headers;
+pub mod session_store;

@@ -1,0 +1,243 @@
+//! Per-client-IP rate limits (actix-governor), with `X-RateLimit-*` headers on every limited
+//! response and an audit record for every refusal.
+//!
+//! Two limiters: a strict one on sign-in and sign-up submissions, and a default one for
+//! everything else. The default limiter exempts the strict routes, so each request is counted
+//! once, by the limiter that governs it, and its headers describe that limiter.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use actix_governor::governor::clock::{Clock as _, DefaultClock, QuantaInstant};
+use actix_governor::governor::middleware::StateInformationMiddleware;
+use actix_governor::governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
+use actix_governor::{
+    Governor, GovernorConfig, GovernorConfigBuilder, KeyExtractor, SimpleKeyExtractionError,
+};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage as _, HttpResponse, HttpResponseBuilder, web};
+use ipnet::IpNet;
+
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::config::RateLimit;
+use crate::web::{AppState, client_ip};
+
+/// Routes whose submissions the strict (auth) limiter governs.
+pub const AUTH_ROUTES: [&str; 2] = ["/login", "/signup"];
+/// Stripe's webhook endpoint, governed by its own limiter.
+pub const WEBHOOK_ROUTE: &str = "/webhooks/stripe";
+
+const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// Marks a 429 written by a limiter here (handlers with limiters of their own audit those).
+#[derive(Debug, Clone, Copy)]
+struct Refused;
+
+/// Who a request is counted against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RateKey {
+    /// Governed by another limiter.
+    Exempt,
+    Client(IpAddr),
+}
+
+/// The replenish interval of the limiter that counted a request, for `X-RateLimit-Reset`.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    per_request: Duration,
+    limiter: &'static str,
+}
+
+#[derive(Clone)]
+pub struct ClientIpKey {
+    trusted: Arc<Vec<IpNet>>,
+    window: Window,
+    exempt_auth_routes: bool,
+}
+
+impl KeyExtractor for ClientIpKey {
+    type Key = RateKey;
+    type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
+
+    fn extract(&self, req: &ServiceRequest) -> Result<RateKey, Self::KeyExtractionError> {
+        if self.exempt_auth_routes
+            && req.method() == Method::POST
+            && AUTH_ROUTES.contains(&req.path())
+        {
+            return Ok(RateKey::Exempt);
+        }
+        req.extensions_mut().insert(self.window);
+        let peer = req.peer_addr().map(|addr| addr.ip());
+        Ok(RateKey::Client(client_ip::resolve(
+            peer,
+            req.headers(),
+            &self.trusted,
+        )))
+    }
+
+    fn exceed_rate_limit_response(
+        &self,
+        negative: &NotUntil<QuantaInstant>,
+        mut response: HttpResponseBuilder,
+    ) -> HttpResponse {
+        let wait = negative.wait_time_from(DefaultClock::default().now());
+        // Round up: "retry after 0 seconds" would invite an immediate, refused retry.
+        let wait_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut refused = response
+            .insert_header((actix_web::http::header::RETRY_AFTER, wait_secs))
+            .insert_header((RESET, unix_now() + wait_secs))
+            .finish();
+        refused.extensions_mut().insert(Refused);
+        refused
+    }
+
+    fn whitelisted_keys(&self) -> Vec<RateKey> {
+        vec![RateKey::Exempt]
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+pub type Limiter = GovernorConfig<ClientIpKey, StateInformationMiddleware>;
+
+fn config(
+    limit: RateLimit,
+    trusted: &Arc<Vec<IpNet>>,
+    limiter: &'static str,
+    exempt_auth_routes: bool,
+    methods: Option<Vec<Method>>,
+) -> Option<Limiter> {
+    let per_request = Duration::from_secs(60) / limit.per_minute;
+    let key = ClientIpKey {
+        trusted: Arc::clone(trusted),
+        window: Window {
+            per_request,
+            limiter,
+        },
+        exempt_auth_routes,
+    };
+    let mut builder = GovernorConfigBuilder::default();
+    builder.period(per_request).burst_size(limit.burst);
+    if let Some(methods) = methods {
+        builder.methods(methods);
+    }
+    builder.key_extractor(key).use_headers().finish()
+}
+
+/// The default per-IP limiter for every route.
+pub fn default_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
+    config(limit, trusted, "default", true, None)
+}
+
+/// The limiter for Stripe's webhook deliveries.
+pub fn webhook_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
+    config(limit, trusted, "webhook", false, Some(vec![Method::POST]))
+}
+
+/// The strict limiter for sign-in and sign-up submissions (POST only: showing the form is free).
+pub fn auth_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
+    config(limit, trusted, "auth", false, Some(vec![Method::POST]))
+}
+
+pub fn governor(config: &Limiter) -> Governor<ClientIpKey, StateInformationMiddleware> {
+    Governor::new(config)
+}
+
+/// Completes the headers (`X-RateLimit-Reset`) and audits refusals.
+pub async fn finish_rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let mut res = next.call(req).await?;
+    let window = res.request().extensions().get::<Window>().copied();
+    let headers = res.headers_mut();
+    headers.remove("x-ratelimit-whitelisted");
+    headers.remove("x-ratelimit-after");
+    if let (Some(window), false) = (window, headers.contains_key(RESET)) {
+        let number = |name: &HeaderName| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        if let (Some(limit), Some(remaining)) = (number(&LIMIT), number(&REMAINING)) {
+            // The bucket is full again once every used slot has been replenished.
+            let refill = window.per_request * limit.saturating_sub(remaining);
+            let reset = unix_now() + refill.as_secs() + u64::from(refill.subsec_nanos() > 0);
+            headers.insert(RESET, HeaderValue::from(reset));
+        }
+    }
+    if res.response().extensions().contains::<Refused>() {
+        audit_refusal(&res, window).await;
+    }
+    Ok(res)
+}
+
+/// An in-process limiter keyed by something other than the client IP (e.g. a service token).
+pub struct KeyedLimiter<K: std::hash::Hash + Eq + Clone>(DefaultKeyedRateLimiter<K>);
+
+impl<K: std::hash::Hash + Eq + Clone> KeyedLimiter<K> {
+    pub fn new(limit: RateLimit) -> Self {
+        let per_request = Duration::from_secs(60) / limit.per_minute;
+        let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(per_request).unwrap_or(Quota::per_minute(NonZeroU32::MIN));
+        Self(RateLimiter::keyed(quota.allow_burst(burst)))
+    }
+
+    /// Counts one request for `key`; when over the limit, how many seconds until it may retry.
+    pub fn check(&self, key: &K) -> Result<(), u64> {
+        self.0.check_key(key).map_err(|negative| {
+            let wait = negative.wait_time_from(DefaultClock::default().now());
+            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+        })
+    }
+}
+
+/// Limits audit writes for refusals to one per client and limiter a minute, so that a flood of
+/// refused requests cannot turn into a flood of database writes.
+pub struct RefusalAuditThrottle(DefaultKeyedRateLimiter<(IpAddr, &'static str)>);
+
+impl Default for RefusalAuditThrottle {
+    fn default() -> Self {
+        Self(RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)))
+    }
+}
+
+async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
+    let req = res.request();
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return;
+    };
+    let ip = client_ip::of(req);
+    let limiter = window.map(|w| w.limiter).unwrap_or("unknown");
+    if state.refusal_audit.0.check_key(&(ip, limiter)).is_err() {
+        tracing::debug!(%ip, limiter, "rate limited (audit already recorded this minute)");
+        return;
+    }
+    let kind = if limiter == "webhook" {
+        Kind::WebhookRateLimitExceeded
+    } else {
+        Kind::RateLimited
+    };
+    let event = SecurityEvent::new(kind).ip(ip).details(serde_json::json!({
+        "path": req.path(),
+        "method": req.method().as_str(),
+        "limiter": limiter,
+    }));
+    if let Err(err) = audit::record(&state.db, event).await {
+        tracing::error!(error = %err, "could not record rate_limited");
+    }
+}

@@ -1,0 +1,30 @@
+//! The HTTP layer: middleware, extractors, pages and route tables. Thin by design: handlers
+//! extract typed input, call the domain, and render.
+
+pub mod client_ip;
+pub mod csrf;
+pub mod middleware;
+pub mod pages;
+pub mod routes;
+pub mod session;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::crypto::{Keyring, TokenHasher};
+use crate::db::Db;
+
+/// Shared, read-only state every handler can reach through `web::Data<AppState>`.
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub refusal_audit: middleware::rate_limit::RefusalAuditThrottle,
+    pub keyring: Keyring,
+    pub token_hasher: TokenHasher,
+    /// BYOK leases per service token.
+    pub lease_limiter: middleware::rate_limit::KeyedLimiter<i64>,
+    pub gateway: crate::billing::Gateway,
+    pub active_plans: crate::billing::plans::ActivePlans,
+    /// Where people reach Tollgate, for Stripe's redirect URLs (no trailing slash).
+    pub public_url: String,
+}

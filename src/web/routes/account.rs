@@ -1,0 +1,63 @@
+//! The signed-in customer's account page: profile and subscription.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use crate::billing::{self, subscriptions};
+use crate::error::AppError;
+use crate::web::AppState;
+use crate::web::pages::{PageContext, datetime, render};
+use crate::web::session::{CurrentUser, TypedSession};
+
+struct SubscriptionPanel {
+    plan: String,
+    status: String,
+    live: bool,
+    cancel_at_period_end: bool,
+    period_end: Option<String>,
+    trial_end: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account/index.html")]
+struct AccountPage {
+    ctx: PageContext,
+    email: String,
+    role: &'static str,
+    member_since: String,
+    last_login: Option<String>,
+    subscription: Option<SubscriptionPanel>,
+    operation_id: String,
+}
+
+pub async fn show(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+) -> Result<HttpResponse, AppError> {
+    let user = user.0;
+    let subscription =
+        subscriptions::current(&state.db, user.id)
+            .await?
+            .map(|s| SubscriptionPanel {
+                plan: s
+                    .plan
+                    .as_ref()
+                    .map(|p| p.name.clone())
+                    .unwrap_or_else(|| "Unknown plan".into()),
+                live: s.is_live(),
+                cancel_at_period_end: s.cancel_at_period_end,
+                period_end: s.current_period_end.as_ref().map(datetime),
+                trial_end: s.trial_end.as_ref().map(datetime),
+                status: s.status,
+            });
+    render(&AccountPage {
+        ctx: PageContext::new(&session, Some(&user))?,
+        role: user.role.as_str(),
+        member_since: datetime(&user.created_at),
+        last_login: user.last_login_at.as_ref().map(datetime),
+        email: user.email,
+        subscription,
+        operation_id: billing::new_operation_id().map_err(AppError::internal)?,
+    })
+}

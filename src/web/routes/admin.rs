@@ -1,0 +1,63 @@
+//! The admin console's front page: accounts and the latest security events.
+
+use actix_web::{HttpResponse, web};
+use askama::Template;
+
+use crate::db::DbError;
+use crate::db::models::{security_event, user};
+use crate::error::AppError;
+use crate::web::AppState;
+use crate::web::pages::{PageContext, datetime, render};
+use crate::web::session::{AdminUser, TypedSession};
+
+/// One audit row as the console shows it.
+struct EventView {
+    at: String,
+    kind: String,
+    severity: String,
+    actor: String,
+    ip: String,
+    details: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/index.html")]
+struct Dashboard {
+    ctx: PageContext,
+    user_count: i64,
+    events: Vec<EventView>,
+}
+
+const RECENT_EVENTS: i64 = 50;
+
+pub async fn dashboard(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    admin: AdminUser,
+) -> Result<HttpResponse, AppError> {
+    let (user_count, rows) = state
+        .db
+        .run(|conn| {
+            Ok::<_, DbError>((
+                user::count(conn)?,
+                security_event::recent(conn, RECENT_EVENTS)?,
+            ))
+        })
+        .await?;
+    let events = rows
+        .into_iter()
+        .map(|row| EventView {
+            at: datetime(&row.occurred_at),
+            kind: row.kind,
+            severity: row.severity,
+            actor: row.actor.unwrap_or_else(|| "—".into()),
+            ip: row.ip.unwrap_or_else(|| "—".into()),
+            details: row.details,
+        })
+        .collect();
+    render(&Dashboard {
+        ctx: PageContext::new(&session, Some(&admin.0))?,
+        user_count,
+        events,
+    })
+}

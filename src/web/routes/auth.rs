@@ -1,0 +1,253 @@
+//! Sign-up, sign-in and sign-out.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+
+use crate::accounts::{self, Email, NewPassword, SignUpError};
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::error::AppError;
+use crate::web::csrf::CsrfForm;
+use crate::web::pages::{PageContext, render, render_with_status};
+use crate::web::session::{FlashKind, MaybeUser, TypedSession};
+use crate::web::{AppState, client_ip};
+
+/// The one message a failed sign-in ever gets.
+pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, location))
+        .finish()
+}
+
+/// Follows `next` only when it is a path on this site; anything else goes to the account page.
+pub fn safe_next(next: Option<&str>) -> &str {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && !path.chars().any(char::is_control) =>
+        {
+            path
+        }
+        _ => "/account",
+    }
+}
+
+#[derive(Default)]
+struct SignupErrors {
+    email: Option<String>,
+    password: Option<String>,
+    confirm: Option<String>,
+    form: Option<&'static str>,
+}
+
+impl SignupErrors {
+    fn any(&self) -> bool {
+        self.email.is_some()
+            || self.password.is_some()
+            || self.confirm.is_some()
+            || self.form.is_some()
+    }
+}
+
+#[derive(Template)]
+#[template(path = "auth/signup.html")]
+struct SignupPage {
+    ctx: PageContext,
+    email: String,
+    errors: SignupErrors,
+}
+
+pub async fn signup_form(session: TypedSession, user: MaybeUser) -> Result<HttpResponse, AppError> {
+    if user.0.is_some() {
+        return Ok(see_other("/account"));
+    }
+    let ctx = PageContext::with_form(&session, None)?;
+    render(&SignupPage {
+        ctx,
+        email: String::new(),
+        errors: SignupErrors::default(),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct SignupForm {
+    email: String,
+    password: SecretString,
+    password_confirm: SecretString,
+}
+
+pub async fn signup(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    form: CsrfForm<SignupForm>,
+) -> Result<HttpResponse, AppError> {
+    let form = form.0;
+    let mut errors = SignupErrors::default();
+    let email = Email::parse(&form.email)
+        .map_err(|e| errors.email = Some(e.to_string()))
+        .ok();
+    if form.password.expose_secret() != form.password_confirm.expose_secret() {
+        errors.confirm = Some("the passwords do not match".into());
+    }
+    let password = NewPassword::parse(form.password)
+        .map_err(|e| errors.password = Some(e.to_string()))
+        .ok();
+    let (Some(email), Some(password), false) = (email, password, errors.any()) else {
+        return signup_failed(&session, form.email, errors);
+    };
+    let user = match accounts::sign_up(&state.db, email, password).await {
+        Ok(user) => user,
+        Err(SignUpError::EmailTaken) => {
+            errors.form = Some(
+                "We could not create an account with these details. If you already have one, sign in instead.",
+            );
+            return signup_failed(&session, form.email, errors);
+        }
+        Err(other) => return Err(AppError::internal(other)),
+    };
+    let event = SecurityEvent::new(Kind::Signup)
+        .actor(format!("user:{}", user.id))
+        .ip(client_ip::of(&req))
+        .details(serde_json::json!({ "email": user.masked_email() }));
+    audit::record(&state.db, event).await?;
+    session.log_in(user.id)?;
+    session.flash(
+        FlashKind::Success,
+        "Welcome to Tollgate. Your account is ready.",
+    )?;
+    Ok(see_other("/account"))
+}
+
+fn signup_failed(
+    session: &TypedSession,
+    email: String,
+    errors: SignupErrors,
+) -> Result<HttpResponse, AppError> {
+    let ctx = PageContext::with_form(session, None)?;
+    render_with_status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &SignupPage { ctx, email, errors },
+    )
+}
+
+#[derive(Template)]
+#[template(path = "auth/login.html")]
+struct LoginPage {
+    ctx: PageContext,
+    email: String,
+    next: String,
+    error: Option<&'static str>,
+}
+
+#[derive(Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+pub async fn login_form(
+    session: TypedSession,
+    user: MaybeUser,
+    query: web::Query<NextQuery>,
+) -> Result<HttpResponse, AppError> {
+    let next = safe_next(query.next.as_deref()).to_owned();
+    if user.0.is_some() {
+        return Ok(see_other(&next));
+    }
+    let ctx = PageContext::with_form(&session, None)?;
+    render(&LoginPage {
+        ctx,
+        email: String::new(),
+        next,
+        error: None,
+    })
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    email: String,
+    password: SecretString,
+    next: Option<String>,
+}
+
+pub async fn login(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    form: CsrfForm<LoginForm>,
+) -> Result<HttpResponse, AppError> {
+    let LoginForm {
+        email,
+        password,
+        next,
+    } = form.0;
+    let next = safe_next(next.as_deref()).to_owned();
+    let ip = client_ip::of(&req);
+    let Some(user) = accounts::authenticate(&state.db, &email, password).await? else {
+        let event = SecurityEvent::new(Kind::LoginFailed)
+            .ip(ip)
+            .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }));
+        audit::record(&state.db, event).await?;
+        let ctx = PageContext::with_form(&session, None)?;
+        let page = LoginPage {
+            ctx,
+            email,
+            next,
+            error: Some(INVALID_CREDENTIALS),
+        };
+        return render_with_status(StatusCode::UNAUTHORIZED, &page);
+    };
+    let event = SecurityEvent::new(Kind::LoginSucceeded)
+        .actor(format!("user:{}", user.id))
+        .ip(ip);
+    audit::record(&state.db, event).await?;
+    session.log_in(user.id)?;
+    Ok(see_other(&next))
+}
+
+#[derive(Deserialize)]
+pub struct NoFields {}
+
+pub async fn logout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    _form: CsrfForm<NoFields>,
+) -> Result<HttpResponse, AppError> {
+    if let Some(user_id) = session.user_id()? {
+        let event = SecurityEvent::new(Kind::Logout)
+            .actor(format!("user:{user_id}"))
+            .ip(client_ip::of(&req));
+        audit::record(&state.db, event).await?;
+    }
+    session.log_out();
+    Ok(see_other("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_only_ever_follows_local_paths() {
+        assert_eq!(safe_next(Some("/account?tab=keys")), "/account?tab=keys");
+        for hostile in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "javascript:alert(1)",
+            "account",
+            "/a\nb",
+        ] {
+            assert_eq!(safe_next(Some(hostile)), "/account", "{hostile}");
+        }
+        assert_eq!(safe_next(None), "/account");
+    }
+}

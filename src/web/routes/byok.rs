@@ -1,0 +1,184 @@
+//! `/account/keys`: a customer's own AI-provider API keys. Add, replace, delete; always masked.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::LOCATION;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use crate::accounts::User;
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::error::AppError;
+use crate::vault::{self, ApiKey, Provider, VaultError};
+use crate::web::csrf::CsrfForm;
+use crate::web::pages::{PageContext, datetime, render, render_with_status};
+use crate::web::routes::auth::NoFields;
+use crate::web::session::{CurrentUser, FlashKind, TypedSession};
+use crate::web::{AppState, client_ip};
+
+struct KeyView {
+    provider: &'static str,
+    label: &'static str,
+    masked: String,
+    added: String,
+    last_used: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account/keys.html")]
+struct KeysPage {
+    ctx: PageContext,
+    keys: Vec<KeyView>,
+    providers: [Provider; 2],
+    selected: &'static str,
+    error: Option<String>,
+}
+
+async fn keys_page(
+    state: &AppState,
+    session: &TypedSession,
+    user: &User,
+    selected: &'static str,
+    error: Option<String>,
+) -> Result<KeysPage, AppError> {
+    let user_id = user.id;
+    let keys = state
+        .db
+        .run(move |conn| vault::list_keys(conn, user_id))
+        .await?;
+    let keys = keys
+        .into_iter()
+        .map(|key| KeyView {
+            provider: key.provider.as_str(),
+            label: key.provider.label(),
+            masked: key.masked,
+            added: datetime(&key.created_at),
+            last_used: key.last_used_at.as_ref().map(datetime),
+        })
+        .collect();
+    Ok(KeysPage {
+        ctx: PageContext::with_form(session, Some(user))?,
+        keys,
+        providers: Provider::ALL,
+        selected,
+        error,
+    })
+}
+
+pub async fn list(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+) -> Result<HttpResponse, AppError> {
+    render(
+        &keys_page(
+            &state,
+            &session,
+            &user.0,
+            Provider::Anthropic.as_str(),
+            None,
+        )
+        .await?,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SaveKeyForm {
+    provider: String,
+    api_key: SecretString,
+}
+
+fn to_keys_page() -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((LOCATION, "/account/keys"))
+        .finish()
+}
+
+fn vault_error(err: VaultError) -> AppError {
+    AppError::internal(err)
+}
+
+pub async fn save(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+    form: CsrfForm<SaveKeyForm>,
+) -> Result<HttpResponse, AppError> {
+    let CurrentUser(user) = user;
+    let SaveKeyForm { provider, api_key } = form.0;
+    let Some(provider) = Provider::parse(&provider) else {
+        let page = keys_page(
+            &state,
+            &session,
+            &user,
+            "",
+            Some("Choose a provider.".into()),
+        )
+        .await?;
+        return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+    };
+    let key = match ApiKey::parse(provider, api_key) {
+        Ok(key) => key,
+        Err(err) => {
+            // The rejected key is not echoed back: the field is left empty.
+            let page = keys_page(
+                &state,
+                &session,
+                &user,
+                provider.as_str(),
+                Some(err.to_string()),
+            )
+            .await?;
+            return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+    };
+    let masked = key.masked();
+    let st = state.clone();
+    let user_id = user.id;
+    state
+        .db
+        .run(move |conn| vault::save_key(conn, &st.keyring, user_id, provider, &key))
+        .await
+        .map_err(vault_error)?;
+    let event = SecurityEvent::new(Kind::ByokKeySaved)
+        .actor(format!("user:{user_id}"))
+        .ip(client_ip::of(&req))
+        .details(serde_json::json!({ "provider": provider.as_str(), "key": masked }));
+    audit::record(&state.db, event).await?;
+    session.flash(
+        FlashKind::Success,
+        format!("Your {} key {masked} is saved.", provider.label()),
+    )?;
+    Ok(to_keys_page())
+}
+
+pub async fn delete(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+    path: web::Path<String>,
+    _form: CsrfForm<NoFields>,
+) -> Result<HttpResponse, AppError> {
+    let provider = Provider::parse(&path).ok_or(AppError::NotFound)?;
+    let user_id = user.0.id;
+    let deleted = state
+        .db
+        .run(move |conn| vault::delete_key(conn, user_id, provider))
+        .await?;
+    if !deleted {
+        return Err(AppError::NotFound);
+    }
+    let event = SecurityEvent::new(Kind::ByokKeyDeleted)
+        .actor(format!("user:{user_id}"))
+        .ip(client_ip::of(&req))
+        .details(serde_json::json!({ "provider": provider.as_str() }));
+    audit::record(&state.db, event).await?;
+    session.flash(
+        FlashKind::Info,
+        format!("Your {} key is deleted.", provider.label()),
+    )?;
+    Ok(to_keys_page())
+}

@@ -1,0 +1,157 @@
+//! `/internal/v1/…`: the API for Tollgate's own services, authenticated by scoped service
+//! tokens (`Authorization: Bearer tg_svc_…`). Every refusal and every lease is audited.
+
+use actix_web::http::header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA};
+use actix_web::{HttpRequest, HttpResponse, web};
+use secrecy::ExposeSecret as _;
+use serde::Deserialize;
+
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::error::AppError;
+use crate::secret::mask_api_key;
+use crate::service_tokens::{self, Scope, ServiceToken};
+use crate::vault::{self, Provider, VaultError};
+use crate::web::{AppState, client_ip};
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+async fn reject(
+    state: &AppState,
+    req: &HttpRequest,
+    actor: Option<&str>,
+    reason: &str,
+    token: Option<&str>,
+) {
+    let mut event = SecurityEvent::new(Kind::ServiceTokenRejected)
+        .ip(client_ip::of(req))
+        .details(serde_json::json!({
+            "reason": reason,
+            "path": req.path(),
+            "token": token.map(mask_api_key),
+        }));
+    if let Some(actor) = actor {
+        event = event.actor(actor);
+    }
+    if let Err(err) = audit::record(&state.db, event).await {
+        tracing::error!(error = %err, "could not record service_token_rejected");
+    }
+}
+
+/// The live service token on the request, which must carry `scope`.
+pub async fn authorize(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    scope: Scope,
+) -> Result<ServiceToken, AppError> {
+    let presented = bearer(req);
+    let st = state.clone();
+    let lookup = presented.clone();
+    let outcome = state
+        .db
+        .run(move |conn| service_tokens::authenticate(conn, &st.token_hasher, lookup.as_deref()))
+        .await?;
+    match outcome {
+        Err(rejection) => {
+            reject(state, req, None, rejection.as_str(), presented.as_deref()).await;
+            Err(AppError::Unauthorized)
+        }
+        Ok(token) if !token.allows(scope) => {
+            let reason = format!("scope {scope} not granted");
+            reject(state, req, Some(&token.name), &reason, presented.as_deref()).await;
+            Err(AppError::Forbidden)
+        }
+        Ok(token) => Ok(token),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LeaseRequest {
+    user_id: i64,
+    provider: String,
+}
+
+enum LeaseOutcome {
+    Disabled,
+    NoKey,
+    Leased(vault::Lease),
+}
+
+/// `POST /internal/v1/byok/lease`: the customer's plaintext key, for the execution engine.
+pub async fn lease(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let token = authorize(&req, &state, Scope::ByokLease).await?;
+    if let Err(retry_after) = state.lease_limiter.check(&token.id) {
+        let event = SecurityEvent::new(Kind::RateLimited)
+            .actor(token.name.clone())
+            .ip(client_ip::of(&req))
+            .details(serde_json::json!({ "path": req.path(), "limiter": "lease" }));
+        audit::record(&state.db, event).await?;
+        return Err(AppError::RateLimited { retry_after });
+    }
+    let request: LeaseRequest = serde_json::from_slice(&body).map_err(|_| {
+        AppError::BadRequest("Send JSON {\"user_id\": 123, \"provider\": \"anthropic\"}.")
+    })?;
+    let provider = Provider::parse(&request.provider).ok_or(AppError::NotFound)?;
+    let user_id = request.user_id;
+    let st = state.clone();
+    let outcome = state
+        .db
+        .run(move |conn| {
+            if vault::leases_disabled(conn)? {
+                return Ok(LeaseOutcome::Disabled);
+            }
+            Ok::<_, VaultError>(match vault::lease(conn, &st.keyring, user_id, provider)? {
+                Some(lease) => LeaseOutcome::Leased(lease),
+                None => LeaseOutcome::NoKey,
+            })
+        })
+        .await
+        .map_err(AppError::internal)?;
+    let lease = match outcome {
+        LeaseOutcome::Disabled => return Err(AppError::Unavailable),
+        LeaseOutcome::NoKey => return Err(AppError::NotFound),
+        LeaseOutcome::Leased(lease) => lease,
+    };
+    let event = SecurityEvent::new(Kind::ByokLeased)
+        .actor(token.name)
+        .ip(client_ip::of(&req))
+        .details(serde_json::json!({ "user_id": user_id, "provider": provider.as_str(), "key": lease.masked }));
+    audit::record(&state.db, event).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .insert_header((PRAGMA, "no-cache"))
+        .json(serde_json::json!({
+            "user_id": user_id,
+            "provider": provider.as_str(),
+            "api_key": lease.key.expose_secret(),
+        })))
+}
+
+/// `GET /internal/v1/entitlements/{user_id}`: what a user's plan grants, for feature gates.
+pub async fn entitlements(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    user_id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    authorize(&req, &state, Scope::EntitlementsRead).await?;
+    let user_id = *user_id;
+    if crate::accounts::find_user(&state.db, user_id)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::NotFound);
+    }
+    let entitlements = crate::billing::subscriptions::entitlements(&state.db, user_id).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(entitlements))
+}

@@ -1,0 +1,93 @@
+//! Route tables, one module per resource.
+
+pub mod account;
+pub mod admin;
+pub mod admin_billing;
+pub mod assets;
+pub mod auth;
+pub mod billing;
+pub mod byok;
+pub mod health;
+pub mod home;
+pub mod internal;
+pub mod webhooks;
+
+use actix_web::web;
+
+use crate::error::AppError;
+use crate::web::middleware::rate_limit::{self, Limiter};
+
+/// Registers every route. `auth_limiter` guards the sign-in and sign-up submissions.
+pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_limiter: &Limiter) {
+    cfg.service(web::resource("/").route(web::get().to(home::index)))
+        .service(web::resource("/healthz").route(web::get().to(health::alive)))
+        .service(web::resource("/readyz").route(web::get().to(health::ready)))
+        .service(web::resource("/static/app.css").route(web::get().to(assets::stylesheet)))
+        .service(
+            web::resource("/signup")
+                .wrap(rate_limit::governor(auth_limiter))
+                .route(web::get().to(auth::signup_form))
+                .route(web::post().to(auth::signup)),
+        )
+        .service(
+            web::resource("/login")
+                .wrap(rate_limit::governor(auth_limiter))
+                .route(web::get().to(auth::login_form))
+                .route(web::post().to(auth::login)),
+        )
+        .service(web::resource("/logout").route(web::post().to(auth::logout)))
+        .service(web::resource("/account").route(web::get().to(account::show)))
+        .service(
+            web::resource("/account/keys")
+                .route(web::get().to(byok::list))
+                .route(web::post().to(byok::save)),
+        )
+        .service(
+            web::resource("/account/keys/{provider}/delete").route(web::post().to(byok::delete)),
+        )
+        .service(web::resource("/admin").route(web::get().to(admin::dashboard)))
+        .service(web::resource("/pricing").route(web::get().to(billing::pricing)))
+        .service(web::resource("/billing/checkout").route(web::post().to(billing::checkout)))
+        .service(web::resource("/billing/success").route(web::get().to(billing::success)))
+        .service(web::resource("/billing/cancel").route(web::get().to(billing::cancel)))
+        .service(web::resource("/billing/portal").route(web::post().to(billing::portal)))
+        .service(
+            web::resource("/billing/subscription/cancel")
+                .route(web::post().to(billing::cancel_subscription)),
+        )
+        .service(
+            web::resource("/billing/subscription/resume")
+                .route(web::post().to(billing::resume_subscription)),
+        )
+        .service(
+            web::resource("/admin/plans")
+                .route(web::get().to(admin_billing::list))
+                .route(web::post().to(admin_billing::create)),
+        )
+        .service(web::resource("/admin/plans/new").route(web::get().to(admin_billing::new_form)))
+        .service(web::resource("/admin/plans/{id}").route(web::post().to(admin_billing::update)))
+        .service(
+            web::resource("/admin/plans/{id}/edit").route(web::get().to(admin_billing::edit_form)),
+        )
+        .service(
+            web::resource("/admin/plans/{id}/archive")
+                .route(web::post().to(admin_billing::archive)),
+        )
+        .service(web::resource("/admin/customers").route(web::get().to(admin_billing::customers)))
+        .service(
+            web::resource("/internal/v1/entitlements/{user_id}")
+                .route(web::get().to(internal::entitlements)),
+        )
+        .service(web::resource("/internal/v1/byok/lease").route(web::post().to(internal::lease)))
+        .service(
+            web::resource(rate_limit::WEBHOOK_ROUTE)
+                .app_data(web::PayloadConfig::new(webhooks::BODY_LIMIT))
+                .wrap(rate_limit::governor(webhook_limiter))
+                .route(web::post().to(webhooks::stripe)),
+        )
+        .default_service(web::to(not_found));
+}
+
+async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
+    Err(AppError::NotFound)
+}

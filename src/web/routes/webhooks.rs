@@ -1,0 +1,137 @@
+//! `POST /webhooks/stripe`: Stripe's (or `stripe listen`'s, or the simulator's) event deliveries.
+//! Source checked, signature verified, payload validated, then stored and applied exactly once
+//! before the 200; every refusal audited.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::json;
+
+use crate::audit::alerts::{self, Rule};
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::error::AppError;
+use crate::web::{AppState, client_ip};
+use crate::webhooks::{self, Ingested, StripeEvent, verify};
+
+/// Largest event body accepted (Stripe's events are far smaller).
+pub const BODY_LIMIT: usize = 512 * 1024;
+
+pub const SIGNATURE_FAILED: &str = "Webhook signature verification failed";
+
+/// Audits a refused delivery (and checks the alert that counts it), then answers `status`.
+async fn refuse(
+    state: &AppState,
+    req: &HttpRequest,
+    status: StatusCode,
+    kind: Kind,
+    details: serde_json::Value,
+    message: &str,
+) -> HttpResponse {
+    let event = SecurityEvent::new(kind)
+        .actor("stripe")
+        .ip(client_ip::of(req))
+        .details(details);
+    let rule = (kind == Kind::WebhookInvalidSignature)
+        .then(|| Rule::webhook_signature_failures(&state.config.alerts));
+    let recorded = state
+        .db
+        .run(move |conn| {
+            audit::write(conn, &event)?;
+            match rule {
+                Some(rule) => alerts::check(conn, &rule).map(|_| ()),
+                None => Ok(()),
+            }
+        })
+        .await;
+    if let Err(err) = recorded {
+        tracing::error!(error = %err, kind = kind.as_str(), "could not record a webhook refusal");
+    }
+    HttpResponse::build(status).json(json!({ "error": message }))
+}
+
+pub async fn stripe(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let stripe = &state.config.stripe;
+    let ip = client_ip::of(&req);
+    if !stripe.webhook_allowed_ips.is_empty()
+        && !stripe
+            .webhook_allowed_ips
+            .iter()
+            .any(|net| net.contains(&ip))
+    {
+        let details = json!({ "reason": "source address not in STRIPE_WEBHOOK_ALLOWED_IPS" });
+        return Ok(refuse(
+            &state,
+            &req,
+            StatusCode::FORBIDDEN,
+            Kind::WebhookInvalidIp,
+            details,
+            "Webhook source not allowed",
+        )
+        .await);
+    }
+    if stripe.webhook_secrets.is_empty() {
+        tracing::warn!("a webhook arrived but STRIPE_WEBHOOK_SECRET is not set");
+        return Err(AppError::BillingOff);
+    }
+    let header = req
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
+    let now = chrono::Utc::now().timestamp();
+    if let Err(err) = verify::verify(
+        header,
+        &body,
+        &stripe.webhook_secrets,
+        stripe.webhook_tolerance_secs,
+        now,
+    ) {
+        let details = json!({ "reason": err.as_str(), "bytes": body.len() });
+        return Ok(refuse(
+            &state,
+            &req,
+            StatusCode::BAD_REQUEST,
+            Kind::WebhookInvalidSignature,
+            details,
+            SIGNATURE_FAILED,
+        )
+        .await);
+    }
+    let event = match StripeEvent::parse(&body, stripe.live()) {
+        Ok(event) => event,
+        Err(err) => {
+            let details = json!({ "reason": err.to_string() });
+            return Ok(refuse(
+                &state,
+                &req,
+                StatusCode::BAD_REQUEST,
+                Kind::WebhookInvalidPayload,
+                details,
+                "Invalid webhook payload",
+            )
+            .await);
+        }
+    };
+    let st = state.clone();
+    let event_id = event.id.clone();
+    let ip = ip.to_string();
+    let outcome = state
+        .db
+        .run(move |conn| {
+            let cx = webhooks::Context {
+                keyring: &st.keyring,
+                hasher: &st.token_hasher,
+                alerts: &st.config.alerts,
+            };
+            webhooks::ingest(conn, cx, &event, &body, &ip)
+        })
+        .await
+        .map_err(AppError::internal)?;
+    let duplicate = outcome == Ingested::Duplicate;
+    if duplicate {
+        tracing::info!(event = %event_id, "duplicate webhook delivery acknowledged");
+    }
+    Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": duplicate })))
+}

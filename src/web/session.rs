@@ -1,0 +1,194 @@
+//! Typed access to the session, and the extractors that guard pages: `CurrentUser` (signed
+//! in) and `AdminUser` (signed in with the admin role).
+
+use std::future::{Ready, ready};
+
+use actix_session::{Session, SessionExt as _};
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest, web};
+use futures_util::future::LocalBoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::{self, User};
+use crate::error::AppError;
+use crate::secret::{encode_token, random_bytes};
+use crate::web::AppState;
+use crate::web::middleware::session_store::USER_ID_KEY;
+
+const CSRF_KEY: &str = "csrf";
+const FLASH_KEY: &str = "flash";
+
+/// A one-time message shown on the next page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Flash {
+    pub kind: FlashKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FlashKind {
+    Success,
+    Info,
+    Error,
+}
+
+impl FlashKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Info => "info",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// The session, with Tollgate's keys behind typed methods.
+pub struct TypedSession(Session);
+
+fn session_error(err: impl std::fmt::Display) -> AppError {
+    AppError::internal(format!("session: {err}"))
+}
+
+impl TypedSession {
+    /// Signs `user_id` in: a new session id (no fixation), a new CSRF token.
+    pub fn log_in(&self, user_id: i64) -> Result<(), AppError> {
+        self.0.renew();
+        self.0.insert(USER_ID_KEY, user_id).map_err(session_error)?;
+        self.0.remove(CSRF_KEY);
+        Ok(())
+    }
+
+    pub fn user_id(&self) -> Result<Option<i64>, AppError> {
+        self.0.get::<i64>(USER_ID_KEY).map_err(session_error)
+    }
+
+    /// Ends the session: the server-side state is deleted and the cookie removed.
+    pub fn log_out(&self) {
+        self.0.purge();
+    }
+
+    /// The session's CSRF token, created on first use.
+    pub fn csrf_token(&self) -> Result<String, AppError> {
+        if let Some(token) = self.existing_csrf_token() {
+            return Ok(token);
+        }
+        let token = encode_token(&random_bytes::<32>().map_err(session_error)?);
+        self.0.insert(CSRF_KEY, &token).map_err(session_error)?;
+        Ok(token)
+    }
+
+    pub fn existing_csrf_token(&self) -> Option<String> {
+        self.0.get::<String>(CSRF_KEY).ok().flatten()
+    }
+
+    pub fn flash(&self, kind: FlashKind, message: impl Into<String>) -> Result<(), AppError> {
+        let flash = Flash {
+            kind,
+            message: message.into(),
+        };
+        self.0.insert(FLASH_KEY, flash).map_err(session_error)
+    }
+
+    pub fn take_flash(&self) -> Option<Flash> {
+        self.0.remove_as::<Flash>(FLASH_KEY).and_then(Result::ok)
+    }
+}
+
+impl From<Session> for TypedSession {
+    fn from(session: Session) -> Self {
+        Self(session)
+    }
+}
+
+impl FromRequest for TypedSession {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(Self(req.get_session())))
+    }
+}
+
+fn app_state(req: &HttpRequest) -> Result<web::Data<AppState>, AppError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| AppError::internal("application state missing"))
+}
+
+/// Where to come back to after signing in: this request's path and query.
+fn return_path(req: &HttpRequest) -> String {
+    match req.uri().query() {
+        Some(query) => format!("{}?{query}", req.path()),
+        None => req.path().to_owned(),
+    }
+}
+
+async fn signed_in_user(req: HttpRequest) -> Result<User, AppError> {
+    let session = TypedSession(req.get_session());
+    let sign_in = || AppError::SignInRequired {
+        next: return_path(&req),
+    };
+    let user_id = session.user_id()?.ok_or_else(sign_in)?;
+    let state = app_state(&req)?;
+    match accounts::find_user(&state.db, user_id).await? {
+        Some(user) => Ok(user),
+        None => {
+            // The account is gone: the session must not outlive it.
+            session.log_out();
+            Err(sign_in())
+        }
+    }
+}
+
+/// A signed-in user; anonymous requests are redirected to `/login?next=…`.
+pub struct CurrentUser(pub User);
+
+impl FromRequest for CurrentUser {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { signed_in_user(req).await.map(Self) })
+    }
+}
+
+/// A signed-in admin; customers get 403, anonymous requests are sent to sign in.
+pub struct AdminUser(pub User);
+
+impl FromRequest for AdminUser {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let user = signed_in_user(req).await?;
+            if user.is_admin() {
+                Ok(Self(user))
+            } else {
+                Err(AppError::Forbidden)
+            }
+        })
+    }
+}
+
+/// The signed-in user if there is one, for pages that anybody may see.
+pub struct MaybeUser(pub Option<User>);
+
+impl FromRequest for MaybeUser {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            match signed_in_user(req).await {
+                Ok(user) => Ok(Self(Some(user))),
+                Err(AppError::SignInRequired { .. }) => Ok(Self(None)),
+                Err(other) => Err(other),
+            }
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! What each Stripe event does to Tollgate. Runs inside the ingest transaction: reads only the
+//! event and the database, never Stripe.
+
+use serde_json::{Map, Value};
+
+use super::{Context, IngestError, StripeEvent};
+use crate::audit::alerts::{self, Rule};
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::billing::customers::customer_aad;
+use crate::crypto::TokenHasher;
+use crate::crypto::hashing::Domain;
+use crate::db::models::billing_customer::{self, BillingCustomerRow};
+use crate::db::models::subscription::{self, SubscriptionState};
+use crate::db::models::{plan, user};
+use crate::db::{DbConnection, now};
+use crate::secret::mask_api_key;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Applied,
+    /// A type Tollgate does not act on: stored and acknowledged.
+    Ignored,
+    /// Could not be applied (kept, with the reason, for reprocessing).
+    Failed(String),
+}
+
+fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    match object.get(key)? {
+        Value::String(s) => Some(s.as_str()),
+        // An expanded object: its id.
+        Value::Object(inner) => inner.get("id").and_then(Value::as_str),
+        _ => None,
+    }
+}
+
+fn timestamp(object: &Map<String, Value>, key: &str) -> Option<chrono::NaiveDateTime> {
+    object
+        .get(key)?
+        .as_i64()
+        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|t| t.naive_utc())
+}
+
+pub fn apply(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    Ok(match event.kind.as_str() {
+        "checkout.session.completed" => checkout_completed(conn, cx, object)?,
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => subscription_changed(conn, cx.hasher, event)?,
+        "invoice.payment_failed" => payment_failed(conn, cx, event)?,
+        "charge.dispute.created" => dispute_created(conn, event)?,
+        // Recorded (the stored event is the record): payments, and the marketplace side.
+        "invoice.paid"
+        | "invoice.payment_succeeded"
+        | "payment_intent.succeeded"
+        | "payment_intent.payment_failed"
+        | "account.updated"
+        | "payout.created"
+        | "payout.updated" => Outcome::Applied,
+        _ => Outcome::Ignored,
+    })
+}
+
+/// The user a Stripe customer id belongs to, by blind index.
+fn user_for_customer(
+    conn: &mut DbConnection,
+    hasher: &TokenHasher,
+    customer: &str,
+) -> Result<Option<i64>, IngestError> {
+    let index = hasher.digest(Domain::StripeCustomerId, customer.as_bytes());
+    Ok(billing_customer::by_index(conn, &index)?.map(|row| row.user_id))
+}
+
+/// Links the Checkout's customer to the user named by `client_reference_id`.
+fn checkout_completed(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    object: &Map<String, Value>,
+) -> Result<Outcome, IngestError> {
+    let Context {
+        keyring, hasher, ..
+    } = cx;
+    let Some(user_id) = text(object, "client_reference_id").and_then(|r| r.parse::<i64>().ok())
+    else {
+        return Ok(Outcome::Failed(
+            "no client_reference_id: not a Tollgate checkout".into(),
+        ));
+    };
+    let Some(customer) = text(object, "customer") else {
+        return Ok(Outcome::Failed("the session has no customer".into()));
+    };
+    if user::find(conn, user_id)?.is_none() {
+        return Ok(Outcome::Failed(format!("no user {user_id}")));
+    }
+    match user_for_customer(conn, hasher, customer)? {
+        Some(owner) if owner == user_id => Ok(Outcome::Applied),
+        Some(owner) => Ok(Outcome::Failed(format!(
+            "customer {} belongs to user {owner}, not {user_id}",
+            mask_api_key(customer)
+        ))),
+        None if billing_customer::for_user(conn, user_id)?.is_some() => Ok(Outcome::Failed(
+            format!("user {user_id} already has another customer"),
+        )),
+        None => {
+            billing_customer::insert(
+                conn,
+                &BillingCustomerRow {
+                    user_id,
+                    stripe_customer_sealed: keyring
+                        .seal(customer.as_bytes(), &customer_aad(user_id))?,
+                    key_id: keyring.primary_id().to_string(),
+                    stripe_customer_index: hasher
+                        .digest(Domain::StripeCustomerId, customer.as_bytes()),
+                    stripe_customer_masked: mask_api_key(customer),
+                    created_at: now(),
+                },
+            )?;
+            Ok(Outcome::Applied)
+        }
+    }
+}
+
+/// Records the subscription's state as of the event; an older event never overwrites newer state.
+fn subscription_changed(
+    conn: &mut DbConnection,
+    hasher: &TokenHasher,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    let (Some(id), Some(customer), Some(status)) = (
+        text(object, "id"),
+        text(object, "customer"),
+        text(object, "status"),
+    ) else {
+        return Ok(Outcome::Failed(
+            "subscription without id, customer or status".into(),
+        ));
+    };
+    let Some(user_id) = user_for_customer(conn, hasher, customer)? else {
+        return Ok(Outcome::Failed(format!(
+            "unknown customer {}",
+            mask_api_key(customer)
+        )));
+    };
+    let item = object
+        .get("items")
+        .and_then(|i| i.get("data"))
+        .and_then(|d| d.get(0))
+        .and_then(Value::as_object);
+    let price = item.and_then(|i| i.get("price")).and_then(Value::as_object);
+    let Some(price_id) = price.and_then(|p| text(p, "id")) else {
+        return Ok(Outcome::Failed("subscription without a price".into()));
+    };
+    let plan_id = match price.and_then(|p| text(p, "product")) {
+        Some(product) => plan::find_by_stripe_product(conn, product)?.map(|p| p.id),
+        None => None,
+    };
+    let state = SubscriptionState {
+        plan_id,
+        stripe_price_id: price_id,
+        status,
+        current_period_end: item.and_then(|i| timestamp(i, "current_period_end")),
+        cancel_at_period_end: object
+            .get("cancel_at_period_end")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        trial_end: timestamp(object, "trial_end"),
+        stripe_updated_at: event.created_at(),
+    };
+    subscription::upsert(conn, user_id, id, &state)?;
+    Ok(Outcome::Applied)
+}
+
+/// A renewal failed: the subscription is past due, and the failure is audited.
+fn payment_failed(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let hasher = cx.hasher;
+    let object = &event.data.object;
+    let subscription_id = object
+        .get("parent")
+        .and_then(|p| p.get("subscription_details"))
+        .and_then(Value::as_object)
+        .and_then(|d| text(d, "subscription"))
+        .or_else(|| text(object, "subscription"));
+    let customer = text(object, "customer");
+    let user_id = match customer {
+        Some(customer) => user_for_customer(conn, hasher, customer)?,
+        None => None,
+    };
+    if let Some(subscription_id) = subscription_id {
+        subscription::set_status_if_newer(conn, subscription_id, "past_due", event.created_at())?;
+    }
+    let audit_event = SecurityEvent::new(Kind::PaymentFailed)
+        .actor("stripe")
+        .details(serde_json::json!({
+            "event": event.id,
+            "user_id": user_id,
+            "invoice": text(object, "id").map(mask_api_key),
+            "customer": customer.map(mask_api_key),
+            "amount_due": object.get("amount_due"),
+        }));
+    audit::write(conn, &audit_event)?;
+    alerts::check(conn, &Rule::payment_failures(cx.alerts))?;
+    Ok(Outcome::Applied)
+}
+
+fn dispute_created(conn: &mut DbConnection, event: &StripeEvent) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    audit::write(
+        conn,
+        &SecurityEvent::new(Kind::DisputeCreated)
+            .actor("stripe")
+            .details(serde_json::json!({
+                "event": event.id,
+                "dispute": text(object, "id").map(mask_api_key),
+                "payment_intent": text(object, "payment_intent").map(mask_api_key),
+                "amount": object.get("amount"),
+                "currency": object.get("currency"),
+                "reason": object.get("reason"),
+            })),
+    )?;
+    Ok(Outcome::Applied)
+}

@@ -1,0 +1,166 @@
+//! Stripe webhooks: verification, durable exactly-once storage, and the handlers that apply
+//! each event to Tollgate's state.
+//!
+//! An event is stored (unique by Stripe's id, payload sealed) and applied in ONE transaction,
+//! committed before the 200 is sent: a duplicate delivery, on this or another instance, finds the
+//! stored event and changes nothing; a crash before the commit leaves nothing, and Stripe
+//! retries. Handlers never call Stripe: everything they need is in the event.
+
+pub mod handlers;
+pub mod verify;
+
+use chrono::{DateTime, NaiveDateTime};
+use diesel::Connection as _;
+use serde::Deserialize;
+
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::config::AlertSettings;
+use crate::crypto::{Aad, Keyring, TokenHasher};
+use crate::db::models::webhook_event::{self, NewWebhookEvent};
+use crate::db::{DbConnection, DbError, now};
+
+/// The fields of an event Tollgate reads; everything else stays in the sealed payload.
+#[derive(Debug, Deserialize)]
+pub struct StripeEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub created: i64,
+    pub livemode: bool,
+    pub data: EventData,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventData {
+    pub object: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("not a Stripe event object")]
+    Shape,
+    #[error("the event id is not an evt_ id")]
+    Id,
+    #[error("livemode does not match the configured key's mode")]
+    Mode,
+}
+
+impl StripeEvent {
+    /// Parses and checks a verified body: a JSON object with an `evt_` id, a type, a creation
+    /// time, `livemode` matching the key's mode, and `data.object`.
+    pub fn parse(body: &[u8], live: bool) -> Result<Self, PayloadError> {
+        let event: Self = serde_json::from_slice(body).map_err(|_| PayloadError::Shape)?;
+        let id_ok = event.id.strip_prefix("evt_").is_some_and(|rest| {
+            !rest.is_empty()
+                && rest.len() <= 255
+                && rest.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        });
+        if !id_ok {
+            return Err(PayloadError::Id);
+        }
+        if event.kind.is_empty() || event.kind.len() > 100 || event.created <= 0 {
+            return Err(PayloadError::Shape);
+        }
+        if event.livemode != live {
+            return Err(PayloadError::Mode);
+        }
+        Ok(event)
+    }
+
+    pub fn created_at(&self) -> NaiveDateTime {
+        DateTime::from_timestamp(self.created, 0)
+            .map(|t| t.naive_utc())
+            .unwrap_or_else(now)
+    }
+}
+
+/// What applying an event needs besides the database.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub keyring: &'a Keyring,
+    pub hasher: &'a TokenHasher,
+    pub alerts: &'a AlertSettings,
+}
+
+pub fn payload_aad(event_id: &str) -> Aad {
+    Aad::new("webhook_events", "payload_sealed", event_id)
+}
+
+/// What ingesting one delivery did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ingested {
+    /// First delivery: stored and processed with this status.
+    Stored(&'static str),
+    /// Already stored: nothing changed.
+    Duplicate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::CryptoError),
+}
+
+impl From<diesel::result::Error> for IngestError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(err.into())
+    }
+}
+
+/// Stores and applies one verified event, in one transaction (see the module docs).
+pub fn ingest(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+    raw: &[u8],
+    ip: &str,
+) -> Result<Ingested, IngestError> {
+    let sealed = cx.keyring.seal(raw, &payload_aad(&event.id))?;
+    conn.transaction(|conn| {
+        let stored = webhook_event::insert(
+            conn,
+            &NewWebhookEvent {
+                stripe_event_id: &event.id,
+                event_type: &event.kind,
+                livemode: event.livemode,
+                stripe_created: event.created_at(),
+                payload_sealed: &sealed,
+                key_id: &cx.keyring.primary_id().to_string(),
+                status: "received",
+                received_at: now(),
+            },
+        )?;
+        if !stored {
+            return Ok(Ingested::Duplicate);
+        }
+        let status = apply_stored(conn, cx, event)?;
+        audit::write(
+            conn,
+            &SecurityEvent::new(Kind::WebhookValidated)
+                .actor("stripe")
+                .ip(ip)
+                .details(
+                    serde_json::json!({ "event": event.id, "type": event.kind, "status": status }),
+                ),
+        )?;
+        Ok(Ingested::Stored(status))
+    })
+}
+
+/// Applies a stored event and records the outcome: `applied`, `ignored`, or `failed` (kept for
+/// reprocessing, with the reason). Database errors propagate (and roll back).
+pub fn apply_stored(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<&'static str, IngestError> {
+    let (status, error) = match handlers::apply(conn, cx, event)? {
+        handlers::Outcome::Applied => ("applied", None),
+        handlers::Outcome::Ignored => ("ignored", None),
+        handlers::Outcome::Failed(reason) => ("failed", Some(reason)),
+    };
+    webhook_event::finish(conn, &event.id, status, error.as_deref())?;
+    Ok(status)
+}

@@ -1,0 +1,40 @@
+//! The admin console's access rules.
+
+use crate::common::{Backend, TestApp, location};
+use crate::on_both_backends;
+
+on_both_backends!(admin_console_is_for_admins_only);
+
+async fn admin_console_is_for_admins_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let anonymous = app.browser().get("/admin").await;
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(location(&anonymous), "/login?next=%2Fadmin");
+
+    let customer = app.signed_in_customer("customer@example.com").await;
+    let res = customer.get("/admin").await;
+    assert_eq!(res.status(), 403);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("You do not have access to this resource.")
+    );
+
+    let admin = app.signed_in_customer("boss@example.com").await;
+    app.promote_to_admin("boss@example.com");
+    let res = admin.get("/admin").await;
+    assert_eq!(res.status(), 200);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Admin console"));
+    assert!(
+        html.contains("signup"),
+        "the security events table lists the sign-ups"
+    );
+    assert!(
+        !html.contains("customer@example.com"),
+        "audit details show masked emails only"
+    );
+    assert!(html.contains("c***r@example.com"));
+}

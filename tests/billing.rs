@@ -1,0 +1,780 @@
+//! Billing end to end against the Stripe simulator: admin plans synced to Stripe, the pricing
+//! page, Checkout, the success page's ownership check, the portal, cancel and resume,
+//! idempotency, the outgoing throttle, sealed customer ids and the entitlements API.
+
+use diesel::prelude::*;
+use tollgate::db::schema::{billing_customers, plans, subscriptions};
+use tollgate::service_tokens::Scope;
+
+use crate::common::{Backend, Browser, TestApp, captured_logs, hidden, location};
+use crate::on_both_backends;
+
+on_both_backends!(
+    admins_create_edit_and_archive_plans_synced_to_stripe,
+    plan_forms_validate_and_are_for_admins_only,
+    a_double_submitted_plan_form_creates_one_product,
+    checkout_to_active_subscription_portal_cancel_and_resume,
+    a_declined_card_leaves_no_subscription,
+    the_success_page_shows_only_ones_own_session,
+    a_double_submitted_checkout_creates_one_session,
+    the_portal_without_a_customer_explains_what_to_do,
+    stripe_calls_are_throttled_per_user_and_audited,
+    stripe_customer_ids_are_sealed_indexed_and_masked,
+    entitlements_follow_the_subscription,
+    billing_forms_need_csrf_tokens_and_a_signed_in_user,
+    an_unreachable_stripe_gets_a_generic_error_page,
+    a_plan_whose_stripe_sync_failed_can_be_finished_later,
+);
+
+async fn an_unreachable_stripe_gets_a_generic_error_page(backend: Backend) {
+    // Port 9 (discard) is closed here: every attempt (with retries) fails to connect.
+    let app = TestApp::spawn_with(backend, |config| {
+        config.stripe.api_base = "http://127.0.0.1:9".into()
+    })
+    .await;
+    let browser = admin(&app).await;
+    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    assert_eq!(res.status(), 502);
+    let html = res.text().await.unwrap();
+    assert!(
+        html.contains("The payment provider could not complete the request"),
+        "{html}"
+    );
+    for internal in ["127.0.0.1:9", "onnect", "hyper", "StripeError"] {
+        assert!(!html.contains(internal), "the page leaks {internal}");
+    }
+    assert!(
+        captured_logs().contains("payment provider call failed"),
+        "the cause is logged"
+    );
+}
+
+async fn a_plan_whose_stripe_sync_failed_can_be_finished_later(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = admin(&app).await;
+    // An earlier attempt stored the plan but never reached Stripe.
+    app.query(|conn| {
+        let fields = tollgate::db::models::plan::PlanFields {
+            slug: "pro",
+            name: "Pro",
+            description: "",
+            amount: 2500,
+            currency: "usd",
+            billing_interval: "month",
+            trial_days: 0,
+            features: "",
+        };
+        tollgate::db::models::plan::insert(conn, &fields).map(|_| ())
+    });
+    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    assert_eq!(
+        res.status(),
+        303,
+        "a fresh form finishes the unfinished plan"
+    );
+    let (_, active, product, price) = plan_row(&app, "pro");
+    assert!(active && product.is_some() && price.is_some());
+    assert_eq!(count_events(&app, "product.created").await, 1);
+    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    assert_eq!(res.status(), 422, "a finished plan's slug is taken");
+}
+
+async fn billing_forms_need_csrf_tokens_and_a_signed_in_user(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    let customer = app.signed_in_customer("forged@example.com").await;
+    let op = tollgate::billing::new_operation_id().unwrap();
+    for (path, fields) in [
+        (
+            "/billing/checkout",
+            vec![("plan", "pro"), ("operation_id", op.as_str())],
+        ),
+        ("/billing/portal", vec![("operation_id", op.as_str())]),
+        (
+            "/billing/subscription/cancel",
+            vec![("operation_id", op.as_str())],
+        ),
+        (
+            "/billing/subscription/resume",
+            vec![("operation_id", op.as_str())],
+        ),
+    ] {
+        assert_eq!(
+            customer.post_form(path, &fields).await.status(),
+            403,
+            "{path}"
+        );
+        let anonymous = app.browser().post_form(path, &fields).await;
+        assert!(
+            matches!(anonymous.status().as_u16(), 303 | 403),
+            "{path}: {}",
+            anonymous.status()
+        );
+    }
+    assert_eq!(
+        count_events(&app, "customer.created").await,
+        0,
+        "nothing reached Stripe"
+    );
+    assert_eq!(app.count_events("csrf_rejected"), 4);
+}
+
+async fn stripe_events(app: &TestApp) -> Vec<serde_json::Value> {
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/events?limit=100", app.stripe))
+        .bearer_auth("sk_test_DUMMYtollgate")
+        .send()
+        .await
+        .unwrap();
+    res.json::<serde_json::Value>().await.unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn count_events(app: &TestApp, kind: &str) -> usize {
+    stripe_events(app)
+        .await
+        .iter()
+        .filter(|e| e["type"] == kind)
+        .count()
+}
+
+async fn stripe_get(app: &TestApp, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", app.stripe))
+        .bearer_auth("sk_test_DUMMYtollgate")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn admin(app: &TestApp) -> Browser {
+    let browser = app.signed_in_customer("admin@example.com").await;
+    app.promote_to_admin("admin@example.com");
+    browser
+}
+
+fn plan_fields<'a>(name: &'a str, slug: &'a str, amount: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("name", name),
+        ("slug", slug),
+        ("description", "Everything a small team needs"),
+        ("amount", amount),
+        ("currency", "usd"),
+        ("interval", "month"),
+        ("trial_days", "0"),
+        ("features", "agents:unlimited\nbyok"),
+    ]
+}
+
+async fn create_plan(browser: &Browser, name: &str, slug: &str, amount: &str) -> reqwest::Response {
+    let page = browser.get_text("/admin/plans/new").await;
+    let op = hidden(&page, "operation_id");
+    let mut fields = plan_fields(name, slug, amount);
+    fields.push(("operation_id", &op));
+    browser
+        .submit("/admin/plans/new", "/admin/plans", &fields)
+        .await
+}
+
+fn plan_row(app: &TestApp, slug: &str) -> (i64, bool, Option<String>, Option<String>) {
+    let slug = slug.to_owned();
+    app.query(move |conn| {
+        Ok(plans::table
+            .filter(plans::slug.eq(slug))
+            .select((
+                plans::id,
+                plans::active,
+                plans::stripe_product_id,
+                plans::stripe_price_id,
+            ))
+            .first(conn)?)
+    })
+}
+
+async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = admin(&app).await;
+    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/admin/plans");
+    let (id, active, product, price) = plan_row(&app, "pro");
+    assert!(active);
+    let (product, price) = (product.unwrap(), price.unwrap());
+    let at_stripe = stripe_get(&app, &format!("/v1/prices/{price}")).await;
+    assert_eq!(at_stripe["unit_amount"], 2500);
+    assert_eq!(at_stripe["product"], product.as_str());
+    assert_eq!(at_stripe["recurring"]["interval"], "month");
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/products/{product}")).await["name"],
+        "Pro"
+    );
+    let listing = browser.get_text("/admin/plans").await;
+    assert!(listing.contains("$25.00 / month") && listing.contains("agents:unlimited"));
+
+    // A new amount: a new Price, the old one deactivated (Stripe prices are immutable).
+    let edit = browser.get_text(&format!("/admin/plans/{id}/edit")).await;
+    let op = hidden(&edit, "operation_id");
+    let mut fields = plan_fields("Pro Plus", "pro", "3900");
+    fields.push(("operation_id", &op));
+    let res = browser
+        .submit(
+            &format!("/admin/plans/{id}/edit"),
+            &format!("/admin/plans/{id}"),
+            &fields,
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let (_, _, same_product, new_price) = plan_row(&app, "pro");
+    let new_price = new_price.unwrap();
+    assert_eq!(same_product.as_deref(), Some(product.as_str()));
+    assert_ne!(new_price, price);
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/prices/{price}")).await["active"],
+        false
+    );
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/prices/{new_price}")).await["unit_amount"],
+        3900
+    );
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/products/{product}")).await["name"],
+        "Pro Plus"
+    );
+
+    let plans_page = browser.get_text("/admin/plans").await;
+    let op = hidden(&plans_page, "operation_id");
+    let res = browser
+        .submit(
+            "/admin/plans",
+            &format!("/admin/plans/{id}/archive"),
+            &[("operation_id", &op)],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(!plan_row(&app, "pro").1);
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/prices/{new_price}")).await["active"],
+        false
+    );
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/products/{product}")).await["active"],
+        false
+    );
+    assert!(
+        !app.browser()
+            .get_text("/pricing")
+            .await
+            .contains("Pro Plus")
+    );
+
+    let admin_id = app.user_id("admin@example.com");
+    for kind in ["plan_created", "plan_updated", "plan_archived"] {
+        let events = app.events(kind);
+        assert_eq!(events.len(), 1, "{kind}");
+        assert_eq!(
+            events[0].actor.as_deref(),
+            Some(format!("admin:{admin_id}").as_str())
+        );
+    }
+}
+
+async fn plan_forms_validate_and_are_for_admins_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let customer = app.signed_in_customer("nosy@example.com").await;
+    assert_eq!(customer.get("/admin/plans").await.status(), 403);
+    assert_eq!(customer.get("/admin/customers").await.status(), 403);
+    let res = customer
+        .submit(
+            "/account",
+            "/admin/plans",
+            &plan_fields("X", "x-plan", "100"),
+        )
+        .await;
+    assert_eq!(res.status(), 403);
+
+    let browser = admin(&app).await;
+    let res = create_plan(&browser, "", "Bad Slug", "12.50").await;
+    assert_eq!(res.status(), 422);
+    let html = res.text().await.unwrap();
+    assert!(html.contains("Give the plan a name"));
+    assert!(html.contains("lowercase letters, digits and dashes"));
+    assert!(html.contains("minor units"));
+    assert!(
+        html.contains(r#"value="Bad Slug""#),
+        "the form keeps what was typed"
+    );
+    assert_eq!(
+        create_plan(&browser, "Pro", "pro", "2500").await.status(),
+        303
+    );
+    let res = create_plan(&browser, "Pro again", "pro", "2500").await;
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Another plan already uses this slug.")
+    );
+    let without_token = browser
+        .post_form("/admin/plans", &plan_fields("Y", "y-plan", "100"))
+        .await;
+    assert_eq!(without_token.status(), 403);
+    assert_eq!(count_events(&app, "product.created").await, 1);
+}
+
+async fn a_double_submitted_plan_form_creates_one_product(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = admin(&app).await;
+    let page = browser.get_text("/admin/plans/new").await;
+    let op = hidden(&page, "operation_id");
+    let mut fields = plan_fields("Team", "team", "9900");
+    fields.push(("operation_id", &op));
+    let first = browser
+        .submit("/admin/plans/new", "/admin/plans", &fields)
+        .await;
+    let second = browser
+        .submit("/admin/plans/new", "/admin/plans", &fields)
+        .await;
+    assert_eq!(first.status(), 303);
+    assert_eq!(
+        second.status(),
+        303,
+        "the repeat finishes the same operation"
+    );
+    assert_eq!(
+        count_events(&app, "product.created").await,
+        1,
+        "exactly one Product at Stripe"
+    );
+    assert_eq!(
+        count_events(&app, "price.created").await,
+        1,
+        "exactly one Price at Stripe"
+    );
+}
+
+async fn choose(browser: &Browser, slug: &str) -> reqwest::Response {
+    let page = browser.get_text("/pricing").await;
+    let op = hidden(&page, "operation_id");
+    browser
+        .submit(
+            "/pricing",
+            "/billing/checkout",
+            &[("plan", slug), ("operation_id", &op)],
+        )
+        .await
+}
+
+async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> reqwest::Response {
+    assert!(
+        checkout_url.starts_with(&app.stripe),
+        "{checkout_url} is the simulator's page"
+    );
+    let page = reqwest::get(checkout_url).await.unwrap();
+    assert_eq!(page.status(), 200);
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(checkout_url)
+        .form(&[("card_number", card)])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn subscribe(app: &TestApp, browser: &Browser, slug: &str) -> String {
+    let res = choose(browser, slug).await;
+    assert_eq!(res.status(), 303);
+    let paid = pay(app, &location(&res), "4242 4242 4242 4242").await;
+    assert_eq!(paid.status(), 303);
+    let success = location(&paid);
+    assert!(
+        success.starts_with(&format!(
+            "{}/billing/success?session_id=cs_test_",
+            browser.base
+        )),
+        "{success}"
+    );
+    // The browser follows Stripe's redirect back; the success page records the subscription.
+    assert_eq!(
+        browser
+            .get(success.trim_start_matches(&browser.base))
+            .await
+            .status(),
+        200
+    );
+    success
+}
+
+async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = admin(&app).await;
+    assert_eq!(
+        create_plan(&admin, "Pro", "pro", "2500").await.status(),
+        303
+    );
+
+    let customer = app.signed_in_customer("buyer@example.com").await;
+    let pricing = customer.get_text("/pricing").await;
+    assert!(
+        pricing.contains("Pro")
+            && pricing.contains("$25.00 / month")
+            && pricing.contains("Choose Pro")
+    );
+    let success = subscribe(&app, &customer, "pro").await;
+    let page = customer
+        .get_text(success.trim_start_matches(&customer.base))
+        .await;
+    assert!(
+        page.contains("Thank you") && page.contains("Pro") && page.contains("active"),
+        "{page}"
+    );
+
+    let account = customer.get_text("/account").await;
+    assert!(
+        account.contains("Pro") && account.contains(">active<") && account.contains("Renews on"),
+        "{account}"
+    );
+    assert!(
+        customer
+            .get_text("/pricing")
+            .await
+            .contains("Your current plan")
+    );
+    let user_id = app.user_id("buyer@example.com");
+    let status: String = app.query(move |conn| {
+        Ok(subscriptions::table
+            .filter(subscriptions::user_id.eq(user_id))
+            .select(subscriptions::status)
+            .first(conn)?)
+    });
+    assert_eq!(status, "active");
+
+    // A second checkout for a subscribed customer goes to the portal instead.
+    let again = choose(&customer, "pro").await;
+    assert!(
+        location(&again).contains("/portal/bps_"),
+        "{}",
+        location(&again)
+    );
+
+    let op = hidden(&account, "operation_id");
+    let portal = customer
+        .submit("/account", "/billing/portal", &[("operation_id", &op)])
+        .await;
+    assert_eq!(portal.status(), 303);
+    let portal_url = location(&portal);
+    assert!(portal_url.starts_with(&format!("{}/portal/bps_", app.stripe)));
+    assert!(
+        reqwest::get(&portal_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+            .contains("Cancel at period end")
+    );
+
+    let op = hidden(&customer.get_text("/account").await, "operation_id");
+    let res = customer
+        .submit(
+            "/account",
+            "/billing/subscription/cancel",
+            &[("operation_id", &op)],
+        )
+        .await;
+    assert_eq!(location(&res), "/account");
+    let account = customer.get_text("/account").await;
+    assert!(
+        account.contains("ends at the close of this period")
+            && account.contains("Resume subscription")
+    );
+    let sub_id: String = app.query(move |conn| {
+        Ok(subscriptions::table
+            .filter(subscriptions::user_id.eq(user_id))
+            .select(subscriptions::stripe_subscription_id)
+            .first(conn)?)
+    });
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
+        true
+    );
+
+    let op = hidden(&account, "operation_id");
+    customer
+        .submit(
+            "/account",
+            "/billing/subscription/resume",
+            &[("operation_id", &op)],
+        )
+        .await;
+    assert!(
+        customer
+            .get_text("/account")
+            .await
+            .contains("Cancel at period end")
+    );
+    assert_eq!(
+        stripe_get(&app, &format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
+        false
+    );
+    assert_eq!(app.count_events("subscription_cancel_requested"), 1);
+    assert_eq!(app.count_events("subscription_resumed"), 1);
+}
+
+async fn a_declined_card_leaves_no_subscription(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    let customer = app.signed_in_customer("declined@example.com").await;
+    let res = choose(&customer, "pro").await;
+    let declined = pay(&app, &location(&res), "4000 0000 0000 0002").await;
+    assert_eq!(declined.status(), 402);
+    assert!(
+        declined
+            .text()
+            .await
+            .unwrap()
+            .contains("Your card was declined.")
+    );
+    assert!(
+        customer
+            .get_text("/account")
+            .await
+            .contains("You have no subscription yet.")
+    );
+    let user_id = app.user_id("declined@example.com");
+    let count: i64 = app.query(move |conn| {
+        Ok(subscriptions::table
+            .filter(subscriptions::user_id.eq(user_id))
+            .count()
+            .get_result(conn)?)
+    });
+    assert_eq!(count, 0);
+    let cancel = customer.get("/billing/cancel").await;
+    assert_eq!(location(&cancel), "/pricing");
+    assert!(
+        customer
+            .get_text("/pricing")
+            .await
+            .contains("Checkout was canceled")
+    );
+}
+
+async fn the_success_page_shows_only_ones_own_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    let alice = app.signed_in_customer("alice-pays@example.com").await;
+    let success = subscribe(&app, &alice, "pro").await;
+    let path = success.trim_start_matches(&alice.base).to_owned();
+    let mallory = app.signed_in_customer("mallory-peeks@example.com").await;
+    assert_eq!(mallory.get(&path).await.status(), 404);
+    assert_eq!(
+        mallory
+            .get("/billing/success?session_id=cs_test_doesnotexist")
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(
+        location(&app.browser().get(&path).await),
+        format!("/login?next={}", urlencode(&path))
+    );
+}
+
+fn urlencode(path: &str) -> String {
+    serde_urlencoded::to_string([("", path)])
+        .unwrap()
+        .trim_start_matches('=')
+        .to_owned()
+}
+
+async fn a_double_submitted_checkout_creates_one_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    let customer = app.signed_in_customer("twice@example.com").await;
+    let page = customer.get_text("/pricing").await;
+    let op = hidden(&page, "operation_id");
+    let token = crate::common::csrf_token_in(&page).unwrap();
+    let form = [
+        ("csrf_token", token.as_str()),
+        ("plan", "pro"),
+        ("operation_id", op.as_str()),
+    ];
+    let first = customer.post_form("/billing/checkout", &form).await;
+    let second = customer.post_form("/billing/checkout", &form).await;
+    assert_eq!(first.status(), 303);
+    assert_eq!(
+        location(&first),
+        location(&second),
+        "the same Checkout Session"
+    );
+    assert_eq!(
+        count_events(&app, "customer.created").await,
+        1,
+        "exactly one Customer at Stripe"
+    );
+}
+
+async fn the_portal_without_a_customer_explains_what_to_do(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let customer = app.signed_in_customer("new@example.com").await;
+    let op = tollgate::billing::new_operation_id().unwrap();
+    let res = customer
+        .submit("/account", "/billing/portal", &[("operation_id", &op)])
+        .await;
+    assert_eq!(location(&res), "/pricing");
+    assert!(
+        customer
+            .get_text("/pricing")
+            .await
+            .contains("You have no billing account yet")
+    );
+}
+
+async fn stripe_calls_are_throttled_per_user_and_audited(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.stripe.throttle.default_per_minute = 2
+    })
+    .await;
+    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    let customer = app.signed_in_customer("hasty@example.com").await;
+    assert_eq!(choose(&customer, "pro").await.status(), 303);
+    assert_eq!(choose(&customer, "pro").await.status(), 303);
+    let refused = choose(&customer, "pro").await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert!(refused.text().await.unwrap().contains("Too many requests"));
+    let events = app.events("stripe_rate_limited");
+    assert_eq!(events.len(), 1);
+    assert!(events[0].details.contains(r#""operation":"default""#));
+    let other = app.signed_in_customer("patient@example.com").await;
+    assert_eq!(
+        choose(&other, "pro").await.status(),
+        303,
+        "the limit is per user"
+    );
+}
+
+async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
+    use tollgate::crypto::hashing::Domain;
+    let app = TestApp::spawn(backend).await;
+    let admin = admin(&app).await;
+    create_plan(&admin, "Pro", "pro", "2500").await;
+    let customer = app.signed_in_customer("sealed-cus@example.com").await;
+    subscribe(&app, &customer, "pro").await;
+    let user_id = app.user_id("sealed-cus@example.com");
+    let (sealed, index, masked): (Vec<u8>, String, String) = app.query(move |conn| {
+        Ok(billing_customers::table
+            .find(user_id)
+            .select((
+                billing_customers::stripe_customer_sealed,
+                billing_customers::stripe_customer_index,
+                billing_customers::stripe_customer_masked,
+            ))
+            .first(conn)?)
+    });
+    assert!(!String::from_utf8_lossy(&sealed).contains("cus_"));
+    let customer_id = stripe_events(&app)
+        .await
+        .iter()
+        .find(|e| e["type"] == "customer.created")
+        .unwrap()["data"]["object"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        index,
+        app.token_hasher
+            .digest(Domain::StripeCustomerId, customer_id.as_bytes())
+    );
+    assert_eq!(
+        masked,
+        format!("cus_…{}", &customer_id[customer_id.len() - 3..])
+    );
+    let found =
+        tollgate::billing::customers::user_for_customer(&app.db, &app.token_hasher, &customer_id)
+            .await
+            .unwrap();
+    assert_eq!(found, Some(user_id));
+
+    let listing = admin.get_text("/admin/customers?q=sealed-cus").await;
+    assert!(
+        listing.contains("sealed-cus@example.com")
+            && listing.contains(&masked)
+            && listing.contains("Pro")
+    );
+    for path in ["/admin/customers", "/account", "/pricing", "/admin"] {
+        assert!(
+            !admin.get_text(path).await.contains(&customer_id),
+            "{path} shows the customer id"
+        );
+        assert!(
+            !customer.get_text(path).await.contains(&customer_id),
+            "{path} shows the customer id"
+        );
+    }
+    assert!(
+        !captured_logs().contains(&customer_id),
+        "a log line holds the customer id"
+    );
+}
+
+async fn entitlements_follow_the_subscription(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    let customer = app.signed_in_customer("entitled@example.com").await;
+    let user_id = app.user_id("entitled@example.com");
+    let reader = app.service_token("gate", &[Scope::EntitlementsRead]);
+    let leaser = app.service_token("engine", &[Scope::ByokLease]);
+    let get = |token: String, user: i64| {
+        let url = format!("{}/internal/v1/entitlements/{user}", app.address);
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let before: serde_json::Value = get(reader.clone(), user_id).await.json().await.unwrap();
+    assert_eq!(before["active"], false);
+    assert_eq!(before["entitlements"], serde_json::json!([]));
+
+    subscribe(&app, &customer, "pro").await;
+    let res = get(reader.clone(), user_id).await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let after: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(after["active"], true);
+    assert_eq!(after["plan"], "pro");
+    assert_eq!(after["status"], "active");
+    assert_eq!(
+        after["entitlements"],
+        serde_json::json!(["agents:unlimited", "byok"])
+    );
+
+    for status in ["canceled", "unpaid", "incomplete"] {
+        app.query(move |conn| {
+            Ok(
+                diesel::update(subscriptions::table.filter(subscriptions::user_id.eq(user_id)))
+                    .set(subscriptions::status.eq(status))
+                    .execute(conn)?,
+            )
+        });
+        let now: serde_json::Value = get(reader.clone(), user_id).await.json().await.unwrap();
+        assert_eq!(now["active"], false, "{status}");
+        assert_eq!(now["entitlements"], serde_json::json!([]), "{status}");
+    }
+    assert_eq!(
+        get(leaser, user_id).await.status(),
+        403,
+        "byok:lease does not read entitlements"
+    );
+    assert_eq!(get(reader, 999_999).await.status(), 404);
+}

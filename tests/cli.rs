@@ -1,0 +1,259 @@
+//! The `tollgate` binary: help, argument errors, keygen, configuration errors, development key
+//! generation, migrate and create-admin — run as a subprocess, like an operator would.
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tollgate::secret::{ExposeSecret as _, decode_key};
+
+use crate::common::{Backend, PASSWORD, TestApp, TestDatabase};
+use crate::on_both_backends;
+
+on_both_backends!(
+    migrate_applies_once_then_reports_up_to_date,
+    create_admin_reads_the_password_from_stdin
+);
+
+/// The binary with a clean environment (nothing inherited from the developer's shell).
+fn tollgate(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.env_clear().current_dir(dir).stdin(Stdio::null());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().unwrap();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+#[test]
+fn every_command_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["keygen", "--help"],
+        vec!["create-admin", "--help"],
+    ] {
+        let (code, stdout, _) = run(tollgate(dir.path()).args(&args));
+        assert_eq!(code, 0, "{args:?}");
+        assert!(stdout.contains("Usage: tollgate"), "{args:?}: {stdout}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        vec!["--bogus"],
+        vec!["frobnicate"],
+        vec!["create-admin"],
+        vec!["create-admin", "--email"],
+    ] {
+        let (code, stdout, stderr) = run(tollgate(dir.path()).args(&args));
+        assert_eq!(code, 2, "{args:?}");
+        assert!(stdout.is_empty(), "{args:?}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("tollgate: "), "{stderr}");
+    }
+}
+
+#[test]
+fn keygen_prints_fresh_keys_of_the_right_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, first, _) = run(tollgate(dir.path()).arg("keygen"));
+    assert_eq!(code, 0);
+    let values: Vec<(&str, &str)> = first.lines().map(|l| l.split_once('=').unwrap()).collect();
+    assert_eq!(
+        values.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+        ["SECRET_KEY", "ENCRYPTION_KEY", "TOKEN_PEPPER"]
+    );
+    assert!(decode_key::<64>(values[0].1).is_ok());
+    assert!(decode_key::<32>(values[1].1).is_ok());
+    assert!(decode_key::<32>(values[2].1).is_ok());
+    let (_, second, _) = run(tollgate(dir.path()).arg("keygen"));
+    assert_ne!(first, second, "every run is random");
+}
+
+#[test]
+fn production_refuses_to_start_without_valid_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(tollgate(dir.path())
+        .env("TOLLGATE_ENV", "production")
+        .env("BIND", "127.0.0.1:0"));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("configuration error: SECRET_KEY is not set"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join(".env").exists(),
+        "production never writes secrets"
+    );
+    assert!(!stderr.contains("panicked"));
+
+    let malformed = "bm90LTY0LWJ5dGVz"; // base64 of "not-64-bytes"
+    let (code, _, stderr) = run(tollgate(dir.path())
+        .env("TOLLGATE_ENV", "production")
+        .env("SECRET_KEY", malformed)
+        .env("ENCRYPTION_KEY", tollgate::secret::encode_base64(&[1; 32]))
+        .env("TOKEN_PEPPER", tollgate::secret::encode_base64(&[2; 32])));
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("SECRET_KEY must decode to 64 bytes (got 12)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(malformed), "the value is never echoed");
+}
+
+#[test]
+fn development_generates_missing_secrets_into_a_private_env_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dev.db");
+    let mut child = tollgate(dir.path())
+        .env("BIND", "127.0.0.1:0")
+        .env("DATABASE_URL", format!("sqlite://{}", db.display()))
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline && !seen.contains("starting service") {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(seen.contains("starting service"), "server started: {seen}");
+    assert!(
+        seen.contains("generated SECRET_KEY, ENCRYPTION_KEY, TOKEN_PEPPER"),
+        "{seen}"
+    );
+
+    let env_file = dir.path().join(".env");
+    let mode = std::fs::metadata(&env_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let contents = std::fs::read_to_string(&env_file).unwrap();
+    let value = |name: &str| {
+        contents
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(str::to_owned)
+            .unwrap()
+    };
+    let secret_key = decode_key::<64>(&value("SECRET_KEY")).unwrap();
+    assert_eq!(secret_key.expose_secret().len(), 64);
+    assert!(decode_key::<32>(&value("ENCRYPTION_KEY")).is_ok());
+    assert!(
+        !seen.contains(&value("SECRET_KEY")),
+        "generated values are never printed"
+    );
+    assert!(
+        db.exists(),
+        "the database was created and migrated at start"
+    );
+}
+
+async fn migrate_applies_once_then_reports_up_to_date(backend: Backend) {
+    let database = TestDatabase::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    // The PostgreSQL template is already migrated; SQLite starts empty.
+    let (code, stdout, stderr) = run(tollgate(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", &database.url_string));
+    assert_eq!(code, 0, "{stderr}");
+    let migrations = std::fs::read_dir("migrations/sqlite").unwrap().count();
+    match backend {
+        Backend::Sqlite => assert!(
+            stdout.starts_with(&format!("applied {migrations} migration(s): ")),
+            "{stdout}"
+        ),
+        Backend::Postgres => assert_eq!(stdout.trim(), "database is up to date"),
+    }
+    let (code, stdout, _) = run(tollgate(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", &database.url_string));
+    assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "database is up to date");
+}
+
+fn create_admin(
+    dir: &std::path::Path,
+    url: &str,
+    email: &str,
+    stdin: &str,
+) -> (i32, String, String) {
+    let mut child = tollgate(dir)
+        .args(["create-admin", "--email", email])
+        .env("DATABASE_URL", url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = child.wait_with_output().unwrap();
+    (
+        status.code().unwrap(),
+        String::from_utf8(stdout).unwrap(),
+        String::from_utf8(stderr).unwrap(),
+    )
+}
+
+async fn create_admin_reads_the_password_from_stdin(backend: Backend) {
+    let database = TestDatabase::new(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let url = database.url_string.clone();
+
+    let (code, _, stderr) = create_admin(dir.path(), &url, "root@example.com", "short\n");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("use at least 12 characters"), "{stderr}");
+    let (code, _, stderr) =
+        create_admin(dir.path(), &url, "not-an-email", &format!("{PASSWORD}\n"));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--email"), "{stderr}");
+
+    let (code, stdout, stderr) = create_admin(
+        dir.path(),
+        &url,
+        "Root@Example.com",
+        &format!("{PASSWORD}\n"),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "created admin account root@example.com");
+    assert!(!stdout.contains(PASSWORD) && !stderr.contains(PASSWORD));
+
+    let app = TestApp::spawn_on(database, backend, |_| {}).await;
+    let browser = app.browser();
+    assert_eq!(
+        browser.login("root@example.com", PASSWORD).await.status(),
+        303
+    );
+    assert_eq!(browser.get("/admin").await.status(), 200);
+    assert_eq!(app.count_events("admin_created"), 1);
+}

@@ -1,0 +1,120 @@
+//! The schema is the same on both backends; SQLite runs with WAL, foreign keys and a busy
+//! timeout; deleting an account takes its sessions with it.
+
+use std::collections::BTreeMap;
+
+use diesel::prelude::*;
+use diesel::sql_types::Text;
+use tollgate::db::DbConnection;
+
+use crate::common::{Backend, TestApp, TestDatabase, postgres_available};
+use crate::on_both_backends;
+
+on_both_backends!(deleting_an_account_deletes_its_sessions);
+
+#[derive(QueryableByName)]
+struct Column {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+    #[diesel(sql_type = Text)]
+    column_name: String,
+}
+
+fn columns(conn: &mut DbConnection) -> BTreeMap<String, Vec<String>> {
+    let rows: Vec<Column> = match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(
+            "SELECT m.name AS table_name, p.name AS column_name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '__diesel_schema_migrations'",
+        )
+        .load(c)
+        .unwrap(),
+        DbConnection::Postgresql(c) => diesel::sql_query(
+            "SELECT table_name::text AS table_name, column_name::text AS column_name FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'",
+        )
+        .load(c)
+        .unwrap(),
+    };
+    let mut map = BTreeMap::<String, Vec<String>>::new();
+    for row in rows {
+        map.entry(row.table_name).or_default().push(row.column_name);
+    }
+    map.values_mut().for_each(|cols| cols.sort());
+    map
+}
+
+#[test]
+fn both_backends_migrate_to_the_same_tables_and_columns() {
+    let sqlite = TestDatabase::new(Backend::Sqlite);
+    let sqlite_columns = sqlite
+        .db()
+        .run_blocking(|conn| {
+            tollgate::db::run_migrations(conn)?;
+            Ok::<_, tollgate::db::DbError>(columns(conn))
+        })
+        .unwrap();
+    for table in [
+        "byok_keys",
+        "security_events",
+        "service_tokens",
+        "sessions",
+        "settings",
+        "users",
+    ] {
+        assert!(
+            sqlite_columns.contains_key(table),
+            "{table} is missing: {sqlite_columns:?}"
+        );
+    }
+    if !postgres_available() {
+        return;
+    }
+    let postgres = TestDatabase::new(Backend::Postgres);
+    let postgres_columns = postgres
+        .db()
+        .run_blocking(|conn| Ok::<_, tollgate::db::DbError>(columns(conn)))
+        .unwrap();
+    assert_eq!(sqlite_columns, postgres_columns);
+}
+
+#[derive(QueryableByName)]
+struct Pragma {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+#[test]
+fn sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout() {
+    let database = TestDatabase::new(Backend::Sqlite);
+    let pragmas = database
+        .db()
+        .run_blocking(|conn| {
+            let mut read = |pragma: &str| {
+                diesel::sql_query(format!("SELECT CAST(({pragma}) AS TEXT) AS value"))
+                    .get_result::<Pragma>(conn)
+                    .map(|p| p.value)
+            };
+            Ok::<_, tollgate::db::DbError>((
+                read("SELECT journal_mode FROM pragma_journal_mode")?,
+                read("SELECT foreign_keys FROM pragma_foreign_keys")?,
+                read("SELECT timeout FROM pragma_busy_timeout")?,
+            ))
+        })
+        .unwrap();
+    assert_eq!(pragmas, ("wal".into(), "1".into(), "5000".into()));
+}
+
+async fn deleting_an_account_deletes_its_sessions(backend: Backend) {
+    use tollgate::db::schema::{sessions, users};
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_customer("gone@example.com").await;
+    let with_user: i64 = app.query(|conn| {
+        Ok(sessions::table
+            .filter(sessions::user_id.is_not_null())
+            .count()
+            .get_result(conn)?)
+    });
+    assert_eq!(with_user, 1, "the session row records its user");
+    app.query(|conn| Ok(diesel::delete(users::table).execute(conn)?));
+    assert_eq!(app.session_count(), 0);
+}

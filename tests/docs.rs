@@ -1,0 +1,55 @@
+//! The operator docs only name commands that exist.
+
+use std::process::Command;
+
+/// Every `tollgate …` command line in the fenced shell blocks and inline code of a document.
+fn documented_commands(markdown: &str) -> Vec<Vec<String>> {
+    let mut commands = Vec::new();
+    for line in markdown.lines() {
+        for fragment in line.split('`') {
+            let fragment = fragment.trim();
+            let Some(rest) = fragment.strip_prefix("tollgate ") else {
+                continue;
+            };
+            let words: Vec<String> = rest
+                .split_whitespace()
+                .take_while(|w| {
+                    !w.starts_with('-') && !w.starts_with('>') && !w.starts_with('<') && *w != "—"
+                })
+                .map(str::to_owned)
+                .collect();
+            if !words.is_empty() {
+                commands.push(words);
+            }
+        }
+    }
+    commands.sort();
+    commands.dedup();
+    commands
+}
+
+#[test]
+fn every_command_in_the_security_guide_exists() {
+    let guide =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).unwrap();
+    let commands = documented_commands(&guide);
+    assert!(commands.len() >= 10, "{commands:?}");
+    for words in commands {
+        // Positional values (token names) are not subcommands: keep the subcommand path only.
+        let path: Vec<&String> = words
+            .iter()
+            .take_while(|w| w.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+            .collect();
+        let output = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env_clear()
+            .args(path.iter().map(|s| s.as_str()))
+            .arg("--help")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "`tollgate {}` is documented but is not a command",
+            words.join(" ")
+        );
+    }
+}

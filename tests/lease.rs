@@ -1,0 +1,199 @@
+//! The lease API: scoped service tokens, audited leases and refusals, per-token rate limits.
+
+use tollgate::config::RateLimit;
+use tollgate::service_tokens::Scope;
+
+use crate::common::{Backend, TestApp};
+use crate::on_both_backends;
+use crate::vault::{ANTHROPIC_KEY, add_key};
+
+on_both_backends!(
+    a_service_leases_a_customers_key_with_an_audited_no_store_response,
+    missing_wrong_revoked_and_unscoped_tokens_are_refused_and_audited,
+    unknown_users_and_providers_and_bad_bodies_get_json_errors,
+    leases_are_rate_limited_per_token,
+);
+
+async fn lease(app: &TestApp, token: Option<&str>, body: serde_json::Value) -> reqwest::Response {
+    let browser = app.browser();
+    let mut req = browser
+        .client
+        .post(browser.url("/internal/v1/byok/lease"))
+        .json(&body);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap()
+}
+
+async fn customer_with_key(app: &TestApp) -> i64 {
+    let browser = app.signed_in_customer("leased@example.com").await;
+    assert_eq!(
+        add_key(&browser, "anthropic", ANTHROPIC_KEY).await.status(),
+        303
+    );
+    app.user_id("leased@example.com")
+}
+
+async fn a_service_leases_a_customers_key_with_an_audited_no_store_response(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user_id = customer_with_key(&app).await;
+    let token = app.service_token("execution-engine", &[Scope::ByokLease]);
+    assert!(token.starts_with("tg_svc_"));
+
+    let res = lease(
+        &app,
+        Some(&token),
+        serde_json::json!({ "user_id": user_id, "provider": "anthropic" }),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["api_key"], ANTHROPIC_KEY);
+    assert_eq!(body["provider"], "anthropic");
+    assert_eq!(body["user_id"], user_id);
+
+    let leased = app.events("byok_leased");
+    assert_eq!(leased.len(), 1);
+    assert_eq!(leased[0].actor.as_deref(), Some("execution-engine"));
+    assert!(leased[0].details.contains("sk-ant-api03-…2a1"));
+    assert!(!leased[0].details.contains(ANTHROPIC_KEY));
+
+    let owner = app.browser();
+    owner
+        .login("leased@example.com", crate::common::PASSWORD)
+        .await;
+    let page = owner.get_text("/account/keys").await;
+    assert!(
+        !page.contains("<td>never</td>"),
+        "last used is shown: {page}"
+    );
+}
+
+async fn missing_wrong_revoked_and_unscoped_tokens_are_refused_and_audited(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user_id = customer_with_key(&app).await;
+    let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
+    let reader = app.service_token("gatekeeper", &[Scope::EntitlementsRead]);
+    let revoked = app.service_token("retired", &[Scope::ByokLease]);
+    app.query(|conn| tollgate::service_tokens::revoke(conn, Some("retired")));
+
+    for (token, status) in [
+        (None, 401),
+        (
+            Some("tg_svc_DUMMYnotarealtoken000000000000000000000000"),
+            401,
+        ),
+        (Some("Basic-looking-nonsense"), 401),
+        (Some(revoked.as_str()), 401),
+        (Some(reader.as_str()), 403),
+    ] {
+        let res = lease(&app, token, body.clone()).await;
+        assert_eq!(res.status(), status, "{token:?}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+        if status == 401 {
+            assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        }
+        let json: serde_json::Value = res.json().await.unwrap();
+        assert!(json["error"].is_string());
+        assert!(json.get("api_key").is_none());
+    }
+    let rejected = app.events("service_token_rejected");
+    assert_eq!(rejected.len(), 5);
+    assert!(rejected.iter().all(|e| e.severity == "HIGH"));
+    let reasons: Vec<_> = rejected.iter().map(|e| e.details.clone()).collect();
+    for reason in [
+        "missing",
+        "unknown",
+        "malformed",
+        "revoked",
+        "scope byok:lease not granted",
+    ] {
+        assert!(
+            reasons.iter().any(|d| d.contains(reason)),
+            "{reason}: {reasons:?}"
+        );
+    }
+    assert!(
+        rejected
+            .iter()
+            .any(|e| e.actor.as_deref() == Some("gatekeeper"))
+    );
+    assert!(
+        reasons.iter().all(|d| !d.contains(&revoked)),
+        "tokens are masked in the audit log"
+    );
+    assert_eq!(app.count_events("byok_leased"), 0);
+}
+
+async fn unknown_users_and_providers_and_bad_bodies_get_json_errors(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user_id = customer_with_key(&app).await;
+    let token = app.service_token("engine", &[Scope::ByokLease]);
+    for (body, status) in [
+        (
+            serde_json::json!({ "user_id": 999_999, "provider": "anthropic" }),
+            404,
+        ),
+        (
+            serde_json::json!({ "user_id": user_id, "provider": "openai" }),
+            404,
+        ),
+        (
+            serde_json::json!({ "user_id": user_id, "provider": "mistral" }),
+            404,
+        ),
+        (serde_json::json!({ "user": user_id }), 400),
+    ] {
+        let res = lease(&app, Some(&token), body.clone()).await;
+        assert_eq!(res.status(), status, "{body}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+    }
+}
+
+async fn leases_are_rate_limited_per_token(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.rate_limits.lease = RateLimit {
+            per_minute: 2,
+            burst: 2,
+        }
+    })
+    .await;
+    let user_id = customer_with_key(&app).await;
+    let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
+    let busy = app.service_token("busy", &[Scope::ByokLease]);
+    let other = app.service_token("other", &[Scope::ByokLease]);
+    let statuses = [
+        lease(&app, Some(&busy), body.clone())
+            .await
+            .status()
+            .as_u16(),
+        lease(&app, Some(&busy), body.clone())
+            .await
+            .status()
+            .as_u16(),
+        lease(&app, Some(&busy), body.clone())
+            .await
+            .status()
+            .as_u16(),
+        lease(&app, Some(&other), body.clone())
+            .await
+            .status()
+            .as_u16(),
+    ];
+    assert_eq!(statuses, [200, 200, 429, 200]);
+    let refused = lease(&app, Some(&busy), body.clone()).await;
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let limited = app.events("rate_limited");
+    assert_eq!(limited.len(), 2, "each refusal is audited once");
+    assert_eq!(limited[0].actor.as_deref(), Some("busy"));
+}

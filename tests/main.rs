@@ -1,0 +1,28 @@
+//! Tollgate's integration tests: one binary, one module per capability. Every test talks HTTP
+//! to a real server (or runs the real binary) with a database of its own, on SQLite and — when
+//! reachable — PostgreSQL.
+
+// Tests may panic: that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod accounts;
+mod admin;
+mod audit;
+mod billing;
+mod cli;
+mod csrf;
+mod database;
+#[cfg(feature = "stripe-sim")]
+mod demo;
+mod docs;
+mod errors;
+mod headers;
+mod lease;
+mod operations;
+mod rate_limits;
+mod sessions;
+#[cfg(feature = "stripe-sim")]
+mod stripe_sim;
+mod vault;

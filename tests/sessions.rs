@@ -1,0 +1,116 @@
+//! Sessions: cookie flags, a new id on sign-in, idle timeout and absolute lifetime.
+
+use std::time::Duration;
+
+use crate::common::{Backend, TestApp, location, session_set_cookie};
+use crate::on_both_backends;
+
+on_both_backends!(
+    session_cookie_is_http_only_and_lax,
+    session_cookie_is_secure_and_host_prefixed_unless_disabled,
+    signing_in_changes_the_session_id_and_kills_the_old_one,
+    idle_sessions_expire,
+    sessions_end_at_their_absolute_lifetime_however_active,
+);
+
+async fn session_cookie_is_http_only_and_lax(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let res = app.browser().get("/login").await;
+    let cookie =
+        session_set_cookie(&res).expect("the login form starts a session for its CSRF token");
+    assert!(cookie.starts_with("tollgate_session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Lax"), "{cookie}");
+    assert!(
+        !cookie.contains("Secure"),
+        "explicitly disabled for local http in tests: {cookie}"
+    );
+}
+
+async fn session_cookie_is_secure_and_host_prefixed_unless_disabled(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| config.session.cookie_secure = true).await;
+    let res = app.browser().get("/login").await;
+    let cookie = session_set_cookie(&res).unwrap();
+    assert!(cookie.starts_with("__Host-tollgate="), "{cookie}");
+    assert!(
+        cookie.contains("Secure") && cookie.contains("HttpOnly") && cookie.contains("Path=/"),
+        "{cookie}"
+    );
+}
+
+fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn signing_in_changes_the_session_id_and_kills_the_old_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_customer("fixation@example.com").await;
+
+    let browser = app.browser();
+    let before = cookie_pair(&session_set_cookie(&browser.get("/login").await).unwrap());
+    let res = browser
+        .login("fixation@example.com", crate::common::PASSWORD)
+        .await;
+    assert_eq!(res.status(), 303);
+    let after = cookie_pair(&session_set_cookie(&res).expect("a new session cookie on sign-in"));
+    assert_ne!(before, after, "session id must change on sign-in");
+
+    // An attacker holding the pre-login cookie gets nothing.
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = replay
+        .get(browser.url("/account"))
+        .header("cookie", &before)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let res = replay
+        .get(browser.url("/account"))
+        .header("cookie", &after)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+async fn idle_sessions_expire(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.session.idle_timeout = Duration::from_secs(2)
+    })
+    .await;
+    let browser = app.signed_in_customer("idle@example.com").await;
+    assert_eq!(browser.get("/account").await.status(), 200);
+    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        browser.get("/account").await.status(),
+        200,
+        "activity keeps it alive"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        browser.get("/account").await.status(),
+        200,
+        "still within 2 s of the last request"
+    );
+    actix_web::rt::time::sleep(Duration::from_millis(2500)).await;
+    let res = browser.get("/account").await;
+    assert_eq!(res.status(), 303, "idle for longer than the timeout");
+    assert_eq!(location(&res), "/login?next=%2Faccount");
+}
+
+async fn sessions_end_at_their_absolute_lifetime_however_active(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.session.absolute_lifetime = Duration::from_secs(3)
+    })
+    .await;
+    let browser = app.signed_in_customer("absolute@example.com").await;
+    for _ in 0..2 {
+        actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(browser.get("/account").await.status(), 200);
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(browser.get("/account").await.status(), 303);
+}
