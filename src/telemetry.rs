@@ -1,5 +1,7 @@
 //! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber; `default_level` applies when `RUST_LOG` is unset.
@@ -10,5 +12,7 @@ pub fn init(default_level: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour for a person at a terminal; plain text for log files and collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

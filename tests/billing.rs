@@ -119,7 +119,7 @@ async fn billing_forms_need_csrf_tokens_and_a_signed_in_user(backend: Backend) {
     assert_eq!(app.count_events("csrf_rejected"), 4);
 }
 
-async fn stripe_events(app: &TestApp) -> Vec<serde_json::Value> {
+pub(crate) async fn stripe_events(app: &TestApp) -> Vec<serde_json::Value> {
     let res = reqwest::Client::new()
         .get(format!("{}/v1/events?limit=100", app.stripe))
         .bearer_auth("sk_test_DUMMYtollgate")
@@ -152,7 +152,7 @@ async fn stripe_get(app: &TestApp, path: &str) -> serde_json::Value {
         .unwrap()
 }
 
-async fn admin(app: &TestApp) -> Browser {
+pub(crate) async fn admin(app: &TestApp) -> Browser {
     let browser = app.signed_in_customer("admin@example.com").await;
     app.promote_to_admin("admin@example.com");
     browser
@@ -171,7 +171,12 @@ fn plan_fields<'a>(name: &'a str, slug: &'a str, amount: &'a str) -> Vec<(&'a st
     ]
 }
 
-async fn create_plan(browser: &Browser, name: &str, slug: &str, amount: &str) -> reqwest::Response {
+pub(crate) async fn create_plan(
+    browser: &Browser,
+    name: &str,
+    slug: &str,
+    amount: &str,
+) -> reqwest::Response {
     let page = browser.get_text("/admin/plans/new").await;
     let op = hidden(&page, "operation_id");
     let mut fields = plan_fields(name, slug, amount);
@@ -388,7 +393,7 @@ async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> reqwest::Response
         .unwrap()
 }
 
-async fn subscribe(app: &TestApp, browser: &Browser, slug: &str) -> String {
+pub(crate) async fn subscribe(app: &TestApp, browser: &Browser, slug: &str) -> String {
     let res = choose(browser, slug).await;
     assert_eq!(res.status(), 303);
     let paid = pay(app, &location(&res), "4242 4242 4242 4242").await;

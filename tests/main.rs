@@ -26,3 +26,4 @@ mod sessions;
 #[cfg(feature = "stripe-sim")]
 mod stripe_sim;
 mod vault;
+mod webhooks;

@@ -212,6 +212,9 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         created_at: tollgate::db::now(),
     };
     before.query(move |conn| tollgate::db::models::billing_customer::insert(conn, &row));
+    // And one stored webhook payload.
+    let webhook = crate::webhooks::event("payout.created", "evt_1Rotation");
+    crate::webhooks::accepted(&before, &webhook).await;
     let handle = before.database_handle();
     let rotated_env = [
         ("ENCRYPTION_KEY", new.clone()),
@@ -252,7 +255,7 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         "3",
     ]));
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("re-sealed 3 value(s); 3 remain"), "{out}");
+    assert!(out.contains("re-sealed 3 value(s); 4 remain"), "{out}");
     let report = check().1;
     assert!(
         report.contains("3 value(s) under key") && report.contains("(primary)"),
@@ -276,11 +279,15 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         assert_eq!(body["api_key"], key_for(i));
     }
 
-    // The rerun finishes the job (the two keys left and the customer id); a second rerun has
-    // nothing to do.
+    // The rerun finishes the job (the two keys left, the customer id and the webhook payload);
+    // a second rerun has nothing to do.
     let (code, out, _) = run(tollgate(&handle, &rotated_env).arg("rotate-key"));
     assert_eq!(code, 0);
-    assert!(out.contains("re-sealed 3 value(s); 0 remain"), "{out}");
+    assert!(out.contains("re-sealed 4 value(s); 0 remain"), "{out}");
+    assert!(
+        out.contains("webhook_events.payload_sealed: re-sealed 1"),
+        "{out}"
+    );
     assert!(
         out.contains("billing_customers.stripe_customer_sealed: re-sealed 1"),
         "{out}"
@@ -305,6 +312,14 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         .await
         .unwrap();
     assert_eq!(customer.as_deref(), Some("cus_DUMMYrotation"));
+    let stored = after
+        .query(|conn| tollgate::db::models::webhook_event::find(conn, "evt_1Rotation"))
+        .unwrap();
+    let payload = tollgate::webhooks::open_payload(&new_ring, &stored).unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&payload).unwrap(),
+        webhook
+    );
     // And a keyring missing a key that still holds values says so (exit 1).
     let third = encode_base64(&[0x55; 32]);
     let (code, _, stderr) =

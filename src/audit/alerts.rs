@@ -8,7 +8,7 @@ use diesel::prelude::*;
 use super::{Kind, SecurityEvent, write};
 use crate::config::AlertSettings;
 use crate::db::schema::{alert_state, security_events};
-use crate::db::{DbConnection, DbError, now};
+use crate::db::{DbConnection, DbError, now, per_backend};
 
 /// What to count, and how many within how long raise the alert.
 #[derive(Debug, Clone, Copy)]
@@ -96,9 +96,6 @@ fn ensure_state_row(conn: &mut DbConnection, name: &str) -> Result<(), DbError> 
         alert_state::last_raised_at.eq(never),
     );
     let insert = diesel::insert_into(alert_state::table).values(row);
-    match conn {
-        DbConnection::Postgresql(pg) => insert.on_conflict_do_nothing().execute(pg)?,
-        DbConnection::Sqlite(sqlite) => insert.on_conflict_do_nothing().execute(sqlite)?,
-    };
+    per_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The local copy of each subscription's state, kept from what Stripe reports, and the
 //! entitlements internal services read from it.
 
-use chrono::{DateTime, NaiveDateTime};
+use chrono::{DateTime, NaiveDateTime, Timelike as _};
 use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
 
 use super::plans::Plan;
@@ -36,6 +36,9 @@ pub async fn record(
     let period_end = timestamp(item.current_period_end);
     let trial_end = sub.trial_end.and_then(timestamp);
     let (stripe_id, cancel) = (sub.id.to_string(), sub.cancel_at_period_end);
+    // Events carry Stripe's whole-second `created`: an event from the second of this read is
+    // taken as at least as new (it usually reports the very change just read).
+    let observed_at = observed_at.with_nanosecond(0).unwrap_or(observed_at);
     Ok(db
         .run(move |conn| {
             let plan_id = plan::find_by_stripe_product(conn, &product)?.map(|p| p.id);

@@ -84,7 +84,13 @@ pub async fn serve(env_file: &Path, stripe_sim_port: Option<u16>) -> Result<(), 
         environment = ?config.environment,
         "starting tollgate"
     );
+    let host = config.bind.ip();
     let app = Application::build(config).map_err(failed)?;
+    // The bound port (BIND may ask for port 0): scripts and the crash test read this line.
+    tracing::info!(
+        "listening on http://{}",
+        std::net::SocketAddr::new(host, app.port())
+    );
     app.run_until_stopped().await.map_err(failed)
 }
 

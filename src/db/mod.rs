@@ -25,6 +25,18 @@ pub enum DbConnection {
     Sqlite(SqliteConnection),
 }
 
+/// Runs a statement `MultiConnection` cannot express (e.g. `ON CONFLICT DO NOTHING`) on the
+/// concrete backend: `$body` is compiled once per backend with `$c` bound to its connection.
+macro_rules! per_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::db::DbConnection::Postgresql($c) => $body,
+            $crate::db::DbConnection::Sqlite($c) => $body,
+        }
+    };
+}
+pub(crate) use per_backend;
+
 pub const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 pub const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 

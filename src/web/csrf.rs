@@ -29,6 +29,10 @@ impl<T> std::ops::Deref for CsrfForm<T> {
     }
 }
 
+/// A form with nothing but its CSRF token (a button).
+#[derive(Deserialize)]
+pub struct NoFields {}
+
 #[derive(Deserialize)]
 struct TokenField {
     csrf_token: Option<String>,

@@ -7,6 +7,7 @@
 //! retries. Handlers never call Stripe: everything they need is in the event.
 
 pub mod handlers;
+pub mod mask;
 pub mod verify;
 
 use chrono::{DateTime, NaiveDateTime};
@@ -101,6 +102,8 @@ pub enum IngestError {
     Db(#[from] DbError),
     #[error(transparent)]
     Crypto(#[from] crate::crypto::CryptoError),
+    #[error("the stored payload is not a valid event: {0}")]
+    Payload(#[from] PayloadError),
 }
 
 impl From<diesel::result::Error> for IngestError {
@@ -163,4 +166,58 @@ pub fn apply_stored(
     };
     webhook_event::finish(conn, &event.id, status, error.as_deref())?;
     Ok(status)
+}
+
+/// What a reprocess request did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reprocessed {
+    /// Re-applied, with this outcome.
+    Done(&'static str),
+    /// The event is not (or no longer) failed: nothing was done.
+    NotFailed(String),
+    NotFound,
+}
+
+/// Opens a stored event's payload (it is bound to its event id: a copied one fails).
+pub fn open_payload(
+    keyring: &Keyring,
+    row: &webhook_event::WebhookEventRow,
+) -> Result<Vec<u8>, crate::crypto::CryptoError> {
+    keyring
+        .open(&row.payload_sealed, &payload_aad(&row.stripe_event_id))
+        .map(|plain| plain.to_vec())
+}
+
+/// Re-applies a failed event, once: concurrent requests (on any instance) cannot both win the
+/// claim, and the claim, the effects and the audit commit together or not at all.
+pub fn reprocess(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    id: i64,
+    actor: &str,
+    ip: &str,
+) -> Result<Reprocessed, IngestError> {
+    conn.transaction(|conn| {
+        // Write first: on SQLite this takes the write lock at once (no read-to-write upgrade).
+        let claimed = webhook_event::claim_failed(conn, id)?;
+        let Some(row) = webhook_event::find_by_id(conn, id)? else {
+            return Ok(Reprocessed::NotFound);
+        };
+        if !claimed {
+            return Ok(Reprocessed::NotFailed(row.status));
+        }
+        let raw = open_payload(cx.keyring, &row)?;
+        let event = StripeEvent::parse(&raw, row.livemode)?;
+        let status = apply_stored(conn, cx, &event)?;
+        audit::write(
+            conn,
+            &SecurityEvent::new(Kind::WebhookReprocessed)
+                .actor(actor)
+                .ip(ip)
+                .details(
+                    serde_json::json!({ "event": event.id, "type": event.kind, "status": status }),
+                ),
+        )?;
+        Ok(Reprocessed::Done(status))
+    })
 }

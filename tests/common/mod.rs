@@ -64,6 +64,7 @@ fn test_config(database_url: DatabaseUrl) -> Config {
         ("STRIPE_RATE_LIMIT_SUBSCRIPTION", "1000"),
         ("STRIPE_RATE_LIMIT_PAYMENT_INTENT", "1000"),
         ("STRIPE_RATE_LIMIT_DEFAULT", "1000"),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
     ] {
         vars.insert(name, value.to_owned());
     }

@@ -5,7 +5,7 @@ use diesel::Connection as _;
 use diesel::prelude::*;
 
 use crate::db::schema::subscriptions;
-use crate::db::{DbConnection, DbError, now};
+use crate::db::{DbConnection, DbError, now, per_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions)]
@@ -39,6 +39,10 @@ pub struct SubscriptionState<'a> {
 
 /// Inserts or updates by Stripe id; an update older than what is stored is ignored (Stripe's
 /// events can arrive out of order). Returns whether anything was written.
+///
+/// Safe when the same subscription is recorded concurrently (a webhook and the success page,
+/// on any instance): the insert cannot fail on the unique id, and whoever loses the insert
+/// applies its state as a conditional update instead.
 pub fn upsert(
     conn: &mut DbConnection,
     user_id: i64,
@@ -47,24 +51,19 @@ pub fn upsert(
 ) -> Result<bool, DbError> {
     conn.transaction(|conn| {
         let at = now();
-        let updated = diesel::update(
-            subscriptions::table
-                .filter(subscriptions::stripe_subscription_id.eq(stripe_id))
-                .filter(subscriptions::stripe_updated_at.le(state.stripe_updated_at)),
-        )
-        .set((state, subscriptions::updated_at.eq(at)))
-        .execute(conn)?;
-        if updated > 0 {
+        let update_if_newer = |conn: &mut DbConnection| {
+            diesel::update(
+                subscriptions::table
+                    .filter(subscriptions::stripe_subscription_id.eq(stripe_id))
+                    .filter(subscriptions::stripe_updated_at.le(state.stripe_updated_at)),
+            )
+            .set((state, subscriptions::updated_at.eq(at)))
+            .execute(conn)
+        };
+        if update_if_newer(conn)? > 0 {
             return Ok(true);
         }
-        let exists: i64 = subscriptions::table
-            .filter(subscriptions::stripe_subscription_id.eq(stripe_id))
-            .count()
-            .get_result(conn)?;
-        if exists > 0 {
-            return Ok(false);
-        }
-        diesel::insert_into(subscriptions::table)
+        let insert = diesel::insert_into(subscriptions::table)
             .values((
                 subscriptions::user_id.eq(user_id),
                 subscriptions::stripe_subscription_id.eq(stripe_id),
@@ -72,8 +71,12 @@ pub fn upsert(
                 subscriptions::created_at.eq(at),
                 subscriptions::updated_at.eq(at),
             ))
-            .execute(conn)?;
-        Ok(true)
+            .on_conflict_do_nothing();
+        if per_backend!(conn, |c| insert.execute(c))? > 0 {
+            return Ok(true);
+        }
+        // Stored meanwhile by someone else (now committed): newer state still wins.
+        Ok(update_if_newer(conn)? > 0)
     })
 }
 

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::schema::webhook_events;
-use crate::db::{DbConnection, DbError, now};
+use crate::db::{DbConnection, DbError, now, per_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_events)]
@@ -36,19 +36,15 @@ pub struct NewWebhookEvent<'a> {
     pub received_at: NaiveDateTime,
 }
 
-/// Stores a new event; `false` when an event with that Stripe id is already stored.
+/// Stores a new event; `false` when an event with that Stripe id is already stored. A racing
+/// insert of the same id (another request or instance) waits for the first to commit and then
+/// stores nothing, without aborting the surrounding transaction.
 pub fn insert(conn: &mut DbConnection, new: &NewWebhookEvent<'_>) -> Result<bool, DbError> {
-    match diesel::insert_into(webhook_events::table)
+    let insert = diesel::insert_into(webhook_events::table)
         .values(new)
-        .execute(conn)
-    {
-        Ok(_) => Ok(true),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _,
-        )) => Ok(false),
-        Err(err) => Err(err.into()),
-    }
+        .on_conflict_do_nothing();
+    let inserted = per_backend!(conn, |c| insert.execute(c))?;
+    Ok(inserted == 1)
 }
 
 /// Records the outcome of an attempt to apply the event.

@@ -60,7 +60,8 @@ struct Window {
 pub struct ClientIpKey {
     trusted: Arc<Vec<IpNet>>,
     window: Window,
-    exempt_auth_routes: bool,
+    /// The default limiter leaves alone what a dedicated limiter governs.
+    exempt_governed_routes: bool,
 }
 
 impl KeyExtractor for ClientIpKey {
@@ -68,9 +69,9 @@ impl KeyExtractor for ClientIpKey {
     type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
 
     fn extract(&self, req: &ServiceRequest) -> Result<RateKey, Self::KeyExtractionError> {
-        if self.exempt_auth_routes
+        if self.exempt_governed_routes
             && req.method() == Method::POST
-            && AUTH_ROUTES.contains(&req.path())
+            && (AUTH_ROUTES.contains(&req.path()) || req.path() == WEBHOOK_ROUTE)
         {
             return Ok(RateKey::Exempt);
         }
@@ -117,7 +118,7 @@ fn config(
     limit: RateLimit,
     trusted: &Arc<Vec<IpNet>>,
     limiter: &'static str,
-    exempt_auth_routes: bool,
+    exempt_governed_routes: bool,
     methods: Option<Vec<Method>>,
 ) -> Option<Limiter> {
     let per_request = Duration::from_secs(60) / limit.per_minute;
@@ -127,7 +128,7 @@ fn config(
             per_request,
             limiter,
         },
-        exempt_auth_routes,
+        exempt_governed_routes,
     };
     let mut builder = GovernorConfigBuilder::default();
     builder.period(per_request).burst_size(limit.burst);
@@ -137,7 +138,7 @@ fn config(
     builder.key_extractor(key).use_headers().finish()
 }
 
-/// The default per-IP limiter for every route.
+/// The default per-IP limiter for every route but those with a limiter of their own.
 pub fn default_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
     config(limit, trusted, "default", true, None)
 }

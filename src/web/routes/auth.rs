@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::accounts::{self, Email, NewPassword, SignUpError};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
-use crate::web::csrf::CsrfForm;
+use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::pages::{PageContext, render, render_with_status};
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
@@ -211,9 +211,6 @@ pub async fn login(
     session.log_in(user.id)?;
     Ok(see_other(&next))
 }
-
-#[derive(Deserialize)]
-pub struct NoFields {}
 
 pub async fn logout(
     req: HttpRequest,

@@ -12,8 +12,8 @@ use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::vault::{self, ApiKey, Provider, VaultError};
 use crate::web::csrf::CsrfForm;
+use crate::web::csrf::NoFields;
 use crate::web::pages::{PageContext, datetime, render, render_with_status};
-use crate::web::routes::auth::NoFields;
 use crate::web::session::{CurrentUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 

@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod admin_billing;
+pub mod admin_webhooks;
 pub mod assets;
 pub mod auth;
 pub mod billing;
@@ -74,6 +75,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
                 .route(web::post().to(admin_billing::archive)),
         )
         .service(web::resource("/admin/customers").route(web::get().to(admin_billing::customers)))
+        .service(web::resource("/admin/webhooks").route(web::get().to(admin_webhooks::list)))
+        .service(web::resource("/admin/webhooks/{id}").route(web::get().to(admin_webhooks::show)))
+        .service(
+            web::resource("/admin/webhooks/{id}/reprocess")
+                .route(web::post().to(admin_webhooks::reprocess)),
+        )
         .service(
             web::resource("/internal/v1/entitlements/{user_id}")
                 .route(web::get().to(internal::entitlements)),

@@ -1,0 +1,155 @@
+//! Webhook ingest throughput: N distinct signed events (a real-shaped `invoice.paid`, ~3 KB)
+//! posted at concurrency C over loopback to the real application, each verified, validated,
+//! sealed, stored and applied before its 200. Prints req/s, latency percentiles, and the number
+//! of stored events, which must equal N.
+//!
+//!     cargo bench --bench webhooks [-- EVENTS CONCURRENCY]
+//!
+//! SQLite (a fresh file) by default; `BENCH_DATABASE_URL=postgres://…/db` (an empty database)
+//! for PostgreSQL. `scripts/bench-webhooks` runs both.
+
+// A benchmark is a tool run by hand: failing loudly on a broken setup is right here.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac as _};
+use sha2::Sha256;
+use tollgate::config::{Config, DatabaseUrl};
+use tollgate::db::Db;
+use tollgate::secret::encode_base64;
+use tollgate::startup::Application;
+
+const SECRET: &str = "whsec_DUMMYbenchendpointsecret";
+const FIXTURE: &str = include_str!("../tests/fixtures/webhooks/invoice.paid.json");
+
+fn bench_config(database_url: DatabaseUrl) -> Config {
+    let key = |byte: u8, len: usize| encode_base64(&vec![byte; len]);
+    let unlimited = "1000000000".to_owned();
+    let vars = std::collections::HashMap::from([
+        ("BIND", "127.0.0.1:0".to_owned()),
+        ("SECRET_KEY", key(1, 64)),
+        ("ENCRYPTION_KEY", key(2, 32)),
+        ("TOKEN_PEPPER", key(3, 32)),
+        ("SESSION_COOKIE_SECURE", "false".to_owned()),
+        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
+        ("RATE_LIMIT_WEBHOOK_PER_MINUTE", unlimited.clone()),
+        ("RATE_LIMIT_WEBHOOK_BURST", unlimited),
+    ]);
+    let mut config = Config::from_vars(&|name: &str| vars.get(name).cloned()).expect("config");
+    config.database_url = database_url;
+    config
+}
+
+/// N distinct events, each with its `Stripe-Signature`, ready before the clock starts.
+fn signed_events(count: usize) -> Vec<(String, Vec<u8>)> {
+    let template: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture");
+    let now = chrono::Utc::now().timestamp();
+    (0..count)
+        .map(|i| {
+            let mut event = template.clone();
+            event["id"] = serde_json::json!(format!("evt_1Bench{i:010}"));
+            event["created"] = serde_json::json!(now);
+            let body = serde_json::to_vec(&event).expect("json");
+            let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+            mac.update(format!("{now}.").as_bytes());
+            mac.update(&body);
+            let header = format!("t={now},v1={}", hex::encode(mac.finalize().into_bytes()));
+            (header, body)
+        })
+        .collect()
+}
+
+#[actix_web::main]
+async fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let events: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let concurrency: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, backend) = match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => (
+            DatabaseUrl::parse(&url).expect("BENCH_DATABASE_URL"),
+            "PostgreSQL",
+        ),
+        Err(_) => (DatabaseUrl::Sqlite(dir.path().join("bench.db")), "SQLite"),
+    };
+    let config = bench_config(url.clone());
+    let workers = config
+        .workers
+        .map_or_else(|| "one per core".to_owned(), |n| n.to_string());
+    let pool_size = config.database_pool_size;
+    let app = Application::build(config).expect("app");
+    let port = app.port();
+    actix_web::rt::spawn(app.run_until_stopped());
+
+    let bodies = Arc::new(signed_events(events));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let url_to = format!("http://127.0.0.1:{port}/webhooks/stripe");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url_to, bodies, next) =
+            (client.clone(), url_to.clone(), bodies.clone(), next.clone());
+        tasks.push(actix_web::rt::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut failures = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((header, body)) = bodies.get(i) else {
+                    break;
+                };
+                let sent = Instant::now();
+                let ok = matches!(
+                    client
+                        .post(&url_to)
+                        .header("stripe-signature", header)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await,
+                    Ok(r) if r.status() == 200
+                );
+                latencies.push(sent.elapsed());
+                failures += usize::from(!ok);
+            }
+            (latencies, failures)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut failures = 0;
+    for task in tasks {
+        let (l, f) = task.await.expect("task");
+        latencies.extend(l);
+        failures += f;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let pct = |p: f64| -> Duration {
+        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
+    };
+    let stored = Db::connect(url, 2)
+        .expect("db")
+        .run_blocking(tollgate::db::models::webhook_event::count)
+        .expect("count");
+    println!(
+        "webhook ingest, {backend}, {events} events at concurrency {concurrency} \
+         ({workers} workers, pool {pool_size})"
+    );
+    println!(
+        "  {:.0} events/s   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   failures {failures}   stored {stored}",
+        events as f64 / elapsed.as_secs_f64(),
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        pct(1.0).as_secs_f64() * 1e3,
+    );
+    if stored as usize != events || failures > 0 {
+        eprintln!("FAILED: stored {stored} of {events} events, {failures} failed deliveries");
+        std::process::exit(1);
+    }
+}
