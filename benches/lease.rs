@@ -6,8 +6,9 @@
 // A benchmark is a tool run by hand: failing loudly on a broken setup is right here.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod support;
+
 use std::sync::Arc;
-use std::time::Instant;
 
 use secrecy::{ExposeSecret as _, SecretString};
 use tollgate::config::{Config, DatabaseUrl};
@@ -62,9 +63,7 @@ fn seed(db: &Db, config: &Config) -> Result<(String, i64), DbError> {
 
 #[actix_web::main]
 async fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let requests: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
-    let concurrency: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
+    let (requests, concurrency) = support::args(20_000, 16);
     let dir = tempfile::tempdir().expect("tempdir");
     let config = bench_config(dir.path().join("bench.db"));
     let app = Application::build(config).expect("app");
@@ -78,46 +77,14 @@ async fn main() {
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");
-    let url = format!("http://127.0.0.1:{port}/internal/v1/byok/lease");
-    let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
-    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url, body, token, next) = (
-            client.clone(),
-            url.clone(),
-            body.clone(),
-            token.clone(),
-            next.clone(),
-        );
-        workers.push(actix_web::rt::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failures = 0usize;
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                let sent = Instant::now();
-                let ok = matches!(client.post(&url).bearer_auth(&token).json(&body).send().await, Ok(r) if r.status() == 200);
-                latencies.push(sent.elapsed());
-                failures += usize::from(!ok);
-            }
-            (latencies, failures)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    for worker in workers {
-        let (l, f) = worker.await.expect("worker");
-        latencies.extend(l);
-        failures += f;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let url = Arc::new(format!("http://127.0.0.1:{port}/internal/v1/byok/lease"));
+    let body = Arc::new(serde_json::json!({ "user_id": user_id, "provider": "anthropic" }));
+    let token = Arc::new(token);
+    let run = support::drive(requests, concurrency, move |_| {
+        let request = client.post(url.as_str()).bearer_auth(&token).json(&*body);
+        async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
+    })
+    .await;
     println!("lease API, SQLite, {requests} requests at concurrency {concurrency}");
-    println!(
-        "  {:.0} req/s   p50 {:?}   p99 {:?}   failures {failures}",
-        requests as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.99)
-    );
+    println!("  {}", run.summary("req"));
 }

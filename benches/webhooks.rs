@@ -11,9 +11,9 @@
 // A benchmark is a tool run by hand: failing loudly on a broken setup is right here.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
@@ -64,9 +64,7 @@ fn signed_events(count: usize) -> Vec<(String, Vec<u8>)> {
 
 #[actix_web::main]
 async fn main() {
-    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let events: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(20_000);
-    let concurrency: usize = args.next().and_then(|n| n.parse().ok()).unwrap_or(16);
+    let (events, concurrency) = support::args(20_000, 16);
     let dir = tempfile::tempdir().expect("tempdir");
     let (url, backend) = match std::env::var("BENCH_DATABASE_URL") {
         Ok(url) => (
@@ -89,50 +87,17 @@ async fn main() {
         .pool_max_idle_per_host(concurrency)
         .build()
         .expect("client");
-    let url_to = format!("http://127.0.0.1:{port}/webhooks/stripe");
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url_to, bodies, next) =
-            (client.clone(), url_to.clone(), bodies.clone(), next.clone());
-        tasks.push(actix_web::rt::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut failures = 0usize;
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some((header, body)) = bodies.get(i) else {
-                    break;
-                };
-                let sent = Instant::now();
-                let ok = matches!(
-                    client
-                        .post(&url_to)
-                        .header("stripe-signature", header)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await,
-                    Ok(r) if r.status() == 200
-                );
-                latencies.push(sent.elapsed());
-                failures += usize::from(!ok);
-            }
-            (latencies, failures)
-        }));
-    }
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    for task in tasks {
-        let (l, f) = task.await.expect("task");
-        latencies.extend(l);
-        failures += f;
-    }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let pct = |p: f64| -> Duration {
-        latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)]
-    };
+    let endpoint = Arc::new(format!("http://127.0.0.1:{port}/webhooks/stripe"));
+    let run = support::drive(events, concurrency, move |i| {
+        let (header, body) = &bodies[i];
+        let request = client
+            .post(endpoint.as_str())
+            .header("stripe-signature", header)
+            .header("content-type", "application/json")
+            .body(body.clone());
+        async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
+    })
+    .await;
     let stored = Db::connect(url, 2)
         .expect("db")
         .run_blocking(tollgate::db::models::webhook_event::count)
@@ -141,15 +106,12 @@ async fn main() {
         "webhook ingest, {backend}, {events} events at concurrency {concurrency} \
          ({workers} workers, pool {pool_size})"
     );
-    println!(
-        "  {:.0} events/s   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   failures {failures}   stored {stored}",
-        events as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        pct(1.0).as_secs_f64() * 1e3,
-    );
-    if stored as usize != events || failures > 0 {
-        eprintln!("FAILED: stored {stored} of {events} events, {failures} failed deliveries");
+    println!("  {}   stored {stored}", run.summary("events"));
+    if stored as usize != events || run.failures > 0 {
+        eprintln!(
+            "FAILED: stored {stored} of {events} events, {} failed deliveries",
+            run.failures
+        );
         std::process::exit(1);
     }
 }

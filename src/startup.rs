@@ -16,6 +16,7 @@ use crate::web::middleware::rate_limit;
 use crate::web::middleware::security_headers::SecurityHeaders;
 use crate::web::middleware::session_store;
 use crate::web::{AppState, routes};
+use crate::webhooks::writer::WebhookWriter;
 
 /// Largest request body outside routes that set their own limit.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -98,6 +99,14 @@ fn run(
         .ok_or(StartupError::RateLimit("RATE_LIMIT_AUTH_*"))?;
     let webhook_limiter = rate_limit::webhook_limiter(config.rate_limits.webhook, &trusted)
         .ok_or(StartupError::RateLimit("RATE_LIMIT_WEBHOOK_*"))?;
+    // SQLite has one writer at a time; PostgreSQL overlaps commits (leaving most of the pool
+    // to the other requests).
+    let writer_threads = match config.database_url {
+        crate::config::DatabaseUrl::Sqlite(_) => 1,
+        crate::config::DatabaseUrl::Postgres(_) => {
+            (config.database_pool_size / 4).clamp(1, 2) as usize
+        }
+    };
     let state = web::Data::new(AppState {
         db: db.clone(),
         config: Arc::clone(&config),
@@ -108,6 +117,7 @@ fn run(
         gateway: crate::billing::Gateway::new(&config.stripe),
         active_plans: crate::billing::plans::ActivePlans::new(Duration::from_secs(5)),
         public_url,
+        webhook_writer: WebhookWriter::start(db.clone(), Arc::clone(&config), writer_threads)?,
     });
     let workers = config.workers;
     let stripe_origin = (config.stripe.api_base != crate::config::DEFAULT_STRIPE_API_BASE)

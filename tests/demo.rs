@@ -2,12 +2,11 @@
 //! directory: sign up, choose a plan, pay with 4242… on the simulated checkout page, see the
 //! subscription active. And the simulator is refused in production.
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 
 use tollgate::secret::encode_base64;
 
-use crate::common::{Browser, PASSWORD, hidden, location};
+use crate::common::{Browser, PASSWORD, announced_address, hidden, location};
 
 #[actix_web::test]
 async fn the_offline_demo_runs_the_whole_billing_flow_from_one_command() {
@@ -21,22 +20,8 @@ async fn the_offline_demo_runs_the_whole_billing_flow_from_one_command() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Read stderr to the end on a thread (the demo keeps logging), reporting where to open it.
-    let stderr = child.stderr.take().unwrap();
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("open ").nth(1) {
-                let _ = found.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .trim_end_matches('/')
-                        .to_owned(),
-                );
-            }
-        }
-    });
+    // Stderr is drained to the end on a thread (the demo keeps logging).
+    let address = announced_address(&mut child, "open ");
     let base = actix_web::rt::task::spawn_blocking(move || {
         address.recv_timeout(std::time::Duration::from_secs(60))
     })

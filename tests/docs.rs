@@ -1,4 +1,4 @@
-//! The operator docs only name commands that exist.
+//! The operator docs only name commands that exist, and document every setting there is.
 
 use std::process::Command;
 
@@ -50,6 +50,49 @@ fn every_command_in_the_security_guide_exists() {
             output.status.success(),
             "`tollgate {}` is documented but is not a command",
             words.join(" ")
+        );
+    }
+}
+
+/// The environment variables the configuration reads: the quoted SCREAMING_CASE names in
+/// `src/config.rs`.
+fn configuration_variables() -> Vec<String> {
+    let source =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/config.rs")).unwrap();
+    let mut names: Vec<String> = source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.len() > 3
+                && s.contains(|c: char| c.is_ascii_uppercase())
+                && s.chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn every_setting_is_documented_in_env_example_and_the_readme() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let names = configuration_variables();
+    assert!(names.len() >= 30, "{names:?}");
+    for name in names {
+        assert!(
+            example
+                .lines()
+                .any(|l| l.trim_start_matches("# ").starts_with(&format!("{name}="))),
+            "{name} is not in .env.example"
+        );
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "{name} is not in the README"
         );
     }
 }

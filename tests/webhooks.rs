@@ -6,7 +6,6 @@
 //! Events are the real-shaped fixtures in `tests/fixtures/webhooks/`, signed here with Stripe's
 //! scheme (`t=…,v1=HMAC-SHA256(secret, "{t}.{body}")`), as `stripe listen` would deliver them.
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -19,8 +18,8 @@ use tollgate::db::schema::{subscriptions, webhook_events};
 
 use crate::billing::{admin, create_plan, stripe_events, subscribe};
 use crate::common::{
-    Backend, Browser, TestApp, TestDatabase, WEBHOOK_SECRET, captured_logs, hidden, location,
-    secret_env,
+    Backend, Browser, TestApp, TestDatabase, WEBHOOK_SECRET, announced_address, captured_logs,
+    hidden, location, secret_env,
 };
 use crate::on_both_backends;
 
@@ -32,6 +31,7 @@ on_both_backends!(
     the_source_allowlist_honours_trusted_proxies_only,
     the_webhook_route_is_rate_limited_and_audited,
     duplicate_deliveries_racing_on_two_instances_take_effect_once,
+    one_unstorable_event_never_takes_its_batch_down,
     an_older_subscription_update_never_overwrites_a_newer_one,
     every_handled_type_is_applied_and_unknown_types_are_ignored,
     a_failed_event_is_reprocessed_once_by_an_admin,
@@ -597,6 +597,49 @@ async fn duplicate_deliveries_racing_on_two_instances_take_effect_once(backend: 
     assert_eq!((row.status.as_str(), row.attempts), ("applied", 1));
     assert_eq!(first.count_events("payment_failed"), 1, "one effect");
     assert_eq!(first.count_events("webhook_validated"), 2);
+}
+
+/// Concurrent deliveries share transactions (group commit). An event whose effects the
+/// database refuses (PostgreSQL rejects a NUL character in text) must not roll back its
+/// neighbours: they are stored and applied, and it alone is refused — Stripe will retry it.
+async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, user_id) = admin_and_customer(&app).await;
+    accepted(&app, &checkout_for(user_id, "evt_1BatchCheckout")).await;
+    let mut poisoned = event("customer.subscription.updated", "evt_1BatchPoisoned");
+    poisoned["data"]["object"]["status"] = json!("active\u{0}");
+    let mut events: Vec<Value> = (0..40)
+        .map(|i| event("invoice.paid", &format!("evt_1BatchGood{i}")))
+        .collect();
+    events.insert(20, poisoned);
+    let client = reqwest::Client::new();
+    let deliveries = events.iter().map(|event| {
+        let body = serde_json::to_vec(event).unwrap();
+        let request = client
+            .post(format!("{}/webhooks/stripe", app.address))
+            .header(
+                "stripe-signature",
+                signed_header(WEBHOOK_SECRET, now(), &body),
+            )
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(deliveries).await;
+    for i in 0..40 {
+        assert_eq!(status_of(&app, &format!("evt_1BatchGood{i}")), "applied");
+    }
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(statuses[20], 500, "{statuses:?}");
+            assert!(stored(&app, "evt_1BatchPoisoned").is_none());
+            assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 40);
+        }
+        Backend::Sqlite => assert!(statuses.iter().all(|s| *s == 200)),
+    }
+    assert_eq!(
+        app.count_events("webhook_validated") as usize,
+        1 + statuses.iter().filter(|s| **s == 200).count()
+    );
 }
 
 async fn an_older_subscription_update_never_overwrites_a_newer_one(backend: Backend) {
@@ -1227,20 +1270,7 @@ fn serve(database: &TestDatabase, dir: &std::path::Path) -> (std::process::Child
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (found, address) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                let _ = found.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
+    let address = announced_address(&mut child, "listening on ");
     let address = address
         .recv_timeout(Duration::from_secs(60))
         .expect("tollgate serve says where it listens");

@@ -173,26 +173,39 @@ impl SecurityEvent {
 
 /// Writes one event (on the calling thread: use inside `Db::run` or from the CLI).
 pub fn write(conn: &mut crate::db::DbConnection, event: &SecurityEvent) -> Result<(), DbError> {
-    let details = event.details.to_string();
-    security_event::insert(
-        conn,
-        &NewSecurityEvent {
-            occurred_at: now(),
+    write_many(conn, std::slice::from_ref(event))
+}
+
+/// Writes several events at once (one statement where the backend allows).
+pub fn write_many(
+    conn: &mut crate::db::DbConnection,
+    events: &[SecurityEvent],
+) -> Result<(), DbError> {
+    let at = now();
+    let details: Vec<String> = events.iter().map(|e| e.details.to_string()).collect();
+    let rows: Vec<NewSecurityEvent<'_>> = events
+        .iter()
+        .zip(&details)
+        .map(|(event, details)| NewSecurityEvent {
+            occurred_at: at,
             kind: event.kind.as_str(),
             severity: event.severity.as_str(),
             actor: event.actor.as_deref(),
             ip: event.ip.as_deref(),
-            details: &details,
-        },
-    )?;
-    tracing::info!(
-        target: "tollgate::audit",
-        kind = event.kind.as_str(),
-        severity = event.severity.as_str(),
-        actor = event.actor.as_deref().unwrap_or("-"),
-        ip = event.ip.as_deref().unwrap_or("-"),
-        "security event"
-    );
+            details,
+        })
+        .collect();
+    security_event::insert_many(conn, &rows)?;
+    for event in events {
+        tracing::info!(
+            target: "tollgate::audit",
+            kind = event.kind.as_str(),
+            severity = event.severity.as_str(),
+            actor = event.actor.as_deref().unwrap_or("-"),
+            ip = event.ip.as_deref().unwrap_or("-"),
+            "security event"
+        );
+    }
     Ok(())
 }
 

@@ -52,6 +52,8 @@ pub enum DbError {
     Migration(String),
     #[error("the blocking thread pool is gone")]
     Blocking,
+    #[error("the database is unavailable (see the log)")]
+    Unavailable,
 }
 
 impl DbError {
@@ -154,7 +156,14 @@ impl Db {
         .map_err(|_| DbError::Blocking)?
     }
 
-    /// Runs `work` synchronously: for CLI commands and start-up, never for requests.
+    /// A connection of the pool for a dedicated thread to keep (the webhook writers): it goes
+    /// back to the pool when dropped. Never call this on the async executor.
+    pub fn connection(&self) -> Result<r2d2::PooledConnection<ConnectionFactory>, DbError> {
+        Ok(self.pool.get()?)
+    }
+
+    /// Runs `work` on the calling thread: for CLI commands, start-up and dedicated threads (the
+    /// webhook writers), never on the async executor.
     pub fn run_blocking<T, E: From<DbError>>(
         &self,
         work: impl FnOnce(&mut DbConnection) -> Result<T, E>,

@@ -27,4 +27,6 @@ pub struct AppState {
     pub active_plans: crate::billing::plans::ActivePlans,
     /// Where people reach Tollgate, for Stripe's redirect URLs (no trailing slash).
     pub public_url: String,
+    /// Stores and applies verified webhook events (group commit).
+    pub webhook_writer: crate::webhooks::writer::WebhookWriter,
 }

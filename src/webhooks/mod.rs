@@ -1,14 +1,16 @@
 //! Stripe webhooks: verification, durable exactly-once storage, and the handlers that apply
 //! each event to Tollgate's state.
 //!
-//! An event is stored (unique by Stripe's id, payload sealed) and applied in ONE transaction,
-//! committed before the 200 is sent: a duplicate delivery, on this or another instance, finds the
-//! stored event and changes nothing; a crash before the commit leaves nothing, and Stripe
-//! retries. Handlers never call Stripe: everything they need is in the event.
+//! An event is stored (unique by Stripe's id, payload sealed) and applied in the same
+//! transaction, committed before the 200 is sent: a duplicate delivery, on this or another
+//! instance, finds the stored event and changes nothing; a crash before the commit leaves
+//! nothing, and Stripe retries. Concurrent deliveries share transactions ([`writer`]: group
+//! commit). Handlers never call Stripe: everything they need is in the event.
 
 pub mod handlers;
 pub mod mask;
 pub mod verify;
+pub mod writer;
 
 use chrono::{DateTime, NaiveDateTime};
 use diesel::Connection as _;
@@ -112,44 +114,91 @@ impl From<diesel::result::Error> for IngestError {
     }
 }
 
-/// Stores and applies one verified event, in one transaction (see the module docs).
+/// One verified delivery to store.
+#[derive(Clone, Copy)]
+pub struct Delivery<'a> {
+    pub event: &'a StripeEvent,
+    pub raw: &'a [u8],
+    pub ip: &'a str,
+}
+
+/// Stores and applies one verified event, in a transaction of its own.
 pub fn ingest(
     conn: &mut DbConnection,
     cx: Context<'_>,
-    event: &StripeEvent,
-    raw: &[u8],
-    ip: &str,
+    delivery: Delivery<'_>,
 ) -> Result<Ingested, IngestError> {
-    let sealed = cx.keyring.seal(raw, &payload_aad(&event.id))?;
-    conn.transaction(|conn| {
-        let stored = webhook_event::insert(
-            conn,
-            &NewWebhookEvent {
+    let mut outcomes = conn.transaction(|conn| store_and_apply(conn, cx, &[delivery]))?;
+    Ok(outcomes.pop().unwrap_or(Ingested::Duplicate))
+}
+
+/// Stores and applies verified deliveries inside the caller's transaction: for each new event,
+/// its row (payload sealed), its handler's effects and its `webhook_validated` audit row commit
+/// together, or not at all. Events already stored — earlier, by another instance, or earlier
+/// in `deliveries` — change nothing. Returns one outcome per delivery, in order.
+pub fn store_and_apply(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    deliveries: &[Delivery<'_>],
+) -> Result<Vec<Ingested>, IngestError> {
+    let received_at = now();
+    let key_id = cx.keyring.primary_id().to_string();
+    let mut seen = std::collections::HashSet::new();
+    let mut candidates = Vec::with_capacity(deliveries.len());
+    for (index, delivery) in deliveries.iter().enumerate() {
+        if seen.insert(delivery.event.id.as_str()) {
+            let sealed = cx
+                .keyring
+                .seal(delivery.raw, &payload_aad(&delivery.event.id))?;
+            let fixed = handlers::fixed_status(&delivery.event.kind);
+            candidates.push((index, sealed, fixed));
+        }
+    }
+    let rows: Vec<NewWebhookEvent<'_>> = candidates
+        .iter()
+        .map(|(index, sealed, fixed)| {
+            let event = deliveries[*index].event;
+            NewWebhookEvent {
                 stripe_event_id: &event.id,
                 event_type: &event.kind,
                 livemode: event.livemode,
                 stripe_created: event.created_at(),
-                payload_sealed: &sealed,
-                key_id: &cx.keyring.primary_id().to_string(),
-                status: "received",
-                received_at: now(),
-            },
-        )?;
-        if !stored {
-            return Ok(Ingested::Duplicate);
+                payload_sealed: sealed,
+                key_id: &key_id,
+                // Nothing to do beyond storing it: stored as done.
+                status: fixed.unwrap_or("received"),
+                attempts: i64::from(fixed.is_some()),
+                received_at,
+                processed_at: fixed.map(|_| received_at),
+            }
+        })
+        .collect();
+    let stored: std::collections::HashSet<String> = webhook_event::insert_new(conn, &rows)?
+        .into_iter()
+        .collect();
+    let mut outcomes = vec![Ingested::Duplicate; deliveries.len()];
+    let mut audits = Vec::with_capacity(stored.len());
+    for (index, _, fixed) in &candidates {
+        let Delivery { event, ip, .. } = deliveries[*index];
+        if !stored.contains(&event.id) {
+            continue;
         }
-        let status = apply_stored(conn, cx, event)?;
-        audit::write(
-            conn,
-            &SecurityEvent::new(Kind::WebhookValidated)
+        let status = match fixed {
+            Some(status) => status,
+            None => apply_stored(conn, cx, event)?,
+        };
+        audits.push(
+            SecurityEvent::new(Kind::WebhookValidated)
                 .actor("stripe")
                 .ip(ip)
                 .details(
                     serde_json::json!({ "event": event.id, "type": event.kind, "status": status }),
                 ),
-        )?;
-        Ok(Ingested::Stored(status))
-    })
+        );
+        outcomes[*index] = Ingested::Stored(status);
+    }
+    audit::write_many(conn, &audits)?;
+    Ok(outcomes)
 }
 
 /// Applies a stored event and records the outcome: `applied`, `ignored`, or `failed` (kept for

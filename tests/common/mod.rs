@@ -517,6 +517,29 @@ impl Browser {
     }
 }
 
+/// The address a spawned `tollgate` process announces on stderr: the first word after
+/// `marker` (e.g. "listening on "), read on a thread that keeps draining stderr afterwards.
+pub fn announced_address(
+    child: &mut std::process::Child,
+    marker: &'static str,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (found, address) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split(marker).nth(1) {
+                let word = rest.split_whitespace().next().unwrap_or_default();
+                let _ = found.send(word.trim_end_matches('/').to_owned());
+            }
+        }
+    });
+    address
+}
+
 pub fn csrf_token_in(html: &str) -> Option<String> {
     let document = scraper::Html::parse_document(html);
     let selector = scraper::Selector::parse(r#"input[name="csrf_token"]"#).unwrap();

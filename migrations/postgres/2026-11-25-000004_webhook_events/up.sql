@@ -14,6 +14,9 @@ CREATE TABLE webhook_events (
     received_at TIMESTAMP NOT NULL,
     processed_at TIMESTAMP
 );
+-- Ciphertext does not compress: skip TOAST's compression attempt (it cost ~2% of the CPU per
+-- event in the ingest benchmark) and store large payloads out of line as they are.
+ALTER TABLE webhook_events ALTER COLUMN payload_sealed SET STORAGE EXTERNAL;
 CREATE INDEX webhook_events_received_at ON webhook_events (received_at);
 CREATE INDEX webhook_events_key_id ON webhook_events (key_id);
 CREATE INDEX webhook_events_status ON webhook_events (status, id);

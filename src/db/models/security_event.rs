@@ -29,10 +29,22 @@ pub struct NewSecurityEvent<'a> {
     pub details: &'a str,
 }
 
-pub fn insert(conn: &mut DbConnection, new: &NewSecurityEvent<'_>) -> Result<(), DbError> {
-    diesel::insert_into(security_events::table)
-        .values(new)
-        .execute(conn)?;
+/// Inserts several events (PostgreSQL: in one statement).
+pub fn insert_many(conn: &mut DbConnection, new: &[NewSecurityEvent<'_>]) -> Result<(), DbError> {
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            diesel::insert_into(security_events::table)
+                .values(new)
+                .execute(pg)?;
+        }
+        DbConnection::Sqlite(sqlite) => {
+            for event in new {
+                diesel::insert_into(security_events::table)
+                    .values(event)
+                    .execute(sqlite)?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use crate::db::schema::webhook_events;
-use crate::db::{DbConnection, DbError, now, per_backend};
+use crate::db::{DbConnection, DbError, now};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_events)]
@@ -33,18 +33,39 @@ pub struct NewWebhookEvent<'a> {
     pub payload_sealed: &'a [u8],
     pub key_id: &'a str,
     pub status: &'a str,
+    pub attempts: i64,
     pub received_at: NaiveDateTime,
+    pub processed_at: Option<NaiveDateTime>,
 }
 
-/// Stores a new event; `false` when an event with that Stripe id is already stored. A racing
-/// insert of the same id (another request or instance) waits for the first to commit and then
-/// stores nothing, without aborting the surrounding transaction.
-pub fn insert(conn: &mut DbConnection, new: &NewWebhookEvent<'_>) -> Result<bool, DbError> {
-    let insert = diesel::insert_into(webhook_events::table)
-        .values(new)
-        .on_conflict_do_nothing();
-    let inserted = per_backend!(conn, |c| insert.execute(c))?;
-    Ok(inserted == 1)
+/// Stores the events not stored yet and returns the Stripe ids of those it stored (events
+/// already there are left alone). A racing insert of the same id (another request or
+/// instance) waits for the first to commit and then stores nothing, without aborting the
+/// surrounding transaction. PostgreSQL takes them in one statement.
+pub fn insert_new(
+    conn: &mut DbConnection,
+    events: &[NewWebhookEvent<'_>],
+) -> Result<Vec<String>, DbError> {
+    match conn {
+        DbConnection::Postgresql(pg) => Ok(diesel::insert_into(webhook_events::table)
+            .values(events)
+            .on_conflict_do_nothing()
+            .returning(webhook_events::stripe_event_id)
+            .get_results(pg)?),
+        DbConnection::Sqlite(sqlite) => {
+            let mut stored = Vec::with_capacity(events.len());
+            for event in events {
+                let inserted = diesel::insert_into(webhook_events::table)
+                    .values(event)
+                    .on_conflict_do_nothing()
+                    .execute(sqlite)?;
+                if inserted == 1 {
+                    stored.push(event.stripe_event_id.to_owned());
+                }
+            }
+            Ok(stored)
+        }
+    }
 }
 
 /// Records the outcome of an attempt to apply the event.

@@ -10,7 +10,7 @@ use crate::audit::alerts::{self, Rule};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::web::{AppState, client_ip};
-use crate::webhooks::{self, Ingested, StripeEvent, verify};
+use crate::webhooks::{Ingested, StripeEvent, verify};
 
 /// Largest event body accepted (Stripe's events are far smaller).
 pub const BODY_LIMIT: usize = 512 * 1024;
@@ -114,19 +114,10 @@ pub async fn stripe(
             .await);
         }
     };
-    let st = state.clone();
     let event_id = event.id.clone();
-    let ip = ip.to_string();
     let outcome = state
-        .db
-        .run(move |conn| {
-            let cx = webhooks::Context {
-                keyring: &st.keyring,
-                hasher: &st.token_hasher,
-                alerts: &st.config.alerts,
-            };
-            webhooks::ingest(conn, cx, &event, &body, &ip)
-        })
+        .webhook_writer
+        .ingest(event, body, ip.to_string())
         .await
         .map_err(AppError::internal)?;
     let duplicate = outcome == Ingested::Duplicate;

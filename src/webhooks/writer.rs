@@ -1,0 +1,164 @@
+//! Group commit for webhook ingest. Deliveries arriving together are stored and applied by a
+//! few dedicated writer threads, many events to one transaction: one commit (one fsync, one
+//! round of lock handover) for a whole batch instead of one per event. Each delivery is
+//! answered only after the transaction holding its event has committed, so the guarantee is
+//! the same as one transaction per event: a 200 means stored and applied.
+//!
+//! If anything in a batch fails, the batch rolls back as a whole and each of its events is
+//! retried in a transaction of its own, so one bad event never takes its neighbours down.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Context, Delivery, IngestError, Ingested, StripeEvent};
+use crate::config::Config;
+use diesel::r2d2::R2D2Connection as _;
+
+use crate::db::{Db, DbConnection, DbError};
+
+/// Events one transaction may hold.
+const MAX_BATCH: usize = 64;
+/// Deliveries that may wait for a writer before senders wait too (back-pressure).
+const QUEUE: usize = 1024;
+
+struct Job {
+    event: StripeEvent,
+    raw: actix_web::web::Bytes,
+    ip: String,
+    reply: oneshot::Sender<Result<Ingested, IngestError>>,
+}
+
+impl Job {
+    fn delivery(&self) -> Delivery<'_> {
+        Delivery {
+            event: &self.event,
+            raw: &self.raw,
+            ip: &self.ip,
+        }
+    }
+}
+
+/// The handle request handlers submit verified events to.
+#[derive(Clone)]
+pub struct WebhookWriter {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl WebhookWriter {
+    /// Starts `threads` writers on `db`. SQLite has one writer at a time anyway: one thread
+    /// there; PostgreSQL overlaps one batch's commit with the next batch's work.
+    pub fn start(db: Db, config: Arc<Config>, threads: usize) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let queue = Arc::new(Mutex::new(queue));
+        for n in 0..threads.max(1) {
+            let (db, config, queue) = (db.clone(), Arc::clone(&config), Arc::clone(&queue));
+            std::thread::Builder::new()
+                .name(format!("webhook-writer-{n}"))
+                .spawn(move || write_batches(&db, &config, &queue))?;
+        }
+        Ok(Self { jobs })
+    }
+
+    /// Stores and applies a verified event; returns once it is committed.
+    pub async fn ingest(
+        &self,
+        event: StripeEvent,
+        raw: actix_web::web::Bytes,
+        ip: String,
+    ) -> Result<Ingested, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            event,
+            raw,
+            ip,
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| IngestError::Db(DbError::Blocking))?;
+        answer
+            .await
+            .map_err(|_| IngestError::Db(DbError::Blocking))?
+    }
+}
+
+/// A writer thread: takes whatever is waiting (up to a batch), commits it, answers, repeats,
+/// until the application (every sender) is gone.
+fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
+    let keyring = config.keyring();
+    let hasher = config.token_hasher();
+    let cx = Context {
+        keyring: &keyring,
+        hasher: &hasher,
+        alerts: &config.alerts,
+    };
+    // Kept across batches (no pool round trip per batch); replaced when it breaks.
+    let mut conn = None;
+    loop {
+        let batch = {
+            let Ok(mut queue) = queue.lock() else { return };
+            let Some(first) = queue.blocking_recv() else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let connection = match conn.take() {
+            Some(connection) => connection,
+            None => match db.connection() {
+                Ok(connection) => connection,
+                Err(err) => {
+                    tracing::error!(error = %err, "the webhook writer has no database connection");
+                    for job in batch {
+                        let _ = job.reply.send(Err(DbError::Unavailable.into()));
+                    }
+                    continue;
+                }
+            },
+        };
+        let mut connection = connection;
+        commit(&mut connection, cx, batch);
+        if !connection.is_broken() {
+            conn = Some(connection);
+        }
+    }
+}
+
+fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>) {
+    use diesel::Connection as _;
+    if batch.len() > 1 {
+        let together = {
+            conn.transaction(|conn| {
+                let deliveries: Vec<Delivery<'_>> = batch.iter().map(Job::delivery).collect();
+                super::store_and_apply(conn, cx, &deliveries)
+            })
+        };
+        match together {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, events = batch.len(), "a webhook batch failed; retrying its events one by one");
+            }
+        }
+    }
+    for job in batch {
+        let outcome = super::ingest(conn, cx, job.delivery());
+        if let Err(err) = &outcome {
+            tracing::error!(event = %job.event.id, error = %err, "could not store a webhook event");
+        }
+        // The requester may have gone (client timeout): the event is stored all the same.
+        let _ = job.reply.send(outcome);
+    }
+}
