@@ -14,28 +14,22 @@ use secrecy::{ExposeSecret as _, SecretString};
 use tollgate::config::{Config, DatabaseUrl};
 use tollgate::crypto::Keyring;
 use tollgate::db::{Db, DbError};
-use tollgate::secret::encode_base64;
 use tollgate::service_tokens::Scope;
 use tollgate::startup::Application;
 use tollgate::vault::{ApiKey, Provider};
 
 fn bench_config(path: std::path::PathBuf) -> Config {
-    let key = |byte: u8, len: usize| encode_base64(&vec![byte; len]);
-    let vars = std::collections::HashMap::from([
-        ("BIND", "127.0.0.1:0".to_owned()),
-        ("SECRET_KEY", key(1, 64)),
-        ("ENCRYPTION_KEY", key(2, 32)),
-        ("TOKEN_PEPPER", key(3, 32)),
-        ("SESSION_COOKIE_SECURE", "false".to_owned()),
-        ("HSTS_MAX_AGE", "0".to_owned()),
-        ("RATE_LIMIT_DEFAULT_PER_MINUTE", "1000000000".to_owned()),
-        ("RATE_LIMIT_DEFAULT_BURST", "1000000000".to_owned()),
-        ("RATE_LIMIT_LEASE_PER_MINUTE", "1000000000".to_owned()),
-        ("RATE_LIMIT_LEASE_BURST", "1000000000".to_owned()),
-    ]);
-    let mut config = Config::from_vars(&|name: &str| vars.get(name).cloned()).expect("config");
-    config.database_url = DatabaseUrl::Sqlite(path);
-    config
+    use support::UNLIMITED;
+    support::config(
+        DatabaseUrl::Sqlite(path),
+        &[
+            ("HSTS_MAX_AGE", "0"),
+            ("RATE_LIMIT_DEFAULT_PER_MINUTE", UNLIMITED),
+            ("RATE_LIMIT_DEFAULT_BURST", UNLIMITED),
+            ("RATE_LIMIT_LEASE_PER_MINUTE", UNLIMITED),
+            ("RATE_LIMIT_LEASE_BURST", UNLIMITED),
+        ],
+    )
 }
 
 fn seed(db: &Db, config: &Config) -> Result<(String, i64), DbError> {

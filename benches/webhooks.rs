@@ -19,28 +19,21 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 use tollgate::config::{Config, DatabaseUrl};
 use tollgate::db::Db;
-use tollgate::secret::encode_base64;
 use tollgate::startup::Application;
 
 const SECRET: &str = "whsec_DUMMYbenchendpointsecret";
 const FIXTURE: &str = include_str!("../tests/fixtures/webhooks/invoice.paid.json");
 
 fn bench_config(database_url: DatabaseUrl) -> Config {
-    let key = |byte: u8, len: usize| encode_base64(&vec![byte; len]);
-    let unlimited = "1000000000".to_owned();
-    let vars = std::collections::HashMap::from([
-        ("BIND", "127.0.0.1:0".to_owned()),
-        ("SECRET_KEY", key(1, 64)),
-        ("ENCRYPTION_KEY", key(2, 32)),
-        ("TOKEN_PEPPER", key(3, 32)),
-        ("SESSION_COOKIE_SECURE", "false".to_owned()),
-        ("STRIPE_WEBHOOK_SECRET", SECRET.to_owned()),
-        ("RATE_LIMIT_WEBHOOK_PER_MINUTE", unlimited.clone()),
-        ("RATE_LIMIT_WEBHOOK_BURST", unlimited),
-    ]);
-    let mut config = Config::from_vars(&|name: &str| vars.get(name).cloned()).expect("config");
-    config.database_url = database_url;
-    config
+    use support::UNLIMITED;
+    support::config(
+        database_url,
+        &[
+            ("STRIPE_WEBHOOK_SECRET", SECRET),
+            ("RATE_LIMIT_WEBHOOK_PER_MINUTE", UNLIMITED),
+            ("RATE_LIMIT_WEBHOOK_BURST", UNLIMITED),
+        ],
+    )
 }
 
 /// N distinct events, each with its `Stripe-Signature`, ready before the clock starts.

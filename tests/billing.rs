@@ -417,13 +417,19 @@ pub(crate) async fn subscribe(app: &TestApp, browser: &Browser, slug: &str) -> S
     success
 }
 
-async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backend) {
+/// An app whose admin has created the "Pro" plan ($25.00 a month).
+pub(crate) async fn app_with_pro_plan(backend: Backend) -> (TestApp, Browser) {
     let app = TestApp::spawn(backend).await;
     let admin = admin(&app).await;
     assert_eq!(
         create_plan(&admin, "Pro", "pro", "2500").await.status(),
         303
     );
+    (app, admin)
+}
+
+async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backend) {
+    let (app, _) = app_with_pro_plan(backend).await;
 
     let customer = app.signed_in_customer("buyer@example.com").await;
     let pricing = customer.get_text("/pricing").await;
@@ -668,9 +674,7 @@ async fn stripe_calls_are_throttled_per_user_and_audited(backend: Backend) {
 
 async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
     use tollgate::crypto::hashing::Domain;
-    let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
-    create_plan(&admin, "Pro", "pro", "2500").await;
+    let (app, admin) = app_with_pro_plan(backend).await;
     let customer = app.signed_in_customer("sealed-cus@example.com").await;
     subscribe(&app, &customer, "pro").await;
     let user_id = app.user_id("sealed-cus@example.com");

@@ -16,7 +16,7 @@ use sha2::Sha256;
 use tollgate::config::RateLimit;
 use tollgate::db::schema::{subscriptions, webhook_events};
 
-use crate::billing::{admin, create_plan, stripe_events, subscribe};
+use crate::billing::{admin, app_with_pro_plan, stripe_events, subscribe};
 use crate::common::{
     Backend, Browser, TestApp, TestDatabase, WEBHOOK_SECRET, announced_address, captured_logs,
     hidden, location, secret_env,
@@ -1074,12 +1074,7 @@ async fn repeated_failures_raise_one_critical_alert_per_window(backend: Backend)
 // 9. The simulator's own signed deliveries, end to end.
 
 async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
-    assert_eq!(
-        create_plan(&admin, "Pro", "pro", "2500").await.status(),
-        303
-    );
+    let (app, _) = app_with_pro_plan(backend).await;
     let customer = app.signed_in_customer("buyer@example.com").await;
     subscribe(&app, &customer, "pro").await;
     let user_id = app.user_id("buyer@example.com");
@@ -1113,15 +1108,14 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     .await;
 
     // A renewal whose payment fails: past due, audited.
-    let res = reqwest::Client::new()
-        .post(format!(
-            "{}/_sim/subscriptions/{sub_id}/renew?outcome=failed",
-            app.stripe
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        sim_control(
+            &app,
+            &format!("/_sim/subscriptions/{sub_id}/renew?outcome=failed")
+        )
+        .await,
+        200
+    );
     eventually("the failed renewal arrives", || {
         subscription(&app, &sub_id).is_some_and(|s| s.0 == "past_due")
             && app.count_events("payment_failed") == 1
@@ -1168,27 +1162,24 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
         .as_str()
         .unwrap()
         .to_owned();
-    let res = reqwest::Client::new()
-        .post(format!(
-            "{}/_sim/disputes?payment_intent={payment_intent}",
-            app.stripe
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        sim_control(
+            &app,
+            &format!("/_sim/disputes?payment_intent={payment_intent}")
+        )
+        .await,
+        200
+    );
     eventually("the dispute arrives", || {
         app.count_events("charge_dispute_created") == 1
     })
     .await;
 
     // The period ends with cancel-at-period-end set: Stripe deletes the subscription.
-    let res = reqwest::Client::new()
-        .post(format!("{}/_sim/subscriptions/{sub_id}/renew", app.stripe))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    assert_eq!(
+        sim_control(&app, &format!("/_sim/subscriptions/{sub_id}/renew")).await,
+        200
+    );
     eventually("the cancellation takes effect", || {
         subscription(&app, &sub_id).is_some_and(|s| s.0 == "canceled")
     })
@@ -1210,16 +1201,10 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     .await;
     let stored_before = stored_count(&app);
     let acknowledged_before = acknowledged_deliveries(&app).await;
-    let res = reqwest::Client::new()
-        .post(format!(
-            "{}/_sim/events/deliver?ids={}",
-            app.stripe,
-            all.join(",")
-        ))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 202);
+    assert_eq!(
+        sim_control(&app, &format!("/_sim/events/deliver?ids={}", all.join(","))).await,
+        202
+    );
     for _ in 0..300 {
         if acknowledged_deliveries(&app).await >= acknowledged_before + all.len() {
             break;
@@ -1235,6 +1220,17 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     assert_eq!(app.count_events("charge_dispute_created"), 1);
     assert_eq!(subscription(&app, &sub_id).unwrap().0, "canceled");
     assert_eq!(app.count_events("webhook_invalid_signature"), 0);
+}
+
+/// Posts to one of the simulator's `/_sim/…` test controls; returns the status.
+async fn sim_control(app: &TestApp, path: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("{}{path}", app.stripe))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// How many of the simulator's deliveries Tollgate has answered with a 200.

@@ -6,6 +6,34 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tollgate::config::{Config, DatabaseUrl};
+use tollgate::secret::encode_base64;
+
+/// A configuration as production reads it, with dummy keys, on `database_url`, plus `extra`
+/// settings (typically limits lifted so the benchmark measures work, not refusals).
+pub fn config(database_url: DatabaseUrl, extra: &[(&'static str, &str)]) -> Config {
+    let key = |byte: u8, len: usize| encode_base64(&vec![byte; len]);
+    let mut vars = std::collections::HashMap::from([
+        ("BIND", "127.0.0.1:0".to_owned()),
+        ("SECRET_KEY", key(1, 64)),
+        ("ENCRYPTION_KEY", key(2, 32)),
+        ("TOKEN_PEPPER", key(3, 32)),
+        ("SESSION_COOKIE_SECURE", "false".to_owned()),
+    ]);
+    vars.extend(
+        extra
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
+    let mut config =
+        Config::from_vars(&|name: &str| vars.get(name).cloned()).expect("a valid configuration");
+    config.database_url = database_url;
+    config
+}
+
+/// A limit no benchmark reaches.
+pub const UNLIMITED: &str = "1000000000";
+
 /// `EVENTS CONCURRENCY` from the command line (after cargo's `--bench`), with defaults.
 pub fn args(default_requests: usize, default_concurrency: usize) -> (usize, usize) {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
