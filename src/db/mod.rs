@@ -162,8 +162,8 @@ impl Db {
         Ok(self.pool.get()?)
     }
 
-    /// Runs `work` on the calling thread: for CLI commands, start-up and dedicated threads (the
-    /// webhook writers), never on the async executor.
+    /// Runs `work` on the calling thread: for CLI commands and start-up, never on the async
+    /// executor.
     pub fn run_blocking<T, E: From<DbError>>(
         &self,
         work: impl FnOnce(&mut DbConnection) -> Result<T, E>,

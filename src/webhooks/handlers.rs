@@ -41,16 +41,6 @@ fn timestamp(object: &Map<String, Value>, key: &str) -> Option<chrono::NaiveDate
         .map(|t| t.naive_utc())
 }
 
-/// Types whose handler changes Tollgate's state (the arms of [`apply`] before the fallbacks).
-const STATEFUL: [&str; 6] = [
-    "checkout.session.completed",
-    "customer.subscription.created",
-    "customer.subscription.updated",
-    "customer.subscription.deleted",
-    "invoice.payment_failed",
-    "charge.dispute.created",
-];
-
 /// Types recorded (the stored event is the record): payments, and the marketplace side.
 const RECORDED: [&str; 7] = [
     "invoice.paid",
@@ -62,15 +52,30 @@ const RECORDED: [&str; 7] = [
     "payout.updated",
 ];
 
+/// What applies one type of event to Tollgate's state.
+type Handler = fn(&mut DbConnection, Context<'_>, &StripeEvent) -> Result<Outcome, IngestError>;
+
+/// The handler for `kind`, when Tollgate acts on that type beyond recording it.
+fn handler(kind: &str) -> Option<Handler> {
+    let handle: Handler = match kind {
+        "checkout.session.completed" => checkout_completed,
+        "customer.subscription.created"
+        | "customer.subscription.updated"
+        | "customer.subscription.deleted" => subscription_changed,
+        "invoice.payment_failed" => payment_failed,
+        "charge.dispute.created" => dispute_created,
+        _ => return None,
+    };
+    Some(handle)
+}
+
 /// The status an event of `kind` ends with without any handler work (`applied` for a
 /// recorded type, `ignored` for one Tollgate does not act on); `None` when a handler must run.
 pub fn fixed_status(kind: &str) -> Option<&'static str> {
-    if STATEFUL.contains(&kind) {
-        None
-    } else if RECORDED.contains(&kind) {
-        Some("applied")
-    } else {
-        Some("ignored")
+    match handler(kind) {
+        Some(_) => None,
+        None if RECORDED.contains(&kind) => Some("applied"),
+        None => Some("ignored"),
     }
 }
 
@@ -79,17 +84,11 @@ pub fn apply(
     cx: Context<'_>,
     event: &StripeEvent,
 ) -> Result<Outcome, IngestError> {
-    let object = &event.data.object;
-    Ok(match event.kind.as_str() {
-        "checkout.session.completed" => checkout_completed(conn, cx, object)?,
-        "customer.subscription.created"
-        | "customer.subscription.updated"
-        | "customer.subscription.deleted" => subscription_changed(conn, cx.hasher, event)?,
-        "invoice.payment_failed" => payment_failed(conn, cx, event)?,
-        "charge.dispute.created" => dispute_created(conn, event)?,
-        kind if RECORDED.contains(&kind) => Outcome::Applied,
-        _ => Outcome::Ignored,
-    })
+    match handler(&event.kind) {
+        Some(handle) => handle(conn, cx, event),
+        None if RECORDED.contains(&event.kind.as_str()) => Ok(Outcome::Applied),
+        None => Ok(Outcome::Ignored),
+    }
 }
 
 /// The user a Stripe customer id belongs to, by blind index.
@@ -106,8 +105,9 @@ fn user_for_customer(
 fn checkout_completed(
     conn: &mut DbConnection,
     cx: Context<'_>,
-    object: &Map<String, Value>,
+    event: &StripeEvent,
 ) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
     let Context {
         keyring, hasher, ..
     } = cx;
@@ -154,9 +154,10 @@ fn checkout_completed(
 /// Records the subscription's state as of the event; an older event never overwrites newer state.
 fn subscription_changed(
     conn: &mut DbConnection,
-    hasher: &TokenHasher,
+    cx: Context<'_>,
     event: &StripeEvent,
 ) -> Result<Outcome, IngestError> {
+    let hasher = cx.hasher;
     let object = &event.data.object;
     let (Some(id), Some(customer), Some(status)) = (
         text(object, "id"),
@@ -238,7 +239,11 @@ fn payment_failed(
     Ok(Outcome::Applied)
 }
 
-fn dispute_created(conn: &mut DbConnection, event: &StripeEvent) -> Result<Outcome, IngestError> {
+fn dispute_created(
+    conn: &mut DbConnection,
+    _cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
     let object = &event.data.object;
     audit::write(
         conn,
@@ -262,7 +267,14 @@ mod tests {
 
     #[test]
     fn fixed_statuses_match_the_handlers() {
-        for kind in STATEFUL {
+        for kind in [
+            "checkout.session.completed",
+            "customer.subscription.created",
+            "customer.subscription.updated",
+            "customer.subscription.deleted",
+            "invoice.payment_failed",
+            "charge.dispute.created",
+        ] {
             assert_eq!(fixed_status(kind), None, "{kind} has a handler");
         }
         assert_eq!(fixed_status("payout.created"), Some("applied"));

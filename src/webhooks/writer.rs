@@ -9,12 +9,12 @@
 
 use std::sync::{Arc, Mutex};
 
+use diesel::Connection as _;
+use diesel::r2d2::R2D2Connection as _;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Context, Delivery, IngestError, Ingested, StripeEvent};
 use crate::config::Config;
-use diesel::r2d2::R2D2Connection as _;
-
 use crate::db::{Db, DbConnection, DbError};
 
 /// Events one transaction may hold.
@@ -111,7 +111,7 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
             }
             batch
         };
-        let connection = match conn.take() {
+        let mut connection = match conn.take() {
             Some(connection) => connection,
             None => match db.connection() {
                 Ok(connection) => connection,
@@ -124,7 +124,6 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
                 }
             },
         };
-        let mut connection = connection;
         commit(&mut connection, cx, batch);
         if !connection.is_broken() {
             conn = Some(connection);
@@ -133,14 +132,11 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
 }
 
 fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>) {
-    use diesel::Connection as _;
     if batch.len() > 1 {
-        let together = {
-            conn.transaction(|conn| {
-                let deliveries: Vec<Delivery<'_>> = batch.iter().map(Job::delivery).collect();
-                super::store_and_apply(conn, cx, &deliveries)
-            })
-        };
+        let together = conn.transaction(|conn| {
+            let deliveries: Vec<Delivery<'_>> = batch.iter().map(Job::delivery).collect();
+            super::store_and_apply(conn, cx, &deliveries)
+        });
         match together {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
