@@ -41,7 +41,14 @@ fn seed(db: &Db, config: &Config) -> Result<(String, i64), DbError> {
             "benchmark password".to_owned(),
         ))
         .expect("password");
-        let (user, _) = tollgate::accounts::create_admin(conn, &email, &password).expect("user");
+        let (user, _) = tollgate::accounts::create_admin(
+            conn,
+            &email,
+            &password,
+            tollgate::accounts::ExistingAccount::Refuse,
+            "bench",
+        )
+        .expect("user");
         let key = ApiKey::parse(
             Provider::Anthropic,
             SecretString::from("sk-ant-api03-DUMMY-bench-000000000000000000000000".to_owned()),

@@ -38,12 +38,17 @@ enum Command {
     Migrate,
     /// Print fresh random values for SECRET_KEY, ENCRYPTION_KEY and TOKEN_PEPPER.
     Keygen,
-    /// Create an admin account (or promote an existing one). The password is read from stdin,
-    /// or prompted for on a terminal; it is never taken from the command line.
+    /// Create an admin account (or, with --promote-existing, promote an existing one). The
+    /// password is read from stdin, or prompted for on a terminal; it is never taken from the
+    /// command line.
     CreateAdmin {
         /// The admin's email address.
         #[arg(long)]
         email: String,
+        /// Allow promoting an account that already exists: its password is replaced and every
+        /// session it has is ended (whoever signed up with the address first is signed out).
+        #[arg(long)]
+        promote_existing: bool,
     },
     /// Manage the tokens internal services use (`Authorization: Bearer tg_svc_…`).
     #[command(subcommand)]
@@ -171,7 +176,10 @@ fn main() -> ExitCode {
         Command::Serve {} => serve(&cli.env_file, None),
         Command::Migrate => commands::migrate(&cli.env_file),
         Command::Keygen => commands::keygen(),
-        Command::CreateAdmin { email } => commands::admin::create_admin(&cli.env_file, &email),
+        Command::CreateAdmin {
+            email,
+            promote_existing,
+        } => commands::admin::create_admin(&cli.env_file, &email, promote_existing),
         Command::ServiceToken(TokenCommand::Create { name, scopes }) => {
             commands::tokens::create(&cli.env_file, &name, &scopes)
         }

@@ -13,7 +13,8 @@ use crate::on_both_backends;
 
 on_both_backends!(
     migrate_applies_once_then_reports_up_to_date,
-    create_admin_reads_the_password_from_stdin
+    create_admin_reads_the_password_from_stdin,
+    promoting_an_existing_account_needs_a_flag_and_ends_its_sessions
 );
 
 /// The binary with a clean environment (nothing inherited from the developer's shell).
@@ -199,8 +200,18 @@ fn create_admin(
     email: &str,
     stdin: &str,
 ) -> (i32, String, String) {
+    create_admin_with(dir, url, &["--email", email], stdin)
+}
+
+fn create_admin_with(
+    dir: &std::path::Path,
+    url: &str,
+    args: &[&str],
+    stdin: &str,
+) -> (i32, String, String) {
     let mut child = tollgate(dir)
-        .args(["create-admin", "--email", email])
+        .arg("create-admin")
+        .args(args)
         .env("DATABASE_URL", url)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -256,4 +267,61 @@ async fn create_admin_reads_the_password_from_stdin(backend: Backend) {
     );
     assert_eq!(browser.get("/admin").await.status(), 200);
     assert_eq!(app.count_events("admin_created"), 1);
+}
+
+/// Sign-up needs no email verification, so anyone can register the address an operator will
+/// later promote. Promotion must not hand that person's live session admin rights.
+async fn promoting_an_existing_account_needs_a_flag_and_ends_its_sessions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = app.database_handle().url_string;
+    let dir = tempfile::tempdir().unwrap();
+    let squatter = app.signed_in_customer("admin@example.com").await;
+    assert_eq!(squatter.get("/account").await.status(), 200);
+    let bystander = app.signed_in_customer("someone@example.com").await;
+
+    let stdin = "a brand new admin password\n";
+    let (code, stdout, stderr) = create_admin(dir.path(), &url, "admin@example.com", stdin);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("already exists") && stderr.contains("--promote-existing"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert_eq!(app.count_events("admin_created"), 0);
+    assert_eq!(
+        squatter.get("/admin").await.status(),
+        403,
+        "still a customer"
+    );
+
+    let args = ["--email", "admin@example.com", "--promote-existing"];
+    let (code, stdout, stderr) = create_admin_with(dir.path(), &url, &args, stdin);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ended its 1 session(s)"), "{stdout}");
+    let res = squatter.get("/admin").await;
+    // Tollgate's sign-in redirect (303 See Other, as everywhere else), not the console.
+    assert_eq!(res.status(), 303, "the pre-registered session is gone");
+    assert!(crate::common::location(&res).starts_with("/login"));
+    assert_eq!(squatter.get("/account").await.status(), 303);
+    assert_eq!(
+        bystander.get("/account").await.status(),
+        200,
+        "other users keep theirs"
+    );
+    assert_eq!(
+        squatter.login("admin@example.com", PASSWORD).await.status(),
+        401,
+        "the squatter's password no longer works"
+    );
+    let admin = app.browser();
+    let res = admin
+        .login("admin@example.com", "a brand new admin password")
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(admin.get("/admin").await.status(), 200);
+    let events = app.events("admin_created");
+    assert_eq!(events.len(), 1);
+    let details: serde_json::Value = serde_json::from_str(&events[0].details).unwrap();
+    assert_eq!(details["promoted"], true);
+    assert_eq!(details["sessions_ended"], 1);
 }

@@ -7,6 +7,8 @@ use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use secrecy::SecretString;
 
+use crate::audit::{self, Kind, SecurityEvent};
+use crate::db::models::session;
 use crate::db::models::user::{self, NewUser, UserRow};
 use crate::db::{Db, DbConnection, DbError, now};
 pub use email::{Email, InvalidEmail};
@@ -157,31 +159,83 @@ pub async fn find_user(db: &Db, id: i64) -> Result<Option<User>, DbError> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminOutcome {
     Created,
-    Promoted,
+    /// An existing account was promoted; its sessions (this many) were ended.
+    Promoted {
+        sessions_ended: usize,
+    },
 }
 
-/// Creates an admin account, or promotes an existing account and sets its password.
-/// Blocking: for the CLI.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateAdminError {
+    /// The email already has an account and promotion was not asked for.
+    #[error(
+        "an account with this email already exists; pass --promote-existing to make it an admin \
+         (its password is replaced and every session it has is ended)"
+    )]
+    AccountExists,
+    #[error(transparent)]
+    Hash(#[from] password::HashError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for CreateAdminError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(DbError::Query(err))
+    }
+}
+
+/// Whether `create_admin` may take over an account that already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExistingAccount {
+    Refuse,
+    Promote,
+}
+
+/// Creates an admin account or, when allowed, promotes an existing account and sets its
+/// password. Promotion ends every session the account had, in the same transaction as the
+/// role and password change and the audit row: whoever registered the address first cannot
+/// keep a session that wakes up with admin rights. Blocking: for the CLI.
 pub fn create_admin(
     conn: &mut DbConnection,
     email: &Email,
     password: &NewPassword,
-) -> Result<(User, AdminOutcome), SignUpError> {
+    existing: ExistingAccount,
+    actor: &str,
+) -> Result<(User, AdminOutcome), CreateAdminError> {
     let hash = password.hash()?;
-    let outcome = conn.transaction::<_, DbError, _>(|conn| {
-        match user::find_by_email(conn, email.as_str())? {
-            Some(existing) => {
-                user::set_role(conn, existing.id, Role::Admin.as_str())?;
-                user::set_password_hash(conn, existing.id, &hash)?;
-                let row = user::find(conn, existing.id)?
-                    .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
-                Ok((User::from(row), AdminOutcome::Promoted))
+    conn.transaction::<_, CreateAdminError, _>(|conn| {
+        let (user, outcome) = match user::find_by_email(conn, email.as_str())? {
+            Some(_) if existing == ExistingAccount::Refuse => {
+                return Err(CreateAdminError::AccountExists);
             }
-            None => Ok((
+            Some(found) => {
+                user::set_role(conn, found.id, Role::Admin.as_str())?;
+                user::set_password_hash(conn, found.id, &hash)?;
+                let sessions_ended = session::delete_for_user(conn, found.id)?;
+                let row = user::find(conn, found.id)?
+                    .ok_or(DbError::Query(diesel::result::Error::NotFound))?;
+                (User::from(row), AdminOutcome::Promoted { sessions_ended })
+            }
+            None => (
                 insert_user(conn, email, &hash, Role::Admin)?,
                 AdminOutcome::Created,
-            )),
-        }
-    })?;
-    Ok(outcome)
+            ),
+        };
+        let sessions_ended = match outcome {
+            AdminOutcome::Promoted { sessions_ended } => sessions_ended,
+            AdminOutcome::Created => 0,
+        };
+        let event =
+            SecurityEvent::new(Kind::AdminCreated)
+                .actor(actor)
+                .details(serde_json::json!({
+                    "user_id": user.id,
+                    "email": user.masked_email(),
+                    "promoted": outcome != AdminOutcome::Created,
+                    "sessions_ended": sessions_ended,
+                }));
+        audit::write(conn, &event)?;
+        Ok((user, outcome))
+    })
 }

@@ -6,8 +6,7 @@ use std::path::Path;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{CommandError, connect_database, failed};
-use crate::accounts::{self, AdminOutcome, Email, NewPassword};
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::accounts::{self, AdminOutcome, CreateAdminError, Email, ExistingAccount, NewPassword};
 
 fn read_password() -> Result<SecretString, CommandError> {
     let stdin = std::io::stdin();
@@ -28,7 +27,11 @@ fn read_password() -> Result<SecretString, CommandError> {
     Ok(SecretString::from(password))
 }
 
-pub fn create_admin(env_file: &Path, email: &str) -> Result<(), CommandError> {
+pub fn create_admin(
+    env_file: &Path,
+    email: &str,
+    promote_existing: bool,
+) -> Result<(), CommandError> {
     let email = Email::parse(email)
         .map_err(|e| CommandError::Usage(format!("create-admin: --email: {e}")))?;
     let password = read_password()?;
@@ -40,18 +43,23 @@ pub fn create_admin(env_file: &Path, email: &str) -> Result<(), CommandError> {
     let password = NewPassword::parse(password)
         .map_err(|e| CommandError::Usage(format!("create-admin: password: {e}")))?;
     let db = connect_database(env_file)?;
+    let existing = if promote_existing {
+        ExistingAccount::Promote
+    } else {
+        ExistingAccount::Refuse
+    };
     let (user, outcome) = db
-        .run_blocking(|conn| accounts::create_admin(conn, &email, &password))
-        .map_err(failed)?;
-    let event = SecurityEvent::new(Kind::AdminCreated)
-        .actor("cli")
-        .details(serde_json::json!({ "user_id": user.id, "email": user.masked_email(), "promoted": outcome == AdminOutcome::Promoted }));
-    db.run_blocking(|conn| audit::write(conn, &event))
-        .map_err(failed)?;
+        .run_blocking(|conn| accounts::create_admin(conn, &email, &password, existing, "cli"))
+        .map_err(|err| match err {
+            CreateAdminError::AccountExists => {
+                CommandError::Failed(format!("create-admin: {}: {err}", email.as_str()))
+            }
+            other => failed(other),
+        })?;
     match outcome {
         AdminOutcome::Created => println!("created admin account {}", user.email),
-        AdminOutcome::Promoted => println!(
-            "promoted existing account {} to admin and set its password",
+        AdminOutcome::Promoted { sessions_ended } => println!(
+            "promoted existing account {} to admin, set its password and ended its {sessions_ended} session(s)",
             user.email
         ),
     }

@@ -81,6 +81,11 @@ pub fn delete(conn: &mut DbConnection, key_hash: &str) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Removes every session of one user (promotion, password reset); returns how many.
+pub fn delete_for_user(conn: &mut DbConnection, user_id: i64) -> Result<usize, DbError> {
+    Ok(diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?)
+}
+
 /// Removes every session; returns how many there were.
 pub fn delete_all(conn: &mut DbConnection) -> Result<usize, DbError> {
     Ok(diesel::delete(sessions::table).execute(conn)?)
