@@ -11,6 +11,7 @@ on_both_backends!(
     signing_in_changes_the_session_id_and_kills_the_old_one,
     idle_sessions_expire,
     sessions_end_at_their_absolute_lifetime_however_active,
+    a_session_revoked_during_a_request_never_comes_back_signed_in,
 );
 
 async fn session_cookie_is_http_only_and_lax(backend: Backend) {
@@ -113,4 +114,55 @@ async fn sessions_end_at_their_absolute_lifetime_however_active(backend: Backend
     }
     actix_web::rt::time::sleep(Duration::from_millis(1600)).await;
     assert_eq!(browser.get("/account").await.status(), 303);
+}
+
+/// A request loads its session, `revoke-sessions` (or sign-out elsewhere) deletes the row, and
+/// then the request saves the session state it changed. That save must not recreate the row
+/// with the old user id: the store is driven exactly as actix-session drives it.
+async fn a_session_revoked_during_a_request_never_comes_back_signed_in(backend: Backend) {
+    use actix_session::storage::SessionStore as _;
+    use actix_web::cookie::time::Duration as CookieDuration;
+    use tollgate::db::models::session;
+    use tollgate::web::middleware::session_store::DbSessionStore;
+
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_customer("inflight@example.com").await;
+    let user_id = app.user_id("inflight@example.com");
+    let store = DbSessionStore::new(app.db.clone(), Duration::from_secs(3600));
+    let ttl = CookieDuration::minutes(30);
+    let state: std::collections::HashMap<String, String> = [
+        ("user_id", user_id.to_string()),
+        ("csrf", "\"token\"".to_owned()),
+        ("flash", r#"{"kind":"info","message":"hello"}"#.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let key = store.save(state.clone(), &ttl).await.unwrap();
+    let loaded = store
+        .load(&key)
+        .await
+        .unwrap()
+        .expect("the request loads its session");
+    assert_eq!(loaded["user_id"], user_id.to_string());
+
+    // Meanwhile: `tollgate revoke-sessions`.
+    app.query(session::delete_all);
+    let saved = store.update(key, loaded, &ttl).await.unwrap();
+
+    let after = store.load(&saved).await.unwrap().unwrap_or_default();
+    assert!(!after.contains_key("user_id"), "signed out: {after:?}");
+    assert!(
+        !after.contains_key("csrf"),
+        "the old CSRF token went with it"
+    );
+    use diesel::prelude::*;
+    use tollgate::db::schema::sessions;
+    let signed_in: i64 = app.query(|conn| {
+        Ok(sessions::table
+            .filter(sessions::user_id.eq(user_id))
+            .count()
+            .get_result(conn)?)
+    });
+    assert_eq!(signed_in, 0, "no session row of that user came back");
 }

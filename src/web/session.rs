@@ -13,9 +13,8 @@ use crate::accounts::{self, User};
 use crate::error::AppError;
 use crate::secret::{encode_token, random_bytes};
 use crate::web::AppState;
-use crate::web::middleware::session_store::USER_ID_KEY;
+use crate::web::middleware::session_store::{CSRF_KEY, USER_ID_KEY};
 
-const CSRF_KEY: &str = "csrf";
 const FLASH_KEY: &str = "flash";
 
 /// A one-time message shown on the next page.

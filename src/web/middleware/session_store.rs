@@ -25,6 +25,16 @@ type State = HashMap<String, String>;
 
 /// The session key under which the signed-in user's id is kept.
 pub const USER_ID_KEY: &str = "user_id";
+/// The session key under which the session's CSRF token is kept.
+pub const CSRF_KEY: &str = "csrf";
+
+/// What is left of a session's state once the session itself has ended: nothing that signs
+/// anyone in or vouches for a form (a flash message may stay).
+fn without_authority(mut state: State) -> State {
+    state.remove(USER_ID_KEY);
+    state.remove(CSRF_KEY);
+    state
+}
 
 pub struct DbSessionStore {
     db: Db,
@@ -138,8 +148,12 @@ impl SessionStore for DbSessionStore {
         if updated {
             Ok(key)
         } else {
-            // Expired or revoked meanwhile: start a fresh session rather than resurrect it.
-            self.insert(state, ttl).await.map_err(UpdateError::Other)
+            // Signed out, revoked or expired while this request was running: the request's
+            // copy of the state must not bring the session back. A fresh, anonymous one.
+            tracing::info!("a session ended during a request; continuing signed out");
+            self.insert(without_authority(state), ttl)
+                .await
+                .map_err(UpdateError::Other)
         }
     }
 
