@@ -118,3 +118,55 @@ async fn deleting_an_account_deletes_its_sessions(backend: Backend) {
     app.query(|conn| Ok(diesel::delete(users::table).execute(conn)?));
     assert_eq!(app.session_count(), 0);
 }
+
+fn mode_of(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The database holds password hashes, emails and the audit log: owner-only, whatever the
+/// umask (tests run with the usual 022, which would give 0644).
+#[actix_web::test]
+async fn a_new_sqlite_database_is_readable_by_its_owner_only() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.signed_in_customer("private@example.com").await;
+    let tollgate::config::DatabaseUrl::Sqlite(path) = app.database_handle().url else {
+        unreachable!()
+    };
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        assert_eq!(mode_of(&file), 0o600, "{}", file.display());
+    }
+}
+
+#[test]
+fn an_existing_database_readable_by_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.db");
+    let url = format!("sqlite://{}", path.display());
+    let migrate = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env_clear()
+            .current_dir(dir.path())
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    assert!(first.status.success());
+    assert!(!String::from_utf8_lossy(&first.stderr).contains("readable by group or others"));
+
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let second = migrate();
+    assert!(second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{} is readable by group or others (mode 644)",
+            path.display()
+        )) && stderr.contains(&format!("chmod 600 {}", path.display())),
+        "{stderr}"
+    );
+}

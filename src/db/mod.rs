@@ -7,6 +7,7 @@
 pub mod models;
 pub mod schema;
 
+use std::path::Path;
 use std::time::Duration;
 
 use chrono::Timelike as _;
@@ -54,6 +55,11 @@ pub enum DbError {
     Blocking,
     #[error("the database is unavailable (see the log)")]
     Unavailable,
+    #[error("could not create the database file {path}: {source}")]
+    File {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl DbError {
@@ -129,9 +135,51 @@ pub struct Db {
     pool: Pool,
 }
 
+/// A SQLite database holds password hashes, emails and the audit log: its files are for the
+/// owner alone. A new database file is created mode 0600 (SQLite gives its `-wal` and `-shm`
+/// files the database file's mode); an existing file that others can read gets a warning.
+fn secure_sqlite_file(path: &Path) -> Result<(), DbError> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => return Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(DbError::File {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let file = std::path::PathBuf::from(file);
+        let Ok(meta) = std::fs::metadata(&file) else {
+            continue;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the database file {} is readable by group or others (mode {mode:o}): run `chmod 600 {}`",
+                file.display(),
+                file.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 impl Db {
     /// Builds the pool and checks that a first connection can be made.
     pub fn connect(url: DatabaseUrl, pool_size: u32) -> Result<Self, DbError> {
+        if let DatabaseUrl::Sqlite(path) = &url {
+            secure_sqlite_file(path)?;
+        }
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .connection_timeout(Duration::from_secs(10))
