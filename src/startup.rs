@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::web::middleware::error_pages::render_error_pages;
 use crate::web::middleware::rate_limit;
+use crate::web::middleware::request_span::RequestSpan;
 use crate::web::middleware::security_headers::SecurityHeaders;
 use crate::web::middleware::session_store;
 use crate::web::{AppState, routes};
@@ -140,7 +141,7 @@ fn run(
                     .service(routes),
             )
             .wrap(from_fn(rate_limit::finish_rate_limit))
-            .wrap(TracingLogger::default())
+            .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(render_error_pages))
             .wrap(from_fn(move |req, next| headers.clone().handle(req, next)))
     })

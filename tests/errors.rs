@@ -1,6 +1,6 @@
 //! Error responses: generic pages for people, JSON for programs, nothing internal in either.
 
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, captured_logs};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -8,6 +8,7 @@ on_both_backends!(
     api_paths_get_json_errors,
     wrong_methods_and_incomplete_forms_get_generic_errors,
     health_and_readiness,
+    request_logs_name_the_route_and_the_resolved_client_only,
 );
 
 async fn unknown_pages_get_a_generic_html_404(backend: Backend) {
@@ -77,5 +78,56 @@ async fn health_and_readiness(backend: Backend) {
     assert_eq!(
         res.json::<serde_json::Value>().await.unwrap()["status"],
         "ready"
+    );
+}
+
+/// Request logs name the matched route (never the raw query, where admin searches put emails)
+/// and the client address as Tollgate resolves it (a client's own `X-Forwarded-For` is not
+/// believed unless it came through a trusted proxy).
+async fn request_logs_name_the_route_and_the_resolved_client_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let marker = format!("probe{}x{}", std::process::id(), app.address.len() * 7919);
+    let spoofed = "203.0.113.177";
+    // A refused form (no CSRF token) is logged inside the request's span.
+    let res = reqwest::Client::new()
+        .post(format!(
+            "{}/login?email={marker}%40example.com",
+            app.address
+        ))
+        .header("x-forwarded-for", spoofed)
+        .form(&[("email", "someone@example.com"), ("password", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let res = reqwest::Client::new()
+        .get(format!("{}/no/such/{marker}/page?q={marker}", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+
+    let logs = captured_logs();
+    let spans: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("HTTP request{") && line.contains("request rejected"))
+        .collect();
+    assert!(
+        spans
+            .iter()
+            .any(|l| l.contains("http.route=/login") && l.contains("http.client_ip=127.0.0.1")),
+        "the refusal is logged in its request's span: {spans:?}"
+    );
+    assert!(
+        spans.iter().any(|l| l.contains("http.route=unmatched")),
+        "{spans:?}"
+    );
+    assert!(
+        !logs.contains(&marker),
+        "no query string or raw path is logged"
+    );
+    assert!(
+        !logs.contains(spoofed),
+        "a spoofed X-Forwarded-For is not logged as the client"
     );
 }

@@ -3,5 +3,6 @@
 
 pub mod error_pages;
 pub mod rate_limit;
+pub mod request_span;
 pub mod security_headers;
 pub mod session_store;
