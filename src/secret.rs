@@ -5,7 +5,9 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use secrecy::ExposeSecretMut as _;
 pub use secrecy::{ExposeSecret, SecretBox, SecretString};
+use zeroize::Zeroizing;
 
 /// Fixed-size key material (e.g. a 32-byte AES key), redacted in `Debug`.
 pub type KeyBytes<const N: usize> = SecretBox<[u8; N]>;
@@ -20,18 +22,24 @@ pub enum KeyDecodeError {
 }
 
 /// Decodes base64 (standard or URL-safe, padded or not) into exactly `N` bytes.
+/// The decoded bytes live in a zeroizing buffer until they are copied into the key's box (which
+/// `secrecy` zeroes on drop): no copy of the key is left behind in freed memory.
 pub fn decode_key<const N: usize>(encoded: &str) -> Result<KeyBytes<N>, KeyDecodeError> {
     let encoded = encoded.trim();
-    let bytes = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+    let bytes: Zeroizing<Vec<u8>> = [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
         .iter()
         .find_map(|engine| engine.decode(encoded).ok())
+        .map(Zeroizing::new)
         .ok_or(KeyDecodeError::NotBase64)?;
-    let actual = bytes.len();
-    let array: [u8; N] = bytes.try_into().map_err(|_| KeyDecodeError::WrongLength {
-        expected: N,
-        actual,
-    })?;
-    Ok(SecretBox::new(Box::new(array)))
+    if bytes.len() != N {
+        return Err(KeyDecodeError::WrongLength {
+            expected: N,
+            actual: bytes.len(),
+        });
+    }
+    let mut key = SecretBox::new(Box::new([0u8; N]));
+    key.expose_secret_mut().copy_from_slice(&bytes);
+    Ok(key)
 }
 
 /// Fresh random key material from the operating system's CSPRNG.

@@ -284,6 +284,15 @@ mod tests {
     use super::*;
     use crate::secret::encode_base64;
 
+    /// With `aes`'s `zeroize` feature the expanded round keys are wiped when a keyring (and so
+    /// each cipher) is dropped; without it this does not compile.
+    #[test]
+    fn cipher_key_schedules_are_wiped_on_drop() {
+        fn wiped_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        wiped_on_drop::<aes::Aes256>();
+        wiped_on_drop::<aes_gcm::aes::Aes256>();
+    }
+
     fn key(byte: u8) -> KeyBytes<32> {
         decode_key::<32>(&encode_base64(&[byte; 32])).unwrap()
     }

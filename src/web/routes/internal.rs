@@ -126,14 +126,40 @@ pub async fn lease(
         .ip(client_ip::of(&req))
         .details(serde_json::json!({ "user_id": user_id, "provider": provider.as_str(), "key": lease.masked }));
     audit::record(&state.db, event).await?;
+    let body = lease_json(user_id, provider, lease.key.expose_secret())?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
         .insert_header((PRAGMA, "no-cache"))
-        .json(serde_json::json!({
-            "user_id": user_id,
-            "provider": provider.as_str(),
-            "api_key": lease.key.expose_secret(),
-        })))
+        .content_type("application/json")
+        // The body's bytes are the zeroizing buffer itself: wiped once actix has written them.
+        .body(web::Bytes::from_owner(body)))
+}
+
+#[derive(serde::Serialize)]
+struct LeaseBody<'a> {
+    user_id: i64,
+    provider: &'a str,
+    api_key: &'a str,
+}
+
+/// The lease's JSON, written straight from the secret into one zeroizing buffer, sized up
+/// front so that no reallocation leaves an unwiped copy of the key behind.
+fn lease_json(
+    user_id: i64,
+    provider: Provider,
+    api_key: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, AppError> {
+    // Keys are printable ASCII without quotes (checked when saved), so JSON adds no escapes;
+    // 6× covers the worst case of `\u00XX` for every byte anyway.
+    let capacity = 96 + provider.as_str().len() + api_key.len() * 6;
+    let mut buffer = zeroize::Zeroizing::new(Vec::with_capacity(capacity));
+    let body = LeaseBody {
+        user_id,
+        provider: provider.as_str(),
+        api_key,
+    };
+    serde_json::to_writer(&mut *buffer, &body).map_err(AppError::internal)?;
+    Ok(buffer)
 }
 
 /// `GET /internal/v1/entitlements/{user_id}`: what a user's plan grants, for feature gates.
@@ -154,4 +180,21 @@ pub async fn entitlements(
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
         .json(entitlements))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lease_body_is_written_once_into_a_buffer_that_never_reallocates() {
+        let key = "sk-ant-api03-DUMMY-\"quoted\"-\u{1}-0000000000000000000000";
+        let buffer = lease_json(i64::MAX, Provider::Anthropic, key).unwrap();
+        let capacity = 96 + "anthropic".len() + key.len() * 6;
+        assert_eq!(buffer.capacity(), capacity, "no reallocation");
+        let parsed: serde_json::Value = serde_json::from_slice(&buffer).unwrap();
+        assert_eq!(parsed["api_key"], key);
+        assert_eq!(parsed["user_id"], i64::MAX);
+        assert_eq!(parsed["provider"], "anthropic");
+    }
 }
