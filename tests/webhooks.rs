@@ -33,6 +33,7 @@ on_both_backends!(
     the_webhook_route_is_rate_limited_and_audited,
     duplicate_deliveries_racing_on_two_instances_take_effect_once,
     one_unstorable_event_never_takes_its_batch_down,
+    a_panicking_batch_is_answered_500_and_the_writers_live_on,
     an_older_subscription_update_never_overwrites_a_newer_one,
     every_handled_type_is_applied_and_unknown_types_are_ignored,
     a_failed_event_is_reprocessed_once_by_an_admin,
@@ -648,6 +649,59 @@ async fn duplicate_deliveries_racing_on_two_instances_take_effect_once(backend: 
 /// Concurrent deliveries share transactions (group commit). An event whose effects the
 /// database refuses (PostgreSQL rejects a NUL character in text) must not roll back its
 /// neighbours: they are stored and applied, and it alone is refused — Stripe will retry it.
+/// A bug that panics while a batch is being written (injected here) must cost that batch a
+/// 500, which Stripe retries, and nothing more: the writer threads keep serving, the
+/// half-written transaction is gone, and the retried event is stored once it no longer fails.
+async fn a_panicking_batch_is_answered_500_and_the_writers_live_on(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let armed = Arc::new(AtomicBool::new(true));
+    let panics = Arc::new(AtomicUsize::new(0));
+    let (hook_armed, hook_panics) = (Arc::clone(&armed), Arc::clone(&panics));
+    let app = TestApp::spawn_with(backend, move |config| {
+        config.faults.webhook_batch = Some(Arc::new(move |ids: &[&str]| {
+            if hook_armed.load(Ordering::SeqCst) && ids.contains(&"evt_1PanicsOnce") {
+                hook_panics.fetch_add(1, Ordering::SeqCst);
+                panic!("injected fault: a bug in the webhook writer");
+            }
+        }));
+    })
+    .await;
+    let in_time = |event: Value| {
+        let app = &app;
+        async move {
+            actix_web::rt::time::timeout(Duration::from_secs(15), deliver(app, &event))
+                .await
+                .expect("answered, not left hanging")
+        }
+    };
+    let panicking = event("payout.created", "evt_1PanicsOnce");
+    for _ in 0..3 {
+        let res = in_time(panicking.clone()).await;
+        assert_eq!(res.status(), 500, "Stripe is told to retry");
+    }
+    assert_eq!(panics.load(Ordering::SeqCst), 3);
+    assert!(
+        stored(&app, "evt_1PanicsOnce").is_none(),
+        "the transaction rolled back"
+    );
+
+    for i in 0..5 {
+        let res = in_time(event("payout.created", &format!("evt_1AfterPanic{i}"))).await;
+        assert_eq!(res.status(), 200, "the writer is alive after the panic");
+    }
+    armed.store(false, Ordering::SeqCst);
+    let res = in_time(panicking).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["duplicate"], false,
+        "the retry is the first to store it"
+    );
+    assert!(stored(&app, "evt_1PanicsOnce").is_some());
+    assert_eq!(stored_count(&app), 6);
+}
+
 async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, user_id) = admin_and_customer(&app).await;

@@ -83,6 +83,8 @@ pub struct Context<'a> {
     pub keyring: &'a Keyring,
     pub hasher: &'a TokenHasher,
     pub alerts: &'a AlertSettings,
+    /// Failures a test injects (nothing in production).
+    pub faults: &'a crate::config::FaultInjection,
 }
 
 pub fn payload_aad(event_id: &str) -> Aad {
@@ -141,6 +143,8 @@ pub fn store_and_apply(
     cx: Context<'_>,
     deliveries: &[Delivery<'_>],
 ) -> Result<Vec<Ingested>, IngestError> {
+    let ids: Vec<&str> = deliveries.iter().map(|d| d.event.id.as_str()).collect();
+    cx.faults.webhook_batch(&ids);
     let received_at = now();
     let key_id = cx.keyring.primary_id().to_string();
     let mut seen = std::collections::HashSet::new();

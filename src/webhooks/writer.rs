@@ -6,8 +6,11 @@
 //!
 //! If anything in a batch fails, the batch rolls back as a whole and each of its events is
 //! retried in a transaction of its own, so one bad event never takes its neighbours down.
+//! A panic (a bug) in a batch is caught: that batch's deliveries are answered 500, so Stripe
+//! retries them, its connection is dropped, and the writer goes on with the next batch.
 
-use std::sync::{Arc, Mutex};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use diesel::Connection as _;
 use diesel::r2d2::R2D2Connection as _;
@@ -84,6 +87,21 @@ impl WebhookWriter {
     }
 }
 
+/// Takes whatever is waiting, up to a batch; blocks for the first. `None` once every sender
+/// is gone. A lock poisoned by a panicking writer is still usable: the queue itself is intact.
+fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    let mut queue = queue.lock().unwrap_or_else(PoisonError::into_inner);
+    let first = queue.blocking_recv()?;
+    let mut batch = vec![first];
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// A writer thread: takes whatever is waiting (up to a batch), commits it, answers, repeats,
 /// until the application (every sender) is gone.
 fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
@@ -93,24 +111,11 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
         keyring: &keyring,
         hasher: &hasher,
         alerts: &config.alerts,
+        faults: &config.faults,
     };
     // Kept across batches (no pool round trip per batch); replaced when it breaks.
     let mut conn = None;
-    loop {
-        let batch = {
-            let Ok(mut queue) = queue.lock() else { return };
-            let Some(first) = queue.blocking_recv() else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
+    while let Some(batch) = next_batch(queue) {
         let mut connection = match conn.take() {
             Some(connection) => connection,
             None => match db.connection() {
@@ -124,9 +129,19 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
                 }
             },
         };
-        commit(&mut connection, cx, batch);
-        if !connection.is_broken() {
-            conn = Some(connection);
+        let events = batch.len();
+        // Unwinding drops the batch, and with it every reply channel: each waiting delivery
+        // is answered 500. The connection may be mid-transaction: it is not kept.
+        let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            commit(&mut connection, cx, batch);
+        }));
+        match committed {
+            Ok(()) if !connection.is_broken() => conn = Some(connection),
+            Ok(()) => {}
+            Err(_) => tracing::error!(
+                events,
+                "a webhook batch panicked; its deliveries were answered 500 and Stripe will retry them"
+            ),
         }
     }
 }

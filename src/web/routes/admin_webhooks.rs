@@ -147,6 +147,7 @@ pub async fn reprocess(
                 keyring: &st.keyring,
                 hasher: &st.token_hasher,
                 alerts: &st.config.alerts,
+                faults: &st.config.faults,
             };
             webhooks::reprocess(conn, cx, id, &actor, &ip)
         })
