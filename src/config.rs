@@ -33,6 +33,9 @@ pub enum ConfigError {
     Invalid { var: &'static str, reason: String },
     #[error("could not read {path}: {reason}")]
     EnvFile { path: PathBuf, reason: String },
+    /// `.env` is readable by others in production (the message names the file and the fix).
+    #[error("{0}")]
+    EnvFileExposed(String),
     #[error("could not write generated development secrets to {path}: {source}")]
     WriteEnvFile {
         path: PathBuf,
@@ -212,6 +215,35 @@ pub struct Config {
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.
     pub public_url: Option<String>,
     pub stripe: StripeSettings,
+    /// Failures tests inject on purpose; never set from the environment.
+    pub faults: FaultInjection,
+}
+
+/// Hooks through which tests make a component fail the way a bug would, to prove that the
+/// rest survives it. Empty (doing nothing) unless a test sets them in code.
+#[derive(Clone, Default)]
+pub struct FaultInjection {
+    /// Called by a webhook writer inside each batch's work, with the batch's event ids.
+    pub webhook_batch: Option<FaultHook>,
+}
+
+/// A test's hook: called with the ids of what is being worked on; it fails by panicking.
+pub type FaultHook = std::sync::Arc<dyn Fn(&[&str]) + Send + Sync>;
+
+impl FaultInjection {
+    pub fn webhook_batch(&self, event_ids: &[&str]) {
+        if let Some(hook) = &self.webhook_batch {
+            hook(event_ids);
+        }
+    }
+}
+
+impl fmt::Debug for FaultInjection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultInjection")
+            .field("webhook_batch", &self.webhook_batch.is_some())
+            .finish()
+    }
 }
 
 /// Reads variables by name: the process environment in production, a map in tests.
@@ -241,8 +273,37 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const KEYGEN_HINT: &str = "generate one with `tollgate keygen`";
 
 /// Loads `.env` from `env_file` (if present) into the process environment without overriding
-/// variables that are already set.
+/// variables that are already set, then checks who may read it: a `.env` open to group or
+/// others is refused in production and warned about in development.
 pub fn load_env_file(env_file: &Path) -> Result<(), ConfigError> {
+    read_env_file(env_file)?;
+    let Some(problem) = env_file_exposure(env_file) else {
+        return Ok(());
+    };
+    match environment(&ProcessEnv) {
+        Ok(Environment::Production) => Err(ConfigError::EnvFileExposed(problem)),
+        _ => {
+            tracing::warn!("{problem} (tollgate refuses to start like this in production)");
+            Ok(())
+        }
+    }
+}
+
+/// Why `env_file` is too open, if it is: it holds every secret, so only its owner may read it.
+pub fn env_file_exposure(env_file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(env_file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by group or others (mode {mode:o}): run `chmod 600 {}`",
+            env_file.display(),
+            env_file.display()
+        )
+    })
+}
+
+/// Loads `.env` into the process environment, checking nothing else.
+pub fn read_env_file(env_file: &Path) -> Result<(), ConfigError> {
     match dotenvy::from_path(env_file) {
         Ok(()) => Ok(()),
         Err(dotenvy::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -322,48 +383,57 @@ fn old_keys(vars: &impl Vars) -> Result<Vec<KeyBytes<32>>, ConfigError> {
     })
 }
 
+/// An absolute http(s) URL with a host, parsed (not pattern-matched), without a trailing `/`.
+fn http_url(var: &'static str, raw: &str) -> Result<(String, url::Url), ConfigError> {
+    let trimmed = raw.trim().trim_end_matches('/').to_owned();
+    let invalid = || ConfigError::Invalid {
+        var,
+        reason: "must be an http(s) URL".into(),
+    };
+    let parsed = url::Url::parse(&trimmed).map_err(|_| invalid())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(invalid());
+    }
+    Ok((trimmed, parsed))
+}
+
 fn public_url(vars: &impl Vars) -> Result<Option<String>, ConfigError> {
     let Some(raw) = vars.get("PUBLIC_URL") else {
         return Ok(None);
     };
-    let url = raw.trim().trim_end_matches('/').to_owned();
-    if !(url.starts_with("https://") || url.starts_with("http://")) {
-        return Err(ConfigError::Invalid {
-            var: "PUBLIC_URL",
-            reason: "must be an http(s) URL".into(),
-        });
-    }
-    Ok(Some(url))
+    Ok(Some(http_url("PUBLIC_URL", &raw)?.0))
 }
 
-/// True for an address on this machine (the simulator's kind of address).
-fn is_local(url: &str) -> bool {
-    let host = url
-        .split("://")
-        .nth(1)
-        .unwrap_or_default()
-        .split(['/', ':'])
-        .next()
-        .unwrap_or_default();
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "0.0.0.0") || host.starts_with("127.")
+/// True for an address on this machine (the simulator's kind of address): `localhost`, the
+/// loopback ranges and the unspecified addresses, IPv4 or IPv6.
+fn is_local(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            domain == "localhost" || domain.ends_with(".localhost")
+        }
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_unspecified(),
+        Some(url::Host::Ipv6(ip)) => {
+            ip.is_loopback()
+                || ip.is_unspecified()
+                || ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|v4| v4.is_loopback() || v4.is_unspecified())
+        }
+        None => true,
+    }
 }
 
 fn stripe_settings(
     vars: &impl Vars,
     environment: Environment,
 ) -> Result<StripeSettings, ConfigError> {
-    let api_base = vars
+    let raw_base = vars
         .get("STRIPE_API_BASE")
         .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.into());
-    let api_base = api_base.trim().trim_end_matches('/').to_owned();
-    if !(api_base.starts_with("https://") || api_base.starts_with("http://")) {
-        return Err(ConfigError::Invalid {
-            var: "STRIPE_API_BASE",
-            reason: "must be an http(s) URL".into(),
-        });
-    }
+    let (api_base, parsed_base) = http_url("STRIPE_API_BASE", &raw_base)?;
     if environment == Environment::Production
-        && (is_local(&api_base) || !api_base.starts_with("https://"))
+        && (is_local(&parsed_base) || parsed_base.scheme() != "https")
     {
         return Err(ConfigError::Invalid {
             var: "STRIPE_API_BASE",
@@ -484,8 +554,23 @@ impl Config {
             None => None,
             Some(_) => Some(positive(vars, "WORKERS", 1)? as usize),
         };
+        let environment = environment(vars)?;
+        let cookie_secure = boolean(vars, "SESSION_COOKIE_SECURE", true)?;
+        if environment == Environment::Production && !cookie_secure {
+            return Err(ConfigError::Invalid {
+                var: "SESSION_COOKIE_SECURE",
+                reason: "must not be false in production: session cookies would travel over plain http (unset it, or serve production over https)".into(),
+            });
+        }
+        let stripe = stripe_settings(vars, environment)?;
+        if vars.get("TOLLGATE_ENV").is_none() && stripe.live() {
+            return Err(ConfigError::Invalid {
+                var: "TOLLGATE_ENV",
+                reason: "is not set, but STRIPE_SECRET_KEY is a live key: set TOLLGATE_ENV=production (development mode is for test keys)".into(),
+            });
+        }
         Ok(Self {
-            environment: environment(vars)?,
+            environment,
             bind,
             database_url: database_url(vars)?,
             database_pool_size: positive(vars, "DATABASE_POOL_SIZE", 8)?,
@@ -496,7 +581,7 @@ impl Config {
                 token_pepper: key(vars, "TOKEN_PEPPER")?,
             },
             session: SessionSettings {
-                cookie_secure: boolean(vars, "SESSION_COOKIE_SECURE", true)?,
+                cookie_secure,
                 idle_timeout: Duration::from_secs(
                     positive(vars, "SESSION_IDLE_TIMEOUT_SECS", 30 * 60)?.into(),
                 ),
@@ -533,7 +618,8 @@ impl Config {
             },
             workers,
             public_url: public_url(vars)?,
-            stripe: stripe_settings(vars, environment(vars)?)?,
+            stripe,
+            faults: FaultInjection::default(),
         })
     }
 
@@ -550,16 +636,10 @@ impl Config {
                     generated.join(", "),
                     env_file.display()
                 );
-                load_env_file(env_file)?;
+                read_env_file(env_file)?;
             }
         }
-        let config = Self::from_vars(&ProcessEnv)?;
-        if config.environment == Environment::Production && !config.session.cookie_secure {
-            tracing::warn!(
-                "SESSION_COOKIE_SECURE=false in production: session cookies can leak over plain http"
-            );
-        }
-        Ok(config)
+        Self::from_vars(&ProcessEnv)
     }
 }
 
@@ -783,6 +863,75 @@ mod tests {
         assert_eq!(dev.stripe.api_base, "http://127.0.0.1:12111");
         let prod = config(with_keys(&[("TOLLGATE_ENV", "production")])).unwrap();
         assert_eq!(prod.stripe.api_base, "https://api.stripe.com");
+    }
+
+    #[test]
+    fn hosts_are_parsed_as_urls_not_pattern_matched() {
+        for local in [
+            "https://[::1]:12111",
+            "https://[::1]",
+            "https://[::ffff:127.0.0.1]",
+            "https://LOCALHOST",
+            "https://127.9.9.9",
+            "https://0.0.0.0:443",
+            "https://[::]",
+            "https://user:pw@localhost/",
+        ] {
+            let err = config_err(&[("TOLLGATE_ENV", "production"), ("STRIPE_API_BASE", local)]);
+            assert!(
+                err.starts_with("STRIPE_API_BASE must be Stripe's"),
+                "{local}: {err}"
+            );
+        }
+        for malformed in [
+            "https://",
+            "ftp://api.stripe.com",
+            "api.stripe.com",
+            "https:// x",
+        ] {
+            let err = config_err(&[("STRIPE_API_BASE", malformed)]);
+            assert_eq!(err, "STRIPE_API_BASE must be an http(s) URL", "{malformed}");
+            let err = config_err(&[("PUBLIC_URL", malformed)]);
+            assert_eq!(err, "PUBLIC_URL must be an http(s) URL", "{malformed}");
+        }
+        let prod = config(with_keys(&[
+            ("TOLLGATE_ENV", "production"),
+            ("STRIPE_API_BASE", "https://stripe-proxy.internal.example/"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            prod.stripe.api_base,
+            "https://stripe-proxy.internal.example"
+        );
+    }
+
+    #[test]
+    fn production_refuses_insecure_cookies_and_live_keys_need_production() {
+        let err = config_err(&[
+            ("TOLLGATE_ENV", "production"),
+            ("SESSION_COOKIE_SECURE", "false"),
+        ]);
+        assert!(
+            err.starts_with("SESSION_COOKIE_SECURE must not be false in production"),
+            "{err}"
+        );
+        assert!(config(with_keys(&[("SESSION_COOKIE_SECURE", "false")])).is_ok());
+
+        for live in ["sk_live_DUMMY00000000", "rk_live_DUMMY00000000"] {
+            let err = config_err(&[("STRIPE_SECRET_KEY", live)]);
+            assert!(
+                err.starts_with("TOLLGATE_ENV is not set, but STRIPE_SECRET_KEY is a live key: set TOLLGATE_ENV=production"),
+                "{err}"
+            );
+            assert!(!err.contains(live), "the key is never echoed");
+        }
+        assert!(config(with_keys(&[("STRIPE_SECRET_KEY", "sk_test_DUMMY00000000")])).is_ok());
+        let prod = config(with_keys(&[
+            ("TOLLGATE_ENV", "production"),
+            ("STRIPE_SECRET_KEY", "sk_live_DUMMY00000000"),
+        ]))
+        .unwrap();
+        assert!(prod.stripe.live());
     }
 
     #[test]

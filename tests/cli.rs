@@ -118,6 +118,86 @@ fn production_refuses_to_start_without_valid_secrets() {
     assert!(!stderr.contains(malformed), "the value is never echoed");
 }
 
+/// `.env` holds every secret: production refuses to start (every command) while group or
+/// others can read it; development says so on every start.
+#[test]
+fn an_env_file_others_can_read_is_refused_in_production_and_warned_about_in_development() {
+    let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    let mut text: String = crate::common::secret_env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    text.push_str(&format!(
+        "DATABASE_URL=sqlite://{}\nBIND=127.0.0.1:0\n",
+        dir.path().join("t.db").display()
+    ));
+    std::fs::write(&env_file, text).unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let expected = ".env is readable by group or others (mode 644): run `chmod 600 .env`";
+
+    for args in [vec![], vec!["serve"], vec!["migrate"]] {
+        let (code, _, stderr) = run(tollgate(dir.path())
+            .args(&args)
+            .env("TOLLGATE_ENV", "production"));
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    }
+    assert!(
+        !dir.path().join("t.db").exists(),
+        "refused before touching anything"
+    );
+
+    let (code, _, stderr) = run(tollgate(dir.path()).arg("migrate"));
+    assert_eq!(code, 0, "development goes on: {stderr}");
+    assert!(stderr.contains(expected), "but says so: {stderr}");
+
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, stderr) = run(tollgate(dir.path())
+        .arg("migrate")
+        .env("TOLLGATE_ENV", "production"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("readable by group"), "{stderr}");
+}
+
+/// Start-up refusals that a misconfigured production (or a half-configured live key) gets.
+#[test]
+fn production_is_strict_about_cookies_and_live_keys_need_production() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = |cmd: &mut Command| {
+        for (k, v) in crate::common::secret_env() {
+            cmd.env(k, v);
+        }
+        cmd.env("BIND", "127.0.0.1:0").env(
+            "DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+        );
+    };
+    let mut cmd = tollgate(dir.path());
+    base(&mut cmd);
+    let (code, _, stderr) = run(cmd
+        .env("TOLLGATE_ENV", "production")
+        .env("SESSION_COOKIE_SECURE", "false"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("SESSION_COOKIE_SECURE must not be false in production"),
+        "{stderr}"
+    );
+
+    let live = "sk_live_DUMMY0000000000000000";
+    let mut cmd = tollgate(dir.path());
+    base(&mut cmd);
+    let (code, _, stderr) = run(cmd.env("STRIPE_SECRET_KEY", live));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("TOLLGATE_ENV is not set, but STRIPE_SECRET_KEY is a live key: set TOLLGATE_ENV=production"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(live));
+    assert!(!dir.path().join("t.db").exists());
+}
+
 #[test]
 fn development_generates_missing_secrets_into_a_private_env_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -466,7 +466,17 @@ fn validate_secrets_catches_mode_mismatches_live_keys_and_open_env_files() {
             "pk_live_DUMMYkey0000000000".to_owned(),
         ),
     ];
-    let (code, stdout, stderr) = validate(dir.path(), &live, &[]);
+    // Live keys with TOLLGATE_ENV unset: `serve` refuses to start, so this is a problem.
+    let (code, stdout, _) = validate(dir.path(), &live, &[]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(
+        stdout.contains("problem  STRIPE_SECRET_KEY is a live key but TOLLGATE_ENV is not set: set TOLLGATE_ENV=production"),
+        "{stdout}"
+    );
+    // Development chosen explicitly: allowed, with a warning.
+    let mut development = live.to_vec();
+    development.push(("TOLLGATE_ENV", "development".into()));
+    let (code, stdout, stderr) = validate(dir.path(), &development, &[]);
     assert_eq!(code, 0, "a warning, not a failure");
     assert!(
         stdout.contains("WARNING  LIVE Stripe keys outside production")

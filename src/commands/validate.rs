@@ -110,19 +110,15 @@ impl Report {
     }
 
     fn env_file(&mut self, env_file: &Path) {
-        let Ok(meta) = std::fs::metadata(env_file) else {
-            return;
-        };
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            self.problems.push(format!(
-                "{} is readable by group or others (mode {mode:o}): run `chmod 600 {}`",
-                env_file.display(),
-                env_file.display()
-            ));
-        } else {
-            self.fine
-                .push(format!("{}: mode {mode:o}", env_file.display()));
+        match config::env_file_exposure(env_file) {
+            Some(problem) => self.problems.push(problem),
+            None => {
+                if let Ok(meta) = std::fs::metadata(env_file) {
+                    let mode = meta.permissions().mode() & 0o777;
+                    self.fine
+                        .push(format!("{}: mode {mode:o}", env_file.display()));
+                }
+            }
         }
     }
 }
@@ -175,7 +171,8 @@ fn describe_failure(err: &reqwest::Error) -> String {
 }
 
 pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), CommandError> {
-    config::load_env_file(env_file)?;
+    // Reported below rather than refused: this command exists to say what is wrong.
+    config::read_env_file(env_file)?;
     let environment = config::environment(&ProcessEnv)?;
     let mut report = Report::default();
     report.key::<64>("SECRET_KEY");
@@ -196,7 +193,9 @@ pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), C
             "STRIPE_SECRET_KEY is a {secret:?}-mode key but STRIPE_PUBLISHABLE_KEY is {publishable:?}-mode: they must match"
         ));
     }
-    if environment != Environment::Production
+    if ProcessEnv.get("TOLLGATE_ENV").is_none() && secret == Some(Mode::Live) {
+        report.problems.push("STRIPE_SECRET_KEY is a live key but TOLLGATE_ENV is not set: set TOLLGATE_ENV=production (tollgate refuses to start like this)".into());
+    } else if environment != Environment::Production
         && (secret == Some(Mode::Live) || publishable == Some(Mode::Live))
     {
         report.warnings.push("LIVE Stripe keys outside production (TOLLGATE_ENV is not `production`): real money moves".into());
