@@ -1,5 +1,9 @@
 //! Each user's Stripe customer: created on first checkout, its id sealed (bound to the user by
 //! AAD) with an HMAC blind index for lookups by id, and shown only masked.
+//!
+//! The index is made under the primary `TOKEN_PEPPER` and records that pepper's id; lookups
+//! also try the digests of the older peppers, so a pepper rotation never loses a customer
+//! while `rotate-key` rebuilds the indexes.
 
 use std::collections::HashMap;
 
@@ -8,9 +12,9 @@ use stripe_core::customer::CreateCustomer;
 use super::{BillingError, Gateway, OperationClass};
 use crate::accounts::User;
 use crate::crypto::hashing::Domain;
-use crate::crypto::{Aad, Keyring, TokenHasher};
+use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
 use crate::db::models::billing_customer::{self, BillingCustomerRow};
-use crate::db::{Db, DbError, now};
+use crate::db::{Db, DbConnection, DbError, now};
 use crate::secret::mask_api_key;
 
 pub fn customer_aad(user_id: i64) -> Aad {
@@ -37,17 +41,55 @@ pub async fn customer_id(
         .map_err(|_| BillingError::Unexpected("customer id is not text".into()))
 }
 
+/// The row of a Stripe customer id, by blind index under any configured pepper (without
+/// decrypting anything).
+pub fn find_by_customer_id(
+    conn: &mut DbConnection,
+    hasher: &TokenHasher,
+    customer: &str,
+) -> Result<Option<BillingCustomerRow>, DbError> {
+    billing_customer::by_any_index(conn, &index_candidates(hasher, customer))
+}
+
+/// Every index `customer` may be stored under (primary pepper first).
+fn index_candidates(hasher: &TokenHasher, customer: &str) -> Vec<String> {
+    hasher
+        .candidates(Domain::StripeCustomerId, customer.as_bytes())
+        .into_iter()
+        .map(|candidate| candidate.digest)
+        .collect()
+}
+
 /// The user a Stripe customer id belongs to (by blind index, without decrypting anything).
 pub async fn user_for_customer(
     db: &Db,
     hasher: &TokenHasher,
     customer: &str,
 ) -> Result<Option<i64>, DbError> {
-    let index = hasher.digest(Domain::StripeCustomerId, customer.as_bytes());
+    let indexes = index_candidates(hasher, customer);
     Ok(db
-        .run(move |conn| billing_customer::by_index(conn, &index))
+        .run(move |conn| billing_customer::by_any_index(conn, &indexes))
         .await?
         .map(|row| row.user_id))
+}
+
+/// A new row for `user_id`'s customer: the id sealed under the primary key, indexed under the
+/// primary pepper.
+pub fn new_row(
+    keyring: &Keyring,
+    hasher: &TokenHasher,
+    user_id: i64,
+    customer: &str,
+) -> Result<BillingCustomerRow, CryptoError> {
+    Ok(BillingCustomerRow {
+        user_id,
+        stripe_customer_sealed: keyring.seal(customer.as_bytes(), &customer_aad(user_id))?,
+        key_id: keyring.primary_id().to_string(),
+        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, customer.as_bytes()),
+        stripe_customer_masked: mask_api_key(customer),
+        created_at: now(),
+        index_key_id: Some(hasher.primary_id().to_string()),
+    })
 }
 
 /// The user's Stripe customer, created (once, whatever the retries) if they have none yet.
@@ -74,14 +116,7 @@ pub async fn ensure_customer(
         })
         .await?;
     let id = customer.id.to_string();
-    let row = BillingCustomerRow {
-        user_id: user.id,
-        stripe_customer_sealed: keyring.seal(id.as_bytes(), &customer_aad(user.id))?,
-        key_id: keyring.primary_id().to_string(),
-        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, id.as_bytes()),
-        stripe_customer_masked: mask_api_key(&id),
-        created_at: now(),
-    };
+    let row = new_row(keyring, hasher, user.id, &id)?;
     let user_id = user.id;
     db.run(move |conn| match billing_customer::insert(conn, &row) {
         // A concurrent first checkout stored the same customer (same idempotency key) first.
@@ -93,3 +128,4 @@ pub async fn ensure_customer(
     .await?;
     Ok(id)
 }
+
