@@ -12,6 +12,7 @@ use stripe_core::customer::CreateCustomer;
 use super::{BillingError, Gateway, OperationClass};
 use crate::accounts::User;
 use crate::crypto::hashing::Domain;
+use crate::crypto::rotation::{Batch, RotationError};
 use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
 use crate::db::models::billing_customer::{self, BillingCustomerRow};
 use crate::db::{Db, DbConnection, DbError, now};
@@ -129,3 +130,57 @@ pub async fn ensure_customer(
     Ok(id)
 }
 
+/// Rebuilds, in one transaction, up to `limit` blind indexes that are not under the primary
+/// pepper (for users after `after_user`): each customer id is opened and indexed again, and the
+/// row replaced only if its index is still the one read (compare-and-swap), so the running
+/// application's own writes are never overwritten. Rows already under the primary pepper are
+/// never selected: a rerun after an interruption just finishes the job. `fail_after` aborts
+/// the transaction after that many rows (to test crash safety).
+pub fn reindex_batch(
+    conn: &mut DbConnection,
+    keyring: &Keyring,
+    hasher: &TokenHasher,
+    after_user: i64,
+    limit: usize,
+    fail_after: Option<usize>,
+) -> Result<Batch, RotationError> {
+    use diesel::Connection as _;
+    let primary = hasher.primary_id().to_string();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.transaction(|conn| {
+        let rows = billing_customer::index_not_under_key(conn, &primary, after_user, limit)?;
+        let mut batch = Batch {
+            last_id: rows.last().map(|row| row.user_id),
+            ..Batch::default()
+        };
+        for row in rows {
+            if fail_after == Some(batch.rotated + batch.raced) {
+                return Err(RotationError::InjectedFault(batch.rotated + batch.raced));
+            }
+            let crypto = |source| RotationError::Crypto {
+                column: INDEX_COLUMN,
+                id: row.user_id,
+                source,
+            };
+            let opened = keyring
+                .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
+                .map_err(crypto)?;
+            let index = hasher.digest(Domain::StripeCustomerId, &opened);
+            if billing_customer::replace_index(
+                conn,
+                row.user_id,
+                &row.stripe_customer_index,
+                &index,
+                &primary,
+            )? {
+                batch.rotated += 1;
+            } else {
+                batch.raced += 1;
+            }
+        }
+        Ok(batch)
+    })
+}
+
+/// The blind-index column, as `rotate-key` names it.
+pub const INDEX_COLUMN: &str = "billing_customers.stripe_customer_index";
