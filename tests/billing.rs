@@ -140,7 +140,7 @@ async fn count_events(app: &TestApp, kind: &str) -> usize {
         .count()
 }
 
-async fn stripe_get(app: &TestApp, path: &str) -> serde_json::Value {
+pub(crate) async fn stripe_get(app: &TestApp, path: &str) -> serde_json::Value {
     reqwest::Client::new()
         .get(format!("{}{path}", app.stripe))
         .bearer_auth("sk_test_DUMMYtollgate")
