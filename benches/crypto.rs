@@ -38,7 +38,7 @@ fn main() {
         .unwrap_or(200_000);
     let key = decode_key::<32>(&encode_base64(&[7; 32])).expect("key");
     let ring = Keyring::new(&key, &[]);
-    let hasher = TokenHasher::new(&key);
+    let hasher = TokenHasher::new(&key, &[]);
     let value = [0x5a_u8; 100];
     let aad = Aad::new("byok_keys", "secret", "user:42/provider:anthropic");
 

@@ -93,8 +93,12 @@ pub struct Secrets {
     pub encryption_key: KeyBytes<32>,
     /// Earlier encryption keys, still able to open what they sealed until `rotate-key` is done.
     pub encryption_keys_old: Vec<KeyBytes<32>>,
-    /// HMAC key for blind indexes and token hashes (32 bytes).
+    /// HMAC key for token hashes, and the root of the blind-index key (32 bytes): makes every
+    /// new digest.
     pub token_pepper: KeyBytes<32>,
+    /// Earlier peppers, whose token hashes and blind indexes are still recognised until
+    /// `rotate-key` has rebuilt the indexes and every token has been used (and re-hashed).
+    pub token_peppers_old: Vec<KeyBytes<32>>,
 }
 
 impl fmt::Debug for Secrets {
@@ -383,6 +387,16 @@ fn old_keys(vars: &impl Vars) -> Result<Vec<KeyBytes<32>>, ConfigError> {
     })
 }
 
+fn old_peppers(vars: &impl Vars) -> Result<Vec<KeyBytes<32>>, ConfigError> {
+    let Some(raw) = vars.get("TOKEN_PEPPERS_OLD") else {
+        return Ok(Vec::new());
+    };
+    crate::crypto::TokenHasher::parse_old_peppers(&raw).map_err(|err| ConfigError::Invalid {
+        var: "TOKEN_PEPPERS_OLD",
+        reason: format!("has a bad entry: {err}"),
+    })
+}
+
 /// An absolute http(s) URL with a host, parsed (not pattern-matched), without a trailing `/`.
 fn http_url(var: &'static str, raw: &str) -> Result<(String, url::Url), ConfigError> {
     let trimmed = raw.trim().trim_end_matches('/').to_owned();
@@ -538,9 +552,9 @@ impl Config {
         )
     }
 
-    /// The HMAC hasher for tokens and blind indexes.
+    /// The HMAC hasher for tokens and blind indexes: the primary pepper and the older ones.
     pub fn token_hasher(&self) -> crate::crypto::TokenHasher {
-        crate::crypto::TokenHasher::new(&self.secrets.token_pepper)
+        crate::crypto::TokenHasher::new(&self.secrets.token_pepper, &self.secrets.token_peppers_old)
     }
 
     /// Builds the configuration from variables. Secrets must be present.
@@ -579,6 +593,7 @@ impl Config {
                 encryption_key: key(vars, "ENCRYPTION_KEY")?,
                 encryption_keys_old: old_keys(vars)?,
                 token_pepper: key(vars, "TOKEN_PEPPER")?,
+                token_peppers_old: old_peppers(vars)?,
             },
             session: SessionSettings {
                 cookie_secure,
@@ -932,6 +947,29 @@ mod tests {
         ]))
         .unwrap();
         assert!(prod.stripe.live());
+    }
+
+    #[test]
+    fn old_peppers_are_parsed_and_a_bad_entry_is_named_without_its_value() {
+        let old = encode_base64(&[4; 32]);
+        let pairs = with_keys(&[]);
+        let mut with_old = pairs.clone();
+        with_old.push(("TOKEN_PEPPERS_OLD", format!("{old}, {old}")));
+        let rotated = config(with_old).unwrap();
+        assert_eq!(rotated.secrets.token_peppers_old.len(), 2);
+        assert_eq!(
+            rotated.token_hasher().pepper_ids().len(),
+            2,
+            "duplicates collapse"
+        );
+        let mut bad = pairs;
+        bad.push(("TOKEN_PEPPERS_OLD", format!("{old},c2hvcnQ=")));
+        let err = config(bad).unwrap_err().to_string();
+        assert!(
+            err.starts_with("TOKEN_PEPPERS_OLD has a bad entry: entry 2:"),
+            "{err}"
+        );
+        assert!(!err.contains(&old) && !err.contains("c2hvcnQ="), "{err}");
     }
 
     #[test]

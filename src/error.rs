@@ -23,6 +23,9 @@ pub enum AppError {
     Csrf,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A billing form's operation id that another account submitted first.
+    #[error("operation id already used by another account")]
+    OperationTaken,
     #[error("payload too large")]
     PayloadTooLarge,
     #[error("too many requests")]
@@ -103,6 +106,11 @@ impl AppError {
                 title: "Payment provider unavailable",
                 message: "The payment provider could not complete the request. Nothing was charged; please try again.",
             },
+            Self::OperationTaken => PublicError {
+                status: StatusCode::CONFLICT,
+                title: "Form already used",
+                message: "This form has already been used. Reload the page and try again.",
+            },
             Self::BadRequest(message) => PublicError {
                 status: StatusCode::BAD_REQUEST,
                 title: "Bad request",
@@ -123,6 +131,7 @@ impl From<crate::billing::BillingError> for AppError {
             }
             BillingError::Gateway(other) => Self::Upstream(other.to_string()),
             BillingError::Unexpected(what) => Self::Upstream(what),
+            BillingError::OperationTaken => Self::OperationTaken,
             BillingError::Db(err) => err.into(),
             BillingError::Crypto(err) => Self::internal(err),
         }
@@ -143,6 +152,7 @@ impl ResponseError for AppError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden | Self::Csrf => StatusCode::FORBIDDEN,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::OperationTaken => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::BillingOff => StatusCode::SERVICE_UNAVAILABLE,

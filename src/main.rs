@@ -53,17 +53,18 @@ enum Command {
     /// Manage the tokens internal services use (`Authorization: Bearer tg_svc_…`).
     #[command(subcommand)]
     ServiceToken(TokenCommand),
-    /// Re-encrypt every sealed value under the primary ENCRYPTION_KEY (resumable, idempotent,
-    /// safe while `serve` runs). Configure the new key first and move the old one to
-    /// ENCRYPTION_KEYS_OLD.
+    /// Re-encrypt every sealed value under the primary ENCRYPTION_KEY and rebuild every blind
+    /// index under the primary TOKEN_PEPPER (resumable, idempotent, safe while `serve` runs).
+    /// Configure the new key or pepper first and move the old one to ENCRYPTION_KEYS_OLD or
+    /// TOKEN_PEPPERS_OLD.
     RotateKey {
-        /// Only report how many values each key still holds.
+        /// Only report how many values each key (and indexes and tokens each pepper) still holds.
         #[arg(long)]
         check: bool,
         /// Values per transaction.
         #[arg(long, default_value_t = 500, value_name = "N")]
         batch_size: usize,
-        /// Stop after re-sealing N values (a staged rotation; rerun to continue).
+        /// Stop after re-sealing or re-indexing N values (a staged rotation; rerun to continue).
         #[arg(long, value_name = "N", hide = true)]
         max_rows: Option<usize>,
         /// Abort the batch transaction after N values, as a crash would (for tests).

@@ -3,6 +3,10 @@
 //! A token is `tg_svc_` followed by 32 random bytes (URL-safe base64). It is printed once, at
 //! creation; only its HMAC (keyed by `TOKEN_PEPPER`) is stored. Each token has scopes, and every
 //! internal endpoint demands one.
+//!
+//! During a pepper rotation a token hashed under an old pepper (`TOKEN_PEPPERS_OLD`) still
+//! authenticates, and its first successful use re-hashes it under the primary pepper: the old
+//! pepper can go once `rotate-key --check` counts no live token under it.
 
 use std::fmt;
 
@@ -10,7 +14,7 @@ use chrono::NaiveDateTime;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::crypto::TokenHasher;
-use crate::crypto::hashing::Domain;
+use crate::crypto::hashing::{Candidate, Domain};
 use crate::db::models::service_token::{self, NewServiceToken, ServiceTokenRow};
 use crate::db::{DbConnection, DbError, now};
 use crate::secret::{encode_token, random_bytes};
@@ -144,6 +148,7 @@ pub fn create(
             token_hash: &hasher.digest(Domain::ServiceToken, token.expose_secret().as_bytes()),
             display_id: &display_id,
             created_at: now(),
+            hash_key_id: &hasher.primary_id().to_string(),
         },
     );
     match inserted {
@@ -184,6 +189,31 @@ impl Rejection {
     }
 }
 
+/// Records a use of an authenticated token; a hash under an old pepper is replaced by the
+/// primary pepper's (`candidates[0]`).
+fn record_use(
+    conn: &mut DbConnection,
+    hasher: &TokenHasher,
+    candidates: &[Candidate],
+    row: &ServiceTokenRow,
+) -> Result<(), DbError> {
+    let primary = hasher.primary_id().to_string();
+    let matched = candidates.iter().find(|c| c.matches(&row.token_hash));
+    match (candidates.first(), matched) {
+        (Some(current), Some(old)) if old.pepper != current.pepper => {
+            if service_token::rehash(conn, row.id, &row.token_hash, &current.digest, &primary)? {
+                tracing::info!(token = %row.name, pepper = %primary, "service token re-hashed under the primary pepper");
+                return Ok(());
+            }
+            // A concurrent use re-hashed it first.
+            service_token::touch(conn, row.id, &primary)
+        }
+        (_, Some(matched)) => service_token::touch(conn, row.id, &matched.pepper.to_string()),
+        // Found by one of these digests, so one of them matches; nothing to record otherwise.
+        (_, None) => Ok(()),
+    }
+}
+
 /// Finds the live token a bearer value belongs to, and records its use.
 pub fn authenticate(
     conn: &mut DbConnection,
@@ -196,14 +226,15 @@ pub fn authenticate(
     if !presented.starts_with(TOKEN_PREFIX) || presented.len() > 128 {
         return Ok(Err(Rejection::Malformed));
     }
-    let hash = hasher.digest(Domain::ServiceToken, presented.as_bytes());
-    let Some(row) = service_token::find_by_hash(conn, &hash)? else {
+    let candidates = hasher.candidates(Domain::ServiceToken, presented.as_bytes());
+    let hashes: Vec<String> = candidates.iter().map(|c| c.digest.clone()).collect();
+    let Some(row) = service_token::find_by_any_hash(conn, &hashes)? else {
         return Ok(Err(Rejection::Unknown));
     };
     if row.revoked_at.is_some() {
         return Ok(Err(Rejection::Revoked));
     }
-    service_token::touch(conn, row.id)?;
+    record_use(conn, hasher, &candidates, &row)?;
     Ok(Ok(ServiceToken {
         id: row.id,
         scopes: parse_scopes(&row.scopes),

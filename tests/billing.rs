@@ -17,6 +17,7 @@ on_both_backends!(
     a_declined_card_leaves_no_subscription,
     the_success_page_shows_only_ones_own_session,
     a_double_submitted_checkout_creates_one_session,
+    another_accounts_operation_id_is_refused_and_keys_name_their_user,
     the_portal_without_a_customer_explains_what_to_do,
     stripe_calls_are_throttled_per_user_and_audited,
     stripe_customer_ids_are_sealed_indexed_and_masked,
@@ -140,7 +141,7 @@ async fn count_events(app: &TestApp, kind: &str) -> usize {
         .count()
 }
 
-async fn stripe_get(app: &TestApp, path: &str) -> serde_json::Value {
+pub(crate) async fn stripe_get(app: &TestApp, path: &str) -> serde_json::Value {
     reqwest::Client::new()
         .get(format!("{}{path}", app.stripe))
         .bearer_auth("sk_test_DUMMYtollgate")
@@ -630,6 +631,84 @@ async fn a_double_submitted_checkout_creates_one_session(backend: Backend) {
         1,
         "exactly one Customer at Stripe"
     );
+}
+
+/// Operation ids are bound to the account that first submits them: another account replaying
+/// one is refused before anything reaches Stripe, and every `Idempotency-Key` Stripe receives
+/// names its user, so no one's key can collide with anyone else's.
+async fn another_accounts_operation_id_is_refused_and_keys_name_their_user(backend: Backend) {
+    let (app, _) = app_with_pro_plan(backend).await;
+    let alice = app.signed_in_customer("alice-op@example.com").await;
+    let op = hidden(&alice.get_text("/pricing").await, "operation_id");
+    let checkout = [("plan", "pro"), ("operation_id", op.as_str())];
+    let first = alice
+        .submit("/pricing", "/billing/checkout", &checkout)
+        .await;
+    assert_eq!(first.status(), 303);
+    let (alice_id, mallory) = (
+        app.user_id("alice-op@example.com"),
+        app.signed_in_customer("mallory-op@example.com").await,
+    );
+    let mallory_id = app.user_id("mallory-op@example.com");
+    let only_op = [("operation_id", op.as_str())];
+    for (page, path, fields) in [
+        ("/pricing", "/billing/checkout", &checkout[..]),
+        ("/account", "/billing/portal", &only_op[..]),
+        ("/account", "/billing/subscription/cancel", &only_op[..]),
+    ] {
+        let res = mallory.submit(page, path, fields).await;
+        assert_eq!(res.status(), 409, "{path}");
+        let html = res.text().await.unwrap();
+        assert!(
+            html.contains("This form has already been used"),
+            "{path}: {html}"
+        );
+    }
+    assert_eq!(
+        count_events(&app, "customer.created").await,
+        1,
+        "none for Mallory"
+    );
+    let keys: Vec<String> = reqwest::get(format!("{}/_sim/idempotency-keys", app.stripe))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        keys.contains(&format!("user-{alice_id}-checkout-{op}")),
+        "{keys:?}"
+    );
+    for key in keys.iter().filter(|k| k.contains(&op)) {
+        assert!(key.starts_with(&format!("user-{alice_id}-")), "{key}");
+    }
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains(&format!("user-{mallory_id}"))),
+        "{keys:?}"
+    );
+    let claimed = op.clone();
+    let owner: Option<i64> = app.query(move |conn| {
+        use tollgate::db::schema::stripe_operations;
+        Ok(stripe_operations::table
+            .filter(stripe_operations::operation_key.eq(claimed))
+            .select(stripe_operations::user_id)
+            .first(conn)?)
+    });
+    assert_eq!(owner, Some(alice_id));
+    let refusals = app.events("operation_id_reused");
+    assert_eq!(refusals.len(), 3);
+    assert_eq!(refusals[0].severity, "HIGH");
+    assert_eq!(
+        refusals[0].actor.as_deref(),
+        Some(format!("user:{mallory_id}").as_str())
+    );
+    // The owner's own repeat is still a double submission: the same Checkout Session.
+    let again = alice
+        .submit("/pricing", "/billing/checkout", &checkout)
+        .await;
+    assert_eq!(location(&again), location(&first));
 }
 
 async fn the_portal_without_a_customer_explains_what_to_do(backend: Backend) {

@@ -21,6 +21,7 @@ mod errors;
 mod headers;
 mod lease;
 mod operations;
+mod pepper_rotation;
 mod rate_limits;
 mod sessions;
 #[cfg(feature = "stripe-sim")]

@@ -19,7 +19,8 @@ on_both_backends!(
     leases_can_be_switched_off_and_on,
 );
 
-fn tollgate(database: &TestDatabase, env: &[(&str, String)]) -> Command {
+/// The binary on `database`, with the test secrets and `env` (nothing from the developer's shell).
+pub(crate) fn tollgate(database: &TestDatabase, env: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.env_clear()
         .current_dir(std::env::temp_dir())
@@ -35,7 +36,7 @@ fn tollgate(database: &TestDatabase, env: &[(&str, String)]) -> Command {
     cmd
 }
 
-fn run(cmd: &mut Command) -> (i32, String, String) {
+pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
     let Output {
         status,
         stdout,
@@ -210,6 +211,7 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         stripe_customer_index: "index-DUMMY".into(),
         stripe_customer_masked: "cus_…ion".into(),
         created_at: tollgate::db::now(),
+        index_key_id: None,
     };
     before.query(move |conn| tollgate::db::models::billing_customer::insert(conn, &row));
     // And one stored webhook payload.
@@ -430,6 +432,10 @@ fn validate_secrets_reports_one_line_per_problem() {
         ("STRIPE_SECRET_KEY", "sk_prod_DUMMY000000000".to_owned()),
         ("STRIPE_WEBHOOK_SECRET", "hook_DUMMY".to_owned()),
         ("TOKEN_PEPPER", String::new()),
+        (
+            "TOKEN_PEPPERS_OLD",
+            format!("{},nope", encode_base64(&[7; 32])),
+        ),
     ];
     let (code, stdout, _) = validate(dir.path(), &env, &[]);
     assert_eq!(code, 1);
@@ -437,7 +443,11 @@ fn validate_secrets_reports_one_line_per_problem() {
         .lines()
         .filter(|l| l.starts_with("problem"))
         .collect();
-    assert_eq!(problems.len(), 4, "{stdout}");
+    assert_eq!(problems.len(), 5, "{stdout}");
+    assert!(
+        stdout.contains("TOKEN_PEPPERS_OLD has a bad entry: entry 2"),
+        "{stdout}"
+    );
     assert!(stdout.contains("SECRET_KEY must decode to 64 bytes (got 5)"));
     assert!(stdout.contains("TOKEN_PEPPER is not set"));
     assert!(stdout.contains("STRIPE_SECRET_KEY is malformed"));

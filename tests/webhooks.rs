@@ -160,7 +160,7 @@ fn stored(app: &TestApp, event_id: &str) -> Option<Stored> {
     })
 }
 
-fn status_of(app: &TestApp, event_id: &str) -> String {
+pub(crate) fn status_of(app: &TestApp, event_id: &str) -> String {
     stored(app, event_id)
         .unwrap_or_else(|| panic!("{event_id} is not stored"))
         .status

@@ -56,6 +56,8 @@ pub enum Kind {
     SubscriptionCancelRequested,
     SubscriptionResumed,
     StripeRateLimited,
+    /// A billing form's operation id submitted by an account other than the one that claimed it.
+    OperationIdReused,
     WebhookValidated,
     WebhookInvalidSignature,
     WebhookInvalidPayload,
@@ -94,6 +96,7 @@ impl Kind {
             Self::SubscriptionCancelRequested => "subscription_cancel_requested",
             Self::SubscriptionResumed => "subscription_resumed",
             Self::StripeRateLimited => "stripe_rate_limited",
+            Self::OperationIdReused => "operation_id_reused",
             Self::WebhookValidated => "webhook_validated",
             Self::WebhookInvalidSignature => "webhook_invalid_signature",
             Self::WebhookInvalidPayload => "webhook_invalid_payload",
@@ -122,7 +125,10 @@ impl Kind {
             | Self::SubscriptionResumed
             | Self::StripeRateLimited => Severity::Medium,
             Self::PlanCreated | Self::PlanUpdated | Self::PlanArchived => Severity::Medium,
-            Self::CsrfRejected | Self::AdminCreated | Self::ServiceTokenRejected => Severity::High,
+            Self::CsrfRejected
+            | Self::AdminCreated
+            | Self::ServiceTokenRejected
+            | Self::OperationIdReused => Severity::High,
             Self::ServiceTokenCreated | Self::ServiceTokenRevoked | Self::KeyRotated => {
                 Severity::High
             }

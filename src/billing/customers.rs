@@ -1,5 +1,9 @@
 //! Each user's Stripe customer: created on first checkout, its id sealed (bound to the user by
 //! AAD) with an HMAC blind index for lookups by id, and shown only masked.
+//!
+//! The index is made under the primary `TOKEN_PEPPER` and records that pepper's id; lookups
+//! also try the digests of the older peppers, so a pepper rotation never loses a customer
+//! while `rotate-key` rebuilds the indexes.
 
 use std::collections::HashMap;
 
@@ -8,9 +12,10 @@ use stripe_core::customer::CreateCustomer;
 use super::{BillingError, Gateway, OperationClass};
 use crate::accounts::User;
 use crate::crypto::hashing::Domain;
-use crate::crypto::{Aad, Keyring, TokenHasher};
+use crate::crypto::rotation::{Batch, RotationError};
+use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
 use crate::db::models::billing_customer::{self, BillingCustomerRow};
-use crate::db::{Db, DbError, now};
+use crate::db::{Db, DbConnection, DbError, now};
 use crate::secret::mask_api_key;
 
 pub fn customer_aad(user_id: i64) -> Aad {
@@ -37,17 +42,55 @@ pub async fn customer_id(
         .map_err(|_| BillingError::Unexpected("customer id is not text".into()))
 }
 
+/// The row of a Stripe customer id, by blind index under any configured pepper (without
+/// decrypting anything).
+pub fn find_by_customer_id(
+    conn: &mut DbConnection,
+    hasher: &TokenHasher,
+    customer: &str,
+) -> Result<Option<BillingCustomerRow>, DbError> {
+    billing_customer::by_any_index(conn, &index_candidates(hasher, customer))
+}
+
+/// Every index `customer` may be stored under (primary pepper first).
+fn index_candidates(hasher: &TokenHasher, customer: &str) -> Vec<String> {
+    hasher
+        .candidates(Domain::StripeCustomerId, customer.as_bytes())
+        .into_iter()
+        .map(|candidate| candidate.digest)
+        .collect()
+}
+
 /// The user a Stripe customer id belongs to (by blind index, without decrypting anything).
 pub async fn user_for_customer(
     db: &Db,
     hasher: &TokenHasher,
     customer: &str,
 ) -> Result<Option<i64>, DbError> {
-    let index = hasher.digest(Domain::StripeCustomerId, customer.as_bytes());
+    let indexes = index_candidates(hasher, customer);
     Ok(db
-        .run(move |conn| billing_customer::by_index(conn, &index))
+        .run(move |conn| billing_customer::by_any_index(conn, &indexes))
         .await?
         .map(|row| row.user_id))
+}
+
+/// A new row for `user_id`'s customer: the id sealed under the primary key, indexed under the
+/// primary pepper.
+pub fn new_row(
+    keyring: &Keyring,
+    hasher: &TokenHasher,
+    user_id: i64,
+    customer: &str,
+) -> Result<BillingCustomerRow, CryptoError> {
+    Ok(BillingCustomerRow {
+        user_id,
+        stripe_customer_sealed: keyring.seal(customer.as_bytes(), &customer_aad(user_id))?,
+        key_id: keyring.primary_id().to_string(),
+        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, customer.as_bytes()),
+        stripe_customer_masked: mask_api_key(customer),
+        created_at: now(),
+        index_key_id: Some(hasher.primary_id().to_string()),
+    })
 }
 
 /// The user's Stripe customer, created (once, whatever the retries) if they have none yet.
@@ -74,14 +117,7 @@ pub async fn ensure_customer(
         })
         .await?;
     let id = customer.id.to_string();
-    let row = BillingCustomerRow {
-        user_id: user.id,
-        stripe_customer_sealed: keyring.seal(id.as_bytes(), &customer_aad(user.id))?,
-        key_id: keyring.primary_id().to_string(),
-        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, id.as_bytes()),
-        stripe_customer_masked: mask_api_key(&id),
-        created_at: now(),
-    };
+    let row = new_row(keyring, hasher, user.id, &id)?;
     let user_id = user.id;
     db.run(move |conn| match billing_customer::insert(conn, &row) {
         // A concurrent first checkout stored the same customer (same idempotency key) first.
@@ -93,3 +129,58 @@ pub async fn ensure_customer(
     .await?;
     Ok(id)
 }
+
+/// Rebuilds, in one transaction, up to `limit` blind indexes that are not under the primary
+/// pepper (for users after `after_user`): each customer id is opened and indexed again, and the
+/// row replaced only if its index is still the one read (compare-and-swap), so the running
+/// application's own writes are never overwritten. Rows already under the primary pepper are
+/// never selected: a rerun after an interruption just finishes the job. `fail_after` aborts
+/// the transaction after that many rows (to test crash safety).
+pub fn reindex_batch(
+    conn: &mut DbConnection,
+    keyring: &Keyring,
+    hasher: &TokenHasher,
+    after_user: i64,
+    limit: usize,
+    fail_after: Option<usize>,
+) -> Result<Batch, RotationError> {
+    use diesel::Connection as _;
+    let primary = hasher.primary_id().to_string();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    conn.transaction(|conn| {
+        let rows = billing_customer::index_not_under_key(conn, &primary, after_user, limit)?;
+        let mut batch = Batch {
+            last_id: rows.last().map(|row| row.user_id),
+            ..Batch::default()
+        };
+        for row in rows {
+            if fail_after == Some(batch.rotated + batch.raced) {
+                return Err(RotationError::InjectedFault(batch.rotated + batch.raced));
+            }
+            let crypto = |source| RotationError::Crypto {
+                column: INDEX_COLUMN,
+                id: row.user_id,
+                source,
+            };
+            let opened = keyring
+                .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
+                .map_err(crypto)?;
+            let index = hasher.digest(Domain::StripeCustomerId, &opened);
+            if billing_customer::replace_index(
+                conn,
+                row.user_id,
+                &row.stripe_customer_index,
+                &index,
+                &primary,
+            )? {
+                batch.rotated += 1;
+            } else {
+                batch.raced += 1;
+            }
+        }
+        Ok(batch)
+    })
+}
+
+/// The blind-index column, as `rotate-key` names it.
+pub const INDEX_COLUMN: &str = "billing_customers.stripe_customer_index";

@@ -3,16 +3,19 @@
 //!
 //! Convention: a pooled connection is never held across a call to Stripe. Each operation reads
 //! what it needs, releases the connection, calls Stripe with an idempotency key derived from a
-//! stored operation id, then writes the result in a new transaction.
+//! stored operation id and its owner ([`operations`]), then writes the result in a new
+//! transaction.
 
 pub mod customers;
 pub mod gateway;
+pub mod operations;
 pub mod plans;
 pub mod subscriptions;
 
 use crate::crypto::CryptoError;
 use crate::db::DbError;
 pub use gateway::{Gateway, GatewayError, OperationClass};
+pub use operations::Operation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
@@ -24,6 +27,8 @@ pub enum BillingError {
     Crypto(#[from] CryptoError),
     #[error("Stripe returned an object Tollgate cannot use: {0}")]
     Unexpected(String),
+    #[error("the operation id was claimed by another account")]
+    OperationTaken,
 }
 
 /// A random operation id for a form: submitting the same form twice reuses it.

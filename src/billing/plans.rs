@@ -7,9 +7,8 @@ use stripe_product::price::{
 };
 use stripe_product::product::{CreateProduct, UpdateProduct};
 
-use super::{BillingError, Gateway, OperationClass};
+use super::{BillingError, Gateway, OperationClass, operations};
 use crate::db::models::plan::{self, PlanFields, PlanRow};
-use crate::db::models::stripe_operation;
 use crate::db::{Db, DbError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,11 +377,12 @@ pub async fn create(
     operation: &str,
     input: PlanInput,
 ) -> Result<Plan, PlanError> {
-    let op_key = format!("plan-create-{operation}");
+    let first_time = operations::claim(db, admin, "plan.create", operation)
+        .await?
+        .first_time;
     let owned = input.clone();
     let row = db
         .run(move |conn| {
-            let first_time = stripe_operation::record(conn, &op_key, admin, "plan.create")?;
             let features = owned.features.join("\n");
             let fields = fields(&owned, &features);
             match plan::find_by_slug(conn, &owned.slug)? {
@@ -454,7 +454,7 @@ pub async fn update(
     plan: &Plan,
     input: PlanInput,
 ) -> Result<(), PlanError> {
-    let op_key = format!("plan-update-{operation}");
+    let operation = operations::claim(db, Some(admin), "plan.update", operation).await?;
     let (product, old_price) = match (&plan.stripe_product_id, &plan.stripe_price_id) {
         (Some(product), Some(price)) => (product.clone(), price.clone()),
         _ => {
@@ -477,7 +477,7 @@ pub async fn update(
         .call(
             OperationClass::Default,
             admin,
-            Some(&format!("{op_key}-product")),
+            Some(&operation.idempotency_key("plan-update-product")),
             || {
                 UpdateProduct::new(product.as_str())
                     .name(input.name.clone())
@@ -491,12 +491,13 @@ pub async fn update(
         || input.interval != plan.interval;
     let mut price = old_price.clone();
     if price_changed {
-        price = create_price(gateway, admin, &format!("{op_key}-price"), &product, &input).await?;
+        let key = operation.idempotency_key("plan-update-price");
+        price = create_price(gateway, admin, &key, &product, &input).await?;
         gateway
             .call(
                 OperationClass::Default,
                 admin,
-                Some(&format!("{op_key}-old-price")),
+                Some(&operation.idempotency_key("plan-update-old-price")),
                 || UpdatePrice::new(old_price.as_str()).active(false),
             )
             .await
@@ -520,13 +521,13 @@ pub async fn archive(
     operation: &str,
     plan: &Plan,
 ) -> Result<(), PlanError> {
-    let op_key = format!("plan-archive-{operation}");
+    let operation = operations::claim(db, Some(admin), "plan.archive", operation).await?;
     if let Some(price) = &plan.stripe_price_id {
         gateway
             .call(
                 OperationClass::Default,
                 admin,
-                Some(&format!("{op_key}-price")),
+                Some(&operation.idempotency_key("plan-archive-price")),
                 || UpdatePrice::new(price.as_str()).active(false),
             )
             .await
@@ -537,7 +538,7 @@ pub async fn archive(
             .call(
                 OperationClass::Default,
                 admin,
-                Some(&format!("{op_key}-product")),
+                Some(&operation.idempotency_key("plan-archive-product")),
                 || UpdateProduct::new(product.as_str()).active(false),
             )
             .await

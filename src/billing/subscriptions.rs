@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDateTime, Timelike as _};
 use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
 
 use super::plans::Plan;
-use super::{BillingError, Gateway, OperationClass};
+use super::{BillingError, Gateway, Operation, OperationClass};
 use crate::db::models::plan;
 use crate::db::models::subscription::{self, SubscriptionRow, SubscriptionState};
 use crate::db::{Db, DbError, now};
@@ -121,14 +121,15 @@ pub async fn set_cancel_at_period_end(
     db: &Db,
     gateway: &Gateway,
     user_id: i64,
-    operation: &str,
+    operation: &Operation,
     stripe_id: &str,
     cancel: bool,
 ) -> Result<(), BillingError> {
-    let key = format!(
-        "subscription-{}-{operation}",
-        if cancel { "cancel" } else { "resume" }
-    );
+    let key = operation.idempotency_key(if cancel {
+        "subscription-cancel"
+    } else {
+        "subscription-resume"
+    });
     let sub = gateway
         .call(OperationClass::Subscription, user_id, Some(&key), || {
             UpdateSubscription::new(stripe_id).cancel_at_period_end(cancel)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::CommandError;
 use crate::config::{self, Environment, ProcessEnv, Vars as _};
-use crate::crypto::Keyring;
+use crate::crypto::{Keyring, TokenHasher};
 use crate::secret::{decode_key, mask_api_key};
 
 pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
@@ -65,6 +65,20 @@ impl Report {
                 Err(err) => self
                     .problems
                     .push(format!("ENCRYPTION_KEYS_OLD has a bad entry: {err}")),
+            }
+        }
+    }
+
+    fn old_peppers(&mut self) {
+        if let Some(raw) = ProcessEnv.get("TOKEN_PEPPERS_OLD") {
+            match TokenHasher::parse_old_peppers(&raw) {
+                Ok(peppers) => self.fine.push(format!(
+                    "TOKEN_PEPPERS_OLD: {} old pepper(s)",
+                    peppers.len()
+                )),
+                Err(err) => self
+                    .problems
+                    .push(format!("TOKEN_PEPPERS_OLD has a bad entry: {err}")),
             }
         }
     }
@@ -179,6 +193,7 @@ pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), C
     report.key::<32>("ENCRYPTION_KEY");
     report.old_keys();
     report.key::<32>("TOKEN_PEPPER");
+    report.old_peppers();
     let secret = report.stripe(
         "STRIPE_SECRET_KEY",
         &["sk_", "rk_"],

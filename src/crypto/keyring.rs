@@ -27,9 +27,19 @@ const HEADER_LEN: usize = 1 + KEY_ID_LEN + NONCE_LEN;
 pub struct KeyId([u8; KEY_ID_LEN]);
 
 impl KeyId {
-    fn of(key: &[u8; 32]) -> Self {
+    pub(crate) fn of(key: &[u8; 32]) -> Self {
+        Self::derive(b"tollgate-key-id", key)
+    }
+
+    /// A `TOKEN_PEPPER`'s id: the same construction under its own label, so a pepper and an
+    /// encryption key never share a name.
+    pub(crate) fn of_pepper(pepper: &[u8; 32]) -> Self {
+        Self::derive(b"tollgate-pepper-id", pepper)
+    }
+
+    fn derive(label: &[u8], key: &[u8; 32]) -> Self {
         let digest = Sha256::new()
-            .chain_update(b"tollgate-key-id")
+            .chain_update(label)
             .chain_update(key)
             .finalize();
         let mut id = [0u8; KEY_ID_LEN];
@@ -134,7 +144,8 @@ impl fmt::Debug for Keyring {
     }
 }
 
-/// Why `ENCRYPTION_KEYS_OLD` could not be read. Never holds key material.
+/// Why `ENCRYPTION_KEYS_OLD` (or `TOKEN_PEPPERS_OLD`) could not be read. Never holds key
+/// material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OldKeysError {
     #[error("entry {position}: {source}")]
@@ -164,31 +175,7 @@ impl Keyring {
     /// Parses `ENCRYPTION_KEYS_OLD`: comma-separated `base64` or `id:base64` entries. A given id
     /// must match the key's own id, so a key cannot be filed under the wrong name.
     pub fn parse_old_keys(raw: &str) -> Result<Vec<KeyBytes<32>>, OldKeysError> {
-        raw.split(',')
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty())
-            .enumerate()
-            .map(|(index, entry)| {
-                let position = index + 1;
-                let (given, encoded) = match entry.split_once(':') {
-                    Some((id, key)) => (Some(id.trim()), key),
-                    None => (None, entry),
-                };
-                let key = decode_key::<32>(encoded)
-                    .map_err(|source| OldKeysError::Key { position, source })?;
-                let actual = KeyId::of(key.expose_secret());
-                match given {
-                    Some(given) if given.parse::<KeyId>().ok() != Some(actual) => {
-                        Err(OldKeysError::IdMismatch {
-                            position,
-                            given: given.to_owned(),
-                            actual,
-                        })
-                    }
-                    _ => Ok(key),
-                }
-            })
-            .collect()
+        parse_key_list(raw, KeyId::of)
     }
 
     pub fn primary_id(&self) -> KeyId {
@@ -269,6 +256,39 @@ impl Keyring {
         let plaintext = self.open(sealed, aad)?;
         self.seal(&plaintext, aad).map(Some)
     }
+}
+
+/// Parses a comma-separated list of `base64` or `id:base64` keys, where a given id must be the
+/// one `id_of` derives from the key (`ENCRYPTION_KEYS_OLD`, `TOKEN_PEPPERS_OLD`).
+pub(crate) fn parse_key_list(
+    raw: &str,
+    id_of: fn(&[u8; 32]) -> KeyId,
+) -> Result<Vec<KeyBytes<32>>, OldKeysError> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .enumerate()
+        .map(|(index, entry)| {
+            let position = index + 1;
+            let (given, encoded) = match entry.split_once(':') {
+                Some((id, key)) => (Some(id.trim()), key),
+                None => (None, entry),
+            };
+            let key = decode_key::<32>(encoded)
+                .map_err(|source| OldKeysError::Key { position, source })?;
+            let actual = id_of(key.expose_secret());
+            match given {
+                Some(given) if given.parse::<KeyId>().ok() != Some(actual) => {
+                    Err(OldKeysError::IdMismatch {
+                        position,
+                        given: given.to_owned(),
+                        actual,
+                    })
+                }
+                _ => Ok(key),
+            }
+        })
+        .collect()
 }
 
 /// The header (version and key id) and the place, authenticated together.

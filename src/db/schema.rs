@@ -60,6 +60,7 @@ diesel::table! {
         created_at -> Timestamp,
         last_used_at -> Nullable<Timestamp>,
         revoked_at -> Nullable<Timestamp>,
+        hash_key_id -> Nullable<Text>,
     }
 }
 
@@ -98,6 +99,7 @@ diesel::table! {
         stripe_customer_index -> Text,
         stripe_customer_masked -> Text,
         created_at -> Timestamp,
+        index_key_id -> Nullable<Text>,
     }
 }
 

@@ -1,6 +1,6 @@
 //! The state transitions behind hosted pages and `/_sim/…` test controls: completing a
-//! checkout, renewing a subscription (paid or failed), opening a dispute, and re-delivering
-//! events (in any order).
+//! checkout, renewing a subscription (paid or failed), opening a dispute, re-delivering
+//! events (in any order), and listing the idempotency keys received.
 
 use std::sync::Arc;
 
@@ -314,7 +314,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/events/deliver", web::post().to(deliver_route))
             .route("/events/{id}/redeliver", web::post().to(redeliver_route))
             .route("/webhooks", web::post().to(webhooks_route))
-            .route("/deliveries", web::get().to(deliveries_route)),
+            .route("/deliveries", web::get().to(deliveries_route))
+            .route("/idempotency-keys", web::get().to(idempotency_keys_route)),
     );
 }
 
@@ -439,4 +440,11 @@ async fn deliveries_route(sim: web::Data<Sim>) -> HttpResponse {
         .map(|a| a.clone())
         .unwrap_or_default();
     HttpResponse::Ok().json(attempts)
+}
+
+/// Every `Idempotency-Key` the simulator has been sent, sorted (what tests check keys against).
+async fn idempotency_keys_route(sim: web::Data<Sim>) -> HttpResponse {
+    let mut keys: Vec<String> = sim.state().idempotency.keys().cloned().collect();
+    keys.sort();
+    HttpResponse::Ok().json(keys)
 }

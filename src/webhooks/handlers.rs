@@ -6,13 +6,12 @@ use serde_json::{Map, Value};
 use super::{Context, IngestError, StripeEvent};
 use crate::audit::alerts::{self, Rule};
 use crate::audit::{self, Kind, SecurityEvent};
-use crate::billing::customers::customer_aad;
+use crate::billing::customers;
 use crate::crypto::TokenHasher;
-use crate::crypto::hashing::Domain;
-use crate::db::models::billing_customer::{self, BillingCustomerRow};
+use crate::db::DbConnection;
+use crate::db::models::billing_customer;
 use crate::db::models::subscription::{self, SubscriptionState};
 use crate::db::models::{plan, user};
-use crate::db::{DbConnection, now};
 use crate::secret::mask_api_key;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -91,14 +90,13 @@ pub fn apply(
     }
 }
 
-/// The user a Stripe customer id belongs to, by blind index.
+/// The user a Stripe customer id belongs to, by blind index (under any configured pepper).
 fn user_for_customer(
     conn: &mut DbConnection,
     hasher: &TokenHasher,
     customer: &str,
 ) -> Result<Option<i64>, IngestError> {
-    let index = hasher.digest(Domain::StripeCustomerId, customer.as_bytes());
-    Ok(billing_customer::by_index(conn, &index)?.map(|row| row.user_id))
+    Ok(customers::find_by_customer_id(conn, hasher, customer)?.map(|row| row.user_id))
 }
 
 /// Links the Checkout's customer to the user named by `client_reference_id`.
@@ -133,19 +131,8 @@ fn checkout_completed(
             format!("user {user_id} already has another customer"),
         )),
         None => {
-            billing_customer::insert(
-                conn,
-                &BillingCustomerRow {
-                    user_id,
-                    stripe_customer_sealed: keyring
-                        .seal(customer.as_bytes(), &customer_aad(user_id))?,
-                    key_id: keyring.primary_id().to_string(),
-                    stripe_customer_index: hasher
-                        .digest(Domain::StripeCustomerId, customer.as_bytes()),
-                    stripe_customer_masked: mask_api_key(customer),
-                    created_at: now(),
-                },
-            )?;
+            let row = customers::new_row(keyring, hasher, user_id, customer)?;
+            billing_customer::insert(conn, &row)?;
             Ok(Outcome::Applied)
         }
     }

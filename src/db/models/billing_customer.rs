@@ -1,4 +1,5 @@
-//! `billing_customers`: each user's Stripe customer id, sealed, with a blind index for lookups.
+//! `billing_customers`: each user's Stripe customer id, sealed, with a blind index for lookups
+//! (and the id of the pepper that made the index).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -15,6 +16,8 @@ pub struct BillingCustomerRow {
     pub stripe_customer_index: String,
     pub stripe_customer_masked: String,
     pub created_at: NaiveDateTime,
+    /// The pepper the index was made under; `None`: made before pepper ids were recorded.
+    pub index_key_id: Option<String>,
 }
 
 pub fn insert(conn: &mut DbConnection, row: &BillingCustomerRow) -> Result<(), DbError> {
@@ -35,15 +38,68 @@ pub fn for_user(
         .optional()?)
 }
 
-pub fn by_index(
+/// The row whose index is any of `indexes` (the digests a customer id may be stored under).
+pub fn by_any_index(
     conn: &mut DbConnection,
-    index: &str,
+    indexes: &[String],
 ) -> Result<Option<BillingCustomerRow>, DbError> {
     Ok(billing_customers::table
-        .filter(billing_customers::stripe_customer_index.eq(index))
+        .filter(billing_customers::stripe_customer_index.eq_any(indexes))
         .select(BillingCustomerRow::as_select())
         .first(conn)
         .optional()?)
+}
+
+/// Rows whose index is not under the `primary` pepper (or has no recorded pepper), by user id.
+pub fn index_not_under_key(
+    conn: &mut DbConnection,
+    primary: &str,
+    after_user: i64,
+    limit: i64,
+) -> Result<Vec<BillingCustomerRow>, DbError> {
+    Ok(billing_customers::table
+        .filter(
+            billing_customers::index_key_id
+                .is_null()
+                .or(billing_customers::index_key_id.ne(primary)),
+        )
+        .filter(billing_customers::user_id.gt(after_user))
+        .order(billing_customers::user_id.asc())
+        .limit(limit)
+        .select(BillingCustomerRow::as_select())
+        .load(conn)?)
+}
+
+/// Compare-and-swap replacement of the blind index (for `rotate-key`).
+pub fn replace_index(
+    conn: &mut DbConnection,
+    user_id: i64,
+    old: &str,
+    new: &str,
+    index_key_id: &str,
+) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        billing_customers::table
+            .find(user_id)
+            .filter(billing_customers::stripe_customer_index.eq(old)),
+    )
+    .set((
+        billing_customers::stripe_customer_index.eq(new),
+        billing_customers::index_key_id.eq(Some(index_key_id)),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// How many indexes each pepper id made (`None`: not recorded).
+pub fn count_by_index_key_id(
+    conn: &mut DbConnection,
+) -> Result<Vec<(Option<String>, i64)>, DbError> {
+    Ok(billing_customers::table
+        .group_by(billing_customers::index_key_id)
+        .select((billing_customers::index_key_id, diesel::dsl::count_star()))
+        .order(billing_customers::index_key_id.asc())
+        .load(conn)?)
 }
 
 pub fn not_under_key(

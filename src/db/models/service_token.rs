@@ -1,4 +1,5 @@
-//! `service_tokens`: internal services' bearer tokens, stored as HMACs only.
+//! `service_tokens`: internal services' bearer tokens, stored as HMACs only (with the id of the
+//! pepper that made each HMAC).
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -17,6 +18,8 @@ pub struct ServiceTokenRow {
     pub created_at: NaiveDateTime,
     pub last_used_at: Option<NaiveDateTime>,
     pub revoked_at: Option<NaiveDateTime>,
+    /// The pepper the hash was made under; `None`: not recorded yet (set on the next use).
+    pub hash_key_id: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -27,6 +30,7 @@ pub struct NewServiceToken<'a> {
     pub token_hash: &'a str,
     pub display_id: &'a str,
     pub created_at: NaiveDateTime,
+    pub hash_key_id: &'a str,
 }
 
 pub fn insert(conn: &mut DbConnection, new: &NewServiceToken<'_>) -> Result<(), DbError> {
@@ -36,12 +40,13 @@ pub fn insert(conn: &mut DbConnection, new: &NewServiceToken<'_>) -> Result<(), 
     Ok(())
 }
 
-pub fn find_by_hash(
+/// The token whose hash is any of `hashes` (the digests a token may be stored under).
+pub fn find_by_any_hash(
     conn: &mut DbConnection,
-    hash: &str,
+    hashes: &[String],
 ) -> Result<Option<ServiceTokenRow>, DbError> {
     Ok(service_tokens::table
-        .filter(service_tokens::token_hash.eq(hash))
+        .filter(service_tokens::token_hash.eq_any(hashes))
         .select(ServiceTokenRow::as_select())
         .first(conn)
         .optional()?)
@@ -71,9 +76,48 @@ pub fn revoke(conn: &mut DbConnection, name: Option<&str>) -> Result<usize, DbEr
     )
 }
 
-pub fn touch(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
+/// Records a use of the token, whose hash is (still) under the pepper `hash_key_id`.
+pub fn touch(conn: &mut DbConnection, id: i64, hash_key_id: &str) -> Result<(), DbError> {
     diesel::update(service_tokens::table.find(id))
-        .set(service_tokens::last_used_at.eq(Some(now())))
+        .set((
+            service_tokens::last_used_at.eq(Some(now())),
+            service_tokens::hash_key_id.eq(Some(hash_key_id)),
+        ))
         .execute(conn)?;
     Ok(())
+}
+
+/// Records a use and replaces the hash with one under the pepper `hash_key_id`, only if the row
+/// still holds `old` (compare-and-swap: a concurrent use may have re-hashed it first).
+pub fn rehash(
+    conn: &mut DbConnection,
+    id: i64,
+    old: &str,
+    new: &str,
+    hash_key_id: &str,
+) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        service_tokens::table
+            .find(id)
+            .filter(service_tokens::token_hash.eq(old)),
+    )
+    .set((
+        service_tokens::token_hash.eq(new),
+        service_tokens::hash_key_id.eq(Some(hash_key_id)),
+        service_tokens::last_used_at.eq(Some(now())),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// How many live (unrevoked) tokens each pepper id hashed (`None`: not recorded yet).
+pub fn count_live_by_hash_key_id(
+    conn: &mut DbConnection,
+) -> Result<Vec<(Option<String>, i64)>, DbError> {
+    Ok(service_tokens::table
+        .filter(service_tokens::revoked_at.is_null())
+        .group_by(service_tokens::hash_key_id)
+        .select((service_tokens::hash_key_id, diesel::dsl::count_star()))
+        .order(service_tokens::hash_key_id.asc())
+        .load(conn)?)
 }

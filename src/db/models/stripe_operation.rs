@@ -1,4 +1,6 @@
-//! `stripe_operations`: one row per Stripe write, whose key derives the idempotency key.
+//! `stripe_operations`: one row per operation (a billing form's submission), owned by the user
+//! who first submitted its id; its Stripe writes' idempotency keys derive from the id and that
+//! user.
 
 use diesel::prelude::*;
 
@@ -28,4 +30,36 @@ pub fn record(
         )) => Ok(false),
         Err(err) => Err(err.into()),
     }
+}
+
+/// Whose an operation id is, as seen by the user submitting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Recorded now, for this user.
+    First,
+    /// Already recorded for this same user: a retry or a double submission.
+    Repeat,
+    /// Already recorded for someone else.
+    Foreign,
+}
+
+/// Records `key` for `user_id` unless it is recorded already, and says whose it is.
+pub fn claim(
+    conn: &mut DbConnection,
+    key: &str,
+    user_id: Option<i64>,
+    kind: &str,
+) -> Result<Claim, DbError> {
+    if record(conn, key, user_id, kind)? {
+        return Ok(Claim::First);
+    }
+    let owner: Option<i64> = stripe_operations::table
+        .filter(stripe_operations::operation_key.eq(key))
+        .select(stripe_operations::user_id)
+        .first(conn)?;
+    Ok(if owner == user_id {
+        Claim::Repeat
+    } else {
+        Claim::Foreign
+    })
 }

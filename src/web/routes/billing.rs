@@ -14,8 +14,10 @@ use stripe_checkout::checkout_session::{
 use crate::accounts::User;
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::plans::{self, Plan};
-use crate::billing::{self, BillingError, GatewayError, OperationClass, customers, subscriptions};
-use crate::db::models::stripe_operation;
+use crate::billing::{
+    self, BillingError, GatewayError, Operation, OperationClass, customers, operations,
+    subscriptions,
+};
 use crate::error::AppError;
 use crate::web::csrf::CsrfForm;
 use crate::web::pages::{PageContext, datetime, render};
@@ -28,23 +30,49 @@ fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
-/// Maps a billing failure to the user's error, auditing throttled calls.
+/// Maps a billing failure to the user's error, auditing throttled calls and operation ids
+/// submitted by an account other than their owner.
 pub async fn billing_failure(
     state: &AppState,
     req: &HttpRequest,
     user: i64,
     err: BillingError,
 ) -> AppError {
-    if let BillingError::Gateway(GatewayError::Throttled { class, .. }) = &err {
-        let event = SecurityEvent::new(Kind::StripeRateLimited)
-            .actor(format!("user:{user}"))
-            .ip(client_ip::of(req))
-            .details(serde_json::json!({ "operation": class, "path": req.path() }));
-        if let Err(audit_err) = audit::record(&state.db, event).await {
-            tracing::error!(error = %audit_err, "could not record stripe_rate_limited");
+    let event = match &err {
+        BillingError::Gateway(GatewayError::Throttled { class, .. }) => {
+            SecurityEvent::new(Kind::StripeRateLimited)
+                .details(serde_json::json!({ "operation": class, "path": req.path() }))
         }
+        BillingError::OperationTaken => SecurityEvent::new(Kind::OperationIdReused)
+            .details(serde_json::json!({ "path": req.path() })),
+        _ => return err.into(),
+    };
+    let event = event.actor(format!("user:{user}")).ip(client_ip::of(req));
+    let kind = event.kind.as_str();
+    if let Err(audit_err) = audit::record(&state.db, event).await {
+        tracing::error!(error = %audit_err, kind, "could not record an audit event");
     }
     err.into()
+}
+
+/// Claims the form's operation id for `user`, or says why not (audited when it is another
+/// account's).
+async fn claim_operation(
+    state: &AppState,
+    req: &HttpRequest,
+    user: i64,
+    kind: &'static str,
+    id: &str,
+) -> Result<Operation, AppError> {
+    if !billing::valid_operation_id(id) {
+        return Err(AppError::BadRequest(
+            "The form was incomplete. Reload the page and try again.",
+        ));
+    }
+    match operations::claim(&state.db, Some(user), kind, id).await {
+        Ok(operation) => Ok(operation),
+        Err(err) => Err(billing_failure(state, req, user, err).await),
+    }
 }
 
 fn operation_id() -> Result<String, AppError> {
@@ -112,11 +140,11 @@ pub struct CheckoutForm {
 async fn portal_url(
     state: &AppState,
     user: &User,
-    operation: &str,
+    operation: &Operation,
     customer: &str,
 ) -> Result<String, BillingError> {
     let return_url = format!("{}/account", state.public_url);
-    let key = format!("portal-{operation}");
+    let key = operation.idempotency_key("portal");
     let session = state
         .gateway
         .call(OperationClass::Default, user.id, Some(&key), || {
@@ -132,7 +160,7 @@ async fn start_checkout(
     state: &AppState,
     user: &User,
     plan: &Plan,
-    operation: &str,
+    operation: &Operation,
 ) -> Result<String, BillingError> {
     let customer = customers::ensure_customer(
         &state.db,
@@ -159,7 +187,7 @@ async fn start_checkout(
     );
     let cancel = format!("{}/billing/cancel", state.public_url);
     let trial = u32::try_from(plan.trial_days).ok().filter(|d| *d > 0);
-    let key = format!("checkout-{operation}");
+    let key = operation.idempotency_key("checkout");
     let session = state
         .gateway
         .call(OperationClass::Default, user.id, Some(&key), || {
@@ -195,21 +223,12 @@ pub async fn checkout(
     form: CsrfForm<CheckoutForm>,
 ) -> Result<HttpResponse, AppError> {
     let CheckoutForm { plan, operation_id } = form.0;
-    if !billing::valid_operation_id(&operation_id) {
-        return Err(AppError::BadRequest(
-            "The form was incomplete. Reload the page and try again.",
-        ));
-    }
+    let operation = claim_operation(&state, &req, user.0.id, "checkout", &operation_id).await?;
     let plan = plans::find_by_slug(&state.db, plan)
         .await?
         .filter(|p| p.active)
         .ok_or(AppError::NotFound)?;
-    let (user_id, op) = (user.0.id, format!("checkout-{operation_id}"));
-    state
-        .db
-        .run(move |conn| stripe_operation::record(conn, &op, Some(user_id), "checkout"))
-        .await?;
-    match start_checkout(&state, &user.0, &plan, &operation_id).await {
+    match start_checkout(&state, &user.0, &plan, &operation).await {
         Ok(url) => Ok(see_other(&url)),
         Err(err) => Err(billing_failure(&state, &req, user.0.id, err).await),
     }
@@ -305,11 +324,7 @@ pub async fn portal(
     user: CurrentUser,
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
-    if !billing::valid_operation_id(&form.operation_id) {
-        return Err(AppError::BadRequest(
-            "The form was incomplete. Reload the page and try again.",
-        ));
-    }
+    let operation = claim_operation(&state, &req, user.0.id, "portal", &form.operation_id).await?;
     let customer = customers::customer_id(&state.db, &state.keyring, user.0.id)
         .await
         .map_err(AppError::from)?;
@@ -320,7 +335,7 @@ pub async fn portal(
         )?;
         return Ok(see_other("/pricing"));
     };
-    match portal_url(&state, &user.0, &form.operation_id, &customer).await {
+    match portal_url(&state, &user.0, &operation, &customer).await {
         Ok(url) => Ok(see_other(&url)),
         Err(err) => Err(billing_failure(&state, &req, user.0.id, err).await),
     }
@@ -334,12 +349,13 @@ async fn set_cancel(
     operation: String,
     cancel: bool,
 ) -> Result<HttpResponse, AppError> {
-    if !billing::valid_operation_id(&operation) {
-        return Err(AppError::BadRequest(
-            "The form was incomplete. Reload the page and try again.",
-        ));
-    }
     let user = user.0;
+    let kind = if cancel {
+        "subscription.cancel"
+    } else {
+        "subscription.resume"
+    };
+    let operation = claim_operation(&state, &req, user.id, kind, &operation).await?;
     let current = subscriptions::current(&state.db, user.id)
         .await?
         .filter(|s| s.is_live());
