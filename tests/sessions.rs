@@ -12,6 +12,7 @@ on_both_backends!(
     idle_sessions_expire,
     sessions_end_at_their_absolute_lifetime_however_active,
     a_session_revoked_during_a_request_never_comes_back_signed_in,
+    a_session_signed_in_with_a_replaced_password_is_signed_out,
 );
 
 async fn session_cookie_is_http_only_and_lax(backend: Backend) {
@@ -165,4 +166,39 @@ async fn a_session_revoked_during_a_request_never_comes_back_signed_in(backend: 
             .get_result(conn)?)
     });
     assert_eq!(signed_in, 0, "no session row of that user came back");
+}
+
+/// A sign-in verifies the password, then saves a new session. If a password reset or a
+/// `create-admin --promote-existing` commits in between, its "end every session" has already
+/// run when that session is saved. What is left is a session made with a credential the
+/// account no longer has: it must be worthless, whatever the store holds.
+async fn a_session_signed_in_with_a_replaced_password_is_signed_out(backend: Backend) {
+    use tollgate::db::models::user;
+    let app = TestApp::spawn(backend).await;
+    let squatter = app.signed_in_customer("late@example.com").await;
+    let bystander = app.signed_in_customer("steady@example.com").await;
+    assert_eq!(squatter.get("/account").await.status(), 200);
+    let id = app.user_id("late@example.com");
+    let sessions_before = app.session_count();
+
+    // The promotion's new password, committed without touching the session table.
+    let new_hash =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZGlmZmVyZW50aGFzaGRpZmZlcmVudGhhc2g";
+    app.query(|conn| user::set_password_hash(conn, id, new_hash));
+    app.promote_to_admin("late@example.com");
+    assert_eq!(
+        app.session_count(),
+        sessions_before,
+        "the session row is still there"
+    );
+
+    let res = squatter.get("/admin").await;
+    assert_eq!(res.status(), 303, "signed out, not an admin");
+    assert!(location(&res).starts_with("/login"));
+    assert_eq!(
+        squatter.get("/account").await.status(),
+        303,
+        "and it stays signed out"
+    );
+    assert_eq!(bystander.get("/account").await.status(), 200);
 }

@@ -46,6 +46,21 @@ pub struct User {
     pub role: Role,
     pub created_at: NaiveDateTime,
     pub last_login_at: Option<NaiveDateTime>,
+    /// Names the credential the account has now (see [`credential_stamp`]).
+    pub credential: String,
+}
+
+/// A short digest of an account's password hash. A session records the stamp it was signed in
+/// with and is worthless once the account's stamp changes: a password reset, or a promotion
+/// (which always sets a new password), signs out every session — including one whose sign-in
+/// was still in flight (it had verified the old password) when the change committed.
+fn credential_stamp(password_hash: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    let digest = Sha256::new()
+        .chain_update(b"tollgate session credential v1\0")
+        .chain_update(password_hash.as_bytes())
+        .finalize();
+    crate::secret::encode_token(&digest[..16])
 }
 
 impl User {
@@ -62,6 +77,7 @@ impl From<UserRow> for User {
     fn from(row: UserRow) -> Self {
         Self {
             id: row.id,
+            credential: credential_stamp(&row.password_hash),
             role: Role::from_db(&row.role),
             email: row.email,
             created_at: row.created_at,

@@ -13,7 +13,7 @@ use crate::accounts::{self, User};
 use crate::error::AppError;
 use crate::secret::{encode_token, random_bytes};
 use crate::web::AppState;
-use crate::web::middleware::session_store::{CSRF_KEY, USER_ID_KEY};
+use crate::web::middleware::session_store::{CREDENTIAL_KEY, CSRF_KEY, USER_ID_KEY};
 
 const FLASH_KEY: &str = "flash";
 
@@ -50,16 +50,32 @@ fn session_error(err: impl std::fmt::Display) -> AppError {
 }
 
 impl TypedSession {
-    /// Signs `user_id` in: a new session id (no fixation), a new CSRF token.
-    pub fn log_in(&self, user_id: i64) -> Result<(), AppError> {
+    /// Signs `user` in: a new session id (no fixation), a new CSRF token, and the credential
+    /// stamp the sign-in was made with.
+    pub fn log_in(&self, user: &User) -> Result<(), AppError> {
         self.0.renew();
-        self.0.insert(USER_ID_KEY, user_id).map_err(session_error)?;
+        self.0.insert(USER_ID_KEY, user.id).map_err(session_error)?;
+        self.0
+            .insert(CREDENTIAL_KEY, &user.credential)
+            .map_err(session_error)?;
         self.0.remove(CSRF_KEY);
         Ok(())
     }
 
     pub fn user_id(&self) -> Result<Option<i64>, AppError> {
         self.0.get::<i64>(USER_ID_KEY).map_err(session_error)
+    }
+
+    /// Whether the session was signed in with the account's current credential.
+    fn credential_matches(&self, user: &User) -> bool {
+        self.0
+            .get::<String>(CREDENTIAL_KEY)
+            .ok()
+            .flatten()
+            .is_some_and(|stamp| {
+                use subtle::ConstantTimeEq as _;
+                bool::from(stamp.as_bytes().ct_eq(user.credential.as_bytes()))
+            })
     }
 
     /// Ends the session: the server-side state is deleted and the cookie removed.
@@ -131,9 +147,10 @@ async fn signed_in_user(req: HttpRequest) -> Result<User, AppError> {
     let user_id = session.user_id()?.ok_or_else(sign_in)?;
     let state = app_state(&req)?;
     match accounts::find_user(&state.db, user_id).await? {
-        Some(user) => Ok(user),
-        None => {
-            // The account is gone: the session must not outlive it.
+        Some(user) if session.credential_matches(&user) => Ok(user),
+        // The account is gone, or its password or role changed since this session signed in
+        // (a reset, a promotion): the session must not outlive what it was made with.
+        _ => {
             session.log_out();
             Err(sign_in())
         }

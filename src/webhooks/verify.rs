@@ -47,8 +47,10 @@ impl SignatureError {
     }
 }
 
-/// A parsed header: the signed timestamp and the candidate signatures.
-struct SignatureHeader {
+/// A parsed header: the signed timestamp (as sent: the MAC covers these exact digits) and the
+/// candidate signatures.
+struct SignatureHeader<'a> {
+    signed_timestamp: &'a str,
     timestamp: i64,
     signatures: Vec<[u8; 32]>,
 }
@@ -70,7 +72,7 @@ fn parse_signature(value: &str) -> Option<[u8; 32]> {
     Some(signature)
 }
 
-fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
+fn parse_header(header: &str) -> Result<SignatureHeader<'_>, SignatureError> {
     if header.len() > MAX_HEADER_LEN || header.split(',').nth(MAX_ENTRIES).is_some() {
         return Err(SignatureError::TooLarge);
     }
@@ -82,27 +84,28 @@ fn parse_header(header: &str) -> Result<SignatureHeader, SignatureError> {
             .split_once('=')
             .ok_or(SignatureError::Malformed)?;
         match key {
-            "t" if timestamp.is_none() => timestamp = Some(parse_timestamp(value)?),
+            "t" if timestamp.is_none() => timestamp = Some((value, parse_timestamp(value)?)),
             "t" => return Err(SignatureError::Malformed),
             "v1" => signatures.extend(parse_signature(value)),
             _ => {} // v0 and future schemes are ignored, as Stripe's libraries do.
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    let (signed_timestamp, timestamp) = timestamp.ok_or(SignatureError::Malformed)?;
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
     Ok(SignatureHeader {
+        signed_timestamp,
         timestamp,
         signatures,
     })
 }
 
-/// HMAC-SHA256(secret, "{t}.{body}").
-fn expected_signature(secret: &SecretString, timestamp: i64, body: &[u8]) -> Option<[u8; 32]> {
+/// HMAC-SHA256(secret, "{t}.{body}"), over `t` exactly as the header carries it.
+fn expected_signature(secret: &SecretString, timestamp: &str, body: &[u8]) -> Option<[u8; 32]> {
     let mut mac =
         <Hmac<Sha256> as hmac::Mac>::new_from_slice(secret.expose_secret().as_bytes()).ok()?;
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(timestamp.as_bytes());
     mac.update(b".");
     mac.update(body);
     Some(mac.finalize().into_bytes().into())
@@ -135,7 +138,7 @@ fn verify_counting(
     let mut macs = 0;
     let mut matched = false;
     for secret in secrets {
-        let Some(expected) = expected_signature(secret, parsed.timestamp, body) else {
+        let Some(expected) = expected_signature(secret, parsed.signed_timestamp, body) else {
             continue;
         };
         macs += 1;
@@ -259,6 +262,12 @@ mod tests {
         }
         let header = format!("t={NOW},v1=,v1=00,v1={good}");
         assert_eq!(verify(Some(&header), body, &secrets, 300, NOW), Ok(NOW));
+        // The MAC covers the digits as sent: `0{t}` is another message.
+        let header = format!("t=0{NOW},v1={good}");
+        assert_eq!(
+            verify(Some(&header), body, &secrets, 300, NOW),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]

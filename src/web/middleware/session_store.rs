@@ -27,11 +27,14 @@ type State = HashMap<String, String>;
 pub const USER_ID_KEY: &str = "user_id";
 /// The session key under which the session's CSRF token is kept.
 pub const CSRF_KEY: &str = "csrf";
+/// The session key under which the signed-in account's credential stamp is kept.
+pub const CREDENTIAL_KEY: &str = "credential";
 
 /// What is left of a session's state once the session itself has ended: nothing that signs
 /// anyone in or vouches for a form (a flash message may stay).
 fn without_authority(mut state: State) -> State {
     state.remove(USER_ID_KEY);
+    state.remove(CREDENTIAL_KEY);
     state.remove(CSRF_KEY);
     state
 }

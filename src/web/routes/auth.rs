@@ -118,7 +118,7 @@ pub async fn signup(
         .ip(client_ip::of(&req))
         .details(serde_json::json!({ "email": user.masked_email() }));
     audit::record(&state.db, event).await?;
-    session.log_in(user.id)?;
+    session.log_in(&user)?;
     session.flash(
         FlashKind::Success,
         "Welcome to Tollgate. Your account is ready.",
@@ -208,7 +208,7 @@ pub async fn login(
         .actor(format!("user:{}", user.id))
         .ip(ip);
     audit::record(&state.db, event).await?;
-    session.log_in(user.id)?;
+    session.log_in(&user)?;
     Ok(see_other(&next))
 }
 
