@@ -36,6 +36,8 @@ pub enum Kind {
     Signup,
     LoginSucceeded,
     LoginFailed,
+    /// Sign-in refused unchecked: too many recent failures for the account.
+    LoginLocked,
     Logout,
     RateLimited,
     CsrfRejected,
@@ -74,6 +76,7 @@ impl Kind {
             Self::Signup => "signup",
             Self::LoginSucceeded => "login_succeeded",
             Self::LoginFailed => "login_failed",
+            Self::LoginLocked => "login_locked",
             Self::Logout => "logout",
             Self::RateLimited => "rate_limited",
             Self::CsrfRejected => "csrf_rejected",
@@ -123,6 +126,8 @@ impl Kind {
             | Self::StripeRateLimited => Severity::Medium,
             Self::PlanCreated | Self::PlanUpdated | Self::PlanArchived => Severity::Medium,
             Self::CsrfRejected | Self::AdminCreated | Self::ServiceTokenRejected => Severity::High,
+            // Ten wrong passwords for one account: someone is guessing.
+            Self::LoginLocked => Severity::High,
             Self::ServiceTokenCreated | Self::ServiceTokenRevoked | Self::KeyRotated => {
                 Severity::High
             }
