@@ -103,7 +103,9 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let limiters = self.limiters;
         actix_web::rt::spawn(async move {
-            let mut every = actix_web::rt::time::interval(LIMITER_SWEEP_EVERY);
+            // Not at once: the limiters are empty at start.
+            let first = actix_web::rt::time::Instant::now() + LIMITER_SWEEP_EVERY;
+            let mut every = actix_web::rt::time::interval_at(first, LIMITER_SWEEP_EVERY);
             loop {
                 every.tick().await;
                 limiters.sweep();
