@@ -148,6 +148,13 @@ pub struct PasswordHashing {
     pub max_wait: Duration,
 }
 
+/// How the audit log stores repeated refusals.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditSettings {
+    /// Repeats of a refusal (same kind, source, actor, reason) within this long of its first
+    /// occurrence are counted on one row; zero: every refusal gets its own row.
+    pub aggregate_window: Duration,
+}
 
 #[derive(Debug, Clone)]
 pub struct SecuritySettings {
@@ -228,6 +235,7 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     pub password_hashing: PasswordHashing,
     pub alerts: AlertSettings,
+    pub audit: AuditSettings,
     /// HTTP worker threads; default: one per core.
     pub workers: Option<usize>,
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.
@@ -589,6 +597,14 @@ impl Config {
                 webhook_signature_failures: positive(vars, "ALERT_WEBHOOK_SIGNATURE_FAILURES", 5)?,
                 payment_failures: positive(vars, "ALERT_PAYMENT_FAILURES", 5)?,
             },
+            audit: AuditSettings {
+                aggregate_window: Duration::from_secs(parse_or(
+                    vars,
+                    "AUDIT_AGGREGATE_WINDOW_SECS",
+                    60,
+                    "a number of seconds",
+                )?),
+            },
             workers,
             public_url: public_url(vars)?,
             stripe: stripe_settings(vars, environment(vars)?)?,
@@ -863,6 +879,10 @@ mod tests {
         }
         assert!(config_err(&[("ARGON2_MAX_CONCURRENT", "5000")]).contains("ARGON2_MAX_CONCURRENT"));
         assert!(config_err(&[("ARGON2_MAX_WAIT_MS", "soon")]).contains("ARGON2_MAX_WAIT_MS"));
+        assert!(
+            config_err(&[("AUDIT_AGGREGATE_WINDOW_SECS", "-1")])
+                .contains("AUDIT_AGGREGATE_WINDOW_SECS")
+        );
     }
 
     #[test]
@@ -874,5 +894,6 @@ mod tests {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         assert_eq!(config.password_hashing.max_concurrent as usize, cores * 2);
         assert_eq!(config.password_hashing.max_wait, Duration::from_secs(5));
+        assert_eq!(config.audit.aggregate_window, Duration::from_secs(60));
     }
 }

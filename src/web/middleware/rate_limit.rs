@@ -225,11 +225,14 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
     } else {
         Kind::RateLimited
     };
-    let event = SecurityEvent::new(kind).ip(ip).details(serde_json::json!({
-        "path": req.path(),
-        "method": req.method().as_str(),
-        "limiter": limiter,
-    }));
+    let event = SecurityEvent::new(kind)
+        .ip(ip)
+        .details(serde_json::json!({
+            "path": req.path(),
+            "method": req.method().as_str(),
+            "limiter": limiter,
+        }))
+        .aggregate(state.config.audit.aggregate_window, limiter);
     if let Err(err) = audit::record(&state.db, event).await {
         tracing::error!(error = %err, "could not record rate_limited");
     }

@@ -219,7 +219,8 @@ pub async fn login(
     };
     let mut event = SecurityEvent::new(kind)
         .ip(ip)
-        .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }));
+        .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }))
+        .aggregate(state.config.audit.aggregate_window, "");
     if let Some(id) = account {
         event = event.actor(format!("user:{id}"));
     }

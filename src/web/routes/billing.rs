@@ -39,7 +39,8 @@ pub async fn billing_failure(
         let event = SecurityEvent::new(Kind::StripeRateLimited)
             .actor(format!("user:{user}"))
             .ip(client_ip::of(req))
-            .details(serde_json::json!({ "operation": class, "path": req.path() }));
+            .details(serde_json::json!({ "operation": class, "path": req.path() }))
+            .aggregate(state.config.audit.aggregate_window, *class);
         if let Err(audit_err) = audit::record(&state.db, event).await {
             tracing::error!(error = %audit_err, "could not record stripe_rate_limited");
         }
