@@ -1,5 +1,4 @@
 DROP INDEX security_events_aggregate;
-DROP INDEX security_events_last_seen_at;
 DROP INDEX security_events_kind;
 ALTER TABLE security_events DROP COLUMN aggregate_key;
 ALTER TABLE security_events DROP COLUMN last_seen_at;

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 
 use crate::db::schema::security_events;
-use crate::db::{DbConnection, DbError, per_backend};
+use crate::db::{DbConnection, DbError};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = security_events)]
@@ -65,26 +65,38 @@ pub fn insert_many(conn: &mut DbConnection, new: &[NewSecurityEvent<'_>]) -> Res
 /// Inserts an aggregated event, or, when its `aggregate_key` is already there, counts one more
 /// occurrence on that row (one statement: concurrent repeats each add theirs).
 pub fn insert_or_count(conn: &mut DbConnection, new: &NewSecurityEvent<'_>) -> Result<(), DbError> {
-    use diesel::upsert::excluded;
-    let upsert = diesel::insert_into(security_events::table)
-        .values(new)
-        .on_conflict(security_events::aggregate_key)
-        .do_update()
-        .set((
-            security_events::count.eq(security_events::count + 1),
-            security_events::last_seen_at.eq(excluded(security_events::last_seen_at)),
-        ));
-    per_backend!(conn, |c| upsert.execute(c))?;
+    use diesel::upsert::{DecoratableTarget as _, excluded};
+    let insert = diesel::insert_into(security_events::table).values(new);
+    let counted = (
+        security_events::count.eq(security_events::count + 1),
+        security_events::last_seen_at.eq(excluded(security_events::last_seen_at)),
+    );
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            insert
+                .on_conflict(security_events::aggregate_key)
+                // PostgreSQL's unique index is partial (aggregated rows only): name its predicate.
+                .filter_target(security_events::aggregate_key.is_not_null())
+                .do_update()
+                .set(counted)
+                .execute(pg)?;
+        }
+        DbConnection::Sqlite(sqlite) => {
+            insert
+                .on_conflict(security_events::aggregate_key)
+                .do_update()
+                .set(counted)
+                .execute(sqlite)?;
+        }
+    }
     Ok(())
 }
 
-/// The most recently seen events first.
+/// The newest events first (a repeated event by its first occurrence: with repeats grouped per
+/// time slot, that is at most one slot earlier than its last).
 pub fn recent(conn: &mut DbConnection, limit: i64) -> Result<Vec<SecurityEventRow>, DbError> {
     Ok(security_events::table
-        .order((
-            security_events::last_seen_at.desc(),
-            security_events::id.desc(),
-        ))
+        .order(security_events::id.desc())
         .limit(limit)
         .select(SecurityEventRow::as_select())
         .load(conn)?)

@@ -1,5 +1,5 @@
-//! The admin console's front page: accounts and the most recently seen security events (a
-//! repeated refusal shows its count and when it was first and last seen).
+//! The admin console's front page: accounts and the latest security events (a repeated
+//! refusal shows its count and when it was first and last seen).
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
