@@ -134,6 +134,33 @@ pub struct RateLimitSettings {
     pub lease: RateLimit,
     /// Stripe's webhook deliveries, per source IP.
     pub webhook: RateLimit,
+    /// Failed sign-ins per account, whatever address they come from.
+    pub login_failures: LoginFailureLimit,
+}
+
+/// At most `per_account` failed sign-ins per account (normalised email) within `window`; then
+/// the account's sign-in answers 429 until the window closes.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginFailureLimit {
+    pub per_account: u32,
+    pub window: Duration,
+}
+
+/// How much argon2 work runs at once: each hash or verification holds 19 MiB, so a flood of
+/// sign-ins must queue (for at most `max_wait`, then 503) rather than exhaust memory.
+#[derive(Debug, Clone, Copy)]
+pub struct PasswordHashing {
+    pub max_concurrent: u32,
+    /// How long a request waits for a free slot; zero: not at all.
+    pub max_wait: Duration,
+}
+
+/// How the audit log stores repeated refusals.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditSettings {
+    /// Repeats of a refusal (same kind, source, actor, reason) within this long of its first
+    /// occurrence are counted on one row; zero: every refusal gets its own row.
+    pub aggregate_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -213,7 +240,9 @@ pub struct Config {
     pub session: SessionSettings,
     pub security: SecuritySettings,
     pub rate_limits: RateLimitSettings,
+    pub password_hashing: PasswordHashing,
     pub alerts: AlertSettings,
+    pub audit: AuditSettings,
     /// HTTP worker threads; default: one per core.
     pub workers: Option<usize>,
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.
@@ -527,6 +556,36 @@ fn networks(vars: &impl Vars, var: &'static str) -> Result<Vec<IpNet>, ConfigErr
         .collect()
 }
 
+/// Most argon2 computations allowed at once (19 MiB each: 1024 of them is 19 GiB).
+const MAX_ARGON2_CONCURRENT: u32 = 1024;
+
+fn password_hashing(vars: &impl Vars) -> Result<PasswordHashing, ConfigError> {
+    // Two per core keeps every core busy while a verification waits for its thread.
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let default = u32::try_from(cores * 2).unwrap_or(MAX_ARGON2_CONCURRENT);
+    let max_concurrent = positive(
+        vars,
+        "ARGON2_MAX_CONCURRENT",
+        default.min(MAX_ARGON2_CONCURRENT),
+    )?;
+    if max_concurrent > MAX_ARGON2_CONCURRENT {
+        return Err(ConfigError::Invalid {
+            var: "ARGON2_MAX_CONCURRENT",
+            reason: format!("must be at most {MAX_ARGON2_CONCURRENT}"),
+        });
+    }
+    let max_wait_ms = parse_or(
+        vars,
+        "ARGON2_MAX_WAIT_MS",
+        5_000,
+        "a number of milliseconds",
+    )?;
+    Ok(PasswordHashing {
+        max_concurrent,
+        max_wait: Duration::from_millis(max_wait_ms),
+    })
+}
+
 fn boolean(vars: &impl Vars, var: &'static str, default: bool) -> Result<bool, ConfigError> {
     match vars
         .get(var)
@@ -625,11 +684,26 @@ impl Config {
                     per_minute: positive(vars, "RATE_LIMIT_WEBHOOK_PER_MINUTE", 1000)?,
                     burst: positive(vars, "RATE_LIMIT_WEBHOOK_BURST", 1000)?,
                 },
+                login_failures: LoginFailureLimit {
+                    per_account: positive(vars, "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", 10)?,
+                    window: Duration::from_secs(
+                        positive(vars, "RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECS", 15 * 60)?.into(),
+                    ),
+                },
             },
+            password_hashing: password_hashing(vars)?,
             alerts: AlertSettings {
                 window_secs: positive(vars, "ALERT_WINDOW_SECS", 300)?,
                 webhook_signature_failures: positive(vars, "ALERT_WEBHOOK_SIGNATURE_FAILURES", 5)?,
                 payment_failures: positive(vars, "ALERT_PAYMENT_FAILURES", 5)?,
+            },
+            audit: AuditSettings {
+                aggregate_window: Duration::from_secs(parse_or(
+                    vars,
+                    "AUDIT_AGGREGATE_WINDOW_SECS",
+                    60,
+                    "a number of seconds",
+                )?),
             },
             workers,
             public_url: public_url(vars)?,
@@ -983,5 +1057,30 @@ mod tests {
             config_err(&[("RATE_LIMIT_AUTH_PER_MINUTE", "0")])
                 .contains("RATE_LIMIT_AUTH_PER_MINUTE")
         );
+        for var in [
+            "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
+            "RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECS",
+            "ARGON2_MAX_CONCURRENT",
+        ] {
+            assert!(config_err(&[(var, "0")]).contains(var), "{var}");
+        }
+        assert!(config_err(&[("ARGON2_MAX_CONCURRENT", "5000")]).contains("ARGON2_MAX_CONCURRENT"));
+        assert!(config_err(&[("ARGON2_MAX_WAIT_MS", "soon")]).contains("ARGON2_MAX_WAIT_MS"));
+        assert!(
+            config_err(&[("AUDIT_AGGREGATE_WINDOW_SECS", "-1")])
+                .contains("AUDIT_AGGREGATE_WINDOW_SECS")
+        );
+    }
+
+    #[test]
+    fn hardening_settings_have_their_documented_defaults() {
+        let config = config(with_keys(&[])).unwrap();
+        let failures = config.rate_limits.login_failures;
+        assert_eq!(failures.per_account, 10);
+        assert_eq!(failures.window, Duration::from_secs(900));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        assert_eq!(config.password_hashing.max_concurrent as usize, cores * 2);
+        assert_eq!(config.password_hashing.max_wait, Duration::from_secs(5));
+        assert_eq!(config.audit.aggregate_window, Duration::from_secs(60));
     }
 }

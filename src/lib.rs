@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod secret;
 pub mod service_tokens;
 pub mod startup;

@@ -1,4 +1,5 @@
-//! Builds the application: database, migrations, middleware (in order), routes, and the server.
+//! Builds the application: database, migrations, middleware (in order), routes, and the server,
+//! and runs its housekeeping (expired sessions, idle limiter keys).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -9,8 +10,10 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
+use crate::accounts::PasswordWork;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
+use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, Sweep as _};
 use crate::web::middleware::error_pages::render_error_pages;
 use crate::web::middleware::rate_limit;
 use crate::web::middleware::request_span::RequestSpan;
@@ -23,6 +26,8 @@ use crate::webhooks::writer::WebhookWriter;
 const BODY_LIMIT: usize = 64 * 1024;
 /// How often expired sessions are swept from the table.
 const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+/// How often idle keys are swept from the in-memory limiters.
+const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -38,6 +43,8 @@ pub struct Application {
     port: u16,
     db: Db,
     server: Server,
+    limiters: LimiterSweep,
+    password_work: Arc<PasswordWork>,
 }
 
 impl Application {
@@ -55,8 +62,22 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-        let server = run(listener, db.clone(), Arc::new(config), public_url)?;
-        Ok(Self { port, db, server })
+        let hashing = config.password_hashing;
+        let password_work = Arc::new(PasswordWork::new(hashing.max_concurrent, hashing.max_wait));
+        let (server, limiters) = run(
+            listener,
+            db.clone(),
+            Arc::new(config),
+            public_url,
+            Arc::clone(&password_work),
+        )?;
+        Ok(Self {
+            port,
+            db,
+            server,
+            limiters,
+            password_work,
+        })
     }
 
     pub fn port(&self) -> u16 {
@@ -68,8 +89,29 @@ impl Application {
         self.db.clone()
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM), sweeping expired sessions meanwhile.
+    /// Every keyed in-memory limiter of the application (swept once a minute while serving).
+    pub fn limiters(&self) -> LimiterSweep {
+        self.limiters.clone()
+    }
+
+    /// The cap on concurrent argon2 work.
+    pub fn password_work(&self) -> Arc<PasswordWork> {
+        Arc::clone(&self.password_work)
+    }
+
+    /// Serves until the server is stopped (SIGINT/SIGTERM), sweeping expired sessions and idle
+    /// limiter keys meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let limiters = self.limiters;
+        actix_web::rt::spawn(async move {
+            // Not at once: the limiters are empty at start.
+            let first = actix_web::rt::time::Instant::now() + LIMITER_SWEEP_EVERY;
+            let mut every = actix_web::rt::time::interval_at(first, LIMITER_SWEEP_EVERY);
+            loop {
+                every.tick().await;
+                limiters.sweep();
+            }
+        });
         let db = self.db.clone();
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(SESSION_SWEEP_EVERY);
@@ -92,7 +134,8 @@ fn run(
     db: Db,
     config: Arc<Config>,
     public_url: String,
-) -> Result<Server, StartupError> {
+    password_work: Arc<PasswordWork>,
+) -> Result<(Server, LimiterSweep), StartupError> {
     let trusted = Arc::new(config.security.trusted_proxies.clone());
     let default_limiter = rate_limit::default_limiter(config.rate_limits.default, &trusted)
         .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?;
@@ -108,14 +151,29 @@ fn run(
             (config.database_pool_size / 4).clamp(1, 2) as usize
         }
     };
+    let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());
+    let lease_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.lease));
+    let failures = config.rate_limits.login_failures;
+    let login_failures = Arc::new(FailureLimiter::new(failures.per_account, failures.window));
+    let gateway = Arc::new(crate::billing::Gateway::new(&config.stripe));
+    let mut limiters = LimiterSweep::default();
+    limiters.register("default", rate_limit::swept(&default_limiter));
+    limiters.register("auth", rate_limit::swept(&auth_limiter));
+    limiters.register("webhook", rate_limit::swept(&webhook_limiter));
+    limiters.register("refusal_audit", refusal_audit.clone());
+    limiters.register("lease", lease_limiter.clone());
+    limiters.register("login_failures", login_failures.clone());
+    limiters.register("stripe_throttle", gateway.clone());
     let state = web::Data::new(AppState {
         db: db.clone(),
         config: Arc::clone(&config),
-        refusal_audit: Default::default(),
+        refusal_audit,
         keyring: config.keyring(),
         token_hasher: config.token_hasher(),
-        lease_limiter: rate_limit::KeyedLimiter::new(config.rate_limits.lease),
-        gateway: crate::billing::Gateway::new(&config.stripe),
+        lease_limiter,
+        login_failures,
+        password_work,
+        gateway,
         active_plans: crate::billing::plans::ActivePlans::new(Duration::from_secs(5)),
         public_url,
         webhook_writer: WebhookWriter::start(db.clone(), Arc::clone(&config), writer_threads)?,
@@ -150,5 +208,5 @@ fn run(
         Some(workers) => server.workers(workers),
         None => server,
     };
-    Ok(server.run())
+    Ok((server.run(), limiters))
 }

@@ -1,5 +1,7 @@
 //! Rate limits per client IP: headers, 429 with Retry-After, audit, and no bypass by spoofing
-//! `X-Forwarded-For` (only a trusted proxy's forwarding header counts).
+//! `X-Forwarded-For` (only a trusted proxy's forwarding header counts). Sign-in failures are
+//! limited per account too, IPv6 clients count by their /64, argon2 work is capped, and idle
+//! limiter keys are swept.
 
 use crate::common::{Backend, TestApp};
 use crate::on_both_backends;
@@ -10,6 +12,10 @@ on_both_backends!(
     spoofed_forwarded_for_does_not_bypass_the_limit,
     a_trusted_proxy_forwards_the_real_client_address,
     every_other_route_has_a_default_limit,
+    failures_from_many_addresses_lock_the_account,
+    ipv6_clients_are_limited_by_their_64,
+    saturated_password_hashing_answers_503_and_then_recovers,
+    idle_limiter_keys_are_swept,
 );
 
 const STRICT: RateLimit = RateLimit {
@@ -167,5 +173,261 @@ async fn every_other_route_has_a_default_limit(backend: Backend) {
         app.events("rate_limited")[0]
             .details
             .contains(r#""limiter":"default""#)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Guessing across addresses, IPv6 networks, argon2 saturation, and limiter memory.
+
+const INVALID: &str = "invalid email or password";
+
+/// Allows sign-ins through 127.0.0.1 as a trusted proxy, so each request can claim a client.
+fn behind_a_proxy(config: &mut tollgate::config::Config) {
+    config.security.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+}
+
+async fn sign_in_from(
+    browser: &crate::common::Browser,
+    token: &str,
+    client: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    browser
+        .client
+        .post(browser.url("/login"))
+        .header("x-forwarded-for", client)
+        .form(&[
+            ("csrf_token", token),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn failures_from_many_addresses_lock_the_account(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        behind_a_proxy(config);
+        config.rate_limits.auth = STRICT;
+        config.rate_limits.login_failures.per_account = 10;
+    })
+    .await;
+    app.signed_in_customer("victim@example.com").await;
+    let browser = app.browser();
+    let token = browser.csrf_token("/login").await;
+    for i in 0..10 {
+        let client = format!("198.51.100.{i}");
+        let res = sign_in_from(
+            &browser,
+            &token,
+            &client,
+            "Victim@Example.com",
+            "a wrong guess",
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            401,
+            "guess {i}: each address is well under its own limit"
+        );
+    }
+    let locked = sign_in_from(
+        &browser,
+        &token,
+        "198.51.100.77",
+        "victim@example.com",
+        "guess 11",
+    )
+    .await;
+    assert_eq!(
+        locked.status(),
+        429,
+        "the account, not the address, is out of guesses"
+    );
+    let retry_after: u64 = header(&locked, "retry-after").parse().unwrap();
+    assert!((1..=900).contains(&retry_after), "{retry_after}");
+    assert!(
+        locked.text().await.unwrap().contains(INVALID),
+        "the same generic message"
+    );
+    let right = sign_in_from(
+        &browser,
+        &token,
+        "198.51.100.78",
+        "victim@example.com",
+        crate::common::PASSWORD,
+    )
+    .await;
+    assert_eq!(
+        right.status(),
+        429,
+        "while locked, not even the right password is checked"
+    );
+
+    let other = sign_in_from(
+        &browser,
+        &token,
+        "198.51.100.79",
+        "other@example.com",
+        "guess",
+    )
+    .await;
+    assert_eq!(other.status(), 401, "other accounts are unaffected");
+    for i in 0..10 {
+        let client = format!("203.0.113.{i}");
+        sign_in_from(&browser, &token, &client, "nobody@example.com", "guess").await;
+    }
+    let unknown = sign_in_from(
+        &browser,
+        &token,
+        "203.0.113.99",
+        "nobody@example.com",
+        "guess",
+    )
+    .await;
+    assert_eq!(
+        unknown.status(),
+        429,
+        "an email without an account locks alike (no tell)"
+    );
+
+    assert_eq!(app.count_events("login_failed"), 21);
+    assert_eq!(app.count_events("login_locked"), 3);
+    let victim = format!("user:{}", app.user_id("victim@example.com"));
+    let locks = app.events("login_locked");
+    assert!(
+        locks
+            .iter()
+            .any(|e| e.actor.as_deref() == Some(victim.as_str()) && e.severity == "HIGH")
+    );
+}
+
+async fn ipv6_clients_are_limited_by_their_64(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        behind_a_proxy(config);
+        config.rate_limits.auth = STRICT;
+    })
+    .await;
+    let browser = app.browser();
+    let token = browser.csrf_token("/login").await;
+    for i in 1..=5 {
+        let client = format!("2001:db8:1:2::{i:x}");
+        let res = sign_in_from(
+            &browser,
+            &token,
+            &client,
+            &format!("u{i}@example.com"),
+            "guess",
+        )
+        .await;
+        assert_eq!(res.status(), 401);
+    }
+    let same_64 = sign_in_from(
+        &browser,
+        &token,
+        "2001:db8:1:2:ffff:1:2:3",
+        "u6@example.com",
+        "guess",
+    )
+    .await;
+    assert_eq!(
+        same_64.status(),
+        429,
+        "a new address in the same /64 is the same client"
+    );
+    let next_64 = sign_in_from(
+        &browser,
+        &token,
+        "2001:db8:1:3::1",
+        "u7@example.com",
+        "guess",
+    )
+    .await;
+    assert_eq!(
+        next_64.status(),
+        401,
+        "the neighbouring /64 is another client"
+    );
+}
+
+async fn saturated_password_hashing_answers_503_and_then_recovers(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.password_hashing.max_concurrent = 1;
+        config.password_hashing.max_wait = std::time::Duration::from_millis(50);
+        config.rate_limits.login_failures.per_account = 1;
+    })
+    .await;
+    app.signed_in_customer("busy@example.com").await;
+    let browser = app.browser();
+    let held = app.password_work.slot().await.unwrap();
+    let busy = browser
+        .login("busy@example.com", crate::common::PASSWORD)
+        .await;
+    assert_eq!(busy.status(), 503);
+    let page = busy.text().await.unwrap();
+    assert!(page.contains("temporarily unavailable"), "{page}");
+    let signup = browser
+        .signup("new@example.com", crate::common::PASSWORD)
+        .await;
+    assert_eq!(signup.status(), 503, "sign-up hashes too");
+    assert_eq!(app.user_count(), 1);
+    drop(held);
+    let ok = browser
+        .login("busy@example.com", crate::common::PASSWORD)
+        .await;
+    assert_eq!(
+        ok.status(),
+        303,
+        "the refused attempt did not count against the account's single allowed failure"
+    );
+    assert_eq!(app.password_work.free_slots(), 1);
+}
+
+async fn idle_limiter_keys_are_swept(backend: Backend) {
+    use tollgate::limits::Sweep as _;
+    let app = TestApp::spawn_with(backend, |config| {
+        behind_a_proxy(config);
+        // A slot every 10 µs: a client is idle again almost at once.
+        config.rate_limits.default = RateLimit {
+            per_minute: 6_000_000,
+            burst: 1_000,
+        };
+    })
+    .await;
+    let mut names = app.limiters.names();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "auth",
+            "default",
+            "lease",
+            "login_failures",
+            "refusal_audit",
+            "stripe_throttle",
+            "webhook"
+        ]
+    );
+    let browser = app.browser();
+    for i in 0..300u32 {
+        let client = format!("10.{}.{}.1", i / 256, i % 256);
+        let res = browser
+            .client
+            .get(browser.url("/healthz"))
+            .header("x-forwarded-for", client)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let before = app.limiters.tracked_keys();
+    assert!(before >= 300, "one key per client: {before}");
+    app.limiters.sweep();
+    let after = app.limiters.tracked_keys();
+    assert!(
+        after <= 2,
+        "idle clients are forgotten: {after} of {before} left"
     );
 }

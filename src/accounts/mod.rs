@@ -1,4 +1,8 @@
 //! Accounts: sign-up, sign-in and roles. Web-free: handlers call these with parsed types.
+//!
+//! Sign-in is guarded twice in memory: at most N failures per account within a window
+//! ([`SignInGuards::failures`], keyed by a hash of the normalised email, whether or not the
+//! account exists), and a cap on concurrent argon2 work ([`password::PasswordWork`]).
 
 pub mod email;
 pub mod password;
@@ -6,13 +10,15 @@ pub mod password;
 use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use secrecy::SecretString;
+use sha2::{Digest as _, Sha256};
 
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::db::models::session;
 use crate::db::models::user::{self, NewUser, UserRow};
 use crate::db::{Db, DbConnection, DbError, now};
+use crate::limits::{FailureLimiter, Locked};
 pub use email::{Email, InvalidEmail};
-pub use password::{NewPassword, PasswordPolicyError};
+pub use password::{NewPassword, PasswordPolicyError, PasswordWork, WorkError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -93,19 +99,19 @@ pub enum SignUpError {
     #[error(transparent)]
     Hash(#[from] password::HashError),
     #[error(transparent)]
+    Work(#[from] WorkError),
+    #[error(transparent)]
     Db(#[from] DbError),
 }
 
-async fn hash_off_executor(password: NewPassword) -> Result<String, SignUpError> {
-    actix_web::web::block(move || password.hash())
-        .await
-        .map_err(|_| SignUpError::Db(DbError::Blocking))?
-        .map_err(SignUpError::from)
-}
-
 /// Creates a customer account.
-pub async fn sign_up(db: &Db, email: Email, password: NewPassword) -> Result<User, SignUpError> {
-    let hash = hash_off_executor(password).await?;
+pub async fn sign_up(
+    db: &Db,
+    work: &PasswordWork,
+    email: Email,
+    password: NewPassword,
+) -> Result<User, SignUpError> {
+    let hash = work.run(move || password.hash()).await??;
     db.run(move |conn| insert_user(conn, &email, &hash, Role::Customer))
         .await
         .map_err(|err| {
@@ -137,13 +143,62 @@ fn insert_user(
     Ok(row.into())
 }
 
+/// What a sign-in attempt is counted under: a hash of the normalised email (the address is
+/// not kept in memory), the same for an account that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SignInKey([u8; 32]);
+
+impl SignInKey {
+    pub fn of(raw_email: &str) -> Self {
+        let normalised = Email::parse(raw_email)
+            .map(|email| email.as_str().to_owned())
+            .unwrap_or_else(|_| raw_email.trim().to_lowercase());
+        let mut hash = Sha256::new();
+        hash.update(b"tollgate sign-in\0");
+        hash.update(normalised.as_bytes());
+        Self(hash.finalize().into())
+    }
+}
+
+/// The in-memory guards a sign-in goes through.
+pub struct SignInGuards<'a> {
+    pub failures: &'a FailureLimiter<SignInKey>,
+    pub work: &'a PasswordWork,
+}
+
+/// How a sign-in attempt ended. `account` is for the audit log only: the person signing in is
+/// told the same thing whether or not the email has an account.
+#[derive(Debug)]
+pub enum SignIn {
+    Succeeded(User),
+    Failed {
+        account: Option<i64>,
+    },
+    /// Too many failures for this email lately: not even checked.
+    Locked {
+        account: Option<i64>,
+        locked: Locked,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SignInError {
+    #[error(transparent)]
+    Work(#[from] WorkError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
 /// Checks an email and password. Unknown emails, malformed emails and wrong passwords all take
-/// the same path (one full argon2 verification) and the same answer: `None`.
+/// the same path (one full argon2 verification) and the same answer, and count alike towards
+/// the email's failure limit; a locked email is refused before any argon2 work.
 pub async fn authenticate(
     db: &Db,
+    guards: SignInGuards<'_>,
     raw_email: &str,
     password: SecretString,
-) -> Result<Option<User>, DbError> {
+) -> Result<SignIn, SignInError> {
+    let key = SignInKey::of(raw_email);
     let email = Email::parse(raw_email).ok();
     let row = match email {
         Some(email) => {
@@ -152,18 +207,25 @@ pub async fn authenticate(
         }
         None => None,
     };
-    let verified = actix_web::web::block(move || {
-        let ok = password::verify(&password, row.as_ref().map(|r| r.password_hash.as_str()));
-        ok.then_some(row).flatten()
-    })
-    .await
-    .map_err(|_| DbError::Blocking)?;
+    let account = row.as_ref().map(|r| r.id);
+    if let Err(locked) = guards.failures.charge(key) {
+        return Ok(SignIn::Locked { account, locked });
+    }
+    let verified = guards
+        .work
+        .run(move || {
+            let ok = password::verify(&password, row.as_ref().map(|r| r.password_hash.as_str()));
+            ok.then_some(row).flatten()
+        })
+        .await
+        .inspect_err(|_| guards.failures.refund(&key))?;
     let Some(row) = verified else {
-        return Ok(None);
+        return Ok(SignIn::Failed { account });
     };
+    guards.failures.forgive(&key);
     let id = row.id;
     db.run(move |conn| user::record_login(conn, id)).await?;
-    Ok(Some(row.into()))
+    Ok(SignIn::Succeeded(row.into()))
 }
 
 pub async fn find_user(db: &Db, id: i64) -> Result<Option<User>, DbError> {

@@ -1,7 +1,9 @@
-//! Passwords: the length policy, argon2id hashing, and verification that costs the same
-//! whether or not the account exists.
+//! Passwords: the length policy, argon2id hashing, verification that costs the same
+//! whether or not the account exists, and [`PasswordWork`], the gate every hash and
+//! verification served over HTTP goes through (each holds 19 MiB: they must not pile up).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -83,6 +85,67 @@ fn verify_against(candidate: &SecretString, phc: &str) -> bool {
         .is_ok()
 }
 
+/// Why password work did not run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WorkError {
+    /// Every slot stayed taken for the whole wait.
+    #[error("too many password hashes in progress")]
+    Busy,
+    #[error("the blocking thread pool failed")]
+    Blocking,
+}
+
+/// At most `max_concurrent` argon2 computations at once, off the executor. A request over the
+/// cap waits up to `max_wait` for a slot, then gets [`WorkError::Busy`].
+pub struct PasswordWork {
+    slots: Arc<tokio::sync::Semaphore>,
+    max_wait: Duration,
+}
+
+impl PasswordWork {
+    pub fn new(max_concurrent: u32, max_wait: Duration) -> Self {
+        let permits = usize::try_from(max_concurrent).unwrap_or(1).max(1);
+        Self {
+            slots: Arc::new(tokio::sync::Semaphore::new(permits)),
+            max_wait,
+        }
+    }
+
+    /// Takes a slot, waiting at most `max_wait`. Held until the permit is dropped.
+    pub async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit, WorkError> {
+        let slots = Arc::clone(&self.slots);
+        if self.max_wait.is_zero() {
+            return slots.try_acquire_owned().map_err(|_| WorkError::Busy);
+        }
+        match actix_web::rt::time::timeout(self.max_wait, slots.acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // Timed out, or the semaphore was closed (never done): both mean no slot.
+            Ok(Err(_)) | Err(_) => Err(WorkError::Busy),
+        }
+    }
+
+    /// Runs `work` on the blocking pool once a slot is free. The slot travels with the work,
+    /// so it is released when the computation ends, even if the request was abandoned.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, WorkError> {
+        let slot = self.slot().await?;
+        actix_web::web::block(move || {
+            let result = work();
+            drop(slot);
+            result
+        })
+        .await
+        .map_err(|_| WorkError::Blocking)
+    }
+
+    /// Free slots right now (for tests and diagnostics).
+    pub fn free_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+}
+
 /// Warms the dummy hash at start-up so the first failed sign-in is not measurably faster.
 pub fn prepare() {
     let _ = dummy_hash();
@@ -108,6 +171,42 @@ mod tests {
             NewPassword::parse(secret(&"a".repeat(129))).unwrap_err(),
             PasswordPolicyError::TooLong
         );
+    }
+
+    #[actix_web::test]
+    async fn password_work_never_runs_more_than_its_cap_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let work = Arc::new(PasswordWork::new(2, Duration::from_secs(60)));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let jobs = (0..12).map(|_| {
+            let (work, running, most) = (work.clone(), running.clone(), most.clone());
+            async move {
+                work.run(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+            }
+        });
+        let results = futures_util::future::join_all(jobs).await;
+        assert!(results.iter().all(Result::is_ok), "they waited their turn");
+        assert!(most.load(Ordering::SeqCst) <= 2, "never more than the cap");
+        assert_eq!(work.free_slots(), 2, "every slot came back");
+    }
+
+    #[actix_web::test]
+    async fn password_work_over_the_cap_is_refused_after_the_wait() {
+        let work = PasswordWork::new(1, Duration::from_millis(20));
+        let held = work.slot().await.unwrap();
+        assert_eq!(work.run(|| ()).await, Err(WorkError::Busy));
+        let immediate = PasswordWork::new(1, Duration::ZERO);
+        let _held_too = immediate.slot().await.unwrap();
+        assert_eq!(immediate.run(|| ()).await, Err(WorkError::Busy));
+        drop(held);
+        assert_eq!(work.run(|| 7).await, Ok(7));
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Alerts: when failures of one kind pile up (N or more within a window), one CRITICAL `alert`
 //! audit event and one ERROR log line, at most once per window, however many instances share
-//! the database. The failures are counted from the audit log itself.
+//! the database. The failures are counted from the audit log itself, repeats included: an
+//! aggregated row counts as many failures as its `count`.
 
 use chrono::Duration;
 use diesel::prelude::*;
 
 use super::{Kind, SecurityEvent, write};
 use crate::config::AlertSettings;
-use crate::db::schema::{alert_state, security_events};
+use crate::db::models::security_event;
+use crate::db::schema::alert_state;
 use crate::db::{DbConnection, DbError, now, per_backend};
 
 /// What to count, and how many within how long raise the alert.
@@ -45,11 +47,7 @@ impl Rule {
 pub fn check(conn: &mut DbConnection, rule: &Rule) -> Result<bool, DbError> {
     let at = now();
     let since = at - Duration::seconds(rule.window_secs.into());
-    let count: i64 = security_events::table
-        .filter(security_events::kind.eq(rule.counts.as_str()))
-        .filter(security_events::occurred_at.gt(since))
-        .count()
-        .get_result(conn)?;
+    let count = security_event::occurrences_since(conn, rule.counts.as_str(), since)?;
     if count < i64::from(rule.threshold) {
         return Ok(false);
     }

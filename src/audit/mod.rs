@@ -3,13 +3,24 @@
 //!
 //! Details are JSON built by the caller from already-masked values: no secret, password,
 //! token or full email ever goes in.
+//!
+//! Refusals of unauthenticated requests can come in floods, so they are aggregated
+//! ([`SecurityEvent::aggregate`]): a repeat of the same refusal (kind, client — an IPv6 client
+//! by its /64 —, actor and reason) in the same time slot (`AUDIT_AGGREGATE_WINDOW_SECS`) is
+//! counted on the first one's row (`count`, `last_seen_at`) instead of adding one. A thousand
+//! junk tokens from one address are one row with a count of 1,000; each distinct actor or
+//! account keeps a row of its own.
 
 pub mod alerts;
 
+use std::net::IpAddr;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
 use serde_json::Value;
 
 use crate::db::models::security_event::{self, NewSecurityEvent};
-use crate::db::{Db, DbError, now};
+use crate::db::{Db, DbConnection, DbError, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
@@ -36,6 +47,8 @@ pub enum Kind {
     Signup,
     LoginSucceeded,
     LoginFailed,
+    /// Sign-in refused unchecked: too many recent failures for the account.
+    LoginLocked,
     Logout,
     RateLimited,
     CsrfRejected,
@@ -76,6 +89,7 @@ impl Kind {
             Self::Signup => "signup",
             Self::LoginSucceeded => "login_succeeded",
             Self::LoginFailed => "login_failed",
+            Self::LoginLocked => "login_locked",
             Self::Logout => "logout",
             Self::RateLimited => "rate_limited",
             Self::CsrfRejected => "csrf_rejected",
@@ -129,6 +143,8 @@ impl Kind {
             | Self::AdminCreated
             | Self::ServiceTokenRejected
             | Self::OperationIdReused => Severity::High,
+            // Ten wrong passwords for one account: someone is guessing.
+            Self::LoginLocked => Severity::High,
             Self::ServiceTokenCreated | Self::ServiceTokenRevoked | Self::KeyRotated => {
                 Severity::High
             }
@@ -148,6 +164,17 @@ pub struct SecurityEvent {
     pub actor: Option<String>,
     pub ip: Option<String>,
     pub details: Value,
+    /// Set for refusals whose repeats are counted on one row.
+    pub aggregate: Option<Aggregate>,
+}
+
+/// How a repeated event is recognised and for how long repeats join its row.
+#[derive(Debug, Clone)]
+pub struct Aggregate {
+    /// Repeats in the same slot of this length (counted from the Unix epoch) share a row.
+    pub window: Duration,
+    /// What else must match besides kind, client and actor (e.g. the refusal's reason).
+    pub reason: String,
 }
 
 impl SecurityEvent {
@@ -158,7 +185,40 @@ impl SecurityEvent {
             actor: None,
             ip: None,
             details: Value::Object(Default::default()),
+            aggregate: None,
         }
+    }
+
+    /// Counts this event on the row of the same event (same kind, client, actor and `reason`)
+    /// in the same `window`-long time slot, if there is one, instead of adding a row. For
+    /// refusals, whose floods must not flood the log. A zero window turns this off.
+    pub fn aggregate(mut self, window: Duration, reason: impl Into<String>) -> Self {
+        self.aggregate = (!window.is_zero()).then(|| Aggregate {
+            window,
+            reason: reason.into(),
+        });
+        self
+    }
+
+    /// What makes two occurrences "the same": kind, client (an IPv6 client by its /64), actor,
+    /// reason and time slot, as one unambiguous string.
+    fn aggregate_key(&self, aggregate: &Aggregate, at: NaiveDateTime) -> String {
+        let client = self.ip.as_deref().map(|ip| match ip.parse::<IpAddr>() {
+            Ok(ip) => crate::limits::client_key(ip).to_string(),
+            Err(_) => ip.to_owned(),
+        });
+        let window = i64::try_from(aggregate.window.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let slot = at.and_utc().timestamp().div_euclid(window);
+        serde_json::json!([
+            self.kind.as_str(),
+            client,
+            self.actor,
+            aggregate.reason,
+            slot
+        ])
+        .to_string()
     }
 
     pub fn actor(mut self, actor: impl Into<String>) -> Self {
@@ -178,30 +238,45 @@ impl SecurityEvent {
 }
 
 /// Writes one event (on the calling thread: use inside `Db::run` or from the CLI).
-pub fn write(conn: &mut crate::db::DbConnection, event: &SecurityEvent) -> Result<(), DbError> {
+pub fn write(conn: &mut DbConnection, event: &SecurityEvent) -> Result<(), DbError> {
     write_many(conn, std::slice::from_ref(event))
 }
 
-/// Writes several events at once (one statement where the backend allows).
-pub fn write_many(
-    conn: &mut crate::db::DbConnection,
+/// Writes several events at once (one statement where the backend allows); repeats of an
+/// aggregated event are counted on its row.
+pub fn write_many(conn: &mut DbConnection, events: &[SecurityEvent]) -> Result<(), DbError> {
+    write_many_at(conn, events, now())
+}
+
+/// [`write_many`] as if it were `at` (which decides the time slot of aggregated events).
+pub fn write_many_at(
+    conn: &mut DbConnection,
     events: &[SecurityEvent],
+    at: NaiveDateTime,
 ) -> Result<(), DbError> {
-    let at = now();
     let details: Vec<String> = events.iter().map(|e| e.details.to_string()).collect();
-    let rows: Vec<NewSecurityEvent<'_>> = events
+    let keys: Vec<Option<String>> = events
         .iter()
-        .zip(&details)
-        .map(|(event, details)| NewSecurityEvent {
+        .map(|e| e.aggregate.as_ref().map(|a| e.aggregate_key(a, at)))
+        .collect();
+    let mut appended = Vec::with_capacity(events.len());
+    for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
+        let row = NewSecurityEvent {
             occurred_at: at,
+            last_seen_at: at,
             kind: event.kind.as_str(),
             severity: event.severity.as_str(),
             actor: event.actor.as_deref(),
             ip: event.ip.as_deref(),
             details,
-        })
-        .collect();
-    security_event::insert_many(conn, &rows)?;
+            aggregate_key: key.as_deref(),
+        };
+        match key {
+            Some(_) => security_event::insert_or_count(conn, &row)?,
+            None => appended.push(row),
+        }
+    }
+    security_event::insert_many(conn, &appended)?;
     for event in events {
         tracing::info!(
             target: "tollgate::audit",

@@ -8,7 +8,7 @@ use secrecy::ExposeSecret as _;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 
 use crate::config::{StripeSettings, StripeThrottle};
-use crate::web::middleware::rate_limit::KeyedLimiter;
+use crate::limits::{KeyedLimiter, Sweep};
 
 /// Why a call to Stripe did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -97,12 +97,38 @@ impl Throttle {
     }
 }
 
+impl Throttle {
+    fn limiters(&self) -> [&KeyedLimiter<i64>; 4] {
+        [
+            &self.customer,
+            &self.subscription,
+            &self.payment_intent,
+            &self.default,
+        ]
+    }
+}
+
 const TIMEOUT: Duration = Duration::from_secs(20);
 const ATTEMPTS: u32 = 3;
 
 pub struct Gateway {
     client: Option<Client>,
     throttle: Throttle,
+}
+
+/// The per-user throttles: users who stopped calling Stripe are forgotten.
+impl Sweep for Gateway {
+    fn sweep(&self) {
+        self.throttle.limiters().iter().for_each(|l| l.sweep());
+    }
+
+    fn tracked_keys(&self) -> usize {
+        self.throttle
+            .limiters()
+            .iter()
+            .map(|l| l.tracked_keys())
+            .sum()
+    }
 }
 
 impl Gateway {

@@ -31,6 +31,9 @@ diesel::table! {
         actor -> Nullable<Text>,
         ip -> Nullable<Text>,
         details -> Text,
+        count -> BigInt,
+        last_seen_at -> Timestamp,
+        aggregate_key -> Nullable<Text>,
     }
 }
 

@@ -50,9 +50,15 @@ pub fn token_matches(expected: Option<&str>, submitted: Option<&str>) -> bool {
 
 async fn reject(req: &HttpRequest, session: &TypedSession) -> AppError {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        // Repeats are told apart by route, not by path (which the client chooses freely).
+        let route = req.match_pattern().unwrap_or_default();
         let mut event = SecurityEvent::new(Kind::CsrfRejected)
             .ip(client_ip::of(req))
-            .details(serde_json::json!({ "path": req.path(), "method": req.method().as_str() }));
+            .details(serde_json::json!({ "path": req.path(), "method": req.method().as_str() }))
+            .aggregate(
+                state.config.audit.aggregate_window,
+                format!("{} {route}", req.method()),
+            );
         if let Ok(Some(user_id)) = session.user_id() {
             event = event.actor(format!("user:{user_id}"));
         }

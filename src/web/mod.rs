@@ -14,16 +14,21 @@ use crate::config::Config;
 use crate::crypto::{Keyring, TokenHasher};
 use crate::db::Db;
 
-/// Shared, read-only state every handler can reach through `web::Data<AppState>`.
+/// Shared, read-only state every handler can reach through `web::Data<AppState>`. The limiters
+/// are shared with the periodic sweep (`startup`).
 pub struct AppState {
     pub db: Db,
     pub config: Arc<Config>,
-    pub refusal_audit: middleware::rate_limit::RefusalAuditThrottle,
+    pub refusal_audit: Arc<middleware::rate_limit::RefusalAuditThrottle>,
     pub keyring: Keyring,
     pub token_hasher: TokenHasher,
     /// BYOK leases per service token.
-    pub lease_limiter: middleware::rate_limit::KeyedLimiter<i64>,
-    pub gateway: crate::billing::Gateway,
+    pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
+    /// Failed sign-ins per account.
+    pub login_failures: Arc<crate::limits::FailureLimiter<crate::accounts::SignInKey>>,
+    /// The cap on concurrent argon2 work.
+    pub password_work: Arc<crate::accounts::PasswordWork>,
+    pub gateway: Arc<crate::billing::Gateway>,
     pub active_plans: crate::billing::plans::ActivePlans,
     /// Where people reach Tollgate, for Stripe's redirect URLs (no trailing slash).
     pub public_url: String,

@@ -60,6 +60,10 @@ fn test_config(database_url: DatabaseUrl) -> Config {
         ("RATE_LIMIT_LEASE_BURST", "10000"),
         ("RATE_LIMIT_WEBHOOK_PER_MINUTE", "600000"),
         ("RATE_LIMIT_WEBHOOK_BURST", "100000"),
+        ("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", "1000"),
+        // One aggregation slot for the whole run (a century): which rows repeats share must
+        // not depend on whether a test happens to cross a minute.
+        ("AUDIT_AGGREGATE_WINDOW_SECS", "3153600000"),
         ("STRIPE_RATE_LIMIT_CUSTOMER", "1000"),
         ("STRIPE_RATE_LIMIT_SUBSCRIPTION", "1000"),
         ("STRIPE_RATE_LIMIT_PAYMENT_INTENT", "1000"),
@@ -306,6 +310,10 @@ pub struct TestApp {
     pub backend: Backend,
     pub db: Db,
     pub token_hasher: tollgate::crypto::TokenHasher,
+    /// The app's in-memory limiters (to sweep them and count their keys).
+    pub limiters: tollgate::limits::LimiterSweep,
+    /// The app's cap on concurrent argon2 work (a test can take its slots).
+    pub password_work: std::sync::Arc<tollgate::accounts::PasswordWork>,
     _database: TestDatabase,
 }
 
@@ -338,6 +346,8 @@ impl TestApp {
         let token_hasher = config.token_hasher();
         let app = Application::build(config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let limiters = app.limiters();
+        let password_work = app.password_work();
         sim.set_webhook_target(Some(tollgate::stripe_sim::webhooks::WebhookTarget {
             url: format!("{address}/webhooks/stripe"),
             secret: secrecy::SecretString::from(WEBHOOK_SECRET.to_owned()),
@@ -350,6 +360,8 @@ impl TestApp {
             backend,
             db,
             token_hasher,
+            limiters,
+            password_work,
             _database: database,
         }
     }

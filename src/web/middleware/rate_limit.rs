@@ -1,5 +1,5 @@
 //! Per-client-IP rate limits (actix-governor), with `X-RateLimit-*` headers on every limited
-//! response and an audit record for every refusal.
+//! response and an audit record for every refusal. IPv6 clients are counted by their /64.
 //!
 //! Two limiters: a strict one on sign-in and sign-up submissions, and a default one for
 //! everything else. The default limiter exempts the strict routes, so each request is counted
@@ -26,6 +26,7 @@ use ipnet::IpNet;
 
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::config::RateLimit;
+use crate::limits::{self, Sweep};
 use crate::web::{AppState, client_ip};
 
 /// Routes whose submissions the strict (auth) limiter governs.
@@ -46,6 +47,7 @@ struct Refused;
 pub enum RateKey {
     /// Governed by another limiter.
     Exempt,
+    /// The client's address as [`limits::client_key`] counts it (an IPv6 client by its /64).
     Client(IpAddr),
 }
 
@@ -77,11 +79,8 @@ impl KeyExtractor for ClientIpKey {
         }
         req.extensions_mut().insert(self.window);
         let peer = req.peer_addr().map(|addr| addr.ip());
-        Ok(RateKey::Client(client_ip::resolve(
-            peer,
-            req.headers(),
-            &self.trusted,
-        )))
+        let client = client_ip::resolve(peer, req.headers(), &self.trusted);
+        Ok(RateKey::Client(limits::client_key(client)))
     }
 
     fn exceed_rate_limit_response(
@@ -187,25 +186,7 @@ pub async fn finish_rate_limit(
     Ok(res)
 }
 
-/// An in-process limiter keyed by something other than the client IP (e.g. a service token).
-pub struct KeyedLimiter<K: std::hash::Hash + Eq + Clone>(DefaultKeyedRateLimiter<K>);
-
-impl<K: std::hash::Hash + Eq + Clone> KeyedLimiter<K> {
-    pub fn new(limit: RateLimit) -> Self {
-        let per_request = Duration::from_secs(60) / limit.per_minute;
-        let burst = NonZeroU32::new(limit.burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(per_request).unwrap_or(Quota::per_minute(NonZeroU32::MIN));
-        Self(RateLimiter::keyed(quota.allow_burst(burst)))
-    }
-
-    /// Counts one request for `key`; when over the limit, how many seconds until it may retry.
-    pub fn check(&self, key: &K) -> Result<(), u64> {
-        self.0.check_key(key).map_err(|negative| {
-            let wait = negative.wait_time_from(DefaultClock::default().now());
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
-    }
-}
+pub use crate::limits::KeyedLimiter;
 
 /// Limits audit writes for refusals to one per client and limiter a minute, so that a flood of
 /// refused requests cannot turn into a flood of database writes.
@@ -217,6 +198,16 @@ impl Default for RefusalAuditThrottle {
     }
 }
 
+impl Sweep for RefusalAuditThrottle {
+    fn sweep(&self) {
+        self.0.sweep();
+    }
+
+    fn tracked_keys(&self) -> usize {
+        self.0.tracked_keys()
+    }
+}
+
 async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
     let req = res.request();
     let Some(state) = req.app_data::<web::Data<AppState>>() else {
@@ -224,7 +215,8 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
     };
     let ip = client_ip::of(req);
     let limiter = window.map(|w| w.limiter).unwrap_or("unknown");
-    if state.refusal_audit.0.check_key(&(ip, limiter)).is_err() {
+    let throttle_key = (limits::client_key(ip), limiter);
+    if state.refusal_audit.0.check_key(&throttle_key).is_err() {
         tracing::debug!(%ip, limiter, "rate limited (audit already recorded this minute)");
         return;
     }
@@ -233,12 +225,20 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
     } else {
         Kind::RateLimited
     };
-    let event = SecurityEvent::new(kind).ip(ip).details(serde_json::json!({
-        "path": req.path(),
-        "method": req.method().as_str(),
-        "limiter": limiter,
-    }));
+    let event = SecurityEvent::new(kind)
+        .ip(ip)
+        .details(serde_json::json!({
+            "path": req.path(),
+            "method": req.method().as_str(),
+            "limiter": limiter,
+        }))
+        .aggregate(state.config.audit.aggregate_window, limiter);
     if let Err(err) = audit::record(&state.db, event).await {
         tracing::error!(error = %err, "could not record rate_limited");
     }
+}
+
+/// The keyed state behind a middleware limiter, for the periodic sweep.
+pub fn swept(config: &Limiter) -> Arc<dyn Sweep> {
+    config.limiter()
 }

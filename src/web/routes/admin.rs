@@ -1,4 +1,5 @@
-//! The admin console's front page: accounts and the latest security events.
+//! The admin console's front page: accounts and the latest security events (a repeated
+//! refusal shows its count and when it was first and last seen).
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -12,7 +13,11 @@ use crate::web::session::{AdminUser, TypedSession};
 
 /// One audit row as the console shows it.
 struct EventView {
+    /// When it was last seen.
     at: String,
+    /// How many times; with the first time when more than once.
+    count: i64,
+    first_seen: String,
     kind: String,
     severity: String,
     actor: String,
@@ -47,7 +52,9 @@ pub async fn dashboard(
     let events = rows
         .into_iter()
         .map(|row| EventView {
-            at: datetime(&row.occurred_at),
+            at: datetime(&row.last_seen_at),
+            count: row.count,
+            first_seen: datetime(&row.occurred_at),
             kind: row.kind,
             severity: row.severity,
             actor: row.actor.unwrap_or_else(|| "—".into()),

@@ -1,13 +1,13 @@
 //! Sign-up, sign-in and sign-out.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
+use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use crate::accounts::{self, Email, NewPassword, SignUpError};
+use crate::accounts::{self, Email, NewPassword, SignIn, SignInError, SignInGuards, SignUpError};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
@@ -103,7 +103,7 @@ pub async fn signup(
     let (Some(email), Some(password), false) = (email, password, errors.any()) else {
         return signup_failed(&session, form.email, errors);
     };
-    let user = match accounts::sign_up(&state.db, email, password).await {
+    let user = match accounts::sign_up(&state.db, &state.password_work, email, password).await {
         Ok(user) => user,
         Err(SignUpError::EmailTaken) => {
             errors.form = Some(
@@ -111,6 +111,7 @@ pub async fn signup(
             );
             return signup_failed(&session, form.email, errors);
         }
+        Err(SignUpError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
         Err(other) => return Err(AppError::internal(other)),
     };
     let event = SecurityEvent::new(Kind::Signup)
@@ -190,26 +191,64 @@ pub async fn login(
     } = form.0;
     let next = safe_next(next.as_deref()).to_owned();
     let ip = client_ip::of(&req);
-    let Some(user) = accounts::authenticate(&state.db, &email, password).await? else {
-        let event = SecurityEvent::new(Kind::LoginFailed)
-            .ip(ip)
-            .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }));
-        audit::record(&state.db, event).await?;
-        let ctx = PageContext::with_form(&session, None)?;
-        let page = LoginPage {
-            ctx,
-            email,
-            next,
-            error: Some(INVALID_CREDENTIALS),
-        };
-        return render_with_status(StatusCode::UNAUTHORIZED, &page);
+    let guards = SignInGuards {
+        failures: &state.login_failures,
+        work: &state.password_work,
     };
-    let event = SecurityEvent::new(Kind::LoginSucceeded)
-        .actor(format!("user:{}", user.id))
-        .ip(ip);
+    let outcome = match accounts::authenticate(&state.db, guards, &email, password).await {
+        Ok(outcome) => outcome,
+        Err(SignInError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
+        Err(other) => return Err(AppError::internal(other)),
+    };
+    let (kind, account, status, retry_after) = match outcome {
+        SignIn::Succeeded(user) => {
+            let event = SecurityEvent::new(Kind::LoginSucceeded)
+                .actor(format!("user:{}", user.id))
+                .ip(ip);
+            audit::record(&state.db, event).await?;
+            session.log_in(&user)?;
+            return Ok(see_other(&next));
+        }
+        SignIn::Failed { account } => (Kind::LoginFailed, account, StatusCode::UNAUTHORIZED, None),
+        SignIn::Locked { account, locked } => (
+            Kind::LoginLocked,
+            account,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(locked.retry_after_secs),
+        ),
+    };
+    let mut event = SecurityEvent::new(kind)
+        .ip(ip)
+        .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }))
+        .aggregate(state.config.audit.aggregate_window, "");
+    if let Some(id) = account {
+        event = event.actor(format!("user:{id}"));
+    }
     audit::record(&state.db, event).await?;
-    session.log_in(&user)?;
-    Ok(see_other(&next))
+    login_refused(&session, email, next, status, retry_after)
+}
+
+/// The sign-in form again, with the one message every refusal gets.
+fn login_refused(
+    session: &TypedSession,
+    email: String,
+    next: String,
+    status: StatusCode,
+    retry_after: Option<u64>,
+) -> Result<HttpResponse, AppError> {
+    let ctx = PageContext::with_form(session, None)?;
+    let page = LoginPage {
+        ctx,
+        email,
+        next,
+        error: Some(INVALID_CREDENTIALS),
+    };
+    let mut res = render_with_status(status, &page)?;
+    if let Some(secs) = retry_after {
+        res.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    Ok(res)
 }
 
 pub async fn logout(

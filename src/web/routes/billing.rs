@@ -42,9 +42,11 @@ pub async fn billing_failure(
         BillingError::Gateway(GatewayError::Throttled { class, .. }) => {
             SecurityEvent::new(Kind::StripeRateLimited)
                 .details(serde_json::json!({ "operation": class, "path": req.path() }))
+                .aggregate(state.config.audit.aggregate_window, *class)
         }
         BillingError::OperationTaken => SecurityEvent::new(Kind::OperationIdReused)
-            .details(serde_json::json!({ "path": req.path() })),
+            .details(serde_json::json!({ "path": req.path() }))
+            .aggregate(state.config.audit.aggregate_window, req.path()),
         _ => return err.into(),
     };
     let event = event.actor(format!("user:{user}")).ip(client_ip::of(req));

@@ -34,7 +34,8 @@ async fn reject(
             "reason": reason,
             "path": req.path(),
             "token": token.map(mask_api_key),
-        }));
+        }))
+        .aggregate(state.config.audit.aggregate_window, reason);
     if let Some(actor) = actor {
         event = event.actor(actor);
     }
@@ -93,7 +94,8 @@ pub async fn lease(
         let event = SecurityEvent::new(Kind::RateLimited)
             .actor(token.name.clone())
             .ip(client_ip::of(&req))
-            .details(serde_json::json!({ "path": req.path(), "limiter": "lease" }));
+            .details(serde_json::json!({ "path": req.path(), "limiter": "lease" }))
+            .aggregate(state.config.audit.aggregate_window, "lease");
         audit::record(&state.db, event).await?;
         return Err(AppError::RateLimited { retry_after });
     }

@@ -17,19 +17,32 @@ pub const BODY_LIMIT: usize = 512 * 1024;
 
 pub const SIGNATURE_FAILED: &str = "Webhook signature verification failed";
 
-/// Audits a refused delivery (and checks the alert that counts it), then answers `status`.
+/// Why a delivery was refused: its audit kind, the reason repeats are grouped by, and details.
+struct Refusal {
+    kind: Kind,
+    reason: &'static str,
+    details: serde_json::Value,
+}
+
+/// Audits a refused delivery (repeats counted on one row; checks the alert that counts it),
+/// then answers `status`.
 async fn refuse(
     state: &AppState,
     req: &HttpRequest,
     status: StatusCode,
-    kind: Kind,
-    details: serde_json::Value,
+    refusal: Refusal,
     message: &str,
 ) -> HttpResponse {
+    let Refusal {
+        kind,
+        reason,
+        details,
+    } = refusal;
     let event = SecurityEvent::new(kind)
         .actor("stripe")
         .ip(client_ip::of(req))
-        .details(details);
+        .details(details)
+        .aggregate(state.config.audit.aggregate_window, reason);
     let rule = (kind == Kind::WebhookInvalidSignature)
         .then(|| Rule::webhook_signature_failures(&state.config.alerts));
     let recorded = state
@@ -61,16 +74,13 @@ pub async fn stripe(
             .iter()
             .any(|net| net.contains(&ip))
     {
-        let details = json!({ "reason": "source address not in STRIPE_WEBHOOK_ALLOWED_IPS" });
-        return Ok(refuse(
-            &state,
-            &req,
-            StatusCode::FORBIDDEN,
-            Kind::WebhookInvalidIp,
-            details,
-            "Webhook source not allowed",
-        )
-        .await);
+        let refusal = Refusal {
+            kind: Kind::WebhookInvalidIp,
+            reason: "source",
+            details: json!({ "reason": "source address not in STRIPE_WEBHOOK_ALLOWED_IPS" }),
+        };
+        let message = "Webhook source not allowed";
+        return Ok(refuse(&state, &req, StatusCode::FORBIDDEN, refusal, message).await);
     }
     if stripe.webhook_secrets.is_empty() {
         tracing::warn!("a webhook arrived but STRIPE_WEBHOOK_SECRET is not set");
@@ -88,13 +98,16 @@ pub async fn stripe(
         stripe.webhook_tolerance_secs,
         now,
     ) {
-        let details = json!({ "reason": err.as_str(), "bytes": body.len() });
+        let refusal = Refusal {
+            kind: Kind::WebhookInvalidSignature,
+            reason: err.as_str(),
+            details: json!({ "reason": err.as_str(), "bytes": body.len() }),
+        };
         return Ok(refuse(
             &state,
             &req,
             StatusCode::BAD_REQUEST,
-            Kind::WebhookInvalidSignature,
-            details,
+            refusal,
             SIGNATURE_FAILED,
         )
         .await);
@@ -102,16 +115,14 @@ pub async fn stripe(
     let event = match StripeEvent::parse(&body, stripe.live()) {
         Ok(event) => event,
         Err(err) => {
-            let details = json!({ "reason": err.to_string() });
-            return Ok(refuse(
-                &state,
-                &req,
-                StatusCode::BAD_REQUEST,
-                Kind::WebhookInvalidPayload,
-                details,
-                "Invalid webhook payload",
-            )
-            .await);
+            // Grouped as one reason: the parser's messages vary with the input.
+            let refusal = Refusal {
+                kind: Kind::WebhookInvalidPayload,
+                reason: "payload",
+                details: json!({ "reason": err.to_string() }),
+            };
+            let message = "Invalid webhook payload";
+            return Ok(refuse(&state, &req, StatusCode::BAD_REQUEST, refusal, message).await);
         }
     };
     let event_id = event.id.clone();
