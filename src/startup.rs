@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, Sweep as _};
 use crate::web::middleware::error_pages::render_error_pages;
+use crate::web::middleware::head::head_as_get;
 use crate::web::middleware::rate_limit;
 use crate::web::middleware::request_span::RequestSpan;
 use crate::web::middleware::security_headers::SecurityHeaders;
@@ -198,6 +199,7 @@ fn run(
                     .wrap(rate_limit::governor(&default_limiter))
                     .service(routes),
             )
+            .wrap(from_fn(head_as_get))
             .wrap(from_fn(rate_limit::finish_rate_limit))
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(render_error_pages))

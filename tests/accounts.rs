@@ -223,7 +223,7 @@ async fn logout_ends_the_session(backend: Backend) {
     assert_eq!(app.session_count(), 1);
     let res = browser.logout().await;
     assert_eq!(res.status(), 303);
-    assert_eq!(location(&res), "/");
+    assert_eq!(location(&res), "/?signed_out");
     assert_eq!(
         app.session_count(),
         0,

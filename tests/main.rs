@@ -18,6 +18,7 @@ mod database;
 mod demo;
 mod docs;
 mod errors;
+mod experience;
 mod headers;
 mod lease;
 mod operations;

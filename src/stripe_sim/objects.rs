@@ -112,7 +112,7 @@ pub fn checkout_session(state: &SimState, s: &CheckoutSession, base_url: &str) -
         "recovered_from": null, "setup_intent": null, "shipping_address_collection": null, "shipping_cost": null,
         "shipping_options": [], "status": status, "submit_type": null, "subscription": s.subscription,
         "success_url": s.success_url, "total_details": { "amount_discount": 0, "amount_shipping": 0, "amount_tax": 0 },
-        "ui_mode": "hosted",
+        "ui_mode": "hosted_page",
         "url": if s.status == SessionStatus::Open && !base_url.is_empty() { json!(format!("{base_url}/checkout/{}", s.id)) } else { Value::Null },
     })
 }

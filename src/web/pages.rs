@@ -81,3 +81,8 @@ pub fn render(template: &impl Template) -> Result<HttpResponse, AppError> {
 pub fn datetime(at: &chrono::NaiveDateTime) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
+
+/// To the second, for admin lists (events a second apart must not look simultaneous).
+pub fn datetime_seconds(at: &chrono::NaiveDateTime) -> String {
+    at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}

@@ -2,6 +2,7 @@
 //! headers and audit, the per-IP rate limiter, sessions.
 
 pub mod error_pages;
+pub mod head;
 pub mod rate_limit;
 pub mod request_span;
 pub mod security_headers;

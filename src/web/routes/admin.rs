@@ -8,7 +8,7 @@ use crate::db::DbError;
 use crate::db::models::{security_event, user};
 use crate::error::AppError;
 use crate::web::AppState;
-use crate::web::pages::{PageContext, datetime, render};
+use crate::web::pages::{PageContext, datetime_seconds, render};
 use crate::web::session::{AdminUser, TypedSession};
 
 /// One audit row as the console shows it.
@@ -52,9 +52,9 @@ pub async fn dashboard(
     let events = rows
         .into_iter()
         .map(|row| EventView {
-            at: datetime(&row.last_seen_at),
+            at: datetime_seconds(&row.last_seen_at),
             count: row.count,
-            first_seen: datetime(&row.occurred_at),
+            first_seen: datetime_seconds(&row.occurred_at),
             kind: row.kind,
             severity: row.severity,
             actor: row.actor.unwrap_or_else(|| "—".into()),

@@ -13,7 +13,7 @@ use crate::billing::{self, BillingError};
 use crate::db::schema::{billing_customers, plans as plans_table, users};
 use crate::error::AppError;
 use crate::web::csrf::CsrfForm;
-use crate::web::pages::{PageContext, datetime, render, render_with_status};
+use crate::web::pages::{PageContext, datetime_seconds, render, render_with_status};
 use crate::web::routes::billing::billing_failure;
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
@@ -482,7 +482,7 @@ pub async fn customers(
         .into_iter()
         .map(|(email, created, plan, status, masked)| CustomerView {
             email,
-            created: datetime(&created),
+            created: datetime_seconds(&created),
             plan: plan.unwrap_or_else(|| "—".into()),
             status: status.unwrap_or_else(|| "none".into()),
             stripe_customer: masked.unwrap_or_else(|| "—".into()),

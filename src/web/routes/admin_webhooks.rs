@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::db::models::webhook_event::{self, WebhookEventRow};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
-use crate::web::pages::{PageContext, datetime, render};
+use crate::web::pages::{PageContext, datetime_seconds, render};
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 use crate::webhooks::{self, Reprocessed, mask};
@@ -38,11 +38,11 @@ impl From<WebhookEventRow> for EventView {
             event_type: row.event_type,
             status: row.status,
             attempts: row.attempts,
-            received: datetime(&row.received_at),
+            received: datetime_seconds(&row.received_at),
             processed: row
                 .processed_at
                 .as_ref()
-                .map(datetime)
+                .map(datetime_seconds)
                 .unwrap_or_else(|| "—".into()),
             last_error: row.last_error.unwrap_or_default(),
             livemode: row.livemode,

@@ -1,5 +1,6 @@
-//! The stylesheet, compiled into the binary and served with long-lived cache headers; its URL
-//! carries a content hash, so a new release is fetched at once.
+//! The stylesheet and the favicon, compiled into the binary. The stylesheet is served with
+//! long-lived cache headers (its URL carries a content hash, so a new release is fetched at
+//! once); the favicon, whose URL is fixed, for a day.
 
 use std::sync::OnceLock;
 
@@ -8,6 +9,7 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use sha2::{Digest as _, Sha256};
 
 const STYLESHEET: &str = include_str!("../../../static/app.css");
+const FAVICON: &str = include_str!("../../../static/favicon.svg");
 
 /// `/static/app.css?v=<hash>`.
 pub fn stylesheet_url() -> &'static str {
@@ -24,4 +26,12 @@ pub async fn stylesheet() -> HttpResponse {
         .insert_header((CONTENT_TYPE, "text/css; charset=utf-8"))
         .insert_header((CACHE_CONTROL, "public, max-age=31536000, immutable"))
         .body(STYLESHEET)
+}
+
+/// `/favicon.svg`, and `/favicon.ico` for browsers that ask for it by that name.
+pub async fn favicon() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "image/svg+xml"))
+        .insert_header((CACHE_CONTROL, "public, max-age=86400"))
+        .body(FAVICON)
 }

@@ -15,6 +15,9 @@ use crate::web::pages::{PageContext, render, render_with_status};
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
 
+/// Where sign-out lands: the home page, saying so.
+pub const SIGNED_OUT: &str = "/?signed_out";
+
 /// The one message a failed sign-in ever gets.
 pub const INVALID_CREDENTIALS: &str = "invalid email or password";
 
@@ -24,18 +27,28 @@ fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// `next` when it is a path on this site, and nothing else.
+fn local_path(next: Option<&str>) -> Option<&str> {
+    next.filter(|path| {
+        path.starts_with('/')
+            && !path.starts_with("//")
+            && !path.contains('\\')
+            && !path.chars().any(char::is_control)
+    })
+}
+
 /// Follows `next` only when it is a path on this site; anything else goes to the account page.
 pub fn safe_next(next: Option<&str>) -> &str {
-    match next {
-        Some(path)
-            if path.starts_with('/')
-                && !path.starts_with("//")
-                && !path.contains('\\')
-                && !path.chars().any(char::is_control) =>
-        {
-            path
-        }
-        _ => "/account",
+    local_path(next).unwrap_or("/account")
+}
+
+/// Where a sign-in lands: the page that asked for it, else the console for an admin and the
+/// account page for everyone else.
+fn landing<'a>(next: Option<&'a str>, user: &accounts::User) -> &'a str {
+    match local_path(next) {
+        Some(path) => path,
+        None if user.is_admin() => "/admin",
+        None => "/account",
     }
 }
 
@@ -158,10 +171,11 @@ pub async fn login_form(
     user: MaybeUser,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let next = safe_next(query.next.as_deref()).to_owned();
-    if user.0.is_some() {
-        return Ok(see_other(&next));
+    if let Some(user) = &user.0 {
+        return Ok(see_other(landing(query.next.as_deref(), user)));
     }
+    // Empty when no page asked: the landing then depends on who signs in.
+    let next = local_path(query.next.as_deref()).unwrap_or("").to_owned();
     let ctx = PageContext::with_form(&session, None)?;
     render(&LoginPage {
         ctx,
@@ -189,7 +203,7 @@ pub async fn login(
         password,
         next,
     } = form.0;
-    let next = safe_next(next.as_deref()).to_owned();
+    let next = local_path(next.as_deref()).unwrap_or("").to_owned();
     let ip = client_ip::of(&req);
     let guards = SignInGuards {
         failures: &state.login_failures,
@@ -207,7 +221,7 @@ pub async fn login(
                 .ip(ip);
             audit::record(&state.db, event).await?;
             session.log_in(&user)?;
-            return Ok(see_other(&next));
+            return Ok(see_other(landing(Some(&next), &user)));
         }
         SignIn::Failed { account } => (Kind::LoginFailed, account, StatusCode::UNAUTHORIZED, None),
         SignIn::Locked { account, locked } => (
@@ -264,7 +278,7 @@ pub async fn logout(
         audit::record(&state.db, event).await?;
     }
     session.log_out();
-    Ok(see_other("/"))
+    Ok(see_other(SIGNED_OUT))
 }
 
 #[cfg(test)]

@@ -25,6 +25,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
         .service(web::resource("/readyz").route(web::get().to(health::ready)))
         .service(web::resource("/static/app.css").route(web::get().to(assets::stylesheet)))
         .service(
+            web::resource(["/favicon.svg", "/favicon.ico"]).route(web::get().to(assets::favicon)),
+        )
+        .service(
             web::resource("/signup")
                 .wrap(rate_limit::governor(auth_limiter))
                 .route(web::get().to(auth::signup_form))
