@@ -13,6 +13,7 @@ on_both_backends!(
     signing_out_says_so_and_ends_the_session,
     a_new_account_shows_no_empty_last_sign_in,
     admin_lists_show_times_to_the_second,
+    the_audit_log_names_people_and_reads_as_fields,
     a_checkout_logs_no_unknown_stripe_enum_values,
 );
 
@@ -184,5 +185,34 @@ async fn a_checkout_logs_no_unknown_stripe_enum_values(backend: Backend) {
     assert!(
         unknown.is_empty(),
         "the simulator speaks Stripe's enums: {unknown:?}"
+    );
+}
+
+async fn the_audit_log_names_people_and_reads_as_fields(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_customer("person@example.com").await;
+    app.browser()
+        .login("person@example.com", "not the password at all")
+        .await;
+    let admin = admin(&app).await;
+    let html = admin.get_text("/admin").await;
+    assert!(
+        html.contains(
+            r#"<a href="/admin/customers?q=person%40example.com">person@example.com</a>"#
+        ),
+        "the actor is the account's email, linked to it: {html}"
+    );
+    assert!(!html.contains(">user:"), "no raw actor ids: {html}");
+    assert!(
+        html.contains("<dt>email</dt><dd>p***n@example.com</dd>"),
+        "details are fields, still masked: {html}"
+    );
+    assert!(!html.contains("{&quot;"), "no raw JSON: {html}");
+    let search = admin
+        .get_text("/admin/customers?q=person%40example.com")
+        .await;
+    assert!(
+        search.contains("person@example.com"),
+        "the link finds the account"
     );
 }

@@ -73,6 +73,17 @@ pub fn record_login(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
     Ok(())
 }
 
+/// The emails of the given accounts, as `(id, email)` (one query, for lists that name people).
+pub fn emails_by_id(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<(i64, String)>, DbError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(users::table
+        .filter(users::id.eq_any(ids))
+        .select((users::id, users::email))
+        .load(conn)?)
+}
+
 pub fn count(conn: &mut DbConnection) -> Result<i64, DbError> {
     Ok(users::table.count().get_result(conn)?)
 }
