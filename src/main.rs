@@ -34,7 +34,8 @@ enum Command {
         #[arg(long, default_value_t = 12111, requires = "with_stripe_sim")]
         stripe_sim_port: u16,
     },
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit (creating a SQLite database that does not
+    /// exist yet; every other command except `serve` refuses a missing one).
     Migrate,
     /// Print fresh random values for SECRET_KEY, ENCRYPTION_KEY and TOKEN_PEPPER.
     Keygen,
@@ -49,6 +50,10 @@ enum Command {
         /// session it has is ended (whoever signed up with the address first is signed out).
         #[arg(long)]
         promote_existing: bool,
+        /// Create the SQLite database (migrated) if DATABASE_URL names a file that does not
+        /// exist; without it, a missing file is an error naming the path.
+        #[arg(long)]
+        create: bool,
     },
     /// Manage the tokens internal services use (`Authorization: Bearer tg_svc_…`).
     #[command(subcommand)]
@@ -180,7 +185,15 @@ fn main() -> ExitCode {
         Command::CreateAdmin {
             email,
             promote_existing,
-        } => commands::admin::create_admin(&cli.env_file, &email, promote_existing),
+            create,
+        } => {
+            let missing = if create {
+                commands::IfMissing::Create
+            } else {
+                commands::IfMissing::Refuse
+            };
+            commands::admin::create_admin(&cli.env_file, &email, promote_existing, missing)
+        }
         Command::ServiceToken(TokenCommand::Create { name, scopes }) => {
             commands::tokens::create(&cli.env_file, &name, &scopes)
         }

@@ -50,22 +50,35 @@ fn failed(err: impl std::fmt::Display) -> CommandError {
     CommandError::Failed(err.to_string())
 }
 
-/// Connects to `DATABASE_URL` (the only setting database commands need), migrated.
-pub(crate) fn connect_database(env_file: &Path) -> Result<Db, CommandError> {
-    config::load_env_file(env_file)?;
-    open(config::database_url(&ProcessEnv)?)
+/// What a command does when `DATABASE_URL` names a SQLite file that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Create it (`migrate`, `create-admin --create`).
+    Create,
+    /// Refuse, naming the path (exit 1): a typo must not create a database nobody serves.
+    Refuse,
 }
 
-fn open(url: config::DatabaseUrl) -> Result<Db, CommandError> {
-    let db = Db::connect(url, 2).map_err(failed)?;
+/// Connects to `DATABASE_URL` (the only setting database commands need), migrated.
+pub(crate) fn connect_database(env_file: &Path, missing: IfMissing) -> Result<Db, CommandError> {
+    config::load_env_file(env_file)?;
+    open(config::database_url(&ProcessEnv)?, missing)
+}
+
+fn open(url: config::DatabaseUrl, missing: IfMissing) -> Result<Db, CommandError> {
+    let db = match missing {
+        IfMissing::Create => Db::connect(url, 2),
+        IfMissing::Refuse => Db::open_existing(url, 2),
+    }
+    .map_err(failed)?;
     db.run_blocking(db::run_migrations).map_err(failed)?;
     Ok(db)
 }
 
-/// Loads the whole configuration (secrets included) and connects to the database.
+/// Loads the whole configuration (secrets included) and connects to an existing database.
 pub(crate) fn connect(env_file: &Path) -> Result<(Config, Db), CommandError> {
     let config = Config::load(env_file)?;
-    let db = open(config.database_url.clone())?;
+    let db = open(config.database_url.clone(), IfMissing::Refuse)?;
     Ok((config, db))
 }
 
