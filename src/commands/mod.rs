@@ -82,15 +82,22 @@ pub(crate) fn connect(env_file: &Path) -> Result<(Config, Db), CommandError> {
     Ok((config, db))
 }
 
-/// Serves Tollgate; with `stripe_sim_port`, the offline demo (simulator in-process).
-pub async fn serve(env_file: &Path, stripe_sim_port: Option<u16>) -> Result<(), CommandError> {
+/// `serve --with-stripe-sim`: the simulator's port, and whether to start the demo database over.
+#[derive(Debug, Clone, Copy)]
+pub struct Demo {
+    pub stripe_sim_port: u16,
+    pub fresh: bool,
+}
+
+/// Serves Tollgate; with `demo`, the offline demo (simulator in-process).
+pub async fn serve(env_file: &Path, demo: Option<Demo>) -> Result<(), CommandError> {
     let config = Config::load(env_file)?;
     #[cfg(feature = "stripe-sim")]
-    if let Some(port) = stripe_sim_port {
-        return stripe_sim::serve_demo(config, port).await;
+    if let Some(demo) = demo {
+        return stripe_sim::serve_demo(config, demo.stripe_sim_port, demo.fresh).await;
     }
     #[cfg(not(feature = "stripe-sim"))]
-    let _ = stripe_sim_port;
+    let _ = demo;
     tracing::info!(
         bind = %config.bind,
         database = ?config.database_url,
