@@ -24,8 +24,10 @@ struct Cli {
 enum Command {
     /// Serve the web application (the default); applies pending migrations first.
     Serve {
-        /// Try Tollgate offline: start the Stripe simulator in-process, point Tollgate at it,
-        /// and use a fresh demo database (tollgate-demo.db) with two sample plans.
+        /// Try Tollgate offline: start the Stripe simulator in-process, point Tollgate at it
+        /// (API and signed webhooks, with an endpoint secret generated for the run), and use the
+        /// demo database (tollgate-demo.db in the current directory, kept across restarts) with
+        /// two sample plans.
         #[cfg(feature = "stripe-sim")]
         #[arg(long)]
         with_stripe_sim: bool,
@@ -33,8 +35,13 @@ enum Command {
         #[cfg(feature = "stripe-sim")]
         #[arg(long, default_value_t = 12111, requires = "with_stripe_sim")]
         stripe_sim_port: u16,
+        /// With --with-stripe-sim: delete the demo database first and start over.
+        #[cfg(feature = "stripe-sim")]
+        #[arg(long, requires = "with_stripe_sim")]
+        fresh: bool,
     },
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit (creating a SQLite database that does not
+    /// exist yet; every other command except `serve` refuses a missing one).
     Migrate,
     /// Print fresh random values for SECRET_KEY, ENCRYPTION_KEY and TOKEN_PEPPER.
     Keygen,
@@ -49,6 +56,10 @@ enum Command {
         /// session it has is ended (whoever signed up with the address first is signed out).
         #[arg(long)]
         promote_existing: bool,
+        /// Create the SQLite database (migrated) if DATABASE_URL names a file that does not
+        /// exist; without it, a missing file is an error naming the path.
+        #[arg(long)]
+        create: bool,
     },
     /// Manage the tokens internal services use (`Authorization: Bearer tg_svc_…`).
     #[command(subcommand)]
@@ -164,6 +175,8 @@ fn main() -> ExitCode {
         with_stripe_sim: false,
         #[cfg(feature = "stripe-sim")]
         stripe_sim_port: 12111,
+        #[cfg(feature = "stripe-sim")]
+        fresh: false,
     });
     let quiet = !matches!(command, Command::Serve { .. });
     tollgate::telemetry::init(if quiet { "warn" } else { "info" });
@@ -172,7 +185,14 @@ fn main() -> ExitCode {
         Command::Serve {
             with_stripe_sim,
             stripe_sim_port,
-        } => serve(&cli.env_file, with_stripe_sim.then_some(stripe_sim_port)),
+            fresh,
+        } => serve(
+            &cli.env_file,
+            with_stripe_sim.then_some(commands::Demo {
+                stripe_sim_port,
+                fresh,
+            }),
+        ),
         #[cfg(not(feature = "stripe-sim"))]
         Command::Serve {} => serve(&cli.env_file, None),
         Command::Migrate => commands::migrate(&cli.env_file),
@@ -180,7 +200,15 @@ fn main() -> ExitCode {
         Command::CreateAdmin {
             email,
             promote_existing,
-        } => commands::admin::create_admin(&cli.env_file, &email, promote_existing),
+            create,
+        } => {
+            let missing = if create {
+                commands::IfMissing::Create
+            } else {
+                commands::IfMissing::Refuse
+            };
+            commands::admin::create_admin(&cli.env_file, &email, promote_existing, missing)
+        }
         Command::ServiceToken(TokenCommand::Create { name, scopes }) => {
             commands::tokens::create(&cli.env_file, &name, &scopes)
         }
@@ -228,6 +256,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(env_file: &std::path::Path, stripe_sim_port: Option<u16>) -> Result<(), CommandError> {
-    actix_web::rt::System::new().block_on(commands::serve(env_file, stripe_sim_port))
+fn serve(env_file: &std::path::Path, demo: Option<commands::Demo>) -> Result<(), CommandError> {
+    actix_web::rt::System::new().block_on(commands::serve(env_file, demo))
 }

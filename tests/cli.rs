@@ -274,6 +274,71 @@ async fn migrate_applies_once_then_reports_up_to_date(backend: Backend) {
     assert_eq!(stdout.trim(), "database is up to date");
 }
 
+/// Every command that works on an existing database refuses a SQLite path that does not exist
+/// (exit 1, naming it) and creates nothing; `migrate` and `create-admin --create` create it.
+#[test]
+fn commands_refuse_a_missing_sqlite_database_unless_asked_to_create_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("typo.db");
+    let url = format!("sqlite://{}", path.display());
+    let commands: [&[&str]; 8] = [
+        &[
+            "service-token",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "byok:lease",
+        ],
+        &["service-token", "list"],
+        &["service-token", "revoke", "--all"],
+        &["rotate-key"],
+        &["rotate-key", "--check"],
+        &["revoke-sessions"],
+        &["byok", "disable-leases"],
+        &["byok", "enable-leases"],
+    ];
+    for args in commands {
+        let (code, _, stderr) = run(tollgate(dir.path())
+            .args(args)
+            .env("DATABASE_URL", &url)
+            .envs(crate::common::secret_env()));
+        assert_eq!(code, 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the SQLite database {} does not exist",
+                path.display()
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(!path.exists(), "{args:?} created {}", path.display());
+    }
+    let stdin = format!("{PASSWORD}\n");
+    let (code, _, stderr) = create_admin(dir.path(), &url, "root@example.com", &stdin);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!path.exists(), "create-admin created {}", path.display());
+
+    let args = ["--email", "root@example.com", "--create"];
+    let (code, stdout, stderr) = create_admin_with(dir.path(), &url, &args, &stdin);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "created admin account root@example.com");
+    assert!(path.exists());
+    let (code, _, stderr) = run(tollgate(dir.path())
+        .args(["revoke-sessions"])
+        .env("DATABASE_URL", &url)
+        .envs(crate::common::secret_env()));
+    assert_eq!(code, 0, "an existing database is used: {stderr}");
+
+    let fresh = dir.path().join("fresh.db");
+    let (code, _, stderr) = run(tollgate(dir.path())
+        .arg("migrate")
+        .env("DATABASE_URL", format!("sqlite://{}", fresh.display())));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(fresh.exists(), "migrate creates the database");
+}
+
 fn create_admin(
     dir: &std::path::Path,
     url: &str,
@@ -317,7 +382,7 @@ fn create_admin_with(
 }
 
 async fn create_admin_reads_the_password_from_stdin(backend: Backend) {
-    let database = TestDatabase::new(backend);
+    let database = TestDatabase::migrated(backend);
     let dir = tempfile::tempdir().unwrap();
     let url = database.url_string.clone();
 

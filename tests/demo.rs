@@ -1,69 +1,119 @@
 //! The offline demo (`tollgate serve --with-stripe-sim`), run as a person would from a fresh
 //! directory: sign up, choose a plan, pay with 4242… on the simulated checkout page, see the
-//! subscription active. And the simulator is refused in production.
+//! subscription active, change it in the Billing Portal and see the webhook arrive; restart it,
+//! start it over. And the simulator is refused in production.
 
-use std::process::{Command, Stdio};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tollgate::secret::encode_base64;
 
-use crate::common::{Browser, PASSWORD, announced_address, hidden, location};
+use crate::common::{Browser, PASSWORD, hidden, location};
 
-#[actix_web::test]
-async fn the_offline_demo_runs_the_whole_billing_flow_from_one_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--with-stripe-sim", "--stripe-sim-port", "0"])
-        .env_clear()
-        .env("BIND", "127.0.0.1:0")
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Stderr is drained to the end on a thread (the demo keeps logging).
-    let address = announced_address(&mut child, "open ");
-    let base = actix_web::rt::task::spawn_blocking(move || {
-        address.recv_timeout(std::time::Duration::from_secs(60))
-    })
-    .await
-    .unwrap()
-    .expect("the demo prints where to open it");
+/// A running `tollgate serve --with-stripe-sim` in `dir`, with everything it wrote to stderr.
+struct Demo {
+    child: Child,
+    base: String,
+    stderr: Arc<Mutex<String>>,
+}
 
-    let browser = Browser::new(&base);
-    assert_eq!(
-        browser.signup("demo@example.com", PASSWORD).await.status(),
-        303
-    );
-    let pricing = browser.get_text("/pricing").await;
-    assert!(
-        pricing.contains("Starter") && pricing.contains("Pro") && pricing.contains("$9.00 / month")
-    );
-    let op = hidden(&pricing, "operation_id");
+impl Demo {
+    /// Starts the demo in `dir` as a person would (nothing inherited from the test's shell).
+    async fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["serve", "--with-stripe-sim", "--stripe-sim-port", "0"])
+            .args(extra)
+            .env_clear()
+            .env("BIND", "127.0.0.1:0")
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let lines = BufReader::new(child.stderr.take().unwrap());
+        let sink = Arc::clone(&stderr);
+        // Drained to the end on a thread: the demo keeps logging.
+        std::thread::spawn(move || {
+            for line in lines.lines().map_while(Result::ok) {
+                let mut all = sink.lock().unwrap();
+                all.push_str(&line);
+                all.push('\n');
+            }
+        });
+        let mut demo = Self {
+            child,
+            base: String::new(),
+            stderr,
+        };
+        demo.base = demo
+            .wait_for(|log| {
+                let rest = log.split("tollgate: open ").nth(1)?;
+                Some(
+                    rest.split_whitespace()
+                        .next()?
+                        .trim_end_matches('/')
+                        .to_owned(),
+                )
+            })
+            .await;
+        demo
+    }
+
+    async fn wait_for<T>(&self, found: impl Fn(&str) -> Option<T>) -> T {
+        eventually(|| async { found(&self.stderr.lock().unwrap()) }).await
+    }
+
+    fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn stop(mut self) -> String {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.log()
+    }
+}
+
+/// Polls `check` until it yields a value (ten seconds at most: deliveries take milliseconds).
+async fn eventually<T, F: std::future::Future<Output = Option<T>>>(check: impl Fn() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting");
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Chooses `plan` on the pricing page and pays on the simulator's checkout page.
+async fn subscribe(browser: &Browser, sim: &reqwest::Client, plan: &str, name: &str) {
+    let base = &browser.base;
+    let op = hidden(&browser.get_text("/pricing").await, "operation_id");
     let res = browser
         .submit(
             "/pricing",
             "/billing/checkout",
-            &[("plan", "starter"), ("operation_id", &op)],
+            &[("plan", plan), ("operation_id", &op)],
         )
         .await;
     assert_eq!(res.status(), 303);
     let checkout = location(&res);
     assert!(checkout.contains("/checkout/cs_test_"), "{checkout}");
-
-    let sim = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
+    let page = sim
+        .get(&checkout)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
         .unwrap();
-    assert!(
-        sim.get(&checkout)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .contains("Subscribe to Starter")
-    );
+    assert!(page.contains(&format!("Subscribe to {name}")), "{page}");
     let paid = sim
         .post(&checkout)
         .form(&[("card_number", "4242 4242 4242 4242")])
@@ -76,24 +126,183 @@ async fn the_offline_demo_runs_the_whole_billing_flow_from_one_command() {
         success.starts_with(&format!("{base}/billing/success")),
         "{success}"
     );
+    let thanks = browser
+        .get_text(success.trim_start_matches(base.as_str()))
+        .await;
+    assert!(thanks.contains("Thank you"));
+}
+
+/// Opens the Billing Portal from the account page and switches to the plan labelled `label`.
+async fn switch_plan_in_the_portal(browser: &Browser, sim: &reqwest::Client, label: &str) {
+    let op = hidden(&browser.get_text("/account").await, "operation_id");
+    let res = browser
+        .submit("/account", "/billing/portal", &[("operation_id", &op)])
+        .await;
+    assert_eq!(res.status(), 303);
+    let portal = location(&res);
+    assert!(portal.contains("/portal/"), "{portal}");
+    let page = sim.get(&portal).send().await.unwrap().text().await.unwrap();
+    let (action, price) = {
+        let doc = scraper::Html::parse_document(&page);
+        let form = scraper::Selector::parse(r#"form[action$="/switch"]"#).unwrap();
+        let option = scraper::Selector::parse("option").unwrap();
+        let form = doc.select(&form).next().expect("a switch form");
+        let price = form
+            .select(&option)
+            .find(|o| o.text().collect::<String>().starts_with(label))
+            .and_then(|o| o.value().attr("value"))
+            .expect("the plan is offered")
+            .to_owned();
+        (form.value().attr("action").unwrap().to_owned(), price)
+    };
+    let origin = portal.split("/portal/").next().unwrap();
+    let res = sim
+        .post(format!("{origin}{action}"))
+        .form(&[("price", price.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303, "the portal accepts the switch");
+}
+
+/// Runs the create-admin command the demo printed, word for word, from another directory.
+fn run_printed_admin_command(log: &str, email: &str) {
+    let line = log
+        .lines()
+        .find_map(|l| l.split("from any directory: ").nth(1))
+        .expect("the demo says how to become an admin");
+    let mut words = line.split_whitespace();
+    let (var, url) = words.next().unwrap().split_once('=').unwrap();
+    assert_eq!(var, "DATABASE_URL");
+    let program = words.next().unwrap();
+    let args: Vec<&str> = words
+        .map(|w| if w == "you@example.com" { email } else { w })
+        .collect();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut child = Command::new(program)
+        .args(&args)
+        .env_clear()
+        .env(var, url)
+        .current_dir(elsewhere.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
     assert!(
-        browser
-            .get_text(success.trim_start_matches(&base))
-            .await
-            .contains("Thank you")
+        out.status.success(),
+        "{line}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        !elsewhere.path().join("tollgate-demo.db").exists(),
+        "no second database where the command ran"
+    );
+}
+
+/// The offline demo, run as a person would from a fresh directory: subscribe, switch plans in
+/// the simulator's Billing Portal and see the change arrive by signed webhook (account page and
+/// `/admin/webhooks`, through the admin command the demo prints); a restart keeps the account,
+/// `--fresh` starts over.
+#[actix_web::test]
+async fn the_offline_demo_round_trips_webhooks_and_keeps_its_database_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(dir.path(), &[]).await;
+    let browser = Browser::new(&demo.base);
+    assert_eq!(
+        browser.signup("demo@example.com", PASSWORD).await.status(),
+        303
+    );
+    let pricing = browser.get_text("/pricing").await;
+    assert!(
+        pricing.contains("Starter") && pricing.contains("Pro") && pricing.contains("$9.00 / month")
+    );
+    let sim = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    subscribe(&browser, &sim, "starter", "Starter").await;
     let account = browser.get_text("/account").await;
     assert!(
         account.contains("Starter") && account.contains(">active<"),
         "{account}"
     );
 
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        dir.path().join("tollgate-demo.db").exists(),
-        "the demo keeps its own database"
+    switch_plan_in_the_portal(&browser, &sim, "Pro").await;
+    let account = eventually(|| async {
+        let page = browser.get_text("/account").await;
+        page.contains("<dd>Pro</dd>").then_some(page)
+    })
+    .await;
+    assert!(account.contains(">active<"), "{account}");
+
+    run_printed_admin_command(&demo.log(), "admin@example.com");
+    let admin = Browser::new(&demo.base);
+    assert_eq!(
+        admin.login("admin@example.com", PASSWORD).await.status(),
+        303
     );
+    eventually(|| async {
+        let page = admin.get_text("/admin/webhooks").await;
+        page.contains("customer.subscription.updated").then_some(())
+    })
+    .await;
+    let log = demo.stop();
+    assert!(
+        !log.contains("whsec_"),
+        "the endpoint secret is never printed: {log}"
+    );
+
+    let demo = Demo::start(dir.path(), &[]).await;
+    assert!(
+        demo.log().contains("kept from the last run"),
+        "{}",
+        demo.log()
+    );
+    let browser = Browser::new(&demo.base);
+    assert_eq!(
+        browser.login("demo@example.com", PASSWORD).await.status(),
+        303
+    );
+    let account = browser.get_text("/account").await;
+    assert!(
+        account.contains("<dd>Pro</dd>"),
+        "the account survived: {account}"
+    );
+    // The simulator starts empty on every run; the kept plans are published to it again.
+    let newcomer = Browser::new(&demo.base);
+    assert_eq!(
+        newcomer.signup("new@example.com", PASSWORD).await.status(),
+        303
+    );
+    subscribe(&newcomer, &sim, "starter", "Starter").await;
+    let pricing = newcomer.get_text("/pricing").await;
+    assert_eq!(
+        pricing.matches("$9.00 / month").count(),
+        1,
+        "no duplicate plans: {pricing}"
+    );
+    demo.stop();
+
+    let demo = Demo::start(dir.path(), &["--fresh"]).await;
+    let browser = Browser::new(&demo.base);
+    assert_eq!(
+        browser.login("demo@example.com", PASSWORD).await.status(),
+        401,
+        "--fresh starts over"
+    );
+    assert_eq!(
+        browser.signup("demo@example.com", PASSWORD).await.status(),
+        303
+    );
+    demo.stop();
 }
 
 fn production(args: &[&str], extra: &[(&str, &str)]) -> (i32, String) {

@@ -69,7 +69,7 @@ async fn lease_status(
 }
 
 async fn service_tokens_are_created_listed_and_revoked_from_the_cli(backend: Backend) {
-    let database = TestDatabase::new(backend);
+    let database = TestDatabase::migrated(backend);
     let (code, token, stderr) = run(tollgate(&database, &[]).args([
         "service-token",
         "create",

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{CommandError, connect_database, failed};
+use super::{CommandError, IfMissing, connect_database, failed};
 use crate::accounts::{self, AdminOutcome, CreateAdminError, Email, ExistingAccount, NewPassword};
 
 fn read_password() -> Result<SecretString, CommandError> {
@@ -31,9 +31,12 @@ pub fn create_admin(
     env_file: &Path,
     email: &str,
     promote_existing: bool,
+    missing: IfMissing,
 ) -> Result<(), CommandError> {
     let email = Email::parse(email)
         .map_err(|e| CommandError::Usage(format!("create-admin: --email: {e}")))?;
+    // Before the password prompt: a mistyped DATABASE_URL is refused before anyone types one.
+    let db = connect_database(env_file, missing)?;
     let password = read_password()?;
     if password.expose_secret().is_empty() {
         return Err(CommandError::Usage(
@@ -42,7 +45,6 @@ pub fn create_admin(
     }
     let password = NewPassword::parse(password)
         .map_err(|e| CommandError::Usage(format!("create-admin: password: {e}")))?;
-    let db = connect_database(env_file)?;
     let existing = if promote_existing {
         ExistingAccount::Promote
     } else {

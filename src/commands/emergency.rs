@@ -4,13 +4,13 @@
 
 use std::path::Path;
 
-use super::{CommandError, connect_database, failed};
+use super::{CommandError, IfMissing, connect_database, failed};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::db::models::session;
 use crate::vault;
 
 pub fn revoke_sessions(env_file: &Path) -> Result<(), CommandError> {
-    let db = connect_database(env_file)?;
+    let db = connect_database(env_file, IfMissing::Refuse)?;
     let count = db.run_blocking(session::delete_all).map_err(failed)?;
     let event = SecurityEvent::new(Kind::SessionsRevoked)
         .actor("cli")
@@ -22,7 +22,7 @@ pub fn revoke_sessions(env_file: &Path) -> Result<(), CommandError> {
 }
 
 pub fn set_leases(env_file: &Path, disabled: bool) -> Result<(), CommandError> {
-    let db = connect_database(env_file)?;
+    let db = connect_database(env_file, IfMissing::Refuse)?;
     db.run_blocking(|conn| vault::set_leases_disabled(conn, disabled))
         .map_err(failed)?;
     let kind = if disabled {

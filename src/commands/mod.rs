@@ -50,34 +50,54 @@ fn failed(err: impl std::fmt::Display) -> CommandError {
     CommandError::Failed(err.to_string())
 }
 
-/// Connects to `DATABASE_URL` (the only setting database commands need), migrated.
-pub(crate) fn connect_database(env_file: &Path) -> Result<Db, CommandError> {
-    config::load_env_file(env_file)?;
-    open(config::database_url(&ProcessEnv)?)
+/// What a command does when `DATABASE_URL` names a SQLite file that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfMissing {
+    /// Create it (`migrate`, `create-admin --create`).
+    Create,
+    /// Refuse, naming the path (exit 1): a typo must not create a database nobody serves.
+    Refuse,
 }
 
-fn open(url: config::DatabaseUrl) -> Result<Db, CommandError> {
-    let db = Db::connect(url, 2).map_err(failed)?;
+/// Connects to `DATABASE_URL` (the only setting database commands need), migrated.
+pub(crate) fn connect_database(env_file: &Path, missing: IfMissing) -> Result<Db, CommandError> {
+    config::load_env_file(env_file)?;
+    open(config::database_url(&ProcessEnv)?, missing)
+}
+
+fn open(url: config::DatabaseUrl, missing: IfMissing) -> Result<Db, CommandError> {
+    let db = match missing {
+        IfMissing::Create => Db::connect(url, 2),
+        IfMissing::Refuse => Db::open_existing(url, 2),
+    }
+    .map_err(failed)?;
     db.run_blocking(db::run_migrations).map_err(failed)?;
     Ok(db)
 }
 
-/// Loads the whole configuration (secrets included) and connects to the database.
+/// Loads the whole configuration (secrets included) and connects to an existing database.
 pub(crate) fn connect(env_file: &Path) -> Result<(Config, Db), CommandError> {
     let config = Config::load(env_file)?;
-    let db = open(config.database_url.clone())?;
+    let db = open(config.database_url.clone(), IfMissing::Refuse)?;
     Ok((config, db))
 }
 
-/// Serves Tollgate; with `stripe_sim_port`, the offline demo (simulator in-process).
-pub async fn serve(env_file: &Path, stripe_sim_port: Option<u16>) -> Result<(), CommandError> {
+/// `serve --with-stripe-sim`: the simulator's port, and whether to start the demo database over.
+#[derive(Debug, Clone, Copy)]
+pub struct Demo {
+    pub stripe_sim_port: u16,
+    pub fresh: bool,
+}
+
+/// Serves Tollgate; with `demo`, the offline demo (simulator in-process).
+pub async fn serve(env_file: &Path, demo: Option<Demo>) -> Result<(), CommandError> {
     let config = Config::load(env_file)?;
     #[cfg(feature = "stripe-sim")]
-    if let Some(port) = stripe_sim_port {
-        return stripe_sim::serve_demo(config, port).await;
+    if let Some(demo) = demo {
+        return stripe_sim::serve_demo(config, demo.stripe_sim_port, demo.fresh).await;
     }
     #[cfg(not(feature = "stripe-sim"))]
-    let _ = stripe_sim_port;
+    let _ = demo;
     tracing::info!(
         bind = %config.bind,
         database = ?config.database_url,

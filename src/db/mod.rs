@@ -55,6 +55,11 @@ pub enum DbError {
     Blocking,
     #[error("the database is unavailable (see the log)")]
     Unavailable,
+    #[error(
+        "the SQLite database {} does not exist (`tollgate migrate` creates it)",
+        path.display()
+    )]
+    Missing { path: std::path::PathBuf },
     #[error("could not create the database file {path}: {source}")]
     File {
         path: std::path::PathBuf,
@@ -186,6 +191,18 @@ impl Db {
             .build(ConnectionFactory::new(url))
             .map_err(DbError::Pool)?;
         Ok(Self { pool })
+    }
+
+    /// Like [`Db::connect`], but a SQLite file that does not exist is an error rather than a new,
+    /// empty database: for commands that work on an existing one (a typo in `DATABASE_URL`
+    /// must not leave an admin account in a database nobody serves).
+    pub fn open_existing(url: DatabaseUrl, pool_size: u32) -> Result<Self, DbError> {
+        if let DatabaseUrl::Sqlite(path) = &url
+            && !path.exists()
+        {
+            return Err(DbError::Missing { path: path.clone() });
+        }
+        Self::connect(url, pool_size)
     }
 
     /// Runs `work` with a pooled connection on the blocking thread pool.

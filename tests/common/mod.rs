@@ -286,6 +286,16 @@ impl TestDatabase {
         }
     }
 
+    /// A fresh database that exists and is migrated (SQLite's file too), as after `migrate`.
+    pub fn migrated(backend: Backend) -> Self {
+        let database = Self::new(backend);
+        database
+            .db()
+            .run_blocking(tollgate::db::run_migrations)
+            .unwrap();
+        database
+    }
+
     pub fn db(&self) -> Db {
         Db::connect(self.url.clone(), 2).unwrap()
     }
