@@ -1,7 +1,7 @@
 //! The `tollgate` binary: help, argument errors, keygen, configuration errors, development key
 //! generation, migrate and create-admin — run as a subprocess, like an operator would.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -354,26 +354,17 @@ fn create_admin_with(
     args: &[&str],
     stdin: &str,
 ) -> (i32, String, String) {
-    let mut child = tollgate(dir)
-        .arg("create-admin")
-        .args(args)
-        .env("DATABASE_URL", url)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
     let Output {
         status,
         stdout,
         stderr,
-    } = child.wait_with_output().unwrap();
+    } = crate::common::output_with_stdin(
+        tollgate(dir)
+            .arg("create-admin")
+            .args(args)
+            .env("DATABASE_URL", url),
+        stdin,
+    );
     (
         status.code().unwrap(),
         String::from_utf8(stdout).unwrap(),

@@ -3,7 +3,7 @@
 //! subscription active, change it in the Billing Portal and see the webhook arrive; restart it,
 //! start it over. And the simulator is refused in production.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -179,23 +179,14 @@ fn run_printed_admin_command(log: &str, email: &str) {
         .map(|w| if w == "you@example.com" { email } else { w })
         .collect();
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut child = Command::new(program)
-        .args(&args)
-        .env_clear()
-        .env(var, url)
-        .current_dir(elsewhere.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{PASSWORD}\n").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::common::output_with_stdin(
+        Command::new(program)
+            .args(&args)
+            .env_clear()
+            .env(var, url)
+            .current_dir(elsewhere.path()),
+        &format!("{PASSWORD}\n"),
+    );
     assert!(
         out.status.success(),
         "{line}: {}",

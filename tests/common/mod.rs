@@ -539,6 +539,26 @@ impl Browser {
     }
 }
 
+/// Runs `cmd` with `stdin` written to its standard input (a password, say) and returns what
+/// it printed.
+pub fn output_with_stdin(cmd: &mut std::process::Command, stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// The address a spawned `tollgate` process announces on stderr: the first word after
 /// `marker` (e.g. "listening on "), read on a thread that keeps draining stderr afterwards.
 pub fn announced_address(
