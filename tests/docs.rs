@@ -96,3 +96,27 @@ fn every_setting_is_documented_in_env_example_and_the_readme() {
         );
     }
 }
+
+/// The browser suite says loudly when it cannot run, and `REQUIRE_BROWSER=1` makes that a
+/// failure instead of a skip.
+#[test]
+fn the_browser_suite_refuses_to_pass_silently_without_a_browser() {
+    let run = |require: &str| {
+        Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/e2e"))
+            .env("CHROMIUM", "/nonexistent/chromium")
+            .env("E2E_NO_INSTALL", "1")
+            .env("REQUIRE_BROWSER", require)
+            .output()
+            .unwrap()
+    };
+    let required = run("1");
+    let stderr = String::from_utf8_lossy(&required.stderr);
+    assert_eq!(required.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("BROWSER SUITE NOT RUN"), "{stderr}");
+    assert!(stderr.contains("/nonexistent/chromium"), "{stderr}");
+    let optional = run("0");
+    let stderr = String::from_utf8_lossy(&optional.stderr);
+    assert_eq!(optional.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("BROWSER SUITE NOT RUN"), "{stderr}");
+    assert!(stderr.contains("REQUIRE_BROWSER=1"), "{stderr}");
+}

@@ -119,6 +119,15 @@ pub struct StripeSim {
     server: Server,
 }
 
+/// The simulator's own icon (browsers ask every origin for `/favicon.ico`: without it, each
+/// hosted page logs a 404 in the console).
+async fn favicon() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(include_str!("../../static/stripe_sim/favicon.svg"))
+}
+
 impl StripeSim {
     /// Binds and builds the simulator; `run` (or spawning the server) starts serving.
     pub fn start(config: SimConfig) -> std::io::Result<Self> {
@@ -139,6 +148,8 @@ impl StripeSim {
                 .configure(api::configure)
                 .configure(hosted::configure)
                 .configure(controls::configure)
+                .route("/favicon.ico", web::get().to(favicon))
+                .route("/favicon.svg", web::get().to(favicon))
                 .default_service(web::to(api::not_found))
         })
         .workers(1)
