@@ -1,7 +1,7 @@
 // A customer's whole subscription, in the browser: sign up, pay, switch in the Billing Portal,
 // cancel at period end and resume; and a declined card.
 import { test, expect } from '../support/fixtures.mjs';
-import { signUp, choosePlan, pay, subscriptionPanel } from '../support/actions.mjs';
+import { signUp, signIn, choosePlan, pay, subscriptionPanel } from '../support/actions.mjs';
 
 test('sign up, choose Pro, pay with 4242, and the account shows the plan active', async ({ page, step, tollgate }) => {
   await signUp(page, step, tollgate);
@@ -59,6 +59,17 @@ test('a plan switched in the Billing Portal shows on the account and pricing pag
   const current = page.locator('article', { hasText: 'Your current plan' });
   await expect(current.getByRole('heading', { name: 'Pro' })).toBeVisible();
   await step('pricing marks Pro as current');
+
+  // The admin console saw the same deliveries, applied.
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await expect(page.getByText(/signed out/i)).toBeVisible();
+  await step('signed out');
+  await signIn(page, step, tollgate, tollgate.admin);
+  await page.goto(`${tollgate.base}/admin/webhooks`);
+  for (const type of ['checkout.session.completed', 'customer.subscription.updated']) {
+    await expect(page.getByRole('row', { name: new RegExp(type.replace(/\./g, '\\.')) }).first()).toContainText('applied');
+  }
+  await step('admin webhooks lists the deliveries');
 });
 
 test('cancel at period end, then resume', async ({ page, step, tollgate }) => {
