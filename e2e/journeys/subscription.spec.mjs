@@ -65,6 +65,7 @@ test('a plan switched in the Billing Portal shows on the account and pricing pag
   await expect(page.getByText(/signed out/i)).toBeVisible();
   await step('signed out');
   await signIn(page, step, tollgate, tollgate.admin);
+  await step('admin dashboard');
   await page.goto(`${tollgate.base}/admin/webhooks`);
   for (const type of ['checkout.session.completed', 'customer.subscription.updated']) {
     await expect(page.getByRole('row', { name: new RegExp(type.replace(/\./g, '\\.')) }).first()).toContainText('applied');
