@@ -1,9 +1,12 @@
 // What a person does, step by step, in the words on the page (labels, button names).
 import { expect, PASSWORD, newEmail } from './fixtures.mjs';
 
-/** Signs up a new customer; returns the address. Lands on the account page. */
+/**
+ * Signs up a new customer on the sign-up page at `from` (`null`: the one already in view);
+ * returns the address.
+ */
 export async function signUp(page, step, tollgate, { email = newEmail(), from = '/signup' } = {}) {
-  await page.goto(`${tollgate.base}${from}`);
+  if (from !== null) await page.goto(`${tollgate.base}${from}`);
   await step('sign-up form');
   await page.getByLabel('Email').fill(email);
   await page.getByLabel('Password', { exact: true }).fill(PASSWORD);
