@@ -322,6 +322,8 @@ pub async fn update(
             return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     };
+    // The flash names the plan as it is now called.
+    let name = input.name.clone();
     match plans::update(
         &state.db,
         &state.gateway,
@@ -335,10 +337,7 @@ pub async fn update(
         Ok(()) => {
             state.active_plans.invalidate();
             audit_admin(&state, &req, &admin.0, Kind::PlanUpdated, &plan.slug).await?;
-            session.flash(
-                FlashKind::Success,
-                format!("Plan “{}” is updated.", plan.name),
-            )?;
+            session.flash(FlashKind::Success, format!("Plan “{name}” is updated."))?;
             Ok(see_other("/admin/plans"))
         }
         Err(err) => {
