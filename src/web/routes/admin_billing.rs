@@ -48,7 +48,7 @@ pub async fn list(
         .into_iter()
         .map(|plan| PlanRowView {
             price: plan.price_label(),
-            features: plan.features.join(", "),
+            features: plan.entitlements.join(", "),
             plan,
         })
         .collect();
@@ -116,6 +116,12 @@ fn form_page(
             label: "Price (minor units)",
             value: draft.amount.clone(),
             help: "In cents: 2500 is $25.00.",
+        },
+        TextField {
+            name: "yearly_amount",
+            label: "Yearly price (minor units, optional)",
+            value: draft.yearly_amount.clone(),
+            help: "Offer yearly billing beside the monthly price, e.g. 25000 for $250.00. Leave empty for monthly only.",
         },
         TextField {
             name: "currency",
