@@ -64,6 +64,9 @@ async fn a_plan_whose_stripe_sync_failed_can_be_finished_later(backend: Backend)
             billing_interval: "month",
             trial_days: 0,
             features: "",
+            feature_lines: "",
+            highlighted: false,
+            yearly_amount: None,
         };
         tollgate::db::models::plan::insert(conn, &fields).map(|_| ())
     });
@@ -376,7 +379,7 @@ async fn choose(browser: &Browser, slug: &str) -> reqwest::Response {
         .await
 }
 
-async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> reqwest::Response {
+pub(crate) async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> reqwest::Response {
     assert!(
         checkout_url.starts_with(&app.stripe),
         "{checkout_url} is the simulator's page"

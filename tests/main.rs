@@ -23,6 +23,7 @@ mod headers;
 mod lease;
 mod operations;
 mod pepper_rotation;
+mod pricing;
 mod rate_limits;
 mod sessions;
 #[cfg(feature = "stripe-sim")]

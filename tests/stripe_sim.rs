@@ -14,7 +14,9 @@ use stripe::{
 };
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::{
-    CancelSubscription, RetrieveSubscription, UpdateSubscription, UpdateSubscriptionItems,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems,
+    CreateSubscriptionPaymentBehavior, RetrieveSubscription, UpdateSubscription,
+    UpdateSubscriptionItems,
 };
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, RetrieveCheckoutSession,
@@ -308,6 +310,52 @@ async fn every_endpoint_tollgate_uses_deserializes_with_async_stripe() {
     ] {
         assert!(kinds.contains(&kind), "{kind} missing from {kinds:?}");
     }
+}
+
+/// A subscription created through the API (no Checkout) on a zero price: active at once, its
+/// zero invoice paid, no payment intent. A paid price without a trial is refused, as Stripe
+/// refuses a customer with no payment method.
+#[actix_web::test]
+async fn api_subscriptions_start_on_a_zero_price_without_a_payment_method() {
+    let h = harness().await;
+    let free = h.plan("Hobby", 0).await;
+    let paid = h.plan("Pro", 2_500).await;
+    let customer = CreateCustomer::new().send(&h.client).await.unwrap();
+    let create = |price: &str| {
+        CreateSubscription::new()
+            .customer(customer.id.as_str())
+            .items(vec![CreateSubscriptionItems {
+                price: Some(price.to_owned()),
+                quantity: Some(1),
+                ..CreateSubscriptionItems::new()
+            }])
+            .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete)
+    };
+    let sub = create(&free).send(&h.client).await.unwrap();
+    assert_eq!(sub.status, stripe_billing::SubscriptionStatus::Active);
+    assert_eq!(sub.items.data[0].price.id.as_str(), free);
+    let created = h.wait_for("customer.subscription.created").await;
+    assert_eq!(created[0].1["data"]["object"]["id"], sub.id.as_str());
+    let invoice = h.wait_for("invoice.paid").await;
+    assert_eq!(invoice[0].1["data"]["object"]["amount_paid"], 0);
+    assert!(h.delivered("payment_intent.succeeded").is_empty());
+
+    match create(&paid).send(&h.client).await {
+        Err(StripeError::Stripe(error, 400)) => assert!(
+            error
+                .message
+                .unwrap()
+                .contains("no attached payment source"),
+            "refused as Stripe refuses"
+        ),
+        other => panic!("a paid price without a payment method: {other:?}"),
+    }
+    let trial = create(&paid)
+        .trial_period_days(14u32)
+        .send(&h.client)
+        .await
+        .unwrap();
+    assert_eq!(trial.status, stripe_billing::SubscriptionStatus::Trialing);
 }
 
 #[actix_web::test]

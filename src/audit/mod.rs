@@ -68,6 +68,8 @@ pub enum Kind {
     PlanArchived,
     SubscriptionCancelRequested,
     SubscriptionResumed,
+    /// A free plan started without Checkout (no card).
+    FreeSubscriptionStarted,
     StripeRateLimited,
     /// A billing form's operation id submitted by an account other than the one that claimed it.
     OperationIdReused,
@@ -109,6 +111,7 @@ impl Kind {
             Self::PlanArchived => "plan_archived",
             Self::SubscriptionCancelRequested => "subscription_cancel_requested",
             Self::SubscriptionResumed => "subscription_resumed",
+            Self::FreeSubscriptionStarted => "free_subscription_started",
             Self::StripeRateLimited => "stripe_rate_limited",
             Self::OperationIdReused => "operation_id_reused",
             Self::WebhookValidated => "webhook_validated",
@@ -137,6 +140,7 @@ impl Kind {
             Self::ByokKeySaved | Self::ByokKeyDeleted | Self::ByokLeased => Severity::Medium,
             Self::SubscriptionCancelRequested
             | Self::SubscriptionResumed
+            | Self::FreeSubscriptionStarted
             | Self::StripeRateLimited => Severity::Medium,
             Self::PlanCreated | Self::PlanUpdated | Self::PlanArchived => Severity::Medium,
             Self::CsrfRejected

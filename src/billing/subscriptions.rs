@@ -2,12 +2,17 @@
 //! entitlements internal services read from it.
 
 use chrono::{DateTime, NaiveDateTime, Timelike as _};
-use stripe_billing::subscription::{RetrieveSubscription, UpdateSubscription};
+use diesel::Connection as _;
+use stripe_billing::subscription::{
+    CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
+    RetrieveSubscription, UpdateSubscription,
+};
 
-use super::plans::Plan;
+use super::plans::{Plan, PlanPrice};
 use super::{BillingError, Gateway, Operation, OperationClass};
-use crate::db::models::plan;
+use crate::audit::{self, SecurityEvent};
 use crate::db::models::subscription::{self, SubscriptionRow, SubscriptionState};
+use crate::db::models::{plan, stripe_operation};
 use crate::db::{Db, DbError, now};
 
 /// Statuses in which the customer has what they pay for.
@@ -24,6 +29,18 @@ pub async fn record(
     user_id: i64,
     sub: &stripe_billing::Subscription,
     observed_at: NaiveDateTime,
+) -> Result<bool, BillingError> {
+    record_audited(db, user_id, sub, observed_at, None).await
+}
+
+/// [`record`], writing `audit` in the same transaction the first time it is given for this
+/// subscription (a replayed Stripe write records the subscription again, never the audit row).
+async fn record_audited(
+    db: &Db,
+    user_id: i64,
+    sub: &stripe_billing::Subscription,
+    observed_at: NaiveDateTime,
+    audit: Option<SecurityEvent>,
 ) -> Result<bool, BillingError> {
     let item = sub
         .items
@@ -51,9 +68,77 @@ pub async fn record(
                 trial_end,
                 stripe_updated_at: observed_at,
             };
-            subscription::upsert(conn, user_id, &stripe_id, &state)
+            conn.transaction(|conn| {
+                let written = subscription::upsert(conn, user_id, &stripe_id, &state)?;
+                if let Some(event) = &audit {
+                    // Recorded as an operation of its own: the start of this subscription.
+                    let kind = event.kind.as_str();
+                    let once = format!("{kind}-{stripe_id}");
+                    if stripe_operation::record_once(conn, &once, Some(user_id), kind)? {
+                        audit::write(conn, event)?;
+                    }
+                }
+                Ok::<_, DbError>(written)
+            })
         })
         .await?)
+}
+
+/// What choosing a free plan came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreeStart {
+    Started,
+    /// The user has a live subscription already: plan changes go through the portal.
+    AlreadySubscribed,
+}
+
+/// Subscribes `user_id` to a free (`$0`) price without Checkout or a card: Stripe creates a
+/// subscription on a zero price without a payment method. One live subscription per user: the
+/// idempotency key counts the user's subscriptions, read in the same snapshot as the check for
+/// a live one, so two concurrent requests make the same Stripe write once. `audit` (actor and
+/// client) is written with the subscription.
+pub async fn start_free(
+    db: &Db,
+    gateway: &Gateway,
+    user_id: i64,
+    customer: &str,
+    (plan, price): (&Plan, &PlanPrice),
+    audit: SecurityEvent,
+) -> Result<FreeStart, BillingError> {
+    let price_id = match (&price.stripe_price_id, price.is_free()) {
+        (Some(id), true) => id.clone(),
+        _ => return Err(BillingError::Unexpected("not a free Stripe price".into())),
+    };
+    let standing = db
+        .run(move |conn| {
+            let live = subscription::current_for_user(conn, user_id)?
+                .is_some_and(|row| LIVE_STATUSES.contains(&row.status.as_str()));
+            Ok::<_, DbError>((!live).then_some(subscription::count_for_user(conn, user_id)?))
+        })
+        .await?;
+    let Some(earlier) = standing else {
+        return Ok(FreeStart::AlreadySubscribed);
+    };
+    let key = format!("user-{user_id}-free-subscription-{earlier}");
+    let sub = gateway
+        .call(OperationClass::Subscription, user_id, Some(&key), || {
+            CreateSubscription::new()
+                .customer(customer)
+                .items(vec![CreateSubscriptionItems {
+                    price: Some(price_id.clone()),
+                    quantity: Some(1),
+                    ..CreateSubscriptionItems::new()
+                }])
+                // A zero price needs no payment: anything else is refused, never left incomplete.
+                .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete)
+        })
+        .await?;
+    let audit = audit.details(serde_json::json!({
+        "plan": plan.slug,
+        "subscription": crate::secret::mask_api_key(sub.id.as_str()),
+    }));
+    record_audited(db, user_id, &sub, now(), Some(audit)).await?;
+    Ok(FreeStart::Started)
 }
 
 /// The user's subscription as the account page shows it.
@@ -164,7 +249,7 @@ pub async fn entitlements(db: &Db, user_id: i64) -> Result<Entitlements, DbError
         entitlements: if active {
             view.as_ref()
                 .and_then(|v| v.plan.as_ref())
-                .map(|p| p.features.clone())
+                .map(|p| p.entitlements.clone())
                 .unwrap_or_default()
         } else {
             Vec::new()

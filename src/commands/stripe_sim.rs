@@ -65,7 +65,8 @@ pub fn run(
 
 const DEMO_DATABASE: &str = "tollgate-demo.db";
 
-/// Sample plans for the offline demo.
+/// Sample plans for the offline demo: entitlement keys for services, feature lines for people,
+/// and a yearly price on the highlighted plan (so the pricing page shows its toggle).
 fn demo_plans() -> [PlanDraft; 2] {
     let plan =
         |name: &str, slug: &str, amount: &str, description: &str, features: &str| PlanDraft {
@@ -77,22 +78,32 @@ fn demo_plans() -> [PlanDraft; 2] {
             interval: "month".into(),
             trial_days: "0".into(),
             features: features.into(),
+            ..PlanDraft::default()
         };
     [
-        plan(
-            "Starter",
-            "starter",
-            "900",
-            "For trying agents on your own key.",
-            "agents:3\nbyok",
-        ),
-        plan(
-            "Pro",
-            "pro",
-            "2900",
-            "For teams that run agents all day.",
-            "agents:unlimited\nbyok\nsupport:priority",
-        ),
+        PlanDraft {
+            feature_lines: "3 agents\nBring your own AI provider key\nEmail support".into(),
+            ..plan(
+                "Starter",
+                "starter",
+                "900",
+                "For trying agents on your own key.",
+                "agents:3\nbyok",
+            )
+        },
+        PlanDraft {
+            feature_lines: "Unlimited agents\nBring your own AI provider key\nPriority support"
+                .into(),
+            highlighted: "on".into(),
+            yearly_amount: "29000".into(),
+            ..plan(
+                "Pro",
+                "pro",
+                "2900",
+                "For teams that run agents all day.",
+                "agents:unlimited\nbyok\nsupport:priority",
+            )
+        },
     ]
 }
 
@@ -121,7 +132,7 @@ async fn publish_demo_plans(db: &Db, gateway: &Gateway) -> Result<(), CommandErr
     db.run(move |conn| {
         for slug in &slugs {
             if let Some(row) = plan::find_by_slug(conn, slug)? {
-                plan::set_stripe(conn, row.id, None, None, false)?;
+                plan::set_stripe(conn, row.id, plan::StripeIds::default(), false)?;
             }
         }
         Ok::<_, DbError>(())

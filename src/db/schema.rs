@@ -91,6 +91,10 @@ diesel::table! {
         stripe_price_id -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        feature_lines -> Text,
+        highlighted -> Bool,
+        yearly_amount -> Nullable<BigInt>,
+        stripe_yearly_price_id -> Nullable<Text>,
     }
 }
 

@@ -241,6 +241,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/billing_portal/sessions",
                 web::post().to(create_portal_session),
             )
+            .route("/subscriptions", web::post().to(create_subscription))
             .route("/subscriptions/{id}", web::get().to(retrieve_subscription))
             .route("/subscriptions/{id}", web::post().to(update_subscription))
             .route("/subscriptions/{id}", web::delete().to(cancel_subscription))
@@ -651,6 +652,79 @@ async fn create_portal_session(
 }
 
 // --- subscriptions, invoices, payment intents, events ----------------------------------------
+
+#[derive(Deserialize)]
+struct CreateSubscription {
+    customer: String,
+    #[serde(default)]
+    items: Vec<LineItemParam>,
+    trial_period_days: Option<u32>,
+    payment_behavior: Option<String>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+}
+
+/// A subscription made through the API rather than Checkout. The simulator's customers have no
+/// payment methods, so only what needs no payment now starts: a zero price, or a trial.
+async fn create_subscription(
+    sim: web::Data<Sim>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    post(&sim, &req, &body, |state, p: CreateSubscription, key| {
+        if !state.customers.contains_key(&p.customer) {
+            return Err(ApiError::missing("customer", &p.customer));
+        }
+        let behaviors = [
+            "allow_incomplete",
+            "default_incomplete",
+            "error_if_incomplete",
+            "pending_if_incomplete",
+        ];
+        if let Some(behavior) = &p.payment_behavior
+            && !behaviors.contains(&behavior.as_str())
+        {
+            return Err(ApiError::invalid(
+                "payment_behavior",
+                format!("Invalid payment_behavior: {behavior}"),
+            ));
+        }
+        let [item] = p.items.as_slice() else {
+            return Err(ApiError::invalid(
+                "items",
+                "The simulator's subscriptions have exactly one item.",
+            ));
+        };
+        let price = state
+            .prices
+            .get(&item.price)
+            .ok_or_else(|| ApiError::missing("price", &item.price))?;
+        if !price.active {
+            return Err(ApiError::invalid(
+                "items[0][price]",
+                format!("The price `{}` is not active.", price.id),
+            ));
+        }
+        if price.unit_amount > 0 && p.trial_period_days.is_none() {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                kind: "invalid_request_error",
+                code: Some("resource_missing"),
+                message: "This customer has no attached payment source or default payment method."
+                    .into(),
+                param: None,
+            });
+        }
+        let start = super::controls::NewSubscription {
+            customer: p.customer,
+            price: item.price.clone(),
+            quantity: item.quantity.unwrap_or(1).max(1),
+            trial_period_days: p.trial_period_days,
+            metadata: p.metadata,
+        };
+        Ok(super::controls::start_subscription(state, start, key))
+    })
+}
 
 async fn retrieve_subscription(
     sim: web::Data<Sim>,

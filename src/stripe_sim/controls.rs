@@ -134,6 +134,68 @@ fn bill(
     invoice_id
 }
 
+/// A subscription to start without a payment (a zero price, or a trial).
+pub struct NewSubscription {
+    pub customer: String,
+    pub price: String,
+    pub quantity: u64,
+    pub trial_period_days: Option<u32>,
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// Starts a subscription through the API: its first (zero) invoice is paid at once, so it is
+/// active (or trialing) from the start. Returns the subscription and its events.
+pub fn start_subscription(
+    state: &mut SimState,
+    new: NewSubscription,
+    key: Option<&str>,
+) -> (Value, Vec<Event>) {
+    let now = unix_now();
+    let interval = state
+        .prices
+        .get(&new.price)
+        .map(|p| p.interval)
+        .unwrap_or(super::state::Interval::Month);
+    let trial_end = new
+        .trial_period_days
+        .map(|days| now + i64::from(days) * 86_400);
+    let mut sub = Subscription {
+        id: new_id("sub"),
+        item_id: new_id("si"),
+        customer: new.customer,
+        price: new.price,
+        quantity: new.quantity,
+        status: if trial_end.is_some() {
+            SubscriptionStatus::Trialing
+        } else {
+            SubscriptionStatus::Active
+        },
+        current_period_start: now,
+        current_period_end: trial_end.unwrap_or_else(|| interval.advance(now)),
+        cancel_at_period_end: false,
+        canceled_at: None,
+        ended_at: None,
+        trial_start: trial_end.map(|_| now),
+        trial_end,
+        latest_invoice: None,
+        metadata: new.metadata,
+        created: now,
+    };
+    let mut billing = Vec::new();
+    sub.latest_invoice = Some(bill(state, &sub, "subscription_create", true, &mut billing));
+    let value = objects::subscription(state, &sub);
+    state.subscriptions.insert(sub.id.clone(), sub);
+    let mut events = vec![Sim::event(
+        state,
+        "customer.subscription.created",
+        value.clone(),
+        None,
+        key,
+    )];
+    events.extend(billing);
+    (value, events)
+}
+
 pub const CARD_SUCCESS: &str = "4242424242424242";
 pub const CARD_DECLINE: &str = "4000000000000002";
 

@@ -23,11 +23,18 @@ pub struct PlanRow {
     pub stripe_price_id: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// What the pricing page lists, one line each (not the entitlement keys in `features`).
+    pub feature_lines: String,
+    /// Shown as "most popular".
+    pub highlighted: bool,
+    /// A yearly price beside a monthly plan's price (minor units), if offered.
+    pub yearly_amount: Option<i64>,
+    pub stripe_yearly_price_id: Option<String>,
 }
 
-/// The fields an admin edits.
+/// The fields an admin edits (an empty yearly price clears the stored one).
 #[derive(Debug, Clone, AsChangeset, Insertable)]
-#[diesel(table_name = plans)]
+#[diesel(table_name = plans, treat_none_as_null = true)]
 pub struct PlanFields<'a> {
     pub slug: &'a str,
     pub name: &'a str,
@@ -37,6 +44,9 @@ pub struct PlanFields<'a> {
     pub billing_interval: &'a str,
     pub trial_days: i64,
     pub features: &'a str,
+    pub feature_lines: &'a str,
+    pub highlighted: bool,
+    pub yearly_amount: Option<i64>,
 }
 
 pub fn insert(conn: &mut DbConnection, fields: &PlanFields<'_>) -> Result<PlanRow, DbError> {
@@ -59,21 +69,37 @@ pub fn update(conn: &mut DbConnection, id: i64, fields: &PlanFields<'_>) -> Resu
     Ok(())
 }
 
+/// The Stripe objects behind a plan: its Product, its Price and its optional yearly Price.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StripeIds<'a> {
+    pub product: Option<&'a str>,
+    pub price: Option<&'a str>,
+    pub yearly_price: Option<&'a str>,
+}
+
 /// Records the Stripe objects behind a plan and whether it is offered.
 pub fn set_stripe(
     conn: &mut DbConnection,
     id: i64,
-    product: Option<&str>,
-    price: Option<&str>,
+    ids: StripeIds<'_>,
     active: bool,
 ) -> Result<(), DbError> {
     diesel::update(plans::table.find(id))
         .set((
-            plans::stripe_product_id.eq(product),
-            plans::stripe_price_id.eq(price),
+            plans::stripe_product_id.eq(ids.product),
+            plans::stripe_price_id.eq(ids.price),
+            plans::stripe_yearly_price_id.eq(ids.yearly_price),
             plans::active.eq(active),
             plans::updated_at.eq(now()),
         ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Takes the "most popular" badge from every plan but `id`: one plan carries it at a time.
+pub fn highlight_only(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
+    diesel::update(plans::table.filter(plans::id.ne(id)))
+        .set(plans::highlighted.eq(false))
         .execute(conn)?;
     Ok(())
 }

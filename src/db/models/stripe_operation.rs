@@ -5,7 +5,7 @@
 use diesel::prelude::*;
 
 use crate::db::schema::stripe_operations;
-use crate::db::{DbConnection, DbError, now};
+use crate::db::{DbConnection, DbError, now, per_backend};
 
 /// Records the operation (once); a second call with the same key is a retry of the same write.
 pub fn record(
@@ -30,6 +30,25 @@ pub fn record(
         )) => Ok(false),
         Err(err) => Err(err.into()),
     }
+}
+
+/// Records `key` unless it is recorded already, and says whether this call recorded it. Safe
+/// inside a transaction on either backend (a duplicate is skipped, not an error).
+pub fn record_once(
+    conn: &mut DbConnection,
+    key: &str,
+    user_id: Option<i64>,
+    kind: &str,
+) -> Result<bool, DbError> {
+    let insert = diesel::insert_into(stripe_operations::table)
+        .values((
+            stripe_operations::operation_key.eq(key),
+            stripe_operations::user_id.eq(user_id),
+            stripe_operations::kind.eq(kind),
+            stripe_operations::created_at.eq(now()),
+        ))
+        .on_conflict_do_nothing();
+    Ok(per_backend!(conn, |c| insert.execute(c))? > 0)
 }
 
 /// Whose an operation id is, as seen by the user submitting it.

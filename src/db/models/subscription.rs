@@ -119,3 +119,11 @@ pub fn current_for_user(
         None => rows.into_iter().next(),
     })
 }
+
+/// How many subscriptions the user has ever had (any status).
+pub fn count_for_user(conn: &mut DbConnection, user_id: i64) -> Result<i64, DbError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::user_id.eq(user_id))
+        .count()
+        .get_result(conn)?)
+}

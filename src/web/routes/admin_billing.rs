@@ -48,7 +48,7 @@ pub async fn list(
         .into_iter()
         .map(|plan| PlanRowView {
             price: plan.price_label(),
-            features: plan.features.join(", "),
+            features: plan.entitlements.join(", "),
             plan,
         })
         .collect();
@@ -116,6 +116,12 @@ fn form_page(
             label: "Price (minor units)",
             value: draft.amount.clone(),
             help: "In cents: 2500 is $25.00.",
+        },
+        TextField {
+            name: "yearly_amount",
+            label: "Yearly price (minor units, optional)",
+            value: draft.yearly_amount.clone(),
+            help: "Offer yearly billing beside the monthly price, e.g. 25000 for $250.00. Leave empty for monthly only.",
         },
         TextField {
             name: "currency",
@@ -322,6 +328,8 @@ pub async fn update(
             return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     };
+    // The flash names the plan as it is now called.
+    let name = input.name.clone();
     match plans::update(
         &state.db,
         &state.gateway,
@@ -335,10 +343,7 @@ pub async fn update(
         Ok(()) => {
             state.active_plans.invalidate();
             audit_admin(&state, &req, &admin.0, Kind::PlanUpdated, &plan.slug).await?;
-            session.flash(
-                FlashKind::Success,
-                format!("Plan “{}” is updated.", plan.name),
-            )?;
+            session.flash(FlashKind::Success, format!("Plan “{name}” is updated."))?;
             Ok(see_other("/admin/plans"))
         }
         Err(err) => {

@@ -12,6 +12,7 @@ use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::pages::{PageContext, render, render_with_status};
+use crate::web::routes::billing::{ChosenPlan, chosen_plan};
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
 
@@ -42,13 +43,30 @@ pub fn safe_next(next: Option<&str>) -> &str {
     local_path(next).unwrap_or("/account")
 }
 
-/// Where a sign-in lands: the page that asked for it, else the console for an admin and the
-/// account page for everyone else.
-fn landing<'a>(next: Option<&'a str>, user: &accounts::User) -> &'a str {
-    match local_path(next) {
-        Some(path) => path,
-        None if user.is_admin() => "/admin",
-        None => "/account",
+/// Where a sign-in lands: the confirmation page of a plan a customer chose on the way in, else
+/// the page that asked for it, else the console for an admin and the account page for everyone
+/// else. Admins are not customers: a carried plan does not move them.
+fn landing(next: Option<&str>, plan: Option<&ChosenPlan>, user: &accounts::User) -> String {
+    match (local_path(next), plan) {
+        (_, Some(plan)) if !user.is_admin() => plan.checkout_path(),
+        (Some(path), _) => path.to_owned(),
+        (None, _) if user.is_admin() => "/admin".to_owned(),
+        (None, _) => "/account".to_owned(),
+    }
+}
+
+/// The plan a sign-up or sign-in page carries (unchecked, from the link or the form).
+#[derive(Deserialize, Default)]
+pub struct PlanChoice {
+    #[serde(default)]
+    plan: Option<String>,
+    #[serde(default)]
+    interval: Option<String>,
+}
+
+impl PlanChoice {
+    async fn check(&self, state: &AppState) -> Result<Option<ChosenPlan>, AppError> {
+        chosen_plan(state, self.plan.as_deref(), self.interval.as_deref()).await
     }
 }
 
@@ -75,17 +93,26 @@ struct SignupPage {
     ctx: PageContext,
     email: String,
     errors: SignupErrors,
+    /// The plan chosen on the pricing page, carried on to its checkout confirmation.
+    plan: Option<ChosenPlan>,
 }
 
-pub async fn signup_form(session: TypedSession, user: MaybeUser) -> Result<HttpResponse, AppError> {
-    if user.0.is_some() {
-        return Ok(see_other("/account"));
+pub async fn signup_form(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: MaybeUser,
+    query: web::Query<PlanChoice>,
+) -> Result<HttpResponse, AppError> {
+    let plan = query.check(&state).await?;
+    if let Some(user) = &user.0 {
+        return Ok(see_other(&landing(None, plan.as_ref(), user)));
     }
     let ctx = PageContext::with_form(&session, None)?;
     render(&SignupPage {
         ctx,
         email: String::new(),
         errors: SignupErrors::default(),
+        plan,
     })
 }
 
@@ -94,6 +121,8 @@ pub struct SignupForm {
     email: String,
     password: SecretString,
     password_confirm: SecretString,
+    #[serde(flatten)]
+    plan: PlanChoice,
 }
 
 pub async fn signup(
@@ -103,6 +132,7 @@ pub async fn signup(
     form: CsrfForm<SignupForm>,
 ) -> Result<HttpResponse, AppError> {
     let form = form.0;
+    let plan = form.plan.check(&state).await?;
     let mut errors = SignupErrors::default();
     let email = Email::parse(&form.email)
         .map_err(|e| errors.email = Some(e.to_string()))
@@ -114,7 +144,7 @@ pub async fn signup(
         .map_err(|e| errors.password = Some(e.to_string()))
         .ok();
     let (Some(email), Some(password), false) = (email, password, errors.any()) else {
-        return signup_failed(&session, form.email, errors);
+        return signup_failed(&session, form.email, errors, plan);
     };
     let user = match accounts::sign_up(&state.db, &state.password_work, email, password).await {
         Ok(user) => user,
@@ -122,7 +152,7 @@ pub async fn signup(
             errors.form = Some(
                 "We could not create an account with these details. If you already have one, sign in instead.",
             );
-            return signup_failed(&session, form.email, errors);
+            return signup_failed(&session, form.email, errors, plan);
         }
         Err(SignUpError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
         Err(other) => return Err(AppError::internal(other)),
@@ -137,18 +167,24 @@ pub async fn signup(
         FlashKind::Success,
         "Welcome to Tollgate. Your account is ready.",
     )?;
-    Ok(see_other("/account"))
+    Ok(see_other(&landing(None, plan.as_ref(), &user)))
 }
 
 fn signup_failed(
     session: &TypedSession,
     email: String,
     errors: SignupErrors,
+    plan: Option<ChosenPlan>,
 ) -> Result<HttpResponse, AppError> {
     let ctx = PageContext::with_form(session, None)?;
     render_with_status(
         StatusCode::UNPROCESSABLE_ENTITY,
-        &SignupPage { ctx, email, errors },
+        &SignupPage {
+            ctx,
+            email,
+            errors,
+            plan,
+        },
     )
 }
 
@@ -159,20 +195,30 @@ struct LoginPage {
     email: String,
     next: String,
     error: Option<&'static str>,
+    /// The plan chosen on the pricing page, carried on to its checkout confirmation.
+    plan: Option<ChosenPlan>,
 }
 
 #[derive(Deserialize)]
 pub struct NextQuery {
     next: Option<String>,
+    #[serde(flatten)]
+    plan: PlanChoice,
 }
 
 pub async fn login_form(
+    state: web::Data<AppState>,
     session: TypedSession,
     user: MaybeUser,
     query: web::Query<NextQuery>,
 ) -> Result<HttpResponse, AppError> {
+    let plan = query.plan.check(&state).await?;
     if let Some(user) = &user.0 {
-        return Ok(see_other(landing(query.next.as_deref(), user)));
+        return Ok(see_other(&landing(
+            query.next.as_deref(),
+            plan.as_ref(),
+            user,
+        )));
     }
     // Empty when no page asked: the landing then depends on who signs in.
     let next = local_path(query.next.as_deref()).unwrap_or("").to_owned();
@@ -182,6 +228,7 @@ pub async fn login_form(
         email: String::new(),
         next,
         error: None,
+        plan,
     })
 }
 
@@ -190,6 +237,8 @@ pub struct LoginForm {
     email: String,
     password: SecretString,
     next: Option<String>,
+    #[serde(flatten)]
+    plan: PlanChoice,
 }
 
 pub async fn login(
@@ -202,8 +251,10 @@ pub async fn login(
         email,
         password,
         next,
+        plan,
     } = form.0;
     let next = local_path(next.as_deref()).unwrap_or("").to_owned();
+    let plan = plan.check(&state).await?;
     let ip = client_ip::of(&req);
     let guards = SignInGuards {
         failures: &state.login_failures,
@@ -221,7 +272,7 @@ pub async fn login(
                 .ip(ip);
             audit::record(&state.db, event).await?;
             session.log_in(&user)?;
-            return Ok(see_other(landing(Some(&next), &user)));
+            return Ok(see_other(&landing(Some(&next), plan.as_ref(), &user)));
         }
         SignIn::Failed { account } => (Kind::LoginFailed, account, StatusCode::UNAUTHORIZED, None),
         SignIn::Locked { account, locked } => (
@@ -239,7 +290,7 @@ pub async fn login(
         event = event.actor(format!("user:{id}"));
     }
     audit::record(&state.db, event).await?;
-    login_refused(&session, email, next, status, retry_after)
+    login_refused(&session, email, next, plan, status, retry_after)
 }
 
 /// The sign-in form again, with the one message every refusal gets.
@@ -247,6 +298,7 @@ fn login_refused(
     session: &TypedSession,
     email: String,
     next: String,
+    plan: Option<ChosenPlan>,
     status: StatusCode,
     retry_after: Option<u64>,
 ) -> Result<HttpResponse, AppError> {
@@ -256,6 +308,7 @@ fn login_refused(
         email,
         next,
         error: Some(INVALID_CREDENTIALS),
+        plan,
     };
     let mut res = render_with_status(status, &page)?;
     if let Some(secs) = retry_after {

@@ -13,7 +13,7 @@ use stripe_checkout::checkout_session::{
 
 use crate::accounts::User;
 use crate::audit::{self, Kind, SecurityEvent};
-use crate::billing::plans::{self, Plan};
+use crate::billing::plans::{self, Interval, Plan, PlanPrice};
 use crate::billing::{
     self, BillingError, GatewayError, Operation, OperationClass, customers, operations,
     subscriptions,
@@ -81,10 +81,49 @@ fn operation_id() -> Result<String, AppError> {
     billing::new_operation_id().map_err(AppError::internal)
 }
 
+/// One way to buy a plan, as a card shows it.
+struct PriceOption {
+    interval: &'static str,
+    label: String,
+    free: bool,
+    savings_percent: Option<i64>,
+    /// `period-month`/`period-year` when the card offers both (the toggle shows one), else empty.
+    period_class: &'static str,
+}
+
 struct PlanCard {
     plan: Plan,
-    price: String,
+    options: Vec<PriceOption>,
     current: bool,
+}
+
+impl PlanCard {
+    fn new(plan: &Plan, current: bool) -> Self {
+        let both = plan.offers_both_intervals();
+        let options = plan
+            .prices()
+            .iter()
+            .map(|price| PriceOption {
+                interval: price.interval.as_str(),
+                label: price.label(),
+                free: price.is_free(),
+                savings_percent: match price.interval {
+                    Interval::Year if both => plan.yearly_savings_percent(),
+                    _ => None,
+                },
+                period_class: match (both, price.interval) {
+                    (false, _) => "",
+                    (true, Interval::Month) => "period-month",
+                    (true, Interval::Year) => "period-year",
+                },
+            })
+            .collect();
+        Self {
+            plan: plan.clone(),
+            options,
+            current,
+        }
+    }
 }
 
 #[derive(Template)]
@@ -95,12 +134,21 @@ struct PricingPage {
     operation_id: String,
     signed_in: bool,
     has_subscription: bool,
+    /// Some plan is sold monthly and yearly: the page shows the Monthly/Yearly switch.
+    period_switch: bool,
+    yearly_first: bool,
+}
+
+#[derive(Deserialize)]
+pub struct PricingQuery {
+    interval: Option<String>,
 }
 
 pub async fn pricing(
     state: web::Data<AppState>,
     session: TypedSession,
     user: MaybeUser,
+    query: web::Query<PricingQuery>,
 ) -> Result<HttpResponse, AppError> {
     let plans = state.active_plans.get(&state.db).await?;
     let current = match &user.0 {
@@ -114,15 +162,13 @@ pub async fn pricing(
         Some(user) => PageContext::with_form(&session, Some(user))?,
         None => PageContext::new(&session, None)?,
     };
-    let cards = plans
+    let cards: Vec<PlanCard> = plans
         .iter()
-        .map(|plan| PlanCard {
-            price: plan.price_label(),
-            current: Some(plan.id) == current_plan,
-            plan: plan.clone(),
-        })
+        .map(|plan| PlanCard::new(plan, Some(plan.id) == current_plan))
         .collect();
     render(&PricingPage {
+        period_switch: plans.iter().any(Plan::offers_both_intervals),
+        yearly_first: query.interval.as_deref() == Some("year"),
         ctx,
         plans: cards,
         operation_id: operation_id()?,
@@ -131,10 +177,73 @@ pub async fn pricing(
     })
 }
 
+/// A plan someone picked (on the pricing page, carried through sign-up or sign-in), checked
+/// against the active plans: what the forms carry on and where it leads.
+pub struct ChosenPlan {
+    pub slug: String,
+    pub interval: &'static str,
+    pub name: String,
+    pub price: String,
+}
+
+impl ChosenPlan {
+    /// The confirmation page for this plan (a local path built from a checked slug).
+    pub fn checkout_path(&self) -> String {
+        format!(
+            "/billing/checkout?plan={}&interval={}",
+            self.slug, self.interval
+        )
+    }
+
+    /// `plan=…&interval=…`, to carry the choice on a link.
+    pub fn query(&self) -> String {
+        format!("plan={}&interval={}", self.slug, self.interval)
+    }
+}
+
+/// Longest slug a plan can have: anything longer is not worth looking up.
+const MAX_SLUG: usize = 40;
+
+/// The active plan and price named by `slug` and `interval` (as submitted), if there is one.
+async fn find_offer(
+    state: &AppState,
+    slug: &str,
+    interval: &str,
+) -> Result<Result<(Plan, PlanPrice), plans::OfferError>, AppError> {
+    if slug.len() > MAX_SLUG {
+        return Ok(Err(plans::OfferError::NotOffered));
+    }
+    let active = state.active_plans.get(&state.db).await?;
+    Ok(plans::offer(&active, slug, interval))
+}
+
+/// The plan carried by a sign-up or sign-in form; anything that is not an active plan's slug
+/// and interval is ignored (the person signs in as usual).
+pub async fn chosen_plan(
+    state: &AppState,
+    slug: Option<&str>,
+    interval: Option<&str>,
+) -> Result<Option<ChosenPlan>, AppError> {
+    let Some(slug) = slug.filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    Ok(find_offer(state, slug, interval.unwrap_or_default())
+        .await?
+        .ok()
+        .map(|(plan, price)| ChosenPlan {
+            slug: plan.slug,
+            interval: price.interval.as_str(),
+            name: plan.name,
+            price: price.label(),
+        }))
+}
+
 #[derive(Deserialize)]
 pub struct CheckoutForm {
     #[serde(default)]
     plan: String,
+    #[serde(default)]
+    interval: String,
     #[serde(default)]
     operation_id: String,
 }
@@ -158,12 +267,23 @@ async fn portal_url(
     Ok(session.url)
 }
 
+/// Where choosing a plan leads.
+enum Started {
+    /// Stripe's page: Checkout, or the portal for someone who has a subscription.
+    Stripe(String),
+    /// A free plan, started at once.
+    Free,
+}
+
+/// Starts the chosen plan: a free one at once (no Checkout, no card), a paid one at Stripe
+/// Checkout; someone with a live subscription goes to the portal instead, where plans change.
 async fn start_checkout(
     state: &AppState,
+    req: &HttpRequest,
     user: &User,
-    plan: &Plan,
+    (plan, price): (&Plan, &PlanPrice),
     operation: &Operation,
-) -> Result<String, BillingError> {
+) -> Result<Started, BillingError> {
     let customer = customers::ensure_customer(
         &state.db,
         &state.keyring,
@@ -172,14 +292,41 @@ async fn start_checkout(
         user,
     )
     .await?;
-    if subscriptions::current(&state.db, user.id)
-        .await?
-        .is_some_and(|s| s.is_live())
-    {
+    let subscribed = if price.is_free() {
+        let audit = SecurityEvent::new(Kind::FreeSubscriptionStarted)
+            .actor(format!("user:{}", user.id))
+            .ip(client_ip::of(req));
+        let gateway = &state.gateway;
+        let offer = (plan, price);
+        match subscriptions::start_free(&state.db, gateway, user.id, &customer, offer, audit)
+            .await?
+        {
+            subscriptions::FreeStart::Started => return Ok(Started::Free),
+            subscriptions::FreeStart::AlreadySubscribed => true,
+        }
+    } else {
+        subscriptions::current(&state.db, user.id)
+            .await?
+            .is_some_and(|s| s.is_live())
+    };
+    let url = if subscribed {
         // One live subscription per customer: changes go through the portal.
-        return portal_url(state, user, operation, &customer).await;
-    }
-    let price = plan
+        portal_url(state, user, operation, &customer).await?
+    } else {
+        checkout_session(state, user, (plan, price), operation, &customer).await?
+    };
+    Ok(Started::Stripe(url))
+}
+
+/// A Stripe Checkout Session for `price` (with the plan's trial), returning its page.
+async fn checkout_session(
+    state: &AppState,
+    user: &User,
+    (plan, price): (&Plan, &PlanPrice),
+    operation: &Operation,
+    customer: &str,
+) -> Result<String, BillingError> {
+    let price_id = price
         .stripe_price_id
         .clone()
         .ok_or_else(|| BillingError::Unexpected("plan has no Stripe price".into()))?;
@@ -195,10 +342,10 @@ async fn start_checkout(
         .call(OperationClass::Default, user.id, Some(&key), || {
             let mut request = CreateCheckoutSession::new()
                 .mode(stripe_checkout::CheckoutSessionMode::Subscription)
-                .customer(customer.as_str())
+                .customer(customer)
                 .client_reference_id(user.id.to_string())
                 .line_items(vec![CreateCheckoutSessionLineItems {
-                    price: Some(price.clone()),
+                    price: Some(price_id.clone()),
                     quantity: Some(1),
                     ..Default::default()
                 }])
@@ -218,22 +365,102 @@ async fn start_checkout(
         .ok_or_else(|| BillingError::Unexpected("checkout session without url".into()))
 }
 
+/// The form's plan and interval, read from the database (not the pricing page's cache: an
+/// archived plan is never sold), or why they cannot be bought: a forged interval is a bad
+/// request, a plan that is not on offer (archived, unknown) is not found.
+async fn offer_of_form(
+    state: &AppState,
+    slug: String,
+    interval: &str,
+) -> Result<(Plan, PlanPrice), AppError> {
+    let plan = match slug.len() {
+        0..=MAX_SLUG => plans::find_by_slug(&state.db, slug.clone()).await?,
+        _ => None,
+    };
+    match plans::offer(plan.as_slice(), &slug, interval) {
+        Ok(offer) => Ok(offer),
+        Err(plans::OfferError::UnknownInterval) => {
+            Err(AppError::BadRequest("Choose monthly or yearly billing."))
+        }
+        Err(plans::OfferError::NotOffered) => Err(AppError::NotFound),
+    }
+}
+
 pub async fn checkout(
     req: HttpRequest,
     state: web::Data<AppState>,
+    session: TypedSession,
     user: CurrentUser,
     form: CsrfForm<CheckoutForm>,
 ) -> Result<HttpResponse, AppError> {
-    let CheckoutForm { plan, operation_id } = form.0;
+    let CheckoutForm {
+        plan,
+        interval,
+        operation_id,
+    } = form.0;
+    let (plan, price) = offer_of_form(&state, plan, &interval).await?;
     let operation = claim_operation(&state, &req, user.0.id, "checkout", &operation_id).await?;
-    let plan = plans::find_by_slug(&state.db, plan)
-        .await?
-        .filter(|p| p.active)
-        .ok_or(AppError::NotFound)?;
-    match start_checkout(&state, &user.0, &plan, &operation).await {
-        Ok(url) => Ok(see_other(&url)),
+    match start_checkout(&state, &req, &user.0, (&plan, &price), &operation).await {
+        Ok(Started::Stripe(url)) => Ok(see_other(&url)),
+        Ok(Started::Free) => {
+            session.flash(
+                FlashKind::Success,
+                format!("You are on the {} plan. No card needed.", plan.name),
+            )?;
+            Ok(see_other("/account"))
+        }
         Err(err) => Err(billing_failure(&state, &req, user.0.id, err).await),
     }
+}
+
+#[derive(Template)]
+#[template(path = "billing/confirm.html")]
+struct ConfirmPage {
+    ctx: PageContext,
+    plan: Plan,
+    interval: &'static str,
+    price: String,
+    free: bool,
+    /// The live subscription's plan, if the user has one (changes go through the portal).
+    subscribed_to: Option<String>,
+    operation_id: String,
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmQuery {
+    #[serde(default)]
+    plan: String,
+    #[serde(default)]
+    interval: String,
+}
+
+/// The checkout confirmation page: the chosen plan, its price and trial, and the button that
+/// goes on to payment (where a plan carried through sign-up lands).
+pub async fn confirm(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+    query: web::Query<ConfirmQuery>,
+) -> Result<HttpResponse, AppError> {
+    let Ok((plan, price)) = find_offer(&state, &query.plan, &query.interval).await? else {
+        session.flash(
+            FlashKind::Info,
+            "That plan is not on offer. Please choose one below.",
+        )?;
+        return Ok(see_other("/pricing"));
+    };
+    let current = subscriptions::current(&state.db, user.0.id)
+        .await?
+        .filter(|s| s.is_live());
+    render(&ConfirmPage {
+        ctx: PageContext::with_form(&session, Some(&user.0))?,
+        interval: price.interval.as_str(),
+        price: price.label(),
+        free: price.is_free(),
+        subscribed_to: current.map(|s| s.plan.map_or_else(|| "a plan".into(), |p| p.name)),
+        operation_id: operation_id()?,
+        plan,
+    })
 }
 
 #[derive(Template)]

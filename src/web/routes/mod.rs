@@ -51,7 +51,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
         )
         .service(web::resource("/admin").route(web::get().to(admin::dashboard)))
         .service(web::resource("/pricing").route(web::get().to(billing::pricing)))
-        .service(web::resource("/billing/checkout").route(web::post().to(billing::checkout)))
+        .service(
+            web::resource("/billing/checkout")
+                .route(web::get().to(billing::confirm))
+                .route(web::post().to(billing::checkout)),
+        )
         .service(web::resource("/billing/success").route(web::get().to(billing::success)))
         .service(web::resource("/billing/cancel").route(web::get().to(billing::cancel)))
         .service(web::resource("/billing/portal").route(web::post().to(billing::portal)))
