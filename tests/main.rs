@@ -19,6 +19,7 @@ mod demo;
 mod docs;
 mod errors;
 mod experience;
+mod forms;
 mod headers;
 mod lease;
 mod operations;

@@ -13,6 +13,7 @@ use crate::billing::{self, BillingError};
 use crate::db::schema::{billing_customers, plans as plans_table, users};
 use crate::error::AppError;
 use crate::web::csrf::CsrfForm;
+use crate::web::forms::FormErrors;
 use crate::web::pages::{PageContext, datetime_seconds, render, render_with_status};
 use crate::web::routes::billing::billing_failure;
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
@@ -76,15 +77,22 @@ struct PlanFormPage {
     title: &'static str,
     text_fields: Vec<TextField>,
     draft: PlanDraft,
-    errors: PlanErrors,
+    errors: FormErrors,
     operation_id: String,
 }
 
-impl PlanFormPage {
-    fn error(&self, field: &str) -> Option<&str> {
-        self.errors.get(field).map(String::as_str)
-    }
-}
+/// The plan form's fields in page order, so the error summary lists them as they appear.
+/// A field missing here is still listed, after these.
+const PLAN_FIELDS: [&str; 8] = [
+    "name",
+    "slug",
+    "amount",
+    "currency",
+    "trial_days",
+    "interval",
+    "description",
+    "features",
+];
 
 fn form_page(
     session: &TypedSession,
@@ -143,7 +151,7 @@ fn form_page(
             "New plan"
         },
         draft,
-        errors,
+        errors: FormErrors::from_map(errors, &PLAN_FIELDS),
         operation_id,
     })
 }

@@ -7,10 +7,13 @@ use askama::Template;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use crate::accounts::{self, Email, NewPassword, SignIn, SignInError, SignInGuards, SignUpError};
+use crate::accounts::{
+    self, Email, NewPassword, PasswordPolicyError, SignIn, SignInError, SignInGuards, SignUpError,
+};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
+use crate::web::forms::FormErrors;
 use crate::web::pages::{PageContext, render, render_with_status};
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
@@ -19,7 +22,7 @@ use crate::web::{AppState, client_ip};
 pub const SIGNED_OUT: &str = "/?signed_out";
 
 /// The one message a failed sign-in ever gets.
-pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+pub const INVALID_CREDENTIALS: &str = "Invalid email or password.";
 
 fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
@@ -52,29 +55,19 @@ fn landing<'a>(next: Option<&'a str>, user: &accounts::User) -> &'a str {
     }
 }
 
-#[derive(Default)]
-struct SignupErrors {
-    email: Option<String>,
-    password: Option<String>,
-    confirm: Option<String>,
-    form: Option<&'static str>,
-}
-
-impl SignupErrors {
-    fn any(&self) -> bool {
-        self.email.is_some()
-            || self.password.is_some()
-            || self.confirm.is_some()
-            || self.form.is_some()
-    }
+/// What the sign-up form shows again when it is refused: everything but the passwords.
+#[derive(Deserialize, Default)]
+pub struct SignupShown {
+    #[serde(default)]
+    email: String,
 }
 
 #[derive(Template)]
 #[template(path = "auth/signup.html")]
 struct SignupPage {
     ctx: PageContext,
-    email: String,
-    errors: SignupErrors,
+    shown: SignupShown,
+    errors: FormErrors,
 }
 
 pub async fn signup_form(session: TypedSession, user: MaybeUser) -> Result<HttpResponse, AppError> {
@@ -84,16 +77,79 @@ pub async fn signup_form(session: TypedSession, user: MaybeUser) -> Result<HttpR
     let ctx = PageContext::with_form(&session, None)?;
     render(&SignupPage {
         ctx,
-        email: String::new(),
-        errors: SignupErrors::default(),
+        shown: SignupShown::default(),
+        errors: FormErrors::new(),
     })
 }
 
 #[derive(Deserialize)]
 pub struct SignupForm {
-    email: String,
+    #[serde(flatten)]
+    shown: SignupShown,
     password: SecretString,
     password_confirm: SecretString,
+}
+
+/// The sign-up form's messages for what was typed: the account it would make, or what to fix.
+fn parse_signup(form: SignupForm) -> Result<(Email, NewPassword, SignupShown), SignupRefusal> {
+    let mut errors = FormErrors::new();
+    let email = Email::parse(&form.shown.email)
+        .map_err(|_| errors.field("email", email_message(&form.shown.email)))
+        .ok();
+    let confirmed = form.password.expose_secret() == form.password_confirm.expose_secret();
+    let password = if form.password.expose_secret().is_empty() {
+        errors.field("password", "Enter a password.");
+        None
+    } else {
+        NewPassword::parse(form.password)
+            .map_err(|err| errors.field("password", password_message(&err)))
+            .ok()
+    };
+    if !confirmed {
+        errors.field(
+            "password_confirm",
+            "The passwords do not match. Type the same password in both fields.",
+        );
+    }
+    match (email, password, errors.is_empty()) {
+        (Some(email), Some(password), true) => Ok((email, password, form.shown)),
+        _ => Err(SignupRefusal {
+            shown: form.shown,
+            errors,
+        }),
+    }
+}
+
+struct SignupRefusal {
+    shown: SignupShown,
+    errors: FormErrors,
+}
+
+/// Specific, sentence-case messages for the email field.
+fn email_message(raw: &str) -> String {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        "Enter your email address.".into()
+    } else if raw.len() > accounts::email::MAX_LEN {
+        format!(
+            "Email addresses are at most {} characters. Enter a shorter one.",
+            accounts::email::MAX_LEN
+        )
+    } else {
+        "Enter an email address in the form name@example.com.".into()
+    }
+}
+
+fn password_message(err: &PasswordPolicyError) -> String {
+    use accounts::password::{MAX_LEN, MIN_LEN};
+    match err {
+        PasswordPolicyError::TooShort => {
+            format!("Your password must be at least {MIN_LEN} characters long.")
+        }
+        PasswordPolicyError::TooLong => {
+            format!("Your password must be at most {MAX_LEN} characters long.")
+        }
+    }
 }
 
 pub async fn signup(
@@ -102,27 +158,19 @@ pub async fn signup(
     session: TypedSession,
     form: CsrfForm<SignupForm>,
 ) -> Result<HttpResponse, AppError> {
-    let form = form.0;
-    let mut errors = SignupErrors::default();
-    let email = Email::parse(&form.email)
-        .map_err(|e| errors.email = Some(e.to_string()))
-        .ok();
-    if form.password.expose_secret() != form.password_confirm.expose_secret() {
-        errors.confirm = Some("the passwords do not match".into());
-    }
-    let password = NewPassword::parse(form.password)
-        .map_err(|e| errors.password = Some(e.to_string()))
-        .ok();
-    let (Some(email), Some(password), false) = (email, password, errors.any()) else {
-        return signup_failed(&session, form.email, errors);
+    let (email, password, shown) = match parse_signup(form.0) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return signup_refused(&session, refusal, StatusCode::UNPROCESSABLE_ENTITY),
     };
     let user = match accounts::sign_up(&state.db, &state.password_work, email, password).await {
         Ok(user) => user,
         Err(SignUpError::EmailTaken) => {
-            errors.form = Some(
+            let mut errors = FormErrors::new();
+            errors.form(
                 "We could not create an account with these details. If you already have one, sign in instead.",
             );
-            return signup_failed(&session, form.email, errors);
+            let refusal = SignupRefusal { shown, errors };
+            return signup_refused(&session, refusal, StatusCode::UNPROCESSABLE_ENTITY);
         }
         Err(SignUpError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
         Err(other) => return Err(AppError::internal(other)),
@@ -140,25 +188,41 @@ pub async fn signup(
     Ok(see_other("/account"))
 }
 
-fn signup_failed(
+/// The sign-up form again, with what was typed (never the passwords) and what to fix.
+fn signup_refused(
     session: &TypedSession,
-    email: String,
-    errors: SignupErrors,
+    refusal: SignupRefusal,
+    status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let ctx = PageContext::with_form(session, None)?;
-    render_with_status(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        &SignupPage { ctx, email, errors },
-    )
+    let SignupRefusal { shown, errors } = refusal;
+    render_with_status(status, &SignupPage { ctx, shown, errors })
+}
+
+/// What the sign-in form shows again when it is refused: everything but the password.
+#[derive(Deserialize, Default)]
+pub struct LoginShown {
+    #[serde(default)]
+    email: String,
+    /// Only ever a local path (see [`LoginShown::local`]).
+    #[serde(default)]
+    next: String,
+}
+
+impl LoginShown {
+    /// Drops a `next` that is not a path on this site.
+    fn local(self) -> Self {
+        let next = local_path(Some(&self.next)).unwrap_or("").to_owned();
+        Self { next, ..self }
+    }
 }
 
 #[derive(Template)]
 #[template(path = "auth/login.html")]
 struct LoginPage {
     ctx: PageContext,
-    email: String,
-    next: String,
-    error: Option<&'static str>,
+    shown: LoginShown,
+    errors: FormErrors,
 }
 
 #[derive(Deserialize)]
@@ -175,21 +239,24 @@ pub async fn login_form(
         return Ok(see_other(landing(query.next.as_deref(), user)));
     }
     // Empty when no page asked: the landing then depends on who signs in.
-    let next = local_path(query.next.as_deref()).unwrap_or("").to_owned();
+    let shown = LoginShown {
+        email: String::new(),
+        next: query.next.clone().unwrap_or_default(),
+    }
+    .local();
     let ctx = PageContext::with_form(&session, None)?;
     render(&LoginPage {
         ctx,
-        email: String::new(),
-        next,
-        error: None,
+        shown,
+        errors: FormErrors::new(),
     })
 }
 
 #[derive(Deserialize)]
 pub struct LoginForm {
-    email: String,
+    #[serde(flatten)]
+    shown: LoginShown,
     password: SecretString,
-    next: Option<String>,
 }
 
 pub async fn login(
@@ -198,71 +265,83 @@ pub async fn login(
     session: TypedSession,
     form: CsrfForm<LoginForm>,
 ) -> Result<HttpResponse, AppError> {
-    let LoginForm {
-        email,
-        password,
-        next,
-    } = form.0;
-    let next = local_path(next.as_deref()).unwrap_or("").to_owned();
-    let ip = client_ip::of(&req);
+    let LoginForm { shown, password } = form.0;
+    let shown = shown.local();
     let guards = SignInGuards {
         failures: &state.login_failures,
         work: &state.password_work,
     };
-    let outcome = match accounts::authenticate(&state.db, guards, &email, password).await {
+    let outcome = match accounts::authenticate(&state.db, guards, &shown.email, password).await {
         Ok(outcome) => outcome,
         Err(SignInError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
         Err(other) => return Err(AppError::internal(other)),
     };
-    let (kind, account, status, retry_after) = match outcome {
+    let refusal = match outcome {
         SignIn::Succeeded(user) => {
             let event = SecurityEvent::new(Kind::LoginSucceeded)
                 .actor(format!("user:{}", user.id))
-                .ip(ip);
+                .ip(client_ip::of(&req));
             audit::record(&state.db, event).await?;
             session.log_in(&user)?;
-            return Ok(see_other(landing(Some(&next), &user)));
+            return Ok(see_other(landing(Some(&shown.next), &user)));
         }
-        SignIn::Failed { account } => (Kind::LoginFailed, account, StatusCode::UNAUTHORIZED, None),
-        SignIn::Locked { account, locked } => (
-            Kind::LoginLocked,
-            account,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(locked.retry_after_secs),
-        ),
+        SignIn::Failed { account } => (Kind::LoginFailed, account, None),
+        SignIn::Locked { account, locked } => {
+            (Kind::LoginLocked, account, Some(locked.retry_after_secs))
+        }
     };
+    audit_refused_login(&state, &req, &shown.email, refusal).await?;
+    login_refused(&session, shown, refusal.2)
+}
+
+async fn audit_refused_login(
+    state: &AppState,
+    req: &HttpRequest,
+    email: &str,
+    (kind, account, _): (Kind, Option<i64>, Option<u64>),
+) -> Result<(), AppError> {
     let mut event = SecurityEvent::new(kind)
-        .ip(ip)
+        .ip(client_ip::of(req))
         .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }))
         .aggregate(state.config.audit.aggregate_window, "");
     if let Some(id) = account {
         event = event.actor(format!("user:{id}"));
     }
     audit::record(&state.db, event).await?;
-    login_refused(&session, email, next, status, retry_after)
+    Ok(())
 }
 
-/// The sign-in form again, with the one message every refusal gets.
+/// The sign-in form again: the one message every failed attempt gets, or, when attempts are
+/// locked out, how long to wait (with `Retry-After`).
 fn login_refused(
     session: &TypedSession,
-    email: String,
-    next: String,
-    status: StatusCode,
+    shown: LoginShown,
     retry_after: Option<u64>,
 ) -> Result<HttpResponse, AppError> {
-    let ctx = PageContext::with_form(session, None)?;
-    let page = LoginPage {
-        ctx,
-        email,
-        next,
-        error: Some(INVALID_CREDENTIALS),
+    let mut errors = FormErrors::new();
+    let status = match retry_after {
+        Some(secs) => {
+            errors.form(too_many_attempts(secs));
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        None => {
+            errors.field("email", INVALID_CREDENTIALS);
+            StatusCode::UNAUTHORIZED
+        }
     };
-    let mut res = render_with_status(status, &page)?;
+    let ctx = PageContext::with_form(session, None)?;
+    let mut res = render_with_status(status, &LoginPage { ctx, shown, errors })?;
     if let Some(secs) = retry_after {
         res.headers_mut()
             .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     Ok(res)
+}
+
+/// What a refused form says when its budget (or the account's) is spent.
+pub fn too_many_attempts(secs: u64) -> String {
+    let unit = if secs == 1 { "second" } else { "seconds" };
+    format!("Too many attempts. Please wait {secs} {unit} and try again.")
 }
 
 pub async fn logout(
