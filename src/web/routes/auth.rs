@@ -14,6 +14,7 @@ use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::forms::FormErrors;
+use crate::web::middleware::form_budget::Submission;
 use crate::web::pages::{PageContext, render, render_with_status};
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
@@ -156,9 +157,21 @@ pub async fn signup(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    form: CsrfForm<SignupForm>,
+    form: Submission<SignupForm, SignupShown>,
 ) -> Result<HttpResponse, AppError> {
-    let (email, password, shown) = match parse_signup(form.0) {
+    let form = match form {
+        Submission::Accepted(form) => form,
+        Submission::OverBudget {
+            shown,
+            retry_after_secs,
+        } => {
+            let mut errors = FormErrors::new();
+            errors.form(too_many_attempts(retry_after_secs));
+            let refusal = SignupRefusal { shown, errors };
+            return signup_refused(&session, refusal, StatusCode::TOO_MANY_REQUESTS);
+        }
+    };
+    let (email, password, shown) = match parse_signup(form) {
         Ok(parsed) => parsed,
         Err(refusal) => return signup_refused(&session, refusal, StatusCode::UNPROCESSABLE_ENTITY),
     };
@@ -263,9 +276,15 @@ pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    form: CsrfForm<LoginForm>,
+    form: Submission<LoginForm, LoginShown>,
 ) -> Result<HttpResponse, AppError> {
-    let LoginForm { shown, password } = form.0;
+    let LoginForm { shown, password } = match form {
+        Submission::Accepted(form) => form,
+        Submission::OverBudget {
+            shown,
+            retry_after_secs,
+        } => return login_refused(&session, shown.local(), Some(retry_after_secs)),
+    };
     let shown = shown.local();
     let guards = SignInGuards {
         failures: &state.login_failures,

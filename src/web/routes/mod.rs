@@ -13,13 +13,18 @@ pub mod home;
 pub mod internal;
 pub mod webhooks;
 
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
 use actix_web::web;
 
 use crate::error::AppError;
+use crate::web::middleware::form_budget::{self, FormBudgets};
 use crate::web::middleware::rate_limit::{self, Limiter};
 
-/// Registers every route. `auth_limiter` guards the sign-in and sign-up submissions.
-pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_limiter: &Limiter) {
+/// Registers every route. `budgets` guard the sign-in and sign-up submissions, one each.
+pub fn configure(cfg: &mut web::ServiceConfig, budgets: &FormBudgets, webhook_limiter: &Limiter) {
+    let (sign_in, sign_up) = (Arc::clone(&budgets.sign_in), Arc::clone(&budgets.sign_up));
     cfg.service(web::resource("/").route(web::get().to(home::index)))
         .service(web::resource("/healthz").route(web::get().to(health::alive)))
         .service(web::resource("/readyz").route(web::get().to(health::ready)))
@@ -29,13 +34,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
         )
         .service(
             web::resource("/signup")
-                .wrap(rate_limit::governor(auth_limiter))
+                .wrap(from_fn(move |req, next| {
+                    form_budget::enforce(Arc::clone(&sign_up), req, next)
+                }))
                 .route(web::get().to(auth::signup_form))
                 .route(web::post().to(auth::signup)),
         )
         .service(
             web::resource("/login")
-                .wrap(rate_limit::governor(auth_limiter))
+                .wrap(from_fn(move |req, next| {
+                    form_budget::enforce(Arc::clone(&sign_in), req, next)
+                }))
                 .route(web::get().to(auth::login_form))
                 .route(web::post().to(auth::login)),
         )
