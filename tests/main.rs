@@ -13,6 +13,7 @@ mod audit;
 mod auth_budgets;
 mod billing;
 mod cli;
+mod confirmations;
 mod csrf;
 mod database;
 #[cfg(feature = "stripe-sim")]

@@ -13,7 +13,7 @@ use crate::error::AppError;
 use crate::vault::{self, ApiKey, Provider, VaultError};
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::forms::FormErrors;
-use crate::web::pages::{PageContext, datetime, render, render_with_status};
+use crate::web::pages::{ConfirmPage, PageContext, datetime, render, render_with_status};
 use crate::web::session::{CurrentUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 
@@ -159,6 +159,39 @@ pub async fn save(
         format!("Your {} key {masked} is saved.", provider.label()),
     )?;
     Ok(to_keys_page())
+}
+
+/// `GET /account/keys/{provider}/delete`: which key goes, before it goes. Only one's own.
+pub async fn confirm_delete(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let provider = Provider::parse(&path).ok_or(AppError::NotFound)?;
+    let user_id = user.0.id;
+    let key = state
+        .db
+        .run(move |conn| vault::list_keys(conn, user_id))
+        .await?
+        .into_iter()
+        .find(|key| key.provider == provider)
+        .ok_or(AppError::NotFound)?;
+    let label = provider.label();
+    render(&ConfirmPage {
+        ctx: PageContext::with_form(&session, Some(&user.0))?,
+        title: format!("Delete your {label} key?"),
+        consequences: vec![
+            format!("Your {label} key {} will be deleted for good.", key.masked),
+            format!("Agents that use your {label} key stop working until you add a new one."),
+        ],
+        action: format!("/account/keys/{}/delete", provider.as_str()),
+        operation_id: None,
+        confirm: "Delete key",
+        keep: "Keep my key",
+        keep_href: "/account/keys",
+        admin: false,
+    })
 }
 
 pub async fn delete(

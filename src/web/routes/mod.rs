@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod admin_billing;
+pub mod admin_tokens;
 pub mod admin_webhooks;
 pub mod assets;
 pub mod auth;
@@ -56,7 +57,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, budgets: &FormBudgets, webhook_li
                 .route(web::post().to(byok::save)),
         )
         .service(
-            web::resource("/account/keys/{provider}/delete").route(web::post().to(byok::delete)),
+            web::resource("/account/keys/{provider}/delete")
+                .route(web::get().to(byok::confirm_delete))
+                .route(web::post().to(byok::delete)),
         )
         .service(web::resource("/admin").route(web::get().to(admin::dashboard)))
         .service(web::resource("/pricing").route(web::get().to(billing::pricing)))
@@ -66,6 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, budgets: &FormBudgets, webhook_li
         .service(web::resource("/billing/portal").route(web::post().to(billing::portal)))
         .service(
             web::resource("/billing/subscription/cancel")
+                .route(web::get().to(billing::confirm_cancel))
                 .route(web::post().to(billing::cancel_subscription)),
         )
         .service(
@@ -84,9 +88,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, budgets: &FormBudgets, webhook_li
         )
         .service(
             web::resource("/admin/plans/{id}/archive")
+                .route(web::get().to(admin_billing::confirm_archive))
                 .route(web::post().to(admin_billing::archive)),
         )
         .service(web::resource("/admin/customers").route(web::get().to(admin_billing::customers)))
+        .service(web::resource("/admin/tokens").route(web::get().to(admin_tokens::list)))
+        .service(
+            web::resource("/admin/tokens/{id}/revoke")
+                .route(web::get().to(admin_tokens::confirm_revoke))
+                .route(web::post().to(admin_tokens::revoke)),
+        )
         .service(web::resource("/admin/webhooks").route(web::get().to(admin_webhooks::list)))
         .service(web::resource("/admin/webhooks/{id}").route(web::get().to(admin_webhooks::show)))
         .service(
