@@ -126,6 +126,19 @@ struct SignupRefusal {
     errors: FormErrors,
 }
 
+impl SignupRefusal {
+    /// A refusal with one message about the whole form.
+    fn form(shown: SignupShown, message: impl Into<String>) -> Self {
+        let mut errors = FormErrors::new();
+        errors.form(message);
+        Self { shown, errors }
+    }
+}
+
+/// What a taken email gets: the same as any refusal that must not say whether it exists.
+const EMAIL_TAKEN: &str =
+    "We could not create an account with these details. If you already have one, sign in instead.";
+
 /// Specific, sentence-case messages for the email field.
 fn email_message(raw: &str) -> String {
     let raw = raw.trim();
@@ -165,9 +178,7 @@ pub async fn signup(
             shown,
             retry_after_secs,
         } => {
-            let mut errors = FormErrors::new();
-            errors.form(too_many_attempts(retry_after_secs));
-            let refusal = SignupRefusal { shown, errors };
+            let refusal = SignupRefusal::form(shown, too_many_attempts(retry_after_secs));
             return signup_refused(&session, refusal, StatusCode::TOO_MANY_REQUESTS);
         }
     };
@@ -178,11 +189,7 @@ pub async fn signup(
     let user = match accounts::sign_up(&state.db, &state.password_work, email, password).await {
         Ok(user) => user,
         Err(SignUpError::EmailTaken) => {
-            let mut errors = FormErrors::new();
-            errors.form(
-                "We could not create an account with these details. If you already have one, sign in instead.",
-            );
-            let refusal = SignupRefusal { shown, errors };
+            let refusal = SignupRefusal::form(shown, EMAIL_TAKEN);
             return signup_refused(&session, refusal, StatusCode::UNPROCESSABLE_ENTITY);
         }
         Err(SignUpError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
