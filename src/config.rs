@@ -126,8 +126,11 @@ pub struct RateLimit {
 
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
-    /// Sign-in and sign-up submissions.
-    pub auth: RateLimit,
+    /// Sign-in submissions.
+    pub sign_in: RateLimit,
+    /// Sign-up submissions (a budget of their own: a sign-up flood must not lock people out
+    /// of signing in, nor the other way round).
+    pub sign_up: RateLimit,
     /// Everything else.
     pub default: RateLimit,
     /// BYOK leases, per service token.
@@ -636,6 +639,11 @@ impl Config {
             });
         }
         let stripe = stripe_settings(vars, environment)?;
+        // The single budget sign-in and sign-up once shared: still the default of both.
+        let legacy = RateLimit {
+            per_minute: positive(vars, "RATE_LIMIT_AUTH_PER_MINUTE", 5)?,
+            burst: positive(vars, "RATE_LIMIT_AUTH_BURST", 5)?,
+        };
         if vars.get("TOLLGATE_ENV").is_none() && stripe.live() {
             return Err(ConfigError::Invalid {
                 var: "TOLLGATE_ENV",
@@ -668,9 +676,13 @@ impl Config {
                 trusted_proxies: networks(vars, "TRUSTED_PROXIES")?,
             },
             rate_limits: RateLimitSettings {
-                auth: RateLimit {
-                    per_minute: positive(vars, "RATE_LIMIT_AUTH_PER_MINUTE", 5)?,
-                    burst: positive(vars, "RATE_LIMIT_AUTH_BURST", 5)?,
+                sign_in: RateLimit {
+                    per_minute: positive(vars, "RATE_LIMIT_SIGN_IN_PER_MINUTE", legacy.per_minute)?,
+                    burst: positive(vars, "RATE_LIMIT_SIGN_IN_BURST", legacy.burst)?,
+                },
+                sign_up: RateLimit {
+                    per_minute: positive(vars, "RATE_LIMIT_SIGN_UP_PER_MINUTE", legacy.per_minute)?,
+                    burst: positive(vars, "RATE_LIMIT_SIGN_UP_BURST", legacy.burst)?,
                 },
                 default: RateLimit {
                     per_minute: positive(vars, "RATE_LIMIT_DEFAULT_PER_MINUTE", 600)?,
@@ -1054,8 +1066,11 @@ mod tests {
             config_err(&[("SESSION_COOKIE_SECURE", "maybe")]).contains("SESSION_COOKIE_SECURE")
         );
         assert!(
-            config_err(&[("RATE_LIMIT_AUTH_PER_MINUTE", "0")])
-                .contains("RATE_LIMIT_AUTH_PER_MINUTE")
+            config_err(&[("RATE_LIMIT_SIGN_IN_PER_MINUTE", "0")])
+                .contains("RATE_LIMIT_SIGN_IN_PER_MINUTE")
+        );
+        assert!(
+            config_err(&[("RATE_LIMIT_SIGN_UP_BURST", "0")]).contains("RATE_LIMIT_SIGN_UP_BURST")
         );
         for var in [
             "RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT",
@@ -1070,6 +1085,22 @@ mod tests {
             config_err(&[("AUDIT_AGGREGATE_WINDOW_SECS", "-1")])
                 .contains("AUDIT_AGGREGATE_WINDOW_SECS")
         );
+    }
+
+    #[test]
+    fn sign_in_and_sign_up_have_budgets_of_their_own() {
+        let both = config(with_keys(&[])).unwrap().rate_limits;
+        assert_eq!((both.sign_in.per_minute, both.sign_in.burst), (5, 5));
+        assert_eq!((both.sign_up.per_minute, both.sign_up.burst), (5, 5));
+        let split = config(with_keys(&[
+            ("RATE_LIMIT_AUTH_PER_MINUTE", "3"),
+            ("RATE_LIMIT_AUTH_BURST", "4"),
+            ("RATE_LIMIT_SIGN_UP_PER_MINUTE", "2"),
+        ]))
+        .unwrap()
+        .rate_limits;
+        assert_eq!((split.sign_in.per_minute, split.sign_in.burst), (3, 4));
+        assert_eq!((split.sign_up.per_minute, split.sign_up.burst), (2, 4));
     }
 
     #[test]

@@ -11,8 +11,10 @@
 use std::fmt;
 
 use chrono::NaiveDateTime;
+use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::audit::{self, Kind, SecurityEvent};
 use crate::crypto::TokenHasher;
 use crate::crypto::hashing::{Candidate, Domain};
 use crate::db::models::service_token::{self, NewServiceToken, ServiceTokenRow};
@@ -78,9 +80,11 @@ fn parse_scopes(raw: &str) -> Vec<Scope> {
         .collect()
 }
 
-/// A token as `service-token list` shows it: never the token itself.
+/// A token as `service-token list` and the admin console show it: never the token itself
+/// nor its hash.
 #[derive(Debug)]
 pub struct TokenSummary {
+    pub id: i64,
     pub name: String,
     pub scopes: String,
     pub display_id: String,
@@ -92,6 +96,7 @@ pub struct TokenSummary {
 impl From<ServiceTokenRow> for TokenSummary {
     fn from(row: ServiceTokenRow) -> Self {
         Self {
+            id: row.id,
             name: row.name,
             scopes: row.scopes,
             display_id: row.display_id,
@@ -167,6 +172,45 @@ pub fn list(conn: &mut DbConnection) -> Result<Vec<TokenSummary>, DbError> {
 /// Revokes one token by name, or all of them; returns how many were live.
 pub fn revoke(conn: &mut DbConnection, name: Option<&str>) -> Result<usize, DbError> {
     service_token::revoke(conn, name)
+}
+
+pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<TokenSummary>, DbError> {
+    Ok(service_token::find(conn, id)?.map(TokenSummary::from))
+}
+
+/// What revoking one token did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Revoked {
+    /// It was live; its name.
+    Now(String),
+    Already(String),
+    NoSuchToken,
+}
+
+/// Revokes the token with this id, writing the `service_token_revoked` audit row (by `actor`,
+/// from `ip`) in the same transaction.
+pub fn revoke_by_id(
+    conn: &mut DbConnection,
+    id: i64,
+    actor: &str,
+    ip: Option<std::net::IpAddr>,
+) -> Result<Revoked, DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        let Some(token) = service_token::find(conn, id)? else {
+            return Ok(Revoked::NoSuchToken);
+        };
+        if !service_token::revoke_by_id(conn, id)? {
+            return Ok(Revoked::Already(token.name));
+        }
+        let mut event = SecurityEvent::new(Kind::ServiceTokenRevoked)
+            .actor(actor)
+            .details(serde_json::json!({ "name": token.name, "id": id, "count": 1 }));
+        if let Some(ip) = ip {
+            event = event.ip(ip);
+        }
+        audit::write(conn, &event)?;
+        Ok(Revoked::Now(token.name))
+    })
 }
 
 /// Why a presented token was refused.

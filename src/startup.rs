@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, Sweep as _};
 use crate::web::middleware::error_pages::render_error_pages;
+use crate::web::middleware::form_budget::{FormBudget, FormBudgets};
 use crate::web::middleware::head::head_as_get;
 use crate::web::middleware::rate_limit;
 use crate::web::middleware::request_span::RequestSpan;
@@ -140,8 +141,18 @@ fn run(
     let trusted = Arc::new(config.security.trusted_proxies.clone());
     let default_limiter = rate_limit::default_limiter(config.rate_limits.default, &trusted)
         .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?;
-    let auth_limiter = rate_limit::auth_limiter(config.rate_limits.auth, &trusted)
-        .ok_or(StartupError::RateLimit("RATE_LIMIT_AUTH_*"))?;
+    let budgets = FormBudgets {
+        sign_in: Arc::new(FormBudget::new(
+            "sign_in",
+            config.rate_limits.sign_in,
+            &trusted,
+        )),
+        sign_up: Arc::new(FormBudget::new(
+            "sign_up",
+            config.rate_limits.sign_up,
+            &trusted,
+        )),
+    };
     let webhook_limiter = rate_limit::webhook_limiter(config.rate_limits.webhook, &trusted)
         .ok_or(StartupError::RateLimit("RATE_LIMIT_WEBHOOK_*"))?;
     // SQLite has one writer at a time; PostgreSQL overlaps commits (leaving most of the pool
@@ -159,7 +170,8 @@ fn run(
     let gateway = Arc::new(crate::billing::Gateway::new(&config.stripe));
     let mut limiters = LimiterSweep::default();
     limiters.register("default", rate_limit::swept(&default_limiter));
-    limiters.register("auth", rate_limit::swept(&auth_limiter));
+    limiters.register("sign_in", budgets.sign_in.swept());
+    limiters.register("sign_up", budgets.sign_up.swept());
     limiters.register("webhook", rate_limit::swept(&webhook_limiter));
     limiters.register("refusal_audit", refusal_audit.clone());
     limiters.register("lease", lease_limiter.clone());
@@ -189,7 +201,7 @@ fn run(
         // sit in a nested scope inside it: refused requests never touch the session store.
         let routes = web::scope("")
             .wrap(session_store::middleware(db.clone(), &config))
-            .configure(|cfg| routes::configure(cfg, &auth_limiter, &webhook_limiter));
+            .configure(|cfg| routes::configure(cfg, &budgets, &webhook_limiter));
         App::new()
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(BODY_LIMIT))

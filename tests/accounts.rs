@@ -60,25 +60,25 @@ async fn signup_rejects_bad_input_with_messages_and_creates_nothing(backend: Bac
             "not-an-email",
             PASSWORD,
             PASSWORD,
-            "enter a valid email address",
+            "Enter an email address in the form name@example.com.",
         ),
         (
             "ada@example.com",
             "too short",
             "too short",
-            "use at least 12 characters",
+            "Your password must be at least 12 characters long.",
         ),
         (
             "ada@example.com",
             &"x".repeat(129),
             &"x".repeat(129),
-            "use at most 128 characters",
+            "Your password must be at most 128 characters long.",
         ),
         (
             "ada@example.com",
             PASSWORD,
             "something else entirely",
-            "the passwords do not match",
+            "The passwords do not match. Type the same password in both fields.",
         ),
     ];
     for (email, password, confirm, message) in cases {
@@ -143,7 +143,7 @@ async fn login_failures_are_identical_for_unknown_email_and_wrong_password(backe
     assert_eq!(unknown_email.status(), 401);
     let wrong_password = without_token(&wrong_password.text().await.unwrap());
     let unknown_email = without_token(&unknown_email.text().await.unwrap());
-    assert!(wrong_password.contains("invalid email or password"));
+    assert!(wrong_password.contains("Invalid email or password."));
     // Same page, apart from the email typed back into the field.
     assert_eq!(
         wrong_password.replace("grace@example.com", "EMAIL"),

@@ -255,14 +255,10 @@ async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend)
         "Pro Plus"
     );
 
-    let plans_page = browser.get_text("/admin/plans").await;
-    let op = hidden(&plans_page, "operation_id");
+    let archive = format!("/admin/plans/{id}/archive");
+    let op = hidden(&browser.get_text(&archive).await, "operation_id");
     let res = browser
-        .submit(
-            "/admin/plans",
-            &format!("/admin/plans/{id}/archive"),
-            &[("operation_id", &op)],
-        )
+        .submit(&archive, &archive, &[("operation_id", &op)])
         .await;
     assert_eq!(res.status(), 303);
     assert!(!plan_row(&app, "pro").1);
@@ -533,7 +529,8 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
         customer
             .get_text("/account")
             .await
-            .contains("Cancel at period end")
+            .contains(r#"href="/billing/subscription/cancel">Cancel subscription</a>"#),
+        "resumed: it can be canceled again"
     );
     assert_eq!(
         stripe_get(&app, &format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],

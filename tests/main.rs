@@ -10,8 +10,10 @@ mod common;
 mod accounts;
 mod admin;
 mod audit;
+mod auth_budgets;
 mod billing;
 mod cli;
+mod confirmations;
 mod csrf;
 mod database;
 #[cfg(feature = "stripe-sim")]
@@ -19,6 +21,7 @@ mod demo;
 mod docs;
 mod errors;
 mod experience;
+mod forms;
 mod headers;
 mod lease;
 mod operations;

@@ -339,10 +339,10 @@ async fn yearly_prices_are_replaced_dropped_and_archived_at_stripe(backend: Back
 
     save_plan(&admin, Some(first.id), &[("yearly_amount", "20000")]).await;
     let yearly = plan_ids(&app, "pro").yearly_price.unwrap();
-    let op = hidden(&admin.get_text("/admin/plans").await, "operation_id");
     let archive = format!("/admin/plans/{}/archive", first.id);
+    let op = hidden(&admin.get_text(&archive).await, "operation_id");
     admin
-        .submit("/admin/plans", &archive, &[("operation_id", &op)])
+        .submit(&archive, &archive, &[("operation_id", &op)])
         .await;
     assert_eq!(
         stripe_get(&app, &format!("/v1/prices/{yearly}")).await["active"],
@@ -356,10 +356,10 @@ async fn forged_intervals_and_archived_plans_never_reach_stripe(backend: Backend
     save_plan(&admin, None, &[]).await;
     save_plan(&admin, None, &[("name", "Old"), ("slug", "old")]).await;
     let old = plan_ids(&app, "old").id;
-    let op = hidden(&admin.get_text("/admin/plans").await, "operation_id");
     let archive = format!("/admin/plans/{old}/archive");
+    let op = hidden(&admin.get_text(&archive).await, "operation_id");
     admin
-        .submit("/admin/plans", &archive, &[("operation_id", &op)])
+        .submit(&archive, &archive, &[("operation_id", &op)])
         .await;
 
     let customer = app.signed_in_customer("forger@example.com").await;
@@ -511,10 +511,10 @@ async fn a_bogus_plan_choice_is_ignored_safely(backend: Backend) {
     save_plan(&admin, None, &[]).await;
     save_plan(&admin, None, &[("name", "Old"), ("slug", "old")]).await;
     let old = plan_ids(&app, "old").id;
-    let op = hidden(&admin.get_text("/admin/plans").await, "operation_id");
     let archive = format!("/admin/plans/{old}/archive");
+    let op = hidden(&admin.get_text(&archive).await, "operation_id");
     admin
-        .submit("/admin/plans", &archive, &[("operation_id", &op)])
+        .submit(&archive, &archive, &[("operation_id", &op)])
         .await;
 
     let long = format!("/signup?plan={}", "p".repeat(5000));

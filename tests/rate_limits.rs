@@ -49,7 +49,7 @@ async fn attempt(
 }
 
 async fn sign_in_is_limited_per_ip_with_headers_and_retry_after(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |config| config.rate_limits.auth = STRICT).await;
+    let app = TestApp::spawn_with(backend, |config| config.rate_limits.sign_in = STRICT).await;
     let browser = app.browser();
     let token = browser.csrf_token("/login").await;
     for expected_remaining in (0..5).rev() {
@@ -80,7 +80,14 @@ async fn sign_in_is_limited_per_ip_with_headers_and_retry_after(backend: Backend
     assert_eq!(header(&refused, "x-ratelimit-limit"), "5");
     assert_eq!(header(&refused, "x-ratelimit-remaining"), "0");
     assert!(header(&refused, "x-ratelimit-reset").parse::<u64>().is_ok());
-    assert!(refused.text().await.unwrap().contains("Too many requests"));
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains(&format!("Please wait {retry_after} seconds")),
+        "the sign-in form says how long to wait"
+    );
 
     assert_eq!(
         browser.get("/login").await.status(),
@@ -90,20 +97,20 @@ async fn sign_in_is_limited_per_ip_with_headers_and_retry_after(backend: Backend
     assert_eq!(
         app.count_events("login_failed"),
         5,
-        "refused attempts never reach the handler"
+        "refused attempts are never checked"
     );
     let limited = app.events("rate_limited");
     assert_eq!(limited.len(), 1);
     assert_eq!(limited[0].ip.as_deref(), Some("127.0.0.1"));
     assert!(
-        limited[0].details.contains(r#""limiter":"auth""#),
+        limited[0].details.contains(r#""limiter":"sign_in""#),
         "{}",
         limited[0].details
     );
 }
 
 async fn spoofed_forwarded_for_does_not_bypass_the_limit(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |config| config.rate_limits.auth = STRICT).await;
+    let app = TestApp::spawn_with(backend, |config| config.rate_limits.sign_in = STRICT).await;
     let browser = app.browser();
     let token = browser.csrf_token("/login").await;
     let mut statuses = Vec::new();
@@ -121,7 +128,7 @@ async fn spoofed_forwarded_for_does_not_bypass_the_limit(backend: Backend) {
 
 async fn a_trusted_proxy_forwards_the_real_client_address(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| {
-        config.rate_limits.auth = STRICT;
+        config.rate_limits.sign_in = STRICT;
         config.security.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
     })
     .await;
@@ -179,8 +186,6 @@ async fn every_other_route_has_a_default_limit(backend: Backend) {
 // ---------------------------------------------------------------------------------------------
 // Guessing across addresses, IPv6 networks, argon2 saturation, and limiter memory.
 
-const INVALID: &str = "invalid email or password";
-
 /// Allows sign-ins through 127.0.0.1 as a trusted proxy, so each request can claim a client.
 fn behind_a_proxy(config: &mut tollgate::config::Config) {
     config.security.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
@@ -210,7 +215,7 @@ async fn sign_in_from(
 async fn failures_from_many_addresses_lock_the_account(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| {
         behind_a_proxy(config);
-        config.rate_limits.auth = STRICT;
+        config.rate_limits.sign_in = STRICT;
         config.rate_limits.login_failures.per_account = 10;
     })
     .await;
@@ -249,8 +254,10 @@ async fn failures_from_many_addresses_lock_the_account(backend: Backend) {
     let retry_after: u64 = header(&locked, "retry-after").parse().unwrap();
     assert!((1..=900).contains(&retry_after), "{retry_after}");
     assert!(
-        locked.text().await.unwrap().contains(INVALID),
-        "the same generic message"
+        locked.text().await.unwrap().contains(&format!(
+            "Too many attempts. Please wait {retry_after} seconds and try again."
+        )),
+        "the form says how long to wait"
     );
     let right = sign_in_from(
         &browser,
@@ -307,7 +314,7 @@ async fn failures_from_many_addresses_lock_the_account(backend: Backend) {
 async fn ipv6_clients_are_limited_by_their_64(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| {
         behind_a_proxy(config);
-        config.rate_limits.auth = STRICT;
+        config.rate_limits.sign_in = STRICT;
     })
     .await;
     let browser = app.browser();
@@ -401,11 +408,12 @@ async fn idle_limiter_keys_are_swept(backend: Backend) {
     assert_eq!(
         names,
         [
-            "auth",
             "default",
             "lease",
             "login_failures",
             "refusal_audit",
+            "sign_in",
+            "sign_up",
             "stripe_throttle",
             "webhook"
         ]

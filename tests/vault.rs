@@ -145,34 +145,47 @@ async fn malformed_keys_are_refused_without_being_echoed(backend: Backend) {
         (
             "anthropic",
             "sk-proj-DUMMY-000000000000000000000000",
-            "does not look like an Anthropic API key",
+            "This key doesn't look like an Anthropic key: those start with sk-ant-",
         ),
         (
             "openai",
             "sk-ant-api03-DUMMY-0000000000000000000",
-            "does not look like an OpenAI API key",
+            "This looks like an Anthropic key. Choose Anthropic as the provider, or paste your OpenAI key.",
         ),
-        ("openai", "sk-short", "API keys are 20 to 256 characters"),
+        (
+            "openai",
+            "pk-DUMMY-000000000000000000000000",
+            "This key doesn't look like an OpenAI key: those start with sk-",
+        ),
+        (
+            "openai",
+            "sk-short",
+            "This key is too short to be an API key: keys are at least 20 characters.",
+        ),
         (
             "anthropic",
             &format!("sk-ant-{}", "a".repeat(300)),
-            "API keys are 20 to 256 characters",
+            "This key is too long to be an API key: keys are at most 256 characters.",
         ),
         (
             "anthropic",
             "sk-ant-DUMMY <script>alert(1)</script>",
-            "does not look like an Anthropic API key",
+            "This key has characters API keys never contain. Paste only the key: letters, digits, - and _.",
         ),
         (
             "mistral",
             "sk-DUMMY-00000000000000000000000",
-            "Choose a provider.",
+            "Choose Anthropic or OpenAI as the provider.",
         ),
     ] {
         let res = add_key(&browser, provider, key).await;
         assert_eq!(res.status(), 422, "{key}");
         let html = res.text().await.unwrap();
-        assert!(html.contains(message), "{message}");
+        let text = scraper::Html::parse_document(&html)
+            .root_element()
+            .text()
+            .collect::<String>();
+        assert!(text.contains(message), "{message}");
         assert!(!html.contains(key), "the rejected key is not echoed");
     }
     assert_eq!(app.count_events("byok_key_saved"), 0);

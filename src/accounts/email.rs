@@ -3,7 +3,7 @@
 use email_address::{EmailAddress, Options};
 
 /// Longest address SMTP can carry.
-const MAX_LEN: usize = 254;
+pub const MAX_LEN: usize = 254;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);

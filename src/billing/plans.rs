@@ -218,6 +218,24 @@ pub fn offer(plans: &[Plan], slug: &str, interval: &str) -> Result<(Plan, PlanPr
     Ok((plan.clone(), price))
 }
 
+/// The most a plan may cost, in minor units (Stripe's limit for `unit_amount`).
+pub const MAX_AMOUNT: i64 = 99_999_999;
+
+/// What is wrong with a submitted price: not a whole number, negative, or over the maximum
+/// (which it names, in the plan's currency).
+fn amount_message(parsed: Option<i64>, currency: &str) -> String {
+    match parsed {
+        Some(amount) if amount < 0 => "The price cannot be negative.".into(),
+        Some(_) => format!(
+            "The price can be at most {MAX_AMOUNT} minor units ({}).",
+            format_amount(MAX_AMOUNT, currency)
+        ),
+        None => {
+            "Enter the price as a whole number of minor units (cents), e.g. 2500 for $25.00.".into()
+        }
+    }
+}
+
 /// What an admin submitted, already validated.
 #[derive(Debug, Clone)]
 pub struct PlanInput {
@@ -237,8 +255,6 @@ pub struct PlanInput {
 /// Most feature lines a plan lists, and the longest one.
 pub const MAX_FEATURE_LINES: usize = 12;
 pub const MAX_FEATURE_LINE_CHARS: usize = 80;
-/// Largest price, in minor units.
-const MAX_AMOUNT: i64 = 99_999_999;
 
 /// Field name → message, for re-rendering the form.
 pub type PlanErrors = HashMap<&'static str, String>;
@@ -346,20 +362,21 @@ impl PlanDraft {
                 "Keep the description under 500 characters.".into(),
             );
         }
-        let amount = self
-            .amount
-            .trim()
-            .parse::<i64>()
-            .ok()
-            .filter(|a| (0..=MAX_AMOUNT).contains(a));
-        if amount.is_none() {
-            errors.insert(
-                "amount",
-                "Enter the price in minor units (cents), e.g. 2500 for $25.00.".into(),
-            );
-        }
         let currency = self.currency.trim().to_ascii_lowercase();
-        if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_lowercase()) {
+        let currency_ok = currency.len() == 3 && currency.chars().all(|c| c.is_ascii_lowercase());
+        let amount = match self.amount.trim().parse::<i64>() {
+            Ok(amount) if (0..=MAX_AMOUNT).contains(&amount) => Some(amount),
+            parsed => {
+                let currency = if currency_ok {
+                    currency.as_str()
+                } else {
+                    "usd"
+                };
+                errors.insert("amount", amount_message(parsed.ok(), currency));
+                None
+            }
+        };
+        if !currency_ok {
             errors.insert(
                 "currency",
                 "Use a three-letter ISO currency code, e.g. usd.".into(),

@@ -124,7 +124,10 @@ pub struct StripeSim {
 async fn favicon() -> actix_web::HttpResponse {
     actix_web::HttpResponse::Ok()
         .content_type("image/svg+xml")
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "public, max-age=86400"))
+        .insert_header((
+            actix_web::http::header::CACHE_CONTROL,
+            "public, max-age=86400",
+        ))
         .body(include_str!("../../static/stripe_sim/favicon.svg"))
 }
 

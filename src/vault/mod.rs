@@ -34,12 +34,17 @@ impl Provider {
         }
     }
 
-    /// What a key for this provider looks like, for the form's help text.
-    pub fn key_hint(self) -> &'static str {
+    /// How this provider's keys begin.
+    pub fn key_prefix(self) -> &'static str {
         match self {
-            Self::Anthropic => "starts with sk-ant-",
-            Self::OpenAi => "starts with sk-",
+            Self::Anthropic => "sk-ant-",
+            Self::OpenAi => "sk-",
         }
+    }
+
+    /// What a key for this provider looks like, for the form's help text.
+    pub fn key_hint(self) -> String {
+        format!("starts with {}", self.key_prefix())
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
@@ -59,12 +64,30 @@ pub fn key_aad(user_id: i64, provider: Provider) -> Aad {
 const MIN_KEY_LEN: usize = 20;
 const MAX_KEY_LEN: usize = 256;
 
+/// Why a pasted key was refused. The messages are the form's: specific, and never the key.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KeyFormatError {
-    #[error("this does not look like an {0} API key (it {1})")]
-    WrongShape(&'static str, &'static str),
-    #[error("API keys are {MIN_KEY_LEN} to {MAX_KEY_LEN} characters")]
-    Length,
+    #[error("Enter your API key.")]
+    Empty,
+    #[error("This key is too short to be an API key: keys are at least {MIN_KEY_LEN} characters.")]
+    TooShort,
+    #[error("This key is too long to be an API key: keys are at most {MAX_KEY_LEN} characters.")]
+    TooLong,
+    #[error(
+        "This key has characters API keys never contain. Paste only the key: letters, digits, - and _."
+    )]
+    Characters,
+    #[error("This key doesn't look like an {} key: those start with {}", .0.label(), .0.key_prefix())]
+    WrongShape(Provider),
+    /// An Anthropic key offered as an OpenAI one (both begin `sk-`).
+    #[error(
+        "This looks like an {} key. Choose {} as the provider, or paste your {} key.",
+        .looks_like.label(), .looks_like.label(), .chosen.label()
+    )]
+    WrongProvider {
+        chosen: Provider,
+        looks_like: Provider,
+    },
 }
 
 /// A provider API key that has the provider's shape. Redacted in `Debug`.
@@ -74,21 +97,31 @@ pub struct ApiKey(SecretString);
 impl ApiKey {
     pub fn parse(provider: Provider, raw: SecretString) -> Result<Self, KeyFormatError> {
         let key = raw.expose_secret().trim();
-        if !(MIN_KEY_LEN..=MAX_KEY_LEN).contains(&key.len()) {
-            return Err(KeyFormatError::Length);
+        match key.len() {
+            0 => return Err(KeyFormatError::Empty),
+            len if len < MIN_KEY_LEN => return Err(KeyFormatError::TooShort),
+            len if len > MAX_KEY_LEN => return Err(KeyFormatError::TooLong),
+            _ => {}
         }
-        let charset_ok = key
+        // A more specific prefix than the chosen provider's names the key's provider: an
+        // Anthropic key (sk-ant-…) also begins like an OpenAI key (sk-…).
+        let looks_like = Provider::ALL.into_iter().find(|p| {
+            p.key_prefix().len() > provider.key_prefix().len() && key.starts_with(p.key_prefix())
+        });
+        if let Some(looks_like) = looks_like {
+            return Err(KeyFormatError::WrongProvider {
+                chosen: provider,
+                looks_like,
+            });
+        }
+        if !key.starts_with(provider.key_prefix()) {
+            return Err(KeyFormatError::WrongShape(provider));
+        }
+        if !key
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-        let shape_ok = match provider {
-            Provider::Anthropic => key.starts_with("sk-ant-"),
-            Provider::OpenAi => key.starts_with("sk-") && !key.starts_with("sk-ant-"),
-        };
-        if !charset_ok || !shape_ok {
-            return Err(KeyFormatError::WrongShape(
-                provider.label(),
-                provider.key_hint(),
-            ));
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        {
+            return Err(KeyFormatError::Characters);
         }
         Ok(Self(SecretString::from(key.to_owned())))
     }
@@ -224,22 +257,34 @@ mod tests {
             .is_ok()
         );
         assert!(ApiKey::parse(Provider::OpenAi, key("sk-proj-DUMMY0000000000000000")).is_ok());
-        assert!(matches!(
-            ApiKey::parse(Provider::OpenAi, key("sk-ant-api03-DUMMY-0000000000000000")),
-            Err(KeyFormatError::WrongShape(..))
-        ));
-        assert!(matches!(
-            ApiKey::parse(Provider::Anthropic, key("sk-ant-DUMMY 00000000000000000")),
-            Err(KeyFormatError::WrongShape(..))
-        ));
+        assert_eq!(
+            ApiKey::parse(Provider::OpenAi, key("sk-ant-api03-DUMMY-0000000000000000"))
+                .unwrap_err(),
+            KeyFormatError::WrongProvider {
+                chosen: Provider::OpenAi,
+                looks_like: Provider::Anthropic
+            }
+        );
+        assert_eq!(
+            ApiKey::parse(Provider::Anthropic, key("sk-proj-DUMMY0000000000000000")).unwrap_err(),
+            KeyFormatError::WrongShape(Provider::Anthropic)
+        );
+        assert_eq!(
+            ApiKey::parse(Provider::Anthropic, key("sk-ant-DUMMY 00000000000000000")).unwrap_err(),
+            KeyFormatError::Characters
+        );
         assert_eq!(
             ApiKey::parse(Provider::OpenAi, key("sk-short")).unwrap_err(),
-            KeyFormatError::Length
+            KeyFormatError::TooShort
+        );
+        assert_eq!(
+            ApiKey::parse(Provider::OpenAi, key("  ")).unwrap_err(),
+            KeyFormatError::Empty
         );
         let long = format!("sk-{}", "a".repeat(300));
         assert_eq!(
             ApiKey::parse(Provider::OpenAi, key(&long)).unwrap_err(),
-            KeyFormatError::Length
+            KeyFormatError::TooLong
         );
     }
 

@@ -17,7 +17,7 @@ use crate::web::session::TypedSession;
 use crate::web::{AppState, client_ip};
 
 /// Largest form Tollgate accepts.
-const FORM_LIMIT: usize = 64 * 1024;
+pub(crate) const FORM_LIMIT: usize = 64 * 1024;
 
 /// A urlencoded form whose CSRF token has been checked. Derefs to the form fields.
 pub struct CsrfForm<T>(pub T);

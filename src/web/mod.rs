@@ -3,6 +3,7 @@
 
 pub mod client_ip;
 pub mod csrf;
+pub mod forms;
 pub mod middleware;
 pub mod pages;
 pub mod routes;

@@ -86,3 +86,23 @@ pub fn datetime(at: &chrono::NaiveDateTime) -> String {
 pub fn datetime_seconds(at: &chrono::NaiveDateTime) -> String {
     at.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
+
+/// The step before a destructive action, and it works without JavaScript: what will happen,
+/// a button that does it (a CSRF-protected POST to `action`), and a link that leaves
+/// everything as it is.
+#[derive(Template)]
+#[template(path = "confirm.html")]
+pub struct ConfirmPage {
+    pub ctx: PageContext,
+    pub title: String,
+    /// What the action changes, one paragraph each.
+    pub consequences: Vec<String>,
+    pub action: String,
+    /// The billing operation id the action's form carries, if it calls Stripe.
+    pub operation_id: Option<String>,
+    pub confirm: &'static str,
+    pub keep: &'static str,
+    pub keep_href: &'static str,
+    /// Shown inside the admin console (with its navigation).
+    pub admin: bool,
+}

@@ -76,6 +76,26 @@ pub fn revoke(conn: &mut DbConnection, name: Option<&str>) -> Result<usize, DbEr
     )
 }
 
+pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<ServiceTokenRow>, DbError> {
+    Ok(service_tokens::table
+        .find(id)
+        .select(ServiceTokenRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Revokes the token with this id if it is live; whether it was.
+pub fn revoke_by_id(conn: &mut DbConnection, id: i64) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        service_tokens::table
+            .find(id)
+            .filter(service_tokens::revoked_at.is_null()),
+    )
+    .set(service_tokens::revoked_at.eq(Some(now())))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
 /// Records a use of the token, whose hash is (still) under the pepper `hash_key_id`.
 pub fn touch(conn: &mut DbConnection, id: i64, hash_key_id: &str) -> Result<(), DbError> {
     diesel::update(service_tokens::table.find(id))

@@ -1,9 +1,10 @@
 //! Per-client-IP rate limits (actix-governor), with `X-RateLimit-*` headers on every limited
 //! response and an audit record for every refusal. IPv6 clients are counted by their /64.
 //!
-//! Two limiters: a strict one on sign-in and sign-up submissions, and a default one for
-//! everything else. The default limiter exempts the strict routes, so each request is counted
-//! once, by the limiter that governs it, and its headers describe that limiter.
+//! A default limiter for everything, and one for Stripe's webhooks. The default limiter exempts
+//! the routes governed elsewhere (the webhook, and the sign-in and sign-up submissions, which
+//! have budgets of their own in [`super::form_budget`]), so each request is counted once, by the
+//! limiter that governs it, and its headers describe that limiter.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -29,18 +30,19 @@ use crate::config::RateLimit;
 use crate::limits::{self, Sweep};
 use crate::web::{AppState, client_ip};
 
-/// Routes whose submissions the strict (auth) limiter governs.
+/// Routes whose submissions a form budget ([`super::form_budget`]) governs.
 pub const AUTH_ROUTES: [&str; 2] = ["/login", "/signup"];
 /// Stripe's webhook endpoint, governed by its own limiter.
 pub const WEBHOOK_ROUTE: &str = "/webhooks/stripe";
 
-const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
-const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
-const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+pub(crate) const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+pub(crate) const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+pub(crate) const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
-/// Marks a 429 written by a limiter here (handlers with limiters of their own audit those).
+/// Marks a 429 written by a limiter here or by a form's budget ([`super::form_budget`]);
+/// handlers with limiters of their own audit those.
 #[derive(Debug, Clone, Copy)]
-struct Refused;
+pub(crate) struct Refused;
 
 /// Who a request is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -53,9 +55,9 @@ pub enum RateKey {
 
 /// The replenish interval of the limiter that counted a request, for `X-RateLimit-Reset`.
 #[derive(Debug, Clone, Copy)]
-struct Window {
-    per_request: Duration,
-    limiter: &'static str,
+pub(crate) struct Window {
+    pub(crate) per_request: Duration,
+    pub(crate) limiter: &'static str,
 }
 
 #[derive(Clone)]
@@ -104,7 +106,7 @@ impl KeyExtractor for ClientIpKey {
     }
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -145,11 +147,6 @@ pub fn default_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Li
 /// The limiter for Stripe's webhook deliveries.
 pub fn webhook_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
     config(limit, trusted, "webhook", false, Some(vec![Method::POST]))
-}
-
-/// The strict limiter for sign-in and sign-up submissions (POST only: showing the form is free).
-pub fn auth_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
-    config(limit, trusted, "auth", false, Some(vec![Method::POST]))
 }
 
 pub fn governor(config: &Limiter) -> Governor<ClientIpKey, StateInformationMiddleware> {

@@ -13,7 +13,8 @@ use crate::billing::{self, BillingError};
 use crate::db::schema::{billing_customers, plans as plans_table, users};
 use crate::error::AppError;
 use crate::web::csrf::CsrfForm;
-use crate::web::pages::{PageContext, datetime_seconds, render, render_with_status};
+use crate::web::forms::FormErrors;
+use crate::web::pages::{ConfirmPage, PageContext, datetime_seconds, render, render_with_status};
 use crate::web::routes::billing::billing_failure;
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
@@ -35,7 +36,6 @@ struct PlanRowView {
 struct PlansPage {
     ctx: PageContext,
     plans: Vec<PlanRowView>,
-    operation_id: String,
 }
 
 pub async fn list(
@@ -52,11 +52,9 @@ pub async fn list(
             plan,
         })
         .collect();
-    let operation_id = billing::new_operation_id().map_err(AppError::internal)?;
     render(&PlansPage {
-        ctx: PageContext::with_form(&session, Some(&admin.0))?,
+        ctx: PageContext::new(&session, Some(&admin.0))?,
         plans,
-        operation_id,
     })
 }
 
@@ -76,15 +74,22 @@ struct PlanFormPage {
     title: &'static str,
     text_fields: Vec<TextField>,
     draft: PlanDraft,
-    errors: PlanErrors,
+    errors: FormErrors,
     operation_id: String,
 }
 
-impl PlanFormPage {
-    fn error(&self, field: &str) -> Option<&str> {
-        self.errors.get(field).map(String::as_str)
-    }
-}
+/// The plan form's fields in page order, so the error summary lists them as they appear.
+/// A field missing here is still listed, after these.
+const PLAN_FIELDS: [&str; 8] = [
+    "name",
+    "slug",
+    "amount",
+    "currency",
+    "trial_days",
+    "interval",
+    "description",
+    "features",
+];
 
 fn form_page(
     session: &TypedSession,
@@ -149,7 +154,7 @@ fn form_page(
             "New plan"
         },
         draft,
-        errors,
+        errors: FormErrors::from_map(errors, &PLAN_FIELDS),
         operation_id,
     })
 }
@@ -365,6 +370,39 @@ pub async fn update(
 pub struct OperationForm {
     #[serde(default)]
     operation_id: String,
+}
+
+/// `GET /admin/plans/{id}/archive`: what archiving means, before it happens.
+pub async fn confirm_archive(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    admin: AdminUser,
+    id: web::Path<i64>,
+) -> Result<HttpResponse, AppError> {
+    let plan = plans::find(&state.db, *id)
+        .await?
+        .ok_or(AppError::NotFound)?;
+    if !plan.active {
+        session.flash(
+            FlashKind::Info,
+            format!("Plan “{}” is already archived.", plan.name),
+        )?;
+        return Ok(see_other("/admin/plans"));
+    }
+    render(&ConfirmPage {
+        ctx: PageContext::with_form(&session, Some(&admin.0))?,
+        title: format!("Archive the plan “{}”?", plan.name),
+        consequences: vec![
+            "It leaves the pricing page: new customers can no longer choose it.".into(),
+            "Existing subscribers keep it and are billed as before.".into(),
+        ],
+        action: format!("/admin/plans/{}/archive", plan.id),
+        operation_id: Some(billing::new_operation_id().map_err(AppError::internal)?),
+        confirm: "Archive plan",
+        keep: "Keep the plan",
+        keep_href: "/admin/plans",
+        admin: true,
+    })
 }
 
 pub async fn archive(

@@ -7,10 +7,14 @@ use askama::Template;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use crate::accounts::{self, Email, NewPassword, SignIn, SignInError, SignInGuards, SignUpError};
+use crate::accounts::{
+    self, Email, NewPassword, PasswordPolicyError, SignIn, SignInError, SignInGuards, SignUpError,
+};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
+use crate::web::forms::FormErrors;
+use crate::web::middleware::form_budget::Submission;
 use crate::web::pages::{PageContext, render, render_with_status};
 use crate::web::routes::billing::{ChosenPlan, chosen_plan};
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
@@ -20,7 +24,7 @@ use crate::web::{AppState, client_ip};
 pub const SIGNED_OUT: &str = "/?signed_out";
 
 /// The one message a failed sign-in ever gets.
-pub const INVALID_CREDENTIALS: &str = "invalid email or password";
+pub const INVALID_CREDENTIALS: &str = "Invalid email or password.";
 
 fn see_other(location: &str) -> HttpResponse {
     HttpResponse::SeeOther()
@@ -68,33 +72,90 @@ impl PlanChoice {
     async fn check(&self, state: &AppState) -> Result<Option<ChosenPlan>, AppError> {
         chosen_plan(state, self.plan.as_deref(), self.interval.as_deref()).await
     }
-}
 
-#[derive(Default)]
-struct SignupErrors {
-    email: Option<String>,
-    password: Option<String>,
-    confirm: Option<String>,
-    form: Option<&'static str>,
-}
-
-impl SignupErrors {
-    fn any(&self) -> bool {
-        self.email.is_some()
-            || self.password.is_some()
-            || self.confirm.is_some()
-            || self.form.is_some()
+    /// What a form refused before any work (over its budget) carries on unchecked, so the
+    /// choice survives the wait: only a slug-shaped plan and a real interval. The next
+    /// submission checks it against the plans on offer.
+    fn shaped(&self) -> Option<PlanCarry> {
+        let slug = self.plan.as_deref()?;
+        let interval = match self.interval.as_deref() {
+            Some("year") => "year",
+            _ => "month",
+        };
+        let shaped = !slug.is_empty()
+            && slug.len() <= 40
+            && slug
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        shaped.then(|| PlanCarry {
+            slug: slug.to_owned(),
+            interval,
+        })
     }
+}
+
+/// The hidden `plan` and `interval` fields a sign-up or sign-in form carries.
+pub struct PlanCarry {
+    slug: String,
+    interval: &'static str,
+}
+
+impl From<&ChosenPlan> for PlanCarry {
+    fn from(plan: &ChosenPlan) -> Self {
+        Self {
+            slug: plan.slug.clone(),
+            interval: plan.interval,
+        }
+    }
+}
+
+/// A checked plan choice as the sign-up and sign-in pages show it: named (when checked) and
+/// carried in hidden fields.
+#[derive(Default)]
+struct PlanShown {
+    plan: Option<ChosenPlan>,
+    carry: Option<PlanCarry>,
+}
+
+impl PlanShown {
+    fn checked(plan: Option<ChosenPlan>) -> Self {
+        let carry = plan.as_ref().map(PlanCarry::from);
+        Self { plan, carry }
+    }
+
+    fn unchecked(choice: &PlanChoice) -> Self {
+        Self {
+            plan: None,
+            carry: choice.shaped(),
+        }
+    }
+
+    /// `?plan=…&interval=…` for the link to the other form.
+    fn query(&self) -> String {
+        self.carry
+            .as_ref()
+            .map(|c| format!("?plan={}&interval={}", c.slug, c.interval))
+            .unwrap_or_default()
+    }
+}
+
+/// What the sign-up form shows again when it is refused: everything but the passwords.
+#[derive(Deserialize, Default)]
+pub struct SignupShown {
+    #[serde(default)]
+    email: String,
+    #[serde(flatten)]
+    choice: PlanChoice,
 }
 
 #[derive(Template)]
 #[template(path = "auth/signup.html")]
 struct SignupPage {
     ctx: PageContext,
-    email: String,
-    errors: SignupErrors,
+    shown: SignupShown,
+    errors: FormErrors,
     /// The plan chosen on the pricing page, carried on to its checkout confirmation.
-    plan: Option<ChosenPlan>,
+    chosen: PlanShown,
 }
 
 pub async fn signup_form(
@@ -110,49 +171,126 @@ pub async fn signup_form(
     let ctx = PageContext::with_form(&session, None)?;
     render(&SignupPage {
         ctx,
-        email: String::new(),
-        errors: SignupErrors::default(),
-        plan,
+        shown: SignupShown::default(),
+        errors: FormErrors::new(),
+        chosen: PlanShown::checked(plan),
     })
 }
 
 #[derive(Deserialize)]
 pub struct SignupForm {
-    email: String,
+    #[serde(flatten)]
+    shown: SignupShown,
     password: SecretString,
     password_confirm: SecretString,
-    #[serde(flatten)]
-    plan: PlanChoice,
+}
+
+/// The sign-up form's messages for what was typed: the account it would make, or what to fix.
+fn parse_signup(form: SignupForm) -> Result<(Email, NewPassword, SignupShown), SignupRefusal> {
+    let mut errors = FormErrors::new();
+    let email = Email::parse(&form.shown.email)
+        .map_err(|_| errors.field("email", email_message(&form.shown.email)))
+        .ok();
+    let confirmed = form.password.expose_secret() == form.password_confirm.expose_secret();
+    let password = if form.password.expose_secret().is_empty() {
+        errors.field("password", "Enter a password.");
+        None
+    } else {
+        NewPassword::parse(form.password)
+            .map_err(|err| errors.field("password", password_message(&err)))
+            .ok()
+    };
+    if !confirmed {
+        errors.field(
+            "password_confirm",
+            "The passwords do not match. Type the same password in both fields.",
+        );
+    }
+    match (email, password, errors.is_empty()) {
+        (Some(email), Some(password), true) => Ok((email, password, form.shown)),
+        _ => Err(SignupRefusal {
+            shown: form.shown,
+            errors,
+        }),
+    }
+}
+
+struct SignupRefusal {
+    shown: SignupShown,
+    errors: FormErrors,
+}
+
+impl SignupRefusal {
+    /// A refusal with one message about the whole form.
+    fn form(shown: SignupShown, message: impl Into<String>) -> Self {
+        let mut errors = FormErrors::new();
+        errors.form(message);
+        Self { shown, errors }
+    }
+}
+
+/// What a taken email gets: the same as any refusal that must not say whether it exists.
+const EMAIL_TAKEN: &str =
+    "We could not create an account with these details. If you already have one, sign in instead.";
+
+/// Specific, sentence-case messages for the email field.
+fn email_message(raw: &str) -> String {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        "Enter your email address.".into()
+    } else if raw.len() > accounts::email::MAX_LEN {
+        format!(
+            "Email addresses are at most {} characters. Enter a shorter one.",
+            accounts::email::MAX_LEN
+        )
+    } else {
+        "Enter an email address in the form name@example.com.".into()
+    }
+}
+
+fn password_message(err: &PasswordPolicyError) -> String {
+    use accounts::password::{MAX_LEN, MIN_LEN};
+    match err {
+        PasswordPolicyError::TooShort => {
+            format!("Your password must be at least {MIN_LEN} characters long.")
+        }
+        PasswordPolicyError::TooLong => {
+            format!("Your password must be at most {MAX_LEN} characters long.")
+        }
+    }
 }
 
 pub async fn signup(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    form: CsrfForm<SignupForm>,
+    form: Submission<SignupForm, SignupShown>,
 ) -> Result<HttpResponse, AppError> {
-    let form = form.0;
-    let plan = form.plan.check(&state).await?;
-    let mut errors = SignupErrors::default();
-    let email = Email::parse(&form.email)
-        .map_err(|e| errors.email = Some(e.to_string()))
-        .ok();
-    if form.password.expose_secret() != form.password_confirm.expose_secret() {
-        errors.confirm = Some("the passwords do not match".into());
-    }
-    let password = NewPassword::parse(form.password)
-        .map_err(|e| errors.password = Some(e.to_string()))
-        .ok();
-    let (Some(email), Some(password), false) = (email, password, errors.any()) else {
-        return signup_failed(&session, form.email, errors, plan);
+    let form = match form {
+        Submission::Accepted(form) => form,
+        Submission::OverBudget {
+            shown,
+            retry_after_secs,
+        } => {
+            let chosen = PlanShown::unchecked(&shown.choice);
+            let refusal = SignupRefusal::form(shown, too_many_attempts(retry_after_secs));
+            return signup_refused(&session, refusal, chosen, StatusCode::TOO_MANY_REQUESTS);
+        }
+    };
+    let plan = form.shown.choice.check(&state).await?;
+    let (email, password, shown) = match parse_signup(form) {
+        Ok(parsed) => parsed,
+        Err(refusal) => {
+            let chosen = PlanShown::checked(plan);
+            return signup_refused(&session, refusal, chosen, StatusCode::UNPROCESSABLE_ENTITY);
+        }
     };
     let user = match accounts::sign_up(&state.db, &state.password_work, email, password).await {
         Ok(user) => user,
         Err(SignUpError::EmailTaken) => {
-            errors.form = Some(
-                "We could not create an account with these details. If you already have one, sign in instead.",
-            );
-            return signup_failed(&session, form.email, errors, plan);
+            let refusal = SignupRefusal::form(shown, EMAIL_TAKEN);
+            let chosen = PlanShown::checked(plan);
+            return signup_refused(&session, refusal, chosen, StatusCode::UNPROCESSABLE_ENTITY);
         }
         Err(SignUpError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
         Err(other) => return Err(AppError::internal(other)),
@@ -170,145 +308,175 @@ pub async fn signup(
     Ok(see_other(&landing(None, plan.as_ref(), &user)))
 }
 
-fn signup_failed(
+/// The sign-up form again, with what was typed (never the passwords) and what to fix.
+fn signup_refused(
     session: &TypedSession,
-    email: String,
-    errors: SignupErrors,
-    plan: Option<ChosenPlan>,
+    refusal: SignupRefusal,
+    chosen: PlanShown,
+    status: StatusCode,
 ) -> Result<HttpResponse, AppError> {
     let ctx = PageContext::with_form(session, None)?;
+    let SignupRefusal { shown, errors } = refusal;
     render_with_status(
-        StatusCode::UNPROCESSABLE_ENTITY,
+        status,
         &SignupPage {
             ctx,
-            email,
+            shown,
             errors,
-            plan,
+            chosen,
         },
     )
+}
+
+/// What the sign-in form shows again when it is refused: everything but the password.
+#[derive(Deserialize, Default)]
+pub struct LoginShown {
+    #[serde(default)]
+    email: String,
+    /// Only ever a local path (see [`LoginShown::local`]).
+    #[serde(default)]
+    next: String,
+    #[serde(flatten)]
+    choice: PlanChoice,
+}
+
+impl LoginShown {
+    /// Drops a `next` that is not a path on this site.
+    fn local(self) -> Self {
+        let next = local_path(Some(&self.next)).unwrap_or("").to_owned();
+        Self { next, ..self }
+    }
 }
 
 #[derive(Template)]
 #[template(path = "auth/login.html")]
 struct LoginPage {
     ctx: PageContext,
-    email: String,
-    next: String,
-    error: Option<&'static str>,
+    shown: LoginShown,
+    errors: FormErrors,
     /// The plan chosen on the pricing page, carried on to its checkout confirmation.
-    plan: Option<ChosenPlan>,
-}
-
-#[derive(Deserialize)]
-pub struct NextQuery {
-    next: Option<String>,
-    #[serde(flatten)]
-    plan: PlanChoice,
+    chosen: PlanShown,
 }
 
 pub async fn login_form(
     state: web::Data<AppState>,
     session: TypedSession,
     user: MaybeUser,
-    query: web::Query<NextQuery>,
+    query: web::Query<LoginShown>,
 ) -> Result<HttpResponse, AppError> {
-    let plan = query.plan.check(&state).await?;
-    if let Some(user) = &user.0 {
-        return Ok(see_other(&landing(
-            query.next.as_deref(),
-            plan.as_ref(),
-            user,
-        )));
+    // The email, if any, is not taken from a link.
+    let shown = LoginShown {
+        email: String::new(),
+        ..query.into_inner()
     }
-    // Empty when no page asked: the landing then depends on who signs in.
-    let next = local_path(query.next.as_deref()).unwrap_or("").to_owned();
+    .local();
+    let plan = shown.choice.check(&state).await?;
+    if let Some(user) = &user.0 {
+        return Ok(see_other(&landing(Some(&shown.next), plan.as_ref(), user)));
+    }
     let ctx = PageContext::with_form(&session, None)?;
     render(&LoginPage {
         ctx,
-        email: String::new(),
-        next,
-        error: None,
-        plan,
+        shown,
+        errors: FormErrors::new(),
+        chosen: PlanShown::checked(plan),
     })
 }
 
 #[derive(Deserialize)]
 pub struct LoginForm {
-    email: String,
-    password: SecretString,
-    next: Option<String>,
     #[serde(flatten)]
-    plan: PlanChoice,
+    shown: LoginShown,
+    password: SecretString,
 }
 
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    form: CsrfForm<LoginForm>,
+    form: Submission<LoginForm, LoginShown>,
 ) -> Result<HttpResponse, AppError> {
-    let LoginForm {
-        email,
-        password,
-        next,
-        plan,
-    } = form.0;
-    let next = local_path(next.as_deref()).unwrap_or("").to_owned();
-    let plan = plan.check(&state).await?;
-    let ip = client_ip::of(&req);
+    let LoginForm { shown, password } = match form {
+        Submission::Accepted(form) => form,
+        Submission::OverBudget {
+            shown,
+            retry_after_secs,
+        } => {
+            let chosen = PlanShown::unchecked(&shown.choice);
+            return login_refused(&session, shown.local(), chosen, Some(retry_after_secs));
+        }
+    };
+    let shown = shown.local();
+    let plan = shown.choice.check(&state).await?;
     let guards = SignInGuards {
         failures: &state.login_failures,
         work: &state.password_work,
     };
-    let outcome = match accounts::authenticate(&state.db, guards, &email, password).await {
+    let outcome = match accounts::authenticate(&state.db, guards, &shown.email, password).await {
         Ok(outcome) => outcome,
         Err(SignInError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
         Err(other) => return Err(AppError::internal(other)),
     };
-    let (kind, account, status, retry_after) = match outcome {
+    let refusal = match outcome {
         SignIn::Succeeded(user) => {
             let event = SecurityEvent::new(Kind::LoginSucceeded)
                 .actor(format!("user:{}", user.id))
-                .ip(ip);
+                .ip(client_ip::of(&req));
             audit::record(&state.db, event).await?;
             session.log_in(&user)?;
-            return Ok(see_other(&landing(Some(&next), plan.as_ref(), &user)));
+            return Ok(see_other(&landing(Some(&shown.next), plan.as_ref(), &user)));
         }
-        SignIn::Failed { account } => (Kind::LoginFailed, account, StatusCode::UNAUTHORIZED, None),
-        SignIn::Locked { account, locked } => (
-            Kind::LoginLocked,
-            account,
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(locked.retry_after_secs),
-        ),
+        SignIn::Failed { account } => (Kind::LoginFailed, account, None),
+        SignIn::Locked { account, locked } => {
+            (Kind::LoginLocked, account, Some(locked.retry_after_secs))
+        }
     };
+    audit_refused_login(&state, &req, &shown.email, refusal).await?;
+    login_refused(&session, shown, PlanShown::checked(plan), refusal.2)
+}
+
+async fn audit_refused_login(
+    state: &AppState,
+    req: &HttpRequest,
+    email: &str,
+    (kind, account, _): (Kind, Option<i64>, Option<u64>),
+) -> Result<(), AppError> {
     let mut event = SecurityEvent::new(kind)
-        .ip(ip)
+        .ip(client_ip::of(req))
         .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }))
         .aggregate(state.config.audit.aggregate_window, "");
     if let Some(id) = account {
         event = event.actor(format!("user:{id}"));
     }
     audit::record(&state.db, event).await?;
-    login_refused(&session, email, next, plan, status, retry_after)
+    Ok(())
 }
 
-/// The sign-in form again, with the one message every refusal gets.
+/// The sign-in form again: the one message every failed attempt gets, or, when attempts are
+/// locked out, how long to wait (with `Retry-After`).
 fn login_refused(
     session: &TypedSession,
-    email: String,
-    next: String,
-    plan: Option<ChosenPlan>,
-    status: StatusCode,
+    shown: LoginShown,
+    chosen: PlanShown,
     retry_after: Option<u64>,
 ) -> Result<HttpResponse, AppError> {
+    let mut errors = FormErrors::new();
+    let status = match retry_after {
+        Some(secs) => {
+            errors.form(too_many_attempts(secs));
+            StatusCode::TOO_MANY_REQUESTS
+        }
+        None => {
+            errors.field("email", INVALID_CREDENTIALS);
+            StatusCode::UNAUTHORIZED
+        }
+    };
     let ctx = PageContext::with_form(session, None)?;
     let page = LoginPage {
         ctx,
-        email,
-        next,
-        error: Some(INVALID_CREDENTIALS),
-        plan,
+        shown,
+        errors,
+        chosen,
     };
     let mut res = render_with_status(status, &page)?;
     if let Some(secs) = retry_after {
@@ -316,6 +484,12 @@ fn login_refused(
             .insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     Ok(res)
+}
+
+/// What a refused form says when its budget (or the account's) is spent.
+pub fn too_many_attempts(secs: u64) -> String {
+    let unit = if secs == 1 { "second" } else { "seconds" };
+    format!("Too many attempts. Please wait {secs} {unit} and try again.")
 }
 
 pub async fn logout(

@@ -20,7 +20,7 @@ use crate::billing::{
 };
 use crate::error::AppError;
 use crate::web::csrf::CsrfForm;
-use crate::web::pages::{PageContext, datetime, render};
+use crate::web::pages::{ConfirmPage, PageContext, datetime, render};
 use crate::web::session::{CurrentUser, FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
 
@@ -415,7 +415,7 @@ pub async fn checkout(
 
 #[derive(Template)]
 #[template(path = "billing/confirm.html")]
-struct ConfirmPage {
+struct PlanConfirmPage {
     ctx: PageContext,
     plan: Plan,
     interval: &'static str,
@@ -452,7 +452,7 @@ pub async fn confirm(
     let current = subscriptions::current(&state.db, user.0.id)
         .await?
         .filter(|s| s.is_live());
-    render(&ConfirmPage {
+    render(&PlanConfirmPage {
         ctx: PageContext::with_form(&session, Some(&user.0))?,
         interval: price.interval.as_str(),
         price: price.label(),
@@ -623,6 +623,46 @@ async fn set_cancel(
     };
     session.flash(FlashKind::Success, message)?;
     Ok(see_other("/account"))
+}
+
+/// `GET /billing/subscription/cancel`: what canceling means, before it happens.
+pub async fn confirm_cancel(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+) -> Result<HttpResponse, AppError> {
+    let user = user.0;
+    let current = subscriptions::current(&state.db, user.id)
+        .await?
+        .filter(|s| s.is_live() && !s.cancel_at_period_end);
+    let Some(current) = current else {
+        session.flash(FlashKind::Info, "You have no subscription to cancel.")?;
+        return Ok(see_other("/account"));
+    };
+    let plan = current
+        .plan
+        .as_ref()
+        .map_or("your plan", |p| p.name.as_str());
+    let until = current
+        .current_period_end
+        .as_ref()
+        .map_or_else(|| "the end of the current period".to_owned(), datetime);
+    render(&ConfirmPage {
+        ctx: PageContext::with_form(&session, Some(&user))?,
+        title: "Cancel your subscription?".into(),
+        consequences: vec![
+            format!(
+                "Access continues until {until}. After that your subscription to {plan} ends and you will not be charged again."
+            ),
+            "Until then you can resume it from your account page.".into(),
+        ],
+        action: "/billing/subscription/cancel".into(),
+        operation_id: Some(operation_id()?),
+        confirm: "Cancel subscription",
+        keep: "Keep my subscription",
+        keep_href: "/account",
+        admin: false,
+    })
 }
 
 pub async fn cancel_subscription(

@@ -12,7 +12,8 @@ use crate::audit::{self, Kind, SecurityEvent};
 use crate::error::AppError;
 use crate::vault::{self, ApiKey, Provider, VaultError};
 use crate::web::csrf::{CsrfForm, NoFields};
-use crate::web::pages::{PageContext, datetime, render, render_with_status};
+use crate::web::forms::FormErrors;
+use crate::web::pages::{ConfirmPage, PageContext, datetime, render, render_with_status};
 use crate::web::session::{CurrentUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 
@@ -31,7 +32,7 @@ struct KeysPage {
     keys: Vec<KeyView>,
     providers: [Provider; 2],
     selected: &'static str,
-    error: Option<String>,
+    errors: FormErrors,
 }
 
 async fn keys_page(
@@ -39,7 +40,7 @@ async fn keys_page(
     session: &TypedSession,
     user: &User,
     selected: &'static str,
-    error: Option<String>,
+    errors: FormErrors,
 ) -> Result<KeysPage, AppError> {
     let user_id = user.id;
     let keys = state
@@ -61,7 +62,7 @@ async fn keys_page(
         keys,
         providers: Provider::ALL,
         selected,
-        error,
+        errors,
     })
 }
 
@@ -76,7 +77,7 @@ pub async fn list(
             &session,
             &user.0,
             Provider::Anthropic.as_str(),
-            None,
+            FormErrors::new(),
         )
         .await?,
     )
@@ -94,6 +95,32 @@ fn to_keys_page() -> HttpResponse {
         .finish()
 }
 
+/// "Choose Anthropic or OpenAI as the provider."
+fn choose_a_provider() -> String {
+    let labels: Vec<_> = Provider::ALL.iter().map(|p| p.label()).collect();
+    format!("Choose {} as the provider.", labels.join(" or "))
+}
+
+/// The provider and key, or the form's messages and the provider to keep selected. A
+/// rejected key is never echoed back: the field comes back empty.
+fn parse_submission(
+    provider: &str,
+    api_key: SecretString,
+) -> Result<(Provider, ApiKey), (&'static str, FormErrors)> {
+    let mut errors = FormErrors::new();
+    let Some(provider) = Provider::parse(provider) else {
+        errors.field("provider", choose_a_provider());
+        return Err(("", errors));
+    };
+    match ApiKey::parse(provider, api_key) {
+        Ok(key) => Ok((provider, key)),
+        Err(err) => {
+            errors.field("api_key", err.to_string());
+            Err((provider.as_str(), errors))
+        }
+    }
+}
+
 fn vault_error(err: VaultError) -> AppError {
     AppError::internal(err)
 }
@@ -107,29 +134,10 @@ pub async fn save(
 ) -> Result<HttpResponse, AppError> {
     let CurrentUser(user) = user;
     let SaveKeyForm { provider, api_key } = form.0;
-    let Some(provider) = Provider::parse(&provider) else {
-        let page = keys_page(
-            &state,
-            &session,
-            &user,
-            "",
-            Some("Choose a provider.".into()),
-        )
-        .await?;
-        return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
-    };
-    let key = match ApiKey::parse(provider, api_key) {
-        Ok(key) => key,
-        Err(err) => {
-            // The rejected key is not echoed back: the field is left empty.
-            let page = keys_page(
-                &state,
-                &session,
-                &user,
-                provider.as_str(),
-                Some(err.to_string()),
-            )
-            .await?;
+    let (provider, key) = match parse_submission(&provider, api_key) {
+        Ok(parsed) => parsed,
+        Err((selected, errors)) => {
+            let page = keys_page(&state, &session, &user, selected, errors).await?;
             return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     };
@@ -151,6 +159,39 @@ pub async fn save(
         format!("Your {} key {masked} is saved.", provider.label()),
     )?;
     Ok(to_keys_page())
+}
+
+/// `GET /account/keys/{provider}/delete`: which key goes, before it goes. Only one's own.
+pub async fn confirm_delete(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+    path: web::Path<String>,
+) -> Result<HttpResponse, AppError> {
+    let provider = Provider::parse(&path).ok_or(AppError::NotFound)?;
+    let user_id = user.0.id;
+    let key = state
+        .db
+        .run(move |conn| vault::list_keys(conn, user_id))
+        .await?
+        .into_iter()
+        .find(|key| key.provider == provider)
+        .ok_or(AppError::NotFound)?;
+    let label = provider.label();
+    render(&ConfirmPage {
+        ctx: PageContext::with_form(&session, Some(&user.0))?,
+        title: format!("Delete your {label} key?"),
+        consequences: vec![
+            format!("Your {label} key {} will be deleted for good.", key.masked),
+            format!("Agents that use your {label} key stop working until you add a new one."),
+        ],
+        action: format!("/account/keys/{}/delete", provider.as_str()),
+        operation_id: None,
+        confirm: "Delete key",
+        keep: "Keep my key",
+        keep_href: "/account/keys",
+        admin: false,
+    })
 }
 
 pub async fn delete(

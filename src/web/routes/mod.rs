@@ -3,6 +3,7 @@
 pub mod account;
 pub mod admin;
 pub mod admin_billing;
+pub mod admin_tokens;
 pub mod admin_webhooks;
 pub mod assets;
 pub mod auth;
@@ -13,13 +14,18 @@ pub mod home;
 pub mod internal;
 pub mod webhooks;
 
+use std::sync::Arc;
+
+use actix_web::middleware::from_fn;
 use actix_web::web;
 
 use crate::error::AppError;
+use crate::web::middleware::form_budget::{self, FormBudgets};
 use crate::web::middleware::rate_limit::{self, Limiter};
 
-/// Registers every route. `auth_limiter` guards the sign-in and sign-up submissions.
-pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_limiter: &Limiter) {
+/// Registers every route. `budgets` guard the sign-in and sign-up submissions, one each.
+pub fn configure(cfg: &mut web::ServiceConfig, budgets: &FormBudgets, webhook_limiter: &Limiter) {
+    let (sign_in, sign_up) = (Arc::clone(&budgets.sign_in), Arc::clone(&budgets.sign_up));
     cfg.service(web::resource("/").route(web::get().to(home::index)))
         .service(web::resource("/healthz").route(web::get().to(health::alive)))
         .service(web::resource("/readyz").route(web::get().to(health::ready)))
@@ -29,13 +35,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
         )
         .service(
             web::resource("/signup")
-                .wrap(rate_limit::governor(auth_limiter))
+                .wrap(from_fn(move |req, next| {
+                    form_budget::enforce(Arc::clone(&sign_up), req, next)
+                }))
                 .route(web::get().to(auth::signup_form))
                 .route(web::post().to(auth::signup)),
         )
         .service(
             web::resource("/login")
-                .wrap(rate_limit::governor(auth_limiter))
+                .wrap(from_fn(move |req, next| {
+                    form_budget::enforce(Arc::clone(&sign_in), req, next)
+                }))
                 .route(web::get().to(auth::login_form))
                 .route(web::post().to(auth::login)),
         )
@@ -47,7 +57,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
                 .route(web::post().to(byok::save)),
         )
         .service(
-            web::resource("/account/keys/{provider}/delete").route(web::post().to(byok::delete)),
+            web::resource("/account/keys/{provider}/delete")
+                .route(web::get().to(byok::confirm_delete))
+                .route(web::post().to(byok::delete)),
         )
         .service(web::resource("/admin").route(web::get().to(admin::dashboard)))
         .service(web::resource("/pricing").route(web::get().to(billing::pricing)))
@@ -61,6 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
         .service(web::resource("/billing/portal").route(web::post().to(billing::portal)))
         .service(
             web::resource("/billing/subscription/cancel")
+                .route(web::get().to(billing::confirm_cancel))
                 .route(web::post().to(billing::cancel_subscription)),
         )
         .service(
@@ -79,9 +92,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, auth_limiter: &Limiter, webhook_l
         )
         .service(
             web::resource("/admin/plans/{id}/archive")
+                .route(web::get().to(admin_billing::confirm_archive))
                 .route(web::post().to(admin_billing::archive)),
         )
         .service(web::resource("/admin/customers").route(web::get().to(admin_billing::customers)))
+        .service(web::resource("/admin/tokens").route(web::get().to(admin_tokens::list)))
+        .service(
+            web::resource("/admin/tokens/{id}/revoke")
+                .route(web::get().to(admin_tokens::confirm_revoke))
+                .route(web::post().to(admin_tokens::revoke)),
+        )
         .service(web::resource("/admin/webhooks").route(web::get().to(admin_webhooks::list)))
         .service(web::resource("/admin/webhooks/{id}").route(web::get().to(admin_webhooks::show)))
         .service(

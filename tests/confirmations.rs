@@ -1,0 +1,311 @@
+//! Destructive actions ask first, without JavaScript: the page that offers one links to a
+//! confirmation page (GET) saying what will happen, whose CSRF-protected button does it and
+//! whose link leaves everything as it is. The POST handlers still refuse without a CSRF token,
+//! check ownership and audit. Admins revoke service tokens the same way, from `/admin/tokens`.
+
+use diesel::prelude::*;
+use scraper::{Html, Selector};
+use tollgate::db::schema::{service_tokens, subscriptions};
+use tollgate::service_tokens::Scope;
+
+use crate::billing::{admin, app_with_pro_plan, subscribe};
+use crate::common::{Backend, Browser, TestApp, csrf_token_in, hidden, location};
+use crate::on_both_backends;
+use crate::vault::{OPENAI_KEY, add_key};
+
+on_both_backends!(
+    canceling_a_subscription_asks_first_and_says_until_when,
+    deleting_a_key_asks_first_and_only_for_ones_own_key,
+    archiving_a_plan_asks_first,
+    admins_list_service_tokens_and_revoke_them_after_confirming,
+);
+
+fn select<'a>(html: &'a Html, css: &str) -> Vec<scraper::ElementRef<'a>> {
+    html.select(&Selector::parse(css).unwrap()).collect()
+}
+
+fn text(html: &Html) -> String {
+    html.root_element().text().collect()
+}
+
+/// The page that offers the action links to `confirm` and holds no form that does it.
+async fn offers_a_link(browser: &Browser, page: &str, confirm: &str) {
+    let html = Html::parse_document(&browser.get_text(page).await);
+    assert_eq!(
+        select(&html, &format!(r#"a[href="{confirm}"]"#)).len(),
+        1,
+        "{page}"
+    );
+    assert!(
+        select(&html, &format!(r#"form[action="{confirm}"]"#)).is_empty(),
+        "{page}"
+    );
+}
+
+/// The confirmation page: its text, after checking the form and the way back.
+async fn confirmation(browser: &Browser, path: &str, button: &str, keep: (&str, &str)) -> String {
+    let res = browser.get(path).await;
+    assert_eq!(res.status(), 200, "{path}");
+    let body = res.text().await.unwrap();
+    let html = Html::parse_document(&body);
+    let form = select(&html, &format!(r#"form[method="post"][action="{path}"]"#));
+    assert_eq!(form.len(), 1, "a form that does it");
+    assert!(csrf_token_in(&form[0].html()).is_some());
+    let buttons = select(&html, r#"form[action] button[type="submit"]"#);
+    assert!(
+        buttons
+            .iter()
+            .any(|b| b.text().collect::<String>() == button)
+    );
+    let links = select(&html, &format!(r#"a[href="{}"]"#, keep.1));
+    assert!(
+        links.iter().any(|a| a.text().collect::<String>() == keep.0),
+        "{keep:?}"
+    );
+    body
+}
+
+/// Posts the confirmation page's own form.
+async fn confirm(browser: &Browser, path: &str, body: &str) -> reqwest::Response {
+    let token = csrf_token_in(body).unwrap();
+    let mut form = vec![("csrf_token", token)];
+    if body.contains(r#"name="operation_id""#) {
+        form.push(("operation_id", hidden(body, "operation_id")));
+    }
+    browser
+        .client
+        .post(browser.url(path))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn canceling_a_subscription_asks_first_and_says_until_when(backend: Backend) {
+    let (app, _) = app_with_pro_plan(backend).await;
+    let customer = app.signed_in_customer("leaving@example.com").await;
+    subscribe(&app, &customer, "pro").await;
+    let path = "/billing/subscription/cancel";
+    offers_a_link(&customer, "/account", path).await;
+    let body = confirmation(
+        &customer,
+        path,
+        "Cancel subscription",
+        ("Keep my subscription", "/account"),
+    )
+    .await;
+    let ends: chrono::NaiveDateTime = app.query(|conn| {
+        Ok(subscriptions::table
+            .select(subscriptions::current_period_end.assume_not_null())
+            .first(conn)?)
+    });
+    let until = ends.format("%Y-%m-%d %H:%M UTC").to_string();
+    assert!(
+        text(&Html::parse_document(&body)).contains(&format!("Access continues until {until}."))
+    );
+
+    let op = hidden(&body, "operation_id");
+    let forged = customer.post_form(path, &[("operation_id", &op)]).await;
+    assert_eq!(forged.status(), 403);
+    let canceling = || {
+        app.query(|c| {
+            Ok(subscriptions::table
+                .select(subscriptions::cancel_at_period_end)
+                .first::<bool>(c)?)
+        })
+    };
+    assert!(!canceling());
+    let res = confirm(&customer, path, &body).await;
+    assert_eq!(
+        (res.status().as_u16(), location(&res).as_str()),
+        (303, "/account")
+    );
+    assert!(canceling());
+    assert_eq!(app.count_events("subscription_cancel_requested"), 1);
+    let again = customer.get(path).await;
+    assert_eq!(location(&again), "/account", "nothing left to cancel");
+}
+
+async fn deleting_a_key_asks_first_and_only_for_ones_own_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let owner = app.signed_in_customer("owner@example.com").await;
+    assert_eq!(add_key(&owner, "openai", OPENAI_KEY).await.status(), 303);
+    let path = "/account/keys/openai/delete";
+    offers_a_link(&owner, "/account/keys", path).await;
+    let body = confirmation(&owner, path, "Delete key", ("Keep my key", "/account/keys")).await;
+    let said = text(&Html::parse_document(&body));
+    assert!(
+        said.contains("Your OpenAI key sk-proj-…xyz will be deleted"),
+        "{said}"
+    );
+
+    let other = app.signed_in_customer("other@example.com").await;
+    assert_eq!(other.get(path).await.status(), 404, "not their key");
+    assert_eq!(
+        owner.get("/account/keys/anthropic/delete").await.status(),
+        404
+    );
+    assert_eq!(
+        owner.post_form(path, &[]).await.status(),
+        403,
+        "no CSRF token"
+    );
+    assert!(
+        owner
+            .get_text("/account/keys")
+            .await
+            .contains("sk-proj-…xyz")
+    );
+    let res = confirm(&owner, path, &body).await;
+    assert_eq!(
+        (res.status().as_u16(), location(&res).as_str()),
+        (303, "/account/keys")
+    );
+    assert!(
+        !owner
+            .get_text("/account/keys")
+            .await
+            .contains("sk-proj-…xyz")
+    );
+    assert_eq!(app.count_events("byok_key_deleted"), 1);
+}
+
+async fn archiving_a_plan_asks_first(backend: Backend) {
+    let (app, browser) = app_with_pro_plan(backend).await;
+    let id: i64 = app.query(|c| {
+        Ok(tollgate::db::schema::plans::table
+            .select(tollgate::db::schema::plans::id)
+            .first(c)?)
+    });
+    let path = format!("/admin/plans/{id}/archive");
+    offers_a_link(&browser, "/admin/plans", &path).await;
+    let body = confirmation(
+        &browser,
+        &path,
+        "Archive plan",
+        ("Keep the plan", "/admin/plans"),
+    )
+    .await;
+    assert!(text(&Html::parse_document(&body)).contains("Existing subscribers keep it"));
+    let customer = app.signed_in_customer("not-admin@example.com").await;
+    assert_eq!(customer.get(&path).await.status(), 403);
+    let forged = browser
+        .post_form(&path, &[("operation_id", &hidden(&body, "operation_id"))])
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert!(app.browser().get_text("/pricing").await.contains("Pro"));
+    let res = confirm(&browser, &path, &body).await;
+    assert_eq!(
+        (res.status().as_u16(), location(&res).as_str()),
+        (303, "/admin/plans")
+    );
+    assert_eq!(app.count_events("plan_archived"), 1);
+    assert_eq!(
+        location(&browser.get(&path).await),
+        "/admin/plans",
+        "already archived"
+    );
+}
+
+async fn admins_list_service_tokens_and_revoke_them_after_confirming(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.service_token("engine", &[Scope::ByokLease, Scope::EntitlementsRead]);
+    let browser = admin(&app).await;
+    assert_eq!(
+        app.signed_in_customer("c@example.com")
+            .await
+            .get("/admin/tokens")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(
+        location(&app.browser().get("/admin/tokens").await),
+        "/login?next=%2Fadmin%2Ftokens"
+    );
+    let res = browser.get("/admin/tokens").await;
+    assert!(
+        res.headers().contains_key("x-ratelimit-remaining"),
+        "rate limited"
+    );
+    let list = res.text().await.unwrap();
+    let (hash, display) = app.query(|c| {
+        Ok(service_tokens::table
+            .select((service_tokens::token_hash, service_tokens::display_id))
+            .first::<(String, String)>(c)?)
+    });
+    for secret in [&token[7..], &hash, display.trim_end_matches('…')] {
+        assert!(
+            !list.contains(secret),
+            "the list shows no token, hash or prefix"
+        );
+    }
+    let html = Html::parse_document(&list);
+    let row: String = select(&html, "tbody tr")[0].text().collect();
+    for shown in [
+        "engine",
+        "byok:lease",
+        "entitlements:read",
+        "never",
+        "active",
+    ] {
+        assert!(row.contains(shown), "{shown}: {row}");
+    }
+    let id: i64 = app.query(|c| Ok(service_tokens::table.select(service_tokens::id).first(c)?));
+    let path = format!("/admin/tokens/{id}/revoke");
+    offers_a_link(&browser, "/admin/tokens", &path).await;
+    assert_eq!(
+        select(&html, r#"nav a[href="/admin/tokens"]"#).len(),
+        1,
+        "in the admin nav"
+    );
+    let body = confirmation(
+        &browser,
+        &path,
+        "Revoke token",
+        ("Keep the token", "/admin/tokens"),
+    )
+    .await;
+    let revoked = || {
+        app.query(|c| {
+            Ok(service_tokens::table
+                .select(service_tokens::revoked_at)
+                .first::<Option<chrono::NaiveDateTime>>(c)?)
+        })
+        .is_some()
+    };
+    assert_eq!(
+        browser.post_form(&path, &[]).await.status(),
+        403,
+        "no CSRF token"
+    );
+    assert!(!revoked());
+    let res = confirm(&browser, &path, &body).await;
+    assert_eq!(
+        (res.status().as_u16(), location(&res).as_str()),
+        (303, "/admin/tokens")
+    );
+    assert!(revoked());
+    let events = app.events("service_token_revoked");
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].actor,
+        Some(format!("admin:{}", app.user_id("admin@example.com")))
+    );
+    assert_eq!(events[0].ip.as_deref(), Some("127.0.0.1"));
+    let list = browser.get_text("/admin/tokens").await;
+    assert!(
+        list.contains("revoked") && !list.contains(&path),
+        "no revoke link any more"
+    );
+    assert_eq!(
+        confirm(&browser, &path, &body).await.status(),
+        303,
+        "already revoked"
+    );
+    assert_eq!(app.count_events("service_token_revoked"), 1);
+    assert_eq!(
+        browser.get("/admin/tokens/999999/revoke").await.status(),
+        404
+    );
+}
