@@ -20,6 +20,7 @@ mod docs;
 mod errors;
 mod experience;
 mod headers;
+mod layout;
 mod lease;
 mod operations;
 mod pepper_rotation;
