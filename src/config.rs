@@ -364,6 +364,15 @@ pub fn environment(vars: &impl Vars) -> Result<Environment, ConfigError> {
     }
 }
 
+/// The business name the Stripe simulator shows customers on its hosted pages and invoices
+/// (`STRIPE_SIM_BUSINESS_NAME`, as Stripe shows the account's public business name); read by
+/// `tollgate stripe-sim` and `serve --with-stripe-sim` only (unset: the simulator's default,
+/// "Tollgate"). At most 100 characters.
+pub fn stripe_sim_business_name(vars: &impl Vars) -> Option<String> {
+    vars.get("STRIPE_SIM_BUSINESS_NAME")
+        .map(|name| name.trim().chars().take(100).collect())
+}
+
 pub fn database_url(vars: &impl Vars) -> Result<DatabaseUrl, ConfigError> {
     DatabaseUrl::parse(
         &vars

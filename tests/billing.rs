@@ -387,7 +387,7 @@ pub(crate) async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> reqwes
         .build()
         .unwrap()
         .post(checkout_url)
-        .form(&[("card_number", card)])
+        .form(&crate::common::card_form(card))
         .send()
         .await
         .unwrap()
@@ -489,7 +489,8 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
             .text()
             .await
             .unwrap()
-            .contains("Cancel at period end")
+            .contains("Cancel plan"),
+        "the simulator's portal page"
     );
 
     let op = hidden(&customer.get_text("/account").await, "operation_id");

@@ -114,9 +114,13 @@ async fn subscribe(browser: &Browser, sim: &reqwest::Client, plan: &str, name: &
         .await
         .unwrap();
     assert!(page.contains(&format!("Subscribe to {name}")), "{page}");
+    assert!(
+        page.contains(r#"<span class="merchant-name">Acme Demo Co</span>"#),
+        "the merchant is STRIPE_SIM_BUSINESS_NAME from .env: {page}"
+    );
     let paid = sim
         .post(&checkout)
-        .form(&[("card_number", "4242 4242 4242 4242")])
+        .form(&crate::common::card_form("4242 4242 4242 4242"))
         .send()
         .await
         .unwrap();
@@ -156,13 +160,13 @@ async fn switch_plan_in_the_portal(browser: &Browser, sim: &reqwest::Client, lab
         (form.value().attr("action").unwrap().to_owned(), price)
     };
     let origin = portal.split("/portal/").next().unwrap();
-    let res = sim
-        .post(format!("{origin}{action}"))
-        .form(&[("price", price.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 303, "the portal accepts the switch");
+    let res = crate::common::confirm_portal_change(
+        sim,
+        &format!("{origin}{action}"),
+        &[("price", price.as_str())],
+    )
+    .await;
+    assert_eq!(res.status(), 303, "the portal accepts the confirmed switch");
 }
 
 /// Runs the create-admin command the demo printed, word for word, from another directory.
@@ -205,6 +209,13 @@ fn run_printed_admin_command(log: &str, email: &str) {
 #[actix_web::test]
 async fn the_offline_demo_round_trips_webhooks_and_keeps_its_database_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
+    let env_file = dir.path().join(".env");
+    std::fs::write(&env_file, "STRIPE_SIM_BUSINESS_NAME=\"Acme Demo Co\"\n").unwrap();
+    std::fs::set_permissions(
+        &env_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let demo = Demo::start(dir.path(), &[]).await;
     let browser = Browser::new(&demo.base);
     assert_eq!(

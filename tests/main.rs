@@ -23,6 +23,7 @@ mod errors;
 mod experience;
 mod forms;
 mod headers;
+mod layout;
 mod lease;
 mod operations;
 mod pepper_rotation;

@@ -19,7 +19,8 @@ use stripe_billing::subscription::{
     UpdateSubscriptionItems,
 };
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, RetrieveCheckoutSession,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    RetrieveCheckoutSession,
 };
 use stripe_core::customer::CreateCustomer;
 use stripe_core::event::ListEvent;
@@ -29,6 +30,8 @@ use stripe_product::price::{
 use stripe_product::product::CreateProduct;
 use tollgate::stripe_sim::webhooks::WebhookTarget;
 use tollgate::stripe_sim::{SimConfig, StripeSim};
+
+use crate::common::{card_form, confirm_portal_change};
 
 const WEBHOOK_SECRET: &str = "whsec_DUMMYsimulatorsecret";
 
@@ -67,6 +70,10 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(|_| {}).await
+}
+
+async fn harness_with(adjust: impl FnOnce(&mut SimConfig)) -> Harness {
     let inbox = Inbox::default();
     let data = web::Data::new(inbox.clone());
     let receiver = HttpServer::new(move || {
@@ -85,6 +92,7 @@ async fn harness() -> Harness {
     }));
     config.retry_base = Duration::from_millis(20);
     config.max_attempts = 4;
+    adjust(&mut config);
     let (server, sim_url, _) = StripeSim::start(config).unwrap().into_parts();
     actix_web::rt::spawn(server);
     let client = ClientBuilder::new("sk_test_DUMMY")
@@ -136,12 +144,66 @@ impl Harness {
     }
 
     async fn pay(&self, session_url: &str, card: &str) -> reqwest::Response {
+        let mut form = card_form(card);
+        form.push(("email", "payer@example.com".to_owned()));
         self.browser
             .post(session_url)
-            .form(&[("card_number", card), ("email", "payer@example.com")])
+            .form(&form)
             .send()
             .await
             .unwrap()
+    }
+
+    /// Pays a new session for `price` with `card`; the customer's and subscription's ids.
+    async fn subscribed(&self, price: &str, card: &str) -> (String, String) {
+        let session = self.checkout(price, "1").await;
+        assert_eq!(
+            self.pay(session.url.as_deref().unwrap(), card)
+                .await
+                .status(),
+            303
+        );
+        let done = RetrieveCheckoutSession::new(session.id)
+            .send(&self.client)
+            .await
+            .unwrap();
+        (
+            done.customer.unwrap().id().to_string(),
+            done.subscription.unwrap().id().to_string(),
+        )
+    }
+
+    async fn portal(&self, customer: &str) -> String {
+        CreateBillingPortalSession::new()
+            .customer(customer)
+            .return_url("http://merchant.example/account")
+            .send(&self.client)
+            .await
+            .unwrap()
+            .url
+    }
+
+    async fn page(&self, url: &str) -> String {
+        self.browser
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn event_kinds(&self) -> Vec<String> {
+        ListEvent::new()
+            .limit(100)
+            .send(&self.client)
+            .await
+            .unwrap()
+            .data
+            .iter()
+            .map(|e| e.type_.as_str().to_owned())
+            .collect()
     }
 
     async fn wait_for(&self, kind: &str) -> Vec<(String, serde_json::Value)> {
@@ -515,83 +577,392 @@ async fn the_hosted_checkout_declines_4000_0000_0000_0002_and_completes_nothing(
 }
 
 #[actix_web::test]
-async fn the_portal_cancels_resumes_and_switches_then_returns() {
+async fn the_checkout_page_summarises_the_order_beside_the_card_form() {
+    let h = harness_with(|config| config.business_name = "Acme Robotics".into()).await;
+    let price = h.plan("Pro", 2_500).await;
+    let session = h.checkout(&price, "3").await;
+    let res = h
+        .browser
+        .get(session.url.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'")
+            && csp.contains("style-src 'self'")
+            && !csp.contains("unsafe"),
+        "{csp}"
+    );
+    let page = res.text().await.unwrap();
+    assert!(!page.contains("<style") && !page.contains(" style=") && !page.contains("<script"));
+    let doc = scraper::Html::parse_document(&page);
+    let text = |css: &str| {
+        let selector = scraper::Selector::parse(css).unwrap();
+        doc.select(&selector)
+            .map(|e| {
+                e.text()
+                    .flat_map(str::split_whitespace)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    assert_eq!(text(".summary .merchant-name"), "Acme Robotics");
+    assert_eq!(text(".summary h1"), "Subscribe to Pro");
+    assert_eq!(text(".summary-price"), "$25.00 per month");
+    assert_eq!(text(".line-item"), "Pro Billed monthly $25.00");
+    assert_eq!(text(".totals-due"), "Total due today $25.00");
+    for field in [
+        "email",
+        "card_number",
+        "card_expiry",
+        "card_cvc",
+        "cardholder_name",
+        "country",
+    ] {
+        assert!(
+            text(&format!("form label[for={field}]")).len() > 3,
+            "{field} has a label"
+        );
+        assert!(page.contains(&format!(r#"name="{field}""#)), "{field}");
+    }
+    assert!(page.contains(r#"placeholder="MM / YY""#) && page.contains(r#"placeholder="CVC""#));
+    assert_eq!(text(".pay-button"), "Subscribe");
+    assert!(page.contains("you allow Acme Robotics to charge your card"));
+    let css = h
+        .browser
+        .get(format!("{}/static/hosted.css", h.sim_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(
+        css.text()
+            .await
+            .unwrap()
+            .contains(".checkout { display: grid;")
+    );
+
+    // A trial: nothing due today, and the first charge said when.
+    let mut data = CreateCheckoutSessionSubscriptionData::new();
+    data.trial_period_days = Some(14);
+    let trial = CreateCheckoutSession::new()
+        .mode(stripe_checkout::CheckoutSessionMode::Subscription)
+        .customer_email("known@example.com")
+        .line_items(vec![CreateCheckoutSessionLineItems {
+            price: Some(price.clone()),
+            quantity: Some(1),
+            ..Default::default()
+        }])
+        .subscription_data(data)
+        .success_url("http://merchant.example/success")
+        .send(&h.client)
+        .await
+        .unwrap();
+    let page = h.page(trial.url.as_deref().unwrap()).await;
+    let doc = scraper::Html::parse_document(&page);
+    let text = |css: &str| {
+        let selector = scraper::Selector::parse(css).unwrap();
+        doc.select(&selector)
+            .map(|e| {
+                e.text()
+                    .flat_map(str::split_whitespace)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    assert_eq!(text(".summary h1"), "Try Pro");
+    assert_eq!(text(".summary-price"), "14 days free");
+    assert!(text(".summary-then").starts_with("Then $25.00 per month starting "));
+    assert!(text(".line-item").contains("14 days free, then $25.00/month"));
+    assert_eq!(text(".totals-due"), "Total due today $0.00");
+    assert_eq!(text(".pay-button"), "Start trial");
+    assert!(
+        page.contains(
+            r#"<input id="email" name="email" type="email" value="known@example.com" readonly>"#
+        ),
+        "a known email is shown, not asked for: {page}"
+    );
+}
+
+#[actix_web::test]
+async fn incomplete_or_expired_card_details_get_stripes_messages_and_charge_nothing() {
+    let h = harness().await;
+    let price = h.plan("Pro", 2_500).await;
+    let session = h.checkout(&price, "4").await;
+    let url = session.url.clone().unwrap();
+    let submit = |form: Vec<(&'static str, String)>| h.browser.post(&url).form(&form).send();
+
+    let res = submit(vec![
+        ("email", "payer@example.com".into()),
+        ("card_number", "4242 4242".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 422);
+    let page = res.text().await.unwrap();
+    for message in [
+        "Your card number is incomplete.",
+        "Your card&#39;s expiration date is incomplete.",
+        "Your card&#39;s security code is incomplete.",
+        "Enter the name on your card.",
+    ] {
+        assert!(page.contains(message), "{message}: {page}");
+    }
+    assert!(
+        !page.contains(r#"value="4242 4242""#),
+        "the card number is never echoed"
+    );
+
+    let mut expired = card_form("4242 4242 4242 4242");
+    expired[1].1 = "01 / 21".into();
+    expired.push(("email", "payer@example.com".into()));
+    let page = submit(expired).await.unwrap().text().await.unwrap();
+    assert!(
+        page.contains("Your card&#39;s expiration date is in the past."),
+        "{page}"
+    );
+    assert!(
+        page.contains(r#"value="Ada Lovelace""#),
+        "the name is kept for the retry"
+    );
+
+    let mut no_email = card_form("4242 4242 4242 4242");
+    no_email.push(("email", "not an address".into()));
+    let page = submit(no_email).await.unwrap().text().await.unwrap();
+    assert!(page.contains("Your email address is invalid."), "{page}");
+
+    let mut real = card_form("4111 1111 1111 1111");
+    real.push(("email", "payer@example.com".into()));
+    let res = submit(real).await.unwrap();
+    assert_eq!(res.status(), 402);
+    assert!(res.text().await.unwrap().contains("used a non test card"));
+
+    let still = RetrieveCheckoutSession::new(session.id.clone())
+        .send(&h.client)
+        .await
+        .unwrap();
+    assert_eq!(
+        still.status,
+        Some(stripe_checkout::CheckoutSessionStatus::Open)
+    );
+    assert!(
+        !h.event_kinds()
+            .await
+            .iter()
+            .any(|k| k.starts_with("customer.") || k.starts_with("invoice.")),
+        "nothing was created or charged"
+    );
+    assert_eq!(h.pay(&url, "4242 4242 4242 4242").await.status(), 303);
+}
+
+#[actix_web::test]
+async fn the_portal_confirms_each_change_before_applying_it() {
     let h = harness().await;
     let price = h.plan("Pro", 2_500).await;
     let other = h.plan("Team", 9_900).await;
-    let session = h.checkout(&price, "9").await;
-    h.pay(session.url.as_deref().unwrap(), "4242424242424242")
-        .await;
-    let done = RetrieveCheckoutSession::new(session.id)
-        .send(&h.client)
-        .await
-        .unwrap();
-    let customer = done.customer.unwrap().id().to_string();
-    let sub_id = done.subscription.unwrap().id().to_string();
-    let portal = CreateBillingPortalSession::new()
-        .customer(customer.as_str())
-        .return_url("http://merchant.example/account")
-        .send(&h.client)
-        .await
-        .unwrap();
-    let page = h
-        .browser
-        .get(&portal.url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (customer, sub_id) = h.subscribed(&price, "4242424242424242").await;
+    let portal = h.portal(&customer).await;
+    let page = h.page(&portal).await;
     assert!(
-        page.contains("Cancel at period end") && page.contains("payer@example.com"),
+        page.contains("Cancel plan") && page.contains("payer@example.com"),
         "{page}"
     );
+    assert!(page.contains(r#"href="http://merchant.example/account">← Return to Tollgate</a>"#));
+    let action = |what: &str| format!("{portal}/subscriptions/{sub_id}/{what}");
+    let canceling = || async {
+        RetrieveSubscription::new(sub_id.as_str())
+            .send(&h.client)
+            .await
+            .unwrap()
+            .cancel_at_period_end
+    };
+    let updates = || async {
+        h.event_kinds()
+            .await
+            .iter()
+            .filter(|k| *k == "customer.subscription.updated")
+            .count()
+    };
 
-    let action = |what: &str| format!("{}/subscriptions/{sub_id}/{what}", portal.url);
-    let res = h
+    // A post without the confirmation only shows what would happen.
+    let review = h
         .browser
         .post(action("cancel"))
         .form(&[("x", "")])
         .send()
         .await
         .unwrap();
-    assert_eq!(res.headers()["location"], "http://merchant.example/account");
-    let sub = RetrieveSubscription::new(sub_id.as_str())
-        .send(&h.client)
-        .await
-        .unwrap();
-    assert!(sub.cancel_at_period_end);
-    h.browser
-        .post(action("resume"))
-        .form(&[("x", "")])
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(review.status(), 200);
+    let html = review.text().await.unwrap();
     assert!(
-        !RetrieveSubscription::new(sub_id.as_str())
-            .send(&h.client)
-            .await
-            .unwrap()
-            .cancel_at_period_end
+        html.contains("Cancel your plan") && html.contains("stays available"),
+        "{html}"
     );
-    h.browser
+    assert!(!canceling().await, "not applied before it is confirmed");
+    assert_eq!(updates().await, 0);
+
+    let done = confirm_portal_change(&h.browser, &action("cancel"), &[]).await;
+    assert_eq!(done.status(), 303);
+    let back = done.headers()["location"].to_str().unwrap().to_owned();
+    assert!(back.ends_with("?done=cancel"), "{back}");
+    assert!(canceling().await);
+    let page = h.page(&format!("{}{back}", h.sim_url)).await;
+    assert!(
+        page.contains("Your plan has been canceled") && page.contains("Renew plan"),
+        "{page}"
+    );
+
+    let done = confirm_portal_change(&h.browser, &action("resume"), &[]).await;
+    assert_eq!(done.status(), 303);
+    assert!(!canceling().await);
+
+    let review = h
+        .browser
         .post(action("switch"))
         .form(&[("price", other.as_str())])
         .send()
         .await
         .unwrap();
+    let html = review.text().await.unwrap();
+    assert!(
+        html.contains("Confirm your updates")
+            && html.contains("Pro — $25.00 / month")
+            && html.contains("Team — $99.00 / month"),
+        "{html}"
+    );
+    let sub = RetrieveSubscription::new(sub_id.as_str())
+        .send(&h.client)
+        .await
+        .unwrap();
+    assert_eq!(
+        sub.items.data[0].price.id.as_str(),
+        price,
+        "not switched yet"
+    );
+    let done =
+        confirm_portal_change(&h.browser, &action("switch"), &[("price", other.as_str())]).await;
+    assert_eq!(done.status(), 303);
     let sub = RetrieveSubscription::new(sub_id.as_str())
         .send(&h.client)
         .await
         .unwrap();
     assert_eq!(sub.items.data[0].price.id.as_str(), other);
+    assert_eq!(updates().await, 3, "one update per confirmed change");
+    let same = h
+        .browser
+        .post(action("switch"))
+        .form(&[("price", other.as_str()), ("confirm", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        same.status(),
+        400,
+        "switching to the current plan is no change"
+    );
+
+    // Another customer's subscription cannot be changed through this portal.
+    let (_, theirs) = h.subscribed(&price, "4242424242424242").await;
+    let res = h
+        .browser
+        .post(format!("{portal}/subscriptions/{theirs}/cancel"))
+        .form(&[("confirm", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
     let updated = h.wait_for("customer.subscription.updated").await;
     assert!(
         updated
             .iter()
             .any(|(_, e)| e["data"]["previous_attributes"]["cancel_at_period_end"] == false)
     );
+}
+
+#[actix_web::test]
+async fn the_portal_shows_the_card_on_file_and_the_invoice_history() {
+    let h = harness().await;
+    let price = h.plan("Pro", 2_500).await;
+    let session = h.checkout(&price, "5").await;
+    let mut form = card_form("5555 5555 5555 4444");
+    form[1].1 = "08 / 31".to_owned();
+    form.push(("email", "card@example.com".to_owned()));
+    let paid = h
+        .browser
+        .post(session.url.as_deref().unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    let done = RetrieveCheckoutSession::new(session.id)
+        .send(&h.client)
+        .await
+        .unwrap();
+    let customer = done.customer.unwrap().id().to_string();
+    let sub_id = done.subscription.unwrap().id().to_string();
+    let renew = format!("{}/_sim/subscriptions/{sub_id}/renew", h.sim_url);
+    assert_eq!(h.browser.post(&renew).send().await.unwrap().status(), 200);
+
+    let portal = h.portal(&customer).await;
+    let page = h.page(&portal).await;
+    assert!(
+        page.contains(r#"<span class="card-brand">Mastercard</span> <span class="card-last4">•••• 4444</span>"#)
+            && page.contains("Expires 08/2031"),
+        "{page}"
+    );
+    assert!(
+        page.contains("<dd>Ada Lovelace</dd>"),
+        "the name on the card names the new customer"
+    );
+    let doc = scraper::Html::parse_document(&page);
+    let rows = scraper::Selector::parse("tr.invoice-row").unwrap();
+    let rows: Vec<String> = doc
+        .select(&rows)
+        .map(|r| r.text().collect::<String>())
+        .collect();
+    assert_eq!(rows.len(), 2, "the first period and the renewal: {rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.contains("$25.00") && r.contains("Paid") && r.contains("Pro")),
+        "{rows:?}"
+    );
+
+    let link = scraper::Selector::parse("a.invoice-link").unwrap();
+    let href = doc
+        .select(&link)
+        .next()
+        .unwrap()
+        .value()
+        .attr("href")
+        .unwrap()
+        .to_owned();
+    let invoice = h.page(&format!("{}{href}", h.sim_url)).await;
+    assert!(
+        invoice.contains("Invoice SIM-")
+            && invoice.contains("$25.00")
+            && invoice.contains("card@example.com"),
+        "{invoice}"
+    );
+    // An invoice is shown only through its own customer's portal.
+    let (stranger, _) = h.subscribed(&price, "4242424242424242").await;
+    let elsewhere = h.portal(&stranger).await;
+    let invoice_id = href.rsplit('/').next().unwrap();
+    let res = h
+        .browser
+        .get(format!("{elsewhere}/invoices/{invoice_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
 }
 
 #[actix_web::test]

@@ -47,6 +47,9 @@ pub fn run(
     };
     let delivers_to = webhook.as_ref().map(|w| w.url.clone());
     let mut config = SimConfig::local(webhook);
+    if let Some(name) = config::stripe_sim_business_name(&ProcessEnv) {
+        config.business_name = name;
+    }
     config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     actix_web::rt::System::new().block_on(async move {
         let sim = StripeSim::start(config).map_err(failed)?;
@@ -199,6 +202,9 @@ pub async fn serve_demo(mut config: Config, port: u16, fresh: bool) -> Result<()
     let reused = database.exists();
     let webhook_secret = demo_webhook_secret()?;
     let mut sim_config = SimConfig::local(None);
+    if let Some(name) = config::stripe_sim_business_name(&ProcessEnv) {
+        sim_config.business_name = name;
+    }
     sim_config.bind = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let (sim_server, sim_url, sim) = StripeSim::start(sim_config).map_err(failed)?.into_parts();
     actix_web::rt::spawn(sim_server);

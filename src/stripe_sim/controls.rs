@@ -1,5 +1,5 @@
 //! The state transitions behind hosted pages and `/_sim/…` test controls: completing a
-//! checkout, renewing a subscription (paid or failed), opening a dispute, re-delivering
+//! checkout (keeping the card on file), renewing a subscription (paid or failed), opening a dispute, re-delivering
 //! events (in any order), and listing the idempotency keys received.
 
 use std::sync::Arc;
@@ -9,10 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::Sim;
+use super::card::{self, Card, Charge};
 use super::objects;
 use super::state::{
-    Customer, Event, Invoice, InvoiceStatus, PaymentIntent, PaymentStatus, SessionStatus, SimState,
-    Subscription, SubscriptionStatus, new_id, unix_now,
+    CardOnFile, Customer, Event, Invoice, InvoiceStatus, PaymentIntent, PaymentStatus,
+    SessionStatus, SimState, Subscription, SubscriptionStatus, new_id, unix_now,
 };
 
 /// Stores `after` in place of `before` and records `customer.subscription.updated`.
@@ -196,14 +197,11 @@ pub fn start_subscription(
     (value, events)
 }
 
-pub const CARD_SUCCESS: &str = "4242424242424242";
-pub const CARD_DECLINE: &str = "4000000000000002";
-
-/// Pays an open checkout session with a test card.
+/// Pays an open checkout session with a checked card (`card::charge` says whether it pays).
 pub fn complete_checkout(
     state: &mut SimState,
     session_id: &str,
-    card: &str,
+    card: &Card,
     email: Option<String>,
 ) -> CheckoutOutcome {
     let Some(session) = state.checkout_sessions.get(session_id).cloned() else {
@@ -212,19 +210,8 @@ pub fn complete_checkout(
     if session.status != SessionStatus::Open {
         return CheckoutOutcome::NotOpen;
     }
-    match card
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect::<String>()
-        .as_str()
-    {
-        CARD_SUCCESS => {}
-        CARD_DECLINE => return CheckoutOutcome::Declined("Your card was declined."),
-        _ => {
-            return CheckoutOutcome::Declined(
-                "Use a test card: 4242 4242 4242 4242 (success) or 4000 0000 0000 0002 (decline).",
-            );
-        }
+    if let Charge::Declined(message) = card::charge(card) {
+        return CheckoutOutcome::Declined(message);
     }
     let mut events = Vec::new();
     let now = unix_now();
@@ -234,7 +221,7 @@ pub fn complete_checkout(
             let customer = Customer {
                 id: new_id("cus"),
                 email: email.or_else(|| session.customer_email.clone()),
-                name: None,
+                name: Some(card.name.clone()),
                 metadata: Default::default(),
                 created: now,
             };
@@ -245,6 +232,18 @@ pub fn complete_checkout(
             id
         }
     };
+    state.cards_on_file.insert(
+        customer_id.clone(),
+        CardOnFile {
+            id: new_id("pm"),
+            brand: card.brand.as_str(),
+            last4: card.last4().to_owned(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            name: card.name.clone(),
+            created: now,
+        },
+    );
     let interval = state
         .prices
         .get(&session.price)

@@ -7,6 +7,7 @@
 //! stripe-sim` refuses to start when `TOLLGATE_ENV=production`.
 
 mod api;
+mod card;
 mod controls;
 mod hosted;
 mod objects;
@@ -32,7 +33,13 @@ pub struct SimConfig {
     /// First retry delay; each further retry doubles it.
     pub retry_base: Duration,
     pub max_attempts: u32,
+    /// The merchant customers see on the hosted pages and invoices (Stripe's public business
+    /// name).
+    pub business_name: String,
 }
+
+/// The business name a simulator shows unless told otherwise.
+pub const DEFAULT_BUSINESS_NAME: &str = "Tollgate";
 
 impl SimConfig {
     pub fn local(webhook: Option<WebhookTarget>) -> Self {
@@ -41,6 +48,7 @@ impl SimConfig {
             webhook,
             retry_base: Duration::from_secs(1),
             max_attempts: 8,
+            business_name: DEFAULT_BUSINESS_NAME.to_owned(),
         }
     }
 }
@@ -138,7 +146,7 @@ impl StripeSim {
         let port = listener.local_addr()?.port();
         let base_url = format!("http://127.0.0.1:{port}");
         let sim = Arc::new(Sim {
-            state: Mutex::new(SimState::default()),
+            state: Mutex::new(SimState::new(config.business_name)),
             deliverer: Deliverer::new(config.webhook, config.retry_base, config.max_attempts),
             auto_deliver: std::sync::atomic::AtomicBool::new(true),
             base_url: base_url.clone(),

@@ -198,7 +198,7 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
         "quantity": 1, "subtotal": i.amount_due, "taxes": [],
     });
     json!({
-        "id": i.id, "object": "invoice", "account_country": "US", "account_name": "Tollgate (simulated)",
+        "id": i.id, "object": "invoice", "account_country": "US", "account_name": state.business_name,
         "account_tax_ids": null, "amount_due": i.amount_due, "amount_overpaid": 0, "amount_paid": i.amount_paid,
         "amount_remaining": i.amount_due - i.amount_paid, "amount_shipping": 0, "application": null,
         "attempt_count": i.attempt_count, "attempted": true, "auto_advance": !paid,

@@ -218,6 +218,19 @@ pub struct PaymentIntent {
     pub created: i64,
 }
 
+/// The card a customer paid with at checkout: what the portal shows as the payment method on
+/// file. Only the brand, last four digits and expiry are kept, as Stripe shows them.
+#[derive(Debug, Clone)]
+pub struct CardOnFile {
+    pub id: String,
+    pub brand: &'static str,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+    pub name: String,
+    pub created: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Event {
     pub id: String,
@@ -246,13 +259,24 @@ pub struct SimState {
     pub subscriptions: HashMap<String, Subscription>,
     pub invoices: HashMap<String, Invoice>,
     pub payment_intents: HashMap<String, PaymentIntent>,
+    /// By customer id: the card each last paid with.
+    pub cards_on_file: HashMap<String, CardOnFile>,
     /// Oldest first; listed newest first.
     pub events: Vec<Event>,
     pub idempotency: HashMap<String, IdempotentResponse>,
     invoice_counter: u64,
+    /// The account's public business name: the merchant on hosted pages and invoices.
+    pub business_name: String,
 }
 
 impl SimState {
+    pub fn new(business_name: String) -> Self {
+        Self {
+            business_name,
+            ..Self::default()
+        }
+    }
+
     pub fn next_invoice_number(&mut self) -> String {
         self.invoice_counter += 1;
         format!("SIM-{:06}", self.invoice_counter)
