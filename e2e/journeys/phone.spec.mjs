@@ -7,7 +7,13 @@ test.use({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true
 
 test('customer pages fit a phone', async ({ page, step, tollgate }) => {
   await page.goto(`${tollgate.base}/`);
+  const menu = page.locator('summary', { hasText: 'Menu' });
+  await expect(menu).toBeVisible();
+  await expect(page.getByRole('link', { name: 'Pricing' })).toBeHidden();
   await step('home on a phone');
+  await menu.click();
+  await expect(page.getByRole('link', { name: 'Pricing' })).toBeVisible();
+  await step('menu open on a phone');
   await signUp(page, step, tollgate);
   await step('account on a phone');
   await choosePlan(page, step, tollgate, 'Pro');

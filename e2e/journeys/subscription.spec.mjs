@@ -40,14 +40,12 @@ test('a plan switched in the Billing Portal shows on the account and pricing pag
   await page.getByRole('button', { name: 'Manage billing' }).click();
   await expect(page.getByRole('heading', { level: 1 })).toContainText(/subscription|billing/i);
   await step('simulated Billing Portal');
-  const plans = page.getByLabel(/switch plan/i);
-  await plans.selectOption(await plans.locator('option', { hasText: 'Pro' }).getAttribute('value'));
-  await page.getByRole('button', { name: /^switch/i }).click();
-  const confirm = page.getByRole('button', { name: /^confirm/i });
-  if (await confirm.count()) {
-    await step('portal confirms the switch');
-    await confirm.click();
-  }
+  const plans = page.getByLabel('Change plan');
+  await plans.selectOption(await plans.locator('option', { hasText: /Pro.*month/ }).getAttribute('value'));
+  await page.getByRole('button', { name: 'Update plan' }).click();
+  await expect(page.getByRole('heading', { level: 1 })).toContainText(/confirm/i);
+  await step('portal asks to confirm the switch');
+  await page.getByRole('button', { name: 'Confirm', exact: true }).click();
   await step('portal after the switch');
   // The simulator's signed webhook reaches Tollgate within a second.
   await expect(async () => {
@@ -82,11 +80,9 @@ test('cancel at period end, then resume', async ({ page, step, tollgate }) => {
   let panel = await subscriptionPanel(page, tollgate);
   await step('account with Pro active');
   await panel.getByRole('button', { name: /cancel/i }).or(panel.getByRole('link', { name: /cancel/i })).first().click();
-  const confirm = page.getByRole('button', { name: /cancel subscription/i });
-  if (await confirm.count()) {
-    await step('confirm the cancellation');
-    await confirm.click();
-  }
+  await expect(page.getByText(/access continues until/i)).toBeVisible();
+  await step('confirm the cancellation');
+  await page.getByRole('button', { name: 'Cancel subscription' }).click();
   await expect(page.getByText(/ends at the close of this period/i)).toBeVisible();
   await step('account: ends at period end');
   panel = await subscriptionPanel(page, tollgate);

@@ -26,8 +26,10 @@ export class Tollgate {
         BIND: '127.0.0.1:0',
         RUST_LOG: 'warn,tollgate=info',
         // Every journey signs up from 127.0.0.1: a budget per test run, not per person.
-        RATE_LIMIT_AUTH_PER_MINUTE: '600',
-        RATE_LIMIT_AUTH_BURST: '100',
+        RATE_LIMIT_SIGN_IN_PER_MINUTE: '600',
+        RATE_LIMIT_SIGN_IN_BURST: '100',
+        RATE_LIMIT_SIGN_UP_PER_MINUTE: '600',
+        RATE_LIMIT_SIGN_UP_BURST: '100',
         RATE_LIMIT_DEFAULT_PER_MINUTE: '6000',
         RATE_LIMIT_DEFAULT_BURST: '1000',
       },
