@@ -29,6 +29,25 @@ pub struct ApiError {
     pub param: Option<String>,
 }
 
+/// The price `id`, if it exists and is active (refused as Stripe would, naming `param`).
+fn active_price<'a>(
+    state: &'a SimState,
+    id: &str,
+    param: &str,
+) -> Result<&'a super::state::Price, ApiError> {
+    let price = state
+        .prices
+        .get(id)
+        .ok_or_else(|| ApiError::missing("price", id))?;
+    if !price.active {
+        return Err(ApiError::invalid(
+            param,
+            format!("The price `{}` is not active.", price.id),
+        ));
+    }
+    Ok(price)
+}
+
 impl ApiError {
     pub fn missing(what: &str, id: &str) -> Self {
         Self {
@@ -551,16 +570,7 @@ async fn create_checkout_session(
                     "Give exactly one line item (a recurring price).",
                 ));
             };
-            let price = state
-                .prices
-                .get(&item.price)
-                .ok_or_else(|| ApiError::missing("price", &item.price))?;
-            if !price.active {
-                return Err(ApiError::invalid(
-                    "line_items[0][price]",
-                    format!("The price `{}` is not active.", price.id),
-                ));
-            }
+            active_price(state, &item.price, "line_items[0][price]")?;
             let success_url = p.success_url.ok_or_else(|| {
                 ApiError::invalid("success_url", "Missing required param: success_url.")
             })?;
@@ -695,16 +705,7 @@ async fn create_subscription(
                 "The simulator's subscriptions have exactly one item.",
             ));
         };
-        let price = state
-            .prices
-            .get(&item.price)
-            .ok_or_else(|| ApiError::missing("price", &item.price))?;
-        if !price.active {
-            return Err(ApiError::invalid(
-                "items[0][price]",
-                format!("The price `{}` is not active.", price.id),
-            ));
-        }
+        let price = active_price(state, &item.price, "items[0][price]")?;
         if price.unit_amount > 0 && p.trial_period_days.is_none() {
             return Err(ApiError {
                 status: StatusCode::BAD_REQUEST,

@@ -144,14 +144,9 @@ pub struct NewSubscription {
     pub metadata: std::collections::HashMap<String, String>,
 }
 
-/// Starts a subscription through the API: its first (zero) invoice is paid at once, so it is
-/// active (or trialing) from the start. Returns the subscription and its events.
-pub fn start_subscription(
-    state: &mut SimState,
-    new: NewSubscription,
-    key: Option<&str>,
-) -> (Value, Vec<Event>) {
-    let now = unix_now();
+/// A subscription starting `now`: trialing until its trial ends if it has one, else active
+/// for one period of its price's interval. Its first invoice is the caller's to bill.
+fn subscription_from(state: &SimState, new: NewSubscription, now: i64) -> Subscription {
     let interval = state
         .prices
         .get(&new.price)
@@ -160,7 +155,7 @@ pub fn start_subscription(
     let trial_end = new
         .trial_period_days
         .map(|days| now + i64::from(days) * 86_400);
-    let mut sub = Subscription {
+    Subscription {
         id: new_id("sub"),
         item_id: new_id("si"),
         customer: new.customer,
@@ -181,7 +176,18 @@ pub fn start_subscription(
         latest_invoice: None,
         metadata: new.metadata,
         created: now,
-    };
+    }
+}
+
+/// Starts a subscription through the API: its first (zero) invoice is paid at once, so it is
+/// active (or trialing) from the start. Returns the subscription and its events.
+pub fn start_subscription(
+    state: &mut SimState,
+    new: NewSubscription,
+    key: Option<&str>,
+) -> (Value, Vec<Event>) {
+    let now = unix_now();
+    let mut sub = subscription_from(state, new, now);
     let mut billing = Vec::new();
     sub.latest_invoice = Some(bill(state, &sub, "subscription_create", true, &mut billing));
     let value = objects::subscription(state, &sub);
@@ -244,36 +250,14 @@ pub fn complete_checkout(
             created: now,
         },
     );
-    let interval = state
-        .prices
-        .get(&session.price)
-        .map(|p| p.interval)
-        .unwrap_or(super::state::Interval::Month);
-    let trial_end = session
-        .trial_period_days
-        .map(|days| now + i64::from(days) * 86_400);
-    let mut sub = Subscription {
-        id: new_id("sub"),
-        item_id: new_id("si"),
+    let new = NewSubscription {
         customer: customer_id.clone(),
         price: session.price.clone(),
         quantity: session.quantity,
-        status: if trial_end.is_some() {
-            SubscriptionStatus::Trialing
-        } else {
-            SubscriptionStatus::Active
-        },
-        current_period_start: now,
-        current_period_end: trial_end.unwrap_or_else(|| interval.advance(now)),
-        cancel_at_period_end: false,
-        canceled_at: None,
-        ended_at: None,
-        trial_start: trial_end.map(|_| now),
-        trial_end,
-        latest_invoice: None,
+        trial_period_days: session.trial_period_days,
         metadata: session.subscription_metadata.clone(),
-        created: now,
     };
+    let mut sub = subscription_from(state, new, now);
     let mut billing = Vec::new();
     let invoice = bill(state, &sub, "subscription_create", true, &mut billing);
     sub.latest_invoice = Some(invoice.clone());
