@@ -3,12 +3,12 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use tollgate::secret::{ExposeSecret as _, decode_key};
 
-use crate::common::{Backend, PASSWORD, TestApp, TestDatabase};
+use crate::common::{Backend, PASSWORD, TestApp, TestDatabase, run, run_with_stdin};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -22,19 +22,6 @@ fn tollgate(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.env_clear().current_dir(dir).stdin(Stdio::null());
     cmd
-}
-
-fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-    )
 }
 
 #[test]
@@ -354,21 +341,12 @@ fn create_admin_with(
     args: &[&str],
     stdin: &str,
 ) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = crate::common::output_with_stdin(
+    run_with_stdin(
         tollgate(dir)
             .arg("create-admin")
             .args(args)
             .env("DATABASE_URL", url),
         stdin,
-    );
-    (
-        status.code().unwrap(),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
     )
 }
 

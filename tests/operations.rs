@@ -3,12 +3,12 @@
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tollgate::secret::{decode_key, encode_base64};
 
-use crate::common::{Backend, PASSWORD, TestApp, TestDatabase, secret_env};
+use crate::common::{Backend, PASSWORD, TestApp, TestDatabase, run, secret_env};
 use crate::on_both_backends;
 use crate::vault::add_key;
 
@@ -34,19 +34,6 @@ pub(crate) fn tollgate(database: &TestDatabase, env: &[(&str, String)]) -> Comma
         cmd.env(k, v);
     }
     cmd
-}
-
-pub(crate) fn run(cmd: &mut Command) -> (i32, String, String) {
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = cmd.output().unwrap();
-    (
-        status.code().unwrap_or(-1),
-        String::from_utf8(stdout).unwrap(),
-        String::from_utf8(stderr).unwrap(),
-    )
 }
 
 async fn lease_status(

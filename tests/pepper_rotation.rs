@@ -13,9 +13,9 @@ use tollgate::secret::{KeyBytes, decode_key, encode_base64};
 use tollgate::service_tokens::Scope;
 
 use crate::billing::{app_with_pro_plan, stripe_get, subscribe};
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, TestApp, run};
 use crate::on_both_backends;
-use crate::operations::{run, tollgate};
+use crate::operations::tollgate;
 use crate::webhooks::{accepted, event, status_of};
 
 on_both_backends!(

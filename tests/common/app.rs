@@ -1,0 +1,212 @@
+//! The application under test: `TestApp::spawn` starts the real application on a random port
+//! with a fresh database and a Stripe simulator of its own, and queries that database.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use tollgate::config::{Config, DatabaseUrl};
+use tollgate::db::{Db, DbConnection, DbError};
+use tollgate::secret::encode_base64;
+use tollgate::startup::Application;
+
+use super::browser::Browser;
+use super::db::{Backend, TestDatabase};
+use super::logs::capture_logs;
+
+/// Generous limits so ordinary tests never trip them; rate-limit tests tighten them. Built
+/// from variables like production's, so every setting has its real default.
+fn test_config(database_url: DatabaseUrl) -> Config {
+    let mut vars: std::collections::HashMap<&str, String> = secret_env().into_iter().collect();
+    for (name, value) in [
+        ("BIND", "127.0.0.1:0"),
+        ("DATABASE_POOL_SIZE", "4"),
+        ("WORKERS", "1"),
+        ("SESSION_COOKIE_SECURE", "false"),
+        ("RATE_LIMIT_SIGN_IN_PER_MINUTE", "10000"),
+        ("RATE_LIMIT_SIGN_IN_BURST", "1000"),
+        ("RATE_LIMIT_SIGN_UP_PER_MINUTE", "10000"),
+        ("RATE_LIMIT_SIGN_UP_BURST", "1000"),
+        ("RATE_LIMIT_DEFAULT_PER_MINUTE", "60000"),
+        ("RATE_LIMIT_DEFAULT_BURST", "10000"),
+        ("RATE_LIMIT_LEASE_PER_MINUTE", "60000"),
+        ("RATE_LIMIT_LEASE_BURST", "10000"),
+        ("RATE_LIMIT_WEBHOOK_PER_MINUTE", "600000"),
+        ("RATE_LIMIT_WEBHOOK_BURST", "100000"),
+        ("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", "1000"),
+        // One aggregation slot for the whole run (a century): which rows repeats share must
+        // not depend on whether a test happens to cross a minute.
+        ("AUDIT_AGGREGATE_WINDOW_SECS", "3153600000"),
+        ("STRIPE_RATE_LIMIT_CUSTOMER", "1000"),
+        ("STRIPE_RATE_LIMIT_SUBSCRIPTION", "1000"),
+        ("STRIPE_RATE_LIMIT_PAYMENT_INTENT", "1000"),
+        ("STRIPE_RATE_LIMIT_DEFAULT", "1000"),
+        ("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    ] {
+        vars.insert(name, value.to_owned());
+    }
+    let mut config = Config::from_vars(&|name: &str| vars.get(name).cloned())
+        .expect("the test configuration is valid");
+    config.database_url = database_url;
+    config
+}
+
+/// The endpoint secret tests sign webhooks with (and the simulator signs its deliveries with).
+pub const WEBHOOK_SECRET: &str = "whsec_DUMMYtestendpointsecret";
+
+/// Starts a Stripe simulator for one app; its deliveries go to the app once it is listening.
+fn spawn_stripe_sim() -> (String, std::sync::Arc<tollgate::stripe_sim::Sim>) {
+    let mut config = tollgate::stripe_sim::SimConfig::local(None);
+    config.retry_base = Duration::from_millis(50);
+    let (server, base_url, sim) = tollgate::stripe_sim::StripeSim::start(config)
+        .expect("stripe simulator starts")
+        .into_parts();
+    actix_web::rt::spawn(server);
+    (base_url, sim)
+}
+
+/// The dummy secrets as environment variables, for running the CLI against a test's database.
+pub fn secret_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("SECRET_KEY", encode_base64(&[0x11; 64])),
+        ("ENCRYPTION_KEY", encode_base64(&[0x22; 32])),
+        ("TOKEN_PEPPER", encode_base64(&[0x33; 32])),
+    ]
+}
+
+pub struct TestApp {
+    pub address: String,
+    /// The Stripe simulator this app talks to.
+    pub stripe: String,
+    pub backend: Backend,
+    pub db: Db,
+    pub token_hasher: tollgate::crypto::TokenHasher,
+    /// The app's in-memory limiters (to sweep them and count their keys).
+    pub limiters: tollgate::limits::LimiterSweep,
+    /// The app's cap on concurrent argon2 work (a test can take its slots).
+    pub password_work: std::sync::Arc<tollgate::accounts::PasswordWork>,
+    _database: TestDatabase,
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns with a configuration adjusted by `adjust` (rate limits, timeouts, proxies…).
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(TestDatabase::new(backend), backend, adjust).await
+    }
+
+    /// Spawns on an existing database (e.g. one the CLI has just written to).
+    pub async fn spawn_on(
+        database: TestDatabase,
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Self {
+        capture_logs();
+        let (stripe, sim) = spawn_stripe_sim();
+        let mut config = test_config(database.url.clone());
+        config.stripe.api_base = stripe.clone();
+        config.stripe.secret_key = Some(secrecy::SecretString::from(
+            "sk_test_DUMMYtollgate".to_owned(),
+        ));
+        adjust(&mut config);
+        let token_hasher = config.token_hasher();
+        let app = Application::build(config).expect("application builds");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        let limiters = app.limiters();
+        let password_work = app.password_work();
+        sim.set_webhook_target(Some(tollgate::stripe_sim::webhooks::WebhookTarget {
+            url: format!("{address}/webhooks/stripe"),
+            secret: secrecy::SecretString::from(WEBHOOK_SECRET.to_owned()),
+        }));
+        actix_web::rt::spawn(app.run_until_stopped());
+        let db = database.db();
+        Self {
+            address,
+            stripe,
+            backend,
+            db,
+            token_hasher,
+            limiters,
+            password_work,
+            _database: database,
+        }
+    }
+
+    /// Creates a service token directly (as `tollgate service-token create` does).
+    pub fn service_token(&self, name: &str, scopes: &[tollgate::service_tokens::Scope]) -> String {
+        use tollgate::secret::ExposeSecret as _;
+        let hasher = &self.token_hasher;
+        let token = self
+            .db
+            .run_blocking(|conn| tollgate::service_tokens::create(conn, hasher, name, scopes))
+            .unwrap();
+        token.expose_secret().to_owned()
+    }
+
+    /// Another handle on this app's database (for the CLI, or a second app on the same data).
+    pub fn database_handle(&self) -> TestDatabase {
+        self._database.shared()
+    }
+
+    pub fn user_id(&self, email: &str) -> i64 {
+        let email = email.to_owned();
+        self.query(move |conn| {
+            Ok(tollgate::db::models::user::find_by_email(conn, &email)?
+                .unwrap()
+                .id)
+        })
+    }
+
+    pub fn browser(&self) -> Browser {
+        Browser::new(&self.address)
+    }
+
+    /// A browser already signed in to a new customer account.
+    pub async fn signed_in_customer(&self, email: &str) -> Browser {
+        let browser = self.browser();
+        let res = browser.signup(email, PASSWORD).await;
+        assert_eq!(res.status(), 303, "signup of {email} failed");
+        browser
+    }
+
+    /// Runs a query against the app's database.
+    pub fn query<T>(&self, work: impl FnOnce(&mut DbConnection) -> Result<T, DbError>) -> T {
+        self.db.run_blocking(work).unwrap()
+    }
+
+    pub fn count_events(&self, kind: &'static str) -> i64 {
+        self.query(|conn| tollgate::db::models::security_event::count_of_kind(conn, kind))
+    }
+
+    pub fn events(
+        &self,
+        kind: &'static str,
+    ) -> Vec<tollgate::db::models::security_event::SecurityEventRow> {
+        self.query(|conn| tollgate::db::models::security_event::recent(conn, 1000))
+            .into_iter()
+            .filter(|row| row.kind == kind)
+            .collect()
+    }
+
+    pub fn user_count(&self) -> i64 {
+        self.query(tollgate::db::models::user::count)
+    }
+
+    pub fn session_count(&self) -> i64 {
+        use tollgate::db::schema::sessions;
+        self.query(|conn| Ok(sessions::table.count().get_result(conn)?))
+    }
+
+    /// Makes an existing account an admin, as `create-admin` would.
+    pub fn promote_to_admin(&self, email: &str) {
+        let email = email.to_owned();
+        self.query(move |conn| {
+            let user = tollgate::db::models::user::find_by_email(conn, &email)?.unwrap();
+            tollgate::db::models::user::set_role(conn, user.id, "admin")
+        })
+    }
+}
