@@ -64,17 +64,10 @@ fn total(rows: &[SecurityEventRow]) -> i64 {
 }
 
 async fn junk_token(app: &TestApp, i: usize) -> u16 {
-    let browser = app.browser();
-    browser
-        .client
-        .post(browser.url("/internal/v1/byok/lease"))
-        .bearer_auth(format!("tg_svc_DUMMYjunk{i:04}"))
-        .json(&serde_json::json!({ "user_id": 1, "provider": "anthropic" }))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let token = format!("tg_svc_DUMMYjunk{i:04}");
+    let body = serde_json::json!({ "user_id": 1, "provider": "anthropic" });
+    let res = app.internal_post("byok/lease", Some(&token), &body).await;
+    res.status().as_u16()
 }
 
 async fn a_thousand_junk_bearer_tokens_make_a_handful_of_rows(backend: Backend) {

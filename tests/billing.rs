@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use tollgate::db::schema::{billing_customers, plans, subscriptions};
 use tollgate::service_tokens::Scope;
 
-use crate::common::{Backend, Browser, TestApp, captured_logs, hidden, location};
+use crate::common::{Backend, TestApp, captured_logs, hidden, location, plan_fields};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -33,8 +33,8 @@ async fn an_unreachable_stripe_gets_a_generic_error_page(backend: Backend) {
         config.stripe.api_base = "http://127.0.0.1:9".into()
     })
     .await;
-    let browser = admin(&app).await;
-    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    let browser = app.signed_in_admin("admin@example.com").await;
+    let res = browser.create_plan("Pro", "pro", "2500").await;
     assert_eq!(res.status(), 502);
     let html = res.text().await.unwrap();
     assert!(
@@ -52,7 +52,7 @@ async fn an_unreachable_stripe_gets_a_generic_error_page(backend: Backend) {
 
 async fn a_plan_whose_stripe_sync_failed_can_be_finished_later(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = admin(&app).await;
+    let browser = app.signed_in_admin("admin@example.com").await;
     // An earlier attempt stored the plan but never reached Stripe.
     app.query(|conn| {
         let fields = tollgate::db::models::plan::PlanFields {
@@ -70,7 +70,7 @@ async fn a_plan_whose_stripe_sync_failed_can_be_finished_later(backend: Backend)
         };
         tollgate::db::models::plan::insert(conn, &fields).map(|_| ())
     });
-    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    let res = browser.create_plan("Pro", "pro", "2500").await;
     assert_eq!(
         res.status(),
         303,
@@ -79,13 +79,16 @@ async fn a_plan_whose_stripe_sync_failed_can_be_finished_later(backend: Backend)
     let (_, active, product, price) = plan_row(&app, "pro");
     assert!(active && product.is_some() && price.is_some());
     assert_eq!(count_events(&app, "product.created").await, 1);
-    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    let res = browser.create_plan("Pro", "pro", "2500").await;
     assert_eq!(res.status(), 422, "a finished plan's slug is taken");
 }
 
 async fn billing_forms_need_csrf_tokens_and_a_signed_in_user(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    app.signed_in_admin("admin@example.com")
+        .await
+        .create_plan("Pro", "pro", "2500")
+        .await;
     let customer = app.signed_in_customer("forged@example.com").await;
     let op = tollgate::billing::new_operation_id().unwrap();
     for (path, fields) in [
@@ -123,71 +126,12 @@ async fn billing_forms_need_csrf_tokens_and_a_signed_in_user(backend: Backend) {
     assert_eq!(app.count_events("csrf_rejected"), 4);
 }
 
-pub(crate) async fn stripe_events(app: &TestApp) -> Vec<serde_json::Value> {
-    let res = reqwest::Client::new()
-        .get(format!("{}/v1/events?limit=100", app.stripe))
-        .bearer_auth("sk_test_DUMMYtollgate")
-        .send()
-        .await
-        .unwrap();
-    res.json::<serde_json::Value>().await.unwrap()["data"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 async fn count_events(app: &TestApp, kind: &str) -> usize {
-    stripe_events(app)
+    app.stripe_events()
         .await
         .iter()
         .filter(|e| e["type"] == kind)
         .count()
-}
-
-pub(crate) async fn stripe_get(app: &TestApp, path: &str) -> serde_json::Value {
-    reqwest::Client::new()
-        .get(format!("{}{path}", app.stripe))
-        .bearer_auth("sk_test_DUMMYtollgate")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-pub(crate) async fn admin(app: &TestApp) -> Browser {
-    let browser = app.signed_in_customer("admin@example.com").await;
-    app.promote_to_admin("admin@example.com");
-    browser
-}
-
-fn plan_fields<'a>(name: &'a str, slug: &'a str, amount: &'a str) -> Vec<(&'a str, &'a str)> {
-    vec![
-        ("name", name),
-        ("slug", slug),
-        ("description", "Everything a small team needs"),
-        ("amount", amount),
-        ("currency", "usd"),
-        ("interval", "month"),
-        ("trial_days", "0"),
-        ("features", "agents:unlimited\nbyok"),
-    ]
-}
-
-pub(crate) async fn create_plan(
-    browser: &Browser,
-    name: &str,
-    slug: &str,
-    amount: &str,
-) -> reqwest::Response {
-    let page = browser.get_text("/admin/plans/new").await;
-    let op = hidden(&page, "operation_id");
-    let mut fields = plan_fields(name, slug, amount);
-    fields.push(("operation_id", &op));
-    browser
-        .submit("/admin/plans/new", "/admin/plans", &fields)
-        .await
 }
 
 fn plan_row(app: &TestApp, slug: &str) -> (i64, bool, Option<String>, Option<String>) {
@@ -207,19 +151,19 @@ fn plan_row(app: &TestApp, slug: &str) -> (i64, bool, Option<String>, Option<Str
 
 async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = admin(&app).await;
-    let res = create_plan(&browser, "Pro", "pro", "2500").await;
+    let browser = app.signed_in_admin("admin@example.com").await;
+    let res = browser.create_plan("Pro", "pro", "2500").await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), "/admin/plans");
     let (id, active, product, price) = plan_row(&app, "pro");
     assert!(active);
     let (product, price) = (product.unwrap(), price.unwrap());
-    let at_stripe = stripe_get(&app, &format!("/v1/prices/{price}")).await;
+    let at_stripe = app.stripe_get(&format!("/v1/prices/{price}")).await;
     assert_eq!(at_stripe["unit_amount"], 2500);
     assert_eq!(at_stripe["product"], product.as_str());
     assert_eq!(at_stripe["recurring"]["interval"], "month");
     assert_eq!(
-        stripe_get(&app, &format!("/v1/products/{product}")).await["name"],
+        app.stripe_get(&format!("/v1/products/{product}")).await["name"],
         "Pro"
     );
     let listing = browser.get_text("/admin/plans").await;
@@ -243,15 +187,15 @@ async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend)
     assert_eq!(same_product.as_deref(), Some(product.as_str()));
     assert_ne!(new_price, price);
     assert_eq!(
-        stripe_get(&app, &format!("/v1/prices/{price}")).await["active"],
+        app.stripe_get(&format!("/v1/prices/{price}")).await["active"],
         false
     );
     assert_eq!(
-        stripe_get(&app, &format!("/v1/prices/{new_price}")).await["unit_amount"],
+        app.stripe_get(&format!("/v1/prices/{new_price}")).await["unit_amount"],
         3900
     );
     assert_eq!(
-        stripe_get(&app, &format!("/v1/products/{product}")).await["name"],
+        app.stripe_get(&format!("/v1/products/{product}")).await["name"],
         "Pro Plus"
     );
 
@@ -263,11 +207,11 @@ async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend)
     assert_eq!(res.status(), 303);
     assert!(!plan_row(&app, "pro").1);
     assert_eq!(
-        stripe_get(&app, &format!("/v1/prices/{new_price}")).await["active"],
+        app.stripe_get(&format!("/v1/prices/{new_price}")).await["active"],
         false
     );
     assert_eq!(
-        stripe_get(&app, &format!("/v1/products/{product}")).await["active"],
+        app.stripe_get(&format!("/v1/products/{product}")).await["active"],
         false
     );
     assert!(
@@ -302,8 +246,8 @@ async fn plan_forms_validate_and_are_for_admins_only(backend: Backend) {
         .await;
     assert_eq!(res.status(), 403);
 
-    let browser = admin(&app).await;
-    let res = create_plan(&browser, "", "Bad Slug", "12.50").await;
+    let browser = app.signed_in_admin("admin@example.com").await;
+    let res = browser.create_plan("", "Bad Slug", "12.50").await;
     assert_eq!(res.status(), 422);
     let html = res.text().await.unwrap();
     assert!(html.contains("Give the plan a name"));
@@ -314,10 +258,10 @@ async fn plan_forms_validate_and_are_for_admins_only(backend: Backend) {
         "the form keeps what was typed"
     );
     assert_eq!(
-        create_plan(&browser, "Pro", "pro", "2500").await.status(),
+        browser.create_plan("Pro", "pro", "2500").await.status(),
         303
     );
-    let res = create_plan(&browser, "Pro again", "pro", "2500").await;
+    let res = browser.create_plan("Pro again", "pro", "2500").await;
     assert_eq!(res.status(), 422);
     assert!(
         res.text()
@@ -334,7 +278,7 @@ async fn plan_forms_validate_and_are_for_admins_only(backend: Backend) {
 
 async fn a_double_submitted_plan_form_creates_one_product(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = admin(&app).await;
+    let browser = app.signed_in_admin("admin@example.com").await;
     let page = browser.get_text("/admin/plans/new").await;
     let op = hidden(&page, "operation_id");
     let mut fields = plan_fields("Team", "team", "9900");
@@ -363,73 +307,8 @@ async fn a_double_submitted_plan_form_creates_one_product(backend: Backend) {
     );
 }
 
-async fn choose(browser: &Browser, slug: &str) -> reqwest::Response {
-    let page = browser.get_text("/pricing").await;
-    let op = hidden(&page, "operation_id");
-    browser
-        .submit(
-            "/pricing",
-            "/billing/checkout",
-            &[("plan", slug), ("operation_id", &op)],
-        )
-        .await
-}
-
-pub(crate) async fn pay(app: &TestApp, checkout_url: &str, card: &str) -> reqwest::Response {
-    assert!(
-        checkout_url.starts_with(&app.stripe),
-        "{checkout_url} is the simulator's page"
-    );
-    let page = reqwest::get(checkout_url).await.unwrap();
-    assert_eq!(page.status(), 200);
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-        .post(checkout_url)
-        .form(&crate::common::card_form(card))
-        .send()
-        .await
-        .unwrap()
-}
-
-pub(crate) async fn subscribe(app: &TestApp, browser: &Browser, slug: &str) -> String {
-    let res = choose(browser, slug).await;
-    assert_eq!(res.status(), 303);
-    let paid = pay(app, &location(&res), "4242 4242 4242 4242").await;
-    assert_eq!(paid.status(), 303);
-    let success = location(&paid);
-    assert!(
-        success.starts_with(&format!(
-            "{}/billing/success?session_id=cs_test_",
-            browser.base
-        )),
-        "{success}"
-    );
-    // The browser follows Stripe's redirect back; the success page records the subscription.
-    assert_eq!(
-        browser
-            .get(success.trim_start_matches(&browser.base))
-            .await
-            .status(),
-        200
-    );
-    success
-}
-
-/// An app whose admin has created the "Pro" plan ($25.00 a month).
-pub(crate) async fn app_with_pro_plan(backend: Backend) -> (TestApp, Browser) {
-    let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
-    assert_eq!(
-        create_plan(&admin, "Pro", "pro", "2500").await.status(),
-        303
-    );
-    (app, admin)
-}
-
 async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backend) {
-    let (app, _) = app_with_pro_plan(backend).await;
+    let (app, _) = TestApp::with_pro_plan(backend).await;
 
     let customer = app.signed_in_customer("buyer@example.com").await;
     let pricing = customer.get_text("/pricing").await;
@@ -438,7 +317,7 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
             && pricing.contains("$25.00 / month")
             && pricing.contains("Choose Pro")
     );
-    let success = subscribe(&app, &customer, "pro").await;
+    let success = app.subscribe(&customer, "pro").await;
     let page = customer
         .get_text(success.trim_start_matches(&customer.base))
         .await;
@@ -468,7 +347,7 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
     assert_eq!(status, "active");
 
     // A second checkout for a subscribed customer goes to the portal instead.
-    let again = choose(&customer, "pro").await;
+    let again = customer.choose_plan("pro").await;
     assert!(
         location(&again).contains("/portal/bps_"),
         "{}",
@@ -514,7 +393,7 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
             .first(conn)?)
     });
     assert_eq!(
-        stripe_get(&app, &format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
+        app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
         true
     );
 
@@ -534,7 +413,7 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
         "resumed: it can be canceled again"
     );
     assert_eq!(
-        stripe_get(&app, &format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
+        app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
         false
     );
     assert_eq!(app.count_events("subscription_cancel_requested"), 1);
@@ -543,10 +422,13 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
 
 async fn a_declined_card_leaves_no_subscription(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    app.signed_in_admin("admin@example.com")
+        .await
+        .create_plan("Pro", "pro", "2500")
+        .await;
     let customer = app.signed_in_customer("declined@example.com").await;
-    let res = choose(&customer, "pro").await;
-    let declined = pay(&app, &location(&res), "4000 0000 0000 0002").await;
+    let res = customer.choose_plan("pro").await;
+    let declined = app.pay(&location(&res), "4000 0000 0000 0002").await;
     assert_eq!(declined.status(), 402);
     assert!(
         declined
@@ -581,9 +463,12 @@ async fn a_declined_card_leaves_no_subscription(backend: Backend) {
 
 async fn the_success_page_shows_only_ones_own_session(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    app.signed_in_admin("admin@example.com")
+        .await
+        .create_plan("Pro", "pro", "2500")
+        .await;
     let alice = app.signed_in_customer("alice-pays@example.com").await;
-    let success = subscribe(&app, &alice, "pro").await;
+    let success = app.subscribe(&alice, "pro").await;
     let path = success.trim_start_matches(&alice.base).to_owned();
     let mallory = app.signed_in_customer("mallory-peeks@example.com").await;
     assert_eq!(mallory.get(&path).await.status(), 404);
@@ -609,7 +494,10 @@ fn urlencode(path: &str) -> String {
 
 async fn a_double_submitted_checkout_creates_one_session(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    app.signed_in_admin("admin@example.com")
+        .await
+        .create_plan("Pro", "pro", "2500")
+        .await;
     let customer = app.signed_in_customer("twice@example.com").await;
     let page = customer.get_text("/pricing").await;
     let op = hidden(&page, "operation_id");
@@ -638,7 +526,7 @@ async fn a_double_submitted_checkout_creates_one_session(backend: Backend) {
 /// one is refused before anything reaches Stripe, and every `Idempotency-Key` Stripe receives
 /// names its user, so no one's key can collide with anyone else's.
 async fn another_accounts_operation_id_is_refused_and_keys_name_their_user(backend: Backend) {
-    let (app, _) = app_with_pro_plan(backend).await;
+    let (app, _) = TestApp::with_pro_plan(backend).await;
     let alice = app.signed_in_customer("alice-op@example.com").await;
     let op = hidden(&alice.get_text("/pricing").await, "operation_id");
     let checkout = [("plan", "pro"), ("operation_id", op.as_str())];
@@ -733,11 +621,14 @@ async fn stripe_calls_are_throttled_per_user_and_audited(backend: Backend) {
         config.stripe.throttle.default_per_minute = 2
     })
     .await;
-    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    app.signed_in_admin("admin@example.com")
+        .await
+        .create_plan("Pro", "pro", "2500")
+        .await;
     let customer = app.signed_in_customer("hasty@example.com").await;
-    assert_eq!(choose(&customer, "pro").await.status(), 303);
-    assert_eq!(choose(&customer, "pro").await.status(), 303);
-    let refused = choose(&customer, "pro").await;
+    assert_eq!(customer.choose_plan("pro").await.status(), 303);
+    assert_eq!(customer.choose_plan("pro").await.status(), 303);
+    let refused = customer.choose_plan("pro").await;
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
     assert!(refused.text().await.unwrap().contains("Too many requests"));
@@ -746,7 +637,7 @@ async fn stripe_calls_are_throttled_per_user_and_audited(backend: Backend) {
     assert!(events[0].details.contains(r#""operation":"default""#));
     let other = app.signed_in_customer("patient@example.com").await;
     assert_eq!(
-        choose(&other, "pro").await.status(),
+        other.choose_plan("pro").await.status(),
         303,
         "the limit is per user"
     );
@@ -754,9 +645,9 @@ async fn stripe_calls_are_throttled_per_user_and_audited(backend: Backend) {
 
 async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
     use tollgate::crypto::hashing::Domain;
-    let (app, admin) = app_with_pro_plan(backend).await;
+    let (app, admin) = TestApp::with_pro_plan(backend).await;
     let customer = app.signed_in_customer("sealed-cus@example.com").await;
-    subscribe(&app, &customer, "pro").await;
+    app.subscribe(&customer, "pro").await;
     let user_id = app.user_id("sealed-cus@example.com");
     let (sealed, index, masked): (Vec<u8>, String, String) = app.query(move |conn| {
         Ok(billing_customers::table
@@ -769,7 +660,8 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
             .first(conn)?)
     });
     assert!(!String::from_utf8_lossy(&sealed).contains("cus_"));
-    let customer_id = stripe_events(&app)
+    let customer_id = app
+        .stripe_events()
         .await
         .iter()
         .find(|e| e["type"] == "customer.created")
@@ -816,27 +708,26 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
 
 async fn entitlements_follow_the_subscription(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    create_plan(&admin(&app).await, "Pro", "pro", "2500").await;
+    app.signed_in_admin("admin@example.com")
+        .await
+        .create_plan("Pro", "pro", "2500")
+        .await;
     let customer = app.signed_in_customer("entitled@example.com").await;
     let user_id = app.user_id("entitled@example.com");
     let reader = app.service_token("gate", &[Scope::EntitlementsRead]);
     let leaser = app.service_token("engine", &[Scope::ByokLease]);
     let get = |token: String, user: i64| {
-        let url = format!("{}/internal/v1/entitlements/{user}", app.address);
+        let app = &app;
         async move {
-            reqwest::Client::new()
-                .get(url)
-                .bearer_auth(token)
-                .send()
+            app.internal_get(&format!("entitlements/{user}"), &token)
                 .await
-                .unwrap()
         }
     };
     let before: serde_json::Value = get(reader.clone(), user_id).await.json().await.unwrap();
     assert_eq!(before["active"], false);
     assert_eq!(before["entitlements"], serde_json::json!([]));
 
-    subscribe(&app, &customer, "pro").await;
+    app.subscribe(&customer, "pro").await;
     let res = get(reader.clone(), user_id).await;
     assert_eq!(res.headers()["cache-control"], "no-store");
     let after: serde_json::Value = res.json().await.unwrap();

@@ -8,10 +8,9 @@ use scraper::{Html, Selector};
 use tollgate::db::schema::{service_tokens, subscriptions};
 use tollgate::service_tokens::Scope;
 
-use crate::billing::{admin, app_with_pro_plan, subscribe};
 use crate::common::{Backend, Browser, TestApp, csrf_token_in, hidden, location};
 use crate::on_both_backends;
-use crate::vault::{OPENAI_KEY, add_key};
+use crate::vault::OPENAI_KEY;
 
 on_both_backends!(
     canceling_a_subscription_asks_first_and_says_until_when,
@@ -82,9 +81,9 @@ async fn confirm(browser: &Browser, path: &str, body: &str) -> reqwest::Response
 }
 
 async fn canceling_a_subscription_asks_first_and_says_until_when(backend: Backend) {
-    let (app, _) = app_with_pro_plan(backend).await;
+    let (app, _) = TestApp::with_pro_plan(backend).await;
     let customer = app.signed_in_customer("leaving@example.com").await;
-    subscribe(&app, &customer, "pro").await;
+    app.subscribe(&customer, "pro").await;
     let path = "/billing/subscription/cancel";
     offers_a_link(&customer, "/account", path).await;
     let body = confirmation(
@@ -129,7 +128,7 @@ async fn canceling_a_subscription_asks_first_and_says_until_when(backend: Backen
 async fn deleting_a_key_asks_first_and_only_for_ones_own_key(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let owner = app.signed_in_customer("owner@example.com").await;
-    assert_eq!(add_key(&owner, "openai", OPENAI_KEY).await.status(), 303);
+    assert_eq!(owner.add_key("openai", OPENAI_KEY).await.status(), 303);
     let path = "/account/keys/openai/delete";
     offers_a_link(&owner, "/account/keys", path).await;
     let body = confirmation(&owner, path, "Delete key", ("Keep my key", "/account/keys")).await;
@@ -171,7 +170,7 @@ async fn deleting_a_key_asks_first_and_only_for_ones_own_key(backend: Backend) {
 }
 
 async fn archiving_a_plan_asks_first(backend: Backend) {
-    let (app, browser) = app_with_pro_plan(backend).await;
+    let (app, browser) = TestApp::with_pro_plan(backend).await;
     let id: i64 = app.query(|c| {
         Ok(tollgate::db::schema::plans::table
             .select(tollgate::db::schema::plans::id)
@@ -210,7 +209,7 @@ async fn archiving_a_plan_asks_first(backend: Backend) {
 async fn admins_list_service_tokens_and_revoke_them_after_confirming(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let token = app.service_token("engine", &[Scope::ByokLease, Scope::EntitlementsRead]);
-    let browser = admin(&app).await;
+    let browser = app.signed_in_admin("admin@example.com").await;
     assert_eq!(
         app.signed_in_customer("c@example.com")
             .await

@@ -2,7 +2,6 @@
 //! where they expect after signing in and out, no empty "Last sign-in", admin times to the
 //! second, and a checkout that leaves no warning in the log.
 
-use crate::billing::{admin, app_with_pro_plan, subscribe};
 use crate::common::{Backend, PASSWORD, TestApp, captured_logs, location};
 use crate::on_both_backends;
 
@@ -157,7 +156,7 @@ async fn a_new_account_shows_no_empty_last_sign_in(backend: Backend) {
 
 async fn admin_lists_show_times_to_the_second(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     let html = admin.get_text("/admin").await;
     let times: Vec<&str> = html
         .split(" UTC")
@@ -174,9 +173,9 @@ async fn admin_lists_show_times_to_the_second(backend: Backend) {
 }
 
 async fn a_checkout_logs_no_unknown_stripe_enum_values(backend: Backend) {
-    let (app, _admin) = app_with_pro_plan(backend).await;
+    let (app, _admin) = TestApp::with_pro_plan(backend).await;
     let browser = app.signed_in_customer("enum@example.com").await;
-    subscribe(&app, &browser, "pro").await;
+    app.subscribe(&browser, "pro").await;
     let logs = captured_logs();
     let unknown: Vec<&str> = logs
         .lines()
@@ -194,7 +193,7 @@ async fn the_audit_log_names_people_and_reads_as_fields(backend: Backend) {
     app.browser()
         .login("person@example.com", "not the password at all")
         .await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     let html = admin.get_text("/admin").await;
     assert!(
         html.contains(

@@ -4,10 +4,8 @@
 
 use scraper::{Html, Selector};
 
-use crate::billing::{admin, create_plan};
 use crate::common::{Backend, TestApp};
 use crate::on_both_backends;
-use crate::vault::add_key;
 
 on_both_backends!(
     sign_up_errors_are_summarised_linked_and_described,
@@ -168,7 +166,9 @@ async fn sign_in_failures_link_to_the_email_field(backend: Backend) {
 async fn byok_messages_name_the_providers_prefix(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let browser = app.signed_in_customer("keys@example.com").await;
-    let res = add_key(&browser, "anthropic", "sk-proj-DUMMY-000000000000000000000").await;
+    let res = browser
+        .add_key("anthropic", "sk-proj-DUMMY-000000000000000000000")
+        .await;
     assert_eq!(res.status(), 422);
     let page = FormReport::parse(&res.text().await.unwrap());
     let message = "This key doesn't look like an Anthropic key: those start with sk-ant-";
@@ -179,7 +179,9 @@ async fn byok_messages_name_the_providers_prefix(backend: Backend) {
         Some("api_key-help api_key-error")
     );
 
-    let res = add_key(&browser, "gemini", "sk-DUMMY-000000000000000000000").await;
+    let res = browser
+        .add_key("gemini", "sk-DUMMY-000000000000000000000")
+        .await;
     let page = FormReport::parse(&res.text().await.unwrap());
     let message = "Choose Anthropic or OpenAI as the provider.";
     assert_eq!(page.summary(), [link("provider", message)]);
@@ -189,8 +191,8 @@ async fn byok_messages_name_the_providers_prefix(backend: Backend) {
 
 async fn the_plan_form_names_the_maximum_price_and_lists_fields_in_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = admin(&app).await;
-    let res = create_plan(&browser, "", "Bad Slug", "100000000").await;
+    let browser = app.signed_in_admin("admin@example.com").await;
+    let res = browser.create_plan("", "Bad Slug", "100000000").await;
     assert_eq!(res.status(), 422);
     let page = FormReport::parse(&res.text().await.unwrap());
     let max = "The price can be at most 99999999 minor units ($999999.99).";
@@ -216,7 +218,7 @@ async fn the_plan_form_names_the_maximum_price_and_lists_fields_in_order(backend
             "Enter the price as a whole number of minor units (cents), e.g. 2500 for $25.00.",
         ),
     ] {
-        let res = create_plan(&browser, "Pro", "pro", amount).await;
+        let res = browser.create_plan("Pro", "pro", amount).await;
         let page = FormReport::parse(&res.text().await.unwrap());
         assert_eq!(page.summary(), [link("amount", message)], "{amount}");
     }

@@ -5,7 +5,6 @@
 
 use scraper::{ElementRef, Html, Selector};
 
-use crate::billing::{app_with_pro_plan, subscribe};
 use crate::common::{Backend, TestApp};
 use crate::on_both_backends;
 
@@ -77,9 +76,9 @@ async fn the_header_links_sit_in_a_menu_disclosure_that_needs_no_script(backend:
 }
 
 async fn admin_tables_scroll_inside_their_card(backend: Backend) {
-    let (app, admin) = app_with_pro_plan(backend).await;
+    let (app, admin) = TestApp::with_pro_plan(backend).await;
     let customer = app.signed_in_customer("tables@example.com").await;
-    subscribe(&app, &customer, "pro").await;
+    app.subscribe(&customer, "pro").await;
     let mut tables = 0;
     for path in [
         "/admin",

@@ -5,7 +5,7 @@ use tollgate::service_tokens::Scope;
 
 use crate::common::{Backend, TestApp};
 use crate::on_both_backends;
-use crate::vault::{ANTHROPIC_KEY, add_key};
+use crate::vault::ANTHROPIC_KEY;
 
 on_both_backends!(
     a_service_leases_a_customers_key_with_an_audited_no_store_response,
@@ -15,21 +15,13 @@ on_both_backends!(
 );
 
 async fn lease(app: &TestApp, token: Option<&str>, body: serde_json::Value) -> reqwest::Response {
-    let browser = app.browser();
-    let mut req = browser
-        .client
-        .post(browser.url("/internal/v1/byok/lease"))
-        .json(&body);
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    req.send().await.unwrap()
+    app.internal_post("byok/lease", token, &body).await
 }
 
 async fn customer_with_key(app: &TestApp) -> i64 {
     let browser = app.signed_in_customer("leased@example.com").await;
     assert_eq!(
-        add_key(&browser, "anthropic", ANTHROPIC_KEY).await.status(),
+        browser.add_key("anthropic", ANTHROPIC_KEY).await.status(),
         303
     );
     app.user_id("leased@example.com")

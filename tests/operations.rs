@@ -8,9 +8,8 @@ use std::process::{Command, Stdio};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tollgate::secret::{decode_key, encode_base64};
 
-use crate::common::{Backend, PASSWORD, TestApp, TestDatabase, run, secret_env};
+use crate::common::{Backend, PASSWORD, TestApp, TestDatabase, run, secret_env, stripe_event};
 use crate::on_both_backends;
-use crate::vault::add_key;
 
 on_both_backends!(
     service_tokens_are_created_listed_and_revoked_from_the_cli,
@@ -42,15 +41,8 @@ async fn lease_status(
     user_id: i64,
     provider: &str,
 ) -> (u16, serde_json::Value) {
-    let browser = app.browser();
-    let res = browser
-        .client
-        .post(browser.url("/internal/v1/byok/lease"))
-        .bearer_auth(token)
-        .json(&serde_json::json!({ "user_id": user_id, "provider": provider }))
-        .send()
-        .await
-        .unwrap();
+    let body = serde_json::json!({ "user_id": user_id, "provider": provider });
+    let res = app.internal_post("byok/lease", Some(token), &body).await;
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or_default())
 }
@@ -108,7 +100,9 @@ async fn service_tokens_are_created_listed_and_revoked_from_the_cli(backend: Bac
 
     let app = TestApp::spawn_on(database, backend, |_| {}).await;
     let browser = app.signed_in_customer("cli-lease@example.com").await;
-    add_key(&browser, "anthropic", crate::vault::ANTHROPIC_KEY).await;
+    browser
+        .add_key("anthropic", crate::vault::ANTHROPIC_KEY)
+        .await;
     let user_id = app.user_id("cli-lease@example.com");
     assert_eq!(
         lease_status(&app, &token, user_id, "anthropic").await.0,
@@ -177,7 +171,7 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         let email = format!("rot{i}@example.com");
         let browser = before.signed_in_customer(&email).await;
         assert_eq!(
-            add_key(&browser, "anthropic", &key_for(i)).await.status(),
+            browser.add_key("anthropic", &key_for(i)).await.status(),
             303
         );
         user_ids.push(before.user_id(&email));
@@ -202,8 +196,8 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
     };
     before.query(move |conn| tollgate::db::models::billing_customer::insert(conn, &row));
     // And one stored webhook payload.
-    let webhook = crate::webhooks::event("payout.created", "evt_1Rotation");
-    crate::webhooks::accepted(&before, &webhook).await;
+    let webhook = stripe_event("payout.created", "evt_1Rotation");
+    before.assert_webhook_accepted(&webhook).await;
     let handle = before.database_handle();
     let rotated_env = [
         ("ENCRYPTION_KEY", new.clone()),
@@ -344,7 +338,9 @@ async fn revoke_sessions_signs_everyone_out(backend: Backend) {
 async fn leases_can_be_switched_off_and_on(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let browser = app.signed_in_customer("switch@example.com").await;
-    add_key(&browser, "anthropic", crate::vault::ANTHROPIC_KEY).await;
+    browser
+        .add_key("anthropic", crate::vault::ANTHROPIC_KEY)
+        .await;
     let user_id = app.user_id("switch@example.com");
     let token = app.service_token("engine", &[tollgate::service_tokens::Scope::ByokLease]);
     let handle = app.database_handle();

@@ -12,11 +12,10 @@ use tollgate::db::schema::{billing_customers, service_tokens, subscriptions};
 use tollgate::secret::{KeyBytes, decode_key, encode_base64};
 use tollgate::service_tokens::Scope;
 
-use crate::billing::{app_with_pro_plan, stripe_get, subscribe};
-use crate::common::{Backend, TestApp, run};
+use crate::common::{Backend, TestApp, run, stripe_event};
 use crate::on_both_backends;
 use crate::operations::tollgate;
-use crate::webhooks::{accepted, event, status_of};
+use crate::webhooks::status_of;
 
 on_both_backends!(
     subscription_events_still_apply_during_a_pepper_rotation,
@@ -74,7 +73,7 @@ async fn entitlements(app: &TestApp, token: &str, user_id: i64) -> (u16, Value) 
 /// A subscription event about `subscription` (a Stripe object), `ahead` seconds in the future
 /// so that it is newer than anything recorded so far.
 fn subscription_event(kind: &str, id: &str, subscription: &Value, ahead: i64) -> Value {
-    let mut e = event(kind, id);
+    let mut e = stripe_event(kind, id);
     e["data"]["object"] = subscription.clone();
     e["created"] = json!(e["created"].as_i64().unwrap() + ahead);
     e
@@ -82,7 +81,7 @@ fn subscription_event(kind: &str, id: &str, subscription: &Value, ahead: i64) ->
 
 /// Checkout as Stripe reports it: links `customer` to `user_id`.
 fn checkout(user_id: i64, customer: &str, id: &str) -> Value {
-    let mut e = event("checkout.session.completed", id);
+    let mut e = stripe_event("checkout.session.completed", id);
     e["data"]["object"]["client_reference_id"] = json!(user_id.to_string());
     e["data"]["object"]["customer"] = json!(customer);
     e
@@ -90,7 +89,8 @@ fn checkout(user_id: i64, customer: &str, id: &str) -> Value {
 
 /// The fixture subscription, moved to `customer` (as `sub_DUMMY…{n}`).
 fn fixture_subscription(customer: &str, n: usize) -> Value {
-    let mut sub = event("customer.subscription.updated", "evt_1Unused")["data"]["object"].clone();
+    let mut sub =
+        stripe_event("customer.subscription.updated", "evt_1Unused")["data"]["object"].clone();
     sub["id"] = json!(format!("sub_DUMMYpepper{n}"));
     sub["customer"] = json!(customer);
     sub
@@ -110,9 +110,9 @@ fn subscription_status(app: &TestApp, n: usize) -> Option<String> {
 /// (a) A customer who checked out under the old pepper: after the switch, Stripe's updates and
 /// the cancellation still reach their subscription, and entitlements follow.
 async fn subscription_events_still_apply_during_a_pepper_rotation(backend: Backend) {
-    let (before, _) = app_with_pro_plan(backend).await;
+    let (before, _) = TestApp::with_pro_plan(backend).await;
     let browser = before.signed_in_customer("rotating@example.com").await;
-    subscribe(&before, &browser, "pro").await;
+    before.subscribe(&browser, "pro").await;
     let user_id = before.user_id("rotating@example.com");
     let sub_id: String = before.query(move |conn| {
         Ok(subscriptions::table
@@ -120,7 +120,9 @@ async fn subscription_events_still_apply_during_a_pepper_rotation(backend: Backe
             .select(subscriptions::stripe_subscription_id)
             .first(conn)?)
     });
-    let mut sub = stripe_get(&before, &format!("/v1/subscriptions/{sub_id}")).await;
+    let mut sub = before
+        .stripe_get(&format!("/v1/subscriptions/{sub_id}"))
+        .await;
 
     let during = TestApp::spawn_on(before.database_handle(), backend, rotating).await;
     let reader = during.service_token("gate", &[Scope::EntitlementsRead]);
@@ -132,7 +134,7 @@ async fn subscription_events_still_apply_during_a_pepper_rotation(backend: Backe
 
     sub["cancel_at_period_end"] = json!(true);
     let update = subscription_event("customer.subscription.updated", "evt_1PepperUpd", &sub, 5);
-    accepted(&during, &update).await;
+    during.assert_webhook_accepted(&update).await;
     assert_eq!(status_of(&during, "evt_1PepperUpd"), "applied");
     let (_, now) = entitlements(&during, &reader, user_id).await;
     assert_eq!(now["cancel_at_period_end"], true, "{now}");
@@ -140,7 +142,7 @@ async fn subscription_events_still_apply_during_a_pepper_rotation(backend: Backe
 
     sub["status"] = json!("canceled");
     let deleted = subscription_event("customer.subscription.deleted", "evt_1PepperDel", &sub, 10);
-    accepted(&during, &deleted).await;
+    during.assert_webhook_accepted(&deleted).await;
     assert_eq!(status_of(&during, "evt_1PepperDel"), "applied");
     let (_, now) = entitlements(&during, &reader, user_id).await;
     assert_eq!(
@@ -162,11 +164,9 @@ async fn rotate_key_rebuilds_blind_indexes_so_the_old_pepper_can_go(backend: Bac
             .await;
         let customer = format!("cus_DUMMYpepper{n}");
         let user = before.user_id(&format!("idx{n}@example.com"));
-        accepted(
-            &before,
-            &checkout(user, &customer, &format!("evt_1PepperCo{n}")),
-        )
-        .await;
+        before
+            .assert_webhook_accepted(&checkout(user, &customer, &format!("evt_1PepperCo{n}")))
+            .await;
         customers.push(customer);
     }
     // Indexed by an earlier version: HMAC keyed by the pepper itself, no pepper id recorded.
@@ -209,11 +209,14 @@ async fn rotate_key_rebuilds_blind_indexes_so_the_old_pepper_can_go(backend: Bac
     for (n, customer) in customers.iter().enumerate() {
         let update = fixture_subscription(customer, n);
         let id = format!("evt_1PepperMid{n}");
-        accepted(
-            &during,
-            &subscription_event("customer.subscription.updated", &id, &update, 5),
-        )
-        .await;
+        during
+            .assert_webhook_accepted(&subscription_event(
+                "customer.subscription.updated",
+                &id,
+                &update,
+                5,
+            ))
+            .await;
         assert_eq!(status_of(&during, &id), "applied", "{customer}");
     }
 
@@ -254,11 +257,14 @@ async fn rotate_key_rebuilds_blind_indexes_so_the_old_pepper_can_go(backend: Bac
         let mut sub = fixture_subscription(customer, n);
         sub["status"] = json!("canceled");
         let id = format!("evt_1PepperAfter{n}");
-        accepted(
-            &after,
-            &subscription_event("customer.subscription.deleted", &id, &sub, 10),
-        )
-        .await;
+        after
+            .assert_webhook_accepted(&subscription_event(
+                "customer.subscription.deleted",
+                &id,
+                &sub,
+                10,
+            ))
+            .await;
         assert_eq!(status_of(&after, &id), "applied", "{customer}");
         assert_eq!(subscription_status(&after, n).as_deref(), Some("canceled"));
     }

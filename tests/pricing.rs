@@ -6,7 +6,6 @@
 use diesel::prelude::*;
 use tollgate::db::schema::{plans, subscriptions};
 
-use crate::billing::{admin, pay, stripe_events, stripe_get};
 use crate::common::{Backend, Browser, PASSWORD, TestApp, hidden, location};
 use crate::on_both_backends;
 
@@ -116,24 +115,9 @@ fn links(html: &str) -> Vec<String> {
 }
 
 /// Submits the pricing page's checkout form for `slug` billed per `interval`.
-async fn choose(browser: &Browser, slug: &str, interval: &str) -> reqwest::Response {
-    let op = hidden(&browser.get_text("/pricing").await, "operation_id");
-    browser
-        .submit(
-            "/pricing",
-            "/billing/checkout",
-            &[
-                ("plan", slug),
-                ("interval", interval),
-                ("operation_id", &op),
-            ],
-        )
-        .await
-}
-
 /// Pays at the simulator's Checkout and follows the redirect back.
 async fn pay_and_return(app: &TestApp, browser: &Browser, checkout_url: &str) {
-    let paid = pay(app, checkout_url, "4242 4242 4242 4242").await;
+    let paid = app.pay(checkout_url, "4242 4242 4242 4242").await;
     assert_eq!(paid.status(), 303);
     let back = location(&paid);
     let res = browser.get(back.trim_start_matches(&browser.base)).await;
@@ -161,13 +145,13 @@ fn subscription_count(app: &TestApp, email: &str) -> i64 {
 }
 
 async fn count_stripe_events(app: &TestApp, kind: &str) -> usize {
-    let events = stripe_events(app).await;
+    let events = app.stripe_events().await;
     events.iter().filter(|e| e["type"] == kind).count()
 }
 
 async fn pricing_shows_feature_lines_not_entitlement_keys_and_one_popular_plan(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     let starter = [
         ("name", "Starter"),
         ("slug", "starter"),
@@ -205,7 +189,7 @@ async fn pricing_shows_feature_lines_not_entitlement_keys_and_one_popular_plan(b
 
     // The current plan is marked for a signed-in customer, in the new layout too.
     let customer = app.signed_in_customer("current@example.com").await;
-    let res = choose(&customer, "starter", "month").await;
+    let res = customer.choose_plan_billed("starter", "month").await;
     pay_and_return(&app, &customer, &location(&res)).await;
     let html = customer.get_text("/pricing").await;
     assert!(card(&html, "Starter").contains("Your current plan"));
@@ -216,7 +200,7 @@ async fn pricing_shows_feature_lines_not_entitlement_keys_and_one_popular_plan(b
 
 async fn feature_lines_are_validated_with_clear_messages(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     let long = "x".repeat(81);
     let res = save_plan(&admin, None, &[("feature_lines", &format!("Fine\n{long}"))]).await;
     assert_eq!(res.status(), 422);
@@ -246,7 +230,7 @@ async fn feature_lines_are_validated_with_clear_messages(backend: Backend) {
 
 async fn the_yearly_switch_needs_a_yearly_price_and_checkout_charges_it(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     assert_eq!(save_plan(&admin, None, &[]).await.status(), 303);
     let html = app.browser().get_text("/pricing").await;
     assert!(
@@ -260,10 +244,12 @@ async fn the_yearly_switch_needs_a_yearly_price_and_checkout_charges_it(backend:
     let after = plan_ids(&app, "pro");
     assert_eq!(after.price, ids.price, "the monthly price is kept");
     let yearly = after.yearly_price.expect("a yearly Stripe price");
-    let at_stripe = stripe_get(&app, &format!("/v1/prices/{yearly}")).await;
+    let at_stripe = app.stripe_get(&format!("/v1/prices/{yearly}")).await;
     assert_eq!(at_stripe["unit_amount"], 25000);
     assert_eq!(at_stripe["recurring"]["interval"], "year");
-    let monthly = stripe_get(&app, &format!("/v1/prices/{}", ids.price.unwrap())).await;
+    let monthly = app
+        .stripe_get(&format!("/v1/prices/{}", ids.price.unwrap()))
+        .await;
     assert_eq!(at_stripe["product"], monthly["product"], "one Product");
 
     let solo = [("name", "Solo"), ("slug", "solo"), ("amount", "900")];
@@ -291,11 +277,13 @@ async fn the_yearly_switch_needs_a_yearly_price_and_checkout_charges_it(backend:
     );
 
     let customer = app.signed_in_customer("yearly@example.com").await;
-    let res = choose(&customer, "pro", "year").await;
+    let res = customer.choose_plan_billed("pro", "year").await;
     assert_eq!(res.status(), 303);
     let checkout = location(&res);
     let session_id = checkout.rsplit('/').next().unwrap();
-    let session = stripe_get(&app, &format!("/v1/checkout/sessions/{session_id}")).await;
+    let session = app
+        .stripe_get(&format!("/v1/checkout/sessions/{session_id}"))
+        .await;
     assert_eq!(
         session["amount_total"], 25000,
         "Checkout charges the yearly price"
@@ -311,7 +299,7 @@ async fn the_yearly_switch_needs_a_yearly_price_and_checkout_charges_it(backend:
 
 async fn yearly_prices_are_replaced_dropped_and_archived_at_stripe(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     save_plan(&admin, None, &[("yearly_amount", "25000")]).await;
     let first = plan_ids(&app, "pro");
     let old_yearly = first.yearly_price.clone().unwrap();
@@ -320,18 +308,18 @@ async fn yearly_prices_are_replaced_dropped_and_archived_at_stripe(backend: Back
     let new_yearly = second.yearly_price.clone().unwrap();
     assert_ne!(new_yearly, old_yearly);
     assert_eq!(
-        stripe_get(&app, &format!("/v1/prices/{old_yearly}")).await["active"],
+        app.stripe_get(&format!("/v1/prices/{old_yearly}")).await["active"],
         false
     );
     assert_eq!(
-        stripe_get(&app, &format!("/v1/prices/{new_yearly}")).await["unit_amount"],
+        app.stripe_get(&format!("/v1/prices/{new_yearly}")).await["unit_amount"],
         24000
     );
 
     save_plan(&admin, Some(first.id), &[]).await;
     assert_eq!(plan_ids(&app, "pro").yearly_price, None);
     assert_eq!(
-        stripe_get(&app, &format!("/v1/prices/{new_yearly}")).await["active"],
+        app.stripe_get(&format!("/v1/prices/{new_yearly}")).await["active"],
         false
     );
     let html = app.browser().get_text("/pricing").await;
@@ -345,14 +333,14 @@ async fn yearly_prices_are_replaced_dropped_and_archived_at_stripe(backend: Back
         .submit(&archive, &archive, &[("operation_id", &op)])
         .await;
     assert_eq!(
-        stripe_get(&app, &format!("/v1/prices/{yearly}")).await["active"],
+        app.stripe_get(&format!("/v1/prices/{yearly}")).await["active"],
         false
     );
 }
 
 async fn forged_intervals_and_archived_plans_never_reach_stripe(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     save_plan(&admin, None, &[]).await;
     save_plan(&admin, None, &[("name", "Old"), ("slug", "old")]).await;
     let old = plan_ids(&app, "old").id;
@@ -370,7 +358,7 @@ async fn forged_intervals_and_archived_plans_never_reach_stripe(backend: Backend
         ("old", "month", 404),
         ("nope", "month", 404),
     ] {
-        let res = choose(&customer, plan, interval).await;
+        let res = customer.choose_plan_billed(plan, interval).await;
         assert_eq!(res.status(), status, "{plan} / {interval:?}");
     }
     let page = customer
@@ -396,7 +384,7 @@ async fn forged_intervals_and_archived_plans_never_reach_stripe(backend: Backend
 
 async fn a_plan_chosen_before_sign_up_lands_on_its_checkout_confirmation(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     save_plan(
         &admin,
         None,
@@ -451,7 +439,7 @@ async fn a_plan_chosen_before_sign_in_lands_on_its_confirmation_but_admins_on_th
     backend: Backend,
 ) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     save_plan(&admin, None, &[]).await;
     app.signed_in_customer("returning@example.com").await;
 
@@ -507,7 +495,7 @@ async fn a_plan_chosen_before_sign_in_lands_on_its_confirmation_but_admins_on_th
 
 async fn a_bogus_plan_choice_is_ignored_safely(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     save_plan(&admin, None, &[]).await;
     save_plan(&admin, None, &[("name", "Old"), ("slug", "old")]).await;
     let old = plan_ids(&app, "old").id;
@@ -570,7 +558,7 @@ async fn a_bogus_plan_choice_is_ignored_safely(backend: Backend) {
 
 async fn a_free_plan_subscribes_without_checkout_or_a_card(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     let free = [
         ("name", "Hobby"),
         ("slug", "hobby"),
@@ -595,8 +583,8 @@ async fn a_free_plan_subscribes_without_checkout_or_a_card(backend: Backend) {
     assert!(confirm.contains("Start the Hobby plan") && confirm.contains("no card needed"));
     // Two tabs at once still make one subscription.
     let (first, second) = futures_util::join!(
-        choose(&customer, "hobby", ""),
-        choose(&customer, "hobby", "month")
+        customer.choose_plan_billed("hobby", ""),
+        customer.choose_plan_billed("hobby", "month")
     );
     // Whichever finishes first started the plan (no Checkout); the other did too (the same
     // Stripe write, replayed) or found it and went to the portal.
@@ -640,7 +628,7 @@ async fn a_free_plan_subscribes_without_checkout_or_a_card(backend: Backend) {
 
     // On a plan already: another plan (paid or free) goes through the portal.
     for slug in ["pro", "hobby"] {
-        let res = choose(&customer, slug, "month").await;
+        let res = customer.choose_plan_billed(slug, "month").await;
         assert!(
             location(&res).contains("/portal/bps_"),
             "{slug}: {}",
@@ -652,7 +640,7 @@ async fn a_free_plan_subscribes_without_checkout_or_a_card(backend: Backend) {
 
 async fn the_flash_after_a_rename_names_the_plan_as_it_is_now(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let admin = admin(&app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     save_plan(&admin, None, &[]).await;
     let id = plan_ids(&app, "pro").id;
     let res = save_plan(&admin, Some(id), &[("name", "Pro Plus")]).await;

@@ -20,20 +20,6 @@ on_both_backends!(
 pub const ANTHROPIC_KEY: &str = "sk-ant-api03-DUMMY-test-key-not-real-000000000000000000000002a1";
 pub const OPENAI_KEY: &str = "sk-proj-DUMMY-test-key-not-real-0000000000000000000000000xyz";
 
-pub async fn add_key(
-    browser: &crate::common::Browser,
-    provider: &str,
-    key: &str,
-) -> reqwest::Response {
-    browser
-        .submit(
-            "/account/keys",
-            "/account/keys",
-            &[("provider", provider), ("api_key", key)],
-        )
-        .await
-}
-
 async fn a_customer_adds_replaces_and_deletes_keys_that_are_only_ever_masked(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let browser = app.signed_in_customer("byok@example.com").await;
@@ -44,7 +30,7 @@ async fn a_customer_adds_replaces_and_deletes_keys_that_are_only_ever_masked(bac
             .contains("No keys yet.")
     );
 
-    let res = add_key(&browser, "anthropic", ANTHROPIC_KEY).await;
+    let res = browser.add_key("anthropic", ANTHROPIC_KEY).await;
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), "/account/keys");
     let page = browser.get_text("/account/keys").await;
@@ -54,10 +40,10 @@ async fn a_customer_adds_replaces_and_deletes_keys_that_are_only_ever_masked(bac
 
     let replacement = "sk-ant-api03-DUMMY-replacement-key-00000000000000000000000000b7c";
     assert_eq!(
-        add_key(&browser, "anthropic", replacement).await.status(),
+        browser.add_key("anthropic", replacement).await.status(),
         303
     );
-    assert_eq!(add_key(&browser, "openai", OPENAI_KEY).await.status(), 303);
+    assert_eq!(browser.add_key("openai", OPENAI_KEY).await.status(), 303);
     let page = browser.get_text("/account/keys").await;
     assert!(
         page.contains("sk-ant-api03-…b7c") && !page.contains("sk-ant-api03-…2a1"),
@@ -98,7 +84,7 @@ async fn the_full_key_never_appears_in_pages_logs_or_audit(backend: Backend) {
     let browser = app.signed_in_customer("leak@example.com").await;
     app.promote_to_admin("leak@example.com");
     let secret = "sk-ant-api03-DUMMY-leakcheck-ab12cd34ef56gh78ij90kl12mn34op56qr7";
-    let res = add_key(&browser, "anthropic", secret).await;
+    let res = browser.add_key("anthropic", secret).await;
     assert_eq!(res.status(), 303);
     assert!(!res.text().await.unwrap().contains(secret));
 
@@ -114,7 +100,7 @@ async fn the_full_key_never_appears_in_pages_logs_or_audit(backend: Backend) {
         bodies.push((path, browser.get_text(path).await));
     }
     // A failed save, with the key in the request, must not echo it either.
-    let res = add_key(&browser, "openai", secret).await;
+    let res = browser.add_key("openai", secret).await;
     assert_eq!(res.status(), 422);
     bodies.push(("failed save", res.text().await.unwrap()));
     let middle = &secret[14..50];
@@ -178,7 +164,7 @@ async fn malformed_keys_are_refused_without_being_echoed(backend: Backend) {
             "Choose Anthropic or OpenAI as the provider.",
         ),
     ] {
-        let res = add_key(&browser, provider, key).await;
+        let res = browser.add_key(provider, key).await;
         assert_eq!(res.status(), 422, "{key}");
         let html = res.text().await.unwrap();
         let text = scraper::Html::parse_document(&html)
@@ -204,7 +190,7 @@ async fn key_forms_require_csrf_tokens(backend: Backend) {
         )
         .await;
     assert_eq!(res.status(), 403);
-    assert_eq!(add_key(&browser, "openai", OPENAI_KEY).await.status(), 303);
+    assert_eq!(browser.add_key("openai", OPENAI_KEY).await.status(), 303);
     let res = browser.post_form("/account/keys/openai/delete", &[]).await;
     assert_eq!(res.status(), 403);
     assert!(
@@ -225,7 +211,7 @@ async fn customers_cannot_see_or_change_each_others_keys(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let alice = app.signed_in_customer("alice@example.com").await;
     let mallory = app.signed_in_customer("mallory@example.com").await;
-    assert_eq!(add_key(&alice, "openai", OPENAI_KEY).await.status(), 303);
+    assert_eq!(alice.add_key("openai", OPENAI_KEY).await.status(), 303);
 
     assert!(
         !mallory
@@ -251,7 +237,7 @@ async fn customers_cannot_see_or_change_each_others_keys(backend: Backend) {
 
     // Mallory saving an OpenAI key creates her own row; alice's is untouched.
     let mallorys = "sk-proj-DUMMY-mallory-000000000000000000000000000000000mmm";
-    assert_eq!(add_key(&mallory, "openai", mallorys).await.status(), 303);
+    assert_eq!(mallory.add_key("openai", mallorys).await.status(), 303);
     assert!(
         alice
             .get_text("/account/keys")
@@ -271,9 +257,8 @@ async fn keys_are_sealed_at_rest_and_bound_to_their_row(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let alice = app.signed_in_customer("sealed-a@example.com").await;
     let bob = app.signed_in_customer("sealed-b@example.com").await;
-    add_key(&alice, "openai", OPENAI_KEY).await;
-    add_key(
-        &bob,
+    alice.add_key("openai", OPENAI_KEY).await;
+    bob.add_key(
         "openai",
         "sk-proj-DUMMY-bob-00000000000000000000000000000000000bbb",
     )

@@ -12,6 +12,7 @@ use tollgate::startup::Application;
 use super::browser::Browser;
 use super::db::{Backend, TestDatabase};
 use super::logs::capture_logs;
+use super::stripe::stripe_signature_header;
 
 /// Generous limits so ordinary tests never trip them; rate-limit tests tighten them. Built
 /// from variables like production's, so every setting has its real default.
@@ -171,6 +172,94 @@ impl TestApp {
         let res = browser.signup(email, PASSWORD).await;
         assert_eq!(res.status(), 303, "signup of {email} failed");
         browser
+    }
+
+    /// A browser signed in to a new account that has then been made an admin.
+    pub async fn signed_in_admin(&self, email: &str) -> Browser {
+        let browser = self.signed_in_customer(email).await;
+        self.promote_to_admin(email);
+        browser
+    }
+
+    /// Delivers `event` to `/webhooks/stripe` as Stripe does: signed with the endpoint secret,
+    /// now.
+    pub async fn post_webhook(&self, event: &serde_json::Value) -> reqwest::Response {
+        let body = serde_json::to_vec(event).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let signature = stripe_signature_header(WEBHOOK_SECRET, now, &body);
+        self.post_webhook_body(&body, Some(&signature)).await
+    }
+
+    /// Delivers `event` and asserts that it is acknowledged as a first delivery.
+    pub async fn assert_webhook_accepted(&self, event: &serde_json::Value) {
+        let res = self.post_webhook(event).await;
+        assert_eq!(res.status(), 200, "{} refused", event["id"]);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({ "received": true, "duplicate": false })
+        );
+    }
+
+    /// POSTs `body` to `/webhooks/stripe` with `signature` as its `Stripe-Signature` header
+    /// (none when `None`).
+    pub async fn post_webhook_body(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+    ) -> reqwest::Response {
+        self.post_webhook_from(body, signature, None).await
+    }
+
+    /// The same from a client that says, in `X-Forwarded-For`, whom it forwards.
+    pub async fn post_webhook_from(
+        &self,
+        body: &[u8],
+        signature: Option<&str>,
+        forwarded_for: Option<&str>,
+    ) -> reqwest::Response {
+        let mut request = reqwest::Client::new()
+            .post(format!("{}/webhooks/stripe", self.address))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(body.to_vec());
+        if let Some(signature) = signature {
+            request = request.header("stripe-signature", signature);
+        }
+        if let Some(xff) = forwarded_for {
+            request = request.header("x-forwarded-for", xff);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A service's `GET /internal/v1/{path}` with its bearer `token`.
+    pub async fn internal_get(&self, path: &str, token: &str) -> reqwest::Response {
+        let browser = self.browser();
+        browser
+            .client
+            .get(browser.url(&format!("/internal/v1/{path}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A service's `POST /internal/v1/{path}` of `body` as JSON, with its bearer `token` (none
+    /// when `None`).
+    pub async fn internal_post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        let browser = self.browser();
+        let mut request = browser
+            .client
+            .post(browser.url(&format!("/internal/v1/{path}")))
+            .json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.unwrap()
     }
 
     /// Runs a query against the app's database.

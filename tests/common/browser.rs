@@ -88,6 +88,30 @@ impl Browser {
     pub async fn logout(&self) -> reqwest::Response {
         self.submit("/account", "/logout", &[]).await
     }
+
+    /// Submits a form that carries an operation id (billing, plans): fetch the page, send its
+    /// operation id and CSRF token with the fields, as the page's form would.
+    pub async fn submit_operation(
+        &self,
+        page: &str,
+        action: &str,
+        fields: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let op = hidden(&self.get_text(page).await, "operation_id");
+        let mut form = fields.to_vec();
+        form.push(("operation_id", &op));
+        self.submit(page, action, &form).await
+    }
+
+    /// Adds (or replaces) the signed-in customer's key for `provider` on /account/keys.
+    pub async fn add_key(&self, provider: &str, key: &str) -> reqwest::Response {
+        self.submit(
+            "/account/keys",
+            "/account/keys",
+            &[("provider", provider), ("api_key", key)],
+        )
+        .await
+    }
 }
 
 pub fn location(res: &reqwest::Response) -> String {
@@ -104,42 +128,4 @@ pub fn session_set_cookie(res: &reqwest::Response) -> Option<String> {
         .iter()
         .map(|v| v.to_str().unwrap().to_owned())
         .find(|v| v.starts_with("tollgate_session=") || v.starts_with("__Host-tollgate="))
-}
-
-/// The simulator's checkout form filled in as a person would: `number`, a future expiry, a
-/// CVC and the name on the card.
-pub fn card_form(number: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("card_number", number.to_owned()),
-        ("card_expiry", "12 / 34".to_owned()),
-        ("card_cvc", "123".to_owned()),
-        ("cardholder_name", "Ada Lovelace".to_owned()),
-    ]
-}
-
-/// The simulator's portal: posts a change, checks that the answer is a review whose form posts
-/// it again with `confirm=yes`, then confirms it as that form does; the confirmation's response.
-pub async fn confirm_portal_change(
-    sim: &reqwest::Client,
-    action_url: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    let review = sim.post(action_url).form(form).send().await.unwrap();
-    assert_eq!(review.status(), 200, "a change is reviewed first");
-    let html = review.text().await.unwrap();
-    assert_eq!(hidden(&html, "confirm"), "yes", "{html}");
-    let document = scraper::Html::parse_document(&html);
-    let selector = scraper::Selector::parse("form.confirm-form").unwrap();
-    let action = document
-        .select(&selector)
-        .next()
-        .and_then(|f| f.value().attr("action"))
-        .unwrap_or_else(|| panic!("no confirmation form: {html}"));
-    assert!(
-        action_url.ends_with(action),
-        "{action} confirms {action_url}"
-    );
-    let mut confirmed: Vec<(&str, &str)> = form.to_vec();
-    confirmed.push(("confirm", "yes"));
-    sim.post(action_url).form(&confirmed).send().await.unwrap()
 }

@@ -2,24 +2,30 @@
 //! application on a random port with a fresh database (`db`: a SQLite file, or a PostgreSQL
 //! database cloned from a migrated template), and `Browser` talks HTTP to it with its own cookie
 //! jar, like a person would. The requests tests repeat are helpers on both (`app.post_webhook(..)`,
-//! `browser.signup(..)`); `html` reads pages, `process` runs the binary, `logs` keeps what the
-//! application logged. Everything is re-exported here: tests name `common::X`.
+//! `app.internal_post(..)`, `browser.signup(..)`, `browser.submit_operation(..)`); `billing`
+//! walks plans and Checkout, `stripe` signs as Stripe and drives the simulator, `html` reads
+//! pages, `process` runs the binary, `logs` keeps what the application logged. Everything is
+//! re-exported here: tests name `common::X`.
 
 #![allow(dead_code)]
 
 mod app;
+mod billing;
 mod browser;
 mod db;
 mod html;
 mod logs;
 mod process;
+mod stripe;
 
 pub use app::*;
+pub use billing::*;
 pub use browser::*;
 pub use db::*;
 pub use html::*;
 pub use logs::*;
 pub use process::*;
+pub use stripe::*;
 
 /// Runs a test on SQLite and on PostgreSQL: `on_both_backends!(name, …)` makes
 /// `name::sqlite` and `name::postgres` from `async fn name(backend: Backend)`.

@@ -10,16 +10,13 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use diesel::prelude::*;
-use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
-use sha2::Sha256;
 use tollgate::config::RateLimit;
 use tollgate::db::schema::{subscriptions, webhook_events};
 
-use crate::billing::{admin, app_with_pro_plan, stripe_events, subscribe};
 use crate::common::{
     Backend, Browser, TestApp, TestDatabase, WEBHOOK_SECRET, announced_address, captured_logs,
-    hidden, location, secret_env,
+    hidden, location, secret_env, stripe_event, stripe_signature, stripe_signature_header,
 };
 use crate::on_both_backends;
 
@@ -53,82 +50,11 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// Stripe's v1 signature: hex HMAC-SHA256 of `"{timestamp}.{body}"` with the endpoint secret.
-fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("{timestamp}.").as_bytes());
-    mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
-}
-
-fn signed_header(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    format!("t={timestamp},v1={}", signature(secret, timestamp, body))
-}
-
-/// A real-shaped event of `kind` from the fixtures.
-fn fixture(kind: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/webhooks/{kind}.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-/// A fixture as a new event: its own id, created now.
-pub(crate) fn event(kind: &str, id: &str) -> Value {
-    let mut event = fixture(kind);
-    event["id"] = json!(id);
-    event["created"] = json!(now());
-    event
-}
-
 /// The checkout that links the fixtures' customer (`cus_FixtureCustomer01`) to a user.
 fn checkout_for(user_id: i64, id: &str) -> Value {
-    let mut event = event("checkout.session.completed", id);
+    let mut event = stripe_event("checkout.session.completed", id);
     event["data"]["object"]["client_reference_id"] = json!(user_id.to_string());
     event
-}
-
-async fn post(app: &TestApp, body: &[u8], signature: Option<&str>) -> reqwest::Response {
-    post_from(app, body, signature, None).await
-}
-
-async fn post_from(
-    app: &TestApp,
-    body: &[u8],
-    signature: Option<&str>,
-    forwarded_for: Option<&str>,
-) -> reqwest::Response {
-    let mut request = reqwest::Client::new()
-        .post(format!("{}/webhooks/stripe", app.address))
-        .header("content-type", "application/json; charset=utf-8")
-        .body(body.to_vec());
-    if let Some(signature) = signature {
-        request = request.header("stripe-signature", signature);
-    }
-    if let Some(xff) = forwarded_for {
-        request = request.header("x-forwarded-for", xff);
-    }
-    request.send().await.unwrap()
-}
-
-/// Delivers `event` signed with the app's secret, now.
-async fn deliver(app: &TestApp, event: &Value) -> reqwest::Response {
-    let body = serde_json::to_vec(event).unwrap();
-    post(
-        app,
-        &body,
-        Some(&signed_header(WEBHOOK_SECRET, now(), &body)),
-    )
-    .await
-}
-
-/// Delivers and expects a first-time acknowledgement.
-pub(crate) async fn accepted(app: &TestApp, event: &Value) {
-    let res = deliver(app, event).await;
-    assert_eq!(res.status(), 200, "{} refused", event["id"]);
-    let body: Value = res.json().await.unwrap();
-    assert_eq!(body, json!({ "received": true, "duplicate": false }));
 }
 
 struct Stored {
@@ -199,7 +125,7 @@ async fn eventually(what: &str, check: impl Fn() -> bool) {
 
 /// A signed-in admin and a customer whose id the fixtures' checkout will link.
 async fn admin_and_customer(app: &TestApp) -> (Browser, i64) {
-    let admin = admin(app).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
     app.signed_in_customer("jenny@example.com").await;
     (admin, app.user_id("jenny@example.com"))
 }
@@ -212,12 +138,12 @@ async fn admin_and_customer(app: &TestApp) -> (Browser, i64) {
 /// itself (no MAC computed) is pinned by `webhooks::verify`'s unit tests.
 async fn signature_headers_are_bounded_before_any_work(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut event = event("payout.created", "evt_1BoundedHeader");
+    let mut event = stripe_event("payout.created", "evt_1BoundedHeader");
     event["data"]["object"]["description"] = json!("x".repeat(500 * 1024));
     let body = serde_json::to_vec(&event).unwrap();
     assert!(body.len() < 512 * 1024, "inside the body limit");
     let t = now();
-    let good = signature(WEBHOOK_SECRET, t, &body);
+    let good = stripe_signature(WEBHOOK_SECRET, t, &body);
     let cases = [
         ("4,000 empty v1", format!("t={t}{}", ",v1=".repeat(4000))),
         (
@@ -236,7 +162,7 @@ async fn signature_headers_are_bounded_before_any_work(backend: Backend) {
         ("short v1", format!("t={t},v1={}", &good[..62])),
     ];
     for (case, header) in &cases {
-        let res = post(&app, &body, Some(header)).await;
+        let res = app.post_webhook_body(&body, Some(header)).await;
         assert_eq!(res.status(), 400, "{case}");
         assert_eq!(res.text().await.unwrap(), SIGNATURE_FAILED, "{case}");
     }
@@ -249,16 +175,19 @@ async fn signature_headers_are_bounded_before_any_work(backend: Backend) {
     assert!(reasons.contains(&json!("too_large")), "{reasons:?}");
     // The same body with an ordinary header (a few empty entries included) is accepted.
     let header = format!("t={t},v1=,v1=00,v1={good}");
-    assert_eq!(post(&app, &body, Some(&header)).await.status(), 200);
+    assert_eq!(
+        app.post_webhook_body(&body, Some(&header)).await.status(),
+        200
+    );
 }
 
 async fn signatures_are_verified_as_stripe_specifies(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let good = serde_json::to_vec(&event("payout.created", "evt_1SignedGood")).unwrap();
+    let good = serde_json::to_vec(&stripe_event("payout.created", "evt_1SignedGood")).unwrap();
     let t = now();
 
     // Refused: each exactly as Stripe's libraries would refuse it.
-    let other = serde_json::to_vec(&event("payout.created", "evt_1SignedOther")).unwrap();
+    let other = serde_json::to_vec(&stripe_event("payout.created", "evt_1SignedOther")).unwrap();
     let mut reformatted =
         serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&good).unwrap()).unwrap();
     reformatted.push(b'\n');
@@ -270,35 +199,38 @@ async fn signatures_are_verified_as_stripe_specifies(backend: Backend) {
         (
             "no timestamp",
             good.clone(),
-            Some(format!("v1={}", signature(WEBHOOK_SECRET, t, &good))),
+            Some(format!("v1={}", stripe_signature(WEBHOOK_SECRET, t, &good))),
         ),
         (
             "bad timestamp",
             good.clone(),
-            Some(format!("t=soon,v1={}", signature(WEBHOOK_SECRET, t, &good))),
+            Some(format!(
+                "t=soon,v1={}",
+                stripe_signature(WEBHOOK_SECRET, t, &good)
+            )),
         ),
         (
             "non-hex v1",
             good.clone(),
             Some(format!(
                 "t={t},v1=zz{}",
-                &signature(WEBHOOK_SECRET, t, &good)[2..]
+                &stripe_signature(WEBHOOK_SECRET, t, &good)[2..]
             )),
         ),
         (
             "wrong secret",
             good.clone(),
-            Some(signed_header("whsec_DUMMYsomeoneelse", t, &good)),
+            Some(stripe_signature_header("whsec_DUMMYsomeoneelse", t, &good)),
         ),
         (
             "another body's signature",
             good.clone(),
-            Some(signed_header(WEBHOOK_SECRET, t, &other)),
+            Some(stripe_signature_header(WEBHOOK_SECRET, t, &other)),
         ),
         (
             "re-serialised body",
             reformatted,
-            Some(signed_header(WEBHOOK_SECRET, t, &good)),
+            Some(stripe_signature_header(WEBHOOK_SECRET, t, &good)),
         ),
         (
             "signed with another timestamp",
@@ -306,27 +238,30 @@ async fn signatures_are_verified_as_stripe_specifies(backend: Backend) {
             Some(format!(
                 "t={},v1={}",
                 t + 1,
-                signature(WEBHOOK_SECRET, t, &good)
+                stripe_signature(WEBHOOK_SECRET, t, &good)
             )),
         ),
         (
             "only v0",
             good.clone(),
-            Some(format!("t={t},v0={}", signature(WEBHOOK_SECRET, t, &good))),
+            Some(format!(
+                "t={t},v0={}",
+                stripe_signature(WEBHOOK_SECRET, t, &good)
+            )),
         ),
         (
             "310 s old",
             good.clone(),
-            Some(signed_header(WEBHOOK_SECRET, t - 310, &good)),
+            Some(stripe_signature_header(WEBHOOK_SECRET, t - 310, &good)),
         ),
         (
             "310 s ahead",
             good.clone(),
-            Some(signed_header(WEBHOOK_SECRET, t + 310, &good)),
+            Some(stripe_signature_header(WEBHOOK_SECRET, t + 310, &good)),
         ),
     ];
     for (case, body, header) in &cases {
-        let res = post(&app, body, header.as_deref()).await;
+        let res = app.post_webhook_body(body, header.as_deref()).await;
         assert_eq!(res.status(), 400, "{case}");
         assert_eq!(
             res.headers()["content-type"].to_str().unwrap(),
@@ -359,18 +294,21 @@ async fn signatures_are_verified_as_stripe_specifies(backend: Backend) {
 
     // Accepted: inside the tolerance either way, and any matching v1 among several.
     for (i, header) in [
-        signed_header(WEBHOOK_SECRET, now() - 298, &good),
+        stripe_signature_header(WEBHOOK_SECRET, now() - 298, &good),
         format!(
             "t={t},v1={},v1={}",
-            signature("whsec_DUMMYsomeoneelse", t, &good),
-            signature(WEBHOOK_SECRET, t, &good)
+            stripe_signature("whsec_DUMMYsomeoneelse", t, &good),
+            stripe_signature(WEBHOOK_SECRET, t, &good)
         ),
-        format!("t={t},v0=00,v1={}", signature(WEBHOOK_SECRET, t, &good)),
+        format!(
+            "t={t},v0=00,v1={}",
+            stripe_signature(WEBHOOK_SECRET, t, &good)
+        ),
     ]
     .iter()
     .enumerate()
     {
-        let res = post(&app, &good, Some(header)).await;
+        let res = app.post_webhook_body(&good, Some(header)).await;
         assert_eq!(res.status(), 200, "{header}");
         let body: Value = res.json().await.unwrap();
         assert_eq!(
@@ -379,13 +317,17 @@ async fn signatures_are_verified_as_stripe_specifies(backend: Backend) {
             "the first stores, the others are duplicates"
         );
     }
-    let ahead = serde_json::to_vec(&event("payout.created", "evt_1SignedAhead")).unwrap();
-    let res = post(
-        &app,
-        &ahead,
-        Some(&signed_header(WEBHOOK_SECRET, now() + 298, &ahead)),
-    )
-    .await;
+    let ahead = serde_json::to_vec(&stripe_event("payout.created", "evt_1SignedAhead")).unwrap();
+    let res = app
+        .post_webhook_body(
+            &ahead,
+            Some(&stripe_signature_header(
+                WEBHOOK_SECRET,
+                now() + 298,
+                &ahead,
+            )),
+        )
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(stored_count(&app), 2);
     let validated = app.events("webhook_validated");
@@ -408,18 +350,23 @@ async fn two_secrets_are_accepted_during_a_rotation(backend: Backend) {
     })
     .await;
     for (i, secret) in [old, new].into_iter().enumerate() {
-        let body =
-            serde_json::to_vec(&event("payout.updated", &format!("evt_1Rotation{i}"))).unwrap();
-        let res = post(&app, &body, Some(&signed_header(secret, now(), &body))).await;
+        let body = serde_json::to_vec(&stripe_event(
+            "payout.updated",
+            &format!("evt_1Rotation{i}"),
+        ))
+        .unwrap();
+        let res = app
+            .post_webhook_body(&body, Some(&stripe_signature_header(secret, now(), &body)))
+            .await;
         assert_eq!(res.status(), 200, "signed with secret {i}");
     }
-    let body = serde_json::to_vec(&event("payout.updated", "evt_1RotationX")).unwrap();
+    let body = serde_json::to_vec(&stripe_event("payout.updated", "evt_1RotationX")).unwrap();
     for header in [
-        signed_header(WEBHOOK_SECRET, now(), &body),
+        stripe_signature_header(WEBHOOK_SECRET, now(), &body),
         // The tolerance is configurable: 10 s here.
-        signed_header(new, now() - 30, &body),
+        stripe_signature_header(new, now() - 30, &body),
     ] {
-        let res = post(&app, &body, Some(&header)).await;
+        let res = app.post_webhook_body(&body, Some(&header)).await;
         assert_eq!(res.status(), 400);
     }
     assert_eq!(stored_count(&app), 2);
@@ -427,15 +374,15 @@ async fn two_secrets_are_accepted_during_a_rotation(backend: Backend) {
 
 async fn oversized_bodies_are_refused_unread(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut big = event("payout.created", "evt_1TooBig");
+    let mut big = stripe_event("payout.created", "evt_1TooBig");
     big["data"]["object"]["description"] = json!("x".repeat(600 * 1024));
     let body = serde_json::to_vec(&big).unwrap();
-    let res = post(
-        &app,
-        &body,
-        Some(&signed_header(WEBHOOK_SECRET, now(), &body)),
-    )
-    .await;
+    let res = app
+        .post_webhook_body(
+            &body,
+            Some(&stripe_signature_header(WEBHOOK_SECRET, now(), &body)),
+        )
+        .await;
     assert_eq!(res.status(), 413);
     assert_eq!(stored_count(&app), 0);
 
@@ -444,12 +391,12 @@ async fn oversized_bodies_are_refused_unread(backend: Backend) {
     big["data"]["object"]["description"] = json!("x".repeat(500 * 1024));
     let body = serde_json::to_vec(&big).unwrap();
     assert!(body.len() < 512 * 1024);
-    let res = post(
-        &app,
-        &body,
-        Some(&signed_header(WEBHOOK_SECRET, now(), &body)),
-    )
-    .await;
+    let res = app
+        .post_webhook_body(
+            &body,
+            Some(&stripe_signature_header(WEBHOOK_SECRET, now(), &body)),
+        )
+        .await;
     assert_eq!(res.status(), 200);
 }
 
@@ -461,7 +408,7 @@ type Mutation = fn(&mut Value);
 
 async fn payloads_are_validated_after_verification(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let valid = event("payout.created", "evt_1Valid");
+    let valid = stripe_event("payout.created", "evt_1Valid");
     let mut cases: Vec<(&str, Vec<u8>)> = vec![
         ("not JSON", b"{\"id\": \"evt_1".to_vec()),
         ("an array", b"[]".to_vec()),
@@ -490,12 +437,12 @@ async fn payloads_are_validated_after_verification(backend: Backend) {
         cases.push((case, serde_json::to_vec(&bad).unwrap()));
     }
     for (case, body) in &cases {
-        let res = post(
-            &app,
-            body,
-            Some(&signed_header(WEBHOOK_SECRET, now(), body)),
-        )
-        .await;
+        let res = app
+            .post_webhook_body(
+                body,
+                Some(&stripe_signature_header(WEBHOOK_SECRET, now(), body)),
+            )
+            .await;
         assert_eq!(res.status(), 400, "{case}");
         assert_eq!(res.text().await.unwrap(), INVALID_PAYLOAD, "{case}");
     }
@@ -512,7 +459,7 @@ async fn payloads_are_validated_after_verification(backend: Backend) {
         0,
         "they were signed"
     );
-    accepted(&app, &valid).await;
+    app.assert_webhook_accepted(&valid).await;
     assert_eq!(app.count_events("webhook_validated"), 1);
 
     // Under a live key it is the other way round.
@@ -520,11 +467,11 @@ async fn payloads_are_validated_after_verification(backend: Backend) {
         config.stripe.secret_key = Some("sk_live_DUMMYtollgate".to_owned().into());
     })
     .await;
-    let res = deliver(&live, &valid).await;
+    let res = live.post_webhook(&valid).await;
     assert_eq!(res.status(), 400);
     let mut live_event = valid.clone();
     live_event["livemode"] = json!(true);
-    accepted(&live, &live_event).await;
+    live.assert_webhook_accepted(&live_event).await;
 }
 
 async fn the_source_allowlist_honours_trusted_proxies_only(backend: Backend) {
@@ -533,11 +480,11 @@ async fn the_source_allowlist_honours_trusted_proxies_only(backend: Backend) {
         config.stripe.webhook_allowed_ips = stripe_net();
     })
     .await;
-    let body = serde_json::to_vec(&event("payout.created", "evt_1FromWhere")).unwrap();
-    let header = signed_header(WEBHOOK_SECRET, now(), &body);
+    let body = serde_json::to_vec(&stripe_event("payout.created", "evt_1FromWhere")).unwrap();
+    let header = stripe_signature_header(WEBHOOK_SECRET, now(), &body);
     // From loopback, not allowed; a client's own X-Forwarded-For is not believed.
     for xff in [None, Some("203.0.113.7")] {
-        let res = post_from(&direct, &body, Some(&header), xff).await;
+        let res = direct.post_webhook_from(&body, Some(&header), xff).await;
         assert_eq!(res.status(), 403, "{xff:?}");
         assert_eq!(
             res.text().await.unwrap(),
@@ -565,10 +512,12 @@ async fn the_source_allowlist_honours_trusted_proxies_only(backend: Backend) {
         Some("203.0.113.7, 198.51.100.9"),
         Some("198.51.100.9"),
     ] {
-        let res = post_from(&proxied, &body, Some(&header), xff).await;
+        let res = proxied.post_webhook_from(&body, Some(&header), xff).await;
         assert_eq!(res.status(), 403, "{xff:?}");
     }
-    let res = post_from(&proxied, &body, Some(&header), Some("203.0.113.7")).await;
+    let res = proxied
+        .post_webhook_from(&body, Some(&header), Some("203.0.113.7"))
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(stored_count(&proxied), 1);
     assert_eq!(
@@ -592,7 +541,9 @@ async fn the_webhook_route_is_rate_limited_and_audited(backend: Backend) {
     .await;
     let mut statuses = Vec::new();
     for i in 0..6 {
-        let res = deliver(&app, &event("payout.created", &format!("evt_1Limited{i}"))).await;
+        let res = app
+            .post_webhook(&stripe_event("payout.created", &format!("evt_1Limited{i}")))
+            .await;
         statuses.push(res.status().as_u16());
     }
     assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
@@ -624,11 +575,13 @@ async fn duplicate_deliveries_racing_on_two_instances_take_effect_once(backend: 
     let first = TestApp::spawn(backend).await;
     let second = TestApp::spawn_on(first.database_handle(), backend, |_| {}).await;
     let (_, user_id) = admin_and_customer(&first).await;
-    accepted(&first, &checkout_for(user_id, "evt_1RaceCheckout")).await;
+    first
+        .assert_webhook_accepted(&checkout_for(user_id, "evt_1RaceCheckout"))
+        .await;
 
-    let failed = event("invoice.payment_failed", "evt_1RacePaymentFailed");
+    let failed = stripe_event("invoice.payment_failed", "evt_1RacePaymentFailed");
     let body = serde_json::to_vec(&failed).unwrap();
-    let header = signed_header(WEBHOOK_SECRET, now(), &body);
+    let header = stripe_signature_header(WEBHOOK_SECRET, now(), &body);
     // One client (building one per request would stall this thread past the server's
     // request timeout), up to 50 connections, alternating between the instances.
     let client = reqwest::Client::new();
@@ -681,12 +634,12 @@ async fn a_panicking_batch_is_answered_500_and_the_writers_live_on(backend: Back
     let in_time = |event: Value| {
         let app = &app;
         async move {
-            actix_web::rt::time::timeout(Duration::from_secs(15), deliver(app, &event))
+            actix_web::rt::time::timeout(Duration::from_secs(15), app.post_webhook(&event))
                 .await
                 .expect("answered, not left hanging")
         }
     };
-    let panicking = event("payout.created", "evt_1PanicsOnce");
+    let panicking = stripe_event("payout.created", "evt_1PanicsOnce");
     for _ in 0..3 {
         let res = in_time(panicking.clone()).await;
         assert_eq!(res.status(), 500, "Stripe is told to retry");
@@ -698,7 +651,11 @@ async fn a_panicking_batch_is_answered_500_and_the_writers_live_on(backend: Back
     );
 
     for i in 0..5 {
-        let res = in_time(event("payout.created", &format!("evt_1AfterPanic{i}"))).await;
+        let res = in_time(stripe_event(
+            "payout.created",
+            &format!("evt_1AfterPanic{i}"),
+        ))
+        .await;
         assert_eq!(res.status(), 200, "the writer is alive after the panic");
     }
     armed.store(false, Ordering::SeqCst);
@@ -716,11 +673,12 @@ async fn a_panicking_batch_is_answered_500_and_the_writers_live_on(backend: Back
 async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, user_id) = admin_and_customer(&app).await;
-    accepted(&app, &checkout_for(user_id, "evt_1BatchCheckout")).await;
-    let mut poisoned = event("customer.subscription.updated", "evt_1BatchPoisoned");
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1BatchCheckout"))
+        .await;
+    let mut poisoned = stripe_event("customer.subscription.updated", "evt_1BatchPoisoned");
     poisoned["data"]["object"]["status"] = json!("active\u{0}");
     let mut events: Vec<Value> = (0..40)
-        .map(|i| event("invoice.paid", &format!("evt_1BatchGood{i}")))
+        .map(|i| stripe_event("invoice.paid", &format!("evt_1BatchGood{i}")))
         .collect();
     events.insert(20, poisoned);
     let client = reqwest::Client::new();
@@ -730,7 +688,7 @@ async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
             .post(format!("{}/webhooks/stripe", app.address))
             .header(
                 "stripe-signature",
-                signed_header(WEBHOOK_SECRET, now(), &body),
+                stripe_signature_header(WEBHOOK_SECRET, now(), &body),
             )
             .body(body);
         async move { request.send().await.unwrap().status().as_u16() }
@@ -756,21 +714,20 @@ async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
 async fn an_older_subscription_update_never_overwrites_a_newer_one(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, user_id) = admin_and_customer(&app).await;
-    accepted(&app, &checkout_for(user_id, "evt_1OrderCheckout")).await;
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1OrderCheckout"))
+        .await;
     let base = now() - 100;
     let update = |id: &str, created: i64, status: &str, cancel: bool| {
-        let mut e = event("customer.subscription.updated", id);
+        let mut e = stripe_event("customer.subscription.updated", id);
         e["created"] = json!(created);
         e["data"]["object"]["status"] = json!(status);
         e["data"]["object"]["cancel_at_period_end"] = json!(cancel);
         e
     };
-    accepted(
-        &app,
-        &update("evt_1OrderNewer", base + 20, "past_due", true),
-    )
-    .await;
-    accepted(&app, &update("evt_1OrderOlder", base + 10, "active", false)).await;
+    app.assert_webhook_accepted(&update("evt_1OrderNewer", base + 20, "past_due", true))
+        .await;
+    app.assert_webhook_accepted(&update("evt_1OrderOlder", base + 10, "active", false))
+        .await;
     let sub = "sub_1FixtureSubscription";
     assert_eq!(
         subscription(&app, sub).unwrap(),
@@ -783,27 +740,25 @@ async fn an_older_subscription_update_never_overwrites_a_newer_one(backend: Back
         "stored and acknowledged"
     );
     // A payment failure older than the state is ignored too; a newer update wins.
-    accepted(
-        &app,
-        &update("evt_1OrderNewest", base + 30, "active", false),
-    )
-    .await;
-    let mut late_failure = event("invoice.payment_failed", "evt_1OrderLateFailure");
+    app.assert_webhook_accepted(&update("evt_1OrderNewest", base + 30, "active", false))
+        .await;
+    let mut late_failure = stripe_event("invoice.payment_failed", "evt_1OrderLateFailure");
     late_failure["created"] = json!(base + 25);
-    accepted(&app, &late_failure).await;
+    app.assert_webhook_accepted(&late_failure).await;
     assert_eq!(subscription(&app, sub).unwrap().0, "active");
 }
 
 async fn every_handled_type_is_applied_and_unknown_types_are_ignored(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (_, user_id) = admin_and_customer(&app).await;
-    accepted(&app, &checkout_for(user_id, "evt_1AllCheckout")).await;
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1AllCheckout"))
+        .await;
     let sub = "sub_1FixtureSubscription";
 
-    accepted(
-        &app,
-        &event("customer.subscription.created", "evt_1AllCreated"),
-    )
+    app.assert_webhook_accepted(&stripe_event(
+        "customer.subscription.created",
+        "evt_1AllCreated",
+    ))
     .await;
     let (status, cancel, price) = subscription(&app, sub).unwrap();
     assert_eq!(
@@ -821,10 +776,10 @@ async fn every_handled_type_is_applied_and_unknown_types_are_ignored(backend: Ba
         "linked through the checkout's client_reference_id"
     );
 
-    let mut cancelling = event("customer.subscription.updated", "evt_1AllUpdated");
+    let mut cancelling = stripe_event("customer.subscription.updated", "evt_1AllUpdated");
     cancelling["created"] = json!(now() + 1);
     cancelling["data"]["object"]["cancel_at_period_end"] = json!(true);
-    accepted(&app, &cancelling).await;
+    app.assert_webhook_accepted(&cancelling).await;
     assert!(
         subscription(&app, sub).unwrap().1,
         "cancel_at_period_end recorded"
@@ -839,13 +794,13 @@ async fn every_handled_type_is_applied_and_unknown_types_are_ignored(backend: Ba
         "payout.updated",
     ] {
         let id = format!("evt_1All{}", kind.replace(['.', '_'], ""));
-        accepted(&app, &event(kind, &id)).await;
+        app.assert_webhook_accepted(&stripe_event(kind, &id)).await;
         assert_eq!(status_of(&app, &id), "applied", "{kind} is recorded");
     }
 
-    let mut failed = event("invoice.payment_failed", "evt_1AllPaymentFailed");
+    let mut failed = stripe_event("invoice.payment_failed", "evt_1AllPaymentFailed");
     failed["created"] = json!(now() + 2);
-    accepted(&app, &failed).await;
+    app.assert_webhook_accepted(&failed).await;
     assert_eq!(subscription(&app, sub).unwrap().0, "past_due");
     let audit = app.events("payment_failed");
     assert_eq!(audit.len(), 1);
@@ -857,19 +812,20 @@ async fn every_handled_type_is_applied_and_unknown_types_are_ignored(backend: Ba
         "ids are masked"
     );
 
-    accepted(&app, &event("charge.dispute.created", "evt_1AllDispute")).await;
+    app.assert_webhook_accepted(&stripe_event("charge.dispute.created", "evt_1AllDispute"))
+        .await;
     let dispute = app.events("charge_dispute_created");
     assert_eq!(dispute.len(), 1);
     assert_eq!(dispute[0].severity, "HIGH");
 
-    let mut deleted = event("customer.subscription.deleted", "evt_1AllDeleted");
+    let mut deleted = stripe_event("customer.subscription.deleted", "evt_1AllDeleted");
     deleted["created"] = json!(now() + 3);
-    accepted(&app, &deleted).await;
+    app.assert_webhook_accepted(&deleted).await;
     assert_eq!(subscription(&app, sub).unwrap().0, "canceled");
 
-    let mut unknown = event("payout.created", "evt_1AllUnknown");
+    let mut unknown = stripe_event("payout.created", "evt_1AllUnknown");
     unknown["type"] = json!("customer.tax_id.created");
-    accepted(&app, &unknown).await;
+    app.assert_webhook_accepted(&unknown).await;
     assert_eq!(status_of(&app, "evt_1AllUnknown"), "ignored");
 
     assert_eq!(stored_count(&app), 13, "every delivery is stored");
@@ -891,10 +847,10 @@ async fn a_failed_event_is_reprocessed_once_by_an_admin(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (admin, user_id) = admin_and_customer(&app).await;
     // The subscription arrives before anything links its customer: stored, failed, kept.
-    accepted(
-        &app,
-        &event("customer.subscription.created", "evt_1EarlySub"),
-    )
+    app.assert_webhook_accepted(&stripe_event(
+        "customer.subscription.created",
+        "evt_1EarlySub",
+    ))
     .await;
     let early = stored(&app, "evt_1EarlySub").unwrap();
     assert_eq!(early.status, "failed");
@@ -921,7 +877,8 @@ async fn a_failed_event_is_reprocessed_once_by_an_admin(backend: Backend) {
         400
     );
 
-    accepted(&app, &checkout_for(user_id, "evt_1LateCheckout")).await;
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1LateCheckout"))
+        .await;
     let detail = format!("/admin/webhooks/{}", early.id);
     let action = format!("{detail}/reprocess");
     let page = admin.get_text(&detail).await;
@@ -1000,11 +957,12 @@ async fn a_failed_event_is_reprocessed_once_by_an_admin(backend: Backend) {
 async fn payloads_are_sealed_at_rest_and_shown_masked(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (admin, user_id) = admin_and_customer(&app).await;
-    accepted(&app, &checkout_for(user_id, "evt_1MaskCheckout")).await;
-    accepted(
-        &app,
-        &event("payment_intent.payment_failed", "evt_1MaskPayment"),
-    )
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1MaskCheckout"))
+        .await;
+    app.assert_webhook_accepted(&stripe_event(
+        "payment_intent.payment_failed",
+        "evt_1MaskPayment",
+    ))
     .await;
 
     let sealed: Vec<Vec<u8>> = app.query(|conn| {
@@ -1128,17 +1086,27 @@ async fn repeated_failures_raise_one_critical_alert_per_window(backend: Backend)
             .filter(|e| serde_json::from_str::<Value>(&e.details).unwrap()["alert"] == name)
             .collect::<Vec<_>>()
     };
-    let forged = serde_json::to_vec(&event("payout.created", "evt_1Forged")).unwrap();
-    let forge = || signed_header("whsec_DUMMYattacker", now(), &forged);
+    let forged = serde_json::to_vec(&stripe_event("payout.created", "evt_1Forged")).unwrap();
+    let forge = || stripe_signature_header("whsec_DUMMYattacker", now(), &forged);
     for _ in 0..4 {
-        assert_eq!(post(&app, &forged, Some(&forge())).await.status(), 400);
+        assert_eq!(
+            app.post_webhook_body(&forged, Some(&forge()))
+                .await
+                .status(),
+            400
+        );
     }
     assert!(
         alerts("webhook_signature_failures").is_empty(),
         "4 is under the threshold of 5"
     );
     for _ in 0..3 {
-        assert_eq!(post(&app, &forged, Some(&forge())).await.status(), 400);
+        assert_eq!(
+            app.post_webhook_body(&forged, Some(&forge()))
+                .await
+                .status(),
+            400
+        );
     }
     let raised = alerts("webhook_signature_failures");
     assert_eq!(raised.len(), 1, "once per window, however many more fail");
@@ -1167,20 +1135,21 @@ async fn repeated_failures_raise_one_critical_alert_per_window(backend: Backend)
     );
 
     let (_, user_id) = admin_and_customer(&app).await;
-    accepted(&app, &checkout_for(user_id, "evt_1AlertCheckout")).await;
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1AlertCheckout"))
+        .await;
     for i in 0..2 {
-        accepted(
-            &app,
-            &event("invoice.payment_failed", &format!("evt_1AlertPay{i}")),
-        )
+        app.assert_webhook_accepted(&stripe_event(
+            "invoice.payment_failed",
+            &format!("evt_1AlertPay{i}"),
+        ))
         .await;
     }
     assert!(alerts("payment_failures").is_empty());
     for i in 2..5 {
-        accepted(
-            &app,
-            &event("invoice.payment_failed", &format!("evt_1AlertPay{i}")),
-        )
+        app.assert_webhook_accepted(&stripe_event(
+            "invoice.payment_failed",
+            &format!("evt_1AlertPay{i}"),
+        ))
         .await;
     }
     assert_eq!(alerts("payment_failures").len(), 1);
@@ -1191,9 +1160,9 @@ async fn repeated_failures_raise_one_critical_alert_per_window(backend: Backend)
 // 9. The simulator's own signed deliveries, end to end.
 
 async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Backend) {
-    let (app, _) = app_with_pro_plan(backend).await;
+    let (app, _) = TestApp::with_pro_plan(backend).await;
     let customer = app.signed_in_customer("buyer@example.com").await;
-    subscribe(&app, &customer, "pro").await;
+    app.subscribe(&customer, "pro").await;
     let user_id = app.user_id("buyer@example.com");
     let sub_id: String = app.query(move |conn| {
         Ok(subscriptions::table
@@ -1226,10 +1195,9 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
 
     // A renewal whose payment fails: past due, audited.
     assert_eq!(
-        sim_control(
-            &app,
-            &format!("/_sim/subscriptions/{sub_id}/renew?outcome=failed")
-        )
+        app.sim_control(&format!(
+            "/_sim/subscriptions/{sub_id}/renew?outcome=failed"
+        ))
         .await,
         200
     );
@@ -1271,7 +1239,8 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     );
 
     // A dispute on the first payment: a HIGH audit event.
-    let payment_intent = stripe_events(&app)
+    let payment_intent = app
+        .stripe_events()
         .await
         .into_iter()
         .find(|e| e["type"] == "payment_intent.succeeded")
@@ -1280,11 +1249,8 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
         .unwrap()
         .to_owned();
     assert_eq!(
-        sim_control(
-            &app,
-            &format!("/_sim/disputes?payment_intent={payment_intent}")
-        )
-        .await,
+        app.sim_control(&format!("/_sim/disputes?payment_intent={payment_intent}"))
+            .await,
         200
     );
     eventually("the dispute arrives", || {
@@ -1294,7 +1260,8 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
 
     // The period ends with cancel-at-period-end set: Stripe deletes the subscription.
     assert_eq!(
-        sim_control(&app, &format!("/_sim/subscriptions/{sub_id}/renew")).await,
+        app.sim_control(&format!("/_sim/subscriptions/{sub_id}/renew"))
+            .await,
         200
     );
     eventually("the cancellation takes effect", || {
@@ -1307,7 +1274,8 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     );
 
     // Stripe re-delivering everything, in reverse order: nothing takes effect twice.
-    let all: Vec<String> = stripe_events(&app)
+    let all: Vec<String> = app
+        .stripe_events()
         .await
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_owned())
@@ -1319,7 +1287,8 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     let stored_before = stored_count(&app);
     let acknowledged_before = acknowledged_deliveries(&app).await;
     assert_eq!(
-        sim_control(&app, &format!("/_sim/events/deliver?ids={}", all.join(","))).await,
+        app.sim_control(&format!("/_sim/events/deliver?ids={}", all.join(",")))
+            .await,
         202
     );
     for _ in 0..300 {
@@ -1337,17 +1306,6 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     assert_eq!(app.count_events("charge_dispute_created"), 1);
     assert_eq!(subscription(&app, &sub_id).unwrap().0, "canceled");
     assert_eq!(app.count_events("webhook_invalid_signature"), 0);
-}
-
-/// Posts to one of the simulator's `/_sim/…` test controls; returns the status.
-async fn sim_control(app: &TestApp, path: &str) -> u16 {
-    reqwest::Client::new()
-        .post(format!("{}{path}", app.stripe))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// How many of the simulator's deliveries Tollgate has answered with a 200.
@@ -1399,12 +1357,12 @@ async fn acknowledged_events_survive_a_sigkill(backend: Backend) {
         .build()
         .unwrap();
     let send = |client: reqwest::Client, address: String, id: String| async move {
-        let body = serde_json::to_vec(&event("invoice.payment_failed", &id)).unwrap();
+        let body = serde_json::to_vec(&stripe_event("invoice.payment_failed", &id)).unwrap();
         let res = client
             .post(format!("{address}/webhooks/stripe"))
             .header(
                 "stripe-signature",
-                signed_header(WEBHOOK_SECRET, now(), &body),
+                stripe_signature_header(WEBHOOK_SECRET, now(), &body),
             )
             .body(body)
             .send()
