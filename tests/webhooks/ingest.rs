@@ -1,0 +1,153 @@
+//! Exactly once: duplicates racing on two instances take effect once; in a group-committed
+//! batch, one event the database refuses and a writer that panics cost only themselves.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{admin_and_customer, checkout_for, signed_now, status_of, stored, stored_count};
+use crate::common::{Backend, TestApp, stripe_event};
+use crate::on_both_backends;
+
+on_both_backends!(
+    duplicate_deliveries_racing_on_two_instances_take_effect_once,
+    one_unstorable_event_never_takes_its_batch_down,
+    a_panicking_batch_is_answered_500_and_the_writers_live_on,
+);
+
+async fn duplicate_deliveries_racing_on_two_instances_take_effect_once(backend: Backend) {
+    let first = TestApp::spawn(backend).await;
+    let second = TestApp::spawn_on(first.database_handle(), backend, |_| {}).await;
+    let (_, user_id) = admin_and_customer(&first).await;
+    first
+        .assert_webhook_accepted(&checkout_for(user_id, "evt_1RaceCheckout"))
+        .await;
+
+    let failed = stripe_event("invoice.payment_failed", "evt_1RacePaymentFailed");
+    let body = serde_json::to_vec(&failed).unwrap();
+    let header = signed_now(&body);
+    // One client (building one per request would stall this thread past the server's
+    // request timeout), up to 50 connections, alternating between the instances.
+    let client = reqwest::Client::new();
+    let deliveries = (0..50).map(|i| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let request = client
+            .post(format!("{}/webhooks/stripe", app.address))
+            .header("stripe-signature", &header)
+            .body(body.clone());
+        async move {
+            let res = request.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }
+    });
+    let answers = futures_util::future::join_all(deliveries).await;
+    let firsts = answers.iter().filter(|a| a["duplicate"] == false).count();
+    assert_eq!(
+        firsts, 1,
+        "exactly one delivery stored the event: {answers:?}"
+    );
+    assert_eq!(stored_count(&first), 2);
+    let row = stored(&first, "evt_1RacePaymentFailed").unwrap();
+    assert_eq!((row.status.as_str(), row.attempts), ("applied", 1));
+    assert_eq!(first.count_events("payment_failed"), 1, "one effect");
+    assert_eq!(first.count_events("webhook_validated"), 2);
+}
+
+/// Concurrent deliveries share transactions (group commit). An event whose effects the
+/// database refuses (PostgreSQL rejects a NUL character in text) must not roll back its
+/// neighbours: they are stored and applied, and it alone is refused — Stripe will retry it.
+/// A bug that panics while a batch is being written (injected here) must cost that batch a
+/// 500, which Stripe retries, and nothing more: the writer threads keep serving, the
+/// half-written transaction is gone, and the retried event is stored once it no longer fails.
+async fn a_panicking_batch_is_answered_500_and_the_writers_live_on(backend: Backend) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let armed = Arc::new(AtomicBool::new(true));
+    let panics = Arc::new(AtomicUsize::new(0));
+    let (hook_armed, hook_panics) = (Arc::clone(&armed), Arc::clone(&panics));
+    let app = TestApp::spawn_with(backend, move |config| {
+        config.faults.webhook_batch = Some(Arc::new(move |ids: &[&str]| {
+            if hook_armed.load(Ordering::SeqCst) && ids.contains(&"evt_1PanicsOnce") {
+                hook_panics.fetch_add(1, Ordering::SeqCst);
+                panic!("injected fault: a bug in the webhook writer");
+            }
+        }));
+    })
+    .await;
+    let in_time = |event: Value| {
+        let app = &app;
+        async move {
+            actix_web::rt::time::timeout(Duration::from_secs(15), app.post_webhook(&event))
+                .await
+                .expect("answered, not left hanging")
+        }
+    };
+    let panicking = stripe_event("payout.created", "evt_1PanicsOnce");
+    for _ in 0..3 {
+        let res = in_time(panicking.clone()).await;
+        assert_eq!(res.status(), 500, "Stripe is told to retry");
+    }
+    assert_eq!(panics.load(Ordering::SeqCst), 3);
+    assert!(
+        stored(&app, "evt_1PanicsOnce").is_none(),
+        "the transaction rolled back"
+    );
+
+    for i in 0..5 {
+        let res = in_time(stripe_event(
+            "payout.created",
+            &format!("evt_1AfterPanic{i}"),
+        ))
+        .await;
+        assert_eq!(res.status(), 200, "the writer is alive after the panic");
+    }
+    armed.store(false, Ordering::SeqCst);
+    let res = in_time(panicking).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["duplicate"], false,
+        "the retry is the first to store it"
+    );
+    assert!(stored(&app, "evt_1PanicsOnce").is_some());
+    assert_eq!(stored_count(&app), 6);
+}
+
+async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, user_id) = admin_and_customer(&app).await;
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1BatchCheckout"))
+        .await;
+    let mut poisoned = stripe_event("customer.subscription.updated", "evt_1BatchPoisoned");
+    poisoned["data"]["object"]["status"] = json!("active\u{0}");
+    let mut events: Vec<Value> = (0..40)
+        .map(|i| stripe_event("invoice.paid", &format!("evt_1BatchGood{i}")))
+        .collect();
+    events.insert(20, poisoned);
+    let client = reqwest::Client::new();
+    let deliveries = events.iter().map(|event| {
+        let body = serde_json::to_vec(event).unwrap();
+        let request = client
+            .post(format!("{}/webhooks/stripe", app.address))
+            .header("stripe-signature", signed_now(&body))
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(deliveries).await;
+    for i in 0..40 {
+        assert_eq!(status_of(&app, &format!("evt_1BatchGood{i}")), "applied");
+    }
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(statuses[20], 500, "{statuses:?}");
+            assert!(stored(&app, "evt_1BatchPoisoned").is_none());
+            assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 40);
+        }
+        Backend::Sqlite => assert!(statuses.iter().all(|s| *s == 200)),
+    }
+    assert_eq!(
+        app.count_events("webhook_validated") as usize,
+        1 + statuses.iter().filter(|s| **s == 200).count()
+    );
+}
