@@ -6,7 +6,7 @@ use diesel::prelude::*;
 use tollgate::db::schema::{billing_customers, plans, subscriptions};
 use tollgate::service_tokens::Scope;
 
-use crate::common::{Backend, TestApp, captured_logs, hidden, location, plan_fields};
+use crate::common::{Backend, Browser, TestApp, captured_logs, hidden, location, plan_fields};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -170,17 +170,12 @@ async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend)
     assert!(listing.contains("$25.00 / month") && listing.contains("agents:unlimited"));
 
     // A new amount: a new Price, the old one deactivated (Stripe prices are immutable).
-    let edit = browser.get_text(&format!("/admin/plans/{id}/edit")).await;
-    let op = hidden(&edit, "operation_id");
-    let mut fields = plan_fields("Pro Plus", "pro", "3900");
-    fields.push(("operation_id", &op));
-    let res = browser
-        .submit(
-            &format!("/admin/plans/{id}/edit"),
-            &format!("/admin/plans/{id}"),
-            &fields,
-        )
-        .await;
+    let (edit, update) = (
+        format!("/admin/plans/{id}/edit"),
+        format!("/admin/plans/{id}"),
+    );
+    let fields = plan_fields("Pro Plus", "pro", "3900");
+    let res = browser.submit_operation(&edit, &update, &fields).await;
     assert_eq!(res.status(), 303);
     let (_, _, same_product, new_price) = plan_row(&app, "pro");
     let new_price = new_price.unwrap();
@@ -200,10 +195,7 @@ async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend)
     );
 
     let archive = format!("/admin/plans/{id}/archive");
-    let op = hidden(&browser.get_text(&archive).await, "operation_id");
-    let res = browser
-        .submit(&archive, &archive, &[("operation_id", &op)])
-        .await;
+    let res = browser.submit_operation(&archive, &archive, &[]).await;
     assert_eq!(res.status(), 303);
     assert!(!plan_row(&app, "pro").1);
     assert_eq!(
@@ -214,15 +206,15 @@ async fn admins_create_edit_and_archive_plans_synced_to_stripe(backend: Backend)
         app.stripe_get(&format!("/v1/products/{product}")).await["active"],
         false
     );
-    assert!(
-        !app.browser()
-            .get_text("/pricing")
-            .await
-            .contains("Pro Plus")
-    );
+    let pricing = app.browser().get_text("/pricing").await;
+    assert!(!pricing.contains("Pro Plus"));
+    audited_once_each_as_the_admin(&app, &["plan_created", "plan_updated", "plan_archived"]);
+}
 
+/// Each of `kinds` is audited once, as done by the admin.
+fn audited_once_each_as_the_admin(app: &TestApp, kinds: &[&'static str]) {
     let admin_id = app.user_id("admin@example.com");
-    for kind in ["plan_created", "plan_updated", "plan_archived"] {
+    for &kind in kinds {
         let events = app.events(kind);
         assert_eq!(events.len(), 1, "{kind}");
         assert_eq!(
@@ -338,25 +330,49 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
             .contains("Your current plan")
     );
     let user_id = app.user_id("buyer@example.com");
-    let status: String = app.query(move |conn| {
-        Ok(subscriptions::table
-            .filter(subscriptions::user_id.eq(user_id))
-            .select(subscriptions::status)
-            .first(conn)?)
-    });
-    assert_eq!(status, "active");
+    assert_eq!(app.subscription_status(user_id), "active");
+    a_second_checkout_goes_to_the_portal(&app, &customer).await;
 
-    // A second checkout for a subscribed customer goes to the portal instead.
+    let res = customer
+        .submit_operation("/account", "/billing/subscription/cancel", &[])
+        .await;
+    assert_eq!(location(&res), "/account");
+    let account = customer.get_text("/account").await;
+    assert!(
+        account.contains("ends at the close of this period")
+            && account.contains("Resume subscription")
+    );
+    let subscription = format!("/v1/subscriptions/{}", app.subscription_id(user_id));
+    let at_stripe = app.stripe_get(&subscription).await;
+    assert_eq!(at_stripe["cancel_at_period_end"], true);
+
+    customer
+        .submit_operation("/account", "/billing/subscription/resume", &[])
+        .await;
+    assert!(
+        customer
+            .get_text("/account")
+            .await
+            .contains(r#"href="/billing/subscription/cancel">Cancel subscription</a>"#),
+        "resumed: it can be canceled again"
+    );
+    let at_stripe = app.stripe_get(&subscription).await;
+    assert_eq!(at_stripe["cancel_at_period_end"], false);
+    assert_eq!(app.count_events("subscription_cancel_requested"), 1);
+    assert_eq!(app.count_events("subscription_resumed"), 1);
+}
+
+/// A second checkout for a subscribed customer goes to the portal instead, as does the
+/// account page's portal button.
+async fn a_second_checkout_goes_to_the_portal(app: &TestApp, customer: &Browser) {
     let again = customer.choose_plan("pro").await;
     assert!(
         location(&again).contains("/portal/bps_"),
         "{}",
         location(&again)
     );
-
-    let op = hidden(&account, "operation_id");
     let portal = customer
-        .submit("/account", "/billing/portal", &[("operation_id", &op)])
+        .submit_operation("/account", "/billing/portal", &[])
         .await;
     assert_eq!(portal.status(), 303);
     let portal_url = location(&portal);
@@ -371,53 +387,6 @@ async fn checkout_to_active_subscription_portal_cancel_and_resume(backend: Backe
             .contains("Cancel plan"),
         "the simulator's portal page"
     );
-
-    let op = hidden(&customer.get_text("/account").await, "operation_id");
-    let res = customer
-        .submit(
-            "/account",
-            "/billing/subscription/cancel",
-            &[("operation_id", &op)],
-        )
-        .await;
-    assert_eq!(location(&res), "/account");
-    let account = customer.get_text("/account").await;
-    assert!(
-        account.contains("ends at the close of this period")
-            && account.contains("Resume subscription")
-    );
-    let sub_id: String = app.query(move |conn| {
-        Ok(subscriptions::table
-            .filter(subscriptions::user_id.eq(user_id))
-            .select(subscriptions::stripe_subscription_id)
-            .first(conn)?)
-    });
-    assert_eq!(
-        app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
-        true
-    );
-
-    let op = hidden(&account, "operation_id");
-    customer
-        .submit(
-            "/account",
-            "/billing/subscription/resume",
-            &[("operation_id", &op)],
-        )
-        .await;
-    assert!(
-        customer
-            .get_text("/account")
-            .await
-            .contains(r#"href="/billing/subscription/cancel">Cancel subscription</a>"#),
-        "resumed: it can be canceled again"
-    );
-    assert_eq!(
-        app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await["cancel_at_period_end"],
-        false
-    );
-    assert_eq!(app.count_events("subscription_cancel_requested"), 1);
-    assert_eq!(app.count_events("subscription_resumed"), 1);
 }
 
 async fn a_declined_card_leaves_no_subscription(backend: Backend) {
@@ -558,25 +527,7 @@ async fn another_accounts_operation_id_is_refused_and_keys_name_their_user(backe
         1,
         "none for Mallory"
     );
-    let keys: Vec<String> = reqwest::get(format!("{}/_sim/idempotency-keys", app.stripe))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        keys.contains(&format!("user-{alice_id}-checkout-{op}")),
-        "{keys:?}"
-    );
-    for key in keys.iter().filter(|k| k.contains(&op)) {
-        assert!(key.starts_with(&format!("user-{alice_id}-")), "{key}");
-    }
-    assert!(
-        !keys
-            .iter()
-            .any(|k| k.contains(&format!("user-{mallory_id}"))),
-        "{keys:?}"
-    );
+    idempotency_keys_name_their_user(&app, &op, alice_id, mallory_id).await;
     let claimed = op.clone();
     let owner: Option<i64> = app.query(move |conn| {
         use tollgate::db::schema::stripe_operations;
@@ -598,6 +549,29 @@ async fn another_accounts_operation_id_is_refused_and_keys_name_their_user(backe
         .submit("/pricing", "/billing/checkout", &checkout)
         .await;
     assert_eq!(location(&again), location(&first));
+}
+
+/// Every `Idempotency-Key` Stripe received for `op` names Alice's user id; none names Mallory's.
+async fn idempotency_keys_name_their_user(app: &TestApp, op: &str, alice_id: i64, mallory_id: i64) {
+    let keys: Vec<String> = reqwest::get(format!("{}/_sim/idempotency-keys", app.stripe))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        keys.contains(&format!("user-{alice_id}-checkout-{op}")),
+        "{keys:?}"
+    );
+    for key in keys.iter().filter(|k| k.contains(op)) {
+        assert!(key.starts_with(&format!("user-{alice_id}-")), "{key}");
+    }
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains(&format!("user-{mallory_id}"))),
+        "{keys:?}"
+    );
 }
 
 async fn the_portal_without_a_customer_explains_what_to_do(backend: Backend) {
@@ -691,14 +665,10 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
             && listing.contains("Pro")
     );
     for path in ["/admin/customers", "/account", "/pricing", "/admin"] {
-        assert!(
-            !admin.get_text(path).await.contains(&customer_id),
-            "{path} shows the customer id"
-        );
-        assert!(
-            !customer.get_text(path).await.contains(&customer_id),
-            "{path} shows the customer id"
-        );
+        for browser in [&admin, &customer] {
+            let page = browser.get_text(path).await;
+            assert!(!page.contains(&customer_id), "{path} shows the customer id");
+        }
     }
     assert!(
         !captured_logs().contains(&customer_id),

@@ -8,8 +8,11 @@ use std::process::{Command, Stdio};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tollgate::secret::{decode_key, encode_base64};
 
-use crate::common::{Backend, PASSWORD, TestApp, TestDatabase, run, secret_env, stripe_event};
+use crate::common::{
+    Backend, Outcome, PASSWORD, TestApp, TestDatabase, run, secret_env, stripe_event,
+};
 use crate::on_both_backends;
+use crate::vault::ANTHROPIC_KEY;
 
 on_both_backends!(
     service_tokens_are_created_listed_and_revoked_from_the_cli,
@@ -47,71 +50,51 @@ async fn lease_status(
     (status, res.json().await.unwrap_or_default())
 }
 
+/// `tollgate service-token {args}` on `database`.
+fn service_token(database: &TestDatabase, args: &[&str]) -> Outcome {
+    run(tollgate(database, &[]).arg("service-token").args(args))
+}
+
+/// `tollgate service-token create --name {name} --scope {scope}` on `database`.
+fn create_service_token(database: &TestDatabase, name: &str, scope: &str) -> Outcome {
+    service_token(database, &["create", "--name", name, "--scope", scope])
+}
+
 async fn service_tokens_are_created_listed_and_revoked_from_the_cli(backend: Backend) {
     let database = TestDatabase::migrated(backend);
-    let (code, token, stderr) = run(tollgate(&database, &[]).args([
-        "service-token",
-        "create",
-        "--name",
-        "engine",
-        "--scope",
-        "byok:lease",
-    ]));
+    let (code, token, stderr) = create_service_token(&database, "engine", "byok:lease");
     assert_eq!(code, 0, "{stderr}");
     let token = token.trim().to_owned();
     assert!(token.starts_with("tg_svc_") && token.len() > 40, "{token}");
     assert!(stderr.contains("not shown again"));
 
-    let (code, _, stderr) = run(tollgate(&database, &[]).args([
-        "service-token",
-        "create",
-        "--name",
-        "engine",
-        "--scope",
-        "byok:lease",
-    ]));
+    let (code, _, stderr) = create_service_token(&database, "engine", "byok:lease");
     assert_eq!(code, 2, "duplicate names are refused");
     assert!(stderr.contains("already exists"), "{stderr}");
-    let (code, _, stderr) = run(tollgate(&database, &[]).args([
-        "service-token",
-        "create",
-        "--name",
-        "x",
-        "--scope",
-        "everything",
-    ]));
+    let (code, _, stderr) = create_service_token(&database, "x", "everything");
     assert_eq!(code, 2);
     assert!(stderr.contains("unknown scope"), "{stderr}");
 
-    let (code, list, _) = run(tollgate(&database, &[]).args(["service-token", "list"]));
+    let (code, list, _) = service_token(&database, &["list"]);
     assert_eq!(code, 0);
     assert!(
         list.contains("engine") && list.contains("byok:lease") && list.contains("active"),
         "{list}"
     );
-    assert!(
-        list.contains(&format!("{}…", &token[..13])),
-        "masked id: {list}"
-    );
-    assert!(
-        !list.contains(&token[13..]),
-        "the token itself is never listed"
-    );
+    let masked = format!("{}…", &token[..13]);
+    assert!(list.contains(&masked), "masked id: {list}");
+    let shown = list.contains(&token[13..]);
+    assert!(!shown, "the token itself is never listed");
 
     let app = TestApp::spawn_on(database, backend, |_| {}).await;
     let browser = app.signed_in_customer("cli-lease@example.com").await;
-    browser
-        .add_key("anthropic", crate::vault::ANTHROPIC_KEY)
-        .await;
+    browser.add_key("anthropic", ANTHROPIC_KEY).await;
     let user_id = app.user_id("cli-lease@example.com");
-    assert_eq!(
-        lease_status(&app, &token, user_id, "anthropic").await.0,
-        200
-    );
+    let (status, _) = lease_status(&app, &token, user_id, "anthropic").await;
+    assert_eq!(status, 200);
 
     let database = &app_database(&app);
-    let (code, stdout, _) =
-        run(tollgate(database, &[]).args(["service-token", "revoke", "engine"]));
+    let (code, stdout, _) = service_token(database, &["revoke", "engine"]);
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "revoked 1 service token(s)");
     assert_eq!(
@@ -119,30 +102,15 @@ async fn service_tokens_are_created_listed_and_revoked_from_the_cli(backend: Bac
         401,
         "revoked at once"
     );
-    let (code, _, stderr) =
-        run(tollgate(database, &[]).args(["service-token", "revoke", "engine"]));
+    let (code, _, stderr) = service_token(database, &["revoke", "engine"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no active token named `engine`"));
-    let (code, _, _) = run(tollgate(database, &[]).args(["service-token", "revoke"]));
+    let (code, _, _) = service_token(database, &["revoke"]);
     assert_eq!(code, 2, "a name or --all is required");
 
-    run(tollgate(database, &[]).args([
-        "service-token",
-        "create",
-        "--name",
-        "a",
-        "--scope",
-        "byok:lease",
-    ]));
-    run(tollgate(database, &[]).args([
-        "service-token",
-        "create",
-        "--name",
-        "b",
-        "--scope",
-        "entitlements:read",
-    ]));
-    let (code, stdout, _) = run(tollgate(database, &[]).args(["service-token", "revoke", "--all"]));
+    create_service_token(database, "a", "byok:lease");
+    create_service_token(database, "b", "entitlements:read");
+    let (code, stdout, _) = service_token(database, &["revoke", "--all"]);
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "revoked 2 service token(s)");
     assert_eq!(app.count_events("service_token_created"), 3);
@@ -163,21 +131,78 @@ fn key_for(i: usize) -> String {
 async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Backend) {
     let old = encode_base64(&[0x22; 32]); // the test default ENCRYPTION_KEY
     let new = encode_base64(&[0x44; 32]);
-    let database = TestDatabase::new(backend);
-    let url = database.url_string.clone();
-    let before = TestApp::spawn_on(database, backend, |_| {}).await;
+    let before = TestApp::spawn(backend).await;
+    let (user_ids, customer_owner, webhook) = values_under_the_old_key(&before, &old).await;
+    let handle = before.database_handle();
+    let rotated_env = [
+        ("ENCRYPTION_KEY", new.clone()),
+        ("ENCRYPTION_KEYS_OLD", old.clone()),
+    ];
+    let rotate = |args: &[&str]| run(tollgate(&handle, &rotated_env).arg("rotate-key").args(args));
+    let check = || rotate(&["--check"]);
+
+    let (code, report, _) = check();
+    assert_eq!(code, 0);
+    assert!(
+        report.contains(&format!("byok_keys.secret: {USERS} value(s) under key"))
+            && report.contains("(old)"),
+        "{report}"
+    );
+    assert!(report.contains("run `tollgate rotate-key`"));
+    an_interrupted_rotation_is_rolled_back_then_resumed(&rotate);
+
+    // Meanwhile a server with the new primary and the old key reads every value.
+    let during = TestApp::spawn_on(before.database_handle(), backend, |config| {
+        config.secrets.encryption_key = decode_key::<32>(&new).unwrap();
+        config.secrets.encryption_keys_old = vec![decode_key::<32>(&old).unwrap()];
+    })
+    .await;
+    let token = during.service_token("engine", &[tollgate::service_tokens::Scope::ByokLease]);
+    every_key_leases(&during, &token, &user_ids).await;
+
+    // The rerun finishes the job (the two keys left, the customer id and the webhook payload);
+    // a second rerun has nothing to do.
+    let (code, out, _) = rotate(&[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("re-sealed 4 value(s); 0 remain"), "{out}");
+    let payloads = out.contains("webhook_events.payload_sealed: re-sealed 1");
+    assert!(payloads, "{out}");
+    let customers = out.contains("billing_customers.stripe_customer_sealed: re-sealed 1");
+    assert!(customers, "{out}");
+    let (code, out, _) = rotate(&[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("re-sealed 0 value(s); 0 remain"), "{out}");
+    assert!(check().1.contains("old keys can be removed"));
+
+    // The old key can go: a server with only the new key reads everything.
+    let after = TestApp::spawn_on(before.database_handle(), backend, |config| {
+        config.secrets.encryption_key = decode_key::<32>(&new).unwrap();
+    })
+    .await;
+    every_key_leases(&after, &token, &user_ids).await;
+    the_new_key_alone_opens_everything(&after, &new, customer_owner, &webhook).await;
+    // And a keyring missing a key that still holds values says so (exit 1).
+    let third = encode_base64(&[0x55; 32]);
+    let (code, _, stderr) =
+        run(tollgate(&handle, &[("ENCRYPTION_KEY", third)]).args(["rotate-key", "--check"]));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("not configured"), "{stderr}");
+    assert!(after.count_events("encryption_key_rotated") >= 3);
+}
+
+/// Values sealed under `old`: a BYOK key for each of `USERS` customers, one Stripe customer id
+/// (bound to the first) and one stored webhook payload. The users' ids, the customer id's
+/// owner and the webhook event.
+async fn values_under_the_old_key(app: &TestApp, old: &str) -> (Vec<i64>, i64, serde_json::Value) {
     let mut user_ids = Vec::new();
     for i in 0..USERS {
         let email = format!("rot{i}@example.com");
-        let browser = before.signed_in_customer(&email).await;
-        assert_eq!(
-            browser.add_key("anthropic", &key_for(i)).await.status(),
-            303
-        );
-        user_ids.push(before.user_id(&email));
+        let browser = app.signed_in_customer(&email).await;
+        let res = browser.add_key("anthropic", &key_for(i)).await;
+        assert_eq!(res.status(), 303);
+        user_ids.push(app.user_id(&email));
     }
-    // One sealed Stripe customer id too, under the old key, bound to the first user.
-    let old_ring = tollgate::crypto::Keyring::new(&decode_key::<32>(&old).unwrap(), &[]);
+    let old_ring = tollgate::crypto::Keyring::new(&decode_key::<32>(old).unwrap(), &[]);
     let customer_owner = user_ids[0];
     let sealed = old_ring
         .seal(
@@ -194,52 +219,27 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         created_at: tollgate::db::now(),
         index_key_id: None,
     };
-    before.query(move |conn| tollgate::db::models::billing_customer::insert(conn, &row));
-    // And one stored webhook payload.
+    app.query(move |conn| tollgate::db::models::billing_customer::insert(conn, &row));
     let webhook = stripe_event("payout.created", "evt_1Rotation");
-    before.assert_webhook_accepted(&webhook).await;
-    let handle = before.database_handle();
-    let rotated_env = [
-        ("ENCRYPTION_KEY", new.clone()),
-        ("ENCRYPTION_KEYS_OLD", old.clone()),
-    ];
-    let check = || run(tollgate(&handle, &rotated_env).args(["rotate-key", "--check"]));
+    app.assert_webhook_accepted(&webhook).await;
+    (user_ids, customer_owner, webhook)
+}
 
-    let (code, report, _) = check();
-    assert_eq!(code, 0);
-    assert!(
-        report.contains(&format!("byok_keys.secret: {USERS} value(s) under key"))
-            && report.contains("(old)"),
-        "{report}"
-    );
-    assert!(report.contains("run `tollgate rotate-key`"));
-
-    // A crash in the middle of a batch: the transaction rolls back, nothing is half-done.
-    let (code, _, stderr) = run(tollgate(&handle, &rotated_env).args([
-        "rotate-key",
-        "--batch-size",
-        "3",
-        "--fail-after",
-        "2",
-    ]));
+/// A crash in the middle of a batch rolls back (nothing is half-done); a run stopped after
+/// part of the work leaves the rest under the old key.
+fn an_interrupted_rotation_is_rolled_back_then_resumed(rotate: &dyn Fn(&[&str]) -> Outcome) {
+    let (code, _, stderr) = rotate(&["--batch-size", "3", "--fail-after", "2"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("fault injection"), "{stderr}");
-    assert!(
-        check().1.contains(&format!("{USERS} value(s) under key")),
-        "rolled back"
-    );
+    let report = rotate(&["--check"]).1;
+    let all_old = report.contains(&format!("{USERS} value(s) under key"));
+    assert!(all_old, "rolled back");
 
     // Stopped after part of the work: 3 moved, 2 left.
-    let (code, out, _) = run(tollgate(&handle, &rotated_env).args([
-        "rotate-key",
-        "--batch-size",
-        "2",
-        "--max-rows",
-        "3",
-    ]));
+    let (code, out, _) = rotate(&["--batch-size", "2", "--max-rows", "3"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("re-sealed 3 value(s); 4 remain"), "{out}");
-    let report = check().1;
+    let report = rotate(&["--check"]).1;
     assert!(
         report.contains("3 value(s) under key") && report.contains("(primary)"),
         "{report}"
@@ -248,69 +248,37 @@ async fn rotate_key_is_resumable_idempotent_and_safe_while_serving(backend: Back
         report.contains("2 value(s) under key") && report.contains("(old)"),
         "{report}"
     );
+}
 
-    // Meanwhile a server with the new primary and the old key reads every value.
-    let during = TestApp::spawn_on(before.database_handle(), backend, |config| {
-        config.secrets.encryption_key = decode_key::<32>(&new).unwrap();
-        config.secrets.encryption_keys_old = vec![decode_key::<32>(&old).unwrap()];
-    })
-    .await;
-    let token = during.service_token("engine", &[tollgate::service_tokens::Scope::ByokLease]);
+/// Every user's key leases (and is the one they saved) through `app`.
+async fn every_key_leases(app: &TestApp, token: &str, user_ids: &[i64]) {
     for (i, user_id) in user_ids.iter().enumerate() {
-        let (status, body) = lease_status(&during, &token, *user_id, "anthropic").await;
+        let (status, body) = lease_status(app, token, *user_id, "anthropic").await;
         assert_eq!(status, 200);
         assert_eq!(body["api_key"], key_for(i));
     }
+}
 
-    // The rerun finishes the job (the two keys left, the customer id and the webhook payload);
-    // a second rerun has nothing to do.
-    let (code, out, _) = run(tollgate(&handle, &rotated_env).arg("rotate-key"));
-    assert_eq!(code, 0);
-    assert!(out.contains("re-sealed 4 value(s); 0 remain"), "{out}");
-    assert!(
-        out.contains("webhook_events.payload_sealed: re-sealed 1"),
-        "{out}"
-    );
-    assert!(
-        out.contains("billing_customers.stripe_customer_sealed: re-sealed 1"),
-        "{out}"
-    );
-    let (code, out, _) = run(tollgate(&handle, &rotated_env).arg("rotate-key"));
-    assert_eq!(code, 0);
-    assert!(out.contains("re-sealed 0 value(s); 0 remain"), "{out}");
-    assert!(check().1.contains("old keys can be removed"));
-
-    // The old key can go: a server with only the new key reads everything.
-    let after = TestApp::spawn_on(before.database_handle(), backend, |config| {
-        config.secrets.encryption_key = decode_key::<32>(&new).unwrap();
-    })
-    .await;
-    for (i, user_id) in user_ids.iter().enumerate() {
-        let (status, body) = lease_status(&after, &token, *user_id, "anthropic").await;
-        assert_eq!(status, 200);
-        assert_eq!(body["api_key"], key_for(i));
-    }
-    let new_ring = tollgate::crypto::Keyring::new(&decode_key::<32>(&new).unwrap(), &[]);
-    let customer = tollgate::billing::customers::customer_id(&after.db, &new_ring, customer_owner)
+/// With only the `new` key, the Stripe customer id and the webhook payload still open.
+async fn the_new_key_alone_opens_everything(
+    app: &TestApp,
+    new: &str,
+    customer_owner: i64,
+    webhook: &serde_json::Value,
+) {
+    let new_ring = tollgate::crypto::Keyring::new(&decode_key::<32>(new).unwrap(), &[]);
+    let customer = tollgate::billing::customers::customer_id(&app.db, &new_ring, customer_owner)
         .await
         .unwrap();
     assert_eq!(customer.as_deref(), Some("cus_DUMMYrotation"));
-    let stored = after
+    let stored = app
         .query(|conn| tollgate::db::models::webhook_event::find(conn, "evt_1Rotation"))
         .unwrap();
     let payload = tollgate::webhooks::open_payload(&new_ring, &stored).unwrap();
     assert_eq!(
-        serde_json::from_slice::<serde_json::Value>(&payload).unwrap(),
+        &serde_json::from_slice::<serde_json::Value>(&payload).unwrap(),
         webhook
     );
-    // And a keyring missing a key that still holds values says so (exit 1).
-    let third = encode_base64(&[0x55; 32]);
-    let (code, _, stderr) =
-        run(tollgate(&handle, &[("ENCRYPTION_KEY", third)]).args(["rotate-key", "--check"]));
-    assert_eq!(code, 1);
-    assert!(stderr.contains("not configured"), "{stderr}");
-    assert!(after.count_events("encryption_key_rotated") >= 3);
-    let _ = url;
 }
 
 async fn revoke_sessions_signs_everyone_out(backend: Backend) {
@@ -338,9 +306,7 @@ async fn revoke_sessions_signs_everyone_out(backend: Backend) {
 async fn leases_can_be_switched_off_and_on(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let browser = app.signed_in_customer("switch@example.com").await;
-    browser
-        .add_key("anthropic", crate::vault::ANTHROPIC_KEY)
-        .await;
+    browser.add_key("anthropic", ANTHROPIC_KEY).await;
     let user_id = app.user_id("switch@example.com");
     let token = app.service_token("engine", &[tollgate::service_tokens::Scope::ByokLease]);
     let handle = app.database_handle();
@@ -380,7 +346,7 @@ fn stripe_env() -> Vec<(&'static str, String)> {
     ]
 }
 
-fn validate(dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> (i32, String, String) {
+fn validate(dir: &std::path::Path, env: &[(&str, String)], args: &[&str]) -> Outcome {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.env_clear()
         .current_dir(dir)
@@ -553,7 +519,7 @@ async fn validate_secrets_can_make_one_read_only_call_to_stripe() {
 
 // --- secret scanning ----------------------------------------------------------------------------
 
-fn scan(repo: &std::path::Path) -> (i32, String, String) {
+fn scan(repo: &std::path::Path) -> Outcome {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/secret-scan");
     run(Command::new(script).arg(repo))
 }

@@ -57,15 +57,9 @@ fn rotating_env() -> Vec<(&'static str, String)> {
 }
 
 async fn entitlements(app: &TestApp, token: &str, user_id: i64) -> (u16, Value) {
-    let res = reqwest::Client::new()
-        .get(format!(
-            "{}/internal/v1/entitlements/{user_id}",
-            app.address
-        ))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+    let res = app
+        .internal_get(&format!("entitlements/{user_id}"), token)
+        .await;
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or_default())
 }
@@ -114,12 +108,7 @@ async fn subscription_events_still_apply_during_a_pepper_rotation(backend: Backe
     let browser = before.signed_in_customer("rotating@example.com").await;
     before.subscribe(&browser, "pro").await;
     let user_id = before.user_id("rotating@example.com");
-    let sub_id: String = before.query(move |conn| {
-        Ok(subscriptions::table
-            .filter(subscriptions::user_id.eq(user_id))
-            .select(subscriptions::stripe_subscription_id)
-            .first(conn)?)
-    });
+    let sub_id = before.subscription_id(user_id);
     let mut sub = before
         .stripe_get(&format!("/v1/subscriptions/{sub_id}"))
         .await;
@@ -157,29 +146,14 @@ async fn subscription_events_still_apply_during_a_pepper_rotation(backend: Backe
 /// indexes had a key of their own. Then the old pepper can go and events still apply.
 async fn rotate_key_rebuilds_blind_indexes_so_the_old_pepper_can_go(backend: Backend) {
     let before = TestApp::spawn(backend).await;
-    let mut customers = Vec::new();
-    for n in 0..3 {
-        before
-            .signed_in_customer(&format!("idx{n}@example.com"))
-            .await;
-        let customer = format!("cus_DUMMYpepper{n}");
-        let user = before.user_id(&format!("idx{n}@example.com"));
-        before
-            .assert_webhook_accepted(&checkout(user, &customer, &format!("evt_1PepperCo{n}")))
-            .await;
-        customers.push(customer);
-    }
-    // Indexed by an earlier version: HMAC keyed by the pepper itself, no pepper id recorded.
-    before.signed_in_customer("idx3@example.com").await;
-    let legacy_user = before.user_id("idx3@example.com");
-    customers.push(insert_legacy_customer(
-        &before,
-        legacy_user,
-        "cus_DUMMYpepper3",
-    ));
-
+    let customers = customers_under_the_old_pepper(&before).await;
     let handle = before.database_handle();
-    let check = || run(tollgate(&handle, &rotating_env()).args(["rotate-key", "--check"]));
+    let rotate = |args: &[&str]| {
+        run(tollgate(&handle, &rotating_env())
+            .arg("rotate-key")
+            .args(args))
+    };
+    let check = || rotate(&["--check"]);
     let (code, report, _) = check();
     assert_eq!(code, 0, "{report}");
     let old_id = pepper_id(OLD);
@@ -191,11 +165,6 @@ async fn rotate_key_rebuilds_blind_indexes_so_the_old_pepper_can_go(backend: Bac
     );
 
     // A crash mid-batch rolls the batch back; a staged run does 3; the rerun finishes.
-    let rotate = |args: &[&str]| {
-        run(tollgate(&handle, &rotating_env())
-            .arg("rotate-key")
-            .args(args))
-    };
     let (code, _, stderr) = rotate(&["--batch-size", "3", "--fail-after", "2"]);
     assert_eq!(code, 1);
     assert!(stderr.contains("fault injection"), "{stderr}");
@@ -206,35 +175,66 @@ async fn rotate_key_rebuilds_blind_indexes_so_the_old_pepper_can_go(backend: Bac
 
     // Meanwhile, a server mid-rotation finds every customer, rebuilt or not.
     let during = TestApp::spawn_on(before.database_handle(), backend, rotating).await;
-    for (n, customer) in customers.iter().enumerate() {
-        let update = fixture_subscription(customer, n);
-        let id = format!("evt_1PepperMid{n}");
-        during
-            .assert_webhook_accepted(&subscription_event(
-                "customer.subscription.updated",
-                &id,
-                &update,
-                5,
-            ))
-            .await;
-        assert_eq!(status_of(&during, &id), "applied", "{customer}");
-    }
+    every_customer_is_found(&during, &customers, "updated", "evt_1PepperMid").await;
 
     let (code, out, _) = rotate(&[]);
     assert_eq!(code, 0);
     assert!(out.contains("rebuilt 1 blind index(es); 0 remain"), "{out}");
     let (_, out, _) = rotate(&[]);
-    assert!(
-        out.contains("rebuilt 0 blind index(es); 0 remain"),
-        "idempotent: {out}"
-    );
-    assert!(
-        check()
-            .1
-            .contains("old peppers can be removed from TOKEN_PEPPERS_OLD")
-    );
+    let idempotent = out.contains("rebuilt 0 blind index(es); 0 remain");
+    assert!(idempotent, "idempotent: {out}");
+    let report = check().1;
+    assert!(report.contains("old peppers can be removed from TOKEN_PEPPERS_OLD"));
+    every_index_is_under_the_new_pepper(&before, &customers);
+
+    // The old pepper gone: cancellations still reach every customer.
+    let after = TestApp::spawn_on(before.database_handle(), backend, rotated).await;
+    every_customer_is_found(&after, &customers, "deleted", "evt_1PepperAfter").await;
+}
+
+/// Four customers indexed under the old pepper: three linked by a checkout, one indexed by an
+/// earlier version (HMAC keyed by the pepper itself, no pepper id recorded). Their Stripe ids.
+async fn customers_under_the_old_pepper(app: &TestApp) -> Vec<String> {
+    let mut customers = Vec::new();
+    for n in 0..3 {
+        app.signed_in_customer(&format!("idx{n}@example.com")).await;
+        let customer = format!("cus_DUMMYpepper{n}");
+        let user = app.user_id(&format!("idx{n}@example.com"));
+        let event = checkout(user, &customer, &format!("evt_1PepperCo{n}"));
+        app.assert_webhook_accepted(&event).await;
+        customers.push(customer);
+    }
+    app.signed_in_customer("idx3@example.com").await;
+    let legacy_user = app.user_id("idx3@example.com");
+    customers.push(insert_legacy_customer(app, legacy_user, "cus_DUMMYpepper3"));
+    customers
+}
+
+/// A subscription event for each customer (`updated`, or `deleted` as a cancellation) is
+/// applied: the app finds the customer by its blind index.
+async fn every_customer_is_found(app: &TestApp, customers: &[String], change: &str, ids: &str) {
+    for (n, customer) in customers.iter().enumerate() {
+        let mut sub = fixture_subscription(customer, n);
+        let id = format!("{ids}{n}");
+        let (kind, ahead) = if change == "deleted" {
+            sub["status"] = json!("canceled");
+            ("customer.subscription.deleted", 10)
+        } else {
+            ("customer.subscription.updated", 5)
+        };
+        let event = subscription_event(kind, &id, &sub, ahead);
+        app.assert_webhook_accepted(&event).await;
+        assert_eq!(status_of(app, &id), "applied", "{customer}");
+        if change == "deleted" {
+            assert_eq!(subscription_status(app, n).as_deref(), Some("canceled"));
+        }
+    }
+}
+
+/// Every customer's blind index is the new pepper's digest, recorded under its id.
+fn every_index_is_under_the_new_pepper(app: &TestApp, customers: &[String]) {
     let new = TokenHasher::new(&pepper(NEW), &[]);
-    let rows: Vec<(String, Option<String>)> = before.query(|conn| {
+    let rows: Vec<(String, Option<String>)> = app.query(|conn| {
         Ok(billing_customers::table
             .order(billing_customers::user_id)
             .select((
@@ -243,30 +243,12 @@ async fn rotate_key_rebuilds_blind_indexes_so_the_old_pepper_can_go(backend: Bac
             ))
             .load(conn)?)
     });
-    for ((index, indexed_under), customer) in rows.iter().zip(&customers) {
+    for ((index, indexed_under), customer) in rows.iter().zip(customers) {
         assert_eq!(
             index,
             &new.digest(Domain::StripeCustomerId, customer.as_bytes())
         );
         assert_eq!(indexed_under.as_deref(), Some(pepper_id(NEW).as_str()));
-    }
-
-    // The old pepper gone: cancellations still reach every customer.
-    let after = TestApp::spawn_on(before.database_handle(), backend, rotated).await;
-    for (n, customer) in customers.iter().enumerate() {
-        let mut sub = fixture_subscription(customer, n);
-        sub["status"] = json!("canceled");
-        let id = format!("evt_1PepperAfter{n}");
-        after
-            .assert_webhook_accepted(&subscription_event(
-                "customer.subscription.deleted",
-                &id,
-                &sub,
-                10,
-            ))
-            .await;
-        assert_eq!(status_of(&after, &id), "applied", "{customer}");
-        assert_eq!(subscription_status(&after, n).as_deref(), Some("canceled"));
     }
 }
 

@@ -290,6 +290,28 @@ impl TestApp {
         self.query(|conn| Ok(sessions::table.count().get_result(conn)?))
     }
 
+    /// The Stripe id of the subscription `user_id` holds.
+    pub fn subscription_id(&self, user_id: i64) -> String {
+        use tollgate::db::schema::subscriptions;
+        self.query(move |conn| {
+            Ok(subscriptions::table
+                .filter(subscriptions::user_id.eq(user_id))
+                .select(subscriptions::stripe_subscription_id)
+                .first(conn)?)
+        })
+    }
+
+    /// The status of the subscription `user_id` holds, as Tollgate recorded it.
+    pub fn subscription_status(&self, user_id: i64) -> String {
+        use tollgate::db::schema::subscriptions;
+        self.query(move |conn| {
+            Ok(subscriptions::table
+                .filter(subscriptions::user_id.eq(user_id))
+                .select(subscriptions::status)
+                .first(conn)?)
+        })
+    }
+
     /// Makes an existing account an admin, as `create-admin` would.
     pub fn promote_to_admin(&self, email: &str) {
         let email = email.to_owned();

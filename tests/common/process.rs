@@ -3,19 +3,21 @@
 
 use std::process::{Command, Output};
 
-/// Runs `cmd` to its end: its exit code (-1 when killed by a signal), standard output and
+/// How a command ended: its exit code (-1 when killed by a signal), standard output and
 /// standard error.
-pub fn run(cmd: &mut Command) -> (i32, String, String) {
+pub type Outcome = (i32, String, String);
+
+/// Runs `cmd` to its end.
+pub fn run(cmd: &mut Command) -> Outcome {
     outcome(cmd.output().unwrap())
 }
 
-/// Runs `cmd` to its end with `stdin` written to its standard input (a password, say): its
-/// exit code, standard output and standard error.
-pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> (i32, String, String) {
+/// Runs `cmd` to its end with `stdin` written to its standard input (a password, say).
+pub fn run_with_stdin(cmd: &mut Command, stdin: &str) -> Outcome {
     outcome(output_with_stdin(cmd, stdin))
 }
 
-fn outcome(output: Output) -> (i32, String, String) {
+fn outcome(output: Output) -> Outcome {
     let Output {
         status,
         stdout,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use serde_json::Value;
-use tollgate::db::schema::{subscriptions, webhook_events};
+use tollgate::db::schema::webhook_events;
 
 use super::{eventually, stored_count, subscription};
 use crate::common::{Backend, Browser, TestApp, location};
@@ -19,12 +19,7 @@ async fn the_simulators_signed_deliveries_drive_billing_end_to_end(backend: Back
     let customer = app.signed_in_customer("buyer@example.com").await;
     app.subscribe(&customer, "pro").await;
     let user_id = app.user_id("buyer@example.com");
-    let sub_id: String = app.query(move |conn| {
-        Ok(subscriptions::table
-            .filter(subscriptions::user_id.eq(user_id))
-            .select(subscriptions::stripe_subscription_id)
-            .first(conn)?)
-    });
+    let sub_id = app.subscription_id(user_id);
     eventually("the checkout's events are applied", || {
         [
             "checkout.session.completed",
