@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tollgate::secret::encode_base64;
 
-use crate::common::{Browser, PASSWORD, hidden, location};
+use crate::common::{Browser, PASSWORD, location};
 
 /// A running `tollgate serve --with-stripe-sim` in `dir`, with everything it wrote to stderr.
 struct Demo {
@@ -94,14 +94,7 @@ async fn eventually<T, F: std::future::Future<Output = Option<T>>>(check: impl F
 /// Chooses `plan` on the pricing page and pays on the simulator's checkout page.
 async fn subscribe(browser: &Browser, sim: &reqwest::Client, plan: &str, name: &str) {
     let base = &browser.base;
-    let op = hidden(&browser.get_text("/pricing").await, "operation_id");
-    let res = browser
-        .submit(
-            "/pricing",
-            "/billing/checkout",
-            &[("plan", plan), ("operation_id", &op)],
-        )
-        .await;
+    let res = browser.choose_plan(plan).await;
     assert_eq!(res.status(), 303);
     let checkout = location(&res);
     assert!(checkout.contains("/checkout/cs_test_"), "{checkout}");
@@ -138,9 +131,8 @@ async fn subscribe(browser: &Browser, sim: &reqwest::Client, plan: &str, name: &
 
 /// Opens the Billing Portal from the account page and switches to the plan labelled `label`.
 async fn switch_plan_in_the_portal(browser: &Browser, sim: &reqwest::Client, label: &str) {
-    let op = hidden(&browser.get_text("/account").await, "operation_id");
     let res = browser
-        .submit("/account", "/billing/portal", &[("operation_id", &op)])
+        .submit_operation("/account", "/billing/portal", &[])
         .await;
     assert_eq!(res.status(), 303);
     let portal = location(&res);
@@ -216,7 +208,39 @@ async fn the_offline_demo_round_trips_webhooks_and_keeps_its_database_across_res
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
+    let sim = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let demo = Demo::start(dir.path(), &[]).await;
+    subscribe_and_switch_plans_in_the_portal(&demo, &sim).await;
+    let log = demo.stop();
+    assert!(
+        !log.contains("whsec_"),
+        "the endpoint secret is never printed: {log}"
+    );
+    let demo = Demo::start(dir.path(), &[]).await;
+    a_restart_keeps_the_account(&demo, &sim).await;
+    demo.stop();
+
+    let demo = Demo::start(dir.path(), &["--fresh"]).await;
+    let browser = Browser::new(&demo.base);
+    assert_eq!(
+        browser.login("demo@example.com", PASSWORD).await.status(),
+        401,
+        "--fresh starts over"
+    );
+    assert_eq!(
+        browser.signup("demo@example.com", PASSWORD).await.status(),
+        303
+    );
+    demo.stop();
+}
+
+/// The first run: sign up, subscribe to Starter, switch to Pro in the simulator's portal and
+/// see the change arrive by signed webhook (account page, and `/admin/webhooks` through the
+/// admin command the demo printed).
+async fn subscribe_and_switch_plans_in_the_portal(demo: &Demo, sim: &reqwest::Client) {
     let browser = Browser::new(&demo.base);
     assert_eq!(
         browser.signup("demo@example.com", PASSWORD).await.status(),
@@ -226,18 +250,14 @@ async fn the_offline_demo_round_trips_webhooks_and_keeps_its_database_across_res
     assert!(
         pricing.contains("Starter") && pricing.contains("Pro") && pricing.contains("$9.00 / month")
     );
-    let sim = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    subscribe(&browser, &sim, "starter", "Starter").await;
+    subscribe(&browser, sim, "starter", "Starter").await;
     let account = browser.get_text("/account").await;
     assert!(
         account.contains("Starter") && account.contains(">active<"),
         "{account}"
     );
 
-    switch_plan_in_the_portal(&browser, &sim, "Pro").await;
+    switch_plan_in_the_portal(&browser, sim, "Pro").await;
     let account = eventually(|| async {
         let page = browser.get_text("/account").await;
         page.contains("<dd>Pro</dd>").then_some(page)
@@ -256,13 +276,11 @@ async fn the_offline_demo_round_trips_webhooks_and_keeps_its_database_across_res
         page.contains("customer.subscription.updated").then_some(())
     })
     .await;
-    let log = demo.stop();
-    assert!(
-        !log.contains("whsec_"),
-        "the endpoint secret is never printed: {log}"
-    );
+}
 
-    let demo = Demo::start(dir.path(), &[]).await;
+/// A restart keeps the database (the account and its plan); the simulator starts empty and
+/// the kept plans are published to it again, once.
+async fn a_restart_keeps_the_account(demo: &Demo, sim: &reqwest::Client) {
     assert!(
         demo.log().contains("kept from the last run"),
         "{}",
@@ -278,33 +296,18 @@ async fn the_offline_demo_round_trips_webhooks_and_keeps_its_database_across_res
         account.contains("<dd>Pro</dd>"),
         "the account survived: {account}"
     );
-    // The simulator starts empty on every run; the kept plans are published to it again.
     let newcomer = Browser::new(&demo.base);
     assert_eq!(
         newcomer.signup("new@example.com", PASSWORD).await.status(),
         303
     );
-    subscribe(&newcomer, &sim, "starter", "Starter").await;
+    subscribe(&newcomer, sim, "starter", "Starter").await;
     let pricing = newcomer.get_text("/pricing").await;
     assert_eq!(
         pricing.matches("$9.00 / month").count(),
         1,
         "no duplicate plans: {pricing}"
     );
-    demo.stop();
-
-    let demo = Demo::start(dir.path(), &["--fresh"]).await;
-    let browser = Browser::new(&demo.base);
-    assert_eq!(
-        browser.login("demo@example.com", PASSWORD).await.status(),
-        401,
-        "--fresh starts over"
-    );
-    assert_eq!(
-        browser.signup("demo@example.com", PASSWORD).await.status(),
-        303
-    );
-    demo.stop();
 }
 
 fn production(args: &[&str], extra: &[(&str, &str)]) -> (i32, String) {

@@ -254,21 +254,7 @@ async fn the_yearly_switch_needs_a_yearly_price_and_checkout_charges_it(backend:
 
     let solo = [("name", "Solo"), ("slug", "solo"), ("amount", "900")];
     assert_eq!(save_plan(&admin, None, &solo).await.status(), 303);
-    let html = app.browser().get_text("/pricing").await;
-    let solo = card(&html, "Solo");
-    assert!(solo.contains("Billed monthly only.") && solo.matches("$9.00 / month").count() == 1);
-    assert!(html.contains(r#"type="radio" name="period" id="period-month""#));
-    assert!(html.contains(r#"<label for="period-year">Yearly</label>"#));
-    let pro = card(&html, "Pro");
-    assert!(pro.contains("$25.00 / month") && pro.contains("$250.00 / year"));
-    assert!(pro.contains("Save 16% with yearly billing"));
-    assert!(!pro.contains("only."), "Pro is sold both ways");
-    assert!(links(&pro).contains(&"/signup?plan=pro&interval=year".to_owned()));
-    assert!(links(&pro).contains(&"/signup?plan=pro&interval=month".to_owned()));
-    assert!(
-        !html.contains("<script") && !html.contains("style="),
-        "CSP-clean"
-    );
+    the_pricing_page_offers_pro_both_ways(&app.browser().get_text("/pricing").await);
     assert!(
         app.browser()
             .get_text("/pricing?interval=year")
@@ -294,6 +280,25 @@ async fn the_yearly_switch_needs_a_yearly_price_and_checkout_charges_it(backend:
     assert!(
         card(&html, "Pro").contains("Your current plan"),
         "a yearly subscriber's plan is marked"
+    );
+}
+
+/// Pro (monthly and yearly) has the period switch and both prices, Solo (monthly only) says
+/// so; no script or inline style.
+fn the_pricing_page_offers_pro_both_ways(html: &str) {
+    let solo = card(html, "Solo");
+    assert!(solo.contains("Billed monthly only.") && solo.matches("$9.00 / month").count() == 1);
+    assert!(html.contains(r#"type="radio" name="period" id="period-month""#));
+    assert!(html.contains(r#"<label for="period-year">Yearly</label>"#));
+    let pro = card(html, "Pro");
+    assert!(pro.contains("$25.00 / month") && pro.contains("$250.00 / year"));
+    assert!(pro.contains("Save 16% with yearly billing"));
+    assert!(!pro.contains("only."), "Pro is sold both ways");
+    assert!(links(&pro).contains(&"/signup?plan=pro&interval=year".to_owned()));
+    assert!(links(&pro).contains(&"/signup?plan=pro&interval=month".to_owned()));
+    assert!(
+        !html.contains("<script") && !html.contains("style="),
+        "CSP-clean"
     );
 }
 
@@ -328,10 +333,7 @@ async fn yearly_prices_are_replaced_dropped_and_archived_at_stripe(backend: Back
     save_plan(&admin, Some(first.id), &[("yearly_amount", "20000")]).await;
     let yearly = plan_ids(&app, "pro").yearly_price.unwrap();
     let archive = format!("/admin/plans/{}/archive", first.id);
-    let op = hidden(&admin.get_text(&archive).await, "operation_id");
-    admin
-        .submit(&archive, &archive, &[("operation_id", &op)])
-        .await;
+    admin.submit_operation(&archive, &archive, &[]).await;
     assert_eq!(
         app.stripe_get(&format!("/v1/prices/{yearly}")).await["active"],
         false
@@ -345,10 +347,7 @@ async fn forged_intervals_and_archived_plans_never_reach_stripe(backend: Backend
     save_plan(&admin, None, &[("name", "Old"), ("slug", "old")]).await;
     let old = plan_ids(&app, "old").id;
     let archive = format!("/admin/plans/{old}/archive");
-    let op = hidden(&admin.get_text(&archive).await, "operation_id");
-    admin
-        .submit(&archive, &archive, &[("operation_id", &op)])
-        .await;
+    admin.submit_operation(&archive, &archive, &[]).await;
 
     let customer = app.signed_in_customer("forger@example.com").await;
     for (plan, interval, status) in [
@@ -500,10 +499,7 @@ async fn a_bogus_plan_choice_is_ignored_safely(backend: Backend) {
     save_plan(&admin, None, &[("name", "Old"), ("slug", "old")]).await;
     let old = plan_ids(&app, "old").id;
     let archive = format!("/admin/plans/{old}/archive");
-    let op = hidden(&admin.get_text(&archive).await, "operation_id");
-    admin
-        .submit(&archive, &archive, &[("operation_id", &op)])
-        .await;
+    admin.submit_operation(&archive, &archive, &[]).await;
 
     let long = format!("/signup?plan={}", "p".repeat(5000));
     for query in [
@@ -581,43 +577,9 @@ async fn a_free_plan_subscribes_without_checkout_or_a_card(backend: Backend) {
         .get_text("/billing/checkout?plan=hobby&interval=month")
         .await;
     assert!(confirm.contains("Start the Hobby plan") && confirm.contains("no card needed"));
-    // Two tabs at once still make one subscription.
-    let (first, second) = futures_util::join!(
-        customer.choose_plan_billed("hobby", ""),
-        customer.choose_plan_billed("hobby", "month")
-    );
-    // Whichever finishes first started the plan (no Checkout); the other did too (the same
-    // Stripe write, replayed) or found it and went to the portal.
-    let landed = [location(&first), location(&second)];
-    assert!(landed.contains(&"/account".to_owned()), "{landed:?}");
-    assert!(
-        landed
-            .iter()
-            .all(|l| l == "/account" || l.contains("/portal/bps_")),
-        "{landed:?}"
-    );
-    assert!(customer.get_text("/account").await.contains("Hobby"));
-    assert_eq!(subscription_count(&app, "free@example.com"), 1);
-    assert_eq!(
-        count_stripe_events(&app, "customer.subscription.created").await,
-        1
-    );
-    assert_eq!(
-        count_stripe_events(&app, "checkout.session.completed").await,
-        0
-    );
-    assert_eq!(
-        count_stripe_events(&app, "payment_intent.succeeded").await,
-        0
-    );
+    two_tabs_start_one_subscription_without_checkout(&app, &customer).await;
     let user = app.user_id("free@example.com");
-    let status: String = app.query(move |conn| {
-        Ok(subscriptions::table
-            .filter(subscriptions::user_id.eq(user))
-            .select(subscriptions::status)
-            .first(conn)?)
-    });
-    assert_eq!(status, "active");
+    assert_eq!(app.subscription_status(user), "active");
     let events = app.events("free_subscription_started");
     assert_eq!(events.len(), 1);
     assert_eq!(
@@ -636,6 +598,39 @@ async fn a_free_plan_subscribes_without_checkout_or_a_card(backend: Backend) {
         );
     }
     assert_eq!(subscription_count(&app, "free@example.com"), 1);
+}
+
+/// Two tabs choosing the free plan at once still make one subscription, with no Checkout and
+/// no payment at Stripe.
+async fn two_tabs_start_one_subscription_without_checkout(app: &TestApp, customer: &Browser) {
+    let (first, second) = futures_util::join!(
+        customer.choose_plan_billed("hobby", ""),
+        customer.choose_plan_billed("hobby", "month")
+    );
+    // Whichever finishes first started the plan (no Checkout); the other did too (the same
+    // Stripe write, replayed) or found it and went to the portal.
+    let landed = [location(&first), location(&second)];
+    assert!(landed.contains(&"/account".to_owned()), "{landed:?}");
+    assert!(
+        landed
+            .iter()
+            .all(|l| l == "/account" || l.contains("/portal/bps_")),
+        "{landed:?}"
+    );
+    assert!(customer.get_text("/account").await.contains("Hobby"));
+    assert_eq!(subscription_count(app, "free@example.com"), 1);
+    assert_eq!(
+        count_stripe_events(app, "customer.subscription.created").await,
+        1
+    );
+    assert_eq!(
+        count_stripe_events(app, "checkout.session.completed").await,
+        0
+    );
+    assert_eq!(
+        count_stripe_events(app, "payment_intent.succeeded").await,
+        0
+    );
 }
 
 async fn the_flash_after_a_rename_names_the_plan_as_it_is_now(backend: Backend) {

@@ -3,7 +3,7 @@
 //! limited per account too, IPv6 clients count by their /64, argon2 work is capped, and idle
 //! limiter keys are swept.
 
-use crate::common::{Backend, TestApp};
+use crate::common::{Backend, PASSWORD, TestApp};
 use crate::on_both_backends;
 use tollgate::config::RateLimit;
 
@@ -222,30 +222,16 @@ async fn failures_from_many_addresses_lock_the_account(backend: Backend) {
     app.signed_in_customer("victim@example.com").await;
     let browser = app.browser();
     let token = browser.csrf_token("/login").await;
+    let from = async |client: &str, email: &str, password: &str| {
+        sign_in_from(&browser, &token, client, email, password).await
+    };
     for i in 0..10 {
         let client = format!("198.51.100.{i}");
-        let res = sign_in_from(
-            &browser,
-            &token,
-            &client,
-            "Victim@Example.com",
-            "a wrong guess",
-        )
-        .await;
-        assert_eq!(
-            res.status(),
-            401,
-            "guess {i}: each address is well under its own limit"
-        );
+        let res = from(&client, "Victim@Example.com", "a wrong guess").await;
+        let under = "each address is well under its own limit";
+        assert_eq!(res.status(), 401, "guess {i}: {under}");
     }
-    let locked = sign_in_from(
-        &browser,
-        &token,
-        "198.51.100.77",
-        "victim@example.com",
-        "guess 11",
-    )
-    .await;
+    let locked = from("198.51.100.77", "victim@example.com", "guess 11").await;
     assert_eq!(
         locked.status(),
         429,
@@ -259,41 +245,19 @@ async fn failures_from_many_addresses_lock_the_account(backend: Backend) {
         )),
         "the form says how long to wait"
     );
-    let right = sign_in_from(
-        &browser,
-        &token,
-        "198.51.100.78",
-        "victim@example.com",
-        crate::common::PASSWORD,
-    )
-    .await;
+    let right = from("198.51.100.78", "victim@example.com", PASSWORD).await;
     assert_eq!(
         right.status(),
         429,
         "while locked, not even the right password is checked"
     );
 
-    let other = sign_in_from(
-        &browser,
-        &token,
-        "198.51.100.79",
-        "other@example.com",
-        "guess",
-    )
-    .await;
+    let other = from("198.51.100.79", "other@example.com", "guess").await;
     assert_eq!(other.status(), 401, "other accounts are unaffected");
     for i in 0..10 {
-        let client = format!("203.0.113.{i}");
-        sign_in_from(&browser, &token, &client, "nobody@example.com", "guess").await;
+        from(&format!("203.0.113.{i}"), "nobody@example.com", "guess").await;
     }
-    let unknown = sign_in_from(
-        &browser,
-        &token,
-        "203.0.113.99",
-        "nobody@example.com",
-        "guess",
-    )
-    .await;
+    let unknown = from("203.0.113.99", "nobody@example.com", "guess").await;
     assert_eq!(
         unknown.status(),
         429,
