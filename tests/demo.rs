@@ -5,13 +5,13 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tollgate::secret::encode_base64;
 
-use crate::common::{Browser, PASSWORD, location};
+use crate::common::{Browser, PASSWORD, location, serve_command};
 
 /// A running `tollgate serve --with-stripe-sim` in `dir`, with everything it wrote to stderr.
 struct Demo {
@@ -23,15 +23,9 @@ struct Demo {
 impl Demo {
     /// Starts the demo in `dir` as a person would (nothing inherited from the test's shell).
     async fn start(dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .args(["serve", "--with-stripe-sim", "--stripe-sim-port", "0"])
+        let mut child = serve_command(dir)
+            .args(["--with-stripe-sim", "--stripe-sim-port", "0"])
             .args(extra)
-            .env_clear()
-            .env("BIND", "127.0.0.1:0")
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = Arc::new(Mutex::new(String::new()));

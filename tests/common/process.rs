@@ -1,11 +1,26 @@
 //! Running the `tollgate` binary as a subprocess: its exit code and output, a password on its
 //! standard input, the address a server it starts announces.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 /// How a command ended: its exit code (-1 when killed by a signal), standard output and
 /// standard error.
 pub type Outcome = (i32, String, String);
+
+/// `tollgate serve` as a process in `dir`, as an operator starts it: nothing inherited from the
+/// test's environment, a port of its own (`BIND=127.0.0.1:0`, announced on stderr, which is
+/// piped for `announced_address`), no stdin, stdout dropped.
+pub fn serve_command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.arg("serve")
+        .env_clear()
+        .env("BIND", "127.0.0.1:0")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
 
 /// Runs `cmd` to its end.
 pub fn run(cmd: &mut Command) -> Outcome {

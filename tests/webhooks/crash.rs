@@ -2,7 +2,7 @@
 //! acknowledged, and Stripe's retries of what it did not land exactly once.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use tollgate::db::schema::webhook_events;
 
 use super::signed_now;
 use crate::common::{
-    Backend, TestDatabase, WEBHOOK_SECRET, announced_address, secret_env, stripe_event,
+    Backend, TestDatabase, WEBHOOK_SECRET, announced_address, secret_env, serve_command,
+    stripe_event,
 };
 use crate::on_both_backends;
 
@@ -23,21 +24,14 @@ const SENDERS: usize = 8;
 
 /// `tollgate serve` as a process on `database`; returns it with its address.
 fn serve(database: &TestDatabase, dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .arg("serve")
-        .env_clear()
+    let mut child = serve_command(dir)
         .envs(secret_env())
         .env("DATABASE_URL", &database.url_string)
-        .env("BIND", "127.0.0.1:0")
         .env("WORKERS", "2")
         .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .env("RATE_LIMIT_WEBHOOK_PER_MINUTE", "600000")
         .env("RATE_LIMIT_WEBHOOK_BURST", "100000")
         .env("RUST_LOG", "info")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let address = announced_address(&mut child, "listening on ");
