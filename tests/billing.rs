@@ -634,15 +634,7 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
             .first(conn)?)
     });
     assert!(!String::from_utf8_lossy(&sealed).contains("cus_"));
-    let customer_id = app
-        .stripe_events()
-        .await
-        .iter()
-        .find(|e| e["type"] == "customer.created")
-        .unwrap()["data"]["object"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let customer_id = app.stripe_object_id("customer.created").await;
     assert_eq!(
         index,
         app.token_hasher

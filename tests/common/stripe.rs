@@ -47,6 +47,19 @@ impl TestApp {
             .clone()
     }
 
+    /// The id of the object the newest recorded event of type `kind` is about (the customer of
+    /// `customer.created`, the payment of `payment_intent.succeeded`, …).
+    pub async fn stripe_object_id(&self, kind: &str) -> String {
+        self.stripe_events()
+            .await
+            .iter()
+            .find(|e| e["type"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} event at Stripe"))["data"]["object"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// A `GET` on the simulator's API, as Tollgate's secret key.
     pub async fn stripe_get(&self, path: &str) -> serde_json::Value {
         reqwest::Client::new()

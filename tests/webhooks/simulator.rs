@@ -97,15 +97,7 @@ async fn cancelled_in_the_portal(app: &TestApp, customer: &Browser, sub_id: &str
 
 /// A dispute on the first payment: a HIGH audit event.
 async fn a_dispute_is_audited(app: &TestApp) {
-    let payment_intent = app
-        .stripe_events()
-        .await
-        .into_iter()
-        .find(|e| e["type"] == "payment_intent.succeeded")
-        .unwrap()["data"]["object"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let payment_intent = app.stripe_object_id("payment_intent.succeeded").await;
     let dispute = format!("/_sim/disputes?payment_intent={payment_intent}");
     assert_eq!(app.sim_control(&dispute).await, 200);
     eventually("the dispute arrives", || {
