@@ -235,8 +235,7 @@ async fn logout_ends_the_session(backend: Backend) {
 
 async fn no_response_ever_contains_a_password_hash(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = app.signed_in_customer("hash@example.com").await;
-    app.promote_to_admin("hash@example.com");
+    let browser = app.signed_in_admin("hash@example.com").await;
     for path in ["/", "/account", "/admin", "/login", "/signup", "/nope"] {
         let body = browser.get_text(path).await;
         assert!(!body.contains("$argon2"), "{path} leaks a password hash");

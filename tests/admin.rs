@@ -25,8 +25,7 @@ async fn admin_console_is_for_admins_only(backend: Backend) {
             .contains("You do not have access to this resource.")
     );
 
-    let admin = app.signed_in_customer("boss@example.com").await;
-    app.promote_to_admin("boss@example.com");
+    let admin = app.signed_in_admin("boss@example.com").await;
     let res = admin.get("/admin").await;
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();

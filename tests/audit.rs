@@ -87,8 +87,7 @@ async fn a_thousand_junk_bearer_tokens_make_a_handful_of_rows(backend: Backend) 
     assert!(row.last_seen_at > row.occurred_at, "first and last seen");
     assert!(row.details.contains("unknown") && !row.details.contains("DUMMYjunk0"));
 
-    let admin = app.signed_in_customer("admin@example.com").await;
-    app.promote_to_admin("admin@example.com");
+    let admin = app.signed_in_admin("admin@example.com").await;
     let html = admin.get_text("/admin").await;
     let document = scraper::Html::parse_document(&html);
     let cell = scraper::Selector::parse("td").unwrap();

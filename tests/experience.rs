@@ -94,8 +94,7 @@ async fn a_favicon_is_served_and_linked(backend: Backend) {
 async fn admins_land_on_the_console_and_customers_on_their_account(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     app.signed_in_customer("customer@example.com").await;
-    app.signed_in_customer("boss@example.com").await;
-    app.promote_to_admin("boss@example.com");
+    app.signed_in_admin("boss@example.com").await;
 
     let res = app.browser().login("customer@example.com", PASSWORD).await;
     assert_eq!(res.status(), 303);

@@ -102,8 +102,7 @@ async fn hsts_can_be_turned_off(backend: Backend) {
 
 async fn pages_have_no_inline_scripts_or_styles_and_the_stylesheet_is_cached(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = app.signed_in_customer("csp@example.com").await;
-    app.promote_to_admin("csp@example.com");
+    let browser = app.signed_in_admin("csp@example.com").await;
     let mut stylesheet = None;
     for path in ["/", "/account", "/admin", "/nope"] {
         let html = browser.get_text(path).await;

@@ -81,8 +81,7 @@ async fn a_customer_adds_replaces_and_deletes_keys_that_are_only_ever_masked(bac
 
 async fn the_full_key_never_appears_in_pages_logs_or_audit(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let browser = app.signed_in_customer("leak@example.com").await;
-    app.promote_to_admin("leak@example.com");
+    let browser = app.signed_in_admin("leak@example.com").await;
     let secret = "sk-ant-api03-DUMMY-leakcheck-ab12cd34ef56gh78ij90kl12mn34op56qr7";
     let res = browser.add_key("anthropic", secret).await;
     assert_eq!(res.status(), 303);

@@ -1,5 +1,7 @@
 //! The application under test: `TestApp::spawn` starts the real application on a random port
-//! with a fresh database and a Stripe simulator of its own, and queries that database.
+//! with a fresh database and a Stripe simulator of its own, queries that database, and makes
+//! the requests tests repeat: signed-in customers and admins, webhooks as Stripe delivers them
+//! (`post_webhook`), a service's calls to `/internal/v1` with its token.
 
 use std::time::Duration;
 
