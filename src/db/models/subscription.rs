@@ -101,6 +101,11 @@ pub fn set_status_if_newer(
     Ok(updated > 0)
 }
 
+/// Whether a subscription in `status` gives access (active, trialing or past due).
+pub fn is_live_status(status: &str) -> bool {
+    matches!(status, "active" | "trialing" | "past_due")
+}
+
 /// The user's most relevant subscription: a live one if any, else the newest.
 pub fn current_for_user(
     conn: &mut DbConnection,
@@ -111,9 +116,7 @@ pub fn current_for_user(
         .order(subscriptions::created_at.desc())
         .select(SubscriptionRow::as_select())
         .load(conn)?;
-    let live = rows
-        .iter()
-        .position(|r| matches!(r.status.as_str(), "active" | "trialing" | "past_due"));
+    let live = rows.iter().position(|r| is_live_status(&r.status));
     Ok(match live {
         Some(index) => rows.into_iter().nth(index),
         None => rows.into_iter().next(),

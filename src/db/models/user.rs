@@ -87,3 +87,88 @@ pub fn emails_by_id(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<(i64, St
 pub fn count(conn: &mut DbConnection) -> Result<i64, DbError> {
     Ok(users::table.count().get_result(conn)?)
 }
+
+/// One account as the admin's customer list shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerListing {
+    pub email: String,
+    pub created_at: NaiveDateTime,
+    pub stripe_customer_masked: Option<String>,
+    /// The current subscription (a live one if any, else the newest): its status and plan.
+    pub status: Option<String>,
+    pub plan: Option<String>,
+}
+
+/// Accounts whose email contains `needle` (already lower-case; `%`, `_` and `\` are dropped),
+/// newest first, at most `limit`, each with its masked Stripe customer and its current
+/// subscription's status and plan: one query, however many accounts.
+pub fn customer_listing(
+    conn: &mut DbConnection,
+    needle: &str,
+    limit: i64,
+) -> Result<Vec<CustomerListing>, DbError> {
+    use crate::db::models::subscription::is_live_status;
+    use crate::db::schema::{billing_customers, plans, subscriptions};
+    let pattern = format!("%{}%", needle.replace(['\\', '%', '_'], ""));
+    // The page of accounts, as a subquery (`users` aliased: it appears twice).
+    let listed = diesel::alias!(users as listed);
+    let page = listed
+        .filter(listed.field(users::email).like(pattern))
+        .order((
+            listed.field(users::created_at).desc(),
+            listed.field(users::id).desc(),
+        ))
+        .limit(limit)
+        .select(listed.field(users::id));
+    type Row = (
+        i64,
+        String,
+        NaiveDateTime,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> = users::table
+        .left_join(billing_customers::table)
+        .left_join(subscriptions::table.left_join(plans::table))
+        .filter(users::id.eq_any(page))
+        .order((
+            users::created_at.desc(),
+            users::id.desc(),
+            subscriptions::created_at.desc(),
+        ))
+        .select((
+            users::id,
+            users::email,
+            users::created_at,
+            billing_customers::stripe_customer_masked.nullable(),
+            subscriptions::status.nullable(),
+            plans::name.nullable(),
+        ))
+        .load(conn)?;
+    // Rows come grouped by account, its subscriptions newest first: keep the first live one,
+    // else the first.
+    let mut listed: Vec<(i64, CustomerListing, bool)> = Vec::new();
+    for (id, email, created_at, masked, status, plan) in rows {
+        let live = status.as_deref().is_some_and(is_live_status);
+        match listed.last_mut() {
+            Some((last, listing, found_live)) if *last == id => {
+                if live && !*found_live {
+                    (listing.status, listing.plan, *found_live) = (status, plan, true);
+                }
+            }
+            _ => listed.push((
+                id,
+                CustomerListing {
+                    email,
+                    created_at,
+                    stripe_customer_masked: masked,
+                    status,
+                    plan,
+                },
+                live,
+            )),
+        }
+    }
+    Ok(listed.into_iter().map(|(_, listing, _)| listing).collect())
+}

@@ -61,3 +61,19 @@ pub async fn show(
         operation_id: billing::new_operation_id().map_err(AppError::internal)?,
     })
 }
+
+/// The account's routes, relative to `/account` (the keys are [`super::byok`]'s).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use super::byok;
+    cfg.service(web::resource("").route(web::get().to(show)))
+        .service(
+            web::resource("/keys")
+                .route(web::get().to(byok::list))
+                .route(web::post().to(byok::save)),
+        )
+        .service(
+            web::resource("/keys/{provider}/delete")
+                .route(web::get().to(byok::confirm_delete))
+                .route(web::post().to(byok::delete)),
+        );
+}

@@ -1,7 +1,6 @@
 //! The customer's side of billing: the pricing page, Checkout, the success and cancel pages,
 //! the Billing Portal, and cancel/resume on the account page.
 
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -20,15 +19,9 @@ use crate::billing::{
 };
 use crate::error::AppError;
 use crate::web::csrf::CsrfForm;
-use crate::web::pages::{ConfirmPage, PageContext, datetime, render};
+use crate::web::pages::{ConfirmPage, PageContext, datetime, render, see_other};
 use crate::web::session::{CurrentUser, FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
-
-fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, location))
-        .finish()
-}
 
 /// Maps a billing failure to the user's error, auditing throttled calls and operation ids
 /// submitted by an account other than their owner.
@@ -683,4 +676,22 @@ pub async fn resume_subscription(
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
     set_cancel(req, state, session, user, form.0.operation_id, false).await
+}
+
+/// The billing routes, relative to `/billing` (`/pricing` is a public page).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/checkout")
+            .route(web::get().to(confirm))
+            .route(web::post().to(checkout)),
+    )
+    .service(web::resource("/success").route(web::get().to(success)))
+    .service(web::resource("/cancel").route(web::get().to(cancel)))
+    .service(web::resource("/portal").route(web::post().to(portal)))
+    .service(
+        web::resource("/subscription/cancel")
+            .route(web::get().to(confirm_cancel))
+            .route(web::post().to(cancel_subscription)),
+    )
+    .service(web::resource("/subscription/resume").route(web::post().to(resume_subscription)));
 }

@@ -1,7 +1,6 @@
 //! `/account/keys`: a customer's own AI-provider API keys. Add, replace, delete; always masked.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use secrecy::SecretString;
@@ -13,7 +12,9 @@ use crate::error::AppError;
 use crate::vault::{self, ApiKey, Provider, VaultError};
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::forms::FormErrors;
-use crate::web::pages::{ConfirmPage, PageContext, datetime, render, render_with_status};
+use crate::web::pages::{
+    ConfirmPage, PageContext, datetime, render, render_with_status, see_other,
+};
 use crate::web::session::{CurrentUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 
@@ -89,12 +90,6 @@ pub struct SaveKeyForm {
     api_key: SecretString,
 }
 
-fn to_keys_page() -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, "/account/keys"))
-        .finish()
-}
-
 /// "Choose Anthropic or OpenAI as the provider."
 fn choose_a_provider() -> String {
     let labels: Vec<_> = Provider::ALL.iter().map(|p| p.label()).collect();
@@ -158,7 +153,7 @@ pub async fn save(
         FlashKind::Success,
         format!("Your {} key {masked} is saved.", provider.label()),
     )?;
-    Ok(to_keys_page())
+    Ok(see_other("/account/keys"))
 }
 
 /// `GET /account/keys/{provider}/delete`: which key goes, before it goes. Only one's own.
@@ -220,5 +215,5 @@ pub async fn delete(
         FlashKind::Info,
         format!("Your {} key is deleted.", provider.label()),
     )?;
-    Ok(to_keys_page())
+    Ok(see_other("/account/keys"))
 }

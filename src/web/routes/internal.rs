@@ -184,6 +184,12 @@ pub async fn entitlements(
         .json(entitlements))
 }
 
+/// The service API's routes, relative to `/internal/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/entitlements/{user_id}").route(web::get().to(entitlements)))
+        .service(web::resource("/byok/lease").route(web::post().to(lease)));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,6 @@
 //! The admin console's webhook pages: every stored Stripe event with its processing status, a
 //! detail view with the (decrypted, masked) payload, and reprocessing of failed events.
 
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -9,7 +8,7 @@ use serde::Deserialize;
 use crate::db::models::webhook_event::{self, WebhookEventRow};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
-use crate::web::pages::{PageContext, datetime_seconds, render};
+use crate::web::pages::{PageContext, datetime_seconds, render, see_other};
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 use crate::webhooks::{self, Reprocessed, mask};
@@ -170,7 +169,5 @@ pub async fn reprocess(
             ),
         )?,
     }
-    Ok(HttpResponse::SeeOther()
-        .insert_header((LOCATION, format!("/admin/webhooks/{id}")))
-        .finish())
+    Ok(see_other(&format!("/admin/webhooks/{id}")))
 }

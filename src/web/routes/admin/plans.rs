@@ -1,7 +1,6 @@
-//! The admin console's billing pages: plans (synced to Stripe) and customers.
+//! `/admin/plans`: the plans on sale, created, edited and archived by admins (synced to Stripe).
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -10,20 +9,13 @@ use crate::accounts::User;
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::plans::{self, Plan, PlanDraft, PlanError, PlanErrors};
 use crate::billing::{self, BillingError};
-use crate::db::schema::{billing_customers, plans as plans_table, users};
 use crate::error::AppError;
 use crate::web::csrf::CsrfForm;
 use crate::web::forms::FormErrors;
-use crate::web::pages::{ConfirmPage, PageContext, datetime_seconds, render, render_with_status};
+use crate::web::pages::{ConfirmPage, PageContext, render, render_with_status, see_other};
 use crate::web::routes::billing::billing_failure;
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
-
-fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, location))
-        .finish()
-}
 
 struct PlanRowView {
     plan: Plan,
@@ -448,92 +440,4 @@ pub async fn archive(
         ),
     )?;
     Ok(see_other("/admin/plans"))
-}
-
-struct CustomerView {
-    email: String,
-    created: String,
-    plan: String,
-    status: String,
-    stripe_customer: String,
-}
-
-#[derive(Template)]
-#[template(path = "admin/customers.html")]
-struct CustomersPage {
-    ctx: PageContext,
-    query: String,
-    customers: Vec<CustomerView>,
-}
-
-#[derive(Deserialize)]
-pub struct CustomerQuery {
-    q: Option<String>,
-}
-
-const CUSTOMER_PAGE: i64 = 100;
-
-pub async fn customers(
-    state: web::Data<AppState>,
-    session: TypedSession,
-    admin: AdminUser,
-    query: web::Query<CustomerQuery>,
-) -> Result<HttpResponse, AppError> {
-    use diesel::prelude::*;
-    let q = query.q.clone().unwrap_or_default().trim().to_lowercase();
-    let pattern = format!("%{}%", q.replace(['\\', '%', '_'], ""));
-    type Row = (
-        String,
-        chrono::NaiveDateTime,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<Row> = state
-        .db
-        .run(move |conn| {
-            let found: Vec<(i64, String, chrono::NaiveDateTime, Option<String>)> = users::table
-                .left_join(billing_customers::table)
-                .filter(users::email.like(&pattern))
-                .order(users::created_at.desc())
-                .limit(CUSTOMER_PAGE)
-                .select((
-                    users::id,
-                    users::email,
-                    users::created_at,
-                    billing_customers::stripe_customer_masked.nullable(),
-                ))
-                .load(conn)?;
-            found
-                .into_iter()
-                .map(|(id, email, created, masked)| {
-                    let sub = crate::db::models::subscription::current_for_user(conn, id)?;
-                    let plan = match sub.as_ref().and_then(|s| s.plan_id) {
-                        Some(plan_id) => plans_table::table
-                            .find(plan_id)
-                            .select(plans_table::name)
-                            .first::<String>(conn)
-                            .optional()?,
-                        None => None,
-                    };
-                    Ok((email, created, plan, sub.map(|s| s.status), masked))
-                })
-                .collect::<Result<Vec<Row>, crate::db::DbError>>()
-        })
-        .await?;
-    let customers = rows
-        .into_iter()
-        .map(|(email, created, plan, status, masked)| CustomerView {
-            email,
-            created: datetime_seconds(&created),
-            plan: plan.unwrap_or_else(|| "—".into()),
-            status: status.unwrap_or_else(|| "none".into()),
-            stripe_customer: masked.unwrap_or_else(|| "—".into()),
-        })
-        .collect();
-    render(&CustomersPage {
-        ctx: PageContext::new(&session, Some(&admin.0))?,
-        query: q,
-        customers,
-    })
 }

@@ -2,14 +2,13 @@
 //! after a confirmation step. Creating tokens stays on the command line, where the token can
 //! be printed once and piped into a secret store.
 
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 
 use crate::error::AppError;
 use crate::service_tokens::{self, Revoked, TokenSummary};
 use crate::web::csrf::{CsrfForm, NoFields};
-use crate::web::pages::{ConfirmPage, PageContext, datetime_seconds, render};
+use crate::web::pages::{ConfirmPage, PageContext, datetime_seconds, render, see_other};
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 
@@ -42,12 +41,6 @@ struct TokensPage {
     tokens: Vec<TokenView>,
 }
 
-fn to_tokens_page() -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, "/admin/tokens"))
-        .finish()
-}
-
 pub async fn list(
     state: web::Data<AppState>,
     session: TypedSession,
@@ -78,7 +71,7 @@ pub async fn confirm_revoke(
             FlashKind::Info,
             format!("The token “{}” is already revoked.", token.name),
         )?;
-        return Ok(to_tokens_page());
+        return Ok(see_other("/admin/tokens"));
     }
     render(&ConfirmPage {
         ctx: PageContext::with_form(&session, Some(&admin.0))?,
@@ -121,5 +114,5 @@ pub async fn revoke(
         Revoked::NoSuchToken => return Err(AppError::NotFound),
     };
     session.flash(kind, message)?;
-    Ok(to_tokens_page())
+    Ok(see_other("/admin/tokens"))
 }
