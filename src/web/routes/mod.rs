@@ -53,19 +53,37 @@ pub fn configure(cfg: &mut web::ServiceConfig, layers: &Layers) {
             .configure(internal::configure),
     )
     .service(with_sessions("/admin", default, layers, admin::configure))
-    .service(with_sessions("/account", default, layers, account::configure))
-    .service(with_sessions("/billing", default, layers, billing::configure))
-    .service(budgeted_form("/login", &layers.budgets.sign_in, layers, auth::sign_in))
-    .service(budgeted_form("/signup", &layers.budgets.sign_up, layers, auth::sign_up))
+    .service(with_sessions(
+        "/account",
+        default,
+        layers,
+        account::configure,
+    ))
+    .service(with_sessions(
+        "/billing",
+        default,
+        layers,
+        billing::configure,
+    ))
+    .service(budgeted_form(
+        "/login",
+        &layers.budgets.sign_in,
+        layers,
+        auth::sign_in,
+    ))
+    .service(budgeted_form(
+        "/signup",
+        &layers.budgets.sign_up,
+        layers,
+        auth::sign_up,
+    ))
     .service(
-        web::scope("")
-            .wrap(rate_limit::governor(default))
-            .service(
-                web::scope("")
-                    .wrap(layers.sessions.middleware())
-                    .configure(pages)
-                    .default_service(web::to(not_found)),
-            ),
+        web::scope("").wrap(rate_limit::governor(default)).service(
+            web::scope("")
+                .wrap(layers.sessions.middleware())
+                .configure(pages)
+                .default_service(web::to(not_found)),
+        ),
     );
 }
 
@@ -76,11 +94,13 @@ fn with_sessions(
     layers: &Layers,
     routes: fn(&mut web::ServiceConfig),
 ) -> impl HttpServiceFactory + use<> {
-    web::scope(path).wrap(rate_limit::governor(limiter)).service(
-        web::scope("")
-            .wrap(layers.sessions.middleware())
-            .configure(routes),
-    )
+    web::scope(path)
+        .wrap(rate_limit::governor(limiter))
+        .service(
+            web::scope("")
+                .wrap(layers.sessions.middleware())
+                .configure(routes),
+        )
 }
 
 /// A form with a budget of its own (sign-in, sign-up): the budget counts its submissions,
