@@ -7,7 +7,10 @@ use stripe_product::price::{
 };
 use stripe_product::product::{CreateProduct, UpdateProduct};
 
-use super::{BillingError, Gateway, Operation, OperationClass, operations};
+use diesel::Connection as _;
+
+use super::{BillingError, Gateway, Operation, OperationClass, OperationId, operations};
+use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::db::models::plan::{self, PlanFields, PlanRow, StripeIds};
 use crate::db::{Db, DbError};
 
@@ -613,6 +616,7 @@ async fn deactivate_price(
 
 /// Records the plan's Stripe objects, marks it offered, and gives it the "most popular" badge
 /// alone if it asks for it.
+/// Audits `kind` for the plan in the same transaction.
 async fn publish(
     db: &Db,
     id: i64,
@@ -620,32 +624,45 @@ async fn publish(
     price: String,
     yearly_price: Option<String>,
     highlighted: bool,
+    audit: SecurityEvent,
 ) -> Result<Option<PlanRow>, DbError> {
     db.run(move |conn| {
-        let ids = StripeIds {
-            product: Some(&product),
-            price: Some(&price),
-            yearly_price: yearly_price.as_deref(),
-        };
-        plan::set_stripe(conn, id, ids, true)?;
-        if highlighted {
-            plan::highlight_only(conn, id)?;
-        }
-        plan::find(conn, id)
+        conn.transaction(|conn| {
+            let ids = StripeIds {
+                product: Some(&product),
+                price: Some(&price),
+                yearly_price: yearly_price.as_deref(),
+            };
+            plan::set_stripe(conn, id, ids, true)?;
+            if highlighted {
+                plan::highlight_only(conn, id)?;
+            }
+            audit::write(conn, &audit)?;
+            plan::find(conn, id)
+        })
     })
     .await
 }
 
-/// Creates the plan, its Stripe Product and its Prices (`admin` is `None` for Tollgate itself,
-/// e.g. the offline demo). Submitting the same form again (same
-/// operation id) finishes or repeats the same work: Stripe replays, nothing is created twice.
+/// The audit row of an admin's change to the plan `slug`.
+fn plan_event(actor: &Actor, kind: Kind, slug: &str) -> SecurityEvent {
+    actor
+        .event(kind)
+        .details(serde_json::json!({ "plan": slug }))
+}
+
+/// Creates the plan, its Stripe Product and its Prices, audited as `actor`'s with the
+/// publication (an actor without an account is Tollgate itself, e.g. the offline demo).
+/// Submitting the same form again (same operation id) finishes or repeats the same work:
+/// Stripe replays, nothing is created twice.
 pub async fn create(
     db: &Db,
     gateway: &Gateway,
-    admin: Option<i64>,
-    operation: &str,
+    actor: &Actor,
+    operation: &OperationId,
     input: PlanInput,
 ) -> Result<Plan, PlanError> {
+    let admin = actor.account();
     let first_time = operations::claim(db, admin, "plan.create", operation)
         .await?
         .first_time;
@@ -711,7 +728,9 @@ pub async fn create(
         }
         None => None,
     };
-    let plan = publish(db, row.id, product, price, yearly_price, input.highlighted)
+    let audit = plan_event(actor, Kind::PlanCreated, &input.slug);
+    let (id, highlighted) = (row.id, input.highlighted);
+    let plan = publish(db, id, product, price, yearly_price, highlighted, audit)
         .await?
         .ok_or(PlanError::Billing(BillingError::Db(DbError::Query(
             diesel::result::Error::NotFound,
@@ -725,11 +744,12 @@ pub async fn create(
 pub async fn update(
     db: &Db,
     gateway: &Gateway,
-    admin: i64,
-    operation: &str,
+    actor: &Actor,
+    operation: &OperationId,
     plan: &Plan,
     input: PlanInput,
 ) -> Result<(), PlanError> {
+    let admin = actor.account().unwrap_or_default();
     let operation = operations::claim(db, Some(admin), "plan.update", operation).await?;
     let (product, old_price) = match (&plan.stripe_product_id, &plan.stripe_price_id) {
         (Some(product), Some(price)) => (product.clone(), price.clone()),
@@ -775,22 +795,25 @@ pub async fn update(
     }
     let yearly_price = update_yearly_price(gateway, admin, &operation, plan, &input).await?;
     let (id, active) = (plan.id, plan.active);
+    let audit = plan_event(actor, Kind::PlanUpdated, &plan.slug);
     db.run(move |conn| {
-        let (features, lines) = (
-            input.entitlements.join("\n"),
-            input.feature_lines.join("\n"),
-        );
-        plan::update(conn, id, &fields(&input, &features, &lines))?;
-        let ids = StripeIds {
-            product: Some(&product),
-            price: Some(&price),
-            yearly_price: yearly_price.as_deref(),
-        };
-        plan::set_stripe(conn, id, ids, active)?;
-        if input.highlighted {
-            plan::highlight_only(conn, id)?;
-        }
-        Ok::<_, DbError>(())
+        conn.transaction(|conn| {
+            let (features, lines) = (
+                input.entitlements.join("\n"),
+                input.feature_lines.join("\n"),
+            );
+            plan::update(conn, id, &fields(&input, &features, &lines))?;
+            let ids = StripeIds {
+                product: Some(&product),
+                price: Some(&price),
+                yearly_price: yearly_price.as_deref(),
+            };
+            plan::set_stripe(conn, id, ids, active)?;
+            if input.highlighted {
+                plan::highlight_only(conn, id)?;
+            }
+            audit::write(conn, &audit)
+        })
     })
     .await?;
     Ok(())
@@ -830,10 +853,11 @@ async fn update_yearly_price(
 pub async fn archive(
     db: &Db,
     gateway: &Gateway,
-    admin: i64,
-    operation: &str,
+    actor: &Actor,
+    operation: &OperationId,
     plan: &Plan,
 ) -> Result<(), PlanError> {
+    let admin = actor.account().unwrap_or_default();
     let operation = operations::claim(db, Some(admin), "plan.archive", operation).await?;
     if let Some(price) = &plan.stripe_price_id {
         let key = operation.idempotency_key("plan-archive-price");
@@ -860,13 +884,17 @@ pub async fn archive(
         plan.stripe_price_id.clone(),
         plan.stripe_yearly_price_id.clone(),
     );
+    let audit = plan_event(actor, Kind::PlanArchived, &plan.slug);
     db.run(move |conn| {
-        let ids = StripeIds {
-            product: product.as_deref(),
-            price: price.as_deref(),
-            yearly_price: yearly_price.as_deref(),
-        };
-        plan::set_stripe(conn, id, ids, false)
+        conn.transaction(|conn| {
+            let ids = StripeIds {
+                product: product.as_deref(),
+                price: price.as_deref(),
+                yearly_price: yearly_price.as_deref(),
+            };
+            plan::set_stripe(conn, id, ids, false)?;
+            audit::write(conn, &audit)
+        })
     })
     .await?;
     Ok(())

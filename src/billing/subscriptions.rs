@@ -10,7 +10,7 @@ use stripe_billing::subscription::{
 
 use super::plans::{Plan, PlanPrice};
 use super::{BillingError, Gateway, Operation, OperationClass};
-use crate::audit::{self, SecurityEvent};
+use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::db::models::subscription::{self, SubscriptionRow, SubscriptionState};
 use crate::db::models::{plan, stripe_operation};
 use crate::db::{Db, DbError, now};
@@ -33,14 +33,20 @@ pub async fn record(
     record_audited(db, user_id, sub, observed_at, None).await
 }
 
-/// [`record`], writing `audit` in the same transaction the first time it is given for this
-/// subscription (a replayed Stripe write records the subscription again, never the audit row).
+/// An audit row written with a subscription's state, once per `once` key (a replayed Stripe
+/// write records the subscription again, never the audit row).
+struct AuditOnce {
+    event: SecurityEvent,
+    once: String,
+}
+
+/// [`record`], writing `audit` in the same transaction, once per its key.
 async fn record_audited(
     db: &Db,
     user_id: i64,
     sub: &stripe_billing::Subscription,
     observed_at: NaiveDateTime,
-    audit: Option<SecurityEvent>,
+    audit: Option<AuditOnce>,
 ) -> Result<bool, BillingError> {
     let item = sub
         .items
@@ -70,11 +76,10 @@ async fn record_audited(
             };
             conn.transaction(|conn| {
                 let written = subscription::upsert(conn, user_id, &stripe_id, &state)?;
-                if let Some(event) = &audit {
-                    // Recorded as an operation of its own: the start of this subscription.
+                if let Some(AuditOnce { event, once }) = &audit {
+                    // Recorded as an operation of its own.
                     let kind = event.kind.as_str();
-                    let once = format!("{kind}-{stripe_id}");
-                    if stripe_operation::record_once(conn, &once, Some(user_id), kind)? {
+                    if stripe_operation::record_once(conn, once, Some(user_id), kind)? {
                         audit::write(conn, event)?;
                     }
                 }
@@ -95,15 +100,15 @@ pub enum FreeStart {
 /// Subscribes `user_id` to a free (`$0`) price without Checkout or a card: Stripe creates a
 /// subscription on a zero price without a payment method. One live subscription per user: the
 /// idempotency key counts the user's subscriptions, read in the same snapshot as the check for
-/// a live one, so two concurrent requests make the same Stripe write once. `audit` (actor and
-/// client) is written with the subscription.
+/// a live one, so two concurrent requests make the same Stripe write once. Audited as
+/// `actor`'s with the subscription, once.
 pub async fn start_free(
     db: &Db,
     gateway: &Gateway,
+    actor: &Actor,
     user_id: i64,
     customer: &str,
     (plan, price): (&Plan, &PlanPrice),
-    audit: SecurityEvent,
 ) -> Result<FreeStart, BillingError> {
     let price_id = match (&price.stripe_price_id, price.is_free()) {
         (Some(id), true) => id.clone(),
@@ -133,11 +138,14 @@ pub async fn start_free(
                 .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete)
         })
         .await?;
-    let audit = audit.details(serde_json::json!({
-        "plan": plan.slug,
-        "subscription": crate::secret::mask_api_key(sub.id.as_str()),
-    }));
-    record_audited(db, user_id, &sub, now(), Some(audit)).await?;
+    let event = actor
+        .event(Kind::FreeSubscriptionStarted)
+        .details(serde_json::json!({
+            "plan": plan.slug,
+            "subscription": crate::secret::mask_api_key(sub.id.as_str()),
+        }));
+    let once = format!("{}-{}", event.kind.as_str(), sub.id);
+    record_audited(db, user_id, &sub, now(), Some(AuditOnce { event, once })).await?;
     Ok(FreeStart::Started)
 }
 
@@ -201,27 +209,44 @@ pub async fn refresh(
     Ok(())
 }
 
-/// Sets or clears cancel-at-period-end at Stripe, then records the result.
+/// What a cancel or resume request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelChange {
+    Done,
+    /// No live subscription to change (nothing was asked of Stripe).
+    NoSubscription,
+}
+
+/// Sets (`cancel`) or clears cancel-at-period-end on the user's live subscription at Stripe,
+/// then records the result with its audit row (once per operation), in one transaction.
 pub async fn set_cancel_at_period_end(
     db: &Db,
     gateway: &Gateway,
+    actor: &Actor,
     user_id: i64,
     operation: &Operation,
-    stripe_id: &str,
     cancel: bool,
-) -> Result<(), BillingError> {
-    let key = operation.idempotency_key(if cancel {
-        "subscription-cancel"
-    } else {
-        "subscription-resume"
-    });
+) -> Result<CancelChange, BillingError> {
+    let Some(current) = current(db, user_id).await?.filter(|s| s.is_live()) else {
+        return Ok(CancelChange::NoSubscription);
+    };
+    let (step, kind) = match cancel {
+        true => ("subscription-cancel", Kind::SubscriptionCancelRequested),
+        false => ("subscription-resume", Kind::SubscriptionResumed),
+    };
+    let key = operation.idempotency_key(step);
+    let stripe_id = current.stripe_id.as_str();
     let sub = gateway
         .call(OperationClass::Subscription, user_id, Some(&key), || {
             UpdateSubscription::new(stripe_id).cancel_at_period_end(cancel)
         })
         .await?;
-    record(db, user_id, &sub, now()).await?;
-    Ok(())
+    let event = actor
+        .event(kind)
+        .details(serde_json::json!({ "subscription": crate::secret::mask_api_key(stripe_id) }));
+    let audit = AuditOnce { event, once: key };
+    record_audited(db, user_id, &sub, now(), Some(audit)).await?;
+    Ok(CancelChange::Done)
 }
 
 /// What an internal service may grant a user.

@@ -5,8 +5,9 @@ use std::path::Path;
 use secrecy::SecretString;
 
 use super::{CommandError, failed};
-use crate::billing::Gateway;
+use crate::audit::Actor;
 use crate::billing::plans::{self, PlanDraft};
+use crate::billing::{Gateway, OperationId};
 use crate::config::{self, Config, DatabaseUrl, Environment, ProcessEnv, Vars as _};
 use crate::db::models::plan;
 use crate::db::{Db, DbError};
@@ -148,15 +149,11 @@ async fn publish_demo_plans(db: &Db, gateway: &Gateway) -> Result<(), CommandErr
         let input = draft
             .validate()
             .map_err(|errors| failed(format!("demo plan: {errors:?}")))?;
-        plans::create(
-            db,
-            gateway,
-            None,
-            &format!("demo-plan-{index}-{run}"),
-            input,
-        )
-        .await
-        .map_err(failed)?;
+        let operation =
+            OperationId::try_from(format!("demo-plan-{index}-{run}")).map_err(failed)?;
+        plans::create(db, gateway, &Actor::system(), &operation, input)
+            .await
+            .map_err(failed)?;
     }
     Ok(())
 }

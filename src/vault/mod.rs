@@ -2,8 +2,10 @@
 //! handed out in plaintext only through an audited lease to an internal service.
 
 use chrono::NaiveDateTime;
+use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::audit::{self, Actor, Kind};
 use crate::crypto::{Aad, CryptoError, Keyring};
 use crate::db::models::byok_key::{self, NewByokKey};
 use crate::db::models::setting;
@@ -149,32 +151,46 @@ pub enum VaultError {
     Db(#[from] DbError),
 }
 
-/// Seals and stores the key, replacing the user's previous key for that provider.
+impl From<diesel::result::Error> for VaultError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(DbError::Query(err))
+    }
+}
+
+/// Seals and stores the key, replacing the user's previous key for that provider, and audits
+/// it (masked) in the same transaction. Returns the masked key.
 pub fn save_key(
     conn: &mut DbConnection,
     keyring: &Keyring,
+    actor: &Actor,
     user_id: i64,
     provider: Provider,
     key: &ApiKey,
-) -> Result<(), VaultError> {
+) -> Result<String, VaultError> {
     let sealed = keyring.seal(
         key.0.expose_secret().as_bytes(),
         &key_aad(user_id, provider),
     )?;
+    let masked = key.masked();
     let at = now();
-    byok_key::upsert(
-        conn,
-        &NewByokKey {
-            user_id,
-            provider: provider.as_str(),
-            secret: &sealed,
-            key_id: &keyring.primary_id().to_string(),
-            masked: &key.masked(),
-            created_at: at,
-            updated_at: at,
-        },
-    )?;
-    Ok(())
+    let row = NewByokKey {
+        user_id,
+        provider: provider.as_str(),
+        secret: &sealed,
+        key_id: &keyring.primary_id().to_string(),
+        masked: &masked,
+        created_at: at,
+        updated_at: at,
+    };
+    let event = actor
+        .event(Kind::ByokKeySaved)
+        .details(serde_json::json!({ "provider": provider.as_str(), "key": masked }));
+    conn.transaction::<_, VaultError, _>(|conn| {
+        byok_key::upsert(conn, &row)?;
+        audit::write(conn, &event)?;
+        Ok(())
+    })?;
+    Ok(masked)
 }
 
 pub fn list_keys(conn: &mut DbConnection, user_id: i64) -> Result<Vec<KeySummary>, DbError> {
@@ -192,12 +208,24 @@ pub fn list_keys(conn: &mut DbConnection, user_id: i64) -> Result<Vec<KeySummary
         .collect())
 }
 
+/// Deletes the user's key for `provider` and audits it, in one transaction. `false` when there
+/// was none (nothing audited).
 pub fn delete_key(
     conn: &mut DbConnection,
+    actor: &Actor,
     user_id: i64,
     provider: Provider,
-) -> Result<bool, DbError> {
-    byok_key::delete(conn, user_id, provider.as_str())
+) -> Result<bool, VaultError> {
+    let event = actor
+        .event(Kind::ByokKeyDeleted)
+        .details(serde_json::json!({ "provider": provider.as_str() }));
+    conn.transaction::<_, VaultError, _>(|conn| {
+        let deleted = byok_key::delete(conn, user_id, provider.as_str())?;
+        if deleted {
+            audit::write(conn, &event)?;
+        }
+        Ok(deleted)
+    })
 }
 
 const LEASES_DISABLED: &str = "byok_leases_disabled";
@@ -220,20 +248,43 @@ pub struct Lease {
     pub masked: String,
 }
 
-/// Opens the user's key for an internal service and records its use. `None` when the user
-/// has no key for that provider.
+/// What a lease request gets.
+pub enum LeaseOutcome {
+    /// Leases are switched off (`tollgate emergency`).
+    Disabled,
+    /// The user has no key for that provider.
+    NoKey,
+    Leased(Lease),
+}
+
+/// Opens the user's key for an internal service (`actor`), then records its use and audits the
+/// lease (masked) in one transaction: no key leaves without its audit row. (The transaction
+/// starts with a write, so SQLite takes its lock at once instead of failing to upgrade.)
 pub fn lease(
     conn: &mut DbConnection,
     keyring: &Keyring,
+    actor: &Actor,
     user_id: i64,
     provider: Provider,
-) -> Result<Option<Lease>, VaultError> {
+) -> Result<LeaseOutcome, VaultError> {
+    if leases_disabled(conn)? {
+        return Ok(LeaseOutcome::Disabled);
+    }
     let Some(row) = byok_key::find(conn, user_id, provider.as_str())? else {
-        return Ok(None);
+        return Ok(LeaseOutcome::NoKey);
     };
     let key = keyring.open_string(&row.secret, &key_aad(user_id, provider))?;
-    byok_key::touch(conn, row.id)?;
-    Ok(Some(Lease {
+    let event = actor.event(Kind::ByokLeased).details(serde_json::json!({
+        "user_id": user_id,
+        "provider": provider.as_str(),
+        "key": row.masked,
+    }));
+    conn.transaction::<_, VaultError, _>(|conn| {
+        byok_key::touch(conn, row.id)?;
+        audit::write(conn, &event)?;
+        Ok(())
+    })?;
+    Ok(LeaseOutcome::Leased(Lease {
         key,
         masked: row.masked,
     }))

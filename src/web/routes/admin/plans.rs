@@ -6,16 +6,16 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::accounts::User;
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::Actor;
 use crate::billing::plans::{self, Plan, PlanDraft, PlanError, PlanErrors};
 use crate::billing::{self, BillingError};
 use crate::error::AppError;
-use crate::web::csrf::CsrfForm;
+use crate::web::AppState;
+use crate::web::csrf::{CsrfForm, OperationForm, SubmittedOperation};
 use crate::web::forms::FormErrors;
 use crate::web::pages::{ConfirmPage, PageContext, render, render_with_status, see_other};
 use crate::web::routes::billing::billing_failure;
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
-use crate::web::{AppState, client_ip};
 
 struct PlanRowView {
     plan: Plan,
@@ -173,31 +173,17 @@ pub async fn new_form(session: TypedSession, admin: AdminUser) -> Result<HttpRes
 #[derive(Deserialize)]
 pub struct PlanSubmission {
     #[serde(default)]
-    operation_id: String,
+    operation_id: SubmittedOperation,
     #[serde(flatten)]
     draft: PlanDraft,
 }
 
-async fn audit_admin(
-    state: &AppState,
-    req: &HttpRequest,
-    admin: &User,
-    kind: Kind,
-    plan: &str,
-) -> Result<(), AppError> {
-    let event = SecurityEvent::new(kind)
-        .actor(format!("admin:{}", admin.id))
-        .ip(client_ip::of(req))
-        .details(serde_json::json!({ "plan": plan }));
-    audit::record(&state.db, event)
-        .await
-        .map_err(AppError::from)
-}
-
+/// The form's messages for a change the plans domain refused; billing failures (Stripe down,
+/// throttled) are the request's error.
 async fn plan_failure(
     state: &AppState,
     req: &HttpRequest,
-    admin: &User,
+    actor: &Actor,
     err: PlanError,
 ) -> Result<PlanErrors, AppError> {
     match err {
@@ -219,57 +205,75 @@ async fn plan_failure(
                 "Stripe refused this plan. Check the amount and currency.".to_owned(),
             )]))
         }
-        PlanError::Billing(err) => Err(billing_failure(state, req, admin.id, err).await),
+        PlanError::Billing(err) => Err(billing_failure(state, req, actor, err).await),
+    }
+}
+
+/// What a plan form changes: a new plan, or the plan being edited.
+enum Target {
+    New,
+    Edit(Plan),
+}
+
+/// Validates a plan form and applies it (create or update, audited by the domain); the form
+/// again with its messages (422) when it cannot be.
+async fn submit(
+    (req, state, session): (&HttpRequest, &AppState, &TypedSession),
+    (admin, actor): (&User, &Actor),
+    target: Target,
+    submission: PlanSubmission,
+) -> Result<HttpResponse, AppError> {
+    let PlanSubmission {
+        operation_id,
+        draft,
+    } = submission;
+    let operation = operation_id.parse()?;
+    let plan_id = match &target {
+        Target::New => None,
+        Target::Edit(plan) => Some(plan.id),
+    };
+    let refused = |draft, errors| {
+        let op = Some(operation.as_str().to_owned());
+        render_with_status(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &form_page(session, admin, plan_id, draft, errors, op)?,
+        )
+    };
+    let input = match draft.validate() {
+        Ok(input) => input,
+        Err(errors) => return refused(draft, errors),
+    };
+    let (db, gateway) = (&state.db, &state.gateway);
+    let applied = match &target {
+        Target::New => plans::create(db, gateway, actor, &operation, input)
+            .await
+            .map(|plan| format!("Plan “{}” is live on the pricing page.", plan.name)),
+        // The flash names the plan as it is now called.
+        Target::Edit(plan) => {
+            let name = input.name.clone();
+            plans::update(db, gateway, actor, &operation, plan, input)
+                .await
+                .map(|()| format!("Plan “{name}” is updated."))
+        }
+    };
+    match applied {
+        Ok(message) => {
+            state.active_plans.invalidate();
+            session.flash(FlashKind::Success, message)?;
+            Ok(see_other("/admin/plans"))
+        }
+        Err(err) => refused(draft, plan_failure(state, req, actor, err).await?),
     }
 }
 
 pub async fn create(
     req: HttpRequest,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    admin: AdminUser,
+    (state, session): (web::Data<AppState>, TypedSession),
+    (admin, actor): (AdminUser, Actor),
     form: CsrfForm<PlanSubmission>,
 ) -> Result<HttpResponse, AppError> {
-    let PlanSubmission {
-        operation_id,
-        draft,
-    } = form.0;
-    if !billing::valid_operation_id(&operation_id) {
-        return Err(AppError::BadRequest(
-            "The form was incomplete. Reload the page and try again.",
-        ));
-    }
-    let input = match draft.validate() {
-        Ok(input) => input,
-        Err(errors) => {
-            let page = form_page(&session, &admin.0, None, draft, errors, Some(operation_id))?;
-            return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
-        }
-    };
-    match plans::create(
-        &state.db,
-        &state.gateway,
-        Some(admin.0.id),
-        &operation_id,
-        input,
-    )
-    .await
-    {
-        Ok(plan) => {
-            state.active_plans.invalidate();
-            audit_admin(&state, &req, &admin.0, Kind::PlanCreated, &plan.slug).await?;
-            session.flash(
-                FlashKind::Success,
-                format!("Plan “{}” is live on the pricing page.", plan.name),
-            )?;
-            Ok(see_other("/admin/plans"))
-        }
-        Err(err) => {
-            let errors = plan_failure(&state, &req, &admin.0, err).await?;
-            let page = form_page(&session, &admin.0, None, draft, errors, Some(operation_id))?;
-            render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
-        }
-    }
+    let cx = (&req, state.get_ref(), &session);
+    submit(cx, (&admin.0, &actor), Target::New, form.0).await
 }
 
 pub async fn edit_form(
@@ -293,75 +297,16 @@ pub async fn edit_form(
 
 pub async fn update(
     req: HttpRequest,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    admin: AdminUser,
+    (state, session): (web::Data<AppState>, TypedSession),
+    (admin, actor): (AdminUser, Actor),
     id: web::Path<i64>,
     form: CsrfForm<PlanSubmission>,
 ) -> Result<HttpResponse, AppError> {
     let plan = plans::find(&state.db, *id)
         .await?
         .ok_or(AppError::NotFound)?;
-    let PlanSubmission {
-        operation_id,
-        draft,
-    } = form.0;
-    if !billing::valid_operation_id(&operation_id) {
-        return Err(AppError::BadRequest(
-            "The form was incomplete. Reload the page and try again.",
-        ));
-    }
-    let input = match draft.validate() {
-        Ok(input) => input,
-        Err(errors) => {
-            let page = form_page(
-                &session,
-                &admin.0,
-                Some(plan.id),
-                draft,
-                errors,
-                Some(operation_id),
-            )?;
-            return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
-        }
-    };
-    // The flash names the plan as it is now called.
-    let name = input.name.clone();
-    match plans::update(
-        &state.db,
-        &state.gateway,
-        admin.0.id,
-        &operation_id,
-        &plan,
-        input,
-    )
-    .await
-    {
-        Ok(()) => {
-            state.active_plans.invalidate();
-            audit_admin(&state, &req, &admin.0, Kind::PlanUpdated, &plan.slug).await?;
-            session.flash(FlashKind::Success, format!("Plan “{name}” is updated."))?;
-            Ok(see_other("/admin/plans"))
-        }
-        Err(err) => {
-            let errors = plan_failure(&state, &req, &admin.0, err).await?;
-            let page = form_page(
-                &session,
-                &admin.0,
-                Some(plan.id),
-                draft,
-                errors,
-                Some(operation_id),
-            )?;
-            render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
-        }
-    }
-}
-
-#[derive(Deserialize)]
-pub struct OperationForm {
-    #[serde(default)]
-    operation_id: String,
+    let cx = (&req, state.get_ref(), &session);
+    submit(cx, (&admin.0, &actor), Target::Edit(plan), form.0).await
 }
 
 /// `GET /admin/plans/{id}/archive`: what archiving means, before it happens.
@@ -399,30 +344,18 @@ pub async fn confirm_archive(
 
 pub async fn archive(
     req: HttpRequest,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    admin: AdminUser,
+    (state, session): (web::Data<AppState>, TypedSession),
+    (_admin, actor): (AdminUser, Actor),
     id: web::Path<i64>,
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
     let plan = plans::find(&state.db, *id)
         .await?
         .ok_or(AppError::NotFound)?;
-    if !billing::valid_operation_id(&form.operation_id) {
-        return Err(AppError::BadRequest(
-            "The form was incomplete. Reload the page and try again.",
-        ));
-    }
-    if let Err(err) = plans::archive(
-        &state.db,
-        &state.gateway,
-        admin.0.id,
-        &form.operation_id,
-        &plan,
-    )
-    .await
-    {
-        let errors = plan_failure(&state, &req, &admin.0, err).await?;
+    let operation = form.0.operation_id.parse()?;
+    let archived = plans::archive(&state.db, &state.gateway, &actor, &operation, &plan).await;
+    if let Err(err) = archived {
+        let errors = plan_failure(&state, &req, &actor, err).await?;
         tracing::warn!(?errors, "archiving a plan failed");
         session.flash(
             FlashKind::Error,
@@ -431,13 +364,10 @@ pub async fn archive(
         return Ok(see_other("/admin/plans"));
     }
     state.active_plans.invalidate();
-    audit_admin(&state, &req, &admin.0, Kind::PlanArchived, &plan.slug).await?;
-    session.flash(
-        FlashKind::Info,
-        format!(
-            "Plan “{}” is archived: existing subscribers keep it.",
-            plan.name
-        ),
-    )?;
+    let message = format!(
+        "Plan “{}” is archived: existing subscribers keep it.",
+        plan.name
+    );
+    session.flash(FlashKind::Info, message)?;
     Ok(see_other("/admin/plans"))
 }
