@@ -183,8 +183,6 @@ pub async fn finish_rate_limit(
     Ok(res)
 }
 
-pub use crate::limits::KeyedLimiter;
-
 /// Limits audit writes for refusals to one per client and limiter a minute, so that a flood of
 /// refused requests cannot turn into a flood of database writes.
 pub struct RefusalAuditThrottle(DefaultKeyedRateLimiter<(IpAddr, &'static str)>);
