@@ -7,9 +7,17 @@ use super::{CommandError, connect, failed};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::customers::{self, INDEX_COLUMN};
 use crate::crypto::TokenHasher;
-use crate::crypto::rotation::{self, KeyRole, SEALED_COLUMNS};
+use crate::crypto::rotation::{self, KeyRole, Rotatable};
 use crate::db::models::{billing_customer, service_token};
 use crate::db::{DbConnection, DbError};
+use crate::{vault, webhooks};
+
+/// Every sealed column Tollgate has, each described by the domain that owns it.
+const SEALED_COLUMNS: &[&dyn Rotatable] = &[
+    &vault::SEALED_KEYS,
+    &customers::SEALED_CUSTOMER_IDS,
+    &webhooks::SEALED_PAYLOADS,
+];
 
 pub struct RotateOptions {
     pub batch_size: usize,
@@ -143,7 +151,7 @@ pub fn check(env_file: &Path) -> Result<(), CommandError> {
     let keyring = config.keyring();
     let hasher = config.token_hasher();
     let report = db
-        .run_blocking(|conn| rotation::check(conn, &keyring))
+        .run_blocking(|conn| rotation::check(conn, &keyring, SEALED_COLUMNS))
         .map_err(failed)?;
     let peppers = db
         .run_blocking(|conn| pepper_report(conn, &hasher))
@@ -253,7 +261,7 @@ pub fn rotate(env_file: &Path, options: &RotateOptions) -> Result<(), CommandErr
         );
     }
     let remaining: i64 = db
-        .run_blocking(|conn| rotation::check(conn, &keyring))
+        .run_blocking(|conn| rotation::check(conn, &keyring, SEALED_COLUMNS))
         .map_err(failed)?
         .iter()
         .filter(|line| line.role != KeyRole::Primary)
