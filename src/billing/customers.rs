@@ -12,7 +12,7 @@ use stripe_core::customer::CreateCustomer;
 use super::{BillingError, Gateway, OperationClass};
 use crate::accounts::User;
 use crate::crypto::hashing::Domain;
-use crate::crypto::rotation::{Batch, RotationError};
+use crate::crypto::rotation::{self, Batch, RotationError, SealedColumn, Step};
 use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
 use crate::db::models::billing_customer::{self, BillingCustomerRow};
 use crate::db::{Db, DbConnection, DbError, now};
@@ -25,6 +25,17 @@ pub fn customer_aad(user_id: i64) -> Aad {
         format!("user:{user_id}"),
     )
 }
+
+/// `billing_customers.stripe_customer_sealed` as `rotate-key` re-seals it.
+pub const SEALED_CUSTOMER_IDS: SealedColumn<BillingCustomerRow> = SealedColumn {
+    name: "billing_customers.stripe_customer_sealed",
+    not_under_key: billing_customer::not_under_key,
+    id: |row| row.user_id,
+    sealed: |row| &row.stripe_customer_sealed,
+    aad: |row| Ok(customer_aad(row.user_id)),
+    replace: billing_customer::replace_sealed,
+    count_by_key_id: billing_customer::count_by_key_id,
+};
 
 /// The user's Stripe customer id, opened, if they have one.
 pub async fn customer_id(
@@ -144,42 +155,32 @@ pub fn reindex_batch(
     limit: usize,
     fail_after: Option<usize>,
 ) -> Result<Batch, RotationError> {
-    use diesel::Connection as _;
     let primary = hasher.primary_id().to_string();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    conn.transaction(|conn| {
-        let rows = billing_customer::index_not_under_key(conn, &primary, after_user, limit)?;
-        let mut batch = Batch {
-            last_id: rows.last().map(|row| row.user_id),
-            ..Batch::default()
-        };
-        for row in rows {
-            if fail_after == Some(batch.rotated + batch.raced) {
-                return Err(RotationError::InjectedFault(batch.rotated + batch.raced));
-            }
-            let crypto = |source| RotationError::Crypto {
+    let limit = rotation::sql_limit(limit);
+    let load = |conn: &mut DbConnection| {
+        Ok(billing_customer::index_not_under_key(
+            conn, &primary, after_user, limit,
+        )?)
+    };
+    let reindex = |conn: &mut DbConnection, row: BillingCustomerRow| {
+        let opened = keyring
+            .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
+            .map_err(|source| RotationError::Crypto {
                 column: INDEX_COLUMN,
                 id: row.user_id,
                 source,
-            };
-            let opened = keyring
-                .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
-                .map_err(crypto)?;
-            let index = hasher.digest(Domain::StripeCustomerId, &opened);
-            if billing_customer::replace_index(
-                conn,
-                row.user_id,
-                &row.stripe_customer_index,
-                &index,
-                &primary,
-            )? {
-                batch.rotated += 1;
-            } else {
-                batch.raced += 1;
-            }
-        }
-        Ok(batch)
-    })
+            })?;
+        let index = hasher.digest(Domain::StripeCustomerId, &opened);
+        let replaced = billing_customer::replace_index(
+            conn,
+            row.user_id,
+            &row.stripe_customer_index,
+            &index,
+            &primary,
+        )?;
+        Ok(Step::swapped(replaced))
+    };
+    rotation::run_batch(conn, fail_after, load, |row| row.user_id, reindex)
 }
 
 /// The blind-index column, as `rotate-key` names it.

@@ -6,8 +6,9 @@ use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::audit::{self, Actor, Kind};
+use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, CryptoError, Keyring};
-use crate::db::models::byok_key::{self, NewByokKey};
+use crate::db::models::byok_key::{self, ByokKeyRow, NewByokKey};
 use crate::db::models::setting;
 use crate::db::{DbConnection, DbError, now};
 use crate::secret::mask_api_key;
@@ -62,6 +63,20 @@ pub fn key_aad(user_id: i64, provider: Provider) -> Aad {
         format!("user:{user_id}/provider:{}", provider.as_str()),
     )
 }
+
+/// `byok_keys.secret` as `rotate-key` re-seals it.
+pub const SEALED_KEYS: SealedColumn<ByokKeyRow> = SealedColumn {
+    name: "byok_keys.secret",
+    not_under_key: byok_key::not_under_key,
+    id: |row| row.id,
+    sealed: |row| &row.secret,
+    aad: |row| match Provider::parse(&row.provider) {
+        Some(provider) => Ok(key_aad(row.user_id, provider)),
+        None => Err(format!("unknown provider `{}`", row.provider)),
+    },
+    replace: byok_key::replace_secret,
+    count_by_key_id: byok_key::count_by_key_id,
+};
 
 const MIN_KEY_LEN: usize = 20;
 const MAX_KEY_LEN: usize = 256;
@@ -336,6 +351,37 @@ mod tests {
         assert_eq!(
             ApiKey::parse(Provider::OpenAi, key(&long)).unwrap_err(),
             KeyFormatError::TooLong
+        );
+    }
+
+    fn row(provider: &str) -> ByokKeyRow {
+        ByokKeyRow {
+            id: 7,
+            user_id: 42,
+            provider: provider.to_owned(),
+            secret: vec![1, 2, 3],
+            key_id: "k1".to_owned(),
+            masked: "sk-…000".to_owned(),
+            created_at: now(),
+            updated_at: now(),
+            last_used_at: None,
+        }
+    }
+
+    /// `rotate-key` must bind each key to the place it was sealed for, and refuse a row it
+    /// cannot place rather than guess.
+    #[test]
+    fn rotation_places_each_key_where_it_was_sealed() {
+        let anthropic = row("anthropic");
+        assert_eq!(
+            (SEALED_KEYS.aad)(&anthropic),
+            Ok(key_aad(42, Provider::Anthropic))
+        );
+        assert_eq!((SEALED_KEYS.id)(&anthropic), 7);
+        assert_eq!((SEALED_KEYS.sealed)(&anthropic), &[1, 2, 3]);
+        assert_eq!(
+            (SEALED_KEYS.aad)(&row("acme")),
+            Err("unknown provider `acme`".to_owned())
         );
     }
 

@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::config::AlertSettings;
+use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, Keyring, TokenHasher};
 use crate::db::models::webhook_event::{self, NewWebhookEvent};
 use crate::db::{DbConnection, DbError, now};
@@ -90,6 +91,17 @@ pub struct Context<'a> {
 pub fn payload_aad(event_id: &str) -> Aad {
     Aad::new("webhook_events", "payload_sealed", event_id)
 }
+
+/// `webhook_events.payload_sealed` as `rotate-key` re-seals it.
+pub const SEALED_PAYLOADS: SealedColumn<webhook_event::WebhookEventRow> = SealedColumn {
+    name: "webhook_events.payload_sealed",
+    not_under_key: webhook_event::not_under_key,
+    id: |row| row.id,
+    sealed: |row| &row.payload_sealed,
+    aad: |row| Ok(payload_aad(&row.stripe_event_id)),
+    replace: webhook_event::replace_sealed,
+    count_by_key_id: webhook_event::count_by_key_id,
+};
 
 /// What ingesting one delivery did.
 #[derive(Debug, Clone, PartialEq, Eq)]
