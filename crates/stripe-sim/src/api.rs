@@ -243,6 +243,20 @@ fn get(
     }
 }
 
+/// A read of one object by its id: `find` looks it up and renders it; an unknown id is
+/// Stripe's `resource_missing` error naming `kind`.
+fn retrieve(
+    sim: &web::Data<Sim>,
+    req: &HttpRequest,
+    kind: &str,
+    id: &str,
+    find: impl FnOnce(&SimState, &str) -> Option<Value>,
+) -> HttpResponse {
+    get(sim, req, |state| {
+        find(state, id).ok_or_else(|| ApiError::missing(kind, id))
+    })
+}
+
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let err = ApiError {
         status: StatusCode::NOT_FOUND,
@@ -335,12 +349,8 @@ async fn retrieve_product(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .products
-            .get(id.as_str())
-            .map(objects::product)
-            .ok_or_else(|| ApiError::missing("product", &id))
+    retrieve(&sim, &req, "product", &id, |state, id| {
+        state.products.get(id).map(objects::product)
     })
 }
 
@@ -454,12 +464,8 @@ async fn retrieve_price(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .prices
-            .get(id.as_str())
-            .map(objects::price)
-            .ok_or_else(|| ApiError::missing("price", &id))
+    retrieve(&sim, &req, "price", &id, |state, id| {
+        state.prices.get(id).map(objects::price)
     })
 }
 
@@ -529,12 +535,8 @@ async fn retrieve_customer(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .customers
-            .get(id.as_str())
-            .map(objects::customer)
-            .ok_or_else(|| ApiError::missing("customer", &id))
+    retrieve(&sim, &req, "customer", &id, |state, id| {
+        state.customers.get(id).map(objects::customer)
     })
 }
 
@@ -633,12 +635,11 @@ async fn retrieve_checkout_session(
     id: web::Path<String>,
 ) -> HttpResponse {
     let base_url = sim.base_url.clone();
-    get(&sim, &req, |state| {
+    retrieve(&sim, &req, "checkout.session", &id, |state, id| {
         state
             .checkout_sessions
-            .get(id.as_str())
+            .get(id)
             .map(|s| objects::checkout_session(state, s, &base_url))
-            .ok_or_else(|| ApiError::missing("checkout.session", &id))
     })
 }
 
@@ -753,12 +754,11 @@ async fn retrieve_subscription(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
+    retrieve(&sim, &req, "subscription", &id, |state, id| {
         state
             .subscriptions
-            .get(id.as_str())
+            .get(id)
             .map(|s| objects::subscription(state, s))
-            .ok_or_else(|| ApiError::missing("subscription", &id))
     })
 }
 
@@ -886,12 +886,8 @@ async fn retrieve_invoice(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .invoices
-            .get(id.as_str())
-            .map(|i| objects::invoice(state, i))
-            .ok_or_else(|| ApiError::missing("invoice", &id))
+    retrieve(&sim, &req, "invoice", &id, |state, id| {
+        state.invoices.get(id).map(|i| objects::invoice(state, i))
     })
 }
 
@@ -900,12 +896,8 @@ async fn retrieve_payment_intent(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .payment_intents
-            .get(id.as_str())
-            .map(objects::payment_intent)
-            .ok_or_else(|| ApiError::missing("payment_intent", &id))
+    retrieve(&sim, &req, "payment_intent", &id, |state, id| {
+        state.payment_intents.get(id).map(objects::payment_intent)
     })
 }
 
@@ -953,13 +945,8 @@ async fn retrieve_event(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .events
-            .iter()
-            .find(|e| e.id == *id)
-            .map(objects::event)
-            .ok_or_else(|| ApiError::missing("event", &id))
+    retrieve(&sim, &req, "event", &id, |state, id| {
+        state.events.iter().find(|e| e.id == id).map(objects::event)
     })
 }
 

@@ -8,7 +8,7 @@ use stripe_checkout::checkout_session::{
 use stripe_core::event::ListEvent;
 use stripe_sim::{SimConfig, StripeSim};
 
-use crate::harness::{card_form, harness, harness_with};
+use crate::harness::{card_form, harness, harness_with, texts};
 
 #[actix_web::test]
 async fn the_hosted_checkout_declines_4000_0000_0000_0002_and_completes_nothing() {
@@ -102,19 +102,7 @@ async fn the_checkout_page_summarises_the_order_beside_the_card_form() {
     );
     let page = res.text().await.unwrap();
     assert!(!page.contains("<style") && !page.contains(" style=") && !page.contains("<script"));
-    let doc = scraper::Html::parse_document(&page);
-    let text = |css: &str| {
-        let selector = scraper::Selector::parse(css).unwrap();
-        doc.select(&selector)
-            .map(|e| {
-                e.text()
-                    .flat_map(str::split_whitespace)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
+    let text = |css: &str| texts(&page, css);
     assert_eq!(text(".summary .merchant-name"), "Acme Robotics");
     assert_eq!(text(".summary h1"), "Subscribe to Pro");
     assert_eq!(text(".summary-price"), "$25.00 per month");
@@ -168,19 +156,7 @@ async fn the_checkout_page_summarises_the_order_beside_the_card_form() {
         .await
         .unwrap();
     let page = h.page(trial.url.as_deref().unwrap()).await;
-    let doc = scraper::Html::parse_document(&page);
-    let text = |css: &str| {
-        let selector = scraper::Selector::parse(css).unwrap();
-        doc.select(&selector)
-            .map(|e| {
-                e.text()
-                    .flat_map(str::split_whitespace)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .collect::<Vec<_>>()
-            .join(" | ")
-    };
+    let text = |css: &str| texts(&page, css);
     assert_eq!(text(".summary h1"), "Try Pro");
     assert_eq!(text(".summary-price"), "14 days free");
     assert!(text(".summary-then").starts_with("Then $25.00 per month starting "));

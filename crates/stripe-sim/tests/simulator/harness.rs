@@ -248,6 +248,23 @@ pub fn card_form(number: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The text of the elements `css` selects on a page, each with its whitespace collapsed,
+/// joined by ` | `.
+pub fn texts(html: &str, css: &str) -> String {
+    let document = scraper::Html::parse_document(html);
+    let selector = scraper::Selector::parse(css).unwrap();
+    document
+        .select(&selector)
+        .map(|e| {
+            e.text()
+                .flat_map(str::split_whitespace)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
 /// The value of the `name` input of a page's form.
 fn hidden(html: &str, name: &str) -> String {
     let document = scraper::Html::parse_document(html);
