@@ -1,8 +1,11 @@
-//! `tollgate stripe-sim`: the offline Stripe simulator as a standalone server.
+//! `tollgate stripe-sim`: the offline Stripe simulator (the `tollgate-stripe-sim` crate) as a
+//! standalone server, and `serve --with-stripe-sim`: Tollgate with the simulator in-process.
 
 use std::path::Path;
 
 use secrecy::SecretString;
+use stripe_sim::webhooks::WebhookTarget;
+use stripe_sim::{SimConfig, StripeSim};
 
 use super::{CommandError, failed};
 use crate::audit::Actor;
@@ -12,8 +15,6 @@ use crate::config::{self, Config, DatabaseUrl, Environment, ProcessEnv, Vars as 
 use crate::db::models::plan;
 use crate::db::{Db, DbError};
 use crate::startup::Application;
-use crate::stripe_sim::webhooks::WebhookTarget;
-use crate::stripe_sim::{SimConfig, StripeSim};
 
 pub fn run(
     env_file: &Path,

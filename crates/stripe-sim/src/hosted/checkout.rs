@@ -11,10 +11,10 @@ use chrono::Datelike as _;
 use serde::Deserialize;
 
 use super::{html, interval_adverb, message, not_found, redirect};
-use crate::stripe_sim::card::{self, Card, CardErrors, CardForm};
-use crate::stripe_sim::controls::{self, CheckoutOutcome};
-use crate::stripe_sim::state::{SessionStatus, SimState, unix_now};
-use crate::stripe_sim::{Sim, objects};
+use crate::card::{self, Card, CardErrors, CardForm};
+use crate::controls::{self, CheckoutOutcome};
+use crate::state::{SessionStatus, SimState, unix_now};
+use crate::{Sim, objects};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/checkout/{id}", web::get().to(checkout_page))
@@ -82,7 +82,7 @@ impl FieldErrors {
 }
 
 #[derive(Template)]
-#[template(path = "stripe_sim/checkout.html")]
+#[template(path = "checkout.html")]
 struct CheckoutPage {
     id: String,
     merchant: String,

@@ -3,8 +3,16 @@
 //! subscriptions, invoices, payment intents, events), hosted checkout and portal pages, signed
 //! webhooks with retries, and `/_sim/…` test controls. It holds its state in memory.
 //!
-//! Behind the `stripe-sim` cargo feature (on by default). Never in production: `tollgate
-//! stripe-sim` refuses to start when `TOLLGATE_ENV=production`.
+//! Its own crate, knowing nothing of Tollgate: Tollgate's tests use it as a dev-dependency,
+//! and the `tollgate` binary as an optional one (its `stripe-sim` cargo feature, on by default)
+//! for `tollgate stripe-sim` and `serve --with-stripe-sim`. Never in production: both commands
+//! refuse to start when `TOLLGATE_ENV=production`.
+//!
+//! Start one with [`StripeSim::start`] (port 0 picks a free port), point a Stripe client at
+//! its `base_url` with any `sk_test_…` key, and spawn or `run` its server.
+
+// The API renders Stripe's large JSON objects with `serde_json::json!`.
+#![recursion_limit = "256"]
 
 mod api;
 mod card;
@@ -136,7 +144,7 @@ async fn favicon() -> actix_web::HttpResponse {
             actix_web::http::header::CACHE_CONTROL,
             "public, max-age=86400",
         ))
-        .body(include_str!("../../static/stripe_sim/favicon.svg"))
+        .body(include_str!("../static/favicon.svg"))
 }
 
 impl StripeSim {

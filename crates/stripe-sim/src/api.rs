@@ -12,9 +12,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::Sim;
-use super::objects;
-use super::state::{
+use crate::Sim;
+use crate::objects;
+use crate::state::{
     CheckoutSession, Customer, Event, IdempotentResponse, Interval, PortalSession, Price, Product,
     SessionStatus, SimState, SubscriptionStatus, new_id, unix_now,
 };
@@ -34,7 +34,7 @@ fn active_price<'a>(
     state: &'a SimState,
     id: &str,
     param: &str,
-) -> Result<&'a super::state::Price, ApiError> {
+) -> Result<&'a crate::state::Price, ApiError> {
     let price = state
         .prices
         .get(id)
@@ -115,11 +115,32 @@ fn authenticate(req: &HttpRequest) -> Result<(), ApiError> {
     if key.starts_with("sk_test_") && key.len() > "sk_test_".len() {
         Ok(())
     } else {
-        let shown = crate::secret::mask_api_key(key);
+        let shown = mask_key(key);
         Err(ApiError::unauthorized(&format!(
             "Invalid API Key provided: {shown}"
         )))
     }
+}
+
+/// Stripe's key kinds, the part of a key that names it rather than its secret.
+const KEY_PREFIXES: [&str; 7] = [
+    "sk_live_", "sk_test_", "rk_live_", "rk_test_", "pk_live_", "pk_test_", "whsec_",
+];
+
+/// `sk_live_…xyz`: a refused key, shown by its kind and last three characters; only the kind
+/// when it is barely longer than that (the rest would give too much away).
+fn mask_key(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    let last3: String = chars[chars.len().saturating_sub(3)..].iter().collect();
+    let prefix = KEY_PREFIXES
+        .iter()
+        .find(|prefix| key.starts_with(*prefix))
+        .copied()
+        .unwrap_or("");
+    if chars.len() < prefix.len() + 12 {
+        return format!("{prefix}…");
+    }
+    format!("{prefix}…{last3}")
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -222,6 +243,20 @@ fn get(
     }
 }
 
+/// A read of one object by its id: `find` looks it up and renders it; an unknown id is
+/// Stripe's `resource_missing` error naming `kind`.
+fn retrieve(
+    sim: &web::Data<Sim>,
+    req: &HttpRequest,
+    kind: &str,
+    id: &str,
+    find: impl FnOnce(&SimState, &str) -> Option<Value>,
+) -> HttpResponse {
+    get(sim, req, |state| {
+        find(state, id).ok_or_else(|| ApiError::missing(kind, id))
+    })
+}
+
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
     let err = ApiError {
         status: StatusCode::NOT_FOUND,
@@ -314,12 +349,8 @@ async fn retrieve_product(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .products
-            .get(id.as_str())
-            .map(objects::product)
-            .ok_or_else(|| ApiError::missing("product", &id))
+    retrieve(&sim, &req, "product", &id, |state, id| {
+        state.products.get(id).map(objects::product)
     })
 }
 
@@ -433,12 +464,8 @@ async fn retrieve_price(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .prices
-            .get(id.as_str())
-            .map(objects::price)
-            .ok_or_else(|| ApiError::missing("price", &id))
+    retrieve(&sim, &req, "price", &id, |state, id| {
+        state.prices.get(id).map(objects::price)
     })
 }
 
@@ -508,12 +535,8 @@ async fn retrieve_customer(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .customers
-            .get(id.as_str())
-            .map(objects::customer)
-            .ok_or_else(|| ApiError::missing("customer", &id))
+    retrieve(&sim, &req, "customer", &id, |state, id| {
+        state.customers.get(id).map(objects::customer)
     })
 }
 
@@ -612,12 +635,11 @@ async fn retrieve_checkout_session(
     id: web::Path<String>,
 ) -> HttpResponse {
     let base_url = sim.base_url.clone();
-    get(&sim, &req, |state| {
+    retrieve(&sim, &req, "checkout.session", &id, |state, id| {
         state
             .checkout_sessions
-            .get(id.as_str())
+            .get(id)
             .map(|s| objects::checkout_session(state, s, &base_url))
-            .ok_or_else(|| ApiError::missing("checkout.session", &id))
     })
 }
 
@@ -716,14 +738,14 @@ async fn create_subscription(
                 param: None,
             });
         }
-        let start = super::controls::NewSubscription {
+        let start = crate::controls::NewSubscription {
             customer: p.customer,
             price: item.price.clone(),
             quantity: item.quantity.unwrap_or(1).max(1),
             trial_period_days: p.trial_period_days,
             metadata: p.metadata,
         };
-        Ok(super::controls::start_subscription(state, start, key))
+        Ok(crate::controls::start_subscription(state, start, key))
     })
 }
 
@@ -732,12 +754,11 @@ async fn retrieve_subscription(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
+    retrieve(&sim, &req, "subscription", &id, |state, id| {
         state
             .subscriptions
-            .get(id.as_str())
+            .get(id)
             .map(|s| objects::subscription(state, s))
-            .ok_or_else(|| ApiError::missing("subscription", &id))
     })
 }
 
@@ -815,7 +836,7 @@ async fn update_subscription(
         if let Some(metadata) = p.metadata {
             updated.metadata.extend(metadata);
         }
-        let (value, event) = super::controls::replace_subscription(state, &sub, updated, key);
+        let (value, event) = crate::controls::replace_subscription(state, &sub, updated, key);
         Ok((value, vec![event]))
     })
 }
@@ -865,12 +886,8 @@ async fn retrieve_invoice(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .invoices
-            .get(id.as_str())
-            .map(|i| objects::invoice(state, i))
-            .ok_or_else(|| ApiError::missing("invoice", &id))
+    retrieve(&sim, &req, "invoice", &id, |state, id| {
+        state.invoices.get(id).map(|i| objects::invoice(state, i))
     })
 }
 
@@ -879,12 +896,8 @@ async fn retrieve_payment_intent(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .payment_intents
-            .get(id.as_str())
-            .map(objects::payment_intent)
-            .ok_or_else(|| ApiError::missing("payment_intent", &id))
+    retrieve(&sim, &req, "payment_intent", &id, |state, id| {
+        state.payment_intents.get(id).map(objects::payment_intent)
     })
 }
 
@@ -932,13 +945,8 @@ async fn retrieve_event(
     req: HttpRequest,
     id: web::Path<String>,
 ) -> HttpResponse {
-    get(&sim, &req, |state| {
-        state
-            .events
-            .iter()
-            .find(|e| e.id == *id)
-            .map(objects::event)
-            .ok_or_else(|| ApiError::missing("event", &id))
+    retrieve(&sim, &req, "event", &id, |state, id| {
+        state.events.iter().find(|e| e.id == id).map(objects::event)
     })
 }
 
@@ -951,4 +959,19 @@ async fn balance(req: HttpRequest) -> HttpResponse {
         &json!({ "object": "balance", "available": [{ "amount": 0, "currency": "usd", "source_types": { "card": 0 } }],
                  "pending": [{ "amount": 0, "currency": "usd", "source_types": { "card": 0 } }], "livemode": false }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_key;
+
+    #[test]
+    fn refused_keys_show_their_kind_and_last_three_characters() {
+        assert_eq!(mask_key("sk_live_DUMMYDUMMYDUMMYxyz"), "sk_live_…xyz");
+        assert_eq!(mask_key("rk_test_DUMMYDUMMYDUMMYabc"), "rk_test_…abc");
+        assert_eq!(mask_key("sk_live_DUMMY"), "sk_live_…");
+        assert_eq!(mask_key("abcdefghijklmnopqrstu"), "…stu");
+        assert_eq!(mask_key("short"), "…");
+        assert_eq!(mask_key(""), "…");
+    }
 }

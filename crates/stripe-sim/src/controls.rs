@@ -8,10 +8,10 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::Sim;
-use super::card::{self, Card, Charge};
-use super::objects;
-use super::state::{
+use crate::Sim;
+use crate::card::{self, Card, Charge};
+use crate::objects;
+use crate::state::{
     CardOnFile, Customer, Event, Invoice, InvoiceStatus, PaymentIntent, PaymentStatus,
     SessionStatus, SimState, Subscription, SubscriptionStatus, new_id, unix_now,
 };
@@ -151,7 +151,7 @@ fn subscription_from(state: &SimState, new: NewSubscription, now: i64) -> Subscr
         .prices
         .get(&new.price)
         .map(|p| p.interval)
-        .unwrap_or(super::state::Interval::Month);
+        .unwrap_or(crate::state::Interval::Month);
     let trial_end = new
         .trial_period_days
         .map(|days| now + i64::from(days) * 86_400);
@@ -320,7 +320,7 @@ pub fn renew(state: &mut SimState, sub_id: &str, paid: bool) -> Option<Vec<Event
         .prices
         .get(&before.price)
         .map(|p| p.interval)
-        .unwrap_or(super::state::Interval::Month);
+        .unwrap_or(crate::state::Interval::Month);
     after.current_period_start = before.current_period_end;
     after.current_period_end = interval.advance(before.current_period_end);
     after.status = if paid {

@@ -21,7 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 const STYLESHEET_PATH: &str = "/static/hosted.css";
-const STYLESHEET: &str = include_str!("../../../static/stripe_sim.css");
+const STYLESHEET: &str = include_str!("../../static/hosted.css");
 
 /// Nothing but the page and its stylesheet: no scripts, no inline styles, no framing. Forms are
 /// left free to redirect to the merchant's success and return URLs, which can be anywhere.
@@ -57,7 +57,7 @@ fn redirect(to: &str) -> HttpResponse {
 }
 
 #[derive(Template)]
-#[template(path = "stripe_sim/message.html")]
+#[template(path = "message.html")]
 struct Message<'a> {
     title: &'a str,
     message: &'a str,

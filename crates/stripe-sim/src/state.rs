@@ -6,14 +6,17 @@
 
 use std::collections::HashMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
-use crate::secret::{encode_token, random_bytes};
-
-/// A Stripe-style id: prefix and 24 random characters.
+/// A Stripe-style id: prefix and up to 24 random letters and digits (the base64 of 18 random
+/// bytes without its `-` and `_`).
 pub fn new_id(prefix: &str) -> String {
-    let random = random_bytes::<18>()
-        .map(|b| encode_token(&b))
+    let mut bytes = [0u8; 18];
+    // Without the system's randomness the id is the bare prefix; a simulator may carry on.
+    let random = getrandom::fill(&mut bytes)
+        .map(|()| URL_SAFE_NO_PAD.encode(bytes))
         .unwrap_or_default();
     let clean: String = random
         .chars()
@@ -280,5 +283,20 @@ impl SimState {
     pub fn next_invoice_number(&mut self) -> String {
         self.invoice_counter += 1;
         format!("SIM-{:06}", self.invoice_counter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_id;
+
+    #[test]
+    fn ids_are_the_prefix_and_random_letters_and_digits() {
+        let id = new_id("cus");
+        let (prefix, random) = id.split_once('_').unwrap();
+        assert_eq!(prefix, "cus");
+        assert!((12..=24).contains(&random.len()), "{id}");
+        assert!(random.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+        assert_ne!(new_id("cus"), id);
     }
 }

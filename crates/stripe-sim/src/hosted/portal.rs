@@ -11,12 +11,12 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::{html, message, not_found, redirect};
-use crate::stripe_sim::card::Brand;
-use crate::stripe_sim::controls;
-use crate::stripe_sim::state::{
+use crate::card::Brand;
+use crate::controls;
+use crate::state::{
     InvoiceStatus, PortalSession, SimState, Subscription, SubscriptionStatus, unix_now,
 };
-use crate::stripe_sim::{Sim, objects};
+use crate::{Sim, objects};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/portal/{id}", web::get().to(portal_page))
@@ -66,7 +66,7 @@ struct InvoiceRow {
 }
 
 #[derive(Template)]
-#[template(path = "stripe_sim/portal.html")]
+#[template(path = "portal.html")]
 struct PortalPage {
     id: String,
     merchant: String,
@@ -224,7 +224,7 @@ async fn portal_page(
 }
 
 #[derive(Template)]
-#[template(path = "stripe_sim/invoice.html")]
+#[template(path = "invoice.html")]
 struct InvoicePage {
     portal: String,
     merchant: String,
@@ -300,7 +300,7 @@ impl Change {
 
 /// The review of a change, with the button that confirms it.
 #[derive(Template)]
-#[template(path = "stripe_sim/portal_confirm.html")]
+#[template(path = "portal_confirm.html")]
 struct ConfirmPage {
     portal: String,
     merchant: String,

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::state::{
+use crate::state::{
     CheckoutSession, Customer, Event, Invoice, InvoiceStatus, PaymentIntent, PaymentStatus,
     PortalSession, Price, Product, SessionStatus, SimState, Subscription,
 };
@@ -256,8 +256,8 @@ pub fn dispute(p: &PaymentIntent) -> Value {
     json!({
         "id": format!("dp_{}", p.id.trim_start_matches("pi_")), "object": "dispute", "amount": p.amount,
         "balance_transactions": [], "charge": format!("ch_{}", p.id.trim_start_matches("pi_")),
-        "created": super::state::unix_now(), "currency": p.currency, "enhanced_eligibility_types": [],
-        "evidence": {}, "evidence_details": { "due_by": super::state::unix_now() + 7 * 86_400, "enhanced_eligibility": {},
+        "created": crate::state::unix_now(), "currency": p.currency, "enhanced_eligibility_types": [],
+        "evidence": {}, "evidence_details": { "due_by": crate::state::unix_now() + 7 * 86_400, "enhanced_eligibility": {},
         "has_evidence": false, "past_due": false, "submission_count": 0 }, "is_charge_refundable": false,
         "livemode": false, "metadata": {}, "payment_intent": p.id, "payment_method_details": null,
         "reason": "fraudulent", "status": "needs_response",
@@ -273,7 +273,7 @@ pub fn event(e: &Event) -> Value {
     json!({
         "id": e.id, "object": "event", "api_version": API_VERSION, "context": null, "created": e.created,
         "data": data, "livemode": false, "pending_webhooks": 1,
-        "request": { "id": e.idempotency_key.as_ref().map(|_| super::state::new_id("req")), "idempotency_key": e.idempotency_key },
+        "request": { "id": e.idempotency_key.as_ref().map(|_| crate::state::new_id("req")), "idempotency_key": e.idempotency_key },
         "type": e.kind,
     })
 }

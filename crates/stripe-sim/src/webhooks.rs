@@ -88,7 +88,7 @@ impl Deliverer {
         for attempt in 1..=self.max_attempts {
             let signature = signature_header(
                 target.secret.expose_secret(),
-                super::state::unix_now(),
+                crate::state::unix_now(),
                 payload,
             );
             let sent = self
