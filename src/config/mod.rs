@@ -5,13 +5,15 @@
 //! keys are generated once and written to `.env` (mode 0600); in production they must be set.
 //!
 //! `settings` holds the types the rest of Tollgate reads, `vars` parses variables into them,
-//! `stripe` owns the Stripe settings, and `env_file` loads `.env` and writes development secrets.
+//! `stripe` owns the Stripe settings (and `stripe_key` the secret key, whose mode is decided
+//! when it is parsed), and `env_file` loads `.env` and writes development secrets.
 
 mod env_file;
 #[cfg(test)]
 mod fixtures;
 mod settings;
 mod stripe;
+mod stripe_key;
 mod vars;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ pub use settings::{
     SessionSettings,
 };
 pub use stripe::{DEFAULT_STRIPE_API_BASE, StripeSettings, StripeThrottle};
+pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};
 pub use vars::{
     DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment,
     stripe_sim_business_name,

@@ -6,7 +6,7 @@ use std::fmt;
 use ipnet::IpNet;
 
 use super::vars::{http_url, networks, positive};
-use super::{ConfigError, Environment, Vars};
+use super::{ConfigError, Environment, StripeSecretKey, Vars};
 use crate::secret::SecretString;
 
 /// Per-user limits on calls to Stripe, per operation class (seed 004's defaults).
@@ -21,7 +21,7 @@ pub struct StripeThrottle {
 /// How Tollgate reaches Stripe.
 pub struct StripeSettings {
     /// `sk_test_…`/`sk_live_…`/`rk_…`; without it billing pages explain that billing is off.
-    pub secret_key: Option<SecretString>,
+    pub secret_key: Option<StripeSecretKey>,
     pub publishable_key: Option<String>,
     /// `https://api.stripe.com` (tests and offline demos: the simulator's address).
     pub api_base: String,
@@ -37,20 +37,16 @@ pub struct StripeSettings {
 impl StripeSettings {
     /// Whether the secret key is a live one (events must then say `livemode: true`).
     pub fn live(&self) -> bool {
-        use secrecy::ExposeSecret as _;
-        self.secret_key.as_ref().is_some_and(|k| {
-            k.expose_secret().starts_with("sk_live_") || k.expose_secret().starts_with("rk_live_")
-        })
+        self.secret_key
+            .as_ref()
+            .is_some_and(StripeSecretKey::is_live)
     }
 }
 
 impl fmt::Debug for StripeSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StripeSettings")
-            .field(
-                "secret_key",
-                &self.secret_key.as_ref().map(|_| "[REDACTED]"),
-            )
+            .field("secret_key", &self.secret_key)
             .field("api_base", &self.api_base)
             .finish_non_exhaustive()
     }
@@ -96,18 +92,12 @@ pub(super) fn stripe_settings(
     }
     let secret_key = vars
         .get("STRIPE_SECRET_KEY")
-        .map(|k| SecretString::from(k.trim().to_owned()));
-    if let Some(key) = &secret_key {
-        use secrecy::ExposeSecret as _;
-        let k = key.expose_secret();
-        if !(k.starts_with("sk_") || k.starts_with("rk_")) {
-            return Err(ConfigError::Invalid {
-                var: "STRIPE_SECRET_KEY",
-                reason: "must start with sk_ or rk_ (check it with `tollgate validate-secrets`)"
-                    .into(),
-            });
-        }
-    }
+        .map(|raw| StripeSecretKey::parse(&raw))
+        .transpose()
+        .map_err(|err| ConfigError::Invalid {
+            var: "STRIPE_SECRET_KEY",
+            reason: format!("{err} (check it with `tollgate validate-secrets`)"),
+        })?;
     let webhook_secrets: Vec<SecretString> = vars
         .get("STRIPE_WEBHOOK_SECRET")
         .map(|raw| {
@@ -151,6 +141,38 @@ pub(super) fn stripe_settings(
 #[cfg(test)]
 mod tests {
     use super::super::fixtures::{config, config_err, with_keys};
+    use super::super::{StripeKeyKind, StripeMode};
+
+    #[test]
+    fn the_secret_key_is_parsed_at_start_with_its_mode() {
+        let err = config_err(&[("STRIPE_SECRET_KEY", "pk_test_DUMMY00000000")]);
+        assert_eq!(
+            err,
+            "STRIPE_SECRET_KEY must start with sk_ or rk_ (check it with `tollgate validate-secrets`)"
+        );
+        let err = config_err(&[("STRIPE_SECRET_KEY", "sk_prod_DUMMY00000000")]);
+        assert_eq!(
+            err,
+            "STRIPE_SECRET_KEY is malformed: expected sk_test_…, sk_live_…, rk_test_… or rk_live_… \
+             (check it with `tollgate validate-secrets`)"
+        );
+        let config = config(with_keys(&[(
+            "STRIPE_SECRET_KEY",
+            " rk_test_DUMMY0000000000xyz ",
+        )]))
+        .unwrap();
+        let key = config.stripe.secret_key.as_ref().unwrap();
+        assert_eq!(
+            (key.mode(), key.kind()),
+            (StripeMode::Test, StripeKeyKind::Restricted)
+        );
+        assert!(!config.stripe.live());
+        let shown = format!("{:?}", config.stripe);
+        assert!(
+            shown.contains("rk_test_…xyz") && !shown.contains("DUMMY"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn production_refuses_a_local_or_plain_http_stripe() {
