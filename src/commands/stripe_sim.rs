@@ -208,7 +208,8 @@ pub async fn serve_demo(mut config: Config, port: u16, fresh: bool) -> Result<()
     actix_web::rt::spawn(sim_server);
     config.database_url = DatabaseUrl::Sqlite(database.clone());
     config.stripe.api_base = sim_url.clone();
-    config.stripe.secret_key = Some(SecretString::from("sk_test_DUMMYofflinedemo".to_owned()));
+    config.stripe.secret_key =
+        Some(config::StripeSecretKey::parse("sk_test_DUMMYofflinedemo").map_err(failed)?);
     config.stripe.webhook_secrets = vec![webhook_secret.clone()];
     let host = match config.bind.ip() {
         ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),

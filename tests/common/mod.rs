@@ -351,9 +351,8 @@ impl TestApp {
         let (stripe, sim) = spawn_stripe_sim();
         let mut config = test_config(database.url.clone());
         config.stripe.api_base = stripe.clone();
-        config.stripe.secret_key = Some(secrecy::SecretString::from(
-            "sk_test_DUMMYtollgate".to_owned(),
-        ));
+        config.stripe.secret_key =
+            Some(tollgate::config::StripeSecretKey::parse("sk_test_DUMMYtollgate").unwrap());
         adjust(&mut config);
         let token_hasher = config.token_hasher();
         let app = Application::build(config).expect("application builds");

@@ -1,4 +1,7 @@
-//! Plans: validated input, display, and the Stripe Product and Price behind each plan.
+//! Plans: display, offers, and the Stripe Product and Price behind each plan. The admin's form
+//! and its field parsers are in `draft`.
+
+mod draft;
 
 use std::collections::HashMap;
 
@@ -13,6 +16,9 @@ use super::{BillingError, Gateway, Operation, OperationClass, OperationId, opera
 use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::db::models::plan::{self, PlanFields, PlanRow, StripeIds};
 use crate::db::{Db, DbError};
+pub use draft::{
+    MAX_AMOUNT, MAX_FEATURE_LINE_CHARS, MAX_FEATURE_LINES, PlanDraft, PlanErrors, PlanInput,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
@@ -219,261 +225,6 @@ pub fn offer(plans: &[Plan], slug: &str, interval: &str) -> Result<(Plan, PlanPr
         .ok_or(OfferError::NotOffered)?;
     let price = plan.price_for(interval)?;
     Ok((plan.clone(), price))
-}
-
-/// The most a plan may cost, in minor units (Stripe's limit for `unit_amount`).
-pub const MAX_AMOUNT: i64 = 99_999_999;
-
-/// What is wrong with a submitted price: not a whole number, negative, or over the maximum
-/// (which it names, in the plan's currency).
-fn amount_message(parsed: Option<i64>, currency: &str) -> String {
-    match parsed {
-        Some(amount) if amount < 0 => "The price cannot be negative.".into(),
-        Some(_) => format!(
-            "The price can be at most {MAX_AMOUNT} minor units ({}).",
-            format_amount(MAX_AMOUNT, currency)
-        ),
-        None => {
-            "Enter the price as a whole number of minor units (cents), e.g. 2500 for $25.00.".into()
-        }
-    }
-}
-
-/// What an admin submitted, already validated.
-#[derive(Debug, Clone)]
-pub struct PlanInput {
-    pub slug: String,
-    pub name: String,
-    pub description: String,
-    pub amount: i64,
-    pub currency: String,
-    pub interval: Interval,
-    pub trial_days: i64,
-    pub entitlements: Vec<String>,
-    pub feature_lines: Vec<String>,
-    pub highlighted: bool,
-    pub yearly_amount: Option<i64>,
-}
-
-/// Most feature lines a plan lists, and the longest one.
-pub const MAX_FEATURE_LINES: usize = 12;
-pub const MAX_FEATURE_LINE_CHARS: usize = 80;
-
-/// Field name → message, for re-rendering the form.
-pub type PlanErrors = HashMap<&'static str, String>;
-
-/// The raw form fields (strings, as submitted).
-#[derive(Debug, Default, Clone, serde::Deserialize)]
-pub struct PlanDraft {
-    #[serde(default)]
-    pub name: String,
-    #[serde(default)]
-    pub slug: String,
-    #[serde(default)]
-    pub description: String,
-    #[serde(default)]
-    pub amount: String,
-    #[serde(default)]
-    pub currency: String,
-    #[serde(default)]
-    pub interval: String,
-    #[serde(default)]
-    pub trial_days: String,
-    /// Entitlement keys, one per line.
-    #[serde(default)]
-    pub features: String,
-    /// The pricing page's feature lines, one per line.
-    #[serde(default)]
-    pub feature_lines: String,
-    /// A checkbox: `on` when ticked.
-    #[serde(default)]
-    pub highlighted: String,
-    /// Empty for no yearly price.
-    #[serde(default)]
-    pub yearly_amount: String,
-}
-
-fn validate_feature_lines(raw: &str) -> Result<Vec<String>, String> {
-    let lines: Vec<String> = raw
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if lines.len() > MAX_FEATURE_LINES {
-        return Err(format!(
-            "List at most {MAX_FEATURE_LINES} features, one per line."
-        ));
-    }
-    if let Some(n) = lines
-        .iter()
-        .position(|line| line.chars().count() > MAX_FEATURE_LINE_CHARS)
-    {
-        return Err(format!(
-            "Keep each feature to {MAX_FEATURE_LINE_CHARS} characters or fewer (feature {} is longer).",
-            n + 1
-        ));
-    }
-    if lines.iter().any(|line| line.chars().any(char::is_control)) {
-        return Err("Features are plain text, one per line.".into());
-    }
-    Ok(lines)
-}
-
-impl PlanDraft {
-    pub fn from_plan(plan: &Plan) -> Self {
-        Self {
-            name: plan.name.clone(),
-            slug: plan.slug.clone(),
-            description: plan.description.clone(),
-            amount: plan.amount.to_string(),
-            currency: plan.currency.clone(),
-            interval: plan.interval.as_str().to_owned(),
-            trial_days: plan.trial_days.to_string(),
-            features: plan.entitlements.join("\n"),
-            feature_lines: plan.feature_lines.join("\n"),
-            highlighted: if plan.highlighted { "on" } else { "" }.to_owned(),
-            yearly_amount: plan
-                .yearly_amount
-                .map(|amount| amount.to_string())
-                .unwrap_or_default(),
-        }
-    }
-
-    pub fn validate(&self) -> Result<PlanInput, PlanErrors> {
-        let mut errors = PlanErrors::new();
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 80 {
-            errors.insert("name", "Give the plan a name of 1 to 80 characters.".into());
-        }
-        let slug = self.slug.trim().to_ascii_lowercase();
-        let slug_ok = (2..=40).contains(&slug.len())
-            && slug
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            && !slug.starts_with('-')
-            && !slug.ends_with('-');
-        if !slug_ok {
-            errors.insert(
-                "slug",
-                "Use 2 to 40 lowercase letters, digits and dashes, e.g. pro-monthly.".into(),
-            );
-        }
-        if self.description.chars().count() > 500 {
-            errors.insert(
-                "description",
-                "Keep the description under 500 characters.".into(),
-            );
-        }
-        let currency = self.currency.trim().to_ascii_lowercase();
-        let currency_ok = currency.len() == 3 && currency.chars().all(|c| c.is_ascii_lowercase());
-        let amount = match self.amount.trim().parse::<i64>() {
-            Ok(amount) if (0..=MAX_AMOUNT).contains(&amount) => Some(amount),
-            parsed => {
-                let currency = if currency_ok {
-                    currency.as_str()
-                } else {
-                    "usd"
-                };
-                errors.insert("amount", amount_message(parsed.ok(), currency));
-                None
-            }
-        };
-        if !currency_ok {
-            errors.insert(
-                "currency",
-                "Use a three-letter ISO currency code, e.g. usd.".into(),
-            );
-        }
-        let interval = Interval::parse(self.interval.trim());
-        if interval.is_none() {
-            errors.insert("interval", "Choose monthly or yearly billing.".into());
-        }
-        let trial = self.trial_days.trim();
-        let trial_days = if trial.is_empty() {
-            Some(0)
-        } else {
-            trial.parse::<i64>().ok().filter(|d| (0..=730).contains(d))
-        };
-        if trial_days.is_none() {
-            errors.insert(
-                "trial_days",
-                "Trial days are a number from 0 to 730.".into(),
-            );
-        }
-        let features: Vec<String> = self
-            .features
-            .split(['\n', ','])
-            .map(|f| f.trim().to_ascii_lowercase())
-            .filter(|f| !f.is_empty())
-            .collect();
-        if features.iter().any(|f| {
-            f.len() > 64
-                || !f
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        }) {
-            errors.insert(
-                "features",
-                "Entitlement keys are letters, digits and - _ . : (one per line).".into(),
-            );
-        }
-        if amount == Some(0) && trial_days.is_some_and(|d| d > 0) {
-            errors.insert(
-                "trial_days",
-                "A free plan has no trial: set trial days to 0.".into(),
-            );
-        }
-        let yearly_amount = self.validate_yearly_amount(amount, interval, &mut errors);
-        let feature_lines = validate_feature_lines(&self.feature_lines)
-            .map_err(|message| errors.insert("feature_lines", message))
-            .unwrap_or_default();
-        match (amount, interval, trial_days, errors.is_empty()) {
-            (Some(amount), Some(interval), Some(trial_days), true) => Ok(PlanInput {
-                slug,
-                name: name.to_owned(),
-                description: self.description.trim().to_owned(),
-                amount,
-                currency,
-                interval,
-                trial_days,
-                entitlements: features,
-                feature_lines,
-                highlighted: self.highlighted.trim() == "on",
-                yearly_amount,
-            }),
-            _ => Err(errors),
-        }
-    }
-
-    /// The optional yearly price: only beside a paid monthly price.
-    fn validate_yearly_amount(
-        &self,
-        amount: Option<i64>,
-        interval: Option<Interval>,
-        errors: &mut PlanErrors,
-    ) -> Option<i64> {
-        let raw = self.yearly_amount.trim();
-        if raw.is_empty() {
-            return None;
-        }
-        let message = match raw
-            .parse::<i64>()
-            .ok()
-            .filter(|a| (1..=MAX_AMOUNT).contains(a))
-        {
-            None => {
-                "Enter the yearly price in minor units, e.g. 25000 for $250.00, or leave it empty."
-            }
-            Some(_) if interval == Some(Interval::Year) => {
-                "This plan is billed yearly already: leave the yearly price empty."
-            }
-            Some(_) if amount == Some(0) => "A free plan has no yearly price: leave it empty.",
-            Some(yearly) => return Some(yearly),
-        };
-        errors.insert("yearly_amount", message.into());
-        None
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -904,161 +655,20 @@ pub async fn archive(
 mod tests {
     use super::*;
 
-    fn draft() -> PlanDraft {
-        PlanDraft {
-            name: "Pro".into(),
-            slug: "pro".into(),
-            description: "For teams".into(),
-            amount: "2500".into(),
-            currency: "USD".into(),
-            interval: "month".into(),
-            trial_days: "14".into(),
-            features: "agents:unlimited\nbyok, support:priority".into(),
-            feature_lines: "Unlimited agents\n\n  Priority support  \n".into(),
-            highlighted: "on".into(),
-            yearly_amount: "25000".into(),
-        }
-    }
-
-    #[test]
-    fn a_good_draft_validates_and_normalises() {
-        let input = draft().validate().unwrap();
-        assert_eq!(input.currency, "usd");
-        assert_eq!(
-            input.entitlements,
-            ["agents:unlimited", "byok", "support:priority"]
-        );
-        assert_eq!(
-            input.feature_lines,
-            ["Unlimited agents", "Priority support"]
-        );
-        assert!(input.highlighted);
-        assert_eq!(input.yearly_amount, Some(25000));
-        assert_eq!(input.trial_days, 14);
-        let plain = PlanDraft {
-            highlighted: String::new(),
-            yearly_amount: " ".into(),
-            ..draft()
-        };
-        let input = plain.validate().unwrap();
-        assert!(!input.highlighted);
-        assert_eq!(input.yearly_amount, None);
-    }
-
-    #[test]
-    fn each_bad_field_gets_its_own_message() {
-        let bad = PlanDraft {
-            name: String::new(),
-            slug: "Pro Plan".into(),
-            amount: "25.00".into(),
-            currency: "dollars".into(),
-            interval: "week".into(),
-            trial_days: "-1".into(),
-            features: "bad key".into(),
-            feature_lines: "x\n".repeat(MAX_FEATURE_LINES + 1),
-            yearly_amount: "250.00".into(),
-            ..draft()
-        };
-        let errors = bad.validate().unwrap_err();
-        for field in [
-            "name",
-            "slug",
-            "amount",
-            "currency",
-            "interval",
-            "trial_days",
-            "features",
-            "feature_lines",
-            "yearly_amount",
-        ] {
-            assert!(errors.contains_key(field), "{field}");
-        }
-        assert_eq!(
-            errors["feature_lines"],
-            "List at most 12 features, one per line."
-        );
-    }
-
-    #[test]
-    fn feature_lines_are_bounded_in_length_and_plain() {
-        let long = PlanDraft {
-            feature_lines: format!("Fine\n{}", "x".repeat(MAX_FEATURE_LINE_CHARS + 1)),
-            ..draft()
-        };
-        assert_eq!(
-            long.validate().unwrap_err()["feature_lines"],
-            "Keep each feature to 80 characters or fewer (feature 2 is longer)."
-        );
-        let exactly = PlanDraft {
-            feature_lines: "é".repeat(MAX_FEATURE_LINE_CHARS),
-            ..draft()
-        };
-        assert!(exactly.validate().is_ok(), "characters, not bytes");
-        let control = PlanDraft {
-            feature_lines: "Bell\u{7} included".into(),
-            ..draft()
-        };
-        assert!(
-            control
-                .validate()
-                .unwrap_err()
-                .contains_key("feature_lines")
-        );
-    }
-
-    #[test]
-    fn a_yearly_price_only_sits_beside_a_paid_monthly_price() {
-        let yearly_plan = PlanDraft {
-            interval: "year".into(),
-            ..draft()
-        };
-        assert!(
-            yearly_plan.validate().unwrap_err()["yearly_amount"].contains("billed yearly already")
-        );
-        let free = PlanDraft {
-            amount: "0".into(),
-            trial_days: "0".into(),
-            ..draft()
-        };
-        assert!(free.validate().unwrap_err()["yearly_amount"].contains("free plan"));
-        let zero = PlanDraft {
-            yearly_amount: "0".into(),
-            ..draft()
-        };
-        assert!(zero.validate().unwrap_err().contains_key("yearly_amount"));
-    }
-
-    #[test]
-    fn a_free_plan_validates_without_a_trial() {
-        let free = PlanDraft {
-            amount: "0".into(),
-            trial_days: "0".into(),
-            yearly_amount: String::new(),
-            ..draft()
-        };
-        assert_eq!(free.validate().unwrap().amount, 0);
-        let with_trial = PlanDraft {
-            trial_days: "14".into(),
-            ..free
-        };
-        assert!(with_trial.validate().unwrap_err()["trial_days"].contains("free plan"));
-    }
-
     fn plan() -> Plan {
-        let input = draft().validate().unwrap();
         Plan {
             id: 1,
-            slug: input.slug,
-            name: input.name,
-            description: input.description,
-            amount: input.amount,
-            currency: input.currency,
-            interval: input.interval,
-            trial_days: input.trial_days,
-            entitlements: input.entitlements,
-            feature_lines: input.feature_lines,
-            highlighted: input.highlighted,
-            yearly_amount: input.yearly_amount,
+            slug: "pro".into(),
+            name: "Pro".into(),
+            description: "For teams".into(),
+            amount: 2500,
+            currency: "usd".into(),
+            interval: Interval::Month,
+            trial_days: 14,
+            entitlements: vec!["agents:unlimited".into(), "byok".into()],
+            feature_lines: vec!["Unlimited agents".into()],
+            highlighted: true,
+            yearly_amount: Some(25000),
             active: true,
             stripe_product_id: Some("prod_1".into()),
             stripe_price_id: Some("price_month".into()),
