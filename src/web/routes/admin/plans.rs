@@ -210,9 +210,9 @@ async fn plan_failure(
 }
 
 /// What a plan form changes: a new plan, or the plan being edited.
-enum Target {
+enum Target<'a> {
     New,
-    Edit(Plan),
+    Edit(&'a Plan),
 }
 
 /// Validates a plan form and applies it (create or update, audited by the domain); the form
@@ -220,7 +220,7 @@ enum Target {
 async fn submit(
     (req, state, session): (&HttpRequest, &AppState, &TypedSession),
     (admin, actor): (&User, &Actor),
-    target: Target,
+    target: Target<'_>,
     submission: PlanSubmission,
 ) -> Result<HttpResponse, AppError> {
     let PlanSubmission {
@@ -306,7 +306,7 @@ pub async fn update(
         .await?
         .ok_or(AppError::NotFound)?;
     let cx = (&req, state.get_ref(), &session);
-    submit(cx, (&admin.0, &actor), Target::Edit(plan), form.0).await
+    submit(cx, (&admin.0, &actor), Target::Edit(&plan), form.0).await
 }
 
 /// `GET /admin/plans/{id}/archive`: what archiving means, before it happens.
