@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn other_values_are_refused_with_the_reason() {
-        for not_secret in ["pk_test_DUMMY0000", "whsec_DUMMY0000", "DUMMY0000", ""] {
+        for not_secret in ["pk_test_DUMMY0000", "whsec_DUMMY0000", "DUMMYkey0000", ""] {
             assert_eq!(
                 StripeSecretKey::parse(not_secret).unwrap_err(),
                 StripeSecretKeyError::NotASecretKey,
