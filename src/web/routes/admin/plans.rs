@@ -209,6 +209,11 @@ async fn plan_failure(
     }
 }
 
+/// The plan `id`, or 404.
+async fn plan_or_404(state: &AppState, id: i64) -> Result<Plan, AppError> {
+    plans::find(&state.db, id).await?.ok_or(AppError::NotFound)
+}
+
 /// What a plan form changes: a new plan, or the plan being edited.
 enum Target<'a> {
     New,
@@ -282,9 +287,7 @@ pub async fn edit_form(
     admin: AdminUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let plan = plans::find(&state.db, *id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let plan = plan_or_404(&state, *id).await?;
     render(&form_page(
         &session,
         &admin.0,
@@ -302,9 +305,7 @@ pub async fn update(
     id: web::Path<i64>,
     form: CsrfForm<PlanSubmission>,
 ) -> Result<HttpResponse, AppError> {
-    let plan = plans::find(&state.db, *id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let plan = plan_or_404(&state, *id).await?;
     let cx = (&req, state.get_ref(), &session);
     submit(cx, (&admin.0, &actor), Target::Edit(&plan), form.0).await
 }
@@ -316,9 +317,7 @@ pub async fn confirm_archive(
     admin: AdminUser,
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
-    let plan = plans::find(&state.db, *id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let plan = plan_or_404(&state, *id).await?;
     if !plan.active {
         session.flash(
             FlashKind::Info,
@@ -349,9 +348,7 @@ pub async fn archive(
     id: web::Path<i64>,
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
-    let plan = plans::find(&state.db, *id)
-        .await?
-        .ok_or(AppError::NotFound)?;
+    let plan = plan_or_404(&state, *id).await?;
     let operation = form.0.operation_id.parse()?;
     let archived = plans::archive(&state.db, &state.gateway, &actor, &operation, &plan).await;
     if let Err(err) = archived {
