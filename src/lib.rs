@@ -15,6 +15,7 @@ pub mod limits;
 pub mod secret;
 pub mod service_tokens;
 pub mod startup;
+pub mod stripe_id;
 #[cfg(feature = "stripe-sim")]
 pub mod stripe_sim;
 pub mod telemetry;
