@@ -516,7 +516,13 @@ pub async fn customers(
                             .optional()?,
                         None => None,
                     };
-                    Ok((email, created, plan, sub.map(|s| s.status), masked))
+                    Ok((
+                        email,
+                        created,
+                        plan,
+                        sub.map(|s| s.status.to_string()),
+                        masked,
+                    ))
                 })
                 .collect::<Result<Vec<Row>, crate::db::DbError>>()
         })

@@ -19,6 +19,7 @@ use crate::billing::{
     subscriptions,
 };
 use crate::error::AppError;
+use crate::stripe_id::CustomerId;
 use crate::web::csrf::CsrfForm;
 use crate::web::pages::{ConfirmPage, PageContext, datetime, render};
 use crate::web::session::{CurrentUser, FlashKind, MaybeUser, TypedSession};
@@ -311,9 +312,9 @@ async fn start_checkout(
     };
     let url = if subscribed {
         // One live subscription per customer: changes go through the portal.
-        portal_url(state, user, operation, &customer).await?
+        portal_url(state, user, operation, customer.expose()).await?
     } else {
-        checkout_session(state, user, (plan, price), operation, &customer).await?
+        checkout_session(state, user, (plan, price), operation, customer.expose()).await?
     };
     Ok(Started::Stripe(url))
 }
@@ -504,7 +505,10 @@ pub async fn success(
     let own_customer = customers::customer_id(&state.db, &state.keyring, user.id)
         .await
         .map_err(AppError::from)?;
-    let checkout_customer = checkout.customer.as_ref().map(|c| c.id().to_string());
+    let checkout_customer = checkout
+        .customer
+        .as_ref()
+        .map(|c| CustomerId::new(c.id().as_str()));
     if checkout.client_reference_id.as_deref() != Some(user.id.to_string().as_str())
         || checkout_customer != own_customer
     {
@@ -524,7 +528,7 @@ pub async fn success(
             .and_then(|s| s.plan.as_ref().map(|p| p.name.clone())),
         status: current
             .as_ref()
-            .map(|s| s.status.clone())
+            .map(|s| s.status.to_string())
             .unwrap_or_else(|| "processing".into()),
         renews: current
             .as_ref()
@@ -564,7 +568,7 @@ pub async fn portal(
         )?;
         return Ok(see_other("/pricing"));
     };
-    match portal_url(&state, &user.0, &operation, &customer).await {
+    match portal_url(&state, &user.0, &operation, customer.expose()).await {
         Ok(url) => Ok(see_other(&url)),
         Err(err) => Err(billing_failure(&state, &req, user.0.id, err).await),
     }
@@ -612,9 +616,7 @@ async fn set_cancel(
     let event = SecurityEvent::new(kind)
         .actor(format!("user:{}", user.id))
         .ip(client_ip::of(&req))
-        .details(
-            serde_json::json!({ "subscription": crate::secret::mask_api_key(&current.stripe_id) }),
-        );
+        .details(serde_json::json!({ "subscription": current.stripe_id.to_string() }));
     audit::record(&state.db, event).await?;
     let message = if cancel {
         "Your subscription will end at the close of the current period. You can resume it until then."
