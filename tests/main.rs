@@ -32,5 +32,6 @@ mod rate_limits;
 mod sessions;
 #[cfg(feature = "stripe-sim")]
 mod stripe_sim;
+mod subscriptions;
 mod vault;
 mod webhooks;
