@@ -65,20 +65,19 @@ impl StripeSubscription {
     }
 }
 
-/// Stores what Stripe says of a subscription, for `user_id`, as of `as_of` (newer state already
-/// stored is kept). The one place Stripe's subscription becomes Tollgate's row, for the
-/// webhook and the API alike. Returns whether anything was written.
-pub fn store(
+/// Tollgate's row for what Stripe says of a subscription, as of `as_of`: the one place
+/// Stripe's subscription becomes Tollgate's state, for the webhook and the API alike. Reads the
+/// plan the subscription's product names.
+fn state<'a>(
     conn: &mut DbConnection,
-    user_id: i64,
-    sub: &StripeSubscription,
+    sub: &'a StripeSubscription,
     as_of: NaiveDateTime,
-) -> Result<bool, DbError> {
+) -> Result<SubscriptionState<'a>, DbError> {
     let plan_id = match &sub.product {
         Some(product) => plan::find_by_stripe_product(conn, product)?.map(|p| p.id),
         None => None,
     };
-    let state = SubscriptionState {
+    Ok(SubscriptionState {
         plan_id,
         stripe_price_id: &sub.price,
         status: &sub.status,
@@ -86,7 +85,19 @@ pub fn store(
         cancel_at_period_end: sub.cancel_at_period_end,
         trial_end: sub.trial_end,
         stripe_updated_at: as_of,
-    };
+    })
+}
+
+/// Stores what Stripe says of a subscription, for `user_id`, as of `as_of` (newer state already
+/// stored is kept). Returns whether anything was written. For a caller already inside a
+/// transaction that has written (the webhook's); see [`record`] for the API's reads.
+pub fn store(
+    conn: &mut DbConnection,
+    user_id: i64,
+    sub: &StripeSubscription,
+    as_of: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let state = state(conn, sub, as_of)?;
     subscription::upsert(conn, user_id, &sub.id, &state)
 }
 
@@ -122,8 +133,11 @@ async fn record_audited(
     let observed_at = observed_at.with_nanosecond(0).unwrap_or(observed_at);
     Ok(db
         .run(move |conn| {
+            // Read before the transaction, which then starts with a write: a SQLite transaction
+            // that reads first cannot take the write lock once another connection has written.
+            let state = state(conn, &sub, observed_at)?;
             conn.transaction(|conn| {
-                let written = store(conn, user_id, &sub, observed_at)?;
+                let written = subscription::upsert(conn, user_id, &sub.id, &state)?;
                 if let Some(event) = &audit {
                     // Recorded as an operation of its own: the start of this subscription.
                     let kind = event.kind.as_str();
