@@ -12,6 +12,7 @@ pub mod limits;
 pub mod secret;
 pub mod service_tokens;
 pub mod startup;
+pub mod stripe_id;
 pub mod telemetry;
 pub mod vault;
 pub mod web;

@@ -30,5 +30,6 @@ mod pepper_rotation;
 mod pricing;
 mod rate_limits;
 mod sessions;
+mod subscriptions;
 mod vault;
 mod webhooks;

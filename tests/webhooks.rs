@@ -880,7 +880,7 @@ async fn every_handled_type_is_applied_and_unknown_types_are_ignored(backend: Ba
         } else {
             "applied"
         };
-        assert_eq!(row.status, expected, "{}", row.stripe_event_id);
+        assert_eq!(row.status.as_str(), expected, "{}", row.stripe_event_id);
         assert_eq!(row.attempts, 1);
     }
 }

@@ -13,6 +13,7 @@ use super::subscriptions::{self, FreeStart, SubscriptionView};
 use super::{Billing, BillingError, GatewayError, Operation, OperationClass, customers, portal};
 use crate::accounts::User;
 use crate::audit::Actor;
+use crate::stripe_id::CustomerId;
 
 /// Where choosing a plan leads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +66,7 @@ async fn session_url(
     user_id: i64,
     (plan, price): (&Plan, &PlanPrice),
     operation: &Operation,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<String, BillingError> {
     let price_id = price
         .stripe_price_id
@@ -81,7 +82,7 @@ async fn session_url(
         .call(OperationClass::Default, user_id, Some(&key), || {
             let request = CreateCheckoutSession::new()
                 .mode(stripe_checkout::CheckoutSessionMode::Subscription)
-                .customer(customer)
+                .customer(customer.expose())
                 .client_reference_id(user_id.to_string())
                 .line_items(vec![CreateCheckoutSessionLineItems {
                     price: Some(price_id.clone()),
@@ -140,7 +141,10 @@ pub async fn returned(
             other => ReturnError::Billing(other.into()),
         })?;
     let own_customer = customers::customer_id(billing.db, billing.keyring, user_id).await?;
-    let checkout_customer = checkout.customer.as_ref().map(|c| c.id().to_string());
+    let checkout_customer = checkout
+        .customer
+        .as_ref()
+        .map(|c| CustomerId::new(c.id().as_str()));
     if checkout.client_reference_id.as_deref() != Some(user_id.to_string().as_str())
         || checkout_customer != own_customer
     {

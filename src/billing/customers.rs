@@ -16,7 +16,7 @@ use crate::crypto::rotation::{self, Batch, RotationError, SealedColumn, Step};
 use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
 use crate::db::models::billing_customer::{self, BillingCustomerRow};
 use crate::db::{Db, DbConnection, DbError, now};
-use crate::secret::mask_api_key;
+use crate::stripe_id::CustomerId;
 
 pub fn customer_aad(user_id: i64) -> Aad {
     Aad::new(
@@ -42,14 +42,14 @@ pub async fn customer_id(
     db: &Db,
     keyring: &Keyring,
     user_id: i64,
-) -> Result<Option<String>, BillingError> {
+) -> Result<Option<CustomerId>, BillingError> {
     let row = db
         .run(move |conn| billing_customer::for_user(conn, user_id))
         .await?;
     let Some(row) = row else { return Ok(None) };
     let opened = keyring.open(&row.stripe_customer_sealed, &customer_aad(user_id))?;
     String::from_utf8(opened.to_vec())
-        .map(Some)
+        .map(|id| Some(CustomerId::new(id)))
         .map_err(|_| BillingError::Unexpected("customer id is not text".into()))
 }
 
@@ -58,15 +58,15 @@ pub async fn customer_id(
 pub fn find_by_customer_id(
     conn: &mut DbConnection,
     hasher: &TokenHasher,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<Option<BillingCustomerRow>, DbError> {
     billing_customer::by_any_index(conn, &index_candidates(hasher, customer))
 }
 
 /// Every index `customer` may be stored under (primary pepper first).
-fn index_candidates(hasher: &TokenHasher, customer: &str) -> Vec<String> {
+fn index_candidates(hasher: &TokenHasher, customer: &CustomerId) -> Vec<String> {
     hasher
-        .candidates(Domain::StripeCustomerId, customer.as_bytes())
+        .candidates(Domain::StripeCustomerId, customer.expose().as_bytes())
         .into_iter()
         .map(|candidate| candidate.digest)
         .collect()
@@ -76,7 +76,7 @@ fn index_candidates(hasher: &TokenHasher, customer: &str) -> Vec<String> {
 pub async fn user_for_customer(
     db: &Db,
     hasher: &TokenHasher,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<Option<i64>, DbError> {
     let indexes = index_candidates(hasher, customer);
     Ok(db
@@ -91,14 +91,15 @@ pub fn new_row(
     keyring: &Keyring,
     hasher: &TokenHasher,
     user_id: i64,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<BillingCustomerRow, CryptoError> {
+    let raw = customer.expose().as_bytes();
     Ok(BillingCustomerRow {
         user_id,
-        stripe_customer_sealed: keyring.seal(customer.as_bytes(), &customer_aad(user_id))?,
+        stripe_customer_sealed: keyring.seal(raw, &customer_aad(user_id))?,
         key_id: keyring.primary_id().to_string(),
-        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, customer.as_bytes()),
-        stripe_customer_masked: mask_api_key(customer),
+        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, raw),
+        stripe_customer_masked: customer.to_string(),
         created_at: now(),
         index_key_id: Some(hasher.primary_id().to_string()),
     })
@@ -111,7 +112,7 @@ pub async fn ensure_customer(
     hasher: &TokenHasher,
     gateway: &Gateway,
     user: &User,
-) -> Result<String, BillingError> {
+) -> Result<CustomerId, BillingError> {
     if let Some(existing) = customer_id(db, keyring, user.id).await? {
         return Ok(existing);
     }
@@ -127,7 +128,7 @@ pub async fn ensure_customer(
                 )]))
         })
         .await?;
-    let id = customer.id.to_string();
+    let id = CustomerId::new(customer.id.as_str());
     let row = new_row(keyring, hasher, user.id, &id)?;
     let user_id = user.id;
     db.run(move |conn| match billing_customer::insert(conn, &row) {

@@ -4,13 +4,14 @@
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 
 use super::{Billing, BillingError, Operation, OperationClass, customers};
+use crate::stripe_id::CustomerId;
 
 /// A portal session for `customer`, returning to the account page; its address.
 pub async fn session_url(
     billing: Billing<'_>,
     user_id: i64,
     operation: &Operation,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<String, BillingError> {
     let return_url = format!("{}/account", billing.public_url);
     let key = operation.idempotency_key("portal");
@@ -18,7 +19,7 @@ pub async fn session_url(
         .gateway
         .call(OperationClass::Default, user_id, Some(&key), || {
             CreateBillingPortalSession::new()
-                .customer(customer)
+                .customer(customer.expose())
                 .return_url(return_url.clone())
         })
         .await?;

@@ -447,7 +447,7 @@ impl TestApp {
         let email = email.to_owned();
         self.query(move |conn| {
             let user = tollgate::db::models::user::find_by_email(conn, &email)?.unwrap();
-            tollgate::db::models::user::set_role(conn, user.id, "admin")
+            tollgate::db::models::user::set_role(conn, user.id, tollgate::accounts::Role::Admin)
         })
     }
 }

@@ -49,7 +49,7 @@ pub async fn show(
                 cancel_at_period_end: s.cancel_at_period_end,
                 period_end: s.current_period_end.as_ref().map(datetime),
                 trial_end: s.trial_end.as_ref().map(datetime),
-                status: s.status,
+                status: s.status.to_string(),
             });
     render(&AccountPage {
         ctx: PageContext::new(&session, Some(&user))?,

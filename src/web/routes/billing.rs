@@ -366,7 +366,7 @@ pub async fn success(
             .and_then(|s| s.plan.as_ref().map(|p| p.name.clone())),
         status: current
             .as_ref()
-            .map(|s| s.status.clone())
+            .map(|s| s.status.to_string())
             .unwrap_or_else(|| "processing".into()),
         renews: current
             .as_ref()

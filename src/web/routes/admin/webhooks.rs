@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
-use crate::db::models::webhook_event::{self, WebhookEventRow};
+use crate::db::models::webhook_event::{self, WebhookEventRow, WebhookEventStatus};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::pages::{PageContext, datetime_seconds, render, see_other};
@@ -13,8 +13,6 @@ use crate::web::session::{AdminUser, FlashKind, TypedSession};
 use crate::web::{AppState, client_ip};
 use crate::webhooks::{self, Reprocessed, mask};
 
-/// The statuses an event can have, as the list's filter offers them.
-const STATUSES: [&str; 4] = ["received", "applied", "failed", "ignored"];
 const PAGE: i64 = 200;
 
 struct EventView {
@@ -35,7 +33,7 @@ impl From<WebhookEventRow> for EventView {
             id: row.id,
             stripe_event_id: row.stripe_event_id,
             event_type: row.event_type,
-            status: row.status,
+            status: row.status.to_string(),
             attempts: row.attempts,
             received: datetime_seconds(&row.received_at),
             processed: row
@@ -72,10 +70,9 @@ pub async fn list(
     let filter = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(status) => Some(
-            STATUSES
-                .into_iter()
-                .find(|known| *known == status)
-                .ok_or(AppError::BadRequest("Unknown status filter."))?,
+            status
+                .parse::<WebhookEventStatus>()
+                .map_err(|_| AppError::BadRequest("Unknown status filter."))?,
         ),
     };
     let rows = state
@@ -85,8 +82,11 @@ pub async fn list(
     render(&ListPage {
         ctx: PageContext::new(&session, Some(&admin.0))?,
         events: rows.into_iter().map(EventView::from).collect(),
-        statuses: STATUSES,
-        filter: filter.unwrap_or_default().to_owned(),
+        statuses: WebhookEventStatus::ALL.map(WebhookEventStatus::as_str),
+        filter: filter
+            .map(WebhookEventStatus::as_str)
+            .unwrap_or_default()
+            .to_owned(),
     })
 }
 
@@ -154,7 +154,7 @@ pub async fn reprocess(
         .map_err(AppError::internal)?;
     match outcome {
         Reprocessed::NotFound => return Err(AppError::NotFound),
-        Reprocessed::Done("failed") => session.flash(
+        Reprocessed::Done(WebhookEventStatus::Failed) => session.flash(
             FlashKind::Error,
             "The event was reprocessed and failed again; the reason is shown below.",
         )?,
