@@ -54,7 +54,8 @@ fn seed(db: &Db, config: &Config) -> Result<(String, i64), DbError> {
             SecretString::from("sk-ant-api03-DUMMY-bench-000000000000000000000000".to_owned()),
         )
         .expect("key");
-        tollgate::vault::save_key(conn, &keyring, user.id, Provider::Anthropic, &key)
+        let actor = tollgate::audit::Actor::new(tollgate::audit::Principal::User(user.id), None);
+        tollgate::vault::save_key(conn, &keyring, &actor, user.id, Provider::Anthropic, &key)
             .expect("save");
         let token = tollgate::service_tokens::create(conn, &hasher, "bench", &[Scope::ByokLease])
             .expect("token");

@@ -1,8 +1,5 @@
 //! Tollgate: a self-hosted, security-first Stripe billing server.
 
-// The Stripe simulator renders large JSON objects with `serde_json::json!`.
-#![recursion_limit = "256"]
-
 pub mod accounts;
 pub mod audit;
 pub mod billing;
@@ -15,8 +12,7 @@ pub mod limits;
 pub mod secret;
 pub mod service_tokens;
 pub mod startup;
-#[cfg(feature = "stripe-sim")]
-pub mod stripe_sim;
+pub mod stripe_id;
 pub mod telemetry;
 pub mod vault;
 pub mod web;

@@ -20,7 +20,7 @@ use crate::web::middleware::head::head_as_get;
 use crate::web::middleware::rate_limit;
 use crate::web::middleware::request_span::RequestSpan;
 use crate::web::middleware::security_headers::SecurityHeaders;
-use crate::web::middleware::session_store;
+use crate::web::middleware::session_store::Sessions;
 use crate::web::{AppState, routes};
 use crate::webhooks::writer::WebhookWriter;
 
@@ -194,23 +194,21 @@ fn run(
     let workers = config.workers;
     let stripe_origin = (config.stripe.api_base != crate::config::DEFAULT_STRIPE_API_BASE)
         .then(|| config.stripe.api_base.clone());
+    let layers = routes::Layers {
+        default_limiter,
+        webhook_limiter,
+        budgets,
+        sessions: Sessions::new(db.clone(), Arc::clone(&config)),
+    };
     let server = HttpServer::new(move || {
         let headers = SecurityHeaders::new(&config.security, stripe_origin.as_deref());
-        // Listed innermost first: each `wrap` goes around everything before it. The limiter
-        // must be the first wrap of its scope (it needs a nameable inner future), so sessions
-        // sit in a nested scope inside it: refused requests never touch the session store.
-        let routes = web::scope("")
-            .wrap(session_store::middleware(db.clone(), &config))
-            .configure(|cfg| routes::configure(cfg, &budgets, &webhook_limiter));
+        // Listed innermost first: each `wrap` goes around everything before it. Each area
+        // wraps its own limiter and sessions (`routes::configure`).
         App::new()
             .app_data(state.clone())
             .app_data(web::PayloadConfig::new(BODY_LIMIT))
             .app_data(web::FormConfig::default().limit(BODY_LIMIT))
-            .service(
-                web::scope("")
-                    .wrap(rate_limit::governor(&default_limiter))
-                    .service(routes),
-            )
+            .configure(|cfg| routes::configure(cfg, &layers))
             .wrap(from_fn(head_as_get))
             .wrap(from_fn(rate_limit::finish_rate_limit))
             .wrap(TracingLogger::<RequestSpan>::new())

@@ -27,7 +27,7 @@ async fn signup_creates_a_customer_with_an_argon2id_hash_and_signs_in(backend: B
     let (email, hash, role) = app.query(|conn| {
         let row =
             tollgate::db::models::user::find_by_email(conn, "ada.lovelace@example.com")?.unwrap();
-        Ok((row.email, row.password_hash, row.role))
+        Ok((row.email, row.password_hash, row.role.as_str()))
     });
     assert_eq!(email, "ada.lovelace@example.com", "email is normalised");
     assert!(hash.starts_with("$argon2id$"), "argon2id hash, got {hash}");

@@ -644,8 +644,9 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
         masked,
         format!("cus_…{}", &customer_id[customer_id.len() - 3..])
     );
+    let stripe_id = tollgate::stripe_id::CustomerId::new(customer_id.as_str());
     let found =
-        tollgate::billing::customers::user_for_customer(&app.db, &app.token_hasher, &customer_id)
+        tollgate::billing::customers::user_for_customer(&app.db, &app.token_hasher, &stripe_id)
             .await
             .unwrap();
     assert_eq!(found, Some(user_id));

@@ -214,20 +214,3 @@ async fn the_audit_log_names_people_and_reads_as_fields(backend: Backend) {
         "the link finds the account"
     );
 }
-
-/// Browsers ask every origin for `/favicon.ico`; the simulator's hosted pages answer too, so a
-/// checkout page logs no 404 in the console.
-#[actix_web::test]
-async fn the_simulator_serves_a_favicon() {
-    use tollgate::stripe_sim::{SimConfig, StripeSim};
-    let (server, sim_url, _) = StripeSim::start(SimConfig::local(None))
-        .unwrap()
-        .into_parts();
-    actix_web::rt::spawn(server);
-    for path in ["/favicon.ico", "/favicon.svg"] {
-        let res = reqwest::get(format!("{sim_url}{path}")).await.unwrap();
-        assert_eq!(res.status(), 200, "{path}");
-        assert_eq!(res.headers()["content-type"], "image/svg+xml", "{path}");
-        assert!(res.text().await.unwrap().starts_with("<svg"), "{path}");
-    }
-}

@@ -30,7 +30,6 @@ mod pepper_rotation;
 mod pricing;
 mod rate_limits;
 mod sessions;
-#[cfg(feature = "stripe-sim")]
-mod stripe_sim;
+mod subscriptions;
 mod vault;
 mod webhooks;

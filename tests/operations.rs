@@ -270,7 +270,10 @@ async fn the_new_key_alone_opens_everything(
     let customer = tollgate::billing::customers::customer_id(&app.db, &new_ring, customer_owner)
         .await
         .unwrap();
-    assert_eq!(customer.as_deref(), Some("cus_DUMMYrotation"));
+    assert_eq!(
+        customer.as_ref().map(|c| c.expose()),
+        Some("cus_DUMMYrotation")
+    );
     let stored = app
         .query(|conn| tollgate::db::models::webhook_event::find(conn, "evt_1Rotation"))
         .unwrap();

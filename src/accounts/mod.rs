@@ -14,35 +14,12 @@ use sha2::{Digest as _, Sha256};
 
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::db::models::session;
+pub use crate::db::models::user::Role;
 use crate::db::models::user::{self, NewUser, UserRow};
 use crate::db::{Db, DbConnection, DbError, now};
 use crate::limits::{FailureLimiter, Locked};
 pub use email::{Email, InvalidEmail};
 pub use password::{NewPassword, PasswordPolicyError, PasswordWork, WorkError};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Customer,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Customer => "customer",
-            Self::Admin => "admin",
-        }
-    }
-
-    fn from_db(raw: &str) -> Self {
-        // The column has a CHECK constraint; anything unexpected gets the least privilege.
-        if raw == "admin" {
-            Self::Admin
-        } else {
-            Self::Customer
-        }
-    }
-}
 
 /// A signed-up person, as the rest of the application sees them (no password hash).
 #[derive(Debug, Clone)]
@@ -84,7 +61,7 @@ impl From<UserRow> for User {
         Self {
             id: row.id,
             credential: credential_stamp(&row.password_hash),
-            role: Role::from_db(&row.role),
+            role: row.role,
             email: row.email,
             created_at: row.created_at,
             last_login_at: row.last_login_at,
@@ -135,7 +112,7 @@ fn insert_user(
         &NewUser {
             email: email.as_str(),
             password_hash: hash,
-            role: role.as_str(),
+            role,
             created_at: at,
             updated_at: at,
         },
@@ -288,7 +265,7 @@ pub fn create_admin(
                 return Err(CreateAdminError::AccountExists);
             }
             Some(found) => {
-                user::set_role(conn, found.id, Role::Admin.as_str())?;
+                user::set_role(conn, found.id, Role::Admin)?;
                 user::set_password_hash(conn, found.id, &hash)?;
                 let sessions_ended = session::delete_for_user(conn, found.id)?;
                 let row = user::find(conn, found.id)?

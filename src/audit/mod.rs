@@ -160,6 +160,69 @@ impl Kind {
     }
 }
 
+/// Who acts, in the audit log's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// Nobody signed in (a sign-up or sign-in in progress, a refused request).
+    Anonymous,
+    /// A signed-in customer account.
+    User(i64),
+    /// A signed-in admin account.
+    Admin(i64),
+    /// An internal service, by its token's name.
+    Service(String),
+    /// Tollgate itself (start-up work such as seeding the offline demo).
+    System,
+}
+
+/// Who did something and from where: handed by the web layer (an extractor) to domain
+/// functions, which write it into the audit row of the change they make, in the same
+/// transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub principal: Principal,
+    /// The client's address as Tollgate resolves it (trusted proxies only).
+    pub ip: Option<IpAddr>,
+}
+
+impl Actor {
+    pub fn new(principal: Principal, ip: Option<IpAddr>) -> Self {
+        Self { principal, ip }
+    }
+
+    /// Tollgate itself, from no address.
+    pub fn system() -> Self {
+        Self::new(Principal::System, None)
+    }
+
+    /// The account acting, whether as a customer or as an admin.
+    pub fn account(&self) -> Option<i64> {
+        match self.principal {
+            Principal::User(id) | Principal::Admin(id) => Some(id),
+            Principal::Anonymous | Principal::Service(_) | Principal::System => None,
+        }
+    }
+
+    /// `user:42`, `admin:42`, a service token's name; `None` for nobody.
+    pub fn label(&self) -> Option<String> {
+        match &self.principal {
+            Principal::Anonymous => None,
+            Principal::User(id) => Some(format!("user:{id}")),
+            Principal::Admin(id) => Some(format!("admin:{id}")),
+            Principal::Service(name) => Some(name.clone()),
+            Principal::System => Some("tollgate".to_owned()),
+        }
+    }
+
+    /// An audit record of `kind` by this actor, from its address.
+    pub fn event(&self, kind: Kind) -> SecurityEvent {
+        let mut event = SecurityEvent::new(kind);
+        event.actor = self.label();
+        event.ip = self.ip.map(|ip| ip.to_string());
+        event
+    }
+}
+
 /// One audit record, built with [`SecurityEvent::new`] and the `actor`/`ip`/`details` setters.
 #[derive(Debug, Clone)]
 pub struct SecurityEvent {

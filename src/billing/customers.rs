@@ -12,11 +12,11 @@ use stripe_core::customer::CreateCustomer;
 use super::{BillingError, Gateway, OperationClass};
 use crate::accounts::User;
 use crate::crypto::hashing::Domain;
-use crate::crypto::rotation::{Batch, RotationError};
+use crate::crypto::rotation::{self, Batch, RotationError, SealedColumn, Step};
 use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
 use crate::db::models::billing_customer::{self, BillingCustomerRow};
 use crate::db::{Db, DbConnection, DbError, now};
-use crate::secret::mask_api_key;
+use crate::stripe_id::CustomerId;
 
 pub fn customer_aad(user_id: i64) -> Aad {
     Aad::new(
@@ -26,19 +26,30 @@ pub fn customer_aad(user_id: i64) -> Aad {
     )
 }
 
+/// `billing_customers.stripe_customer_sealed` as `rotate-key` re-seals it.
+pub const SEALED_CUSTOMER_IDS: SealedColumn<BillingCustomerRow> = SealedColumn {
+    name: "billing_customers.stripe_customer_sealed",
+    not_under_key: billing_customer::not_under_key,
+    id: |row| row.user_id,
+    sealed: |row| &row.stripe_customer_sealed,
+    aad: |row| Ok(customer_aad(row.user_id)),
+    replace: billing_customer::replace_sealed,
+    count_by_key_id: billing_customer::count_by_key_id,
+};
+
 /// The user's Stripe customer id, opened, if they have one.
 pub async fn customer_id(
     db: &Db,
     keyring: &Keyring,
     user_id: i64,
-) -> Result<Option<String>, BillingError> {
+) -> Result<Option<CustomerId>, BillingError> {
     let row = db
         .run(move |conn| billing_customer::for_user(conn, user_id))
         .await?;
     let Some(row) = row else { return Ok(None) };
     let opened = keyring.open(&row.stripe_customer_sealed, &customer_aad(user_id))?;
     String::from_utf8(opened.to_vec())
-        .map(Some)
+        .map(|id| Some(CustomerId::new(id)))
         .map_err(|_| BillingError::Unexpected("customer id is not text".into()))
 }
 
@@ -47,15 +58,15 @@ pub async fn customer_id(
 pub fn find_by_customer_id(
     conn: &mut DbConnection,
     hasher: &TokenHasher,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<Option<BillingCustomerRow>, DbError> {
     billing_customer::by_any_index(conn, &index_candidates(hasher, customer))
 }
 
 /// Every index `customer` may be stored under (primary pepper first).
-fn index_candidates(hasher: &TokenHasher, customer: &str) -> Vec<String> {
+fn index_candidates(hasher: &TokenHasher, customer: &CustomerId) -> Vec<String> {
     hasher
-        .candidates(Domain::StripeCustomerId, customer.as_bytes())
+        .candidates(Domain::StripeCustomerId, customer.expose().as_bytes())
         .into_iter()
         .map(|candidate| candidate.digest)
         .collect()
@@ -65,7 +76,7 @@ fn index_candidates(hasher: &TokenHasher, customer: &str) -> Vec<String> {
 pub async fn user_for_customer(
     db: &Db,
     hasher: &TokenHasher,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<Option<i64>, DbError> {
     let indexes = index_candidates(hasher, customer);
     Ok(db
@@ -80,14 +91,15 @@ pub fn new_row(
     keyring: &Keyring,
     hasher: &TokenHasher,
     user_id: i64,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<BillingCustomerRow, CryptoError> {
+    let raw = customer.expose().as_bytes();
     Ok(BillingCustomerRow {
         user_id,
-        stripe_customer_sealed: keyring.seal(customer.as_bytes(), &customer_aad(user_id))?,
+        stripe_customer_sealed: keyring.seal(raw, &customer_aad(user_id))?,
         key_id: keyring.primary_id().to_string(),
-        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, customer.as_bytes()),
-        stripe_customer_masked: mask_api_key(customer),
+        stripe_customer_index: hasher.digest(Domain::StripeCustomerId, raw),
+        stripe_customer_masked: customer.to_string(),
         created_at: now(),
         index_key_id: Some(hasher.primary_id().to_string()),
     })
@@ -100,7 +112,7 @@ pub async fn ensure_customer(
     hasher: &TokenHasher,
     gateway: &Gateway,
     user: &User,
-) -> Result<String, BillingError> {
+) -> Result<CustomerId, BillingError> {
     if let Some(existing) = customer_id(db, keyring, user.id).await? {
         return Ok(existing);
     }
@@ -116,7 +128,7 @@ pub async fn ensure_customer(
                 )]))
         })
         .await?;
-    let id = customer.id.to_string();
+    let id = CustomerId::new(customer.id.as_str());
     let row = new_row(keyring, hasher, user.id, &id)?;
     let user_id = user.id;
     db.run(move |conn| match billing_customer::insert(conn, &row) {
@@ -144,42 +156,32 @@ pub fn reindex_batch(
     limit: usize,
     fail_after: Option<usize>,
 ) -> Result<Batch, RotationError> {
-    use diesel::Connection as _;
     let primary = hasher.primary_id().to_string();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    conn.transaction(|conn| {
-        let rows = billing_customer::index_not_under_key(conn, &primary, after_user, limit)?;
-        let mut batch = Batch {
-            last_id: rows.last().map(|row| row.user_id),
-            ..Batch::default()
-        };
-        for row in rows {
-            if fail_after == Some(batch.rotated + batch.raced) {
-                return Err(RotationError::InjectedFault(batch.rotated + batch.raced));
-            }
-            let crypto = |source| RotationError::Crypto {
+    let limit = rotation::sql_limit(limit);
+    let load = |conn: &mut DbConnection| {
+        Ok(billing_customer::index_not_under_key(
+            conn, &primary, after_user, limit,
+        )?)
+    };
+    let reindex = |conn: &mut DbConnection, row: BillingCustomerRow| {
+        let opened = keyring
+            .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
+            .map_err(|source| RotationError::Crypto {
                 column: INDEX_COLUMN,
                 id: row.user_id,
                 source,
-            };
-            let opened = keyring
-                .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
-                .map_err(crypto)?;
-            let index = hasher.digest(Domain::StripeCustomerId, &opened);
-            if billing_customer::replace_index(
-                conn,
-                row.user_id,
-                &row.stripe_customer_index,
-                &index,
-                &primary,
-            )? {
-                batch.rotated += 1;
-            } else {
-                batch.raced += 1;
-            }
-        }
-        Ok(batch)
-    })
+            })?;
+        let index = hasher.digest(Domain::StripeCustomerId, &opened);
+        let replaced = billing_customer::replace_index(
+            conn,
+            row.user_id,
+            &row.stripe_customer_index,
+            &index,
+            &primary,
+        )?;
+        Ok(Step::swapped(replaced))
+    };
+    rotation::run_batch(conn, fail_after, load, |row| row.user_id, reindex)
 }
 
 /// The blind-index column, as `rotate-key` names it.

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use secrecy::ExposeSecret as _;
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 
 use crate::config::{StripeSettings, StripeThrottle};
@@ -134,7 +133,7 @@ impl Sweep for Gateway {
 impl Gateway {
     pub fn new(settings: &StripeSettings) -> Self {
         let client = settings.secret_key.as_ref().and_then(|key| {
-            ClientBuilder::new(key.expose_secret())
+            ClientBuilder::new(key.expose())
                 // async-stripe appends `v1/…` to the base, which must end with a slash.
                 .url(format!("{}/", settings.api_base))
                 .timeout(TIMEOUT)

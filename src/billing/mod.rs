@@ -6,16 +6,30 @@
 //! stored operation id and its owner ([`operations`]), then writes the result in a new
 //! transaction.
 
+pub mod checkout;
 pub mod customers;
 pub mod gateway;
 pub mod operations;
 pub mod plans;
+pub mod portal;
 pub mod subscriptions;
 
-use crate::crypto::CryptoError;
-use crate::db::DbError;
+use crate::crypto::{CryptoError, Keyring, TokenHasher};
+use crate::db::{Db, DbError};
 pub use gateway::{Gateway, GatewayError, OperationClass};
-pub use operations::Operation;
+pub use operations::{Operation, OperationId};
+
+/// What billing operations reach: the database, the keys of the sealed customer ids, Stripe,
+/// and the address Stripe sends people back to.
+#[derive(Clone, Copy)]
+pub struct Billing<'a> {
+    pub db: &'a Db,
+    pub keyring: &'a Keyring,
+    pub hasher: &'a TokenHasher,
+    pub gateway: &'a Gateway,
+    /// Where people reach Tollgate (no trailing slash).
+    pub public_url: &'a str,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BillingError {
@@ -33,15 +47,5 @@ pub enum BillingError {
 
 /// A random operation id for a form: submitting the same form twice reuses it.
 pub fn new_operation_id() -> Result<String, getrandom::Error> {
-    Ok(crate::secret::encode_token(&crate::secret::random_bytes::<
-        16,
-    >()?))
-}
-
-/// Accepts only ids of the shape `new_operation_id` makes.
-pub fn valid_operation_id(id: &str) -> bool {
-    (16..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    OperationId::generate().map(|id| id.as_str().to_owned())
 }

@@ -7,6 +7,42 @@ use super::BillingError;
 use crate::db::Db;
 use crate::db::models::stripe_operation::{self, Claim};
 
+/// A form's operation id, of the shape [`OperationId::generate`] makes (16 to 64 letters,
+/// digits, `-` and `_`). Forms deserialise it, so a form whose id is missing or malformed is
+/// refused as incomplete before its handler runs.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct OperationId(String);
+
+/// An operation id that is not of the shape Tollgate makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an operation id")]
+pub struct InvalidOperationId;
+
+impl OperationId {
+    /// A new random id for a form.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let bytes = crate::secret::random_bytes::<16>()?;
+        Ok(Self(crate::secret::encode_token(&bytes)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for OperationId {
+    type Error = InvalidOperationId;
+
+    fn try_from(id: String) -> Result<Self, InvalidOperationId> {
+        let shaped = (16..=64).contains(&id.len())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        shaped.then_some(Self(id)).ok_or(InvalidOperationId)
+    }
+}
+
 /// A claimed operation: the only way to an idempotency key.
 #[derive(Debug, Clone)]
 pub struct Operation {
@@ -27,16 +63,15 @@ impl Operation {
     }
 }
 
-/// Claims the operation `id` (already checked with [`super::valid_operation_id`]) for `owner`:
-/// the first submission records it, the owner's repeats find it, anyone else is refused with
-/// [`BillingError::OperationTaken`].
+/// Claims the operation `id` for `owner`: the first submission records it, the owner's repeats
+/// find it, anyone else is refused with [`BillingError::OperationTaken`].
 pub async fn claim(
     db: &Db,
     owner: Option<i64>,
     kind: &'static str,
-    id: &str,
+    id: &OperationId,
 ) -> Result<Operation, BillingError> {
-    let key = id.to_owned();
+    let key = id.0.clone();
     let claimed = db
         .run(move |conn| stripe_operation::claim(conn, &key, owner, kind))
         .await?;
@@ -47,7 +82,7 @@ pub async fn claim(
     };
     Ok(Operation {
         owner,
-        id: id.to_owned(),
+        id: id.0.clone(),
         first_time,
     })
 }
@@ -55,6 +90,27 @@ pub async fn claim(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_ids_have_the_generated_shape() {
+        let generated = OperationId::generate().unwrap();
+        assert!(OperationId::try_from(generated.as_str().to_owned()).is_ok());
+        for bad in [
+            "",
+            "short",
+            "has space in it ok",
+            "<script>alert(1)</script>",
+            &"a".repeat(65),
+        ] {
+            assert_eq!(
+                OperationId::try_from(bad.to_owned()),
+                Err(InvalidOperationId),
+                "{bad}"
+            );
+        }
+        assert!(OperationId::try_from("a".repeat(16)).is_ok());
+        assert!(OperationId::try_from("a-b_c".repeat(12)).is_ok());
+    }
 
     #[test]
     fn idempotency_keys_name_their_owner() {

@@ -1,5 +1,10 @@
 //! The local copy of each subscription's state, kept from what Stripe reports, and the
 //! entitlements internal services read from it.
+//!
+//! Stripe's subscription reaches Tollgate in two shapes: async-stripe's typed object (an API
+//! read or write) and a webhook event's JSON. Each is read into one [`StripeSubscription`], and
+//! [`store`] alone turns that into Tollgate's row: a field Tollgate starts keeping is added to
+//! the struct, and the compiler then asks both readers for it.
 
 use chrono::{DateTime, NaiveDateTime, Timelike as _};
 use diesel::Connection as _;
@@ -10,16 +15,90 @@ use stripe_billing::subscription::{
 
 use super::plans::{Plan, PlanPrice};
 use super::{BillingError, Gateway, Operation, OperationClass};
-use crate::audit::{self, SecurityEvent};
+use crate::audit::{self, Actor, Kind, SecurityEvent};
+pub use crate::db::models::subscription::SubscriptionStatus;
 use crate::db::models::subscription::{self, SubscriptionRow, SubscriptionState};
 use crate::db::models::{plan, stripe_operation};
-use crate::db::{Db, DbError, now};
+use crate::db::{Db, DbConnection, DbError, now};
+use crate::stripe_id::{CustomerId, SubscriptionId};
 
-/// Statuses in which the customer has what they pay for.
-pub const LIVE_STATUSES: [&str; 3] = ["active", "trialing", "past_due"];
+/// What Tollgate reads of a Stripe subscription, whichever shape brought it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StripeSubscription {
+    pub id: SubscriptionId,
+    pub customer: CustomerId,
+    pub status: SubscriptionStatus,
+    /// The first item's price, and the product it belongs to (which names the plan).
+    pub price: String,
+    pub product: Option<String>,
+    /// The first item's period (Stripe keeps periods per item).
+    pub current_period_end: Option<NaiveDateTime>,
+    pub cancel_at_period_end: bool,
+    pub trial_end: Option<NaiveDateTime>,
+}
 
-fn timestamp(unix: i64) -> Option<NaiveDateTime> {
+/// A Unix time as Stripe sends it.
+pub(crate) fn timestamp(unix: i64) -> Option<NaiveDateTime> {
     DateTime::from_timestamp(unix, 0).map(|t| t.naive_utc())
+}
+
+impl StripeSubscription {
+    /// Reads async-stripe's object (from an API call). The webhook path reads the event's JSON
+    /// in `webhooks::handlers`: payloads come in the endpoint's API version, which need not
+    /// carry every field async-stripe's struct requires.
+    pub fn from_api(sub: &stripe_billing::Subscription) -> Result<Self, BillingError> {
+        let item = sub
+            .items
+            .data
+            .first()
+            .ok_or_else(|| BillingError::Unexpected("subscription without items".into()))?;
+        Ok(Self {
+            id: SubscriptionId::new(sub.id.as_str()),
+            customer: CustomerId::new(sub.customer.id().as_str()),
+            status: SubscriptionStatus::from(sub.status.as_str()),
+            price: item.price.id.to_string(),
+            product: Some(item.price.product.id().to_string()),
+            current_period_end: timestamp(item.current_period_end),
+            cancel_at_period_end: sub.cancel_at_period_end,
+            trial_end: sub.trial_end.and_then(timestamp),
+        })
+    }
+}
+
+/// Tollgate's row for what Stripe says of a subscription, as of `as_of`: the one place
+/// Stripe's subscription becomes Tollgate's state, for the webhook and the API alike. Reads the
+/// plan the subscription's product names.
+fn state<'a>(
+    conn: &mut DbConnection,
+    sub: &'a StripeSubscription,
+    as_of: NaiveDateTime,
+) -> Result<SubscriptionState<'a>, DbError> {
+    let plan_id = match &sub.product {
+        Some(product) => plan::find_by_stripe_product(conn, product)?.map(|p| p.id),
+        None => None,
+    };
+    Ok(SubscriptionState {
+        plan_id,
+        stripe_price_id: &sub.price,
+        status: &sub.status,
+        current_period_end: sub.current_period_end,
+        cancel_at_period_end: sub.cancel_at_period_end,
+        trial_end: sub.trial_end,
+        stripe_updated_at: as_of,
+    })
+}
+
+/// Stores what Stripe says of a subscription, for `user_id`, as of `as_of` (newer state already
+/// stored is kept). Returns whether anything was written. For a caller already inside a
+/// transaction that has written (the webhook's); see [`record`] for the API's reads.
+pub fn store(
+    conn: &mut DbConnection,
+    user_id: i64,
+    sub: &StripeSubscription,
+    as_of: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let state = state(conn, sub, as_of)?;
+    subscription::upsert(conn, user_id, &sub.id, &state)
 }
 
 /// Stores what a Stripe subscription object says, for `user_id`, as of `observed_at` (newer
@@ -30,51 +109,45 @@ pub async fn record(
     sub: &stripe_billing::Subscription,
     observed_at: NaiveDateTime,
 ) -> Result<bool, BillingError> {
-    record_audited(db, user_id, sub, observed_at, None).await
+    record_audited(
+        db,
+        user_id,
+        StripeSubscription::from_api(sub)?,
+        observed_at,
+        None,
+    )
+    .await
 }
 
-/// [`record`], writing `audit` in the same transaction the first time it is given for this
-/// subscription (a replayed Stripe write records the subscription again, never the audit row).
+/// An audit row written with a subscription's state, once per `once` key (a replayed Stripe
+/// write records the subscription again, never the audit row).
+struct AuditOnce {
+    event: SecurityEvent,
+    once: String,
+}
+
+/// [`record`], writing `audit` in the same transaction, once per its key.
 async fn record_audited(
     db: &Db,
     user_id: i64,
-    sub: &stripe_billing::Subscription,
+    sub: StripeSubscription,
     observed_at: NaiveDateTime,
-    audit: Option<SecurityEvent>,
+    audit: Option<AuditOnce>,
 ) -> Result<bool, BillingError> {
-    let item = sub
-        .items
-        .data
-        .first()
-        .ok_or_else(|| BillingError::Unexpected("subscription without items".into()))?;
-    let price = item.price.id.to_string();
-    let product = item.price.product.id().to_string();
-    let status = sub.status.as_str().to_owned();
-    let period_end = timestamp(item.current_period_end);
-    let trial_end = sub.trial_end.and_then(timestamp);
-    let (stripe_id, cancel) = (sub.id.to_string(), sub.cancel_at_period_end);
     // Events carry Stripe's whole-second `created`: an event from the second of this read is
     // taken as at least as new (it usually reports the very change just read).
     let observed_at = observed_at.with_nanosecond(0).unwrap_or(observed_at);
     Ok(db
         .run(move |conn| {
-            let plan_id = plan::find_by_stripe_product(conn, &product)?.map(|p| p.id);
-            let state = SubscriptionState {
-                plan_id,
-                stripe_price_id: &price,
-                status: &status,
-                current_period_end: period_end,
-                cancel_at_period_end: cancel,
-                trial_end,
-                stripe_updated_at: observed_at,
-            };
+            // Read before the transaction, which then starts with a write: a SQLite transaction
+            // that reads first cannot take the write lock once another connection has written.
+            let state = state(conn, &sub, observed_at)?;
             conn.transaction(|conn| {
-                let written = subscription::upsert(conn, user_id, &stripe_id, &state)?;
-                if let Some(event) = &audit {
-                    // Recorded as an operation of its own: the start of this subscription.
+                let written = subscription::upsert(conn, user_id, &sub.id, &state)?;
+                if let Some(AuditOnce { event, once }) = &audit {
+                    // Recorded as an operation of its own.
                     let kind = event.kind.as_str();
-                    let once = format!("{kind}-{stripe_id}");
-                    if stripe_operation::record_once(conn, &once, Some(user_id), kind)? {
+                    if stripe_operation::record_once(conn, once, Some(user_id), kind)? {
                         audit::write(conn, event)?;
                     }
                 }
@@ -95,15 +168,15 @@ pub enum FreeStart {
 /// Subscribes `user_id` to a free (`$0`) price without Checkout or a card: Stripe creates a
 /// subscription on a zero price without a payment method. One live subscription per user: the
 /// idempotency key counts the user's subscriptions, read in the same snapshot as the check for
-/// a live one, so two concurrent requests make the same Stripe write once. `audit` (actor and
-/// client) is written with the subscription.
+/// a live one, so two concurrent requests make the same Stripe write once. Audited as
+/// `actor`'s with the subscription, once.
 pub async fn start_free(
     db: &Db,
     gateway: &Gateway,
+    actor: &Actor,
     user_id: i64,
-    customer: &str,
+    customer: &CustomerId,
     (plan, price): (&Plan, &PlanPrice),
-    audit: SecurityEvent,
 ) -> Result<FreeStart, BillingError> {
     let price_id = match (&price.stripe_price_id, price.is_free()) {
         (Some(id), true) => id.clone(),
@@ -112,7 +185,7 @@ pub async fn start_free(
     let standing = db
         .run(move |conn| {
             let live = subscription::current_for_user(conn, user_id)?
-                .is_some_and(|row| LIVE_STATUSES.contains(&row.status.as_str()));
+                .is_some_and(|row| row.status.is_live());
             Ok::<_, DbError>((!live).then_some(subscription::count_for_user(conn, user_id)?))
         })
         .await?;
@@ -123,7 +196,7 @@ pub async fn start_free(
     let sub = gateway
         .call(OperationClass::Subscription, user_id, Some(&key), || {
             CreateSubscription::new()
-                .customer(customer)
+                .customer(customer.expose())
                 .items(vec![CreateSubscriptionItems {
                     price: Some(price_id.clone()),
                     quantity: Some(1),
@@ -133,20 +206,24 @@ pub async fn start_free(
                 .payment_behavior(CreateSubscriptionPaymentBehavior::ErrorIfIncomplete)
         })
         .await?;
-    let audit = audit.details(serde_json::json!({
-        "plan": plan.slug,
-        "subscription": crate::secret::mask_api_key(sub.id.as_str()),
-    }));
-    record_audited(db, user_id, &sub, now(), Some(audit)).await?;
+    let sub = StripeSubscription::from_api(&sub)?;
+    let event = actor
+        .event(Kind::FreeSubscriptionStarted)
+        .details(serde_json::json!({
+            "plan": plan.slug,
+            "subscription": sub.id.to_string(),
+        }));
+    let once = format!("{}-{}", event.kind.as_str(), sub.id.expose());
+    record_audited(db, user_id, sub, now(), Some(AuditOnce { event, once })).await?;
     Ok(FreeStart::Started)
 }
 
 /// The user's subscription as the account page shows it.
 #[derive(Debug, Clone)]
 pub struct SubscriptionView {
-    pub stripe_id: String,
+    pub stripe_id: SubscriptionId,
     pub plan: Option<Plan>,
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub current_period_end: Option<NaiveDateTime>,
     pub cancel_at_period_end: bool,
     pub trial_end: Option<NaiveDateTime>,
@@ -154,7 +231,7 @@ pub struct SubscriptionView {
 
 impl SubscriptionView {
     pub fn is_live(&self) -> bool {
-        LIVE_STATUSES.contains(&self.status.as_str())
+        self.status.is_live()
     }
 }
 
@@ -201,27 +278,45 @@ pub async fn refresh(
     Ok(())
 }
 
-/// Sets or clears cancel-at-period-end at Stripe, then records the result.
+/// What a cancel or resume request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelChange {
+    Done,
+    /// No live subscription to change (nothing was asked of Stripe).
+    NoSubscription,
+}
+
+/// Sets (`cancel`) or clears cancel-at-period-end on the user's live subscription at Stripe,
+/// then records the result with its audit row (once per operation), in one transaction.
 pub async fn set_cancel_at_period_end(
     db: &Db,
     gateway: &Gateway,
+    actor: &Actor,
     user_id: i64,
     operation: &Operation,
-    stripe_id: &str,
     cancel: bool,
-) -> Result<(), BillingError> {
-    let key = operation.idempotency_key(if cancel {
-        "subscription-cancel"
-    } else {
-        "subscription-resume"
-    });
+) -> Result<CancelChange, BillingError> {
+    let Some(current) = current(db, user_id).await?.filter(|s| s.is_live()) else {
+        return Ok(CancelChange::NoSubscription);
+    };
+    let (step, kind) = match cancel {
+        true => ("subscription-cancel", Kind::SubscriptionCancelRequested),
+        false => ("subscription-resume", Kind::SubscriptionResumed),
+    };
+    let key = operation.idempotency_key(step);
+    let stripe_id = &current.stripe_id;
     let sub = gateway
         .call(OperationClass::Subscription, user_id, Some(&key), || {
-            UpdateSubscription::new(stripe_id).cancel_at_period_end(cancel)
+            UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
         })
         .await?;
-    record(db, user_id, &sub, now()).await?;
-    Ok(())
+    let event = actor
+        .event(kind)
+        .details(serde_json::json!({ "subscription": stripe_id.to_string() }));
+    let audit = AuditOnce { event, once: key };
+    let sub = StripeSubscription::from_api(&sub)?;
+    record_audited(db, user_id, sub, now(), Some(audit)).await?;
+    Ok(CancelChange::Done)
 }
 
 /// What an internal service may grant a user.
@@ -245,7 +340,7 @@ pub async fn entitlements(db: &Db, user_id: i64) -> Result<Entitlements, DbError
         plan: view
             .as_ref()
             .and_then(|v| v.plan.as_ref().map(|p| p.slug.clone())),
-        status: view.as_ref().map(|v| v.status.clone()),
+        status: view.as_ref().map(|v| v.status.to_string()),
         entitlements: if active {
             view.as_ref()
                 .and_then(|v| v.plan.as_ref())

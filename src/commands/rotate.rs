@@ -7,9 +7,17 @@ use super::{CommandError, connect, failed};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::customers::{self, INDEX_COLUMN};
 use crate::crypto::TokenHasher;
-use crate::crypto::rotation::{self, KeyRole, SEALED_COLUMNS};
+use crate::crypto::rotation::{self, Batch, KeyRole, Rotatable, RotationError};
 use crate::db::models::{billing_customer, service_token};
-use crate::db::{DbConnection, DbError};
+use crate::db::{Db, DbConnection, DbError};
+use crate::{vault, webhooks};
+
+/// Every sealed column Tollgate has, each described by the domain that owns it.
+const SEALED_COLUMNS: &[&dyn Rotatable] = &[
+    &vault::SEALED_KEYS,
+    &customers::SEALED_CUSTOMER_IDS,
+    &webhooks::SEALED_PAYLOADS,
+];
 
 pub struct RotateOptions {
     pub batch_size: usize,
@@ -143,7 +151,7 @@ pub fn check(env_file: &Path) -> Result<(), CommandError> {
     let keyring = config.keyring();
     let hasher = config.token_hasher();
     let report = db
-        .run_blocking(|conn| rotation::check(conn, &keyring))
+        .run_blocking(|conn| rotation::check(conn, &keyring, SEALED_COLUMNS))
         .map_err(failed)?;
     let peppers = db
         .run_blocking(|conn| pepper_report(conn, &hasher))
@@ -198,62 +206,38 @@ pub fn rotate(env_file: &Path, options: &RotateOptions) -> Result<(), CommandErr
     let mut budget = options.max_rows.unwrap_or(usize::MAX);
     let mut total = 0;
     for column in SEALED_COLUMNS {
-        let mut after_id = 0;
-        let mut done = 0;
-        while budget > 0 {
-            let limit = options.batch_size.min(budget);
-            let batch = db
-                .run_blocking(|conn| {
-                    column.rotate_batch(conn, &keyring, after_id, limit, options.fail_after)
-                })
-                .map_err(failed)?;
-            let Some(last_id) = batch.last_id else { break };
-            after_id = last_id;
-            done += batch.rotated;
-            budget = budget.saturating_sub(batch.rotated + batch.raced);
-            println!(
-                "{}: re-sealed {} (total {done}){}",
-                column.name(),
-                batch.rotated,
-                raced_note(batch.raced)
-            );
-        }
-        total += done;
+        total += run_batches(
+            &db,
+            options,
+            &mut budget,
+            (column.name(), "re-sealed"),
+            |conn, after_id, limit| {
+                column.rotate_batch(conn, &keyring, after_id, limit, options.fail_after)
+            },
+        )?;
     }
     println!(
         "rebuilding blind indexes under primary pepper {}",
         hasher.primary_id()
     );
-    let mut after_user = 0;
-    let mut rebuilt = 0;
-    while budget > 0 {
-        let limit = options.batch_size.min(budget);
-        let batch = db
-            .run_blocking(|conn| {
-                customers::reindex_batch(
-                    conn,
-                    &keyring,
-                    &hasher,
-                    after_user,
-                    limit,
-                    options.fail_after,
-                )
-            })
-            .map_err(failed)?;
-        let Some(last_user) = batch.last_id else {
-            break;
-        };
-        after_user = last_user;
-        rebuilt += batch.rotated;
-        budget = budget.saturating_sub(batch.rotated + batch.raced);
-        println!(
-            "{INDEX_COLUMN}: rebuilt {} (total {rebuilt}){}",
-            batch.rotated,
-            raced_note(batch.raced)
-        );
-    }
+    let rebuilt = run_batches(
+        &db,
+        options,
+        &mut budget,
+        (INDEX_COLUMN, "rebuilt"),
+        |conn, after_user, limit| {
+            customers::reindex_batch(
+                conn,
+                &keyring,
+                &hasher,
+                after_user,
+                limit,
+                options.fail_after,
+            )
+        },
+    )?;
     let remaining: i64 = db
-        .run_blocking(|conn| rotation::check(conn, &keyring))
+        .run_blocking(|conn| rotation::check(conn, &keyring, SEALED_COLUMNS))
         .map_err(failed)?
         .iter()
         .filter(|line| line.role != KeyRole::Primary)
@@ -283,6 +267,35 @@ pub fn rotate(env_file: &Path, options: &RotateOptions) -> Result<(), CommandErr
          rebuilt {rebuilt} blind index(es); {stale} remain under other peppers"
     );
     Ok(())
+}
+
+/// Runs `next_batch` from the first row on until no row is left or `budget` is spent, printing each
+/// batch as `{column}: {verb} n (total m)`; returns how many rows it replaced.
+fn run_batches(
+    db: &Db,
+    options: &RotateOptions,
+    budget: &mut usize,
+    (column, verb): (&str, &str),
+    next_batch: impl Fn(&mut DbConnection, i64, usize) -> Result<Batch, RotationError>,
+) -> Result<usize, CommandError> {
+    let mut after_id = 0;
+    let mut done = 0;
+    while *budget > 0 {
+        let limit = options.batch_size.min(*budget);
+        let batch = db
+            .run_blocking(|conn| next_batch(conn, after_id, limit))
+            .map_err(failed)?;
+        let Some(last_id) = batch.last_id else { break };
+        after_id = last_id;
+        done += batch.rotated;
+        *budget = budget.saturating_sub(batch.rotated + batch.raced);
+        println!(
+            "{column}: {verb} {} (total {done}){}",
+            batch.rotated,
+            raced_note(batch.raced)
+        );
+    }
+    Ok(done)
 }
 
 fn raced_note(raced: usize) -> String {

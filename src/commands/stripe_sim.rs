@@ -1,18 +1,20 @@
-//! `tollgate stripe-sim`: the offline Stripe simulator as a standalone server.
+//! `tollgate stripe-sim`: the offline Stripe simulator (the `tollgate-stripe-sim` crate) as a
+//! standalone server, and `serve --with-stripe-sim`: Tollgate with the simulator in-process.
 
 use std::path::Path;
 
 use secrecy::SecretString;
+use stripe_sim::webhooks::WebhookTarget;
+use stripe_sim::{SimConfig, StripeSim};
 
 use super::{CommandError, failed};
-use crate::billing::Gateway;
+use crate::audit::Actor;
 use crate::billing::plans::{self, PlanDraft};
+use crate::billing::{Gateway, OperationId};
 use crate::config::{self, Config, DatabaseUrl, Environment, ProcessEnv, Vars as _};
 use crate::db::models::plan;
 use crate::db::{Db, DbError};
 use crate::startup::Application;
-use crate::stripe_sim::webhooks::WebhookTarget;
-use crate::stripe_sim::{SimConfig, StripeSim};
 
 pub fn run(
     env_file: &Path,
@@ -148,15 +150,11 @@ async fn publish_demo_plans(db: &Db, gateway: &Gateway) -> Result<(), CommandErr
         let input = draft
             .validate()
             .map_err(|errors| failed(format!("demo plan: {errors:?}")))?;
-        plans::create(
-            db,
-            gateway,
-            None,
-            &format!("demo-plan-{index}-{run}"),
-            input,
-        )
-        .await
-        .map_err(failed)?;
+        let operation =
+            OperationId::try_from(format!("demo-plan-{index}-{run}")).map_err(failed)?;
+        plans::create(db, gateway, &Actor::system(), &operation, input)
+            .await
+            .map_err(failed)?;
     }
     Ok(())
 }
@@ -210,7 +208,8 @@ pub async fn serve_demo(mut config: Config, port: u16, fresh: bool) -> Result<()
     actix_web::rt::spawn(sim_server);
     config.database_url = DatabaseUrl::Sqlite(database.clone());
     config.stripe.api_base = sim_url.clone();
-    config.stripe.secret_key = Some(SecretString::from("sk_test_DUMMYofflinedemo".to_owned()));
+    config.stripe.secret_key =
+        Some(config::StripeSecretKey::parse("sk_test_DUMMYofflinedemo").map_err(failed)?);
     config.stripe.webhook_secrets = vec![webhook_secret.clone()];
     let host = match config.bind.ip() {
         ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),

@@ -6,41 +6,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::CommandError;
-use crate::config::{self, Environment, ProcessEnv, Vars as _};
+use crate::config::{
+    self, DEFAULT_STRIPE_API_BASE, Environment, ProcessEnv, StripeMode, StripeSecretKey, Vars as _,
+};
 use crate::crypto::{Keyring, TokenHasher};
 use crate::secret::{decode_key, mask_api_key};
-
-pub const DEFAULT_STRIPE_API_BASE: &str = "https://api.stripe.com";
 
 #[derive(Default)]
 struct Report {
     problems: Vec<String>,
     warnings: Vec<String>,
     fine: Vec<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Test,
-    Live,
-}
-
-fn body_ok(body: &str) -> bool {
-    body.len() >= 8 && body.chars().all(|c| c.is_ascii_alphanumeric())
-}
-
-/// `sk_test_…`, `rk_live_…`: which mode, if it has the shape.
-fn stripe_mode(value: &str, prefixes: &[&str]) -> Option<Mode> {
-    prefixes.iter().find_map(|prefix| {
-        let rest = value.strip_prefix(prefix)?;
-        if let Some(body) = rest.strip_prefix("test_") {
-            body_ok(body).then_some(Mode::Test)
-        } else if let Some(body) = rest.strip_prefix("live_") {
-            body_ok(body).then_some(Mode::Live)
-        } else {
-            None
-        }
-    })
 }
 
 impl Report {
@@ -83,19 +59,41 @@ impl Report {
         }
     }
 
-    fn stripe(&mut self, var: &str, prefixes: &[&str], shape: &str) -> Option<Mode> {
+    fn stripe_secret_key(&mut self) -> Option<StripeSecretKey> {
+        let var = "STRIPE_SECRET_KEY";
         let Some(value) = ProcessEnv.get(var) else {
             self.problems.push(format!("{var} is not set"));
             return None;
         };
-        let mode = stripe_mode(value.trim(), prefixes);
+        match StripeSecretKey::parse(&value) {
+            Ok(key) => {
+                self.fine
+                    .push(format!("{var}: {key} ({:?} mode)", key.mode()));
+                Some(key)
+            }
+            Err(_) => {
+                self.problems.push(format!(
+                    "{var} is malformed: expected sk_test_…, sk_live_…, rk_test_… or rk_live_…"
+                ));
+                None
+            }
+        }
+    }
+
+    fn stripe_publishable_key(&mut self) -> Option<StripeMode> {
+        let var = "STRIPE_PUBLISHABLE_KEY";
+        let Some(value) = ProcessEnv.get(var) else {
+            self.problems.push(format!("{var} is not set"));
+            return None;
+        };
+        let mode = StripeMode::of_key(value.trim(), "pk_");
         match mode {
             Some(mode) => self
                 .fine
                 .push(format!("{var}: {} ({mode:?} mode)", mask_api_key(&value))),
-            None => self
-                .problems
-                .push(format!("{var} is malformed: expected {shape}")),
+            None => self.problems.push(format!(
+                "{var} is malformed: expected pk_test_… or pk_live_…"
+            )),
         }
         mode
     }
@@ -138,10 +136,7 @@ impl Report {
 }
 
 /// Makes one read-only call (`GET /v1/balance`) with the secret key.
-async fn test_stripe(report: &mut Report) {
-    let Some(key) = ProcessEnv.get("STRIPE_SECRET_KEY") else {
-        return;
-    };
+async fn test_stripe(report: &mut Report, key: &StripeSecretKey) {
     let base = ProcessEnv
         .get("STRIPE_API_BASE")
         .unwrap_or_else(|| DEFAULT_STRIPE_API_BASE.into());
@@ -157,7 +152,7 @@ async fn test_stripe(report: &mut Report) {
                 .push(format!("could not build an HTTP client: {err}"));
         }
     };
-    match client.get(&url).bearer_auth(key.trim()).send().await {
+    match client.get(&url).bearer_auth(key.expose()).send().await {
         Ok(res) if res.status().is_success() => report
             .fine
             .push(format!("Stripe accepted STRIPE_SECRET_KEY ({base})")),
@@ -194,12 +189,9 @@ pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), C
     report.old_keys();
     report.key::<32>("TOKEN_PEPPER");
     report.old_peppers();
-    let secret = report.stripe(
-        "STRIPE_SECRET_KEY",
-        &["sk_", "rk_"],
-        "sk_test_…, sk_live_…, rk_test_… or rk_live_…",
-    );
-    let publishable = report.stripe("STRIPE_PUBLISHABLE_KEY", &["pk_"], "pk_test_… or pk_live_…");
+    let secret_key = report.stripe_secret_key();
+    let secret = secret_key.as_ref().map(StripeSecretKey::mode);
+    let publishable = report.stripe_publishable_key();
     report.webhook_secrets();
     if let (Some(secret), Some(publishable)) = (secret, publishable)
         && secret != publishable
@@ -208,16 +200,16 @@ pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), C
             "STRIPE_SECRET_KEY is a {secret:?}-mode key but STRIPE_PUBLISHABLE_KEY is {publishable:?}-mode: they must match"
         ));
     }
-    if ProcessEnv.get("TOLLGATE_ENV").is_none() && secret == Some(Mode::Live) {
+    if ProcessEnv.get("TOLLGATE_ENV").is_none() && secret == Some(StripeMode::Live) {
         report.problems.push("STRIPE_SECRET_KEY is a live key but TOLLGATE_ENV is not set: set TOLLGATE_ENV=production (tollgate refuses to start like this)".into());
     } else if environment != Environment::Production
-        && (secret == Some(Mode::Live) || publishable == Some(Mode::Live))
+        && (secret == Some(StripeMode::Live) || publishable == Some(StripeMode::Live))
     {
         report.warnings.push("LIVE Stripe keys outside production (TOLLGATE_ENV is not `production`): real money moves".into());
     }
     report.env_file(env_file);
-    if test_stripe_call {
-        actix_web::rt::System::new().block_on(test_stripe(&mut report));
+    if let Some(key) = secret_key.as_ref().filter(|_| test_stripe_call) {
+        actix_web::rt::System::new().block_on(test_stripe(&mut report, key));
     }
     for line in &report.fine {
         println!("ok       {line}");
@@ -237,25 +229,5 @@ pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), C
             "{} problem(s) found",
             report.problems.len()
         )))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stripe_modes_come_from_the_prefix() {
-        assert_eq!(
-            stripe_mode("sk_test_DUMMY0000", &["sk_", "rk_"]),
-            Some(Mode::Test)
-        );
-        assert_eq!(
-            stripe_mode("rk_live_DUMMY0000", &["sk_", "rk_"]),
-            Some(Mode::Live)
-        );
-        assert_eq!(stripe_mode("pk_test_DUMMY0000", &["sk_", "rk_"]), None);
-        assert_eq!(stripe_mode("sk_test_short", &["sk_"]), None);
-        assert_eq!(stripe_mode("sk_prod_DUMMY0000", &["sk_"]), None);
     }
 }

@@ -5,8 +5,9 @@
 //! - [`hashing`]: HMAC-SHA256 (`hmac`) keyed by `TOKEN_PEPPER` (and, during a rotation, the
 //!   peppers in `TOKEN_PEPPERS_OLD`), for blind indexes and for tokens that are checked but
 //!   never read back.
-//! - [`rotation`]: `rotate-key`'s batches: re-sealing under the primary key and rebuilding blind
-//!   indexes under the primary pepper.
+//! - [`rotation`]: `rotate-key`'s engine: the batch loop (one transaction per batch,
+//!   compare-and-swap) that re-seals under the primary key and rebuilds blind indexes, and the
+//!   description of a sealed column each domain gives for its own. It knows no tables.
 
 pub mod hashing;
 pub mod keyring;

@@ -1,16 +1,19 @@
-//! Re-encrypting every sealed column under the primary key (`tollgate rotate-key`).
+//! `rotate-key`'s engine: re-sealing a column under the primary key, batch by batch.
+//!
+//! It knows no tables: the domain that owns a sealed column describes it with a
+//! [`SealedColumn`] (how to load rows not under a key, each row's id, ciphertext and AAD, the
+//! compare-and-swap, the count per key id), and `commands::rotate` lists them. [`run_batch`]
+//! is the loop every rotation shares, blind-index rebuilds included.
 //!
 //! Work goes in batches, each one transaction; a row is replaced only if it still holds the
-//! ciphertext that was read (compare-and-swap), so the running application's own writes are
-//! never overwritten. Rows already under the primary key are not touched, so a rerun after an
+//! value that was read (compare-and-swap), so the running application's own writes are never
+//! overwritten. Rows already under the primary key are not touched, so a rerun after an
 //! interruption at any point simply finishes the job: nothing is lost, nothing done twice.
 
 use diesel::Connection as _;
 
 use crate::crypto::{Aad, CryptoError, KeyId, Keyring};
-use crate::db::models::{billing_customer, byok_key, webhook_event};
 use crate::db::{DbConnection, DbError};
-use crate::vault::{self, Provider};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RotationError {
@@ -20,11 +23,12 @@ pub enum RotationError {
         id: i64,
         source: CryptoError,
     },
-    #[error("{column} row {id}: unknown provider `{provider}`")]
+    /// The row cannot be placed (its AAD cannot be built), e.g. an unknown provider name.
+    #[error("{column} row {id}: {reason}")]
     Corrupt {
         column: &'static str,
         id: i64,
-        provider: String,
+        reason: String,
     },
     #[error("stopped on request after {0} row(s) of the current batch (fault injection)")]
     InjectedFault(usize),
@@ -48,8 +52,92 @@ pub struct Batch {
     pub raced: usize,
 }
 
-/// A column holding sealed values.
-pub trait SealedColumn: Sync {
+/// What became of one row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Replaced,
+    /// The application replaced the row between our read and our write.
+    Raced,
+    /// Nothing to do (already under the primary key).
+    Unchanged,
+}
+
+impl Step {
+    /// A compare-and-swap's result: true when it replaced the row.
+    pub fn swapped(replaced: bool) -> Self {
+        if replaced {
+            Self::Replaced
+        } else {
+            Self::Raced
+        }
+    }
+}
+
+/// A batch size as SQL's `LIMIT`.
+pub fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The batch loop every rotation shares: in one transaction, `load` the rows, then `step`
+/// each (compute its new value, compare-and-swap it into place). `fail_after` aborts the
+/// transaction after that many rows were replaced or raced (to test crash safety).
+pub fn run_batch<T>(
+    conn: &mut DbConnection,
+    fail_after: Option<usize>,
+    load: impl FnOnce(&mut DbConnection) -> Result<Vec<T>, RotationError>,
+    id: impl Fn(&T) -> i64,
+    mut step: impl FnMut(&mut DbConnection, T) -> Result<Step, RotationError>,
+) -> Result<Batch, RotationError> {
+    conn.transaction(|conn| {
+        let rows = load(conn)?;
+        let mut batch = Batch {
+            last_id: rows.last().map(&id),
+            ..Batch::default()
+        };
+        for row in rows {
+            let done = batch.rotated + batch.raced;
+            if fail_after == Some(done) {
+                return Err(RotationError::InjectedFault(done));
+            }
+            match step(conn, row)? {
+                Step::Replaced => batch.rotated += 1,
+                Step::Raced => batch.raced += 1,
+                Step::Unchanged => {}
+            }
+        }
+        Ok(batch)
+    })
+}
+
+/// Up to `limit` rows sealed under a key other than `primary`, in id order after `after_id`:
+/// `(conn, primary, after_id, limit)`.
+pub type LoadNotUnderKey<R> = fn(&mut DbConnection, &str, i64, i64) -> Result<Vec<R>, DbError>;
+
+/// Replaces a sealed value and its key id only if the row still holds the one read
+/// (compare-and-swap): `(conn, id, old, new, key id)`, true when it was replaced.
+pub type CompareAndSwap = fn(&mut DbConnection, i64, &[u8], &[u8], &str) -> Result<bool, DbError>;
+
+/// How many values each key id holds, as `(key id, count)`.
+pub type CountByKeyId = fn(&mut DbConnection) -> Result<Vec<(String, i64)>, DbError>;
+
+/// A column holding sealed values, described by the domain that owns it (rows of type `R`).
+pub struct SealedColumn<R> {
+    /// `table.column`, as `rotate-key` reports it.
+    pub name: &'static str,
+    pub not_under_key: LoadNotUnderKey<R>,
+    /// The row's id, as `not_under_key` orders and `replace` finds it.
+    pub id: fn(&R) -> i64,
+    /// The row's sealed value.
+    pub sealed: fn(&R) -> &[u8],
+    /// The row's place, which its ciphertext is bound to; `Err` says why it has none.
+    pub aad: fn(&R) -> Result<Aad, String>,
+    pub replace: CompareAndSwap,
+    pub count_by_key_id: CountByKeyId,
+}
+
+/// What `rotate-key` does with any sealed column, whatever its rows (so columns of different
+/// row types fit in one list). Implemented by [`SealedColumn`].
+pub trait Rotatable: Sync {
     fn name(&self) -> &'static str;
     /// How many values each key id holds, as `(key id, count)`.
     fn counts(&self, conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError>;
@@ -65,68 +153,13 @@ pub trait SealedColumn: Sync {
     ) -> Result<Batch, RotationError>;
 }
 
-/// One sealed value as a batch sees it: its row, its place (AAD) and its ciphertext.
-struct SealedValue {
-    id: i64,
-    aad: Aad,
-    sealed: Vec<u8>,
-}
-
-/// The batch loop every column shares: in one transaction, load the values not under the
-/// primary key, re-seal each, and compare-and-swap it into place.
-fn rotate_in_transaction(
-    conn: &mut DbConnection,
-    keyring: &Keyring,
-    column: &'static str,
-    fail_after: Option<usize>,
-    load: impl FnOnce(&mut DbConnection, &str) -> Result<Vec<SealedValue>, RotationError>,
-    replace: impl Fn(&mut DbConnection, i64, &[u8], &[u8], &str) -> Result<bool, DbError>,
-) -> Result<Batch, RotationError> {
-    let primary = keyring.primary_id().to_string();
-    conn.transaction(|conn| {
-        let values = load(conn, &primary)?;
-        let mut batch = Batch {
-            last_id: values.last().map(|v| v.id),
-            ..Batch::default()
-        };
-        for value in values {
-            if fail_after == Some(batch.rotated + batch.raced) {
-                return Err(RotationError::InjectedFault(batch.rotated + batch.raced));
-            }
-            let Some(resealed) = keyring
-                .reseal(&value.sealed, &value.aad)
-                .map_err(|source| RotationError::Crypto {
-                    column,
-                    id: value.id,
-                    source,
-                })?
-            else {
-                continue;
-            };
-            if replace(conn, value.id, &value.sealed, &resealed, &primary)? {
-                batch.rotated += 1;
-            } else {
-                batch.raced += 1;
-            }
-        }
-        Ok(batch)
-    })
-}
-
-fn batch_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// `byok_keys.secret`, bound to `user:{id}/provider:{name}`.
-pub struct ByokSecrets;
-
-impl SealedColumn for ByokSecrets {
+impl<R> Rotatable for SealedColumn<R> {
     fn name(&self) -> &'static str {
-        "byok_keys.secret"
+        self.name
     }
 
     fn counts(&self, conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
-        byok_key::count_by_key_id(conn)
+        (self.count_by_key_id)(conn)
     }
 
     fn rotate_batch(
@@ -137,125 +170,42 @@ impl SealedColumn for ByokSecrets {
         limit: usize,
         fail_after: Option<usize>,
     ) -> Result<Batch, RotationError> {
-        let column = self.name();
-        let load = |conn: &mut DbConnection, primary: &str| {
-            byok_key::not_under_key(conn, primary, after_id, batch_limit(limit))?
+        let primary = keyring.primary_id().to_string();
+        // Every row of the batch is placed before any is touched: a corrupt row stops the
+        // batch before it begins.
+        let load = |conn: &mut DbConnection| {
+            (self.not_under_key)(conn, &primary, after_id, sql_limit(limit))?
                 .into_iter()
-                .map(|row| {
-                    let provider =
-                        Provider::parse(&row.provider).ok_or_else(|| RotationError::Corrupt {
-                            column,
-                            id: row.id,
-                            provider: row.provider.clone(),
-                        })?;
-                    Ok(SealedValue {
-                        id: row.id,
-                        aad: vault::key_aad(row.user_id, provider),
-                        sealed: row.secret,
-                    })
+                .map(|row| match (self.aad)(&row) {
+                    Ok(aad) => Ok((row, aad)),
+                    Err(reason) => Err(RotationError::Corrupt {
+                        column: self.name,
+                        id: (self.id)(&row),
+                        reason,
+                    }),
                 })
                 .collect()
         };
-        rotate_in_transaction(
-            conn,
-            keyring,
-            column,
-            fail_after,
-            load,
-            byok_key::replace_secret,
-        )
-    }
-}
-
-/// `billing_customers.stripe_customer_sealed`, bound to `user:{id}`.
-pub struct StripeCustomerIds;
-
-impl SealedColumn for StripeCustomerIds {
-    fn name(&self) -> &'static str {
-        "billing_customers.stripe_customer_sealed"
-    }
-
-    fn counts(&self, conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
-        billing_customer::count_by_key_id(conn)
-    }
-
-    fn rotate_batch(
-        &self,
-        conn: &mut DbConnection,
-        keyring: &Keyring,
-        after_id: i64,
-        limit: usize,
-        fail_after: Option<usize>,
-    ) -> Result<Batch, RotationError> {
-        let load = |conn: &mut DbConnection, primary: &str| {
-            Ok(
-                billing_customer::not_under_key(conn, primary, after_id, batch_limit(limit))?
-                    .into_iter()
-                    .map(|row| SealedValue {
-                        id: row.user_id,
-                        aad: crate::billing::customers::customer_aad(row.user_id),
-                        sealed: row.stripe_customer_sealed,
-                    })
-                    .collect(),
-            )
+        let reseal = |conn: &mut DbConnection, (row, aad): (R, Aad)| {
+            let id = (self.id)(&row);
+            let old = (self.sealed)(&row);
+            let resealed = keyring
+                .reseal(old, &aad)
+                .map_err(|source| RotationError::Crypto {
+                    column: self.name,
+                    id,
+                    source,
+                })?;
+            let Some(new) = resealed else {
+                return Ok(Step::Unchanged);
+            };
+            Ok(Step::swapped((self.replace)(
+                conn, id, old, &new, &primary,
+            )?))
         };
-        rotate_in_transaction(
-            conn,
-            keyring,
-            self.name(),
-            fail_after,
-            load,
-            billing_customer::replace_sealed,
-        )
+        run_batch(conn, fail_after, load, |(row, _)| (self.id)(row), reseal)
     }
 }
-
-/// `webhook_events.payload_sealed`, bound to the Stripe event id.
-pub struct WebhookPayloads;
-
-impl SealedColumn for WebhookPayloads {
-    fn name(&self) -> &'static str {
-        "webhook_events.payload_sealed"
-    }
-
-    fn counts(&self, conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
-        webhook_event::count_by_key_id(conn)
-    }
-
-    fn rotate_batch(
-        &self,
-        conn: &mut DbConnection,
-        keyring: &Keyring,
-        after_id: i64,
-        limit: usize,
-        fail_after: Option<usize>,
-    ) -> Result<Batch, RotationError> {
-        let load = |conn: &mut DbConnection, primary: &str| {
-            Ok(
-                webhook_event::not_under_key(conn, primary, after_id, batch_limit(limit))?
-                    .into_iter()
-                    .map(|row| SealedValue {
-                        id: row.id,
-                        aad: crate::webhooks::payload_aad(&row.stripe_event_id),
-                        sealed: row.payload_sealed,
-                    })
-                    .collect(),
-            )
-        };
-        rotate_in_transaction(
-            conn,
-            keyring,
-            self.name(),
-            fail_after,
-            load,
-            webhook_event::replace_sealed,
-        )
-    }
-}
-
-/// Every sealed column Tollgate has.
-pub const SEALED_COLUMNS: &[&dyn SealedColumn] =
-    &[&ByokSecrets, &StripeCustomerIds, &WebhookPayloads];
 
 /// What `rotate-key --check` reports for one column and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,11 +224,16 @@ pub enum KeyRole {
     Missing,
 }
 
-pub fn check(conn: &mut DbConnection, keyring: &Keyring) -> Result<Vec<KeyCount>, DbError> {
+/// How many values of each of `columns` each key holds, and what that key is to `keyring`.
+pub fn check(
+    conn: &mut DbConnection,
+    keyring: &Keyring,
+    columns: &[&dyn Rotatable],
+) -> Result<Vec<KeyCount>, DbError> {
     let known: Vec<String> = keyring.key_ids().iter().map(KeyId::to_string).collect();
     let primary = keyring.primary_id().to_string();
     let mut report = Vec::new();
-    for column in SEALED_COLUMNS {
+    for column in columns {
         for (key_id, count) in column.counts(conn)? {
             let role = if key_id == primary {
                 KeyRole::Primary

@@ -6,6 +6,7 @@
 
 pub mod models;
 pub mod schema;
+pub mod text;
 
 use std::path::Path;
 use std::time::Duration;

@@ -2,10 +2,13 @@
 //! handed out in plaintext only through an audited lease to an internal service.
 
 use chrono::NaiveDateTime;
+use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::audit::{self, Actor, Kind};
+use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, CryptoError, Keyring};
-use crate::db::models::byok_key::{self, NewByokKey};
+use crate::db::models::byok_key::{self, ByokKeyRow, NewByokKey};
 use crate::db::models::setting;
 use crate::db::{DbConnection, DbError, now};
 use crate::secret::mask_api_key;
@@ -60,6 +63,20 @@ pub fn key_aad(user_id: i64, provider: Provider) -> Aad {
         format!("user:{user_id}/provider:{}", provider.as_str()),
     )
 }
+
+/// `byok_keys.secret` as `rotate-key` re-seals it.
+pub const SEALED_KEYS: SealedColumn<ByokKeyRow> = SealedColumn {
+    name: "byok_keys.secret",
+    not_under_key: byok_key::not_under_key,
+    id: |row| row.id,
+    sealed: |row| &row.secret,
+    aad: |row| match Provider::parse(&row.provider) {
+        Some(provider) => Ok(key_aad(row.user_id, provider)),
+        None => Err(format!("unknown provider `{}`", row.provider)),
+    },
+    replace: byok_key::replace_secret,
+    count_by_key_id: byok_key::count_by_key_id,
+};
 
 const MIN_KEY_LEN: usize = 20;
 const MAX_KEY_LEN: usize = 256;
@@ -149,32 +166,46 @@ pub enum VaultError {
     Db(#[from] DbError),
 }
 
-/// Seals and stores the key, replacing the user's previous key for that provider.
+impl From<diesel::result::Error> for VaultError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(DbError::Query(err))
+    }
+}
+
+/// Seals and stores the key, replacing the user's previous key for that provider, and audits
+/// it (masked) in the same transaction. Returns the masked key.
 pub fn save_key(
     conn: &mut DbConnection,
     keyring: &Keyring,
+    actor: &Actor,
     user_id: i64,
     provider: Provider,
     key: &ApiKey,
-) -> Result<(), VaultError> {
+) -> Result<String, VaultError> {
     let sealed = keyring.seal(
         key.0.expose_secret().as_bytes(),
         &key_aad(user_id, provider),
     )?;
+    let masked = key.masked();
     let at = now();
-    byok_key::upsert(
-        conn,
-        &NewByokKey {
-            user_id,
-            provider: provider.as_str(),
-            secret: &sealed,
-            key_id: &keyring.primary_id().to_string(),
-            masked: &key.masked(),
-            created_at: at,
-            updated_at: at,
-        },
-    )?;
-    Ok(())
+    let row = NewByokKey {
+        user_id,
+        provider: provider.as_str(),
+        secret: &sealed,
+        key_id: &keyring.primary_id().to_string(),
+        masked: &masked,
+        created_at: at,
+        updated_at: at,
+    };
+    let event = actor
+        .event(Kind::ByokKeySaved)
+        .details(serde_json::json!({ "provider": provider.as_str(), "key": masked }));
+    conn.transaction::<_, VaultError, _>(|conn| {
+        byok_key::upsert(conn, &row)?;
+        audit::write(conn, &event)?;
+        Ok(())
+    })?;
+    Ok(masked)
 }
 
 pub fn list_keys(conn: &mut DbConnection, user_id: i64) -> Result<Vec<KeySummary>, DbError> {
@@ -192,12 +223,24 @@ pub fn list_keys(conn: &mut DbConnection, user_id: i64) -> Result<Vec<KeySummary
         .collect())
 }
 
+/// Deletes the user's key for `provider` and audits it, in one transaction. `false` when there
+/// was none (nothing audited).
 pub fn delete_key(
     conn: &mut DbConnection,
+    actor: &Actor,
     user_id: i64,
     provider: Provider,
-) -> Result<bool, DbError> {
-    byok_key::delete(conn, user_id, provider.as_str())
+) -> Result<bool, VaultError> {
+    let event = actor
+        .event(Kind::ByokKeyDeleted)
+        .details(serde_json::json!({ "provider": provider.as_str() }));
+    conn.transaction::<_, VaultError, _>(|conn| {
+        let deleted = byok_key::delete(conn, user_id, provider.as_str())?;
+        if deleted {
+            audit::write(conn, &event)?;
+        }
+        Ok(deleted)
+    })
 }
 
 const LEASES_DISABLED: &str = "byok_leases_disabled";
@@ -220,20 +263,43 @@ pub struct Lease {
     pub masked: String,
 }
 
-/// Opens the user's key for an internal service and records its use. `None` when the user
-/// has no key for that provider.
+/// What a lease request gets.
+pub enum LeaseOutcome {
+    /// Leases are switched off (`tollgate emergency`).
+    Disabled,
+    /// The user has no key for that provider.
+    NoKey,
+    Leased(Lease),
+}
+
+/// Opens the user's key for an internal service (`actor`), then records its use and audits the
+/// lease (masked) in one transaction: no key leaves without its audit row. (The transaction
+/// starts with a write, so SQLite takes its lock at once instead of failing to upgrade.)
 pub fn lease(
     conn: &mut DbConnection,
     keyring: &Keyring,
+    actor: &Actor,
     user_id: i64,
     provider: Provider,
-) -> Result<Option<Lease>, VaultError> {
+) -> Result<LeaseOutcome, VaultError> {
+    if leases_disabled(conn)? {
+        return Ok(LeaseOutcome::Disabled);
+    }
     let Some(row) = byok_key::find(conn, user_id, provider.as_str())? else {
-        return Ok(None);
+        return Ok(LeaseOutcome::NoKey);
     };
     let key = keyring.open_string(&row.secret, &key_aad(user_id, provider))?;
-    byok_key::touch(conn, row.id)?;
-    Ok(Some(Lease {
+    let event = actor.event(Kind::ByokLeased).details(serde_json::json!({
+        "user_id": user_id,
+        "provider": provider.as_str(),
+        "key": row.masked,
+    }));
+    conn.transaction::<_, VaultError, _>(|conn| {
+        byok_key::touch(conn, row.id)?;
+        audit::write(conn, &event)?;
+        Ok(())
+    })?;
+    Ok(LeaseOutcome::Leased(Lease {
         key,
         masked: row.masked,
     }))
@@ -285,6 +351,37 @@ mod tests {
         assert_eq!(
             ApiKey::parse(Provider::OpenAi, key(&long)).unwrap_err(),
             KeyFormatError::TooLong
+        );
+    }
+
+    fn row(provider: &str) -> ByokKeyRow {
+        ByokKeyRow {
+            id: 7,
+            user_id: 42,
+            provider: provider.to_owned(),
+            secret: vec![1, 2, 3],
+            key_id: "k1".to_owned(),
+            masked: "sk-…000".to_owned(),
+            created_at: now(),
+            updated_at: now(),
+            last_used_at: None,
+        }
+    }
+
+    /// `rotate-key` must bind each key to the place it was sealed for, and refuse a row it
+    /// cannot place rather than guess.
+    #[test]
+    fn rotation_places_each_key_where_it_was_sealed() {
+        let anthropic = row("anthropic");
+        assert_eq!(
+            (SEALED_KEYS.aad)(&anthropic),
+            Ok(key_aad(42, Provider::Anthropic))
+        );
+        assert_eq!((SEALED_KEYS.id)(&anthropic), 7);
+        assert_eq!((SEALED_KEYS.sealed)(&anthropic), &[1, 2, 3]);
+        assert_eq!(
+            (SEALED_KEYS.aad)(&row("acme")),
+            Err("unknown provider `acme`".to_owned())
         );
     }
 

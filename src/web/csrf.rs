@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq as _;
 
 use crate::audit::{self, Kind, SecurityEvent};
+use crate::billing::OperationId;
 use crate::error::AppError;
 use crate::web::session::TypedSession;
 use crate::web::{AppState, client_ip};
@@ -32,6 +33,30 @@ impl<T> std::ops::Deref for CsrfForm<T> {
 /// A form with nothing but its CSRF token (a button).
 #[derive(Deserialize)]
 pub struct NoFields {}
+
+/// What a form that cannot be read is told.
+pub const INCOMPLETE_FORM: &str = "The form was incomplete. Reload the page and try again.";
+
+/// A billing form's `operation_id` as submitted (missing is empty). The handler turns it into
+/// an [`OperationId`] with [`SubmittedOperation::parse`] once the account is known: extractors
+/// are polled together, so a form that failed to parse here could answer 400 before the account
+/// check answers 403.
+#[derive(Debug, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SubmittedOperation(String);
+
+impl SubmittedOperation {
+    pub fn parse(self) -> Result<OperationId, AppError> {
+        OperationId::try_from(self.0).map_err(|_| AppError::BadRequest(INCOMPLETE_FORM))
+    }
+}
+
+/// A form that is only a button with its operation id.
+#[derive(Deserialize)]
+pub struct OperationForm {
+    #[serde(default)]
+    pub operation_id: SubmittedOperation,
+}
 
 #[derive(Deserialize)]
 struct TokenField {
@@ -100,9 +125,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
             }
             serde_urlencoded::from_bytes::<T>(&body)
                 .map(CsrfForm)
-                .map_err(|_| {
-                    AppError::BadRequest("The form was incomplete. Reload the page and try again.")
-                })
+                .map_err(|_| AppError::BadRequest(INCOMPLETE_FORM))
         })
     }
 }

@@ -36,3 +36,16 @@ pub struct AppState {
     /// Stores and applies verified webhook events (group commit).
     pub webhook_writer: crate::webhooks::writer::WebhookWriter,
 }
+
+impl AppState {
+    /// What the billing domain needs of the application.
+    pub fn billing(&self) -> crate::billing::Billing<'_> {
+        crate::billing::Billing {
+            db: &self.db,
+            keyring: &self.keyring,
+            hasher: &self.token_hasher,
+            gateway: &self.gateway,
+            public_url: &self.public_url,
+        }
+    }
+}

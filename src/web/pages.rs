@@ -77,6 +77,13 @@ pub fn render(template: &impl Template) -> Result<HttpResponse, AppError> {
     render_with_status(actix_web::http::StatusCode::OK, template)
 }
 
+/// `303 See Other` to a local page: where every form submission leads.
+pub fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((actix_web::http::header::LOCATION, location))
+        .finish()
+}
+
 /// Formats a stored UTC timestamp for display.
 pub fn datetime(at: &chrono::NaiveDateTime) -> String {
     at.format("%Y-%m-%d %H:%M UTC").to_string()

@@ -5,11 +5,13 @@ use std::future::{Ready, ready};
 
 use actix_session::{Session, SessionExt as _};
 use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
-use futures_util::future::LocalBoxFuture;
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
+use futures_util::FutureExt as _;
+use futures_util::future::{LocalBoxFuture, Shared};
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::{self, User};
+use crate::audit::{Actor, Principal};
 use crate::error::AppError;
 use crate::secret::{encode_token, random_bytes};
 use crate::web::AppState;
@@ -139,21 +141,69 @@ fn return_path(req: &HttpRequest) -> String {
     }
 }
 
-async fn signed_in_user(req: HttpRequest) -> Result<User, AppError> {
+/// The request's signed-in account (`None`: nobody, or a session that outlived its account's
+/// credential, which is then ended), looked up once per request however many extractors ask.
+type SignedIn = Shared<LocalBoxFuture<'static, Result<Option<User>, String>>>;
+
+fn signed_in(req: &HttpRequest) -> SignedIn {
+    if let Some(lookup) = req.extensions().get::<SignedIn>() {
+        return lookup.clone();
+    }
+    // Holds the session and the database, never the request: the future is kept in the
+    // request's own extensions.
     let session = TypedSession(req.get_session());
-    let sign_in = || AppError::SignInRequired {
-        next: return_path(&req),
-    };
-    let user_id = session.user_id()?.ok_or_else(sign_in)?;
-    let state = app_state(&req)?;
-    match accounts::find_user(&state.db, user_id).await? {
-        Some(user) if session.credential_matches(&user) => Ok(user),
-        // The account is gone, or its password or role changed since this session signed in
-        // (a reset, a promotion): the session must not outlive what it was made with.
-        _ => {
-            session.log_out();
-            Err(sign_in())
+    let db = app_state(req).map(|state| state.db.clone());
+    let lookup = async move {
+        let db = db.map_err(|err| err.to_string())?;
+        let Some(user_id) = session.user_id().map_err(|err| err.to_string())? else {
+            return Ok(None);
+        };
+        match accounts::find_user(&db, user_id).await {
+            Ok(Some(user)) if session.credential_matches(&user) => Ok(Some(user)),
+            Ok(_) => {
+                // The account is gone, or its password or role changed since this session
+                // signed in (a reset, a promotion): the session must not outlive what it was
+                // made with.
+                session.log_out();
+                Ok(None)
+            }
+            Err(err) => Err(err.to_string()),
         }
+    }
+    .boxed_local()
+    .shared();
+    req.extensions_mut().insert(lookup.clone());
+    lookup
+}
+
+async fn signed_in_user(req: HttpRequest) -> Result<User, AppError> {
+    let lookup = signed_in(&req);
+    match lookup.await {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(AppError::SignInRequired {
+            next: return_path(&req),
+        }),
+        Err(cause) => Err(AppError::Internal(cause)),
+    }
+}
+
+/// Who makes the request, for the audit: the signed-in account in its role (or nobody) and the
+/// client's address. Shares the sign-in lookup with [`CurrentUser`] and [`AdminUser`], which are
+/// what guard a page.
+impl FromRequest for Actor {
+    type Error = AppError;
+    type Future = LocalBoxFuture<'static, Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let (lookup, ip) = (signed_in(req), crate::web::client_ip::of(req));
+        Box::pin(async move {
+            let principal = match lookup.await.map_err(AppError::Internal)? {
+                Some(user) if user.is_admin() => Principal::Admin(user.id),
+                Some(user) => Principal::User(user.id),
+                None => Principal::Anonymous,
+            };
+            Ok(Actor::new(principal, Some(ip)))
+        })
     }
 }
 

@@ -7,12 +7,14 @@ use super::{Context, IngestError, StripeEvent};
 use crate::audit::alerts::{self, Rule};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::customers;
+use crate::billing::subscriptions::{self, StripeSubscription, SubscriptionStatus};
 use crate::crypto::TokenHasher;
 use crate::db::DbConnection;
 use crate::db::models::billing_customer;
-use crate::db::models::subscription::{self, SubscriptionState};
-use crate::db::models::{plan, user};
-use crate::secret::mask_api_key;
+use crate::db::models::subscription;
+use crate::db::models::user;
+use crate::db::models::webhook_event::WebhookEventStatus;
+use crate::stripe_id::{CustomerId, DisputeId, InvoiceId, PaymentIntentId, SubscriptionId};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -33,11 +35,7 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 fn timestamp(object: &Map<String, Value>, key: &str) -> Option<chrono::NaiveDateTime> {
-    object
-        .get(key)?
-        .as_i64()
-        .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
-        .map(|t| t.naive_utc())
+    object.get(key)?.as_i64().and_then(subscriptions::timestamp)
 }
 
 /// Types recorded (the stored event is the record): payments, and the marketplace side.
@@ -70,11 +68,11 @@ fn handler(kind: &str) -> Option<Handler> {
 
 /// The status an event of `kind` ends with without any handler work (`applied` for a
 /// recorded type, `ignored` for one Tollgate does not act on); `None` when a handler must run.
-pub fn fixed_status(kind: &str) -> Option<&'static str> {
+pub fn fixed_status(kind: &str) -> Option<WebhookEventStatus> {
     match handler(kind) {
         Some(_) => None,
-        None if RECORDED.contains(&kind) => Some("applied"),
-        None => Some("ignored"),
+        None if RECORDED.contains(&kind) => Some(WebhookEventStatus::Applied),
+        None => Some(WebhookEventStatus::Ignored),
     }
 }
 
@@ -94,7 +92,7 @@ pub fn apply(
 fn user_for_customer(
     conn: &mut DbConnection,
     hasher: &TokenHasher,
-    customer: &str,
+    customer: &CustomerId,
 ) -> Result<Option<i64>, IngestError> {
     Ok(customers::find_by_customer_id(conn, hasher, customer)?.map(|row| row.user_id))
 }
@@ -115,51 +113,38 @@ fn checkout_completed(
             "no client_reference_id: not a Tollgate checkout".into(),
         ));
     };
-    let Some(customer) = text(object, "customer") else {
+    let Some(customer) = text(object, "customer").map(CustomerId::new) else {
         return Ok(Outcome::Failed("the session has no customer".into()));
     };
     if user::find(conn, user_id)?.is_none() {
         return Ok(Outcome::Failed(format!("no user {user_id}")));
     }
-    match user_for_customer(conn, hasher, customer)? {
+    match user_for_customer(conn, hasher, &customer)? {
         Some(owner) if owner == user_id => Ok(Outcome::Applied),
         Some(owner) => Ok(Outcome::Failed(format!(
-            "customer {} belongs to user {owner}, not {user_id}",
-            mask_api_key(customer)
+            "customer {customer} belongs to user {owner}, not {user_id}"
         ))),
         None if billing_customer::for_user(conn, user_id)?.is_some() => Ok(Outcome::Failed(
             format!("user {user_id} already has another customer"),
         )),
         None => {
-            let row = customers::new_row(keyring, hasher, user_id, customer)?;
+            let row = customers::new_row(keyring, hasher, user_id, &customer)?;
             billing_customer::insert(conn, &row)?;
             Ok(Outcome::Applied)
         }
     }
 }
 
-/// Records the subscription's state as of the event; an older event never overwrites newer state.
-fn subscription_changed(
-    conn: &mut DbConnection,
-    cx: Context<'_>,
-    event: &StripeEvent,
-) -> Result<Outcome, IngestError> {
-    let hasher = cx.hasher;
-    let object = &event.data.object;
+/// Reads a subscription event's object: the webhook's reader of Stripe's subscription (the
+/// API's is [`StripeSubscription::from_api`]). Lenient as Stripe's JSON may be (an expanded
+/// customer or product is read by its id); the reason when the object cannot be used.
+fn subscription_of(object: &Map<String, Value>) -> Result<StripeSubscription, &'static str> {
     let (Some(id), Some(customer), Some(status)) = (
         text(object, "id"),
         text(object, "customer"),
         text(object, "status"),
     ) else {
-        return Ok(Outcome::Failed(
-            "subscription without id, customer or status".into(),
-        ));
-    };
-    let Some(user_id) = user_for_customer(conn, hasher, customer)? else {
-        return Ok(Outcome::Failed(format!(
-            "unknown customer {}",
-            mask_api_key(customer)
-        )));
+        return Err("subscription without id, customer or status");
     };
     let item = object
         .get("items")
@@ -168,25 +153,40 @@ fn subscription_changed(
         .and_then(Value::as_object);
     let price = item.and_then(|i| i.get("price")).and_then(Value::as_object);
     let Some(price_id) = price.and_then(|p| text(p, "id")) else {
-        return Ok(Outcome::Failed("subscription without a price".into()));
+        return Err("subscription without a price");
     };
-    let plan_id = match price.and_then(|p| text(p, "product")) {
-        Some(product) => plan::find_by_stripe_product(conn, product)?.map(|p| p.id),
-        None => None,
-    };
-    let state = SubscriptionState {
-        plan_id,
-        stripe_price_id: price_id,
-        status,
+    Ok(StripeSubscription {
+        id: SubscriptionId::new(id),
+        customer: CustomerId::new(customer),
+        status: SubscriptionStatus::from(status),
+        price: price_id.to_owned(),
+        product: price.and_then(|p| text(p, "product")).map(str::to_owned),
         current_period_end: item.and_then(|i| timestamp(i, "current_period_end")),
         cancel_at_period_end: object
             .get("cancel_at_period_end")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         trial_end: timestamp(object, "trial_end"),
-        stripe_updated_at: event.created_at(),
+    })
+}
+
+/// Records the subscription's state as of the event; an older event never overwrites newer state.
+fn subscription_changed(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let sub = match subscription_of(&event.data.object) {
+        Ok(sub) => sub,
+        Err(reason) => return Ok(Outcome::Failed(reason.into())),
     };
-    subscription::upsert(conn, user_id, id, &state)?;
+    let Some(user_id) = user_for_customer(conn, cx.hasher, &sub.customer)? else {
+        return Ok(Outcome::Failed(format!(
+            "unknown customer {}",
+            sub.customer
+        )));
+    };
+    subscriptions::store(conn, user_id, &sub, event.created_at())?;
     Ok(Outcome::Applied)
 }
 
@@ -203,22 +203,28 @@ fn payment_failed(
         .and_then(|p| p.get("subscription_details"))
         .and_then(Value::as_object)
         .and_then(|d| text(d, "subscription"))
-        .or_else(|| text(object, "subscription"));
-    let customer = text(object, "customer");
-    let user_id = match customer {
+        .or_else(|| text(object, "subscription"))
+        .map(SubscriptionId::new);
+    let customer = text(object, "customer").map(CustomerId::new);
+    let user_id = match &customer {
         Some(customer) => user_for_customer(conn, hasher, customer)?,
         None => None,
     };
-    if let Some(subscription_id) = subscription_id {
-        subscription::set_status_if_newer(conn, subscription_id, "past_due", event.created_at())?;
+    if let Some(subscription_id) = &subscription_id {
+        subscription::set_status_if_newer(
+            conn,
+            subscription_id,
+            SubscriptionStatus::PastDue,
+            event.created_at(),
+        )?;
     }
     let audit_event = SecurityEvent::new(Kind::PaymentFailed)
         .actor("stripe")
         .details(serde_json::json!({
             "event": event.id,
             "user_id": user_id,
-            "invoice": text(object, "id").map(mask_api_key),
-            "customer": customer.map(mask_api_key),
+            "invoice": text(object, "id").map(|id| InvoiceId::new(id).to_string()),
+            "customer": customer.map(|id| id.to_string()),
             "amount_due": object.get("amount_due"),
         }));
     audit::write(conn, &audit_event)?;
@@ -238,8 +244,9 @@ fn dispute_created(
             .actor("stripe")
             .details(serde_json::json!({
                 "event": event.id,
-                "dispute": text(object, "id").map(mask_api_key),
-                "payment_intent": text(object, "payment_intent").map(mask_api_key),
+                "dispute": text(object, "id").map(|id| DisputeId::new(id).to_string()),
+                "payment_intent": text(object, "payment_intent")
+                    .map(|id| PaymentIntentId::new(id).to_string()),
                 "amount": object.get("amount"),
                 "currency": object.get("currency"),
                 "reason": object.get("reason"),
@@ -264,8 +271,71 @@ mod tests {
         ] {
             assert_eq!(fixed_status(kind), None, "{kind} has a handler");
         }
-        assert_eq!(fixed_status("payout.created"), Some("applied"));
-        assert_eq!(fixed_status("invoice.paid"), Some("applied"));
-        assert_eq!(fixed_status("customer.tax_id.created"), Some("ignored"));
+        assert_eq!(
+            fixed_status("payout.created"),
+            Some(WebhookEventStatus::Applied)
+        );
+        assert_eq!(
+            fixed_status("invoice.paid"),
+            Some(WebhookEventStatus::Applied)
+        );
+        assert_eq!(
+            fixed_status("customer.tax_id.created"),
+            Some(WebhookEventStatus::Ignored)
+        );
+    }
+
+    /// A subscription object as both paths receive it: a webhook event's JSON, and the same
+    /// JSON parsed into async-stripe's struct as an API call would.
+    fn both_readings(object: &Value) -> (StripeSubscription, StripeSubscription) {
+        let typed: stripe_billing::Subscription =
+            miniserde::json::from_str(&object.to_string()).unwrap();
+        let from_api = StripeSubscription::from_api(&typed).unwrap();
+        let from_event = subscription_of(object.as_object().unwrap()).unwrap();
+        (from_event, from_api)
+    }
+
+    #[test]
+    fn the_event_and_the_api_read_one_subscription_alike() {
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/webhooks/customer.subscription.created.json"
+        ))
+        .unwrap();
+        let mut object = fixture["data"]["object"].clone();
+        // Off their defaults, so that each field is seen to be read.
+        object["status"] = serde_json::json!("trialing");
+        object["cancel_at_period_end"] = serde_json::json!(true);
+        object["trial_end"] = serde_json::json!(1_765_000_000);
+        // async-stripe's struct requires fields this payload's API version does not send.
+        object["billing_schedules"] = serde_json::json!([]);
+        object["items"]["data"][0]["plan"] = serde_json::json!({
+            "id": "price_1FixturePrice", "object": "plan", "active": true,
+            "billing_scheme": "per_unit", "created": 1_763_990_000, "currency": "usd",
+            "interval": "month", "interval_count": 1, "livemode": false, "usage_type": "licensed",
+        });
+        let (from_event, from_api) = both_readings(&object);
+        assert_eq!(from_event, from_api);
+        assert_eq!(
+            from_api,
+            StripeSubscription {
+                id: SubscriptionId::new("sub_1FixtureSubscription"),
+                customer: CustomerId::new("cus_FixtureCustomer01"),
+                status: SubscriptionStatus::Trialing,
+                price: "price_1FixturePrice".into(),
+                product: Some("prod_FixtureProduct".into()),
+                current_period_end: subscriptions::timestamp(1_766_592_000),
+                cancel_at_period_end: true,
+                trial_end: subscriptions::timestamp(1_765_000_000),
+            }
+        );
+
+        // A status Stripe adds later is read alike too, and kept as sent.
+        object["status"] = serde_json::json!("a_status_from_the_future");
+        let (from_event, from_api) = both_readings(&object);
+        assert_eq!(from_event, from_api);
+        assert_eq!(
+            from_api.status,
+            SubscriptionStatus::Other("a_status_from_the_future".into())
+        );
     }
 }

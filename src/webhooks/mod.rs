@@ -18,8 +18,9 @@ use serde::Deserialize;
 
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::config::AlertSettings;
+use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, Keyring, TokenHasher};
-use crate::db::models::webhook_event::{self, NewWebhookEvent};
+use crate::db::models::webhook_event::{self, NewWebhookEvent, WebhookEventStatus};
 use crate::db::{DbConnection, DbError, now};
 
 /// The fields of an event Tollgate reads; everything else stays in the sealed payload.
@@ -91,11 +92,22 @@ pub fn payload_aad(event_id: &str) -> Aad {
     Aad::new("webhook_events", "payload_sealed", event_id)
 }
 
+/// `webhook_events.payload_sealed` as `rotate-key` re-seals it.
+pub const SEALED_PAYLOADS: SealedColumn<webhook_event::WebhookEventRow> = SealedColumn {
+    name: "webhook_events.payload_sealed",
+    not_under_key: webhook_event::not_under_key,
+    id: |row| row.id,
+    sealed: |row| &row.payload_sealed,
+    aad: |row| Ok(payload_aad(&row.stripe_event_id)),
+    replace: webhook_event::replace_sealed,
+    count_by_key_id: webhook_event::count_by_key_id,
+};
+
 /// What ingesting one delivery did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ingested {
     /// First delivery: stored and processed with this status.
-    Stored(&'static str),
+    Stored(WebhookEventStatus),
     /// Already stored: nothing changed.
     Duplicate,
 }
@@ -170,7 +182,7 @@ pub fn store_and_apply(
                 payload_sealed: sealed,
                 key_id: &key_id,
                 // Nothing to do beyond storing it: stored as done.
-                status: fixed.unwrap_or("received"),
+                status: fixed.unwrap_or(WebhookEventStatus::Received),
                 attempts: i64::from(fixed.is_some()),
                 received_at,
                 processed_at: fixed.map(|_| received_at),
@@ -188,7 +200,7 @@ pub fn store_and_apply(
             continue;
         }
         let status = match fixed {
-            Some(status) => status,
+            Some(status) => *status,
             None => apply_stored(conn, cx, event)?,
         };
         audits.push(
@@ -211,11 +223,11 @@ pub fn apply_stored(
     conn: &mut DbConnection,
     cx: Context<'_>,
     event: &StripeEvent,
-) -> Result<&'static str, IngestError> {
+) -> Result<WebhookEventStatus, IngestError> {
     let (status, error) = match handlers::apply(conn, cx, event)? {
-        handlers::Outcome::Applied => ("applied", None),
-        handlers::Outcome::Ignored => ("ignored", None),
-        handlers::Outcome::Failed(reason) => ("failed", Some(reason)),
+        handlers::Outcome::Applied => (WebhookEventStatus::Applied, None),
+        handlers::Outcome::Ignored => (WebhookEventStatus::Ignored, None),
+        handlers::Outcome::Failed(reason) => (WebhookEventStatus::Failed, Some(reason)),
     };
     webhook_event::finish(conn, &event.id, status, error.as_deref())?;
     Ok(status)
@@ -225,9 +237,9 @@ pub fn apply_stored(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reprocessed {
     /// Re-applied, with this outcome.
-    Done(&'static str),
+    Done(WebhookEventStatus),
     /// The event is not (or no longer) failed: nothing was done.
-    NotFailed(String),
+    NotFailed(WebhookEventStatus),
     NotFound,
 }
 

@@ -57,10 +57,10 @@ fn test_config(database_url: DatabaseUrl) -> Config {
 pub const WEBHOOK_SECRET: &str = "whsec_DUMMYtestendpointsecret";
 
 /// Starts a Stripe simulator for one app; its deliveries go to the app once it is listening.
-fn spawn_stripe_sim() -> (String, std::sync::Arc<tollgate::stripe_sim::Sim>) {
-    let mut config = tollgate::stripe_sim::SimConfig::local(None);
+fn spawn_stripe_sim() -> (String, std::sync::Arc<stripe_sim::Sim>) {
+    let mut config = stripe_sim::SimConfig::local(None);
     config.retry_base = Duration::from_millis(50);
-    let (server, base_url, sim) = tollgate::stripe_sim::StripeSim::start(config)
+    let (server, base_url, sim) = stripe_sim::StripeSim::start(config)
         .expect("stripe simulator starts")
         .into_parts();
     actix_web::rt::spawn(server);
@@ -112,16 +112,15 @@ impl TestApp {
         let (stripe, sim) = spawn_stripe_sim();
         let mut config = test_config(database.url.clone());
         config.stripe.api_base = stripe.clone();
-        config.stripe.secret_key = Some(secrecy::SecretString::from(
-            "sk_test_DUMMYtollgate".to_owned(),
-        ));
+        config.stripe.secret_key =
+            Some(tollgate::config::StripeSecretKey::parse("sk_test_DUMMYtollgate").unwrap());
         adjust(&mut config);
         let token_hasher = config.token_hasher();
         let app = Application::build(config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
         let limiters = app.limiters();
         let password_work = app.password_work();
-        sim.set_webhook_target(Some(tollgate::stripe_sim::webhooks::WebhookTarget {
+        sim.set_webhook_target(Some(stripe_sim::webhooks::WebhookTarget {
             url: format!("{address}/webhooks/stripe"),
             secret: secrecy::SecretString::from(WEBHOOK_SECRET.to_owned()),
         }));
@@ -319,7 +318,7 @@ impl TestApp {
         let email = email.to_owned();
         self.query(move |conn| {
             let user = tollgate::db::models::user::find_by_email(conn, &email)?.unwrap();
-            tollgate::db::models::user::set_role(conn, user.id, "admin")
+            tollgate::db::models::user::set_role(conn, user.id, tollgate::accounts::Role::Admin)
         })
     }
 }

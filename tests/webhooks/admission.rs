@@ -80,7 +80,8 @@ async fn payloads_are_validated_after_verification(backend: Backend) {
 
     // Under a live key it is the other way round.
     let live = TestApp::spawn_with(backend, |config| {
-        config.stripe.secret_key = Some("sk_live_DUMMYtollgate".to_owned().into());
+        config.stripe.secret_key =
+            Some(tollgate::config::StripeSecretKey::parse("sk_live_DUMMYtollgate").unwrap());
     })
     .await;
     let res = live.post_webhook(&valid).await;

@@ -149,7 +149,7 @@ fn every_delivery_is_stored_once(app: &TestApp) {
         } else {
             "applied"
         };
-        assert_eq!(row.status, expected, "{}", row.stripe_event_id);
+        assert_eq!(row.status.as_str(), expected, "{}", row.stripe_event_id);
         assert_eq!(row.attempts, 1);
     }
 }

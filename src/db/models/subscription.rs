@@ -1,21 +1,102 @@
-//! `subscriptions`: the local copy of each Stripe subscription's state.
+//! `subscriptions`: the local copy of each Stripe subscription's state, and the one place that
+//! says which statuses are live.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::str::FromStr;
 
 use chrono::NaiveDateTime;
 use diesel::Connection as _;
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 
 use crate::db::schema::subscriptions;
+use crate::db::text::stored_as_text;
 use crate::db::{DbConnection, DbError, now, per_backend};
+use crate::stripe_id::SubscriptionId;
+
+/// A subscription's status, as Stripe names it (stored as that text).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum SubscriptionStatus {
+    Incomplete,
+    IncompleteExpired,
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+    Unpaid,
+    Paused,
+    /// A status Stripe added after this was written: kept as sent, and never live.
+    Other(String),
+}
+
+impl SubscriptionStatus {
+    /// Whether the customer has what they pay for: active, trialing, or past due (Stripe is
+    /// still retrying the payment).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Active | Self::Trialing | Self::PastDue)
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Incomplete => "incomplete",
+            Self::IncompleteExpired => "incomplete_expired",
+            Self::Trialing => "trialing",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+            Self::Unpaid => "unpaid",
+            Self::Paused => "paused",
+            Self::Other(status) => status,
+        }
+    }
+}
+
+impl From<&str> for SubscriptionStatus {
+    /// Any text Stripe sends is a status: one Tollgate does not know is kept as [`Self::Other`].
+    fn from(status: &str) -> Self {
+        match status {
+            "incomplete" => Self::Incomplete,
+            "incomplete_expired" => Self::IncompleteExpired,
+            "trialing" => Self::Trialing,
+            "active" => Self::Active,
+            "past_due" => Self::PastDue,
+            "canceled" => Self::Canceled,
+            "unpaid" => Self::Unpaid,
+            "paused" => Self::Paused,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+}
+
+impl FromStr for SubscriptionStatus {
+    type Err = Infallible;
+
+    fn from_str(status: &str) -> Result<Self, Infallible> {
+        Ok(Self::from(status))
+    }
+}
+
+impl fmt::Display for SubscriptionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+stored_as_text!(SubscriptionStatus);
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = subscriptions)]
 pub struct SubscriptionRow {
     pub id: i64,
     pub user_id: i64,
-    pub stripe_subscription_id: String,
+    pub stripe_subscription_id: SubscriptionId,
     pub plan_id: Option<i64>,
     pub stripe_price_id: String,
-    pub status: String,
+    pub status: SubscriptionStatus,
     pub current_period_end: Option<NaiveDateTime>,
     pub cancel_at_period_end: bool,
     pub trial_end: Option<NaiveDateTime>,
@@ -30,7 +111,7 @@ pub struct SubscriptionRow {
 pub struct SubscriptionState<'a> {
     pub plan_id: Option<i64>,
     pub stripe_price_id: &'a str,
-    pub status: &'a str,
+    pub status: &'a SubscriptionStatus,
     pub current_period_end: Option<NaiveDateTime>,
     pub cancel_at_period_end: bool,
     pub trial_end: Option<NaiveDateTime>,
@@ -46,7 +127,7 @@ pub struct SubscriptionState<'a> {
 pub fn upsert(
     conn: &mut DbConnection,
     user_id: i64,
-    stripe_id: &str,
+    stripe_id: &SubscriptionId,
     state: &SubscriptionState<'_>,
 ) -> Result<bool, DbError> {
     conn.transaction(|conn| {
@@ -83,8 +164,8 @@ pub fn upsert(
 /// Sets the status, unless newer state is already stored. Returns whether it was written.
 pub fn set_status_if_newer(
     conn: &mut DbConnection,
-    stripe_id: &str,
-    status: &str,
+    stripe_id: &SubscriptionId,
+    status: SubscriptionStatus,
     as_of: NaiveDateTime,
 ) -> Result<bool, DbError> {
     let updated = diesel::update(
@@ -111,9 +192,7 @@ pub fn current_for_user(
         .order(subscriptions::created_at.desc())
         .select(SubscriptionRow::as_select())
         .load(conn)?;
-    let live = rows
-        .iter()
-        .position(|r| matches!(r.status.as_str(), "active" | "trialing" | "past_due"));
+    let live = rows.iter().position(|r| r.status.is_live());
     Ok(match live {
         Some(index) => rows.into_iter().nth(index),
         None => rows.into_iter().next(),
@@ -126,4 +205,51 @@ pub fn count_for_user(conn: &mut DbConnection, user_id: i64) -> Result<i64, DbEr
         .filter(subscriptions::user_id.eq(user_id))
         .count()
         .get_result(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_read_back_as_the_text_they_were_stored_as() {
+        for text in [
+            "incomplete",
+            "incomplete_expired",
+            "trialing",
+            "active",
+            "past_due",
+            "canceled",
+            "unpaid",
+            "paused",
+            "a_status_from_the_future",
+        ] {
+            let status: SubscriptionStatus = text.parse().unwrap();
+            assert_eq!(status.as_str(), text);
+            assert_eq!(status.to_string(), text);
+        }
+        assert_eq!(
+            "a_status_from_the_future".parse::<SubscriptionStatus>(),
+            Ok(SubscriptionStatus::Other("a_status_from_the_future".into()))
+        );
+    }
+
+    #[test]
+    fn active_trialing_and_past_due_are_the_live_statuses() {
+        let live: Vec<&str> = [
+            "incomplete",
+            "incomplete_expired",
+            "trialing",
+            "active",
+            "past_due",
+            "canceled",
+            "unpaid",
+            "paused",
+            "unknown",
+        ]
+        .into_iter()
+        .filter(|text| text.parse::<SubscriptionStatus>().unwrap().is_live())
+        .collect();
+        assert_eq!(live, ["trialing", "active", "past_due"]);
+    }
 }

@@ -1,10 +1,73 @@
 //! `webhook_events`: Stripe events as received, with their processing status.
 
+use std::fmt;
+use std::str::FromStr;
+
 use chrono::NaiveDateTime;
+use diesel::deserialize::FromSqlRow;
+use diesel::expression::AsExpression;
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 
 use crate::db::schema::webhook_events;
+use crate::db::text::stored_as_text;
 use crate::db::{DbConnection, DbError, now};
+
+/// Where a stored event is in its processing (stored as text, under a CHECK constraint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
+#[diesel(sql_type = Text)]
+pub enum WebhookEventStatus {
+    /// Stored, its handler not run yet (or claimed for reprocessing).
+    Received,
+    Applied,
+    /// Could not be applied: kept, with the reason, for reprocessing.
+    Failed,
+    /// A type Tollgate does not act on.
+    Ignored,
+}
+
+impl WebhookEventStatus {
+    pub const ALL: [Self; 4] = [Self::Received, Self::Applied, Self::Failed, Self::Ignored];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::Applied => "applied",
+            Self::Failed => "failed",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a webhook event status")]
+pub struct UnknownStatus;
+
+impl FromStr for WebhookEventStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(text: &str) -> Result<Self, UnknownStatus> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or(UnknownStatus)
+    }
+}
+
+/// As its text (audit details name the status an event ended with).
+impl serde::Serialize for WebhookEventStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl fmt::Display for WebhookEventStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+stored_as_text!(WebhookEventStatus);
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = webhook_events)]
@@ -16,7 +79,7 @@ pub struct WebhookEventRow {
     pub stripe_created: NaiveDateTime,
     pub payload_sealed: Vec<u8>,
     pub key_id: String,
-    pub status: String,
+    pub status: WebhookEventStatus,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub received_at: NaiveDateTime,
@@ -32,7 +95,7 @@ pub struct NewWebhookEvent<'a> {
     pub stripe_created: NaiveDateTime,
     pub payload_sealed: &'a [u8],
     pub key_id: &'a str,
-    pub status: &'a str,
+    pub status: WebhookEventStatus,
     pub attempts: i64,
     pub received_at: NaiveDateTime,
     pub processed_at: Option<NaiveDateTime>,
@@ -72,7 +135,7 @@ pub fn insert_new(
 pub fn finish(
     conn: &mut DbConnection,
     stripe_id: &str,
-    status: &str,
+    status: WebhookEventStatus,
     error: Option<&str>,
 ) -> Result<(), DbError> {
     diesel::update(webhook_events::table.filter(webhook_events::stripe_event_id.eq(stripe_id)))
@@ -117,7 +180,7 @@ pub fn find_by_id(conn: &mut DbConnection, id: i64) -> Result<Option<WebhookEven
 /// Newest first, optionally only those with one status.
 pub fn list(
     conn: &mut DbConnection,
-    status: Option<&str>,
+    status: Option<WebhookEventStatus>,
     limit: i64,
 ) -> Result<Vec<WebhookEventRow>, DbError> {
     let mut query = webhook_events::table
@@ -126,7 +189,7 @@ pub fn list(
         .select(WebhookEventRow::as_select())
         .into_boxed();
     if let Some(status) = status {
-        query = query.filter(webhook_events::status.eq(status.to_owned()));
+        query = query.filter(webhook_events::status.eq(status));
     }
     Ok(query.load(conn)?)
 }
@@ -137,9 +200,9 @@ pub fn claim_failed(conn: &mut DbConnection, id: i64) -> Result<bool, DbError> {
     let updated = diesel::update(
         webhook_events::table
             .find(id)
-            .filter(webhook_events::status.eq("failed")),
+            .filter(webhook_events::status.eq(WebhookEventStatus::Failed)),
     )
-    .set(webhook_events::status.eq("received"))
+    .set(webhook_events::status.eq(WebhookEventStatus::Received))
     .execute(conn)?;
     Ok(updated == 1)
 }
@@ -186,4 +249,22 @@ pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, Db
         .select((webhook_events::key_id, diesel::dsl::count_star()))
         .order(webhook_events::key_id.asc())
         .load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_the_text_the_check_constraint_allows() {
+        let texts: Vec<&str> = WebhookEventStatus::ALL
+            .map(WebhookEventStatus::as_str)
+            .into();
+        assert_eq!(texts, ["received", "applied", "failed", "ignored"]);
+        for status in WebhookEventStatus::ALL {
+            assert_eq!(status.as_str().parse(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert_eq!("Applied".parse::<WebhookEventStatus>(), Err(UnknownStatus));
+    }
 }

@@ -24,7 +24,7 @@ use actix_web::{FromRequest, HttpMessage as _, HttpRequest, web};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 
-use super::rate_limit::{LIMIT, REMAINING, RESET, Refused, Window, unix_now};
+use super::rate_limit::{Budgeted, LIMIT, REMAINING, RESET, Refused, Window, unix_now};
 use crate::config::RateLimit;
 use crate::error::AppError;
 use crate::limits::{self, KeyedLimiter, Sweep};
@@ -67,7 +67,8 @@ pub struct OverBudget {
     pub retry_after_secs: u64,
 }
 
-/// Counts a submission against the client's budget before anything else reads the request.
+/// Counts a submission against the client's budget before anything else reads the request
+/// (wrapped outside the scope's default limiter, which then leaves the submission alone).
 pub async fn enforce<B: MessageBody + 'static>(
     budget: Arc<FormBudget>,
     req: ServiceRequest,
@@ -79,6 +80,8 @@ pub async fn enforce<B: MessageBody + 'static>(
     let peer = req.peer_addr().map(|addr| addr.ip());
     let client = limits::client_key(client_ip::resolve(peer, req.headers(), &budget.trusted));
     let verdict = budget.limiter.check_allowance(&client);
+    // Counted here: the scope's default limiter, inside, leaves it alone.
+    req.extensions_mut().insert(Budgeted);
     req.extensions_mut().insert(Window {
         per_request: budget.limiter.per_request(),
         limiter: budget.name,

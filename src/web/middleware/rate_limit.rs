@@ -1,10 +1,11 @@
 //! Per-client-IP rate limits (actix-governor), with `X-RateLimit-*` headers on every limited
 //! response and an audit record for every refusal. IPv6 clients are counted by their /64.
 //!
-//! A default limiter for everything, and one for Stripe's webhooks. The default limiter exempts
-//! the routes governed elsewhere (the webhook, and the sign-in and sign-up submissions, which
-//! have budgets of their own in [`super::form_budget`]), so each request is counted once, by the
-//! limiter that governs it, and its headers describe that limiter.
+//! A default limiter and one for Stripe's webhooks; each route scope wraps the one it needs
+//! (`web::routes::configure`), so this module knows no paths. A request that a dedicated budget
+//! already counted ([`super::form_budget`] marks it [`Budgeted`]) passes the default limiter
+//! uncounted: each request is counted once, by the limiter that governs it, and its headers
+//! describe that limiter.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,7 +20,6 @@ use actix_governor::{
 };
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, HttpResponse, HttpResponseBuilder, web};
@@ -30,11 +30,6 @@ use crate::config::RateLimit;
 use crate::limits::{self, Sweep};
 use crate::web::{AppState, client_ip};
 
-/// Routes whose submissions a form budget ([`super::form_budget`]) governs.
-pub const AUTH_ROUTES: [&str; 2] = ["/login", "/signup"];
-/// Stripe's webhook endpoint, governed by its own limiter.
-pub const WEBHOOK_ROUTE: &str = "/webhooks/stripe";
-
 pub(crate) const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
 pub(crate) const REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 pub(crate) const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
@@ -44,10 +39,15 @@ pub(crate) const RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset"
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Refused;
 
+/// Marks a request that a dedicated budget has counted (a sign-in or sign-up submission): the
+/// default limiter of its scope leaves it alone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budgeted;
+
 /// Who a request is counted against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RateKey {
-    /// Governed by another limiter.
+    /// Counted by a dedicated budget ([`Budgeted`]).
     Exempt,
     /// The client's address as [`limits::client_key`] counts it (an IPv6 client by its /64).
     Client(IpAddr),
@@ -64,8 +64,6 @@ pub(crate) struct Window {
 pub struct ClientIpKey {
     trusted: Arc<Vec<IpNet>>,
     window: Window,
-    /// The default limiter leaves alone what a dedicated limiter governs.
-    exempt_governed_routes: bool,
 }
 
 impl KeyExtractor for ClientIpKey {
@@ -73,10 +71,7 @@ impl KeyExtractor for ClientIpKey {
     type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
 
     fn extract(&self, req: &ServiceRequest) -> Result<RateKey, Self::KeyExtractionError> {
-        if self.exempt_governed_routes
-            && req.method() == Method::POST
-            && (AUTH_ROUTES.contains(&req.path()) || req.path() == WEBHOOK_ROUTE)
-        {
+        if req.extensions().contains::<Budgeted>() {
             return Ok(RateKey::Exempt);
         }
         req.extensions_mut().insert(self.window);
@@ -115,13 +110,7 @@ pub(crate) fn unix_now() -> u64 {
 
 pub type Limiter = GovernorConfig<ClientIpKey, StateInformationMiddleware>;
 
-fn config(
-    limit: RateLimit,
-    trusted: &Arc<Vec<IpNet>>,
-    limiter: &'static str,
-    exempt_governed_routes: bool,
-    methods: Option<Vec<Method>>,
-) -> Option<Limiter> {
+fn config(limit: RateLimit, trusted: &Arc<Vec<IpNet>>, limiter: &'static str) -> Option<Limiter> {
     let per_request = Duration::from_secs(60) / limit.per_minute;
     let key = ClientIpKey {
         trusted: Arc::clone(trusted),
@@ -129,26 +118,27 @@ fn config(
             per_request,
             limiter,
         },
-        exempt_governed_routes,
     };
-    let mut builder = GovernorConfigBuilder::default();
-    builder.period(per_request).burst_size(limit.burst);
-    if let Some(methods) = methods {
-        builder.methods(methods);
-    }
-    builder.key_extractor(key).use_headers().finish()
+    GovernorConfigBuilder::default()
+        .period(per_request)
+        .burst_size(limit.burst)
+        .key_extractor(key)
+        .use_headers()
+        .finish()
 }
 
-/// The default per-IP limiter for every route but those with a limiter of their own.
+/// The default per-IP limiter, for every scope without a limiter of its own. Every scope that
+/// wraps it shares its state: a client has one default budget across the whole site.
 pub fn default_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
-    config(limit, trusted, "default", true, None)
+    config(limit, trusted, "default")
 }
 
 /// The limiter for Stripe's webhook deliveries.
 pub fn webhook_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
-    config(limit, trusted, "webhook", false, Some(vec![Method::POST]))
+    config(limit, trusted, "webhook")
 }
 
+/// The middleware for one scope (a clone of `config`'s shared state).
 pub fn governor(config: &Limiter) -> Governor<ClientIpKey, StateInformationMiddleware> {
     Governor::new(config)
 }
@@ -182,8 +172,6 @@ pub async fn finish_rate_limit(
     }
     Ok(res)
 }
-
-pub use crate::limits::KeyedLimiter;
 
 /// Limits audit writes for refusals to one per client and limiter a minute, so that a flood of
 /// refused requests cannot turn into a flood of database writes.

@@ -193,6 +193,24 @@ pub fn cookie_name(secure: bool) -> &'static str {
 }
 
 /// Builds the session middleware from the configuration.
+/// What every area with sessions wraps: the database and the session settings, from which each
+/// area (in each worker) builds its [`SessionMiddleware`].
+#[derive(Clone)]
+pub struct Sessions {
+    db: Db,
+    config: std::sync::Arc<Config>,
+}
+
+impl Sessions {
+    pub fn new(db: Db, config: std::sync::Arc<Config>) -> Self {
+        Self { db, config }
+    }
+
+    pub fn middleware(&self) -> SessionMiddleware<DbSessionStore> {
+        middleware(self.db.clone(), &self.config)
+    }
+}
+
 pub fn middleware(db: Db, config: &Config) -> SessionMiddleware<DbSessionStore> {
     // `KeyBytes<64>` guarantees the 64 bytes `Key::from` needs.
     let key = Key::from(config.secrets.secret_key.expose_secret().as_slice());

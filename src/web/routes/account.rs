@@ -49,7 +49,7 @@ pub async fn show(
                 cancel_at_period_end: s.cancel_at_period_end,
                 period_end: s.current_period_end.as_ref().map(datetime),
                 trial_end: s.trial_end.as_ref().map(datetime),
-                status: s.status,
+                status: s.status.to_string(),
             });
     render(&AccountPage {
         ctx: PageContext::new(&session, Some(&user))?,
@@ -60,4 +60,20 @@ pub async fn show(
         subscription,
         operation_id: billing::new_operation_id().map_err(AppError::internal)?,
     })
+}
+
+/// The account's routes, relative to `/account` (the keys are [`super::byok`]'s).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    use super::byok;
+    cfg.service(web::resource("").route(web::get().to(show)))
+        .service(
+            web::resource("/keys")
+                .route(web::get().to(byok::list))
+                .route(web::post().to(byok::save)),
+        )
+        .service(
+            web::resource("/keys/{provider}/delete")
+                .route(web::get().to(byok::confirm_delete))
+                .route(web::post().to(byok::delete)),
+        );
 }

@@ -1,7 +1,7 @@
 //! Sign-up, sign-in and sign-out.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{HeaderValue, LOCATION, RETRY_AFTER};
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -15,7 +15,7 @@ use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::forms::FormErrors;
 use crate::web::middleware::form_budget::Submission;
-use crate::web::pages::{PageContext, render, render_with_status};
+use crate::web::pages::{PageContext, render, render_with_status, see_other};
 use crate::web::routes::billing::{ChosenPlan, chosen_plan};
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
@@ -25,12 +25,6 @@ pub const SIGNED_OUT: &str = "/?signed_out";
 
 /// The one message a failed sign-in ever gets.
 pub const INVALID_CREDENTIALS: &str = "Invalid email or password.";
-
-fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, location))
-        .finish()
-}
 
 /// `next` when it is a path on this site, and nothing else.
 fn local_path(next: Option<&str>) -> Option<&str> {
@@ -506,6 +500,24 @@ pub async fn logout(
     }
     session.log_out();
     Ok(see_other(SIGNED_OUT))
+}
+
+/// The sign-in form, relative to `/login` (its budget wraps it: `routes::configure`).
+pub fn sign_in(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("")
+            .route(web::get().to(login_form))
+            .route(web::post().to(login)),
+    );
+}
+
+/// The sign-up form, relative to `/signup`.
+pub fn sign_up(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("")
+            .route(web::get().to(signup_form))
+            .route(web::post().to(signup)),
+    );
 }
 
 #[cfg(test)]

@@ -1,55 +1,43 @@
 //! The customer's side of billing: the pricing page, Checkout, the success and cancel pages,
 //! the Billing Portal, and cancel/resume on the account page.
 
-use actix_web::http::header::LOCATION;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
-use stripe_billing::billing_portal_session::CreateBillingPortalSession;
-use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
-    RetrieveCheckoutSession,
-};
 
-use crate::accounts::User;
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind};
+use crate::billing::checkout::{self, ReturnError, Started};
 use crate::billing::plans::{self, Interval, Plan, PlanPrice};
+use crate::billing::subscriptions::{self, CancelChange};
 use crate::billing::{
-    self, BillingError, GatewayError, Operation, OperationClass, customers, operations,
-    subscriptions,
+    self, BillingError, GatewayError, Operation, OperationId, operations, portal,
 };
 use crate::error::AppError;
-use crate::web::csrf::CsrfForm;
-use crate::web::pages::{ConfirmPage, PageContext, datetime, render};
+use crate::web::AppState;
+use crate::web::csrf::{CsrfForm, OperationForm, SubmittedOperation};
+use crate::web::pages::{ConfirmPage, PageContext, datetime, render, see_other};
 use crate::web::session::{CurrentUser, FlashKind, MaybeUser, TypedSession};
-use crate::web::{AppState, client_ip};
-
-fn see_other(location: &str) -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, location))
-        .finish()
-}
 
 /// Maps a billing failure to the user's error, auditing throttled calls and operation ids
 /// submitted by an account other than their owner.
 pub async fn billing_failure(
     state: &AppState,
     req: &HttpRequest,
-    user: i64,
+    actor: &Actor,
     err: BillingError,
 ) -> AppError {
+    let window = state.config.audit.aggregate_window;
     let event = match &err {
-        BillingError::Gateway(GatewayError::Throttled { class, .. }) => {
-            SecurityEvent::new(Kind::StripeRateLimited)
-                .details(serde_json::json!({ "operation": class, "path": req.path() }))
-                .aggregate(state.config.audit.aggregate_window, *class)
-        }
-        BillingError::OperationTaken => SecurityEvent::new(Kind::OperationIdReused)
+        BillingError::Gateway(GatewayError::Throttled { class, .. }) => actor
+            .event(Kind::StripeRateLimited)
+            .details(serde_json::json!({ "operation": class, "path": req.path() }))
+            .aggregate(window, *class),
+        BillingError::OperationTaken => actor
+            .event(Kind::OperationIdReused)
             .details(serde_json::json!({ "path": req.path() }))
-            .aggregate(state.config.audit.aggregate_window, req.path()),
+            .aggregate(window, req.path()),
         _ => return err.into(),
     };
-    let event = event.actor(format!("user:{user}")).ip(client_ip::of(req));
     let kind = event.kind.as_str();
     if let Err(audit_err) = audit::record(&state.db, event).await {
         tracing::error!(error = %audit_err, kind, "could not record an audit event");
@@ -57,23 +45,18 @@ pub async fn billing_failure(
     err.into()
 }
 
-/// Claims the form's operation id for `user`, or says why not (audited when it is another
-/// account's).
+/// Claims the form's operation id for the acting account, or says why not (audited when it is
+/// another account's).
 async fn claim_operation(
     state: &AppState,
     req: &HttpRequest,
-    user: i64,
+    actor: &Actor,
     kind: &'static str,
-    id: &str,
+    id: &OperationId,
 ) -> Result<Operation, AppError> {
-    if !billing::valid_operation_id(id) {
-        return Err(AppError::BadRequest(
-            "The form was incomplete. Reload the page and try again.",
-        ));
-    }
-    match operations::claim(&state.db, Some(user), kind, id).await {
+    match operations::claim(&state.db, actor.account(), kind, id).await {
         Ok(operation) => Ok(operation),
-        Err(err) => Err(billing_failure(state, req, user, err).await),
+        Err(err) => Err(billing_failure(state, req, actor, err).await),
     }
 }
 
@@ -245,124 +228,7 @@ pub struct CheckoutForm {
     #[serde(default)]
     interval: String,
     #[serde(default)]
-    operation_id: String,
-}
-
-async fn portal_url(
-    state: &AppState,
-    user: &User,
-    operation: &Operation,
-    customer: &str,
-) -> Result<String, BillingError> {
-    let return_url = format!("{}/account", state.public_url);
-    let key = operation.idempotency_key("portal");
-    let session = state
-        .gateway
-        .call(OperationClass::Default, user.id, Some(&key), || {
-            CreateBillingPortalSession::new()
-                .customer(customer)
-                .return_url(return_url.clone())
-        })
-        .await?;
-    Ok(session.url)
-}
-
-/// Where choosing a plan leads.
-enum Started {
-    /// Stripe's page: Checkout, or the portal for someone who has a subscription.
-    Stripe(String),
-    /// A free plan, started at once.
-    Free,
-}
-
-/// Starts the chosen plan: a free one at once (no Checkout, no card), a paid one at Stripe
-/// Checkout; someone with a live subscription goes to the portal instead, where plans change.
-async fn start_checkout(
-    state: &AppState,
-    req: &HttpRequest,
-    user: &User,
-    (plan, price): (&Plan, &PlanPrice),
-    operation: &Operation,
-) -> Result<Started, BillingError> {
-    let customer = customers::ensure_customer(
-        &state.db,
-        &state.keyring,
-        &state.token_hasher,
-        &state.gateway,
-        user,
-    )
-    .await?;
-    let subscribed = if price.is_free() {
-        let audit = SecurityEvent::new(Kind::FreeSubscriptionStarted)
-            .actor(format!("user:{}", user.id))
-            .ip(client_ip::of(req));
-        let gateway = &state.gateway;
-        let offer = (plan, price);
-        match subscriptions::start_free(&state.db, gateway, user.id, &customer, offer, audit)
-            .await?
-        {
-            subscriptions::FreeStart::Started => return Ok(Started::Free),
-            subscriptions::FreeStart::AlreadySubscribed => true,
-        }
-    } else {
-        subscriptions::current(&state.db, user.id)
-            .await?
-            .is_some_and(|s| s.is_live())
-    };
-    let url = if subscribed {
-        // One live subscription per customer: changes go through the portal.
-        portal_url(state, user, operation, &customer).await?
-    } else {
-        checkout_session(state, user, (plan, price), operation, &customer).await?
-    };
-    Ok(Started::Stripe(url))
-}
-
-/// A Stripe Checkout Session for `price` (with the plan's trial), returning its page.
-async fn checkout_session(
-    state: &AppState,
-    user: &User,
-    (plan, price): (&Plan, &PlanPrice),
-    operation: &Operation,
-    customer: &str,
-) -> Result<String, BillingError> {
-    let price_id = price
-        .stripe_price_id
-        .clone()
-        .ok_or_else(|| BillingError::Unexpected("plan has no Stripe price".into()))?;
-    let success = format!(
-        "{}/billing/success?session_id={{CHECKOUT_SESSION_ID}}",
-        state.public_url
-    );
-    let cancel = format!("{}/billing/cancel", state.public_url);
-    let trial = u32::try_from(plan.trial_days).ok().filter(|d| *d > 0);
-    let key = operation.idempotency_key("checkout");
-    let session = state
-        .gateway
-        .call(OperationClass::Default, user.id, Some(&key), || {
-            let mut request = CreateCheckoutSession::new()
-                .mode(stripe_checkout::CheckoutSessionMode::Subscription)
-                .customer(customer)
-                .client_reference_id(user.id.to_string())
-                .line_items(vec![CreateCheckoutSessionLineItems {
-                    price: Some(price_id.clone()),
-                    quantity: Some(1),
-                    ..Default::default()
-                }])
-                .success_url(success.clone())
-                .cancel_url(cancel.clone());
-            if let Some(days) = trial {
-                request = request.subscription_data(CreateCheckoutSessionSubscriptionData {
-                    trial_period_days: Some(days),
-                    ..Default::default()
-                });
-            }
-            request
-        })
-        .await?;
-    session
-        .url
-        .ok_or_else(|| BillingError::Unexpected("checkout session without url".into()))
+    operation_id: SubmittedOperation,
 }
 
 /// The form's plan and interval, read from the database (not the pricing page's cache: an
@@ -390,7 +256,8 @@ pub async fn checkout(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
+    actor: Actor,
     form: CsrfForm<CheckoutForm>,
 ) -> Result<HttpResponse, AppError> {
     let CheckoutForm {
@@ -399,17 +266,17 @@ pub async fn checkout(
         operation_id,
     } = form.0;
     let (plan, price) = offer_of_form(&state, plan, &interval).await?;
-    let operation = claim_operation(&state, &req, user.0.id, "checkout", &operation_id).await?;
-    match start_checkout(&state, &req, &user.0, (&plan, &price), &operation).await {
+    let operation_id = operation_id.parse()?;
+    let operation = claim_operation(&state, &req, &actor, "checkout", &operation_id).await?;
+    let offer = (&plan, &price);
+    match checkout::start(state.billing(), &actor, &user, offer, &operation).await {
         Ok(Started::Stripe(url)) => Ok(see_other(&url)),
         Ok(Started::Free) => {
-            session.flash(
-                FlashKind::Success,
-                format!("You are on the {} plan. No card needed.", plan.name),
-            )?;
+            let message = format!("You are on the {} plan. No card needed.", plan.name);
+            session.flash(FlashKind::Success, message)?;
             Ok(see_other("/account"))
         }
-        Err(err) => Err(billing_failure(&state, &req, user.0.id, err).await),
+        Err(err) => Err(billing_failure(&state, &req, &actor, err).await),
     }
 }
 
@@ -481,42 +348,17 @@ pub async fn success(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
+    actor: Actor,
     query: web::Query<SuccessQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let user = user.0;
-    let id = query.session_id.clone();
-    if !id.starts_with("cs_") || id.len() > 255 {
-        return Err(AppError::NotFound);
-    }
-    let checkout = state
-        .gateway
-        .call(OperationClass::Default, user.id, None, || {
-            RetrieveCheckoutSession::new(id.as_str())
-        })
-        .await;
-    let checkout = match checkout {
-        Ok(checkout) => checkout,
-        Err(GatewayError::Refused { status: 404, .. }) => return Err(AppError::NotFound),
-        Err(err) => return Err(billing_failure(&state, &req, user.id, err.into()).await),
+    let current = match checkout::returned(state.billing(), user.id, &query.session_id).await {
+        Ok(current) => current,
+        Err(ReturnError::NotYours) => return Err(AppError::NotFound),
+        Err(ReturnError::Billing(err)) => {
+            return Err(billing_failure(&state, &req, &actor, err).await);
+        }
     };
-    // Show nothing unless this session is this user's, by reference and by customer.
-    let own_customer = customers::customer_id(&state.db, &state.keyring, user.id)
-        .await
-        .map_err(AppError::from)?;
-    let checkout_customer = checkout.customer.as_ref().map(|c| c.id().to_string());
-    if checkout.client_reference_id.as_deref() != Some(user.id.to_string().as_str())
-        || checkout_customer != own_customer
-    {
-        return Err(AppError::NotFound);
-    }
-    if let Some(sub) = &checkout.subscription
-        && let Err(err) =
-            subscriptions::refresh(&state.db, &state.gateway, user.id, sub.id().as_str()).await
-    {
-        return Err(billing_failure(&state, &req, user.id, err).await);
-    }
-    let current = subscriptions::current(&state.db, user.id).await?;
     render(&SuccessPage {
         ctx: PageContext::new(&session, Some(&user))?,
         plan: current
@@ -524,7 +366,7 @@ pub async fn success(
             .and_then(|s| s.plan.as_ref().map(|p| p.name.clone())),
         status: current
             .as_ref()
-            .map(|s| s.status.clone())
+            .map(|s| s.status.to_string())
             .unwrap_or_else(|| "processing".into()),
         renews: current
             .as_ref()
@@ -540,86 +382,56 @@ pub async fn cancel(session: TypedSession) -> Result<HttpResponse, AppError> {
     Ok(see_other("/pricing"))
 }
 
-#[derive(Deserialize)]
-pub struct OperationForm {
-    #[serde(default)]
-    operation_id: String,
-}
-
 pub async fn portal(
     req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
+    actor: Actor,
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
-    let operation = claim_operation(&state, &req, user.0.id, "portal", &form.operation_id).await?;
-    let customer = customers::customer_id(&state.db, &state.keyring, user.0.id)
-        .await
-        .map_err(AppError::from)?;
-    let Some(customer) = customer else {
-        session.flash(
-            FlashKind::Info,
-            "You have no billing account yet. Choose a plan to get started.",
-        )?;
-        return Ok(see_other("/pricing"));
-    };
-    match portal_url(&state, &user.0, &operation, &customer).await {
-        Ok(url) => Ok(see_other(&url)),
-        Err(err) => Err(billing_failure(&state, &req, user.0.id, err).await),
+    let operation_id = form.0.operation_id.parse()?;
+    let operation = claim_operation(&state, &req, &actor, "portal", &operation_id).await?;
+    match portal::open(state.billing(), user.id, &operation).await {
+        Ok(Some(url)) => Ok(see_other(&url)),
+        Ok(None) => {
+            session.flash(
+                FlashKind::Info,
+                "You have no billing account yet. Choose a plan to get started.",
+            )?;
+            Ok(see_other("/pricing"))
+        }
+        Err(err) => Err(billing_failure(&state, &req, &actor, err).await),
     }
 }
 
+/// Cancels (`cancel`) or resumes the user's subscription at the end of its period.
 async fn set_cancel(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    user: CurrentUser,
-    operation: String,
+    (req, state, session): (HttpRequest, web::Data<AppState>, TypedSession),
+    CurrentUser(user): CurrentUser,
+    actor: Actor,
+    operation: SubmittedOperation,
     cancel: bool,
 ) -> Result<HttpResponse, AppError> {
-    let user = user.0;
-    let kind = if cancel {
-        "subscription.cancel"
-    } else {
-        "subscription.resume"
+    let kind = match cancel {
+        true => "subscription.cancel",
+        false => "subscription.resume",
     };
-    let operation = claim_operation(&state, &req, user.id, kind, &operation).await?;
-    let current = subscriptions::current(&state.db, user.id)
-        .await?
-        .filter(|s| s.is_live());
-    let Some(current) = current else {
-        session.flash(FlashKind::Info, "You have no active subscription.")?;
-        return Ok(see_other("/account"));
-    };
-    if let Err(err) = subscriptions::set_cancel_at_period_end(
-        &state.db,
-        &state.gateway,
-        user.id,
-        &operation,
-        &current.stripe_id,
-        cancel,
-    )
-    .await
-    {
-        return Err(billing_failure(&state, &req, user.id, err).await);
-    }
-    let kind = if cancel {
-        Kind::SubscriptionCancelRequested
-    } else {
-        Kind::SubscriptionResumed
-    };
-    let event = SecurityEvent::new(kind)
-        .actor(format!("user:{}", user.id))
-        .ip(client_ip::of(&req))
-        .details(
-            serde_json::json!({ "subscription": crate::secret::mask_api_key(&current.stripe_id) }),
-        );
-    audit::record(&state.db, event).await?;
-    let message = if cancel {
-        "Your subscription will end at the close of the current period. You can resume it until then."
-    } else {
-        "Your subscription will renew as usual."
+    let operation = claim_operation(&state, &req, &actor, kind, &operation.parse()?).await?;
+    let (db, gateway) = (&state.db, &state.gateway);
+    let changed =
+        subscriptions::set_cancel_at_period_end(db, gateway, &actor, user.id, &operation, cancel)
+            .await;
+    let message = match changed {
+        Ok(CancelChange::NoSubscription) => {
+            session.flash(FlashKind::Info, "You have no active subscription.")?;
+            return Ok(see_other("/account"));
+        }
+        Ok(CancelChange::Done) if cancel => {
+            "Your subscription will end at the close of the current period. You can resume it until then."
+        }
+        Ok(CancelChange::Done) => "Your subscription will renew as usual.",
+        Err(err) => return Err(billing_failure(&state, &req, &actor, err).await),
     };
     session.flash(FlashKind::Success, message)?;
     Ok(see_other("/account"))
@@ -667,20 +479,38 @@ pub async fn confirm_cancel(
 
 pub async fn cancel_subscription(
     req: HttpRequest,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    user: CurrentUser,
+    (state, session): (web::Data<AppState>, TypedSession),
+    (user, actor): (CurrentUser, Actor),
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
-    set_cancel(req, state, session, user, form.0.operation_id, true).await
+    let operation = form.0.operation_id;
+    set_cancel((req, state, session), user, actor, operation, true).await
 }
 
 pub async fn resume_subscription(
     req: HttpRequest,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    user: CurrentUser,
+    (state, session): (web::Data<AppState>, TypedSession),
+    (user, actor): (CurrentUser, Actor),
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
-    set_cancel(req, state, session, user, form.0.operation_id, false).await
+    let operation = form.0.operation_id;
+    set_cancel((req, state, session), user, actor, operation, false).await
+}
+
+/// The billing routes, relative to `/billing` (`/pricing` is a public page).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/checkout")
+            .route(web::get().to(confirm))
+            .route(web::post().to(checkout)),
+    )
+    .service(web::resource("/success").route(web::get().to(success)))
+    .service(web::resource("/cancel").route(web::get().to(cancel)))
+    .service(web::resource("/portal").route(web::post().to(portal)))
+    .service(
+        web::resource("/subscription/cancel")
+            .route(web::get().to(confirm_cancel))
+            .route(web::post().to(cancel_subscription)),
+    )
+    .service(web::resource("/subscription/resume").route(web::post().to(resume_subscription)));
 }

@@ -1,21 +1,22 @@
 //! `/account/keys`: a customer's own AI-provider API keys. Add, replace, delete; always masked.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::LOCATION;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
 
 use crate::accounts::User;
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::Actor;
 use crate::error::AppError;
 use crate::vault::{self, ApiKey, Provider, VaultError};
+use crate::web::AppState;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::forms::FormErrors;
-use crate::web::pages::{ConfirmPage, PageContext, datetime, render, render_with_status};
+use crate::web::pages::{
+    ConfirmPage, PageContext, datetime, render, render_with_status, see_other,
+};
 use crate::web::session::{CurrentUser, FlashKind, TypedSession};
-use crate::web::{AppState, client_ip};
 
 struct KeyView {
     provider: &'static str,
@@ -89,12 +90,6 @@ pub struct SaveKeyForm {
     api_key: SecretString,
 }
 
-fn to_keys_page() -> HttpResponse {
-    HttpResponse::SeeOther()
-        .insert_header((LOCATION, "/account/keys"))
-        .finish()
-}
-
 /// "Choose Anthropic or OpenAI as the provider."
 fn choose_a_provider() -> String {
     let labels: Vec<_> = Provider::ALL.iter().map(|p| p.label()).collect();
@@ -126,13 +121,12 @@ fn vault_error(err: VaultError) -> AppError {
 }
 
 pub async fn save(
-    req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
+    actor: Actor,
     form: CsrfForm<SaveKeyForm>,
 ) -> Result<HttpResponse, AppError> {
-    let CurrentUser(user) = user;
     let SaveKeyForm { provider, api_key } = form.0;
     let (provider, key) = match parse_submission(&provider, api_key) {
         Ok(parsed) => parsed,
@@ -141,24 +135,17 @@ pub async fn save(
             return render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page);
         }
     };
-    let masked = key.masked();
-    let st = state.clone();
-    let user_id = user.id;
-    state
+    let (st, user_id) = (state.clone(), user.id);
+    let masked = state
         .db
-        .run(move |conn| vault::save_key(conn, &st.keyring, user_id, provider, &key))
+        .run(move |conn| vault::save_key(conn, &st.keyring, &actor, user_id, provider, &key))
         .await
         .map_err(vault_error)?;
-    let event = SecurityEvent::new(Kind::ByokKeySaved)
-        .actor(format!("user:{user_id}"))
-        .ip(client_ip::of(&req))
-        .details(serde_json::json!({ "provider": provider.as_str(), "key": masked }));
-    audit::record(&state.db, event).await?;
     session.flash(
         FlashKind::Success,
         format!("Your {} key {masked} is saved.", provider.label()),
     )?;
-    Ok(to_keys_page())
+    Ok(see_other("/account/keys"))
 }
 
 /// `GET /account/keys/{provider}/delete`: which key goes, before it goes. Only one's own.
@@ -195,30 +182,26 @@ pub async fn confirm_delete(
 }
 
 pub async fn delete(
-    req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    user: CurrentUser,
+    CurrentUser(user): CurrentUser,
+    actor: Actor,
     path: web::Path<String>,
     _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
     let provider = Provider::parse(&path).ok_or(AppError::NotFound)?;
-    let user_id = user.0.id;
+    let user_id = user.id;
     let deleted = state
         .db
-        .run(move |conn| vault::delete_key(conn, user_id, provider))
-        .await?;
+        .run(move |conn| vault::delete_key(conn, &actor, user_id, provider))
+        .await
+        .map_err(vault_error)?;
     if !deleted {
         return Err(AppError::NotFound);
     }
-    let event = SecurityEvent::new(Kind::ByokKeyDeleted)
-        .actor(format!("user:{user_id}"))
-        .ip(client_ip::of(&req))
-        .details(serde_json::json!({ "provider": provider.as_str() }));
-    audit::record(&state.db, event).await?;
     session.flash(
         FlashKind::Info,
         format!("Your {} key is deleted.", provider.label()),
     )?;
-    Ok(to_keys_page())
+    Ok(see_other("/account/keys"))
 }

@@ -6,11 +6,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind, Principal, SecurityEvent};
 use crate::error::AppError;
 use crate::secret::mask_api_key;
 use crate::service_tokens::{self, Scope, ServiceToken};
-use crate::vault::{self, Provider, VaultError};
+use crate::vault::{self, LeaseOutcome, Provider};
 use crate::web::{AppState, client_ip};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
@@ -77,12 +77,6 @@ pub struct LeaseRequest {
     provider: String,
 }
 
-enum LeaseOutcome {
-    Disabled,
-    NoKey,
-    Leased(vault::Lease),
-}
-
 /// `POST /internal/v1/byok/lease`: the customer's plaintext key, for the execution engine.
 pub async fn lease(
     req: HttpRequest,
@@ -90,32 +84,23 @@ pub async fn lease(
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let token = authorize(&req, &state, Scope::ByokLease).await?;
+    let actor = Actor::new(Principal::Service(token.name), Some(client_ip::of(&req)));
     if let Err(retry_after) = state.lease_limiter.check(&token.id) {
-        let event = SecurityEvent::new(Kind::RateLimited)
-            .actor(token.name.clone())
-            .ip(client_ip::of(&req))
+        let event = actor
+            .event(Kind::RateLimited)
             .details(serde_json::json!({ "path": req.path(), "limiter": "lease" }))
             .aggregate(state.config.audit.aggregate_window, "lease");
         audit::record(&state.db, event).await?;
         return Err(AppError::RateLimited { retry_after });
     }
-    let request: LeaseRequest = serde_json::from_slice(&body).map_err(|_| {
+    let LeaseRequest { user_id, provider } = serde_json::from_slice(&body).map_err(|_| {
         AppError::BadRequest("Send JSON {\"user_id\": 123, \"provider\": \"anthropic\"}.")
     })?;
-    let provider = Provider::parse(&request.provider).ok_or(AppError::NotFound)?;
-    let user_id = request.user_id;
+    let provider = Provider::parse(&provider).ok_or(AppError::NotFound)?;
     let st = state.clone();
     let outcome = state
         .db
-        .run(move |conn| {
-            if vault::leases_disabled(conn)? {
-                return Ok(LeaseOutcome::Disabled);
-            }
-            Ok::<_, VaultError>(match vault::lease(conn, &st.keyring, user_id, provider)? {
-                Some(lease) => LeaseOutcome::Leased(lease),
-                None => LeaseOutcome::NoKey,
-            })
-        })
+        .run(move |conn| vault::lease(conn, &st.keyring, &actor, user_id, provider))
         .await
         .map_err(AppError::internal)?;
     let lease = match outcome {
@@ -123,11 +108,6 @@ pub async fn lease(
         LeaseOutcome::NoKey => return Err(AppError::NotFound),
         LeaseOutcome::Leased(lease) => lease,
     };
-    let event = SecurityEvent::new(Kind::ByokLeased)
-        .actor(token.name)
-        .ip(client_ip::of(&req))
-        .details(serde_json::json!({ "user_id": user_id, "provider": provider.as_str(), "key": lease.masked }));
-    audit::record(&state.db, event).await?;
     let body = lease_json(user_id, provider, lease.key.expose_secret())?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
@@ -182,6 +162,12 @@ pub async fn entitlements(
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
         .json(entitlements))
+}
+
+/// The service API's routes, relative to `/internal/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/entitlements/{user_id}").route(web::get().to(entitlements)))
+        .service(web::resource("/byok/lease").route(web::post().to(lease)));
 }
 
 #[cfg(test)]

@@ -137,3 +137,8 @@ pub async fn stripe(
     }
     Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": duplicate })))
 }
+
+/// The webhook routes, relative to `/webhooks`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/stripe").route(web::post().to(stripe)));
+}

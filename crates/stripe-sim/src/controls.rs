@@ -1,0 +1,495 @@
+//! The state transitions behind hosted pages and `/_sim/…` test controls: completing a
+//! checkout (keeping the card on file), renewing a subscription (paid or failed), opening a dispute, re-delivering
+//! events (in any order), and listing the idempotency keys received.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Sim;
+use crate::card::{self, Card, Charge};
+use crate::objects;
+use crate::state::{
+    CardOnFile, Customer, Event, Invoice, InvoiceStatus, PaymentIntent, PaymentStatus,
+    SessionStatus, SimState, Subscription, SubscriptionStatus, new_id, unix_now,
+};
+
+/// Stores `after` in place of `before` and records `customer.subscription.updated`.
+pub fn replace_subscription(
+    state: &mut SimState,
+    before: &Subscription,
+    after: Subscription,
+    key: Option<&str>,
+) -> (Value, Event) {
+    let old = objects::subscription(state, before);
+    let new = objects::subscription(state, &after);
+    state.subscriptions.insert(after.id.clone(), after);
+    let previous = objects::previous_attributes(&old, &new);
+    let event = Sim::event(
+        state,
+        "customer.subscription.updated",
+        new.clone(),
+        Some(previous),
+        key,
+    );
+    (new, event)
+}
+
+/// What paying a checkout with a test card led to.
+pub enum CheckoutOutcome {
+    Paid {
+        redirect: String,
+        events: Vec<Event>,
+    },
+    Declined(&'static str),
+    NotOpen,
+}
+
+/// Bills one period: an invoice and (for a non-zero amount) a payment intent, paid or not.
+fn bill(
+    state: &mut SimState,
+    sub: &Subscription,
+    reason: &'static str,
+    paid: bool,
+    events: &mut Vec<Event>,
+) -> String {
+    let (amount, currency) = state
+        .prices
+        .get(&sub.price)
+        .map(|p| (p.unit_amount * sub.quantity as i64, p.currency.clone()))
+        .unwrap_or((0, "usd".into()));
+    let amount = if sub.status == SubscriptionStatus::Trialing && reason == "subscription_create" {
+        0
+    } else {
+        amount
+    };
+    let now = unix_now();
+    let invoice_id = new_id("in");
+    let payment_intent = (amount > 0).then(|| PaymentIntent {
+        id: new_id("pi"),
+        customer: sub.customer.clone(),
+        invoice: Some(invoice_id.clone()),
+        amount,
+        currency: currency.clone(),
+        status: if paid {
+            PaymentStatus::Succeeded
+        } else {
+            PaymentStatus::RequiresPaymentMethod
+        },
+        decline_code: (!paid).then_some("card_declined"),
+        created: now,
+    });
+    let invoice = Invoice {
+        id: invoice_id.clone(),
+        number: state.next_invoice_number(),
+        customer: sub.customer.clone(),
+        subscription: sub.id.clone(),
+        price: sub.price.clone(),
+        amount_due: amount,
+        amount_paid: if paid { amount } else { 0 },
+        currency,
+        status: if paid {
+            InvoiceStatus::Paid
+        } else {
+            InvoiceStatus::Open
+        },
+        payment_intent: payment_intent.as_ref().map(|pi| pi.id.clone()),
+        billing_reason: reason,
+        attempt_count: 1,
+        period_start: sub.current_period_start,
+        period_end: sub.current_period_end,
+        created: now,
+    };
+    if let Some(pi) = payment_intent {
+        let value = objects::payment_intent(&pi);
+        let kind = if paid {
+            "payment_intent.succeeded"
+        } else {
+            "payment_intent.payment_failed"
+        };
+        state.payment_intents.insert(pi.id.clone(), pi);
+        events.push(Sim::event(state, kind, value, None, None));
+    }
+    let value = objects::invoice(state, &invoice);
+    state.invoices.insert(invoice.id.clone(), invoice);
+    if paid {
+        events.push(Sim::event(state, "invoice.paid", value.clone(), None, None));
+        events.push(Sim::event(
+            state,
+            "invoice.payment_succeeded",
+            value,
+            None,
+            None,
+        ));
+    } else {
+        events.push(Sim::event(
+            state,
+            "invoice.payment_failed",
+            value,
+            None,
+            None,
+        ));
+    }
+    invoice_id
+}
+
+/// A subscription to start without a payment (a zero price, or a trial).
+pub struct NewSubscription {
+    pub customer: String,
+    pub price: String,
+    pub quantity: u64,
+    pub trial_period_days: Option<u32>,
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// A subscription starting `now`: trialing until its trial ends if it has one, else active
+/// for one period of its price's interval. Its first invoice is the caller's to bill.
+fn subscription_from(state: &SimState, new: NewSubscription, now: i64) -> Subscription {
+    let interval = state
+        .prices
+        .get(&new.price)
+        .map(|p| p.interval)
+        .unwrap_or(crate::state::Interval::Month);
+    let trial_end = new
+        .trial_period_days
+        .map(|days| now + i64::from(days) * 86_400);
+    Subscription {
+        id: new_id("sub"),
+        item_id: new_id("si"),
+        customer: new.customer,
+        price: new.price,
+        quantity: new.quantity,
+        status: if trial_end.is_some() {
+            SubscriptionStatus::Trialing
+        } else {
+            SubscriptionStatus::Active
+        },
+        current_period_start: now,
+        current_period_end: trial_end.unwrap_or_else(|| interval.advance(now)),
+        cancel_at_period_end: false,
+        canceled_at: None,
+        ended_at: None,
+        trial_start: trial_end.map(|_| now),
+        trial_end,
+        latest_invoice: None,
+        metadata: new.metadata,
+        created: now,
+    }
+}
+
+/// Starts a subscription through the API: its first (zero) invoice is paid at once, so it is
+/// active (or trialing) from the start. Returns the subscription and its events.
+pub fn start_subscription(
+    state: &mut SimState,
+    new: NewSubscription,
+    key: Option<&str>,
+) -> (Value, Vec<Event>) {
+    let now = unix_now();
+    let mut sub = subscription_from(state, new, now);
+    let mut billing = Vec::new();
+    sub.latest_invoice = Some(bill(state, &sub, "subscription_create", true, &mut billing));
+    let value = objects::subscription(state, &sub);
+    state.subscriptions.insert(sub.id.clone(), sub);
+    let mut events = vec![Sim::event(
+        state,
+        "customer.subscription.created",
+        value.clone(),
+        None,
+        key,
+    )];
+    events.extend(billing);
+    (value, events)
+}
+
+/// Pays an open checkout session with a checked card (`card::charge` says whether it pays).
+pub fn complete_checkout(
+    state: &mut SimState,
+    session_id: &str,
+    card: &Card,
+    email: Option<String>,
+) -> CheckoutOutcome {
+    let Some(session) = state.checkout_sessions.get(session_id).cloned() else {
+        return CheckoutOutcome::NotOpen;
+    };
+    if session.status != SessionStatus::Open {
+        return CheckoutOutcome::NotOpen;
+    }
+    if let Charge::Declined(message) = card::charge(card) {
+        return CheckoutOutcome::Declined(message);
+    }
+    let mut events = Vec::new();
+    let now = unix_now();
+    let customer_id = match &session.customer {
+        Some(id) => id.clone(),
+        None => {
+            let customer = Customer {
+                id: new_id("cus"),
+                email: email.or_else(|| session.customer_email.clone()),
+                name: Some(card.name.clone()),
+                metadata: Default::default(),
+                created: now,
+            };
+            let value = objects::customer(&customer);
+            let id = customer.id.clone();
+            state.customers.insert(id.clone(), customer);
+            events.push(Sim::event(state, "customer.created", value, None, None));
+            id
+        }
+    };
+    state.cards_on_file.insert(
+        customer_id.clone(),
+        CardOnFile {
+            id: new_id("pm"),
+            brand: card.brand.as_str(),
+            last4: card.last4().to_owned(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            name: card.name.clone(),
+            created: now,
+        },
+    );
+    let new = NewSubscription {
+        customer: customer_id.clone(),
+        price: session.price.clone(),
+        quantity: session.quantity,
+        trial_period_days: session.trial_period_days,
+        metadata: session.subscription_metadata.clone(),
+    };
+    let mut sub = subscription_from(state, new, now);
+    let mut billing = Vec::new();
+    let invoice = bill(state, &sub, "subscription_create", true, &mut billing);
+    sub.latest_invoice = Some(invoice.clone());
+    let value = objects::subscription(state, &sub);
+    state.subscriptions.insert(sub.id.clone(), sub.clone());
+    // Stripe guarantees no order; here the subscription comes before its first invoice.
+    events.push(Sim::event(
+        state,
+        "customer.subscription.created",
+        value,
+        None,
+        None,
+    ));
+    events.extend(billing);
+    let mut completed = session;
+    completed.status = SessionStatus::Complete;
+    completed.customer = Some(customer_id);
+    completed.subscription = Some(sub.id);
+    completed.invoice = Some(invoice);
+    let value = objects::checkout_session(state, &completed, "");
+    let redirect = completed
+        .success_url
+        .replace("{CHECKOUT_SESSION_ID}", &completed.id);
+    state
+        .checkout_sessions
+        .insert(completed.id.clone(), completed);
+    events.push(Sim::event(
+        state,
+        "checkout.session.completed",
+        value,
+        None,
+        None,
+    ));
+    CheckoutOutcome::Paid { redirect, events }
+}
+
+/// Moves a subscription to its next period, billing it (or ending it if it was set to cancel).
+pub fn renew(state: &mut SimState, sub_id: &str, paid: bool) -> Option<Vec<Event>> {
+    let before = state.subscriptions.get(sub_id).cloned()?;
+    if before.status == SubscriptionStatus::Canceled {
+        return Some(Vec::new());
+    }
+    let mut events = Vec::new();
+    let mut after = before.clone();
+    if before.cancel_at_period_end {
+        after.status = SubscriptionStatus::Canceled;
+        after.ended_at = Some(before.current_period_end);
+        let value = objects::subscription(state, &after);
+        state.subscriptions.insert(after.id.clone(), after);
+        events.push(Sim::event(
+            state,
+            "customer.subscription.deleted",
+            value,
+            None,
+            None,
+        ));
+        return Some(events);
+    }
+    let interval = state
+        .prices
+        .get(&before.price)
+        .map(|p| p.interval)
+        .unwrap_or(crate::state::Interval::Month);
+    after.current_period_start = before.current_period_end;
+    after.current_period_end = interval.advance(before.current_period_end);
+    after.status = if paid {
+        SubscriptionStatus::Active
+    } else {
+        SubscriptionStatus::PastDue
+    };
+    let invoice = bill(state, &after, "subscription_cycle", paid, &mut events);
+    after.latest_invoice = Some(invoice);
+    let (_, event) = replace_subscription(state, &before, after, None);
+    events.push(event);
+    Some(events)
+}
+
+/// Opens a dispute on a succeeded payment: `charge.dispute.created`.
+pub fn dispute(state: &mut SimState, payment_intent: &str) -> Option<Event> {
+    let pi = state.payment_intents.get(payment_intent)?.clone();
+    if pi.status != PaymentStatus::Succeeded {
+        return None;
+    }
+    let value = objects::dispute(&pi);
+    Some(Sim::event(
+        state,
+        "charge.dispute.created",
+        value,
+        None,
+        None,
+    ))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/_sim")
+            .route("/subscriptions/{id}/renew", web::post().to(renew_route))
+            .route("/disputes", web::post().to(dispute_route))
+            .route("/events/deliver", web::post().to(deliver_route))
+            .route("/events/{id}/redeliver", web::post().to(redeliver_route))
+            .route("/webhooks", web::post().to(webhooks_route))
+            .route("/deliveries", web::get().to(deliveries_route))
+            .route("/idempotency-keys", web::get().to(idempotency_keys_route)),
+    );
+}
+
+fn sim_error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .json(json!({ "error": { "type": "invalid_request_error", "message": message } }))
+}
+
+#[derive(Deserialize)]
+struct RenewParams {
+    /// `paid` (default) or `failed`.
+    outcome: Option<String>,
+}
+
+async fn renew_route(
+    sim: web::Data<Sim>,
+    id: web::Path<String>,
+    params: web::Query<RenewParams>,
+) -> HttpResponse {
+    let paid = match params.outcome.as_deref() {
+        None | Some("paid") => true,
+        Some("failed") => false,
+        Some(_) => {
+            return sim_error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "outcome must be paid or failed",
+            );
+        }
+    };
+    let mut state = sim.state();
+    let Some(events) = renew(&mut state, &id, paid) else {
+        return sim_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "no such subscription",
+        );
+    };
+    let body = state
+        .subscriptions
+        .get(id.as_str())
+        .map(|s| objects::subscription(&state, s));
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    drop(state);
+    Arc::clone(&sim).deliver(events);
+    HttpResponse::Ok().json(json!({ "subscription": body, "events": ids }))
+}
+
+#[derive(Deserialize)]
+struct DisputeParams {
+    payment_intent: String,
+}
+
+async fn dispute_route(sim: web::Data<Sim>, params: web::Query<DisputeParams>) -> HttpResponse {
+    let mut state = sim.state();
+    let Some(event) = dispute(&mut state, &params.payment_intent) else {
+        return sim_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "no succeeded payment intent with that id",
+        );
+    };
+    let body = json!({ "event": event.id, "dispute": event.object });
+    drop(state);
+    Arc::clone(&sim).deliver(vec![event]);
+    HttpResponse::Ok().json(body)
+}
+
+#[derive(Deserialize)]
+struct DeliverParams {
+    /// Event ids, comma-separated, in the order to deliver them.
+    ids: String,
+}
+
+async fn deliver_route(sim: web::Data<Sim>, params: web::Query<DeliverParams>) -> HttpResponse {
+    let state = sim.state();
+    let mut events = Vec::new();
+    for id in params
+        .ids
+        .split(',')
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+    {
+        match state.events.iter().find(|e| e.id == id) {
+            Some(event) => events.push(event.clone()),
+            None => {
+                return sim_error(
+                    actix_web::http::StatusCode::NOT_FOUND,
+                    &format!("no such event: {id}"),
+                );
+            }
+        }
+    }
+    drop(state);
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    Arc::clone(&sim).deliver_now(events);
+    HttpResponse::Accepted().json(json!({ "delivering": ids }))
+}
+
+async fn redeliver_route(sim: web::Data<Sim>, id: web::Path<String>) -> HttpResponse {
+    let event = sim.state().events.iter().find(|e| e.id == *id).cloned();
+    let Some(event) = event else {
+        return sim_error(actix_web::http::StatusCode::NOT_FOUND, "no such event");
+    };
+    Arc::clone(&sim).deliver_now(vec![event]);
+    HttpResponse::Accepted().json(json!({ "delivering": [id.as_str()] }))
+}
+
+#[derive(Deserialize)]
+struct WebhookParams {
+    auto_deliver: bool,
+}
+
+async fn webhooks_route(sim: web::Data<Sim>, params: web::Query<WebhookParams>) -> HttpResponse {
+    sim.auto_deliver
+        .store(params.auto_deliver, std::sync::atomic::Ordering::SeqCst);
+    HttpResponse::Ok().json(json!({ "auto_deliver": params.auto_deliver }))
+}
+
+async fn deliveries_route(sim: web::Data<Sim>) -> HttpResponse {
+    let attempts = sim
+        .deliverer
+        .attempts
+        .lock()
+        .map(|a| a.clone())
+        .unwrap_or_default();
+    HttpResponse::Ok().json(attempts)
+}
+
+/// Every `Idempotency-Key` the simulator has been sent, sorted (what tests check keys against).
+async fn idempotency_keys_route(sim: web::Data<Sim>) -> HttpResponse {
+    let mut keys: Vec<String> = sim.state().idempotency.keys().cloned().collect();
+    keys.sort();
+    HttpResponse::Ok().json(keys)
+}

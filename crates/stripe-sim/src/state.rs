@@ -1,0 +1,302 @@
+//! The simulator's state: typed records for every object, the event log, and the idempotency
+//! cache. Records are the truth; the JSON Stripe would send is rendered from them (`objects`).
+//!
+//! The simulator keeps its own types (e.g. `Interval`) rather than borrowing Tollgate's: it
+//! stands in for an external service and must not change when Tollgate's domain does.
+
+use std::collections::HashMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::Value;
+
+/// A Stripe-style id: prefix and up to 24 random letters and digits (the base64 of 18 random
+/// bytes without its `-` and `_`).
+pub fn new_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 18];
+    // Without the system's randomness the id is the bare prefix; a simulator may carry on.
+    let random = getrandom::fill(&mut bytes)
+        .map(|()| URL_SAFE_NO_PAD.encode(bytes))
+        .unwrap_or_default();
+    let clean: String = random
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(24)
+        .collect();
+    format!("{prefix}_{clean}")
+}
+
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interval {
+    Month,
+    Year,
+}
+
+impl Interval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Month => "month",
+            Self::Year => "year",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "month" => Some(Self::Month),
+            "year" => Some(Self::Year),
+            _ => None,
+        }
+    }
+
+    /// The end of a period that starts at `start` (calendar months and years, UTC).
+    pub fn advance(self, start: i64) -> i64 {
+        use chrono::{DateTime, Months};
+        let months = match self {
+            Self::Month => 1,
+            Self::Year => 12,
+        };
+        DateTime::from_timestamp(start, 0)
+            .and_then(|t| t.checked_add_months(Months::new(months)))
+            .map(|t| t.timestamp())
+            .unwrap_or(start + i64::from(months) * 30 * 86_400)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub active: bool,
+    pub metadata: HashMap<String, String>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Price {
+    pub id: String,
+    pub product: String,
+    pub unit_amount: i64,
+    pub currency: String,
+    pub interval: Interval,
+    pub active: bool,
+    pub nickname: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub id: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Open,
+    Complete,
+    Expired,
+}
+
+#[derive(Debug, Clone)]
+pub struct CheckoutSession {
+    pub id: String,
+    pub customer: Option<String>,
+    pub customer_email: Option<String>,
+    pub client_reference_id: Option<String>,
+    pub price: String,
+    pub quantity: u64,
+    pub success_url: String,
+    pub cancel_url: Option<String>,
+    pub status: SessionStatus,
+    pub subscription: Option<String>,
+    pub invoice: Option<String>,
+    pub trial_period_days: Option<u32>,
+    pub metadata: HashMap<String, String>,
+    /// `subscription_data[metadata]`: copied onto the subscription the session creates.
+    pub subscription_metadata: HashMap<String, String>,
+    pub created: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PortalSession {
+    pub id: String,
+    pub customer: String,
+    pub return_url: Option<String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionStatus {
+    Trialing,
+    Active,
+    PastDue,
+    Canceled,
+    Unpaid,
+    Incomplete,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trialing => "trialing",
+            Self::Active => "active",
+            Self::PastDue => "past_due",
+            Self::Canceled => "canceled",
+            Self::Unpaid => "unpaid",
+            Self::Incomplete => "incomplete",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: String,
+    pub item_id: String,
+    pub customer: String,
+    pub price: String,
+    pub quantity: u64,
+    pub status: SubscriptionStatus,
+    pub current_period_start: i64,
+    pub current_period_end: i64,
+    pub cancel_at_period_end: bool,
+    pub canceled_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub trial_start: Option<i64>,
+    pub trial_end: Option<i64>,
+    pub latest_invoice: Option<String>,
+    pub metadata: HashMap<String, String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvoiceStatus {
+    Open,
+    Paid,
+}
+
+#[derive(Debug, Clone)]
+pub struct Invoice {
+    pub id: String,
+    pub number: String,
+    pub customer: String,
+    pub subscription: String,
+    pub price: String,
+    pub amount_due: i64,
+    pub amount_paid: i64,
+    pub currency: String,
+    pub status: InvoiceStatus,
+    pub payment_intent: Option<String>,
+    pub billing_reason: &'static str,
+    pub attempt_count: u32,
+    pub period_start: i64,
+    pub period_end: i64,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentStatus {
+    Succeeded,
+    RequiresPaymentMethod,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentIntent {
+    pub id: String,
+    pub customer: String,
+    pub invoice: Option<String>,
+    pub amount: i64,
+    pub currency: String,
+    pub status: PaymentStatus,
+    pub decline_code: Option<&'static str>,
+    pub created: i64,
+}
+
+/// The card a customer paid with at checkout: what the portal shows as the payment method on
+/// file. Only the brand, last four digits and expiry are kept, as Stripe shows them.
+#[derive(Debug, Clone)]
+pub struct CardOnFile {
+    pub id: String,
+    pub brand: &'static str,
+    pub last4: String,
+    pub exp_month: u32,
+    pub exp_year: i32,
+    pub name: String,
+    pub created: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: String,
+    pub kind: String,
+    pub created: i64,
+    pub object: Value,
+    pub previous_attributes: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+/// A cached response for an `Idempotency-Key`.
+#[derive(Debug, Clone)]
+pub struct IdempotentResponse {
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: Value,
+}
+
+#[derive(Debug, Default)]
+pub struct SimState {
+    pub products: HashMap<String, Product>,
+    pub prices: HashMap<String, Price>,
+    pub customers: HashMap<String, Customer>,
+    pub checkout_sessions: HashMap<String, CheckoutSession>,
+    pub portal_sessions: HashMap<String, PortalSession>,
+    pub subscriptions: HashMap<String, Subscription>,
+    pub invoices: HashMap<String, Invoice>,
+    pub payment_intents: HashMap<String, PaymentIntent>,
+    /// By customer id: the card each last paid with.
+    pub cards_on_file: HashMap<String, CardOnFile>,
+    /// Oldest first; listed newest first.
+    pub events: Vec<Event>,
+    pub idempotency: HashMap<String, IdempotentResponse>,
+    invoice_counter: u64,
+    /// The account's public business name: the merchant on hosted pages and invoices.
+    pub business_name: String,
+}
+
+impl SimState {
+    pub fn new(business_name: String) -> Self {
+        Self {
+            business_name,
+            ..Self::default()
+        }
+    }
+
+    pub fn next_invoice_number(&mut self) -> String {
+        self.invoice_counter += 1;
+        format!("SIM-{:06}", self.invoice_counter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::new_id;
+
+    #[test]
+    fn ids_are_the_prefix_and_random_letters_and_digits() {
+        let id = new_id("cus");
+        let (prefix, random) = id.split_once('_').unwrap();
+        assert_eq!(prefix, "cus");
+        assert!((12..=24).contains(&random.len()), "{id}");
+        assert!(random.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+        assert_ne!(new_id("cus"), id);
+    }
+}

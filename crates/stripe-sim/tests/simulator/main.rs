@@ -1,0 +1,13 @@
+//! The Stripe simulator, driven by `async-stripe` exactly as Tollgate drives Stripe: every
+//! endpoint deserializes; idempotency, errors, hosted pages, signed webhooks with retries, and
+//! the `/_sim` test controls behave as documented. One binary, one module per surface.
+
+// Tests may panic: that is how they fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+
+mod api;
+mod checkout;
+mod portal;
+mod webhooks;

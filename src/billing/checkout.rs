@@ -1,0 +1,158 @@
+//! Buying a plan: a free plan starts at once (no Checkout, no card), a paid one at Stripe
+//! Checkout (with the plan's trial); someone with a live subscription is sent to the portal,
+//! where plans change. And the way back: the success page shows a Checkout Session only to the
+//! account that made it.
+
+use stripe_checkout::checkout_session::{
+    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    RetrieveCheckoutSession,
+};
+
+use super::plans::{Plan, PlanPrice};
+use super::subscriptions::{self, FreeStart, SubscriptionView};
+use super::{Billing, BillingError, GatewayError, Operation, OperationClass, customers, portal};
+use crate::accounts::User;
+use crate::audit::Actor;
+use crate::stripe_id::CustomerId;
+
+/// Where choosing a plan leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    /// Stripe's page: Checkout, or the portal for someone who has a subscription.
+    Stripe(String),
+    /// A free plan, started at once.
+    Free,
+}
+
+/// Starts `user` on the chosen plan and price (see the module docs).
+pub async fn start(
+    billing: Billing<'_>,
+    actor: &Actor,
+    user: &User,
+    (plan, price): (&Plan, &PlanPrice),
+    operation: &Operation,
+) -> Result<Started, BillingError> {
+    let Billing {
+        db,
+        keyring,
+        hasher,
+        gateway,
+        ..
+    } = billing;
+    let customer = customers::ensure_customer(db, keyring, hasher, gateway, user).await?;
+    let subscribed = if price.is_free() {
+        let offer = (plan, price);
+        match subscriptions::start_free(db, gateway, actor, user.id, &customer, offer).await? {
+            FreeStart::Started => return Ok(Started::Free),
+            FreeStart::AlreadySubscribed => true,
+        }
+    } else {
+        subscriptions::current(db, user.id)
+            .await?
+            .is_some_and(|s| s.is_live())
+    };
+    let url = if subscribed {
+        // One live subscription per customer: changes go through the portal.
+        portal::session_url(billing, user.id, operation, &customer).await?
+    } else {
+        session_url(billing, user.id, (plan, price), operation, &customer).await?
+    };
+    Ok(Started::Stripe(url))
+}
+
+/// A Stripe Checkout Session for `price` (with the plan's trial), returning its page.
+async fn session_url(
+    billing: Billing<'_>,
+    user_id: i64,
+    (plan, price): (&Plan, &PlanPrice),
+    operation: &Operation,
+    customer: &CustomerId,
+) -> Result<String, BillingError> {
+    let price_id = price
+        .stripe_price_id
+        .clone()
+        .ok_or_else(|| BillingError::Unexpected("plan has no Stripe price".into()))?;
+    let base = billing.public_url;
+    let success = format!("{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}");
+    let cancel = format!("{base}/billing/cancel");
+    let trial = u32::try_from(plan.trial_days).ok().filter(|d| *d > 0);
+    let key = operation.idempotency_key("checkout");
+    let session = billing
+        .gateway
+        .call(OperationClass::Default, user_id, Some(&key), || {
+            let request = CreateCheckoutSession::new()
+                .mode(stripe_checkout::CheckoutSessionMode::Subscription)
+                .customer(customer.expose())
+                .client_reference_id(user_id.to_string())
+                .line_items(vec![CreateCheckoutSessionLineItems {
+                    price: Some(price_id.clone()),
+                    quantity: Some(1),
+                    ..Default::default()
+                }])
+                .success_url(success.clone())
+                .cancel_url(cancel.clone());
+            match trial {
+                Some(days) => request.subscription_data(CreateCheckoutSessionSubscriptionData {
+                    trial_period_days: Some(days),
+                    ..Default::default()
+                }),
+                None => request,
+            }
+        })
+        .await?;
+    session
+        .url
+        .ok_or_else(|| BillingError::Unexpected("checkout session without url".into()))
+}
+
+/// Why the way back from Checkout shows nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReturnError {
+    /// Not a Checkout Session of this account's (or none at all): shown as not found, so that
+    /// nobody learns whether another account's session exists.
+    #[error("not this account's checkout session")]
+    NotYours,
+    #[error(transparent)]
+    Billing(#[from] BillingError),
+}
+
+/// Longest Checkout Session id worth asking Stripe about.
+const MAX_SESSION_ID: usize = 255;
+
+/// The way back from Checkout: the session `session_id` if it is `user_id`'s (by reference and
+/// by customer), its subscription recorded at once (webhooks may still be on their way), and
+/// the user's subscription as it stands.
+pub async fn returned(
+    billing: Billing<'_>,
+    user_id: i64,
+    session_id: &str,
+) -> Result<Option<SubscriptionView>, ReturnError> {
+    if !session_id.starts_with("cs_") || session_id.len() > MAX_SESSION_ID {
+        return Err(ReturnError::NotYours);
+    }
+    let checkout = billing
+        .gateway
+        .call(OperationClass::Default, user_id, None, || {
+            RetrieveCheckoutSession::new(session_id)
+        })
+        .await
+        .map_err(|err| match err {
+            GatewayError::Refused { status: 404, .. } => ReturnError::NotYours,
+            other => ReturnError::Billing(other.into()),
+        })?;
+    let own_customer = customers::customer_id(billing.db, billing.keyring, user_id).await?;
+    let checkout_customer = checkout
+        .customer
+        .as_ref()
+        .map(|c| CustomerId::new(c.id().as_str()));
+    if checkout.client_reference_id.as_deref() != Some(user_id.to_string().as_str())
+        || checkout_customer != own_customer
+    {
+        return Err(ReturnError::NotYours);
+    }
+    if let Some(sub) = &checkout.subscription {
+        subscriptions::refresh(billing.db, billing.gateway, user_id, sub.id().as_str()).await?;
+    }
+    let current = subscriptions::current(billing.db, user_id).await;
+    Ok(current.map_err(BillingError::from)?)
+}

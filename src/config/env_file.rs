@@ -1,0 +1,178 @@
+//! The `.env` file: loading it without overriding the environment, refusing one that others
+//! may read (in production), and, in development, generating missing secrets into it (mode
+//! 0600) so a first run needs no setup.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use super::{ConfigError, Environment, ProcessEnv, Vars as _, environment};
+use crate::secret::encode_base64;
+
+/// Loads `.env` from `env_file` (if present) into the process environment without overriding
+/// variables that are already set, then checks who may read it: a `.env` open to group or
+/// others is refused in production and warned about in development.
+pub fn load_env_file(env_file: &Path) -> Result<(), ConfigError> {
+    read_env_file(env_file)?;
+    let Some(problem) = env_file_exposure(env_file) else {
+        return Ok(());
+    };
+    match environment(&ProcessEnv) {
+        Ok(Environment::Production) => Err(ConfigError::EnvFileExposed(problem)),
+        _ => {
+            tracing::warn!("{problem} (tollgate refuses to start like this in production)");
+            Ok(())
+        }
+    }
+}
+
+/// Why `env_file` is too open, if it is: it holds every secret, so only its owner may read it.
+pub fn env_file_exposure(env_file: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(env_file).ok()?.permissions().mode() & 0o777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by group or others (mode {mode:o}): run `chmod 600 {}`",
+            env_file.display(),
+            env_file.display()
+        )
+    })
+}
+
+/// Loads `.env` into the process environment, checking nothing else.
+pub fn read_env_file(env_file: &Path) -> Result<(), ConfigError> {
+    match dotenvy::from_path(env_file) {
+        Ok(()) => Ok(()),
+        Err(dotenvy::Error::Io(err)) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(ConfigError::EnvFile {
+            path: env_file.to_owned(),
+            reason: match err {
+                dotenvy::Error::LineParse(_, index) => format!("syntax error at byte {index}"),
+                other => other.to_string(),
+            },
+        }),
+    }
+}
+
+/// The secret variables and their sizes in bytes.
+pub const GENERATED_SECRETS: [(&str, usize); 3] = [
+    ("SECRET_KEY", 64),
+    ("ENCRYPTION_KEY", 32),
+    ("TOKEN_PEPPER", 32),
+];
+
+/// A fresh random value for a secret of `len` bytes, base64-encoded.
+pub fn generate_secret(len: usize) -> Result<String, ConfigError> {
+    let mut bytes = vec![0u8; len];
+    getrandom::fill(&mut bytes).map_err(ConfigError::Random)?;
+    Ok(encode_base64(&bytes))
+}
+
+pub(super) fn generate_missing_dev_secrets(
+    env_file: &Path,
+) -> Result<Vec<&'static str>, ConfigError> {
+    let missing: Vec<_> = GENERATED_SECRETS
+        .iter()
+        .filter(|(var, _)| ProcessEnv.get(var).is_none())
+        .collect();
+    if missing.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut assignments = Vec::new();
+    for (var, len) in &missing {
+        assignments.push((*var, generate_secret(*len)?));
+    }
+    if ProcessEnv.get("SESSION_COOKIE_SECURE").is_none() {
+        assignments.push(("SESSION_COOKIE_SECURE", "false".to_owned()));
+    }
+    let existing = match std::fs::read_to_string(env_file) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(source) => {
+            return Err(ConfigError::WriteEnvFile {
+                path: env_file.to_owned(),
+                source,
+            });
+        }
+    };
+    write_private(env_file, &fill_env_file(&existing, &assignments)).map_err(|source| {
+        ConfigError::WriteEnvFile {
+            path: env_file.to_owned(),
+            source,
+        }
+    })?;
+    Ok(missing.iter().map(|(var, _)| *var).collect())
+}
+
+/// Puts each assignment into a dotenv text: an existing empty `VAR=` line is filled in place
+/// (dotenv keeps the first assignment, so an appended one would be ignored); others are added.
+fn fill_env_file(existing: &str, assignments: &[(&str, String)]) -> String {
+    let mut lines: Vec<String> = existing.lines().map(str::to_owned).collect();
+    let mut appended = Vec::new();
+    for (var, value) in assignments {
+        let empty = lines.iter_mut().find(|line| {
+            line.trim_start()
+                .strip_prefix(var)
+                .and_then(|rest| rest.trim_start().strip_prefix('='))
+                .is_some_and(|v| {
+                    let v = v.split('#').next().unwrap_or("").trim();
+                    v.is_empty() || v == "\"\"" || v == "''"
+                })
+        });
+        match empty {
+            Some(line) => *line = format!("{var}={value}"),
+            None => appended.push(format!("{var}={value}")),
+        }
+    }
+    if !appended.is_empty() {
+        lines.push(String::new());
+        lines.push(
+            "# Generated by tollgate on first run (development only). SESSION_COOKIE_SECURE=false"
+                .into(),
+        );
+        lines.push("# is for local http only: browsers drop Secure cookies on plain http.".into());
+        lines.extend(appended);
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    text
+}
+
+/// Writes a file only its owner may read: a private temporary file renamed into place.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let tmp = path.with_extension("tollgate-tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_fill_empty_lines_in_place_and_append_the_rest() {
+        let existing = "# copied from .env.example\nSECRET_KEY=\nBIND=127.0.0.1:9000\nTOKEN_PEPPER=\"\" # later\n";
+        let filled = fill_env_file(
+            existing,
+            &[
+                ("SECRET_KEY", "AAA".into()),
+                ("TOKEN_PEPPER", "BBB".into()),
+                ("ENCRYPTION_KEY", "CCC".into()),
+            ],
+        );
+        let lines: Vec<_> = filled.lines().collect();
+        assert_eq!(lines[1], "SECRET_KEY=AAA");
+        assert_eq!(lines[2], "BIND=127.0.0.1:9000");
+        assert_eq!(lines[3], "TOKEN_PEPPER=BBB");
+        assert_eq!(*lines.last().unwrap(), "ENCRYPTION_KEY=CCC");
+        assert_eq!(filled.matches("SECRET_KEY=").count(), 1);
+    }
+}
