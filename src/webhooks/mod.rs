@@ -8,6 +8,7 @@
 //! commit). Handlers never call Stripe: everything they need is in the event.
 
 pub mod handlers;
+pub mod intake;
 pub mod mask;
 pub mod verify;
 pub mod writer;
