@@ -209,10 +209,10 @@ async fn plan_failure(
     }
 }
 
-/// What a plan form changes: a new plan, or the plan being edited.
+/// What a plan form changes: a new plan, or the plan being edited (boxed: a plan is large).
 enum Target {
     New,
-    Edit(Plan),
+    Edit(Box<Plan>),
 }
 
 /// Validates a plan form and applies it (create or update, audited by the domain); the form
@@ -306,7 +306,7 @@ pub async fn update(
         .await?
         .ok_or(AppError::NotFound)?;
     let cx = (&req, state.get_ref(), &session);
-    submit(cx, (&admin.0, &actor), Target::Edit(plan), form.0).await
+    submit(cx, (&admin.0, &actor), Target::Edit(Box::new(plan)), form.0).await
 }
 
 /// `GET /admin/plans/{id}/archive`: what archiving means, before it happens.
