@@ -138,6 +138,25 @@ impl From<crate::billing::BillingError> for AppError {
     }
 }
 
+impl From<crate::accounts::WorkError> for AppError {
+    fn from(err: crate::accounts::WorkError) -> Self {
+        match err {
+            // Every argon2 slot stayed taken: the server is busy, not broken.
+            crate::accounts::WorkError::Busy => Self::Unavailable,
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<crate::accounts::SignInError> for AppError {
+    fn from(err: crate::accounts::SignInError) -> Self {
+        match err {
+            crate::accounts::SignInError::Work(err) => err.into(),
+            crate::accounts::SignInError::Db(err) => err.into(),
+        }
+    }
+}
+
 impl From<DbError> for AppError {
     fn from(err: DbError) -> Self {
         Self::Internal(err.to_string())

@@ -14,7 +14,7 @@ use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind};
 use crate::crypto::TokenHasher;
 use crate::crypto::hashing::{Candidate, Domain};
 use crate::db::models::service_token::{self, NewServiceToken, ServiceTokenRow};
@@ -187,27 +187,21 @@ pub enum Revoked {
     NoSuchToken,
 }
 
-/// Revokes the token with this id, writing the `service_token_revoked` audit row (by `actor`,
-/// from `ip`) in the same transaction.
-pub fn revoke_by_id(
-    conn: &mut DbConnection,
-    id: i64,
-    actor: &str,
-    ip: Option<std::net::IpAddr>,
-) -> Result<Revoked, DbError> {
+/// Revokes the token with this id for `actor`, writing the `service_token_revoked` audit row in
+/// the same transaction: a token is never revoked without its row. (The transaction starts with
+/// the write, so SQLite takes its lock at once.)
+pub fn revoke_by_id(conn: &mut DbConnection, actor: &Actor, id: i64) -> Result<Revoked, DbError> {
     conn.transaction::<_, DbError, _>(|conn| {
+        let revoked = service_token::revoke_by_id(conn, id)?;
         let Some(token) = service_token::find(conn, id)? else {
             return Ok(Revoked::NoSuchToken);
         };
-        if !service_token::revoke_by_id(conn, id)? {
+        if !revoked {
             return Ok(Revoked::Already(token.name));
         }
-        let mut event = SecurityEvent::new(Kind::ServiceTokenRevoked)
-            .actor(actor)
+        let event = actor
+            .event(Kind::ServiceTokenRevoked)
             .details(serde_json::json!({ "name": token.name, "id": id, "count": 1 }));
-        if let Some(ip) = ip {
-            event = event.ip(ip);
-        }
         audit::write(conn, &event)?;
         Ok(Revoked::Now(token.name))
     })

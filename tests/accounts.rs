@@ -12,6 +12,8 @@ on_both_backends!(
     account_page_requires_sign_in_and_redirects_back,
     logout_ends_the_session,
     no_response_ever_contains_a_password_hash,
+    a_sign_up_whose_audit_row_cannot_be_written_creates_no_account,
+    a_sign_in_whose_audit_row_cannot_be_written_signs_nobody_in,
 );
 
 async fn signup_creates_a_customer_with_an_argon2id_hash_and_signs_in(backend: Backend) {
@@ -241,4 +243,51 @@ async fn no_response_ever_contains_a_password_hash(backend: Backend) {
         assert!(!body.contains("$argon2"), "{path} leaks a password hash");
         assert!(!body.contains(PASSWORD), "{path} leaks a password");
     }
+}
+
+/// An account and its `signup` row commit together: when the row cannot be written there is no
+/// account (before, the account was committed first), and the address is still free.
+async fn a_sign_up_whose_audit_row_cannot_be_written_creates_no_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = app.browser();
+    crate::audit::break_audit_log(&app);
+    let res = browser.signup("unaudited@example.com", PASSWORD).await;
+    crate::audit::restore_audit_log(&app);
+    assert_eq!(res.status(), 500);
+    assert_eq!(app.user_count(), 0, "no account without its audit row");
+    assert_eq!(
+        browser.get("/account").await.status(),
+        303,
+        "nobody is signed in"
+    );
+
+    let res = browser.signup("unaudited@example.com", PASSWORD).await;
+    assert_eq!(res.status(), 303, "the address was never taken");
+    assert_eq!(app.count_events("signup"), 1);
+}
+
+/// A sign-in is recorded on the account with its `login_succeeded` row, or not at all: when the
+/// row cannot be written nobody is signed in and the account's last sign-in is unchanged
+/// (before, the sign-in was recorded first).
+async fn a_sign_in_whose_audit_row_cannot_be_written_signs_nobody_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_customer("unaudited@example.com").await;
+    let last_login = || {
+        app.query(|conn| {
+            Ok(
+                tollgate::db::models::user::find_by_email(conn, "unaudited@example.com")?
+                    .unwrap()
+                    .last_login_at,
+            )
+        })
+    };
+    let before = last_login();
+    let browser = app.browser();
+    crate::audit::break_audit_log(&app);
+    let res = browser.login("unaudited@example.com", PASSWORD).await;
+    crate::audit::restore_audit_log(&app);
+    assert_eq!(res.status(), 500);
+    assert_eq!(last_login(), before, "the sign-in was not recorded");
+    assert_eq!(browser.get("/account").await.status(), 303, "not signed in");
+    assert_eq!(app.count_events("login_succeeded"), 0);
 }

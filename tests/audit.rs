@@ -59,6 +59,22 @@ async fn each_account_event_is_recorded_with_severity_actor_and_ip(backend: Back
     );
 }
 
+/// Makes every write to the audit log fail, as a full disk or a lost table would, by renaming
+/// its table away (on both backends) until [`restore_audit_log`].
+pub fn break_audit_log(app: &TestApp) {
+    rename_audit_table(app, "security_events", "security_events_away");
+}
+
+pub fn restore_audit_log(app: &TestApp) {
+    rename_audit_table(app, "security_events_away", "security_events");
+}
+
+fn rename_audit_table(app: &TestApp, from: &str, to: &str) {
+    use diesel::RunQueryDsl as _;
+    let statement = format!("ALTER TABLE {from} RENAME TO {to}");
+    app.query(move |conn| Ok(diesel::sql_query(statement).execute(conn)?));
+}
+
 fn total(rows: &[SecurityEventRow]) -> i64 {
     rows.iter().map(|row| row.count).sum()
 }

@@ -17,6 +17,7 @@ on_both_backends!(
     deleting_a_key_asks_first_and_only_for_ones_own_key,
     archiving_a_plan_asks_first,
     admins_list_service_tokens_and_revoke_them_after_confirming,
+    a_revocation_whose_audit_row_cannot_be_written_is_not_committed,
 );
 
 fn select<'a>(html: &'a Html, css: &str) -> Vec<scraper::ElementRef<'a>> {
@@ -293,4 +294,47 @@ async fn the_token_list_shows_no_secret(app: &TestApp, admin: &Browser, token: &
         assert!(row.contains(shown), "{shown}: {row}");
     }
     html
+}
+
+/// A token is revoked with its `service_token_revoked` row or not at all: when the row cannot
+/// be written the token stays live and keeps working.
+async fn a_revocation_whose_audit_row_cannot_be_written_is_not_committed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.service_token("engine", &[Scope::EntitlementsRead]);
+    let browser = app.signed_in_admin("admin@example.com").await;
+    let id: i64 = app.query(|c| Ok(service_tokens::table.select(service_tokens::id).first(c)?));
+    let path = format!("/admin/tokens/{id}/revoke");
+    let body = confirmation(
+        &browser,
+        &path,
+        "Revoke token",
+        ("Keep the token", "/admin/tokens"),
+    )
+    .await;
+
+    crate::audit::break_audit_log(&app);
+    let res = confirm(&browser, &path, &body).await;
+    crate::audit::restore_audit_log(&app);
+
+    assert_eq!(res.status(), 500);
+    let revoked_at = app.query(|c| {
+        Ok(service_tokens::table
+            .select(service_tokens::revoked_at)
+            .first::<Option<chrono::NaiveDateTime>>(c)?)
+    });
+    assert_eq!(revoked_at, None, "still live");
+    let user_id = app.user_id("admin@example.com");
+    let entitlements = app
+        .browser()
+        .client
+        .get(
+            app.browser()
+                .url(&format!("/internal/v1/entitlements/{user_id}")),
+        )
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(entitlements.status(), 200, "the token still works");
+    assert_eq!(app.count_events("service_token_revoked"), 0);
 }

@@ -12,6 +12,7 @@ on_both_backends!(
     missing_wrong_revoked_and_unscoped_tokens_are_refused_and_audited,
     unknown_users_and_providers_and_bad_bodies_get_json_errors,
     leases_are_rate_limited_per_token,
+    a_lease_whose_audit_row_cannot_be_written_hands_out_no_key,
 );
 
 async fn lease(app: &TestApp, token: Option<&str>, body: serde_json::Value) -> reqwest::Response {
@@ -189,4 +190,32 @@ async fn leases_are_rate_limited_per_token(backend: Backend) {
     assert_eq!(limited.len(), 1, "repeats share a row");
     assert_eq!(limited[0].count, 2, "each refusal is counted once");
     assert_eq!(limited[0].actor.as_deref(), Some("busy"));
+}
+
+/// No key leaves without its audit row: when the row cannot be written the lease is an error
+/// without the key, and the key's use is not recorded either (before, the use was committed
+/// first and the audit written after).
+async fn a_lease_whose_audit_row_cannot_be_written_hands_out_no_key(backend: Backend) {
+    use diesel::prelude::*;
+    use tollgate::db::schema::byok_keys;
+    let app = TestApp::spawn(backend).await;
+    let user_id = customer_with_key(&app).await;
+    let token = app.service_token("execution-engine", &[Scope::ByokLease]);
+    let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
+
+    crate::audit::break_audit_log(&app);
+    let res = lease(&app, Some(&token), body).await;
+    let (status, text) = (res.status(), res.text().await.unwrap());
+    crate::audit::restore_audit_log(&app);
+
+    assert_eq!(status, 500);
+    assert!(!text.contains("DUMMY"), "no key in the answer: {text}");
+    let last_used = app.query(move |conn| {
+        Ok(byok_keys::table
+            .filter(byok_keys::user_id.eq(user_id))
+            .select(byok_keys::last_used_at)
+            .first::<Option<chrono::NaiveDateTime>>(conn)?)
+    });
+    assert_eq!(last_used, None, "the lease left no trace of a use");
+    assert_eq!(app.count_events("byok_leased"), 0);
 }

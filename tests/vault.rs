@@ -14,6 +14,7 @@ on_both_backends!(
     key_forms_require_csrf_tokens,
     customers_cannot_see_or_change_each_others_keys,
     keys_are_sealed_at_rest_and_bound_to_their_row,
+    a_key_whose_audit_row_cannot_be_written_is_not_saved,
 );
 
 // Obvious dummies in the providers' shapes.
@@ -308,4 +309,39 @@ async fn keys_are_sealed_at_rest_and_bound_to_their_row(backend: Backend) {
     assert!(!body.contains("DUMMY"), "{body}");
     let res = lease(alice_id).await.unwrap();
     assert_eq!(res.status(), 200, "alice's own row still opens");
+}
+
+/// The key and its audit row commit together: when the row cannot be written, the save fails
+/// and the customer's keys are as they were (before, the key was committed first).
+async fn a_key_whose_audit_row_cannot_be_written_is_not_saved(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let browser = app.signed_in_customer("unaudited@example.com").await;
+    assert_eq!(browser.add_key("openai", OPENAI_KEY).await.status(), 303);
+    let user_id = app.user_id("unaudited@example.com");
+    let keys = || {
+        app.query(move |conn| {
+            Ok(byok_keys::table
+                .filter(byok_keys::user_id.eq(user_id))
+                .select((byok_keys::provider, byok_keys::masked))
+                .order(byok_keys::provider)
+                .load::<(String, String)>(conn)?)
+        })
+    };
+    let before = keys();
+
+    crate::audit::break_audit_log(&app);
+    let replacement = "sk-proj-DUMMY-replacement-000000000000000000000000000000rrr";
+    let replaced = browser.add_key("openai", replacement).await;
+    let added = browser.add_key("anthropic", ANTHROPIC_KEY).await;
+    crate::audit::restore_audit_log(&app);
+
+    assert_eq!(replaced.status(), 500);
+    assert_eq!(added.status(), 500);
+    assert_eq!(
+        keys(),
+        before,
+        "neither the replacement nor the new key was stored"
+    );
+    assert_eq!(before, [("openai".to_owned(), "sk-proj-…xyz".to_owned())]);
+    assert_eq!(app.count_events("byok_key_saved"), 1, "the first save only");
 }

@@ -12,7 +12,7 @@ use diesel::Connection as _;
 use secrecy::SecretString;
 use sha2::{Digest as _, Sha256};
 
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind, Principal, SecurityEvent};
 use crate::db::models::session;
 pub use crate::db::models::user::Role;
 use crate::db::models::user::{self, NewUser, UserRow};
@@ -54,6 +54,19 @@ impl User {
     pub fn masked_email(&self) -> String {
         crate::secret::mask_email(&self.email)
     }
+
+    /// The account in its role, as the audit log names it.
+    pub fn principal(&self) -> Principal {
+        principal(self.role, self.id)
+    }
+}
+
+/// Account `id` in `role`, as the audit log names it.
+fn principal(role: Role, id: i64) -> Principal {
+    match role {
+        Role::Customer => Principal::User(id),
+        Role::Admin => Principal::Admin(id),
+    }
 }
 
 impl From<UserRow> for User {
@@ -81,23 +94,36 @@ pub enum SignUpError {
     Db(#[from] DbError),
 }
 
-/// Creates a customer account.
+/// Creates a customer account for `actor` (nobody yet, from its address), audited in the same
+/// transaction: no account without its `signup` row.
 pub async fn sign_up(
     db: &Db,
     work: &PasswordWork,
+    actor: &Actor,
     email: Email,
     password: NewPassword,
 ) -> Result<User, SignUpError> {
     let hash = work.run(move || password.hash()).await??;
-    db.run(move |conn| insert_user(conn, &email, &hash, Role::Customer))
-        .await
-        .map_err(|err| {
-            if err.is_unique_violation() {
-                SignUpError::EmailTaken
-            } else {
-                err.into()
-            }
+    let actor = actor.clone();
+    db.run(move |conn| {
+        conn.transaction(|conn| {
+            let user = insert_user(conn, &email, &hash, Role::Customer)?;
+            let event = actor
+                .acting_as(user.principal())
+                .event(Kind::Signup)
+                .details(serde_json::json!({ "email": user.masked_email() }));
+            audit::write(conn, &event)?;
+            Ok(user)
         })
+    })
+    .await
+    .map_err(|err: DbError| {
+        if err.is_unique_violation() {
+            SignUpError::EmailTaken
+        } else {
+            err.into()
+        }
+    })
 }
 
 fn insert_user(
@@ -143,17 +169,18 @@ pub struct SignInGuards<'a> {
     pub work: &'a PasswordWork,
 }
 
-/// How a sign-in attempt ended. `account` is for the audit log only: the person signing in is
-/// told the same thing whether or not the email has an account.
+/// How a sign-in attempt ended. `account` (the email's account, in its role) is for the audit
+/// log only: the person signing in is told the same thing whether or not the email has an
+/// account.
 #[derive(Debug)]
 pub enum SignIn {
     Succeeded(User),
     Failed {
-        account: Option<i64>,
+        account: Option<Principal>,
     },
     /// Too many failures for this email lately: not even checked.
     Locked {
-        account: Option<i64>,
+        account: Option<Principal>,
         locked: Locked,
     },
 }
@@ -166,12 +193,15 @@ pub enum SignInError {
     Db(#[from] DbError),
 }
 
-/// Checks an email and password. Unknown emails, malformed emails and wrong passwords all take
-/// the same path (one full argon2 verification) and the same answer, and count alike towards
-/// the email's failure limit; a locked email is refused before any argon2 work.
+/// Checks an email and password for `actor` (nobody yet, from its address). Unknown emails,
+/// malformed emails and wrong passwords all take the same path (one full argon2 verification)
+/// and the same answer, and count alike towards the email's failure limit; a locked email is
+/// refused before any argon2 work. A success is recorded on the account and audited in one
+/// transaction; refusals are left to the caller to audit.
 pub async fn authenticate(
     db: &Db,
     guards: SignInGuards<'_>,
+    actor: &Actor,
     raw_email: &str,
     password: SecretString,
 ) -> Result<SignIn, SignInError> {
@@ -184,7 +214,7 @@ pub async fn authenticate(
         }
         None => None,
     };
-    let account = row.as_ref().map(|r| r.id);
+    let account = row.as_ref().map(|r| principal(r.role, r.id));
     if let Err(locked) = guards.failures.charge(key) {
         return Ok(SignIn::Locked { account, locked });
     }
@@ -200,9 +230,19 @@ pub async fn authenticate(
         return Ok(SignIn::Failed { account });
     };
     guards.failures.forgive(&key);
-    let id = row.id;
-    db.run(move |conn| user::record_login(conn, id)).await?;
-    Ok(SignIn::Succeeded(row.into()))
+    let user = User::from(row);
+    let event = actor
+        .acting_as(user.principal())
+        .event(Kind::LoginSucceeded);
+    let id = user.id;
+    db.run(move |conn| {
+        conn.transaction(|conn| {
+            user::record_login(conn, id)?;
+            audit::write(conn, &event)
+        })
+    })
+    .await?;
+    Ok(SignIn::Succeeded(user))
 }
 
 pub async fn find_user(db: &Db, id: i64) -> Result<Option<User>, DbError> {

@@ -13,13 +13,15 @@
 
 pub mod alerts;
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use serde_json::Value;
 
-use crate::db::models::security_event::{self, NewSecurityEvent};
+use crate::db::models::security_event::{self, NewSecurityEvent, SecurityEventRow};
+use crate::db::models::user;
 use crate::db::{Db, DbConnection, DbError, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -173,6 +175,8 @@ pub enum Principal {
     Service(String),
     /// Tollgate itself (start-up work such as seeding the offline demo).
     System,
+    /// Stripe, delivering a webhook.
+    Stripe,
 }
 
 /// Who did something and from where: handed by the web layer (an extractor) to domain
@@ -199,8 +203,17 @@ impl Actor {
     pub fn account(&self) -> Option<i64> {
         match self.principal {
             Principal::User(id) | Principal::Admin(id) => Some(id),
-            Principal::Anonymous | Principal::Service(_) | Principal::System => None,
+            Principal::Anonymous
+            | Principal::Service(_)
+            | Principal::System
+            | Principal::Stripe => None,
         }
+    }
+
+    /// The same client acting as `principal`: the account a sign-up creates or a sign-in
+    /// names, which the audit row is about.
+    pub fn acting_as(&self, principal: Principal) -> Self {
+        Self::new(principal, self.ip)
     }
 
     /// `user:42`, `admin:42`, a service token's name; `None` for nobody.
@@ -211,6 +224,7 @@ impl Actor {
             Principal::Admin(id) => Some(format!("admin:{id}")),
             Principal::Service(name) => Some(name.clone()),
             Principal::System => Some("tollgate".to_owned()),
+            Principal::Stripe => Some("stripe".to_owned()),
         }
     }
 
@@ -221,6 +235,15 @@ impl Actor {
         event.ip = self.ip.map(|ip| ip.to_string());
         event
     }
+}
+
+/// The account a label such as `user:42` or `admin:42` names (the inverse of
+/// [`Actor::label`] for accounts).
+fn labelled_account(label: &str) -> Option<i64> {
+    let (role, id) = label.split_once(':')?;
+    matches!(role, "user" | "admin")
+        .then(|| id.parse().ok())
+        .flatten()
 }
 
 /// One audit record, built with [`SecurityEvent::new`] and the `actor`/`ip`/`details` setters.
@@ -357,7 +380,54 @@ pub fn write_many_at(
     Ok(())
 }
 
+/// A recorded event, with the email of the account its actor names (if it names one).
+#[derive(Debug)]
+pub struct RecordedEvent {
+    pub row: SecurityEventRow,
+    pub account_email: Option<String>,
+}
+
+/// The latest `limit` events, newest first, each with its actor's account email: one query for
+/// the events, one for the emails.
+pub fn recent(conn: &mut DbConnection, limit: i64) -> Result<Vec<RecordedEvent>, DbError> {
+    let rows = security_event::recent(conn, limit)?;
+    let account = |row: &SecurityEventRow| row.actor.as_deref().and_then(labelled_account);
+    let mut ids: Vec<i64> = rows.iter().filter_map(account).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let emails: HashMap<i64, String> = user::emails_by_id(conn, &ids)?.into_iter().collect();
+    Ok(rows
+        .into_iter()
+        .map(|row| RecordedEvent {
+            account_email: account(&row).and_then(|id| emails.get(&id).cloned()),
+            row,
+        })
+        .collect())
+}
+
 /// Records an event from a request handler.
 pub async fn record(db: &Db, event: SecurityEvent) -> Result<(), DbError> {
     db.run(move |conn| write(conn, &event)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_name_accounts_and_nothing_else() {
+        for (principal, account) in [
+            (Principal::User(42), Some(42)),
+            (Principal::Admin(7), Some(7)),
+            (Principal::Service("engine".into()), None),
+            (Principal::Stripe, None),
+            (Principal::System, None),
+        ] {
+            let label = Actor::new(principal, None).label().unwrap_or_default();
+            assert_eq!(labelled_account(&label), account, "{label}");
+        }
+        assert_eq!(labelled_account("user:x"), None);
+        assert_eq!(labelled_account("token:3"), None);
+        assert_eq!(labelled_account("stripe"), None);
+    }
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq as _;
 
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind, Principal};
 use crate::billing::OperationId;
 use crate::error::AppError;
 use crate::web::session::TypedSession;
@@ -73,20 +73,21 @@ pub fn token_matches(expected: Option<&str>, submitted: Option<&str>) -> bool {
     }
 }
 
-async fn reject(req: &HttpRequest, session: &TypedSession) -> AppError {
+/// Audits a refused form by whoever sent it (the signed-in account, or nobody) and answers 403.
+async fn reject(req: &HttpRequest) -> AppError {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
+        let actor = Actor::from_request(req, &mut Payload::None)
+            .await
+            .unwrap_or_else(|_| Actor::new(Principal::Anonymous, Some(client_ip::of(req))));
         // Repeats are told apart by route, not by path (which the client chooses freely).
         let route = req.match_pattern().unwrap_or_default();
-        let mut event = SecurityEvent::new(Kind::CsrfRejected)
-            .ip(client_ip::of(req))
+        let event = actor
+            .event(Kind::CsrfRejected)
             .details(serde_json::json!({ "path": req.path(), "method": req.method().as_str() }))
             .aggregate(
                 state.config.audit.aggregate_window,
                 format!("{} {route}", req.method()),
             );
-        if let Ok(Some(user_id)) = session.user_id() {
-            event = event.actor(format!("user:{user_id}"));
-        }
         if let Err(err) = audit::record(&state.db, event).await {
             tracing::error!(error = %err, "could not record csrf_rejected");
         }
@@ -121,7 +122,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for CsrfForm<T> {
             };
             let expected = session.existing_csrf_token();
             if !token_matches(expected.as_deref(), submitted.as_deref()) {
-                return Err(reject(&req, &session).await);
+                return Err(reject(&req).await);
             }
             serde_urlencoded::from_bytes::<T>(&body)
                 .map(CsrfForm)

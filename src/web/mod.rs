@@ -48,4 +48,14 @@ impl AppState {
             public_url: &self.public_url,
         }
     }
+
+    /// What applying a stored webhook event needs of the application.
+    pub fn webhooks(&self) -> crate::webhooks::Context<'_> {
+        crate::webhooks::Context {
+            keyring: &self.keyring,
+            hasher: &self.token_hasher,
+            alerts: &self.config.alerts,
+            faults: &self.config.faults,
+        }
+    }
 }

@@ -198,8 +198,7 @@ impl FromRequest for Actor {
         let (lookup, ip) = (signed_in(req), crate::web::client_ip::of(req));
         Box::pin(async move {
             let principal = match lookup.await.map_err(AppError::Internal)? {
-                Some(user) if user.is_admin() => Principal::Admin(user.id),
-                Some(user) => Principal::User(user.id),
+                Some(user) => user.principal(),
                 None => Principal::Anonymous,
             };
             Ok(Actor::new(principal, Some(ip)))

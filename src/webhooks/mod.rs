@@ -8,6 +8,7 @@
 //! commit). Handlers never call Stripe: everything they need is in the event.
 
 pub mod handlers;
+pub mod intake;
 pub mod mask;
 pub mod verify;
 pub mod writer;
@@ -16,7 +17,7 @@ use chrono::{DateTime, NaiveDateTime};
 use diesel::Connection as _;
 use serde::Deserialize;
 
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::config::AlertSettings;
 use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, Keyring, TokenHasher};
@@ -253,14 +254,13 @@ pub fn open_payload(
         .map(|plain| plain.to_vec())
 }
 
-/// Re-applies a failed event, once: concurrent requests (on any instance) cannot both win the
-/// claim, and the claim, the effects and the audit commit together or not at all.
+/// Re-applies a failed event for `actor`, once: concurrent requests (on any instance) cannot
+/// both win the claim, and the claim, the effects and the audit commit together or not at all.
 pub fn reprocess(
     conn: &mut DbConnection,
     cx: Context<'_>,
+    actor: &Actor,
     id: i64,
-    actor: &str,
-    ip: &str,
 ) -> Result<Reprocessed, IngestError> {
     conn.transaction(|conn| {
         // Write first: on SQLite this takes the write lock at once (no read-to-write upgrade).
@@ -276,12 +276,9 @@ pub fn reprocess(
         let status = apply_stored(conn, cx, &event)?;
         audit::write(
             conn,
-            &SecurityEvent::new(Kind::WebhookReprocessed)
-                .actor(actor)
-                .ip(ip)
-                .details(
-                    serde_json::json!({ "event": event.id, "type": event.kind, "status": status }),
-                ),
+            &actor.event(Kind::WebhookReprocessed).details(
+                serde_json::json!({ "event": event.id, "type": event.kind, "status": status }),
+            ),
         )?;
         Ok(Reprocessed::Done(status))
     })

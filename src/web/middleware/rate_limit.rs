@@ -25,7 +25,7 @@ use actix_web::middleware::Next;
 use actix_web::{HttpMessage as _, HttpResponse, HttpResponseBuilder, web};
 use ipnet::IpNet;
 
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind, Principal};
 use crate::config::RateLimit;
 use crate::limits::{self, Sweep};
 use crate::web::{AppState, client_ip};
@@ -210,8 +210,9 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
     } else {
         Kind::RateLimited
     };
-    let event = SecurityEvent::new(kind)
-        .ip(ip)
+    // By nobody: the limiters run before anything looks at the session.
+    let event = Actor::new(Principal::Anonymous, Some(ip))
+        .event(kind)
         .details(serde_json::json!({
             "path": req.path(),
             "method": req.method().as_str(),

@@ -8,9 +8,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
 use crate::accounts::{
-    self, Email, NewPassword, PasswordPolicyError, SignIn, SignInError, SignInGuards, SignUpError,
+    self, Email, NewPassword, PasswordPolicyError, SignIn, SignInGuards, SignUpError,
 };
-use crate::audit::{self, Kind, SecurityEvent};
+use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::forms::FormErrors;
@@ -272,34 +272,42 @@ pub async fn signup(
         }
     };
     let plan = form.shown.choice.check(&state).await?;
-    let (email, password, shown) = match parse_signup(form) {
-        Ok(parsed) => parsed,
+    match create_account(&state, &visitor(&req), form).await? {
+        Ok(user) => {
+            session.log_in(&user)?;
+            let welcome = "Welcome to Tollgate. Your account is ready.";
+            session.flash(FlashKind::Success, welcome)?;
+            Ok(see_other(&landing(None, plan.as_ref(), &user)))
+        }
         Err(refusal) => {
             let chosen = PlanShown::checked(plan);
-            return signup_refused(&session, refusal, chosen, StatusCode::UNPROCESSABLE_ENTITY);
+            signup_refused(&session, refusal, chosen, StatusCode::UNPROCESSABLE_ENTITY)
         }
+    }
+}
+
+/// The account a sign-up form asks for (created and audited by the domain), or what to fix.
+async fn create_account(
+    state: &AppState,
+    actor: &Actor,
+    form: SignupForm,
+) -> Result<Result<accounts::User, SignupRefusal>, AppError> {
+    let (email, password, shown) = match parse_signup(form) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return Ok(Err(refusal)),
     };
-    let user = match accounts::sign_up(&state.db, &state.password_work, email, password).await {
-        Ok(user) => user,
-        Err(SignUpError::EmailTaken) => {
-            let refusal = SignupRefusal::form(shown, EMAIL_TAKEN);
-            let chosen = PlanShown::checked(plan);
-            return signup_refused(&session, refusal, chosen, StatusCode::UNPROCESSABLE_ENTITY);
-        }
-        Err(SignUpError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
-        Err(other) => return Err(AppError::internal(other)),
-    };
-    let event = SecurityEvent::new(Kind::Signup)
-        .actor(format!("user:{}", user.id))
-        .ip(client_ip::of(&req))
-        .details(serde_json::json!({ "email": user.masked_email() }));
-    audit::record(&state.db, event).await?;
-    session.log_in(&user)?;
-    session.flash(
-        FlashKind::Success,
-        "Welcome to Tollgate. Your account is ready.",
-    )?;
-    Ok(see_other(&landing(None, plan.as_ref(), &user)))
+    match accounts::sign_up(&state.db, &state.password_work, actor, email, password).await {
+        Ok(user) => Ok(Ok(user)),
+        Err(SignUpError::EmailTaken) => Ok(Err(SignupRefusal::form(shown, EMAIL_TAKEN))),
+        Err(SignUpError::Work(err)) => Err(err.into()),
+        Err(other) => Err(AppError::internal(other)),
+    }
+}
+
+/// Who submits a sign-up or sign-in form: nobody yet, from the client's address. (Not the
+/// `Actor` extractor: a submission refused over its budget must cost no session lookup.)
+fn visitor(req: &HttpRequest) -> Actor {
+    Actor::new(Principal::Anonymous, Some(client_ip::of(req)))
 }
 
 /// The sign-up form again, with what was typed (never the passwords) and what to fix.
@@ -406,42 +414,36 @@ pub async fn login(
         failures: &state.login_failures,
         work: &state.password_work,
     };
-    let outcome = match accounts::authenticate(&state.db, guards, &shown.email, password).await {
-        Ok(outcome) => outcome,
-        Err(SignInError::Work(accounts::WorkError::Busy)) => return Err(AppError::Unavailable),
-        Err(other) => return Err(AppError::internal(other)),
-    };
-    let refusal = match outcome {
-        SignIn::Succeeded(user) => {
-            let event = SecurityEvent::new(Kind::LoginSucceeded)
-                .actor(format!("user:{}", user.id))
-                .ip(client_ip::of(&req));
-            audit::record(&state.db, event).await?;
-            session.log_in(&user)?;
-            return Ok(see_other(&landing(Some(&shown.next), plan.as_ref(), &user)));
-        }
-        SignIn::Failed { account } => (Kind::LoginFailed, account, None),
-        SignIn::Locked { account, locked } => {
-            (Kind::LoginLocked, account, Some(locked.retry_after_secs))
-        }
-    };
-    audit_refused_login(&state, &req, &shown.email, refusal).await?;
-    login_refused(&session, shown, PlanShown::checked(plan), refusal.2)
+    let actor = visitor(&req);
+    let (kind, account, retry_after) =
+        match accounts::authenticate(&state.db, guards, &actor, &shown.email, password).await? {
+            SignIn::Succeeded(user) => {
+                session.log_in(&user)?;
+                return Ok(see_other(&landing(Some(&shown.next), plan.as_ref(), &user)));
+            }
+            SignIn::Failed { account } => (Kind::LoginFailed, account, None),
+            SignIn::Locked { account, locked } => {
+                (Kind::LoginLocked, account, Some(locked.retry_after_secs))
+            }
+        };
+    audit_refused_login(&state, &actor, &shown.email, kind, account).await?;
+    login_refused(&session, shown, PlanShown::checked(plan), retry_after)
 }
 
+/// A refused sign-in, counted on the row of the account the email names (or of nobody, for an
+/// email without one).
 async fn audit_refused_login(
     state: &AppState,
-    req: &HttpRequest,
+    actor: &Actor,
     email: &str,
-    (kind, account, _): (Kind, Option<i64>, Option<u64>),
+    kind: Kind,
+    account: Option<Principal>,
 ) -> Result<(), AppError> {
-    let mut event = SecurityEvent::new(kind)
-        .ip(client_ip::of(req))
+    let event = actor
+        .acting_as(account.unwrap_or(Principal::Anonymous))
+        .event(kind)
         .details(serde_json::json!({ "email": crate::secret::mask_email(email.trim()) }))
         .aggregate(state.config.audit.aggregate_window, "");
-    if let Some(id) = account {
-        event = event.actor(format!("user:{id}"));
-    }
     audit::record(&state.db, event).await?;
     Ok(())
 }
@@ -487,16 +489,13 @@ pub fn too_many_attempts(secs: u64) -> String {
 }
 
 pub async fn logout(
-    req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
+    actor: Actor,
     _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
-    if let Some(user_id) = session.user_id()? {
-        let event = SecurityEvent::new(Kind::Logout)
-            .actor(format!("user:{user_id}"))
-            .ip(client_ip::of(&req));
-        audit::record(&state.db, event).await?;
+    if actor.account().is_some() {
+        audit::record(&state.db, actor.event(Kind::Logout)).await?;
     }
     session.log_out();
     Ok(see_other(SIGNED_OUT))

@@ -6,7 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
-use crate::audit::{self, Actor, Kind, Principal, SecurityEvent};
+use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
 use crate::secret::mask_api_key;
 use crate::service_tokens::{self, Scope, ServiceToken};
@@ -21,24 +21,26 @@ fn bearer(req: &HttpRequest) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
+/// Audits a refused token: by its service when it authenticated (but lacks the scope), else by
+/// nobody.
 async fn reject(
     state: &AppState,
     req: &HttpRequest,
-    actor: Option<&str>,
+    service: Option<&str>,
     reason: &str,
     token: Option<&str>,
 ) {
-    let mut event = SecurityEvent::new(Kind::ServiceTokenRejected)
-        .ip(client_ip::of(req))
+    let principal = service.map_or(Principal::Anonymous, |name| {
+        Principal::Service(name.to_owned())
+    });
+    let event = Actor::new(principal, Some(client_ip::of(req)))
+        .event(Kind::ServiceTokenRejected)
         .details(serde_json::json!({
             "reason": reason,
             "path": req.path(),
             "token": token.map(mask_api_key),
         }))
         .aggregate(state.config.audit.aggregate_window, reason);
-    if let Some(actor) = actor {
-        event = event.actor(actor);
-    }
     if let Err(err) = audit::record(&state.db, event).await {
         tracing::error!(error = %err, "could not record service_token_rejected");
     }

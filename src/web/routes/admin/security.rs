@@ -1,13 +1,12 @@
 //! The admin console's front page: accounts and the latest security events (a repeated
 //! refusal shows its count and when it was first and last seen).
 
-use std::collections::HashMap;
-
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
+use crate::audit::{self, RecordedEvent};
 use crate::db::DbError;
-use crate::db::models::{security_event, user};
+use crate::db::models::user;
 use crate::error::AppError;
 use crate::web::AppState;
 use crate::web::pages::{PageContext, datetime_seconds, render};
@@ -41,12 +40,26 @@ struct Dashboard {
 
 const RECENT_EVENTS: i64 = 50;
 
-/// The account an actor such as `user:42` or `admin:42` names.
-fn actor_account(actor: &str) -> Option<i64> {
-    let (role, id) = actor.split_once(':')?;
-    matches!(role, "user" | "admin")
-        .then(|| id.parse().ok())
-        .flatten()
+impl From<RecordedEvent> for EventView {
+    fn from(event: RecordedEvent) -> Self {
+        let RecordedEvent { row, account_email } = event;
+        Self {
+            at: datetime_seconds(&row.last_seen_at),
+            count: row.count,
+            first_seen: datetime_seconds(&row.occurred_at),
+            kind: row.kind,
+            severity: row.severity,
+            actor_href: account_email.as_ref().map(|email| {
+                format!(
+                    "/admin/customers?{}",
+                    serde_urlencoded::to_string([("q", email)]).unwrap_or_default()
+                )
+            }),
+            actor: account_email.or(row.actor).unwrap_or_else(|| "—".into()),
+            ip: row.ip.unwrap_or_else(|| "—".into()),
+            details: detail_fields(&row.details),
+        }
+    }
 }
 
 /// A details object as `(field, value)` pairs; strings shown bare, anything else as JSON.
@@ -72,51 +85,14 @@ pub async fn dashboard(
     session: TypedSession,
     admin: AdminUser,
 ) -> Result<HttpResponse, AppError> {
-    let (user_count, rows, emails) = state
+    let (user_count, events) = state
         .db
-        .run(|conn| {
-            let rows = security_event::recent(conn, RECENT_EVENTS)?;
-            let mut ids: Vec<i64> = rows
-                .iter()
-                .filter_map(|row| row.actor.as_deref().and_then(actor_account))
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            let emails: HashMap<i64, String> =
-                user::emails_by_id(conn, &ids)?.into_iter().collect();
-            Ok::<_, DbError>((user::count(conn)?, rows, emails))
-        })
+        .run(|conn| Ok::<_, DbError>((user::count(conn)?, audit::recent(conn, RECENT_EVENTS)?)))
         .await?;
-    let events = rows
-        .into_iter()
-        .map(|row| {
-            let email = row
-                .actor
-                .as_deref()
-                .and_then(actor_account)
-                .and_then(|id| emails.get(&id));
-            EventView {
-                at: datetime_seconds(&row.last_seen_at),
-                count: row.count,
-                first_seen: datetime_seconds(&row.occurred_at),
-                kind: row.kind,
-                severity: row.severity,
-                actor_href: email.map(|email| {
-                    format!(
-                        "/admin/customers?{}",
-                        serde_urlencoded::to_string([("q", email)]).unwrap_or_default()
-                    )
-                }),
-                actor: email.cloned().or(row.actor).unwrap_or_else(|| "—".into()),
-                ip: row.ip.unwrap_or_else(|| "—".into()),
-                details: detail_fields(&row.details),
-            }
-        })
-        .collect();
     render(&Dashboard {
         ctx: PageContext::new(&session, Some(&admin.0))?,
         user_count,
-        events,
+        events: events.into_iter().map(EventView::from).collect(),
     })
 }
 
@@ -125,12 +101,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn actors_and_details_read_as_people_and_fields() {
-        assert_eq!(actor_account("user:42"), Some(42));
-        assert_eq!(actor_account("admin:7"), Some(7));
-        assert_eq!(actor_account("stripe"), None);
-        assert_eq!(actor_account("user:x"), None);
-        assert_eq!(actor_account("token:3"), None);
+    fn details_read_as_fields() {
         assert_eq!(
             detail_fields(r#"{"reason":"unknown","sessions_ended":1,"promoted":true}"#),
             vec![

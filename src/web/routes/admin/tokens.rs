@@ -2,15 +2,16 @@
 //! after a confirmation step. Creating tokens stays on the command line, where the token can
 //! be printed once and piped into a secret store.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 
+use crate::audit::Actor;
 use crate::error::AppError;
 use crate::service_tokens::{self, Revoked, TokenSummary};
+use crate::web::AppState;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::pages::{ConfirmPage, PageContext, datetime_seconds, render, see_other};
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
-use crate::web::{AppState, client_ip};
 
 struct TokenView {
     id: i64,
@@ -90,17 +91,17 @@ pub async fn confirm_revoke(
 }
 
 pub async fn revoke(
-    req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    admin: AdminUser,
+    _admin: AdminUser,
+    actor: Actor,
     id: web::Path<i64>,
     _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
-    let (id, actor, ip) = (*id, format!("admin:{}", admin.0.id), client_ip::of(&req));
+    let id = *id;
     let revoked = state
         .db
-        .run(move |conn| service_tokens::revoke_by_id(conn, id, &actor, Some(ip)))
+        .run(move |conn| service_tokens::revoke_by_id(conn, &actor, id))
         .await?;
     let (kind, message) = match revoked {
         Revoked::Now(name) => (

@@ -1,16 +1,17 @@
 //! The admin console's webhook pages: every stored Stripe event with its processing status, a
 //! detail view with the (decrypted, masked) payload, and reprocessing of failed events.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
 
+use crate::audit::Actor;
 use crate::db::models::webhook_event::{self, WebhookEventRow, WebhookEventStatus};
 use crate::error::AppError;
+use crate::web::AppState;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::pages::{PageContext, datetime_seconds, render, see_other};
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
-use crate::web::{AppState, client_ip};
 use crate::webhooks::{self, Reprocessed, mask};
 
 const PAGE: i64 = 200;
@@ -128,28 +129,17 @@ pub async fn show(
 }
 
 pub async fn reprocess(
-    req: HttpRequest,
     state: web::Data<AppState>,
     session: TypedSession,
-    admin: AdminUser,
+    _admin: AdminUser,
+    actor: Actor,
     id: web::Path<i64>,
     _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
-    let id = id.into_inner();
-    let actor = format!("admin:{}", admin.0.id);
-    let ip = client_ip::of(&req).to_string();
-    let st = state.clone();
+    let (id, st) = (id.into_inner(), state.clone());
     let outcome = state
         .db
-        .run(move |conn| {
-            let cx = webhooks::Context {
-                keyring: &st.keyring,
-                hasher: &st.token_hasher,
-                alerts: &st.config.alerts,
-                faults: &st.config.faults,
-            };
-            webhooks::reprocess(conn, cx, id, &actor, &ip)
-        })
+        .run(move |conn| webhooks::reprocess(conn, st.webhooks(), &actor, id))
         .await
         .map_err(AppError::internal)?;
     match outcome {
