@@ -131,6 +131,34 @@ impl Application {
     }
 }
 
+/// The limiters and session layer the route areas wrap (`routes::configure`).
+fn route_layers(db: &Db, config: &Arc<Config>) -> Result<routes::Layers, StartupError> {
+    let trusted = Arc::new(config.security.trusted_proxies.clone());
+    let limits = &config.rate_limits;
+    Ok(routes::Layers {
+        default_limiter: rate_limit::default_limiter(limits.default, &trusted)
+            .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?,
+        webhook_limiter: rate_limit::webhook_limiter(limits.webhook, &trusted)
+            .ok_or(StartupError::RateLimit("RATE_LIMIT_WEBHOOK_*"))?,
+        budgets: FormBudgets {
+            sign_in: Arc::new(FormBudget::new("sign_in", limits.sign_in, &trusted)),
+            sign_up: Arc::new(FormBudget::new("sign_up", limits.sign_up, &trusted)),
+        },
+        sessions: Sessions::new(db.clone(), Arc::clone(config)),
+    })
+}
+
+/// How many threads store webhook events: SQLite has one writer at a time; PostgreSQL overlaps
+/// commits (leaving most of the pool to the other requests).
+fn webhook_writer_threads(config: &Config) -> usize {
+    match config.database_url {
+        crate::config::DatabaseUrl::Sqlite(_) => 1,
+        crate::config::DatabaseUrl::Postgres(_) => {
+            (config.database_pool_size / 4).clamp(1, 2) as usize
+        }
+    }
+}
+
 fn run(
     listener: TcpListener,
     db: Db,
@@ -138,41 +166,17 @@ fn run(
     public_url: String,
     password_work: Arc<PasswordWork>,
 ) -> Result<(Server, LimiterSweep), StartupError> {
-    let trusted = Arc::new(config.security.trusted_proxies.clone());
-    let default_limiter = rate_limit::default_limiter(config.rate_limits.default, &trusted)
-        .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?;
-    let budgets = FormBudgets {
-        sign_in: Arc::new(FormBudget::new(
-            "sign_in",
-            config.rate_limits.sign_in,
-            &trusted,
-        )),
-        sign_up: Arc::new(FormBudget::new(
-            "sign_up",
-            config.rate_limits.sign_up,
-            &trusted,
-        )),
-    };
-    let webhook_limiter = rate_limit::webhook_limiter(config.rate_limits.webhook, &trusted)
-        .ok_or(StartupError::RateLimit("RATE_LIMIT_WEBHOOK_*"))?;
-    // SQLite has one writer at a time; PostgreSQL overlaps commits (leaving most of the pool
-    // to the other requests).
-    let writer_threads = match config.database_url {
-        crate::config::DatabaseUrl::Sqlite(_) => 1,
-        crate::config::DatabaseUrl::Postgres(_) => {
-            (config.database_pool_size / 4).clamp(1, 2) as usize
-        }
-    };
+    let layers = route_layers(&db, &config)?;
     let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());
     let lease_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.lease));
     let failures = config.rate_limits.login_failures;
     let login_failures = Arc::new(FailureLimiter::new(failures.per_account, failures.window));
     let gateway = Arc::new(crate::billing::Gateway::new(&config.stripe));
     let mut limiters = LimiterSweep::default();
-    limiters.register("default", rate_limit::swept(&default_limiter));
-    limiters.register("sign_in", budgets.sign_in.swept());
-    limiters.register("sign_up", budgets.sign_up.swept());
-    limiters.register("webhook", rate_limit::swept(&webhook_limiter));
+    limiters.register("default", rate_limit::swept(&layers.default_limiter));
+    limiters.register("sign_in", layers.budgets.sign_in.swept());
+    limiters.register("sign_up", layers.budgets.sign_up.swept());
+    limiters.register("webhook", rate_limit::swept(&layers.webhook_limiter));
     limiters.register("refusal_audit", refusal_audit.clone());
     limiters.register("lease", lease_limiter.clone());
     limiters.register("login_failures", login_failures.clone());
@@ -189,17 +193,15 @@ fn run(
         gateway,
         active_plans: crate::billing::plans::ActivePlans::new(Duration::from_secs(5)),
         public_url,
-        webhook_writer: WebhookWriter::start(db.clone(), Arc::clone(&config), writer_threads)?,
+        webhook_writer: WebhookWriter::start(
+            db.clone(),
+            Arc::clone(&config),
+            webhook_writer_threads(&config),
+        )?,
     });
     let workers = config.workers;
     let stripe_origin = (config.stripe.api_base != crate::config::DEFAULT_STRIPE_API_BASE)
         .then(|| config.stripe.api_base.clone());
-    let layers = routes::Layers {
-        default_limiter,
-        webhook_limiter,
-        budgets,
-        sessions: Sessions::new(db.clone(), Arc::clone(&config)),
-    };
     let server = HttpServer::new(move || {
         let headers = SecurityHeaders::new(&config.security, stripe_origin.as_deref());
         // Listed innermost first: each `wrap` goes around everything before it. Each area

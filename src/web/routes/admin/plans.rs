@@ -83,19 +83,9 @@ const PLAN_FIELDS: [&str; 8] = [
     "features",
 ];
 
-fn form_page(
-    session: &TypedSession,
-    admin: &User,
-    plan_id: Option<i64>,
-    draft: PlanDraft,
-    errors: PlanErrors,
-    operation_id: Option<String>,
-) -> Result<PlanFormPage, AppError> {
-    let operation_id = match operation_id {
-        Some(id) => id,
-        None => billing::new_operation_id().map_err(AppError::internal)?,
-    };
-    let text_fields = vec![
+/// The plan form's text inputs, in page order, filled from `draft`.
+fn text_fields(draft: &PlanDraft) -> Vec<TextField> {
+    vec![
         TextField {
             name: "name",
             label: "Name",
@@ -132,7 +122,22 @@ fn form_page(
             value: draft.trial_days.clone(),
             help: "0 for no trial.",
         },
-    ];
+    ]
+}
+
+fn form_page(
+    session: &TypedSession,
+    admin: &User,
+    plan_id: Option<i64>,
+    draft: PlanDraft,
+    errors: PlanErrors,
+    operation_id: Option<String>,
+) -> Result<PlanFormPage, AppError> {
+    let operation_id = match operation_id {
+        Some(id) => id,
+        None => billing::new_operation_id().map_err(AppError::internal)?,
+    };
+    let text_fields = text_fields(&draft);
     Ok(PlanFormPage {
         text_fields,
         ctx: PageContext::with_form(session, Some(admin))?,
