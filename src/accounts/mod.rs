@@ -14,8 +14,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::db::models::session;
-pub use crate::db::models::user::Role;
 use crate::db::models::user::{self, NewUser, UserRow};
+pub use crate::db::models::user::{Role, UserId};
 use crate::db::{Db, DbConnection, DbError, now};
 use crate::limits::{FailureLimiter, Locked};
 pub use email::{Email, InvalidEmail};
