@@ -650,7 +650,7 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
         tollgate::billing::customers::user_for_customer(&app.db, &app.token_hasher, &stripe_id)
             .await
             .unwrap();
-    assert_eq!(found, Some(user_id));
+    assert_eq!(found, Some(user_id.into()));
 
     let listing = admin.get_text("/admin/customers?q=sealed-cus").await;
     assert!(

@@ -24,7 +24,7 @@ pub use password::{NewPassword, PasswordPolicyError, PasswordWork, WorkError};
 /// A signed-up person, as the rest of the application sees them (no password hash).
 #[derive(Debug, Clone)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub email: String,
     pub role: Role,
     pub created_at: NaiveDateTime,
@@ -149,11 +149,11 @@ pub struct SignInGuards<'a> {
 pub enum SignIn {
     Succeeded(User),
     Failed {
-        account: Option<i64>,
+        account: Option<UserId>,
     },
     /// Too many failures for this email lately: not even checked.
     Locked {
-        account: Option<i64>,
+        account: Option<UserId>,
         locked: Locked,
     },
 }
@@ -205,7 +205,7 @@ pub async fn authenticate(
     Ok(SignIn::Succeeded(row.into()))
 }
 
-pub async fn find_user(db: &Db, id: i64) -> Result<Option<User>, DbError> {
+pub async fn find_user(db: &Db, id: UserId) -> Result<Option<User>, DbError> {
     db.run(move |conn| Ok(user::find(conn, id)?.map(User::from)))
         .await
 }

@@ -20,6 +20,7 @@ use chrono::NaiveDateTime;
 use serde_json::Value;
 
 use crate::db::models::security_event::{self, NewSecurityEvent};
+use crate::db::models::user::UserId;
 use crate::db::{Db, DbConnection, DbError, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -166,9 +167,9 @@ pub enum Principal {
     /// Nobody signed in (a sign-up or sign-in in progress, a refused request).
     Anonymous,
     /// A signed-in customer account.
-    User(i64),
+    User(UserId),
     /// A signed-in admin account.
-    Admin(i64),
+    Admin(UserId),
     /// An internal service, by its token's name.
     Service(String),
     /// Tollgate itself (start-up work such as seeding the offline demo).
@@ -196,7 +197,7 @@ impl Actor {
     }
 
     /// The account acting, whether as a customer or as an admin.
-    pub fn account(&self) -> Option<i64> {
+    pub fn account(&self) -> Option<UserId> {
         match self.principal {
             Principal::User(id) | Principal::Admin(id) => Some(id),
             Principal::Anonymous | Principal::Service(_) | Principal::System => None,

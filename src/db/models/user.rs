@@ -129,7 +129,7 @@ stored_as_text!(Role);
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct UserRow {
-    pub id: i64,
+    pub id: UserId,
     pub email: String,
     pub password_hash: String,
     pub role: Role,
@@ -164,7 +164,7 @@ pub fn find_by_email(conn: &mut DbConnection, email: &str) -> Result<Option<User
         .optional()?)
 }
 
-pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<UserRow>, DbError> {
+pub fn find(conn: &mut DbConnection, id: UserId) -> Result<Option<UserRow>, DbError> {
     Ok(users::table
         .find(id)
         .select(UserRow::as_select())
@@ -172,21 +172,21 @@ pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<UserRow>, DbError
         .optional()?)
 }
 
-pub fn set_role(conn: &mut DbConnection, id: i64, role: Role) -> Result<(), DbError> {
+pub fn set_role(conn: &mut DbConnection, id: UserId, role: Role) -> Result<(), DbError> {
     diesel::update(users::table.find(id))
         .set((users::role.eq(role), users::updated_at.eq(now())))
         .execute(conn)?;
     Ok(())
 }
 
-pub fn set_password_hash(conn: &mut DbConnection, id: i64, hash: &str) -> Result<(), DbError> {
+pub fn set_password_hash(conn: &mut DbConnection, id: UserId, hash: &str) -> Result<(), DbError> {
     diesel::update(users::table.find(id))
         .set((users::password_hash.eq(hash), users::updated_at.eq(now())))
         .execute(conn)?;
     Ok(())
 }
 
-pub fn record_login(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
+pub fn record_login(conn: &mut DbConnection, id: UserId) -> Result<(), DbError> {
     diesel::update(users::table.find(id))
         .set(users::last_login_at.eq(Some(now())))
         .execute(conn)?;
@@ -194,7 +194,10 @@ pub fn record_login(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
 }
 
 /// The emails of the given accounts, as `(id, email)` (one query, for lists that name people).
-pub fn emails_by_id(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<(i64, String)>, DbError> {
+pub fn emails_by_id(
+    conn: &mut DbConnection,
+    ids: &[UserId],
+) -> Result<Vec<(UserId, String)>, DbError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

@@ -433,7 +433,7 @@ async fn audit_refused_login(
     state: &AppState,
     req: &HttpRequest,
     email: &str,
-    (kind, account, _): (Kind, Option<i64>, Option<u64>),
+    (kind, account, _): (Kind, Option<accounts::UserId>, Option<u64>),
 ) -> Result<(), AppError> {
     let mut event = SecurityEvent::new(kind)
         .ip(client_ip::of(req))

@@ -42,7 +42,7 @@ struct Dashboard {
 const RECENT_EVENTS: i64 = 50;
 
 /// The account an actor such as `user:42` or `admin:42` names.
-fn actor_account(actor: &str) -> Option<i64> {
+fn actor_account(actor: &str) -> Option<user::UserId> {
     let (role, id) = actor.split_once(':')?;
     matches!(role, "user" | "admin")
         .then(|| id.parse().ok())
@@ -76,13 +76,13 @@ pub async fn dashboard(
         .db
         .run(|conn| {
             let rows = security_event::recent(conn, RECENT_EVENTS)?;
-            let mut ids: Vec<i64> = rows
+            let mut ids: Vec<user::UserId> = rows
                 .iter()
                 .filter_map(|row| row.actor.as_deref().and_then(actor_account))
                 .collect();
             ids.sort_unstable();
             ids.dedup();
-            let emails: HashMap<i64, String> =
+            let emails: HashMap<user::UserId, String> =
                 user::emails_by_id(conn, &ids)?.into_iter().collect();
             Ok::<_, DbError>((user::count(conn)?, rows, emails))
         })
@@ -126,8 +126,8 @@ mod tests {
 
     #[test]
     fn actors_and_details_read_as_people_and_fields() {
-        assert_eq!(actor_account("user:42"), Some(42));
-        assert_eq!(actor_account("admin:7"), Some(7));
+        assert_eq!(actor_account("user:42"), Some(user::UserId::from(42)));
+        assert_eq!(actor_account("admin:7"), Some(user::UserId::from(7)));
         assert_eq!(actor_account("stripe"), None);
         assert_eq!(actor_account("user:x"), None);
         assert_eq!(actor_account("token:3"), None);
