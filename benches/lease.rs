@@ -32,7 +32,7 @@ fn bench_config(path: std::path::PathBuf) -> Config {
     )
 }
 
-fn seed(db: &Db, config: &Config) -> Result<(String, i64), DbError> {
+fn seed(db: &Db, config: &Config) -> Result<(String, tollgate::accounts::UserId), DbError> {
     let keyring = Keyring::new(&config.secrets.encryption_key, &[]);
     let hasher = config.token_hasher();
     db.run_blocking(|conn| {

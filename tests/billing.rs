@@ -22,6 +22,7 @@ on_both_backends!(
     stripe_calls_are_throttled_per_user_and_audited,
     stripe_customer_ids_are_sealed_indexed_and_masked,
     entitlements_follow_the_subscription,
+    an_entitlements_path_that_is_no_account_id_is_not_found,
     billing_forms_need_csrf_tokens_and_a_signed_in_user,
     an_unreachable_stripe_gets_a_generic_error_page,
     a_plan_whose_stripe_sync_failed_can_be_finished_later,
@@ -649,7 +650,7 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
         tollgate::billing::customers::user_for_customer(&app.db, &app.token_hasher, &stripe_id)
             .await
             .unwrap();
-    assert_eq!(found, Some(user_id));
+    assert_eq!(found, Some(user_id.into()));
 
     let listing = admin.get_text("/admin/customers?q=sealed-cus").await;
     assert!(
@@ -720,4 +721,16 @@ async fn entitlements_follow_the_subscription(backend: Backend) {
         "byok:lease does not read entitlements"
     );
     assert_eq!(get(reader, 999_999).await.status(), 404);
+}
+
+/// The path's id is read as a number: anything else names no account.
+async fn an_entitlements_path_that_is_no_account_id_is_not_found(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let reader = app.service_token("gate", &[Scope::EntitlementsRead]);
+    for id in ["abc", "1.5", "%2042", "99999999999999999999", "user:1"] {
+        let res = app
+            .internal_get(&format!("entitlements/{id}"), &reader)
+            .await;
+        assert_eq!(res.status(), 404, "{id}");
+    }
 }

@@ -11,6 +11,7 @@ on_both_backends!(
     a_service_leases_a_customers_key_with_an_audited_no_store_response,
     missing_wrong_revoked_and_unscoped_tokens_are_refused_and_audited,
     unknown_users_and_providers_and_bad_bodies_get_json_errors,
+    a_user_id_that_is_not_a_json_number_is_a_bad_request,
     leases_are_rate_limited_per_token,
     a_lease_whose_audit_row_cannot_be_written_hands_out_no_key,
 );
@@ -143,6 +144,25 @@ async fn unknown_users_and_providers_and_bad_bodies_get_json_errors(backend: Bac
         assert_eq!(res.status(), status, "{body}");
         assert_eq!(res.headers()["content-type"], "application/json");
     }
+}
+
+/// `user_id` is a JSON integer: its digits as a string, a fraction or an object are refused.
+async fn a_user_id_that_is_not_a_json_number_is_a_bad_request(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let user_id = customer_with_key(&app).await;
+    let token = app.service_token("engine", &[Scope::ByokLease]);
+    for bad in [
+        serde_json::json!(user_id.to_string()),
+        serde_json::json!(1.5),
+        serde_json::json!({ "id": user_id }),
+        serde_json::json!(null),
+    ] {
+        let body = serde_json::json!({ "user_id": bad, "provider": "anthropic" });
+        let res = lease(&app, Some(&token), body.clone()).await;
+        assert_eq!(res.status(), 400, "{body}");
+        assert_eq!(res.headers()["content-type"], "application/json");
+    }
+    assert_eq!(app.count_events("byok_leased"), 0);
 }
 
 async fn leases_are_rate_limited_per_token(backend: Backend) {

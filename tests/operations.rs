@@ -207,11 +207,11 @@ async fn values_under_the_old_key(app: &TestApp, old: &str) -> (Vec<i64>, i64, s
     let sealed = old_ring
         .seal(
             b"cus_DUMMYrotation",
-            &tollgate::billing::customers::customer_aad(customer_owner),
+            &tollgate::billing::customers::customer_aad(customer_owner.into()),
         )
         .unwrap();
     let row = tollgate::db::models::billing_customer::BillingCustomerRow {
-        user_id: customer_owner,
+        user_id: customer_owner.into(),
         stripe_customer_sealed: sealed,
         key_id: old_ring.primary_id().to_string(),
         stripe_customer_index: "index-DUMMY".into(),
@@ -267,9 +267,10 @@ async fn the_new_key_alone_opens_everything(
     webhook: &serde_json::Value,
 ) {
     let new_ring = tollgate::crypto::Keyring::new(&decode_key::<32>(new).unwrap(), &[]);
-    let customer = tollgate::billing::customers::customer_id(&app.db, &new_ring, customer_owner)
-        .await
-        .unwrap();
+    let customer =
+        tollgate::billing::customers::customer_id(&app.db, &new_ring, customer_owner.into())
+            .await
+            .unwrap();
     assert_eq!(
         customer.as_ref().map(|c| c.expose()),
         Some("cus_DUMMYrotation")

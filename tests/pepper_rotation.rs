@@ -263,11 +263,11 @@ fn insert_legacy_customer(app: &TestApp, user_id: i64, customer: &str) -> String
     mac.update(b"stripe-customer-id\0");
     mac.update(customer.as_bytes());
     let row = tollgate::db::models::billing_customer::BillingCustomerRow {
-        user_id,
+        user_id: user_id.into(),
         stripe_customer_sealed: ring
             .seal(
                 customer.as_bytes(),
-                &tollgate::billing::customers::customer_aad(user_id),
+                &tollgate::billing::customers::customer_aad(user_id.into()),
             )
             .unwrap(),
         key_id: ring.primary_id().to_string(),

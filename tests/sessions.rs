@@ -184,7 +184,7 @@ async fn a_session_signed_in_with_a_replaced_password_is_signed_out(backend: Bac
     // The promotion's new password, committed without touching the session table.
     let new_hash =
         "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZGlmZmVyZW50aGFzaGRpZmZlcmVudGhhc2g";
-    app.query(|conn| user::set_password_hash(conn, id, new_hash));
+    app.query(|conn| user::set_password_hash(conn, id.into(), new_hash));
     app.promote_to_admin("late@example.com");
     assert_eq!(
         app.session_count(),

@@ -14,8 +14,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::audit::{self, Actor, Kind, Principal, SecurityEvent};
 use crate::db::models::session;
-pub use crate::db::models::user::Role;
 use crate::db::models::user::{self, NewUser, UserRow};
+pub use crate::db::models::user::{Role, UserId};
 use crate::db::{Db, DbConnection, DbError, now};
 use crate::limits::{FailureLimiter, Locked};
 pub use email::{Email, InvalidEmail};
@@ -24,7 +24,7 @@ pub use password::{NewPassword, PasswordPolicyError, PasswordWork, WorkError};
 /// A signed-up person, as the rest of the application sees them (no password hash).
 #[derive(Debug, Clone)]
 pub struct User {
-    pub id: i64,
+    pub id: UserId,
     pub email: String,
     pub role: Role,
     pub created_at: NaiveDateTime,
@@ -62,7 +62,7 @@ impl User {
 }
 
 /// Account `id` in `role`, as the audit log names it.
-fn principal(role: Role, id: i64) -> Principal {
+fn principal(role: Role, id: UserId) -> Principal {
     match role {
         Role::Customer => Principal::User(id),
         Role::Admin => Principal::Admin(id),
@@ -245,7 +245,7 @@ pub async fn authenticate(
     Ok(SignIn::Succeeded(user))
 }
 
-pub async fn find_user(db: &Db, id: i64) -> Result<Option<User>, DbError> {
+pub async fn find_user(db: &Db, id: UserId) -> Result<Option<User>, DbError> {
     db.run(move |conn| Ok(user::find(conn, id)?.map(User::from)))
         .await
 }

@@ -21,7 +21,7 @@ use chrono::NaiveDateTime;
 use serde_json::Value;
 
 use crate::db::models::security_event::{self, NewSecurityEvent, SecurityEventRow};
-use crate::db::models::user;
+use crate::db::models::user::{self, UserId};
 use crate::db::{Db, DbConnection, DbError, now};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -168,9 +168,9 @@ pub enum Principal {
     /// Nobody signed in (a sign-up or sign-in in progress, a refused request).
     Anonymous,
     /// A signed-in customer account.
-    User(i64),
+    User(UserId),
     /// A signed-in admin account.
-    Admin(i64),
+    Admin(UserId),
     /// An internal service, by its token's name.
     Service(String),
     /// Tollgate itself (start-up work such as seeding the offline demo).
@@ -200,7 +200,7 @@ impl Actor {
     }
 
     /// The account acting, whether as a customer or as an admin.
-    pub fn account(&self) -> Option<i64> {
+    pub fn account(&self) -> Option<UserId> {
         match self.principal {
             Principal::User(id) | Principal::Admin(id) => Some(id),
             Principal::Anonymous
@@ -239,7 +239,7 @@ impl Actor {
 
 /// The account a label such as `user:42` or `admin:42` names (the inverse of
 /// [`Actor::label`] for accounts).
-fn labelled_account(label: &str) -> Option<i64> {
+fn labelled_account(label: &str) -> Option<UserId> {
     let (role, id) = label.split_once(':')?;
     matches!(role, "user" | "admin")
         .then(|| id.parse().ok())
@@ -392,10 +392,10 @@ pub struct RecordedEvent {
 pub fn recent(conn: &mut DbConnection, limit: i64) -> Result<Vec<RecordedEvent>, DbError> {
     let rows = security_event::recent(conn, limit)?;
     let account = |row: &SecurityEventRow| row.actor.as_deref().and_then(labelled_account);
-    let mut ids: Vec<i64> = rows.iter().filter_map(account).collect();
+    let mut ids: Vec<UserId> = rows.iter().filter_map(account).collect();
     ids.sort_unstable();
     ids.dedup();
-    let emails: HashMap<i64, String> = user::emails_by_id(conn, &ids)?.into_iter().collect();
+    let emails: HashMap<UserId, String> = user::emails_by_id(conn, &ids)?.into_iter().collect();
     Ok(rows
         .into_iter()
         .map(|row| RecordedEvent {
@@ -417,8 +417,8 @@ mod tests {
     #[test]
     fn labels_name_accounts_and_nothing_else() {
         for (principal, account) in [
-            (Principal::User(42), Some(42)),
-            (Principal::Admin(7), Some(7)),
+            (Principal::User(UserId::from(42)), Some(UserId::from(42))),
+            (Principal::Admin(UserId::from(7)), Some(UserId::from(7))),
             (Principal::Service("engine".into()), None),
             (Principal::Stripe, None),
             (Principal::System, None),

@@ -11,7 +11,7 @@ use stripe_checkout::checkout_session::{
 use super::plans::{Plan, PlanPrice};
 use super::subscriptions::{self, FreeStart, SubscriptionView};
 use super::{Billing, BillingError, GatewayError, Operation, OperationClass, customers, portal};
-use crate::accounts::User;
+use crate::accounts::{User, UserId};
 use crate::audit::Actor;
 use crate::stripe_id::CustomerId;
 
@@ -63,7 +63,7 @@ pub async fn start(
 /// A Stripe Checkout Session for `price` (with the plan's trial), returning its page.
 async fn session_url(
     billing: Billing<'_>,
-    user_id: i64,
+    user_id: UserId,
     (plan, price): (&Plan, &PlanPrice),
     operation: &Operation,
     customer: &CustomerId,
@@ -124,7 +124,7 @@ const MAX_SESSION_ID: usize = 255;
 /// the user's subscription as it stands.
 pub async fn returned(
     billing: Billing<'_>,
-    user_id: i64,
+    user_id: UserId,
     session_id: &str,
 ) -> Result<Option<SubscriptionView>, ReturnError> {
     if !session_id.starts_with("cs_") || session_id.len() > MAX_SESSION_ID {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use stripe_core::customer::CreateCustomer;
 
 use super::{BillingError, Gateway, OperationClass};
-use crate::accounts::User;
+use crate::accounts::{User, UserId};
 use crate::crypto::hashing::Domain;
 use crate::crypto::rotation::{self, Batch, RotationError, SealedColumn, Step};
 use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
@@ -18,7 +18,7 @@ use crate::db::models::billing_customer::{self, BillingCustomerRow};
 use crate::db::{Db, DbConnection, DbError, now};
 use crate::stripe_id::CustomerId;
 
-pub fn customer_aad(user_id: i64) -> Aad {
+pub fn customer_aad(user_id: UserId) -> Aad {
     Aad::new(
         "billing_customers",
         "stripe_customer_sealed",
@@ -30,7 +30,7 @@ pub fn customer_aad(user_id: i64) -> Aad {
 pub const SEALED_CUSTOMER_IDS: SealedColumn<BillingCustomerRow> = SealedColumn {
     name: "billing_customers.stripe_customer_sealed",
     not_under_key: billing_customer::not_under_key,
-    id: |row| row.user_id,
+    id: |row| row.user_id.get(),
     sealed: |row| &row.stripe_customer_sealed,
     aad: |row| Ok(customer_aad(row.user_id)),
     replace: billing_customer::replace_sealed,
@@ -41,7 +41,7 @@ pub const SEALED_CUSTOMER_IDS: SealedColumn<BillingCustomerRow> = SealedColumn {
 pub async fn customer_id(
     db: &Db,
     keyring: &Keyring,
-    user_id: i64,
+    user_id: UserId,
 ) -> Result<Option<CustomerId>, BillingError> {
     let row = db
         .run(move |conn| billing_customer::for_user(conn, user_id))
@@ -77,7 +77,7 @@ pub async fn user_for_customer(
     db: &Db,
     hasher: &TokenHasher,
     customer: &CustomerId,
-) -> Result<Option<i64>, DbError> {
+) -> Result<Option<UserId>, DbError> {
     let indexes = index_candidates(hasher, customer);
     Ok(db
         .run(move |conn| billing_customer::by_any_index(conn, &indexes))
@@ -90,7 +90,7 @@ pub async fn user_for_customer(
 pub fn new_row(
     keyring: &Keyring,
     hasher: &TokenHasher,
-    user_id: i64,
+    user_id: UserId,
     customer: &CustomerId,
 ) -> Result<BillingCustomerRow, CryptoError> {
     let raw = customer.expose().as_bytes();
@@ -168,20 +168,20 @@ pub fn reindex_batch(
             .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
             .map_err(|source| RotationError::Crypto {
                 column: INDEX_COLUMN,
-                id: row.user_id,
+                id: row.user_id.get(),
                 source,
             })?;
         let index = hasher.digest(Domain::StripeCustomerId, &opened);
         let replaced = billing_customer::replace_index(
             conn,
-            row.user_id,
+            row.user_id.get(),
             &row.stripe_customer_index,
             &index,
             &primary,
         )?;
         Ok(Step::swapped(replaced))
     };
-    rotation::run_batch(conn, fail_after, load, |row| row.user_id, reindex)
+    rotation::run_batch(conn, fail_after, load, |row| row.user_id.get(), reindex)
 }
 
 /// The blind-index column, as `rotate-key` names it.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 
+use crate::accounts::UserId;
 use crate::config::{StripeSettings, StripeThrottle};
 use crate::limits::{KeyedLimiter, Sweep};
 
@@ -58,10 +59,10 @@ impl OperationClass {
 }
 
 struct Throttle {
-    customer: KeyedLimiter<i64>,
-    subscription: KeyedLimiter<i64>,
-    payment_intent: KeyedLimiter<i64>,
-    default: KeyedLimiter<i64>,
+    customer: KeyedLimiter<UserId>,
+    subscription: KeyedLimiter<UserId>,
+    payment_intent: KeyedLimiter<UserId>,
+    default: KeyedLimiter<UserId>,
 }
 
 impl Throttle {
@@ -80,7 +81,7 @@ impl Throttle {
         }
     }
 
-    fn check(&self, class: OperationClass, user: i64) -> Result<(), GatewayError> {
+    fn check(&self, class: OperationClass, user: UserId) -> Result<(), GatewayError> {
         let limiter = match class {
             OperationClass::Customer => &self.customer,
             OperationClass::Subscription => &self.subscription,
@@ -97,7 +98,7 @@ impl Throttle {
 }
 
 impl Throttle {
-    fn limiters(&self) -> [&KeyedLimiter<i64>; 4] {
+    fn limiters(&self) -> [&KeyedLimiter<UserId>; 4] {
         [
             &self.customer,
             &self.subscription,
@@ -158,7 +159,7 @@ impl Gateway {
     pub async fn call<R>(
         &self,
         class: OperationClass,
-        user: i64,
+        user: UserId,
         key: Option<&str>,
         make: impl Fn() -> R,
     ) -> Result<R::Output, GatewayError>

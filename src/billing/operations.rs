@@ -4,6 +4,7 @@
 //! the owner's Stripe writes, and another account's submission of the id is refused outright.
 
 use super::BillingError;
+use crate::accounts::UserId;
 use crate::db::Db;
 use crate::db::models::stripe_operation::{self, Claim};
 
@@ -47,7 +48,7 @@ impl TryFrom<String> for OperationId {
 #[derive(Debug, Clone)]
 pub struct Operation {
     /// The user it belongs to; `None` for Tollgate itself (the offline demo's set-up).
-    owner: Option<i64>,
+    owner: Option<UserId>,
     id: String,
     /// Whether this submission claimed the id (`false`: the owner submitting it again).
     pub first_time: bool,
@@ -67,7 +68,7 @@ impl Operation {
 /// find it, anyone else is refused with [`BillingError::OperationTaken`].
 pub async fn claim(
     db: &Db,
-    owner: Option<i64>,
+    owner: Option<UserId>,
     kind: &'static str,
     id: &OperationId,
 ) -> Result<Operation, BillingError> {
@@ -120,12 +121,12 @@ mod tests {
             first_time: true,
         };
         assert_eq!(
-            op(Some(42)).idempotency_key("checkout"),
+            op(Some(UserId::from(42))).idempotency_key("checkout"),
             "user-42-checkout-AbCdEfGhIjKlMnOp"
         );
         assert_ne!(
-            op(Some(42)).idempotency_key("checkout"),
-            op(Some(43)).idempotency_key("checkout")
+            op(Some(UserId::from(42))).idempotency_key("checkout"),
+            op(Some(UserId::from(43))).idempotency_key("checkout")
         );
         assert_eq!(
             op(None).idempotency_key("plan-create"),

@@ -4,12 +4,13 @@
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 
 use super::{Billing, BillingError, Operation, OperationClass, customers};
+use crate::accounts::UserId;
 use crate::stripe_id::CustomerId;
 
 /// A portal session for `customer`, returning to the account page; its address.
 pub async fn session_url(
     billing: Billing<'_>,
-    user_id: i64,
+    user_id: UserId,
     operation: &Operation,
     customer: &CustomerId,
 ) -> Result<String, BillingError> {
@@ -30,7 +31,7 @@ pub async fn session_url(
 /// chosen a plan).
 pub async fn open(
     billing: Billing<'_>,
-    user_id: i64,
+    user_id: UserId,
     operation: &Operation,
 ) -> Result<Option<String>, BillingError> {
     let Some(customer) = customers::customer_id(billing.db, billing.keyring, user_id).await? else {

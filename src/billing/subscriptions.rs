@@ -15,6 +15,7 @@ use stripe_billing::subscription::{
 
 use super::plans::{Plan, PlanPrice};
 use super::{BillingError, Gateway, Operation, OperationClass};
+use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, SecurityEvent};
 pub use crate::db::models::subscription::SubscriptionStatus;
 use crate::db::models::subscription::{self, SubscriptionRow, SubscriptionState};
@@ -93,7 +94,7 @@ fn state<'a>(
 /// transaction that has written (the webhook's); see [`record`] for the API's reads.
 pub fn store(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
     sub: &StripeSubscription,
     as_of: NaiveDateTime,
 ) -> Result<bool, DbError> {
@@ -105,7 +106,7 @@ pub fn store(
 /// state already stored is kept).
 pub async fn record(
     db: &Db,
-    user_id: i64,
+    user_id: UserId,
     sub: &stripe_billing::Subscription,
     observed_at: NaiveDateTime,
 ) -> Result<bool, BillingError> {
@@ -129,7 +130,7 @@ struct AuditOnce {
 /// [`record`], writing `audit` in the same transaction, once per its key.
 async fn record_audited(
     db: &Db,
-    user_id: i64,
+    user_id: UserId,
     sub: StripeSubscription,
     observed_at: NaiveDateTime,
     audit: Option<AuditOnce>,
@@ -174,7 +175,7 @@ pub async fn start_free(
     db: &Db,
     gateway: &Gateway,
     actor: &Actor,
-    user_id: i64,
+    user_id: UserId,
     customer: &CustomerId,
     (plan, price): (&Plan, &PlanPrice),
 ) -> Result<FreeStart, BillingError> {
@@ -235,7 +236,7 @@ impl SubscriptionView {
     }
 }
 
-pub async fn current(db: &Db, user_id: i64) -> Result<Option<SubscriptionView>, DbError> {
+pub async fn current(db: &Db, user_id: UserId) -> Result<Option<SubscriptionView>, DbError> {
     db.run(move |conn| {
         let Some(row) = subscription::current_for_user(conn, user_id)? else {
             return Ok(None);
@@ -266,7 +267,7 @@ fn view(row: SubscriptionRow, plan: Option<Plan>) -> SubscriptionView {
 pub async fn refresh(
     db: &Db,
     gateway: &Gateway,
-    user_id: i64,
+    user_id: UserId,
     stripe_id: &str,
 ) -> Result<(), BillingError> {
     let sub = gateway
@@ -292,7 +293,7 @@ pub async fn set_cancel_at_period_end(
     db: &Db,
     gateway: &Gateway,
     actor: &Actor,
-    user_id: i64,
+    user_id: UserId,
     operation: &Operation,
     cancel: bool,
 ) -> Result<CancelChange, BillingError> {
@@ -322,7 +323,7 @@ pub async fn set_cancel_at_period_end(
 /// What an internal service may grant a user.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Entitlements {
-    pub user_id: i64,
+    pub user_id: UserId,
     pub active: bool,
     pub plan: Option<String>,
     pub status: Option<String>,
@@ -331,7 +332,7 @@ pub struct Entitlements {
     pub cancel_at_period_end: bool,
 }
 
-pub async fn entitlements(db: &Db, user_id: i64) -> Result<Entitlements, DbError> {
+pub async fn entitlements(db: &Db, user_id: UserId) -> Result<Entitlements, DbError> {
     let view = current(db, user_id).await?;
     let active = view.as_ref().is_some_and(SubscriptionView::is_live);
     Ok(Entitlements {

@@ -5,6 +5,7 @@ use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind};
 use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, CryptoError, Keyring};
@@ -56,7 +57,7 @@ impl Provider {
 }
 
 /// Where a key lives: the AAD that binds its ciphertext to one user and provider.
-pub fn key_aad(user_id: i64, provider: Provider) -> Aad {
+pub fn key_aad(user_id: UserId, provider: Provider) -> Aad {
     Aad::new(
         "byok_keys",
         "secret",
@@ -178,7 +179,7 @@ pub fn save_key(
     conn: &mut DbConnection,
     keyring: &Keyring,
     actor: &Actor,
-    user_id: i64,
+    user_id: UserId,
     provider: Provider,
     key: &ApiKey,
 ) -> Result<String, VaultError> {
@@ -208,7 +209,7 @@ pub fn save_key(
     Ok(masked)
 }
 
-pub fn list_keys(conn: &mut DbConnection, user_id: i64) -> Result<Vec<KeySummary>, DbError> {
+pub fn list_keys(conn: &mut DbConnection, user_id: UserId) -> Result<Vec<KeySummary>, DbError> {
     Ok(byok_key::for_user(conn, user_id)?
         .into_iter()
         .filter_map(|row| {
@@ -228,7 +229,7 @@ pub fn list_keys(conn: &mut DbConnection, user_id: i64) -> Result<Vec<KeySummary
 pub fn delete_key(
     conn: &mut DbConnection,
     actor: &Actor,
-    user_id: i64,
+    user_id: UserId,
     provider: Provider,
 ) -> Result<bool, VaultError> {
     let event = actor
@@ -279,7 +280,7 @@ pub fn lease(
     conn: &mut DbConnection,
     keyring: &Keyring,
     actor: &Actor,
-    user_id: i64,
+    user_id: UserId,
     provider: Provider,
 ) -> Result<LeaseOutcome, VaultError> {
     if leases_disabled(conn)? {
@@ -357,7 +358,7 @@ mod tests {
     fn row(provider: &str) -> ByokKeyRow {
         ByokKeyRow {
             id: 7,
-            user_id: 42,
+            user_id: UserId::from(42),
             provider: provider.to_owned(),
             secret: vec![1, 2, 3],
             key_id: "k1".to_owned(),
@@ -375,7 +376,7 @@ mod tests {
         let anthropic = row("anthropic");
         assert_eq!(
             (SEALED_KEYS.aad)(&anthropic),
-            Ok(key_aad(42, Provider::Anthropic))
+            Ok(key_aad(UserId::from(42), Provider::Anthropic))
         );
         assert_eq!((SEALED_KEYS.id)(&anthropic), 7);
         assert_eq!((SEALED_KEYS.sealed)(&anthropic), &[1, 2, 3]);

@@ -10,7 +10,7 @@ use futures_util::FutureExt as _;
 use futures_util::future::{LocalBoxFuture, Shared};
 use serde::{Deserialize, Serialize};
 
-use crate::accounts::{self, User};
+use crate::accounts::{self, User, UserId};
 use crate::audit::{Actor, Principal};
 use crate::error::AppError;
 use crate::secret::{encode_token, random_bytes};
@@ -64,8 +64,8 @@ impl TypedSession {
         Ok(())
     }
 
-    pub fn user_id(&self) -> Result<Option<i64>, AppError> {
-        self.0.get::<i64>(USER_ID_KEY).map_err(session_error)
+    pub fn user_id(&self) -> Result<Option<UserId>, AppError> {
+        self.0.get::<UserId>(USER_ID_KEY).map_err(session_error)
     }
 
     /// Whether the session was signed in with the account's current credential.

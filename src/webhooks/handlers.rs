@@ -93,7 +93,7 @@ fn user_for_customer(
     conn: &mut DbConnection,
     hasher: &TokenHasher,
     customer: &CustomerId,
-) -> Result<Option<i64>, IngestError> {
+) -> Result<Option<user::UserId>, IngestError> {
     Ok(customers::find_by_customer_id(conn, hasher, customer)?.map(|row| row.user_id))
 }
 
@@ -107,8 +107,7 @@ fn checkout_completed(
     let Context {
         keyring, hasher, ..
     } = cx;
-    let Some(user_id) = text(object, "client_reference_id").and_then(|r| r.parse::<i64>().ok())
-    else {
+    let Some(user_id) = text(object, "client_reference_id").and_then(|r| r.parse().ok()) else {
         return Ok(Outcome::Failed(
             "no client_reference_id: not a Tollgate checkout".into(),
         ));

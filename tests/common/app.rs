@@ -159,7 +159,8 @@ impl TestApp {
         self.query(move |conn| {
             Ok(tollgate::db::models::user::find_by_email(conn, &email)?
                 .unwrap()
-                .id)
+                .id
+                .get())
         })
     }
 

@@ -13,6 +13,7 @@ use stripe_product::product::{CreateProduct, UpdateProduct};
 use diesel::Connection as _;
 
 use super::{BillingError, Gateway, Operation, OperationClass, OperationId, operations};
+use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::db::models::plan::{self, PlanFields, PlanRow, StripeIds};
 use crate::db::{Db, DbError};
@@ -325,7 +326,7 @@ pub async fn find_by_slug(db: &Db, slug: String) -> Result<Option<Plan>, DbError
 /// Creates a recurring Price of `amount` per `interval` for the plan's Product.
 async fn create_price(
     gateway: &Gateway,
-    admin: i64,
+    admin: UserId,
     key: &str,
     product: &str,
     input: &PlanInput,
@@ -352,7 +353,7 @@ async fn create_price(
 /// Stops a Price from being sold (Stripe prices cannot be deleted or changed).
 async fn deactivate_price(
     gateway: &Gateway,
-    admin: i64,
+    admin: UserId,
     key: &str,
     price: &str,
 ) -> Result<(), PlanError> {
@@ -393,6 +394,12 @@ async fn publish(
         })
     })
     .await
+}
+
+/// Whose Stripe throttle a plan change counts against: the admin's; Tollgate's own (no account,
+/// e.g. the offline demo) share one, under an id no account has.
+fn throttle_key(actor: &Actor) -> UserId {
+    actor.account().unwrap_or(UserId::from(0))
 }
 
 /// The audit row of an admin's change to the plan `slug`.
@@ -442,7 +449,7 @@ pub async fn create(
     if row.active && row.stripe_price_id.is_some() {
         return Ok(row.into());
     }
-    let admin = admin.unwrap_or_default();
+    let admin = throttle_key(actor);
     // Keys derive from the plan row, so every attempt to finish this plan, from any form,
     // replays the same Stripe writes instead of creating a second Product or Price.
     let product_key = format!("plan-{}-product", row.id);
@@ -500,7 +507,7 @@ pub async fn update(
     plan: &Plan,
     input: PlanInput,
 ) -> Result<(), PlanError> {
-    let admin = actor.account().unwrap_or_default();
+    let admin = throttle_key(actor);
     let operation = operations::claim(db, Some(admin), "plan.update", operation).await?;
     let (product, old_price) = match (&plan.stripe_product_id, &plan.stripe_price_id) {
         (Some(product), Some(price)) => (product.clone(), price.clone()),
@@ -574,7 +581,7 @@ pub async fn update(
 /// (or, when the yearly price is dropped, only deactivated).
 async fn update_yearly_price(
     gateway: &Gateway,
-    admin: i64,
+    admin: UserId,
     operation: &Operation,
     plan: &Plan,
     input: &PlanInput,
@@ -608,7 +615,7 @@ pub async fn archive(
     operation: &OperationId,
     plan: &Plan,
 ) -> Result<(), PlanError> {
-    let admin = actor.account().unwrap_or_default();
+    let admin = throttle_key(actor);
     let operation = operations::claim(db, Some(admin), "plan.archive", operation).await?;
     if let Some(price) = &plan.stripe_price_id {
         let key = operation.idempotency_key("plan-archive-price");

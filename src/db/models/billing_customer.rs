@@ -4,13 +4,14 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::db::models::user::UserId;
 use crate::db::schema::billing_customers;
 use crate::db::{DbConnection, DbError};
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = billing_customers)]
 pub struct BillingCustomerRow {
-    pub user_id: i64,
+    pub user_id: UserId,
     pub stripe_customer_sealed: Vec<u8>,
     pub key_id: String,
     pub stripe_customer_index: String,
@@ -29,7 +30,7 @@ pub fn insert(conn: &mut DbConnection, row: &BillingCustomerRow) -> Result<(), D
 
 pub fn for_user(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
 ) -> Result<Option<BillingCustomerRow>, DbError> {
     Ok(billing_customers::table
         .find(user_id)

@@ -4,6 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use diesel::prelude::*;
 
+use crate::db::models::user::UserId;
 use crate::db::schema::byok_keys;
 use crate::db::{DbConnection, DbError, now};
 
@@ -11,7 +12,7 @@ use crate::db::{DbConnection, DbError, now};
 #[diesel(table_name = byok_keys)]
 pub struct ByokKeyRow {
     pub id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub provider: String,
     pub secret: Vec<u8>,
     pub key_id: String,
@@ -24,7 +25,7 @@ pub struct ByokKeyRow {
 #[derive(Debug, Insertable)]
 #[diesel(table_name = byok_keys)]
 pub struct NewByokKey<'a> {
-    pub user_id: i64,
+    pub user_id: UserId,
     pub provider: &'a str,
     pub secret: &'a [u8],
     pub key_id: &'a str,
@@ -60,7 +61,7 @@ pub fn upsert(conn: &mut DbConnection, new: &NewByokKey<'_>) -> Result<(), DbErr
     })
 }
 
-pub fn for_user(conn: &mut DbConnection, user_id: i64) -> Result<Vec<ByokKeyRow>, DbError> {
+pub fn for_user(conn: &mut DbConnection, user_id: UserId) -> Result<Vec<ByokKeyRow>, DbError> {
     Ok(byok_keys::table
         .filter(byok_keys::user_id.eq(user_id))
         .order(byok_keys::provider.asc())
@@ -70,7 +71,7 @@ pub fn for_user(conn: &mut DbConnection, user_id: i64) -> Result<Vec<ByokKeyRow>
 
 pub fn find(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
     provider: &str,
 ) -> Result<Option<ByokKeyRow>, DbError> {
     Ok(byok_keys::table
@@ -82,7 +83,7 @@ pub fn find(
 }
 
 /// Deletes the user's key for a provider; false when there was none.
-pub fn delete(conn: &mut DbConnection, user_id: i64, provider: &str) -> Result<bool, DbError> {
+pub fn delete(conn: &mut DbConnection, user_id: UserId, provider: &str) -> Result<bool, DbError> {
     let deleted = diesel::delete(
         byok_keys::table
             .filter(byok_keys::user_id.eq(user_id))

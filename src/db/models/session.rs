@@ -3,6 +3,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::db::models::user::UserId;
 use crate::db::schema::sessions;
 use crate::db::{DbConnection, DbError};
 
@@ -10,7 +11,7 @@ use crate::db::{DbConnection, DbError};
 #[diesel(table_name = sessions)]
 pub struct SessionRow {
     pub key_hash: String,
-    pub user_id: Option<i64>,
+    pub user_id: Option<UserId>,
     pub state: String,
     pub created_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
@@ -20,7 +21,7 @@ pub struct SessionRow {
 #[diesel(table_name = sessions)]
 pub struct NewSession<'a> {
     pub key_hash: &'a str,
-    pub user_id: Option<i64>,
+    pub user_id: Option<UserId>,
     pub state: &'a str,
     pub created_at: NaiveDateTime,
     pub expires_at: NaiveDateTime,
@@ -45,7 +46,7 @@ pub fn find(conn: &mut DbConnection, key_hash: &str) -> Result<Option<SessionRow
 pub fn update_state(
     conn: &mut DbConnection,
     key_hash: &str,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
     state: &str,
     expires_at: NaiveDateTime,
 ) -> Result<bool, DbError> {
@@ -82,7 +83,7 @@ pub fn delete(conn: &mut DbConnection, key_hash: &str) -> Result<(), DbError> {
 }
 
 /// Removes every session of one user (promotion, password reset); returns how many.
-pub fn delete_for_user(conn: &mut DbConnection, user_id: i64) -> Result<usize, DbError> {
+pub fn delete_for_user(conn: &mut DbConnection, user_id: UserId) -> Result<usize, DbError> {
     Ok(diesel::delete(sessions::table.filter(sessions::user_id.eq(user_id))).execute(conn)?)
 }
 

@@ -4,6 +4,7 @@
 
 use diesel::prelude::*;
 
+use crate::db::models::user::UserId;
 use crate::db::schema::stripe_operations;
 use crate::db::{DbConnection, DbError, now, per_backend};
 
@@ -11,7 +12,7 @@ use crate::db::{DbConnection, DbError, now, per_backend};
 pub fn record(
     conn: &mut DbConnection,
     key: &str,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
     kind: &str,
 ) -> Result<bool, DbError> {
     let inserted = diesel::insert_into(stripe_operations::table)
@@ -37,7 +38,7 @@ pub fn record(
 pub fn record_once(
     conn: &mut DbConnection,
     key: &str,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
     kind: &str,
 ) -> Result<bool, DbError> {
     let insert = diesel::insert_into(stripe_operations::table)
@@ -66,13 +67,13 @@ pub enum Claim {
 pub fn claim(
     conn: &mut DbConnection,
     key: &str,
-    user_id: Option<i64>,
+    user_id: Option<UserId>,
     kind: &str,
 ) -> Result<Claim, DbError> {
     if record(conn, key, user_id, kind)? {
         return Ok(Claim::First);
     }
-    let owner: Option<i64> = stripe_operations::table
+    let owner: Option<UserId> = stripe_operations::table
         .filter(stripe_operations::operation_key.eq(key))
         .select(stripe_operations::user_id)
         .first(conn)?;

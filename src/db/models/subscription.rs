@@ -12,6 +12,7 @@ use diesel::expression::AsExpression;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
+use crate::db::models::user::UserId;
 use crate::db::schema::subscriptions;
 use crate::db::text::stored_as_text;
 use crate::db::{DbConnection, DbError, now, per_backend};
@@ -92,7 +93,7 @@ stored_as_text!(SubscriptionStatus);
 #[diesel(table_name = subscriptions)]
 pub struct SubscriptionRow {
     pub id: i64,
-    pub user_id: i64,
+    pub user_id: UserId,
     pub stripe_subscription_id: SubscriptionId,
     pub plan_id: Option<i64>,
     pub stripe_price_id: String,
@@ -126,7 +127,7 @@ pub struct SubscriptionState<'a> {
 /// applies its state as a conditional update instead.
 pub fn upsert(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
     stripe_id: &SubscriptionId,
     state: &SubscriptionState<'_>,
 ) -> Result<bool, DbError> {
@@ -185,7 +186,7 @@ pub fn set_status_if_newer(
 /// The user's most relevant subscription: a live one if any, else the newest.
 pub fn current_for_user(
     conn: &mut DbConnection,
-    user_id: i64,
+    user_id: UserId,
 ) -> Result<Option<SubscriptionRow>, DbError> {
     let rows: Vec<SubscriptionRow> = subscriptions::table
         .filter(subscriptions::user_id.eq(user_id))
@@ -200,7 +201,7 @@ pub fn current_for_user(
 }
 
 /// How many subscriptions the user has ever had (any status).
-pub fn count_for_user(conn: &mut DbConnection, user_id: i64) -> Result<i64, DbError> {
+pub fn count_for_user(conn: &mut DbConnection, user_id: UserId) -> Result<i64, DbError> {
     Ok(subscriptions::table
         .filter(subscriptions::user_id.eq(user_id))
         .count()

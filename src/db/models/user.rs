@@ -2,17 +2,91 @@
 
 use std::convert::Infallible;
 use std::fmt;
+use std::num::ParseIntError;
 use std::str::FromStr;
 
 use chrono::NaiveDateTime;
-use diesel::deserialize::FromSqlRow;
+use diesel::backend::Backend;
+use diesel::deserialize::{self, FromSql, FromSqlRow};
 use diesel::expression::AsExpression;
 use diesel::prelude::*;
-use diesel::sql_types::Text;
+use diesel::serialize::{self, Output, ToSql};
+use diesel::sql_types::{BigInt, Text};
+use serde::{Deserialize, Serialize};
 
 use crate::db::schema::users;
 use crate::db::text::stored_as_text;
 use crate::db::{DbConnection, DbError, now};
+
+/// An account's id (the `users` key), as every layer above this table passes it: it cannot be
+/// mistaken for a plan's or a token's id. It shows as the bare number wherever ids appeared
+/// before it was a type: `Display` (URLs, `user:42` audit actors and AADs), serde (the session,
+/// JSON bodies and answers) and the database (a `BigInt`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    AsExpression,
+    FromSqlRow,
+)]
+#[serde(transparent)]
+#[diesel(sql_type = BigInt)]
+pub struct UserId(i64);
+
+impl UserId {
+    /// The number, for what only takes numbers (a rate limiter's key, a cursor).
+    pub const fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl From<i64> for UserId {
+    fn from(id: i64) -> Self {
+        Self(id)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// The number as text (a Stripe `client_reference_id`, a stored session value).
+impl FromStr for UserId {
+    type Err = ParseIntError;
+
+    fn from_str(text: &str) -> Result<Self, ParseIntError> {
+        text.parse().map(Self)
+    }
+}
+
+impl<DB> ToSql<BigInt, DB> for UserId
+where
+    DB: Backend,
+    i64: ToSql<BigInt, DB>,
+{
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, DB>) -> serialize::Result {
+        <i64 as ToSql<BigInt, DB>>::to_sql(&self.0, out)
+    }
+}
+
+impl<DB> FromSql<BigInt, DB> for UserId
+where
+    DB: Backend,
+    i64: FromSql<BigInt, DB>,
+{
+    fn from_sql(bytes: DB::RawValue<'_>) -> deserialize::Result<Self> {
+        <i64 as FromSql<BigInt, DB>>::from_sql(bytes).map(Self)
+    }
+}
 
 /// What an account may do (stored as text, under a CHECK constraint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
@@ -55,7 +129,7 @@ stored_as_text!(Role);
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = users)]
 pub struct UserRow {
-    pub id: i64,
+    pub id: UserId,
     pub email: String,
     pub password_hash: String,
     pub role: Role,
@@ -90,7 +164,7 @@ pub fn find_by_email(conn: &mut DbConnection, email: &str) -> Result<Option<User
         .optional()?)
 }
 
-pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<UserRow>, DbError> {
+pub fn find(conn: &mut DbConnection, id: UserId) -> Result<Option<UserRow>, DbError> {
     Ok(users::table
         .find(id)
         .select(UserRow::as_select())
@@ -98,21 +172,21 @@ pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<UserRow>, DbError
         .optional()?)
 }
 
-pub fn set_role(conn: &mut DbConnection, id: i64, role: Role) -> Result<(), DbError> {
+pub fn set_role(conn: &mut DbConnection, id: UserId, role: Role) -> Result<(), DbError> {
     diesel::update(users::table.find(id))
         .set((users::role.eq(role), users::updated_at.eq(now())))
         .execute(conn)?;
     Ok(())
 }
 
-pub fn set_password_hash(conn: &mut DbConnection, id: i64, hash: &str) -> Result<(), DbError> {
+pub fn set_password_hash(conn: &mut DbConnection, id: UserId, hash: &str) -> Result<(), DbError> {
     diesel::update(users::table.find(id))
         .set((users::password_hash.eq(hash), users::updated_at.eq(now())))
         .execute(conn)?;
     Ok(())
 }
 
-pub fn record_login(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
+pub fn record_login(conn: &mut DbConnection, id: UserId) -> Result<(), DbError> {
     diesel::update(users::table.find(id))
         .set(users::last_login_at.eq(Some(now())))
         .execute(conn)?;
@@ -120,7 +194,10 @@ pub fn record_login(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
 }
 
 /// The emails of the given accounts, as `(id, email)` (one query, for lists that name people).
-pub fn emails_by_id(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<(i64, String)>, DbError> {
+pub fn emails_by_id(
+    conn: &mut DbConnection,
+    ids: &[UserId],
+) -> Result<Vec<(UserId, String)>, DbError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -224,6 +301,34 @@ pub fn customer_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_id_shows_and_travels_as_its_bare_number() {
+        let id = UserId::from(42);
+        assert_eq!(id.to_string(), "42");
+        assert_eq!(format!("user:{id}"), "user:42");
+        assert_eq!(UserId::from(-7).to_string(), "-7");
+        assert_eq!(UserId::from(i64::MAX).to_string(), i64::MAX.to_string());
+        assert_eq!(id.get(), 42);
+        assert_eq!(serde_json::to_string(&id).unwrap(), "42");
+        assert_eq!(
+            serde_json::json!({ "user_id": id }).to_string(),
+            r#"{"user_id":42}"#
+        );
+        assert_eq!(serde_json::from_str::<UserId>("123").unwrap(), 123.into());
+        #[derive(serde::Deserialize)]
+        struct Body {
+            user_id: UserId,
+        }
+        let body: Body = serde_json::from_str(r#"{"user_id": 123}"#).unwrap();
+        assert_eq!(body.user_id, UserId::from(123));
+        for odd in [r#""123""#, "1.5", "null", r#"{"id":1}"#] {
+            assert!(serde_json::from_str::<UserId>(odd).is_err(), "{odd}");
+        }
+        assert_eq!("123".parse(), Ok(UserId::from(123)));
+        assert!("12a".parse::<UserId>().is_err());
+        assert!("".parse::<UserId>().is_err());
+    }
 
     #[test]
     fn roles_are_stored_as_their_names_and_only_admin_is_an_admin() {

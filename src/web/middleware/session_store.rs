@@ -16,6 +16,7 @@ use chrono::NaiveDateTime;
 use secrecy::ExposeSecret as _;
 use sha2::{Digest as _, Sha256};
 
+use crate::accounts::UserId;
 use crate::config::Config;
 use crate::db::models::session::{self, NewSession};
 use crate::db::{Db, DbError, now};
@@ -58,7 +59,7 @@ fn expiry(ttl: &CookieDuration) -> NaiveDateTime {
     now() + chrono::Duration::seconds(ttl.whole_seconds())
 }
 
-fn user_id(state: &State) -> Option<i64> {
+fn user_id(state: &State) -> Option<UserId> {
     state.get(USER_ID_KEY).and_then(|raw| raw.parse().ok())
 }
 

@@ -6,6 +6,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
+use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
 use crate::secret::mask_api_key;
@@ -75,7 +76,7 @@ pub async fn authorize(
 
 #[derive(Deserialize)]
 pub struct LeaseRequest {
-    user_id: i64,
+    user_id: UserId,
     provider: String,
 }
 
@@ -121,7 +122,7 @@ pub async fn lease(
 
 #[derive(serde::Serialize)]
 struct LeaseBody<'a> {
-    user_id: i64,
+    user_id: UserId,
     provider: &'a str,
     api_key: &'a str,
 }
@@ -129,7 +130,7 @@ struct LeaseBody<'a> {
 /// The lease's JSON, written straight from the secret into one zeroizing buffer, sized up
 /// front so that no reallocation leaves an unwiped copy of the key behind.
 fn lease_json(
-    user_id: i64,
+    user_id: UserId,
     provider: Provider,
     api_key: &str,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, AppError> {
@@ -150,7 +151,7 @@ fn lease_json(
 pub async fn entitlements(
     req: HttpRequest,
     state: web::Data<AppState>,
-    user_id: web::Path<i64>,
+    user_id: web::Path<UserId>,
 ) -> Result<HttpResponse, AppError> {
     authorize(&req, &state, Scope::EntitlementsRead).await?;
     let user_id = *user_id;
@@ -179,7 +180,7 @@ mod tests {
     #[test]
     fn the_lease_body_is_written_once_into_a_buffer_that_never_reallocates() {
         let key = "sk-ant-api03-DUMMY-\"quoted\"-\u{1}-0000000000000000000000";
-        let buffer = lease_json(i64::MAX, Provider::Anthropic, key).unwrap();
+        let buffer = lease_json(UserId::from(i64::MAX), Provider::Anthropic, key).unwrap();
         let capacity = 96 + "anthropic".len() + key.len() * 6;
         assert_eq!(buffer.capacity(), capacity, "no reallocation");
         let parsed: serde_json::Value = serde_json::from_slice(&buffer).unwrap();
