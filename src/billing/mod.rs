@@ -1,5 +1,7 @@
-//! Billing: plans synced to Stripe, each user's Stripe customer, Checkout and the Billing
-//! Portal, the local copy of subscription state, and entitlements.
+//! Billing: plans synced to Stripe (`plans`), each user's Stripe customer (`customers`),
+//! Checkout and the way back from it (`checkout`), the Billing Portal (`portal`), the local copy
+//! of subscription state and entitlements (`subscriptions`), operation ids (`operations`) and
+//! every call to Stripe (`gateway`).
 //!
 //! Convention: a pooled connection is never held across a call to Stripe. Each operation reads
 //! what it needs, releases the connection, calls Stripe with an idempotency key derived from a

@@ -1,5 +1,7 @@
-//! Middleware, outermost first: security headers, error pages, request tracing, rate-limit
-//! headers and audit, the per-IP rate limiter, sessions, and the sign-in and sign-up budgets.
+//! Middleware. Around the whole app, outermost first: security headers, error pages, request
+//! tracing, rate-limit headers and audit, HEAD as GET. Around each route area
+//! (`web::routes::configure`): its form budget (sign-in, sign-up), its per-client limiter, then
+//! sessions (none for `/internal/v1` and `/webhooks`).
 
 pub mod error_pages;
 pub mod form_budget;

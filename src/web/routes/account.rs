@@ -1,4 +1,5 @@
-//! The signed-in customer's account page: profile and subscription.
+//! `/account`: the signed-in customer's account page (profile and subscription); the area's
+//! route table (its keys are [`super::byok`]'s).
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
