@@ -6,7 +6,6 @@ use hmac::{Hmac, Mac as _};
 use sha2::Sha256;
 
 use super::app::TestApp;
-use super::html::hidden;
 
 /// Stripe's v1 signature: hex HMAC-SHA256 of `"{timestamp}.{body}"` with the endpoint secret.
 pub fn stripe_signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -85,40 +84,5 @@ impl TestApp {
     }
 }
 
-/// The simulator's checkout form filled in as a person would: `number`, a future expiry, a
-/// CVC and the name on the card.
-pub fn card_form(number: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("card_number", number.to_owned()),
-        ("card_expiry", "12 / 34".to_owned()),
-        ("card_cvc", "123".to_owned()),
-        ("cardholder_name", "Ada Lovelace".to_owned()),
-    ]
-}
-
-/// The simulator's portal: posts a change, checks that the answer is a review whose form posts
-/// it again with `confirm=yes`, then confirms it as that form does; the confirmation's response.
-pub async fn confirm_portal_change(
-    sim: &reqwest::Client,
-    action_url: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    let review = sim.post(action_url).form(form).send().await.unwrap();
-    assert_eq!(review.status(), 200, "a change is reviewed first");
-    let html = review.text().await.unwrap();
-    assert_eq!(hidden(&html, "confirm"), "yes", "{html}");
-    let document = scraper::Html::parse_document(&html);
-    let selector = scraper::Selector::parse("form.confirm-form").unwrap();
-    let action = document
-        .select(&selector)
-        .next()
-        .and_then(|f| f.value().attr("action"))
-        .unwrap_or_else(|| panic!("no confirmation form: {html}"));
-    assert!(
-        action_url.ends_with(action),
-        "{action} confirms {action_url}"
-    );
-    let mut confirmed: Vec<(&str, &str)> = form.to_vec();
-    confirmed.push(("confirm", "yes"));
-    sim.post(action_url).form(&confirmed).send().await.unwrap()
-}
+/// The simulator's card form and portal confirmation, as its own tests use them.
+pub use stripe_sim::testing::{card_form, confirm_portal_change};

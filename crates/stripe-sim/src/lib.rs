@@ -20,6 +20,8 @@ mod controls;
 mod hosted;
 mod objects;
 pub mod state;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod webhooks;
 
 use std::sync::{Arc, Mutex, MutexGuard};
