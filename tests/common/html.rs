@@ -11,14 +11,6 @@ pub fn csrf_token_in(html: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The value of the hidden input `name` on a page (e.g. a form's operation id).
-pub fn hidden(html: &str, name: &str) -> String {
-    let document = scraper::Html::parse_document(html);
-    let selector = scraper::Selector::parse(&format!(r#"input[name="{name}"]"#)).unwrap();
-    document
-        .select(&selector)
-        .next()
-        .and_then(|i| i.value().attr("value"))
-        .unwrap_or_else(|| panic!("no {name} input"))
-        .to_owned()
-}
+/// The value of the hidden input `name` on a page (e.g. a form's operation id): the
+/// simulator's own test helper.
+pub use stripe_sim::testing::input_value as hidden;

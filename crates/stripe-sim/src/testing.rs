@@ -14,8 +14,9 @@ pub fn card_form(number: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// The value of the `name` input on a page.
-fn input_value(html: &str, name: &str) -> String {
+/// The value of the `name` input on a page (a hidden field such as an operation id); panics
+/// when there is none.
+pub fn input_value(html: &str, name: &str) -> String {
     let document = scraper::Html::parse_document(html);
     let selector = scraper::Selector::parse(&format!(r#"input[name="{name}"]"#)).unwrap();
     document
