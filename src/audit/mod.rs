@@ -187,11 +187,23 @@ pub struct Actor {
     pub principal: Principal,
     /// The client's address as Tollgate resolves it (trusted proxies only).
     pub ip: Option<IpAddr>,
+    /// The request this is part of (its `X-Request-Id`), copied into every audit row it writes.
+    pub request_id: Option<String>,
 }
 
 impl Actor {
     pub fn new(principal: Principal, ip: Option<IpAddr>) -> Self {
-        Self { principal, ip }
+        Self {
+            principal,
+            ip,
+            request_id: None,
+        }
+    }
+
+    /// The same actor, acting within the request `request_id`.
+    pub fn in_request(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
     }
 
     /// Tollgate itself, from no address.
@@ -213,7 +225,7 @@ impl Actor {
     /// The same client acting as `principal`: the account a sign-up creates or a sign-in
     /// names, which the audit row is about.
     pub fn acting_as(&self, principal: Principal) -> Self {
-        Self::new(principal, self.ip)
+        Self::new(principal, self.ip).in_request(self.request_id.clone())
     }
 
     /// `user:42`, `admin:42`, a service token's name; `None` for nobody.
@@ -233,6 +245,7 @@ impl Actor {
         let mut event = SecurityEvent::new(kind);
         event.actor = self.label();
         event.ip = self.ip.map(|ip| ip.to_string());
+        event.request_id = self.request_id.clone();
         event
     }
 }
@@ -254,6 +267,8 @@ pub struct SecurityEvent {
     pub actor: Option<String>,
     pub ip: Option<String>,
     pub details: Value,
+    /// The request it came from (`X-Request-Id`); none for the CLI and start-up work.
+    pub request_id: Option<String>,
     /// Set for refusals whose repeats are counted on one row.
     pub aggregate: Option<Aggregate>,
 }
@@ -275,6 +290,7 @@ impl SecurityEvent {
             actor: None,
             ip: None,
             details: Value::Object(Default::default()),
+            request_id: None,
             aggregate: None,
         }
     }
@@ -360,6 +376,7 @@ pub fn write_many_at(
             ip: event.ip.as_deref(),
             details,
             aggregate_key: key.as_deref(),
+            request_id: event.request_id.as_deref(),
         };
         match key {
             Some(_) => security_event::insert_or_count(conn, &row)?,
@@ -374,6 +391,7 @@ pub fn write_many_at(
             severity = event.severity.as_str(),
             actor = event.actor.as_deref().unwrap_or("-"),
             ip = event.ip.as_deref().unwrap_or("-"),
+            request_id = event.request_id.as_deref().unwrap_or("-"),
             "security event"
         );
     }

@@ -34,6 +34,7 @@ diesel::table! {
         count -> BigInt,
         last_seen_at -> Timestamp,
         aggregate_key -> Nullable<Text>,
+        request_id -> Nullable<Text>,
     }
 }
 

@@ -78,7 +78,10 @@ async fn reject(req: &HttpRequest) -> AppError {
     if let Some(state) = req.app_data::<web::Data<AppState>>() {
         let actor = Actor::from_request(req, &mut Payload::None)
             .await
-            .unwrap_or_else(|_| Actor::new(Principal::Anonymous, Some(client_ip::of(req))));
+            .unwrap_or_else(|_| {
+                Actor::new(Principal::Anonymous, Some(client_ip::of(req)))
+                    .in_request(crate::web::request_id::of(req))
+            });
         // Repeats are told apart by route, not by path (which the client chooses freely).
         let route = req.match_pattern().unwrap_or_default();
         let event = actor

@@ -6,6 +6,7 @@ pub mod csrf;
 pub mod forms;
 pub mod middleware;
 pub mod pages;
+pub mod request_id;
 pub mod routes;
 pub mod session;
 

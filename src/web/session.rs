@@ -196,12 +196,13 @@ impl FromRequest for Actor {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let (lookup, ip) = (signed_in(req), crate::web::client_ip::of(req));
+        let request_id = crate::web::request_id::of(req);
         Box::pin(async move {
             let principal = match lookup.await.map_err(AppError::Internal)? {
                 Some(user) => user.principal(),
                 None => Principal::Anonymous,
             };
-            Ok(Actor::new(principal, Some(ip)))
+            Ok(Actor::new(principal, Some(ip)).in_request(request_id))
         })
     }
 }

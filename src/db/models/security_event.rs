@@ -24,6 +24,8 @@ pub struct SecurityEventRow {
     /// How many times it happened (1 unless repeats were counted here).
     pub count: i64,
     pub last_seen_at: NaiveDateTime,
+    /// The request it came from (`X-Request-Id`), if a request caused it.
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Insertable)]
@@ -38,6 +40,7 @@ pub struct NewSecurityEvent<'a> {
     pub details: &'a str,
     /// Set for events whose repeats are counted on this row.
     pub aggregate_key: Option<&'a str>,
+    pub request_id: Option<&'a str>,
 }
 
 /// Inserts several events (PostgreSQL: in one statement).

@@ -212,6 +212,7 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
     };
     // By nobody: the limiters run before anything looks at the session.
     let event = Actor::new(Principal::Anonymous, Some(ip))
+        .in_request(crate::web::request_id::of(req))
         .event(kind)
         .details(serde_json::json!({
             "path": req.path(),

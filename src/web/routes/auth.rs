@@ -308,6 +308,7 @@ async fn create_account(
 /// `Actor` extractor: a submission refused over its budget must cost no session lookup.)
 fn visitor(req: &HttpRequest) -> Actor {
     Actor::new(Principal::Anonymous, Some(client_ip::of(req)))
+        .in_request(crate::web::request_id::of(req))
 }
 
 /// The sign-up form again, with what was typed (never the passwords) and what to fix.

@@ -35,6 +35,7 @@ async fn reject(
         Principal::Service(name.to_owned())
     });
     let event = Actor::new(principal, Some(client_ip::of(req)))
+        .in_request(crate::web::request_id::of(req))
         .event(Kind::ServiceTokenRejected)
         .details(serde_json::json!({
             "reason": reason,
@@ -87,7 +88,8 @@ pub async fn lease(
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let token = authorize(&req, &state, Scope::ByokLease).await?;
-    let actor = Actor::new(Principal::Service(token.name), Some(client_ip::of(&req)));
+    let actor = Actor::new(Principal::Service(token.name), Some(client_ip::of(&req)))
+        .in_request(crate::web::request_id::of(&req));
     if let Err(retry_after) = state.lease_limiter.check(&token.id) {
         let event = actor
             .event(Kind::RateLimited)

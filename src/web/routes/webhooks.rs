@@ -67,7 +67,8 @@ pub async fn stripe(
     let event = match intake(&state.config.stripe, arrival) {
         Ok(event) => event,
         Err(refusal) => {
-            let stripe = Actor::new(Principal::Stripe, Some(from));
+            let stripe = Actor::new(Principal::Stripe, Some(from))
+                .in_request(crate::web::request_id::of(&req));
             return refuse(&state, &stripe, refusal).await;
         }
     };
