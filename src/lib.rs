@@ -9,6 +9,7 @@ pub mod crypto;
 pub mod db;
 pub mod error;
 pub mod limits;
+pub mod metrics;
 pub mod secret;
 pub mod service_tokens;
 pub mod startup;

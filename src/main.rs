@@ -116,7 +116,7 @@ enum TokenCommand {
         /// A unique name, e.g. the service's name.
         #[arg(long)]
         name: String,
-        /// What the token may do: byok:lease, entitlements:read (repeat for several).
+        /// What the token may do: byok:lease, entitlements:read, metrics:read (repeat for several).
         #[arg(long = "scope", required = true, value_name = "SCOPE")]
         scopes: Vec<Scope>,
     },
@@ -179,7 +179,17 @@ fn main() -> ExitCode {
         fresh: false,
     });
     let quiet = !matches!(command, Command::Serve { .. });
-    tollgate::telemetry::init(if quiet { "warn" } else { "info" });
+    // The log is set up before any command reads its configuration: `.env` is read here for
+    // `LOG_FORMAT` and `RUST_LOG` (a problem with the file is reported by the command itself).
+    let _ = tollgate::config::read_env_file(&cli.env_file);
+    let format = match tollgate::config::log_format(&tollgate::config::ProcessEnv) {
+        Ok(format) => format,
+        Err(err) => {
+            eprintln!("tollgate: configuration error: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    tollgate::telemetry::init(if quiet { "warn" } else { "info" }, format);
     let outcome = match command {
         #[cfg(feature = "stripe-sim")]
         Command::Serve {

@@ -28,15 +28,22 @@ pub const TOKEN_PREFIX: &str = "tg_svc_";
 pub enum Scope {
     ByokLease,
     EntitlementsRead,
+    /// Scrape `/metrics` (Prometheus).
+    MetricsRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 2] = [Scope::ByokLease, Scope::EntitlementsRead];
+    pub const ALL: [Scope; 3] = [
+        Scope::ByokLease,
+        Scope::EntitlementsRead,
+        Scope::MetricsRead,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ByokLease => "byok:lease",
             Self::EntitlementsRead => "entitlements:read",
+            Self::MetricsRead => "metrics:read",
         }
     }
 }

@@ -14,6 +14,8 @@ use crate::accounts::PasswordWork;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, Sweep as _};
+use crate::metrics::Metrics;
+use crate::web::middleware::access_log;
 use crate::web::middleware::error_pages::render_error_pages;
 use crate::web::middleware::form_budget::{FormBudget, FormBudgets};
 use crate::web::middleware::head::head_as_get;
@@ -21,7 +23,7 @@ use crate::web::middleware::rate_limit;
 use crate::web::middleware::request_span::RequestSpan;
 use crate::web::middleware::security_headers::SecurityHeaders;
 use crate::web::middleware::session_store::Sessions;
-use crate::web::{AppState, routes};
+use crate::web::{AppState, request_id, routes};
 use crate::webhooks::writer::WebhookWriter;
 
 /// Largest request body outside routes that set their own limit.
@@ -30,6 +32,8 @@ const BODY_LIMIT: usize = 64 * 1024;
 const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
 /// How often idle keys are swept from the in-memory limiters.
 const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often recorded histogram samples are folded into their buckets.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -43,8 +47,12 @@ pub enum StartupError {
 
 pub struct Application {
     port: u16,
+    /// The port of the token-free `/metrics` listener (`METRICS_BIND`), if configured.
+    metrics_port: Option<u16>,
     db: Db,
     server: Server,
+    metrics_server: Option<Server>,
+    metrics: Metrics,
     limiters: LimiterSweep,
     password_work: Arc<PasswordWork>,
 }
@@ -52,7 +60,9 @@ pub struct Application {
 impl Application {
     /// Connects, migrates and binds. Port 0 picks a free port (tests).
     pub fn build(config: Config) -> Result<Self, StartupError> {
-        let db = Db::connect(config.database_url.clone(), config.database_pool_size)?;
+        let metrics = Metrics::new();
+        let db = Db::connect(config.database_url.clone(), config.database_pool_size)?
+            .with_metrics(metrics.clone());
         let applied = db.run_blocking(db::run_migrations)?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
@@ -60,26 +70,43 @@ impl Application {
         crate::accounts::password::prepare();
         let listener = TcpListener::bind(config.bind)?;
         let port = listener.local_addr()?.port();
+        let metrics_listener = config.metrics.bind.map(TcpListener::bind).transpose()?;
+        let metrics_port = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr()?.port()),
+            None => None,
+        };
         let public_url = config
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let hashing = config.password_hashing;
         let password_work = Arc::new(PasswordWork::new(hashing.max_concurrent, hashing.max_wait));
-        let (server, limiters) = run(
-            listener,
+        let (server, metrics_server, limiters) = run(
+            Listeners {
+                main: listener,
+                metrics: metrics_listener,
+            },
             db.clone(),
             Arc::new(config),
             public_url,
             Arc::clone(&password_work),
+            metrics.clone(),
         )?;
         Ok(Self {
             port,
+            metrics_port,
             db,
             server,
+            metrics_server,
+            metrics,
             limiters,
             password_work,
         })
+    }
+
+    /// The port of the `METRICS_BIND` listener, if one is configured.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics_port
     }
 
     pub fn port(&self) -> u16 {
@@ -104,6 +131,19 @@ impl Application {
     /// Serves until the server is stopped (SIGINT/SIGTERM), sweeping expired sessions and idle
     /// limiter keys meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics = self.metrics;
+        actix_web::rt::spawn(async move {
+            let mut every = actix_web::rt::time::interval(METRICS_UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                metrics.upkeep();
+            }
+        });
+        let metrics_server = self.metrics_server.map(|server| {
+            let handle = server.handle();
+            actix_web::rt::spawn(server);
+            handle
+        });
         let limiters = self.limiters;
         actix_web::rt::spawn(async move {
             // Not at once: the limiters are empty at start.
@@ -127,8 +167,30 @@ impl Application {
                 }
             }
         });
-        self.server.await
+        let served = self.server.await;
+        if let Some(metrics_server) = metrics_server {
+            metrics_server.stop(true).await;
+        }
+        served
     }
+}
+
+/// Where the application listens: its main address, and `METRICS_BIND` if set.
+struct Listeners {
+    main: TcpListener,
+    metrics: Option<TcpListener>,
+}
+
+/// The server on `METRICS_BIND`: `GET /metrics` without a token, nothing else.
+fn metrics_server(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .service(web::resource("/metrics").route(web::get().to(routes::metrics::serve_open)))
+    })
+    .workers(1)
+    .listen(listener)?;
+    Ok(server.run())
 }
 
 /// The limiters and session layer the route areas wrap (`routes::configure`).
@@ -160,18 +222,20 @@ fn webhook_writer_threads(config: &Config) -> usize {
 }
 
 fn run(
-    listener: TcpListener,
+    listeners: Listeners,
     db: Db,
     config: Arc<Config>,
     public_url: String,
     password_work: Arc<PasswordWork>,
-) -> Result<(Server, LimiterSweep), StartupError> {
+    metrics: Metrics,
+) -> Result<(Server, Option<Server>, LimiterSweep), StartupError> {
     let layers = route_layers(&db, &config)?;
     let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());
     let lease_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.lease));
     let failures = config.rate_limits.login_failures;
     let login_failures = Arc::new(FailureLimiter::new(failures.per_account, failures.window));
-    let gateway = Arc::new(crate::billing::Gateway::new(&config.stripe));
+    let gateway =
+        Arc::new(crate::billing::Gateway::new(&config.stripe).with_metrics(metrics.clone()));
     let mut limiters = LimiterSweep::default();
     limiters.register("default", rate_limit::swept(&layers.default_limiter));
     limiters.register("sign_in", layers.budgets.sign_in.swept());
@@ -197,8 +261,14 @@ fn run(
             db.clone(),
             Arc::clone(&config),
             webhook_writer_threads(&config),
+            metrics.clone(),
         )?,
+        metrics,
     });
+    let metrics_server = listeners
+        .metrics
+        .map(|listener| metrics_server(listener, state.clone()))
+        .transpose()?;
     let workers = config.workers;
     let stripe_origin = (config.stripe.api_base != crate::config::DEFAULT_STRIPE_API_BASE)
         .then(|| config.stripe.api_base.clone());
@@ -216,11 +286,13 @@ fn run(
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(render_error_pages))
             .wrap(from_fn(move |req, next| headers.clone().handle(req, next)))
+            .wrap(from_fn(access_log::observe))
+            .wrap(from_fn(request_id::assign))
     })
-    .listen(listener)?;
+    .listen(listeners.main)?;
     let server = match workers {
         Some(workers) => server.workers(workers),
         None => server,
     };
-    Ok((server.run(), limiters))
+    Ok((server.run(), metrics_server, limiters))
 }

@@ -395,6 +395,7 @@ pub fn write_many_at(
             "security event"
         );
     }
+    crate::metrics::audit_events(events);
     Ok(())
 }
 

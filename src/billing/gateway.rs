@@ -9,6 +9,7 @@ use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError
 use crate::accounts::UserId;
 use crate::config::{StripeSettings, StripeThrottle};
 use crate::limits::{KeyedLimiter, Sweep};
+use crate::metrics::Metrics;
 
 /// Why a call to Stripe did not produce a result.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +115,7 @@ const ATTEMPTS: u32 = 3;
 pub struct Gateway {
     client: Option<Client>,
     throttle: Throttle,
+    metrics: Metrics,
 }
 
 /// The per-user throttles: users who stopped calling Stripe are forgotten.
@@ -146,7 +148,14 @@ impl Gateway {
         Self {
             client,
             throttle: Throttle::new(settings.throttle),
+            metrics: Metrics::default(),
         }
+    }
+
+    /// The same gateway, counting its calls and throttle refusals into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn configured(&self) -> bool {
@@ -168,7 +177,11 @@ impl Gateway {
         R::Output: miniserde::Deserialize,
     {
         let client = self.client.as_ref().ok_or(GatewayError::NotConfigured)?;
-        self.throttle.check(class, user)?;
+        if let Err(throttled) = self.throttle.check(class, user) {
+            self.metrics.stripe_throttled(class.as_str());
+            return Err(throttled);
+        }
+        let operation = crate::metrics::stripe_operation(std::any::type_name::<R>());
         let key = key
             .map(|k| {
                 IdempotencyKey::new(k).map_err(|err| GatewayError::Unavailable(err.to_string()))
@@ -180,12 +193,20 @@ impl Gateway {
             let strategy = key
                 .clone()
                 .map_or(RequestStrategy::Once, RequestStrategy::Idempotent);
-            match make()
+            let started = std::time::Instant::now();
+            let sent = make()
                 .customize()
                 .request_strategy(strategy)
                 .send(client)
-                .await
-            {
+                .await;
+            let status = match &sent {
+                Ok(_) => "200".to_owned(),
+                Err(StripeError::Stripe(_, status)) => status.to_string(),
+                Err(_) => "unavailable".to_owned(),
+            };
+            self.metrics
+                .stripe_request(&operation, &status, started.elapsed());
+            match sent {
                 Ok(output) => return Ok(output),
                 Err(StripeError::ClientError(_) | StripeError::Timeout) if attempt < ATTEMPTS => {
                     actix_web::rt::time::sleep(Duration::from_millis(200 * u64::from(attempt)))

@@ -105,12 +105,19 @@ pub async fn serve(env_file: &Path, demo: Option<Demo>) -> Result<(), CommandErr
         "starting tollgate"
     );
     let host = config.bind.ip();
+    let metrics_bind = config.metrics.bind;
     let app = Application::build(config).map_err(failed)?;
     // The bound port (BIND may ask for port 0): scripts and the crash test read this line.
     tracing::info!(
         "listening on http://{}",
         std::net::SocketAddr::new(host, app.port())
     );
+    if let (Some(port), Some(bind)) = (app.metrics_port(), metrics_bind) {
+        tracing::info!(
+            "metrics listening on http://{}/metrics (no token: keep this address private)",
+            std::net::SocketAddr::new(bind.ip(), port)
+        );
+    }
     app.run_until_stopped().await.map_err(failed)
 }
 

@@ -24,13 +24,13 @@ pub use env_file::{
 };
 pub use settings::{
     AlertSettings, AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection,
-    LoginFailureLimit, PasswordHashing, RateLimit, RateLimitSettings, Secrets, SecuritySettings,
-    SessionSettings,
+    LogFormat, LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings,
+    Secrets, SecuritySettings, SessionSettings,
 };
 pub use stripe::{DEFAULT_STRIPE_API_BASE, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};
 pub use vars::{
-    DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment,
+    DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment, log_format,
     stripe_sim_business_name,
 };
 

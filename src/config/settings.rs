@@ -131,6 +131,24 @@ pub struct PasswordHashing {
     pub max_wait: Duration,
 }
 
+/// How log lines are written to stderr (`LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// For people: one line per event, span fields in front (the default).
+    #[default]
+    Text,
+    /// For collectors: one JSON object per line.
+    Json,
+}
+
+/// Where Prometheus scrapes `/metrics` (see docs/security.md, "Metrics").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsSettings {
+    /// `METRICS_BIND`: a second address serving only `/metrics`, without a token (a private
+    /// interface); none: `/metrics` on the main address only, with a `metrics:read` token.
+    pub bind: Option<SocketAddr>,
+}
+
 /// How the audit log stores repeated refusals.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditSettings {
@@ -170,6 +188,8 @@ pub struct Config {
     pub password_hashing: PasswordHashing,
     pub alerts: AlertSettings,
     pub audit: AuditSettings,
+    pub log_format: LogFormat,
+    pub metrics: MetricsSettings,
     /// HTTP worker threads; default: one per core.
     pub workers: Option<usize>,
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use super::stripe::stripe_settings;
 use super::{
     AlertSettings, AuditSettings, Config, ConfigError, DatabaseUrl, Environment, FaultInjection,
-    LoginFailureLimit, PasswordHashing, RateLimit, RateLimitSettings, Secrets, SecuritySettings,
-    SessionSettings,
+    LogFormat, LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings,
+    Secrets, SecuritySettings, SessionSettings,
 };
 use crate::secret::{KeyBytes, decode_key};
 
@@ -141,6 +141,35 @@ pub(super) fn http_url(var: &'static str, raw: &str) -> Result<(String, url::Url
         return Err(invalid());
     }
     Ok((trimmed, parsed))
+}
+
+/// `LOG_FORMAT`: `text` (the default) or `json`. Read before anything else is (the log is set
+/// up first), and again with the rest of the configuration.
+pub fn log_format(vars: &impl Vars) -> Result<LogFormat, ConfigError> {
+    match vars
+        .get("LOG_FORMAT")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("text") => Ok(LogFormat::Text),
+        Some("json") => Ok(LogFormat::Json),
+        Some(_) => Err(ConfigError::Invalid {
+            var: "LOG_FORMAT",
+            reason: "must be `text` or `json`".to_owned(),
+        }),
+    }
+}
+
+/// `METRICS_BIND`: an address and port for the token-free `/metrics` listener, if any.
+fn metrics_settings(vars: &impl Vars) -> Result<MetricsSettings, ConfigError> {
+    let bind = match vars.get("METRICS_BIND") {
+        None => None,
+        Some(raw) => Some(raw.trim().parse().map_err(|_| ConfigError::Invalid {
+            var: "METRICS_BIND",
+            reason: "must be an address and port such as 127.0.0.1:9090".to_owned(),
+        })?),
+    };
+    Ok(MetricsSettings { bind })
 }
 
 fn public_url(vars: &impl Vars) -> Result<Option<String>, ConfigError> {
@@ -314,6 +343,8 @@ impl Config {
                     "a number of seconds",
                 )?),
             },
+            log_format: log_format(vars)?,
+            metrics: metrics_settings(vars)?,
             workers,
             public_url: public_url(vars)?,
             stripe,
@@ -415,6 +446,23 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains(&old) && !err.contains("c2hvcnQ="), "{err}");
+    }
+
+    #[test]
+    fn log_format_and_metrics_bind_default_and_refuse_bad_values() {
+        let defaults = config(with_keys(&[])).unwrap();
+        assert_eq!(defaults.log_format, LogFormat::Text);
+        assert_eq!(defaults.metrics.bind, None);
+        let set = config(with_keys(&[
+            ("LOG_FORMAT", "json"),
+            ("METRICS_BIND", "127.0.0.1:9090"),
+        ]))
+        .unwrap();
+        assert_eq!(set.log_format, LogFormat::Json);
+        assert_eq!(set.metrics.bind.map(|a| a.port()), Some(9090));
+        let err = config_err(&[("LOG_FORMAT", "yaml")]);
+        assert_eq!(err, "LOG_FORMAT must be `text` or `json`");
+        assert!(config_err(&[("METRICS_BIND", "everywhere")]).starts_with("METRICS_BIND "));
     }
 
     #[test]

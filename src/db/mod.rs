@@ -139,6 +139,9 @@ pub type Pool = r2d2::Pool<ConnectionFactory>;
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// The application's metrics, current on the thread while [`Db::run`]'s work runs (so the
+    /// audit log counts what it writes); none for the CLI.
+    metrics: Option<crate::metrics::Metrics>,
 }
 
 /// A SQLite database holds password hashes, emails and the audit log: its files are for the
@@ -191,7 +194,10 @@ impl Db {
             .connection_timeout(Duration::from_secs(10))
             .build(ConnectionFactory::new(url))
             .map_err(DbError::Pool)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            metrics: None,
+        })
     }
 
     /// Like [`Db::connect`], but a SQLite file that does not exist is an error rather than a new,
@@ -206,6 +212,22 @@ impl Db {
         Self::connect(url, pool_size)
     }
 
+    /// The same database, counting into `metrics` what its work records.
+    pub fn with_metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The pool's connections now (for the metrics scrape).
+    pub fn pool_state(&self) -> crate::metrics::PoolState {
+        let state = self.pool.state();
+        crate::metrics::PoolState {
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            idle: state.idle_connections,
+            max: self.pool.max_size(),
+        }
+    }
+
     /// Runs `work` with a pooled connection on the blocking thread pool.
     pub async fn run<T, E, F>(&self, work: F) -> Result<T, E>
     where
@@ -214,9 +236,13 @@ impl Db {
         E: From<DbError> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let metrics = self.metrics.clone();
         actix_web::web::block(move || {
             let mut conn = pool.get().map_err(DbError::from)?;
-            work(&mut conn)
+            match metrics {
+                Some(metrics) => metrics.scope(|| work(&mut conn)),
+                None => work(&mut conn),
+            }
         })
         .await
         .map_err(|_| DbError::Blocking)?

@@ -36,6 +36,8 @@ pub struct AppState {
     pub public_url: String,
     /// Stores and applies verified webhook events (group commit).
     pub webhook_writer: crate::webhooks::writer::WebhookWriter,
+    /// This application's Prometheus metrics (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AppState {

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Context, Delivery, IngestError, Ingested, StripeEvent};
 use crate::config::Config;
 use crate::db::{Db, DbConnection, DbError};
+use crate::metrics::Metrics;
 
 /// Events one transaction may hold.
 const MAX_BATCH: usize = 64;
@@ -49,16 +50,23 @@ pub struct WebhookWriter {
 }
 
 impl WebhookWriter {
-    /// Starts `threads` writers on `db`. SQLite has one writer at a time anyway: one thread
-    /// there; PostgreSQL overlaps one batch's commit with the next batch's work.
-    pub fn start(db: Db, config: Arc<Config>, threads: usize) -> std::io::Result<Self> {
+    /// Starts `threads` writers on `db`, counting batches and events into `metrics`. SQLite has
+    /// one writer at a time anyway: one thread there; PostgreSQL overlaps one batch's commit
+    /// with the next batch's work.
+    pub fn start(
+        db: Db,
+        config: Arc<Config>,
+        threads: usize,
+        metrics: Metrics,
+    ) -> std::io::Result<Self> {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let queue = Arc::new(Mutex::new(queue));
         for n in 0..threads.max(1) {
             let (db, config, queue) = (db.clone(), Arc::clone(&config), Arc::clone(&queue));
+            let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name(format!("webhook-writer-{n}"))
-                .spawn(move || write_batches(&db, &config, &queue))?;
+                .spawn(move || metrics.scope(|| write_batches(&db, &config, &queue, &metrics)))?;
         }
         Ok(Self { jobs })
     }
@@ -104,7 +112,7 @@ fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 
 /// A writer thread: takes whatever is waiting (up to a batch), commits it, answers, repeats,
 /// until the application (every sender) is gone.
-fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
+fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>, metrics: &Metrics) {
     let keyring = config.keyring();
     let hasher = config.token_hasher();
     let cx = Context {
@@ -130,11 +138,13 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
             },
         };
         let events = batch.len();
+        let started = std::time::Instant::now();
         // Unwinding drops the batch, and with it every reply channel: each waiting delivery
         // is answered 500. The connection may be mid-transaction: it is not kept.
         let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            commit(&mut connection, cx, batch);
+            commit(&mut connection, cx, batch, metrics);
         }));
+        metrics.ingest_batch(events, started.elapsed());
         match committed {
             Ok(()) if !connection.is_broken() => conn = Some(connection),
             Ok(()) => {}
@@ -146,7 +156,16 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>) {
     }
 }
 
-fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>) {
+/// Counts a newly stored event's result (a duplicate is counted by the webhook route).
+fn count(metrics: &Metrics, outcome: &Result<Ingested, IngestError>) {
+    match outcome {
+        Ok(Ingested::Stored(status)) => metrics.webhook_event(status.as_str()),
+        Ok(Ingested::Duplicate) => {}
+        Err(_) => metrics.webhook_event("error"),
+    }
+}
+
+fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>, metrics: &Metrics) {
     if batch.len() > 1 {
         let together = conn.transaction(|conn| {
             let deliveries: Vec<Delivery<'_>> = batch.iter().map(Job::delivery).collect();
@@ -155,7 +174,9 @@ fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>) {
         match together {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = job.reply.send(Ok(outcome));
+                    let outcome = Ok(outcome);
+                    count(metrics, &outcome);
+                    let _ = job.reply.send(outcome);
                 }
                 return;
             }
@@ -169,6 +190,7 @@ fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>) {
         if let Err(err) = &outcome {
             tracing::error!(event = %job.event.id, error = %err, "could not store a webhook event");
         }
+        count(metrics, &outcome);
         // The requester may have gone (client timeout): the event is stored all the same.
         let _ = job.reply.send(outcome);
     }

@@ -78,6 +78,8 @@ pub fn secret_env() -> Vec<(&'static str, String)> {
 
 pub struct TestApp {
     pub address: String,
+    /// The token-free `/metrics` listener's address, when `METRICS_BIND` is configured.
+    pub metrics_address: Option<String>,
     /// The Stripe simulator this app talks to.
     pub stripe: String,
     pub backend: Backend,
@@ -118,6 +120,7 @@ impl TestApp {
         let token_hasher = config.token_hasher();
         let app = Application::build(config).expect("application builds");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
         let limiters = app.limiters();
         let password_work = app.password_work();
         sim.set_webhook_target(Some(stripe_sim::webhooks::WebhookTarget {
@@ -128,6 +131,7 @@ impl TestApp {
         let db = database.db();
         Self {
             address,
+            metrics_address,
             stripe,
             backend,
             db,

@@ -1,8 +1,10 @@
-//! Middleware. Around the whole app, outermost first: security headers, error pages, request
-//! tracing, rate-limit headers and audit, HEAD as GET. Around each route area
+//! Middleware. Around the whole app, outermost first: the request id (`web::request_id`), the
+//! access log and HTTP metrics, security headers, error pages, request tracing, rate-limit
+//! headers and audit, HEAD as GET. Around each route area
 //! (`web::routes::configure`): its form budget (sign-in, sign-up), its per-client limiter, then
 //! sessions (none for `/internal/v1` and `/webhooks`).
 
+pub mod access_log;
 pub mod error_pages;
 pub mod form_budget;
 pub mod head;

@@ -200,6 +200,11 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
     };
     let ip = client_ip::of(req);
     let limiter = window.map(|w| w.limiter).unwrap_or("unknown");
+    state.metrics.rate_limited(limiter);
+    if limiter == "webhook" {
+        let outcome = crate::metrics::WebhookOutcome::RateLimited;
+        state.metrics.webhook(outcome, None);
+    }
     let throttle_key = (limits::client_key(ip), limiter);
     if state.refusal_audit.0.check_key(&throttle_key).is_err() {
         tracing::debug!(%ip, limiter, "rate limited (audit already recorded this minute)");

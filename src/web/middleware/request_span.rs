@@ -5,9 +5,9 @@
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::{Error, HttpMessage as _, web};
+use actix_web::{Error, web};
 use tracing::Span;
-use tracing_actix_web::{RequestId, RootSpanBuilder};
+use tracing_actix_web::RootSpanBuilder;
 
 use crate::web::{AppState, client_ip};
 
@@ -30,11 +30,7 @@ pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(req: &ServiceRequest) -> Span {
-        let request_id = req
-            .extensions()
-            .get::<RequestId>()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+        let request_id = crate::web::request_id::of(req).unwrap_or_default();
         tracing::info_span!(
             "HTTP request",
             http.method = %req.method(),

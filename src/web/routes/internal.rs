@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
+use crate::metrics;
 use crate::secret::mask_api_key;
 use crate::service_tokens::{self, Scope, ServiceToken};
 use crate::vault::{self, LeaseOutcome, Provider};
@@ -82,14 +83,37 @@ pub struct LeaseRequest {
 }
 
 /// `POST /internal/v1/byok/lease`: the customer's plaintext key, for the execution engine.
+/// Every request is counted as granted or refused (by reason) in the metrics.
 pub async fn lease(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
-    let token = authorize(&req, &state, Scope::ByokLease).await?;
-    let actor = Actor::new(Principal::Service(token.name), Some(client_ip::of(&req)))
-        .in_request(crate::web::request_id::of(&req));
+    let leased = lease_key(&req, &state, body).await;
+    let outcome = match &leased {
+        Ok(_) => metrics::LeaseOutcome::Granted,
+        Err(err) => metrics::LeaseOutcome::Refused(match err {
+            AppError::Unauthorized => "unauthorized",
+            AppError::Forbidden => "forbidden",
+            AppError::RateLimited { .. } => "rate_limited",
+            AppError::BadRequest(_) => "bad_request",
+            AppError::NotFound => "no_key",
+            AppError::Unavailable => "disabled",
+            _ => "error",
+        }),
+    };
+    state.metrics.byok_lease(outcome);
+    leased
+}
+
+async fn lease_key(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AppError> {
+    let token = authorize(req, state, Scope::ByokLease).await?;
+    let actor = Actor::new(Principal::Service(token.name), Some(client_ip::of(req)))
+        .in_request(crate::web::request_id::of(req));
     if let Err(retry_after) = state.lease_limiter.check(&token.id) {
         let event = actor
             .event(Kind::RateLimited)

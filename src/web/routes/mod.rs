@@ -1,5 +1,5 @@
 //! Route tables: one scope per area (`/admin`, `/billing`, `/account`, `/internal/v1`,
-//! `/webhooks`, the sign-in and sign-up forms, and the public pages), each built by its
+//! `/webhooks`, `/metrics`, the sign-in and sign-up forms, and the public pages), each built by its
 //! module's `configure` and wrapping the limiter that governs it. Sessions sit inside the
 //! limiter, so a refused request never touches the session store; the machine-facing areas
 //! (`/internal/v1`, `/webhooks`) have no session at all.
@@ -13,6 +13,7 @@ pub mod byok;
 pub mod health;
 pub mod home;
 pub mod internal;
+pub mod metrics;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -51,6 +52,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, layers: &Layers) {
         web::scope("/internal/v1")
             .wrap(rate_limit::governor(default))
             .configure(internal::configure),
+    )
+    .service(
+        web::resource("/metrics")
+            .wrap(rate_limit::governor(default))
+            .route(web::get().to(metrics::scrape)),
     )
     .service(with_sessions("/admin", default, layers, admin::configure))
     .service(with_sessions(

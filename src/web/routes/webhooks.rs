@@ -9,6 +9,7 @@ use serde_json::json;
 use crate::audit::alerts::{self, Rule};
 use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
+use crate::metrics::WebhookOutcome;
 use crate::web::{AppState, client_ip};
 use crate::webhooks::Ingested;
 use crate::webhooks::intake::{Arrival, Refusal, intake};
@@ -25,12 +26,25 @@ async fn refuse(
     stripe: &Actor,
     refusal: Refusal,
 ) -> Result<HttpResponse, AppError> {
-    let (status, message) = match refusal {
+    let (status, message, outcome) = match refusal {
         Refusal::NoSecret => return Err(AppError::BillingOff),
-        Refusal::Source => (StatusCode::FORBIDDEN, "Webhook source not allowed"),
-        Refusal::Signature { .. } => (StatusCode::BAD_REQUEST, SIGNATURE_FAILED),
-        Refusal::Payload(_) => (StatusCode::BAD_REQUEST, "Invalid webhook payload"),
+        Refusal::Source => (
+            StatusCode::FORBIDDEN,
+            "Webhook source not allowed",
+            WebhookOutcome::InvalidIp,
+        ),
+        Refusal::Signature { .. } => (
+            StatusCode::BAD_REQUEST,
+            SIGNATURE_FAILED,
+            WebhookOutcome::InvalidSignature,
+        ),
+        Refusal::Payload(_) => (
+            StatusCode::BAD_REQUEST,
+            "Invalid webhook payload",
+            WebhookOutcome::InvalidPayload,
+        ),
     };
+    state.metrics.webhook(outcome, None);
     if let Some(event) = refusal.event(stripe, state.config.audit.aggregate_window) {
         let kind = event.kind;
         let rule = (kind == Kind::WebhookInvalidSignature)
@@ -73,12 +87,19 @@ pub async fn stripe(
         }
     };
     let event_id = event.id.clone();
+    let event_type = event.kind.clone();
     let outcome = state
         .webhook_writer
         .ingest(event, body, from.to_string())
         .await
         .map_err(AppError::internal)?;
     let duplicate = outcome == Ingested::Duplicate;
+    let counted = if duplicate {
+        WebhookOutcome::Duplicate
+    } else {
+        WebhookOutcome::Verified
+    };
+    state.metrics.webhook(counted, Some(&event_type));
     if duplicate {
         tracing::info!(event = %event_id, "duplicate webhook delivery acknowledged");
     }

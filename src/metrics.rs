@@ -1,0 +1,534 @@
+//! Prometheus metrics: every metric Tollgate exports, its name, its labels and the one typed
+//! function that records it, in this module and nowhere else (docs/security.md lists them).
+//!
+//! Each application has a registry of its own ([`Metrics`], held in `AppState`), rendered by
+//! `GET /metrics` in the text exposition format by `metrics-exporter-prometheus`: nothing is
+//! installed globally, so several applications in one process (the tests) each count only their
+//! own requests. Code that has no `AppState` at hand (the audit log's writes, which run inside
+//! [`crate::db::Db::run`] or a webhook writer thread) reaches the registry of the application it
+//! works for through [`Metrics::scope`].
+//!
+//! Labels only ever hold fixed vocabularies: route patterns (never a raw path), status codes,
+//! outcome and kind names, Stripe's event types (sanitised, and capped in number), the names
+//! of Stripe request types. Never an id, an email, an address or a secret.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use ::metrics::{Key, KeyName, Label, Metadata, Recorder as _, SharedString, Unit};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+
+use crate::audit::SecurityEvent;
+
+pub const HTTP_REQUESTS: &str = "tollgate_http_requests_total";
+pub const HTTP_DURATION: &str = "tollgate_http_request_duration_seconds";
+pub const WEBHOOKS: &str = "tollgate_webhooks_total";
+pub const WEBHOOK_EVENT_TYPES: &str = "tollgate_webhook_event_types_total";
+pub const INGEST_BATCH_SIZE: &str = "tollgate_webhook_ingest_batch_size";
+pub const INGEST_COMMIT: &str = "tollgate_webhook_ingest_commit_seconds";
+pub const WEBHOOK_EVENTS: &str = "tollgate_webhook_events_processed_total";
+pub const STRIPE_REQUESTS: &str = "tollgate_stripe_requests_total";
+pub const STRIPE_DURATION: &str = "tollgate_stripe_request_duration_seconds";
+pub const STRIPE_THROTTLED: &str = "tollgate_stripe_throttled_total";
+pub const RATE_LIMITED: &str = "tollgate_rate_limit_refusals_total";
+pub const BYOK_LEASES: &str = "tollgate_byok_leases_total";
+pub const AUDIT_EVENTS: &str = "tollgate_audit_events_total";
+pub const DB_POOL: &str = "tollgate_db_pool_connections";
+pub const BUILD_INFO: &str = "tollgate_build_info";
+
+/// Every metric with its help text, for the `# HELP` lines.
+const DESCRIPTIONS: [(&str, &str); 15] = [
+    (
+        HTTP_REQUESTS,
+        "HTTP requests served, by method, route pattern and status.",
+    ),
+    (
+        HTTP_DURATION,
+        "Time to answer an HTTP request, by method, route pattern and status.",
+    ),
+    (
+        WEBHOOKS,
+        "Stripe webhook deliveries, by outcome (verified, duplicate, invalid_signature, invalid_payload, invalid_ip, rate_limited).",
+    ),
+    (
+        WEBHOOK_EVENT_TYPES,
+        "Verified Stripe webhook deliveries, by Stripe event type.",
+    ),
+    (
+        INGEST_BATCH_SIZE,
+        "Webhook events committed together by a writer thread.",
+    ),
+    (
+        INGEST_COMMIT,
+        "Time a webhook writer took to store, apply and commit one batch.",
+    ),
+    (
+        WEBHOOK_EVENTS,
+        "Webhook events stored for the first time, by result (applied, ignored, failed, error).",
+    ),
+    (
+        STRIPE_REQUESTS,
+        "Requests to the Stripe API, by operation and status (HTTP code, or unavailable).",
+    ),
+    (
+        STRIPE_DURATION,
+        "Time a request to the Stripe API took, by operation and status.",
+    ),
+    (
+        STRIPE_THROTTLED,
+        "Calls to Stripe refused by Tollgate's own per-user throttle, by operation class.",
+    ),
+    (
+        RATE_LIMITED,
+        "Requests refused by a rate limiter (429), by limiter.",
+    ),
+    (
+        BYOK_LEASES,
+        "BYOK key lease requests, by outcome (granted, refused) and reason.",
+    ),
+    (
+        AUDIT_EVENTS,
+        "Security events written to the audit log, by kind and severity.",
+    ),
+    (
+        DB_POOL,
+        "Database pool connections, by state (in_use, idle, max), sampled at scrape time.",
+    ),
+    (
+        BUILD_INFO,
+        "Always 1: the running version and the git commit it was built from.",
+    ),
+];
+
+/// Upper bounds of the latency histograms' buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Upper bounds of the ingest batch size buckets (a batch holds at most 64 events).
+const BATCH_BUCKETS: [f64; 7] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// How many distinct Stripe event types get a label of their own; later ones count as `other`.
+const MAX_EVENT_TYPES: usize = 300;
+
+/// The git commit Tollgate was built from (`TOLLGATE_GIT_SHA` at build time), if known.
+pub const GIT_SHA: &str = match option_env!("TOLLGATE_GIT_SHA") {
+    Some(sha) => sha,
+    None => "unknown",
+};
+
+/// What became of a Stripe webhook delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Verified, stored and applied for the first time.
+    Verified,
+    /// Verified, but already stored: acknowledged, nothing changed.
+    Duplicate,
+    InvalidSignature,
+    InvalidPayload,
+    /// From an address outside `STRIPE_WEBHOOK_ALLOWED_IPS`.
+    InvalidIp,
+    /// Refused by the webhook rate limiter.
+    RateLimited,
+}
+
+impl WebhookOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Duplicate => "duplicate",
+            Self::InvalidSignature => "invalid_signature",
+            Self::InvalidPayload => "invalid_payload",
+            Self::InvalidIp => "invalid_ip",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// How a BYOK lease request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseOutcome {
+    Granted,
+    /// Refused, with a reason from a fixed list (`unauthorized`, `forbidden`, `rate_limited`,
+    /// `bad_request`, `no_key`, `disabled`, `error`).
+    Refused(&'static str),
+}
+
+/// Connections of the database pool at one instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    pub in_use: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+struct Registry {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// The Stripe event types labelled so far (at most [`MAX_EVENT_TYPES`]).
+    event_types: Mutex<HashSet<String>>,
+}
+
+/// One application's metrics. Cheap to clone (a shared registry).
+#[derive(Clone)]
+pub struct Metrics(Arc<Registry>);
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+thread_local! {
+    /// The metrics of the application the current thread is working for (see [`Metrics::scope`]).
+    static CURRENT: RefCell<Option<Metrics>> = const { RefCell::new(None) };
+}
+
+/// Restores the thread's previous metrics when a scope ends (even by unwinding).
+struct ScopeGuard(Option<Metrics>);
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
+    }
+}
+
+fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
+    pairs
+        .iter()
+        .map(|(name, value)| Label::new(*name, (*value).to_owned()))
+        .collect()
+}
+
+fn key(name: &'static str, pairs: &[(&'static str, &str)]) -> Key {
+    Key::from_parts(name, labels(pairs))
+}
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
+
+impl Metrics {
+    /// A fresh, empty registry (with the build info already set).
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(INGEST_BATCH_SIZE.into()), &BATCH_BUCKETS)
+            })
+            // Only an empty bucket list fails; these are constants.
+            .unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = builder.build_recorder();
+        for (name, help) in DESCRIPTIONS {
+            let (name, help) = (KeyName::from(name), SharedString::from(help));
+            if name.as_str().ends_with("_seconds") {
+                recorder.describe_histogram(name, Some(Unit::Seconds), help);
+            } else {
+                recorder.describe_counter(name, None, help);
+            }
+        }
+        let handle = recorder.handle();
+        let metrics = Self(Arc::new(Registry {
+            recorder,
+            handle,
+            event_types: Mutex::new(HashSet::new()),
+        }));
+        metrics.gauge(
+            BUILD_INFO,
+            &[("version", env!("CARGO_PKG_VERSION")), ("git_sha", GIT_SHA)],
+            1.0,
+        );
+        metrics
+    }
+
+    fn count(&self, name: &'static str, pairs: &[(&'static str, &str)], n: u64) {
+        self.0
+            .recorder
+            .register_counter(&key(name, pairs), &METADATA)
+            .increment(n);
+    }
+
+    fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
+        self.0
+            .recorder
+            .register_histogram(&key(name, pairs), &METADATA)
+            .record(value);
+    }
+
+    fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
+        self.0
+            .recorder
+            .register_gauge(&key(name, pairs), &METADATA)
+            .set(value);
+    }
+
+    /// The exposition text, with the pool's state sampled now.
+    pub fn render(&self, pool: PoolState) -> String {
+        for (state, value) in [
+            ("in_use", pool.in_use),
+            ("idle", pool.idle),
+            ("max", pool.max),
+        ] {
+            self.gauge(DB_POOL, &[("state", state)], f64::from(value));
+        }
+        self.0.handle.render()
+    }
+
+    /// Folds recorded histogram samples into their buckets (run periodically, so memory stays
+    /// bounded when nobody scrapes).
+    pub fn upkeep(&self) {
+        self.0.handle.run_upkeep();
+    }
+
+    /// Runs `work` with these metrics as the current thread's (for [`audit_events`]).
+    pub fn scope<T>(&self, work: impl FnOnce() -> T) -> T {
+        let previous = CURRENT.with(|current| current.borrow_mut().replace(self.clone()));
+        let _restore = ScopeGuard(previous);
+        work()
+    }
+
+    /// One answered HTTP request. `route` is the matched pattern (or `unmatched`).
+    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let method = http_method(method);
+        let status = status.to_string();
+        let pairs = [("method", method), ("route", route), ("status", &status)];
+        self.count(HTTP_REQUESTS, &pairs, 1);
+        self.observe(HTTP_DURATION, &pairs, elapsed.as_secs_f64());
+    }
+
+    /// One webhook delivery's outcome; for a verified one (first or duplicate), its type too.
+    pub fn webhook(&self, outcome: WebhookOutcome, event_type: Option<&str>) {
+        self.count(WEBHOOKS, &[("outcome", outcome.as_str())], 1);
+        if let Some(event_type) = event_type {
+            let label = self.event_type_label(event_type);
+            self.count(WEBHOOK_EVENT_TYPES, &[("type", &label)], 1);
+        }
+    }
+
+    /// Stripe's type as a label: a well-formed type (`customer.subscription.updated`) as is,
+    /// while fewer than [`MAX_EVENT_TYPES`] have been seen; anything else `other`.
+    fn event_type_label(&self, event_type: &str) -> String {
+        if !is_event_type(event_type) {
+            return "other".to_owned();
+        }
+        let mut seen = self
+            .0
+            .event_types
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(event_type) || seen.len() < MAX_EVENT_TYPES {
+            seen.insert(event_type.to_owned());
+            event_type.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    /// One batch a webhook writer committed: its size and how long it took.
+    pub fn ingest_batch(&self, events: usize, elapsed: Duration) {
+        self.observe(INGEST_BATCH_SIZE, &[], events as f64);
+        self.observe(INGEST_COMMIT, &[], elapsed.as_secs_f64());
+    }
+
+    /// A newly stored webhook event's result: `applied`, `ignored`, `failed` (kept for
+    /// reprocessing) or `error` (could not be stored).
+    pub fn webhook_event(&self, result: &'static str) {
+        self.count(WEBHOOK_EVENTS, &[("result", result)], 1);
+    }
+
+    /// One request to Stripe's API: `operation` is the request type's name (`create_customer`),
+    /// `status` its HTTP status or `unavailable`.
+    pub fn stripe_request(&self, operation: &str, status: &str, elapsed: Duration) {
+        let pairs = [("operation", operation), ("status", status)];
+        self.count(STRIPE_REQUESTS, &pairs, 1);
+        self.observe(STRIPE_DURATION, &pairs, elapsed.as_secs_f64());
+    }
+
+    /// A call to Stripe refused by Tollgate's per-user throttle.
+    pub fn stripe_throttled(&self, class: &'static str) {
+        self.count(STRIPE_THROTTLED, &[("class", class)], 1);
+    }
+
+    /// A request refused by the rate limiter `limiter`.
+    pub fn rate_limited(&self, limiter: &'static str) {
+        self.count(RATE_LIMITED, &[("limiter", limiter)], 1);
+    }
+
+    pub fn byok_lease(&self, outcome: LeaseOutcome) {
+        let (outcome, reason) = match outcome {
+            LeaseOutcome::Granted => ("granted", "none"),
+            LeaseOutcome::Refused(reason) => ("refused", reason),
+        };
+        self.count(BYOK_LEASES, &[("outcome", outcome), ("reason", reason)], 1);
+    }
+
+    fn audit_event(&self, kind: &'static str, severity: &'static str) {
+        self.count(AUDIT_EVENTS, &[("kind", kind), ("severity", severity)], 1);
+    }
+}
+
+/// Counts written audit events, by kind and severity, in the metrics of the application the
+/// thread works for (none for the CLI).
+pub fn audit_events(events: &[SecurityEvent]) {
+    CURRENT.with(|current| {
+        if let Some(metrics) = current.borrow().as_ref() {
+            for event in events {
+                metrics.audit_event(event.kind.as_str(), event.severity.as_str());
+            }
+        }
+    });
+}
+
+/// The method as a label: the standard ones as is, anything else `OTHER`.
+fn http_method(method: &str) -> &str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("OTHER")
+}
+
+/// Whether `kind` has the shape of Stripe's event types: two to six dot-separated words of
+/// lowercase letters and underscores (`invoice.payment_failed`), at most 100 characters. No
+/// digits or capitals: nothing shaped like an id passes.
+fn is_event_type(kind: &str) -> bool {
+    let words: Vec<&str> = kind.split('.').collect();
+    kind.len() <= 100
+        && (2..=6).contains(&words.len())
+        && words.iter().all(|word| {
+            !word.is_empty()
+                && word.starts_with(|c: char| c.is_ascii_lowercase())
+                && word.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+}
+
+/// A Stripe request type's name as an operation label: `stripe_core::customer::requests::
+/// CreateCustomer` → `create_customer`.
+pub fn stripe_operation(type_name: &str) -> String {
+    let base = type_name.split('<').next().unwrap_or_default();
+    let last = base.rsplit("::").next().unwrap_or_default();
+    let mut label = String::with_capacity(last.len() + 4);
+    for (i, c) in last.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                label.push('_');
+            }
+            label.push(c.to_ascii_lowercase());
+        } else if c.is_ascii_alphanumeric() {
+            label.push(c);
+        }
+    }
+    label.truncate(64);
+    if label.is_empty() {
+        "unknown".to_owned()
+    } else {
+        label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_types_pass_and_ids_do_not() {
+        for good in [
+            "invoice.payment_failed",
+            "customer.subscription.updated",
+            "checkout.session.completed",
+        ] {
+            assert!(is_event_type(good), "{good}");
+        }
+        for bad in [
+            "evt_1NfA2b",
+            "cus_ABC.sub_123",
+            "invoice.Payment",
+            "a@example.com",
+            "127.0.0.1",
+            "invoice",
+            "",
+            "invoice..paid",
+        ] {
+            assert!(!is_event_type(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_type_labels_are_capped() {
+        let metrics = Metrics::new();
+        for n in 0..MAX_EVENT_TYPES {
+            let word: String = format!("{n:04}")
+                .chars()
+                .map(|d| char::from(b'a' + (d as u8 - b'0')))
+                .collect();
+            let kind = format!("test.{word}");
+            assert_eq!(metrics.event_type_label(&kind), kind);
+        }
+        assert_eq!(metrics.event_type_label("test.one_more"), "other");
+        assert_eq!(
+            metrics.event_type_label("test.aaaa"),
+            "test.aaaa",
+            "seen before"
+        );
+    }
+
+    #[test]
+    fn operations_are_named_after_request_types() {
+        assert_eq!(
+            stripe_operation("stripe_core::customer::requests::CreateCustomer"),
+            "create_customer"
+        );
+        assert_eq!(
+            stripe_operation("stripe_product::price::requests::CreatePrice<'_>"),
+            "create_price"
+        );
+        assert_eq!(stripe_operation(""), "unknown");
+    }
+
+    #[test]
+    fn audit_events_count_only_inside_a_scope_and_each_app_apart() {
+        let (one, two) = (Metrics::new(), Metrics::new());
+        let events = [SecurityEvent::new(crate::audit::Kind::LoginFailed)];
+        audit_events(&events);
+        one.scope(|| audit_events(&events));
+        two.scope(|| {
+            audit_events(&events);
+            audit_events(&events);
+        });
+        audit_events(&events);
+        let line = |m: &Metrics| {
+            m.render(PoolState {
+                in_use: 0,
+                idle: 0,
+                max: 0,
+            })
+            .lines()
+            .find(|l| l.starts_with(AUDIT_EVENTS))
+            .map(str::to_owned)
+        };
+        let expected = |n: u32| {
+            Some(format!(
+                "{AUDIT_EVENTS}{{kind=\"login_failed\",severity=\"MEDIUM\"}} {n}"
+            ))
+        };
+        assert_eq!(line(&one), expected(1));
+        assert_eq!(line(&two), expected(2));
+    }
+
+    #[test]
+    fn unknown_methods_are_other() {
+        assert_eq!(http_method("GET"), "GET");
+        assert_eq!(http_method("PROPFIND"), "OTHER");
+    }
+}
