@@ -14,6 +14,8 @@ on_both_backends!(
     metrics_refuse_missing_unscoped_and_forged_tokens_with_an_audit,
     refused_scrapes_are_rate_limited,
     metrics_bind_serves_without_a_token_while_the_main_port_still_requires_one,
+    stripe_calls_and_throttle_refusals_are_counted_by_operation,
+    webhooks_refused_by_the_rate_limiter_are_counted,
 );
 
 /// One series of a scrape: its name, its labels, its value.
@@ -348,4 +350,78 @@ fn the_token_command_accepts_the_metrics_scope() {
     let (code, stdout, _) = tollgate(&["service-token", "list"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("metrics:read"), "{stdout}");
+}
+
+/// Each request to Stripe is counted by operation (its request type) and status, with its
+/// latency; a call Tollgate's own throttle refuses is counted as such, and sent to nobody.
+async fn stripe_calls_and_throttle_refusals_are_counted_by_operation(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.stripe.throttle.default_per_minute = 2
+    })
+    .await;
+    let prometheus = app.service_token("prometheus", &[Scope::MetricsRead]);
+    let admin = app.signed_in_admin("admin@example.com").await;
+    assert_eq!(admin.create_plan("Pro", "pro", "2500").await.status(), 303);
+    let customer = app.signed_in_customer("hasty@example.com").await;
+    let before = scrape(&app, &prometheus).await;
+    assert_eq!(customer.choose_plan("pro").await.status(), 303);
+    assert_eq!(customer.choose_plan("pro").await.status(), 303);
+    assert_eq!(customer.choose_plan("pro").await.status(), 429);
+    let after = scrape(&app, &prometheus).await;
+    let moved =
+        |name: &str, pairs: &[(&str, &str)]| sum(&after, name, pairs) - sum(&before, name, pairs);
+    assert_eq!(
+        moved("tollgate_stripe_throttled_total", &[("class", "default")]),
+        1.0
+    );
+    let checkout = [("operation", "create_checkout_session"), ("status", "200")];
+    assert_eq!(moved("tollgate_stripe_requests_total", &checkout), 2.0);
+    assert_eq!(
+        moved("tollgate_stripe_request_duration_seconds_count", &checkout),
+        2.0
+    );
+    let plans = [("operation", "create_price"), ("status", "200")];
+    assert!(sum(&after, "tollgate_stripe_requests_total", &plans) >= 1.0);
+    for series in after
+        .iter()
+        .filter(|s| s.name.starts_with("tollgate_stripe_requests"))
+    {
+        for (_, value) in &series.labels {
+            assert!(
+                value
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "{series:?}"
+            );
+        }
+    }
+    no_label_holds_an_id_an_email_or_an_address(&after);
+}
+
+async fn webhooks_refused_by_the_rate_limiter_are_counted(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.rate_limits.webhook = RateLimit {
+            per_minute: 1,
+            burst: 1,
+        }
+    })
+    .await;
+    let prometheus = app.service_token("prometheus", &[Scope::MetricsRead]);
+    let body = serde_json::to_vec(&stripe_event("payout.created", "evt_1Flood")).unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let res = app.post_webhook_body(&body, Some("t=1,v1=00")).await;
+        statuses.push(res.status().as_u16());
+    }
+    assert_eq!(statuses, [400, 429, 429]);
+    let after = scrape(&app, &prometheus).await;
+    let webhooks = "tollgate_webhooks_total";
+    assert_eq!(
+        sum(&after, webhooks, &[("outcome", "invalid_signature")]),
+        1.0
+    );
+    assert_eq!(sum(&after, webhooks, &[("outcome", "rate_limited")]), 2.0);
+    let refusals = "tollgate_rate_limit_refusals_total";
+    assert_eq!(sum(&after, refusals, &[("limiter", "webhook")]), 2.0);
+    assert_eq!(sum(&after, refusals, &[("limiter", "default")]), 0.0);
 }
