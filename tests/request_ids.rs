@@ -6,7 +6,10 @@
 use std::io::{BufRead as _, BufReader};
 use std::time::{Duration, Instant};
 
-use crate::common::{Backend, PASSWORD, TestApp, TestDatabase, run, secret_env, serve_command};
+use crate::common::{
+    Backend, PASSWORD, TestApp, TestDatabase, WEBHOOK_SECRET, run, secret_env, serve_command,
+    stripe_event, stripe_signature_header,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -137,6 +140,7 @@ fn json_logs_are_one_object_per_line_naming_each_request() {
         .env("DATABASE_URL", &database.url_string)
         .env("LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
+        .env("STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -178,6 +182,27 @@ fn json_logs_are_one_object_per_line_naming_each_request() {
     );
     assert_eq!(res.unwrap().status(), 200);
     let line = wait_for(&|v| v["request_id"] == "json-log-check-1");
+    // A line written inside a request (a duplicate delivery's notice) names it too.
+    let body = serde_json::to_vec(&stripe_event("payout.created", "evt_1JsonLog")).unwrap();
+    for id in ["json-log-first", "json-log-duplicate"] {
+        let signature =
+            stripe_signature_header(WEBHOOK_SECRET, chrono::Utc::now().timestamp(), &body);
+        let res = runtime.block_on(
+            reqwest::Client::new()
+                .post(format!("{address}/webhooks/stripe"))
+                .header("stripe-signature", signature)
+                .header("x-request-id", id)
+                .body(body.clone())
+                .send(),
+        );
+        assert_eq!(res.unwrap().status(), 200);
+    }
+    let inside = wait_for(&|v| v["message"] == "duplicate webhook delivery acknowledged");
+    assert_eq!(
+        inside["span"]["request_id"], "json-log-duplicate",
+        "{inside}"
+    );
+    assert_eq!(inside["span"]["http.route"], "/webhooks/stripe", "{inside}");
     child.kill().unwrap();
     child.wait().unwrap();
 
