@@ -106,8 +106,9 @@ async fn scrape(app: &TestApp, token: &str) -> Vec<Series> {
     parse(&res.text().await.unwrap())
 }
 
-/// N verified webhooks and a duplicate, M bad signatures, K deliveries from a refused address,
-/// one lease granted and one refused, some 404s: each counter moves by exactly that.
+/// N verified webhooks and a duplicate, M bad signatures, a signed non-event, K deliveries from
+/// a refused address, one lease granted and one refused, some 404s: each counter moves by
+/// exactly that.
 async fn a_scripted_run_moves_each_counter_by_exactly_what_happened(backend: Backend) {
     let loopback = || vec!["127.0.0.1/32".parse::<ipnet::IpNet>().unwrap()];
     let app = TestApp::spawn_with(backend, |config| {
@@ -142,6 +143,11 @@ async fn a_scripted_run_moves_each_counter_by_exactly_what_happened(backend: Bac
         let res = app.post_webhook_body(&body, Some("t=1,v1=00")).await;
         assert_eq!(res.status(), 400);
     }
+    let not_an_event = br#"{"object":"not an event"}"#;
+    let res = app
+        .post_webhook_body(not_an_event, Some(&signed(not_an_event)))
+        .await;
+    assert_eq!(res.status(), 400, "signed, but not an event");
     for _ in 0..k {
         let res = app
             .post_webhook_from(&body, Some(&signed(&body)), Some("198.51.100.9"))
@@ -174,7 +180,7 @@ async fn a_scripted_run_moves_each_counter_by_exactly_what_happened(backend: Bac
         m as f64
     );
     assert_eq!(moved(webhooks, &[("outcome", "invalid_ip")]), k as f64);
-    assert_eq!(moved(webhooks, &[("outcome", "invalid_payload")]), 0.0);
+    assert_eq!(moved(webhooks, &[("outcome", "invalid_payload")]), 1.0);
     let types = "tollgate_webhook_event_types_total";
     assert_eq!(moved(types, &[("type", "payout.created")]), (n + 1) as f64);
     let processed = "tollgate_webhook_events_processed_total";
@@ -198,7 +204,7 @@ async fn a_scripted_run_moves_each_counter_by_exactly_what_happened(backend: Bac
     assert_eq!(moved(http, &unmatched), 3.0);
     let webhook_route = |status| [("route", "/webhooks/stripe"), ("status", status)];
     assert_eq!(moved(http, &webhook_route("200")), (n + 1) as f64);
-    assert_eq!(moved(http, &webhook_route("400")), m as f64);
+    assert_eq!(moved(http, &webhook_route("400")), (m + 1) as f64);
     assert_eq!(moved(http, &webhook_route("403")), k as f64);
     let lease_route = [("route", "/internal/v1/byok/lease")];
     assert_eq!(
