@@ -36,6 +36,8 @@ pub struct AppState {
     pub public_url: String,
     /// Stores and applies verified webhook events (group commit).
     pub webhook_writer: crate::webhooks::writer::WebhookWriter,
+    /// Responses and 5xx on this instance, for the server-error alert.
+    pub server_errors: Arc<crate::audit::alerts::ServerErrorRate>,
 }
 
 impl AppState {

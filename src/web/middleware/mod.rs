@@ -4,6 +4,7 @@
 //! sessions (none for `/internal/v1` and `/webhooks`).
 
 pub mod error_pages;
+pub mod error_rate;
 pub mod form_budget;
 pub mod head;
 pub mod rate_limit;
