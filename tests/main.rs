@@ -8,6 +8,7 @@
 mod common;
 
 mod accounts;
+mod alerts;
 mod admin;
 mod audit;
 mod auth_budgets;
