@@ -76,7 +76,11 @@ async fn rate_limit_refusals_raise_one_alert_at_the_configured_threshold(backend
     assert_eq!(raised.len(), 1, "once per window");
     let details = details(&raised[0]);
     assert_eq!(
-        (&details["count"], &details["threshold"], &details["window_secs"]),
+        (
+            &details["count"],
+            &details["threshold"],
+            &details["window_secs"]
+        ),
         (&json!(3), &json!(3), &json!(120))
     );
     assert!(
@@ -121,22 +125,35 @@ async fn one_accounts_refusals_raise_the_per_user_alert(backend: Backend) {
     let details = details(&raised[0]);
     let hasty_id = app.user_id("hasty@example.com");
     assert_eq!(details["account"], json!(format!("user:{hasty_id}")));
-    assert_eq!((&details["count"], &details["window_secs"]), (&json!(3), &json!(600)));
+    assert_eq!(
+        (&details["count"], &details["window_secs"]),
+        (&json!(3), &json!(600))
+    );
 }
 
 async fn a_5xx_rate_over_the_threshold_raises_one_alert_given_enough_requests(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| {
-        config.alerts.set_limit(AlertRule::ServerErrors, limit(50, 300));
+        config
+            .alerts
+            .set_limit(AlertRule::ServerErrors, limit(50, 300));
         config.alerts.server_errors_min_requests = 4;
         // A bug in the webhook writer for some events: their deliveries are answered 500.
         config.faults.webhook_batch = Some(Arc::new(|ids: &[&str]| {
-            assert!(!ids.iter().any(|id| id.contains("Boom")), "injected failure");
+            assert!(
+                !ids.iter().any(|id| id.contains("Boom")),
+                "injected failure"
+            );
         }));
     })
     .await;
     let deliver = |id: String| {
         let app = &app;
-        async move { app.post_webhook(&stripe_event("payout.created", &id)).await.status().as_u16() }
+        async move {
+            app.post_webhook(&stripe_event("payout.created", &id))
+                .await
+                .status()
+                .as_u16()
+        }
     };
     assert_eq!(deliver("evt_1Fine0".into()).await, 200);
     assert_eq!(deliver("evt_1Boom0".into()).await, 500);
@@ -151,7 +168,11 @@ async fn a_5xx_rate_over_the_threshold_raises_one_alert_given_enough_requests(ba
     assert_eq!(raised.len(), 1, "2 of 4 is 50 %");
     let details = details(&raised[0]);
     assert_eq!(
-        (&details["count"], &details["requests"], &details["threshold"]),
+        (
+            &details["count"],
+            &details["requests"],
+            &details["threshold"]
+        ),
         (&json!(2), &json!(4), &json!(50))
     );
     for i in 2..5 {
@@ -183,19 +204,37 @@ async fn each_alert_is_delivered_once_signed_and_without_secrets(backend: Backen
     send_replay(&app, "evt_1ReplayTwo").await;
     let received = receiver.wait_for(1).await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.received().len(), 1, "one alert in the window: one delivery");
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "one alert in the window: one delivery"
+    );
     let delivery = &received[0];
-    assert!(verify_alert_signature(ALERT_SECRET, delivery), "{:?}", delivery.headers);
-    assert!(!verify_alert_signature("DUMMYsomeoneelsesecret-0123456789abcdef", delivery));
+    assert!(
+        verify_alert_signature(ALERT_SECRET, delivery),
+        "{:?}",
+        delivery.headers
+    );
+    assert!(!verify_alert_signature(
+        "DUMMYsomeoneelsesecret-0123456789abcdef",
+        delivery
+    ));
     assert_eq!(delivery.headers["content-type"], "application/json");
     let body: Value = serde_json::from_str(&delivery.body).unwrap();
     assert_eq!(body["alert"], "webhook_replays");
     assert_eq!((&body["count"], &body["threshold"]), (&json!(1), &json!(1)));
     assert_eq!(body["window_secs"], 3600);
     let text = body["text"].as_str().unwrap();
-    assert!(text.contains("webhook_replays"), "Slack shows `text`: {text}");
+    assert!(
+        text.contains("webhook_replays"),
+        "Slack shows `text`: {text}"
+    );
     for secret in [WEBHOOK_SECRET, ALERT_SECRET, "127.0.0.1", "evt_1Replay"] {
-        assert!(!delivery.body.contains(secret), "{secret} in {}", delivery.body);
+        assert!(
+            !delivery.body.contains(secret),
+            "{secret} in {}",
+            delivery.body
+        );
     }
     let rows = app.alert_deliveries();
     assert_eq!(rows.len(), 1);
@@ -216,8 +255,15 @@ async fn a_failing_receiver_gets_the_alert_after_retries(backend: Backend) {
     send_replay(&app, "evt_1ReplayRetried").await;
     let received = receiver.wait_for(3).await;
     assert_eq!(received.len(), 3, "two 500s, then delivered");
-    assert!(received.iter().all(|r| verify_alert_signature(ALERT_SECRET, r)));
-    assert!(received.iter().all(|r| r.body == received[0].body), "the same alert");
+    assert!(
+        received
+            .iter()
+            .all(|r| verify_alert_signature(ALERT_SECRET, r))
+    );
+    assert!(
+        received.iter().all(|r| r.body == received[0].body),
+        "the same alert"
+    );
     let mut rows = app.alert_deliveries();
     for _ in 0..50 {
         if rows[0].delivered_at.is_some() {

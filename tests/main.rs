@@ -8,8 +8,8 @@
 mod common;
 
 mod accounts;
-mod alerts;
 mod admin;
+mod alerts;
 mod audit;
 mod auth_budgets;
 mod billing;

@@ -346,12 +346,18 @@ mod tests {
             assert!(err.contains(var), "{err}");
             assert!(!err.contains("shortDUMMYsecret"), "{err}");
         }
-        let url = [("ALERT_WEBHOOK_URL", "https://hooks.example/T0/B0/DUMMYtoken")];
+        let url = [(
+            "ALERT_WEBHOOK_URL",
+            "https://hooks.example/T0/B0/DUMMYtoken",
+        )];
         let err = settings(&url, Environment::Production).unwrap_err();
         assert!(err.to_string().contains("ALERT_WEBHOOK_SECRET"), "{err}");
         let dev = settings(&url, Environment::Development).unwrap();
         let webhook = dev.webhook.unwrap();
         assert!(webhook.secret.is_none(), "development may send unsigned");
-        assert!(!format!("{webhook:?}").contains("DUMMYtoken"), "the URL is redacted");
+        assert!(
+            !format!("{webhook:?}").contains("DUMMYtoken"),
+            "the URL is redacted"
+        );
     }
 }

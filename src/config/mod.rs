@@ -19,15 +19,14 @@ mod vars;
 
 use std::path::{Path, PathBuf};
 
-use env_file::generate_missing_dev_secrets;
 pub use alerts::{AlertLimit, AlertRule, AlertSettings, AlertWebhook, MIN_WEBHOOK_SECRET_LEN};
+use env_file::generate_missing_dev_secrets;
 pub use env_file::{
     GENERATED_SECRETS, env_file_exposure, generate_secret, load_env_file, read_env_file,
 };
 pub use settings::{
-    AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection,
-    LoginFailureLimit, PasswordHashing, RateLimit, RateLimitSettings, Secrets, SecuritySettings,
-    SessionSettings,
+    AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection, LoginFailureLimit,
+    PasswordHashing, RateLimit, RateLimitSettings, Secrets, SecuritySettings, SessionSettings,
 };
 pub use stripe::{DEFAULT_STRIPE_API_BASE, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};

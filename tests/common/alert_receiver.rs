@@ -135,10 +135,15 @@ pub fn verify_alert_signature(secret: &str, received: &Received) -> bool {
 
 impl super::TestApp {
     /// The `alert` audit rows of rule `rule` so far.
-    pub fn alerts(&self, rule: &str) -> Vec<tollgate::db::models::security_event::SecurityEventRow> {
+    pub fn alerts(
+        &self,
+        rule: &str,
+    ) -> Vec<tollgate::db::models::security_event::SecurityEventRow> {
         self.events("alert")
             .into_iter()
-            .filter(|e| serde_json::from_str::<serde_json::Value>(&e.details).unwrap()["alert"] == rule)
+            .filter(|e| {
+                serde_json::from_str::<serde_json::Value>(&e.details).unwrap()["alert"] == rule
+            })
             .collect()
     }
 
@@ -165,7 +170,11 @@ impl super::TestApp {
 }
 
 /// The app's alert webhook pointing at `url`, signed with [`ALERT_SECRET`], retrying fast.
-pub fn alert_webhook_to(url: &str, max_attempts: u32, timeout: Duration) -> tollgate::config::AlertWebhook {
+pub fn alert_webhook_to(
+    url: &str,
+    max_attempts: u32,
+    timeout: Duration,
+) -> tollgate::config::AlertWebhook {
     tollgate::config::AlertWebhook {
         url: secrecy::SecretString::from(url.to_owned()),
         secret: Some(secrecy::SecretString::from(ALERT_SECRET.to_owned())),

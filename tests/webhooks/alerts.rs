@@ -124,7 +124,11 @@ async fn refused_sources_raise_one_alert_at_the_configured_threshold(backend: Ba
     assert_eq!(raised[0].severity, "CRITICAL");
     let details = details(&raised[0]);
     assert_eq!(
-        (&details["count"], &details["threshold"], &details["window_secs"]),
+        (
+            &details["count"],
+            &details["threshold"],
+            &details["window_secs"]
+        ),
         (&json!(3), &json!(3), &json!(60)),
         "the configured threshold and window"
     );
@@ -135,7 +139,9 @@ async fn refused_sources_raise_one_alert_at_the_configured_threshold(backend: Ba
 /// signature, and the same event id under another signature, are replay attempts.
 async fn replay_attempts_are_detected_and_raise_one_alert(backend: Backend) {
     let app = TestApp::spawn_with(backend, |config| {
-        config.alerts.set_limit(AlertRule::WebhookReplays, limit(2, 3600));
+        config
+            .alerts
+            .set_limit(AlertRule::WebhookReplays, limit(2, 3600));
     })
     .await;
     let body = serde_json::to_vec(&stripe_event("payout.created", "evt_1Replayed")).unwrap();
@@ -146,11 +152,18 @@ async fn replay_attempts_are_detected_and_raise_one_alert(backend: Backend) {
         let answer: Value = res.json().await.unwrap();
         assert_eq!(answer["duplicate"], duplicate);
     }
-    assert_eq!(app.count_events("webhook_replay"), 0, "a re-delivery is no replay");
+    assert_eq!(
+        app.count_events("webhook_replay"),
+        0,
+        "a re-delivery is no replay"
+    );
 
     // A forged header with an old timestamp is a signature failure, not a replay.
     let forged = stripe_signature_header("whsec_DUMMYattacker", now() - 3600, &body);
-    assert_eq!(app.post_webhook_body(&body, Some(&forged)).await.status(), 400);
+    assert_eq!(
+        app.post_webhook_body(&body, Some(&forged)).await.status(),
+        400
+    );
     assert_eq!(app.count_events("webhook_replay"), 0);
 
     // Stripe's own signature, an hour old: refused as any signature failure, recorded as a replay.
@@ -159,7 +172,11 @@ async fn replay_attempts_are_detected_and_raise_one_alert(backend: Backend) {
     assert_eq!(res.status(), 400);
     assert_eq!(res.text().await.unwrap(), super::SIGNATURE_FAILED);
     assert_eq!(app.count_events("webhook_replay"), 1);
-    assert_eq!(app.count_events("webhook_invalid_signature"), 1, "only the forged one");
+    assert_eq!(
+        app.count_events("webhook_invalid_signature"),
+        1,
+        "only the forged one"
+    );
     assert!(app.alerts("webhook_replays").is_empty(), "1 is under 2");
 
     // The stored event re-sent under a fresh, valid signature: answered as a duplicate.
@@ -171,7 +188,10 @@ async fn replay_attempts_are_detected_and_raise_one_alert(backend: Backend) {
     }
     let replays = app.events("webhook_replay");
     let reasons = super::reasons(&replays);
-    assert!(reasons.contains(&json!("resent_with_other_signature")), "{reasons:?}");
+    assert!(
+        reasons.contains(&json!("resent_with_other_signature")),
+        "{reasons:?}"
+    );
     assert!(replays.iter().all(|e| e.severity == "HIGH"));
     assert_eq!(app.count_events("webhook_replay"), 3);
     let raised = app.alerts("webhook_replays");

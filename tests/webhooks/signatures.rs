@@ -154,7 +154,11 @@ fn assert_refusals_audited(app: &TestApp, n: usize) {
     let refusals = app.events("webhook_invalid_signature");
     let replays = app.events("webhook_replay");
     assert_eq!(
-        refusals.iter().chain(&replays).map(|e| e.count).sum::<i64>(),
+        refusals
+            .iter()
+            .chain(&replays)
+            .map(|e| e.count)
+            .sum::<i64>(),
         n as i64,
         "every refusal is audited (repeats of a reason counted on one row)"
     );

@@ -40,7 +40,11 @@ pub fn body(
         settings.instance,
         rule.name(),
         limit.threshold,
-        if rule == AlertRule::ServerErrors { " %" } else { "" },
+        if rule == AlertRule::ServerErrors {
+            " %"
+        } else {
+            ""
+        },
         limit.window_secs,
     );
     let mut body = message_fields(settings, rule, observed, at);
@@ -160,7 +164,11 @@ impl Worker {
         }
     }
 
-    async fn record(&self, row: &AlertDeliveryRow, outcome: Result<(), String>) -> Result<(), DbError> {
+    async fn record(
+        &self,
+        row: &AlertDeliveryRow,
+        outcome: Result<(), String>,
+    ) -> Result<(), DbError> {
         let (id, attempts, rule) = (row.id, row.attempts + 1, row.rule.clone());
         let at = now();
         let error = match outcome {
@@ -175,12 +183,19 @@ impl Worker {
         };
         let next = (attempts < i64::from(self.webhook.max_attempts)).then(|| {
             let exponent = u32::try_from(attempts - 1).unwrap_or(u32::MAX).min(16);
-            let wait = self.webhook.retry_base.saturating_mul(2u32.saturating_pow(exponent));
+            let wait = self
+                .webhook
+                .retry_base
+                .saturating_mul(2u32.saturating_pow(exponent));
             at + Duration::from_std(wait).unwrap_or(Duration::hours(1))
         });
         match next {
-            Some(_) => tracing::warn!(alert = %rule, attempts, error = %error, "alert delivery failed; will retry"),
-            None => tracing::error!(alert = %rule, attempts, error = %error, "alert delivery dead: ALERT_WEBHOOK_URL failed every attempt"),
+            Some(_) => {
+                tracing::warn!(alert = %rule, attempts, error = %error, "alert delivery failed; will retry")
+            }
+            None => {
+                tracing::error!(alert = %rule, attempts, error = %error, "alert delivery dead: ALERT_WEBHOOK_URL failed every attempt")
+            }
         }
         self.db
             .run(move |conn| alert::mark_failed(conn, id, &error, next, at))

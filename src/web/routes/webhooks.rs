@@ -96,7 +96,14 @@ pub async fn stripe(
             .db
             .run(move |conn| {
                 let window = config.audit.aggregate_window;
-                webhooks::check_redelivery(conn, &config.alerts, &stripe, &event_id, &digest, window)
+                webhooks::check_redelivery(
+                    conn,
+                    &config.alerts,
+                    &stripe,
+                    &event_id,
+                    &digest,
+                    window,
+                )
             })
             .await;
         if let Err(err) = checked {
