@@ -87,6 +87,19 @@ async fn rate_limit_refusals_raise_one_alert_at_the_configured_threshold(backend
         app.alerts("user_rate_limit_violations").is_empty(),
         "no account was refused"
     );
+    // Active (for the security dashboard) while its window lasts.
+    let at = tollgate::db::now();
+    let active = app.query(move |conn| tollgate::audit::alerts::active(conn, at));
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        (active[0].rule.as_str(), active[0].count),
+        ("rate_limit_violations", 3)
+    );
+    let later = at + chrono::Duration::seconds(121);
+    assert!(
+        app.query(move |conn| tollgate::audit::alerts::active(conn, later))
+            .is_empty()
+    );
 }
 
 /// Stripe calls are limited per account (the billing gateway's throttle): the refusals of one

@@ -228,7 +228,7 @@ pub fn active(conn: &mut DbConnection, at: NaiveDateTime) -> Result<Vec<ActiveAl
             window_secs: s.window_secs,
         })
         .collect();
-    active.sort_by(|a, b| b.raised_at.cmp(&a.raised_at));
+    active.sort_by_key(|alert| std::cmp::Reverse(alert.raised_at));
     Ok(active)
 }
 
