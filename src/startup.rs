@@ -11,12 +11,15 @@ use actix_web::{App, HttpServer, web};
 use tracing_actix_web::TracingLogger;
 
 use crate::accounts::PasswordWork;
+use crate::audit::alerts::ServerErrorRate;
+use crate::audit::alerts::delivery::Worker as AlertWorker;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, Sweep as _};
 use crate::metrics::Metrics;
 use crate::web::middleware::access_log;
 use crate::web::middleware::error_pages::render_error_pages;
+use crate::web::middleware::error_rate::count_server_errors;
 use crate::web::middleware::form_budget::{FormBudget, FormBudgets};
 use crate::web::middleware::head::head_as_get;
 use crate::web::middleware::rate_limit;
@@ -43,6 +46,8 @@ pub enum StartupError {
     Bind(#[from] std::io::Error),
     #[error("rate limit settings are out of range: {0}")]
     RateLimit(&'static str),
+    #[error(transparent)]
+    AlertWorker(#[from] crate::audit::alerts::delivery::WorkerError),
 }
 
 pub struct Application {
@@ -55,6 +60,8 @@ pub struct Application {
     metrics: Metrics,
     limiters: LimiterSweep,
     password_work: Arc<PasswordWork>,
+    /// Sends alerts to `ALERT_WEBHOOK_URL`, when it is set.
+    alert_worker: Option<AlertWorker>,
 }
 
 impl Application {
@@ -79,6 +86,7 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+        let alert_worker = AlertWorker::new(db.clone(), &config.alerts)?;
         let hashing = config.password_hashing;
         let password_work = Arc::new(PasswordWork::new(hashing.max_concurrent, hashing.max_wait));
         let (server, metrics_server, limiters) = run(
@@ -101,6 +109,7 @@ impl Application {
             metrics,
             limiters,
             password_work,
+            alert_worker,
         })
     }
 
@@ -154,6 +163,9 @@ impl Application {
                 limiters.sweep();
             }
         });
+        if let Some(worker) = self.alert_worker {
+            actix_web::rt::spawn(worker.run());
+        }
         let db = self.db.clone();
         actix_web::rt::spawn(async move {
             let mut every = actix_web::rt::time::interval(SESSION_SWEEP_EVERY);
@@ -264,6 +276,7 @@ fn run(
             metrics.clone(),
         )?,
         metrics,
+        server_errors: Arc::new(ServerErrorRate::new(&config.alerts)),
     });
     let metrics_server = listeners
         .metrics
@@ -284,6 +297,7 @@ fn run(
             .wrap(from_fn(head_as_get))
             .wrap(from_fn(rate_limit::finish_rate_limit))
             .wrap(TracingLogger::<RequestSpan>::new())
+            .wrap(from_fn(count_server_errors))
             .wrap(from_fn(render_error_pages))
             .wrap(from_fn(move |req, next| headers.clone().handle(req, next)))
             .wrap(from_fn(access_log::observe))

@@ -9,6 +9,7 @@ mod common;
 
 mod accounts;
 mod admin;
+mod alerts;
 mod audit;
 mod auth_budgets;
 mod billing;

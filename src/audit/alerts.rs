@@ -1,99 +1,355 @@
-//! Alerts: when failures of one kind pile up (N or more within a window), one CRITICAL `alert`
-//! audit event and one ERROR log line, at most once per window, however many instances share
-//! the database. The failures are counted from the audit log itself, repeats included: an
-//! aggregated row counts as many failures as its `count`.
+//! Alerts: when failures of one kind pile up (a rule's threshold within its window), one
+//! CRITICAL `alert` audit event and one ERROR log line, at most once per window per rule,
+//! however many instances share the database; and, when `ALERT_WEBHOOK_URL` is set, one
+//! pending notification (`alert_deliveries`) in the same transaction, which
+//! [`delivery`] sends in the background.
+//!
+//! Most rules count rows of the audit log itself (repeats included: an aggregated row counts
+//! as many failures as its `count`), with one indexed query, and are checked only on the
+//! failure's own path, right after its audit row is written. The 5xx rule counts responses in
+//! memory, per instance ([`ServerErrorRate`]).
 
-use chrono::Duration;
-use diesel::prelude::*;
+pub mod delivery;
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{Duration, NaiveDateTime};
+use diesel::Connection as _;
 
 use super::{Kind, SecurityEvent, write};
+pub use crate::config::AlertRule;
 use crate::config::AlertSettings;
+use crate::db::models::alert::{self, NewAlertDelivery};
 use crate::db::models::security_event;
-use crate::db::schema::alert_state;
-use crate::db::{DbConnection, DbError, now, per_backend};
+use crate::db::{DbConnection, DbError, now};
 
-/// What to count, and how many within how long raise the alert.
-#[derive(Debug, Clone, Copy)]
-pub struct Rule {
-    /// The alert's stable name (in the `alert` event's details and the log line).
-    pub name: &'static str,
-    pub counts: Kind,
-    pub threshold: u32,
-    pub window_secs: u32,
-}
-
-impl Rule {
-    pub fn webhook_signature_failures(settings: &AlertSettings) -> Self {
-        Self {
-            name: "webhook_signature_failures",
-            counts: Kind::WebhookInvalidSignature,
-            threshold: settings.webhook_signature_failures,
-            window_secs: settings.window_secs,
-        }
-    }
-
-    pub fn payment_failures(settings: &AlertSettings) -> Self {
-        Self {
-            name: "payment_failures",
-            counts: Kind::PaymentFailed,
-            threshold: settings.payment_failures,
-            window_secs: settings.window_secs,
-        }
+/// The audit kinds a rule counts (none for the 5xx rule, counted in memory).
+pub fn counted_kinds(rule: AlertRule) -> &'static [Kind] {
+    match rule {
+        AlertRule::WebhookSignatureFailures => &[Kind::WebhookInvalidSignature],
+        AlertRule::WebhookInvalidSources => &[Kind::WebhookInvalidIp],
+        AlertRule::WebhookReplays => &[Kind::WebhookReplay],
+        AlertRule::RateLimitViolations => &[
+            Kind::RateLimited,
+            Kind::WebhookRateLimitExceeded,
+            Kind::StripeRateLimited,
+        ],
+        AlertRule::UserRateLimitViolations => &[Kind::RateLimited, Kind::StripeRateLimited],
+        AlertRule::PaymentFailures => &[Kind::PaymentFailed],
+        AlertRule::ServerErrors => &[],
     }
 }
 
-/// Counts the rule's events in the window and raises the alert if they reach the threshold and
-/// it was not raised within the window already. Returns whether this call raised it.
-pub fn check(conn: &mut DbConnection, rule: &Rule) -> Result<bool, DbError> {
-    let at = now();
-    let since = at - Duration::seconds(rule.window_secs.into());
-    let count = security_event::occurrences_since(conn, rule.counts.as_str(), since)?;
-    if count < i64::from(rule.threshold) {
-        return Ok(false);
-    }
-    ensure_state_row(conn, rule.name)?;
-    // Exactly one caller per window wins this update.
-    let claimed = diesel::update(
-        alert_state::table
-            .find(rule.name)
-            .filter(alert_state::last_raised_at.le(since)),
-    )
-    .set(alert_state::last_raised_at.eq(at))
-    .execute(conn)?;
-    if claimed == 0 {
-        return Ok(false);
-    }
-    write(
+/// What a rule observed when it reached its threshold.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Events in the window (for the 5xx rule: 5xx responses).
+    pub count: i64,
+    /// For the 5xx rule: every response in the window.
+    pub requests: Option<i64>,
+    /// For the per-account rule: the account (`user:42`), in the audit row only.
+    pub account: Option<String>,
+}
+
+/// Counts the rule's events in its window and raises the alert if they reach the threshold
+/// and it was not raised within the window already. Returns whether this call raised it.
+pub fn check(
+    conn: &mut DbConnection,
+    settings: &AlertSettings,
+    rule: AlertRule,
+) -> Result<bool, DbError> {
+    count_and_raise(conn, settings, rule, None)
+}
+
+/// The per-account rule: rate-limit refusals of the account labelled `account` (`user:42`).
+pub fn check_account(
+    conn: &mut DbConnection,
+    settings: &AlertSettings,
+    account: &str,
+) -> Result<bool, DbError> {
+    count_and_raise(
         conn,
-        &SecurityEvent::new(Kind::Alert)
-            .actor("tollgate")
-            .details(serde_json::json!({
-                "alert": rule.name,
-                "count": count,
-                "threshold": rule.threshold,
-                "window_secs": rule.window_secs,
-            })),
-    )?;
-    tracing::error!(
-        alert = rule.name,
-        count,
-        window_secs = rule.window_secs,
-        "ALERT: {count} {} events within {} s",
-        rule.counts.as_str(),
-        rule.window_secs
-    );
-    Ok(true)
+        settings,
+        AlertRule::UserRateLimitViolations,
+        Some(account),
+    )
 }
 
-/// Creates the rule's state row (never raised) unless it exists. `ON CONFLICT` is spelled per
-/// backend: diesel's multi-backend connection has no portable form of it.
-fn ensure_state_row(conn: &mut DbConnection, name: &str) -> Result<(), DbError> {
-    let never = chrono::DateTime::UNIX_EPOCH.naive_utc();
-    let row = (
-        alert_state::name.eq(name),
-        alert_state::last_raised_at.eq(never),
-    );
-    let insert = diesel::insert_into(alert_state::table).values(row);
-    per_backend!(conn, |c| insert.on_conflict_do_nothing().execute(c))?;
+/// Writes a rate-limit refusal's audit row and checks the rate-limit rules: every refusal
+/// counts towards [`AlertRule::RateLimitViolations`], and a refused account's own towards
+/// [`AlertRule::UserRateLimitViolations`].
+pub fn record_rate_limit_refusal(
+    conn: &mut DbConnection,
+    settings: &AlertSettings,
+    event: &SecurityEvent,
+) -> Result<(), DbError> {
+    write(conn, event)?;
+    check(conn, settings, AlertRule::RateLimitViolations)?;
+    let account = event
+        .actor
+        .as_deref()
+        .filter(|label| super::labelled_account(label).is_some());
+    if let Some(account) = account {
+        check_account(conn, settings, account)?;
+    }
     Ok(())
+}
+
+fn count_and_raise(
+    conn: &mut DbConnection,
+    settings: &AlertSettings,
+    rule: AlertRule,
+    actor: Option<&str>,
+) -> Result<bool, DbError> {
+    let limit = settings.limit(rule);
+    let since = now() - Duration::seconds(limit.window_secs.into());
+    let kinds: Vec<&str> = counted_kinds(rule).iter().map(|k| k.as_str()).collect();
+    let count = security_event::occurrences_of_kinds_since(conn, &kinds, actor, since)?;
+    if count < i64::from(limit.threshold) {
+        return Ok(false);
+    }
+    let observed = Observed {
+        count,
+        requests: None,
+        account: actor.map(str::to_owned),
+    };
+    raise(conn, settings, rule, &observed)
+}
+
+/// Raises `rule`'s alert unless it was raised within its window already: claims the window
+/// (exactly one caller per window wins, on any instance), writes the CRITICAL `alert` audit
+/// row and, when the webhook channel is on, its pending delivery, all in one transaction.
+pub fn raise(
+    conn: &mut DbConnection,
+    settings: &AlertSettings,
+    rule: AlertRule,
+    observed: &Observed,
+) -> Result<bool, DbError> {
+    let limit = settings.limit(rule);
+    let at = now();
+    let since = at - Duration::seconds(limit.window_secs.into());
+    let raised = conn.transaction(|conn| {
+        // Writes first: on SQLite the transaction takes the write lock at once.
+        alert::ensure_state(conn, rule.name())?;
+        if !alert::claim(
+            conn,
+            rule.name(),
+            since,
+            at,
+            observed.count,
+            limit.window_secs.into(),
+        )? {
+            return Ok::<_, DbError>(false);
+        }
+        let mut details = message_fields(settings, rule, observed, at);
+        if let (Some(account), Some(map)) = (&observed.account, details.as_object_mut()) {
+            map.insert("account".into(), account.clone().into());
+        }
+        write(
+            conn,
+            &SecurityEvent::new(Kind::Alert)
+                .actor("tollgate")
+                .details(details),
+        )?;
+        if settings.webhook.is_some() {
+            let body = delivery::body(settings, rule, observed, at).to_string();
+            alert::insert_delivery(
+                conn,
+                &NewAlertDelivery {
+                    rule: rule.name(),
+                    body: &body,
+                    created_at: at,
+                    next_attempt_at: at,
+                },
+            )?;
+        }
+        Ok(true)
+    })?;
+    if raised {
+        tracing::error!(
+            alert = rule.name(),
+            count = observed.count,
+            threshold = limit.threshold,
+            window_secs = limit.window_secs,
+            "ALERT: {} reached {} ({} within {} s)",
+            rule.name(),
+            limit.threshold,
+            observed.count,
+            limit.window_secs
+        );
+    }
+    Ok(raised)
+}
+
+/// The alert's facts, without the account: what both the audit row and the notification say.
+fn message_fields(
+    settings: &AlertSettings,
+    rule: AlertRule,
+    observed: &Observed,
+    at: NaiveDateTime,
+) -> serde_json::Value {
+    let limit = settings.limit(rule);
+    let mut fields = serde_json::json!({
+        "alert": rule.name(),
+        "count": observed.count,
+        "threshold": limit.threshold,
+        "window_secs": limit.window_secs,
+        "instance": settings.instance,
+        "raised_at": at.and_utc().to_rfc3339(),
+    });
+    if let (Some(requests), Some(map)) = (observed.requests, fields.as_object_mut()) {
+        map.insert("requests".into(), requests.into());
+    }
+    fields
+}
+
+/// An alert raised within its window (the security dashboard lists them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveAlert {
+    /// The rule's stable name (`webhook_signature_failures`, …).
+    pub rule: String,
+    pub raised_at: NaiveDateTime,
+    /// What it counted when raised.
+    pub count: i64,
+    pub window_secs: i64,
+}
+
+/// The alerts still within the window they were raised for at `at`, newest first.
+pub fn active(conn: &mut DbConnection, at: NaiveDateTime) -> Result<Vec<ActiveAlert>, DbError> {
+    let mut active: Vec<ActiveAlert> = alert::states(conn)?
+        .into_iter()
+        .filter(|s| s.last_raised_at + Duration::seconds(s.window_secs) > at)
+        .map(|s| ActiveAlert {
+            rule: s.name,
+            raised_at: s.last_raised_at,
+            count: s.last_count,
+            window_secs: s.window_secs,
+        })
+        .collect();
+    active.sort_by_key(|alert| std::cmp::Reverse(alert.raised_at));
+    Ok(active)
+}
+
+/// Requests and 5xx responses one instance answered, in time buckets over the 5xx rule's
+/// window: a constant amount of memory, a short lock per response.
+pub struct ServerErrorRate {
+    window: StdDuration,
+    bucket: StdDuration,
+    threshold_percent: u32,
+    min_requests: u32,
+    started: Instant,
+    state: Mutex<RateState>,
+}
+
+#[derive(Default)]
+struct RateState {
+    /// (bucket number, requests, 5xx), oldest first.
+    buckets: VecDeque<(u64, u64, u64)>,
+    /// When this instance last asked for the alert (no second ask within the window).
+    last_alert: Option<Instant>,
+}
+
+/// Buckets a window is split into.
+const BUCKETS: u32 = 10;
+
+impl ServerErrorRate {
+    pub fn new(settings: &AlertSettings) -> Self {
+        let limit = settings.limit(AlertRule::ServerErrors);
+        let window = StdDuration::from_secs(limit.window_secs.into());
+        Self {
+            window,
+            bucket: (window / BUCKETS).max(StdDuration::from_secs(1)),
+            threshold_percent: limit.threshold,
+            min_requests: settings.server_errors_min_requests,
+            started: Instant::now(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// Counts one response; when it is a 5xx that takes the rate to the threshold (with at
+    /// least the minimum number of requests in the window), returns what to raise, once per
+    /// window on this instance.
+    pub fn record(&self, status: u16) -> Option<Observed> {
+        let at = Instant::now();
+        let slot = (at.duration_since(self.started).as_secs()) / self.bucket.as_secs().max(1);
+        let oldest = slot.saturating_sub(u64::from(BUCKETS) - 1);
+        let error = (500..600).contains(&status);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while state.buckets.front().is_some_and(|(s, ..)| *s < oldest) {
+            state.buckets.pop_front();
+        }
+        match state.buckets.back_mut() {
+            Some((s, requests, errors)) if *s == slot => {
+                *requests += 1;
+                *errors += u64::from(error);
+            }
+            _ => state.buckets.push_back((slot, 1, u64::from(error))),
+        }
+        if !error {
+            return None;
+        }
+        let (requests, errors) = state
+            .buckets
+            .iter()
+            .fold((0, 0), |(r, e), (_, br, be)| (r + br, e + be));
+        let reached = requests >= u64::from(self.min_requests)
+            && errors * 100 >= u64::from(self.threshold_percent) * requests;
+        let quiet = state
+            .last_alert
+            .is_some_and(|last| at.duration_since(last) < self.window);
+        if !reached || quiet {
+            return None;
+        }
+        state.last_alert = Some(at);
+        Some(Observed {
+            count: i64::try_from(errors).unwrap_or(i64::MAX),
+            requests: Some(i64::try_from(requests).unwrap_or(i64::MAX)),
+            account: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AlertLimit;
+
+    fn rate(threshold: u32, min: u32) -> ServerErrorRate {
+        let mut settings = AlertSettings::default();
+        settings.set_limit(
+            AlertRule::ServerErrors,
+            AlertLimit {
+                threshold,
+                window_secs: 300,
+            },
+        );
+        settings.server_errors_min_requests = min;
+        ServerErrorRate::new(&settings)
+    }
+
+    #[test]
+    fn the_5xx_rate_needs_its_minimum_of_requests_and_asks_once_per_window() {
+        let rate = rate(5, 20);
+        assert!(rate.record(200).is_none());
+        assert!(rate.record(500).is_none(), "1 of 2 is under the minimum");
+        for _ in 0..17 {
+            assert!(rate.record(200).is_none());
+        }
+        let observed = rate.record(503).expect("2 of 20 is 10 %");
+        assert_eq!((observed.count, observed.requests), (2, Some(20)));
+        assert!(rate.record(500).is_none(), "once per window");
+    }
+
+    #[test]
+    fn a_low_rate_does_not_alert() {
+        let rate = rate(50, 4);
+        for _ in 0..3 {
+            assert!(rate.record(200).is_none());
+        }
+        assert!(rate.record(500).is_none(), "1 of 4 is 25 %, under 50 %");
+        assert!(rate.record(500).is_none(), "2 of 5 is 40 %");
+        assert!(rate.record(500).is_some(), "3 of 6 is 50 %");
+    }
 }

@@ -83,6 +83,9 @@ pub enum Kind {
     PaymentFailed,
     DisputeCreated,
     WebhookReprocessed,
+    /// A replay attempt: a valid signature with a stale timestamp (refused), or a stored event
+    /// id re-sent under another signature (answered as a duplicate).
+    WebhookReplay,
     /// Failures piled up (see [`alerts`]).
     Alert,
 }
@@ -124,6 +127,7 @@ impl Kind {
             Self::PaymentFailed => "payment_failed",
             Self::DisputeCreated => "charge_dispute_created",
             Self::WebhookReprocessed => "webhook_reprocessed",
+            Self::WebhookReplay => "webhook_replay",
             Self::Alert => "alert",
         }
     }
@@ -155,6 +159,7 @@ impl Kind {
                 Severity::High
             }
             Self::WebhookReprocessed => Severity::Medium,
+            Self::WebhookReplay => Severity::High,
             Self::SessionsRevoked | Self::LeasesDisabled | Self::LeasesEnabled | Self::Alert => {
                 Severity::Critical
             }

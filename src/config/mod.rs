@@ -8,6 +8,7 @@
 //! `stripe` owns the Stripe settings (and `stripe_key` the secret key, whose mode is decided
 //! when it is parsed), and `env_file` loads `.env` and writes development secrets.
 
+mod alerts;
 mod env_file;
 #[cfg(test)]
 mod fixtures;
@@ -18,14 +19,15 @@ mod vars;
 
 use std::path::{Path, PathBuf};
 
+pub use alerts::{AlertLimit, AlertRule, AlertSettings, AlertWebhook, MIN_WEBHOOK_SECRET_LEN};
 use env_file::generate_missing_dev_secrets;
 pub use env_file::{
     GENERATED_SECRETS, env_file_exposure, generate_secret, load_env_file, read_env_file,
 };
 pub use settings::{
-    AlertSettings, AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection,
-    LogFormat, LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings,
-    Secrets, SecuritySettings, SessionSettings,
+    AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection, LogFormat,
+    LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,
+    SecuritySettings, SessionSettings,
 };
 pub use stripe::{DEFAULT_STRIPE_API_BASE, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use super::{ConfigError, StripeSettings};
+use super::{AlertSettings, ConfigError, StripeSettings};
 use crate::secret::{KeyBytes, SecretString};
 
 /// Where Tollgate runs: development is friendly, production is strict.
@@ -163,16 +163,6 @@ pub struct SecuritySettings {
     pub hsts_max_age: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed; nobody else's is.
     pub trusted_proxies: Vec<IpNet>,
-}
-
-/// When repeated failures raise a CRITICAL `alert` (once per window).
-#[derive(Debug, Clone, Copy)]
-pub struct AlertSettings {
-    pub window_secs: u32,
-    /// Webhook signature failures within the window that raise an alert.
-    pub webhook_signature_failures: u32,
-    /// Failed payments (`invoice.payment_failed`) within the window that raise an alert.
-    pub payment_failures: u32,
 }
 
 #[derive(Debug)]

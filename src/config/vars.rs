@@ -8,9 +8,9 @@ use ipnet::IpNet;
 
 use super::stripe::stripe_settings;
 use super::{
-    AlertSettings, AuditSettings, Config, ConfigError, DatabaseUrl, Environment, FaultInjection,
-    LogFormat, LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings,
-    Secrets, SecuritySettings, SessionSettings,
+    AuditSettings, Config, ConfigError, DatabaseUrl, Environment, FaultInjection, LogFormat,
+    LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,
+    SecuritySettings, SessionSettings,
 };
 use crate::secret::{KeyBytes, decode_key};
 
@@ -330,11 +330,7 @@ impl Config {
                 },
             },
             password_hashing: password_hashing(vars)?,
-            alerts: AlertSettings {
-                window_secs: positive(vars, "ALERT_WINDOW_SECS", 300)?,
-                webhook_signature_failures: positive(vars, "ALERT_WEBHOOK_SIGNATURE_FAILURES", 5)?,
-                payment_failures: positive(vars, "ALERT_PAYMENT_FAILURES", 5)?,
-            },
+            alerts: super::alerts::alert_settings(vars, environment)?,
             audit: AuditSettings {
                 aggregate_window: Duration::from_secs(parse_or(
                     vars,

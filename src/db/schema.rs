@@ -142,6 +142,22 @@ diesel::table! {
     alert_state (name) {
         name -> Text,
         last_raised_at -> Timestamp,
+        last_count -> BigInt,
+        window_secs -> BigInt,
+    }
+}
+
+diesel::table! {
+    alert_deliveries (id) {
+        id -> BigInt,
+        rule -> Text,
+        body -> Text,
+        created_at -> Timestamp,
+        attempts -> BigInt,
+        next_attempt_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+        dead_at -> Nullable<Timestamp>,
+        last_error -> Nullable<Text>,
     }
 }
 
@@ -159,6 +175,7 @@ diesel::table! {
         last_error -> Nullable<Text>,
         received_at -> Timestamp,
         processed_at -> Nullable<Timestamp>,
+        signature_digest -> Nullable<Text>,
     }
 }
 

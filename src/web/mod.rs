@@ -38,6 +38,8 @@ pub struct AppState {
     pub webhook_writer: crate::webhooks::writer::WebhookWriter,
     /// This application's Prometheus metrics (`/metrics`).
     pub metrics: crate::metrics::Metrics,
+    /// Responses and 5xx on this instance, for the server-error alert.
+    pub server_errors: Arc<crate::audit::alerts::ServerErrorRate>,
 }
 
 impl AppState {

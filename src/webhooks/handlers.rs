@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{Context, IngestError, StripeEvent};
-use crate::audit::alerts::{self, Rule};
+use crate::audit::alerts::{self, AlertRule};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::customers;
 use crate::billing::subscriptions::{self, StripeSubscription, SubscriptionStatus};
@@ -227,7 +227,7 @@ fn payment_failed(
             "amount_due": object.get("amount_due"),
         }));
     audit::write(conn, &audit_event)?;
-    alerts::check(conn, &Rule::payment_failures(cx.alerts))?;
+    alerts::check(conn, cx.alerts, AlertRule::PaymentFailures)?;
     Ok(Outcome::Applied)
 }
 

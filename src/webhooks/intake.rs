@@ -26,6 +26,13 @@ pub enum Refusal {
         /// The body's length, for the audit.
         bytes: usize,
     },
+    /// A valid signature whose timestamp is outside the tolerance: a replay attempt (or a
+    /// badly wrong clock), refused like any signature failure but recorded as a replay.
+    Replay {
+        /// Seconds between the signed timestamp and now (negative: from the future).
+        skew: i64,
+        bytes: usize,
+    },
     /// Signed, but not an event Tollgate accepts.
     Payload(PayloadError),
 }
@@ -45,6 +52,11 @@ impl Refusal {
                 Kind::WebhookInvalidSignature,
                 error.as_str(),
                 json!({ "reason": error.as_str(), "bytes": bytes }),
+            ),
+            Self::Replay { skew, bytes } => (
+                Kind::WebhookReplay,
+                "stale_timestamp",
+                json!({ "reason": "stale_timestamp", "skew_secs": skew, "bytes": bytes }),
             ),
             // Grouped as one reason: the parser's messages vary with the input.
             Self::Payload(error) => (
@@ -92,9 +104,22 @@ pub fn intake(stripe: &StripeSettings, arrival: Arrival<'_>) -> Result<StripeEve
         stripe.webhook_tolerance_secs,
         arrival.now,
     )
-    .map_err(|error| Refusal::Signature {
-        error,
-        bytes: arrival.body.len(),
+    .map_err(|error| match error {
+        SignatureError::Stale { skew } => Refusal::Replay {
+            skew,
+            bytes: arrival.body.len(),
+        },
+        error => Refusal::Signature {
+            error,
+            bytes: arrival.body.len(),
+        },
     })?;
     StripeEvent::parse(arrival.body, stripe.live()).map_err(Refusal::Payload)
+}
+
+/// What identifies the `Stripe-Signature` header an event arrived with (SHA-256, hex), stored
+/// with the event: the same event re-sent under another header is a replay attempt.
+pub fn signature_digest(header: Option<&str>) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(header.unwrap_or_default().as_bytes()))
 }

@@ -135,6 +135,8 @@ pub struct Delivery<'a> {
     pub event: &'a StripeEvent,
     pub raw: &'a [u8],
     pub ip: &'a str,
+    /// SHA-256 of its `Stripe-Signature` header ([`intake::signature_digest`]).
+    pub signature_digest: &'a str,
 }
 
 /// Stores and applies one verified event, in a transaction of its own.
@@ -187,6 +189,7 @@ pub fn store_and_apply(
                 attempts: i64::from(fixed.is_some()),
                 received_at,
                 processed_at: fixed.map(|_| received_at),
+                signature_digest: Some(deliveries[*index].signature_digest),
             }
         })
         .collect();
@@ -216,6 +219,40 @@ pub fn store_and_apply(
     }
     audit::write_many(conn, &audits)?;
     Ok(outcomes)
+}
+
+/// A delivery of the already stored event `event_id` with the signature digest `digest`: when
+/// it differs from the first delivery's, someone re-sent the event under another signature,
+/// which is recorded (`webhook_replay`, repeats counted on one row) and checked against the
+/// replay alert. The delivery is still answered as a duplicate. Returns whether it was a
+/// replay. (Stripe signs each attempt anew, but only retries deliveries that were not
+/// acknowledged; a stored event was.)
+pub fn check_redelivery(
+    conn: &mut DbConnection,
+    alerts: &AlertSettings,
+    stripe: &Actor,
+    event_id: &str,
+    digest: &str,
+    aggregate_window: std::time::Duration,
+) -> Result<bool, DbError> {
+    let Some(Some(first)) = webhook_event::signature_digest(conn, event_id)? else {
+        return Ok(false);
+    };
+    if first == digest {
+        return Ok(false);
+    }
+    audit::write(
+        conn,
+        &stripe
+            .event(Kind::WebhookReplay)
+            .details(serde_json::json!({
+                "reason": "resent_with_other_signature",
+                "event": event_id,
+            }))
+            .aggregate(aggregate_window, "resent_with_other_signature"),
+    )?;
+    audit::alerts::check(conn, alerts, audit::alerts::AlertRule::WebhookReplays)?;
+    Ok(true)
 }
 
 /// Applies a stored event and records the outcome: `applied`, `ignored`, or `failed` (kept for

@@ -30,6 +30,7 @@ struct Job {
     event: StripeEvent,
     raw: actix_web::web::Bytes,
     ip: String,
+    signature_digest: String,
     reply: oneshot::Sender<Result<Ingested, IngestError>>,
 }
 
@@ -39,6 +40,7 @@ impl Job {
             event: &self.event,
             raw: &self.raw,
             ip: &self.ip,
+            signature_digest: &self.signature_digest,
         }
     }
 }
@@ -71,18 +73,21 @@ impl WebhookWriter {
         Ok(Self { jobs })
     }
 
-    /// Stores and applies a verified event; returns once it is committed.
+    /// Stores and applies a verified event (with the digest of the signature it came with);
+    /// returns once it is committed.
     pub async fn ingest(
         &self,
         event: StripeEvent,
         raw: actix_web::web::Bytes,
         ip: String,
+        signature_digest: String,
     ) -> Result<Ingested, IngestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             event,
             raw,
             ip,
+            signature_digest,
             reply,
         };
         self.jobs

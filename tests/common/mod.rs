@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+mod alert_receiver;
 mod app;
 mod billing;
 mod browser;
@@ -18,6 +19,7 @@ mod logs;
 mod process;
 mod stripe;
 
+pub use alert_receiver::*;
 pub use app::*;
 pub use billing::*;
 pub use browser::*;

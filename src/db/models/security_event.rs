@@ -131,3 +131,22 @@ pub fn occurrences_since(
         .select(occurrences())
         .get_result(conn)?)
 }
+
+/// How many times events of any of `kinds` (by `actor`, when given) happened on rows last seen
+/// after `since`, repeats included: the alert rules' count (`security_events_kind` index).
+pub fn occurrences_of_kinds_since(
+    conn: &mut DbConnection,
+    kinds: &[&str],
+    actor: Option<&str>,
+    since: NaiveDateTime,
+) -> Result<i64, DbError> {
+    let mut query = security_events::table
+        .filter(security_events::kind.eq_any(kinds))
+        .filter(security_events::last_seen_at.gt(since))
+        .select(occurrences())
+        .into_boxed();
+    if let Some(actor) = actor {
+        query = query.filter(security_events::actor.eq(actor));
+    }
+    Ok(query.get_result(conn)?)
+}

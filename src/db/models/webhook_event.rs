@@ -99,6 +99,21 @@ pub struct NewWebhookEvent<'a> {
     pub attempts: i64,
     pub received_at: NaiveDateTime,
     pub processed_at: Option<NaiveDateTime>,
+    /// SHA-256 of the `Stripe-Signature` header it arrived with.
+    pub signature_digest: Option<&'a str>,
+}
+
+/// The signature digest the stored event `stripe_id` first arrived with: `None` when no such
+/// event is stored, `Some(None)` for an event stored before digests were kept.
+pub fn signature_digest(
+    conn: &mut DbConnection,
+    stripe_id: &str,
+) -> Result<Option<Option<String>>, DbError> {
+    Ok(webhook_events::table
+        .filter(webhook_events::stripe_event_id.eq(stripe_id))
+        .select(webhook_events::signature_digest)
+        .first(conn)
+        .optional()?)
 }
 
 /// Stores the events not stored yet and returns the Stripe ids of those it stored (events

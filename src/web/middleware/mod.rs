@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod error_pages;
+pub mod error_rate;
 pub mod form_budget;
 pub mod head;
 pub mod rate_limit;

@@ -225,7 +225,12 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
             "limiter": limiter,
         }))
         .aggregate(state.config.audit.aggregate_window, limiter);
-    if let Err(err) = audit::record(&state.db, event).await {
+    let config = state.config.clone();
+    let recorded = state
+        .db
+        .run(move |conn| audit::alerts::record_rate_limit_refusal(conn, &config.alerts, &event))
+        .await;
+    if let Err(err) = recorded {
         tracing::error!(error = %err, "could not record rate_limited");
     }
 }

@@ -39,7 +39,17 @@ pub async fn billing_failure(
         _ => return err.into(),
     };
     let kind = event.kind.as_str();
-    if let Err(audit_err) = audit::record(&state.db, event).await {
+    let config = state.config.clone();
+    let recorded = state
+        .db
+        .run(move |conn| match event.kind {
+            Kind::StripeRateLimited => {
+                audit::alerts::record_rate_limit_refusal(conn, &config.alerts, &event)
+            }
+            _ => audit::write(conn, &event),
+        })
+        .await;
+    if let Err(audit_err) = recorded {
         tracing::error!(error = %audit_err, kind, "could not record an audit event");
     }
     err.into()

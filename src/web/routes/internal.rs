@@ -119,7 +119,11 @@ async fn lease_key(
             .event(Kind::RateLimited)
             .details(serde_json::json!({ "path": req.path(), "limiter": "lease" }))
             .aggregate(state.config.audit.aggregate_window, "lease");
-        audit::record(&state.db, event).await?;
+        let config = state.config.clone();
+        state
+            .db
+            .run(move |conn| audit::alerts::record_rate_limit_refusal(conn, &config.alerts, &event))
+            .await?;
         return Err(AppError::RateLimited { retry_after });
     }
     let LeaseRequest { user_id, provider } = serde_json::from_slice(&body).map_err(|_| {

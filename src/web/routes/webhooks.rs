@@ -6,21 +6,21 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::audit::alerts::{self, Rule};
+use crate::audit::alerts::{self, AlertRule};
 use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
 use crate::metrics::WebhookOutcome;
 use crate::web::{AppState, client_ip};
-use crate::webhooks::Ingested;
-use crate::webhooks::intake::{Arrival, Refusal, intake};
+use crate::webhooks::intake::{Arrival, Refusal, intake, signature_digest};
+use crate::webhooks::{self, Ingested};
 
 /// Largest event body accepted (Stripe's events are far smaller).
 pub const BODY_LIMIT: usize = 512 * 1024;
 
 pub const SIGNATURE_FAILED: &str = "Webhook signature verification failed";
 
-/// Answers a refused delivery and audits it (repeats counted on one row; a bad signature also
-/// checks the alert that counts them).
+/// Answers a refused delivery and audits it (repeats counted on one row), checking the alert
+/// rule that counts its kind.
 async fn refuse(
     state: &AppState,
     stripe: &Actor,
@@ -33,7 +33,8 @@ async fn refuse(
             "Webhook source not allowed",
             WebhookOutcome::InvalidIp,
         ),
-        Refusal::Signature { .. } => (
+        // A replay is refused as any signature failure: the sender learns nothing more.
+        Refusal::Signature { .. } | Refusal::Replay { .. } => (
             StatusCode::BAD_REQUEST,
             SIGNATURE_FAILED,
             WebhookOutcome::InvalidSignature,
@@ -47,13 +48,20 @@ async fn refuse(
     state.metrics.webhook(outcome, None);
     if let Some(event) = refusal.event(stripe, state.config.audit.aggregate_window) {
         let kind = event.kind;
-        let rule = (kind == Kind::WebhookInvalidSignature)
-            .then(|| Rule::webhook_signature_failures(&state.config.alerts));
+        let rule = match kind {
+            Kind::WebhookInvalidSignature => Some(AlertRule::WebhookSignatureFailures),
+            Kind::WebhookInvalidIp => Some(AlertRule::WebhookInvalidSources),
+            Kind::WebhookReplay => Some(AlertRule::WebhookReplays),
+            _ => None,
+        };
+        let config = state.config.clone();
         let recorded = state
             .db
             .run(move |conn| {
                 audit::write(conn, &event)?;
-                rule.map_or(Ok(()), |rule| alerts::check(conn, &rule).map(|_| ()))
+                rule.map_or(Ok(()), |rule| {
+                    alerts::check(conn, &config.alerts, rule).map(|_| ())
+                })
             })
             .await;
         if let Err(err) = recorded {
@@ -69,28 +77,28 @@ pub async fn stripe(
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let from = client_ip::of(&req);
+    let signature = req
+        .headers()
+        .get("stripe-signature")
+        .and_then(|v| v.to_str().ok());
     let arrival = Arrival {
         from,
-        signature: req
-            .headers()
-            .get("stripe-signature")
-            .and_then(|v| v.to_str().ok()),
+        signature,
         body: &body,
         now: chrono::Utc::now().timestamp(),
     };
+    let stripe =
+        Actor::new(Principal::Stripe, Some(from)).in_request(crate::web::request_id::of(&req));
     let event = match intake(&state.config.stripe, arrival) {
         Ok(event) => event,
-        Err(refusal) => {
-            let stripe = Actor::new(Principal::Stripe, Some(from))
-                .in_request(crate::web::request_id::of(&req));
-            return refuse(&state, &stripe, refusal).await;
-        }
+        Err(refusal) => return refuse(&state, &stripe, refusal).await,
     };
     let event_id = event.id.clone();
     let event_type = event.kind.clone();
+    let digest = signature_digest(signature);
     let outcome = state
         .webhook_writer
-        .ingest(event, body, from.to_string())
+        .ingest(event, body, from.to_string(), digest.clone())
         .await
         .map_err(AppError::internal)?;
     let duplicate = outcome == Ingested::Duplicate;
@@ -102,6 +110,24 @@ pub async fn stripe(
     state.metrics.webhook(counted, Some(&event_type));
     if duplicate {
         tracing::info!(event = %event_id, "duplicate webhook delivery acknowledged");
+        let config = state.config.clone();
+        let checked = state
+            .db
+            .run(move |conn| {
+                let window = config.audit.aggregate_window;
+                webhooks::check_redelivery(
+                    conn,
+                    &config.alerts,
+                    &stripe,
+                    &event_id,
+                    &digest,
+                    window,
+                )
+            })
+            .await;
+        if let Err(err) = checked {
+            tracing::error!(error = %err, "could not check a redelivery for a replay");
+        }
     }
     Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": duplicate })))
 }
