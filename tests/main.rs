@@ -29,6 +29,7 @@ mod operations;
 mod pepper_rotation;
 mod pricing;
 mod rate_limits;
+mod roles;
 mod sessions;
 mod subscriptions;
 mod vault;

@@ -13,6 +13,7 @@ pub mod byok;
 pub mod health;
 pub mod home;
 pub mod internal;
+pub mod two_factor;
 pub mod webhooks;
 
 use std::sync::Arc;
