@@ -32,5 +32,6 @@ mod rate_limits;
 mod roles;
 mod sessions;
 mod subscriptions;
+mod two_factor;
 mod vault;
 mod webhooks;
