@@ -14,6 +14,7 @@ on_both_backends!(
     admin_require_2fa_sends_console_accounts_to_enrolment_first,
     enrolment_needs_its_own_session_and_a_valid_csrf_token,
     rotate_key_reseals_two_factor_secrets,
+    the_code_step_locks_after_repeated_failures,
 );
 
 const STEP: u64 = 30;
@@ -276,7 +277,10 @@ async fn rotate_key_reseals_two_factor_secrets(backend: Backend) {
     let (secret, step, _) = enrol(&admin).await;
 
     let handle = before.database_handle();
-    let env = [("ENCRYPTION_KEY", new.clone()), ("ENCRYPTION_KEYS_OLD", old)];
+    let env = [
+        ("ENCRYPTION_KEY", new.clone()),
+        ("ENCRYPTION_KEYS_OLD", old),
+    ];
     let (code, out, stderr) =
         crate::common::run(crate::operations::tollgate(&handle, &env).arg("rotate-key"));
     assert_eq!(code, 0, "{stderr}");
@@ -293,4 +297,29 @@ async fn rotate_key_reseals_two_factor_secrets(backend: Backend) {
     let res = submit_code(&browser, &code_at(&secret, step + 1)).await;
     assert_eq!(res.status(), 303);
     assert_eq!(browser.get("/admin").await.status(), 200);
+}
+
+async fn the_code_step_locks_after_repeated_failures(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "admin@example.com";
+    let admin = app.signed_in_admin(email).await;
+    let (secret, step, codes) = enrol(&admin).await;
+    password_step(&admin, email).await;
+    let right = code_at(&secret, step + 1);
+    let wrong = if right == "123456" {
+        "654321"
+    } else {
+        "123456"
+    };
+    for _ in 0..5 {
+        assert_eq!(submit_code(&admin, wrong).await.status(), 401);
+    }
+    for code in [right.as_str(), codes[0].as_str()] {
+        let res = submit_code(&admin, code).await;
+        assert_eq!(res.status(), 429, "locked, even for a right code");
+        assert!(res.headers().contains_key("retry-after"));
+    }
+    assert_eq!(admin.get("/admin").await.status(), 303);
+    assert!(!app.events("two_factor_locked").is_empty());
+    assert_eq!(app.count_events("two_factor_succeeded"), 0);
 }
