@@ -464,6 +464,7 @@ mod tests {
         for (principal, account) in [
             (Principal::User(UserId::from(42)), Some(UserId::from(42))),
             (Principal::Admin(UserId::from(7)), Some(UserId::from(7))),
+            (Principal::Support(UserId::from(9)), Some(UserId::from(9))),
             (Principal::Service("engine".into()), None),
             (Principal::Stripe, None),
             (Principal::System, None),

@@ -13,7 +13,7 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{FromRequest, HttpRequest, ResponseError as _, web};
 use futures_util::future::LocalBoxFuture;
 
 use crate::accounts::{Role, User, two_factor};
@@ -67,9 +67,15 @@ pub async fn require(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let access = needed(needs, req.method());
-    let user = signed_in_user(req.request().clone()).await?;
+    // Refusals are answered here, as responses (the error pages middleware renders them, and
+    // the request's span records them like any handler's answer).
+    let refuse = |req: ServiceRequest, err: AppError| Ok(req.into_response(err.error_response()));
+    let user = match signed_in_user(req.request().clone()).await {
+        Ok(user) => user,
+        Err(err) => return refuse(req, err),
+    };
     if !access.allows(user.role) {
-        return Err(AppError::Forbidden.into());
+        return refuse(req, AppError::Forbidden);
     }
     if let Some(state) = req.app_data::<web::Data<AppState>>()
         && state.config.security.admin_require_2fa
@@ -78,8 +84,11 @@ pub async fn require(
         let enrolled = state
             .db
             .run(move |conn| two_factor::is_enrolled(conn, id))
-            .await
-            .map_err(AppError::from)?;
+            .await;
+        let enrolled = match enrolled {
+            Ok(enrolled) => enrolled,
+            Err(err) => return refuse(req, AppError::from(err)),
+        };
         if !enrolled {
             let to_enrolment = crate::web::pages::see_other(ENROLMENT_PATH);
             return Ok(req.into_response(to_enrolment));
