@@ -61,6 +61,16 @@ enum Command {
         #[arg(long)]
         create: bool,
     },
+    /// Give an account a role: `customer`, `support` (the read-only console) or `admin`. A
+    /// change ends the account's sessions and is audited (`role_changed`).
+    SetRole {
+        /// The account's email address.
+        #[arg(long)]
+        email: String,
+        /// customer, support or admin.
+        #[arg(long)]
+        role: String,
+    },
     /// Manage the tokens internal services use (`Authorization: Bearer tg_svc_…`).
     #[command(subcommand)]
     ServiceToken(TokenCommand),
@@ -219,6 +229,7 @@ fn main() -> ExitCode {
             };
             commands::admin::create_admin(&cli.env_file, &email, promote_existing, missing)
         }
+        Command::SetRole { email, role } => commands::roles::set_role(&cli.env_file, &email, &role),
         Command::ServiceToken(TokenCommand::Create { name, scopes }) => {
             commands::tokens::create(&cli.env_file, &name, &scopes)
         }

@@ -246,6 +246,10 @@ fn run(
     let lease_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.lease));
     let failures = config.rate_limits.login_failures;
     let login_failures = Arc::new(FailureLimiter::new(failures.per_account, failures.window));
+    let two_factor_failures = Arc::new(FailureLimiter::new(
+        crate::web::routes::two_factor::FAILURES_PER_ACCOUNT,
+        failures.window,
+    ));
     let gateway =
         Arc::new(crate::billing::Gateway::new(&config.stripe).with_metrics(metrics.clone()));
     let mut limiters = LimiterSweep::default();
@@ -256,6 +260,7 @@ fn run(
     limiters.register("refusal_audit", refusal_audit.clone());
     limiters.register("lease", lease_limiter.clone());
     limiters.register("login_failures", login_failures.clone());
+    limiters.register("two_factor_failures", two_factor_failures.clone());
     limiters.register("stripe_throttle", gateway.clone());
     let state = web::Data::new(AppState {
         db: db.clone(),
@@ -265,6 +270,7 @@ fn run(
         token_hasher: config.token_hasher(),
         lease_limiter,
         login_failures,
+        two_factor_failures,
         password_work,
         gateway,
         active_plans: crate::billing::plans::ActivePlans::new(Duration::from_secs(5)),

@@ -379,6 +379,7 @@ async fn idle_limiter_keys_are_swept(backend: Backend) {
             "sign_in",
             "sign_up",
             "stripe_throttle",
+            "two_factor_failures",
             "webhook"
         ]
     );

@@ -6,6 +6,7 @@
 
 pub mod email;
 pub mod password;
+pub mod two_factor;
 
 use chrono::NaiveDateTime;
 use diesel::Connection as _;
@@ -65,6 +66,7 @@ impl User {
 fn principal(role: Role, id: UserId) -> Principal {
     match role {
         Role::Customer => Principal::User(id),
+        Role::Support => Principal::Support(id),
         Role::Admin => Principal::Admin(id),
     }
 }
@@ -332,5 +334,71 @@ pub fn create_admin(
                 }));
         audit::write(conn, &event)?;
         Ok((user, outcome))
+    })
+}
+
+/// What `set-role` did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RoleChange {
+    pub old: Role,
+    pub new: Role,
+    /// Sessions of the account that were ended (none when the role did not change).
+    pub sessions_ended: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetRoleError {
+    #[error("no account has this email")]
+    NoSuchAccount,
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<diesel::result::Error> for SetRoleError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(DbError::Query(err))
+    }
+}
+
+/// Gives the account `email` the role `role`. A change ends every session the account has
+/// (a session must not wake up with rights it was not signed in with, nor keep ones taken
+/// away) and is audited (`role_changed`), all in one transaction; setting the role an account
+/// already has changes nothing. Blocking: for the CLI.
+pub fn set_role(
+    conn: &mut DbConnection,
+    email: &Email,
+    role: Role,
+    actor: &str,
+) -> Result<RoleChange, SetRoleError> {
+    conn.transaction::<_, SetRoleError, _>(|conn| {
+        // A write first (SQLite cannot upgrade a read transaction while another writer holds
+        // the lock): the update names the account by email.
+        let updated = user::set_role_by_email(conn, email.as_str(), role)?;
+        let Some((id, old)) = updated else {
+            return Err(SetRoleError::NoSuchAccount);
+        };
+        if old == role {
+            return Ok(RoleChange {
+                old,
+                new: role,
+                sessions_ended: 0,
+            });
+        }
+        let sessions_ended = session::delete_for_user(conn, id)?;
+        let event = SecurityEvent::new(Kind::RoleChanged)
+            .actor(actor)
+            .details(serde_json::json!({
+                "user_id": id,
+                "email": crate::secret::mask_email(email.as_str()),
+                "old_role": old.as_str(),
+                "new_role": role.as_str(),
+                "sessions_ended": sessions_ended,
+            }));
+        audit::write(conn, &event)?;
+        Ok(RoleChange {
+            old,
+            new: role,
+            sessions_ended,
+        })
     })
 }

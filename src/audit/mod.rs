@@ -88,6 +88,18 @@ pub enum Kind {
     WebhookReplay,
     /// Failures piled up (see [`alerts`]).
     Alert,
+    /// `set-role` gave an account another role.
+    RoleChanged,
+    /// An account confirmed its TOTP secret (two-factor sign-in is on).
+    TwoFactorEnrolled,
+    /// A sign-in's second step passed with a TOTP code.
+    TwoFactorSucceeded,
+    /// A wrong, replayed or malformed code at the second step (or at enrolment).
+    TwoFactorFailed,
+    /// The second step refused unchecked: too many recent failures for the account.
+    TwoFactorLocked,
+    /// A sign-in's second step passed with a one-time recovery code.
+    RecoveryCodeUsed,
 }
 
 impl Kind {
@@ -129,6 +141,12 @@ impl Kind {
             Self::WebhookReprocessed => "webhook_reprocessed",
             Self::WebhookReplay => "webhook_replay",
             Self::Alert => "alert",
+            Self::RoleChanged => "role_changed",
+            Self::TwoFactorEnrolled => "two_factor_enrolled",
+            Self::TwoFactorSucceeded => "two_factor_succeeded",
+            Self::TwoFactorFailed => "two_factor_failed",
+            Self::TwoFactorLocked => "two_factor_locked",
+            Self::RecoveryCodeUsed => "two_factor_recovery_code_used",
         }
     }
 
@@ -160,6 +178,12 @@ impl Kind {
             }
             Self::WebhookReprocessed => Severity::Medium,
             Self::WebhookReplay => Severity::High,
+            Self::TwoFactorSucceeded => Severity::Low,
+            Self::TwoFactorFailed => Severity::Medium,
+            Self::RoleChanged
+            | Self::TwoFactorEnrolled
+            | Self::TwoFactorLocked
+            | Self::RecoveryCodeUsed => Severity::High,
             Self::SessionsRevoked | Self::LeasesDisabled | Self::LeasesEnabled | Self::Alert => {
                 Severity::Critical
             }
@@ -174,6 +198,8 @@ pub enum Principal {
     Anonymous,
     /// A signed-in customer account.
     User(UserId),
+    /// A signed-in support account (the read-only console).
+    Support(UserId),
     /// A signed-in admin account.
     Admin(UserId),
     /// An internal service, by its token's name.
@@ -219,7 +245,7 @@ impl Actor {
     /// The account acting, whether as a customer or as an admin.
     pub fn account(&self) -> Option<UserId> {
         match self.principal {
-            Principal::User(id) | Principal::Admin(id) => Some(id),
+            Principal::User(id) | Principal::Support(id) | Principal::Admin(id) => Some(id),
             Principal::Anonymous
             | Principal::Service(_)
             | Principal::System
@@ -238,6 +264,7 @@ impl Actor {
         match &self.principal {
             Principal::Anonymous => None,
             Principal::User(id) => Some(format!("user:{id}")),
+            Principal::Support(id) => Some(format!("support:{id}")),
             Principal::Admin(id) => Some(format!("admin:{id}")),
             Principal::Service(name) => Some(name.clone()),
             Principal::System => Some("tollgate".to_owned()),
@@ -259,7 +286,7 @@ impl Actor {
 /// [`Actor::label`] for accounts).
 fn labelled_account(label: &str) -> Option<UserId> {
     let (role, id) = label.split_once(':')?;
-    matches!(role, "user" | "admin")
+    matches!(role, "user" | "support" | "admin")
         .then(|| id.parse().ok())
         .flatten()
 }
@@ -443,6 +470,7 @@ mod tests {
         for (principal, account) in [
             (Principal::User(UserId::from(42)), Some(UserId::from(42))),
             (Principal::Admin(UserId::from(7)), Some(UserId::from(7))),
+            (Principal::Support(UserId::from(9)), Some(UserId::from(9))),
             (Principal::Service("engine".into()), None),
             (Principal::Stripe, None),
             (Principal::System, None),

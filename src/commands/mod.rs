@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod emergency;
+pub mod roles;
 pub mod rotate;
 #[cfg(feature = "stripe-sim")]
 pub mod stripe_sim;

@@ -17,6 +17,7 @@ const SEALED_COLUMNS: &[&dyn Rotatable] = &[
     &vault::SEALED_KEYS,
     &customers::SEALED_CUSTOMER_IDS,
     &webhooks::SEALED_PAYLOADS,
+    &crate::accounts::two_factor::SEALED_SECRETS,
 ];
 
 pub struct RotateOptions {

@@ -163,6 +163,9 @@ pub struct SecuritySettings {
     pub hsts_max_age: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed; nobody else's is.
     pub trusted_proxies: Vec<IpNet>,
+    /// `ADMIN_REQUIRE_2FA`: console accounts must enrol two-factor sign-in before any console
+    /// page opens.
+    pub admin_require_2fa: bool,
 }
 
 #[derive(Debug)]

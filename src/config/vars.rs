@@ -300,6 +300,7 @@ impl Config {
             security: SecuritySettings {
                 hsts_max_age: parse_or(vars, "HSTS_MAX_AGE", 31_536_000, "a number of seconds")?,
                 trusted_proxies: networks(vars, "TRUSTED_PROXIES")?,
+                admin_require_2fa: boolean(vars, "ADMIN_REQUIRE_2FA", false)?,
             },
             rate_limits: RateLimitSettings {
                 sign_in: RateLimit {

@@ -30,6 +30,8 @@ const BLIND_INDEX_LABEL: &[u8] = b"tollgate blind-index v1";
 pub enum Domain {
     ServiceToken,
     StripeCustomerId,
+    /// A two-factor recovery code (checked once, never read back).
+    RecoveryCode,
 }
 
 impl Domain {
@@ -37,6 +39,7 @@ impl Domain {
         match self {
             Self::ServiceToken => b"service-token",
             Self::StripeCustomerId => b"stripe-customer-id",
+            Self::RecoveryCode => b"recovery-code",
         }
     }
 

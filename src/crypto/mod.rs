@@ -13,5 +13,5 @@ pub mod hashing;
 pub mod keyring;
 pub mod rotation;
 
-pub use hashing::TokenHasher;
+pub use hashing::{Domain, TokenHasher};
 pub use keyring::{Aad, CryptoError, KeyId, Keyring};

@@ -41,6 +41,31 @@ diesel::table! {
 diesel::joinable!(sessions -> users (user_id));
 
 diesel::table! {
+    two_factor (user_id) {
+        user_id -> BigInt,
+        secret -> Binary,
+        key_id -> Text,
+        confirmed_at -> Nullable<Timestamp>,
+        last_used_step -> Nullable<BigInt>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    recovery_codes (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        code_hash -> Text,
+        used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(two_factor -> users (user_id));
+diesel::joinable!(recovery_codes -> users (user_id));
+
+diesel::table! {
     byok_keys (id) {
         id -> BigInt,
         user_id -> BigInt,
@@ -194,5 +219,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     billing_customers,
     subscriptions,
     stripe_operations,
-    webhook_events
+    webhook_events,
+    two_factor,
+    recovery_codes
 );

@@ -2,6 +2,7 @@
 //! extract typed input, call the domain, and render.
 
 pub mod client_ip;
+pub mod console;
 pub mod csrf;
 pub mod forms;
 pub mod middleware;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
     /// Failed sign-ins per account.
     pub login_failures: Arc<crate::limits::FailureLimiter<crate::accounts::SignInKey>>,
+    /// Failed second-factor codes per account (sign-in and enrolment).
+    pub two_factor_failures: Arc<crate::limits::FailureLimiter<crate::accounts::UserId>>,
     /// The cap on concurrent argon2 work.
     pub password_work: Arc<crate::accounts::PasswordWork>,
     pub gateway: Arc<crate::billing::Gateway>,

@@ -14,6 +14,9 @@ use crate::web::session::{Flash, TypedSession};
 pub struct NavUser {
     pub email: String,
     pub is_admin: bool,
+    /// Support or admin: the console link, and the role shown beside it.
+    pub is_console: bool,
+    pub role: &'static str,
 }
 
 /// Layout data for `templates/base.html`.
@@ -36,11 +39,19 @@ impl PageContext {
             user: user.map(|user| NavUser {
                 email: user.email.clone(),
                 is_admin: user.is_admin(),
+                is_console: user.role.is_console(),
+                role: user.role.as_str(),
             }),
             csrf_token,
             flash: session.take_flash(),
             stylesheet: assets::stylesheet_url(),
         })
+    }
+
+    /// Whether the signed-in account may change things in the console (an admin): the
+    /// console's pages hide what a support account cannot do.
+    pub fn can_manage(&self) -> bool {
+        self.user.as_ref().is_some_and(|user| user.is_admin)
     }
 
     /// For a page with a form: always has a CSRF token.

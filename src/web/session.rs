@@ -15,7 +15,9 @@ use crate::audit::{Actor, Principal};
 use crate::error::AppError;
 use crate::secret::{encode_token, random_bytes};
 use crate::web::AppState;
-use crate::web::middleware::session_store::{CREDENTIAL_KEY, CSRF_KEY, USER_ID_KEY};
+use crate::web::middleware::session_store::{
+    CREDENTIAL_KEY, CSRF_KEY, PENDING_SECOND_FACTOR_KEY, USER_ID_KEY,
+};
 
 const FLASH_KEY: &str = "flash";
 
@@ -44,6 +46,30 @@ impl FlashKind {
     }
 }
 
+/// How long a sign-in may wait for its second factor.
+pub const SECOND_FACTOR_WINDOW_SECS: i64 = 5 * 60;
+
+/// A sign-in whose password was right, waiting for its second factor (kept server-side, in
+/// the session's state).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingSecondFactor {
+    pub user_id: UserId,
+    /// The account's credential stamp when the password was checked.
+    pub credential: String,
+    pub started_at: i64,
+    /// Where the sign-in lands once the code is accepted (a local path).
+    pub next: String,
+}
+
+impl PendingSecondFactor {
+    /// Whether `user` still has the credential this sign-in checked.
+    pub fn still_matches(&self, user: &User) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.user_id == user.id
+            && bool::from(self.credential.as_bytes().ct_eq(user.credential.as_bytes()))
+    }
+}
+
 /// The session, with Tollgate's keys behind typed methods.
 pub struct TypedSession(Session);
 
@@ -61,7 +87,46 @@ impl TypedSession {
             .insert(CREDENTIAL_KEY, &user.credential)
             .map_err(session_error)?;
         self.0.remove(CSRF_KEY);
+        self.0.remove(PENDING_SECOND_FACTOR_KEY);
         Ok(())
+    }
+
+    /// Half signs `user` in: the password was right, the second factor is still to come. A new
+    /// session id and CSRF token; nobody is signed in until [`TypedSession::log_in`].
+    pub fn begin_second_factor(&self, user: &User, next: &str) -> Result<(), AppError> {
+        self.0.renew();
+        self.0.remove(USER_ID_KEY);
+        self.0.remove(CREDENTIAL_KEY);
+        self.0.remove(CSRF_KEY);
+        let pending = PendingSecondFactor {
+            user_id: user.id,
+            credential: user.credential.clone(),
+            started_at: chrono::Utc::now().timestamp(),
+            next: next.to_owned(),
+        };
+        self.0
+            .insert(PENDING_SECOND_FACTOR_KEY, pending)
+            .map_err(session_error)
+    }
+
+    /// The sign-in waiting for its second factor, if it is still fresh (a stale one is dropped).
+    pub fn pending_second_factor(&self) -> Option<PendingSecondFactor> {
+        let pending = self
+            .0
+            .get::<PendingSecondFactor>(PENDING_SECOND_FACTOR_KEY)
+            .ok()
+            .flatten()?;
+        let age = chrono::Utc::now().timestamp() - pending.started_at;
+        if (0..=SECOND_FACTOR_WINDOW_SECS).contains(&age) {
+            Some(pending)
+        } else {
+            self.0.remove(PENDING_SECOND_FACTOR_KEY);
+            None
+        }
+    }
+
+    pub fn clear_second_factor(&self) {
+        self.0.remove(PENDING_SECOND_FACTOR_KEY);
     }
 
     pub fn user_id(&self) -> Result<Option<UserId>, AppError> {
@@ -176,7 +241,7 @@ fn signed_in(req: &HttpRequest) -> SignedIn {
     lookup
 }
 
-async fn signed_in_user(req: HttpRequest) -> Result<User, AppError> {
+pub(crate) async fn signed_in_user(req: HttpRequest) -> Result<User, AppError> {
     let lookup = signed_in(&req);
     match lookup.await {
         Ok(Some(user)) => Ok(user),

@@ -10,5 +10,6 @@ pub mod session;
 pub mod setting;
 pub mod stripe_operation;
 pub mod subscription;
+pub mod two_factor;
 pub mod user;
 pub mod webhook_event;

@@ -93,28 +93,39 @@ where
 #[diesel(sql_type = Text)]
 pub enum Role {
     Customer,
+    /// Reads the console (customers, subscriptions, webhook list, audit log); changes nothing.
+    Support,
     Admin,
 }
 
 impl Role {
+    pub const ALL: [Role; 3] = [Role::Customer, Role::Support, Role::Admin];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Customer => "customer",
+            Self::Support => "support",
             Self::Admin => "admin",
         }
+    }
+
+    /// The role named exactly (`set-role --role`): `None` for anything else.
+    pub fn parse_exact(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|role| role.as_str() == text)
+    }
+
+    /// Whether the account may open the console at all (read-only or not).
+    pub fn is_console(self) -> bool {
+        matches!(self, Self::Support | Self::Admin)
     }
 }
 
 impl FromStr for Role {
     type Err = Infallible;
 
-    /// Only `admin` is an admin: anything unexpected gets the least privilege.
+    /// Only the exact names count: anything unexpected gets the least privilege.
     fn from_str(text: &str) -> Result<Self, Infallible> {
-        Ok(if text == "admin" {
-            Self::Admin
-        } else {
-            Self::Customer
-        })
+        Ok(Self::parse_exact(text).unwrap_or(Self::Customer))
     }
 }
 
@@ -177,6 +188,31 @@ pub fn set_role(conn: &mut DbConnection, id: UserId, role: Role) -> Result<(), D
         .set((users::role.eq(role), users::updated_at.eq(now())))
         .execute(conn)?;
     Ok(())
+}
+
+/// Sets the role of the account `email`, returning its id and the role it had before; `None`
+/// when no account has that email. Written first, read after, in the caller's transaction: the
+/// old role is kept by the update itself (`updated_at` only moves when the role changes).
+pub fn set_role_by_email(
+    conn: &mut DbConnection,
+    email: &str,
+    role: Role,
+) -> Result<Option<(UserId, Role)>, DbError> {
+    // Touch the row first (a write opens the transaction), then read what it was.
+    let touched = diesel::update(users::table.filter(users::email.eq(email)))
+        .set(users::email.eq(email))
+        .execute(conn)?;
+    if touched == 0 {
+        return Ok(None);
+    }
+    let (id, old): (UserId, Role) = users::table
+        .filter(users::email.eq(email))
+        .select((users::id, users::role))
+        .first(conn)?;
+    if old != role {
+        set_role(conn, id, role)?;
+    }
+    Ok(Some((id, old)))
 }
 
 pub fn set_password_hash(conn: &mut DbConnection, id: UserId, hash: &str) -> Result<(), DbError> {
@@ -332,13 +368,17 @@ mod tests {
 
     #[test]
     fn roles_are_stored_as_their_names_and_only_admin_is_an_admin() {
-        for role in [Role::Customer, Role::Admin] {
+        for role in Role::ALL {
             assert_eq!(role.as_str().parse(), Ok(role));
             assert_eq!(role.to_string(), role.as_str());
         }
         assert_eq!(Role::Customer.as_str(), "customer");
         assert_eq!(Role::Admin.as_str(), "admin");
-        for odd in ["Admin", "root", ""] {
+        assert_eq!(Role::Support.as_str(), "support");
+        assert!(Role::Support.is_console() && Role::Admin.is_console());
+        assert!(!Role::Customer.is_console());
+        assert_eq!(Role::parse_exact("Support"), None);
+        for odd in ["Admin", "SUPPORT", "root", ""] {
             assert_eq!(odd.parse(), Ok(Role::Customer), "{odd}");
         }
     }

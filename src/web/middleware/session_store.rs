@@ -30,6 +30,8 @@ pub const USER_ID_KEY: &str = "user_id";
 pub const CSRF_KEY: &str = "csrf";
 /// The session key under which the signed-in account's credential stamp is kept.
 pub const CREDENTIAL_KEY: &str = "credential";
+/// The session key of a sign-in waiting for its second factor (grants nothing by itself).
+pub const PENDING_SECOND_FACTOR_KEY: &str = "pending_2fa";
 
 /// What is left of a session's state once the session itself has ended: nothing that signs
 /// anyone in or vouches for a form (a flash message may stay).
@@ -37,6 +39,7 @@ fn without_authority(mut state: State) -> State {
     state.remove(USER_ID_KEY);
     state.remove(CREDENTIAL_KEY);
     state.remove(CSRF_KEY);
+    state.remove(PENDING_SECOND_FACTOR_KEY);
     state
 }
 

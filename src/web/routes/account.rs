@@ -68,6 +68,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::byok;
     cfg.service(web::resource("").route(web::get().to(show)))
         .service(
+            web::resource("/2fa")
+                .route(web::get().to(super::two_factor::enrolment))
+                .route(web::post().to(super::two_factor::confirm)),
+        )
+        .service(
             web::resource("/keys")
                 .route(web::get().to(byok::list))
                 .route(web::post().to(byok::save)),

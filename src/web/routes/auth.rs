@@ -17,6 +17,7 @@ use crate::web::forms::FormErrors;
 use crate::web::middleware::form_budget::Submission;
 use crate::web::pages::{PageContext, render, render_with_status, see_other};
 use crate::web::routes::billing::{ChosenPlan, chosen_plan};
+use crate::web::routes::two_factor;
 use crate::web::session::{FlashKind, MaybeUser, TypedSession};
 use crate::web::{AppState, client_ip};
 
@@ -46,9 +47,9 @@ pub fn safe_next(next: Option<&str>) -> &str {
 /// else. Admins are not customers: a carried plan does not move them.
 fn landing(next: Option<&str>, plan: Option<&ChosenPlan>, user: &accounts::User) -> String {
     match (local_path(next), plan) {
-        (_, Some(plan)) if !user.is_admin() => plan.checkout_path(),
+        (_, Some(plan)) if !user.role.is_console() => plan.checkout_path(),
         (Some(path), _) => path.to_owned(),
-        (None, _) if user.is_admin() => "/admin".to_owned(),
+        (None, _) if user.role.is_console() => "/admin".to_owned(),
         (None, _) => "/account".to_owned(),
     }
 }
@@ -419,8 +420,14 @@ pub async fn login(
     let (kind, account, retry_after) =
         match accounts::authenticate(&state.db, guards, &actor, &shown.email, password).await? {
             SignIn::Succeeded(user) => {
+                let landing = landing(Some(&shown.next), plan.as_ref(), &user);
+                // An account with two-factor sign-in is only half signed in until its code.
+                if two_factor::is_due(&state, &user).await? {
+                    session.begin_second_factor(&user, &landing)?;
+                    return Ok(see_other(two_factor::SIGN_IN_STEP));
+                }
                 session.log_in(&user)?;
-                return Ok(see_other(&landing(Some(&shown.next), plan.as_ref(), &user)));
+                return Ok(see_other(&landing));
             }
             SignIn::Failed { account } => (Kind::LoginFailed, account, None),
             SignIn::Locked { account, locked } => {
@@ -502,12 +509,18 @@ pub async fn logout(
     Ok(see_other(SIGNED_OUT))
 }
 
-/// The sign-in form, relative to `/login` (its budget wraps it: `routes::configure`).
+/// The sign-in form and its second step, relative to `/login` (its budget wraps both:
+/// `routes::configure`).
 pub fn sign_in(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("")
             .route(web::get().to(login_form))
             .route(web::post().to(login)),
+    )
+    .service(
+        web::resource("/2fa")
+            .route(web::get().to(two_factor::code_form))
+            .route(web::post().to(two_factor::submit_code)),
     );
 }
 

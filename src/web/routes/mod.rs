@@ -14,6 +14,7 @@ pub mod health;
 pub mod home;
 pub mod internal;
 pub mod metrics;
+pub mod two_factor;
 pub mod webhooks;
 
 use std::sync::Arc;

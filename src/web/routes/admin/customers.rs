@@ -8,8 +8,9 @@ use serde::Deserialize;
 use crate::db::models::user::{self, CustomerListing};
 use crate::error::AppError;
 use crate::web::AppState;
+use crate::web::console::ConsoleUser;
 use crate::web::pages::{PageContext, datetime_seconds, render};
-use crate::web::session::{AdminUser, TypedSession};
+use crate::web::session::TypedSession;
 
 /// Most accounts one page lists.
 const CUSTOMER_PAGE: i64 = 100;
@@ -50,7 +51,7 @@ pub struct CustomerQuery {
 pub async fn list(
     state: web::Data<AppState>,
     session: TypedSession,
-    admin: AdminUser,
+    viewer: ConsoleUser,
     query: web::Query<CustomerQuery>,
 ) -> Result<HttpResponse, AppError> {
     let q = query.q.as_deref().unwrap_or_default().trim().to_lowercase();
@@ -60,7 +61,7 @@ pub async fn list(
         .run(move |conn| user::customer_listing(conn, &needle, CUSTOMER_PAGE))
         .await?;
     render(&CustomersPage {
-        ctx: PageContext::new(&session, Some(&admin.0))?,
+        ctx: PageContext::new(&session, Some(&viewer.0))?,
         query: q,
         customers: listed.into_iter().map(CustomerView::from).collect(),
     })

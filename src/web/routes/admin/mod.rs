@@ -1,6 +1,7 @@
-//! `/admin/…`: the admin console, one module per page family. Every handler takes
-//! [`AdminUser`](crate::web::session::AdminUser): customers get 403, anonymous visitors the
-//! sign-in page.
+//! `/admin/…`: the admin console, one module per page family. Every route is declared below,
+//! once, with the access it needs ([`Access`](crate::web::console::Access)): `Read` pages are
+//! open to support and admin accounts, `Manage` routes to admins only; customers get 403,
+//! anonymous visitors the sign-in page. A new page is one line here.
 
 pub mod customers;
 pub mod plans;
@@ -8,34 +9,18 @@ pub mod security;
 pub mod tokens;
 pub mod webhooks;
 
-use actix_web::web;
-
-/// The console's routes, relative to `/admin`.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("").route(web::get().to(security::dashboard)))
-        .service(
-            web::resource("/plans")
-                .route(web::get().to(plans::list))
-                .route(web::post().to(plans::create)),
-        )
-        .service(web::resource("/plans/new").route(web::get().to(plans::new_form)))
-        .service(web::resource("/plans/{id}").route(web::post().to(plans::update)))
-        .service(web::resource("/plans/{id}/edit").route(web::get().to(plans::edit_form)))
-        .service(
-            web::resource("/plans/{id}/archive")
-                .route(web::get().to(plans::confirm_archive))
-                .route(web::post().to(plans::archive)),
-        )
-        .service(web::resource("/customers").route(web::get().to(customers::list)))
-        .service(web::resource("/tokens").route(web::get().to(tokens::list)))
-        .service(
-            web::resource("/tokens/{id}/revoke")
-                .route(web::get().to(tokens::confirm_revoke))
-                .route(web::post().to(tokens::revoke)),
-        )
-        .service(web::resource("/webhooks").route(web::get().to(webhooks::list)))
-        .service(web::resource("/webhooks/{id}").route(web::get().to(webhooks::show)))
-        .service(
-            web::resource("/webhooks/{id}/reprocess").route(web::post().to(webhooks::reprocess)),
-        );
+crate::console_routes! {
+    "" => { GET Read security::dashboard },
+    "/plans" => { GET Manage plans::list, POST Manage plans::create },
+    "/plans/new" => { GET Manage plans::new_form },
+    "/plans/{id}" => { POST Manage plans::update },
+    "/plans/{id}/edit" => { GET Manage plans::edit_form },
+    "/plans/{id}/archive" => { GET Manage plans::confirm_archive, POST Manage plans::archive },
+    "/customers" => { GET Read customers::list },
+    "/tokens" => { GET Manage tokens::list },
+    "/tokens/{id}/revoke" => { GET Manage tokens::confirm_revoke, POST Manage tokens::revoke },
+    "/webhooks" => { GET Read webhooks::list },
+    // The detail page shows the decrypted (masked) payload: admins only.
+    "/webhooks/{id}" => { GET Manage webhooks::show },
+    "/webhooks/{id}/reprocess" => { POST Manage webhooks::reprocess },
 }

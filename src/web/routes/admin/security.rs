@@ -9,8 +9,9 @@ use crate::db::DbError;
 use crate::db::models::user;
 use crate::error::AppError;
 use crate::web::AppState;
+use crate::web::console::ConsoleUser;
 use crate::web::pages::{PageContext, datetime_seconds, render};
-use crate::web::session::{AdminUser, TypedSession};
+use crate::web::session::TypedSession;
 
 /// One audit row as the console shows it.
 struct EventView {
@@ -83,14 +84,14 @@ fn detail_fields(details: &str) -> Vec<(String, String)> {
 pub async fn dashboard(
     state: web::Data<AppState>,
     session: TypedSession,
-    admin: AdminUser,
+    viewer: ConsoleUser,
 ) -> Result<HttpResponse, AppError> {
     let (user_count, events) = state
         .db
         .run(|conn| Ok::<_, DbError>((user::count(conn)?, audit::recent(conn, RECENT_EVENTS)?)))
         .await?;
     render(&Dashboard {
-        ctx: PageContext::new(&session, Some(&admin.0))?,
+        ctx: PageContext::new(&session, Some(&viewer.0))?,
         user_count,
         events: events.into_iter().map(EventView::from).collect(),
     })

@@ -9,6 +9,7 @@ use crate::audit::Actor;
 use crate::db::models::webhook_event::{self, WebhookEventRow, WebhookEventStatus};
 use crate::error::AppError;
 use crate::web::AppState;
+use crate::web::console::ConsoleUser;
 use crate::web::csrf::{CsrfForm, NoFields};
 use crate::web::pages::{PageContext, datetime_seconds, render, see_other};
 use crate::web::session::{AdminUser, FlashKind, TypedSession};
@@ -65,7 +66,7 @@ pub struct ListQuery {
 pub async fn list(
     state: web::Data<AppState>,
     session: TypedSession,
-    admin: AdminUser,
+    viewer: ConsoleUser,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, AppError> {
     let filter = match query.status.as_deref().filter(|s| !s.is_empty()) {
@@ -81,7 +82,7 @@ pub async fn list(
         .run(move |conn| webhook_event::list(conn, filter, PAGE))
         .await?;
     render(&ListPage {
-        ctx: PageContext::new(&session, Some(&admin.0))?,
+        ctx: PageContext::new(&session, Some(&viewer.0))?,
         events: rows.into_iter().map(EventView::from).collect(),
         statuses: WebhookEventStatus::ALL.map(WebhookEventStatus::as_str),
         filter: filter
