@@ -31,7 +31,7 @@ pub use stripe::{DEFAULT_STRIPE_API_BASE, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};
 pub use vars::{
     DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment,
-    stripe_sim_business_name,
+    key_rotation_days, stripe_sim_business_name,
 };
 
 /// A configuration problem, always naming the variable and never echoing its value.

@@ -2,7 +2,9 @@
 //! [`AdminUser`](crate::web::session::AdminUser): customers get 403, anonymous visitors the
 //! sign-in page.
 
+pub mod audit_log;
 pub mod customers;
+pub mod overview;
 pub mod plans;
 pub mod security;
 pub mod tokens;
@@ -27,6 +29,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(plans::archive)),
         )
         .service(web::resource("/customers").route(web::get().to(customers::list)))
+        .service(web::resource("/security").route(web::get().to(audit_log::list)))
+        .service(web::resource("/security/export").route(web::get().to(audit_log::export)))
+        .service(web::resource("/security/overview").route(web::get().to(overview::show)))
         .service(web::resource("/tokens").route(web::get().to(tokens::list)))
         .service(
             web::resource("/tokens/{id}/revoke")
