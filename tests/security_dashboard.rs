@@ -269,7 +269,7 @@ async fn an_old_primary_key_is_a_warning_in_validate_secrets_and_on_the_dashboar
     assert!(html.contains("100 days"));
     // A restart keeps the first-seen date (recorded once, never moved).
     let restarted = TestApp::spawn_on(app.database_handle(), backend, |_| {}).await;
-    let first_seen = restarted.query(|conn| Ok(tollgate::db::models::encryption_key::all(conn)?));
+    let first_seen = restarted.query(tollgate::db::models::encryption_key::all);
     assert_eq!(first_seen.len(), 1);
     assert_eq!(first_seen[0].1, hundred_days_ago);
 }

@@ -96,7 +96,9 @@ impl StackedBars {
         let totals: Vec<i64> = (0..bar_names.len())
             .map(|i| series.iter().filter_map(|s| s.values.get(i)).sum())
             .collect();
-        let max = nice_ceiling(totals.iter().copied().max().unwrap_or(0).max(4));
+        // Four grid steps of a nice size: every tick a round number.
+        let peak = totals.iter().copied().max().unwrap_or(0).max(4);
+        let max = nice_ceiling((peak + 3) / 4) * 4;
         let scale = (BOTTOM - TOP) / max as f64;
         let slot = (RIGHT - LEFT) / count as f64;
         let bar_width = (slot * 0.72).max(1.0);
@@ -200,18 +202,20 @@ mod tests {
                 },
             ],
         );
-        // Max 10: the second bar reaches the top; the first is half as tall, low at the bottom.
+        // Peak 10 → ticks of 5 up to 20: the bars are half and a quarter of the height.
         let [first, second] = &chart.bars[..] else {
             panic!("two bars")
         };
         assert_eq!(second.segments.len(), 1);
-        assert!((second.segments[0].y - TOP).abs() < 1e-9);
+        let second_height = second.segments[0].height;
+        assert!((second_height - (BOTTOM - TOP) / 2.0).abs() < 1e-9);
         assert_eq!(first.segments[0].class, "sev-low");
         assert!((first.segments[0].y + first.segments[0].height - BOTTOM).abs() < 1e-9);
         let first_height: f64 = first.segments.iter().map(|s| s.height).sum();
-        assert!((first_height - (BOTTOM - TOP) / 2.0).abs() < 1e-9);
+        assert!((first_height - (BOTTOM - TOP) / 4.0).abs() < 1e-9);
         assert_eq!(first.segments[1].label, "a: 3 HIGH");
         assert_eq!(chart.x_labels.len(), 1);
-        assert_eq!(chart.y_ticks.last().unwrap().text, "10");
+        let ticks: Vec<&str> = chart.y_ticks.iter().map(|t| t.text.as_str()).collect();
+        assert_eq!(ticks, ["0", "5", "10", "15", "20"]);
     }
 }

@@ -107,7 +107,11 @@ fn chart(
     let labels: Vec<Option<String>> = buckets
         .iter()
         .enumerate()
-        .map(|(i, b)| ((count - 1 - i) % label_every == 0).then(|| label(&b.start)))
+        .map(|(i, b)| {
+            (count - 1 - i)
+                .is_multiple_of(label_every)
+                .then(|| label(&b.start))
+        })
         .collect();
     StackedBars::new(id, title.to_owned(), desc, &names, &labels, &series)
 }
