@@ -16,6 +16,7 @@ on_both_backends!(
     only_admins_list_and_export,
     bad_filters_answer_400_with_what_to_fix,
     audit_list_prints_the_same_from_the_cli,
+    an_export_stops_at_the_row_cap_and_says_so,
 );
 
 /// Writes `event` as if it happened `ago` before now.
@@ -428,4 +429,33 @@ async fn audit_list_prints_the_same_from_the_cli(backend: Backend) {
         assert!(stdout.is_empty(), "{args:?}");
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
+}
+
+async fn an_export_stops_at_the_row_cap_and_says_so(backend: Backend) {
+    use diesel::Connection as _;
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signed_in_admin("cap@example.com").await;
+    let cap = tollgate::audit::query::EXPORT_ROW_CAP;
+    assert_eq!(cap, 10_000);
+    let events = vec![SecurityEvent::new(Kind::PaymentFailed); cap as usize + 1];
+    let at = tollgate::db::now();
+    app.query(move |conn| {
+        conn.transaction(|conn| tollgate::audit::write_many_at(conn, &events, at))
+    });
+    let res = admin
+        .get("/admin/security/export?format=csv&kind=payment_failed")
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-export-truncated"], "true");
+    assert_eq!(res.headers()["x-export-rows"], cap.to_string().as_str());
+    let csv = res.text().await.unwrap();
+    assert_eq!(
+        csv.lines().count(),
+        cap as usize + 1,
+        "the header and the newest {cap} rows"
+    );
+    let details: serde_json::Value =
+        serde_json::from_str(&app.events("audit_exported")[0].details).unwrap();
+    assert_eq!(details["truncated"], true);
+    assert_eq!(details["rows"], cap);
 }
