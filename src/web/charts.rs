@@ -60,7 +60,8 @@ pub struct StackedBars {
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 240.0;
 const LEFT: f64 = 44.0;
-const RIGHT: f64 = WIDTH - 8.0;
+// Room on both sides for the scale: on a phone the chart scrolls and shows its right end.
+const RIGHT: f64 = WIDTH - 36.0;
 const TOP: f64 = 12.0;
 const BOTTOM: f64 = HEIGHT - 28.0;
 
