@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod crypto;
 pub mod db;
+pub mod encryption_keys;
 pub mod error;
 pub mod limits;
 pub mod metrics;

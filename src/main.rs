@@ -101,6 +101,9 @@ enum Command {
     },
     /// Emergency: end every session at once; everyone must sign in again.
     RevokeSessions,
+    /// The security audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Emergency switches for BYOK keys.
     #[command(subcommand)]
     Byok(ByokCommand),
@@ -140,6 +143,34 @@ enum TokenCommand {
         /// Revoke every token.
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// List security events, newest first: a table, or with --json one JSON object per line.
+    List {
+        /// Only this severity and higher ones: LOW, MEDIUM, HIGH or CRITICAL.
+        #[arg(long, value_name = "SEVERITY")]
+        severity: Option<String>,
+        /// Only events seen within this long: e.g. 30m, 24h, 7d.
+        #[arg(long, value_name = "DURATION")]
+        since: Option<String>,
+        /// Only events of this kind (e.g. webhook_invalid_signature).
+        #[arg(long, value_name = "KIND")]
+        kind: Option<String>,
+        /// Only events by this actor (admin:3, stripe, a token name, or an account's email).
+        #[arg(long, value_name = "ACTOR")]
+        actor: Option<String>,
+        /// Only events from this client address.
+        #[arg(long, value_name = "IP")]
+        ip: Option<String>,
+        /// At most this many events.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: i64,
+        /// One JSON object per line (JSON Lines) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -255,6 +286,26 @@ fn main() -> ExitCode {
             commands::validate::validate_secrets(&cli.env_file, test_stripe)
         }
         Command::RevokeSessions => commands::emergency::revoke_sessions(&cli.env_file),
+        Command::Audit(AuditCommand::List {
+            severity,
+            since,
+            kind,
+            actor,
+            ip,
+            limit,
+            json,
+        }) => commands::audit_list::list(
+            &cli.env_file,
+            &commands::audit_list::ListOptions {
+                severity,
+                kind,
+                actor,
+                ip,
+                since,
+                limit,
+                json,
+            },
+        ),
         Command::Byok(ByokCommand::DisableLeases) => {
             commands::emergency::set_leases(&cli.env_file, true)
         }

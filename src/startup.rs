@@ -74,6 +74,11 @@ impl Application {
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");
         }
+        // Each configured key's age starts the first time Tollgate runs with it.
+        let keyring = config.keyring();
+        db.run_blocking(|conn| {
+            crate::encryption_keys::record_configured(conn, &keyring, db::now())
+        })?;
         crate::accounts::password::prepare();
         let listener = TcpListener::bind(config.bind)?;
         let port = listener.local_addr()?.port();

@@ -12,6 +12,8 @@
 //! account keeps a row of its own.
 
 pub mod alerts;
+pub mod overview;
+pub mod query;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,6 +35,23 @@ pub enum Severity {
 }
 
 impl Severity {
+    /// Every severity, lowest first.
+    pub const ALL: [Self; 4] = [Self::Low, Self::Medium, Self::High, Self::Critical];
+
+    /// `LOW`, `medium`, …: the stored spelling, in any case.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|severity| severity.as_str().eq_ignore_ascii_case(text.trim()))
+    }
+
+    /// This severity and every higher one.
+    pub fn and_above(self) -> impl Iterator<Item = Self> {
+        Self::ALL
+            .into_iter()
+            .filter(move |severity| *severity >= self)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Low => "LOW",
@@ -44,7 +63,7 @@ impl Severity {
 }
 
 /// What happened. The string forms are stable: operators filter and alert on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
 pub enum Kind {
     Signup,
     LoginSucceeded,
@@ -100,6 +119,8 @@ pub enum Kind {
     TwoFactorLocked,
     /// A sign-in's second step passed with a one-time recovery code.
     RecoveryCodeUsed,
+    /// The audit log was exported from the console (`/admin/security/export`).
+    AuditExported,
 }
 
 impl Kind {
@@ -147,7 +168,18 @@ impl Kind {
             Self::TwoFactorFailed => "two_factor_failed",
             Self::TwoFactorLocked => "two_factor_locked",
             Self::RecoveryCodeUsed => "two_factor_recovery_code_used",
+            Self::AuditExported => "audit_exported",
         }
+    }
+
+    /// Every kind, in declaration order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
+
+    /// The kind whose stable string is `text`.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::all().find(|kind| kind.as_str() == text)
     }
 
     pub fn severity(self) -> Severity {
@@ -176,6 +208,8 @@ impl Kind {
             Self::ServiceTokenCreated | Self::ServiceTokenRevoked | Self::KeyRotated => {
                 Severity::High
             }
+            // The whole log leaving the building in one file.
+            Self::AuditExported => Severity::High,
             Self::WebhookReprocessed => Severity::Medium,
             Self::WebhookReplay => Severity::High,
             Self::TwoFactorSucceeded => Severity::Low,
@@ -442,6 +476,14 @@ pub struct RecordedEvent {
 /// the events, one for the emails.
 pub fn recent(conn: &mut DbConnection, limit: i64) -> Result<Vec<RecordedEvent>, DbError> {
     let rows = security_event::recent(conn, limit)?;
+    with_account_emails(conn, rows)
+}
+
+/// `rows`, each with its actor's account email: one query for all the emails.
+pub(crate) fn with_account_emails(
+    conn: &mut DbConnection,
+    rows: Vec<SecurityEventRow>,
+) -> Result<Vec<RecordedEvent>, DbError> {
     let account = |row: &SecurityEventRow| row.actor.as_deref().and_then(labelled_account);
     let mut ids: Vec<UserId> = rows.iter().filter_map(account).collect();
     ids.sort_unstable();

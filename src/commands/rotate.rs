@@ -7,18 +7,10 @@ use super::{CommandError, connect, failed};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::customers::{self, INDEX_COLUMN};
 use crate::crypto::TokenHasher;
-use crate::crypto::rotation::{self, Batch, KeyRole, Rotatable, RotationError};
+use crate::crypto::rotation::{self, Batch, KeyRole, RotationError};
 use crate::db::models::{billing_customer, service_token};
 use crate::db::{Db, DbConnection, DbError};
-use crate::{vault, webhooks};
-
-/// Every sealed column Tollgate has, each described by the domain that owns it.
-const SEALED_COLUMNS: &[&dyn Rotatable] = &[
-    &vault::SEALED_KEYS,
-    &customers::SEALED_CUSTOMER_IDS,
-    &webhooks::SEALED_PAYLOADS,
-    &crate::accounts::two_factor::SEALED_SECRETS,
-];
+use crate::encryption_keys::{self, SEALED_COLUMNS};
 
 pub struct RotateOptions {
     pub batch_size: usize,
@@ -204,6 +196,8 @@ pub fn rotate(env_file: &Path, options: &RotateOptions) -> Result<(), CommandErr
     let keyring = config.keyring();
     let hasher = config.token_hasher();
     println!("re-sealing under primary key {}", keyring.primary_id());
+    db.run_blocking(|conn| encryption_keys::record_configured(conn, &keyring, crate::db::now()))
+        .map_err(failed)?;
     let mut budget = options.max_rows.unwrap_or(usize::MAX);
     let mut total = 0;
     for column in SEALED_COLUMNS {

@@ -1,5 +1,7 @@
 //! `tollgate validate-secrets [--test-stripe]`: checks every secret's presence and shape
 //! without printing any of them. Exit 0 when all is well, 1 with one line per problem.
+//! Warnings (exit 0) say what works but needs attention: live keys outside production, a
+//! primary encryption key older than `KEY_ROTATION_DAYS`, a key rotation left unfinished.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -10,6 +12,8 @@ use crate::config::{
     self, DEFAULT_STRIPE_API_BASE, Environment, ProcessEnv, StripeMode, StripeSecretKey, Vars as _,
 };
 use crate::crypto::{Keyring, TokenHasher};
+use crate::db::Db;
+use crate::encryption_keys;
 use crate::secret::{decode_key, mask_api_key};
 
 #[derive(Default)]
@@ -17,6 +21,8 @@ struct Report {
     problems: Vec<String>,
     warnings: Vec<String>,
     fine: Vec<String>,
+    /// What could not be checked, and why (not a problem).
+    notes: Vec<String>,
 }
 
 impl Report {
@@ -135,6 +141,61 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The encryption keys' age and rotation, from the database (read only, never created or
+    /// migrated): a primary key older than `KEY_ROTATION_DAYS` or values still sealed by an old
+    /// key are warnings (exit 0) — the configuration works, but needs a rotation.
+    fn key_age(&mut self) {
+        let rotation_days = match config::key_rotation_days(&ProcessEnv) {
+            Ok(days) => days,
+            Err(err) => return self.problems.push(err.to_string()),
+        };
+        let keys = ProcessEnv
+            .get("ENCRYPTION_KEY")
+            .and_then(|raw| decode_key::<32>(&raw).ok())
+            .zip(
+                ProcessEnv
+                    .get("ENCRYPTION_KEYS_OLD")
+                    .map_or(Ok(Vec::new()), |raw| Keyring::parse_old_keys(&raw))
+                    .ok(),
+            );
+        let Some((primary, old)) = keys else {
+            return; // Already reported above.
+        };
+        let keyring = Keyring::new(&primary, &old);
+        let report = config::database_url(&ProcessEnv)
+            .map_err(|err| err.to_string())
+            .and_then(|url| Db::open_existing(url, 1).map_err(|err| err.to_string()))
+            .and_then(|db| {
+                db.run_blocking(|conn| {
+                    encryption_keys::report(conn, &keyring, rotation_days, crate::db::now())
+                })
+                .map_err(|err| err.to_string())
+            });
+        match report {
+            Err(reason) => self
+                .notes
+                .push(format!("encryption key age not checked: {reason}")),
+            Ok(report) => {
+                if let Some(primary) = report.keys.first() {
+                    self.fine.push(match primary.age_days {
+                        Some(days) => format!(
+                            "primary encryption key {}: first seen {days} day(s) ago (KEY_ROTATION_DAYS={rotation_days})",
+                            primary.key_id
+                        ),
+                        None => format!(
+                            "primary encryption key {}: not used yet (its age starts at the next start)",
+                            primary.key_id
+                        ),
+                    });
+                }
+                self.warnings
+                    .extend(report.warnings.iter().map(ToString::to_string));
+            }
+        }
+    }
+}
+
 /// Makes one read-only call (`GET /v1/balance`) with the secret key.
 async fn test_stripe(report: &mut Report, key: &StripeSecretKey) {
     let base = ProcessEnv
@@ -208,6 +269,7 @@ pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), C
         report.warnings.push("LIVE Stripe keys outside production (TOLLGATE_ENV is not `production`): real money moves".into());
     }
     report.env_file(env_file);
+    report.key_age();
     if let Some(key) = secret_key.as_ref().filter(|_| test_stripe_call) {
         actix_web::rt::System::new().block_on(test_stripe(&mut report, key));
     }
@@ -217,6 +279,9 @@ pub fn validate_secrets(env_file: &Path, test_stripe_call: bool) -> Result<(), C
     for line in &report.warnings {
         println!("WARNING  {line}");
         eprintln!("tollgate: WARNING: {line}");
+    }
+    for line in &report.notes {
+        println!("note     {line}");
     }
     for line in &report.problems {
         println!("problem  {line}");

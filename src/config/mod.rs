@@ -32,8 +32,8 @@ pub use settings::{
 pub use stripe::{DEFAULT_STRIPE_API_BASE, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};
 pub use vars::{
-    DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment, log_format,
-    stripe_sim_business_name,
+    DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment,
+    key_rotation_days, log_format, stripe_sim_business_name,
 };
 
 /// A configuration problem, always naming the variable and never echoing its value.

@@ -183,6 +183,8 @@ pub struct Config {
     pub audit: AuditSettings,
     pub log_format: LogFormat,
     pub metrics: MetricsSettings,
+    /// Days the primary encryption key may age before Tollgate says to rotate it.
+    pub key_rotation_days: u32,
     /// HTTP worker threads; default: one per core.
     pub workers: Option<usize>,
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.

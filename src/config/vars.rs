@@ -68,6 +68,16 @@ pub fn database_url(vars: &impl Vars) -> Result<DatabaseUrl, ConfigError> {
     )
 }
 
+/// `KEY_ROTATION_DAYS` (default 90, seed 000): how old the primary encryption key may get
+/// before the dashboard and `validate-secrets` say to rotate it.
+pub fn key_rotation_days(vars: &impl Vars) -> Result<u32, ConfigError> {
+    positive(
+        vars,
+        "KEY_ROTATION_DAYS",
+        crate::encryption_keys::DEFAULT_ROTATION_DAYS,
+    )
+}
+
 fn parse_or<T: std::str::FromStr>(
     vars: &impl Vars,
     var: &'static str,
@@ -342,6 +352,7 @@ impl Config {
             },
             log_format: log_format(vars)?,
             metrics: metrics_settings(vars)?,
+            key_rotation_days: key_rotation_days(vars)?,
             workers,
             public_url: public_url(vars)?,
             stripe,
@@ -517,5 +528,19 @@ mod tests {
         assert_eq!(config.password_hashing.max_concurrent as usize, cores * 2);
         assert_eq!(config.password_hashing.max_wait, Duration::from_secs(5));
         assert_eq!(config.audit.aggregate_window, Duration::from_secs(60));
+    }
+}
+
+#[cfg(test)]
+mod key_rotation_tests {
+    use super::super::fixtures::{config, config_err, with_keys};
+
+    #[test]
+    fn key_rotation_days_defaults_to_90_and_refuses_zero() {
+        assert_eq!(config(with_keys(&[])).unwrap().key_rotation_days, 90);
+        let custom = config(with_keys(&[("KEY_ROTATION_DAYS", "30")])).unwrap();
+        assert_eq!(custom.key_rotation_days, 30);
+        assert!(config_err(&[("KEY_ROTATION_DAYS", "0")]).contains("KEY_ROTATION_DAYS"));
+        assert!(config_err(&[("KEY_ROTATION_DAYS", "soon")]).contains("KEY_ROTATION_DAYS"));
     }
 }

@@ -164,6 +164,13 @@ diesel::table! {
 }
 
 diesel::table! {
+    encryption_keys (key_id) {
+        key_id -> Text,
+        first_seen_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     alert_state (name) {
         name -> Text,
         last_raised_at -> Timestamp,

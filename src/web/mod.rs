@@ -1,6 +1,7 @@
 //! The HTTP layer: middleware, extractors, pages and route tables. Thin by design: handlers
 //! extract typed input, call the domain, and render.
 
+pub mod charts;
 pub mod client_ip;
 pub mod console;
 pub mod csrf;

@@ -3,8 +3,10 @@
 pub mod alert;
 pub mod billing_customer;
 pub mod byok_key;
+pub mod encryption_key;
 pub mod plan;
 pub mod security_event;
+pub mod security_event_search;
 pub mod service_token;
 pub mod session;
 pub mod setting;

@@ -3,7 +3,9 @@
 //! open to support and admin accounts, `Manage` routes to admins only; customers get 403,
 //! anonymous visitors the sign-in page. A new page is one line here.
 
+pub mod audit_log;
 pub mod customers;
+pub mod overview;
 pub mod plans;
 pub mod security;
 pub mod tokens;
@@ -17,6 +19,10 @@ crate::console_routes! {
     "/plans/{id}/edit" => { GET Manage plans::edit_form },
     "/plans/{id}/archive" => { GET Manage plans::confirm_archive, POST Manage plans::archive },
     "/customers" => { GET Read customers::list },
+    "/security" => { GET Read audit_log::list },
+    // The whole log leaving in one file: admins only.
+    "/security/export" => { GET Manage audit_log::export },
+    "/security/overview" => { GET Read overview::show },
     "/tokens" => { GET Manage tokens::list },
     "/tokens/{id}/revoke" => { GET Manage tokens::confirm_revoke, POST Manage tokens::revoke },
     "/webhooks" => { GET Read webhooks::list },

@@ -14,21 +14,22 @@ use crate::web::pages::{PageContext, datetime_seconds, render};
 use crate::web::session::TypedSession;
 
 /// One audit row as the console shows it.
-struct EventView {
+pub(super) struct EventView {
+    pub(super) id: i64,
     /// When it was last seen.
-    at: String,
+    pub(super) at: String,
     /// How many times; with the first time when more than once.
-    count: i64,
-    first_seen: String,
-    kind: String,
-    severity: String,
+    pub(super) count: i64,
+    pub(super) first_seen: String,
+    pub(super) kind: String,
+    pub(super) severity: String,
     /// The account's email when the actor is an account, else the actor as recorded.
-    actor: String,
+    pub(super) actor: String,
     /// The customer search for that account.
-    actor_href: Option<String>,
-    ip: String,
+    pub(super) actor_href: Option<String>,
+    pub(super) ip: String,
     /// The details' fields (by name), as text.
-    details: Vec<(String, String)>,
+    pub(super) details: Vec<(String, String)>,
 }
 
 #[derive(Template)]
@@ -45,6 +46,7 @@ impl From<RecordedEvent> for EventView {
     fn from(event: RecordedEvent) -> Self {
         let RecordedEvent { row, account_email } = event;
         Self {
+            id: row.id,
             at: datetime_seconds(&row.last_seen_at),
             count: row.count,
             first_seen: datetime_seconds(&row.occurred_at),
