@@ -97,6 +97,8 @@ async fn the_dashboard_charts_and_ranks_what_happened(backend: Backend) {
                 .values((
                     alert_state::name.eq(name),
                     alert_state::last_raised_at.eq(tollgate::db::now() - Duration::hours(ago)),
+                    // Each rule stays active for its own window: these, an hour.
+                    alert_state::window_secs.eq(3600_i64),
                 ))
                 .execute(conn)?;
         }
