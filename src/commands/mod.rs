@@ -2,6 +2,7 @@
 //! outcome to an exit code: 0 success, 1 failure, 2 bad input or configuration.
 
 pub mod admin;
+pub mod audit;
 pub mod emergency;
 pub mod rotate;
 #[cfg(feature = "stripe-sim")]

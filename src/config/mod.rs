@@ -8,6 +8,7 @@
 //! `stripe` owns the Stripe settings (and `stripe_key` the secret key, whose mode is decided
 //! when it is parsed), and `env_file` loads `.env` and writes development secrets.
 
+mod audit_trail;
 mod env_file;
 #[cfg(test)]
 mod fixtures;
@@ -18,6 +19,7 @@ mod vars;
 
 use std::path::{Path, PathBuf};
 
+pub use audit_trail::{AuditTrailSettings, audit_trail, default_instance_id};
 use env_file::generate_missing_dev_secrets;
 pub use env_file::{
     GENERATED_SECRETS, env_file_exposure, generate_secret, load_env_file, read_env_file,

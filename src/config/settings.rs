@@ -170,6 +170,8 @@ pub struct Config {
     pub password_hashing: PasswordHashing,
     pub alerts: AlertSettings,
     pub audit: AuditSettings,
+    /// The audit chain, retention and file copy.
+    pub audit_trail: super::AuditTrailSettings,
     /// HTTP worker threads; default: one per core.
     pub workers: Option<usize>,
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.

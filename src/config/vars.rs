@@ -314,6 +314,7 @@ impl Config {
                     "a number of seconds",
                 )?),
             },
+            audit_trail: super::audit_trail(vars)?,
             workers,
             public_url: public_url(vars)?,
             stripe,
