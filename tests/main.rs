@@ -10,6 +10,7 @@ mod common;
 mod accounts;
 mod admin;
 mod audit;
+mod audit_trail;
 mod auth_budgets;
 mod billing;
 mod cli;
