@@ -25,6 +25,7 @@ on_both_backends!(
     prune_deletes_only_what_retention_allows_and_the_chain_still_verifies,
     serve_prunes_old_rows_on_its_own,
     the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rotation,
+    an_event_of_a_rolled_back_transaction_never_reaches_the_file,
 );
 
 fn exec(db: &Db, sql: &str) {
@@ -505,4 +506,28 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
     assert!(child.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+async fn an_event_of_a_rolled_back_transaction_never_reaches_the_file(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let path = log.clone();
+    let app = TestApp::spawn_with(backend, |config| config.audit_trail.log_file = Some(path)).await;
+    let rolled_back: Result<(), DbError> = app.db.run_blocking(|conn| {
+        conn.transaction(|conn| {
+            let event = SecurityEvent::new(Kind::LoginLocked).actor("user:1");
+            audit::write(conn, &event)?;
+            Err(DbError::Unavailable)
+        })
+    });
+    assert!(rolled_back.is_err());
+    app.db
+        .run_blocking(|conn| audit::write(conn, &SecurityEvent::new(Kind::Logout)))
+        .unwrap();
+    let lines = lines_once(&log, "logout");
+    assert!(
+        lines.iter().all(|line| line["kind"] != "login_locked"),
+        "{lines:?}"
+    );
+    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
 }

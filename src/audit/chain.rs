@@ -254,13 +254,15 @@ fn verify_chain(conn: &mut DbConnection, head: &ChainHead) -> Result<Result<i64,
             || "the checkpoint".to_owned(),
             |id| format!("row id={id}"),
         );
+        let missing = if expected == head.last_sequence {
+            format!("row {expected} (the chain's head) is")
+        } else {
+            format!("rows {expected} to {} (the chain's head) are", head.last_sequence)
+        };
         return Ok(Err(broken(
             None,
             expected,
-            format!(
-                "rows {expected} to {} (the chain's head) are missing after {after}: the newest rows were deleted",
-                head.last_sequence
-            ),
+            format!("{missing} missing after {after}: the newest rows were deleted"),
         )));
     }
     if prev != head.last_hash {

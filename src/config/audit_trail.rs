@@ -26,7 +26,6 @@ const MAX_RETENTION_DAYS: u32 = 36_500;
 pub fn default_instance_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|name| name.trim().to_owned())
         .filter(|name| valid_instance_id(name))
         .unwrap_or_else(|| "tollgate".to_owned())
