@@ -86,7 +86,8 @@ async fn an_untouched_trail_verifies_across_chains_rollbacks_and_repeats(backend
         let refusal = SecurityEvent::new(Kind::ServiceTokenRejected)
             .ip("192.0.2.9")
             .aggregate(Duration::from_secs(3600), "unknown");
-        db.run_blocking(|conn| audit::write(conn, &refusal)).unwrap();
+        db.run_blocking(|conn| audit::write(conn, &refusal))
+            .unwrap();
     }
     write_events(&db, 1, tollgate::db::now());
     let ours = audit::chain::instance_id().to_owned();
@@ -106,8 +107,14 @@ async fn an_untouched_trail_verifies_across_chains_rollbacks_and_repeats(backend
     assert!(chains.contains(&("web-2".to_owned(), 1)), "{chains:?}");
     let (code, stdout, stderr) = verify(&database);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("audit trail intact: 2 chain(s)"), "{stdout}");
-    assert!(stdout.contains(&format!("chain {ours}: sequences 1..=5")), "{stdout}");
+    assert!(
+        stdout.contains("audit trail intact: 2 chain(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("chain {ours}: sequences 1..=5")),
+        "{stdout}"
+    );
 }
 
 async fn concurrent_writers_append_one_gapless_chain(backend: Backend) {
@@ -126,7 +133,10 @@ async fn concurrent_writers_append_one_gapless_chain(backend: Backend) {
     let sequences: Vec<i64> = rows.iter().map(|(_, _, seq)| *seq).collect();
     assert_eq!(sequences, (1..=40).collect::<Vec<i64>>());
     let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids follow the chain: {ids:?}");
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids follow the chain: {ids:?}"
+    );
     let (code, stdout, stderr) = verify(&database);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("40 row(s) verified"), "{stdout}");
@@ -143,7 +153,9 @@ async fn verify_names_the_row_an_edit_deletion_or_reordering_breaks(backend: Bac
         ),
         (
             "edit a row's details and its hash",
-            &["UPDATE security_events SET details = '{}', hash = (SELECT hash FROM security_events WHERE chain_seq = 1) WHERE chain_seq = 3"],
+            &[
+                "UPDATE security_events SET details = '{}', hash = (SELECT hash FROM security_events WHERE chain_seq = 1) WHERE chain_seq = 3",
+            ],
             3,
             "does not match its hash",
         ),
@@ -205,8 +217,14 @@ async fn verify_names_the_row_an_edit_deletion_or_reordering_breaks(backend: Bac
             Some((id, _, _)) => format!("row id={id} (chain {chain}, sequence {sequence})"),
             None => unreachable!(),
         };
-        assert!(stderr.contains(&named), "{what}: expected {named:?} in {stderr}");
-        assert!(stderr.contains(says), "{what}: expected {says:?} in {stderr}");
+        assert!(
+            stderr.contains(&named),
+            "{what}: expected {named:?} in {stderr}"
+        );
+        assert!(
+            stderr.contains(says),
+            "{what}: expected {says:?} in {stderr}"
+        );
         assert_eq!(stderr.trim_end().lines().count(), 1, "{what}: {stderr}");
     }
 }
@@ -313,7 +331,8 @@ async fn prune_deletes_only_what_retention_allows_and_the_chain_still_verifies(b
     let before = table_counts(&db);
     assert_eq!(before, [7, 5, 2, 2]);
 
-    let (code, stdout, stderr) = run(tollgate(&database, &[]).args(["audit", "prune", "--dry-run"]));
+    let (code, stdout, stderr) =
+        run(tollgate(&database, &[]).args(["audit", "prune", "--dry-run"]));
     assert_eq!(code, 0, "{stderr}");
     for line in [
         "security_events: would delete 4",
@@ -327,7 +346,10 @@ async fn prune_deletes_only_what_retention_allows_and_the_chain_still_verifies(b
     // A longer retention keeps the audit rows.
     let longer = [("AUDIT_RETENTION_DAYS", "50".to_owned())];
     let (_, stdout, _) = run(tollgate(&database, &longer).args(["audit", "prune", "--dry-run"]));
-    assert!(stdout.contains("security_events: would delete 0"), "{stdout}");
+    assert!(
+        stdout.contains("security_events: would delete 0"),
+        "{stdout}"
+    );
 
     let (code, stdout, stderr) = run(tollgate(&database, &[]).args(["audit", "prune"]));
     assert_eq!(code, 0, "{stderr}");
@@ -343,11 +365,17 @@ async fn prune_deletes_only_what_retention_allows_and_the_chain_still_verifies(b
 
     let (code, stdout, stderr) = verify(&database);
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("sequences 5..=7 (3 row(s), checkpoint 4)"), "{stdout}");
+    assert!(
+        stdout.contains("sequences 5..=7 (3 row(s), checkpoint 4)"),
+        "{stdout}"
+    );
     // The chain goes on from its head, and a tampered row after the checkpoint is still caught.
     write_events(&db, 1, tollgate::db::now());
     assert_eq!(verify(&database).0, 0);
-    exec(&db, "UPDATE security_events SET actor = 'user:0' WHERE chain_seq = 6");
+    exec(
+        &db,
+        "UPDATE security_events SET actor = 'user:0' WHERE chain_seq = 6",
+    );
     let (code, _, stderr) = verify(&database);
     assert_eq!(code, 1);
     assert!(stderr.contains("sequence 6)"), "{stderr}");
@@ -361,7 +389,11 @@ async fn serve_prunes_old_rows_on_its_own(backend: Backend) {
     let deadline = Instant::now() + Duration::from_secs(20);
     // (The app may audit its own start: only the old rows must go.)
     while old_audit_rows(&db) != 0 || table_counts(&db)[1..] != [3, 1, 1] {
-        assert!(Instant::now() < deadline, "not pruned: {:?}", table_counts(&db));
+        assert!(
+            Instant::now() < deadline,
+            "not pruned: {:?}",
+            table_counts(&db)
+        );
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(verify(&database).0, 0);
@@ -382,7 +414,11 @@ fn lines_once(path: &std::path::Path, kind: &str) -> Vec<serde_json::Value> {
         if lines.iter().any(|line| line["kind"] == kind) {
             return lines;
         }
-        assert!(Instant::now() < deadline, "no {kind} in {}: {lines:?}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} in {}: {lines:?}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -393,19 +429,30 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
     const BYOK_KEY: &str = "sk-ant-api03-DUMMY-audit-file-key-000000000000000000000000f11e";
     let database = TestDatabase::migrated(backend);
     let (code, token, stderr) = run(tollgate(&database, &[]).args([
-        "service-token", "create", "--name", "engine", "--scope", "byok:lease",
+        "service-token",
+        "create",
+        "--name",
+        "engine",
+        "--scope",
+        "byok:lease",
     ]));
     assert_eq!(code, 0, "{stderr}");
     let token = token.trim().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("logs").join("security_audit.log");
-    let mut serve = tollgate(&database, &[
-        ("AUDIT_LOG_FILE", log.display().to_string()),
-        ("INSTANCE_ID", "file-test".to_owned()),
-        ("BIND", "127.0.0.1:0".to_owned()),
-        ("SESSION_COOKIE_SECURE", "false".to_owned()),
-        ("STRIPE_WEBHOOK_SECRET", crate::common::WEBHOOK_SECRET.to_owned()),
-    ]);
+    let mut serve = tollgate(
+        &database,
+        &[
+            ("AUDIT_LOG_FILE", log.display().to_string()),
+            ("INSTANCE_ID", "file-test".to_owned()),
+            ("BIND", "127.0.0.1:0".to_owned()),
+            ("SESSION_COOKIE_SECURE", "false".to_owned()),
+            (
+                "STRIPE_WEBHOOK_SECRET",
+                crate::common::WEBHOOK_SECRET.to_owned(),
+            ),
+        ],
+    );
     let mut child = serve
         .arg("serve")
         .stdout(std::process::Stdio::null())
@@ -429,7 +476,10 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
         .id;
     let lease = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
     let client = reqwest::Client::new();
-    for bearer in [token.as_str(), "tg_svc_forged0000000000000000000000000000000000"] {
+    for bearer in [
+        token.as_str(),
+        "tg_svc_forged0000000000000000000000000000000000",
+    ] {
         client
             .post(format!("{address}/internal/v1/byok/lease"))
             .bearer_auth(bearer)
@@ -456,10 +506,22 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
         "byok_leased",
         "service_token_rejected",
     ] {
-        assert!(lines.iter().any(|line| line["kind"] == kind), "{kind}: {lines:?}");
+        assert!(
+            lines.iter().any(|line| line["kind"] == kind),
+            "{kind}: {lines:?}"
+        );
     }
     for line in &lines {
-        for field in ["time", "kind", "severity", "actor", "ip", "request_id", "details", "hash"] {
+        for field in [
+            "time",
+            "kind",
+            "severity",
+            "actor",
+            "ip",
+            "request_id",
+            "details",
+            "hash",
+        ] {
             assert!(line.get(field).is_some(), "{field} in {line}");
         }
         assert_eq!(line["chain"], "file-test");
@@ -470,10 +532,17 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
     assert_eq!(signup["ip"], "127.0.0.1");
     let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let dir_mode = std::fs::metadata(log.parent().unwrap()).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(log.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700);
     let text = std::fs::read_to_string(&log).unwrap();
-    let mut secrets: Vec<String> = crate::common::secret_env().into_iter().map(|(_, v)| v).collect();
+    let mut secrets: Vec<String> = crate::common::secret_env()
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     secrets.extend([
         password.to_owned(),
         BYOK_KEY.to_owned(),
@@ -483,14 +552,17 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
         "tg_svc_forged0000000000000000000000000000000000".to_owned(),
     ]);
     for secret in &secrets {
-        assert!(!text.contains(secret.as_str()), "a secret is in the audit file");
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret is in the audit file"
+        );
     }
 
     // logrotate: rename, SIGHUP; the next events go to a new file.
     let rotated = dir.path().join("logs").join("security_audit.log.1");
     std::fs::rename(&log, &rotated).unwrap();
-    let (code, _, _) = run(std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()]));
+    let (code, _, _) =
+        run(std::process::Command::new("kill").args(["-HUP", &child.id().to_string()]));
     assert_eq!(code, 0);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log.exists() {
@@ -499,11 +571,20 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
     }
     browser.logout().await;
     let fresh = lines_once(&log, "logout");
-    assert!(fresh.iter().all(|line| line["kind"] != "signup"), "{fresh:?}");
-    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        fresh.iter().all(|line| line["kind"] != "signup"),
+        "{fresh:?}"
+    );
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert_eq!(old, text, "the rotated file got nothing more");
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP does not stop the server");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP does not stop the server"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
 }
@@ -529,5 +610,8 @@ async fn an_event_of_a_rolled_back_transaction_never_reaches_the_file(backend: B
         lines.iter().all(|line| line["kind"] != "login_locked"),
         "{lines:?}"
     );
-    assert_eq!(std::fs::metadata(&log).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

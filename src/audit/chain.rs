@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use chrono::NaiveDateTime;
 use sha2::{Digest as _, Sha256};
 
-use crate::db::models::audit_chain::{self, ChainHead};
 pub use crate::db::models::audit_chain::GENESIS_HASH as GENESIS;
+use crate::db::models::audit_chain::{self, ChainHead};
 use crate::db::models::security_event::{self, ChainedRow};
 use crate::db::{DbConnection, DbError};
 
@@ -169,7 +169,11 @@ pub struct Break {
 impl std::fmt::Display for Break {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.row_id {
-            Some(id) => write!(f, "row id={id} (chain {}, sequence {})", self.chain, self.sequence)?,
+            Some(id) => write!(
+                f,
+                "row id={id} (chain {}, sequence {})",
+                self.chain, self.sequence
+            )?,
             None => write!(f, "chain {}, sequence {}", self.chain, self.sequence)?,
         }
         write!(f, ": {}", self.reason)
@@ -250,14 +254,15 @@ fn verify_chain(conn: &mut DbConnection, head: &ChainHead) -> Result<Result<i64,
     }
     let last = expected - 1;
     if last < head.last_sequence {
-        let after = last_id.map_or_else(
-            || "the checkpoint".to_owned(),
-            |id| format!("row id={id}"),
-        );
+        let after =
+            last_id.map_or_else(|| "the checkpoint".to_owned(), |id| format!("row id={id}"));
         let missing = if expected == head.last_sequence {
             format!("row {expected} (the chain's head) is")
         } else {
-            format!("rows {expected} to {} (the chain's head) are", head.last_sequence)
+            format!(
+                "rows {expected} to {} (the chain's head) are",
+                head.last_sequence
+            )
         };
         return Ok(Err(broken(
             None,
@@ -355,21 +360,55 @@ mod tests {
         assert_eq!(hash, sample().hash(GENESIS), "deterministic");
         assert_eq!(hash.len(), 64);
         let variants = [
-            Chained { chain: "web-2", ..base },
-            Chained { sequence: 8, ..base },
-            Chained { occurred_at: base.occurred_at + chrono::Duration::microseconds(1), ..base },
-            Chained { kind: "login_succeeded", ..base },
-            Chained { severity: "HIGH", ..base },
-            Chained { actor: None, ..base },
-            Chained { ip: Some("192.0.2.2"), ..base },
-            Chained { details: "{}", ..base },
-            Chained { aggregate_key: Some(""), ..base },
-            Chained { request_id: None, ..base },
+            Chained {
+                chain: "web-2",
+                ..base
+            },
+            Chained {
+                sequence: 8,
+                ..base
+            },
+            Chained {
+                occurred_at: base.occurred_at + chrono::Duration::microseconds(1),
+                ..base
+            },
+            Chained {
+                kind: "login_succeeded",
+                ..base
+            },
+            Chained {
+                severity: "HIGH",
+                ..base
+            },
+            Chained {
+                actor: None,
+                ..base
+            },
+            Chained {
+                ip: Some("192.0.2.2"),
+                ..base
+            },
+            Chained {
+                details: "{}",
+                ..base
+            },
+            Chained {
+                aggregate_key: Some(""),
+                ..base
+            },
+            Chained {
+                request_id: None,
+                ..base
+            },
         ];
         for variant in variants {
             assert_ne!(variant.hash(GENESIS), hash, "{variant:?}");
         }
-        assert_ne!(base.hash(&"1".repeat(64)), hash, "the previous hash is covered");
+        assert_ne!(
+            base.hash(&"1".repeat(64)),
+            hash,
+            "the previous hash is covered"
+        );
     }
 
     #[test]
@@ -382,8 +421,14 @@ mod tests {
             ..base
         };
         assert_ne!(base.hash(GENESIS), shifted.hash(GENESIS));
-        let none_vs_empty = Chained { actor: Some(""), ..base };
-        let none = Chained { actor: None, ..base };
+        let none_vs_empty = Chained {
+            actor: Some(""),
+            ..base
+        };
+        let none = Chained {
+            actor: None,
+            ..base
+        };
         assert_ne!(none_vs_empty.hash(GENESIS), none.hash(GENESIS));
         let moved = Chained {
             kind: "login_failed\",\"",

@@ -415,8 +415,7 @@ pub fn write_many_at(
                     security_event::insert_or_count(conn, &row)?;
                     // A repeat counted on an earlier row takes no place in the chain.
                     let position = security_event::chain_position(conn, key)?;
-                    if position == Some((Some(content.chain.to_owned()), Some(content.sequence)))
-                    {
+                    if position == Some((Some(content.chain.to_owned()), Some(content.sequence))) {
                         append.appended(hash);
                     }
                 }

@@ -85,7 +85,10 @@ pub struct Pruned(pub [u64; 4]);
 
 impl Pruned {
     pub fn of(&self, table: Table) -> u64 {
-        self.0[Table::ALL.iter().position(|t| *t == table).unwrap_or_default()]
+        self.0[Table::ALL
+            .iter()
+            .position(|t| *t == table)
+            .unwrap_or_default()]
     }
 
     fn add(&mut self, table: Table, rows: u64) {
@@ -104,7 +107,11 @@ fn rows(n: usize) -> u64 {
 }
 
 /// How many rows of each table pruning would delete now.
-pub fn count(conn: &mut DbConnection, retention: Retention, now: NaiveDateTime) -> Result<Pruned, DbError> {
+pub fn count(
+    conn: &mut DbConnection,
+    retention: Retention,
+    now: NaiveDateTime,
+) -> Result<Pruned, DbError> {
     let mut pruned = Pruned::default();
     for table in Table::ALL {
         let cutoff = table.cutoff(retention, now);
@@ -118,7 +125,9 @@ pub fn count(conn: &mut DbConnection, retention: Retention, now: NaiveDateTime) 
                         head.checkpoint_sequence,
                         cutoff,
                     )?;
-                    let before = kept.unwrap_or(head.last_sequence + 1).min(head.last_sequence + 1);
+                    let before = kept
+                        .unwrap_or(head.last_sequence + 1)
+                        .min(head.last_sequence + 1);
                     n += security_event::count_chain_between(
                         conn,
                         &head.chain_id,
@@ -172,7 +181,11 @@ pub fn prune_batch(
 
 /// Prunes the start of `chain` (up to [`BATCH`] rows last seen before `cutoff`, stopping at the
 /// first row kept) and moves its checkpoint past them, in one transaction with the head locked.
-fn prune_chain_batch(conn: &mut DbConnection, chain: &str, cutoff: NaiveDateTime) -> Result<u64, DbError> {
+fn prune_chain_batch(
+    conn: &mut DbConnection,
+    chain: &str,
+    cutoff: NaiveDateTime,
+) -> Result<u64, DbError> {
     use diesel::Connection as _;
     conn.transaction(|conn| {
         let head = audit_chain::lock(conn, chain)?;
@@ -193,7 +206,11 @@ fn prune_chain_batch(conn: &mut DbConnection, chain: &str, cutoff: NaiveDateTime
         else {
             // A row is missing where the checkpoint would go: leave the chain as it is for
             // `audit verify` to report.
-            tracing::warn!(chain, sequence = through, "audit chain has a gap; not pruning it");
+            tracing::warn!(
+                chain,
+                sequence = through,
+                "audit chain has a gap; not pruning it"
+            );
             return Ok(0);
         };
         let deleted = security_event::delete_chain_range(conn, chain, from, through)?;
@@ -203,7 +220,11 @@ fn prune_chain_batch(conn: &mut DbConnection, chain: &str, cutoff: NaiveDateTime
 }
 
 /// Prunes every table, batch after batch, on the calling thread (the CLI).
-pub fn prune_blocking(conn: &mut DbConnection, retention: Retention, now: NaiveDateTime) -> Result<Pruned, DbError> {
+pub fn prune_blocking(
+    conn: &mut DbConnection,
+    retention: Retention,
+    now: NaiveDateTime,
+) -> Result<Pruned, DbError> {
     let mut pruned = Pruned::default();
     for table in Table::ALL {
         loop {

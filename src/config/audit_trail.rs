@@ -69,7 +69,9 @@ pub fn audit_trail(vars: &impl Vars) -> Result<AuditTrailSettings, ConfigError> 
         instance_id,
         retention_days: days(vars, "AUDIT_RETENTION_DAYS", 30)?,
         webhook_event_retention_days: days(vars, "WEBHOOK_EVENT_RETENTION_DAYS", 90)?,
-        log_file: vars.get("AUDIT_LOG_FILE").map(|path| PathBuf::from(path.trim())),
+        log_file: vars
+            .get("AUDIT_LOG_FILE")
+            .map(|path| PathBuf::from(path.trim())),
     })
 }
 
@@ -94,7 +96,10 @@ mod tests {
         assert_eq!(settings.webhook_event_retention_days, 90);
         assert!(settings.log_file.is_none());
         assert!(valid_instance_id(&settings.instance_id));
-        assert_eq!(parse(&[("INSTANCE_ID", "web-2")]).unwrap().instance_id, "web-2");
+        assert_eq!(
+            parse(&[("INSTANCE_ID", "web-2")]).unwrap().instance_id,
+            "web-2"
+        );
         for (var, value) in [
             ("INSTANCE_ID", "web 2"),
             ("INSTANCE_ID", "web/2"),

@@ -157,12 +157,15 @@ pub fn occurrences_since(
         .get_result(conn)?)
 }
 
+/// A row's chain and sequence (`None` for rows older than the chain).
+pub type ChainPosition = (Option<String>, Option<i64>);
+
 /// The chain and sequence of the row holding `aggregate_key` (to tell an insert from a
 /// counted repeat).
 pub fn chain_position(
     conn: &mut DbConnection,
     aggregate_key: &str,
-) -> Result<Option<(Option<String>, Option<i64>)>, DbError> {
+) -> Result<Option<ChainPosition>, DbError> {
     Ok(security_events::table
         .filter(security_events::aggregate_key.eq(aggregate_key))
         .select((security_events::chain_id, security_events::chain_seq))
@@ -210,9 +213,11 @@ pub fn first_row_outside(
     let outside = security_events::chain_id
         .is_not_null()
         .and(security_events::chain_id.ne_all(chains))
-        .or(security_events::chain_id
-            .is_not_null()
-            .and(security_events::chain_seq.is_null().or(security_events::hash.is_null())));
+        .or(security_events::chain_id.is_not_null().and(
+            security_events::chain_seq
+                .is_null()
+                .or(security_events::hash.is_null()),
+        ));
     Ok(security_events::table
         .filter(outside)
         .order(security_events::id)

@@ -99,7 +99,10 @@ pub fn ids_before(
 }
 
 /// How many operations were recorded before `cutoff`.
-pub fn count_before(conn: &mut DbConnection, cutoff: chrono::NaiveDateTime) -> Result<i64, DbError> {
+pub fn count_before(
+    conn: &mut DbConnection,
+    cutoff: chrono::NaiveDateTime,
+) -> Result<i64, DbError> {
     Ok(stripe_operations::table
         .filter(stripe_operations::created_at.lt(cutoff))
         .count()
@@ -108,6 +111,8 @@ pub fn count_before(conn: &mut DbConnection, cutoff: chrono::NaiveDateTime) -> R
 
 /// Deletes the operations `ids`.
 pub fn delete_ids(conn: &mut DbConnection, ids: &[i64]) -> Result<usize, DbError> {
-    Ok(diesel::delete(stripe_operations::table.filter(stripe_operations::id.eq_any(ids)))
-        .execute(conn)?)
+    Ok(
+        diesel::delete(stripe_operations::table.filter(stripe_operations::id.eq_any(ids)))
+            .execute(conn)?,
+    )
 }

@@ -251,27 +251,10 @@ pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, Db
         .load(conn)?)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn statuses_are_the_text_the_check_constraint_allows() {
-        let texts: Vec<&str> = WebhookEventStatus::ALL
-            .map(WebhookEventStatus::as_str)
-            .into();
-        assert_eq!(texts, ["received", "applied", "failed", "ignored"]);
-        for status in WebhookEventStatus::ALL {
-            assert_eq!(status.as_str().parse(), Ok(status));
-            assert_eq!(status.to_string(), status.as_str());
-        }
-        assert_eq!("Applied".parse::<WebhookEventStatus>(), Err(UnknownStatus));
-    }
-}
-
 /// The statuses retention may delete: the event is finished with (never `received`, which is
 /// still to apply, nor `failed`, which waits for reprocessing).
-const FINISHED: [WebhookEventStatus; 2] = [WebhookEventStatus::Applied, WebhookEventStatus::Ignored];
+const FINISHED: [WebhookEventStatus; 2] =
+    [WebhookEventStatus::Applied, WebhookEventStatus::Ignored];
 
 /// Ids of up to `limit` finished events received before `cutoff`, oldest first.
 pub fn finished_ids_before(
@@ -314,4 +297,22 @@ pub fn delete_finished(
             .filter(webhook_events::received_at.lt(cutoff)),
     )
     .execute(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_the_text_the_check_constraint_allows() {
+        let texts: Vec<&str> = WebhookEventStatus::ALL
+            .map(WebhookEventStatus::as_str)
+            .into();
+        assert_eq!(texts, ["received", "applied", "failed", "ignored"]);
+        for status in WebhookEventStatus::ALL {
+            assert_eq!(status.as_str().parse(), Ok(status));
+            assert_eq!(status.to_string(), status.as_str());
+        }
+        assert_eq!("Applied".parse::<WebhookEventStatus>(), Err(UnknownStatus));
+    }
 }
