@@ -26,6 +26,7 @@ on_both_backends!(
     serve_prunes_old_rows_on_its_own,
     the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rotation,
     an_event_of_a_rolled_back_transaction_never_reaches_the_file,
+    an_open_audit_transaction_holds_up_no_other_writer,
 );
 
 fn exec(db: &Db, sql: &str) {
@@ -129,14 +130,34 @@ async fn concurrent_writers_append_one_gapless_chain(backend: Backend) {
     for writer in writers {
         writer.join().unwrap();
     }
+    // One chain on SQLite (one writer at a time); on PostgreSQL a writer that finds every
+    // lane busy opens another. Each chain is gapless and its ids rise with its sequence.
     let rows = chained(&db);
-    let sequences: Vec<i64> = rows.iter().map(|(_, _, seq)| *seq).collect();
-    assert_eq!(sequences, (1..=40).collect::<Vec<i64>>());
-    let ids: Vec<i64> = rows.iter().map(|(id, _, _)| *id).collect();
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids follow the chain: {ids:?}"
-    );
+    assert_eq!(rows.len(), 40);
+    let mut chains: std::collections::BTreeMap<String, Vec<(i64, i64)>> = Default::default();
+    for (id, chain, seq) in rows {
+        chains.entry(chain).or_default().push((id, seq));
+    }
+    let ours = audit::chain::instance_id();
+    for (chain, links) in &chains {
+        assert!(
+            chain == ours || chain.starts_with(&format!("{ours}#")),
+            "{chain}"
+        );
+        let sequences: Vec<i64> = links.iter().map(|(_, seq)| *seq).collect();
+        assert_eq!(
+            sequences,
+            (1..=links.len() as i64).collect::<Vec<i64>>(),
+            "{chain}"
+        );
+        assert!(
+            links.windows(2).all(|w| w[0].0 < w[1].0),
+            "{chain}: {links:?}"
+        );
+    }
+    if backend == Backend::Sqlite {
+        assert_eq!(chains.len(), 1);
+    }
     let (code, stdout, stderr) = verify(&database);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(stdout.contains("40 row(s) verified"), "{stdout}");
@@ -613,5 +634,50 @@ async fn an_event_of_a_rolled_back_transaction_never_reaches_the_file(backend: B
     assert_eq!(
         std::fs::metadata(&log).unwrap().permissions().mode() & 0o777,
         0o600
+    );
+}
+
+async fn an_open_audit_transaction_holds_up_no_other_writer(backend: Backend) {
+    if backend == Backend::Sqlite {
+        return; // SQLite has one writer at a time, whatever the audit log does.
+    }
+    let database = TestDatabase::migrated(backend);
+    let db = database.db();
+    write_events(&db, 1, tollgate::db::now());
+    let (written, wait) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            db.run_blocking(|conn| {
+                conn.transaction(|conn| {
+                    audit::write(conn, &SecurityEvent::new(Kind::Logout))?;
+                    written.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok::<_, DbError>(())
+                })
+            })
+            .unwrap();
+        })
+    };
+    wait.recv().unwrap();
+    let (done, finished) = std::sync::mpsc::channel();
+    let other = db.clone();
+    std::thread::spawn(move || {
+        write_events(&other, 1, tollgate::db::now());
+        done.send(()).unwrap();
+    });
+    let unblocked = finished.recv_timeout(Duration::from_secs(5)).is_ok();
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(
+        unblocked,
+        "a writer waited for another transaction's audit row"
+    );
+    let (code, stdout, stderr) = verify(&database);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("audit trail intact: 2 chain(s), 3 row(s)"),
+        "{stdout}"
     );
 }

@@ -1,9 +1,10 @@
-//! Tamper evidence for the audit log: every `security_events` row belongs to a chain (one per
-//! instance, named by `INSTANCE_ID`), has a sequence number in it and a SHA-256 hash over its
-//! immutable content and the previous row's hash. The chain's head (`audit_chains`) is locked
-//! and advanced in the transaction that appends, so writers of one chain take turns, writers of
-//! different chains (instances) never wait for each other, and a rolled-back append leaves no
-//! gap. [`verify`] walks every chain from its checkpoint (where retention pruned it) to its head.
+//! Tamper evidence for the audit log: every `security_events` row belongs to a chain (an
+//! instance's, named by `INSTANCE_ID`, or one of its lanes `INSTANCE_ID#…`), has a sequence
+//! number in it and a SHA-256 hash over its immutable content and the previous row's hash. A
+//! chain's head (`audit_chains`) is locked and advanced in the transaction that appends, so a
+//! rolled-back append leaves no gap; on PostgreSQL a writer takes a head no one holds (or opens
+//! a lane), so writers never wait for each other. [`verify`] walks every chain from its
+//! checkpoint (where retention pruned it) to its head.
 //!
 //! What the hash covers: chain, sequence, occurred_at, kind, severity, actor, ip, details,
 //! aggregate_key, request_id and the previous hash. A repeated refusal's later `count` and
@@ -82,27 +83,27 @@ impl Chained<'_> {
 /// [`Append::begin`] to the end of the transaction.
 #[derive(Debug)]
 pub struct Append {
-    chain: &'static str,
+    chain: String,
     sequence: i64,
     hash: String,
     moved: bool,
 }
 
 impl Append {
-    /// Locks this process's chain head (a write, so call it first in a SQLite transaction).
+    /// Locks a head of this instance's chains that no other transaction holds (a write, so
+    /// call it first in a SQLite transaction).
     pub fn begin(conn: &mut DbConnection) -> Result<Self, DbError> {
-        let chain = instance_id();
-        let head = audit_chain::lock(conn, chain)?;
+        let head = audit_chain::lock_free_lane(conn, instance_id())?;
         Ok(Self {
-            chain,
+            chain: head.chain_id,
             sequence: head.last_sequence,
             hash: head.last_hash,
             moved: false,
         })
     }
 
-    pub fn chain(&self) -> &'static str {
-        self.chain
+    pub fn chain(&self) -> &str {
+        &self.chain
     }
 
     /// The sequence number the next row gets.
@@ -126,7 +127,7 @@ impl Append {
     /// Moves the head to the last appended row (in the same transaction).
     pub fn finish(self, conn: &mut DbConnection) -> Result<(), DbError> {
         if self.moved {
-            audit_chain::advance(conn, self.chain, self.sequence, &self.hash)?;
+            audit_chain::advance(conn, &self.chain, self.sequence, &self.hash)?;
         }
         Ok(())
     }

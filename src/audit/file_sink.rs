@@ -1,14 +1,15 @@
 //! `AUDIT_LOG_FILE`: a copy of the audit log as JSON lines, for log shippers and for an
 //! off-database record of the chain's hashes.
 //!
-//! A dedicated thread tails this instance's chain in the database and appends each new row as
+//! A dedicated thread tails this instance's chains in the database and appends each new row as
 //! one line. Reading committed rows is what guarantees that an event of a rolled-back
-//! transaction never reaches the file, and the chain's head lock makes rows of one chain commit
-//! in sequence order, so following the sequence misses none. Request threads never touch the
+//! transaction never reaches the file, and a chain's head lock makes its rows commit in
+//! sequence order, so following each chain's sequence misses none. Request threads never touch the
 //! file. The file is created mode 0600 (its directory 0700) and reopened on request
 //! ([`FileSink::reopen`], which `serve` calls on SIGHUP, after logrotate renamed it). A repeated
 //! refusal appears once, when its row is first written (its later count is not copied).
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
@@ -47,17 +48,19 @@ pub struct FileSink {
 impl FileSink {
     /// Opens (creating) `path` and starts copying the rows this instance's chain gets from now on.
     pub fn start(db: Db, path: PathBuf) -> Result<Self, FileSinkError> {
-        let chain = super::chain::instance_id();
-        let from = db
-            .run_blocking(|conn| audit_chain::find(conn, chain))?
-            .map_or(0, |head| head.last_sequence);
+        let instance = super::chain::instance_id();
+        let after = db
+            .run_blocking(|conn| audit_chain::lanes(conn, instance))?
+            .into_iter()
+            .map(|head| (head.chain_id, head.last_sequence))
+            .collect();
         let file = open(&path)?;
         let (reopen, requests) = mpsc::channel();
         let writer = Writer {
             db,
             path,
-            chain,
-            after: from,
+            instance,
+            after,
             file: Some(file),
         };
         std::thread::Builder::new()
@@ -101,9 +104,10 @@ fn open(path: &Path) -> Result<File, FileSinkError> {
 struct Writer {
     db: Db,
     path: PathBuf,
-    chain: &'static str,
-    /// The last sequence copied.
-    after: i64,
+    instance: &'static str,
+    /// The last sequence copied, per chain of this instance (a chain created since the start is
+    /// copied from its first row).
+    after: HashMap<String, i64>,
     file: Option<File>,
 }
 
@@ -140,8 +144,26 @@ impl Writer {
     }
 
     fn copy_new_rows(&mut self) -> Result<(), Box<dyn std::error::Error>> {
+        let instance = self.instance;
+        let lanes = self
+            .db
+            .run_blocking(|conn| audit_chain::lanes(conn, instance))?;
+        for head in lanes {
+            let after = self.after.get(&head.chain_id).copied().unwrap_or(0);
+            if head.last_sequence > after {
+                self.copy_chain(&head.chain_id, after)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies the rows of `chain` after sequence `after`.
+    fn copy_chain(
+        &mut self,
+        chain: &str,
+        mut after: i64,
+    ) -> Result<(), Box<dyn std::error::Error>> {
         loop {
-            let (chain, after) = (self.chain, self.after);
             let rows = self
                 .db
                 .run_blocking(|conn| security_event::chain_rows(conn, chain, after, PAGE))?;
@@ -160,7 +182,8 @@ impl Writer {
                 file.write_all(text.as_bytes())?;
                 file.flush()?;
             }
-            self.after = last;
+            after = last;
+            self.after.insert(chain.to_owned(), last);
             if rows.len() < usize::try_from(PAGE).unwrap_or(usize::MAX) {
                 return Ok(());
             }

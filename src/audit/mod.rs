@@ -379,10 +379,11 @@ pub fn write_many_at(
         .collect();
     conn.transaction(|conn| {
         let mut append = chain::Append::begin(conn)?;
+        let chain = append.chain().to_owned();
         let mut pending = Vec::new();
         for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
             let content = chain::Chained {
-                chain: append.chain(),
+                chain: &chain,
                 sequence: append.next_sequence(),
                 occurred_at: at,
                 kind: event.kind.as_str(),

@@ -51,6 +51,78 @@ pub fn lock(conn: &mut DbConnection, chain: &str) -> Result<ChainHead, DbError> 
         .first(conn)?)
 }
 
+/// The chains (lanes) of `instance`: `instance` itself and `instance#…`.
+fn of_instance(
+    instance: &str,
+) -> diesel::dsl::Or<
+    diesel::dsl::Eq<audit_chains::chain_id, String>,
+    diesel::dsl::Like<audit_chains::chain_id, String>,
+> {
+    // `_` is a LIKE wildcard (and may be in an instance id); `\` is LIKE's escape character.
+    let lanes = format!("{}#%", instance.replace('_', "\\_"));
+    audit_chains::chain_id
+        .eq(instance.to_owned())
+        .or(audit_chains::chain_id.like(lanes))
+}
+
+/// Locks a head of `instance` that no other transaction holds and returns it.
+///
+/// PostgreSQL: `FOR UPDATE SKIP LOCKED` over the instance's lanes, so a writer never waits for
+/// another (and never deadlocks through the audit log); when every lane is busy, a new lane
+/// `instance#<random>` is created (its row is this transaction's until it ends). SQLite has one
+/// writer at a time: the instance's one chain, [`lock`]ed.
+pub fn lock_free_lane(conn: &mut DbConnection, instance: &str) -> Result<ChainHead, DbError> {
+    let DbConnection::Postgresql(pg) = conn else {
+        return lock(conn, instance);
+    };
+    let free = audit_chains::table
+        .filter(of_instance(instance))
+        .order(audit_chains::chain_id)
+        .for_update()
+        .skip_locked()
+        .select(ChainHead::as_select())
+        .first(pg)
+        .optional()?;
+    if let Some(head) = free {
+        return Ok(head);
+    }
+    let lanes: i64 = audit_chains::table
+        .filter(of_instance(instance))
+        .count()
+        .get_result(pg)?;
+    if lanes == 0 {
+        return lock(conn, instance);
+    }
+    let suffix = crate::secret::random_bytes::<4>()
+        .map(hex::encode)
+        .map_err(|_| DbError::Unavailable)?;
+    let lane = format!("{instance}#{suffix}");
+    let at = now();
+    diesel::insert_into(audit_chains::table)
+        .values((
+            audit_chains::chain_id.eq(&lane),
+            audit_chains::last_sequence.eq(0_i64),
+            audit_chains::last_hash.eq(GENESIS_HASH),
+            audit_chains::checkpoint_sequence.eq(0_i64),
+            audit_chains::checkpoint_hash.eq(GENESIS_HASH),
+            audit_chains::updated_at.eq(at),
+        ))
+        .execute(pg)?;
+    Ok(audit_chains::table
+        .find(&lane)
+        .select(ChainHead::as_select())
+        .first(pg)?)
+}
+
+/// Every lane of `instance`, unlocked.
+pub fn lanes(conn: &mut DbConnection, instance: &str) -> Result<Vec<ChainHead>, DbError> {
+    Ok(audit_chains::table
+        .filter(of_instance(instance))
+        .order(audit_chains::chain_id)
+        .select(ChainHead::as_select())
+        .load(conn)?)
+}
+
 /// Moves `chain`'s head to `sequence`/`hash` (its row locked by [`lock`]).
 pub fn advance(
     conn: &mut DbConnection,
