@@ -148,7 +148,14 @@ async fn run_retention(db: Db, retention: crate::audit::retention::Retention) {
         every.tick().await;
         match crate::audit::retention::prune(&db, retention).await {
             Ok(pruned) if pruned.total() > 0 => {
-                tracing::info!(rows = ?pruned, "retention pruned old rows");
+                use crate::audit::retention::Table;
+                tracing::info!(
+                    security_events = pruned.of(Table::SecurityEvents),
+                    webhook_events = pruned.of(Table::WebhookEvents),
+                    sessions = pruned.of(Table::Sessions),
+                    stripe_operations = pruned.of(Table::StripeOperations),
+                    "retention pruned old rows"
+                );
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "retention could not prune"),

@@ -448,6 +448,7 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
     backend: Backend,
 ) {
     const BYOK_KEY: &str = "sk-ant-api03-DUMMY-audit-file-key-000000000000000000000000f11e";
+    const FORGED_TOKEN: &str = "tg_svc_DUMMYforged00000000000000000000000000000";
     let database = TestDatabase::migrated(backend);
     let (code, token, stderr) = run(tollgate(&database, &[]).args([
         "service-token",
@@ -497,10 +498,7 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
         .id;
     let lease = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
     let client = reqwest::Client::new();
-    for bearer in [
-        token.as_str(),
-        "tg_svc_forged0000000000000000000000000000000000",
-    ] {
+    for bearer in [token.as_str(), FORGED_TOKEN] {
         client
             .post(format!("{address}/internal/v1/byok/lease"))
             .bearer_auth(bearer)
@@ -570,7 +568,7 @@ async fn the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rot
         crate::common::WEBHOOK_SECRET.to_owned(),
         token.clone(),
         token["tg_svc_".len()..].to_owned(),
-        "tg_svc_forged0000000000000000000000000000000000".to_owned(),
+        FORGED_TOKEN.to_owned(),
     ]);
     for secret in &secrets {
         assert!(
