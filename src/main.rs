@@ -101,12 +101,13 @@ enum Command {
     },
     /// Emergency: end every session at once; everyone must sign in again.
     RevokeSessions,
-    /// The security audit log.
-    #[command(subcommand)]
-    Audit(AuditCommand),
     /// Emergency switches for BYOK keys.
     #[command(subcommand)]
     Byok(ByokCommand),
+    /// The security audit log: list and filter it, verify its hash chains, prune it by
+    /// retention.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Run the offline Stripe simulator (tests and demos only; refused in production).
     #[cfg(feature = "stripe-sim")]
     StripeSim {
@@ -171,6 +172,17 @@ enum AuditCommand {
         /// One JSON object per line (JSON Lines) instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Walk every audit chain from its checkpoint to its head; exit 1 naming the first row
+    /// whose content, order or deletion breaks a link, 0 with a summary otherwise.
+    Verify,
+    /// Delete audit rows, finished webhook events, expired sessions and idempotency records
+    /// older than their retention (AUDIT_RETENTION_DAYS, WEBHOOK_EVENT_RETENTION_DAYS), in
+    /// batches; print per table how many rows went.
+    Prune {
+        /// Only print how many rows would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -311,6 +323,10 @@ fn main() -> ExitCode {
         }
         Command::Byok(ByokCommand::EnableLeases) => {
             commands::emergency::set_leases(&cli.env_file, false)
+        }
+        Command::Audit(AuditCommand::Verify) => commands::audit::verify(&cli.env_file),
+        Command::Audit(AuditCommand::Prune { dry_run }) => {
+            commands::audit::prune(&cli.env_file, dry_run)
         }
         #[cfg(feature = "stripe-sim")]
         Command::StripeSim {

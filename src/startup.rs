@@ -1,5 +1,5 @@
 //! Builds the application: database, migrations, middleware (in order), routes, and the server,
-//! and runs its housekeeping (expired sessions, idle limiter keys).
+//! and runs its housekeeping (retention, idle limiter keys, the audit file's reopening).
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -31,8 +31,9 @@ use crate::webhooks::writer::WebhookWriter;
 
 /// Largest request body outside routes that set their own limit.
 const BODY_LIMIT: usize = 64 * 1024;
-/// How often expired sessions are swept from the table.
-const SESSION_SWEEP_EVERY: Duration = Duration::from_secs(10 * 60);
+/// How often retention prunes old rows and expired sessions (plus up to a minute of jitter,
+/// so instances sharing a database do not prune at the same moment).
+const RETENTION_EVERY: Duration = Duration::from_secs(5 * 60);
 /// How often idle keys are swept from the in-memory limiters.
 const LIMITER_SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// How often recorded histogram samples are folded into their buckets.
@@ -48,6 +49,8 @@ pub enum StartupError {
     RateLimit(&'static str),
     #[error(transparent)]
     AlertWorker(#[from] crate::audit::alerts::delivery::WorkerError),
+    #[error(transparent)]
+    AuditFile(#[from] crate::audit::file_sink::FileSinkError),
 }
 
 pub struct Application {
@@ -62,6 +65,8 @@ pub struct Application {
     password_work: Arc<PasswordWork>,
     /// Sends alerts to `ALERT_WEBHOOK_URL`, when it is set.
     alert_worker: Option<AlertWorker>,
+    retention: crate::audit::retention::Retention,
+    audit_file: Option<crate::audit::file_sink::FileSink>,
 }
 
 impl Application {
@@ -80,6 +85,15 @@ impl Application {
             crate::encryption_keys::record_configured(conn, &keyring, db::now())
         })?;
         crate::accounts::password::prepare();
+        crate::audit::chain::use_instance_id(&config.audit_trail.instance_id);
+        let retention = crate::audit::retention::Retention::new(&config.audit_trail);
+        let audit_file = match &config.audit_trail.log_file {
+            Some(path) => Some(crate::audit::file_sink::FileSink::start(
+                db.clone(),
+                path.clone(),
+            )?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.bind)?;
         let port = listener.local_addr()?.port();
         let metrics_listener = config.metrics.bind.map(TcpListener::bind).transpose()?;
@@ -115,6 +129,8 @@ impl Application {
             limiters,
             password_work,
             alert_worker,
+            retention,
+            audit_file,
         })
     }
 
@@ -142,8 +158,8 @@ impl Application {
         Arc::clone(&self.password_work)
     }
 
-    /// Serves until the server is stopped (SIGINT/SIGTERM), sweeping expired sessions and idle
-    /// limiter keys meanwhile.
+    /// Serves until the server is stopped (SIGINT/SIGTERM), pruning old rows and expired
+    /// sessions (retention) and sweeping idle limiter keys meanwhile.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let metrics = self.metrics;
         actix_web::rt::spawn(async move {
@@ -171,19 +187,10 @@ impl Application {
         if let Some(worker) = self.alert_worker {
             actix_web::rt::spawn(worker.run());
         }
-        let db = self.db.clone();
-        actix_web::rt::spawn(async move {
-            let mut every = actix_web::rt::time::interval(SESSION_SWEEP_EVERY);
-            loop {
-                every.tick().await;
-                let swept = db
-                    .run(|conn| db::models::session::delete_expired(conn, db::now()))
-                    .await;
-                if let Err(err) = swept {
-                    tracing::warn!(error = %err, "could not sweep expired sessions");
-                }
-            }
-        });
+        actix_web::rt::spawn(run_retention(self.db.clone(), self.retention));
+        if let Some(sink) = self.audit_file {
+            actix_web::rt::spawn(reopen_on_sighup(sink));
+        }
         let served = self.server.await;
         if let Some(metrics_server) = metrics_server {
             metrics_server.stop(true).await;
@@ -208,6 +215,47 @@ fn metrics_server(listener: TcpListener, state: web::Data<AppState>) -> std::io:
     .workers(1)
     .listen(listener)?;
     Ok(server.run())
+}
+
+/// Prunes what retention says is old enough, every few minutes (jittered), batch by batch.
+async fn run_retention(db: Db, retention: crate::audit::retention::Retention) {
+    let jitter = crate::secret::random_bytes::<2>()
+        .map(|b| u64::from(u16::from_le_bytes(b)) % 60_000)
+        .unwrap_or_default();
+    let mut every = actix_web::rt::time::interval(RETENTION_EVERY + Duration::from_millis(jitter));
+    loop {
+        every.tick().await;
+        match crate::audit::retention::prune(&db, retention).await {
+            Ok(pruned) if pruned.total() > 0 => {
+                use crate::audit::retention::Table;
+                tracing::info!(
+                    security_events = pruned.of(Table::SecurityEvents),
+                    webhook_events = pruned.of(Table::WebhookEvents),
+                    sessions = pruned.of(Table::Sessions),
+                    stripe_operations = pruned.of(Table::StripeOperations),
+                    "retention pruned old rows"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(error = %err, "retention could not prune"),
+        }
+    }
+}
+
+/// Reopens `AUDIT_LOG_FILE` on each SIGHUP (logrotate renames it, then signals).
+async fn reopen_on_sighup(sink: crate::audit::file_sink::FileSink) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGHUP; AUDIT_LOG_FILE is not reopened");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reopening AUDIT_LOG_FILE");
+        sink.reopen();
+    }
 }
 
 /// The limiters and session layer the route areas wrap (`routes::configure`).

@@ -12,6 +12,7 @@ mod admin;
 mod alerts;
 mod audit;
 mod audit_queries;
+mod audit_trail;
 mod auth_budgets;
 mod billing;
 mod cli;

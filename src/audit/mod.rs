@@ -14,12 +14,16 @@
 pub mod alerts;
 pub mod overview;
 pub mod query;
+pub mod chain;
+pub mod file_sink;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use chrono::NaiveDateTime;
+use chrono::{NaiveDateTime, Timelike as _};
+use diesel::Connection as _;
 use serde_json::Value;
 
 use crate::db::models::security_event::{self, NewSecurityEvent, SecurityEventRow};
@@ -421,35 +425,76 @@ pub fn write_many(conn: &mut DbConnection, events: &[SecurityEvent]) -> Result<(
 }
 
 /// [`write_many`] as if it were `at` (which decides the time slot of aggregated events).
+///
+/// Each new row is chained ([`chain`]): the chain head is locked first (in a transaction of its
+/// own, or a savepoint of the caller's), the rows are inserted in order with their sequence and
+/// hash, and the head moves on, all in the caller's transaction.
 pub fn write_many_at(
     conn: &mut DbConnection,
     events: &[SecurityEvent],
     at: NaiveDateTime,
 ) -> Result<(), DbError> {
+    // The stored time is the hashed time: both backends keep microseconds.
+    let at = at
+        .with_nanosecond(at.nanosecond() / 1_000 * 1_000)
+        .unwrap_or(at);
     let details: Vec<String> = events.iter().map(|e| e.details.to_string()).collect();
     let keys: Vec<Option<String>> = events
         .iter()
         .map(|e| e.aggregate.as_ref().map(|a| e.aggregate_key(a, at)))
         .collect();
-    let mut appended = Vec::with_capacity(events.len());
-    for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
-        let row = NewSecurityEvent {
-            occurred_at: at,
-            last_seen_at: at,
-            kind: event.kind.as_str(),
-            severity: event.severity.as_str(),
-            actor: event.actor.as_deref(),
-            ip: event.ip.as_deref(),
-            details,
-            aggregate_key: key.as_deref(),
-            request_id: event.request_id.as_deref(),
-        };
-        match key {
-            Some(_) => security_event::insert_or_count(conn, &row)?,
-            None => appended.push(row),
+    conn.transaction(|conn| {
+        let mut append = chain::Append::begin(conn)?;
+        let chain = append.chain().to_owned();
+        let mut pending = Vec::new();
+        for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
+            let content = chain::Chained {
+                chain: &chain,
+                sequence: append.next_sequence(),
+                occurred_at: at,
+                kind: event.kind.as_str(),
+                severity: event.severity.as_str(),
+                actor: event.actor.as_deref(),
+                ip: event.ip.as_deref(),
+                details,
+                aggregate_key: key.as_deref(),
+                request_id: event.request_id.as_deref(),
+            };
+            let hash = append.hash_next(&content);
+            let row = NewSecurityEvent {
+                occurred_at: at,
+                last_seen_at: at,
+                kind: content.kind,
+                severity: content.severity,
+                actor: content.actor,
+                ip: content.ip,
+                details,
+                aggregate_key: content.aggregate_key,
+                request_id: content.request_id,
+                chain_id: Some(content.chain),
+                chain_seq: Some(content.sequence),
+                hash: Some(hash.clone()),
+            };
+            match key {
+                Some(key) => {
+                    // Rows go in sequence order: what is pending first.
+                    security_event::insert_many(conn, &std::mem::take(&mut pending))?;
+                    security_event::insert_or_count(conn, &row)?;
+                    // A repeat counted on an earlier row takes no place in the chain.
+                    let position = security_event::chain_position(conn, key)?;
+                    if position == Some((Some(content.chain.to_owned()), Some(content.sequence))) {
+                        append.appended(hash);
+                    }
+                }
+                None => {
+                    pending.push(row);
+                    append.appended(hash);
+                }
+            }
         }
-    }
-    security_event::insert_many(conn, &appended)?;
+        security_event::insert_many(conn, &pending)?;
+        append.finish(conn)
+    })?;
     for event in events {
         tracing::info!(
             target: "tollgate::audit",

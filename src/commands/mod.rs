@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod audit_list;
+pub mod audit;
 pub mod emergency;
 pub mod roles;
 pub mod rotate;

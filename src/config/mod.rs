@@ -9,6 +9,7 @@
 //! when it is parsed), and `env_file` loads `.env` and writes development secrets.
 
 mod alerts;
+mod audit_trail;
 mod env_file;
 #[cfg(test)]
 mod fixtures;
@@ -20,6 +21,7 @@ mod vars;
 use std::path::{Path, PathBuf};
 
 pub use alerts::{AlertLimit, AlertRule, AlertSettings, AlertWebhook, MIN_WEBHOOK_SECRET_LEN};
+pub use audit_trail::{AuditTrailSettings, audit_trail, default_instance_id};
 use env_file::generate_missing_dev_secrets;
 pub use env_file::{
     GENERATED_SECRETS, env_file_exposure, generate_secret, load_env_file, read_env_file,

@@ -185,6 +185,8 @@ pub struct Config {
     pub metrics: MetricsSettings,
     /// Days the primary encryption key may age before Tollgate says to rotate it.
     pub key_rotation_days: u32,
+    /// The audit chain, retention and file copy.
+    pub audit_trail: super::AuditTrailSettings,
     /// HTTP worker threads; default: one per core.
     pub workers: Option<usize>,
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.

@@ -353,6 +353,7 @@ impl Config {
             log_format: log_format(vars)?,
             metrics: metrics_settings(vars)?,
             key_rotation_days: key_rotation_days(vars)?,
+            audit_trail: super::audit_trail(vars)?,
             workers,
             public_url: public_url(vars)?,
             stripe,

@@ -35,6 +35,20 @@ diesel::table! {
         last_seen_at -> Timestamp,
         aggregate_key -> Nullable<Text>,
         request_id -> Nullable<Text>,
+        chain_id -> Nullable<Text>,
+        chain_seq -> Nullable<BigInt>,
+        hash -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_chains (chain_id) {
+        chain_id -> Text,
+        last_sequence -> BigInt,
+        last_hash -> Text,
+        checkpoint_sequence -> BigInt,
+        checkpoint_hash -> Text,
+        updated_at -> Timestamp,
     }
 }
 
@@ -219,6 +233,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
     security_events,
+    audit_chains,
     byok_keys,
     service_tokens,
     settings,

@@ -1,6 +1,7 @@
 //! One file per table: the row struct, a `New*` insert struct and the finder functions.
 
 pub mod alert;
+pub mod audit_chain;
 pub mod billing_customer;
 pub mod byok_key;
 pub mod encryption_key;

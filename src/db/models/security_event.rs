@@ -1,5 +1,6 @@
 //! `security_events`: the audit log. Rows are appended; the one exception is a repeated
-//! refusal, counted on the row of its first occurrence (`count`, `last_seen_at`).
+//! refusal, counted on the row of its first occurrence (`count`, `last_seen_at`), and retention,
+//! which deletes a chain's oldest rows (see `audit::retention`).
 
 use chrono::NaiveDateTime;
 use diesel::dsl::sql;
@@ -28,6 +29,27 @@ pub struct SecurityEventRow {
     pub request_id: Option<String>,
 }
 
+/// A row as the audit chain reads it: its chained content, place and hash.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = security_events)]
+pub struct ChainedRow {
+    pub id: i64,
+    pub occurred_at: NaiveDateTime,
+    pub kind: String,
+    pub severity: String,
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    pub details: String,
+    pub aggregate_key: Option<String>,
+    pub request_id: Option<String>,
+    /// The chain it belongs to (`audit::chain`); `None` for rows older than the chain.
+    pub chain_id: Option<String>,
+    /// Its place in the chain (1, 2, …).
+    pub chain_seq: Option<i64>,
+    /// SHA-256 (hex) over its content and the previous row's hash.
+    pub hash: Option<String>,
+}
+
 #[derive(Debug, Insertable)]
 #[diesel(table_name = security_events)]
 pub struct NewSecurityEvent<'a> {
@@ -41,6 +63,9 @@ pub struct NewSecurityEvent<'a> {
     /// Set for events whose repeats are counted on this row.
     pub aggregate_key: Option<&'a str>,
     pub request_id: Option<&'a str>,
+    pub chain_id: Option<&'a str>,
+    pub chain_seq: Option<i64>,
+    pub hash: Option<String>,
 }
 
 /// Inserts several events (PostgreSQL: in one statement).
@@ -149,4 +174,167 @@ pub fn occurrences_of_kinds_since(
         query = query.filter(security_events::actor.eq(actor));
     }
     Ok(query.get_result(conn)?)
+}
+
+/// A row's chain and sequence (`None` for rows older than the chain).
+pub type ChainPosition = (Option<String>, Option<i64>);
+
+/// The chain and sequence of the row holding `aggregate_key` (to tell an insert from a
+/// counted repeat).
+pub fn chain_position(
+    conn: &mut DbConnection,
+    aggregate_key: &str,
+) -> Result<Option<ChainPosition>, DbError> {
+    Ok(security_events::table
+        .filter(security_events::aggregate_key.eq(aggregate_key))
+        .select((security_events::chain_id, security_events::chain_seq))
+        .first(conn)
+        .optional()?)
+}
+
+/// Up to `limit` rows of `chain` after sequence `after`, in sequence order.
+pub fn chain_rows(
+    conn: &mut DbConnection,
+    chain: &str,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<ChainedRow>, DbError> {
+    Ok(security_events::table
+        .filter(security_events::chain_id.eq(chain))
+        .filter(security_events::chain_seq.gt(after))
+        .order(security_events::chain_seq)
+        .limit(limit)
+        .select(ChainedRow::as_select())
+        .load(conn)?)
+}
+
+/// The first row (by sequence) of `chain` at or before sequence `through`: rows a checkpoint
+/// says are pruned.
+pub fn first_row_through(
+    conn: &mut DbConnection,
+    chain: &str,
+    through: i64,
+) -> Result<Option<ChainedRow>, DbError> {
+    Ok(security_events::table
+        .filter(security_events::chain_id.eq(chain))
+        .filter(security_events::chain_seq.le(through))
+        .order(security_events::chain_seq)
+        .select(ChainedRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// The first row (by id) that claims a chain not in `chains`, or a chain without a sequence.
+pub fn first_row_outside(
+    conn: &mut DbConnection,
+    chains: &[String],
+) -> Result<Option<ChainedRow>, DbError> {
+    let outside = security_events::chain_id
+        .is_not_null()
+        .and(security_events::chain_id.ne_all(chains))
+        .or(security_events::chain_id.is_not_null().and(
+            security_events::chain_seq
+                .is_null()
+                .or(security_events::hash.is_null()),
+        ));
+    Ok(security_events::table
+        .filter(outside)
+        .order(security_events::id)
+        .select(ChainedRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// How many rows predate the chain (written before it existed).
+pub fn unchained_count(conn: &mut DbConnection) -> Result<i64, DbError> {
+    Ok(security_events::table
+        .filter(security_events::chain_id.is_null())
+        .count()
+        .get_result(conn)?)
+}
+
+/// The lowest sequence of `chain` after `after` last seen at or after `cutoff`: retention
+/// prunes a chain from its start up to (not including) this row.
+pub fn first_kept_sequence(
+    conn: &mut DbConnection,
+    chain: &str,
+    after: i64,
+    cutoff: NaiveDateTime,
+) -> Result<Option<i64>, DbError> {
+    Ok(security_events::table
+        .filter(security_events::chain_id.eq(chain))
+        .filter(security_events::chain_seq.gt(after))
+        .filter(security_events::last_seen_at.ge(cutoff))
+        .select(diesel::dsl::min(security_events::chain_seq))
+        .first::<Option<i64>>(conn)?)
+}
+
+/// How many rows of `chain` lie after sequence `after` and before `before` (all, if `None`).
+pub fn count_chain_between(
+    conn: &mut DbConnection,
+    chain: &str,
+    after: i64,
+    before: Option<i64>,
+) -> Result<i64, DbError> {
+    let mut query = security_events::table
+        .filter(security_events::chain_id.eq(chain))
+        .filter(security_events::chain_seq.gt(after))
+        .into_boxed();
+    if let Some(before) = before {
+        query = query.filter(security_events::chain_seq.lt(before));
+    }
+    Ok(query.count().get_result(conn)?)
+}
+
+/// Deletes the rows of `chain` after sequence `after` up to and including `through`.
+pub fn delete_chain_range(
+    conn: &mut DbConnection,
+    chain: &str,
+    after: i64,
+    through: i64,
+) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        security_events::table
+            .filter(security_events::chain_id.eq(chain))
+            .filter(security_events::chain_seq.gt(after))
+            .filter(security_events::chain_seq.le(through)),
+    )
+    .execute(conn)?)
+}
+
+/// Ids of up to `limit` rows that predate the chain and were last seen before `cutoff`.
+pub fn unchained_ids_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    Ok(security_events::table
+        .filter(security_events::chain_id.is_null())
+        .filter(security_events::last_seen_at.lt(cutoff))
+        .order(security_events::id)
+        .limit(limit)
+        .select(security_events::id)
+        .load(conn)?)
+}
+
+/// Deletes rows that predate the chain by id.
+pub fn delete_unchained(conn: &mut DbConnection, ids: &[i64]) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        security_events::table
+            .filter(security_events::chain_id.is_null())
+            .filter(security_events::id.eq_any(ids)),
+    )
+    .execute(conn)?)
+}
+
+/// How many rows predate the chain and were last seen before `cutoff`.
+pub fn count_unchained_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+) -> Result<i64, DbError> {
+    Ok(security_events::table
+        .filter(security_events::chain_id.is_null())
+        .filter(security_events::last_seen_at.lt(cutoff))
+        .count()
+        .get_result(conn)?)
 }

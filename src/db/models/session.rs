@@ -95,3 +95,39 @@ pub fn delete_all(conn: &mut DbConnection) -> Result<usize, DbError> {
 pub fn delete_expired(conn: &mut DbConnection, now: NaiveDateTime) -> Result<usize, DbError> {
     Ok(diesel::delete(sessions::table.filter(sessions::expires_at.lt(now))).execute(conn)?)
 }
+
+/// Key hashes of up to `limit` sessions expired before `now`.
+pub fn expired_keys(
+    conn: &mut DbConnection,
+    now: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<String>, DbError> {
+    Ok(sessions::table
+        .filter(sessions::expires_at.lt(now))
+        .limit(limit)
+        .select(sessions::key_hash)
+        .load(conn)?)
+}
+
+/// How many sessions expired before `now`.
+pub fn count_expired(conn: &mut DbConnection, now: NaiveDateTime) -> Result<i64, DbError> {
+    Ok(sessions::table
+        .filter(sessions::expires_at.lt(now))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Deletes the sessions `keys` that expired before `now` (checked again: one renewed
+/// meanwhile stays).
+pub fn delete_expired_keys(
+    conn: &mut DbConnection,
+    keys: &[String],
+    now: NaiveDateTime,
+) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        sessions::table
+            .filter(sessions::key_hash.eq_any(keys))
+            .filter(sessions::expires_at.lt(now)),
+    )
+    .execute(conn)?)
+}

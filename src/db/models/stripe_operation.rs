@@ -83,3 +83,36 @@ pub fn claim(
         Claim::Foreign
     })
 }
+
+/// Ids of up to `limit` operations recorded before `cutoff`, oldest first.
+pub fn ids_before(
+    conn: &mut DbConnection,
+    cutoff: chrono::NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    Ok(stripe_operations::table
+        .filter(stripe_operations::created_at.lt(cutoff))
+        .order(stripe_operations::id)
+        .limit(limit)
+        .select(stripe_operations::id)
+        .load(conn)?)
+}
+
+/// How many operations were recorded before `cutoff`.
+pub fn count_before(
+    conn: &mut DbConnection,
+    cutoff: chrono::NaiveDateTime,
+) -> Result<i64, DbError> {
+    Ok(stripe_operations::table
+        .filter(stripe_operations::created_at.lt(cutoff))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Deletes the operations `ids`.
+pub fn delete_ids(conn: &mut DbConnection, ids: &[i64]) -> Result<usize, DbError> {
+    Ok(
+        diesel::delete(stripe_operations::table.filter(stripe_operations::id.eq_any(ids)))
+            .execute(conn)?,
+    )
+}

@@ -266,6 +266,54 @@ pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, Db
         .load(conn)?)
 }
 
+/// The statuses retention may delete: the event is finished with (never `received`, which is
+/// still to apply, nor `failed`, which waits for reprocessing).
+const FINISHED: [WebhookEventStatus; 2] =
+    [WebhookEventStatus::Applied, WebhookEventStatus::Ignored];
+
+/// Ids of up to `limit` finished events received before `cutoff`, oldest first.
+pub fn finished_ids_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    Ok(webhook_events::table
+        .filter(webhook_events::status.eq_any(FINISHED))
+        .filter(webhook_events::received_at.lt(cutoff))
+        .order(webhook_events::id)
+        .limit(limit)
+        .select(webhook_events::id)
+        .load(conn)?)
+}
+
+/// How many finished events were received before `cutoff`.
+pub fn count_finished_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+) -> Result<i64, DbError> {
+    Ok(webhook_events::table
+        .filter(webhook_events::status.eq_any(FINISHED))
+        .filter(webhook_events::received_at.lt(cutoff))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Deletes the events `ids` that are finished and were received before `cutoff` (checked again:
+/// one reprocessed meanwhile stays).
+pub fn delete_finished(
+    conn: &mut DbConnection,
+    ids: &[i64],
+    cutoff: NaiveDateTime,
+) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        webhook_events::table
+            .filter(webhook_events::id.eq_any(ids))
+            .filter(webhook_events::status.eq_any(FINISHED))
+            .filter(webhook_events::received_at.lt(cutoff)),
+    )
+    .execute(conn)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
