@@ -15,6 +15,7 @@ on_both_backends!(
     enrolment_needs_its_own_session_and_a_valid_csrf_token,
     rotate_key_reseals_two_factor_secrets,
     the_code_step_locks_after_repeated_failures,
+    enrolment_ends_every_session_signed_in_with_the_password_alone,
 );
 
 const STEP: u64 = 30;
@@ -322,4 +323,24 @@ async fn the_code_step_locks_after_repeated_failures(backend: Backend) {
     assert_eq!(admin.get("/admin").await.status(), 303);
     assert!(!app.events("two_factor_locked").is_empty());
     assert_eq!(app.count_events("two_factor_succeeded"), 0);
+}
+
+/// A session opened with the password before enrolment (a stolen password, say) must not
+/// become a two-factor session once the owner enrols: enrolment ends it, and keeps the
+/// enrolling one.
+async fn enrolment_ends_every_session_signed_in_with_the_password_alone(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "admin@example.com";
+    let owner = app.signed_in_admin(email).await;
+    let intruder = app.browser();
+    assert_eq!(intruder.login(email, PASSWORD).await.status(), 303);
+    assert_eq!(intruder.get("/admin").await.status(), 200);
+
+    enrol(&owner).await;
+    let res = intruder.get("/admin").await;
+    assert_eq!(res.status(), 303, "the password-only session ended");
+    assert!(location(&res).starts_with("/login"));
+    assert_eq!(owner.get("/admin").await.status(), 200, "the enrolling one goes on");
+    let enrolled = two_factor_details(&app, "two_factor_enrolled");
+    assert_eq!(enrolled[0]["sessions_ended"], 2, "{enrolled:?}");
 }

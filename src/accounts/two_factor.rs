@@ -234,11 +234,15 @@ pub fn confirm_enrolment(
             return Ok(Confirmation::NothingPending);
         }
         store::replace_recovery_codes(conn, id, &hashes)?;
+        // Every session signed in with the password alone ends (the caller signs its own in
+        // again): one opened before enrolment must not become a two-factor session after it.
+        let sessions_ended = crate::db::models::session::delete_for_user(conn, id)?;
         let event = actor
             .event(Kind::TwoFactorEnrolled)
             .details(serde_json::json!({
                 "user_id": id,
                 "recovery_codes": RECOVERY_CODES,
+                "sessions_ended": sessions_ended,
             }));
         audit::write(conn, &event)?;
         Ok(Confirmation::Enrolled(codes))
@@ -254,6 +258,14 @@ pub enum SecondFactor {
     Refused,
 }
 
+/// At most [`MAX_CODE_LEN`] characters of what was typed (cut by characters: a byte cut could
+/// split one and panic).
+fn bounded_code(code: &str) -> &str {
+    code.char_indices()
+        .nth(MAX_CODE_LEN)
+        .map_or(code, |(end, _)| &code[..end])
+}
+
 /// Checks a code (or a recovery code) for `user_id`'s sign-in; a success is spent at once.
 /// Every outcome is audited.
 pub fn verify(
@@ -264,7 +276,7 @@ pub fn verify(
     user: &User,
     code: &str,
 ) -> Result<SecondFactor, TwoFactorError> {
-    let code = &code[..code.len().min(MAX_CODE_LEN)];
+    let code = bounded_code(code);
     let Some(row) = store::find(conn, user.id)?.filter(|row| row.confirmed_at.is_some()) else {
         return refuse(conn, actor, user.id, "not_enrolled");
     };
@@ -350,5 +362,14 @@ mod tests {
         assert_eq!(matching_step(&totp, &at(now - 5)), None);
         assert_eq!(matching_step(&totp, "12345"), None);
         assert_eq!(matching_step(&totp, "abcdef"), None);
+    }
+
+    #[test]
+    fn a_long_code_is_cut_by_characters_never_inside_one() {
+        let code = format!("{}é", "1".repeat(MAX_CODE_LEN - 1));
+        let cut = bounded_code(&code);
+        assert_eq!(cut.chars().count(), MAX_CODE_LEN);
+        assert!(cut.ends_with('é'));
+        assert_eq!(bounded_code(&"9".repeat(500)).len(), MAX_CODE_LEN);
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike as _};
+use chrono::{Datelike as _, NaiveDate, NaiveDateTime, NaiveTime, Timelike as _};
 use serde::{Deserialize, Serialize};
 
 use super::{Actor, Kind, RecordedEvent, SecurityEvent, Severity, with_account_emails, write};
@@ -88,6 +88,12 @@ fn field<'a>(
 /// `2026-12-05` (the day's start, or with `end_of_day` its last second),
 /// `2026-12-05T13:45[:30]`, `2026-12-05 13:45[:30]` or RFC 3339 (converted to UTC).
 pub fn parse_time(text: &str, end_of_day: bool) -> Option<NaiveDateTime> {
+    // chrono reads signed years of any width (`+262143-12-31`): only plain calendar years are
+    // dates an audit log can hold, and arithmetic on them cannot overflow.
+    parse_any_time(text, end_of_day).filter(|at| (1970..=9999).contains(&at.year()))
+}
+
+fn parse_any_time(text: &str, end_of_day: bool) -> Option<NaiveDateTime> {
     if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
         let time = if end_of_day {
             NaiveTime::from_hms_opt(23, 59, 59)?
@@ -161,7 +167,11 @@ impl Filter {
             None => None,
             Some(actor) if actor.contains('@') => Some(
                 user::find_by_email(conn, &actor.to_lowercase())?
-                    .map(|user| vec![format!("user:{}", user.id), format!("admin:{}", user.id)])
+                    .map(|user| {
+                        ["user", "support", "admin"]
+                            .map(|role| format!("{role}:{}", user.id))
+                            .to_vec()
+                    })
                     .unwrap_or_default(),
             ),
             Some(actor) => Some(vec![actor.to_owned()]),
@@ -177,7 +187,12 @@ impl Filter {
             // The whole second `to` names.
             to: self
                 .to
-                .map(|to| to.with_nanosecond(0).unwrap_or(to) + chrono::Duration::seconds(1)),
+                .map(|to| {
+                    let second = to.with_nanosecond(0).unwrap_or(to);
+                    second
+                        .checked_add_signed(chrono::Duration::seconds(1))
+                        .unwrap_or(second)
+                }),
         })
     }
 }
@@ -456,6 +471,9 @@ mod tests {
         assert_eq!(err(&[("ip", "10.0.0.300")]), FilterError::Ip);
         assert_eq!(err(&[("from", "yesterday")]), FilterError::Date("from"));
         assert_eq!(err(&[("to", "2026-13-01")]), FilterError::Date("to"));
+        // Years chrono would read but no audit row has (and `to`'s next second would overflow).
+        assert_eq!(err(&[("to", "+262143-12-31")]), FilterError::Date("to"));
+        assert_eq!(err(&[("from", "0001-01-01")]), FilterError::Date("from"));
         assert_eq!(
             err(&[("from", "2026-12-02"), ("to", "2026-12-01")]),
             FilterError::Range

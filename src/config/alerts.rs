@@ -239,7 +239,14 @@ fn alert_webhook(
     let Some(raw) = vars.get("ALERT_WEBHOOK_URL") else {
         return Ok(None);
     };
-    let (url, _) = http_url("ALERT_WEBHOOK_URL", &raw)?;
+    let (url, parsed) = http_url("ALERT_WEBHOOK_URL", &raw)?;
+    // Slack's URLs carry their credential: never over plain http in production.
+    if environment == Environment::Production && parsed.scheme() != "https" {
+        return Err(ConfigError::Invalid {
+            var: "ALERT_WEBHOOK_URL",
+            reason: "must be an https URL in production".into(),
+        });
+    }
     if secret.is_none() && environment == Environment::Production {
         return Err(ConfigError::Missing {
             var: "ALERT_WEBHOOK_SECRET",
@@ -352,6 +359,15 @@ mod tests {
         )];
         let err = settings(&url, Environment::Production).unwrap_err();
         assert!(err.to_string().contains("ALERT_WEBHOOK_SECRET"), "{err}");
+        // Plain http carries the URL's credential in the clear: refused in production.
+        let secret = ("ALERT_WEBHOOK_SECRET", "DUMMYalertSECRETthatIsLongEnough0123456");
+        let plain = [("ALERT_WEBHOOK_URL", "http://hooks.example/T0/B0/DUMMYtoken"), secret];
+        let err = settings(&plain, Environment::Production).unwrap_err();
+        assert!(err.to_string().contains("https"), "{err}");
+        assert!(!err.to_string().contains("DUMMYtoken"), "{err}");
+        let https = [url[0], secret];
+        assert!(settings(&https, Environment::Production).is_ok());
+        assert!(settings(&plain, Environment::Development).is_ok());
         let dev = settings(&url, Environment::Development).unwrap();
         let webhook = dev.webhook.unwrap();
         assert!(webhook.secret.is_none(), "development may send unsigned");

@@ -68,16 +68,24 @@ pub struct NewSecurityEvent<'a> {
     pub hash: Option<String>,
 }
 
-/// Inserts several events (PostgreSQL: in one statement).
+/// Rows per multi-row INSERT (× the table's columns stays far below PostgreSQL's 65,535
+/// parameters).
+const INSERT_CHUNK: usize = 1_000;
+
+/// Inserts several events (PostgreSQL: one statement per [`INSERT_CHUNK`] rows).
 pub fn insert_many(conn: &mut DbConnection, new: &[NewSecurityEvent<'_>]) -> Result<(), DbError> {
     if new.is_empty() {
         return Ok(());
     }
     match conn {
+        // PostgreSQL binds at most 65,535 parameters per statement: a long batch goes in
+        // chunks (in order, so the chain's ids still rise with its sequence).
         DbConnection::Postgresql(pg) => {
-            diesel::insert_into(security_events::table)
-                .values(new)
-                .execute(pg)?;
+            for chunk in new.chunks(INSERT_CHUNK) {
+                diesel::insert_into(security_events::table)
+                    .values(chunk)
+                    .execute(pg)?;
+            }
         }
         DbConnection::Sqlite(sqlite) => {
             for event in new {

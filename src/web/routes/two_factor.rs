@@ -117,10 +117,12 @@ pub async fn confirm(
         })
         .await
         .map_err(AppError::internal)?;
-    let ctx = PageContext::with_form(&session, Some(&user))?;
     match confirmation {
         Confirmation::Enrolled(codes) => {
             state.two_factor_failures.forgive(&user.id);
+            // Enrolment ended every session of the account: this one goes on, under a new id.
+            session.log_in(&user)?;
+            let ctx = PageContext::with_form(&session, Some(&user))?;
             let mut page = enrolment_page(ctx, EnrolmentState::Enrolled, None);
             page.recovery_codes = codes
                 .iter()
@@ -130,6 +132,7 @@ pub async fn confirm(
         }
         Confirmation::NothingPending => Ok(see_other("/account/2fa")),
         Confirmation::WrongCode => {
+            let ctx = PageContext::with_form(&session, Some(&user))?;
             let (st, shown) = (state.clone(), user.clone());
             let pending = state
                 .db
