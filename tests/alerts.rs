@@ -135,13 +135,31 @@ async fn one_accounts_refusals_raise_the_per_user_alert(backend: Backend) {
     }
     let raised = app.alerts("user_rate_limit_violations");
     assert_eq!(raised.len(), 1, "once per window");
-    let details = details(&raised[0]);
+    let first = details(&raised[0]);
     let hasty_id = app.user_id("hasty@example.com");
-    assert_eq!(details["account"], json!(format!("user:{hasty_id}")));
+    assert_eq!(first["account"], json!(format!("user:{hasty_id}")));
     assert_eq!(
-        (&details["count"], &details["window_secs"]),
+        (&first["count"], &first["window_secs"]),
         (&json!(3), &json!(600))
     );
+    // Another account reaching it in the same window has an alert of its own.
+    assert_eq!(other.choose_plan("pro").await.status(), 429);
+    let raised = app.alerts("user_rate_limit_violations");
+    assert_eq!(raised.len(), 2, "one per account and window");
+    let other_id = app.user_id("other@example.com");
+    let mut accounts: Vec<Value> = raised
+        .iter()
+        .map(|row| details(row)["account"].clone())
+        .collect();
+    accounts.sort_by_key(ToString::to_string);
+    let mut expected = [
+        json!(format!("user:{hasty_id}")),
+        json!(format!("user:{other_id}")),
+    ];
+    expected.sort_by_key(ToString::to_string);
+    assert_eq!(accounts, expected);
+    assert_eq!(hasty.choose_plan("pro").await.status(), 429);
+    assert_eq!(app.alerts("user_rate_limit_violations").len(), 2);
 }
 
 async fn a_5xx_rate_over_the_threshold_raises_one_alert_given_enough_requests(backend: Backend) {

@@ -340,7 +340,11 @@ async fn enrolment_ends_every_session_signed_in_with_the_password_alone(backend:
     let res = intruder.get("/admin").await;
     assert_eq!(res.status(), 303, "the password-only session ended");
     assert!(location(&res).starts_with("/login"));
-    assert_eq!(owner.get("/admin").await.status(), 200, "the enrolling one goes on");
+    assert_eq!(
+        owner.get("/admin").await.status(),
+        200,
+        "the enrolling one goes on"
+    );
     let enrolled = two_factor_details(&app, "two_factor_enrolled");
     assert_eq!(enrolled[0]["sessions_ended"], 2, "{enrolled:?}");
 }

@@ -130,12 +130,18 @@ pub fn raise(
     let limit = settings.limit(rule);
     let at = now();
     let since = at - Duration::seconds(limit.window_secs.into());
+    // A per-account rule claims its window per account: one account tripping it must not
+    // silence it for every other account.
+    let state = match &observed.account {
+        Some(account) => format!("{}:{account}", rule.name()),
+        None => rule.name().to_owned(),
+    };
     let raised = conn.transaction(|conn| {
         // Writes first: on SQLite the transaction takes the write lock at once.
-        alert::ensure_state(conn, rule.name())?;
+        alert::ensure_state(conn, &state)?;
         if !alert::claim(
             conn,
-            rule.name(),
+            &state,
             since,
             at,
             observed.count,

@@ -12,10 +12,10 @@
 //! account keeps a row of its own.
 
 pub mod alerts;
-pub mod overview;
-pub mod query;
 pub mod chain;
 pub mod file_sink;
+pub mod overview;
+pub mod query;
 pub mod retention;
 
 use std::collections::HashMap;

@@ -185,14 +185,12 @@ impl Filter {
             ip: self.ip.map(|ip| ip.to_string()),
             from: self.from,
             // The whole second `to` names.
-            to: self
-                .to
-                .map(|to| {
-                    let second = to.with_nanosecond(0).unwrap_or(to);
-                    second
-                        .checked_add_signed(chrono::Duration::seconds(1))
-                        .unwrap_or(second)
-                }),
+            to: self.to.map(|to| {
+                let second = to.with_nanosecond(0).unwrap_or(to);
+                second
+                    .checked_add_signed(chrono::Duration::seconds(1))
+                    .unwrap_or(second)
+            }),
         })
     }
 }

@@ -2,8 +2,8 @@
 //! outcome to an exit code: 0 success, 1 failure, 2 bad input or configuration.
 
 pub mod admin;
-pub mod audit_list;
 pub mod audit;
+pub mod audit_list;
 pub mod emergency;
 pub mod roles;
 pub mod rotate;

@@ -360,8 +360,14 @@ mod tests {
         let err = settings(&url, Environment::Production).unwrap_err();
         assert!(err.to_string().contains("ALERT_WEBHOOK_SECRET"), "{err}");
         // Plain http carries the URL's credential in the clear: refused in production.
-        let secret = ("ALERT_WEBHOOK_SECRET", "DUMMYalertSECRETthatIsLongEnough0123456");
-        let plain = [("ALERT_WEBHOOK_URL", "http://hooks.example/T0/B0/DUMMYtoken"), secret];
+        let secret = (
+            "ALERT_WEBHOOK_SECRET",
+            "DUMMYalertSECRETthatIsLongEnough0123456",
+        );
+        let plain = [
+            ("ALERT_WEBHOOK_URL", "http://hooks.example/T0/B0/DUMMYtoken"),
+            secret,
+        ];
         let err = settings(&plain, Environment::Production).unwrap_err();
         assert!(err.to_string().contains("https"), "{err}");
         assert!(!err.to_string().contains("DUMMYtoken"), "{err}");

@@ -10,14 +10,14 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::security::EventView;
+use crate::accounts::User;
 use crate::audit::query::{self, ExportFormat, Filter, FilterError, PAGE_SIZE, RawFilter};
 use crate::audit::{Actor, Kind, Severity};
 use crate::db::models::security_event_search::Position;
 use crate::error::AppError;
 use crate::web::AppState;
-use crate::web::pages::{PageContext, render_with_status};
-use crate::accounts::User;
 use crate::web::console::ConsoleUser;
+use crate::web::pages::{PageContext, render_with_status};
 use crate::web::session::{AdminUser, TypedSession};
 
 /// The query string: the filter, and where the page starts.

@@ -13,8 +13,8 @@ use crate::crypto::rotation::KeyRole;
 use crate::error::AppError;
 use crate::web::AppState;
 use crate::web::charts::{Series, StackedBars};
-use crate::web::pages::{PageContext, datetime, render};
 use crate::web::console::ConsoleUser;
+use crate::web::pages::{PageContext, datetime, render};
 use crate::web::session::TypedSession;
 
 struct KeyView {
