@@ -104,7 +104,12 @@ async fn a_code_is_required_after_the_password_and_works_once(backend: Backend) 
     let email = "admin@example.com";
     let admin = app.signed_in_admin(email).await;
     // The account page leads console accounts (only) to enrolment.
-    assert!(admin.get_text("/account").await.contains("href=\"/account/2fa\""));
+    assert!(
+        admin
+            .get_text("/account")
+            .await
+            .contains("href=\"/account/2fa\"")
+    );
     let customer = app.signed_in_customer("customer@example.com").await;
     assert!(!customer.get_text("/account").await.contains("/account/2fa"));
     let (secret, step, _) = enrol(&admin).await;
