@@ -16,6 +16,7 @@ on_both_backends!(
     rotate_key_reseals_two_factor_secrets,
     the_code_step_locks_after_repeated_failures,
     enrolment_ends_every_session_signed_in_with_the_password_alone,
+    a_session_cookie_alone_cannot_turn_two_factor_on,
 );
 
 const STEP: u64 = 30;
@@ -64,7 +65,7 @@ async fn enrol(browser: &Browser) -> (String, u64, Vec<String>) {
         .submit(
             "/account/2fa",
             "/account/2fa",
-            &[("code", &code_at(&secret, step))],
+            &[("password", PASSWORD), ("code", &code_at(&secret, step))],
         )
         .await;
     assert_eq!(res.status(), 200);
@@ -252,16 +253,29 @@ async fn enrolment_needs_its_own_session_and_a_valid_csrf_token(backend: Backend
 
     for token in ["forged-token", ""] {
         let res = victim
-            .post_form("/account/2fa", &[("csrf_token", token), ("code", &code)])
+            .post_form(
+                "/account/2fa",
+                &[
+                    ("csrf_token", token),
+                    ("password", PASSWORD),
+                    ("code", &code),
+                ],
+            )
             .await;
         assert_eq!(res.status(), 403, "csrf token {token:?}");
     }
-    let res = victim.post_form("/account/2fa", &[("code", &code)]).await;
+    let res = victim
+        .post_form("/account/2fa", &[("password", PASSWORD), ("code", &code)])
+        .await;
     assert_eq!(res.status(), 403, "no csrf token");
 
     // Another account's session, with its own valid token, sends the victim's code.
     let res = other
-        .submit("/account", "/account/2fa", &[("code", &code)])
+        .submit(
+            "/account",
+            "/account/2fa",
+            &[("password", PASSWORD), ("code", &code)],
+        )
         .await;
     assert_ne!(res.status(), 200);
     let enrolled = |email: &'static str| {
@@ -356,4 +370,43 @@ async fn enrolment_ends_every_session_signed_in_with_the_password_alone(backend:
     );
     let enrolled = two_factor_details(&app, "two_factor_enrolled");
     assert_eq!(enrolled[0]["sessions_ended"], 2, "{enrolled:?}");
+}
+
+/// Whoever holds only a session cookie (not the password) must not enrol a device of their own:
+/// the confirmation asks for the password again, and a wrong one is refused and audited.
+async fn a_session_cookie_alone_cannot_turn_two_factor_on(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "admin@example.com";
+    let admin = app.signed_in_admin(email).await;
+    let secret = pending_secret(&admin).await;
+    let code = code_at(&secret, now_step());
+    let res = admin
+        .submit(
+            "/account/2fa",
+            "/account/2fa",
+            &[("password", "not the password at all"), ("code", &code)],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("That is not your password")
+    );
+    let id = app.user_id(email);
+    let enrolled =
+        app.query(move |conn| tollgate::accounts::two_factor::is_enrolled(conn, id.into()));
+    assert!(!enrolled);
+    let failed = two_factor_details(&app, "two_factor_failed");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["reason"], "wrong_password");
+    assert_eq!(
+        pending_secret(&admin).await,
+        secret,
+        "the pending secret stays"
+    );
+
+    enrol(&admin).await;
+    assert_eq!(app.count_events("two_factor_enrolled"), 1);
 }

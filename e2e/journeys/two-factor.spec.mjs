@@ -5,6 +5,7 @@
 import { TOTP } from 'otpauth';
 import { test, expect } from '../support/fixtures.mjs';
 import { signIn } from '../support/actions.mjs';
+import { PASSWORD } from '../support/tollgate.mjs';
 
 async function signOut(page, step) {
   await page.getByRole('button', { name: 'Sign out' }).first().click();
@@ -25,6 +26,7 @@ test('an admin turns on two-factor sign-in and signs in with a code, then with a
   await expect(page.getByRole('heading', { level: 1, name: 'Two-factor sign-in' })).toBeVisible();
   await step('enrolment');
   const totp = new TOTP({ secret: await page.locator('#secret').inputValue(), digits: 6, period: 30 });
+  await page.getByLabel('Your password').fill(PASSWORD);
   await page.getByLabel('Code from the app').fill(totp.generate());
   await page.getByRole('button', { name: 'Turn on two-factor sign-in' }).click();
   const codes = page.locator('ul.recovery-codes code');

@@ -247,6 +247,20 @@ pub async fn authenticate(
     Ok(SignIn::Succeeded(user))
 }
 
+/// Whether `password` is account `id`'s current password (one argon2 verification, inside the
+/// password work cap): asked again before a step that must not rest on a session cookie alone.
+pub async fn password_matches(
+    db: &Db,
+    work: &PasswordWork,
+    id: UserId,
+    password: SecretString,
+) -> Result<bool, SignInError> {
+    let row = db.run(move |conn| user::find(conn, id)).await?;
+    Ok(work
+        .run(move || password::verify(&password, row.as_ref().map(|r| r.password_hash.as_str())))
+        .await?)
+}
+
 pub async fn find_user(db: &Db, id: UserId) -> Result<Option<User>, DbError> {
     db.run(move |conn| Ok(user::find(conn, id)?.map(User::from)))
         .await

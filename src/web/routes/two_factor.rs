@@ -41,6 +41,14 @@ pub struct CodeForm {
     code: SecretString,
 }
 
+/// Enrolment's confirmation: the account's password again (a session cookie alone must not
+/// turn two-factor on: whoever enrols holds the account) and the app's first code.
+#[derive(Deserialize)]
+pub struct EnrolmentForm {
+    password: SecretString,
+    code: SecretString,
+}
+
 #[derive(Template)]
 #[template(path = "account/two_factor.html")]
 struct EnrolmentPage {
@@ -95,13 +103,27 @@ pub async fn confirm(
     session: TypedSession,
     viewer: ConsoleUser,
     actor: Actor,
-    form: CsrfForm<CodeForm>,
+    form: CsrfForm<EnrolmentForm>,
 ) -> Result<HttpResponse, AppError> {
     let user = viewer.0;
     if let Err(locked) = state.two_factor_failures.charge(user.id) {
         return locked_out(&state, &actor, &user, locked.retry_after_secs).await;
     }
-    let code = form.0.code;
+    let EnrolmentForm { password, code } = form.0;
+    let matches = accounts::password_matches(&state.db, &state.password_work, user.id, password)
+        .await
+        .map_err(AppError::internal)?;
+    if !matches {
+        let event = actor
+            .event(Kind::TwoFactorFailed)
+            .details(serde_json::json!({
+                "stage": "enrolment",
+                "reason": "wrong_password",
+                "user_id": user.id,
+            }));
+        audit::record(&state.db, event).await?;
+        return enrolment_again(&state, &session, &user, WRONG_PASSWORD).await;
+    }
     let (st, who, by) = (state.clone(), user.clone(), actor.clone());
     let confirmation = state
         .db
@@ -131,22 +153,33 @@ pub async fn confirm(
             render(&page)
         }
         Confirmation::NothingPending => Ok(see_other("/account/2fa")),
-        Confirmation::WrongCode => {
-            let ctx = PageContext::with_form(&session, Some(&user))?;
-            let (st, shown) = (state.clone(), user.clone());
-            let pending = state
-                .db
-                .run(move |conn| domain::enrolment_state(conn, &st.keyring, &shown))
-                .await
-                .map_err(AppError::internal)?;
-            let message = "That code did not match. Check the clock of your device and enter \
-                           the code it shows now.";
-            render_with_status(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                &enrolment_page(ctx, pending, Some(message.to_owned())),
-            )
-        }
+        Confirmation::WrongCode => enrolment_again(&state, &session, &user, WRONG_CODE).await,
     }
+}
+
+const WRONG_PASSWORD: &str = "That is not your password. Enter the password you sign in with, \
+                              then the code your app shows.";
+const WRONG_CODE: &str =
+    "That code did not match. Check the clock of your device and enter the code it shows now.";
+
+/// The enrolment page again, with what went wrong (422).
+async fn enrolment_again(
+    state: &web::Data<AppState>,
+    session: &TypedSession,
+    user: &User,
+    message: &str,
+) -> Result<HttpResponse, AppError> {
+    let ctx = PageContext::with_form(session, Some(user))?;
+    let (st, shown) = (state.clone(), user.clone());
+    let pending = state
+        .db
+        .run(move |conn| domain::enrolment_state(conn, &st.keyring, &shown))
+        .await
+        .map_err(AppError::internal)?;
+    render_with_status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &enrolment_page(ctx, pending, Some(message.to_owned())),
+    )
 }
 
 #[derive(Template)]
