@@ -16,6 +16,7 @@ on_both_backends!(
     every_response_carries_a_request_id,
     a_safe_incoming_id_is_echoed_and_an_unsafe_one_replaced,
     an_audited_request_stores_the_id_its_response_carries,
+    a_verified_webhook_is_audited_under_the_id_of_its_delivery,
 );
 
 fn request_id(res: &reqwest::Response) -> String {
@@ -127,6 +128,23 @@ async fn an_audited_request_stores_the_id_its_response_carries(backend: Backend)
             .status(),
         303
     );
+}
+
+/// The `webhook_validated` row is written by a webhook writer thread, not the request's own:
+/// it still carries the delivering request's id.
+async fn a_verified_webhook_is_audited_under_the_id_of_its_delivery(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let res = app
+        .post_webhook(&stripe_event("payout.created", "evt_1RequestId"))
+        .await;
+    assert_eq!(res.status(), 200);
+    let delivered = request_id(&res);
+    let stored: Vec<Option<String>> = app
+        .events("webhook_validated")
+        .into_iter()
+        .map(|row| row.request_id)
+        .collect();
+    assert_eq!(stored, [Some(delivered)]);
 }
 
 /// `tollgate serve` with `LOG_FORMAT=json`: every stderr line is a JSON object, and the

@@ -137,6 +137,8 @@ pub struct Delivery<'a> {
     pub ip: &'a str,
     /// SHA-256 of its `Stripe-Signature` header ([`intake::signature_digest`]).
     pub signature_digest: &'a str,
+    /// The delivering request's id (`X-Request-Id`).
+    pub request_id: Option<&'a str>,
 }
 
 /// Stores and applies one verified event, in a transaction of its own.
@@ -199,7 +201,12 @@ pub fn store_and_apply(
     let mut outcomes = vec![Ingested::Duplicate; deliveries.len()];
     let mut audits = Vec::with_capacity(stored.len());
     for (index, _, fixed) in &candidates {
-        let Delivery { event, ip, .. } = deliveries[*index];
+        let Delivery {
+            event,
+            ip,
+            request_id,
+            ..
+        } = deliveries[*index];
         if !stored.contains(&event.id) {
             continue;
         }
@@ -207,14 +214,14 @@ pub fn store_and_apply(
             Some(status) => *status,
             None => apply_stored(conn, cx, event)?,
         };
-        audits.push(
-            SecurityEvent::new(Kind::WebhookValidated)
-                .actor("stripe")
-                .ip(ip)
-                .details(
-                    serde_json::json!({ "event": event.id, "type": event.kind, "status": status }),
-                ),
-        );
+        let mut validated = SecurityEvent::new(Kind::WebhookValidated)
+            .actor("stripe")
+            .ip(ip)
+            .details(
+                serde_json::json!({ "event": event.id, "type": event.kind, "status": status }),
+            );
+        validated.request_id = request_id.map(str::to_owned);
+        audits.push(validated);
         outcomes[*index] = Ingested::Stored(status);
     }
     audit::write_many(conn, &audits)?;

@@ -31,6 +31,8 @@ struct Job {
     raw: actix_web::web::Bytes,
     ip: String,
     signature_digest: String,
+    /// The delivering request's `X-Request-Id`, for its `webhook_validated` audit row.
+    request_id: Option<String>,
     reply: oneshot::Sender<Result<Ingested, IngestError>>,
 }
 
@@ -41,6 +43,7 @@ impl Job {
             raw: &self.raw,
             ip: &self.ip,
             signature_digest: &self.signature_digest,
+            request_id: self.request_id.as_deref(),
         }
     }
 }
@@ -73,14 +76,15 @@ impl WebhookWriter {
         Ok(Self { jobs })
     }
 
-    /// Stores and applies a verified event (with the digest of the signature it came with);
-    /// returns once it is committed.
+    /// Stores and applies a verified event (with the digest of the signature it came with and
+    /// the id of the request that delivered it); returns once it is committed.
     pub async fn ingest(
         &self,
         event: StripeEvent,
         raw: actix_web::web::Bytes,
         ip: String,
         signature_digest: String,
+        request_id: Option<String>,
     ) -> Result<Ingested, IngestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -88,6 +92,7 @@ impl WebhookWriter {
             raw,
             ip,
             signature_digest,
+            request_id,
             reply,
         };
         self.jobs

@@ -98,7 +98,13 @@ pub async fn stripe(
     let digest = signature_digest(signature);
     let outcome = state
         .webhook_writer
-        .ingest(event, body, from.to_string(), digest.clone())
+        .ingest(
+            event,
+            body,
+            from.to_string(),
+            digest.clone(),
+            crate::web::request_id::of(&req),
+        )
         .await
         .map_err(AppError::internal)?;
     let duplicate = outcome == Ingested::Duplicate;
