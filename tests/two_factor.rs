@@ -17,6 +17,7 @@ on_both_backends!(
     the_code_step_locks_after_repeated_failures,
     enrolment_ends_every_session_signed_in_with_the_password_alone,
     a_session_cookie_alone_cannot_turn_two_factor_on,
+    a_pending_secret_is_shown_to_the_session_enrolling_only,
 );
 
 const STEP: u64 = 30;
@@ -408,5 +409,60 @@ async fn a_session_cookie_alone_cannot_turn_two_factor_on(backend: Backend) {
     );
 
     enrol(&admin).await;
+    assert_eq!(app.count_events("two_factor_enrolled"), 1);
+}
+
+/// Another session of the same account (a stolen cookie, say) never sees the secret a session is
+/// enrolling: it is given a new one instead, which voids the first, so a secret is only ever
+/// known to the one session that confirms it.
+async fn a_pending_secret_is_shown_to_the_session_enrolling_only(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = "admin@example.com";
+    let owner = app.signed_in_admin(email).await;
+    let other = app.browser();
+    assert_eq!(other.login(email, PASSWORD).await.status(), 303);
+
+    let first = pending_secret(&owner).await;
+    assert_eq!(
+        pending_secret(&owner).await,
+        first,
+        "stable for its session"
+    );
+    let seen_elsewhere = pending_secret(&other).await;
+    assert_ne!(seen_elsewhere, first);
+    // The owner's secret was replaced: its code no longer confirms anything (the owner's
+    // page now shows a new secret, which the old code does not match).
+    let res = owner
+        .submit(
+            "/account/2fa",
+            "/account/2fa",
+            &[
+                ("password", PASSWORD),
+                ("code", &code_at(&first, now_step())),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 422);
+    assert_eq!(app.count_events("two_factor_enrolled"), 0);
+    // Nor does the other session's secret confirm from the owner's session.
+    assert_ne!(pending_secret(&owner).await, seen_elsewhere);
+    let res = owner
+        .submit(
+            "/account/2fa",
+            "/account/2fa",
+            &[
+                ("password", PASSWORD),
+                ("code", &code_at(&seen_elsewhere, now_step())),
+            ],
+        )
+        .await;
+    assert_eq!(
+        res.status(),
+        422,
+        "the code of a secret this session was never shown"
+    );
+    assert_eq!(app.count_events("two_factor_enrolled"), 0);
+
+    enrol(&owner).await;
     assert_eq!(app.count_events("two_factor_enrolled"), 1);
 }

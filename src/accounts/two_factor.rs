@@ -115,25 +115,42 @@ pub enum EnrolmentState {
     Pending(Enrolment),
 }
 
-/// The account's enrolment: its pending secret, or a new one if it has none.
+/// The digest a pending secret keeps of the enrolling session's binding value.
+fn binding_digest(binding: &str) -> String {
+    use sha2::{Digest as _, Sha256};
+    hex::encode(Sha256::digest(binding.as_bytes()))
+}
+
+/// Whether `row` is a pending secret of the session holding `binding`.
+fn pending_for(row: &TwoFactorRow, binding: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    row.confirmed_at.is_none()
+        && row.pending_binding.as_deref().is_some_and(|stored| {
+            bool::from(stored.as_bytes().ct_eq(binding_digest(binding).as_bytes()))
+        })
+}
+
+/// The account's enrolment as the session holding `binding` sees it: the secret it is enrolling,
+/// or a new one (replacing another session's pending secret, which that session can then no
+/// longer confirm: a secret is shown to one session only).
 pub fn enrolment_state(
     conn: &mut DbConnection,
     keyring: &Keyring,
     user: &User,
+    binding: &str,
 ) -> Result<EnrolmentState, TwoFactorError> {
     match store::find(conn, user.id)? {
         Some(row) if row.confirmed_at.is_some() => Ok(EnrolmentState::Enrolled),
-        Some(row) => Ok(EnrolmentState::Pending(enrolment(&open_secret(
-            keyring,
-            &row,
-            &user.email,
-        )?))),
-        None => {
+        Some(row) if pending_for(&row, binding) => Ok(EnrolmentState::Pending(enrolment(
+            &open_secret(keyring, &row, &user.email)?,
+        ))),
+        _ => {
             let secret = crate::secret::random_bytes::<SECRET_BYTES>()
                 .map_err(|err| TwoFactorError::Random(err.to_string()))?;
             let sealed = keyring.seal(&secret, &secret_aad(user.id))?;
             let key_id = keyring.primary_id().to_string();
-            if !store::put_pending(conn, user.id, &sealed, &key_id)? {
+            let digest = binding_digest(binding);
+            if !store::put_pending(conn, user.id, &sealed, &key_id, &digest)? {
                 return Ok(EnrolmentState::Enrolled);
             }
             Ok(EnrolmentState::Pending(enrolment(&totp(
@@ -214,9 +231,10 @@ pub fn confirm_enrolment(
     hasher: &TokenHasher,
     actor: &Actor,
     user: &User,
+    binding: &str,
     code: &str,
 ) -> Result<Confirmation, TwoFactorError> {
-    let Some(row) = store::find(conn, user.id)?.filter(|row| row.confirmed_at.is_none()) else {
+    let Some(row) = store::find(conn, user.id)?.filter(|row| pending_for(row, binding)) else {
         return Ok(Confirmation::NothingPending);
     };
     let totp = open_secret(keyring, &row, &user.email)?;

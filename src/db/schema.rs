@@ -61,6 +61,7 @@ diesel::table! {
         key_id -> Text,
         confirmed_at -> Nullable<Timestamp>,
         last_used_step -> Nullable<BigInt>,
+        pending_binding -> Nullable<Text>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
     }

@@ -12,11 +12,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::accounts::{self, User, UserId};
 use crate::audit::{Actor, Principal};
+use secrecy::SecretString;
+
 use crate::error::AppError;
 use crate::secret::{encode_token, random_bytes};
 use crate::web::AppState;
 use crate::web::middleware::session_store::{
-    CREDENTIAL_KEY, CSRF_KEY, PENDING_SECOND_FACTOR_KEY, USER_ID_KEY,
+    CREDENTIAL_KEY, CSRF_KEY, ENROLMENT_BINDING_KEY, PENDING_SECOND_FACTOR_KEY, USER_ID_KEY,
 };
 
 const FLASH_KEY: &str = "flash";
@@ -158,6 +160,23 @@ impl TypedSession {
         let token = encode_token(&random_bytes::<32>().map_err(session_error)?);
         self.0.insert(CSRF_KEY, &token).map_err(session_error)?;
         Ok(token)
+    }
+
+    /// The random value this session's two-factor enrolment is bound to (made on first use): a
+    /// pending secret is shown to, and confirmed by, the session that asked for it only.
+    pub fn enrolment_binding(&self) -> Result<SecretString, AppError> {
+        if let Some(binding) = self
+            .0
+            .get::<String>(ENROLMENT_BINDING_KEY)
+            .map_err(session_error)?
+        {
+            return Ok(SecretString::from(binding));
+        }
+        let binding = encode_token(&random_bytes::<32>().map_err(session_error)?);
+        self.0
+            .insert(ENROLMENT_BINDING_KEY, &binding)
+            .map_err(session_error)?;
+        Ok(SecretString::from(binding))
     }
 
     pub fn existing_csrf_token(&self) -> Option<String> {

@@ -23,6 +23,9 @@ CREATE TABLE two_factor (
     key_id TEXT NOT NULL,
     confirmed_at TIMESTAMP,
     last_used_step BIGINT,
+    -- While unconfirmed: a SHA-256 of the random value the enrolling session holds. Only that
+    -- session is shown the secret and may confirm it; another session gets a new secret.
+    pending_binding TEXT,
     created_at TIMESTAMP NOT NULL,
     updated_at TIMESTAMP NOT NULL
 );

@@ -16,6 +16,8 @@ pub struct TwoFactorRow {
     pub key_id: String,
     pub confirmed_at: Option<NaiveDateTime>,
     pub last_used_step: Option<i64>,
+    /// While unconfirmed: the digest of the enrolling session's binding value.
+    pub pending_binding: Option<String>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
@@ -37,13 +39,15 @@ pub fn is_confirmed(conn: &mut DbConnection, user_id: UserId) -> Result<bool, Db
     Ok(confirmed > 0)
 }
 
-/// Stores a new, unconfirmed secret for the account, replacing an unconfirmed one. A confirmed
-/// secret is never replaced here: false when the account already has one.
+/// Stores a new, unconfirmed secret for the account (bound to the session whose binding digest
+/// is `binding`), replacing an unconfirmed one. A confirmed secret is never replaced here: false
+/// when the account already has one.
 pub fn put_pending(
     conn: &mut DbConnection,
     user_id: UserId,
     secret: &[u8],
     key_id: &str,
+    binding: &str,
 ) -> Result<bool, DbError> {
     let at = now();
     diesel::delete(
@@ -57,6 +61,7 @@ pub fn put_pending(
             two_factor::user_id.eq(user_id),
             two_factor::secret.eq(secret),
             two_factor::key_id.eq(key_id),
+            two_factor::pending_binding.eq(binding),
             two_factor::created_at.eq(at),
             two_factor::updated_at.eq(at),
         ))

@@ -32,6 +32,8 @@ pub const CSRF_KEY: &str = "csrf";
 pub const CREDENTIAL_KEY: &str = "credential";
 /// The session key of a sign-in waiting for its second factor (grants nothing by itself).
 pub const PENDING_SECOND_FACTOR_KEY: &str = "pending_2fa";
+/// The session key of the random value a two-factor enrolment in progress is bound to.
+pub const ENROLMENT_BINDING_KEY: &str = "enrolment_binding";
 
 /// What is left of a session's state once the session itself has ended: nothing that signs
 /// anyone in or vouches for a form (a flash message may stay).
@@ -40,6 +42,7 @@ fn without_authority(mut state: State) -> State {
     state.remove(CREDENTIAL_KEY);
     state.remove(CSRF_KEY);
     state.remove(PENDING_SECOND_FACTOR_KEY);
+    state.remove(ENROLMENT_BINDING_KEY);
     state
 }
 

@@ -87,10 +87,12 @@ pub async fn enrolment(
     viewer: ConsoleUser,
 ) -> Result<HttpResponse, AppError> {
     let user = viewer.0;
-    let (st, shown) = (state.clone(), user.clone());
+    let (st, shown, binding) = (state.clone(), user.clone(), session.enrolment_binding()?);
     let enrolment = state
         .db
-        .run(move |conn| domain::enrolment_state(conn, &st.keyring, &shown))
+        .run(move |conn| {
+            domain::enrolment_state(conn, &st.keyring, &shown, binding.expose_secret())
+        })
         .await
         .map_err(AppError::internal)?;
     let ctx = PageContext::with_form(&session, Some(&user))?;
@@ -125,6 +127,7 @@ pub async fn confirm(
         return enrolment_again(&state, &session, &user, WRONG_PASSWORD).await;
     }
     let (st, who, by) = (state.clone(), user.clone(), actor.clone());
+    let binding = session.enrolment_binding()?;
     let confirmation = state
         .db
         .run(move |conn| {
@@ -134,6 +137,7 @@ pub async fn confirm(
                 &st.token_hasher,
                 &by,
                 &who,
+                binding.expose_secret(),
                 code.expose_secret(),
             )
         })
@@ -170,10 +174,12 @@ async fn enrolment_again(
     message: &str,
 ) -> Result<HttpResponse, AppError> {
     let ctx = PageContext::with_form(session, Some(user))?;
-    let (st, shown) = (state.clone(), user.clone());
+    let (st, shown, binding) = (state.clone(), user.clone(), session.enrolment_binding()?);
     let pending = state
         .db
-        .run(move |conn| domain::enrolment_state(conn, &st.keyring, &shown))
+        .run(move |conn| {
+            domain::enrolment_state(conn, &st.keyring, &shown, binding.expose_secret())
+        })
         .await
         .map_err(AppError::internal)?;
     render_with_status(
