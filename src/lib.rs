@@ -11,6 +11,7 @@ pub mod encryption_keys;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod secret;
 pub mod service_tokens;
 pub mod startup;

@@ -37,11 +37,12 @@ pub const STRIPE_THROTTLED: &str = "tollgate_stripe_throttled_total";
 pub const RATE_LIMITED: &str = "tollgate_rate_limit_refusals_total";
 pub const BYOK_LEASES: &str = "tollgate_byok_leases_total";
 pub const AUDIT_EVENTS: &str = "tollgate_audit_events_total";
+pub const NOTIFICATIONS: &str = "tollgate_notifications_total";
 pub const DB_POOL: &str = "tollgate_db_pool_connections";
 pub const BUILD_INFO: &str = "tollgate_build_info";
 
 /// Every metric with its help text, for the `# HELP` lines.
-const DESCRIPTIONS: [(&str, &str); 15] = [
+const DESCRIPTIONS: [(&str, &str); 16] = [
     (
         HTTP_REQUESTS,
         "HTTP requests served, by method, route pattern and status.",
@@ -93,6 +94,10 @@ const DESCRIPTIONS: [(&str, &str); 15] = [
     (
         AUDIT_EVENTS,
         "Security events written to the audit log, by kind and severity.",
+    ),
+    (
+        NOTIFICATIONS,
+        "Notification delivery attempts that ended, by channel (email, app_webhook, alert_webhook) and result (sent, retried, dead, not_sent).",
     ),
     (
         DB_POOL,
@@ -369,6 +374,15 @@ impl Metrics {
             LeaseOutcome::Refused(reason) => ("refused", reason),
         };
         self.count(BYOK_LEASES, &[("outcome", outcome), ("reason", reason)], 1);
+    }
+
+    /// A notification attempt ended: `result` is `sent`, `retried`, `dead` or `not_sent`.
+    pub fn notification(&self, channel: &'static str, result: &'static str) {
+        self.count(
+            NOTIFICATIONS,
+            &[("channel", channel), ("result", result)],
+            1,
+        );
     }
 
     fn audit_event(&self, kind: &'static str, severity: &'static str) {

@@ -12,11 +12,11 @@ use tracing_actix_web::TracingLogger;
 
 use crate::accounts::PasswordWork;
 use crate::audit::alerts::ServerErrorRate;
-use crate::audit::alerts::delivery::Worker as AlertWorker;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
 use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, Sweep as _};
 use crate::metrics::Metrics;
+use crate::notify::worker::Worker as NotifyWorker;
 use crate::web::middleware::access_log;
 use crate::web::middleware::error_pages::render_error_pages;
 use crate::web::middleware::error_rate::count_server_errors;
@@ -48,7 +48,7 @@ pub enum StartupError {
     #[error("rate limit settings are out of range: {0}")]
     RateLimit(&'static str),
     #[error(transparent)]
-    AlertWorker(#[from] crate::audit::alerts::delivery::WorkerError),
+    NotifyWorker(#[from] crate::notify::worker::WorkerError),
     #[error(transparent)]
     AuditFile(#[from] crate::audit::file_sink::FileSinkError),
 }
@@ -63,8 +63,8 @@ pub struct Application {
     metrics: Metrics,
     limiters: LimiterSweep,
     password_work: Arc<PasswordWork>,
-    /// Sends alerts to `ALERT_WEBHOOK_URL`, when it is set.
-    alert_worker: Option<AlertWorker>,
+    /// Sends the outbox's notifications (e-mail, app webhooks, alert webhooks).
+    notify_worker: NotifyWorker,
     retention: crate::audit::retention::Retention,
     audit_file: Option<crate::audit::file_sink::FileSink>,
 }
@@ -105,7 +105,7 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-        let alert_worker = AlertWorker::new(db.clone(), &config.alerts)?;
+        let notify_worker = NotifyWorker::new(db.clone(), &config, &public_url, metrics.clone())?;
         let hashing = config.password_hashing;
         let password_work = Arc::new(PasswordWork::new(hashing.max_concurrent, hashing.max_wait));
         let (server, metrics_server, limiters) = run(
@@ -128,7 +128,7 @@ impl Application {
             metrics,
             limiters,
             password_work,
-            alert_worker,
+            notify_worker,
             retention,
             audit_file,
         })
@@ -184,9 +184,7 @@ impl Application {
                 limiters.sweep();
             }
         });
-        if let Some(worker) = self.alert_worker {
-            actix_web::rt::spawn(worker.run());
-        }
+        actix_web::rt::spawn(self.notify_worker.run());
         actix_web::rt::spawn(run_retention(self.db.clone(), self.retention));
         if let Some(sink) = self.audit_file {
             actix_web::rt::spawn(reopen_on_sighup(sink));

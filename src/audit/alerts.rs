@@ -1,8 +1,8 @@
 //! Alerts: when failures of one kind pile up (a rule's threshold within its window), one
 //! CRITICAL `alert` audit event and one ERROR log line, at most once per window per rule,
-//! however many instances share the database; and, when `ALERT_WEBHOOK_URL` is set, one
-//! pending notification (`alert_deliveries`) in the same transaction, which
-//! [`delivery`] sends in the background.
+//! however many instances share the database; and, in the same transaction, one notification
+//! in the outbox per channel that is on (`ALERT_WEBHOOK_URL`, [`delivery`]'s body and
+//! signature; an e-mail to each `ALERT_EMAIL_TO` address), which the outbox's worker sends.
 //!
 //! Most rules count rows of the audit log itself (repeats included: an aggregated row counts
 //! as many failures as its `count`), with one indexed query, and are checked only on the
@@ -21,7 +21,7 @@ use diesel::Connection as _;
 use super::{Kind, SecurityEvent, write};
 pub use crate::config::AlertRule;
 use crate::config::AlertSettings;
-use crate::db::models::alert::{self, NewAlertDelivery};
+use crate::db::models::alert;
 use crate::db::models::security_event;
 use crate::db::{DbConnection, DbError, now};
 
@@ -120,7 +120,7 @@ fn count_and_raise(
 
 /// Raises `rule`'s alert unless it was raised within its window already: claims the window
 /// (exactly one caller per window wins, on any instance), writes the CRITICAL `alert` audit
-/// row and, when the webhook channel is on, its pending delivery, all in one transaction.
+/// row and its notifications (alert webhook, alert e-mail), all in one transaction.
 pub fn raise(
     conn: &mut DbConnection,
     settings: &AlertSettings,
@@ -159,17 +159,22 @@ pub fn raise(
                 .actor("tollgate")
                 .details(details),
         )?;
+        let body = delivery::body(settings, rule, observed, at);
         if settings.webhook.is_some() {
-            let body = delivery::body(settings, rule, observed, at).to_string();
-            alert::insert_delivery(
-                conn,
-                &NewAlertDelivery {
-                    rule: rule.name(),
-                    body: &body,
-                    created_at: at,
-                    next_attempt_at: at,
-                },
-            )?;
+            crate::notify::alert_webhook(conn, rule.name(), &body.to_string())?;
+        }
+        if !settings.email_to.is_empty() {
+            let message = crate::notify::Email::SecurityAlert {
+                rule: rule.name().to_owned(),
+                summary: body["text"].as_str().unwrap_or_default().to_owned(),
+                raised_at: at,
+                instance: settings.instance.clone(),
+            };
+            // Each alert is its own cause: the window's claim above makes it once per window.
+            let cause = format!("alert:{state}:{}", at.and_utc().timestamp_micros());
+            for to in &settings.email_to {
+                crate::notify::email(conn, None, to, &message, &cause)?;
+            }
         }
         Ok(true)
     })?;

@@ -131,8 +131,6 @@ pub struct AlertWebhook {
     pub max_attempts: u32,
     /// The wait before the second attempt; each later one waits twice as long as the last.
     pub retry_base: Duration,
-    /// How often the delivery worker looks for due deliveries.
-    pub poll_interval: Duration,
 }
 
 /// When failures raise a CRITICAL `alert` (once per window per rule), and where alerts go.
@@ -143,6 +141,8 @@ pub struct AlertSettings {
     /// requests is not an outage).
     pub server_errors_min_requests: u32,
     pub webhook: Option<AlertWebhook>,
+    /// Who also receives each alert by e-mail (`ALERT_EMAIL_TO`, comma-separated).
+    pub email_to: Vec<String>,
     /// This instance's name in alert messages (`HOSTNAME`, else `tollgate`).
     pub instance: String,
 }
@@ -170,6 +170,7 @@ impl Default for AlertSettings {
             }),
             server_errors_min_requests: 20,
             webhook: None,
+            email_to: Vec::new(),
             instance: "tollgate".to_owned(),
         }
     }
@@ -214,6 +215,14 @@ pub(super) fn alert_settings(
         limits,
         server_errors_min_requests: positive(vars, "ALERT_SERVER_ERRORS_MIN_REQUESTS", 20)?,
         webhook: alert_webhook(vars, environment)?,
+        email_to: match vars.get("ALERT_EMAIL_TO") {
+            Some(raw) => raw
+                .split(',')
+                .filter(|part| !part.trim().is_empty())
+                .map(|part| super::notify::email_address("ALERT_EMAIL_TO", part))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        },
         instance: vars.get("HOSTNAME").map_or_else(
             || "tollgate".to_owned(),
             |host| host.trim().chars().take(64).collect(),
@@ -261,7 +270,6 @@ fn alert_webhook(
         retry_base: Duration::from_secs(
             positive(vars, "ALERT_WEBHOOK_RETRY_BASE_SECS", 30)?.into(),
         ),
-        poll_interval: Duration::from_secs(2),
     }))
 }
 

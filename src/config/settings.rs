@@ -180,6 +180,8 @@ pub struct Config {
     pub rate_limits: RateLimitSettings,
     pub password_hashing: PasswordHashing,
     pub alerts: AlertSettings,
+    /// The notification outbox: retries, e-mail, app-webhook secret overlap.
+    pub notify: super::NotifySettings,
     pub audit: AuditSettings,
     pub log_format: LogFormat,
     pub metrics: MetricsSettings,

@@ -342,6 +342,7 @@ impl Config {
             },
             password_hashing: password_hashing(vars)?,
             alerts: super::alerts::alert_settings(vars, environment)?,
+            notify: super::notify::notify_settings(vars, environment)?,
             audit: AuditSettings {
                 aggregate_window: Duration::from_secs(parse_or(
                     vars,

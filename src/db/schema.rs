@@ -195,16 +195,43 @@ diesel::table! {
 }
 
 diesel::table! {
-    alert_deliveries (id) {
+    webhook_endpoints (id) {
         id -> BigInt,
-        rule -> Text,
-        body -> Text,
+        public_id -> Text,
+        url -> Text,
+        description -> Text,
+        event_types -> Text,
+        secret -> Binary,
+        key_id -> Text,
+        previous_secret -> Nullable<Binary>,
+        previous_key_id -> Nullable<Text>,
+        previous_expires_at -> Nullable<Timestamp>,
+        enabled -> Bool,
         created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    notifications (id) {
+        id -> BigInt,
+        message_id -> Text,
+        dedupe_key -> Text,
+        channel -> Text,
+        event_type -> Text,
+        user_id -> Nullable<BigInt>,
+        endpoint_id -> Nullable<BigInt>,
+        recipient -> Text,
+        order_key -> Text,
+        payload -> Text,
+        status -> Text,
         attempts -> BigInt,
         next_attempt_at -> Timestamp,
-        delivered_at -> Nullable<Timestamp>,
-        dead_at -> Nullable<Timestamp>,
+        claimed_by -> Nullable<Text>,
         last_error -> Nullable<Text>,
+        created_at -> Timestamp,
+        sent_at -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
     }
 }
 
@@ -230,6 +257,7 @@ diesel::joinable!(byok_keys -> users (user_id));
 diesel::joinable!(billing_customers -> users (user_id));
 diesel::joinable!(subscriptions -> users (user_id));
 diesel::joinable!(subscriptions -> plans (plan_id));
+diesel::joinable!(notifications -> webhook_endpoints (endpoint_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -244,5 +272,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     stripe_operations,
     webhook_events,
     two_factor,
-    recovery_codes
+    recovery_codes,
+    webhook_endpoints,
+    notifications
 );

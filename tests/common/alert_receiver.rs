@@ -163,9 +163,9 @@ impl super::TestApp {
         self.alerts(rule)
     }
 
-    /// Every alert delivery row.
-    pub fn alert_deliveries(&self) -> Vec<tollgate::db::models::alert::AlertDeliveryRow> {
-        self.query(tollgate::db::models::alert::all)
+    /// Every alert webhook notification in the outbox.
+    pub fn alert_deliveries(&self) -> Vec<tollgate::db::models::notification::NotificationRow> {
+        self.notifications("alert_webhook")
     }
 }
 
@@ -181,7 +181,6 @@ pub fn alert_webhook_to(
         timeout,
         max_attempts,
         retry_base: Duration::from_millis(100),
-        poll_interval: Duration::from_millis(50),
     }
 }
 

@@ -50,6 +50,9 @@ fn test_config(database_url: DatabaseUrl) -> Config {
     let mut config = Config::from_vars(&|name: &str| vars.get(name).cloned())
         .expect("the test configuration is valid");
     config.database_url = database_url;
+    // The outbox's worker polls and retries fast (tests wait on its deliveries).
+    config.notify.poll_interval = Duration::from_millis(50);
+    config.notify.retry_base = Duration::from_millis(100);
     config
 }
 
@@ -271,6 +274,17 @@ impl TestApp {
     /// Runs a query against the app's database.
     pub fn query<T>(&self, work: impl FnOnce(&mut DbConnection) -> Result<T, DbError>) -> T {
         self.db.run_blocking(work).unwrap()
+    }
+
+    /// The outbox's rows on `channel`, oldest first.
+    pub fn notifications(
+        &self,
+        channel: &str,
+    ) -> Vec<tollgate::db::models::notification::NotificationRow> {
+        let rows = self.query(tollgate::db::models::notification::all);
+        rows.into_iter()
+            .filter(|row| row.channel == channel)
+            .collect()
     }
 
     pub fn count_events(&self, kind: &'static str) -> i64 {

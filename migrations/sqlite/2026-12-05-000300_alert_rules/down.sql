@@ -1,4 +1,3 @@
 ALTER TABLE webhook_events DROP COLUMN signature_digest;
-DROP TABLE alert_deliveries;
 ALTER TABLE alert_state DROP COLUMN window_secs;
 ALTER TABLE alert_state DROP COLUMN last_count;

@@ -1,0 +1,285 @@
+//! `notifications`: the outbox every notification goes through (customer e-mail, the product's
+//! own services' webhooks, alert webhooks). Rows are inserted in the transaction of the change
+//! that causes them (once per `dedupe_key`) and claimed by delivery workers, each claim a
+//! lease: a row whose worker died is due again when its lease runs out.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::schema::notifications;
+use crate::db::{DbConnection, DbError, per_backend};
+
+#[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
+#[diesel(table_name = notifications)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub message_id: String,
+    pub dedupe_key: String,
+    pub channel: String,
+    pub event_type: String,
+    pub user_id: Option<i64>,
+    pub endpoint_id: Option<i64>,
+    pub recipient: String,
+    pub order_key: String,
+    pub payload: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: NaiveDateTime,
+    pub claimed_by: Option<String>,
+    pub last_error: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub sent_at: Option<NaiveDateTime>,
+    pub updated_at: NaiveDateTime,
+}
+
+#[derive(Debug, Insertable)]
+#[diesel(table_name = notifications)]
+pub struct NewNotification<'a> {
+    pub message_id: &'a str,
+    pub dedupe_key: &'a str,
+    pub channel: &'a str,
+    pub event_type: &'a str,
+    pub user_id: Option<i64>,
+    pub endpoint_id: Option<i64>,
+    pub recipient: &'a str,
+    pub order_key: &'a str,
+    pub payload: &'a str,
+    pub status: &'a str,
+    pub next_attempt_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Statuses a row is still on its way in (it holds back later rows of its order key).
+pub const UNFINISHED: [&str; 3] = ["pending", "sending", "retrying"];
+
+/// Inserts the notification unless one with its dedupe key exists. Returns whether it did.
+pub fn insert_once(conn: &mut DbConnection, new: &NewNotification<'_>) -> Result<bool, DbError> {
+    let insert = diesel::insert_into(notifications::table)
+        .values(new)
+        .on_conflict(notifications::dedupe_key)
+        .do_nothing();
+    Ok(per_backend!(conn, |c| insert.execute(c))? == 1)
+}
+
+diesel::alias!(notifications as earlier: Earlier);
+
+/// Ids of up to `limit` rows due at `at` whose order key has no earlier unfinished row, oldest
+/// first. A candidate list: [`claim`] decides, row by row, who sends each.
+pub fn due_ids(
+    conn: &mut DbConnection,
+    at: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    let blocked = earlier
+        .filter(
+            earlier
+                .field(notifications::order_key)
+                .eq(notifications::order_key),
+        )
+        .filter(earlier.field(notifications::id).lt(notifications::id))
+        .filter(earlier.field(notifications::status).eq_any(UNFINISHED));
+    Ok(notifications::table
+        .filter(notifications::status.eq_any(UNFINISHED))
+        .filter(notifications::next_attempt_at.le(at))
+        .filter(diesel::dsl::not(diesel::dsl::exists(blocked)))
+        .order(notifications::id)
+        .limit(limit)
+        .select(notifications::id)
+        .load(conn)?)
+}
+
+/// Claims row `id` for one attempt by `instance` if it is still due at `at`: marks it
+/// `sending`, counts the attempt and leases it until `lease_until`. Exactly one worker, on any
+/// instance, gets the row back; the others get `None`. On PostgreSQL the row is locked with
+/// `FOR UPDATE SKIP LOCKED` first, so concurrent workers pass over it without waiting.
+pub fn claim(
+    conn: &mut DbConnection,
+    id: i64,
+    instance: &str,
+    at: NaiveDateTime,
+    lease_until: NaiveDateTime,
+) -> Result<Option<NotificationRow>, DbError> {
+    conn.transaction(|conn| {
+        let still_due = || {
+            notifications::table
+                .find(id)
+                .filter(notifications::status.eq_any(UNFINISHED))
+                .filter(notifications::next_attempt_at.le(at))
+        };
+        if let DbConnection::Postgresql(pg) = conn {
+            let locked: Option<i64> = still_due()
+                .select(notifications::id)
+                .for_update()
+                .skip_locked()
+                .first(pg)
+                .optional()?;
+            if locked.is_none() {
+                return Ok(None);
+            }
+        }
+        let claimed = diesel::update(still_due())
+            .set((
+                notifications::status.eq("sending"),
+                notifications::attempts.eq(notifications::attempts + 1),
+                notifications::next_attempt_at.eq(lease_until),
+                notifications::claimed_by.eq(instance),
+                notifications::updated_at.eq(at),
+            ))
+            .execute(conn)?;
+        if claimed != 1 {
+            return Ok(None);
+        }
+        Ok(Some(
+            notifications::table
+                .find(id)
+                .select(NotificationRow::as_select())
+                .first(conn)?,
+        ))
+    })
+}
+
+/// Ends a claimed attempt: `sent` (with `sent_at`), `retrying` (due at `next`), `dead` or
+/// `not_sent`, with the error in words. Only the claim that is still current is ended: a worker
+/// whose lease ran out (and whose row another worker took) changes nothing.
+pub fn finish(
+    conn: &mut DbConnection,
+    id: i64,
+    attempts: i64,
+    status: &str,
+    error: Option<&str>,
+    next: Option<NaiveDateTime>,
+    at: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let current = notifications::table
+        .find(id)
+        .filter(notifications::status.eq("sending"))
+        .filter(notifications::attempts.eq(attempts));
+    let sent_at = (status == "sent").then_some(at);
+    let updated = diesel::update(current)
+        .set((
+            notifications::status.eq(status),
+            notifications::last_error.eq(error),
+            notifications::next_attempt_at.eq(next.unwrap_or(at)),
+            notifications::sent_at.eq(sent_at),
+            notifications::updated_at.eq(at),
+        ))
+        .execute(conn)?;
+    Ok(updated == 1)
+}
+
+/// Makes rows this instance was sending due now: run at start-up, when no attempt of this
+/// instance can still be in flight (it died, or was killed, mid-send).
+pub fn release_claims_of(
+    conn: &mut DbConnection,
+    instance: &str,
+    at: NaiveDateTime,
+) -> Result<usize, DbError> {
+    Ok(diesel::update(
+        notifications::table
+            .filter(notifications::status.eq("sending"))
+            .filter(notifications::claimed_by.eq(instance)),
+    )
+    .set((
+        notifications::next_attempt_at.eq(at),
+        notifications::updated_at.eq(at),
+    ))
+    .execute(conn)?)
+}
+
+/// Puts a finished (dead, not sent, or sent) row back in the queue for a fresh round of
+/// attempts. Returns the row as it was, or `None` when there is no such row or it is still
+/// on its way.
+pub fn requeue(
+    conn: &mut DbConnection,
+    id: i64,
+    at: NaiveDateTime,
+) -> Result<Option<NotificationRow>, DbError> {
+    conn.transaction(|conn| {
+        let updated = diesel::update(
+            notifications::table
+                .find(id)
+                .filter(notifications::status.ne_all(UNFINISHED)),
+        )
+        .set((
+            notifications::status.eq("pending"),
+            notifications::attempts.eq(0),
+            notifications::next_attempt_at.eq(at),
+            notifications::updated_at.eq(at),
+        ))
+        .execute(conn)?;
+        if updated != 1 {
+            return Ok(None);
+        }
+        Ok(Some(
+            notifications::table
+                .find(id)
+                .select(NotificationRow::as_select())
+                .first(conn)?,
+        ))
+    })
+}
+
+pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<NotificationRow>, DbError> {
+    Ok(notifications::table
+        .find(id)
+        .select(NotificationRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// What the console lists: newest first, filtered by channel and status, a page at a time
+/// (`before`: the last id of the previous page).
+#[derive(Debug, Clone, Default)]
+pub struct Listing<'a> {
+    pub channel: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub event_type: Option<&'a str>,
+    pub before: Option<i64>,
+    pub limit: i64,
+}
+
+pub fn list(
+    conn: &mut DbConnection,
+    listing: &Listing<'_>,
+) -> Result<Vec<NotificationRow>, DbError> {
+    let mut query = notifications::table
+        .select(NotificationRow::as_select())
+        .order(notifications::id.desc())
+        .limit(listing.limit)
+        .into_boxed();
+    if let Some(channel) = listing.channel {
+        query = query.filter(notifications::channel.eq(channel.to_owned()));
+    }
+    if let Some(status) = listing.status {
+        query = query.filter(notifications::status.eq(status.to_owned()));
+    }
+    if let Some(event_type) = listing.event_type {
+        query = query.filter(notifications::event_type.eq(event_type.to_owned()));
+    }
+    if let Some(before) = listing.before {
+        query = query.filter(notifications::id.lt(before));
+    }
+    Ok(query.load(conn)?)
+}
+
+/// Rows per channel and status (the console's summary).
+pub fn counts(conn: &mut DbConnection) -> Result<Vec<(String, String, i64)>, DbError> {
+    Ok(notifications::table
+        .group_by((notifications::channel, notifications::status))
+        .select((
+            notifications::channel,
+            notifications::status,
+            diesel::dsl::count_star(),
+        ))
+        .order((notifications::channel, notifications::status))
+        .load(conn)?)
+}
+
+/// Every row, oldest first (tests).
+pub fn all(conn: &mut DbConnection) -> Result<Vec<NotificationRow>, DbError> {
+    Ok(notifications::table
+        .order(notifications::id)
+        .select(NotificationRow::as_select())
+        .load(conn)?)
+}
