@@ -125,6 +125,8 @@ pub enum Kind {
     RecoveryCodeUsed,
     /// The audit log was exported from the console (`/admin/security/export`).
     AuditExported,
+    /// An admin put a dead (or not sent) notification back in the outbox.
+    NotificationRedelivered,
 }
 
 impl Kind {
@@ -173,6 +175,7 @@ impl Kind {
             Self::TwoFactorLocked => "two_factor_locked",
             Self::RecoveryCodeUsed => "two_factor_recovery_code_used",
             Self::AuditExported => "audit_exported",
+            Self::NotificationRedelivered => "notification_redelivered",
         }
     }
 
@@ -214,7 +217,7 @@ impl Kind {
             }
             // The whole log leaving the building in one file.
             Self::AuditExported => Severity::High,
-            Self::WebhookReprocessed => Severity::Medium,
+            Self::WebhookReprocessed | Self::NotificationRedelivered => Severity::Medium,
             Self::WebhookReplay => Severity::High,
             Self::TwoFactorSucceeded => Severity::Low,
             Self::TwoFactorFailed => Severity::Medium,

@@ -99,7 +99,177 @@ pub fn store(
     as_of: NaiveDateTime,
 ) -> Result<bool, DbError> {
     let state = state(conn, sub, as_of)?;
-    subscription::upsert(conn, user_id, &sub.id, &state)
+    write_and_notify(conn, user_id, &sub.id, |conn| {
+        subscription::upsert(conn, user_id, &sub.id, &state)
+    })
+}
+
+/// Sets a subscription's status as of `as_of` (unless newer state is stored), telling whom
+/// the change concerns. Returns whether it was written.
+pub fn store_status(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    stripe_id: &SubscriptionId,
+    status: SubscriptionStatus,
+    as_of: NaiveDateTime,
+) -> Result<bool, DbError> {
+    write_and_notify(conn, user_id, stripe_id, |conn| {
+        subscription::set_status_if_newer(conn, stripe_id, status, as_of)
+    })
+}
+
+/// Changes a subscription's row with `write` and, when it wrote, puts what the change means
+/// in the outbox ([`notify_change`]), in one transaction. The row is locked before it is read,
+/// so two writers of one subscription (the webhook and the success page, on any instance)
+/// never both see the same state before their change.
+fn write_and_notify(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    stripe_id: &SubscriptionId,
+    write: impl FnOnce(&mut DbConnection) -> Result<bool, DbError>,
+) -> Result<bool, DbError> {
+    conn.transaction(|conn| {
+        subscription::lock(conn, stripe_id)?;
+        let before = subscription::find_by_stripe_id(conn, stripe_id)?;
+        let entitled_before = entitlements_in(conn, user_id)?;
+        if !write(conn)? {
+            return Ok(false);
+        }
+        if let Some(after) = subscription::find_by_stripe_id(conn, stripe_id)? {
+            let entitled_after = entitlements_in(conn, user_id)?;
+            notify_change(
+                conn,
+                user_id,
+                before.as_ref(),
+                &after,
+                (&entitled_before, &entitled_after),
+            )?;
+        }
+        Ok(true)
+    })
+}
+
+/// A subscription as the product's own services receive it in `subscription.*` events.
+fn subscription_data(row: &SubscriptionRow, plan: Option<&plan::PlanRow>) -> serde_json::Value {
+    let time = |t: Option<NaiveDateTime>| {
+        t.map(|t| {
+            t.and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        })
+    };
+    serde_json::json!({
+        "subscription": {
+            "id": row.stripe_subscription_id.expose(),
+            "status": row.status.as_str(),
+            "plan": plan.map(|p| p.slug.as_str()),
+            "current_period_end": time(row.current_period_end),
+            "cancel_at_period_end": row.cancel_at_period_end,
+            "trial_end": time(row.trial_end),
+        }
+    })
+}
+
+/// What a subscription's change means, in the outbox: for the product's own services a
+/// `subscription.activated`, `.canceled` or `.updated` event and, when what the customer may
+/// use changed, `entitlements.changed`; for the customer an e-mail when the plan changed or the
+/// subscription was cancelled. The cause is the new state itself (the subscription and the
+/// Stripe time it is as of): two writers recording the same change add one notification.
+fn notify_change(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    before: Option<&SubscriptionRow>,
+    after: &SubscriptionRow,
+    (entitled_before, entitled_after): (&Entitlements, &Entitlements),
+) -> Result<(), DbError> {
+    use crate::notify::{self, AppEvent, Email};
+
+    let cause = format!(
+        "{}@{}",
+        after.stripe_subscription_id.expose(),
+        after.stripe_updated_at.and_utc().timestamp_micros()
+    );
+    let plan_after = after.plan_id.map(|id| plan::find(conn, id)).transpose()?.flatten();
+    let plan_before = match before.and_then(|b| b.plan_id) {
+        Some(id) if Some(id) != after.plan_id => plan::find(conn, id)?,
+        Some(_) => plan_after.clone(),
+        None => None,
+    };
+    let canceled = SubscriptionStatus::Canceled;
+    let was_live = before.is_some_and(|b| b.status.is_live());
+    let event = if after.status == canceled && before.is_some_and(|b| b.status != canceled) {
+        Some(AppEvent::SubscriptionCanceled)
+    } else if after.status.is_live() && !was_live {
+        Some(AppEvent::SubscriptionActivated)
+    } else if before.is_some_and(|b| {
+        (
+            &b.status,
+            b.plan_id,
+            &b.stripe_price_id,
+            b.current_period_end,
+            b.cancel_at_period_end,
+            b.trial_end,
+        ) != (
+            &after.status,
+            after.plan_id,
+            &after.stripe_price_id,
+            after.current_period_end,
+            after.cancel_at_period_end,
+            after.trial_end,
+        )
+    }) {
+        Some(AppEvent::SubscriptionUpdated)
+    } else {
+        None
+    };
+    if let Some(event) = event {
+        let data = subscription_data(after, plan_after.as_ref());
+        notify::publish(conn, event, user_id, data, &cause)?;
+    }
+    if entitled_before.grants() != entitled_after.grants() {
+        let data = serde_json::to_value(entitled_after).unwrap_or_default();
+        notify::publish(conn, AppEvent::EntitlementsChanged, user_id, data, &cause)?;
+    }
+
+    let Some(to) = crate::db::models::user::find(conn, user_id)?.map(|u| u.email) else {
+        return Ok(());
+    };
+    let name = |plan: &Option<plan::PlanRow>| plan.as_ref().map(|p| p.name.clone());
+    let mut emails = Vec::new();
+    if let Some(b) = before
+        && after.status.is_live()
+        && b.plan_id.is_some()
+        && after.plan_id.is_some()
+        && b.plan_id != after.plan_id
+    {
+        emails.push(Email::PlanChanged {
+            from: name(&plan_before),
+            to: name(&plan_after),
+        });
+    }
+    if after.status.is_live()
+        && after.cancel_at_period_end
+        && !before.is_some_and(|b| b.cancel_at_period_end)
+    {
+        emails.push(Email::SubscriptionCanceled {
+            plan: name(&plan_after),
+            ends_at: after.current_period_end,
+            ended: false,
+        });
+    }
+    // Ended without notice (a scheduled cancellation was announced when it was asked for).
+    if after.status == canceled
+        && before.is_some_and(|b| b.status != canceled && !b.cancel_at_period_end)
+    {
+        emails.push(Email::SubscriptionCanceled {
+            plan: name(&plan_after),
+            ends_at: None,
+            ended: true,
+        });
+    }
+    for message in &emails {
+        notify::email(conn, Some(user_id), &to, message, &cause)?;
+    }
+    Ok(())
 }
 
 /// Stores what a Stripe subscription object says, for `user_id`, as of `observed_at` (newer
@@ -144,7 +314,9 @@ async fn record_audited(
             // that reads first cannot take the write lock once another connection has written.
             let state = state(conn, &sub, observed_at)?;
             conn.transaction(|conn| {
-                let written = subscription::upsert(conn, user_id, &sub.id, &state)?;
+                let written = write_and_notify(conn, user_id, &sub.id, |conn| {
+                    subscription::upsert(conn, user_id, &sub.id, &state)
+                })?;
                 if let Some(AuditOnce { event, once }) = &audit {
                     // Recorded as an operation of its own.
                     let kind = event.kind.as_str();
@@ -237,19 +409,23 @@ impl SubscriptionView {
 }
 
 pub async fn current(db: &Db, user_id: UserId) -> Result<Option<SubscriptionView>, DbError> {
-    db.run(move |conn| {
-        let Some(row) = subscription::current_for_user(conn, user_id)? else {
-            return Ok(None);
-        };
-        let plan = row
-            .plan_id
-            .map(|id| plan::find(conn, id))
-            .transpose()?
-            .flatten()
-            .map(Plan::from);
-        Ok(Some(view(row, plan)))
-    })
-    .await
+    db.run(move |conn| current_in(conn, user_id)).await
+}
+
+fn current_in(
+    conn: &mut DbConnection,
+    user_id: UserId,
+) -> Result<Option<SubscriptionView>, DbError> {
+    let Some(row) = subscription::current_for_user(conn, user_id)? else {
+        return Ok(None);
+    };
+    let plan = row
+        .plan_id
+        .map(|id| plan::find(conn, id))
+        .transpose()?
+        .flatten()
+        .map(Plan::from);
+    Ok(Some(view(row, plan)))
 }
 
 fn view(row: SubscriptionRow, plan: Option<Plan>) -> SubscriptionView {
@@ -321,7 +497,7 @@ pub async fn set_cancel_at_period_end(
 }
 
 /// What an internal service may grant a user.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Entitlements {
     pub user_id: UserId,
     pub active: bool,
@@ -332,8 +508,20 @@ pub struct Entitlements {
     pub cancel_at_period_end: bool,
 }
 
+impl Entitlements {
+    /// What the user may use: whether access is on, under which plan, with which keys.
+    fn grants(&self) -> (bool, Option<&str>, &[String]) {
+        (self.active, self.plan.as_deref(), &self.entitlements)
+    }
+}
+
 pub async fn entitlements(db: &Db, user_id: UserId) -> Result<Entitlements, DbError> {
-    let view = current(db, user_id).await?;
+    db.run(move |conn| entitlements_in(conn, user_id)).await
+}
+
+/// [`entitlements`], on a connection (inside a transaction that changes them).
+pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entitlements, DbError> {
+    let view = current_in(conn, user_id)?;
     let active = view.as_ref().is_some_and(SubscriptionView::is_live);
     Ok(Entitlements {
         user_id,

@@ -16,6 +16,7 @@ use chrono::NaiveDateTime;
 use serde_json::{Value, json};
 
 use crate::accounts::UserId;
+use crate::audit::{self, Actor, Kind};
 use crate::db::models::notification::{self, NewNotification};
 use crate::db::models::webhook_endpoint;
 use crate::db::{DbConnection, DbError};
@@ -261,4 +262,43 @@ pub fn alert_webhook(conn: &mut DbConnection, rule: &str, body: &str) -> Result<
         updated_at: at,
     };
     notification::insert_once(conn, &new)
+}
+
+/// What a redelivery request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redelivered {
+    /// Back in the queue for a fresh round of attempts.
+    Queued,
+    NotFound,
+    /// Only dead and not-sent notifications are redelivered: this one is on its way or sent.
+    NotRedeliverable(Status),
+}
+
+/// Puts a dead or not-sent notification back in the outbox (attempts start again), audited as
+/// `actor`'s in the same transaction. It keeps its message id: a receiver that saw it already
+/// recognises it.
+pub fn redeliver(conn: &mut DbConnection, actor: &Actor, id: i64) -> Result<Redelivered, DbError> {
+    use diesel::Connection as _;
+
+    conn.transaction(|conn| {
+        let Some(row) = notification::requeue(conn, id, &[Status::Dead, Status::NotSent].map(Status::as_str), crate::db::now())? else {
+            return Ok(match notification::find(conn, id)? {
+                None => Redelivered::NotFound,
+                Some(row) => Redelivered::NotRedeliverable(
+                    Status::parse(&row.status).unwrap_or(Status::Pending),
+                ),
+            });
+        };
+        audit::write(
+            conn,
+            &actor.event(Kind::NotificationRedelivered).details(json!({
+                "notification": row.id,
+                "channel": row.channel,
+                "event_type": row.event_type,
+                "previous_status": row.status,
+                "attempts": row.attempts,
+            })),
+        )?;
+        Ok(Redelivered::Queued)
+    })
 }

@@ -204,9 +204,34 @@ pub fn save_key(
     conn.transaction::<_, VaultError, _>(|conn| {
         byok_key::upsert(conn, &row)?;
         audit::write(conn, &event)?;
+        key_changed(conn, user_id, provider, Some(&masked))?;
         Ok(())
     })?;
     Ok(masked)
+}
+
+/// Tells the product's own services that the user's key for `provider` was saved (`masked`:
+/// the key as customers see it) or deleted (`None`). Each change is its own cause.
+fn key_changed(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    provider: Provider,
+    masked: Option<&str>,
+) -> Result<(), DbError> {
+    let data = serde_json::json!({
+        "provider": provider.as_str(),
+        "state": if masked.is_some() { "saved" } else { "deleted" },
+        "key": masked,
+    });
+    let cause = crate::notify::new_message_id();
+    crate::notify::publish(
+        conn,
+        crate::notify::AppEvent::ByokKeyChanged,
+        user_id,
+        data,
+        &cause,
+    )?;
+    Ok(())
 }
 
 pub fn list_keys(conn: &mut DbConnection, user_id: UserId) -> Result<Vec<KeySummary>, DbError> {
@@ -239,6 +264,7 @@ pub fn delete_key(
         let deleted = byok_key::delete(conn, user_id, provider.as_str())?;
         if deleted {
             audit::write(conn, &event)?;
+            key_changed(conn, user_id, provider, None)?;
         }
         Ok(deleted)
     })

@@ -14,6 +14,8 @@ use crate::db::models::billing_customer;
 use crate::db::models::subscription;
 use crate::db::models::user;
 use crate::db::models::webhook_event::WebhookEventStatus;
+use crate::notify::email::Money;
+use crate::notify::{self, AppEvent, Email};
 use crate::stripe_id::{CustomerId, DisputeId, InvoiceId, PaymentIntentId, SubscriptionId};
 
 #[derive(Debug, PartialEq, Eq)]
@@ -39,8 +41,7 @@ fn timestamp(object: &Map<String, Value>, key: &str) -> Option<chrono::NaiveDate
 }
 
 /// Types recorded (the stored event is the record): payments, and the marketplace side.
-const RECORDED: [&str; 7] = [
-    "invoice.paid",
+const RECORDED: [&str; 6] = [
     "invoice.payment_succeeded",
     "payment_intent.succeeded",
     "payment_intent.payment_failed",
@@ -59,6 +60,8 @@ fn handler(kind: &str) -> Option<Handler> {
         "customer.subscription.created"
         | "customer.subscription.updated"
         | "customer.subscription.deleted" => subscription_changed,
+        "customer.subscription.trial_will_end" => trial_will_end,
+        "invoice.paid" => invoice_paid,
         "invoice.payment_failed" => payment_failed,
         "charge.dispute.created" => dispute_created,
         _ => return None,
@@ -209,13 +212,43 @@ fn payment_failed(
         Some(customer) => user_for_customer(conn, hasher, customer)?,
         None => None,
     };
-    if let Some(subscription_id) = &subscription_id {
-        subscription::set_status_if_newer(
+    match (&subscription_id, user_id) {
+        (Some(subscription_id), Some(user_id)) => {
+            subscriptions::store_status(
+                conn,
+                user_id,
+                subscription_id,
+                SubscriptionStatus::PastDue,
+                event.created_at(),
+            )?;
+        }
+        (Some(subscription_id), None) => {
+            subscription::set_status_if_newer(
+                conn,
+                subscription_id,
+                SubscriptionStatus::PastDue,
+                event.created_at(),
+            )?;
+        }
+        (None, _) => {}
+    }
+    if let Some(user_id) = user_id {
+        let invoice = Invoice::read(conn, object)?;
+        notify::publish(
             conn,
-            subscription_id,
-            SubscriptionStatus::PastDue,
-            event.created_at(),
+            AppEvent::InvoicePaymentFailed,
+            user_id,
+            invoice.data(),
+            &event.id,
         )?;
+        let message = Email::PaymentFailed {
+            amount: invoice.amount(Invoice::DUE),
+            plan: invoice.plan.clone(),
+            invoice_number: invoice.number.clone(),
+            pay_url: invoice.hosted_url.clone(),
+            next_attempt_at: timestamp(object, "next_payment_attempt"),
+        };
+        email_user(conn, user_id, &message, &event.id)?;
     }
     let audit_event = SecurityEvent::new(Kind::PaymentFailed)
         .actor("stripe")
@@ -228,6 +261,168 @@ fn payment_failed(
         }));
     audit::write(conn, &audit_event)?;
     alerts::check(conn, cx.alerts, AlertRule::PaymentFailures)?;
+    Ok(Outcome::Applied)
+}
+
+/// E-mails `message` to the user's address, once per `cause`.
+fn email_user(
+    conn: &mut DbConnection,
+    user_id: user::UserId,
+    message: &Email,
+    cause: &str,
+) -> Result<(), IngestError> {
+    if let Some(user) = user::find(conn, user_id)? {
+        notify::email(conn, Some(user_id), &user.email, message, cause)?;
+    }
+    Ok(())
+}
+
+/// What Tollgate reads of an invoice event's object.
+struct Invoice {
+    id: Option<String>,
+    number: Option<String>,
+    currency: String,
+    amount_paid: i64,
+    amount_due: i64,
+    hosted_url: Option<String>,
+    subscription: Option<String>,
+    /// The plan the first line's product names, by its display name and its slug.
+    plan: Option<String>,
+    plan_slug: Option<String>,
+    period_start: Option<chrono::NaiveDateTime>,
+    period_end: Option<chrono::NaiveDateTime>,
+}
+
+impl Invoice {
+    const PAID: bool = true;
+    const DUE: bool = false;
+
+    fn read(conn: &mut DbConnection, object: &Map<String, Value>) -> Result<Self, IngestError> {
+        let line = object
+            .get("lines")
+            .and_then(|l| l.get("data"))
+            .and_then(|d| d.get(0))
+            .and_then(Value::as_object);
+        let product = line
+            .and_then(|l| l.get("pricing"))
+            .and_then(|p| p.get("price_details"))
+            .and_then(Value::as_object)
+            .and_then(|d| text(d, "product"))
+            .or_else(|| {
+                line.and_then(|l| l.get("price"))
+                    .and_then(Value::as_object)
+                    .and_then(|p| text(p, "product"))
+            });
+        let plan = match product {
+            Some(product) => crate::db::models::plan::find_by_stripe_product(conn, product)?,
+            None => None,
+        };
+        let period = line.and_then(|l| l.get("period")).and_then(Value::as_object);
+        // Stripe's hosted pages only: a link elsewhere is not passed on to customers.
+        let hosted_url = text(object, "hosted_invoice_url")
+            .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
+            .map(str::to_owned);
+        Ok(Self {
+            id: text(object, "id").map(str::to_owned),
+            number: text(object, "number").map(str::to_owned),
+            currency: text(object, "currency").unwrap_or("usd").to_owned(),
+            amount_paid: object.get("amount_paid").and_then(Value::as_i64).unwrap_or(0),
+            amount_due: object.get("amount_due").and_then(Value::as_i64).unwrap_or(0),
+            hosted_url,
+            subscription: object
+                .get("parent")
+                .and_then(|p| p.get("subscription_details"))
+                .and_then(Value::as_object)
+                .and_then(|d| text(d, "subscription"))
+                .or_else(|| text(object, "subscription"))
+                .map(str::to_owned),
+            plan: plan.as_ref().map(|p| p.name.clone()),
+            plan_slug: plan.map(|p| p.slug),
+            period_start: period.and_then(|p| timestamp(p, "start")),
+            period_end: period.and_then(|p| timestamp(p, "end")),
+        })
+    }
+
+    fn amount(&self, paid: bool) -> Money {
+        Money {
+            amount: if paid { self.amount_paid } else { self.amount_due },
+            currency: self.currency.clone(),
+        }
+    }
+
+    /// The invoice as the product's own services receive it in `invoice.*` events.
+    fn data(&self) -> Value {
+        serde_json::json!({
+            "invoice": {
+                "id": self.id,
+                "number": self.number,
+                "subscription": self.subscription,
+                "plan": self.plan_slug,
+                "currency": self.currency,
+                "amount_paid": self.amount_paid,
+                "amount_due": self.amount_due,
+                "hosted_invoice_url": self.hosted_url,
+            }
+        })
+    }
+}
+
+/// An invoice was paid: the product's own services hear `invoice.paid`, and the customer
+/// gets a receipt (not for a zero invoice: a free plan's monthly $0.00 is not news).
+fn invoice_paid(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    let Some(customer) = text(object, "customer").map(CustomerId::new) else {
+        return Ok(Outcome::Applied);
+    };
+    // An invoice of a customer Tollgate does not know is recorded, not acted on.
+    let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
+        return Ok(Outcome::Applied);
+    };
+    let invoice = Invoice::read(conn, object)?;
+    notify::publish(conn, AppEvent::InvoicePaid, user_id, invoice.data(), &event.id)?;
+    if invoice.amount_paid > 0 {
+        let message = Email::Receipt {
+            amount: invoice.amount(Invoice::PAID),
+            plan: invoice.plan.clone(),
+            period_start: invoice.period_start,
+            period_end: invoice.period_end,
+            invoice_number: invoice.number.clone(),
+            invoice_url: invoice.hosted_url.clone(),
+        };
+        email_user(conn, user_id, &message, &event.id)?;
+    }
+    Ok(Outcome::Applied)
+}
+
+/// A trial ends in three days (Stripe's notice): the customer is told, once per event.
+fn trial_will_end(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let sub = match subscription_of(&event.data.object) {
+        Ok(sub) => sub,
+        Err(reason) => return Ok(Outcome::Failed(reason.into())),
+    };
+    let Some(user_id) = user_for_customer(conn, cx.hasher, &sub.customer)? else {
+        return Ok(Outcome::Failed(format!(
+            "unknown customer {}",
+            sub.customer
+        )));
+    };
+    let plan = match &sub.product {
+        Some(product) => crate::db::models::plan::find_by_stripe_product(conn, product)?,
+        None => None,
+    };
+    let message = Email::TrialEnding {
+        plan: plan.map(|p| p.name),
+        trial_end: sub.trial_end,
+    };
+    email_user(conn, user_id, &message, &event.id)?;
     Ok(Outcome::Applied)
 }
 
@@ -265,6 +460,8 @@ mod tests {
             "customer.subscription.created",
             "customer.subscription.updated",
             "customer.subscription.deleted",
+            "customer.subscription.trial_will_end",
+            "invoice.paid",
             "invoice.payment_failed",
             "charge.dispute.created",
         ] {
@@ -275,7 +472,7 @@ mod tests {
             Some(WebhookEventStatus::Applied)
         );
         assert_eq!(
-            fixed_status("invoice.paid"),
+            fixed_status("invoice.payment_succeeded"),
             Some(WebhookEventStatus::Applied)
         );
         assert_eq!(

@@ -187,19 +187,28 @@ pub fn release_claims_of(
     .execute(conn)?)
 }
 
-/// Puts a finished (dead, not sent, or sent) row back in the queue for a fresh round of
-/// attempts. Returns the row as it was, or `None` when there is no such row or it is still
-/// on its way.
+/// Puts a row whose status is one of `from` back in the queue for a fresh round of attempts.
+/// Returns the row as it was, or `None` when there is no such row in such a status.
 pub fn requeue(
     conn: &mut DbConnection,
     id: i64,
+    from: &[&str],
     at: NaiveDateTime,
 ) -> Result<Option<NotificationRow>, DbError> {
     conn.transaction(|conn| {
+        // A write first (SQLite takes its write lock; PostgreSQL locks the row) before the read.
+        diesel::update(notifications::table.find(id))
+            .set(notifications::updated_at.eq(notifications::updated_at))
+            .execute(conn)?;
+        let before = notifications::table
+            .find(id)
+            .select(NotificationRow::as_select())
+            .first(conn)
+            .optional()?;
         let updated = diesel::update(
             notifications::table
                 .find(id)
-                .filter(notifications::status.ne_all(UNFINISHED)),
+                .filter(notifications::status.eq_any(from)),
         )
         .set((
             notifications::status.eq("pending"),
@@ -208,15 +217,7 @@ pub fn requeue(
             notifications::updated_at.eq(at),
         ))
         .execute(conn)?;
-        if updated != 1 {
-            return Ok(None);
-        }
-        Ok(Some(
-            notifications::table
-                .find(id)
-                .select(NotificationRow::as_select())
-                .first(conn)?,
-        ))
+        Ok(before.filter(|_| updated == 1))
     })
 }
 

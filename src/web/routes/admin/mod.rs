@@ -5,6 +5,7 @@
 
 pub mod audit_log;
 pub mod customers;
+pub mod notifications;
 pub mod overview;
 pub mod plans;
 pub mod security;
@@ -29,4 +30,6 @@ crate::console_routes! {
     // The detail page shows the decrypted (masked) payload: admins only.
     "/webhooks/{id}" => { GET Manage webhooks::show },
     "/webhooks/{id}/reprocess" => { POST Manage webhooks::reprocess },
+    "/notifications" => { GET Read notifications::list },
+    "/notifications/{id}/redeliver" => { POST Manage notifications::redeliver },
 }
