@@ -229,10 +229,33 @@ async fn each_alert_is_delivered_once_signed_and_without_secrets(backend: Backen
     let receiver = AlertReceiver::start();
     let app = TestApp::spawn_with(backend, |config| {
         config.alerts.webhook = Some(alert_webhook_to(&receiver.url, 5, Duration::from_secs(5)));
+        config.alerts.email_to = vec!["ops@example.com".into(), "oncall@example.com".into()];
     })
     .await;
     send_replay(&app, "evt_1ReplayOne").await;
     send_replay(&app, "evt_1ReplayTwo").await;
+    // The same alert by e-mail to each ALERT_EMAIL_TO address, once (recorded as not sent
+    // here: no SMTP).
+    let emails = app.settled_notifications("email").await;
+    let to: Vec<(&str, &str)> = emails
+        .iter()
+        .map(|r| (r.event_type.as_str(), r.recipient.as_str()))
+        .collect();
+    assert_eq!(
+        to,
+        [
+            ("security_alert", "ops@example.com"),
+            ("security_alert", "oncall@example.com")
+        ]
+    );
+    let message: Value = serde_json::from_str(&emails[0].payload).unwrap();
+    assert_eq!(message["rule"], "webhook_replays");
+    assert!(
+        message["summary"]
+            .as_str()
+            .unwrap()
+            .contains("webhook_replays")
+    );
     let received = receiver.wait_for(1).await;
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(

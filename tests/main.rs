@@ -29,6 +29,7 @@ mod headers;
 mod layout;
 mod lease;
 mod metrics;
+mod notifications;
 mod operations;
 mod pepper_rotation;
 mod pricing;

@@ -172,8 +172,9 @@ fn subscription_data(row: &SubscriptionRow, plan: Option<&plan::PlanRow>) -> ser
 /// What a subscription's change means, in the outbox: for the product's own services a
 /// `subscription.activated`, `.canceled` or `.updated` event and, when what the customer may
 /// use changed, `entitlements.changed`; for the customer an e-mail when the plan changed or the
-/// subscription was cancelled. The cause is the new state itself (the subscription and the
-/// Stripe time it is as of): two writers recording the same change add one notification.
+/// subscription was cancelled. The cause is the new state itself (the subscription, the Stripe
+/// time it is as of and a digest of its content): two writers recording the same change add one
+/// notification, two changes in one second add one each.
 fn notify_change(
     conn: &mut DbConnection,
     user_id: UserId,
@@ -183,12 +184,22 @@ fn notify_change(
 ) -> Result<(), DbError> {
     use crate::notify::{self, AppEvent, Email};
 
+    let plan_after = after
+        .plan_id
+        .map(|id| plan::find(conn, id))
+        .transpose()?
+        .flatten();
+    let data = subscription_data(after, plan_after.as_ref());
+    // The new state itself: two changes within one second of Stripe time differ by content.
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(&sha2::Sha256::digest(data.to_string().as_bytes())[..8])
+    };
     let cause = format!(
-        "{}@{}",
+        "{}@{}:{digest}",
         after.stripe_subscription_id.expose(),
         after.stripe_updated_at.and_utc().timestamp_micros()
     );
-    let plan_after = after.plan_id.map(|id| plan::find(conn, id)).transpose()?.flatten();
     let plan_before = match before.and_then(|b| b.plan_id) {
         Some(id) if Some(id) != after.plan_id => plan::find(conn, id)?,
         Some(_) => plan_after.clone(),
@@ -222,7 +233,6 @@ fn notify_change(
         None
     };
     if let Some(event) = event {
-        let data = subscription_data(after, plan_after.as_ref());
         notify::publish(conn, event, user_id, data, &cause)?;
     }
     if entitled_before.grants() != entitled_after.grants() {

@@ -281,7 +281,13 @@ pub fn redeliver(conn: &mut DbConnection, actor: &Actor, id: i64) -> Result<Rede
     use diesel::Connection as _;
 
     conn.transaction(|conn| {
-        let Some(row) = notification::requeue(conn, id, &[Status::Dead, Status::NotSent].map(Status::as_str), crate::db::now())? else {
+        let Some(row) = notification::requeue(
+            conn,
+            id,
+            &[Status::Dead, Status::NotSent].map(Status::as_str),
+            crate::db::now(),
+        )?
+        else {
             return Ok(match notification::find(conn, id)? {
                 None => Redelivered::NotFound,
                 Some(row) => Redelivered::NotRedeliverable(

@@ -317,7 +317,9 @@ impl Invoice {
             Some(product) => crate::db::models::plan::find_by_stripe_product(conn, product)?,
             None => None,
         };
-        let period = line.and_then(|l| l.get("period")).and_then(Value::as_object);
+        let period = line
+            .and_then(|l| l.get("period"))
+            .and_then(Value::as_object);
         // Stripe's hosted pages only: a link elsewhere is not passed on to customers.
         let hosted_url = text(object, "hosted_invoice_url")
             .filter(|url| url.starts_with("https://") || url.starts_with("http://"))
@@ -326,8 +328,14 @@ impl Invoice {
             id: text(object, "id").map(str::to_owned),
             number: text(object, "number").map(str::to_owned),
             currency: text(object, "currency").unwrap_or("usd").to_owned(),
-            amount_paid: object.get("amount_paid").and_then(Value::as_i64).unwrap_or(0),
-            amount_due: object.get("amount_due").and_then(Value::as_i64).unwrap_or(0),
+            amount_paid: object
+                .get("amount_paid")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            amount_due: object
+                .get("amount_due")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
             hosted_url,
             subscription: object
                 .get("parent")
@@ -345,7 +353,11 @@ impl Invoice {
 
     fn amount(&self, paid: bool) -> Money {
         Money {
-            amount: if paid { self.amount_paid } else { self.amount_due },
+            amount: if paid {
+                self.amount_paid
+            } else {
+                self.amount_due
+            },
             currency: self.currency.clone(),
         }
     }
@@ -383,7 +395,13 @@ fn invoice_paid(
         return Ok(Outcome::Applied);
     };
     let invoice = Invoice::read(conn, object)?;
-    notify::publish(conn, AppEvent::InvoicePaid, user_id, invoice.data(), &event.id)?;
+    notify::publish(
+        conn,
+        AppEvent::InvoicePaid,
+        user_id,
+        invoice.data(),
+        &event.id,
+    )?;
     if invoice.amount_paid > 0 {
         let message = Email::Receipt {
             amount: invoice.amount(Invoice::PAID),

@@ -21,6 +21,8 @@ pub struct Received {
 
 /// How the receiver answers its `n`th request (counting from 0).
 pub type Answer = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
+/// How the receiver answers a request, knowing what it received.
+pub type AnswerEach = Arc<dyn Fn(usize, &Received) -> Reply + Send + Sync>;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Reply {
@@ -41,6 +43,10 @@ impl AlertReceiver {
     }
 
     pub fn answering(answer: Answer) -> Self {
+        Self::answering_each(Arc::new(move |n, _| answer(n)))
+    }
+
+    pub fn answering_each(answer: AnswerEach) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/hooks/alerts", listener.local_addr().unwrap());
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -71,7 +77,7 @@ impl AlertReceiver {
     }
 }
 
-fn serve(stream: TcpStream, n: usize, log: &Mutex<Vec<Received>>, answer: &Answer) {
+fn serve(stream: TcpStream, n: usize, log: &Mutex<Vec<Received>>, answer: &AnswerEach) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut headers = HashMap::new();
     let mut line = String::new();
@@ -91,11 +97,12 @@ fn serve(stream: TcpStream, n: usize, log: &Mutex<Vec<Received>>, answer: &Answe
         .unwrap_or(0);
     let mut body = vec![0; length];
     reader.read_exact(&mut body).unwrap_or_default();
-    log.lock().unwrap().push(Received {
+    let received = Received {
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
-    });
-    let status = match answer(n) {
+    };
+    log.lock().unwrap().push(received.clone());
+    let status = match answer(n, &received) {
         Reply::Status(status) => status,
         Reply::Slow(wait) => {
             std::thread::sleep(wait);

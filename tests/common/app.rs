@@ -18,7 +18,7 @@ use super::stripe::stripe_signature_header;
 
 /// Generous limits so ordinary tests never trip them; rate-limit tests tighten them. Built
 /// from variables like production's, so every setting has its real default.
-fn test_config(database_url: DatabaseUrl) -> Config {
+pub(super) fn test_config(database_url: DatabaseUrl) -> Config {
     let mut vars: std::collections::HashMap<&str, String> = secret_env().into_iter().collect();
     for (name, value) in [
         ("BIND", "127.0.0.1:0"),

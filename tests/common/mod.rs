@@ -16,6 +16,7 @@ mod browser;
 mod db;
 mod html;
 mod logs;
+mod outbox;
 mod process;
 mod stripe;
 
@@ -26,6 +27,7 @@ pub use browser::*;
 pub use db::*;
 pub use html::*;
 pub use logs::*;
+pub use outbox::*;
 pub use process::*;
 pub use stripe::*;
 

@@ -156,7 +156,7 @@ impl StripeSim {
         let port = listener.local_addr()?.port();
         let base_url = format!("http://127.0.0.1:{port}");
         let sim = Arc::new(Sim {
-            state: Mutex::new(SimState::new(config.business_name)),
+            state: Mutex::new(SimState::new(config.business_name, base_url.clone())),
             deliverer: Deliverer::new(config.webhook, config.retry_base, config.max_attempts),
             auto_deliver: std::sync::atomic::AtomicBool::new(true),
             base_url: base_url.clone(),

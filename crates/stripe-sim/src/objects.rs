@@ -209,7 +209,7 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
         "customer_phone": null, "customer_shipping": null, "customer_tax_exempt": "none", "default_payment_method": null,
         "default_source": null, "default_tax_rates": [], "description": null, "discounts": [], "due_date": null,
         "effective_at": i.created, "ending_balance": 0, "footer": null, "from_invoice": null,
-        "hosted_invoice_url": null, "invoice_pdf": null, "issuer": { "type": "self" }, "last_finalization_error": null,
+        "hosted_invoice_url": format!("{}/i/{}", state.base_url, i.id), "invoice_pdf": null, "issuer": { "type": "self" }, "last_finalization_error": null,
         "latest_revision": null, "lines": list(&format!("/v1/invoices/{}/lines", i.id), vec![line], false),
         "livemode": false, "metadata": {}, "next_payment_attempt": null, "number": i.number, "on_behalf_of": null,
         "parent": { "type": "subscription_details", "quote_details": null,

@@ -254,6 +254,8 @@ pub struct IdempotentResponse {
 
 #[derive(Debug, Default)]
 pub struct SimState {
+    /// `http://127.0.0.1:PORT`: hosted pages' origin.
+    pub base_url: String,
     pub products: HashMap<String, Product>,
     pub prices: HashMap<String, Price>,
     pub customers: HashMap<String, Customer>,
@@ -273,9 +275,11 @@ pub struct SimState {
 }
 
 impl SimState {
-    pub fn new(business_name: String) -> Self {
+    /// `base_url`: where the simulator serves its hosted pages (invoice links point there).
+    pub fn new(business_name: String, base_url: String) -> Self {
         Self {
             business_name,
+            base_url,
             ..Self::default()
         }
     }

@@ -24,6 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             "/portal/{id}/invoices/{invoice}",
             web::get().to(invoice_page),
         )
+        // The hosted invoice page (`hosted_invoice_url`): reached by its link alone.
+        .route("/i/{invoice}", web::get().to(hosted_invoice_page))
         .route(
             "/portal/{id}/subscriptions/{sub}/{action}",
             web::post().to(portal_action),
@@ -226,7 +228,8 @@ async fn portal_page(
 #[derive(Template)]
 #[template(path = "invoice.html")]
 struct InvoicePage {
-    portal: String,
+    /// The portal session the page was opened from (a back link), if any.
+    portal: Option<String>,
     merchant: String,
     number: String,
     status: &'static str,
@@ -249,13 +252,33 @@ async fn invoice_page(sim: web::Data<Sim>, path: web::Path<(String, String)>) ->
     let Some(invoice) = invoice else {
         return not_found("There is no such invoice for this customer.");
     };
-    let page = InvoicePage {
+    let page = invoice_view(&state, invoice, Some(portal));
+    drop(state);
+    html(StatusCode::OK, &page)
+}
+
+async fn hosted_invoice_page(sim: web::Data<Sim>, id: web::Path<String>) -> HttpResponse {
+    let state = sim.state();
+    let Some(invoice) = state.invoices.get(id.as_str()) else {
+        return not_found("There is no such invoice.");
+    };
+    let page = invoice_view(&state, invoice, None);
+    drop(state);
+    html(StatusCode::OK, &page)
+}
+
+fn invoice_view(
+    state: &SimState,
+    invoice: &crate::state::Invoice,
+    portal: Option<String>,
+) -> InvoicePage {
+    InvoicePage {
         merchant: state.business_name.clone(),
         number: invoice.number.clone(),
         status: invoice_status(invoice.status),
         date: objects::date(invoice.created),
         amount: objects::money(invoice.amount_due, &invoice.currency),
-        product: product_name(&state, &invoice.price),
+        product: product_name(state, &invoice.price),
         period: format!(
             "{} – {}",
             objects::date(invoice.period_start),
@@ -267,9 +290,7 @@ async fn invoice_page(sim: web::Data<Sim>, path: web::Path<(String, String)>) ->
             .and_then(|c| c.email.clone())
             .unwrap_or_default(),
         portal,
-    };
-    drop(state);
-    html(StatusCode::OK, &page)
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -139,7 +139,10 @@ pub async fn list(
                 before,
                 limit: PAGE + 1,
             };
-            Ok::<_, crate::db::DbError>((notification::list(conn, &listing)?, notification::counts(conn)?))
+            Ok::<_, crate::db::DbError>((
+                notification::list(conn, &listing)?,
+                notification::counts(conn)?,
+            ))
         })
         .await?;
     let more = rows.len() > usize::try_from(PAGE).unwrap_or(usize::MAX);
@@ -174,8 +177,14 @@ pub async fn list(
         ctx: PageContext::with_form(&session, Some(&viewer.0))?,
         rows,
         counts,
-        channels: Channel::ALL.iter().map(|c| (c.as_str(), c.label())).collect(),
-        statuses: Status::ALL.iter().map(|s| (s.as_str(), s.label())).collect(),
+        channels: Channel::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.label()))
+            .collect(),
+        statuses: Status::ALL
+            .iter()
+            .map(|s| (s.as_str(), s.label()))
+            .collect(),
         event_types,
         channel: channel.map(Channel::as_str).unwrap_or_default().to_owned(),
         status: status.map(Status::as_str).unwrap_or_default().to_owned(),
