@@ -15,7 +15,7 @@ use tollgate::service_tokens::Scope;
 
 use crate::common::{
     AlertReceiver, Backend, Received, Reply, TestApp, TestDatabase, add_endpoint, location,
-    secret_env, serve_command,
+    secret_env, serve_command, switch_plan_in_the_portal,
 };
 use crate::on_both_backends;
 
@@ -24,6 +24,8 @@ on_both_backends!(
     deliveries_keep_each_customer_s_order_retry_and_end_in_the_dead_letters,
     dead_letters_are_redelivered_by_admins_only,
     a_key_change_tells_services_without_the_key,
+    a_plan_switched_in_the_portal_tells_the_customer_and_services,
+    a_trial_ending_notice_is_e_mailed_once,
 );
 
 const ALL_EVENTS: [&str; 7] = [
@@ -583,4 +585,97 @@ fn killed_mid_send_nothing_is_lost_or_doubled_postgres() {
     if crate::common::postgres_available() {
         killed_mid_send_nothing_is_lost_or_doubled(Backend::Postgres);
     }
+}
+
+/// A switch from Pro to Team in Stripe's Billing Portal: the customer is told the plan
+/// changed, the services get the new subscription and entitlements; once each.
+async fn a_plan_switched_in_the_portal_tells_the_customer_and_services(backend: Backend) {
+    let receiver = AlertReceiver::start();
+    let (app, admin) = TestApp::with_pro_plan(backend).await;
+    assert_eq!(
+        admin.create_plan("Team", "team", "9900").await.status(),
+        303
+    );
+    app.query(|conn| Ok(add_endpoint(conn, &receiver.url, &ALL_EVENTS)));
+    let customer = app.signed_in_customer("switcher@example.com").await;
+    app.subscribe(&customer, "pro").await;
+    app.settled_notifications("app_webhook").await;
+    let before = app.notifications("app_webhook").len();
+
+    let sim = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    switch_plan_in_the_portal(&customer, &sim, "Team").await;
+    for _ in 0..200 {
+        let emails = app.settled_notifications("email").await;
+        if !of_type(&emails, "plan_changed").is_empty() {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+    let emails = app.settled_notifications("email").await;
+    let changed = of_type(&emails, "plan_changed");
+    assert_eq!(changed.len(), 1, "{emails:#?}");
+    let message: Value = serde_json::from_str(&changed[0].payload).unwrap();
+    assert_eq!(
+        (&message["from"], &message["to"]),
+        (&json!("Pro"), &json!("Team"))
+    );
+    let rows = app.settled_notifications("app_webhook").await;
+    let new: Vec<Value> = rows[before..]
+        .iter()
+        .map(|r| serde_json::from_str(&r.payload).unwrap())
+        .collect();
+    let updated: Vec<&Value> = new
+        .iter()
+        .filter(|b| b["type"] == "subscription.updated")
+        .collect();
+    assert_eq!(updated.len(), 1, "{new:#?}");
+    assert_eq!(updated[0]["data"]["subscription"]["plan"], "team");
+    let entitled: Vec<&Value> = new
+        .iter()
+        .filter(|b| b["type"] == "entitlements.changed")
+        .collect();
+    assert_eq!(entitled.len(), 1, "{new:#?}");
+    assert_eq!(entitled[0]["data"]["plan"], "team");
+}
+
+/// Stripe's `customer.subscription.trial_will_end`: one trial-ending e-mail, however often the
+/// event is delivered.
+async fn a_trial_ending_notice_is_e_mailed_once(backend: Backend) {
+    let (app, _admin) = TestApp::with_pro_plan(backend).await;
+    let customer = app.signed_in_customer("trialist@example.com").await;
+    app.subscribe(&customer, "pro").await;
+    let user_id = app.user_id("trialist@example.com");
+    let subscription = app
+        .stripe_get(&format!(
+            "/v1/subscriptions/{}",
+            app.subscription_id(user_id)
+        ))
+        .await;
+    let trial_end = chrono::Utc::now().timestamp() + 3 * 86_400;
+    let mut object = subscription.clone();
+    object["status"] = json!("trialing");
+    object["trial_end"] = json!(trial_end);
+    let mut event = crate::common::stripe_event("customer.subscription.updated", "evt_1TrialEnds");
+    event["type"] = json!("customer.subscription.trial_will_end");
+    event["data"] = json!({ "object": object });
+    app.assert_webhook_accepted(&event).await;
+    let again = app.post_webhook(&event).await;
+    assert_eq!(again.status(), 200, "a duplicate is acknowledged");
+    let emails = app.settled_notifications("email").await;
+    let trial = of_type(&emails, "trial_ending");
+    assert_eq!(trial.len(), 1, "{emails:#?}");
+    assert_eq!(trial[0].recipient, "trialist@example.com");
+    let message: Value = serde_json::from_str(&trial[0].payload).unwrap();
+    assert_eq!(message["plan"], "Pro");
+    let expected = chrono::DateTime::from_timestamp(trial_end, 0)
+        .unwrap()
+        .naive_utc();
+    assert_eq!(
+        message["trial_end"],
+        json!(expected.format("%Y-%m-%dT%H:%M:%S").to_string())
+    );
 }

@@ -98,3 +98,35 @@ impl TestApp {
         success
     }
 }
+
+/// Opens the Billing Portal from the account page and switches to the plan labelled `label`.
+pub async fn switch_plan_in_the_portal(browser: &Browser, sim: &reqwest::Client, label: &str) {
+    let res = browser
+        .submit_operation("/account", "/billing/portal", &[])
+        .await;
+    assert_eq!(res.status(), 303);
+    let portal = location(&res);
+    assert!(portal.contains("/portal/"), "{portal}");
+    let page = sim.get(&portal).send().await.unwrap().text().await.unwrap();
+    let (action, price) = {
+        let doc = scraper::Html::parse_document(&page);
+        let form = scraper::Selector::parse(r#"form[action$="/switch"]"#).unwrap();
+        let option = scraper::Selector::parse("option").unwrap();
+        let form = doc.select(&form).next().expect("a switch form");
+        let price = form
+            .select(&option)
+            .find(|o| o.text().collect::<String>().starts_with(label))
+            .and_then(|o| o.value().attr("value"))
+            .expect("the plan is offered")
+            .to_owned();
+        (form.value().attr("action").unwrap().to_owned(), price)
+    };
+    let origin = portal.split("/portal/").next().unwrap();
+    let res = super::stripe::confirm_portal_change(
+        sim,
+        &format!("{origin}{action}"),
+        &[("price", price.as_str())],
+    )
+    .await;
+    assert_eq!(res.status(), 303, "the portal accepts the confirmed switch");
+}
