@@ -36,12 +36,14 @@ impl TestApp {
     }
 }
 
-/// Something behind every `{id}` a console route takes: a plan, a service token and a stored
-/// webhook event. A new route with an id and no fixture here fails the walk.
+/// Something behind every `{id}` a console route takes: a plan, a service token, a stored
+/// webhook event and an app webhook endpoint. A new route with an id and no fixture here fails
+/// the walk.
 struct Fixtures {
     plan: i64,
     token: i64,
     webhook_event: i64,
+    endpoint: String,
 }
 
 impl Fixtures {
@@ -67,10 +69,22 @@ impl Fixtures {
                 })
             })
         };
+        let fields = [
+            ("url", "https://hooks.example.com/"),
+            ("events", "invoice.paid"),
+        ];
+        let res = admin
+            .submit("/admin/endpoints", "/admin/endpoints", &fields)
+            .await;
+        assert_eq!(res.status(), 200);
+        let endpoint = app.query(tollgate::db::models::webhook_endpoint::all)[0]
+            .public_id
+            .clone();
         Self {
             plan: first("plans"),
             token: first("tokens"),
             webhook_event: first("webhooks"),
+            endpoint,
         }
     }
 
@@ -78,6 +92,9 @@ impl Fixtures {
         let path = format!("/admin{}", route.path);
         if !path.contains("{id}") {
             return path;
+        }
+        if route.path.starts_with("/endpoints/") {
+            return path.replace("{id}", &self.endpoint);
         }
         let id = if route.path.starts_with("/plans/") {
             self.plan
