@@ -22,6 +22,8 @@ pub const SEALED_COLUMNS: &[&dyn Rotatable] = &[
     &customers::SEALED_CUSTOMER_IDS,
     &webhooks::SEALED_PAYLOADS,
     &crate::accounts::two_factor::SEALED_SECRETS,
+    &crate::notify::endpoints::SEALED_SECRETS,
+    &crate::notify::endpoints::SEALED_PREVIOUS_SECRETS,
 ];
 
 /// `KEY_ROTATION_DAYS`'s default: seed 000 rotates keys every 90 days.

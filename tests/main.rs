@@ -10,6 +10,7 @@ mod common;
 mod accounts;
 mod admin;
 mod alerts;
+mod app_webhooks;
 mod audit;
 mod audit_queries;
 mod audit_trail;

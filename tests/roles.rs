@@ -36,12 +36,15 @@ impl TestApp {
     }
 }
 
-/// Something behind every `{id}` a console route takes: a plan, a service token and a stored
-/// webhook event. A new route with an id and no fixture here fails the walk.
+/// Something behind every `{id}` a console route takes: a plan, a service token, a stored
+/// webhook event, an app webhook endpoint and a notification. A new route with an id and no fixture here fails
+/// the walk.
 struct Fixtures {
     plan: i64,
     token: i64,
     webhook_event: i64,
+    endpoint: String,
+    notification: i64,
 }
 
 impl Fixtures {
@@ -67,10 +70,31 @@ impl Fixtures {
                 })
             })
         };
+        let fields = [
+            ("url", "https://hooks.example.com/"),
+            ("events", "invoice.paid"),
+        ];
+        let res = admin
+            .submit("/admin/endpoints", "/admin/endpoints", &fields)
+            .await;
+        assert_eq!(res.status(), 200);
+        let endpoint = app.query(tollgate::db::models::webhook_endpoint::all)[0]
+            .public_id
+            .clone();
+        let notification = app.query(|conn| {
+            let message = tollgate::notify::Email::TrialEnding {
+                plan: None,
+                trial_end: None,
+            };
+            tollgate::notify::email(conn, None, "walker@example.com", &message, "walk")?;
+            Ok(tollgate::db::models::notification::all(conn)?[0].id)
+        });
         Self {
             plan: first("plans"),
             token: first("tokens"),
             webhook_event: first("webhooks"),
+            endpoint,
+            notification,
         }
     }
 
@@ -79,12 +103,17 @@ impl Fixtures {
         if !path.contains("{id}") {
             return path;
         }
+        if route.path.starts_with("/endpoints/") {
+            return path.replace("{id}", &self.endpoint);
+        }
         let id = if route.path.starts_with("/plans/") {
             self.plan
         } else if route.path.starts_with("/tokens/") {
             self.token
         } else if route.path.starts_with("/webhooks/") {
             self.webhook_event
+        } else if route.path.starts_with("/notifications/") {
+            self.notification
         } else {
             panic!("no fixture for the id in {} {}", route.method, route.path)
         };

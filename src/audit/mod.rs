@@ -127,6 +127,13 @@ pub enum Kind {
     AuditExported,
     /// An admin put a dead (or not sent) notification back in the outbox.
     NotificationRedelivered,
+    /// An admin registered a webhook endpoint of the product's own services.
+    WebhookEndpointCreated,
+    /// An admin turned a webhook endpoint on or off.
+    WebhookEndpointUpdated,
+    /// An admin gave a webhook endpoint a new signing secret.
+    WebhookEndpointSecretRotated,
+    WebhookEndpointDeleted,
 }
 
 impl Kind {
@@ -176,6 +183,10 @@ impl Kind {
             Self::RecoveryCodeUsed => "two_factor_recovery_code_used",
             Self::AuditExported => "audit_exported",
             Self::NotificationRedelivered => "notification_redelivered",
+            Self::WebhookEndpointCreated => "webhook_endpoint_created",
+            Self::WebhookEndpointUpdated => "webhook_endpoint_updated",
+            Self::WebhookEndpointSecretRotated => "webhook_endpoint_secret_rotated",
+            Self::WebhookEndpointDeleted => "webhook_endpoint_deleted",
         }
     }
 
@@ -219,6 +230,9 @@ impl Kind {
             Self::AuditExported => Severity::High,
             Self::WebhookReprocessed | Self::NotificationRedelivered => Severity::Medium,
             Self::WebhookReplay => Severity::High,
+            // A new destination for customer data, or a new credential.
+            Self::WebhookEndpointCreated | Self::WebhookEndpointSecretRotated => Severity::High,
+            Self::WebhookEndpointUpdated | Self::WebhookEndpointDeleted => Severity::Medium,
             Self::TwoFactorSucceeded => Severity::Low,
             Self::TwoFactorFailed => Severity::Medium,
             Self::RoleChanged

@@ -5,6 +5,7 @@
 
 pub mod audit_log;
 pub mod customers;
+pub mod endpoints;
 pub mod notifications;
 pub mod overview;
 pub mod plans;
@@ -20,6 +21,13 @@ crate::console_routes! {
     "/plans/{id}/edit" => { GET Manage plans::edit_form },
     "/plans/{id}/archive" => { GET Manage plans::confirm_archive, POST Manage plans::archive },
     "/customers" => { GET Read customers::list },
+    // The product's own services' webhook endpoints: support sees them (never a secret).
+    "/endpoints" => { GET Read endpoints::list, POST Manage endpoints::create },
+    "/endpoints/{id}" => { GET Read endpoints::show },
+    "/endpoints/{id}/enable" => { POST Manage endpoints::enable },
+    "/endpoints/{id}/disable" => { POST Manage endpoints::disable },
+    "/endpoints/{id}/rotate" => { GET Manage endpoints::confirm_rotate, POST Manage endpoints::rotate },
+    "/endpoints/{id}/delete" => { GET Manage endpoints::confirm_delete, POST Manage endpoints::delete },
     "/security" => { GET Read audit_log::list },
     // The whole log leaving in one file: admins only.
     "/security/export" => { GET Manage audit_log::export },
