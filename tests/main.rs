@@ -22,6 +22,7 @@ mod database;
 #[cfg(feature = "stripe-sim")]
 mod demo;
 mod docs;
+mod email;
 mod errors;
 mod experience;
 mod forms;

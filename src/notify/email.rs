@@ -362,7 +362,7 @@ impl<'a> Frame<'a> {
             heading,
             action,
             reason: format!(
-                "You receive this e-mail because you have a {} account.",
+                "You receive this e-mail because you have an account with {}.",
                 brand.product_name
             ),
         }
