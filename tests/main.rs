@@ -23,6 +23,7 @@ mod database;
 #[cfg(feature = "stripe-sim")]
 mod demo;
 mod docs;
+mod email;
 mod errors;
 mod experience;
 mod forms;

@@ -27,7 +27,7 @@ use env_file::generate_missing_dev_secrets;
 pub use env_file::{
     GENERATED_SECRETS, env_file_exposure, generate_secret, load_env_file, read_env_file,
 };
-pub use notify::{NotifySettings, SmtpSettings, notify_settings};
+pub use notify::{NotifySettings, SmtpRelay, SmtpSettings, SmtpTls, SmtpUrlError, notify_settings};
 pub use settings::{
     AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection, LogFormat,
     LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,

@@ -42,6 +42,104 @@ pub struct SmtpSettings {
     pub from: String,
 }
 
+impl SmtpSettings {
+    /// `SMTP_URL` taken apart: how to reach and secure the relay, and how to sign in to it.
+    pub fn relay(&self) -> Result<SmtpRelay, SmtpUrlError> {
+        SmtpRelay::parse(&self.url)
+    }
+}
+
+/// How the connection to the relay is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// `smtp://`: a plain connection upgraded with STARTTLS, which is required: a relay that
+    /// does not offer it gets nothing, neither the password nor an e-mail.
+    StartTls,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+    /// `smtp://…?tls=none`: no encryption (a local test relay; refused in production).
+    None,
+}
+
+/// An SMTP relay as `SMTP_URL` names it. Its `Debug` never prints the password.
+#[derive(Debug, Clone)]
+pub struct SmtpRelay {
+    pub tls: SmtpTls,
+    pub host: String,
+    /// The URL's port, else 587 (STARTTLS), 465 (TLS) or 25 (no TLS).
+    pub port: u16,
+    /// The user name and password, percent-decoded, when the URL has a user name.
+    pub credentials: Option<(String, SecretString)>,
+}
+
+/// Why `SMTP_URL` is not usable. Never quotes the URL (it holds the password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SmtpUrlError {
+    #[error("must be a URL such as smtp://user:password@mail.example.com:587")]
+    NotAUrl,
+    #[error("must be an smtp:// or smtps:// URL with a host")]
+    Scheme,
+    #[error("takes one option, tls=none (plain SMTP to a local test relay), and only with smtp://")]
+    Option,
+    #[error(
+        "must percent-encode its user name and password as UTF-8, and name a user with a password"
+    )]
+    Credentials,
+}
+
+impl SmtpRelay {
+    /// Parses `url`: `smtp://user:pass@host:587` (STARTTLS required), `smtps://…:465`, or
+    /// `smtp://host:port?tls=none`.
+    pub fn parse(url: &SecretString) -> Result<Self, SmtpUrlError> {
+        let url = url::Url::parse(url.expose_secret()).map_err(|_| SmtpUrlError::NotAUrl)?;
+        let host = match url.host() {
+            Some(url::Host::Domain(name)) if !name.is_empty() => name.to_owned(),
+            Some(url::Host::Ipv4(ip)) => ip.to_string(),
+            Some(url::Host::Ipv6(ip)) => ip.to_string(),
+            _ => return Err(SmtpUrlError::Scheme),
+        };
+        let mut plain = false;
+        for (key, value) in url.query_pairs() {
+            match (key.as_ref(), value.as_ref()) {
+                ("tls", "none") => plain = true,
+                _ => return Err(SmtpUrlError::Option),
+            }
+        }
+        let tls = match (url.scheme(), plain) {
+            ("smtp", false) => SmtpTls::StartTls,
+            ("smtp", true) => SmtpTls::None,
+            ("smtps", false) => SmtpTls::Implicit,
+            ("smtps", true) => return Err(SmtpUrlError::Option),
+            _ => return Err(SmtpUrlError::Scheme),
+        };
+        let port = url.port().unwrap_or(match tls {
+            SmtpTls::StartTls => 587,
+            SmtpTls::Implicit => 465,
+            SmtpTls::None => 25,
+        });
+        let decode = |raw: &str| {
+            percent_encoding::percent_decode_str(raw)
+                .decode_utf8()
+                .map(|s| s.into_owned())
+                .map_err(|_| SmtpUrlError::Credentials)
+        };
+        let credentials = match (url.username(), url.password()) {
+            ("", None) => None,
+            ("", Some(_)) => return Err(SmtpUrlError::Credentials),
+            (user, password) => Some((
+                decode(user)?,
+                SecretString::from(decode(password.unwrap_or_default())?),
+            )),
+        };
+        Ok(Self {
+            tls,
+            host,
+            port,
+            credentials,
+        })
+    }
+}
+
 impl NotifySettings {
     /// Everything at its default: no SMTP.
     pub fn defaults() -> Self {
@@ -74,18 +172,11 @@ fn smtp(vars: &impl Vars, environment: Environment) -> Result<Option<SmtpSetting
         return Ok(None);
     };
     let url = SecretString::from(raw.trim().to_owned());
-    let parsed = url::Url::parse(url.expose_secret()).map_err(|_| ConfigError::Invalid {
+    let relay = SmtpRelay::parse(&url).map_err(|err| ConfigError::Invalid {
         var: "SMTP_URL",
-        reason: "must be a URL such as smtp://user:password@mail.example.com:587".into(),
+        reason: err.to_string(),
     })?;
-    if !matches!(parsed.scheme(), "smtp" | "smtps") || parsed.host_str().is_none() {
-        return Err(ConfigError::Invalid {
-            var: "SMTP_URL",
-            reason: "must be an smtp:// or smtps:// URL with a host".into(),
-        });
-    }
-    let plain = parsed.query_pairs().any(|(k, v)| k == "tls" && v == "none");
-    if plain && environment == Environment::Production {
+    if relay.tls == SmtpTls::None && environment == Environment::Production {
         return Err(ConfigError::Invalid {
             var: "SMTP_URL",
             reason: "must not use tls=none in production: the relay's password and every e-mail would travel in the clear".into(),
@@ -198,5 +289,80 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().starts_with("SMTP_FROM"), "{err}");
+    }
+
+    fn relay(url: &str) -> Result<SmtpRelay, SmtpUrlError> {
+        SmtpRelay::parse(&SecretString::from(url.to_owned()))
+    }
+
+    #[test]
+    fn smtp_urls_say_how_the_relay_is_secured() {
+        let r = relay("smtp://user:DUMMYpass@mail.example.com:2587").unwrap();
+        assert_eq!(
+            (r.tls, r.host.as_str(), r.port),
+            (SmtpTls::StartTls, "mail.example.com", 2587)
+        );
+        let r = relay("smtp://mail.example.com").unwrap();
+        assert_eq!(
+            (r.tls, r.port),
+            (SmtpTls::StartTls, 587),
+            "STARTTLS by default"
+        );
+        assert!(r.credentials.is_none());
+        let r = relay("smtps://user:DUMMYpass@mail.example.com").unwrap();
+        assert_eq!((r.tls, r.port), (SmtpTls::Implicit, 465));
+        let r = relay("smtp://127.0.0.1:2525?tls=none").unwrap();
+        assert_eq!(
+            (r.tls, r.host.as_str(), r.port),
+            (SmtpTls::None, "127.0.0.1", 2525)
+        );
+        assert_eq!(relay("smtp://[::1]:25?tls=none").unwrap().host, "::1");
+    }
+
+    #[test]
+    fn smtp_url_credentials_are_percent_decoded_and_never_printed() {
+        let r = relay("smtp://apikey%40example.com:DUMMY%2Fp%40ss%3A1@mail.example.com").unwrap();
+        let (user, password) = r.credentials.clone().unwrap();
+        assert_eq!(user, "apikey@example.com");
+        assert_eq!(password.expose_secret(), "DUMMY/p@ss:1");
+        let debug = format!("{r:?}");
+        assert!(!debug.contains("DUMMY"), "{debug}");
+        let r = relay("smtp://user@mail.example.com").unwrap();
+        assert_eq!(r.credentials.unwrap().1.expose_secret(), "");
+    }
+
+    #[test]
+    fn unusable_smtp_urls_are_refused_without_quoting_them() {
+        for (url, expected) in [
+            ("not a url DUMMYpass", SmtpUrlError::NotAUrl),
+            (
+                "http://user:DUMMYpass@mail.example.com",
+                SmtpUrlError::Scheme,
+            ),
+            ("smtp:DUMMYpass", SmtpUrlError::Scheme),
+            ("smtps://mail.example.com?tls=none", SmtpUrlError::Option),
+            ("smtp://mail.example.com?tls=off", SmtpUrlError::Option),
+            ("smtp://mail.example.com?insecure=1", SmtpUrlError::Option),
+            (
+                "smtp://:DUMMYpass@mail.example.com",
+                SmtpUrlError::Credentials,
+            ),
+            (
+                "smtp://u:DUMMY%FFpass@mail.example.com",
+                SmtpUrlError::Credentials,
+            ),
+        ] {
+            let err = relay(url).unwrap_err();
+            assert_eq!(err, expected, "{url}");
+            assert!(!err.to_string().contains("DUMMY"), "{err}");
+            let config = settings(
+                &[("SMTP_URL", url), ("SMTP_FROM", "billing@example.com")],
+                Environment::Development,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(config.starts_with("SMTP_URL"), "{config}");
+            assert!(!config.contains("DUMMY"), "{config}");
+        }
     }
 }

@@ -4,8 +4,8 @@
 //! jar, like a person would. The requests tests repeat are helpers on both (`app.post_webhook(..)`,
 //! `app.internal_post(..)`, `browser.signup(..)`, `browser.submit_operation(..)`); `billing`
 //! walks plans and Checkout, `stripe` signs as Stripe and drives the simulator, `html` reads
-//! pages, `process` runs the binary, `logs` keeps what the application logged. Everything is
-//! re-exported here: tests name `common::X`.
+//! pages, `process` runs the binary, `logs` keeps what the application logged, `smtp` stands
+//! in for a mail relay. Everything is re-exported here: tests name `common::X`.
 
 #![allow(dead_code)]
 
@@ -18,6 +18,7 @@ mod html;
 mod logs;
 mod outbox;
 mod process;
+mod smtp;
 mod stripe;
 
 pub use alert_receiver::*;
@@ -29,6 +30,7 @@ pub use html::*;
 pub use logs::*;
 pub use outbox::*;
 pub use process::*;
+pub use smtp::*;
 pub use stripe::*;
 
 /// Runs a test on SQLite and on PostgreSQL: `on_both_backends!(name, …)` makes
