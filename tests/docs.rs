@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+use crate::common::{AlertReceiver, Backend, Received, TestApp, add_endpoint};
+use crate::on_both_backends;
+
 /// Every `tollgate …` command line in the fenced shell blocks and inline code of a document.
 fn documented_commands(markdown: &str) -> Vec<Vec<String>> {
     let mut commands = Vec::new();
@@ -145,4 +148,209 @@ fn the_architecture_guide_names_only_files_that_exist() {
             "docs/architecture.md names {path}, which is not in the tree"
         );
     }
+}
+
+mod verify_webhook;
+
+/// The fenced block that follows the `<!-- snippet: NAME … -->` marker in docs/notifications.md.
+fn snippet(name: &str) -> String {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/notifications.md"
+    ))
+    .unwrap();
+    let marker = format!("<!-- snippet: {name} ");
+    let after = &guide[guide.find(&marker).unwrap_or_else(|| panic!("no {marker}"))..];
+    let fence = after.find("\n```").unwrap();
+    let code = &after[fence + 4..];
+    let code = &code[code.find('\n').unwrap() + 1..];
+    code[..code.find("\n```").unwrap() + 1].to_owned()
+}
+
+/// A real delivery: an endpoint registered in a running app, an event published through the
+/// outbox, and the request as the receiver got it. Returns it with the endpoint's secret.
+async fn a_real_delivery(backend: Backend) -> (TestApp, Received, String) {
+    let receiver = AlertReceiver::start();
+    let app = TestApp::spawn(backend).await;
+    app.signed_in_customer("snippet@example.com").await;
+    let user_id = app.user_id("snippet@example.com");
+    let (_, secret) = app.query(|conn| {
+        let endpoint = add_endpoint(conn, &receiver.url, &["invoice.paid"]);
+        tollgate::notify::publish(
+            conn,
+            tollgate::notify::AppEvent::InvoicePaid,
+            user_id.into(),
+            serde_json::json!({ "invoice": { "amount_paid": 2500, "currency": "usd" } }),
+            "docs-snippet",
+        )?;
+        Ok(endpoint)
+    });
+    let received = receiver.wait_for(1).await;
+    assert_eq!(received.len(), 1, "the delivery arrived");
+    (app, received[0].clone(), secret)
+}
+
+/// Runs the documented Python snippet on one request: the secret and headers through the
+/// environment (header names in mixed case, as frameworks hand them over), the body on stdin.
+/// Returns whether it accepted it, and what it printed.
+fn python_accepts(secret: &str, headers: [&str; 3], body: &[u8]) -> (bool, String) {
+    use std::io::Write as _;
+    let harness = r#"
+import os, sys
+headers = {
+    "Webhook-Id": os.environ["WEBHOOK_ID"],
+    "webhook-timestamp": os.environ["WEBHOOK_TIMESTAMP"],
+    "WEBHOOK-SIGNATURE": os.environ["WEBHOOK_SIGNATURE"],
+}
+try:
+    event = verify_webhook(os.environ["WEBHOOK_SECRET"], headers, sys.stdin.buffer.read())
+except WebhookVerificationError as err:
+    print(f"refused: {err}")
+    sys.exit(1)
+print(event["type"], event["data"]["user_id"])
+"#;
+    let program = format!("{}{harness}", snippet("verify_webhook.py"));
+    let mut child = Command::new("python3")
+        .args(["-I", "-c", &program])
+        .env_clear()
+        .env("WEBHOOK_SECRET", secret)
+        .env("WEBHOOK_ID", headers[0])
+        .env("WEBHOOK_TIMESTAMP", headers[1])
+        .env("WEBHOOK_SIGNATURE", headers[2])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs the documented snippet");
+    child.stdin.take().unwrap().write_all(body).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.is_empty(), "the snippet raised: {stderr}");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+    )
+}
+
+/// The request's three Standard Webhooks headers.
+fn webhook_headers(received: &Received) -> [&str; 3] {
+    ["webhook-id", "webhook-timestamp", "webhook-signature"].map(|h| received.headers[h].as_str())
+}
+
+/// A signature over `body` at `timestamp` with `secret`, as Tollgate makes them.
+fn signed(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let secret = secrecy::SecretString::from(secret.to_owned());
+    tollgate::notify::endpoints::sign(&secret, id, timestamp, body).unwrap()
+}
+
+on_both_backends!(
+    the_documented_python_snippet_verifies_a_real_delivery,
+    the_documented_rust_snippet_verifies_a_real_delivery,
+);
+
+/// docs/notifications.md's Python verification, copied as a reader would, accepts a real
+/// delivery and refuses a tampered body, a wrong secret, a stale (replayed) signature and a
+/// missing header; it accepts the second of two signatures (a rotation's overlap).
+async fn the_documented_python_snippet_verifies_a_real_delivery(backend: Backend) {
+    let code = snippet("verify_webhook.py");
+    for line in code
+        .lines()
+        .filter(|l| l.starts_with("import ") || l.starts_with("from "))
+    {
+        let module = line.split_whitespace().nth(1).unwrap();
+        assert!(
+            ["base64", "hashlib", "hmac", "json", "time"].contains(&module),
+            "standard library only: {line}"
+        );
+    }
+    let (_app, received, secret) = a_real_delivery(backend).await;
+    let body = received.body.as_bytes();
+    let headers = webhook_headers(&received);
+    let (accepted, printed) = python_accepts(&secret, headers, body);
+    assert!(accepted, "a real delivery is accepted: {printed}");
+    assert!(printed.starts_with("invoice.paid "), "{printed}");
+
+    let tampered = received.body.replace("2500", "25000");
+    assert_ne!(tampered, received.body);
+    let (accepted, printed) = python_accepts(&secret, headers, tampered.as_bytes());
+    assert!(!accepted, "a tampered body is refused: {printed}");
+    assert_eq!(printed, "refused: no valid signature");
+
+    let wrong = tollgate::notify::endpoints::generate_secret().unwrap();
+    let (accepted, printed) =
+        python_accepts(secrecy::ExposeSecret::expose_secret(&wrong), headers, body);
+    assert!(!accepted, "another secret is refused: {printed}");
+
+    // Signed with the right secret, but ten minutes ago: a replay.
+    let old = chrono::Utc::now().timestamp() - 600;
+    let stale = signed(&secret, headers[0], old, body);
+    let old = old.to_string();
+    let (accepted, printed) = python_accepts(&secret, [headers[0], &old, &stale], body);
+    assert!(!accepted, "a stale timestamp is refused: {printed}");
+    assert!(printed.contains("too old"), "{printed}");
+
+    // During a rotation's overlap the matching signature may be the second of two.
+    let other = signed(
+        secrecy::ExposeSecret::expose_secret(&wrong),
+        headers[0],
+        headers[1].parse().unwrap(),
+        body,
+    );
+    let both = format!("{other} {}", headers[2]);
+    let (accepted, printed) = python_accepts(&secret, [headers[0], headers[1], &both], body);
+    assert!(accepted, "either signature of two: {printed}");
+
+    let (accepted, printed) = python_accepts(&secret, [headers[0], headers[1], ""], body);
+    assert!(!accepted, "{printed}");
+}
+
+/// docs/notifications.md's dependency-light Rust verification is tests/docs/verify_webhook.rs
+/// word for word, and that accepts a real delivery and refuses tampering, a wrong secret and a
+/// stale signature.
+async fn the_documented_rust_snippet_verifies_a_real_delivery(backend: Backend) {
+    use verify_webhook::{WebhookError, verify_webhook};
+
+    let file = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/docs/verify_webhook.rs"
+    ))
+    .unwrap();
+    assert_eq!(
+        snippet("verify_webhook.rs"),
+        file,
+        "docs/notifications.md's Rust snippet and tests/docs/verify_webhook.rs differ"
+    );
+    let (_app, received, secret) = a_real_delivery(backend).await;
+    let [id, timestamp, signature] = webhook_headers(&received);
+    let body = received.body.as_bytes();
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        verify_webhook(&secret, id, timestamp, signature, body, now),
+        Ok(())
+    );
+    let tampered = received.body.replace("2500", "25000");
+    assert_eq!(
+        verify_webhook(&secret, id, timestamp, signature, tampered.as_bytes(), now),
+        Err(WebhookError::BadSignature)
+    );
+    let wrong = tollgate::notify::endpoints::generate_secret().unwrap();
+    let wrong = secrecy::ExposeSecret::expose_secret(&wrong);
+    assert_eq!(
+        verify_webhook(wrong, id, timestamp, signature, body, now),
+        Err(WebhookError::BadSignature)
+    );
+    let both = format!(
+        "{} {signature}",
+        signed(wrong, id, timestamp.parse().unwrap(), body)
+    );
+    assert_eq!(
+        verify_webhook(&secret, id, timestamp, &both, body, now),
+        Ok(())
+    );
+    let old = now - 600;
+    let stale = signed(&secret, id, old, body);
+    assert_eq!(
+        verify_webhook(&secret, id, &old.to_string(), &stale, body, now),
+        Err(WebhookError::Stale)
+    );
 }
