@@ -229,6 +229,7 @@ async fn run_retention(db: Db, retention: crate::audit::retention::Retention) {
                 tracing::info!(
                     security_events = pruned.of(Table::SecurityEvents),
                     webhook_events = pruned.of(Table::WebhookEvents),
+                    notifications = pruned.of(Table::Notifications),
                     sessions = pruned.of(Table::Sessions),
                     stripe_operations = pruned.of(Table::StripeOperations),
                     "retention pruned old rows"

@@ -26,6 +26,8 @@ on_both_backends!(
     a_key_change_tells_services_without_the_key,
     a_plan_switched_in_the_portal_tells_the_customer_and_services,
     a_trial_ending_notice_is_e_mailed_once,
+    a_disabled_endpoint_s_queue_waits_and_resumes_in_order,
+    retention_prunes_finished_notifications_only,
 );
 
 const ALL_EVENTS: [&str; 7] = [
@@ -509,6 +511,8 @@ fn killed_mid_send_nothing_is_lost_or_doubled(backend: Backend) {
             .env("INSTANCE_ID", "outbox-kill-test")
             .env("NOTIFY_POLL_INTERVAL_MS", "50")
             .env("NOTIFY_RETRY_BASE_SECS", "1")
+            // Claims last twice this plus 10 s: the interrupted one is taken again after that.
+            .env("NOTIFY_HTTP_TIMEOUT_SECS", "1")
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap()
@@ -678,4 +682,145 @@ async fn a_trial_ending_notice_is_e_mailed_once(backend: Backend) {
         message["trial_end"],
         json!(expected.format("%Y-%m-%dT%H:%M:%S").to_string())
     );
+}
+
+fn set_enabled(app: &TestApp, endpoint: i64, enabled: bool) {
+    use diesel::prelude::*;
+    use tollgate::db::schema::webhook_endpoints as e;
+    app.query(|conn| {
+        diesel::update(e::table.find(endpoint))
+            .set(e::enabled.eq(enabled))
+            .execute(conn)?;
+        Ok(())
+    });
+}
+
+/// Rows queued for an endpoint that is then disabled are paused, not spent: no attempt while it
+/// is off, and in order once it is on again.
+async fn a_disabled_endpoint_s_queue_waits_and_resumes_in_order(backend: Backend) {
+    let receiver = AlertReceiver::start();
+    let app = TestApp::spawn(backend).await;
+    let customer = app.signed_in_customer("paused@example.com").await;
+    drop(customer);
+    let user_id = app.user_id("paused@example.com");
+    app.query(|conn| {
+        use diesel::Connection as _;
+        use diesel::prelude::*;
+        use tollgate::db::schema::webhook_endpoints as e;
+        conn.transaction(|conn| {
+            let (endpoint, _) = add_endpoint(conn, &receiver.url, &["invoice.paid"]);
+            for n in 0..3 {
+                let data = json!({ "n": n });
+                notify::publish(
+                    conn,
+                    AppEvent::InvoicePaid,
+                    user_id.into(),
+                    data,
+                    &format!("p{n}"),
+                )?;
+            }
+            // Disabled before the worker could see it enabled.
+            diesel::update(e::table.find(endpoint))
+                .set(e::enabled.eq(false))
+                .execute(conn)?;
+            Ok(())
+        })
+    });
+    actix_web::rt::time::sleep(Duration::from_millis(600)).await;
+    let rows = app.notifications("app_webhook");
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r.status == "pending" && r.attempts == 0),
+        "{rows:#?}"
+    );
+    assert!(receiver.received().is_empty());
+
+    let endpoint = rows[0].endpoint_id.unwrap();
+    set_enabled(&app, endpoint, true);
+    let rows = app.settled_notifications("app_webhook").await;
+    assert!(rows.iter().all(|r| r.status == "sent" && r.attempts == 1));
+    let order: Vec<i64> = receiver
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|r| body(r)["data"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, [0, 1, 2]);
+}
+
+/// `NOTIFICATION_RETENTION_DAYS`: finished rows older than that go; a row still on its way
+/// stays, however old.
+async fn retention_prunes_finished_notifications_only(backend: Backend) {
+    use diesel::prelude::*;
+    use tollgate::audit::retention::{self, Retention, Table};
+    use tollgate::db::schema::notifications as n;
+
+    let app = TestApp::spawn(backend).await;
+    let (old_sent, recent_sent) = app.query(|conn| {
+        let message = notify::Email::TrialEnding {
+            plan: None,
+            trial_end: None,
+        };
+        for cause in ["old", "recent"] {
+            notify::email(conn, None, "kept@example.com", &message, cause)?;
+        }
+        let ids: Vec<i64> = n::table.select(n::id).order(n::id).load(conn)?;
+        Ok((ids[0], ids[1]))
+    });
+    // Both end `not_sent` (no SMTP here); then one is made old, and a pending row old too.
+    let rows = app.settled_notifications("email").await;
+    assert!(rows.iter().all(|r| r.status == "not_sent"));
+    let long_ago = tollgate::db::now() - chrono::Duration::days(91);
+    let pending = app.query(|conn| {
+        diesel::update(n::table.find(old_sent))
+            .set(n::updated_at.eq(long_ago))
+            .execute(conn)?;
+        let (endpoint, _) = add_endpoint(conn, "http://127.0.0.1:9/", &["invoice.paid"]);
+        diesel::update(tollgate::db::schema::webhook_endpoints::table.find(endpoint))
+            .set(tollgate::db::schema::webhook_endpoints::enabled.eq(false))
+            .execute(conn)?;
+        let user = tollgate::db::models::user::insert(
+            conn,
+            &tollgate::db::models::user::NewUser {
+                email: "waiting@example.com",
+                password_hash: "unused",
+                role: tollgate::accounts::Role::Customer,
+                created_at: long_ago,
+                updated_at: long_ago,
+            },
+        )?;
+        // Queued while the endpoint was on, long ago, and still waiting.
+        diesel::update(tollgate::db::schema::webhook_endpoints::table.find(endpoint))
+            .set(tollgate::db::schema::webhook_endpoints::enabled.eq(true))
+            .execute(conn)?;
+        Ok(user.id)
+    });
+    let pending_id = app.query(|conn| {
+        use diesel::Connection as _;
+        conn.transaction(|conn| {
+            notify::publish(conn, AppEvent::InvoicePaid, pending, json!({}), "waiting")?;
+            diesel::update(tollgate::db::schema::webhook_endpoints::table)
+                .set(tollgate::db::schema::webhook_endpoints::enabled.eq(false))
+                .execute(conn)?;
+            diesel::update(n::table.filter(n::channel.eq("app_webhook")))
+                .set(n::updated_at.eq(long_ago))
+                .execute(conn)?;
+            n::table
+                .filter(n::channel.eq("app_webhook"))
+                .select(n::id)
+                .first::<i64>(conn)
+                .map_err(Into::into)
+        })
+    });
+    let retention = Retention {
+        audit_days: 30,
+        webhook_event_days: 90,
+        notification_days: 90,
+    };
+    let db = app.database_handle().db();
+    let pruned = retention::prune(&db, retention).await.unwrap();
+    assert_eq!(pruned.of(Table::Notifications), 1);
+    let left: Vec<i64> = app.query(|conn| Ok(n::table.select(n::id).order(n::id).load(conn)?));
+    assert_eq!(left, [recent_sent, pending_id]);
 }

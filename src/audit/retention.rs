@@ -7,6 +7,8 @@
 //!   and hash, from which `audit verify` resumes.
 //! - `webhook_events`: finished events (applied or ignored) received more than
 //!   `WEBHOOK_EVENT_RETENTION_DAYS` ago; never one still to apply or waiting for reprocessing.
+//! - `notifications`: finished ones (sent, dead, not sent) last changed more than
+//!   `NOTIFICATION_RETENTION_DAYS` ago; never one still on its way.
 //! - `sessions`: expired ones.
 //! - `stripe_operations` (idempotency records): operation ids recorded more than
 //!   [`IDEMPOTENCY_RETENTION_DAYS`] ago. An id only guards a form's resubmission, which a
@@ -16,7 +18,9 @@
 use chrono::NaiveDateTime;
 
 use crate::config::AuditTrailSettings;
-use crate::db::models::{audit_chain, security_event, session, stripe_operation, webhook_event};
+use crate::db::models::{
+    audit_chain, notification, security_event, session, stripe_operation, webhook_event,
+};
 use crate::db::{Db, DbConnection, DbError};
 
 /// How long an operation id is kept, in days.
@@ -30,6 +34,7 @@ pub const BATCH: i64 = 500;
 pub struct Retention {
     pub audit_days: u32,
     pub webhook_event_days: u32,
+    pub notification_days: u32,
 }
 
 impl Retention {
@@ -37,6 +42,7 @@ impl Retention {
         Self {
             audit_days: settings.retention_days,
             webhook_event_days: settings.webhook_event_retention_days,
+            notification_days: settings.notification_retention_days,
         }
     }
 }
@@ -46,14 +52,16 @@ impl Retention {
 pub enum Table {
     SecurityEvents,
     WebhookEvents,
+    Notifications,
     Sessions,
     StripeOperations,
 }
 
 impl Table {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::SecurityEvents,
         Self::WebhookEvents,
+        Self::Notifications,
         Self::Sessions,
         Self::StripeOperations,
     ];
@@ -62,6 +70,7 @@ impl Table {
         match self {
             Self::SecurityEvents => "security_events",
             Self::WebhookEvents => "webhook_events",
+            Self::Notifications => "notifications",
             Self::Sessions => "sessions",
             Self::StripeOperations => "stripe_operations",
         }
@@ -72,6 +81,7 @@ impl Table {
         let days = match self {
             Self::SecurityEvents => i64::from(retention.audit_days),
             Self::WebhookEvents => i64::from(retention.webhook_event_days),
+            Self::Notifications => i64::from(retention.notification_days),
             Self::Sessions => 0,
             Self::StripeOperations => IDEMPOTENCY_RETENTION_DAYS,
         };
@@ -81,7 +91,7 @@ impl Table {
 
 /// Rows per table, in [`Table::ALL`]'s order.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned(pub [u64; 4]);
+pub struct Pruned(pub [u64; 5]);
 
 impl Pruned {
     pub fn of(&self, table: Table) -> u64 {
@@ -138,6 +148,7 @@ pub fn count(
                 n
             }
             Table::WebhookEvents => webhook_event::count_finished_before(conn, cutoff)?,
+            Table::Notifications => notification::count_finished_before(conn, cutoff)?,
             Table::Sessions => session::count_expired(conn, cutoff)?,
             Table::StripeOperations => stripe_operation::count_before(conn, cutoff)?,
         };
@@ -167,6 +178,10 @@ pub fn prune_batch(
         Table::WebhookEvents => {
             let ids = webhook_event::finished_ids_before(conn, cutoff, BATCH)?;
             rows(webhook_event::delete_finished(conn, &ids, cutoff)?)
+        }
+        Table::Notifications => {
+            let ids = notification::finished_ids_before(conn, cutoff, BATCH)?;
+            rows(notification::delete_finished(conn, &ids, cutoff)?)
         }
         Table::Sessions => {
             let keys = session::expired_keys(conn, cutoff, BATCH)?;

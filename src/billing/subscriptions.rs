@@ -119,9 +119,11 @@ pub fn store_status(
 }
 
 /// Changes a subscription's row with `write` and, when it wrote, puts what the change means
-/// in the outbox ([`notify_change`]), in one transaction. The row is locked before it is read,
-/// so two writers of one subscription (the webhook and the success page, on any instance)
-/// never both see the same state before their change.
+/// in the outbox ([`notify_change`]), in one transaction. The customer's row is locked before
+/// the subscription is read (it exists even when the subscription's row does not yet), so two
+/// writers (the webhook and the success page, on any instance) never both see the same state
+/// before their change, and one customer's notifications are written in the order of the
+/// changes.
 fn write_and_notify(
     conn: &mut DbConnection,
     user_id: UserId,
@@ -129,7 +131,7 @@ fn write_and_notify(
     write: impl FnOnce(&mut DbConnection) -> Result<bool, DbError>,
 ) -> Result<bool, DbError> {
     conn.transaction(|conn| {
-        subscription::lock(conn, stripe_id)?;
+        crate::db::models::user::lock(conn, user_id)?;
         let before = subscription::find_by_stripe_id(conn, stripe_id)?;
         let entitled_before = entitlements_in(conn, user_id)?;
         if !write(conn)? {
@@ -172,9 +174,9 @@ fn subscription_data(row: &SubscriptionRow, plan: Option<&plan::PlanRow>) -> ser
 /// What a subscription's change means, in the outbox: for the product's own services a
 /// `subscription.activated`, `.canceled` or `.updated` event and, when what the customer may
 /// use changed, `entitlements.changed`; for the customer an e-mail when the plan changed or the
-/// subscription was cancelled. The cause is the new state itself (the subscription, the Stripe
-/// time it is as of and a digest of its content): two writers recording the same change add one
-/// notification, two changes in one second add one each.
+/// subscription was cancelled. The cause is the change itself (the subscription, the Stripe
+/// time it is as of and a digest of the state before and after): two writers recording the
+/// same change add one notification, two changes in one second add one each.
 fn notify_change(
     conn: &mut DbConnection,
     user_id: UserId,
@@ -190,10 +192,13 @@ fn notify_change(
         .transpose()?
         .flatten();
     let data = subscription_data(after, plan_after.as_ref());
-    // The new state itself: two changes within one second of Stripe time differ by content.
+    // The change itself (the state before and after): two changes within one second of
+    // Stripe time differ by content.
     let digest = {
         use sha2::Digest as _;
-        hex::encode(&sha2::Sha256::digest(data.to_string().as_bytes())[..8])
+        let before_data = before.map(|b| subscription_data(b, None));
+        let both = serde_json::json!([before_data, data]).to_string();
+        hex::encode(&sha2::Sha256::digest(both.as_bytes())[..8])
     };
     let cause = format!(
         "{}@{}:{digest}",

@@ -1,6 +1,6 @@
 //! The audit trail's settings: which chain this instance appends to (`INSTANCE_ID`), how long
 //! audit rows and finished webhook events are kept (`AUDIT_RETENTION_DAYS`,
-//! `WEBHOOK_EVENT_RETENTION_DAYS`) and the optional JSON-lines copy (`AUDIT_LOG_FILE`).
+//! `WEBHOOK_EVENT_RETENTION_DAYS`, `NOTIFICATION_RETENTION_DAYS`) and the optional JSON-lines copy (`AUDIT_LOG_FILE`).
 
 use std::path::PathBuf;
 
@@ -15,6 +15,9 @@ pub struct AuditTrailSettings {
     pub retention_days: u32,
     /// Applied or ignored webhook events received longer ago than this many days are pruned.
     pub webhook_event_retention_days: u32,
+    /// Finished notifications (sent, dead, not sent) last changed longer ago than this many
+    /// days are pruned (`NOTIFICATION_RETENTION_DAYS`).
+    pub notification_retention_days: u32,
     /// Every audit event is also appended here as a JSON line; `None`: no file.
     pub log_file: Option<PathBuf>,
 }
@@ -69,6 +72,7 @@ pub fn audit_trail(vars: &impl Vars) -> Result<AuditTrailSettings, ConfigError> 
         instance_id,
         retention_days: days(vars, "AUDIT_RETENTION_DAYS", 30)?,
         webhook_event_retention_days: days(vars, "WEBHOOK_EVENT_RETENTION_DAYS", 90)?,
+        notification_retention_days: days(vars, "NOTIFICATION_RETENTION_DAYS", 90)?,
         log_file: vars
             .get("AUDIT_LOG_FILE")
             .map(|path| PathBuf::from(path.trim())),
@@ -94,6 +98,7 @@ mod tests {
         let settings = parse(&[]).unwrap();
         assert_eq!(settings.retention_days, 30);
         assert_eq!(settings.webhook_event_retention_days, 90);
+        assert_eq!(settings.notification_retention_days, 90);
         assert!(settings.log_file.is_none());
         assert!(valid_instance_id(&settings.instance_id));
         assert_eq!(

@@ -429,7 +429,7 @@ pub fn set_enabled(
 ) -> Result<(Endpoint, bool), EndpointError> {
     conn.transaction::<_, EndpointError, _>(|conn| {
         let row =
-            webhook_endpoint::find_by_public_id(conn, public_id)?.ok_or(EndpointError::NotFound)?;
+            webhook_endpoint::find_for_update(conn, public_id)?.ok_or(EndpointError::NotFound)?;
         let at = now();
         let changed = webhook_endpoint::set_enabled(conn, row.id, enabled, at)?;
         if changed {
@@ -465,7 +465,7 @@ pub fn rotate_secret(
     let primary = keyring.primary_id().to_string();
     let overlap = chrono::Duration::from_std(overlap).unwrap_or(chrono::Duration::days(1));
     let row = conn.transaction::<_, EndpointError, _>(|conn| {
-        let row = webhook_endpoint::find_by_public_id(conn, public_id)?
+        let row = webhook_endpoint::find_for_update(conn, public_id)?
             .ok_or(EndpointError::NotFound)?;
         let current = keyring.open(&row.secret, &secret_aad(&row.public_id, "secret"))?;
         let previous = keyring.seal(&current, &secret_aad(&row.public_id, "previous_secret"))?;
@@ -506,7 +506,7 @@ pub fn delete(
 ) -> Result<String, EndpointError> {
     conn.transaction::<_, EndpointError, _>(|conn| {
         let row =
-            webhook_endpoint::find_by_public_id(conn, public_id)?.ok_or(EndpointError::NotFound)?;
+            webhook_endpoint::find_for_update(conn, public_id)?.ok_or(EndpointError::NotFound)?;
         if !webhook_endpoint::delete(conn, row.id)? {
             return Err(EndpointError::NotFound);
         }

@@ -152,7 +152,8 @@ pub fn new_message_id() -> String {
     format!("msg_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// The Standard Webhooks payload: `{"type", "timestamp", "data"}`, `data` led by the user id.
+/// The Standard Webhooks payload: `{"type", "timestamp", "data"}`, `data` holding the user
+/// id and the event's fields (keys in alphabetical order, as serialised).
 pub fn app_payload(event: AppEvent, user_id: UserId, at: NaiveDateTime, data: Value) -> Value {
     let mut body = serde_json::Map::new();
     body.insert("user_id".into(), json!(user_id));

@@ -2,9 +2,10 @@
 //! (row claiming: exactly one worker on any instance gets a row; a claim is a lease that runs
 //! out if its worker dies), sends the claimed rows concurrently with no database connection
 //! held, and records each outcome: sent; retried after an exponential, jittered backoff; or
-//! dead after the channel's last attempt. At start-up it makes its own instance's unfinished
-//! claims due at once: after a crash or a SIGKILL mid-send they go out again (receivers
-//! deduplicate by the message id, which a retry keeps).
+//! dead after the channel's last attempt. An attempt is cut off before its claim runs out, so
+//! no two workers send one row at once; a claim left by a crash or a SIGKILL mid-send is due
+//! again when it runs out, and the row goes out again (receivers deduplicate by the message
+//! id, which a retry keeps).
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -111,21 +112,10 @@ impl Worker {
         })
     }
 
-    /// Releases this instance's claims left by its previous run, then delivers forever.
+    /// Delivers forever. A claim its previous run left unfinished (a crash, a SIGKILL) is due
+    /// again when its lease runs out: never sooner, since another process with the same
+    /// `INSTANCE_ID` (a deploy beside the old one) may still be sending it.
     pub async fn run(self) {
-        let instance = self.instance.clone();
-        match self
-            .db
-            .run(move |conn| notification::release_claims_of(conn, &instance, now()))
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(
-                notifications = n,
-                "notifications this instance was sending when it stopped are due again"
-            ),
-            Err(err) => tracing::warn!(error = %err, "could not release earlier claims"),
-        }
         let mut every = actix_web::rt::time::interval(self.settings.poll_interval);
         loop {
             every.tick().await;
@@ -156,12 +146,20 @@ impl Worker {
         }
     }
 
-    /// How long a claim lasts: longer than any attempt can take.
-    fn lease(&self) -> Duration {
+    /// How long one attempt may take, all in: an SMTP session is several commands, each with
+    /// the timeout of its own, so the whole attempt is cut off here too.
+    fn attempt_limit(&self) -> StdDuration {
         let longest = self.alert.as_ref().map_or(self.settings.timeout, |a| {
             a.timeout.max(self.settings.timeout)
         });
-        Duration::from_std(longest * 3).unwrap_or(Duration::minutes(5)) + Duration::seconds(30)
+        longest * 2
+    }
+
+    /// How long a claim lasts: an attempt is cut off well before its claim runs out, so no
+    /// attempt outlives its claim and no row is sent by two workers at once.
+    fn lease(&self) -> Duration {
+        Duration::from_std(self.attempt_limit()).unwrap_or(Duration::minutes(1))
+            + Duration::seconds(10)
     }
 
     /// One pass: claims up to a batch of due rows and sends them. Returns how many it claimed.
@@ -174,7 +172,9 @@ impl Worker {
             .run(move |conn| {
                 let mut claimed = Vec::new();
                 for id in notification::due_ids(conn, at, BATCH)? {
-                    if let Some(row) = notification::claim(conn, id, &instance, at, lease_until)? {
+                    // Each claim its own token: only this attempt may end it.
+                    let token = format!("{instance}:{}", uuid::Uuid::new_v4().simple());
+                    if let Some(row) = notification::claim(conn, id, &token, at, lease_until)? {
                         claimed.push(row);
                     }
                 }
@@ -183,7 +183,9 @@ impl Worker {
             .await?;
         let count = claimed.len();
         let attempts = claimed.into_iter().map(|row| async move {
-            let outcome = self.send(&row).await;
+            let outcome = actix_web::rt::time::timeout(self.attempt_limit(), self.send(&row))
+                .await
+                .unwrap_or_else(|_| Err(Failure::retry("timed out")));
             if let Err(err) = self.record(&row, outcome).await {
                 tracing::warn!(error = %err, notification = row.id, "could not record a delivery attempt");
             }
@@ -334,14 +336,15 @@ impl Worker {
                 "notification not delivered: {}", status.label()
             ),
         }
-        let (id, attempts) = (row.id, row.attempts);
+        let id = row.id;
+        let token = row.claimed_by.clone().unwrap_or_default();
         let current = self
             .db
             .run(move |conn| {
                 notification::finish(
                     conn,
                     id,
-                    attempts,
+                    &token,
                     status.as_str(),
                     error.as_deref(),
                     next,

@@ -1,3 +1,7 @@
+-- Alert deliveries had a table of their own in a development build of 000300; they are
+-- notifications now.
+DROP TABLE IF EXISTS alert_deliveries;
+
 -- The product's own services' webhook endpoints (Standard Webhooks), registered by admins.
 -- `secret` is the whsec_ signing secret, sealed with AES-256-GCM and bound (AAD) to the row's
 -- public id; during a rotation's overlap the one before it is kept, sealed, in

@@ -6,7 +6,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use crate::db::schema::notifications;
+use crate::db::schema::{notifications, webhook_endpoints};
 use crate::db::{DbConnection, DbError, per_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable, serde::Serialize)]
@@ -65,7 +65,8 @@ pub fn insert_once(conn: &mut DbConnection, new: &NewNotification<'_>) -> Result
 diesel::alias!(notifications as earlier: Earlier);
 
 /// Ids of up to `limit` rows due at `at` whose order key has no earlier unfinished row, oldest
-/// first. A candidate list: [`claim`] decides, row by row, who sends each.
+/// first, leaving out rows for a disabled endpoint (they wait, paused, until it is enabled
+/// again). A candidate list: [`claim`] decides, row by row, who sends each.
 pub fn due_ids(
     conn: &mut DbConnection,
     at: NaiveDateTime,
@@ -83,20 +84,29 @@ pub fn due_ids(
         .filter(notifications::status.eq_any(UNFINISHED))
         .filter(notifications::next_attempt_at.le(at))
         .filter(diesel::dsl::not(diesel::dsl::exists(blocked)))
+        .filter(
+            notifications::endpoint_id
+                .is_null()
+                .or(notifications::endpoint_id.eq_any(
+                    webhook_endpoints::table
+                        .filter(webhook_endpoints::enabled.eq(true))
+                        .select(webhook_endpoints::id.nullable()),
+                )),
+        )
         .order(notifications::id)
         .limit(limit)
         .select(notifications::id)
         .load(conn)?)
 }
 
-/// Claims row `id` for one attempt by `instance` if it is still due at `at`: marks it
-/// `sending`, counts the attempt and leases it until `lease_until`. Exactly one worker, on any
+/// Claims row `id` for one attempt, under the claim's own `token` (`claimed_by`), if it is still
+/// due at `at`: marks it `sending`, counts the attempt and leases it until `lease_until`. Exactly one worker, on any
 /// instance, gets the row back; the others get `None`. On PostgreSQL the row is locked with
 /// `FOR UPDATE SKIP LOCKED` first, so concurrent workers pass over it without waiting.
 pub fn claim(
     conn: &mut DbConnection,
     id: i64,
-    instance: &str,
+    token: &str,
     at: NaiveDateTime,
     lease_until: NaiveDateTime,
 ) -> Result<Option<NotificationRow>, DbError> {
@@ -123,7 +133,7 @@ pub fn claim(
                 notifications::status.eq("sending"),
                 notifications::attempts.eq(notifications::attempts + 1),
                 notifications::next_attempt_at.eq(lease_until),
-                notifications::claimed_by.eq(instance),
+                notifications::claimed_by.eq(token),
                 notifications::updated_at.eq(at),
             ))
             .execute(conn)?;
@@ -140,12 +150,12 @@ pub fn claim(
 }
 
 /// Ends a claimed attempt: `sent` (with `sent_at`), `retrying` (due at `next`), `dead` or
-/// `not_sent`, with the error in words. Only the claim that is still current is ended: a worker
-/// whose lease ran out (and whose row another worker took) changes nothing.
+/// `not_sent`, with the error in words. Only the claim that is still current (its `token`) is
+/// ended: a worker whose lease ran out, and whose row another worker took, changes nothing.
 pub fn finish(
     conn: &mut DbConnection,
     id: i64,
-    attempts: i64,
+    token: &str,
     status: &str,
     error: Option<&str>,
     next: Option<NaiveDateTime>,
@@ -154,7 +164,7 @@ pub fn finish(
     let current = notifications::table
         .find(id)
         .filter(notifications::status.eq("sending"))
-        .filter(notifications::attempts.eq(attempts));
+        .filter(notifications::claimed_by.eq(token));
     let sent_at = (status == "sent").then_some(at);
     let updated = diesel::update(current)
         .set((
@@ -166,25 +176,6 @@ pub fn finish(
         ))
         .execute(conn)?;
     Ok(updated == 1)
-}
-
-/// Makes rows this instance was sending due now: run at start-up, when no attempt of this
-/// instance can still be in flight (it died, or was killed, mid-send).
-pub fn release_claims_of(
-    conn: &mut DbConnection,
-    instance: &str,
-    at: NaiveDateTime,
-) -> Result<usize, DbError> {
-    Ok(diesel::update(
-        notifications::table
-            .filter(notifications::status.eq("sending"))
-            .filter(notifications::claimed_by.eq(instance)),
-    )
-    .set((
-        notifications::next_attempt_at.eq(at),
-        notifications::updated_at.eq(at),
-    ))
-    .execute(conn)?)
 }
 
 /// Puts a row whose status is one of `from` back in the queue for a fresh round of attempts.
@@ -275,6 +266,52 @@ pub fn counts(conn: &mut DbConnection) -> Result<Vec<(String, String, i64)>, DbE
         ))
         .order((notifications::channel, notifications::status))
         .load(conn)?)
+}
+
+/// Statuses a row ends in.
+const FINISHED: [&str; 3] = ["sent", "dead", "not_sent"];
+
+/// Finished rows last changed before `cutoff` (retention).
+pub fn count_finished_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+) -> Result<i64, DbError> {
+    Ok(notifications::table
+        .filter(notifications::status.eq_any(FINISHED))
+        .filter(notifications::updated_at.lt(cutoff))
+        .count()
+        .get_result(conn)?)
+}
+
+/// Up to `limit` ids of finished rows last changed before `cutoff`, oldest first.
+pub fn finished_ids_before(
+    conn: &mut DbConnection,
+    cutoff: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<i64>, DbError> {
+    Ok(notifications::table
+        .filter(notifications::status.eq_any(FINISHED))
+        .filter(notifications::updated_at.lt(cutoff))
+        .order(notifications::id)
+        .limit(limit)
+        .select(notifications::id)
+        .load(conn)?)
+}
+
+/// Deletes the rows of `ids` still finished and last changed before `cutoff` (a row
+/// redelivered meanwhile stays).
+pub fn delete_finished(
+    conn: &mut DbConnection,
+    ids: &[i64],
+    cutoff: NaiveDateTime,
+) -> Result<usize, DbError> {
+    Ok(diesel::delete(
+        notifications::table
+            .filter(notifications::id.eq_any(ids))
+            .filter(notifications::status.eq_any(FINISHED))
+            .filter(notifications::updated_at.lt(cutoff)),
+    )
+    .execute(conn)?)
 }
 
 /// Every row, oldest first (tests).

@@ -183,18 +183,6 @@ pub fn set_status_if_newer(
     Ok(updated > 0)
 }
 
-/// Takes the subscription's row lock (PostgreSQL) or the database's write lock (SQLite) before
-/// its state is read and changed: an `UPDATE` that changes nothing, so that two writers of one
-/// subscription see each other's result, never the same "before".
-pub fn lock(conn: &mut DbConnection, stripe_id: &SubscriptionId) -> Result<(), DbError> {
-    diesel::update(
-        subscriptions::table.filter(subscriptions::stripe_subscription_id.eq(stripe_id)),
-    )
-    .set(subscriptions::updated_at.eq(subscriptions::updated_at))
-    .execute(conn)?;
-    Ok(())
-}
-
 pub fn find_by_stripe_id(
     conn: &mut DbConnection,
     stripe_id: &SubscriptionId,

@@ -175,6 +175,16 @@ pub fn find_by_email(conn: &mut DbConnection, email: &str) -> Result<Option<User
         .optional()?)
 }
 
+/// Locks the account's row for the rest of the transaction (PostgreSQL), or takes the write
+/// lock (SQLite): an `UPDATE` that changes nothing. Changes to one customer's billing state
+/// are serialised by it, whether or not their own rows exist yet.
+pub fn lock(conn: &mut DbConnection, id: UserId) -> Result<(), DbError> {
+    diesel::update(users::table.find(id))
+        .set(users::updated_at.eq(users::updated_at))
+        .execute(conn)?;
+    Ok(())
+}
+
 pub fn find(conn: &mut DbConnection, id: UserId) -> Result<Option<UserRow>, DbError> {
     Ok(users::table
         .find(id)

@@ -83,6 +83,19 @@ pub fn insert(conn: &mut DbConnection, new: &NewWebhookEndpoint<'_>) -> Result<i
 }
 
 /// The endpoint the console names by `public_id`.
+/// The endpoint, locked for the rest of the transaction: a write first (an `UPDATE` that
+/// changes nothing), so that SQLite takes its write lock before the read and PostgreSQL locks
+/// the row. For changes that read the endpoint first.
+pub fn find_for_update(
+    conn: &mut DbConnection,
+    public_id: &str,
+) -> Result<Option<WebhookEndpointRow>, DbError> {
+    diesel::update(webhook_endpoints::table.filter(webhook_endpoints::public_id.eq(public_id)))
+        .set(webhook_endpoints::updated_at.eq(webhook_endpoints::updated_at))
+        .execute(conn)?;
+    find_by_public_id(conn, public_id)
+}
+
 pub fn find_by_public_id(
     conn: &mut DbConnection,
     public_id: &str,
