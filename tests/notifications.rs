@@ -735,6 +735,15 @@ async fn a_disabled_endpoint_s_queue_waits_and_resumes_in_order(backend: Backend
         "{rows:#?}"
     );
     assert!(receiver.received().is_empty());
+    // The console says why the later two wait.
+    let admin = app.signed_in_admin("paused-admin@example.com").await;
+    let page = admin.get_text("/admin/notifications").await;
+    assert_eq!(
+        page.matches("after the earlier one for this customer")
+            .count(),
+        2,
+        "{page}"
+    );
 
     let endpoint = rows[0].endpoint_id.unwrap();
     set_enabled(&app, endpoint, true);

@@ -99,6 +99,25 @@ pub fn due_ids(
         .load(conn)?)
 }
 
+/// Which of `ids` wait behind an earlier unfinished row of their order key (the console says
+/// so rather than showing a next attempt already past).
+pub fn held_back(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    let blocked = earlier
+        .filter(
+            earlier
+                .field(notifications::order_key)
+                .eq(notifications::order_key),
+        )
+        .filter(earlier.field(notifications::id).lt(notifications::id))
+        .filter(earlier.field(notifications::status).eq_any(UNFINISHED));
+    Ok(notifications::table
+        .filter(notifications::id.eq_any(ids))
+        .filter(notifications::status.eq_any(UNFINISHED))
+        .filter(diesel::dsl::exists(blocked))
+        .select(notifications::id)
+        .load(conn)?)
+}
+
 /// Claims row `id` for one attempt, under the claim's own `token` (`claimed_by`), if it is still
 /// due at `at`: marks it `sending`, counts the attempt and leases it until `lease_until`. Exactly one worker, on any
 /// instance, gets the row back; the others get `None`. On PostgreSQL the row is locked with

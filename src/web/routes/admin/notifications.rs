@@ -28,12 +28,15 @@ struct Row {
     status_label: &'static str,
     attempts: i64,
     next_attempt: String,
+    /// Waits for an earlier notification to the same customer and destination.
+    held: bool,
     last_error: String,
     redeliverable: bool,
 }
 
-impl From<NotificationRow> for Row {
-    fn from(row: NotificationRow) -> Self {
+impl Row {
+    /// `held`: the row waits for an earlier one of the same customer and destination.
+    fn new(row: NotificationRow, held: bool) -> Self {
         let status = Status::parse(&row.status).unwrap_or(Status::Pending);
         let channel = Channel::parse(&row.channel).unwrap_or(Channel::Email);
         let waiting = matches!(status, Status::Pending | Status::Retrying | Status::Sending);
@@ -51,6 +54,7 @@ impl From<NotificationRow> for Row {
             } else {
                 "—".into()
             },
+            held: waiting && held,
             last_error: row.last_error.unwrap_or_default(),
             redeliverable: matches!(status, Status::Dead | Status::NotSent),
         }
@@ -129,7 +133,7 @@ pub async fn list(
         ),
     };
     let before = query.before.filter(|id| *id > 0);
-    let (rows, counts) = state
+    let (rows, held, counts) = state
         .db
         .run(move |conn| {
             let listing = Listing {
@@ -139,17 +143,20 @@ pub async fn list(
                 before,
                 limit: PAGE + 1,
             };
-            Ok::<_, crate::db::DbError>((
-                notification::list(conn, &listing)?,
-                notification::counts(conn)?,
-            ))
+            let rows = notification::list(conn, &listing)?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let held = notification::held_back(conn, &ids)?;
+            Ok::<_, crate::db::DbError>((rows, held, notification::counts(conn)?))
         })
         .await?;
     let more = rows.len() > usize::try_from(PAGE).unwrap_or(usize::MAX);
     let rows: Vec<Row> = rows
         .into_iter()
         .take(usize::try_from(PAGE).unwrap_or(usize::MAX))
-        .map(Row::from)
+        .map(|row| {
+            let held = held.contains(&row.id);
+            Row::new(row, held)
+        })
         .collect();
     let filters = serde_urlencoded::to_string([
         ("channel", channel.map(Channel::as_str).unwrap_or_default()),
