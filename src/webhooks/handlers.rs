@@ -172,21 +172,35 @@ fn subscription_of(object: &Map<String, Value>) -> Result<StripeSubscription, &'
     })
 }
 
+/// A subscription event's subscription and the user whose customer it belongs to; the failed
+/// outcome when the object cannot be read or the customer is unknown.
+fn subscriber(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Result<(StripeSubscription, user::UserId), Outcome>, IngestError> {
+    let sub = match subscription_of(&event.data.object) {
+        Ok(sub) => sub,
+        Err(reason) => return Ok(Err(Outcome::Failed(reason.into()))),
+    };
+    Ok(match user_for_customer(conn, cx.hasher, &sub.customer)? {
+        Some(user_id) => Ok((sub, user_id)),
+        None => Err(Outcome::Failed(format!(
+            "unknown customer {}",
+            sub.customer
+        ))),
+    })
+}
+
 /// Records the subscription's state as of the event; an older event never overwrites newer state.
 fn subscription_changed(
     conn: &mut DbConnection,
     cx: Context<'_>,
     event: &StripeEvent,
 ) -> Result<Outcome, IngestError> {
-    let sub = match subscription_of(&event.data.object) {
-        Ok(sub) => sub,
-        Err(reason) => return Ok(Outcome::Failed(reason.into())),
-    };
-    let Some(user_id) = user_for_customer(conn, cx.hasher, &sub.customer)? else {
-        return Ok(Outcome::Failed(format!(
-            "unknown customer {}",
-            sub.customer
-        )));
+    let (sub, user_id) = match subscriber(conn, cx, event)? {
+        Ok(found) => found,
+        Err(failed) => return Ok(failed),
     };
     subscriptions::store(conn, user_id, &sub, event.created_at())?;
     Ok(Outcome::Applied)
@@ -422,15 +436,9 @@ fn trial_will_end(
     cx: Context<'_>,
     event: &StripeEvent,
 ) -> Result<Outcome, IngestError> {
-    let sub = match subscription_of(&event.data.object) {
-        Ok(sub) => sub,
-        Err(reason) => return Ok(Outcome::Failed(reason.into())),
-    };
-    let Some(user_id) = user_for_customer(conn, cx.hasher, &sub.customer)? else {
-        return Ok(Outcome::Failed(format!(
-            "unknown customer {}",
-            sub.customer
-        )));
+    let (sub, user_id) = match subscriber(conn, cx, event)? {
+        Ok(found) => found,
+        Err(failed) => return Ok(failed),
     };
     let plan = match &sub.product {
         Some(product) => crate::db::models::plan::find_by_stripe_product(conn, product)?,
