@@ -18,6 +18,7 @@ mod api;
 mod card;
 mod controls;
 mod hosted;
+mod lists;
 mod objects;
 pub mod state;
 #[cfg(feature = "testing")]

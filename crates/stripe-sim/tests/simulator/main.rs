@@ -9,5 +9,6 @@ mod harness;
 
 mod api;
 mod checkout;
+mod lists;
 mod portal;
 mod webhooks;
