@@ -36,6 +36,7 @@ mod operations;
 mod pepper_rotation;
 mod pricing;
 mod rate_limits;
+mod reconciliation;
 mod request_ids;
 mod roles;
 mod security_dashboard;

@@ -134,6 +134,11 @@ pub enum Kind {
     /// An admin gave a webhook endpoint a new signing secret.
     WebhookEndpointSecretRotated,
     WebhookEndpointDeleted,
+    /// A reconciliation with Stripe (`tollgate sync`, the console's resync): the differences
+    /// found, the ones repaired and the missed events replayed.
+    StripeSyncRun,
+    /// `tollgate import-stripe --apply` linked an existing Stripe customer to an account.
+    StripeCustomerImported,
 }
 
 impl Kind {
@@ -187,6 +192,8 @@ impl Kind {
             Self::WebhookEndpointUpdated => "webhook_endpoint_updated",
             Self::WebhookEndpointSecretRotated => "webhook_endpoint_secret_rotated",
             Self::WebhookEndpointDeleted => "webhook_endpoint_deleted",
+            Self::StripeSyncRun => "stripe_sync_run",
+            Self::StripeCustomerImported => "stripe_customer_imported",
         }
     }
 
@@ -233,6 +240,9 @@ impl Kind {
             // A new destination for customer data, or a new credential.
             Self::WebhookEndpointCreated | Self::WebhookEndpointSecretRotated => Severity::High,
             Self::WebhookEndpointUpdated | Self::WebhookEndpointDeleted => Severity::Medium,
+            Self::StripeSyncRun => Severity::Medium,
+            // Billing identity attached to an account.
+            Self::StripeCustomerImported => Severity::High,
             Self::TwoFactorSucceeded => Severity::Low,
             Self::TwoFactorFailed => Severity::Medium,
             Self::RoleChanged

@@ -66,6 +66,23 @@ impl StripeSubscription {
     }
 }
 
+/// Whether `sub` says something other than the stored `row` (the fields Tollgate keeps).
+pub fn differs(row: &SubscriptionRow, sub: &StripeSubscription) -> bool {
+    (
+        &row.status,
+        row.stripe_price_id.as_str(),
+        row.current_period_end,
+        row.cancel_at_period_end,
+        row.trial_end,
+    ) != (
+        &sub.status,
+        sub.price.as_str(),
+        sub.current_period_end,
+        sub.cancel_at_period_end,
+        sub.trial_end,
+    )
+}
+
 /// Tollgate's row for what Stripe says of a subscription, as of `as_of`: the one place
 /// Stripe's subscription becomes Tollgate's state, for the webhook and the API alike. Reads the
 /// plan the subscription's product names.
@@ -307,13 +324,13 @@ pub async fn record(
 
 /// An audit row written with a subscription's state, once per `once` key (a replayed Stripe
 /// write records the subscription again, never the audit row).
-struct AuditOnce {
-    event: SecurityEvent,
-    once: String,
+pub(crate) struct AuditOnce {
+    pub(crate) event: SecurityEvent,
+    pub(crate) once: String,
 }
 
 /// [`record`], writing `audit` in the same transaction, once per its key.
-async fn record_audited(
+pub(crate) async fn record_audited(
     db: &Db,
     user_id: UserId,
     sub: StripeSubscription,

@@ -258,6 +258,16 @@ diesel::joinable!(billing_customers -> users (user_id));
 diesel::joinable!(subscriptions -> users (user_id));
 diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(notifications -> webhook_endpoints (endpoint_id));
+diesel::table! {
+    stripe_refetches (stripe_object_id) {
+        stripe_object_id -> Text,
+        object_type -> Text,
+        user_id -> BigInt,
+        requested_at -> Timestamp,
+        attempts -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -274,5 +284,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     two_factor,
     recovery_codes,
     webhook_endpoints,
-    notifications
+    notifications,
+    stripe_refetches
 );

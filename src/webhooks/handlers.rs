@@ -140,7 +140,9 @@ fn checkout_completed(
 /// Reads a subscription event's object: the webhook's reader of Stripe's subscription (the
 /// API's is [`StripeSubscription::from_api`]). Lenient as Stripe's JSON may be (an expanded
 /// customer or product is read by its id); the reason when the object cannot be used.
-fn subscription_of(object: &Map<String, Value>) -> Result<StripeSubscription, &'static str> {
+pub(crate) fn subscription_of(
+    object: &Map<String, Value>,
+) -> Result<StripeSubscription, &'static str> {
     let (Some(id), Some(customer), Some(status)) = (
         text(object, "id"),
         text(object, "customer"),
@@ -202,6 +204,14 @@ fn subscription_changed(
         Ok(found) => found,
         Err(failed) => return Ok(failed),
     };
+    // Same second as the stored state but other content: which came last is unknown. The
+    // event is applied as before, and the subscription read again from Stripe after the commit.
+    if let Some(stored) = subscription::find_by_stripe_id(conn, &sub.id)?
+        && stored.stripe_updated_at == event.created_at()
+        && subscriptions::differs(&stored, &sub)
+    {
+        crate::reconcile::refetch::request(conn, &sub.id, user_id)?;
+    }
     subscriptions::store(conn, user_id, &sub, event.created_at())?;
     Ok(Outcome::Applied)
 }

@@ -13,6 +13,7 @@ pub mod service_token;
 pub mod session;
 pub mod setting;
 pub mod stripe_operation;
+pub mod stripe_refetch;
 pub mod subscription;
 pub mod two_factor;
 pub mod user;

@@ -331,3 +331,10 @@ mod tests {
         assert_eq!("Applied".parse::<WebhookEventStatus>(), Err(UnknownStatus));
     }
 }
+
+/// Stripe's creation time of the newest stored event (where replaying missed events starts).
+pub fn newest_stripe_created(conn: &mut DbConnection) -> Result<Option<NaiveDateTime>, DbError> {
+    Ok(webhook_events::table
+        .select(diesel::dsl::max(webhook_events::stripe_created))
+        .first(conn)?)
+}
