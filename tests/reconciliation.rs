@@ -10,7 +10,9 @@ use diesel::prelude::*;
 use serde_json::json;
 use tollgate::db::schema::{billing_customers, stripe_refetches, subscriptions, webhook_events};
 
-use crate::common::{Backend, Outcome, TestApp, TestDatabase, run, stripe_event};
+use crate::common::{
+    Backend, Browser, Outcome, TestApp, TestDatabase, location, run, stripe_event,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -18,6 +20,7 @@ on_both_backends!(
     sync_repairs_drift_for_one_account_by_email_or_id,
     import_links_customers_by_email_and_never_guesses,
     same_second_events_in_the_wrong_order_are_settled_by_stripe,
+    the_console_shows_drift_and_an_admin_resyncs_one_customer,
 );
 
 /// `tollgate {args}` on the app's database and simulator (as an operator runs it).
@@ -96,12 +99,17 @@ async fn all_delivered(app: &TestApp) {
 
 /// An app with the Pro plan and ada subscribed to it, every event delivered; her subscription.
 async fn ada_subscribed(backend: Backend) -> (TestApp, String) {
-    let (app, _admin) = TestApp::with_pro_plan(backend).await;
+    let (app, _, sub) = ada_subscribed_with_admin(backend).await;
+    (app, sub)
+}
+
+async fn ada_subscribed_with_admin(backend: Backend) -> (TestApp, Browser, String) {
+    let (app, admin) = TestApp::with_pro_plan(backend).await;
     let ada = app.signed_in_customer("ada@example.com").await;
     app.subscribe(&ada, "pro").await;
     let sub = app.subscription_id(app.user_id("ada@example.com"));
     all_delivered(&app).await;
-    (app, sub)
+    (app, admin, sub)
 }
 
 async fn sync_replays_missed_events_once_and_a_dry_run_changes_nothing(backend: Backend) {
@@ -387,4 +395,101 @@ async fn same_second_events_in_the_wrong_order_are_settled_by_stripe(backend: Ba
         "Stripe's state is stored"
     );
     assert_eq!(pending_refetches(&app), 0);
+}
+
+async fn the_console_shows_drift_and_an_admin_resyncs_one_customer(backend: Backend) {
+    let (app, admin, sub) = ada_subscribed_with_admin(backend).await;
+    let ada = app.user_id("ada@example.com");
+    let page = admin.get_text("/admin/drift").await;
+    assert!(page.contains("No drift"), "{page}");
+    assert!(page.contains("1 customer(s) on this page"), "{page}");
+
+    // Ended at Stripe, the event lost.
+    assert_eq!(
+        app.sim_control("/_sim/webhooks?auto_deliver=false").await,
+        200
+    );
+    let res = reqwest::Client::new()
+        .delete(format!("{}/v1/subscriptions/{sub}", app.stripe))
+        .bearer_auth("sk_test_DUMMYtollgate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let page = admin.get_text("/admin/drift").await;
+    assert!(
+        page.contains("<td>status</td><td>active</td><td>canceled</td>"),
+        "{page}"
+    );
+    assert!(!page.contains(&sub), "ids are masked");
+    assert_eq!(
+        app.subscription_status(ada),
+        "active",
+        "the drift page changes nothing"
+    );
+
+    let resync = format!("/admin/customers/{ada}/resync");
+    let customers = admin.get_text("/admin/customers").await;
+    assert!(
+        customers.contains(&format!("action=\"{resync}\"")),
+        "{customers}"
+    );
+    // Attackers: no token, a forged one, a customer, support.
+    assert_eq!(admin.post_form(&resync, &[]).await.status(), 403);
+    assert_eq!(
+        admin
+            .post_form(&resync, &[("csrf_token", "forged")])
+            .await
+            .status(),
+        403
+    );
+    let mallory = app.signed_in_customer("mallory@example.com").await;
+    assert_eq!(mallory.submit("/account", &resync, &[]).await.status(), 403);
+    let support = app.signed_in_support("support@example.com").await;
+    assert_eq!(support.submit("/admin", &resync, &[]).await.status(), 403);
+    assert_eq!(app.subscription_status(ada), "active");
+    assert_eq!(app.count_events("stripe_sync_run"), 0);
+
+    let res = admin.submit("/admin/customers", &resync, &[]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/admin/customers");
+    let page = admin.get_text("/admin/customers").await;
+    assert!(page.contains("1 difference(s) found, 1 repaired"), "{page}");
+    assert_eq!(app.subscription_status(ada), "canceled");
+    let runs = app.events("stripe_sync_run");
+    assert!(
+        runs.iter()
+            .all(|e| e.actor.as_deref().is_some_and(|a| a.starts_with("admin"))),
+        "{runs:?}"
+    );
+    assert!(
+        runs.iter().any(|e| e.details.contains("\"user:")),
+        "{runs:?}"
+    );
+    // Sent again: nothing left to repair.
+    admin.submit("/admin/customers", &resync, &[]).await;
+    let page = admin.get_text("/admin/customers").await;
+    assert!(page.contains("the local state already matched"), "{page}");
+    let page = admin.get_text("/admin/drift").await;
+    assert!(page.contains("No drift"), "{page}");
+
+    // Malformed and unknown ids.
+    for path in [
+        "/admin/customers/abc/resync",
+        "/admin/customers/99999999999999999999999/resync",
+    ] {
+        assert_eq!(
+            admin.submit("/admin/customers", path, &[]).await.status(),
+            404,
+            "{path}"
+        );
+    }
+    let res = admin
+        .submit("/admin/customers", "/admin/customers/424242/resync", &[])
+        .await;
+    assert_eq!(res.status(), 303);
+    let page = admin.get_text("/admin/customers").await;
+    assert!(page.contains("no Stripe customer"), "{page}");
+    assert_eq!(admin.get("/admin/drift?after=abc").await.status(), 400);
+    assert_eq!(mallory.get("/admin/drift").await.status(), 403);
 }

@@ -527,3 +527,42 @@ impl Reconciler {
         Ok(())
     }
 }
+
+/// One page of the console's drift view: the differences of up to `limit` linked customers
+/// after the account `after` (by id), computed on request (a dry run: nothing is written), and
+/// where the next page starts. Bounded so that a page never asks Stripe for more than `limit`
+/// customers' subscriptions.
+pub struct DriftPage {
+    pub differences: Vec<Difference>,
+    /// Customers compared on this page.
+    pub checked: usize,
+    /// The account id the next page starts after, if more customers follow.
+    pub next_after: Option<i64>,
+}
+
+impl Reconciler {
+    pub async fn drift_page(
+        &self,
+        after: i64,
+        limit: i64,
+        actor: &Actor,
+    ) -> Result<DriftPage, SyncError> {
+        let rows = self
+            .db
+            .run(move |conn| billing_customer::page_after(conn, after, limit + 1))
+            .await?;
+        let more = rows.len() as i64 > limit;
+        let mut page = DriftPage {
+            differences: Vec::new(),
+            checked: 0,
+            next_after: None,
+        };
+        for row in rows.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
+            let report = self.run(Scope::Account(row.user_id), true, actor).await?;
+            page.checked += 1;
+            page.differences.extend(report.differences);
+            page.next_after = more.then_some(row.user_id.get());
+        }
+        Ok(page)
+    }
+}

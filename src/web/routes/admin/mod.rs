@@ -5,6 +5,7 @@
 
 pub mod audit_log;
 pub mod customers;
+pub mod drift;
 pub mod endpoints;
 pub mod notifications;
 pub mod overview;
@@ -40,4 +41,7 @@ crate::console_routes! {
     "/webhooks/{id}/reprocess" => { POST Manage webhooks::reprocess },
     "/notifications" => { GET Read notifications::list },
     "/notifications/{id}/redeliver" => { POST Manage notifications::redeliver },
+    // Reconciliation: both read Stripe (rate limited by the gateway's throttle): admins only.
+    "/customers/{id}/resync" => { POST Manage drift::resync },
+    "/drift" => { GET Manage drift::show },
 }
