@@ -137,7 +137,7 @@ async fn subscriptions_and_invoices_list_by_customer_and_status() {
     let (_, live) = list(&h, "/v1/subscriptions", "").await;
     assert_eq!(
         ids(&live),
-        [ada_sub.clone()],
+        [ada_sub.as_str()],
         "canceled ones are left out by default"
     );
     let all = page_through(&h, "/v1/subscriptions", "status=all").await;
@@ -151,11 +151,11 @@ async fn subscriptions_and_invoices_list_by_customer_and_status() {
         &format!("customer={bob}&status=all"),
     )
     .await;
-    assert_eq!(ids(&bobs), [bob_sub.clone()]);
+    assert_eq!(ids(&bobs), [bob_sub.as_str()]);
     let (_, ended) = list(&h, "/v1/subscriptions", "status=canceled").await;
-    assert_eq!(ids(&ended), [bob_sub.clone()]);
+    assert_eq!(ids(&ended), [bob_sub.as_str()]);
     let (_, by_price) = list(&h, "/v1/subscriptions", &format!("price={price}")).await;
-    assert_eq!(ids(&by_price), [ada_sub.clone()]);
+    assert_eq!(ids(&by_price), [ada_sub.as_str()]);
     let (status, _) = list(&h, "/v1/subscriptions", "status=sleeping").await;
     assert_eq!(status, 400);
 
