@@ -284,6 +284,10 @@ impl Reconciler {
         let mut report = Report::default();
         if scope == Scope::All {
             self.replay_events(dry_run, &mut report).await?;
+            if !dry_run {
+                // Same-second ties the webhook path could not settle yet (Stripe was down).
+                refetch::run_pending(self).await?;
+            }
         }
         let linked = self.linked(scope).await?;
         let at_stripe: Option<HashSet<String>> = match scope {
