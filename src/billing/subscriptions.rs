@@ -521,6 +521,9 @@ pub struct Entitlements {
     pub entitlements: Vec<String>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
+    /// Why access is off (`null` while it is on): `past_due` once a failed payment's grace is
+    /// over, `canceled`, `no_subscription`, or the subscription's status (`unpaid`, …).
+    pub reason: Option<String>,
 }
 
 impl Entitlements {
@@ -537,7 +540,19 @@ pub async fn entitlements(db: &Db, user_id: UserId) -> Result<Entitlements, DbEr
 /// [`entitlements`], on a connection (inside a transaction that changes them).
 pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entitlements, DbError> {
     let view = current_in(conn, user_id)?;
-    let active = view.as_ref().is_some_and(SubscriptionView::is_live);
+    let grace_over = match &view {
+        Some(v) if v.status == SubscriptionStatus::PastDue => {
+            super::invoices::grace_is_over(conn, &v.stripe_id)?
+        }
+        _ => false,
+    };
+    let active = view.as_ref().is_some_and(SubscriptionView::is_live) && !grace_over;
+    let reason = match &view {
+        _ if active => None,
+        None => Some("no_subscription".to_owned()),
+        Some(_) if grace_over => Some("past_due".to_owned()),
+        Some(v) => Some(v.status.to_string()),
+    };
     Ok(Entitlements {
         user_id,
         active,
@@ -558,5 +573,6 @@ pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entit
             .and_then(|v| v.current_period_end)
             .map(|t| t.and_utc().timestamp()),
         cancel_at_period_end: view.as_ref().is_some_and(|v| v.cancel_at_period_end),
+        reason,
     })
 }
