@@ -134,6 +134,10 @@ pub enum Kind {
     /// An admin gave a webhook endpoint a new signing secret.
     WebhookEndpointSecretRotated,
     WebhookEndpointDeleted,
+    /// A past-due subscription was canceled at once (its open invoice is no longer collected).
+    PastDueSubscriptionCanceled,
+    /// An admin set a plan's own past-due grace.
+    PlanGraceChanged,
 }
 
 impl Kind {
@@ -187,6 +191,8 @@ impl Kind {
             Self::WebhookEndpointUpdated => "webhook_endpoint_updated",
             Self::WebhookEndpointSecretRotated => "webhook_endpoint_secret_rotated",
             Self::WebhookEndpointDeleted => "webhook_endpoint_deleted",
+            Self::PastDueSubscriptionCanceled => "past_due_subscription_canceled",
+            Self::PlanGraceChanged => "plan_grace_changed",
         }
     }
 
@@ -233,6 +239,7 @@ impl Kind {
             // A new destination for customer data, or a new credential.
             Self::WebhookEndpointCreated | Self::WebhookEndpointSecretRotated => Severity::High,
             Self::WebhookEndpointUpdated | Self::WebhookEndpointDeleted => Severity::Medium,
+            Self::PastDueSubscriptionCanceled | Self::PlanGraceChanged => Severity::Medium,
             Self::TwoFactorSucceeded => Severity::Low,
             Self::TwoFactorFailed => Severity::Medium,
             Self::RoleChanged

@@ -9,7 +9,7 @@
 use chrono::{DateTime, NaiveDateTime, Timelike as _};
 use diesel::Connection as _;
 use stripe_billing::subscription::{
-    CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
     RetrieveSubscription, UpdateSubscription,
 };
 
@@ -474,6 +474,8 @@ pub async fn refresh(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelChange {
     Done,
+    /// A past-due subscription was ended at once (its open invoice is no longer collected).
+    Ended,
     /// No live subscription to change (nothing was asked of Stripe).
     NoSubscription,
 }
@@ -495,20 +497,40 @@ pub async fn set_cancel_at_period_end(
         true => ("subscription-cancel", Kind::SubscriptionCancelRequested),
         false => ("subscription-resume", Kind::SubscriptionResumed),
     };
-    let key = operation.idempotency_key(step);
     let stripe_id = &current.stripe_id;
-    let sub = gateway
-        .call(OperationClass::Subscription, user_id, Some(&key), || {
-            UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
-        })
-        .await?;
+    // Past due: canceled at once, so Stripe stops collecting the open invoice (no more
+    // attempts, no charge after cancelling); no final invoice and no credit.
+    let (step, kind, sub) = if cancel && current.status == SubscriptionStatus::PastDue {
+        let step = "subscription-cancel-now";
+        let key = operation.idempotency_key(step);
+        let sub = gateway
+            .call(OperationClass::Subscription, user_id, Some(&key), || {
+                CancelSubscription::new(stripe_id.expose())
+                    .invoice_now(false)
+                    .prorate(false)
+            })
+            .await?;
+        (step, Kind::PastDueSubscriptionCanceled, sub)
+    } else {
+        let key = operation.idempotency_key(step);
+        let sub = gateway
+            .call(OperationClass::Subscription, user_id, Some(&key), || {
+                UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
+            })
+            .await?;
+        (step, kind, sub)
+    };
+    let key = operation.idempotency_key(step);
     let event = actor
         .event(kind)
         .details(serde_json::json!({ "subscription": stripe_id.to_string() }));
     let audit = AuditOnce { event, once: key };
     let sub = StripeSubscription::from_api(&sub)?;
     record_audited(db, user_id, sub, now(), Some(audit)).await?;
-    Ok(CancelChange::Done)
+    Ok(match kind {
+        Kind::PastDueSubscriptionCanceled => CancelChange::Ended,
+        _ => CancelChange::Done,
+    })
 }
 
 /// What an internal service may grant a user.
