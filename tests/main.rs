@@ -26,6 +26,7 @@ mod docs;
 mod email;
 mod errors;
 mod experience;
+mod invoices;
 mod forms;
 mod headers;
 mod layout;
