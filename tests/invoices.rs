@@ -152,7 +152,9 @@ async fn invoices_are_listed_after_checkout_and_renewal(backend: Backend) {
     };
     let (first_number, second_number) = (number(&first), number(&second));
     let newer = page.find(&second_number).expect("the renewal is listed");
-    let older = page.find(&first_number).expect("the first invoice is listed");
+    let older = page
+        .find(&first_number)
+        .expect("the first invoice is listed");
     assert!(newer < older, "newest first");
     assert!(page.contains("$25.00"), "{page}");
     assert!(page.contains("badge-paid"), "{page}");
@@ -188,7 +190,12 @@ async fn only_the_owner_sees_their_invoices(backend: Backend) {
     let anonymous = app.browser().get("/account/invoices").await;
     assert_eq!(anonymous.status(), 303);
     // Malformed and huge page numbers are refused, never a query.
-    for query in ["page=abc", "page=-1", "page=99999999999999999999", "page=1e3"] {
+    for query in [
+        "page=abc",
+        "page=-1",
+        "page=99999999999999999999",
+        "page=1e3",
+    ] {
         let res = alice.get(&format!("/account/invoices?{query}")).await;
         assert_eq!(res.status(), 400, "{query}");
     }
@@ -237,7 +244,12 @@ async fn a_failed_renewal_shows_a_banner_on_every_signed_in_page(backend: Backen
     let (app, _) = TestApp::with_pro_plan(backend).await;
     let (customer, user_id, sub) = subscribed(&app, "banner@example.com").await;
     let (other, _, _) = subscribed(&app, "fine@example.com").await;
-    assert!(!customer.get_text("/account").await.contains("banner-past-due"));
+    assert!(
+        !customer
+            .get_text("/account")
+            .await
+            .contains("banner-past-due")
+    );
 
     let invoice = failed_renewal(&app, user_id, &sub).await;
     let link = format!(r#"href="{}""#, hosted_url(&app, &invoice));
@@ -298,7 +310,10 @@ async fn entitlements_last_the_grace_then_report_past_due_and_paying_restores_th
     let page = reqwest::get(hosted_url(&app, &invoice)).await.unwrap();
     assert_eq!(page.status(), 200);
     let page = page.text().await.unwrap();
-    assert!(page.contains(&format!(r#"action="/i/{invoice}""#)), "{page}");
+    assert!(
+        page.contains(&format!(r#"action="/i/{invoice}""#)),
+        "{page}"
+    );
     let sim = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -333,7 +348,12 @@ async fn entitlements_last_the_grace_then_report_past_due_and_paying_restores_th
     let restored = entitlements(&app, &reader, user_id).await;
     assert_eq!(restored["active"], true);
     assert_eq!(restored["reason"], Value::Null);
-    assert!(!customer.get_text("/account").await.contains("banner-past-due"));
+    assert!(
+        !customer
+            .get_text("/account")
+            .await
+            .contains("banner-past-due")
+    );
     // Paid once: the page takes no second payment.
     let again = sim
         .post(hosted_url(&app, &invoice))
@@ -409,9 +429,17 @@ async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Back
     );
     assert_eq!(payments(&app.stripe_events().await), before);
 
-    until("the voided invoice", || invoice_status(&app, &invoice) == "void").await;
+    until("the voided invoice", || {
+        invoice_status(&app, &invoice) == "void"
+    })
+    .await;
     let after = entitlements(&app, &reader, user_id).await;
     assert_eq!(after["active"], false);
     assert_eq!(after["reason"], "canceled");
-    assert!(!customer.get_text("/account").await.contains("banner-past-due"));
+    assert!(
+        !customer
+            .get_text("/account")
+            .await
+            .contains("banner-past-due")
+    );
 }

@@ -111,11 +111,7 @@ pub async fn past_due_link(db: &Db, user_id: UserId) -> Result<Option<String>, D
 }
 
 /// One page (from 1) of the user's invoices, newest first, and whether there is another.
-pub async fn page(
-    db: &Db,
-    user_id: UserId,
-    page: i64,
-) -> Result<(Vec<InvoiceRow>, bool), DbError> {
+pub async fn page(db: &Db, user_id: UserId, page: i64) -> Result<(Vec<InvoiceRow>, bool), DbError> {
     let offset = (page.max(1) - 1).saturating_mul(PAGE_SIZE);
     db.run(move |conn| {
         let mut rows = invoice::page_for_user(conn, user_id, PAGE_SIZE + 1, offset)?;

@@ -9,8 +9,8 @@
 use chrono::{DateTime, NaiveDateTime, Timelike as _};
 use diesel::Connection as _;
 use stripe_billing::subscription::{
-    CancelSubscription, CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
-    RetrieveSubscription, UpdateSubscription,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems,
+    CreateSubscriptionPaymentBehavior, RetrieveSubscription, UpdateSubscription,
 };
 
 use super::plans::{Plan, PlanPrice};

@@ -405,7 +405,13 @@ pub fn collect_invoice(
         invoice.next_payment_attempt = Some(now + RETRY_AFTER_SECS);
         let value = objects::invoice(state, &invoice);
         state.invoices.insert(invoice.id.clone(), invoice);
-        events.push(Sim::event(state, "invoice.payment_failed", value, None, None));
+        events.push(Sim::event(
+            state,
+            "invoice.payment_failed",
+            value,
+            None,
+            None,
+        ));
         return InvoicePayment::Declined(message, events);
     }
     if let Some(card) = card {
@@ -419,7 +425,13 @@ pub fn collect_invoice(
     let subscription = invoice.subscription.clone();
     state.invoices.insert(invoice.id.clone(), invoice);
     events.push(Sim::event(state, "invoice.paid", value.clone(), None, None));
-    events.push(Sim::event(state, "invoice.payment_succeeded", value, None, None));
+    events.push(Sim::event(
+        state,
+        "invoice.payment_succeeded",
+        value,
+        None,
+        None,
+    ));
     let before = state.subscriptions.get(&subscription).cloned();
     if let Some(before) = before.filter(|s| {
         matches!(

@@ -9,5 +9,6 @@ mod harness;
 
 mod api;
 mod checkout;
+mod invoices;
 mod portal;
 mod webhooks;
