@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::{Value, json};
-use tollgate::db::schema::{invoices, subscriptions};
+use tollgate::db::schema::{invoices, plan_past_due_grace, plans, subscriptions};
 use tollgate::service_tokens::Scope;
 
 use crate::common::{Backend, Browser, TestApp, card_form, stripe_event};
@@ -21,6 +21,7 @@ on_both_backends!(
     a_failed_renewal_shows_a_banner_on_every_signed_in_page,
     entitlements_last_the_grace_then_report_past_due_and_paying_restores_them,
     the_grace_is_the_configured_default,
+    an_admin_sets_a_plans_own_grace,
     cancelling_a_past_due_subscription_stops_payment_attempts,
 );
 
@@ -377,6 +378,85 @@ async fn the_grace_is_the_configured_default(backend: Backend) {
             .first(conn)?)
     });
     assert_eq!(ends.unwrap() - failed.unwrap(), chrono::Duration::days(3));
+}
+
+fn grace_of(app: &TestApp, invoice: String) -> chrono::Duration {
+    let (failed, ends): (Option<NaiveDateTime>, Option<NaiveDateTime>) = app.query(move |conn| {
+        Ok(invoices::table
+            .filter(invoices::stripe_invoice_id.eq(invoice))
+            .select((invoices::payment_failed_at, invoices::grace_ends_at))
+            .first(conn)?)
+    });
+    ends.unwrap() - failed.unwrap()
+}
+
+async fn an_admin_sets_a_plans_own_grace(backend: Backend) {
+    let (app, admin) = TestApp::with_pro_plan(backend).await;
+    let plan_id: i64 = app.query(|conn| {
+        Ok(plans::table
+            .filter(plans::slug.eq("pro"))
+            .select(plans::id)
+            .first(conn)?)
+    });
+    let path = format!("/admin/plans/{plan_id}/grace");
+    assert!(
+        admin
+            .get_text("/admin/plans")
+            .await
+            .contains(&format!(r#"href="{path}""#))
+    );
+    let grace = || {
+        app.query(move |conn| {
+            Ok(plan_past_due_grace::table
+                .filter(plan_past_due_grace::plan_id.eq(plan_id))
+                .select(plan_past_due_grace::days)
+                .first::<i64>(conn)
+                .optional()?)
+        })
+    };
+    // Malformed, out of range and huge values are refused with a message.
+    for bad in ["0", "91", "abc", "-2", &"9".repeat(5000)] {
+        let res = admin.submit(&path, &path, &[("days", bad)]).await;
+        assert_eq!(res.status(), 422, "{}", &bad[..bad.len().min(8)]);
+        assert!(res.text().await.unwrap().contains("from 1 to 90"));
+    }
+    // Without the CSRF token, or as a customer: refused.
+    assert_eq!(admin.post_form(&path, &[("days", "2")]).await.status(), 403);
+    let customer = app.signed_in_customer("grace-owner@example.com").await;
+    assert_eq!(customer.get(&path).await.status(), 403);
+    let token = customer.csrf_token("/account").await;
+    let forged = customer
+        .post_form(&path, &[("csrf_token", token.as_str()), ("days", "2")])
+        .await;
+    assert_eq!(forged.status(), 403);
+    assert_eq!(grace(), None);
+    assert_eq!(admin.get("/admin/plans/999999/grace").await.status(), 404);
+
+    let res = admin.submit(&path, &path, &[("days", "2")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(grace(), Some(2));
+    assert!(admin.get_text(&path).await.contains(r#"value="2""#));
+    assert_eq!(app.events("plan_grace_changed").len(), 1);
+
+    customer.get("/account").await;
+    app.subscribe(&customer, "pro").await;
+    let user_id = app.user_id("grace-owner@example.com");
+    until("the first invoice", || stored(&app, user_id).len() == 1).await;
+    let sub: String = app.query(move |conn| {
+        Ok(subscriptions::table
+            .filter(subscriptions::user_id.eq(user_id))
+            .select(subscriptions::stripe_subscription_id)
+            .first(conn)?)
+    });
+    let invoice = failed_renewal(&app, user_id, &sub).await;
+    assert_eq!(grace_of(&app, invoice), chrono::Duration::days(2));
+
+    // Cleared: the default again.
+    assert_eq!(
+        admin.submit(&path, &path, &[("days", "")]).await.status(),
+        303
+    );
+    assert_eq!(grace(), None);
 }
 
 async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Backend) {

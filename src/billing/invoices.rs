@@ -121,3 +121,64 @@ pub async fn page(db: &Db, user_id: UserId, page: i64) -> Result<(Vec<InvoiceRow
     })
     .await
 }
+
+/// The longest past-due grace a plan may have.
+pub const MAX_GRACE_DAYS: i64 = 90;
+
+/// A plan's own past-due grace, as an admin types it: empty for the default, else 1 to
+/// [`MAX_GRACE_DAYS`] days; the message to show otherwise.
+pub fn parse_grace_days(raw: &str) -> Result<Option<i64>, String> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    match raw.parse::<i64>() {
+        Ok(days) if (1..=MAX_GRACE_DAYS).contains(&days) => Ok(Some(days)),
+        _ => Err(format!(
+            "Enter a whole number of days from 1 to {MAX_GRACE_DAYS}, or leave it empty for the default."
+        )),
+    }
+}
+
+/// A plan's own past-due grace (`None`: the default), if it has one.
+pub async fn plan_grace(db: &Db, plan_id: i64) -> Result<Option<i64>, DbError> {
+    db.run(move |conn| invoice::plan_grace_days(conn, plan_id))
+        .await
+}
+
+/// Sets (`None`: removes) a plan's own past-due grace, audited as `actor`'s in the same
+/// transaction. Applies to payments that fail from now on.
+pub async fn set_plan_grace(
+    db: &Db,
+    actor: &crate::audit::Actor,
+    plan_id: i64,
+    days: Option<i64>,
+) -> Result<(), DbError> {
+    use diesel::Connection as _;
+    let event = actor
+        .event(crate::audit::Kind::PlanGraceChanged)
+        .details(serde_json::json!({ "plan_id": plan_id, "days": days }));
+    db.run(move |conn| {
+        // Starts with a write (the delete): a SQLite transaction must.
+        conn.transaction(|conn| {
+            invoice::set_plan_grace_days(conn, plan_id, days)?;
+            crate::audit::write(conn, &event)
+        })
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plans_grace_is_empty_or_1_to_90_days() {
+        assert_eq!(parse_grace_days(" "), Ok(None));
+        assert_eq!(parse_grace_days("1"), Ok(Some(1)));
+        assert_eq!(parse_grace_days(" 90 "), Ok(Some(90)));
+        for bad in ["0", "91", "-3", "7.5", "seven", "99999999999999999999"] {
+            assert!(parse_grace_days(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -8,6 +8,7 @@ pub mod customers;
 pub mod endpoints;
 pub mod notifications;
 pub mod overview;
+pub mod plan_grace;
 pub mod plans;
 pub mod security;
 pub mod tokens;
@@ -40,4 +41,5 @@ crate::console_routes! {
     "/webhooks/{id}/reprocess" => { POST Manage webhooks::reprocess },
     "/notifications" => { GET Read notifications::list },
     "/notifications/{id}/redeliver" => { POST Manage notifications::redeliver },
+    "/plans/{id}/grace" => { GET Manage plan_grace::form, POST Manage plan_grace::save },
 }
