@@ -28,6 +28,7 @@ mod errors;
 mod experience;
 mod forms;
 mod headers;
+mod invoices;
 mod layout;
 mod lease;
 mod metrics;

@@ -139,6 +139,10 @@ pub enum Kind {
     StripeSyncRun,
     /// `tollgate import-stripe --apply` linked an existing Stripe customer to an account.
     StripeCustomerImported,
+    /// A past-due subscription was canceled at once (its open invoice is no longer collected).
+    PastDueSubscriptionCanceled,
+    /// An admin set a plan's own past-due grace.
+    PlanGraceChanged,
 }
 
 impl Kind {
@@ -194,6 +198,8 @@ impl Kind {
             Self::WebhookEndpointDeleted => "webhook_endpoint_deleted",
             Self::StripeSyncRun => "stripe_sync_run",
             Self::StripeCustomerImported => "stripe_customer_imported",
+            Self::PastDueSubscriptionCanceled => "past_due_subscription_canceled",
+            Self::PlanGraceChanged => "plan_grace_changed",
         }
     }
 
@@ -243,6 +249,7 @@ impl Kind {
             Self::StripeSyncRun => Severity::Medium,
             // Billing identity attached to an account.
             Self::StripeCustomerImported => Severity::High,
+            Self::PastDueSubscriptionCanceled | Self::PlanGraceChanged => Severity::Medium,
             Self::TwoFactorSucceeded => Severity::Low,
             Self::TwoFactorFailed => Severity::Medium,
             Self::RoleChanged

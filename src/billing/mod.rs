@@ -11,6 +11,7 @@
 pub mod checkout;
 pub mod customers;
 pub mod gateway;
+pub mod invoices;
 pub mod operations;
 pub mod plans;
 pub mod portal;

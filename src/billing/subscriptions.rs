@@ -9,8 +9,8 @@
 use chrono::{DateTime, NaiveDateTime, Timelike as _};
 use diesel::Connection as _;
 use stripe_billing::subscription::{
-    CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
-    RetrieveSubscription, UpdateSubscription,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems,
+    CreateSubscriptionPaymentBehavior, RetrieveSubscription, UpdateSubscription,
 };
 
 use super::plans::{Plan, PlanPrice};
@@ -491,6 +491,8 @@ pub async fn refresh(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelChange {
     Done,
+    /// A past-due subscription was ended at once (its open invoice is no longer collected).
+    Ended,
     /// No live subscription to change (nothing was asked of Stripe).
     NoSubscription,
 }
@@ -512,20 +514,40 @@ pub async fn set_cancel_at_period_end(
         true => ("subscription-cancel", Kind::SubscriptionCancelRequested),
         false => ("subscription-resume", Kind::SubscriptionResumed),
     };
-    let key = operation.idempotency_key(step);
     let stripe_id = &current.stripe_id;
-    let sub = gateway
-        .call(OperationClass::Subscription, user_id, Some(&key), || {
-            UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
-        })
-        .await?;
+    // Past due: canceled at once, so Stripe stops collecting the open invoice (no more
+    // attempts, no charge after cancelling); no final invoice and no credit.
+    let (step, kind, sub) = if cancel && current.status == SubscriptionStatus::PastDue {
+        let step = "subscription-cancel-now";
+        let key = operation.idempotency_key(step);
+        let sub = gateway
+            .call(OperationClass::Subscription, user_id, Some(&key), || {
+                CancelSubscription::new(stripe_id.expose())
+                    .invoice_now(false)
+                    .prorate(false)
+            })
+            .await?;
+        (step, Kind::PastDueSubscriptionCanceled, sub)
+    } else {
+        let key = operation.idempotency_key(step);
+        let sub = gateway
+            .call(OperationClass::Subscription, user_id, Some(&key), || {
+                UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
+            })
+            .await?;
+        (step, kind, sub)
+    };
+    let key = operation.idempotency_key(step);
     let event = actor
         .event(kind)
         .details(serde_json::json!({ "subscription": stripe_id.to_string() }));
     let audit = AuditOnce { event, once: key };
     let sub = StripeSubscription::from_api(&sub)?;
     record_audited(db, user_id, sub, now(), Some(audit)).await?;
-    Ok(CancelChange::Done)
+    Ok(match kind {
+        Kind::PastDueSubscriptionCanceled => CancelChange::Ended,
+        _ => CancelChange::Done,
+    })
 }
 
 /// What an internal service may grant a user.
@@ -538,6 +560,9 @@ pub struct Entitlements {
     pub entitlements: Vec<String>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
+    /// Why access is off (`null` while it is on): `past_due` once a failed payment's grace is
+    /// over, `canceled`, `no_subscription`, or the subscription's status (`unpaid`, …).
+    pub reason: Option<String>,
 }
 
 impl Entitlements {
@@ -554,7 +579,19 @@ pub async fn entitlements(db: &Db, user_id: UserId) -> Result<Entitlements, DbEr
 /// [`entitlements`], on a connection (inside a transaction that changes them).
 pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entitlements, DbError> {
     let view = current_in(conn, user_id)?;
-    let active = view.as_ref().is_some_and(SubscriptionView::is_live);
+    let grace_over = match &view {
+        Some(v) if v.status == SubscriptionStatus::PastDue => {
+            super::invoices::grace_is_over(conn, &v.stripe_id)?
+        }
+        _ => false,
+    };
+    let active = view.as_ref().is_some_and(SubscriptionView::is_live) && !grace_over;
+    let reason = match &view {
+        _ if active => None,
+        None => Some("no_subscription".to_owned()),
+        Some(_) if grace_over => Some("past_due".to_owned()),
+        Some(v) => Some(v.status.to_string()),
+    };
     Ok(Entitlements {
         user_id,
         active,
@@ -575,5 +612,6 @@ pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entit
             .and_then(|v| v.current_period_end)
             .map(|t| t.and_utc().timestamp()),
         cancel_at_period_end: view.as_ref().is_some_and(|v| v.cancel_at_period_end),
+        reason,
     })
 }

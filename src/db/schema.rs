@@ -253,6 +253,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    invoices (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        stripe_invoice_id -> Text,
+        stripe_subscription_id -> Nullable<Text>,
+        number -> Nullable<Text>,
+        status -> Text,
+        amount_due -> BigInt,
+        amount_paid -> BigInt,
+        amount_remaining -> BigInt,
+        currency -> Text,
+        stripe_created -> Timestamp,
+        period_start -> Nullable<Timestamp>,
+        period_end -> Nullable<Timestamp>,
+        hosted_invoice_url -> Nullable<Text>,
+        invoice_pdf -> Nullable<Text>,
+        payment_failed_at -> Nullable<Timestamp>,
+        grace_ends_at -> Nullable<Timestamp>,
+        stripe_updated_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_past_due_grace (plan_id) {
+        plan_id -> BigInt,
+        days -> BigInt,
+    }
+}
+
 diesel::joinable!(byok_keys -> users (user_id));
 diesel::joinable!(billing_customers -> users (user_id));
 diesel::joinable!(subscriptions -> users (user_id));
@@ -268,6 +300,8 @@ diesel::table! {
     }
 }
 
+diesel::joinable!(invoices -> users (user_id));
+diesel::joinable!(plan_past_due_grace -> plans (plan_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -285,5 +319,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     recovery_codes,
     webhook_endpoints,
     notifications,
-    stripe_refetches
+    stripe_refetches,
+    invoices,
+    plan_past_due_grace
 );

@@ -87,6 +87,8 @@ pub struct Context<'a> {
     pub alerts: &'a AlertSettings,
     /// Failures a test injects (nothing in production).
     pub faults: &'a crate::config::FaultInjection,
+    /// The default past-due grace (`PAST_DUE_GRACE_DAYS`), for plans without their own.
+    pub past_due_grace_days: u32,
 }
 
 pub fn payload_aad(event_id: &str) -> Aad {

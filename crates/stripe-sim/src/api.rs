@@ -844,8 +844,13 @@ async fn update_subscription(
     })
 }
 
+/// `invoice_now` and `prorate` are accepted; the simulator makes no final invoice nor credit.
 #[derive(Deserialize)]
-struct CancelSubscription {}
+#[allow(dead_code)]
+struct CancelSubscription {
+    invoice_now: Option<bool>,
+    prorate: Option<bool>,
+}
 
 async fn cancel_subscription(
     sim: web::Data<Sim>,
@@ -880,7 +885,10 @@ async fn cancel_subscription(
             None,
             key,
         );
-        Ok((value, vec![event]))
+        // Stripe stops collecting a canceled subscription's invoices: no further attempts.
+        let mut events = vec![event];
+        events.extend(crate::controls::void_open_invoices(state, &id));
+        Ok((value, events))
     })
 }
 

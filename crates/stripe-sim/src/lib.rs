@@ -20,6 +20,7 @@ mod controls;
 mod hosted;
 mod lists;
 mod objects;
+mod pdf;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -5,6 +5,7 @@ pub mod audit_chain;
 pub mod billing_customer;
 pub mod byok_key;
 pub mod encryption_key;
+pub mod invoice;
 pub mod notification;
 pub mod plan;
 pub mod security_event;

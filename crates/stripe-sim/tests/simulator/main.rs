@@ -10,5 +10,6 @@ mod harness;
 mod api;
 mod checkout;
 mod lists;
+mod invoices;
 mod portal;
 mod webhooks;

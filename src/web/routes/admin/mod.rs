@@ -9,6 +9,7 @@ pub mod drift;
 pub mod endpoints;
 pub mod notifications;
 pub mod overview;
+pub mod plan_grace;
 pub mod plans;
 pub mod security;
 pub mod tokens;
@@ -44,4 +45,5 @@ crate::console_routes! {
     // Reconciliation: both read Stripe (rate limited by the gateway's throttle): admins only.
     "/customers/{id}/resync" => { POST Manage drift::resync },
     "/drift" => { GET Manage drift::show },
+    "/plans/{id}/grace" => { GET Manage plan_grace::form, POST Manage plan_grace::save },
 }
