@@ -15,6 +15,8 @@ pub mod operations;
 pub mod plans;
 pub mod portal;
 pub mod subscriptions;
+pub mod cards;
+pub mod cancellations;
 
 use crate::crypto::{CryptoError, Keyring, TokenHasher};
 use crate::db::{Db, DbError};

@@ -310,6 +310,8 @@ pub async fn record(
 struct AuditOnce {
     event: SecurityEvent,
     once: String,
+    /// The reason a customer gave when cancelling, recorded with the audit row.
+    reason: Option<super::cancellations::Reason>,
 }
 
 /// [`record`], writing `audit` in the same transaction, once per its key.
@@ -332,11 +334,19 @@ async fn record_audited(
                 let written = write_and_notify(conn, user_id, &sub.id, |conn| {
                     subscription::upsert(conn, user_id, &sub.id, &state)
                 })?;
-                if let Some(AuditOnce { event, once }) = &audit {
+                if let Some(AuditOnce {
+                    event,
+                    once,
+                    reason,
+                }) = &audit
+                {
                     // Recorded as an operation of its own.
                     let kind = event.kind.as_str();
                     if stripe_operation::record_once(conn, once, Some(user_id), kind)? {
                         audit::write(conn, event)?;
+                        if let Some(reason) = reason {
+                            reason.record(conn, user_id, sub.id.expose(), once, now())?;
+                        }
                     }
                 }
                 Ok::<_, DbError>(written)
@@ -402,7 +412,12 @@ pub async fn start_free(
             "subscription": sub.id.to_string(),
         }));
     let once = format!("{}-{}", event.kind.as_str(), sub.id.expose());
-    record_audited(db, user_id, sub, now(), Some(AuditOnce { event, once })).await?;
+    let audit = AuditOnce {
+        event,
+        once,
+        reason: None,
+    };
+    record_audited(db, user_id, sub, now(), Some(audit)).await?;
     Ok(FreeStart::Started)
 }
 
@@ -478,34 +493,48 @@ pub enum CancelChange {
     NoSubscription,
 }
 
-/// Sets (`cancel`) or clears cancel-at-period-end on the user's live subscription at Stripe,
-/// then records the result with its audit row (once per operation), in one transaction.
+/// Sets (`cancel`, with the customer's reason) or clears (`None`) cancel-at-period-end on the
+/// user's live subscription at Stripe, then records the result with its audit row and the
+/// reason (once per operation), in one transaction.
 pub async fn set_cancel_at_period_end(
     db: &Db,
     gateway: &Gateway,
     actor: &Actor,
     user_id: UserId,
     operation: &Operation,
-    cancel: bool,
+    cancel: Option<&super::cancellations::Reason>,
 ) -> Result<CancelChange, BillingError> {
     let Some(current) = current(db, user_id).await?.filter(|s| s.is_live()) else {
         return Ok(CancelChange::NoSubscription);
     };
     let (step, kind) = match cancel {
-        true => ("subscription-cancel", Kind::SubscriptionCancelRequested),
-        false => ("subscription-resume", Kind::SubscriptionResumed),
+        Some(_) => ("subscription-cancel", Kind::SubscriptionCancelRequested),
+        None => ("subscription-resume", Kind::SubscriptionResumed),
     };
     let key = operation.idempotency_key(step);
     let stripe_id = &current.stripe_id;
     let sub = gateway
         .call(OperationClass::Subscription, user_id, Some(&key), || {
-            UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
+            let update = UpdateSubscription::new(stripe_id.expose());
+            match cancel {
+                // Stripe keeps the reason with the cancellation (its dashboard shows it too).
+                Some(reason) if !reason.is_empty() => update
+                    .cancel_at_period_end(true)
+                    .cancellation_details(reason.to_stripe()),
+                Some(_) => update.cancel_at_period_end(true),
+                None => update.cancel_at_period_end(false),
+            }
         })
         .await?;
-    let event = actor
-        .event(kind)
-        .details(serde_json::json!({ "subscription": stripe_id.to_string() }));
-    let audit = AuditOnce { event, once: key };
+    let event = actor.event(kind).details(serde_json::json!({
+        "subscription": stripe_id.to_string(),
+        "reason": cancel.and_then(|r| r.feedback()),
+    }));
+    let audit = AuditOnce {
+        event,
+        once: key,
+        reason: cancel.cloned(),
+    };
     let sub = StripeSubscription::from_api(&sub)?;
     record_audited(db, user_id, sub, now(), Some(audit)).await?;
     Ok(CancelChange::Done)

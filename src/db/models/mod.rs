@@ -18,3 +18,6 @@ pub mod two_factor;
 pub mod user;
 pub mod webhook_endpoint;
 pub mod webhook_event;
+pub mod payment_card;
+pub mod cancellation_feedback;
+pub mod plan_trial_option;

@@ -4,6 +4,7 @@
 //! anonymous visitors the sign-in page. A new page is one line here.
 
 pub mod audit_log;
+pub mod cancellations;
 pub mod customers;
 pub mod endpoints;
 pub mod notifications;
@@ -40,4 +41,5 @@ crate::console_routes! {
     "/webhooks/{id}/reprocess" => { POST Manage webhooks::reprocess },
     "/notifications" => { GET Read notifications::list },
     "/notifications/{id}/redeliver" => { POST Manage notifications::redeliver },
+    "/cancellations" => { GET Read cancellations::list },
 }
