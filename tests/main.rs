@@ -41,7 +41,7 @@ mod roles;
 mod security_dashboard;
 mod sessions;
 mod subscriptions;
+mod trials;
 mod two_factor;
 mod vault;
 mod webhooks;
-mod trials;

@@ -86,7 +86,9 @@ async fn complete_checkout(customer: &Browser, url: &str, form: &[(&str, String)
         .unwrap();
     assert_eq!(res.status(), 303, "Checkout completes");
     let success = location(&res);
-    let page = customer.get(success.trim_start_matches(&customer.base)).await;
+    let page = customer
+        .get(success.trim_start_matches(&customer.base))
+        .await;
     assert_eq!(page.status(), 200);
 }
 
@@ -95,7 +97,10 @@ fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
 }
 
 async fn entitlements(app: &TestApp, user_id: i64) -> Value {
-    let name = format!("gate-{}", chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    let name = format!(
+        "gate-{}",
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
     let token = app.service_token(&name, &[Scope::EntitlementsRead]);
     app.internal_get(&format!("entitlements/{user_id}"), &token)
         .await
@@ -317,14 +322,20 @@ async fn a_trial_without_a_card_is_an_admin_switch_that_needs_trial_days(backend
         .await;
     assert_eq!(res.status(), 303);
     assert_eq!(
-        admin.get_text("/admin/plans").await.matches("no card").count(),
+        admin
+            .get_text("/admin/plans")
+            .await
+            .matches("no card")
+            .count(),
         0
     );
     let customer = app.signed_in_customer("buyer@example.com").await;
     let (session, _) = checkout(&app, &customer, "starter").await;
     assert_eq!(session["payment_method_collection"], "always");
     // Customers cannot change plans.
-    let res = customer.post_form(&format!("/admin/plans/{id}"), &fields).await;
+    let res = customer
+        .post_form(&format!("/admin/plans/{id}"), &fields)
+        .await;
     assert_eq!(res.status(), 403);
 }
 
@@ -389,7 +400,10 @@ async fn the_card_on_file_is_shown_masked_and_stored_sealed_to_its_owner(backend
     let other_id = app.user_id("other@example.com");
     assert!(
         keyring
-            .open(&sealed, &tollgate::billing::cards::card_aad(other_id.into()))
+            .open(
+                &sealed,
+                &tollgate::billing::cards::card_aad(other_id.into())
+            )
             .is_err()
     );
     app.query(|conn| {
@@ -600,7 +614,11 @@ async fn a_cancellation_reason_goes_to_stripe_and_the_console_counts_it(backend:
     );
     let audit = app.events("subscription_cancel_requested");
     assert_eq!(audit.len(), 1);
-    assert!(audit[0].details.contains("too_expensive"), "{}", audit[0].details);
+    assert!(
+        audit[0].details.contains("too_expensive"),
+        "{}",
+        audit[0].details
+    );
 
     // A second customer leaves without saying why.
     let quiet = app.signed_in_customer("quiet@example.com").await;
@@ -616,7 +634,10 @@ async fn a_cancellation_reason_goes_to_stripe_and_the_console_counts_it(backend:
         console.contains("It&#39;s too expensive") || console.contains("It&#x27;s too expensive"),
         "{console}"
     );
-    assert!(console.contains(r#"data-reason="too_expensive">1<"#), "{console}");
+    assert!(
+        console.contains(r#"data-reason="too_expensive">1<"#),
+        "{console}"
+    );
     assert!(console.contains("leaver@example.com"), "{console}");
     assert!(
         (console.contains("&#60;script&#62;") || console.contains("&lt;script&gt;"))
@@ -641,9 +662,7 @@ async fn a_cancellation_reason_goes_to_stripe_and_the_console_counts_it(backend:
     );
 }
 
-async fn the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts(
-    backend: Backend,
-) {
+async fn the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts(backend: Backend) {
     let (app, _) = TestApp::with_pro_plan(backend).await;
     let customer = app.signed_in_customer("target@example.com").await;
     app.subscribe(&customer, "pro").await;
@@ -653,7 +672,11 @@ async fn the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts(
 
     let op = hidden(&customer.get_text(page).await, "operation_id");
     let res = customer
-        .submit(page, page, &[("operation_id", &op), ("feedback", "because")])
+        .submit(
+            page,
+            page,
+            &[("operation_id", &op), ("feedback", "because")],
+        )
         .await;
     assert_eq!(res.status(), 400);
     assert!(
@@ -681,7 +704,10 @@ async fn the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts(
         .await;
     assert_eq!(res.status(), 403);
     let at_stripe = app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await;
-    assert_eq!(at_stripe["cancel_at_period_end"], false, "nothing was cancelled");
+    assert_eq!(
+        at_stripe["cancel_at_period_end"], false,
+        "nothing was cancelled"
+    );
     assert!(feedback_rows(&app).is_empty());
 
     // The owner cancels with this form's operation id; another account can only ever reach
@@ -692,12 +718,20 @@ async fn the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts(
     assert_eq!(location(&res), "/account");
     let attacker = app.signed_in_customer("attacker@example.com").await;
     let stolen = attacker
-        .submit("/account", page, &[("operation_id", &op), ("feedback", "other")])
+        .submit(
+            "/account",
+            page,
+            &[("operation_id", &op), ("feedback", "other")],
+        )
         .await;
     assert_eq!(stolen.status(), 409, "another account's operation id");
     let mine = hidden(&attacker.get_text("/pricing").await, "operation_id");
     let res = attacker
-        .submit("/account", page, &[("operation_id", &mine), ("feedback", "other")])
+        .submit(
+            "/account",
+            page,
+            &[("operation_id", &mine), ("feedback", "other")],
+        )
         .await;
     assert_eq!(location(&res), "/account");
     assert_eq!(

@@ -22,7 +22,10 @@ pub const FEEDBACK: [(&str, &str); 8] = [
     ("unused", "I don't use it enough"),
     ("too_complex", "It's too complicated"),
     ("low_quality", "Quality was less than expected"),
-    ("customer_service", "Customer service was less than expected"),
+    (
+        "customer_service",
+        "Customer service was less than expected",
+    ),
     ("other", "Other reason"),
 ];
 
@@ -84,9 +87,10 @@ impl Reason {
     pub fn to_stripe(&self) -> UpdateSubscriptionCancellationDetails {
         UpdateSubscriptionCancellationDetails {
             comment: self.comment.clone(),
-            feedback: self
-                .feedback
-                .and_then(|f| f.parse::<UpdateSubscriptionCancellationDetailsFeedback>().ok()),
+            feedback: self.feedback.and_then(|f| {
+                f.parse::<UpdateSubscriptionCancellationDetailsFeedback>()
+                    .ok()
+            }),
             ..UpdateSubscriptionCancellationDetails::new()
         }
     }
@@ -185,7 +189,10 @@ mod tests {
         assert!(Reason::parse("", &"é".repeat(500)).is_ok());
         for (value, _) in FEEDBACK {
             let stripe = Reason::parse(value, "").unwrap().to_stripe();
-            assert_eq!(stripe.feedback.map(|f| f.as_str().to_owned()).as_deref(), Some(value));
+            assert_eq!(
+                stripe.feedback.map(|f| f.as_str().to_owned()).as_deref(),
+                Some(value)
+            );
         }
     }
 }

@@ -4,8 +4,9 @@
 //! account that made it.
 
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionPaymentMethodCollection,
-    CreateCheckoutSessionSubscriptionData, CreateCheckoutSessionSubscriptionDataTrialSettings,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems,
+    CreateCheckoutSessionPaymentMethodCollection, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSessionSubscriptionDataTrialSettings,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod,
     RetrieveCheckoutSession,
@@ -82,7 +83,8 @@ async fn session_url(
     // A card-free trial: Checkout asks for a card only if one is required (it is not during a
     // trial), and a trial that ends without one cancels the subscription: never a charge
     // attempt on nothing.
-    let without_card = trial.is_some() && super::plans::trial_without_card(billing.db, plan.id).await?;
+    let without_card =
+        trial.is_some() && super::plans::trial_without_card(billing.db, plan.id).await?;
     let key = operation.idempotency_key("checkout");
     let session = billing
         .gateway

@@ -8,6 +8,8 @@
 //! stored operation id and its owner ([`operations`]), then writes the result in a new
 //! transaction.
 
+pub mod cancellations;
+pub mod cards;
 pub mod checkout;
 pub mod customers;
 pub mod gateway;
@@ -15,8 +17,6 @@ pub mod operations;
 pub mod plans;
 pub mod portal;
 pub mod subscriptions;
-pub mod cards;
-pub mod cancellations;
 
 use crate::crypto::{CryptoError, Keyring, TokenHasher};
 use crate::db::{Db, DbError};

@@ -6,8 +6,8 @@ use serde_json::{Map, Value};
 use super::{Context, IngestError, StripeEvent};
 use crate::audit::alerts::{self, AlertRule};
 use crate::audit::{self, Kind, SecurityEvent};
-use crate::billing::{cards, customers};
 use crate::billing::subscriptions::{self, StripeSubscription, SubscriptionStatus};
+use crate::billing::{cards, customers};
 use crate::crypto::TokenHasher;
 use crate::db::DbConnection;
 use crate::db::models::billing_customer;
@@ -524,7 +524,13 @@ fn card_detached(
     let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
         return Ok(Outcome::Failed(format!("unknown customer {customer}")));
     };
-    match cards::forget(conn, cx.keyring, user_id, payment_method, event.created_at()) {
+    match cards::forget(
+        conn,
+        cx.keyring,
+        user_id,
+        payment_method,
+        event.created_at(),
+    ) {
         Ok(_) => Ok(Outcome::Applied),
         Err(err) => card_failure(err),
     }

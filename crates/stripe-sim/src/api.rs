@@ -15,8 +15,9 @@ use sha2::{Digest as _, Sha256};
 use crate::Sim;
 use crate::objects;
 use crate::state::{
-    CANCELLATION_FEEDBACK, CheckoutSession, Customer, Event, IdempotentResponse, Interval, PortalSession, Price, Product,
-    MISSING_PAYMENT_METHOD, SessionStatus, SimState, SubscriptionStatus, new_id, unix_now,
+    CANCELLATION_FEEDBACK, CheckoutSession, Customer, Event, IdempotentResponse, Interval,
+    MISSING_PAYMENT_METHOD, PortalSession, Price, Product, SessionStatus, SimState,
+    SubscriptionStatus, new_id, unix_now,
 };
 
 /// A Stripe error object with its HTTP status.
@@ -575,10 +576,7 @@ fn one_of(allowed: &[&'static str], given: &str, param: &str) -> Result<&'static
         .ok_or_else(|| {
             ApiError::invalid(
                 param,
-                format!(
-                    "Invalid {param}: must be one of {}",
-                    allowed.join(", ")
-                ),
+                format!("Invalid {param}: must be one of {}", allowed.join(", ")),
             )
         })
 }
@@ -859,7 +857,11 @@ async fn update_subscription(
                     "cancellation_details[feedback]",
                 )?),
             };
-            if details.comment.as_ref().is_some_and(|c| c.chars().count() > 5000) {
+            if details
+                .comment
+                .as_ref()
+                .is_some_and(|c| c.chars().count() > 5000)
+            {
                 return Err(ApiError::invalid(
                     "cancellation_details[comment]",
                     "The comment must be at most 5000 characters.",

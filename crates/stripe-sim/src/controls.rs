@@ -468,7 +468,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/subscriptions/{id}/trial_will_end",
                 web::post().to(trial_will_end_route),
             )
-            .route("/subscriptions/{id}/end_trial", web::post().to(end_trial_route))
+            .route(
+                "/subscriptions/{id}/end_trial",
+                web::post().to(end_trial_route),
+            )
             .route("/disputes", web::post().to(dispute_route))
             .route("/events/deliver", web::post().to(deliver_route))
             .route("/events/{id}/redeliver", web::post().to(redeliver_route))

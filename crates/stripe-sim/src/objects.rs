@@ -5,8 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::state::{
-    CardOnFile, CheckoutSession, Customer, Event, Invoice, InvoiceStatus, PaymentIntent, PaymentStatus,
-    PortalSession, Price, Product, SessionStatus, SimState, Subscription,
+    CardOnFile, CheckoutSession, Customer, Event, Invoice, InvoiceStatus, PaymentIntent,
+    PaymentStatus, PortalSession, Price, Product, SessionStatus, SimState, Subscription,
 };
 
 pub const API_VERSION: &str = "2026-09-30.endive";

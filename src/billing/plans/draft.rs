@@ -353,7 +353,12 @@ mod tests {
             trial_days: "0".into(),
             ..card_free
         };
-        assert!(no_trial.validate().unwrap_err().contains_key("trial_without_card"));
+        assert!(
+            no_trial
+                .validate()
+                .unwrap_err()
+                .contains_key("trial_without_card")
+        );
         assert!(!draft().validate().unwrap().trial_without_card);
     }
 

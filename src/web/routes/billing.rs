@@ -6,9 +6,9 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::audit::{self, Actor, Kind};
+use crate::billing::cancellations::{self, Reason, ReasonError};
 use crate::billing::checkout::{self, ReturnError, Started};
 use crate::billing::plans::{self, Interval, Plan, PlanPrice};
-use crate::billing::cancellations::{self, Reason, ReasonError};
 use crate::billing::subscriptions::{self, CancelChange};
 use crate::billing::{
     self, BillingError, GatewayError, Operation, OperationId, operations, portal,
@@ -525,7 +525,14 @@ pub async fn cancel_subscription(
             AppError::BadRequest("Keep the comment to 500 characters or fewer.")
         }
     })?;
-    set_cancel((req, state, session), user, actor, operation_id, Some(reason)).await
+    set_cancel(
+        (req, state, session),
+        user,
+        actor,
+        operation_id,
+        Some(reason),
+    )
+    .await
 }
 
 pub async fn resume_subscription(

@@ -520,7 +520,11 @@ async fn update_card(
         return message(StatusCode::PAYMENT_REQUIRED, "Card not saved", reason);
     }
     let mut state = sim.state();
-    let Some(customer) = state.portal_sessions.get(id.as_str()).map(|s| s.customer.clone()) else {
+    let Some(customer) = state
+        .portal_sessions
+        .get(id.as_str())
+        .map(|s| s.customer.clone())
+    else {
         return not_found("There is no such portal session.");
     };
     let mut events = Vec::new();

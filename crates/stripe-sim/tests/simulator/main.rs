@@ -10,5 +10,5 @@ mod harness;
 mod api;
 mod checkout;
 mod portal;
-mod webhooks;
 mod trials;
+mod webhooks;

@@ -8,8 +8,9 @@ use stripe_billing::subscription::{
     UpdateSubscriptionCancellationDetailsFeedback,
 };
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionPaymentMethodCollection,
-    CreateCheckoutSessionSubscriptionData, CreateCheckoutSessionSubscriptionDataTrialSettings,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems,
+    CreateCheckoutSessionPaymentMethodCollection, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSessionSubscriptionDataTrialSettings,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior,
     CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod,
     RetrieveCheckoutSession,
@@ -159,8 +160,7 @@ async fn a_trial_with_a_card_sends_its_notice_and_is_charged_once_when_it_ends()
         .await
         .unwrap();
     let sub_id = done.subscription.unwrap().id().to_string();
-    let (status, body) =
-        control(&h, &format!("/_sim/subscriptions/{sub_id}/trial_will_end")).await;
+    let (status, body) = control(&h, &format!("/_sim/subscriptions/{sub_id}/trial_will_end")).await;
     assert_eq!(status, 200);
     assert!(body["event"].as_str().unwrap().starts_with("evt_"));
     let notice = h.wait_for("customer.subscription.trial_will_end").await;
@@ -195,7 +195,10 @@ async fn a_card_updated_in_the_portal_is_attached_and_the_old_one_detached() {
     let (customer, _) = h.subscribed(&price, "4242 4242 4242 4242").await;
     let portal = h.portal(&customer).await;
     let page = h.page(&portal).await;
-    assert!(page.contains("Update card") && page.contains("•••• 4242"), "{page}");
+    assert!(
+        page.contains("Update card") && page.contains("•••• 4242"),
+        "{page}"
+    );
 
     let res = h
         .browser
@@ -223,9 +226,15 @@ async fn a_card_updated_in_the_portal_is_attached_and_the_old_one_detached() {
     let event = &detached[0].1;
     assert_eq!(event["data"]["object"]["card"]["last4"], "4242");
     assert!(event["data"]["object"]["customer"].is_null());
-    assert_eq!(event["data"]["previous_attributes"]["customer"], customer.as_str());
+    assert_eq!(
+        event["data"]["previous_attributes"]["customer"],
+        customer.as_str()
+    );
     let page = h.page(&portal).await;
-    assert!(page.contains("•••• 4444") && !page.contains("•••• 4242"), "{page}");
+    assert!(
+        page.contains("•••• 4444") && !page.contains("•••• 4242"),
+        "{page}"
+    );
 }
 
 #[actix_web::test]
