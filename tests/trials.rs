@@ -20,6 +20,7 @@ use crate::on_both_backends;
 on_both_backends!(
     a_card_free_trial_starts_without_a_card_and_ends_cleanly_without_one,
     a_trial_with_a_card_becomes_active_and_is_charged_once,
+    a_card_added_during_a_card_free_trial_keeps_the_plan_and_is_charged_once,
     the_trial_ending_notice_is_e_mailed_once,
     a_trial_without_a_card_is_an_admin_switch_that_needs_trial_days,
     the_card_on_file_is_shown_masked_and_stored_sealed_to_its_owner,
@@ -233,6 +234,51 @@ async fn a_trial_with_a_card_becomes_active_and_is_charged_once(backend: Backend
     let after = entitlements(&app, user_id).await;
     assert_eq!(after["active"], true);
     assert_eq!(after["plan"], "pro");
+}
+
+async fn a_card_added_during_a_card_free_trial_keeps_the_plan_and_is_charged_once(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
+    create_trial_plan(&admin, "Starter", "starter", true).await;
+    let customer = app.signed_in_customer("converts@example.com").await;
+    let user_id = app.user_id("converts@example.com");
+    let (_, url) = checkout(&app, &customer, "starter").await;
+    complete_checkout(&customer, &url, &[]).await;
+    settle(&app).await;
+    let account = customer.get_text("/account").await;
+    assert!(
+        account.contains("Add one before your trial ends") && account.contains("Add a card"),
+        "{account}"
+    );
+
+    // "Add a card" leads to the portal, where the customer saves one.
+    let res = customer
+        .submit_operation("/account", "/billing/portal", &[])
+        .await;
+    let portal = location(&res);
+    let saved = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{portal}/card"))
+        .form(&card_form("4242 4242 4242 4242"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 303);
+    settle(&app).await;
+    account_shows(&customer, "•••• 4242").await;
+
+    let sub_id = app.subscription_id(user_id);
+    app.sim_control(&format!("/_sim/subscriptions/{sub_id}/end_trial"))
+        .await;
+    settle(&app).await;
+    assert_eq!(app.subscription_status(user_id), "active");
+    let events = app.stripe_events().await;
+    assert_eq!(events_of(&events, "payment_intent.succeeded").len(), 1);
+    assert_eq!(entitlements(&app, user_id).await["active"], true);
 }
 
 async fn the_trial_ending_notice_is_e_mailed_once(backend: Backend) {
