@@ -25,6 +25,7 @@ on_both_backends!(
     a_trial_without_a_card_is_an_admin_switch_that_needs_trial_days,
     the_card_on_file_is_shown_masked_and_stored_sealed_to_its_owner,
     a_card_updated_in_the_portal_updates_the_account_page,
+    rotate_key_re_seals_the_card_on_file,
     an_older_payment_method_event_never_overwrites_a_newer_card,
     a_cancellation_reason_goes_to_stripe_and_the_console_counts_it,
     the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts,
@@ -789,4 +790,45 @@ async fn the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts(
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].0, sub_id);
     assert_eq!(rows[0].1.as_deref(), Some("unused"));
+}
+
+async fn rotate_key_re_seals_the_card_on_file(backend: Backend) {
+    use tollgate::secret::{decode_key, encode_base64};
+    let old = encode_base64(&[0x22; 32]); // the test default ENCRYPTION_KEY
+    let new = encode_base64(&[0x44; 32]);
+    let (app, _) = TestApp::with_pro_plan(backend).await;
+    let customer = app.signed_in_customer("rotated@example.com").await;
+    app.subscribe(&customer, "pro").await;
+    account_shows(&customer, "•••• 4242").await;
+    let user_id = app.user_id("rotated@example.com");
+    let before = sealed_card(&app, user_id);
+
+    let env = [
+        ("ENCRYPTION_KEY", new.clone()),
+        ("ENCRYPTION_KEYS_OLD", old.clone()),
+    ];
+    let handle = app.database_handle();
+    let (code, out, err) =
+        crate::common::run(crate::operations::tollgate(&handle, &env).arg("rotate-key"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("payment_cards.card_sealed: re-sealed 1"),
+        "{out}"
+    );
+    assert_ne!(sealed_card(&app, user_id), before);
+
+    // A server with only the new key still shows the card.
+    let after = TestApp::spawn_on(app.database_handle(), backend, |config| {
+        config.secrets.encryption_key = decode_key::<32>(&new).unwrap();
+    })
+    .await;
+    let browser = after.browser();
+    assert_eq!(
+        browser
+            .login("rotated@example.com", crate::common::PASSWORD)
+            .await
+            .status(),
+        303
+    );
+    account_shows(&browser, "•••• 4242").await;
 }
