@@ -119,7 +119,12 @@ pub fn forget(
     let Some(row) = payment_card::for_user(conn, user_id)? else {
         return Ok(false);
     };
-    let card = open(keyring, &row)?;
+    // A row that cannot be opened is reported as unreadable (kept for reprocessing), not
+    // retried as if the failure could pass.
+    let card = open(keyring, &row).map_err(|err| match err {
+        StoreError::Crypto(_) => StoreError::Encoding,
+        other => other,
+    })?;
     if card.payment_method != payment_method {
         return Ok(false);
     }
