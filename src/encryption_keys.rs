@@ -24,6 +24,7 @@ pub const SEALED_COLUMNS: &[&dyn Rotatable] = &[
     &crate::accounts::two_factor::SEALED_SECRETS,
     &crate::notify::endpoints::SEALED_SECRETS,
     &crate::notify::endpoints::SEALED_PREVIOUS_SECRETS,
+    &crate::billing::cards::SEALED_CARDS,
 ];
 
 /// `KEY_ROTATION_DAYS`'s default: seed 000 rotates keys every 90 days.

@@ -43,6 +43,7 @@ mod roles;
 mod security_dashboard;
 mod sessions;
 mod subscriptions;
+mod trials;
 mod two_factor;
 mod vault;
 mod webhooks;

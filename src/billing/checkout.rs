@@ -4,7 +4,11 @@
 //! account that made it.
 
 use stripe_checkout::checkout_session::{
-    CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSession, CreateCheckoutSessionLineItems,
+    CreateCheckoutSessionPaymentMethodCollection, CreateCheckoutSessionSubscriptionData,
+    CreateCheckoutSessionSubscriptionDataTrialSettings,
+    CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior,
+    CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod,
     RetrieveCheckoutSession,
 };
 
@@ -76,6 +80,11 @@ async fn session_url(
     let success = format!("{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}");
     let cancel = format!("{base}/billing/cancel");
     let trial = u32::try_from(plan.trial_days).ok().filter(|d| *d > 0);
+    // A card-free trial: Checkout asks for a card only if one is required (it is not during a
+    // trial), and a trial that ends without one cancels the subscription: never a charge
+    // attempt on nothing.
+    let without_card =
+        trial.is_some() && super::plans::trial_without_card(billing.db, plan.id).await?;
     let key = operation.idempotency_key("checkout");
     let session = billing
         .gateway
@@ -92,6 +101,17 @@ async fn session_url(
                 .success_url(success.clone())
                 .cancel_url(cancel.clone());
             match trial {
+                Some(days) if without_card => request
+                    .payment_method_collection(CreateCheckoutSessionPaymentMethodCollection::IfRequired)
+                    .subscription_data(CreateCheckoutSessionSubscriptionData {
+                        trial_period_days: Some(days),
+                        trial_settings: Some(CreateCheckoutSessionSubscriptionDataTrialSettings {
+                            end_behavior: CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehavior {
+                                missing_payment_method: CreateCheckoutSessionSubscriptionDataTrialSettingsEndBehaviorMissingPaymentMethod::Cancel,
+                            },
+                        }),
+                        ..Default::default()
+                    }),
                 Some(days) => request.subscription_data(CreateCheckoutSessionSubscriptionData {
                     trial_period_days: Some(days),
                     ..Default::default()

@@ -8,6 +8,8 @@
 //! stored operation id and its owner ([`operations`]), then writes the result in a new
 //! transaction.
 
+pub mod cancellations;
+pub mod cards;
 pub mod checkout;
 pub mod customers;
 pub mod gateway;

@@ -327,6 +327,8 @@ pub async fn record(
 pub(crate) struct AuditOnce {
     pub(crate) event: SecurityEvent,
     pub(crate) once: String,
+    /// The reason a customer gave when cancelling, recorded with the audit row.
+    pub(crate) reason: Option<super::cancellations::Reason>,
 }
 
 /// [`record`], writing `audit` in the same transaction, once per its key.
@@ -349,11 +351,19 @@ pub(crate) async fn record_audited(
                 let written = write_and_notify(conn, user_id, &sub.id, |conn| {
                     subscription::upsert(conn, user_id, &sub.id, &state)
                 })?;
-                if let Some(AuditOnce { event, once }) = &audit {
+                if let Some(AuditOnce {
+                    event,
+                    once,
+                    reason,
+                }) = &audit
+                {
                     // Recorded as an operation of its own.
                     let kind = event.kind.as_str();
                     if stripe_operation::record_once(conn, once, Some(user_id), kind)? {
                         audit::write(conn, event)?;
+                        if let Some(reason) = reason {
+                            reason.record(conn, user_id, sub.id.expose(), once, now())?;
+                        }
                     }
                 }
                 Ok::<_, DbError>(written)
@@ -419,7 +429,12 @@ pub async fn start_free(
             "subscription": sub.id.to_string(),
         }));
     let once = format!("{}-{}", event.kind.as_str(), sub.id.expose());
-    record_audited(db, user_id, sub, now(), Some(AuditOnce { event, once })).await?;
+    let audit = AuditOnce {
+        event,
+        once,
+        reason: None,
+    };
+    record_audited(db, user_id, sub, now(), Some(audit)).await?;
     Ok(FreeStart::Started)
 }
 
@@ -497,34 +512,41 @@ pub enum CancelChange {
     NoSubscription,
 }
 
-/// Sets (`cancel`) or clears cancel-at-period-end on the user's live subscription at Stripe,
-/// then records the result with its audit row (once per operation), in one transaction.
+/// Sets (`cancel`, with the customer's reason) or clears (`None`) cancel-at-period-end on the
+/// user's live subscription at Stripe, then records the result with its audit row and the
+/// reason (once per operation), in one transaction.
 pub async fn set_cancel_at_period_end(
     db: &Db,
     gateway: &Gateway,
     actor: &Actor,
     user_id: UserId,
     operation: &Operation,
-    cancel: bool,
+    cancel: Option<&super::cancellations::Reason>,
 ) -> Result<CancelChange, BillingError> {
     let Some(current) = current(db, user_id).await?.filter(|s| s.is_live()) else {
         return Ok(CancelChange::NoSubscription);
     };
     let (step, kind) = match cancel {
-        true => ("subscription-cancel", Kind::SubscriptionCancelRequested),
-        false => ("subscription-resume", Kind::SubscriptionResumed),
+        Some(_) => ("subscription-cancel", Kind::SubscriptionCancelRequested),
+        None => ("subscription-resume", Kind::SubscriptionResumed),
     };
     let stripe_id = &current.stripe_id;
     // Past due: canceled at once, so Stripe stops collecting the open invoice (no more
     // attempts, no charge after cancelling); no final invoice and no credit.
-    let (step, kind, sub) = if cancel && current.status == SubscriptionStatus::PastDue {
+    let (step, kind, sub) = if cancel.is_some() && current.status == SubscriptionStatus::PastDue {
         let step = "subscription-cancel-now";
         let key = operation.idempotency_key(step);
         let sub = gateway
             .call(OperationClass::Subscription, user_id, Some(&key), || {
-                CancelSubscription::new(stripe_id.expose())
+                let request = CancelSubscription::new(stripe_id.expose())
                     .invoice_now(false)
-                    .prorate(false)
+                    .prorate(false);
+                match cancel {
+                    Some(reason) if !reason.is_empty() => {
+                        request.cancellation_details(reason.to_stripe_on_cancel())
+                    }
+                    _ => request,
+                }
             })
             .await?;
         (step, Kind::PastDueSubscriptionCanceled, sub)
@@ -532,16 +554,29 @@ pub async fn set_cancel_at_period_end(
         let key = operation.idempotency_key(step);
         let sub = gateway
             .call(OperationClass::Subscription, user_id, Some(&key), || {
-                UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
+                let update = UpdateSubscription::new(stripe_id.expose());
+                match cancel {
+                    // Stripe keeps the reason with the cancellation (its dashboard shows it too).
+                    Some(reason) if !reason.is_empty() => update
+                        .cancel_at_period_end(true)
+                        .cancellation_details(reason.to_stripe()),
+                    Some(_) => update.cancel_at_period_end(true),
+                    None => update.cancel_at_period_end(false),
+                }
             })
             .await?;
         (step, kind, sub)
     };
     let key = operation.idempotency_key(step);
-    let event = actor
-        .event(kind)
-        .details(serde_json::json!({ "subscription": stripe_id.to_string() }));
-    let audit = AuditOnce { event, once: key };
+    let event = actor.event(kind).details(serde_json::json!({
+        "subscription": stripe_id.to_string(),
+        "reason": cancel.and_then(|r| r.feedback()),
+    }));
+    let audit = AuditOnce {
+        event,
+        once: key,
+        reason: cancel.cloned(),
+    };
     let sub = StripeSubscription::from_api(&sub)?;
     record_audited(db, user_id, sub, now(), Some(audit)).await?;
     Ok(match kind {

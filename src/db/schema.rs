@@ -288,6 +288,36 @@ diesel::table! {
 diesel::joinable!(byok_keys -> users (user_id));
 diesel::joinable!(billing_customers -> users (user_id));
 diesel::joinable!(subscriptions -> users (user_id));
+diesel::table! {
+    plan_trial_options (plan_id) {
+        plan_id -> BigInt,
+        without_card -> Bool,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    payment_cards (user_id) {
+        user_id -> BigInt,
+        card_sealed -> Binary,
+        key_id -> Text,
+        stripe_updated_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    cancellation_feedback (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        stripe_subscription_id -> Text,
+        feedback -> Nullable<Text>,
+        comment -> Nullable<Text>,
+        operation_key -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(notifications -> webhook_endpoints (endpoint_id));
 diesel::table! {
@@ -321,5 +351,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     notifications,
     stripe_refetches,
     invoices,
-    plan_past_due_grace
+    plan_past_due_grace,
+    plan_trial_options,
+    payment_cards,
+    cancellation_feedback
 );

@@ -418,7 +418,11 @@ impl Reconciler {
                     user_id,
                     sub.clone(),
                     now(),
-                    Some(AuditOnce { event, once }),
+                    Some(AuditOnce {
+                        event,
+                        once,
+                        reason: None,
+                    }),
                 )
                 .await?
             };

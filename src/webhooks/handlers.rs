@@ -6,9 +6,9 @@ use serde_json::{Map, Value};
 use super::{Context, IngestError, StripeEvent};
 use crate::audit::alerts::{self, AlertRule};
 use crate::audit::{self, Kind, SecurityEvent};
-use crate::billing::customers;
 use crate::billing::invoices::{self, StripeInvoice};
 use crate::billing::subscriptions::{self, StripeSubscription, SubscriptionStatus};
+use crate::billing::{cards, customers};
 use crate::crypto::TokenHasher;
 use crate::db::DbConnection;
 use crate::db::models::billing_customer;
@@ -70,6 +70,10 @@ fn handler(kind: &str) -> Option<Handler> {
         | "invoice.updated"
         | "invoice.voided"
         | "invoice.marked_uncollectible" => invoice_changed,
+        "payment_method.attached"
+        | "payment_method.updated"
+        | "payment_method.automatically_updated" => card_saved,
+        "payment_method.detached" => card_detached,
         _ => return None,
     };
     Some(handle)
@@ -563,6 +567,71 @@ fn dispute_created(
     Ok(Outcome::Applied)
 }
 
+/// A card was saved or changed at Stripe: it becomes the card on file (sealed), unless a newer
+/// one is stored.
+fn card_saved(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    let Some(card) = cards::Card::from_payment_method(object) else {
+        // Not a card (a bank account, a wallet): nothing to show.
+        return Ok(Outcome::Ignored);
+    };
+    let Some(customer) = text(object, "customer").map(CustomerId::new) else {
+        return Ok(Outcome::Failed("the payment method has no customer".into()));
+    };
+    let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
+        return Ok(Outcome::Failed(format!("unknown customer {customer}")));
+    };
+    match cards::store(conn, cx.keyring, user_id, &card, event.created_at()) {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(err) => card_failure(err),
+    }
+}
+
+/// A card was removed at Stripe: it is forgotten if it is the card on file (the object no
+/// longer names its customer; the event's previous attributes do).
+fn card_detached(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    let customer = event
+        .data
+        .previous_attributes
+        .as_ref()
+        .and_then(|previous| text(previous, "customer"))
+        .or_else(|| text(object, "customer"))
+        .map(CustomerId::new);
+    let (Some(customer), Some(payment_method)) = (customer, text(object, "id")) else {
+        return Ok(Outcome::Ignored);
+    };
+    let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
+        return Ok(Outcome::Failed(format!("unknown customer {customer}")));
+    };
+    match cards::forget(
+        conn,
+        cx.keyring,
+        user_id,
+        payment_method,
+        event.created_at(),
+    ) {
+        Ok(_) => Ok(Outcome::Applied),
+        Err(err) => card_failure(err),
+    }
+}
+
+fn card_failure(err: cards::StoreError) -> Result<Outcome, IngestError> {
+    match err {
+        cards::StoreError::Db(err) => Err(err.into()),
+        cards::StoreError::Crypto(err) => Err(err.into()),
+        cards::StoreError::Encoding => Ok(Outcome::Failed("the card on file is unreadable".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +652,8 @@ mod tests {
             "invoice.updated",
             "invoice.voided",
             "invoice.marked_uncollectible",
+            "payment_method.attached",
+            "payment_method.detached",
         ] {
             assert_eq!(fixed_status(kind), None, "{kind} has a handler");
         }

@@ -38,6 +38,10 @@ pub struct StripeEvent {
 #[derive(Debug, Deserialize)]
 pub struct EventData {
     pub object: serde_json::Map<String, serde_json::Value>,
+    /// What an `*.updated` or `*.detached` event's object held before (e.g. the customer a
+    /// payment method was detached from).
+    #[serde(default)]
+    pub previous_attributes: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -15,8 +15,9 @@ use sha2::{Digest as _, Sha256};
 use crate::Sim;
 use crate::objects;
 use crate::state::{
-    CheckoutSession, Customer, Event, IdempotentResponse, Interval, PortalSession, Price, Product,
-    SessionStatus, SimState, SubscriptionStatus, new_id, unix_now,
+    CANCELLATION_FEEDBACK, CheckoutSession, Customer, Event, IdempotentResponse, Interval,
+    MISSING_PAYMENT_METHOD, PortalSession, Price, Product, SessionStatus, SimState,
+    SubscriptionStatus, new_id, unix_now,
 };
 
 /// A Stripe error object with its HTTP status.
@@ -556,6 +557,31 @@ struct SubscriptionDataParam {
     trial_period_days: Option<u32>,
     #[serde(default)]
     metadata: HashMap<String, String>,
+    trial_settings: Option<TrialSettingsParam>,
+}
+
+#[derive(Deserialize)]
+struct TrialSettingsParam {
+    end_behavior: TrialEndBehaviorParam,
+}
+
+#[derive(Deserialize)]
+struct TrialEndBehaviorParam {
+    missing_payment_method: String,
+}
+
+/// A listed value of `param`, as the `'static` the records keep; Stripe's error otherwise.
+fn one_of(allowed: &[&'static str], given: &str, param: &str) -> Result<&'static str, ApiError> {
+    allowed
+        .iter()
+        .find(|value| **value == given)
+        .copied()
+        .ok_or_else(|| {
+            ApiError::invalid(
+                param,
+                format!("Invalid {param}: must be one of {}", allowed.join(", ")),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -569,6 +595,7 @@ struct CreateCheckoutSession {
     success_url: Option<String>,
     cancel_url: Option<String>,
     subscription_data: Option<SubscriptionDataParam>,
+    payment_method_collection: Option<String>,
     #[serde(default)]
     metadata: HashMap<String, String>,
 }
@@ -607,6 +634,22 @@ async fn create_checkout_session(
             }
             let now = unix_now();
             let trial = p.subscription_data.unwrap_or_default();
+            let payment_method_collection = match &p.payment_method_collection {
+                Some(given) => one_of(
+                    &["always", "if_required"],
+                    given,
+                    "payment_method_collection",
+                )?,
+                None => "always",
+            };
+            let missing_payment_method = match &trial.trial_settings {
+                Some(settings) => one_of(
+                    &MISSING_PAYMENT_METHOD,
+                    &settings.end_behavior.missing_payment_method,
+                    "subscription_data[trial_settings][end_behavior][missing_payment_method]",
+                )?,
+                None => "create_invoice",
+            };
             let session = CheckoutSession {
                 id: new_id("cs_test"),
                 customer: p.customer,
@@ -620,6 +663,8 @@ async fn create_checkout_session(
                 subscription: None,
                 invoice: None,
                 trial_period_days: trial.trial_period_days,
+                payment_method_collection,
+                missing_payment_method,
                 metadata: p.metadata,
                 subscription_metadata: trial.metadata,
                 created: now,
@@ -747,6 +792,7 @@ async fn create_subscription(
             quantity: item.quantity.unwrap_or(1).max(1),
             trial_period_days: p.trial_period_days,
             metadata: p.metadata,
+            missing_payment_method: "create_invoice",
         };
         Ok(crate::controls::start_subscription(state, start, key))
     })
@@ -773,7 +819,14 @@ struct ItemParam {
 }
 
 #[derive(Deserialize)]
+struct CancellationDetailsParam {
+    feedback: Option<String>,
+    comment: Option<String>,
+}
+
+#[derive(Deserialize)]
 struct UpdateSubscription {
+    cancellation_details: Option<CancellationDetailsParam>,
     cancel_at_period_end: Option<bool>,
     items: Option<Vec<ItemParam>>,
     metadata: Option<HashMap<String, String>>,
@@ -798,6 +851,28 @@ async fn update_subscription(
             ));
         }
         let mut updated = sub.clone();
+        if let Some(details) = p.cancellation_details {
+            let feedback = match details.feedback.as_deref() {
+                None | Some("") => None,
+                Some(given) => Some(one_of(
+                    &CANCELLATION_FEEDBACK,
+                    given,
+                    "cancellation_details[feedback]",
+                )?),
+            };
+            if details
+                .comment
+                .as_ref()
+                .is_some_and(|c| c.chars().count() > 5000)
+            {
+                return Err(ApiError::invalid(
+                    "cancellation_details[comment]",
+                    "The comment must be at most 5000 characters.",
+                ));
+            }
+            updated.cancellation.feedback = feedback;
+            updated.cancellation.comment = details.comment.filter(|c| !c.is_empty());
+        }
         if let Some(cancel) = p.cancel_at_period_end {
             updated.cancel_at_period_end = cancel;
             updated.canceled_at = cancel.then(unix_now);

@@ -149,6 +149,8 @@ pub struct NewSubscription {
     pub quantity: u64,
     pub trial_period_days: Option<u32>,
     pub metadata: std::collections::HashMap<String, String>,
+    /// What ending the trial without a payment method does.
+    pub missing_payment_method: &'static str,
 }
 
 /// A subscription starting `now`: trialing until its trial ends if it has one, else active
@@ -183,6 +185,8 @@ fn subscription_from(state: &SimState, new: NewSubscription, now: i64) -> Subscr
         latest_invoice: None,
         metadata: new.metadata,
         created: now,
+        missing_payment_method: new.missing_payment_method,
+        cancellation: Default::default(),
     }
 }
 
@@ -210,27 +214,51 @@ pub fn start_subscription(
     (value, events)
 }
 
-/// The card a customer just paid with becomes the one on file.
-fn keep_card_on_file(state: &mut SimState, customer: &str, card: &Card, now: i64) {
-    state.cards_on_file.insert(
-        customer.to_owned(),
-        CardOnFile {
-            id: new_id("pm"),
-            brand: card.brand.as_str(),
-            last4: card.last4().to_owned(),
-            exp_month: card.exp_month,
-            exp_year: card.exp_year,
-            name: card.name.clone(),
-            created: now,
-        },
-    );
+/// Whether the session can complete without a card: a trial with
+/// `payment_method_collection=if_required` (nothing is due until the trial ends).
+pub fn card_optional(session: &crate::state::CheckoutSession) -> bool {
+    session.payment_method_collection == "if_required" && session.trial_period_days.is_some()
 }
 
-/// Pays an open checkout session with a checked card (`card::charge` says whether it pays).
+/// Saves `card` as the customer's payment method: `payment_method.attached`, and
+/// `payment_method.detached` for the card it replaces.
+pub fn save_card(state: &mut SimState, customer: &str, card: &Card, events: &mut Vec<Event>) {
+    let saved = CardOnFile {
+        id: new_id("pm"),
+        brand: card.brand.as_str(),
+        last4: card.last4().to_owned(),
+        exp_month: card.exp_month,
+        exp_year: card.exp_year,
+        name: card.name.clone(),
+        created: unix_now(),
+    };
+    let value = objects::payment_method(&saved, Some(customer));
+    let replaced = state.cards_on_file.insert(customer.to_owned(), saved);
+    events.push(Sim::event(
+        state,
+        "payment_method.attached",
+        value,
+        None,
+        None,
+    ));
+    if let Some(old) = replaced {
+        let value = objects::payment_method(&old, None);
+        events.push(Sim::event(
+            state,
+            "payment_method.detached",
+            value,
+            Some(json!({ "customer": customer })),
+            None,
+        ));
+    }
+}
+
+/// Pays an open checkout session with a checked card (`card::charge` says whether it pays), or
+/// starts its trial without one when the session collects a card only if required.
 pub fn complete_checkout(
     state: &mut SimState,
     session_id: &str,
-    card: &Card,
+    card: Option<&Card>,
     email: Option<String>,
 ) -> CheckoutOutcome {
     let Some(session) = state.checkout_sessions.get(session_id).cloned() else {
@@ -239,8 +267,14 @@ pub fn complete_checkout(
     if session.status != SessionStatus::Open {
         return CheckoutOutcome::NotOpen;
     }
-    if let Charge::Declined(message) = card::charge(card) {
-        return CheckoutOutcome::Declined(message);
+    match card {
+        Some(card) => {
+            if let Charge::Declined(message) = card::charge(card) {
+                return CheckoutOutcome::Declined(message);
+            }
+        }
+        None if card_optional(&session) => {}
+        None => return CheckoutOutcome::Declined("Your card number is incomplete."),
     }
     let mut events = Vec::new();
     let now = unix_now();
@@ -250,7 +284,7 @@ pub fn complete_checkout(
             let customer = Customer {
                 id: new_id("cus"),
                 email: email.or_else(|| session.customer_email.clone()),
-                name: Some(card.name.clone()),
+                name: card.map(|c| c.name.clone()),
                 metadata: Default::default(),
                 created: now,
             };
@@ -261,13 +295,16 @@ pub fn complete_checkout(
             id
         }
     };
-    keep_card_on_file(state, &customer_id, card, now);
+    if let Some(card) = card {
+        save_card(state, &customer_id, card, &mut events);
+    }
     let new = NewSubscription {
         customer: customer_id.clone(),
         price: session.price.clone(),
         quantity: session.quantity,
         trial_period_days: session.trial_period_days,
         metadata: session.subscription_metadata.clone(),
+        missing_payment_method: session.missing_payment_method,
     };
     let mut sub = subscription_from(state, new, now);
     let mut billing = Vec::new();
@@ -415,7 +452,7 @@ pub fn collect_invoice(
         return InvoicePayment::Declined(message, events);
     }
     if let Some(card) = card {
-        keep_card_on_file(state, &invoice.customer, card, now);
+        save_card(state, &invoice.customer, card, &mut events);
     }
     invoice.status = InvoiceStatus::Paid;
     invoice.amount_paid = invoice.amount_due;
@@ -470,6 +507,73 @@ pub fn void_open_invoices(state: &mut SimState, subscription: &str) -> Vec<Event
     events
 }
 
+/// Stripe's notice three days before a trial ends: `customer.subscription.trial_will_end`.
+pub fn trial_will_end(state: &mut SimState, sub_id: &str) -> Option<Event> {
+    let sub = state
+        .subscriptions
+        .get(sub_id)
+        .filter(|s| s.status == SubscriptionStatus::Trialing)?
+        .clone();
+    let value = objects::subscription(state, &sub);
+    Some(Sim::event(
+        state,
+        "customer.subscription.trial_will_end",
+        value,
+        None,
+        None,
+    ))
+}
+
+/// Ends a subscription's trial now. With a card on file it becomes active and its first
+/// period is charged once; without one it does what its trial settings say: `cancel` ends it
+/// (no invoice, no payment attempt), otherwise an open invoice leaves it past due.
+pub fn end_trial(state: &mut SimState, sub_id: &str) -> Option<Vec<Event>> {
+    let before = state.subscriptions.get(sub_id).cloned()?;
+    if before.status != SubscriptionStatus::Trialing {
+        return Some(Vec::new());
+    }
+    let now = unix_now();
+    let has_card = state.cards_on_file.contains_key(&before.customer);
+    let mut events = Vec::new();
+    let mut after = before.clone();
+    after.trial_end = Some(now);
+    if !has_card && before.missing_payment_method == "cancel" {
+        after.status = SubscriptionStatus::Canceled;
+        after.canceled_at = Some(now);
+        after.ended_at = Some(now);
+        after.cancel_at_period_end = false;
+        after.current_period_end = now;
+        after.cancellation.reason = Some("cancellation_requested");
+        let value = objects::subscription(state, &after);
+        state.subscriptions.insert(after.id.clone(), after);
+        events.push(Sim::event(
+            state,
+            "customer.subscription.deleted",
+            value,
+            None,
+            None,
+        ));
+        return Some(events);
+    }
+    let interval = state
+        .prices
+        .get(&before.price)
+        .map(|p| p.interval)
+        .unwrap_or(crate::state::Interval::Month);
+    after.current_period_start = now;
+    after.current_period_end = interval.advance(now);
+    after.status = if has_card {
+        SubscriptionStatus::Active
+    } else {
+        SubscriptionStatus::PastDue
+    };
+    let invoice = bill(state, &after, "subscription_cycle", has_card, &mut events);
+    after.latest_invoice = Some(invoice);
+    let (_, event) = replace_subscription(state, &before, after, None);
+    events.push(event);
+    Some(events)
+}
+
 /// Opens a dispute on a succeeded payment: `charge.dispute.created`.
 pub fn dispute(state: &mut SimState, payment_intent: &str) -> Option<Event> {
     let pi = state.payment_intents.get(payment_intent)?.clone();
@@ -491,6 +595,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/_sim")
             .route("/subscriptions/{id}/renew", web::post().to(renew_route))
             .route("/invoices/{id}/retry", web::post().to(retry_route))
+            .route(
+                "/subscriptions/{id}/trial_will_end",
+                web::post().to(trial_will_end_route),
+            )
+            .route(
+                "/subscriptions/{id}/end_trial",
+                web::post().to(end_trial_route),
+            )
             .route("/disputes", web::post().to(dispute_route))
             .route("/events/deliver", web::post().to(deliver_route))
             .route("/events/{id}/redeliver", web::post().to(redeliver_route))
@@ -578,6 +690,38 @@ async fn retry_route(
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     Arc::clone(&sim).deliver(events);
     HttpResponse::build(status).json(json!({ "events": ids }))
+}
+
+async fn trial_will_end_route(sim: web::Data<Sim>, id: web::Path<String>) -> HttpResponse {
+    let mut state = sim.state();
+    let Some(event) = trial_will_end(&mut state, &id) else {
+        return sim_error(
+            actix_web::http::StatusCode::BAD_REQUEST,
+            "no trialing subscription with that id",
+        );
+    };
+    let body = json!({ "event": event.id });
+    drop(state);
+    Arc::clone(&sim).deliver(vec![event]);
+    HttpResponse::Ok().json(body)
+}
+
+async fn end_trial_route(sim: web::Data<Sim>, id: web::Path<String>) -> HttpResponse {
+    let mut state = sim.state();
+    let Some(events) = end_trial(&mut state, &id) else {
+        return sim_error(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "no such subscription",
+        );
+    };
+    let body = state
+        .subscriptions
+        .get(id.as_str())
+        .map(|s| objects::subscription(&state, s));
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    drop(state);
+    Arc::clone(&sim).deliver(events);
+    HttpResponse::Ok().json(json!({ "subscription": body, "events": ids }))
 }
 
 #[derive(Deserialize)]

@@ -5,8 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use crate::state::{
-    CheckoutSession, Customer, Event, Invoice, InvoiceStatus, PaymentIntent, PaymentStatus,
-    PortalSession, Price, Product, SessionStatus, SimState, Subscription,
+    CardOnFile, CheckoutSession, Customer, Event, Invoice, InvoiceStatus, PaymentIntent,
+    PaymentStatus, PortalSession, Price, Product, SessionStatus, SimState, Subscription,
 };
 
 pub const API_VERSION: &str = "2026-09-30.endive";
@@ -107,7 +107,7 @@ pub fn checkout_session(state: &SimState, s: &CheckoutSession, base_url: &str) -
         "customer_details": if paid { json!({ "address": null, "email": email, "name": null, "phone": null, "tax_exempt": "none", "tax_ids": [] }) } else { Value::Null },
         "customer_email": s.customer_email, "expires_at": s.expires_at, "invoice": s.invoice, "invoice_creation": null,
         "livemode": false, "locale": null, "metadata": s.metadata, "mode": "subscription", "payment_intent": null,
-        "payment_link": null, "payment_method_collection": "always", "payment_method_types": ["card"],
+        "payment_link": null, "payment_method_collection": s.payment_method_collection, "payment_method_types": ["card"],
         "payment_status": if paid { "paid" } else { "unpaid" }, "phone_number_collection": { "enabled": false },
         "recovered_from": null, "setup_intent": null, "shipping_address_collection": null, "shipping_cost": null,
         "shipping_options": [], "status": status, "submit_type": null, "subscription": s.subscription,
@@ -143,7 +143,14 @@ pub fn subscription(state: &SimState, s: &Subscription) -> Value {
         "billing_mode": { "type": "classic" }, "billing_schedules": [], "billing_thresholds": null,
         "cancel_at": if s.cancel_at_period_end { json!(s.current_period_end) } else { Value::Null },
         "cancel_at_period_end": s.cancel_at_period_end, "canceled_at": s.canceled_at,
-        "cancellation_details": { "comment": null, "feedback": null, "reason": if s.canceled_at.is_some() { json!("cancellation_requested") } else { Value::Null } },
+        "cancellation_details": {
+            "comment": s.cancellation.comment, "feedback": s.cancellation.feedback,
+            "reason": match (s.cancellation.reason, s.canceled_at) {
+                (Some(reason), _) => json!(reason),
+                (None, Some(_)) => json!("cancellation_requested"),
+                (None, None) => Value::Null,
+            },
+        },
         "collection_method": "charge_automatically", "created": s.created, "currency": currency,
         "customer": s.customer, "days_until_due": null, "default_payment_method": null, "default_source": null,
         "default_tax_rates": [], "description": null, "discounts": [], "ended_at": s.ended_at,
@@ -154,7 +161,7 @@ pub fn subscription(state: &SimState, s: &Subscription) -> Value {
         "payment_settings": { "payment_method_options": null, "payment_method_types": null, "save_default_payment_method": "off" },
         "pending_invoice_item_interval": null, "pending_setup_intent": null, "pending_update": null, "schedule": null,
         "start_date": s.created, "status": s.status.as_str(), "test_clock": null, "transfer_data": null,
-        "trial_end": s.trial_end, "trial_settings": { "end_behavior": { "missing_payment_method": "create_invoice" } },
+        "trial_end": s.trial_end, "trial_settings": { "end_behavior": { "missing_payment_method": s.missing_payment_method } },
         "trial_start": s.trial_start,
     })
 }
@@ -250,6 +257,22 @@ pub fn payment_intent(p: &PaymentIntent) -> Value {
         "setup_future_usage": "off_session", "shipping": null, "source": null, "statement_descriptor": null,
         "statement_descriptor_suffix": null, "status": if succeeded { "succeeded" } else { "requires_payment_method" },
         "transfer_data": null, "transfer_group": null,
+    })
+}
+
+/// A card payment method (`payment_method.*` events carry it): Stripe's masked fields only.
+pub fn payment_method(card: &CardOnFile, customer: Option<&str>) -> Value {
+    json!({
+        "id": card.id, "object": "payment_method", "allow_redisplay": "always",
+        "billing_details": { "address": null, "email": null, "name": card.name, "phone": null, "tax_id": null },
+        "card": {
+            "brand": card.brand, "checks": { "address_line1_check": null, "address_postal_code_check": null, "cvc_check": "pass" },
+            "country": "US", "display_brand": card.brand, "exp_month": card.exp_month, "exp_year": card.exp_year,
+            "fingerprint": null, "funding": "credit", "generated_from": null, "last4": card.last4,
+            "networks": { "available": [card.brand], "preferred": null }, "regulated_status": "unregulated",
+            "three_d_secure_usage": { "supported": true }, "wallet": null,
+        },
+        "created": card.created, "customer": customer, "livemode": false, "metadata": {}, "type": "card",
     })
 }
 

@@ -120,6 +120,10 @@ pub struct CheckoutSession {
     pub subscription: Option<String>,
     pub invoice: Option<String>,
     pub trial_period_days: Option<u32>,
+    /// `always` (the default) or `if_required`: a trial then starts without a card.
+    pub payment_method_collection: &'static str,
+    /// `subscription_data[trial_settings][end_behavior][missing_payment_method]`.
+    pub missing_payment_method: &'static str,
     pub metadata: HashMap<String, String>,
     /// `subscription_data[metadata]`: copied onto the subscription the session creates.
     pub subscription_metadata: HashMap<String, String>,
@@ -176,7 +180,35 @@ pub struct Subscription {
     pub latest_invoice: Option<String>,
     pub metadata: HashMap<String, String>,
     pub created: i64,
+    /// What ending the trial without a payment method does: `create_invoice` (Stripe's
+    /// default), `cancel` or `pause`.
+    pub missing_payment_method: &'static str,
+    /// `cancellation_details`: why it was (or will be) canceled.
+    pub cancellation: Cancellation,
 }
+
+/// A subscription's `cancellation_details`.
+#[derive(Debug, Clone, Default)]
+pub struct Cancellation {
+    pub reason: Option<&'static str>,
+    pub feedback: Option<&'static str>,
+    pub comment: Option<String>,
+}
+
+/// Stripe's `cancellation_details.feedback` values.
+pub const CANCELLATION_FEEDBACK: [&str; 8] = [
+    "customer_service",
+    "low_quality",
+    "missing_features",
+    "other",
+    "switched_service",
+    "too_complex",
+    "too_expensive",
+    "unused",
+];
+
+/// Stripe's `trial_settings.end_behavior.missing_payment_method` values.
+pub const MISSING_PAYMENT_METHOD: [&str; 3] = ["cancel", "create_invoice", "pause"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InvoiceStatus {

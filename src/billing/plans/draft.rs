@@ -22,6 +22,8 @@ pub struct PlanInput {
     pub feature_lines: Vec<String>,
     pub highlighted: bool,
     pub yearly_amount: Option<i64>,
+    /// The trial is taken without a card (only with trial days).
+    pub trial_without_card: bool,
 }
 
 /// Most feature lines a plan lists, and the longest one.
@@ -60,6 +62,9 @@ pub struct PlanDraft {
     /// Empty for no yearly price.
     #[serde(default)]
     pub yearly_amount: String,
+    /// A checkbox: `on` when the trial needs no card.
+    #[serde(default)]
+    pub trial_without_card: String,
 }
 
 /// A field's value, or the message the form shows beside it.
@@ -250,6 +255,8 @@ impl PlanDraft {
                 .yearly_amount
                 .map(|amount| amount.to_string())
                 .unwrap_or_default(),
+            // Kept beside the plan (`plan_trial_options`): the form's handler fills it in.
+            trial_without_card: String::new(),
         }
     }
 
@@ -288,6 +295,14 @@ impl PlanDraft {
         else {
             return Err(form.errors);
         };
+        let trial_without_card = self.trial_without_card.trim() == "on";
+        if trial_without_card && trial_days == 0 {
+            form.errors.insert(
+                "trial_without_card",
+                "A trial without a card needs trial days: set them, or untick this.".into(),
+            );
+            return Err(form.errors);
+        }
         Ok(PlanInput {
             slug,
             name,
@@ -301,6 +316,7 @@ impl PlanDraft {
             // A ticked checkbox sends `on`; an unticked one sends nothing.
             highlighted: self.highlighted.trim() == "on",
             yearly_amount,
+            trial_without_card,
         })
     }
 }
@@ -322,7 +338,28 @@ mod tests {
             feature_lines: "Unlimited agents\n\n  Priority support  \n".into(),
             highlighted: "on".into(),
             yearly_amount: "25000".into(),
+            trial_without_card: String::new(),
         }
+    }
+
+    #[test]
+    fn a_trial_without_a_card_needs_trial_days() {
+        let card_free = PlanDraft {
+            trial_without_card: "on".into(),
+            ..draft()
+        };
+        assert!(card_free.validate().unwrap().trial_without_card);
+        let no_trial = PlanDraft {
+            trial_days: "0".into(),
+            ..card_free
+        };
+        assert!(
+            no_trial
+                .validate()
+                .unwrap_err()
+                .contains_key("trial_without_card")
+        );
+        assert!(!draft().validate().unwrap().trial_without_card);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use super::{BillingError, Gateway, Operation, OperationClass, OperationId, opera
 use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::db::models::plan::{self, PlanFields, PlanRow, StripeIds};
+use crate::db::models::plan_trial_option;
 use crate::db::{Db, DbError};
 pub use draft::{
     MAX_AMOUNT, MAX_FEATURE_LINE_CHARS, MAX_FEATURE_LINES, PlanDraft, PlanErrors, PlanInput,
@@ -375,11 +376,12 @@ async fn publish(
     product: String,
     price: String,
     yearly_price: Option<String>,
-    highlighted: bool,
+    (highlighted, trial_without_card): (bool, bool),
     audit: SecurityEvent,
 ) -> Result<Option<PlanRow>, DbError> {
     db.run(move |conn| {
         conn.transaction(|conn| {
+            plan_trial_option::set_without_card(conn, id, trial_without_card)?;
             let ids = StripeIds {
                 product: Some(&product),
                 price: Some(&price),
@@ -487,8 +489,8 @@ pub async fn create(
         None => None,
     };
     let audit = plan_event(actor, Kind::PlanCreated, &input.slug);
-    let (id, highlighted) = (row.id, input.highlighted);
-    let plan = publish(db, id, product, price, yearly_price, highlighted, audit)
+    let (id, flags) = (row.id, (input.highlighted, input.trial_without_card));
+    let plan = publish(db, id, product, price, yearly_price, flags, audit)
         .await?
         .ok_or(PlanError::Billing(BillingError::Db(DbError::Query(
             diesel::result::Error::NotFound,
@@ -570,6 +572,7 @@ pub async fn update(
             if input.highlighted {
                 plan::highlight_only(conn, id)?;
             }
+            plan_trial_option::set_without_card(conn, id, input.trial_without_card)?;
             audit::write(conn, &audit)
         })
     })
@@ -656,6 +659,17 @@ pub async fn archive(
     })
     .await?;
     Ok(())
+}
+
+/// Whether plan `plan_id`'s trial is taken without a card.
+pub async fn trial_without_card(db: &Db, plan_id: i64) -> Result<bool, DbError> {
+    db.run(move |conn| plan_trial_option::without_card(conn, plan_id))
+        .await
+}
+
+/// The ids of the plans whose trial is taken without a card.
+pub async fn plans_with_card_free_trials(db: &Db) -> Result<Vec<i64>, DbError> {
+    db.run(plan_trial_option::plans_without_card).await
 }
 
 #[cfg(test)]

@@ -19,6 +19,13 @@ struct SubscriptionPanel {
     trial_end: Option<String>,
 }
 
+/// The card on file as Stripe shows it: brand, last 4, expiry.
+struct CardPanel {
+    brand: String,
+    last4: String,
+    expiry: String,
+}
+
 #[derive(Template)]
 #[template(path = "account/index.html")]
 struct AccountPage {
@@ -28,6 +35,7 @@ struct AccountPage {
     member_since: String,
     last_login: Option<String>,
     subscription: Option<SubscriptionPanel>,
+    card: Option<CardPanel>,
     operation_id: String,
 }
 
@@ -106,6 +114,13 @@ pub async fn show(
                 trial_end: s.trial_end.as_ref().map(datetime),
                 status: s.status.to_string(),
             });
+    let card = billing::cards::on_file(&state.db, &state.keyring, user.id)
+        .await?
+        .map(|card| CardPanel {
+            brand: card.brand_name(),
+            expiry: card.expiry(),
+            last4: card.last4,
+        });
     render(&AccountPage {
         ctx: PageContext::new(&session, Some(&user))?,
         role: user.role.as_str(),
@@ -113,6 +128,7 @@ pub async fn show(
         last_login: user.last_login_at.as_ref().map(datetime),
         email: user.email,
         subscription,
+        card,
         operation_id: billing::new_operation_id().map_err(AppError::internal)?,
     })
 }

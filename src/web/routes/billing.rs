@@ -6,6 +6,7 @@ use askama::Template;
 use serde::Deserialize;
 
 use crate::audit::{self, Actor, Kind};
+use crate::billing::cancellations::{self, Reason, ReasonError};
 use crate::billing::checkout::{self, ReturnError, Started};
 use crate::billing::plans::{self, Interval, Plan, PlanPrice};
 use crate::billing::subscriptions::{self, CancelChange};
@@ -15,7 +16,7 @@ use crate::billing::{
 use crate::error::AppError;
 use crate::web::AppState;
 use crate::web::csrf::{CsrfForm, OperationForm, SubmittedOperation};
-use crate::web::pages::{ConfirmPage, PageContext, datetime, render, see_other};
+use crate::web::pages::{PageContext, datetime, render, see_other};
 use crate::web::session::{CurrentUser, FlashKind, MaybeUser, TypedSession};
 
 /// Maps a billing failure to the user's error, auditing throttled calls and operation ids
@@ -415,29 +416,36 @@ pub async fn portal(
     }
 }
 
-/// Cancels (`cancel`) or resumes the user's subscription at the end of its period.
+/// Cancels (with the customer's reason) or resumes (`None`) the user's subscription at the
+/// end of its period.
 async fn set_cancel(
     (req, state, session): (HttpRequest, web::Data<AppState>, TypedSession),
     CurrentUser(user): CurrentUser,
     actor: Actor,
     operation: SubmittedOperation,
-    cancel: bool,
+    cancel: Option<Reason>,
 ) -> Result<HttpResponse, AppError> {
     let kind = match cancel {
-        true => "subscription.cancel",
-        false => "subscription.resume",
+        Some(_) => "subscription.cancel",
+        None => "subscription.resume",
     };
     let operation = claim_operation(&state, &req, &actor, kind, &operation.parse()?).await?;
     let (db, gateway) = (&state.db, &state.gateway);
-    let changed =
-        subscriptions::set_cancel_at_period_end(db, gateway, &actor, user.id, &operation, cancel)
-            .await;
+    let changed = subscriptions::set_cancel_at_period_end(
+        db,
+        gateway,
+        &actor,
+        user.id,
+        &operation,
+        cancel.as_ref(),
+    )
+    .await;
     let message = match changed {
         Ok(CancelChange::NoSubscription) => {
             session.flash(FlashKind::Info, "You have no active subscription.")?;
             return Ok(see_other("/account"));
         }
-        Ok(CancelChange::Done) if cancel => {
+        Ok(CancelChange::Done) if cancel.is_some() => {
             "Your subscription will end at the close of the current period. You can resume it until then."
         }
         Ok(CancelChange::Done) => "Your subscription will renew as usual.",
@@ -450,7 +458,19 @@ async fn set_cancel(
     Ok(see_other("/account"))
 }
 
-/// `GET /billing/subscription/cancel`: what canceling means, before it happens.
+#[derive(Template)]
+#[template(path = "billing/cancel.html")]
+struct CancelPage {
+    ctx: PageContext,
+    /// What cancelling means for this subscription (at once when past due).
+    consequences: Vec<String>,
+    operation_id: String,
+    reasons: &'static [(&'static str, &'static str)],
+    max_comment: usize,
+}
+
+/// `GET /billing/subscription/cancel`: what canceling means, and why the customer leaves
+/// (optional), before it happens.
 pub async fn confirm_cancel(
     state: web::Data<AppState>,
     session: TypedSession,
@@ -485,27 +505,51 @@ pub async fn confirm_cancel(
             "Until then you can resume it from your account page.".into(),
         ]
     };
-    render(&ConfirmPage {
+    render(&CancelPage {
         ctx: PageContext::with_form(&session, Some(&user))?,
-        title: "Cancel your subscription?".into(),
         consequences,
-        action: "/billing/subscription/cancel".into(),
-        operation_id: Some(operation_id()?),
-        confirm: "Cancel subscription",
-        keep: "Keep my subscription",
-        keep_href: "/account",
-        admin: false,
+        operation_id: operation_id()?,
+        reasons: &cancellations::FEEDBACK,
+        max_comment: cancellations::MAX_COMMENT_CHARS,
     })
+}
+
+/// The cancel form: its operation id and the optional reason.
+#[derive(Deserialize)]
+pub struct CancelForm {
+    #[serde(default)]
+    operation_id: SubmittedOperation,
+    #[serde(default)]
+    feedback: String,
+    #[serde(default)]
+    comment: String,
 }
 
 pub async fn cancel_subscription(
     req: HttpRequest,
     (state, session): (web::Data<AppState>, TypedSession),
     (user, actor): (CurrentUser, Actor),
-    form: CsrfForm<OperationForm>,
+    form: CsrfForm<CancelForm>,
 ) -> Result<HttpResponse, AppError> {
-    let operation = form.0.operation_id;
-    set_cancel((req, state, session), user, actor, operation, true).await
+    let CancelForm {
+        operation_id,
+        feedback,
+        comment,
+    } = form.0;
+    let reason = Reason::parse(&feedback, &comment).map_err(|err| match err {
+        ReasonError::UnknownFeedback => AppError::BadRequest("Choose one of the listed reasons."),
+        ReasonError::CommentTooLong => {
+            AppError::BadRequest("Keep the comment to 500 characters or fewer.")
+        }
+    })?;
+    set_cancel(
+        (req, state, session),
+        user,
+        actor,
+        operation_id,
+        Some(reason),
+    )
+    .await
 }
 
 pub async fn resume_subscription(
@@ -515,7 +559,7 @@ pub async fn resume_subscription(
     form: CsrfForm<OperationForm>,
 ) -> Result<HttpResponse, AppError> {
     let operation = form.0.operation_id;
-    set_cancel((req, state, session), user, actor, operation, false).await
+    set_cancel((req, state, session), user, actor, operation, None).await
 }
 
 /// The billing routes, relative to `/billing` (`/pricing` is a public page).

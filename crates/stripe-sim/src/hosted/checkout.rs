@@ -102,6 +102,8 @@ struct CheckoutPage {
     declined: Option<&'static str>,
     can_cancel: bool,
     countries: &'static [(&'static str, &'static str)],
+    /// A trial that may start without a card (`payment_method_collection=if_required`).
+    card_optional: bool,
 }
 
 fn known_email(state: &SimState, id: &str) -> Option<String> {
@@ -141,6 +143,7 @@ fn checkout_view(sim: &Sim, id: &str, typed: Typed, errors: FieldErrors) -> Opti
         declined: None,
         can_cancel: session.cancel_url.is_some(),
         countries: COUNTRIES,
+        card_optional: controls::card_optional(session),
     })
 }
 
@@ -234,13 +237,51 @@ fn check_form(form: &PayForm, email_known: bool) -> Result<(Option<String>, Card
     }
 }
 
+impl PayForm {
+    fn card_left_empty(&self) -> bool {
+        [
+            &self.card_number,
+            &self.card_expiry,
+            &self.card_cvc,
+            &self.cardholder_name,
+        ]
+        .iter()
+        .all(|field| field.trim().is_empty())
+    }
+}
+
 async fn pay(sim: web::Data<Sim>, id: web::Path<String>, form: web::Form<PayForm>) -> HttpResponse {
-    let email_known = known_email(&sim.state(), &id).is_some();
-    let (email, card) = match check_form(&form, email_known) {
-        Ok(checked) => checked,
-        Err(errors) => return retry(&sim, &id, Typed::from(&*form), errors, None),
+    let (email_known, card_optional) = {
+        let state = sim.state();
+        let optional = state
+            .checkout_sessions
+            .get(id.as_str())
+            .is_some_and(controls::card_optional);
+        (known_email(&state, &id).is_some(), optional)
     };
-    let outcome = controls::complete_checkout(&mut sim.state(), &id, &card, email);
+    let (email, card) = if card_optional && form.card_left_empty() {
+        let email = if email_known {
+            Ok(None)
+        } else {
+            check_email(&form.email).map(Some)
+        };
+        match email {
+            Ok(email) => (email, None),
+            Err(message) => {
+                let errors = FieldErrors {
+                    email: Some(message),
+                    ..FieldErrors::default()
+                };
+                return retry(&sim, &id, Typed::from(&*form), errors, None);
+            }
+        }
+    } else {
+        match check_form(&form, email_known) {
+            Ok((email, card)) => (email, Some(card)),
+            Err(errors) => return retry(&sim, &id, Typed::from(&*form), errors, None),
+        }
+    };
+    let outcome = controls::complete_checkout(&mut sim.state(), &id, card.as_ref(), email);
     match outcome {
         CheckoutOutcome::Paid {
             redirect: to,

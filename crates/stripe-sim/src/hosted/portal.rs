@@ -31,7 +31,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(
             "/portal/{id}/subscriptions/{sub}/{action}",
             web::post().to(portal_action),
-        );
+        )
+        .route("/portal/{id}/card", web::post().to(update_card));
 }
 
 /// How many invoices the history lists, newest first.
@@ -223,6 +224,7 @@ async fn portal_page(
         ),
         Some("resume") => Some("Your plan has been renewed."),
         Some("switch") => Some("Your plan has been updated."),
+        Some("card") => Some("Your payment method has been updated."),
         _ => None,
     };
     html(StatusCode::OK, &page)
@@ -578,4 +580,63 @@ async fn portal_action(
     drop(state);
     Arc::clone(&sim).deliver(vec![event]);
     redirect(&format!("/portal/{portal}?done={}", change.as_str()))
+}
+
+#[derive(Deserialize)]
+struct CardUpdateForm {
+    #[serde(default)]
+    card_number: String,
+    #[serde(default)]
+    card_expiry: String,
+    #[serde(default)]
+    card_cvc: String,
+    #[serde(default)]
+    cardholder_name: String,
+}
+
+/// Replaces the card on file (`payment_method.attached`, then `.detached` for the old one).
+/// A card that would be declined is refused, as Stripe's setup would refuse it.
+async fn update_card(
+    sim: web::Data<Sim>,
+    id: web::Path<String>,
+    form: web::Form<CardUpdateForm>,
+) -> HttpResponse {
+    use chrono::Datelike as _;
+    let today = chrono::Utc::now();
+    let checked = crate::card::check(
+        &crate::card::CardForm {
+            number: &form.card_number,
+            expiry: &form.card_expiry,
+            cvc: &form.card_cvc,
+            name: &form.cardholder_name,
+        },
+        (today.year(), today.month()),
+    );
+    let card = match checked {
+        Ok(card) => card,
+        Err(errors) => {
+            let first = [errors.number, errors.expiry, errors.cvc, errors.name]
+                .into_iter()
+                .flatten()
+                .next()
+                .unwrap_or("Check the card details.");
+            return message(StatusCode::UNPROCESSABLE_ENTITY, "Card not saved", first);
+        }
+    };
+    if let crate::card::Charge::Declined(reason) = crate::card::charge(&card) {
+        return message(StatusCode::PAYMENT_REQUIRED, "Card not saved", reason);
+    }
+    let mut state = sim.state();
+    let Some(customer) = state
+        .portal_sessions
+        .get(id.as_str())
+        .map(|s| s.customer.clone())
+    else {
+        return not_found("There is no such portal session.");
+    };
+    let mut events = Vec::new();
+    controls::save_card(&mut state, &customer, &card, &mut events);
+    drop(state);
+    Arc::clone(&sim).deliver(events);
+    redirect(&format!("/portal/{id}?done=card"))
 }

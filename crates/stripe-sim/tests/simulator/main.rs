@@ -9,7 +9,8 @@ mod harness;
 
 mod api;
 mod checkout;
-mod lists;
 mod invoices;
+mod lists;
 mod portal;
+mod trials;
 mod webhooks;

@@ -4,6 +4,7 @@
 //! anonymous visitors the sign-in page. A new page is one line here.
 
 pub mod audit_log;
+pub mod cancellations;
 pub mod customers;
 pub mod drift;
 pub mod endpoints;
@@ -46,4 +47,5 @@ crate::console_routes! {
     "/customers/{id}/resync" => { POST Manage drift::resync },
     "/drift" => { GET Manage drift::show },
     "/plans/{id}/grace" => { GET Manage plan_grace::form, POST Manage plan_grace::save },
+    "/cancellations" => { GET Read cancellations::list },
 }

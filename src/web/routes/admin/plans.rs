@@ -21,6 +21,7 @@ struct PlanRowView {
     plan: Plan,
     price: String,
     features: String,
+    trial_without_card: bool,
 }
 
 #[derive(Template)]
@@ -36,11 +37,13 @@ pub async fn list(
     admin: AdminUser,
 ) -> Result<HttpResponse, AppError> {
     let plans = plans::list_all(&state.db).await?;
+    let card_free = plans::plans_with_card_free_trials(&state.db).await?;
     let plans = plans
         .into_iter()
         .map(|plan| PlanRowView {
             price: plan.price_label(),
             features: plan.entitlements.join(", "),
+            trial_without_card: plan.trial_days > 0 && card_free.contains(&plan.id),
             plan,
         })
         .collect();
@@ -72,12 +75,13 @@ struct PlanFormPage {
 
 /// The plan form's fields in page order, so the error summary lists them as they appear.
 /// A field missing here is still listed, after these.
-const PLAN_FIELDS: [&str; 8] = [
+const PLAN_FIELDS: [&str; 9] = [
     "name",
     "slug",
     "amount",
     "currency",
     "trial_days",
+    "trial_without_card",
     "interval",
     "description",
     "features",
@@ -293,11 +297,15 @@ pub async fn edit_form(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let plan = plan_or_404(&state, *id).await?;
+    let mut draft = PlanDraft::from_plan(&plan);
+    if plans::trial_without_card(&state.db, plan.id).await? {
+        draft.trial_without_card = "on".into();
+    }
     render(&form_page(
         &session,
         &admin.0,
         Some(plan.id),
-        PlanDraft::from_plan(&plan),
+        draft,
         PlanErrors::new(),
         None,
     )?)

@@ -1,0 +1,131 @@
+//! `payment_cards`: each user's card on file as Stripe shows it, sealed (brand, last 4 and
+//! expiry together), with the Stripe time it is as of.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::models::user::UserId;
+use crate::db::schema::payment_cards;
+use crate::db::{DbConnection, DbError, now};
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = payment_cards)]
+pub struct PaymentCardRow {
+    pub user_id: UserId,
+    pub card_sealed: Vec<u8>,
+    pub key_id: String,
+    pub stripe_updated_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+pub fn for_user(
+    conn: &mut DbConnection,
+    user_id: UserId,
+) -> Result<Option<PaymentCardRow>, DbError> {
+    Ok(payment_cards::table
+        .find(user_id)
+        .select(PaymentCardRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+/// Stores the sealed card as of `as_of`, unless a card as of a later time is stored (events
+/// arrive out of order). Returns whether it was written.
+pub fn upsert_if_newer(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    sealed: &[u8],
+    key_id: &str,
+    as_of: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let at = now();
+    let update = |conn: &mut DbConnection| {
+        diesel::update(
+            payment_cards::table
+                .find(user_id)
+                .filter(payment_cards::stripe_updated_at.le(as_of)),
+        )
+        .set((
+            payment_cards::card_sealed.eq(sealed),
+            payment_cards::key_id.eq(key_id),
+            payment_cards::stripe_updated_at.eq(as_of),
+            payment_cards::updated_at.eq(at),
+        ))
+        .execute(conn)
+    };
+    if update(conn)? > 0 {
+        return Ok(true);
+    }
+    let insert = diesel::insert_into(payment_cards::table)
+        .values((
+            payment_cards::user_id.eq(user_id),
+            payment_cards::card_sealed.eq(sealed),
+            payment_cards::key_id.eq(key_id),
+            payment_cards::stripe_updated_at.eq(as_of),
+            payment_cards::updated_at.eq(at),
+        ))
+        .on_conflict_do_nothing();
+    if crate::db::per_backend!(conn, |c| insert.execute(c))? > 0 {
+        return Ok(true);
+    }
+    Ok(update(conn)? > 0)
+}
+
+/// Removes the card as of `as_of` (detached), unless a later card is stored.
+pub fn delete_if_not_newer(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    as_of: NaiveDateTime,
+) -> Result<bool, DbError> {
+    let deleted = diesel::delete(
+        payment_cards::table
+            .find(user_id)
+            .filter(payment_cards::stripe_updated_at.le(as_of)),
+    )
+    .execute(conn)?;
+    Ok(deleted > 0)
+}
+
+pub fn not_under_key(
+    conn: &mut DbConnection,
+    primary: &str,
+    after_user: i64,
+    limit: i64,
+) -> Result<Vec<PaymentCardRow>, DbError> {
+    Ok(payment_cards::table
+        .filter(payment_cards::key_id.ne(primary))
+        .filter(payment_cards::user_id.gt(after_user))
+        .order(payment_cards::user_id.asc())
+        .limit(limit)
+        .select(PaymentCardRow::as_select())
+        .load(conn)?)
+}
+
+/// Compare-and-swap replacement of the sealed card (for `rotate-key`).
+pub fn replace_sealed(
+    conn: &mut DbConnection,
+    user_id: i64,
+    old: &[u8],
+    new: &[u8],
+    key_id: &str,
+) -> Result<bool, DbError> {
+    let updated = diesel::update(
+        payment_cards::table
+            .find(user_id)
+            .filter(payment_cards::card_sealed.eq(old)),
+    )
+    .set((
+        payment_cards::card_sealed.eq(new),
+        payment_cards::key_id.eq(key_id),
+    ))
+    .execute(conn)?;
+    Ok(updated == 1)
+}
+
+pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+    Ok(payment_cards::table
+        .group_by(payment_cards::key_id)
+        .select((payment_cards::key_id, diesel::dsl::count_star()))
+        .order(payment_cards::key_id.asc())
+        .load(conn)?)
+}
