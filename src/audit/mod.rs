@@ -134,6 +134,14 @@ pub enum Kind {
     /// An admin gave a webhook endpoint a new signing secret.
     WebhookEndpointSecretRotated,
     WebhookEndpointDeleted,
+    /// A customer changed plan, interval or seats at once (Stripe applied it, prorated).
+    PlanChanged,
+    /// A customer asked for a change at the end of the period (a Stripe subscription schedule).
+    PlanChangeScheduled,
+    /// Stripe applied a scheduled change at the renewal.
+    PlanChangeApplied,
+    /// A customer called off a scheduled change.
+    PlanChangeCanceled,
 }
 
 impl Kind {
@@ -187,6 +195,10 @@ impl Kind {
             Self::WebhookEndpointUpdated => "webhook_endpoint_updated",
             Self::WebhookEndpointSecretRotated => "webhook_endpoint_secret_rotated",
             Self::WebhookEndpointDeleted => "webhook_endpoint_deleted",
+            Self::PlanChanged => "plan_changed",
+            Self::PlanChangeScheduled => "plan_change_scheduled",
+            Self::PlanChangeApplied => "plan_change_applied",
+            Self::PlanChangeCanceled => "plan_change_canceled",
         }
     }
 
@@ -242,6 +254,10 @@ impl Kind {
             Self::SessionsRevoked | Self::LeasesDisabled | Self::LeasesEnabled | Self::Alert => {
                 Severity::Critical
             }
+            Self::PlanChanged
+            | Self::PlanChangeScheduled
+            | Self::PlanChangeApplied
+            | Self::PlanChangeCanceled => Severity::Medium,
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod checkout;
 pub mod customers;
 pub mod gateway;
 pub mod operations;
+pub mod plan_changes;
 pub mod plans;
 pub mod portal;
 pub mod subscriptions;

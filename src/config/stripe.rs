@@ -32,6 +32,29 @@ pub struct StripeSettings {
     pub webhook_tolerance_secs: i64,
     /// `STRIPE_WEBHOOK_ALLOWED_IPS`: when not empty, deliveries from elsewhere are refused.
     pub webhook_allowed_ips: Vec<IpNet>,
+    /// `PLAN_CHANGE_DOWNGRADE`: when a customer's downgrade takes effect.
+    pub plan_change_downgrade: DowngradeTiming,
+}
+
+/// When a downgrade (a cheaper plan, fewer seats, a shorter interval) takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DowngradeTiming {
+    /// At the end of the paid period (a Stripe subscription schedule), the default: what was
+    /// paid for is kept, and no credit can be farmed by switching back and forth.
+    PeriodEnd,
+    /// At once, the unused time credited to the customer's balance.
+    Immediate,
+}
+
+fn downgrade_timing(vars: &impl Vars) -> Result<DowngradeTiming, ConfigError> {
+    match vars.get("PLAN_CHANGE_DOWNGRADE").as_deref().map(str::trim) {
+        None | Some("period_end") => Ok(DowngradeTiming::PeriodEnd),
+        Some("immediate") => Ok(DowngradeTiming::Immediate),
+        Some(_) => Err(ConfigError::Invalid {
+            var: "PLAN_CHANGE_DOWNGRADE",
+            reason: "must be period_end or immediate".into(),
+        }),
+    }
 }
 
 impl StripeSettings {
@@ -135,6 +158,7 @@ pub(super) fn stripe_settings(
             payment_intent_per_minute: positive(vars, "STRIPE_RATE_LIMIT_PAYMENT_INTENT", 200)?,
             default_per_minute: positive(vars, "STRIPE_RATE_LIMIT_DEFAULT", 100)?,
         },
+        plan_change_downgrade: downgrade_timing(vars)?,
     })
 }
 

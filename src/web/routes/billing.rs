@@ -70,6 +70,17 @@ async fn claim_operation(
     }
 }
 
+/// [`claim_operation`], for the billing routes in other files.
+pub(super) async fn claim_operation_for(
+    state: &AppState,
+    req: &HttpRequest,
+    actor: &Actor,
+    kind: &'static str,
+    id: &OperationId,
+) -> Result<Operation, AppError> {
+    claim_operation(state, req, actor, kind, id).await
+}
+
 fn operation_id() -> Result<String, AppError> {
     billing::new_operation_id().map_err(AppError::internal)
 }
@@ -522,5 +533,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(confirm_cancel))
             .route(web::post().to(cancel_subscription)),
     )
-    .service(web::resource("/subscription/resume").route(web::post().to(resume_subscription)));
+    .service(web::resource("/subscription/resume").route(web::post().to(resume_subscription)))
+    .service(
+        web::resource("/change")
+            .route(web::get().to(super::plan_change::preview))
+            .route(web::post().to(super::plan_change::confirm)),
+    )
+    .service(web::resource("/change/cancel").route(web::post().to(super::plan_change::cancel)));
 }
