@@ -78,7 +78,9 @@ fn plan_of(app: &TestApp, email: &str) -> String {
 }
 
 async fn entitlements(app: &TestApp, email: &str) -> serde_json::Value {
-    let token = app.service_token("gate", &[Scope::EntitlementsRead]);
+    static TOKENS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = TOKENS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let token = app.service_token(&format!("gate-{n}"), &[Scope::EntitlementsRead]);
     let user_id = app.user_id(email);
     app.internal_get(&format!("entitlements/{user_id}"), &token)
         .await
