@@ -11,3 +11,4 @@ mod api;
 mod checkout;
 mod portal;
 mod webhooks;
+mod changes;
