@@ -25,6 +25,7 @@ on_both_backends!(
     seats_change_within_the_plans_range_and_entitlements_carry_the_quantity,
     forged_and_foreign_plan_change_forms_change_nothing,
     an_older_subscription_event_never_undoes_a_newer_quantity,
+    per_seat_plans_are_set_by_the_admin_and_bought_by_the_seat,
 );
 
 /// Waits (up to 15 s) until every event the simulator made has been processed.
@@ -48,7 +49,10 @@ async fn settle(app: &TestApp) {
 /// Basic ($10 a month) and Pro ($25 a month or $250 a year), as the admin creates them.
 async fn plans(app: &TestApp) -> Browser {
     let admin = app.signed_in_admin("admin@example.com").await;
-    assert_eq!(admin.create_plan("Basic", "basic", "1000").await.status(), 303);
+    assert_eq!(
+        admin.create_plan("Basic", "basic", "1000").await.status(),
+        303
+    );
     let mut pro = crate::common::plan_fields("Pro", "pro", "2500");
     pro.push(("yearly_amount", "25000"));
     let res = admin
@@ -154,7 +158,10 @@ async fn an_upgrade_is_previewed_then_applied_now_and_charged_prorated(backend: 
     let customer = subscribed(&app, email, "basic").await;
     let account = customer.get_text("/account").await;
     assert!(account.contains("Change plan"), "{account}");
-    assert!(account.contains(r#"value="pro""#), "the other plan is offered");
+    assert!(
+        account.contains(r#"value="pro""#),
+        "the other plan is offered"
+    );
 
     let (page, fields) = preview(&customer, "plan=pro&interval=month").await;
     let sub = stripe_subscription(&app, email).await;
@@ -226,21 +233,35 @@ async fn a_downgrade_waits_for_the_renewal_and_stripe_applies_it(backend: Backen
         .clone();
     assert_eq!(phases[1]["items"][0]["quantity"], 1);
     assert_eq!(phases[1]["start_date"], phases[0]["end_date"]);
-    assert_eq!(plan_of(&app, email), "pro", "nothing changes before the renewal");
+    assert_eq!(
+        plan_of(&app, email),
+        "pro",
+        "nothing changes before the renewal"
+    );
     assert_eq!(entitlements(&app, email).await["plan"], "pro");
     let account = customer.get_text("/account").await;
-    assert!(account.contains("Changes to <strong>Basic</strong> on"), "{account}");
+    assert!(
+        account.contains("Changes to <strong>Basic</strong> on"),
+        "{account}"
+    );
     assert_eq!(app.count_events("plan_change_scheduled"), 1);
 
     let sub_id = sub["id"].as_str().unwrap();
-    assert_eq!(app.sim_control(&format!("/_sim/subscriptions/{sub_id}/renew")).await, 200);
+    assert_eq!(
+        app.sim_control(&format!("/_sim/subscriptions/{sub_id}/renew"))
+            .await,
+        200
+    );
     settle(&app).await;
     let sub = stripe_subscription(&app, email).await;
     assert_eq!(sub["items"]["data"][0]["price"]["unit_amount"], 1000);
     assert_eq!(plan_of(&app, email), "basic");
     assert_eq!(entitlements(&app, email).await["plan"], "basic");
-    let status: String =
-        app.query(|conn| Ok(plan_changes::table.select(plan_changes::status).first(conn)?));
+    let status: String = app.query(|conn| {
+        Ok(plan_changes::table
+            .select(plan_changes::status)
+            .first(conn)?)
+    });
     assert_eq!(status, "applied");
     assert_eq!(app.count_events("plan_change_applied"), 1);
     assert!(!customer.get_text("/account").await.contains("Changes to"));
@@ -266,7 +287,11 @@ async fn a_scheduled_downgrade_can_be_called_off(backend: Backend) {
     assert!(!customer.get_text("/account").await.contains("Changes to"));
 
     let sub_id = sub["id"].as_str().unwrap();
-    assert_eq!(app.sim_control(&format!("/_sim/subscriptions/{sub_id}/renew")).await, 200);
+    assert_eq!(
+        app.sim_control(&format!("/_sim/subscriptions/{sub_id}/renew"))
+            .await,
+        200
+    );
     settle(&app).await;
     assert_eq!(plan_of(&app, email), "pro", "the plan renews as it was");
 }
@@ -295,7 +320,10 @@ async fn switching_to_yearly_billing_restarts_the_cycle_and_bills_the_year(backe
     let email = "yearly@example.com";
     let customer = subscribed(&app, email, "pro").await;
     let account = customer.get_text("/account").await;
-    assert!(account.contains(r#"value="year""#), "the yearly price is offered");
+    assert!(
+        account.contains(r#"value="year""#),
+        "the yearly price is offered"
+    );
     let (page, fields) = preview(&customer, "plan=pro&interval=year").await;
     let sub = stripe_subscription(&app, email).await;
     let item = &sub["items"]["data"][0];
@@ -305,7 +333,10 @@ async fn switching_to_yearly_billing_restarts_the_cycle_and_bills_the_year(backe
     );
     let at: i64 = field(&fields, "proration_date").parse().unwrap();
     let due = 25000 - prorate(2500, end - at, end - start);
-    assert!(page.contains(&money(due)), "the year less the unused month: {page}");
+    assert!(
+        page.contains(&money(due)),
+        "the year less the unused month: {page}"
+    );
     let res = confirm(&customer, &fields).await;
     assert_eq!(res.status(), 303);
     let sub = stripe_subscription(&app, email).await;
@@ -332,9 +363,7 @@ fn make_per_seat(app: &TestApp, slug: &'static str, min: i64, max: i64) {
     });
 }
 
-async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity(
-    backend: Backend,
-) {
+async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     plans(&app).await;
     make_per_seat(&app, "pro", 1, 10);
@@ -346,7 +375,9 @@ async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity
 
     for bad in ["0", "-1", "1000000000000", "11", "abc", "2.5"] {
         let res = customer
-            .get(&format!("/billing/change?plan=pro&interval=month&quantity={bad}"))
+            .get(&format!(
+                "/billing/change?plan=pro&interval=month&quantity={bad}"
+            ))
             .await;
         assert_eq!(res.status(), 400, "quantity {bad}");
     }
@@ -359,7 +390,10 @@ async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity
     );
     let at: i64 = field(&fields, "proration_date").parse().unwrap();
     let due = prorate(7500, end - at, end - start) - prorate(2500, end - at, end - start);
-    assert!(page.contains(&money(due)), "two more seats, prorated: {page}");
+    assert!(
+        page.contains(&money(due)),
+        "two more seats, prorated: {page}"
+    );
     assert!(page.contains("$75.00 on"), "{page}");
 
     // A forged quantity on the confirm form is refused too.
@@ -370,7 +404,10 @@ async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity
 
     let res = confirm(&customer, &fields).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(stripe_subscription(&app, email).await["items"]["data"][0]["quantity"], 3);
+    assert_eq!(
+        stripe_subscription(&app, email).await["items"]["data"][0]["quantity"],
+        3
+    );
     assert_eq!(entitlements(&app, email).await["quantity"], 3);
     settle(&app).await;
     let updated = app
@@ -400,7 +437,10 @@ async fn forged_and_foreign_plan_change_forms_change_nothing(backend: Backend) {
     let other = subscribed(&app, "attacker@example.com", "basic").await;
     let (_, mut theirs) = preview(&other, "plan=pro&interval=month").await;
     theirs.retain(|(k, _)| k != "operation_id");
-    theirs.push(("operation_id".into(), field(&fields, "operation_id").to_owned()));
+    theirs.push((
+        "operation_id".into(),
+        field(&fields, "operation_id").to_owned(),
+    ));
     assert_eq!(confirm(&customer, &fields).await.status(), 303);
     assert_eq!(confirm(&other, &theirs).await.status(), 409);
     assert_eq!(plan_of(&app, "attacker@example.com"), "basic");
@@ -412,7 +452,14 @@ async fn forged_and_foreign_plan_change_forms_change_nothing(backend: Backend) {
         ("plan=pro&interval=week", 400),
         (&format!("plan={}&interval=month", "x".repeat(100)), 404),
     ] {
-        assert_eq!(fresh.get(&format!("/billing/change?{query}")).await.status(), status, "{query}");
+        assert_eq!(
+            fresh
+                .get(&format!("/billing/change?{query}"))
+                .await
+                .status(),
+            status,
+            "{query}"
+        );
     }
     let (_, fields) = preview(&fresh, "plan=pro&interval=month").await;
     let mut stale = fields.clone();
@@ -420,7 +467,11 @@ async fn forged_and_foreign_plan_change_forms_change_nothing(backend: Backend) {
     stale.push(("proration_date".into(), "1000000000".into()));
     let res = confirm(&fresh, &stale).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(plan_of(&app, "fresh@example.com"), "basic", "a stale preview is refused");
+    assert_eq!(
+        plan_of(&app, "fresh@example.com"),
+        "basic",
+        "a stale preview is refused"
+    );
     let mut junk = fields.clone();
     junk.retain(|(k, _)| k != "proration_date");
     junk.push(("proration_date".into(), "soon".into()));
@@ -433,10 +484,24 @@ async fn forged_and_foreign_plan_change_forms_change_nothing(backend: Backend) {
             .first(conn)?)
     });
     let archive = format!("/admin/plans/{id}/archive");
-    assert_eq!(admin.submit_operation(&archive, &archive, &[]).await.status(), 303);
-    assert_eq!(confirm(&fresh, &fields).await.status(), 404, "an archived plan");
+    assert_eq!(
+        admin
+            .submit_operation(&archive, &archive, &[])
+            .await
+            .status(),
+        303
+    );
+    assert_eq!(
+        confirm(&fresh, &fields).await.status(),
+        404,
+        "an archived plan"
+    );
     assert_eq!(plan_of(&app, "fresh@example.com"), "basic");
-    assert_eq!(app.count_events("plan_changed"), 1, "the victim's own change only");
+    assert_eq!(
+        app.count_events("plan_changed"),
+        1,
+        "the victim's own change only"
+    );
 }
 
 async fn an_older_subscription_event_never_undoes_a_newer_quantity(backend: Backend) {
@@ -457,4 +522,74 @@ async fn an_older_subscription_event_never_undoes_a_newer_quantity(backend: Back
     late["created"] = json!(chrono::Utc::now().timestamp() - 3600);
     app.assert_webhook_accepted(&late).await;
     assert_eq!(entitlements(&app, email).await["quantity"], 4);
+}
+
+async fn per_seat_plans_are_set_by_the_admin_and_bought_by_the_seat(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
+    let mut team = crate::common::plan_fields("Team", "team", "800");
+    let refused = [("seats_min", "5"), ("seats_max", "2")];
+    let mut bad = team.clone();
+    bad.extend(refused);
+    let res = admin
+        .submit_operation("/admin/plans/new", "/admin/plans", &bad)
+        .await;
+    assert_eq!(res.status(), 422, "min above max is refused");
+    team.extend([("seats_min", "2"), ("seats_max", "20")]);
+    let res = admin
+        .submit_operation("/admin/plans/new", "/admin/plans", &team)
+        .await;
+    assert_eq!(res.status(), 303);
+    let id: i64 = app.query(|conn| {
+        Ok(plans::table
+            .filter(plans::slug.eq("team"))
+            .select(plans::id)
+            .first(conn)?)
+    });
+    let edit = admin.get_text(&format!("/admin/plans/{id}/edit")).await;
+    assert!(
+        edit.contains(r#"value="20""#),
+        "the edit form keeps the range"
+    );
+
+    let email = "team@example.com";
+    let customer = app.signed_in_customer(email).await;
+    let page = customer
+        .get_text("/billing/checkout?plan=team&interval=month")
+        .await;
+    assert!(page.contains(r#"name="quantity""#), "{page}");
+    for bad in ["0", "1", "21", "-1", "1000000000000", "abc"] {
+        let res = customer
+            .submit_operation(
+                "/billing/checkout?plan=team&interval=month",
+                "/billing/checkout",
+                &[("plan", "team"), ("interval", "month"), ("quantity", bad)],
+            )
+            .await;
+        assert_eq!(res.status(), 400, "quantity {bad}");
+    }
+    let res = customer
+        .submit_operation(
+            "/billing/checkout?plan=team&interval=month",
+            "/billing/checkout",
+            &[("plan", "team"), ("interval", "month"), ("quantity", "5")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let paid = app.pay(&location(&res), "4242 4242 4242 4242").await;
+    assert_eq!(paid.status(), 303);
+    settle(&app).await;
+    let sub = stripe_subscription(&app, email).await;
+    assert_eq!(sub["items"]["data"][0]["quantity"], 5);
+    assert_eq!(entitlements(&app, email).await["quantity"], 5);
+    let paid: Vec<serde_json::Value> = app
+        .stripe_events()
+        .await
+        .into_iter()
+        .filter(|e| e["type"] == "invoice.paid")
+        .collect();
+    assert_eq!(
+        paid[0]["data"]["object"]["amount_paid"], 4000,
+        "5 seats × $8.00"
+    );
 }

@@ -106,6 +106,22 @@ pub async fn seats(billing: Billing<'_>, plan_id: i64) -> Result<(u64, u64), DbE
     }))
 }
 
+/// The quantity a form asks for (none: the fewest seats), if the plan's `seats` allow it.
+pub fn quantity_within(seats: (u64, u64), raw: Option<&str>) -> Result<u64, ChangeError> {
+    let quantity = match raw.map(str::trim) {
+        None | Some("") => seats.0,
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|q| *q <= MAX_QUANTITY)
+            .ok_or(ChangeError::BadQuantity(seats.0, seats.1))?,
+    };
+    if quantity < seats.0 || quantity > seats.1 {
+        return Err(ChangeError::BadQuantity(seats.0, seats.1));
+    }
+    Ok(quantity)
+}
+
 /// The active plan, price and quantity a form names (as submitted: checked here, against the
 /// database, so an archived plan is never sold).
 pub async fn target(
@@ -129,17 +145,7 @@ pub async fn target(
         return Err(ChangeError::NotOffered);
     }
     let seats = seats(billing, plan.id).await?;
-    let quantity = match quantity.map(str::trim) {
-        None | Some("") => seats.0,
-        Some(raw) => raw
-            .parse::<u64>()
-            .ok()
-            .filter(|q| *q <= MAX_QUANTITY)
-            .ok_or(ChangeError::BadQuantity(seats.0, seats.1))?,
-    };
-    if quantity < seats.0 || quantity > seats.1 {
-        return Err(ChangeError::BadQuantity(seats.0, seats.1));
-    }
+    let quantity = quantity_within(seats, quantity)?;
     Ok(Target {
         plan,
         price,
@@ -195,9 +201,7 @@ impl Current {
 
     /// A year's worth of what is paid (comparable across intervals).
     fn per_year(&self) -> i128 {
-        i128::from(self.unit_amount)
-            * i128::from(self.quantity)
-            * if self.yearly { 1 } else { 12 }
+        i128::from(self.unit_amount) * i128::from(self.quantity) * if self.yearly { 1 } else { 12 }
     }
 
     /// Whether moving to `target` is a downgrade (see the module docs).
@@ -450,7 +454,9 @@ pub async fn confirm(
             })
             .await?;
         if done {
-            return Ok(Confirmed::Scheduled(change.effective_at.and_utc().timestamp()));
+            return Ok(Confirmed::Scheduled(
+                change.effective_at.and_utc().timestamp(),
+            ));
         }
         return Err(ChangeError::AlreadyScheduled);
     }
@@ -479,8 +485,15 @@ pub async fn confirm(
     });
     match timing(&current, &target, downgrades) {
         Timing::Now => {
-            apply_now(billing, actor, (user_id, operation), &current, &price, (&target, details))
-                .await
+            apply_now(
+                billing,
+                actor,
+                (user_id, operation),
+                &current,
+                &price,
+                (&target, details),
+            )
+            .await
         }
         Timing::PeriodEnd(at) => {
             let row = (&current, price.as_str(), &target);
@@ -557,47 +570,59 @@ async fn schedule(
         Some(id) => ScheduleRef { id: id.clone() },
         None => billing
             .gateway
-            .call(OperationClass::Subscription, user_id, Some(&create_key), || {
-                partial(CreateSubscriptionSchedule::new().from_subscription(current.id.expose()))
-            })
+            .call(
+                OperationClass::Subscription,
+                user_id,
+                Some(&create_key),
+                || {
+                    partial(
+                        CreateSubscriptionSchedule::new().from_subscription(current.id.expose()),
+                    )
+                },
+            )
             .await
             .map_err(BillingError::from)?,
     };
     let phases_key = operation.idempotency_key("plan-change-phases");
     let _: ScheduleRef = billing
         .gateway
-        .call(OperationClass::Subscription, user_id, Some(&phases_key), || {
-            let this_period = UpdateSubscriptionSchedulePhases {
-                start_date: Some(UpdateSubscriptionSchedulePhasesStartDate::Timestamp(
-                    current.period_start,
-                )),
-                end_date: Some(UpdateSubscriptionSchedulePhasesEndDate::Timestamp(
-                    current.period_end,
-                )),
-                ..UpdateSubscriptionSchedulePhases::new(vec![
-                    UpdateSubscriptionSchedulePhasesItems {
-                        price: Some(current.price.clone()),
-                        quantity: Some(current.quantity),
-                        ..Default::default()
-                    },
-                ])
-            };
-            let next = UpdateSubscriptionSchedulePhases {
-                duration: Some(duration(target.price.interval)),
-                ..UpdateSubscriptionSchedulePhases::new(vec![
-                    UpdateSubscriptionSchedulePhasesItems {
-                        price: Some(price.to_owned()),
-                        quantity: Some(target.quantity),
-                        ..Default::default()
-                    },
-                ])
-            };
-            partial(
-                UpdateSubscriptionSchedule::new(schedule.id.as_str())
-                    .phases(vec![this_period, next])
-                    .end_behavior(stripe_shared::SubscriptionScheduleEndBehavior::Release),
-            )
-        })
+        .call(
+            OperationClass::Subscription,
+            user_id,
+            Some(&phases_key),
+            || {
+                let this_period = UpdateSubscriptionSchedulePhases {
+                    start_date: Some(UpdateSubscriptionSchedulePhasesStartDate::Timestamp(
+                        current.period_start,
+                    )),
+                    end_date: Some(UpdateSubscriptionSchedulePhasesEndDate::Timestamp(
+                        current.period_end,
+                    )),
+                    ..UpdateSubscriptionSchedulePhases::new(vec![
+                        UpdateSubscriptionSchedulePhasesItems {
+                            price: Some(current.price.clone()),
+                            quantity: Some(current.quantity),
+                            ..Default::default()
+                        },
+                    ])
+                };
+                let next = UpdateSubscriptionSchedulePhases {
+                    duration: Some(duration(target.price.interval)),
+                    ..UpdateSubscriptionSchedulePhases::new(vec![
+                        UpdateSubscriptionSchedulePhasesItems {
+                            price: Some(price.to_owned()),
+                            quantity: Some(target.quantity),
+                            ..Default::default()
+                        },
+                    ])
+                };
+                partial(
+                    UpdateSubscriptionSchedule::new(schedule.id.as_str())
+                        .phases(vec![this_period, next])
+                        .end_behavior(stripe_shared::SubscriptionScheduleEndBehavior::Release),
+                )
+            },
+        )
         .await
         .map_err(BillingError::from)?;
     let row = (
@@ -662,10 +687,12 @@ pub async fn cancel_scheduled(
         })
         .await
         .map_err(BillingError::from)?;
-    let event = actor.event(Kind::PlanChangeCanceled).details(serde_json::json!({
-        "subscription": change.stripe_subscription_id.to_string(),
-        "to_plan_id": change.to_plan_id,
-    }));
+    let event = actor
+        .event(Kind::PlanChangeCanceled)
+        .details(serde_json::json!({
+            "subscription": change.stripe_subscription_id.to_string(),
+            "to_plan_id": change.to_plan_id,
+        }));
     billing
         .db
         .run(move |conn| {

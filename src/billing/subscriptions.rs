@@ -102,7 +102,9 @@ pub fn store(
     as_of: NaiveDateTime,
 ) -> Result<bool, DbError> {
     let state = state(conn, sub, as_of)?;
-    write_and_notify(conn, user_id, &sub.id, |conn| write_state(conn, user_id, sub, &state))
+    write_and_notify(conn, user_id, &sub.id, |conn| {
+        write_state(conn, user_id, sub, &state)
+    })
 }
 
 /// Writes Stripe's subscription as of the state's time: the row, its quantity and what that
@@ -245,22 +247,23 @@ fn notify_change(
         Some(AppEvent::SubscriptionActivated)
     } else if before.is_some() && quantity_before != quantity_after
         || before.is_some_and(|b| {
-        (
-            &b.status,
-            b.plan_id,
-            &b.stripe_price_id,
-            b.current_period_end,
-            b.cancel_at_period_end,
-            b.trial_end,
-        ) != (
-            &after.status,
-            after.plan_id,
-            &after.stripe_price_id,
-            after.current_period_end,
-            after.cancel_at_period_end,
-            after.trial_end,
-        )
-    }) {
+            (
+                &b.status,
+                b.plan_id,
+                &b.stripe_price_id,
+                b.current_period_end,
+                b.cancel_at_period_end,
+                b.trial_end,
+            ) != (
+                &after.status,
+                after.plan_id,
+                &after.stripe_price_id,
+                after.current_period_end,
+                after.cancel_at_period_end,
+                after.trial_end,
+            )
+        })
+    {
         Some(AppEvent::SubscriptionUpdated)
     } else {
         None

@@ -848,7 +848,10 @@ async fn update_subscription(
         if let Some(metadata) = p.metadata {
             updated.metadata.extend(metadata);
         }
-        let behavior = p.proration_behavior.as_deref().unwrap_or("create_prorations");
+        let behavior = p
+            .proration_behavior
+            .as_deref()
+            .unwrap_or("create_prorations");
         if !["always_invoice", "create_prorations", "none"].contains(&behavior) {
             return Err(ApiError::invalid(
                 "proration_behavior",
@@ -864,7 +867,10 @@ async fn update_subscription(
             ]
             .contains(&b)
         }) {
-            return Err(ApiError::invalid("payment_behavior", "Invalid payment_behavior."));
+            return Err(ApiError::invalid(
+                "payment_behavior",
+                "Invalid payment_behavior.",
+            ));
         }
         // A new price or quantity is prorated from `proration_date` (now by default); a new
         // interval restarts the billing cycle and bills at once, as Stripe does.

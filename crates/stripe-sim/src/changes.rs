@@ -17,8 +17,7 @@ use crate::Sim;
 use crate::api::{ApiError, post, retrieve};
 use crate::objects;
 use crate::state::{
-    Event, Interval, SchedulePhase, SimState, Subscription, SubscriptionSchedule, new_id,
-    unix_now,
+    Event, Interval, SchedulePhase, SimState, Subscription, SubscriptionSchedule, new_id, unix_now,
 };
 
 /// `amount × remaining / span`, rounded half up (amounts are non-negative).

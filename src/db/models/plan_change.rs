@@ -126,7 +126,10 @@ pub fn set_quantity_if_newer(
     Ok(per_backend!(conn, |c| insert.execute(c))? > 0)
 }
 
-pub fn quantity(conn: &mut DbConnection, stripe_id: &SubscriptionId) -> Result<Option<i64>, DbError> {
+pub fn quantity(
+    conn: &mut DbConnection,
+    stripe_id: &SubscriptionId,
+) -> Result<Option<i64>, DbError> {
     Ok(subscription_quantities::table
         .filter(subscription_quantities::stripe_subscription_id.eq(stripe_id))
         .select(subscription_quantities::quantity)
@@ -141,4 +144,23 @@ pub fn seats(conn: &mut DbConnection, plan_id: i64) -> Result<Option<(i64, i64)>
         .select((plan_seats::min_quantity, plan_seats::max_quantity))
         .first(conn)
         .optional()?)
+}
+
+/// Makes the plan per-seat within `range`, or not per-seat (`None`).
+pub fn set_seats(
+    conn: &mut DbConnection,
+    plan_id: i64,
+    range: Option<(i64, i64)>,
+) -> Result<(), DbError> {
+    diesel::delete(plan_seats::table.filter(plan_seats::plan_id.eq(plan_id))).execute(conn)?;
+    if let Some((min, max)) = range {
+        diesel::insert_into(plan_seats::table)
+            .values((
+                plan_seats::plan_id.eq(plan_id),
+                plan_seats::min_quantity.eq(min),
+                plan_seats::max_quantity.eq(max),
+            ))
+            .execute(conn)?;
+    }
+    Ok(())
 }

@@ -34,9 +34,13 @@ async fn refusal(
 ) -> Result<HttpResponse, AppError> {
     let message = match err {
         ChangeError::NotOffered => return Err(AppError::NotFound),
-        ChangeError::BadInterval => return Err(AppError::BadRequest("Choose monthly or yearly billing.")),
+        ChangeError::BadInterval => {
+            return Err(AppError::BadRequest("Choose monthly or yearly billing."));
+        }
         ChangeError::BadQuantity(..) => {
-            return Err(AppError::BadRequest("Choose a number of seats the plan allows."));
+            return Err(AppError::BadRequest(
+                "Choose a number of seats the plan allows.",
+            ));
         }
         ChangeError::Billing(err) => return Err(billing_failure(state, req, actor, err).await),
         ChangeError::NoSubscription => "You have no active subscription to change.",
@@ -95,7 +99,10 @@ impl ChangePage {
         let target = &preview.target;
         Self {
             ctx,
-            from_plan: preview.from_plan.clone().unwrap_or_else(|| "your plan".into()),
+            from_plan: preview
+                .from_plan
+                .clone()
+                .unwrap_or_else(|| "your plan".into()),
             to_plan: target.plan.name.clone(),
             slug: target.plan.slug.clone(),
             interval: target.price.interval.as_str(),
@@ -127,11 +134,11 @@ pub async fn preview(
     let billing = state.billing();
     let quantity = quantity_text(query.quantity.as_deref())?;
     let downgrades = state.config.stripe.plan_change_downgrade;
-    let previewed = match plan_changes::target(billing, &query.plan, &query.interval, quantity).await
-    {
-        Ok(target) => plan_changes::preview(billing, user.id, target, downgrades).await,
-        Err(err) => Err(err),
-    };
+    let previewed =
+        match plan_changes::target(billing, &query.plan, &query.interval, quantity).await {
+            Ok(target) => plan_changes::preview(billing, user.id, target, downgrades).await,
+            Err(err) => Err(err),
+        };
     match previewed {
         Ok(preview) => {
             let ctx = PageContext::with_form(&session, Some(&user))?;
@@ -166,7 +173,9 @@ pub async fn confirm(
     let form = form.0;
     let quantity = quantity_text(form.quantity.as_deref())?;
     let Ok(proration_date) = form.proration_date.trim().parse::<i64>() else {
-        return Err(AppError::BadRequest("The preview is incomplete. Please review it again."));
+        return Err(AppError::BadRequest(
+            "The preview is incomplete. Please review it again.",
+        ));
     };
     let operation_id = form.operation_id.parse()?;
     let billing = state.billing();
@@ -180,7 +189,10 @@ pub async fn confirm(
     let owner = (user.id, &operation);
     match plan_changes::confirm(billing, &actor, owner, target, proration_date, downgrades).await {
         Ok(Confirmed::Applied) => {
-            session.flash(FlashKind::Success, format!("You are now on the {name} plan."))?;
+            session.flash(
+                FlashKind::Success,
+                format!("You are now on the {name} plan."),
+            )?;
             Ok(see_other("/account"))
         }
         Ok(Confirmed::Scheduled(at)) => {

@@ -182,5 +182,8 @@ async fn a_schedules_next_phase_starts_at_the_renewal() {
         .send(&h.client)
         .await
         .unwrap();
-    assert_eq!(again.released_subscription.as_deref(), Some(other.id.as_str()));
+    assert_eq!(
+        again.released_subscription.as_deref(),
+        Some(other.id.as_str())
+    );
 }

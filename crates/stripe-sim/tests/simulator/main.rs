@@ -8,7 +8,7 @@
 mod harness;
 
 mod api;
+mod changes;
 mod checkout;
 mod portal;
 mod webhooks;
-mod changes;

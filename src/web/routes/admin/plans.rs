@@ -72,7 +72,7 @@ struct PlanFormPage {
 
 /// The plan form's fields in page order, so the error summary lists them as they appear.
 /// A field missing here is still listed, after these.
-const PLAN_FIELDS: [&str; 8] = [
+const PLAN_FIELDS: [&str; 10] = [
     "name",
     "slug",
     "amount",
@@ -81,6 +81,8 @@ const PLAN_FIELDS: [&str; 8] = [
     "interval",
     "description",
     "features",
+    "seats_min",
+    "seats_max",
 ];
 
 /// The plan form's text inputs, in page order, filled from `draft`.
@@ -109,6 +111,18 @@ fn text_fields(draft: &PlanDraft) -> Vec<TextField> {
             label: "Yearly price (minor units, optional)",
             value: draft.yearly_amount.clone(),
             help: "Offer yearly billing beside the monthly price, e.g. 25000 for $250.00. Leave empty for monthly only.",
+        },
+        TextField {
+            name: "seats_min",
+            label: "Fewest seats (per-seat plans, optional)",
+            value: draft.seats_min.clone(),
+            help: "For a plan priced per seat: the fewest seats a customer may choose. Leave both empty for one seat.",
+        },
+        TextField {
+            name: "seats_max",
+            label: "Most seats (per-seat plans, optional)",
+            value: draft.seats_max.clone(),
+            help: "The most seats a customer may choose, e.g. 50.",
         },
         TextField {
             name: "currency",
@@ -293,11 +307,15 @@ pub async fn edit_form(
     id: web::Path<i64>,
 ) -> Result<HttpResponse, AppError> {
     let plan = plan_or_404(&state, *id).await?;
+    let mut draft = PlanDraft::from_plan(&plan);
+    if let Some((min, max)) = crate::billing::plans::seats(&state.db, plan.id).await? {
+        (draft.seats_min, draft.seats_max) = (min.to_string(), max.to_string());
+    }
     render(&form_page(
         &session,
         &admin.0,
         Some(plan.id),
-        PlanDraft::from_plan(&plan),
+        draft,
         PlanErrors::new(),
         None,
     )?)
