@@ -245,6 +245,13 @@ async fn a_downgrade_waits_for_the_renewal_and_stripe_applies_it(backend: Backen
         "{account}"
     );
     assert_eq!(app.count_events("plan_change_scheduled"), 1);
+    let plan_emails = |app: &TestApp| {
+        app.notifications("email")
+            .into_iter()
+            .filter(|n| n.event_type == "plan_changed")
+            .count()
+    };
+    assert_eq!(plan_emails(&app), 0, "no e-mail before the change applies");
 
     let sub_id = sub["id"].as_str().unwrap();
     assert_eq!(
@@ -264,6 +271,7 @@ async fn a_downgrade_waits_for_the_renewal_and_stripe_applies_it(backend: Backen
     });
     assert_eq!(status, "applied");
     assert_eq!(app.count_events("plan_change_applied"), 1);
+    assert_eq!(plan_emails(&app), 1, "one e-mail when Stripe applies it");
     assert!(!customer.get_text("/account").await.contains("Changes to"));
 }
 
@@ -367,6 +375,13 @@ async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity
     let app = TestApp::spawn(backend).await;
     plans(&app).await;
     make_per_seat(&app, "pro", 1, 10);
+    app.query(|conn| {
+        Ok(crate::common::add_endpoint(
+            conn,
+            "https://hooks.example/billing",
+            &["subscription.updated"],
+        ))
+    });
     let email = "seats@example.com";
     let customer = subscribed(&app, email, "pro").await;
     assert_eq!(entitlements(&app, email).await["quantity"], 1);
@@ -410,12 +425,16 @@ async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity
     );
     assert_eq!(entitlements(&app, email).await["quantity"], 3);
     settle(&app).await;
-    let updated = app
+    let updated: Vec<String> = app
         .notifications("app_webhook")
         .into_iter()
         .filter(|n| n.event_type == "subscription.updated")
-        .count();
-    let _ = updated; // Sent only to registered endpoints; the entitlements carry the quantity.
+        .map(|n| n.payload)
+        .collect();
+    assert!(
+        updated.iter().any(|p| p.contains(r#""quantity":3"#)),
+        "the product's services hear of the seats: {updated:?}"
+    );
 }
 
 async fn forged_and_foreign_plan_change_forms_change_nothing(backend: Backend) {
@@ -476,6 +495,20 @@ async fn forged_and_foreign_plan_change_forms_change_nothing(backend: Backend) {
     junk.retain(|(k, _)| k != "proration_date");
     junk.push(("proration_date".into(), "soon".into()));
     assert_eq!(confirm(&fresh, &junk).await.status(), 400);
+
+    // A subscription set to end is resumed before it changes.
+    let ending = subscribed(&app, "ending@example.com", "basic").await;
+    let res = ending
+        .submit_operation(
+            "/billing/subscription/cancel",
+            "/billing/subscription/cancel",
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(!ending.get_text("/account").await.contains("Change plan"));
+    let res = ending.get("/billing/change?plan=pro&interval=month").await;
+    assert_eq!(res.status(), 303);
 
     let id: i64 = app.query(|conn| {
         Ok(plans::table

@@ -66,6 +66,8 @@ pub enum ChangeError {
     BadQuantity(u64, u64),
     #[error("no live subscription")]
     NoSubscription,
+    #[error("the subscription ends at the close of the period")]
+    Ending,
     #[error("a change is already scheduled")]
     AlreadyScheduled,
     #[error("that is the current plan")]
@@ -308,6 +310,9 @@ async fn current(
     else {
         return Err(ChangeError::NoSubscription);
     };
+    if local.cancel_at_period_end {
+        return Err(ChangeError::Ending);
+    }
     let id = local.stripe_id.clone();
     let sub = billing
         .gateway
@@ -764,8 +769,8 @@ pub async fn options(
         .db
         .run(move |conn| {
             use crate::db::models::{plan, subscription};
-            let Some(row) =
-                subscription::current_for_user(conn, user_id)?.filter(|r| r.status.is_live())
+            let Some(row) = subscription::current_for_user(conn, user_id)?
+                .filter(|r| r.status.is_live() && !r.cancel_at_period_end)
             else {
                 return Ok((Vec::new(), None));
             };

@@ -44,6 +44,9 @@ async fn refusal(
         }
         ChangeError::Billing(err) => return Err(billing_failure(state, req, actor, err).await),
         ChangeError::NoSubscription => "You have no active subscription to change.",
+        ChangeError::Ending => {
+            "Your subscription ends at the close of this period. Resume it to change plan."
+        }
         ChangeError::AlreadyScheduled => {
             "A change is already scheduled. Cancel it first to choose another."
         }
