@@ -12,6 +12,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod notify;
+pub mod reconcile;
 pub mod secret;
 pub mod service_tokens;
 pub mod startup;

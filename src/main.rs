@@ -108,6 +108,24 @@ enum Command {
     /// retention.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Reconcile with Stripe: replay the events missed since the newest stored one (within
+    /// Stripe's 30 days), then compare each customer's subscriptions at Stripe with the local
+    /// copy and repair it, printing one line per difference (customer, field, local → Stripe).
+    Sync {
+        /// Only this account (its id or e-mail address); no event replay.
+        #[arg(long, value_name = "ID|EMAIL")]
+        customer: Option<String>,
+        /// Only print what differs; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Link existing Stripe customers to the accounts with the same e-mail address (that have
+    /// no customer yet) and import their subscriptions. Prints what it would do unless --apply.
+    ImportStripe {
+        /// Write the links (without it: a dry run).
+        #[arg(long)]
+        apply: bool,
+    },
     /// Run the offline Stripe simulator (tests and demos only; refused in production).
     #[cfg(feature = "stripe-sim")]
     StripeSim {
@@ -328,6 +346,10 @@ fn main() -> ExitCode {
         Command::Audit(AuditCommand::Prune { dry_run }) => {
             commands::audit::prune(&cli.env_file, dry_run)
         }
+        Command::Sync { customer, dry_run } => {
+            commands::sync::sync(&cli.env_file, customer.as_deref(), dry_run)
+        }
+        Command::ImportStripe { apply } => commands::sync::import_stripe(&cli.env_file, apply),
         #[cfg(feature = "stripe-sim")]
         Command::StripeSim {
             port,

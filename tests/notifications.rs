@@ -184,6 +184,34 @@ async fn a_subscription_s_life_reaches_services_and_the_customer_once_each(backe
         "{past_due:#?}"
     );
 
+    // Paid on the hosted invoice page: active again (cancelling while past due would end the
+    // subscription at once).
+    let paid = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(payment_failed["pay_url"].as_str().unwrap())
+        .form(&crate::common::card_form("4242 4242 4242 4242"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(paid.status(), 303);
+    for _ in 0..300 {
+        let status: String = app.query(move |conn| {
+            use diesel::prelude::*;
+            use tollgate::db::schema::subscriptions;
+            Ok(subscriptions::table
+                .filter(subscriptions::user_id.eq(user_id))
+                .select(subscriptions::status)
+                .first(conn)?)
+        });
+        if status == "active" {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+
     // Cancelled in Tollgate: one e-mail and one event, though Stripe reports it as well.
     let before = app.notifications("app_webhook").len();
     let res = customer

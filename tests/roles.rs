@@ -45,6 +45,7 @@ struct Fixtures {
     webhook_event: i64,
     endpoint: String,
     notification: i64,
+    customer: i64,
 }
 
 impl Fixtures {
@@ -95,6 +96,7 @@ impl Fixtures {
             webhook_event: first("webhooks"),
             endpoint,
             notification,
+            customer: app.user_id("admin@example.com"),
         }
     }
 
@@ -114,6 +116,8 @@ impl Fixtures {
             self.webhook_event
         } else if route.path.starts_with("/notifications/") {
             self.notification
+        } else if route.path.starts_with("/customers/") {
+            self.customer
         } else {
             panic!("no fixture for the id in {} {}", route.method, route.path)
         };

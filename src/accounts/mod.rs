@@ -32,6 +32,9 @@ pub struct User {
     pub last_login_at: Option<NaiveDateTime>,
     /// Names the credential the account has now (see [`credential_stamp`]).
     pub credential: String,
+    /// The hosted page of the invoice to pay when a renewal's payment failed (the banner on
+    /// every signed-in page); filled in by the request's sign-in lookup.
+    pub past_due_invoice_url: Option<String>,
 }
 
 /// A short digest of an account's password hash. A session records the stamp it was signed in
@@ -80,6 +83,7 @@ impl From<UserRow> for User {
             email: row.email,
             created_at: row.created_at,
             last_login_at: row.last_login_at,
+            past_due_invoice_url: None,
         }
     }
 }

@@ -142,6 +142,15 @@ pub enum Kind {
     PlanChangeApplied,
     /// A customer called off a scheduled change.
     PlanChangeCanceled,
+    /// A reconciliation with Stripe (`tollgate sync`, the console's resync): the differences
+    /// found, the ones repaired and the missed events replayed.
+    StripeSyncRun,
+    /// `tollgate import-stripe --apply` linked an existing Stripe customer to an account.
+    StripeCustomerImported,
+    /// A past-due subscription was canceled at once (its open invoice is no longer collected).
+    PastDueSubscriptionCanceled,
+    /// An admin set a plan's own past-due grace.
+    PlanGraceChanged,
 }
 
 impl Kind {
@@ -199,6 +208,10 @@ impl Kind {
             Self::PlanChangeScheduled => "plan_change_scheduled",
             Self::PlanChangeApplied => "plan_change_applied",
             Self::PlanChangeCanceled => "plan_change_canceled",
+            Self::StripeSyncRun => "stripe_sync_run",
+            Self::StripeCustomerImported => "stripe_customer_imported",
+            Self::PastDueSubscriptionCanceled => "past_due_subscription_canceled",
+            Self::PlanGraceChanged => "plan_grace_changed",
         }
     }
 
@@ -245,6 +258,10 @@ impl Kind {
             // A new destination for customer data, or a new credential.
             Self::WebhookEndpointCreated | Self::WebhookEndpointSecretRotated => Severity::High,
             Self::WebhookEndpointUpdated | Self::WebhookEndpointDeleted => Severity::Medium,
+            Self::StripeSyncRun => Severity::Medium,
+            // Billing identity attached to an account.
+            Self::StripeCustomerImported => Severity::High,
+            Self::PastDueSubscriptionCanceled | Self::PlanGraceChanged => Severity::Medium,
             Self::TwoFactorSucceeded => Severity::Low,
             Self::TwoFactorFailed => Severity::Medium,
             Self::RoleChanged

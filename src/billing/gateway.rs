@@ -217,3 +217,66 @@ impl Gateway {
         }
     }
 }
+
+/// A `GET` of one of Stripe's list endpoints (`path` after `/v1`, e.g. `/customers`), read as plain JSON: for what must be kept as
+/// Stripe sent it (an event's payload is stored and applied as a delivered one is) and for
+/// the pages reconciliation walks. `query` holds Stripe's parameter names (`created[gte]`,
+/// `starting_after`, …) with URL-safe values (ids, numbers, statuses).
+#[derive(Debug, Clone)]
+pub struct ListJson {
+    pub path: &'static str,
+    pub query: Vec<(&'static str, String)>,
+}
+
+impl StripeRequest for ListJson {
+    type Output = miniserde::json::Value;
+
+    fn build(&self) -> stripe_client_core::RequestBuilder {
+        let query: Vec<String> = self
+            .query
+            .iter()
+            .map(|(name, value)| {
+                let value: String = value
+                    .bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' | b'.' => {
+                            char::from(b).to_string()
+                        }
+                        other => format!("%{other:02X}"),
+                    })
+                    .collect();
+                format!("{}={value}", name.replace('[', "%5B").replace(']', "%5D"))
+            })
+            .collect();
+        let mut builder = stripe_client_core::RequestBuilder::new(
+            stripe_client_core::StripeMethod::Get,
+            self.path,
+        );
+        builder.query = (!query.is_empty()).then(|| query.join("&"));
+        builder
+    }
+}
+
+/// A page of a list endpoint: its objects (as JSON) and whether more follow.
+pub struct ListPage {
+    pub data: Vec<serde_json::Value>,
+    pub has_more: bool,
+}
+
+impl ListPage {
+    /// Reads Stripe's list object.
+    pub fn read(value: &miniserde::json::Value) -> Result<Self, GatewayError> {
+        let text = miniserde::json::to_string(value);
+        let json: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|err| GatewayError::Unavailable(format!("not JSON: {err}")))?;
+        let data = json
+            .get("data")
+            .and_then(serde_json::Value::as_array)
+            .cloned()
+            .ok_or_else(|| GatewayError::Unavailable("not a list object".into()))?;
+        Ok(Self {
+            data,
+            has_more: json.get("has_more").and_then(serde_json::Value::as_bool) == Some(true),
+        })
+    }
+}

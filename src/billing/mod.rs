@@ -11,6 +11,7 @@
 pub mod checkout;
 pub mod customers;
 pub mod gateway;
+pub mod invoices;
 pub mod operations;
 pub mod plan_changes;
 pub mod plans;

@@ -9,8 +9,8 @@
 use chrono::{DateTime, NaiveDateTime, Timelike as _};
 use diesel::Connection as _;
 use stripe_billing::subscription::{
-    CreateSubscription, CreateSubscriptionItems, CreateSubscriptionPaymentBehavior,
-    RetrieveSubscription, UpdateSubscription,
+    CancelSubscription, CreateSubscription, CreateSubscriptionItems,
+    CreateSubscriptionPaymentBehavior, RetrieveSubscription, UpdateSubscription,
 };
 
 use super::plans::{Plan, PlanPrice};
@@ -67,6 +67,23 @@ impl StripeSubscription {
             quantity: item.quantity.unwrap_or(1),
         })
     }
+}
+
+/// Whether `sub` says something other than the stored `row` (the fields Tollgate keeps).
+pub fn differs(row: &SubscriptionRow, sub: &StripeSubscription) -> bool {
+    (
+        &row.status,
+        row.stripe_price_id.as_str(),
+        row.current_period_end,
+        row.cancel_at_period_end,
+        row.trial_end,
+    ) != (
+        &sub.status,
+        sub.price.as_str(),
+        sub.current_period_end,
+        sub.cancel_at_period_end,
+        sub.trial_end,
+    )
 }
 
 /// Tollgate's row for what Stripe says of a subscription, as of `as_of`: the one place
@@ -339,8 +356,8 @@ pub async fn record(
 /// An audit row written with a subscription's state, once per `once` key (a replayed Stripe
 /// write records the subscription again, never the audit row).
 pub(crate) struct AuditOnce {
-    pub event: SecurityEvent,
-    pub once: String,
+    pub(crate) event: SecurityEvent,
+    pub(crate) once: String,
 }
 
 /// [`record`], writing `audit` in the same transaction, once per its key.
@@ -505,6 +522,8 @@ pub async fn refresh(
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelChange {
     Done,
+    /// A past-due subscription was ended at once (its open invoice is no longer collected).
+    Ended,
     /// No live subscription to change (nothing was asked of Stripe).
     NoSubscription,
 }
@@ -526,20 +545,40 @@ pub async fn set_cancel_at_period_end(
         true => ("subscription-cancel", Kind::SubscriptionCancelRequested),
         false => ("subscription-resume", Kind::SubscriptionResumed),
     };
-    let key = operation.idempotency_key(step);
     let stripe_id = &current.stripe_id;
-    let sub = gateway
-        .call(OperationClass::Subscription, user_id, Some(&key), || {
-            UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
-        })
-        .await?;
+    // Past due: canceled at once, so Stripe stops collecting the open invoice (no more
+    // attempts, no charge after cancelling); no final invoice and no credit.
+    let (step, kind, sub) = if cancel && current.status == SubscriptionStatus::PastDue {
+        let step = "subscription-cancel-now";
+        let key = operation.idempotency_key(step);
+        let sub = gateway
+            .call(OperationClass::Subscription, user_id, Some(&key), || {
+                CancelSubscription::new(stripe_id.expose())
+                    .invoice_now(false)
+                    .prorate(false)
+            })
+            .await?;
+        (step, Kind::PastDueSubscriptionCanceled, sub)
+    } else {
+        let key = operation.idempotency_key(step);
+        let sub = gateway
+            .call(OperationClass::Subscription, user_id, Some(&key), || {
+                UpdateSubscription::new(stripe_id.expose()).cancel_at_period_end(cancel)
+            })
+            .await?;
+        (step, kind, sub)
+    };
+    let key = operation.idempotency_key(step);
     let event = actor
         .event(kind)
         .details(serde_json::json!({ "subscription": stripe_id.to_string() }));
     let audit = AuditOnce { event, once: key };
     let sub = StripeSubscription::from_api(&sub)?;
     record_audited(db, user_id, sub, now(), Some(audit)).await?;
-    Ok(CancelChange::Done)
+    Ok(match kind {
+        Kind::PastDueSubscriptionCanceled => CancelChange::Ended,
+        _ => CancelChange::Done,
+    })
 }
 
 /// What an internal service may grant a user.
@@ -554,6 +593,9 @@ pub struct Entitlements {
     pub cancel_at_period_end: bool,
     /// The subscription's quantity (seats), as Stripe last confirmed it.
     pub quantity: Option<i64>,
+    /// Why access is off (`null` while it is on): `past_due` once a failed payment's grace is
+    /// over, `canceled`, `no_subscription`, or the subscription's status (`unpaid`, …).
+    pub reason: Option<String>,
 }
 
 impl Entitlements {
@@ -576,7 +618,19 @@ pub async fn entitlements(db: &Db, user_id: UserId) -> Result<Entitlements, DbEr
 /// [`entitlements`], on a connection (inside a transaction that changes them).
 pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entitlements, DbError> {
     let view = current_in(conn, user_id)?;
-    let active = view.as_ref().is_some_and(SubscriptionView::is_live);
+    let grace_over = match &view {
+        Some(v) if v.status == SubscriptionStatus::PastDue => {
+            super::invoices::grace_is_over(conn, &v.stripe_id)?
+        }
+        _ => false,
+    };
+    let active = view.as_ref().is_some_and(SubscriptionView::is_live) && !grace_over;
+    let reason = match &view {
+        _ if active => None,
+        None => Some("no_subscription".to_owned()),
+        Some(_) if grace_over => Some("past_due".to_owned()),
+        Some(v) => Some(v.status.to_string()),
+    };
     Ok(Entitlements {
         user_id,
         active,
@@ -601,5 +655,6 @@ pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entit
             Some(v) => plan_change::quantity(conn, &v.stripe_id)?,
             None => None,
         },
+        reason,
     })
 }

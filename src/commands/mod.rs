@@ -9,6 +9,7 @@ pub mod roles;
 pub mod rotate;
 #[cfg(feature = "stripe-sim")]
 pub mod stripe_sim;
+pub mod sync;
 pub mod tokens;
 pub mod validate;
 

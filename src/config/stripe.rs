@@ -32,6 +32,9 @@ pub struct StripeSettings {
     pub webhook_tolerance_secs: i64,
     /// `STRIPE_WEBHOOK_ALLOWED_IPS`: when not empty, deliveries from elsewhere are refused.
     pub webhook_allowed_ips: Vec<IpNet>,
+    /// `PAST_DUE_GRACE_DAYS`: how long a past-due subscription keeps its entitlements after its
+    /// first failed payment (a plan may set its own).
+    pub past_due_grace_days: u32,
     /// `PLAN_CHANGE_DOWNGRADE`: when a customer's downgrade takes effect.
     pub plan_change_downgrade: DowngradeTiming,
 }
@@ -158,6 +161,7 @@ pub(super) fn stripe_settings(
             payment_intent_per_minute: positive(vars, "STRIPE_RATE_LIMIT_PAYMENT_INTENT", 200)?,
             default_per_minute: positive(vars, "STRIPE_RATE_LIMIT_DEFAULT", 100)?,
         },
+        past_due_grace_days: positive(vars, "PAST_DUE_GRACE_DAYS", 7)?,
         plan_change_downgrade: downgrade_timing(vars)?,
     })
 }

@@ -254,6 +254,38 @@ diesel::table! {
 }
 
 diesel::table! {
+    invoices (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        stripe_invoice_id -> Text,
+        stripe_subscription_id -> Nullable<Text>,
+        number -> Nullable<Text>,
+        status -> Text,
+        amount_due -> BigInt,
+        amount_paid -> BigInt,
+        amount_remaining -> BigInt,
+        currency -> Text,
+        stripe_created -> Timestamp,
+        period_start -> Nullable<Timestamp>,
+        period_end -> Nullable<Timestamp>,
+        hosted_invoice_url -> Nullable<Text>,
+        invoice_pdf -> Nullable<Text>,
+        payment_failed_at -> Nullable<Timestamp>,
+        grace_ends_at -> Nullable<Timestamp>,
+        stripe_updated_at -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_past_due_grace (plan_id) {
+        plan_id -> BigInt,
+        days -> BigInt,
+    }
+}
+
+diesel::table! {
     plan_changes (id) {
         id -> BigInt,
         user_id -> BigInt,
@@ -290,6 +322,18 @@ diesel::joinable!(billing_customers -> users (user_id));
 diesel::joinable!(subscriptions -> users (user_id));
 diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(notifications -> webhook_endpoints (endpoint_id));
+diesel::table! {
+    stripe_refetches (stripe_object_id) {
+        stripe_object_id -> Text,
+        object_type -> Text,
+        user_id -> BigInt,
+        requested_at -> Timestamp,
+        attempts -> BigInt,
+    }
+}
+
+diesel::joinable!(invoices -> users (user_id));
+diesel::joinable!(plan_past_due_grace -> plans (plan_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -307,6 +351,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     recovery_codes,
     webhook_endpoints,
     notifications,
+    stripe_refetches,
+    invoices,
+    plan_past_due_grace,
     plan_changes,
     subscription_quantities,
     plan_seats

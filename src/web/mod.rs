@@ -65,6 +65,7 @@ impl AppState {
             hasher: &self.token_hasher,
             alerts: &self.config.alerts,
             faults: &self.config.faults,
+            past_due_grace_days: self.config.stripe.past_due_grace_days,
         }
     }
 }

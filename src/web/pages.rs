@@ -17,6 +17,8 @@ pub struct NavUser {
     /// Support or admin: the console link, and the role shown beside it.
     pub is_console: bool,
     pub role: &'static str,
+    /// A renewal's payment failed: the hosted page of the invoice to pay.
+    pub past_due_invoice_url: Option<String>,
 }
 
 /// Layout data for `templates/base.html`.
@@ -41,6 +43,7 @@ impl PageContext {
                 is_admin: user.is_admin(),
                 is_console: user.role.is_console(),
                 role: user.role.as_str(),
+                past_due_invoice_url: user.past_due_invoice_url.clone(),
             }),
             csrf_token,
             flash: session.take_flash(),

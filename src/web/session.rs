@@ -243,7 +243,13 @@ fn signed_in(req: &HttpRequest) -> SignedIn {
             return Ok(None);
         };
         match accounts::find_user(&db, user_id).await {
-            Ok(Some(user)) if session.credential_matches(&user) => Ok(Some(user)),
+            Ok(Some(mut user)) if session.credential_matches(&user) => {
+                // One indexed query: the banner a past-due customer sees on every page.
+                user.past_due_invoice_url = crate::billing::invoices::past_due_link(&db, user.id)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                Ok(Some(user))
+            }
             Ok(_) => {
                 // The account is gone, or its password or role changed since this session
                 // signed in (a reset, a promotion): the session must not outlive what it was

@@ -7,6 +7,7 @@ use super::{Context, IngestError, StripeEvent};
 use crate::audit::alerts::{self, AlertRule};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::customers;
+use crate::billing::invoices::{self, StripeInvoice};
 use crate::billing::subscriptions::{self, StripeSubscription, SubscriptionStatus};
 use crate::crypto::TokenHasher;
 use crate::db::DbConnection;
@@ -64,6 +65,11 @@ fn handler(kind: &str) -> Option<Handler> {
         "invoice.paid" => invoice_paid,
         "invoice.payment_failed" => payment_failed,
         "charge.dispute.created" => dispute_created,
+        "invoice.created"
+        | "invoice.finalized"
+        | "invoice.updated"
+        | "invoice.voided"
+        | "invoice.marked_uncollectible" => invoice_changed,
         _ => return None,
     };
     Some(handle)
@@ -140,7 +146,9 @@ fn checkout_completed(
 /// Reads a subscription event's object: the webhook's reader of Stripe's subscription (the
 /// API's is [`StripeSubscription::from_api`]). Lenient as Stripe's JSON may be (an expanded
 /// customer or product is read by its id); the reason when the object cannot be used.
-fn subscription_of(object: &Map<String, Value>) -> Result<StripeSubscription, &'static str> {
+pub(crate) fn subscription_of(
+    object: &Map<String, Value>,
+) -> Result<StripeSubscription, &'static str> {
     let (Some(id), Some(customer), Some(status)) = (
         text(object, "id"),
         text(object, "customer"),
@@ -206,6 +214,14 @@ fn subscription_changed(
         Ok(found) => found,
         Err(failed) => return Ok(failed),
     };
+    // Same second as the stored state but other content: which came last is unknown. The
+    // event is applied as before, and the subscription read again from Stripe after the commit.
+    if let Some(stored) = subscription::find_by_stripe_id(conn, &sub.id)?
+        && stored.stripe_updated_at == event.created_at()
+        && subscriptions::differs(&stored, &sub)
+    {
+        crate::reconcile::refetch::request(conn, &sub.id, user_id)?;
+    }
     subscriptions::store(conn, user_id, &sub, event.created_at())?;
     Ok(Outcome::Applied)
 }
@@ -249,6 +265,17 @@ fn payment_failed(
             )?;
         }
         (None, _) => {}
+    }
+    if let Some(user_id) = user_id
+        && let Some(stripe_invoice) = invoice_of(object)
+    {
+        invoices::store(conn, user_id, &stripe_invoice, event.created_at())?;
+        invoices::payment_failed(
+            conn,
+            &stripe_invoice,
+            event.created_at(),
+            cx.past_due_grace_days,
+        )?;
     }
     if let Some(user_id) = user_id {
         let invoice = Invoice::read(conn, object)?;
@@ -412,6 +439,9 @@ fn invoice_paid(
     let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
         return Ok(Outcome::Applied);
     };
+    if let Some(stripe_invoice) = invoice_of(object) {
+        invoices::store(conn, user_id, &stripe_invoice, event.created_at())?;
+    }
     let invoice = Invoice::read(conn, object)?;
     notify::publish(
         conn,
@@ -430,6 +460,64 @@ fn invoice_paid(
             invoice_url: invoice.hosted_url.clone(),
         };
         email_user(conn, user_id, &message, &event.id)?;
+    }
+    Ok(Outcome::Applied)
+}
+
+/// Reads an invoice event's object (lenient as Stripe's JSON may be: an expanded subscription
+/// is read by its id); `None` without an id or a status.
+fn invoice_of(object: &Map<String, Value>) -> Option<StripeInvoice> {
+    let (id, status) = (text(object, "id")?, text(object, "status")?);
+    let amount = |key: &str| object.get(key).and_then(Value::as_i64).unwrap_or(0);
+    let amount_due = amount("amount_due");
+    let amount_paid = amount("amount_paid");
+    Some(StripeInvoice {
+        id: InvoiceId::new(id),
+        subscription: object
+            .get("parent")
+            .and_then(|p| p.get("subscription_details"))
+            .and_then(Value::as_object)
+            .and_then(|d| text(d, "subscription"))
+            .or_else(|| text(object, "subscription"))
+            .map(SubscriptionId::new),
+        number: text(object, "number").map(|n| n.chars().take(64).collect()),
+        status: status.chars().take(32).collect(),
+        amount_due,
+        amount_paid,
+        amount_remaining: object
+            .get("amount_remaining")
+            .and_then(Value::as_i64)
+            .unwrap_or(amount_due - amount_paid),
+        currency: text(object, "currency")
+            .unwrap_or("usd")
+            .chars()
+            .take(8)
+            .collect(),
+        created: timestamp(object, "created").unwrap_or_else(crate::db::now),
+        period_start: timestamp(object, "period_start"),
+        period_end: timestamp(object, "period_end"),
+        hosted_invoice_url: invoices::web_link(text(object, "hosted_invoice_url")),
+        invoice_pdf: invoices::web_link(text(object, "invoice_pdf")),
+    })
+}
+
+/// An invoice was created, finalized, updated, voided or marked uncollectible: the customer's
+/// invoice list follows (an older event never overwrites newer state). An invoice of a
+/// customer Tollgate does not know is recorded, not acted on.
+fn invoice_changed(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    let Some(stripe_invoice) = invoice_of(object) else {
+        return Ok(Outcome::Failed("invoice without id or status".into()));
+    };
+    let Some(customer) = text(object, "customer").map(CustomerId::new) else {
+        return Ok(Outcome::Applied);
+    };
+    if let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? {
+        invoices::store(conn, user_id, &stripe_invoice, event.created_at())?;
     }
     Ok(Outcome::Applied)
 }
@@ -494,6 +582,11 @@ mod tests {
             "invoice.paid",
             "invoice.payment_failed",
             "charge.dispute.created",
+            "invoice.created",
+            "invoice.finalized",
+            "invoice.updated",
+            "invoice.voided",
+            "invoice.marked_uncollectible",
         ] {
             assert_eq!(fixed_status(kind), None, "{kind} has a handler");
         }

@@ -87,6 +87,8 @@ pub struct Context<'a> {
     pub alerts: &'a AlertSettings,
     /// Failures a test injects (nothing in production).
     pub faults: &'a crate::config::FaultInjection,
+    /// The default past-due grace (`PAST_DUE_GRACE_DAYS`), for plans without their own.
+    pub past_due_grace_days: u32,
 }
 
 pub fn payload_aad(event_id: &str) -> Aad {
@@ -191,7 +193,9 @@ pub fn store_and_apply(
                 attempts: i64::from(fixed.is_some()),
                 received_at,
                 processed_at: fixed.map(|_| received_at),
-                signature_digest: Some(deliveries[*index].signature_digest),
+                // Empty for an event replayed from Stripe's API (it came with no signature).
+                signature_digest: Some(deliveries[*index].signature_digest)
+                    .filter(|digest| !digest.is_empty()),
             }
         })
         .collect();

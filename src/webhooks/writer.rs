@@ -130,6 +130,7 @@ fn write_batches(db: &Db, config: &Config, queue: &Mutex<mpsc::Receiver<Job>>, m
         hasher: &hasher,
         alerts: &config.alerts,
         faults: &config.faults,
+        past_due_grace_days: config.stripe.past_due_grace_days,
     };
     // Kept across batches (no pool round trip per batch); replaced when it breaks.
     let mut conn = None;

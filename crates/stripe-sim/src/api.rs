@@ -89,19 +89,19 @@ impl ApiError {
     }
 }
 
-fn respond(status: StatusCode, body: &Value) -> HttpResponse {
+pub(crate) fn respond(status: StatusCode, body: &Value) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header(("request-id", new_id("req")))
         .insert_header(("stripe-version", objects::API_VERSION))
         .json(body)
 }
 
-fn error_response(err: &ApiError) -> HttpResponse {
+pub(crate) fn error_response(err: &ApiError) -> HttpResponse {
     respond(err.status, &err.body())
 }
 
 /// Any `sk_test_…` key is accepted; anything else is refused as Stripe would.
-fn authenticate(req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn authenticate(req: &HttpRequest) -> Result<(), ApiError> {
     let header = req
         .headers()
         .get("authorization")
@@ -143,7 +143,7 @@ fn mask_key(key: &str) -> String {
     format!("{prefix}…{last3}")
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_qs::Config::new()
         .max_depth(6)
         .use_form_encoding(true)
@@ -304,9 +304,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 "/payment_intents/{id}",
                 web::get().to(retrieve_payment_intent),
             )
-            .route("/events", web::get().to(list_events))
+            .route("/events", web::get().to(crate::lists::events))
             .route("/events/{id}", web::get().to(retrieve_event))
             .route("/balance", web::get().to(balance))
+            .route("/customers", web::get().to(crate::lists::customers))
+            .route("/subscriptions", web::get().to(crate::lists::subscriptions))
+            .route("/invoices", web::get().to(crate::lists::invoices))
             .configure(crate::changes::configure)
             .default_service(web::to(not_found)),
     );
@@ -910,8 +913,13 @@ async fn update_subscription(
     })
 }
 
+/// `invoice_now` and `prorate` are accepted; the simulator makes no final invoice nor credit.
 #[derive(Deserialize)]
-struct CancelSubscription {}
+#[allow(dead_code)]
+struct CancelSubscription {
+    invoice_now: Option<bool>,
+    prorate: Option<bool>,
+}
 
 async fn cancel_subscription(
     sim: web::Data<Sim>,
@@ -946,7 +954,10 @@ async fn cancel_subscription(
             None,
             key,
         );
-        Ok((value, vec![event]))
+        // Stripe stops collecting a canceled subscription's invoices: no further attempts.
+        let mut events = vec![event];
+        events.extend(crate::controls::void_open_invoices(state, &id));
+        Ok((value, events))
     })
 }
 
@@ -968,45 +979,6 @@ async fn retrieve_payment_intent(
     retrieve(&sim, &req, "payment_intent", &id, |state, id| {
         state.payment_intents.get(id).map(objects::payment_intent)
     })
-}
-
-#[derive(Deserialize)]
-struct ListEvents {
-    limit: Option<usize>,
-    starting_after: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-}
-
-async fn list_events(sim: web::Data<Sim>, req: HttpRequest) -> HttpResponse {
-    if let Err(err) = authenticate(&req) {
-        return error_response(&err);
-    }
-    let params: ListEvents = match parse(req.query_string().as_bytes()) {
-        Ok(params) => params,
-        Err(err) => return error_response(&err),
-    };
-    let limit = params.limit.unwrap_or(10).clamp(1, 100);
-    let state = sim.state();
-    let newest_first = state
-        .events
-        .iter()
-        .rev()
-        .filter(|e| params.kind.as_ref().is_none_or(|k| &e.kind == k));
-    let after: Vec<_> = match &params.starting_after {
-        Some(cursor) => newest_first
-            .skip_while(|e| &e.id != cursor)
-            .skip(1)
-            .collect(),
-        None => newest_first.collect(),
-    };
-    let page: Vec<Value> = after
-        .iter()
-        .take(limit)
-        .map(|e| objects::event(e))
-        .collect();
-    let body = objects::list("/v1/events", page, after.len() > limit);
-    respond(StatusCode::OK, &body)
 }
 
 async fn retrieve_event(

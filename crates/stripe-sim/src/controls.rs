@@ -47,6 +47,9 @@ pub enum CheckoutOutcome {
     NotOpen,
 }
 
+/// How long after a failed payment Stripe tries again.
+const RETRY_AFTER_SECS: i64 = 3 * 86_400;
+
 /// Bills one period: an invoice and (for a non-zero amount) a payment intent, paid or not.
 fn bill(
     state: &mut SimState,
@@ -118,6 +121,10 @@ pub fn bill_amount(
         period_start: sub.current_period_start,
         period_end: sub.current_period_end,
         created: now,
+        // Smart Retries: the next attempt in three days (none once paid).
+        next_payment_attempt: (!paid).then_some(now + RETRY_AFTER_SECS),
+        paid_at: paid.then_some(now),
+        voided_at: None,
     };
     if let Some(pi) = payment_intent {
         let value = objects::payment_intent(&pi);
@@ -221,6 +228,22 @@ pub fn start_subscription(
     (value, events)
 }
 
+/// The card a customer just paid with becomes the one on file.
+fn keep_card_on_file(state: &mut SimState, customer: &str, card: &Card, now: i64) {
+    state.cards_on_file.insert(
+        customer.to_owned(),
+        CardOnFile {
+            id: new_id("pm"),
+            brand: card.brand.as_str(),
+            last4: card.last4().to_owned(),
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+            name: card.name.clone(),
+            created: now,
+        },
+    );
+}
+
 /// Pays an open checkout session with a checked card (`card::charge` says whether it pays).
 pub fn complete_checkout(
     state: &mut SimState,
@@ -256,18 +279,7 @@ pub fn complete_checkout(
             id
         }
     };
-    state.cards_on_file.insert(
-        customer_id.clone(),
-        CardOnFile {
-            id: new_id("pm"),
-            brand: card.brand.as_str(),
-            last4: card.last4().to_owned(),
-            exp_month: card.exp_month,
-            exp_year: card.exp_year,
-            name: card.name.clone(),
-            created: now,
-        },
-    );
+    keep_card_on_file(state, &customer_id, card, now);
     let new = NewSubscription {
         customer: customer_id.clone(),
         price: session.price.clone(),
@@ -332,6 +344,7 @@ pub fn renew(state: &mut SimState, sub_id: &str, paid: bool) -> Option<Vec<Event
             None,
             None,
         ));
+        events.extend(void_open_invoices(state, sub_id));
         return Some(events);
     }
     // A schedule's next phase starts with the new period (its price, its quantity).
@@ -355,6 +368,128 @@ pub fn renew(state: &mut SimState, sub_id: &str, paid: bool) -> Option<Vec<Event
     Some(events)
 }
 
+/// What paying an open invoice (its hosted page, or a retry) led to.
+pub enum InvoicePayment {
+    Paid(Vec<Event>),
+    Declined(&'static str, Vec<Event>),
+    /// Paid already, or voided: nothing is charged.
+    NotOpen,
+    Missing,
+}
+
+/// Tries to collect an open invoice: `card` on its hosted page, or (`None`) Stripe's own retry
+/// with the card on file, which succeeds when `retry_pays`. Paid: the invoice's payment intent
+/// succeeds, the invoice is paid and a past-due subscription whose invoice it is becomes active
+/// again. Declined: one more failed attempt. A paid or void invoice is never charged.
+pub fn collect_invoice(
+    state: &mut SimState,
+    invoice_id: &str,
+    card: Option<&Card>,
+    retry_pays: bool,
+) -> InvoicePayment {
+    let Some(mut invoice) = state.invoices.get(invoice_id).cloned() else {
+        return InvoicePayment::Missing;
+    };
+    if invoice.status != InvoiceStatus::Open {
+        return InvoicePayment::NotOpen;
+    }
+    let declined = match card {
+        Some(card) => match card::charge(card) {
+            Charge::Declined(message) => Some(message),
+            _ => None,
+        },
+        None => (!retry_pays).then_some("Your card was declined."),
+    };
+    let now = unix_now();
+    let mut events = Vec::new();
+    invoice.attempt_count += 1;
+    if let Some(pi) = invoice
+        .payment_intent
+        .as_ref()
+        .and_then(|id| state.payment_intents.get(id))
+        .cloned()
+    {
+        let mut pi = pi;
+        let kind = if declined.is_none() {
+            pi.status = PaymentStatus::Succeeded;
+            pi.decline_code = None;
+            "payment_intent.succeeded"
+        } else {
+            "payment_intent.payment_failed"
+        };
+        let value = objects::payment_intent(&pi);
+        state.payment_intents.insert(pi.id.clone(), pi);
+        events.push(Sim::event(state, kind, value, None, None));
+    }
+    if let Some(message) = declined {
+        invoice.next_payment_attempt = Some(now + RETRY_AFTER_SECS);
+        let value = objects::invoice(state, &invoice);
+        state.invoices.insert(invoice.id.clone(), invoice);
+        events.push(Sim::event(
+            state,
+            "invoice.payment_failed",
+            value,
+            None,
+            None,
+        ));
+        return InvoicePayment::Declined(message, events);
+    }
+    if let Some(card) = card {
+        keep_card_on_file(state, &invoice.customer, card, now);
+    }
+    invoice.status = InvoiceStatus::Paid;
+    invoice.amount_paid = invoice.amount_due;
+    invoice.paid_at = Some(now);
+    invoice.next_payment_attempt = None;
+    let value = objects::invoice(state, &invoice);
+    let subscription = invoice.subscription.clone();
+    state.invoices.insert(invoice.id.clone(), invoice);
+    events.push(Sim::event(state, "invoice.paid", value.clone(), None, None));
+    events.push(Sim::event(
+        state,
+        "invoice.payment_succeeded",
+        value,
+        None,
+        None,
+    ));
+    let before = state.subscriptions.get(&subscription).cloned();
+    if let Some(before) = before.filter(|s| {
+        matches!(
+            s.status,
+            SubscriptionStatus::PastDue | SubscriptionStatus::Unpaid
+        )
+    }) {
+        let mut after = before.clone();
+        after.status = SubscriptionStatus::Active;
+        let (_, event) = replace_subscription(state, &before, after, None);
+        events.push(event);
+    }
+    InvoicePayment::Paid(events)
+}
+
+/// A subscription was canceled: its open invoices are voided (Stripe stops collecting them,
+/// no further attempt is made). Their `invoice.voided` events.
+pub fn void_open_invoices(state: &mut SimState, subscription: &str) -> Vec<Event> {
+    let now = unix_now();
+    let mut open: Vec<Invoice> = state
+        .invoices
+        .values()
+        .filter(|i| i.subscription == subscription && i.status == InvoiceStatus::Open)
+        .cloned()
+        .collect();
+    open.sort_by_key(|i| i.created);
+    let mut events = Vec::new();
+    for mut invoice in open {
+        invoice.status = InvoiceStatus::Void;
+        invoice.voided_at = Some(now);
+        invoice.next_payment_attempt = None;
+        let value = objects::invoice(state, &invoice);
+        state.invoices.insert(invoice.id.clone(), invoice);
+        events.push(Sim::event(state, "invoice.voided", value, None, None));
+    }
+    events
+}
+
 /// Opens a dispute on a succeeded payment: `charge.dispute.created`.
 pub fn dispute(state: &mut SimState, payment_intent: &str) -> Option<Event> {
     let pi = state.payment_intents.get(payment_intent)?.clone();
@@ -375,6 +510,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/_sim")
             .route("/subscriptions/{id}/renew", web::post().to(renew_route))
+            .route("/invoices/{id}/retry", web::post().to(retry_route))
             .route("/disputes", web::post().to(dispute_route))
             .route("/events/deliver", web::post().to(deliver_route))
             .route("/events/{id}/redeliver", web::post().to(redeliver_route))
@@ -425,6 +561,43 @@ async fn renew_route(
     drop(state);
     Arc::clone(&sim).deliver(events);
     HttpResponse::Ok().json(json!({ "subscription": body, "events": ids }))
+}
+
+/// Stripe's automatic retry of an open invoice's payment (`outcome=paid` or `failed`, the
+/// default): a paid or void invoice is not charged (409).
+async fn retry_route(
+    sim: web::Data<Sim>,
+    id: web::Path<String>,
+    params: web::Query<RenewParams>,
+) -> HttpResponse {
+    let pays = match params.outcome.as_deref() {
+        Some("paid") => true,
+        None | Some("failed") => false,
+        Some(_) => {
+            return sim_error(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "outcome must be paid or failed",
+            );
+        }
+    };
+    let outcome = collect_invoice(&mut sim.state(), &id, None, pays);
+    let (status, events) = match outcome {
+        InvoicePayment::Paid(events) | InvoicePayment::Declined(_, events) => {
+            (actix_web::http::StatusCode::OK, events)
+        }
+        InvoicePayment::NotOpen => {
+            return sim_error(
+                actix_web::http::StatusCode::CONFLICT,
+                "the invoice is not open: no payment is attempted",
+            );
+        }
+        InvoicePayment::Missing => {
+            return sim_error(actix_web::http::StatusCode::NOT_FOUND, "no such invoice");
+        }
+    };
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    Arc::clone(&sim).deliver(events);
+    HttpResponse::build(status).json(json!({ "events": ids }))
 }
 
 #[derive(Deserialize)]

@@ -19,7 +19,9 @@ mod card;
 mod changes;
 mod controls;
 mod hosted;
+mod lists;
 mod objects;
+mod pdf;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -206,6 +206,18 @@ pub struct SubscriptionSchedule {
 pub enum InvoiceStatus {
     Open,
     Paid,
+    /// Voided: never collected (a past-due subscription was canceled).
+    Void,
+}
+
+impl InvoiceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Paid => "paid",
+            Self::Void => "void",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -225,6 +237,10 @@ pub struct Invoice {
     pub period_start: i64,
     pub period_end: i64,
     pub created: i64,
+    /// When Stripe will retry an open invoice's payment (`None`: no further attempt).
+    pub next_payment_attempt: Option<i64>,
+    pub paid_at: Option<i64>,
+    pub voided_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

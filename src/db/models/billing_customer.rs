@@ -146,3 +146,17 @@ pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, Db
         .order(billing_customers::key_id.asc())
         .load(conn)?)
 }
+
+/// Up to `limit` customers of users after `after_user`, by user id (a page of reconciliation).
+pub fn page_after(
+    conn: &mut DbConnection,
+    after_user: i64,
+    limit: i64,
+) -> Result<Vec<BillingCustomerRow>, DbError> {
+    Ok(billing_customers::table
+        .filter(billing_customers::user_id.gt(after_user))
+        .order(billing_customers::user_id.asc())
+        .limit(limit)
+        .select(BillingCustomerRow::as_select())
+        .load(conn)?)
+}

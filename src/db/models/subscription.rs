@@ -219,6 +219,18 @@ pub fn count_for_user(conn: &mut DbConnection, user_id: UserId) -> Result<i64, D
         .get_result(conn)?)
 }
 
+/// Every subscription the user has had, newest first.
+pub fn all_for_user(
+    conn: &mut DbConnection,
+    user_id: UserId,
+) -> Result<Vec<SubscriptionRow>, DbError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::user_id.eq(user_id))
+        .order(subscriptions::created_at.desc())
+        .select(SubscriptionRow::as_select())
+        .load(conn)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -266,6 +266,8 @@ pub struct CustomerListing {
     /// The current subscription (a live one if any, else the newest): its status and plan.
     pub status: Option<String>,
     pub plan: Option<String>,
+    /// The account's id (the console's per-customer actions).
+    pub user_id: UserId,
 }
 
 /// Accounts whose email contains `needle` (already lower-case; `%`, `_` and `\` are dropped),
@@ -336,6 +338,7 @@ pub fn customer_listing(
                     stripe_customer_masked: masked,
                     status,
                     plan,
+                    user_id: UserId::from(id),
                 },
                 live,
             )),

@@ -314,6 +314,13 @@ pub fn delete_finished(
     .execute(conn)?)
 }
 
+/// Stripe's creation time of the newest stored event (where replaying missed events starts).
+pub fn newest_stripe_created(conn: &mut DbConnection) -> Result<Option<NaiveDateTime>, DbError> {
+    Ok(webhook_events::table
+        .select(diesel::dsl::max(webhook_events::stripe_created))
+        .first(conn)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,60 @@ struct AccountPage {
     scheduled_change: Option<ScheduledChange>,
 }
 
+/// One row of `/account/invoices`.
+struct InvoiceLine {
+    number: String,
+    date: String,
+    amount: String,
+    status: String,
+    hosted_invoice_url: Option<String>,
+    invoice_pdf: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "account/invoices.html")]
+struct InvoicesPage {
+    ctx: PageContext,
+    invoices: Vec<InvoiceLine>,
+    page: i64,
+    more: bool,
+}
+
+#[derive(serde::Deserialize)]
+pub struct InvoicesQuery {
+    page: Option<u16>,
+}
+
+/// `GET /account/invoices`: the signed-in customer's own invoices, newest first, a page at a
+/// time (`?page=2`).
+pub async fn invoices(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    user: CurrentUser,
+    query: web::Query<InvoicesQuery>,
+) -> Result<HttpResponse, AppError> {
+    let user = user.0;
+    let page = i64::from(query.page.unwrap_or(1).max(1));
+    let (rows, more) = billing::invoices::page(&state.db, user.id, page).await?;
+    let invoices = rows
+        .into_iter()
+        .map(|row| InvoiceLine {
+            number: row.number.unwrap_or_else(|| "Draft".into()),
+            date: row.stripe_created.format("%Y-%m-%d").to_string(),
+            amount: billing::plans::format_amount(row.amount_due, &row.currency),
+            status: row.status,
+            hosted_invoice_url: row.hosted_invoice_url,
+            invoice_pdf: row.invoice_pdf,
+        })
+        .collect();
+    render(&InvoicesPage {
+        ctx: PageContext::new(&session, Some(&user))?,
+        invoices,
+        page,
+        more,
+    })
+}
+
 pub async fn show(
     state: web::Data<AppState>,
     session: TypedSession,
@@ -89,6 +143,7 @@ pub async fn show(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::byok;
     cfg.service(web::resource("").route(web::get().to(show)))
+        .service(web::resource("/invoices").route(web::get().to(invoices)))
         .service(
             web::resource("/2fa")
                 .route(web::get().to(super::two_factor::enrolment))

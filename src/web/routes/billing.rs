@@ -477,6 +477,9 @@ async fn set_cancel(
             "Your subscription will end at the close of the current period. You can resume it until then."
         }
         Ok(CancelChange::Done) => "Your subscription will renew as usual.",
+        Ok(CancelChange::Ended) => {
+            "Your subscription has ended. The unpaid invoice will not be charged."
+        }
         Err(err) => return Err(billing_failure(&state, &req, &actor, err).await),
     };
     session.flash(FlashKind::Success, message)?;
@@ -505,15 +508,23 @@ pub async fn confirm_cancel(
         .current_period_end
         .as_ref()
         .map_or_else(|| "the end of the current period".to_owned(), datetime);
-    render(&ConfirmPage {
-        ctx: PageContext::with_form(&session, Some(&user))?,
-        title: "Cancel your subscription?".into(),
-        consequences: vec![
+    let consequences = if current.status == subscriptions::SubscriptionStatus::PastDue {
+        vec![
+            format!("Your payment is past due: your subscription to {plan} ends now."),
+            "The unpaid invoice is canceled and your card will not be charged again.".into(),
+        ]
+    } else {
+        vec![
             format!(
                 "Access continues until {until}. After that your subscription to {plan} ends and you will not be charged again."
             ),
             "Until then you can resume it from your account page.".into(),
-        ],
+        ]
+    };
+    render(&ConfirmPage {
+        ctx: PageContext::with_form(&session, Some(&user))?,
+        title: "Cancel your subscription?".into(),
+        consequences,
         action: "/billing/subscription/cancel".into(),
         operation_id: Some(operation_id()?),
         confirm: "Cancel subscription",

@@ -114,6 +114,16 @@ pub async fn stripe(
         WebhookOutcome::Verified
     };
     state.metrics.webhook(counted, Some(&event_type));
+    if !duplicate && event_type.starts_with("customer.subscription.") {
+        // A same-second tie this event may have recorded: read the object again from Stripe,
+        // after the commit, without holding up Stripe's delivery.
+        let reconciler = reconciler(&state, false);
+        actix_web::rt::spawn(async move {
+            if let Err(err) = crate::reconcile::refetch::run_pending(&reconciler).await {
+                tracing::error!(error = %err, "could not read tied objects again from Stripe");
+            }
+        });
+    }
     if duplicate {
         tracing::info!(event = %event_id, "duplicate webhook delivery acknowledged");
         let config = state.config.clone();
@@ -136,6 +146,16 @@ pub async fn stripe(
         }
     }
     Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": duplicate })))
+}
+
+/// What reconciling with Stripe reaches, from the application's state.
+pub(crate) fn reconciler(state: &AppState, patient: bool) -> crate::reconcile::Reconciler {
+    crate::reconcile::Reconciler {
+        config: state.config.clone(),
+        db: state.db.clone(),
+        gateway: state.gateway.clone(),
+        patient,
+    }
 }
 
 /// The webhook routes, relative to `/webhooks`.

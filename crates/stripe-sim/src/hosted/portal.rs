@@ -26,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         // The hosted invoice page (`hosted_invoice_url`): reached by its link alone.
         .route("/i/{invoice}", web::get().to(hosted_invoice_page))
+        .route("/i/{invoice}", web::post().to(pay_invoice))
+        .route("/i/{invoice}/pdf", web::get().to(invoice_pdf))
         .route(
             "/portal/{id}/subscriptions/{sub}/{action}",
             web::post().to(portal_action),
@@ -194,6 +196,7 @@ fn invoice_status(status: InvoiceStatus) -> &'static str {
     match status {
         InvoiceStatus::Paid => "Paid",
         InvoiceStatus::Open => "Open",
+        InvoiceStatus::Void => "Void",
     }
 }
 
@@ -228,8 +231,13 @@ async fn portal_page(
 #[derive(Template)]
 #[template(path = "invoice.html")]
 struct InvoicePage {
+    id: String,
     /// The portal session the page was opened from (a back link), if any.
     portal: Option<String>,
+    /// Open and reached by its own link: the page takes a card.
+    payable: bool,
+    card_errors: Vec<&'static str>,
+    declined: Option<&'static str>,
     merchant: String,
     number: String,
     status: &'static str,
@@ -267,12 +275,111 @@ async fn hosted_invoice_page(sim: web::Data<Sim>, id: web::Path<String>) -> Http
     html(StatusCode::OK, &page)
 }
 
+#[derive(Deserialize)]
+struct PayInvoiceForm {
+    #[serde(default)]
+    card_number: String,
+    #[serde(default)]
+    card_expiry: String,
+    #[serde(default)]
+    card_cvc: String,
+    #[serde(default)]
+    cardholder_name: String,
+}
+
+/// The hosted invoice page's card form: an open invoice is paid with a test card (a past-due
+/// subscription becomes active again); the page again with what went wrong otherwise (422 for
+/// fields to fix, 402 for a declined card, 409 for an invoice no longer open).
+async fn pay_invoice(
+    sim: web::Data<Sim>,
+    id: web::Path<String>,
+    form: web::Form<PayInvoiceForm>,
+) -> HttpResponse {
+    use chrono::Datelike as _;
+    let today = chrono::Utc::now();
+    let checked = crate::card::check(
+        &crate::card::CardForm {
+            number: &form.card_number,
+            expiry: &form.card_expiry,
+            cvc: &form.card_cvc,
+            name: &form.cardholder_name,
+        },
+        (today.year(), today.month()),
+    );
+    let (status, card_errors, declined) = match checked {
+        Err(errors) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            [errors.number, errors.expiry, errors.cvc, errors.name]
+                .into_iter()
+                .flatten()
+                .collect(),
+            None,
+        ),
+        Ok(card) => {
+            let outcome = controls::collect_invoice(&mut sim.state(), &id, Some(&card), false);
+            match outcome {
+                controls::InvoicePayment::Paid(events) => {
+                    Arc::clone(&sim).deliver(events);
+                    return redirect(&format!("/i/{id}"));
+                }
+                controls::InvoicePayment::Declined(message, events) => {
+                    Arc::clone(&sim).deliver(events);
+                    (StatusCode::PAYMENT_REQUIRED, Vec::new(), Some(message))
+                }
+                controls::InvoicePayment::NotOpen => {
+                    return message(
+                        StatusCode::CONFLICT,
+                        "Not open",
+                        "This invoice can no longer be paid.",
+                    );
+                }
+                controls::InvoicePayment::Missing => {
+                    return not_found("There is no such invoice.");
+                }
+            }
+        }
+    };
+    let state = sim.state();
+    let Some(invoice) = state.invoices.get(id.as_str()) else {
+        return not_found("There is no such invoice.");
+    };
+    let mut page = invoice_view(&state, invoice, None);
+    drop(state);
+    page.card_errors = card_errors;
+    page.declined = declined;
+    html(status, &page)
+}
+
+/// The invoice as a PDF (`invoice_pdf`): a one-page document with its number and amount.
+async fn invoice_pdf(sim: web::Data<Sim>, id: web::Path<String>) -> HttpResponse {
+    let state = sim.state();
+    let Some(invoice) = state.invoices.get(id.as_str()) else {
+        return not_found("There is no such invoice.");
+    };
+    let line = format!(
+        "{} - Invoice {} - {} - {}",
+        state.business_name,
+        invoice.number,
+        objects::money(invoice.amount_due, &invoice.currency),
+        invoice_status(invoice.status)
+    );
+    drop(state);
+    HttpResponse::Ok()
+        .content_type("application/pdf")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .body(crate::pdf::one_line(&line))
+}
+
 fn invoice_view(
     state: &SimState,
     invoice: &crate::state::Invoice,
     portal: Option<String>,
 ) -> InvoicePage {
     InvoicePage {
+        id: invoice.id.clone(),
+        payable: portal.is_none() && invoice.status == InvoiceStatus::Open,
+        card_errors: Vec::new(),
+        declined: None,
         merchant: state.business_name.clone(),
         number: invoice.number.clone(),
         status: invoice_status(invoice.status),

@@ -10,5 +10,7 @@ mod harness;
 mod api;
 mod changes;
 mod checkout;
+mod lists;
+mod invoices;
 mod portal;
 mod webhooks;

@@ -16,6 +16,7 @@ use crate::web::session::TypedSession;
 const CUSTOMER_PAGE: i64 = 100;
 
 struct CustomerView {
+    user_id: i64,
     email: String,
     created: String,
     plan: String,
@@ -26,6 +27,7 @@ struct CustomerView {
 impl From<CustomerListing> for CustomerView {
     fn from(listing: CustomerListing) -> Self {
         Self {
+            user_id: listing.user_id.get(),
             email: listing.email,
             created: datetime_seconds(&listing.created_at),
             plan: listing.plan.unwrap_or_else(|| "—".into()),

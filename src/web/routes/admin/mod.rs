@@ -5,9 +5,11 @@
 
 pub mod audit_log;
 pub mod customers;
+pub mod drift;
 pub mod endpoints;
 pub mod notifications;
 pub mod overview;
+pub mod plan_grace;
 pub mod plans;
 pub mod security;
 pub mod tokens;
@@ -40,4 +42,8 @@ crate::console_routes! {
     "/webhooks/{id}/reprocess" => { POST Manage webhooks::reprocess },
     "/notifications" => { GET Read notifications::list },
     "/notifications/{id}/redeliver" => { POST Manage notifications::redeliver },
+    // Reconciliation: both read Stripe (rate limited by the gateway's throttle): admins only.
+    "/customers/{id}/resync" => { POST Manage drift::resync },
+    "/drift" => { GET Manage drift::show },
+    "/plans/{id}/grace" => { GET Manage plan_grace::form, POST Manage plan_grace::save },
 }

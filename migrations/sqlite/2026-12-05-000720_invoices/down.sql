@@ -1,0 +1,2 @@
+DROP TABLE plan_past_due_grace;
+DROP TABLE invoices;

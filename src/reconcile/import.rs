@@ -1,0 +1,199 @@
+//! `tollgate import-stripe`: adopting Tollgate in a product already on Stripe. Each Stripe
+//! customer is linked to the account with the same e-mail address (compared lower-cased,
+//! exactly), when that account has no customer yet; nothing is ever guessed.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use diesel::Connection as _;
+use serde_json::Value;
+
+use super::{Difference, Reconciler, Scope, SyncError};
+use crate::accounts::UserId;
+use crate::audit::{self, Actor, Kind};
+use crate::billing::customers;
+use crate::db::DbError;
+use crate::db::models::{billing_customer, user};
+use crate::stripe_id::CustomerId;
+
+/// What import decided for one Stripe customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Linked to this account (or, in a dry run, would be).
+    Link(UserId),
+    /// Already this account's customer: nothing to do.
+    AlreadyLinked(UserId),
+    NoEmail,
+    NoAccount,
+    /// Several Stripe customers have this address: which one is the account's is not guessed.
+    Ambiguous(usize),
+    /// The account has another customer already.
+    AccountHasAnother(UserId),
+    /// This customer is already another account's.
+    CustomerTaken(UserId),
+}
+
+/// One Stripe customer's line of the import.
+#[derive(Debug, Clone)]
+pub struct ImportLine {
+    /// The customer's id, masked.
+    pub customer: String,
+    pub email: Option<String>,
+    pub decision: Decision,
+}
+
+impl fmt::Display for ImportLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let email = self.email.as_deref().unwrap_or("(no e-mail)");
+        let customer = &self.customer;
+        match &self.decision {
+            Decision::Link(user) => write!(f, "link {customer} {email} → account {user}"),
+            Decision::AlreadyLinked(user) => {
+                write!(f, "unchanged {customer} {email}: already account {user}'s")
+            }
+            Decision::NoEmail => write!(f, "skip {customer}: no e-mail address"),
+            Decision::NoAccount => {
+                write!(f, "skip {customer} {email}: no account with this e-mail")
+            }
+            Decision::Ambiguous(n) => write!(
+                f,
+                "skip {customer} {email}: {n} Stripe customers have this e-mail (not guessed)"
+            ),
+            Decision::AccountHasAnother(user) => write!(
+                f,
+                "skip {customer} {email}: account {user} is linked to another customer"
+            ),
+            Decision::CustomerTaken(user) => write!(
+                f,
+                "skip {customer} {email}: already linked to account {user}"
+            ),
+        }
+    }
+}
+
+/// What an import found and did.
+#[derive(Debug, Default)]
+pub struct ImportReport {
+    pub lines: Vec<ImportLine>,
+    /// How many customers were linked (0 in a dry run).
+    pub linked: usize,
+    /// What importing the linked customers' subscriptions found.
+    pub differences: Vec<Difference>,
+}
+
+fn email_of(customer: &Value) -> Option<String> {
+    customer
+        .get("email")
+        .and_then(Value::as_str)
+        .map(|e| e.trim().to_lowercase())
+        .filter(|e| !e.is_empty())
+}
+
+/// Decides (and, with `apply`, writes) the link of one customer, in one transaction that
+/// starts with a write (the account's row locked), re-checking what the decision read.
+fn decide(
+    conn: &mut crate::db::DbConnection,
+    hasher: &crate::crypto::TokenHasher,
+    keyring: &crate::crypto::Keyring,
+    (customer, email): (&CustomerId, &str),
+    apply: bool,
+    actor: &Actor,
+) -> Result<Decision, SyncError> {
+    let Some(account) = user::find_by_email(conn, email)? else {
+        return Ok(Decision::NoAccount);
+    };
+    let decide_in = |conn: &mut crate::db::DbConnection| -> Result<Decision, SyncError> {
+        if apply {
+            user::lock(conn, account.id)?;
+        }
+        let owner = customers::find_by_customer_id(conn, hasher, customer)?.map(|r| r.user_id);
+        match owner {
+            Some(owner) if owner == account.id => return Ok(Decision::AlreadyLinked(owner)),
+            Some(owner) => return Ok(Decision::CustomerTaken(owner)),
+            None => {}
+        }
+        if billing_customer::for_user(conn, account.id)?.is_some() {
+            return Ok(Decision::AccountHasAnother(account.id));
+        }
+        if apply {
+            let row = customers::new_row(keyring, hasher, account.id, customer)?;
+            billing_customer::insert(conn, &row)?;
+            audit::write(
+                conn,
+                &actor
+                    .event(Kind::StripeCustomerImported)
+                    .details(serde_json::json!({
+                        "user_id": account.id,
+                        "customer": customer.to_string(),
+                    })),
+            )?;
+        }
+        Ok(Decision::Link(account.id))
+    };
+    if apply {
+        conn.transaction(|conn| decide_in(conn))
+    } else {
+        decide_in(conn)
+    }
+}
+
+impl From<diesel::result::Error> for SyncError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(DbError::from(err))
+    }
+}
+
+/// Links Stripe's customers to the accounts with their e-mail addresses; with `apply`, writes
+/// the links (sealed id, blind index, audit row) and imports each linked customer's
+/// subscriptions, else only reports. Running it again changes nothing.
+pub async fn import(
+    reconciler: &Reconciler,
+    apply: bool,
+    actor: &Actor,
+) -> Result<ImportReport, SyncError> {
+    let listed = reconciler.stripe_customers().await?;
+    let mut per_email: HashMap<String, usize> = HashMap::new();
+    for customer in &listed {
+        if let Some(email) = email_of(customer) {
+            *per_email.entry(email).or_default() += 1;
+        }
+    }
+    let mut report = ImportReport::default();
+    // Oldest first: the order customers were created in.
+    for customer in listed.iter().rev() {
+        let Some(id) = customer.get("id").and_then(Value::as_str) else {
+            continue;
+        };
+        let id = CustomerId::new(id);
+        let email = email_of(customer);
+        let decision = match &email {
+            None => Decision::NoEmail,
+            Some(email) => match per_email.get(email).copied().unwrap_or(0) {
+                n if n > 1 => Decision::Ambiguous(n),
+                _ => {
+                    let config = reconciler.config.clone();
+                    let (id, email, actor) = (id.clone(), email.clone(), actor.clone());
+                    reconciler
+                        .db
+                        .run(move |conn| {
+                            let hasher = config.token_hasher();
+                            let keyring = config.keyring();
+                            decide(conn, &hasher, &keyring, (&id, &email), apply, &actor)
+                        })
+                        .await?
+                }
+            },
+        };
+        if let (true, Decision::Link(user)) = (apply, &decision) {
+            report.linked += 1;
+            let found = reconciler.run(Scope::Account(*user), false, actor).await?;
+            report.differences.extend(found.differences);
+        }
+        report.lines.push(ImportLine {
+            customer: id.to_string(),
+            email,
+            decision,
+        });
+    }
+    Ok(report)
+}
