@@ -508,6 +508,7 @@ impl Reconciler {
                         hasher: &hasher,
                         alerts: &config.alerts,
                         faults: &config.faults,
+                        past_due_grace_days: config.stripe.past_due_grace_days,
                     };
                     let delivery = Delivery {
                         event: &event,
