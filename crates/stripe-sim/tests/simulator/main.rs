@@ -10,7 +10,7 @@ mod harness;
 mod api;
 mod changes;
 mod checkout;
-mod lists;
 mod invoices;
+mod lists;
 mod portal;
 mod webhooks;
