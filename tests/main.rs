@@ -35,6 +35,7 @@ mod metrics;
 mod notifications;
 mod operations;
 mod pepper_rotation;
+mod plan_changes;
 mod pricing;
 mod rate_limits;
 mod reconciliation;

@@ -134,6 +134,14 @@ pub enum Kind {
     /// An admin gave a webhook endpoint a new signing secret.
     WebhookEndpointSecretRotated,
     WebhookEndpointDeleted,
+    /// A customer changed plan, interval or seats at once (Stripe applied it, prorated).
+    PlanChanged,
+    /// A customer asked for a change at the end of the period (a Stripe subscription schedule).
+    PlanChangeScheduled,
+    /// Stripe applied a scheduled change at the renewal.
+    PlanChangeApplied,
+    /// A customer called off a scheduled change.
+    PlanChangeCanceled,
     /// A reconciliation with Stripe (`tollgate sync`, the console's resync): the differences
     /// found, the ones repaired and the missed events replayed.
     StripeSyncRun,
@@ -196,6 +204,10 @@ impl Kind {
             Self::WebhookEndpointUpdated => "webhook_endpoint_updated",
             Self::WebhookEndpointSecretRotated => "webhook_endpoint_secret_rotated",
             Self::WebhookEndpointDeleted => "webhook_endpoint_deleted",
+            Self::PlanChanged => "plan_changed",
+            Self::PlanChangeScheduled => "plan_change_scheduled",
+            Self::PlanChangeApplied => "plan_change_applied",
+            Self::PlanChangeCanceled => "plan_change_canceled",
             Self::StripeSyncRun => "stripe_sync_run",
             Self::StripeCustomerImported => "stripe_customer_imported",
             Self::PastDueSubscriptionCanceled => "past_due_subscription_canceled",
@@ -259,6 +271,10 @@ impl Kind {
             Self::SessionsRevoked | Self::LeasesDisabled | Self::LeasesEnabled | Self::Alert => {
                 Severity::Critical
             }
+            Self::PlanChanged
+            | Self::PlanChangeScheduled
+            | Self::PlanChangeApplied
+            | Self::PlanChangeCanceled => Severity::Medium,
         }
     }
 }

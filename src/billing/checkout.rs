@@ -28,13 +28,15 @@ pub enum Started {
     Free,
 }
 
-/// Starts `user` on the chosen plan and price (see the module docs).
+/// Starts `user` on the chosen plan and price (see the module docs), for `quantity` seats (a
+/// per-seat plan's range is checked by the caller; a free plan has one).
 pub async fn start(
     billing: Billing<'_>,
     actor: &Actor,
     user: &User,
     (plan, price): (&Plan, &PlanPrice),
     operation: &Operation,
+    quantity: u64,
 ) -> Result<Started, BillingError> {
     let Billing {
         db,
@@ -59,7 +61,8 @@ pub async fn start(
         // One live subscription per customer: changes go through the portal.
         portal::session_url(billing, user.id, operation, &customer).await?
     } else {
-        session_url(billing, user.id, (plan, price), operation, &customer).await?
+        let offer = (plan, price, quantity);
+        session_url(billing, user.id, offer, operation, &customer).await?
     };
     Ok(Started::Stripe(url))
 }
@@ -68,7 +71,7 @@ pub async fn start(
 async fn session_url(
     billing: Billing<'_>,
     user_id: UserId,
-    (plan, price): (&Plan, &PlanPrice),
+    (plan, price, quantity): (&Plan, &PlanPrice, u64),
     operation: &Operation,
     customer: &CustomerId,
 ) -> Result<String, BillingError> {
@@ -95,7 +98,7 @@ async fn session_url(
                 .client_reference_id(user_id.to_string())
                 .line_items(vec![CreateCheckoutSessionLineItems {
                     price: Some(price_id.clone()),
-                    quantity: Some(1),
+                    quantity: Some(quantity),
                     ..Default::default()
                 }])
                 .success_url(success.clone())

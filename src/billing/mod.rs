@@ -15,6 +15,7 @@ pub mod customers;
 pub mod gateway;
 pub mod invoices;
 pub mod operations;
+pub mod plan_changes;
 pub mod plans;
 pub mod portal;
 pub mod subscriptions;

@@ -19,7 +19,7 @@ use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, SecurityEvent};
 pub use crate::db::models::subscription::SubscriptionStatus;
 use crate::db::models::subscription::{self, SubscriptionRow, SubscriptionState};
-use crate::db::models::{plan, stripe_operation};
+use crate::db::models::{plan, plan_change, stripe_operation};
 use crate::db::{Db, DbConnection, DbError, now};
 use crate::stripe_id::{CustomerId, SubscriptionId};
 
@@ -36,6 +36,8 @@ pub struct StripeSubscription {
     pub current_period_end: Option<NaiveDateTime>,
     pub cancel_at_period_end: bool,
     pub trial_end: Option<NaiveDateTime>,
+    /// The first item's quantity (seats).
+    pub quantity: u64,
 }
 
 /// A Unix time as Stripe sends it.
@@ -62,6 +64,7 @@ impl StripeSubscription {
             current_period_end: timestamp(item.current_period_end),
             cancel_at_period_end: sub.cancel_at_period_end,
             trial_end: sub.trial_end.and_then(timestamp),
+            quantity: item.quantity.unwrap_or(1),
         })
     }
 }
@@ -117,8 +120,27 @@ pub fn store(
 ) -> Result<bool, DbError> {
     let state = state(conn, sub, as_of)?;
     write_and_notify(conn, user_id, &sub.id, |conn| {
-        subscription::upsert(conn, user_id, &sub.id, &state)
+        write_state(conn, user_id, sub, &state)
     })
+}
+
+/// Writes Stripe's subscription as of the state's time: the row, its quantity and what that
+/// means for a change scheduled on it (each newer-wins on its own). Whether anything was
+/// written.
+fn write_state(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    sub: &StripeSubscription,
+    state: &SubscriptionState<'_>,
+) -> Result<bool, DbError> {
+    let as_of = state.stripe_updated_at;
+    let wrote = subscription::upsert(conn, user_id, &sub.id, state)?;
+    let quantity = i64::try_from(sub.quantity).unwrap_or(i64::MAX);
+    let seats = plan_change::set_quantity_if_newer(conn, &sub.id, quantity, as_of)?;
+    if wrote {
+        super::plan_changes::settle_scheduled(conn, user_id, sub)?;
+    }
+    Ok(wrote || seats)
 }
 
 /// Sets a subscription's status as of `as_of` (unless newer state is stored), telling whom
@@ -150,18 +172,20 @@ fn write_and_notify(
     conn.transaction(|conn| {
         crate::db::models::user::lock(conn, user_id)?;
         let before = subscription::find_by_stripe_id(conn, stripe_id)?;
+        let quantity_before = plan_change::quantity(conn, stripe_id)?;
         let entitled_before = entitlements_in(conn, user_id)?;
         if !write(conn)? {
             return Ok(false);
         }
         if let Some(after) = subscription::find_by_stripe_id(conn, stripe_id)? {
             let entitled_after = entitlements_in(conn, user_id)?;
+            let quantity_after = plan_change::quantity(conn, stripe_id)?;
             notify_change(
                 conn,
                 user_id,
-                before.as_ref(),
-                &after,
+                (before.as_ref(), &after),
                 (&entitled_before, &entitled_after),
+                (quantity_before, quantity_after),
             )?;
         }
         Ok(true)
@@ -169,7 +193,11 @@ fn write_and_notify(
 }
 
 /// A subscription as the product's own services receive it in `subscription.*` events.
-fn subscription_data(row: &SubscriptionRow, plan: Option<&plan::PlanRow>) -> serde_json::Value {
+fn subscription_data(
+    row: &SubscriptionRow,
+    plan: Option<&plan::PlanRow>,
+    quantity: Option<i64>,
+) -> serde_json::Value {
     let time = |t: Option<NaiveDateTime>| {
         t.map(|t| {
             t.and_utc()
@@ -184,6 +212,7 @@ fn subscription_data(row: &SubscriptionRow, plan: Option<&plan::PlanRow>) -> ser
             "current_period_end": time(row.current_period_end),
             "cancel_at_period_end": row.cancel_at_period_end,
             "trial_end": time(row.trial_end),
+            "quantity": quantity,
         }
     })
 }
@@ -197,9 +226,9 @@ fn subscription_data(row: &SubscriptionRow, plan: Option<&plan::PlanRow>) -> ser
 fn notify_change(
     conn: &mut DbConnection,
     user_id: UserId,
-    before: Option<&SubscriptionRow>,
-    after: &SubscriptionRow,
+    (before, after): (Option<&SubscriptionRow>, &SubscriptionRow),
     (entitled_before, entitled_after): (&Entitlements, &Entitlements),
+    (quantity_before, quantity_after): (Option<i64>, Option<i64>),
 ) -> Result<(), DbError> {
     use crate::notify::{self, AppEvent, Email};
 
@@ -208,12 +237,12 @@ fn notify_change(
         .map(|id| plan::find(conn, id))
         .transpose()?
         .flatten();
-    let data = subscription_data(after, plan_after.as_ref());
+    let data = subscription_data(after, plan_after.as_ref(), quantity_after);
     // The change itself (the state before and after): two changes within one second of
     // Stripe time differ by content.
     let digest = {
         use sha2::Digest as _;
-        let before_data = before.map(|b| subscription_data(b, None));
+        let before_data = before.map(|b| subscription_data(b, None, quantity_before));
         let both = serde_json::json!([before_data, data]).to_string();
         hex::encode(&sha2::Sha256::digest(both.as_bytes())[..8])
     };
@@ -233,23 +262,25 @@ fn notify_change(
         Some(AppEvent::SubscriptionCanceled)
     } else if after.status.is_live() && !was_live {
         Some(AppEvent::SubscriptionActivated)
-    } else if before.is_some_and(|b| {
-        (
-            &b.status,
-            b.plan_id,
-            &b.stripe_price_id,
-            b.current_period_end,
-            b.cancel_at_period_end,
-            b.trial_end,
-        ) != (
-            &after.status,
-            after.plan_id,
-            &after.stripe_price_id,
-            after.current_period_end,
-            after.cancel_at_period_end,
-            after.trial_end,
-        )
-    }) {
+    } else if before.is_some() && quantity_before != quantity_after
+        || before.is_some_and(|b| {
+            (
+                &b.status,
+                b.plan_id,
+                &b.stripe_price_id,
+                b.current_period_end,
+                b.cancel_at_period_end,
+                b.trial_end,
+            ) != (
+                &after.status,
+                after.plan_id,
+                &after.stripe_price_id,
+                after.current_period_end,
+                after.cancel_at_period_end,
+                after.trial_end,
+            )
+        })
+    {
         Some(AppEvent::SubscriptionUpdated)
     } else {
         None
@@ -349,7 +380,7 @@ pub(crate) async fn record_audited(
             let state = state(conn, &sub, observed_at)?;
             conn.transaction(|conn| {
                 let written = write_and_notify(conn, user_id, &sub.id, |conn| {
-                    subscription::upsert(conn, user_id, &sub.id, &state)
+                    write_state(conn, user_id, &sub, &state)
                 })?;
                 if let Some(AuditOnce {
                     event,
@@ -595,15 +626,23 @@ pub struct Entitlements {
     pub entitlements: Vec<String>,
     pub current_period_end: Option<i64>,
     pub cancel_at_period_end: bool,
+    /// The subscription's quantity (seats), as Stripe last confirmed it.
+    pub quantity: Option<i64>,
     /// Why access is off (`null` while it is on): `past_due` once a failed payment's grace is
     /// over, `canceled`, `no_subscription`, or the subscription's status (`unpaid`, …).
     pub reason: Option<String>,
 }
 
 impl Entitlements {
-    /// What the user may use: whether access is on, under which plan, with which keys.
-    fn grants(&self) -> (bool, Option<&str>, &[String]) {
-        (self.active, self.plan.as_deref(), &self.entitlements)
+    /// What the user may use: whether access is on, under which plan, with which keys, for how
+    /// many seats.
+    fn grants(&self) -> (bool, Option<&str>, &[String], Option<i64>) {
+        (
+            self.active,
+            self.plan.as_deref(),
+            &self.entitlements,
+            self.quantity,
+        )
     }
 }
 
@@ -647,6 +686,10 @@ pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entit
             .and_then(|v| v.current_period_end)
             .map(|t| t.and_utc().timestamp()),
         cancel_at_period_end: view.as_ref().is_some_and(|v| v.cancel_at_period_end),
+        quantity: match &view {
+            Some(v) => plan_change::quantity(conn, &v.stripe_id)?,
+            None => None,
+        },
         reason,
     })
 }

@@ -33,7 +33,7 @@ pub use settings::{
     LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,
     SecuritySettings, SessionSettings,
 };
-pub use stripe::{DEFAULT_STRIPE_API_BASE, StripeSettings, StripeThrottle};
+pub use stripe::{DEFAULT_STRIPE_API_BASE, DowngradeTiming, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};
 pub use vars::{
     DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment,

@@ -35,6 +35,29 @@ pub struct StripeSettings {
     /// `PAST_DUE_GRACE_DAYS`: how long a past-due subscription keeps its entitlements after its
     /// first failed payment (a plan may set its own).
     pub past_due_grace_days: u32,
+    /// `PLAN_CHANGE_DOWNGRADE`: when a customer's downgrade takes effect.
+    pub plan_change_downgrade: DowngradeTiming,
+}
+
+/// When a downgrade (a cheaper plan, fewer seats, a shorter interval) takes effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DowngradeTiming {
+    /// At the end of the paid period (a Stripe subscription schedule), the default: what was
+    /// paid for is kept, and no credit can be farmed by switching back and forth.
+    PeriodEnd,
+    /// At once, the unused time credited to the customer's balance.
+    Immediate,
+}
+
+fn downgrade_timing(vars: &impl Vars) -> Result<DowngradeTiming, ConfigError> {
+    match vars.get("PLAN_CHANGE_DOWNGRADE").as_deref().map(str::trim) {
+        None | Some("period_end") => Ok(DowngradeTiming::PeriodEnd),
+        Some("immediate") => Ok(DowngradeTiming::Immediate),
+        Some(_) => Err(ConfigError::Invalid {
+            var: "PLAN_CHANGE_DOWNGRADE",
+            reason: "must be period_end or immediate".into(),
+        }),
+    }
 }
 
 impl StripeSettings {
@@ -139,6 +162,7 @@ pub(super) fn stripe_settings(
             default_per_minute: positive(vars, "STRIPE_RATE_LIMIT_DEFAULT", 100)?,
         },
         past_due_grace_days: positive(vars, "PAST_DUE_GRACE_DAYS", 7)?,
+        plan_change_downgrade: downgrade_timing(vars)?,
     })
 }
 

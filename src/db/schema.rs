@@ -285,6 +285,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    plan_changes (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        stripe_subscription_id -> Text,
+        stripe_schedule_id -> Text,
+        to_plan_id -> BigInt,
+        to_price_id -> Text,
+        to_quantity -> BigInt,
+        effective_at -> Timestamp,
+        status -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    subscription_quantities (stripe_subscription_id) {
+        stripe_subscription_id -> Text,
+        quantity -> BigInt,
+        stripe_updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_seats (plan_id) {
+        plan_id -> BigInt,
+        min_quantity -> BigInt,
+        max_quantity -> BigInt,
+    }
+}
+
 diesel::joinable!(byok_keys -> users (user_id));
 diesel::joinable!(billing_customers -> users (user_id));
 diesel::joinable!(subscriptions -> users (user_id));
@@ -354,5 +386,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_past_due_grace,
     plan_trial_options,
     payment_cards,
-    cancellation_feedback
+    cancellation_feedback,
+    plan_changes,
+    subscription_quantities,
+    plan_seats
 );

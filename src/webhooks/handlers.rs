@@ -181,6 +181,10 @@ pub(crate) fn subscription_of(
             .and_then(Value::as_bool)
             .unwrap_or(false),
         trial_end: timestamp(object, "trial_end"),
+        quantity: item
+            .and_then(|i| i.get("quantity"))
+            .and_then(Value::as_u64)
+            .unwrap_or(1),
     })
 }
 
@@ -692,6 +696,7 @@ mod tests {
         object["status"] = serde_json::json!("trialing");
         object["cancel_at_period_end"] = serde_json::json!(true);
         object["trial_end"] = serde_json::json!(1_765_000_000);
+        object["items"]["data"][0]["quantity"] = serde_json::json!(3);
         // async-stripe's struct requires fields this payload's API version does not send.
         object["billing_schedules"] = serde_json::json!([]);
         object["items"]["data"][0]["plan"] = serde_json::json!({
@@ -712,6 +717,7 @@ mod tests {
                 current_period_end: subscriptions::timestamp(1_766_592_000),
                 cancel_at_period_end: true,
                 trial_end: subscriptions::timestamp(1_765_000_000),
+                quantity: 3,
             }
         );
 

@@ -31,7 +31,7 @@ pub struct ApiError {
 }
 
 /// The price `id`, if it exists and is active (refused as Stripe would, naming `param`).
-fn active_price<'a>(
+pub(crate) fn active_price<'a>(
     state: &'a SimState,
     id: &str,
     param: &str,
@@ -156,7 +156,7 @@ type Outcome = Result<(Value, Vec<Event>), ApiError>;
 
 /// A state-changing request: authenticated, idempotent, applied under the lock; its events are
 /// delivered after the lock is released.
-fn post<T: DeserializeOwned>(
+pub(crate) fn post<T: DeserializeOwned>(
     sim: &web::Data<Sim>,
     req: &HttpRequest,
     body: &[u8],
@@ -246,7 +246,7 @@ fn get(
 
 /// A read of one object by its id: `find` looks it up and renders it; an unknown id is
 /// Stripe's `resource_missing` error naming `kind`.
-fn retrieve(
+pub(crate) fn retrieve(
     sim: &web::Data<Sim>,
     req: &HttpRequest,
     kind: &str,
@@ -311,6 +311,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/customers", web::get().to(crate::lists::customers))
             .route("/subscriptions", web::get().to(crate::lists::subscriptions))
             .route("/invoices", web::get().to(crate::lists::invoices))
+            .configure(crate::changes::configure)
             .default_service(web::to(not_found)),
     );
 }
@@ -830,6 +831,10 @@ struct UpdateSubscription {
     cancel_at_period_end: Option<bool>,
     items: Option<Vec<ItemParam>>,
     metadata: Option<HashMap<String, String>>,
+    /// `create_prorations` (Stripe's default), `always_invoice` or `none`.
+    proration_behavior: Option<String>,
+    proration_date: Option<i64>,
+    payment_behavior: Option<String>,
 }
 
 async fn update_subscription(
@@ -907,15 +912,79 @@ async fn update_subscription(
                 }
                 updated.price = price.id.clone();
             }
-            if let Some(quantity) = item.quantity {
-                updated.quantity = quantity.max(1);
+            match item.quantity {
+                Some(0) => {
+                    return Err(ApiError::invalid(
+                        "items[0][quantity]",
+                        "Quantity must be at least 1.",
+                    ));
+                }
+                Some(quantity) => updated.quantity = quantity,
+                None => {}
             }
         }
         if let Some(metadata) = p.metadata {
             updated.metadata.extend(metadata);
         }
+        let behavior = p
+            .proration_behavior
+            .as_deref()
+            .unwrap_or("create_prorations");
+        if !["always_invoice", "create_prorations", "none"].contains(&behavior) {
+            return Err(ApiError::invalid(
+                "proration_behavior",
+                format!("Invalid proration_behavior: {behavior}"),
+            ));
+        }
+        if p.payment_behavior.as_deref().is_some_and(|b| {
+            ![
+                "allow_incomplete",
+                "default_incomplete",
+                "error_if_incomplete",
+                "pending_if_incomplete",
+            ]
+            .contains(&b)
+        }) {
+            return Err(ApiError::invalid(
+                "payment_behavior",
+                "Invalid payment_behavior.",
+            ));
+        }
+        // A new price or quantity is prorated from `proration_date` (now by default); a new
+        // interval restarts the billing cycle and bills at once, as Stripe does.
+        let mut events = Vec::new();
+        if updated.price != sub.price || updated.quantity != sub.quantity {
+            let at = p.proration_date.unwrap_or_else(unix_now);
+            let change = crate::changes::change(
+                state,
+                &sub,
+                (&updated.price, updated.quantity),
+                at,
+                behavior != "none",
+            );
+            if change.resets_cycle {
+                updated.current_period_start = at;
+                updated.current_period_end = change
+                    .lines
+                    .last()
+                    .map_or(sub.current_period_end, |l| l.end);
+            }
+            if change.resets_cycle || behavior == "always_invoice" {
+                let amount = change.due_now();
+                let invoice = crate::controls::bill_amount(
+                    state,
+                    &updated,
+                    "subscription_update",
+                    true,
+                    amount,
+                    &mut events,
+                );
+                updated.latest_invoice = Some(invoice);
+            }
+        }
         let (value, event) = crate::controls::replace_subscription(state, &sub, updated, key);
-        Ok((value, vec![event]))
+        events.insert(0, event);
+        Ok((value, events))
     })
 }
 

@@ -58,16 +58,33 @@ fn bill(
     paid: bool,
     events: &mut Vec<Event>,
 ) -> String {
-    let (amount, currency) = state
+    let amount = state
         .prices
         .get(&sub.price)
-        .map(|p| (p.unit_amount * sub.quantity as i64, p.currency.clone()))
-        .unwrap_or((0, "usd".into()));
+        .map(|p| p.unit_amount * sub.quantity as i64)
+        .unwrap_or(0);
     let amount = if sub.status == SubscriptionStatus::Trialing && reason == "subscription_create" {
         0
     } else {
         amount
     };
+    bill_amount(state, sub, reason, paid, amount, events)
+}
+
+/// Bills `amount` for `sub` now: an invoice and (for a non-zero amount) a payment intent.
+pub fn bill_amount(
+    state: &mut SimState,
+    sub: &Subscription,
+    reason: &'static str,
+    paid: bool,
+    amount: i64,
+    events: &mut Vec<Event>,
+) -> String {
+    let currency = state
+        .prices
+        .get(&sub.price)
+        .map(|p| p.currency.clone())
+        .unwrap_or_else(|| "usd".into());
     let now = unix_now();
     let invoice_id = new_id("in");
     let payment_intent = (amount > 0).then(|| PaymentIntent {
@@ -187,6 +204,7 @@ fn subscription_from(state: &SimState, new: NewSubscription, now: i64) -> Subscr
         created: now,
         missing_payment_method: new.missing_payment_method,
         cancellation: Default::default(),
+        schedule: None,
     }
 }
 
@@ -366,9 +384,11 @@ pub fn renew(state: &mut SimState, sub_id: &str, paid: bool) -> Option<Vec<Event
         events.extend(void_open_invoices(state, sub_id));
         return Some(events);
     }
+    // A schedule's next phase starts with the new period (its price, its quantity).
+    crate::changes::enter_next_phase(state, &mut after, &mut events);
     let interval = state
         .prices
-        .get(&before.price)
+        .get(&after.price)
         .map(|p| p.interval)
         .unwrap_or(crate::state::Interval::Month);
     after.current_period_start = before.current_period_end;

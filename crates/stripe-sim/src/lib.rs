@@ -16,6 +16,7 @@
 
 mod api;
 mod card;
+mod changes;
 mod controls;
 mod hosted;
 mod lists;

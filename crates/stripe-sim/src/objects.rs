@@ -159,7 +159,7 @@ pub fn subscription(state: &SimState, s: &Subscription) -> Value {
         "latest_invoice": s.latest_invoice, "livemode": false, "metadata": s.metadata, "next_pending_invoice_item_invoice": null,
         "on_behalf_of": null, "pause_collection": null,
         "payment_settings": { "payment_method_options": null, "payment_method_types": null, "save_default_payment_method": "off" },
-        "pending_invoice_item_interval": null, "pending_setup_intent": null, "pending_update": null, "schedule": null,
+        "pending_invoice_item_interval": null, "pending_setup_intent": null, "pending_update": null, "schedule": s.schedule,
         "start_date": s.created, "status": s.status.as_str(), "test_clock": null, "transfer_data": null,
         "trial_end": s.trial_end, "trial_settings": { "end_behavior": { "missing_payment_method": s.missing_payment_method } },
         "trial_start": s.trial_start,

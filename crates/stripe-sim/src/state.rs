@@ -185,6 +185,30 @@ pub struct Subscription {
     pub missing_payment_method: &'static str,
     /// `cancellation_details`: why it was (or will be) canceled.
     pub cancellation: Cancellation,
+    /// The subscription schedule managing it, if any.
+    pub schedule: Option<String>,
+}
+
+/// One phase of a subscription schedule: its one item's price and quantity, from `start` to
+/// `end`.
+#[derive(Debug, Clone)]
+pub struct SchedulePhase {
+    pub start: i64,
+    pub end: i64,
+    pub price: String,
+    pub quantity: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SubscriptionSchedule {
+    pub id: String,
+    pub customer: String,
+    pub subscription: String,
+    pub phases: Vec<SchedulePhase>,
+    /// `active`, `released` or `canceled`.
+    pub status: &'static str,
+    pub released_at: Option<i64>,
+    pub created: i64,
 }
 
 /// A subscription's `cancellation_details`.
@@ -310,6 +334,7 @@ pub struct SimState {
     pub checkout_sessions: HashMap<String, CheckoutSession>,
     pub portal_sessions: HashMap<String, PortalSession>,
     pub subscriptions: HashMap<String, Subscription>,
+    pub subscription_schedules: HashMap<String, SubscriptionSchedule>,
     pub invoices: HashMap<String, Invoice>,
     pub payment_intents: HashMap<String, PaymentIntent>,
     /// By customer id: the card each last paid with.

@@ -24,6 +24,8 @@ pub struct PlanInput {
     pub yearly_amount: Option<i64>,
     /// The trial is taken without a card (only with trial days).
     pub trial_without_card: bool,
+    /// A per-seat plan's range of seats (`None`: one seat).
+    pub seats: Option<(i64, i64)>,
 }
 
 /// Most feature lines a plan lists, and the longest one.
@@ -65,6 +67,31 @@ pub struct PlanDraft {
     /// A checkbox: `on` when the trial needs no card.
     #[serde(default)]
     pub trial_without_card: String,
+    /// Per-seat plans: the fewest and most seats a customer may choose (both empty: one seat).
+    #[serde(default)]
+    pub seats_min: String,
+    #[serde(default)]
+    pub seats_max: String,
+}
+
+/// Most seats a per-seat plan may allow.
+pub const MAX_SEATS: i64 = 10_000;
+
+/// Both empty: not per-seat; else whole numbers with 1 ≤ min ≤ max ≤ `MAX_SEATS`, max ≥ 2.
+fn parse_seats(min: &str, max: &str) -> Parsed<Option<(i64, i64)>> {
+    let (min, max) = (min.trim(), max.trim());
+    if min.is_empty() && max.is_empty() {
+        return Ok(None);
+    }
+    let message =
+        || format!("Give the fewest and most seats, from 1 to {MAX_SEATS}, or leave both empty.");
+    let (Ok(min), Ok(max)) = (min.parse::<i64>(), max.parse::<i64>()) else {
+        return Err(message());
+    };
+    if !(1..=MAX_SEATS).contains(&min) || !(2..=MAX_SEATS).contains(&max) || min > max {
+        return Err(message());
+    }
+    Ok(Some((min, max)))
 }
 
 /// A field's value, or the message the form shows beside it.
@@ -257,6 +284,8 @@ impl PlanDraft {
                 .unwrap_or_default(),
             // Kept beside the plan (`plan_trial_options`): the form's handler fills it in.
             trial_without_card: String::new(),
+            seats_min: String::new(),
+            seats_max: String::new(),
         }
     }
 
@@ -278,7 +307,9 @@ impl PlanDraft {
                 parse_yearly_amount(&self.yearly_amount, amount, interval),
             ),
         );
+        let seats = form.field("seats_max", parse_seats(&self.seats_min, &self.seats_max));
         let (
+            Some(seats),
             Some(currency),
             Some(amount),
             Some(interval),
@@ -291,7 +322,7 @@ impl PlanDraft {
                 Some(feature_lines),
                 Some(yearly_amount),
             ),
-        ) = (currency, amount, interval, fields)
+        ) = (seats, currency, amount, interval, fields)
         else {
             return Err(form.errors);
         };
@@ -317,6 +348,7 @@ impl PlanDraft {
             highlighted: self.highlighted.trim() == "on",
             yearly_amount,
             trial_without_card,
+            seats,
         })
     }
 }
@@ -339,6 +371,36 @@ mod tests {
             highlighted: "on".into(),
             yearly_amount: "25000".into(),
             trial_without_card: String::new(),
+            ..PlanDraft::default()
+        }
+    }
+
+    #[test]
+    fn seats_are_a_range_or_nothing() {
+        let seats = |min: &str, max: &str| {
+            PlanDraft {
+                seats_min: min.into(),
+                seats_max: max.into(),
+                ..draft()
+            }
+            .validate()
+            .map(|i| i.seats)
+        };
+        assert_eq!(seats("", "").unwrap(), None);
+        assert_eq!(seats("1", "50").unwrap(), Some((1, 50)));
+        for (min, max) in [
+            ("0", "5"),
+            ("-1", "5"),
+            ("5", "2"),
+            ("1", "1"),
+            ("1", ""),
+            ("x", "5"),
+            ("1", "99999"),
+        ] {
+            assert!(
+                seats(min, max).unwrap_err().contains_key("seats_max"),
+                "{min}..{max}"
+            );
         }
     }
 

@@ -16,6 +16,7 @@ use super::{BillingError, Gateway, Operation, OperationClass, OperationId, opera
 use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::db::models::plan::{self, PlanFields, PlanRow, StripeIds};
+use crate::db::models::plan_change;
 use crate::db::models::plan_trial_option;
 use crate::db::{Db, DbError};
 pub use draft::{
@@ -319,6 +320,11 @@ pub async fn find(db: &Db, id: i64) -> Result<Option<Plan>, DbError> {
         .await
 }
 
+/// A per-seat plan's range of seats (`None`: one seat).
+pub async fn seats(db: &Db, id: i64) -> Result<Option<(i64, i64)>, DbError> {
+    db.run(move |conn| plan_change::seats(conn, id)).await
+}
+
 pub async fn find_by_slug(db: &Db, slug: String) -> Result<Option<Plan>, DbError> {
     db.run(move |conn| Ok(plan::find_by_slug(conn, &slug)?.map(Plan::from)))
         .await
@@ -445,6 +451,12 @@ pub async fn create(
                 Some(_) => Ok(Err(PlanError::SlugTaken)),
                 None => plan::insert(conn, &fields).map(Ok),
             }
+            .map(|row| {
+                if let Ok(row) = &row {
+                    plan_change::set_seats(conn, row.id, owned.seats)?;
+                }
+                Ok::<_, DbError>(row)
+            })?
         })
         .await
         .map_err(PlanError::from)??;
@@ -569,6 +581,7 @@ pub async fn update(
                 yearly_price: yearly_price.as_deref(),
             };
             plan::set_stripe(conn, id, ids, active)?;
+            plan_change::set_seats(conn, id, input.seats)?;
             if input.highlighted {
                 plan::highlight_only(conn, id)?;
             }

@@ -10,6 +10,7 @@ pub mod invoice;
 pub mod notification;
 pub mod payment_card;
 pub mod plan;
+pub mod plan_change;
 pub mod plan_trial_option;
 pub mod security_event;
 pub mod security_event_search;

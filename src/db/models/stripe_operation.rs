@@ -116,3 +116,12 @@ pub fn delete_ids(conn: &mut DbConnection, ids: &[i64]) -> Result<usize, DbError
             .execute(conn)?,
     )
 }
+
+/// Whether the operation key was recorded.
+pub fn exists(conn: &mut DbConnection, key: &str) -> Result<bool, DbError> {
+    use diesel::dsl::exists;
+    Ok(diesel::select(exists(
+        stripe_operations::table.filter(stripe_operations::operation_key.eq(key)),
+    ))
+    .get_result(conn)?)
+}

@@ -4,7 +4,7 @@
 use actix_web::{HttpResponse, web};
 use askama::Template;
 
-use crate::billing::{self, subscriptions};
+use crate::billing::{self, plan_changes, subscriptions};
 use crate::error::AppError;
 use crate::web::AppState;
 use crate::web::pages::{PageContext, datetime, render};
@@ -26,6 +26,13 @@ struct CardPanel {
     expiry: String,
 }
 
+/// A change waiting for the end of the period.
+struct ScheduledChange {
+    plan: String,
+    on: String,
+    quantity: i64,
+}
+
 #[derive(Template)]
 #[template(path = "account/index.html")]
 struct AccountPage {
@@ -37,6 +44,10 @@ struct AccountPage {
     subscription: Option<SubscriptionPanel>,
     card: Option<CardPanel>,
     operation_id: String,
+    /// Plans, intervals and seats the live subscription can change to.
+    change_options: Vec<plan_changes::ChangeOption>,
+    quantity: Option<i64>,
+    scheduled_change: Option<ScheduledChange>,
 }
 
 /// One row of `/account/invoices`.
@@ -121,7 +132,18 @@ pub async fn show(
             expiry: card.expiry(),
             last4: card.last4,
         });
+    let (change_options, quantity) = plan_changes::options(state.billing(), user.id).await?;
+    let scheduled_change = plan_changes::scheduled(state.billing(), user.id)
+        .await?
+        .map(|(change, plan)| ScheduledChange {
+            plan: plan.map_or_else(|| "another plan".into(), |p| p.name),
+            on: datetime(&change.effective_at),
+            quantity: change.to_quantity,
+        });
     render(&AccountPage {
+        change_options,
+        quantity,
+        scheduled_change,
         ctx: PageContext::new(&session, Some(&user))?,
         role: user.role.as_str(),
         member_since: datetime(&user.created_at),

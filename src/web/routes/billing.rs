@@ -71,6 +71,17 @@ async fn claim_operation(
     }
 }
 
+/// [`claim_operation`], for the billing routes in other files.
+pub(super) async fn claim_operation_for(
+    state: &AppState,
+    req: &HttpRequest,
+    actor: &Actor,
+    kind: &'static str,
+    id: &OperationId,
+) -> Result<Operation, AppError> {
+    claim_operation(state, req, actor, kind, id).await
+}
+
 fn operation_id() -> Result<String, AppError> {
     billing::new_operation_id().map_err(AppError::internal)
 }
@@ -238,8 +249,27 @@ pub struct CheckoutForm {
     plan: String,
     #[serde(default)]
     interval: String,
+    /// Seats, for a per-seat plan (none: the fewest it allows).
+    quantity: Option<String>,
     #[serde(default)]
     operation_id: SubmittedOperation,
+}
+
+/// Longest quantity text worth parsing.
+const MAX_QUANTITY_CHARS: usize = 12;
+
+/// The seats a checkout form asks for, within the plan's range (400 otherwise).
+async fn checkout_quantity(
+    state: &AppState,
+    plan: &Plan,
+    raw: Option<&str>,
+) -> Result<u64, AppError> {
+    let refused = AppError::BadRequest("Choose a number of seats the plan allows.");
+    if raw.is_some_and(|q| q.len() > MAX_QUANTITY_CHARS) {
+        return Err(refused);
+    }
+    let seats = crate::billing::plan_changes::seats(state.billing(), plan.id).await?;
+    crate::billing::plan_changes::quantity_within(seats, raw).map_err(|_| refused)
 }
 
 /// The form's plan and interval, read from the database (not the pricing page's cache: an
@@ -274,13 +304,15 @@ pub async fn checkout(
     let CheckoutForm {
         plan,
         interval,
+        quantity,
         operation_id,
     } = form.0;
     let (plan, price) = offer_of_form(&state, plan, &interval).await?;
+    let quantity = checkout_quantity(&state, &plan, quantity.as_deref()).await?;
     let operation_id = operation_id.parse()?;
     let operation = claim_operation(&state, &req, &actor, "checkout", &operation_id).await?;
     let offer = (&plan, &price);
-    match checkout::start(state.billing(), &actor, &user, offer, &operation).await {
+    match checkout::start(state.billing(), &actor, &user, offer, &operation, quantity).await {
         Ok(Started::Stripe(url)) => Ok(see_other(&url)),
         Ok(Started::Free) => {
             let message = format!("You are on the {} plan. No card needed.", plan.name);
@@ -302,6 +334,8 @@ struct PlanConfirmPage {
     /// The live subscription's plan, if the user has one (changes go through the portal).
     subscribed_to: Option<String>,
     operation_id: String,
+    /// A per-seat plan's range of seats.
+    seats: Option<(u64, u64)>,
 }
 
 #[derive(Deserialize)]
@@ -330,7 +364,9 @@ pub async fn confirm(
     let current = subscriptions::current(&state.db, user.0.id)
         .await?
         .filter(|s| s.is_live());
+    let seats = crate::billing::plan_changes::seats(state.billing(), plan.id).await?;
     render(&PlanConfirmPage {
+        seats: (seats.1 > 1).then_some(seats),
         ctx: PageContext::with_form(&session, Some(&user.0))?,
         interval: price.interval.as_str(),
         price: price.label(),
@@ -577,5 +613,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(confirm_cancel))
             .route(web::post().to(cancel_subscription)),
     )
-    .service(web::resource("/subscription/resume").route(web::post().to(resume_subscription)));
+    .service(web::resource("/subscription/resume").route(web::post().to(resume_subscription)))
+    .service(
+        web::resource("/change")
+            .route(web::get().to(super::plan_change::preview))
+            .route(web::post().to(super::plan_change::confirm)),
+    )
+    .service(web::resource("/change/cancel").route(web::post().to(super::plan_change::cancel)));
 }

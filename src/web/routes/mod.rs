@@ -14,6 +14,7 @@ pub mod health;
 pub mod home;
 pub mod internal;
 pub mod metrics;
+pub mod plan_change;
 pub mod two_factor;
 pub mod webhooks;
 

@@ -8,6 +8,7 @@
 mod harness;
 
 mod api;
+mod changes;
 mod checkout;
 mod invoices;
 mod lists;

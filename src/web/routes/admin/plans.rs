@@ -75,7 +75,7 @@ struct PlanFormPage {
 
 /// The plan form's fields in page order, so the error summary lists them as they appear.
 /// A field missing here is still listed, after these.
-const PLAN_FIELDS: [&str; 9] = [
+const PLAN_FIELDS: [&str; 11] = [
     "name",
     "slug",
     "amount",
@@ -85,6 +85,8 @@ const PLAN_FIELDS: [&str; 9] = [
     "interval",
     "description",
     "features",
+    "seats_min",
+    "seats_max",
 ];
 
 /// The plan form's text inputs, in page order, filled from `draft`.
@@ -113,6 +115,18 @@ fn text_fields(draft: &PlanDraft) -> Vec<TextField> {
             label: "Yearly price (minor units, optional)",
             value: draft.yearly_amount.clone(),
             help: "Offer yearly billing beside the monthly price, e.g. 25000 for $250.00. Leave empty for monthly only.",
+        },
+        TextField {
+            name: "seats_min",
+            label: "Fewest seats (per-seat plans, optional)",
+            value: draft.seats_min.clone(),
+            help: "For a plan priced per seat: the fewest seats a customer may choose. Leave both empty for one seat.",
+        },
+        TextField {
+            name: "seats_max",
+            label: "Most seats (per-seat plans, optional)",
+            value: draft.seats_max.clone(),
+            help: "The most seats a customer may choose, e.g. 50.",
         },
         TextField {
             name: "currency",
@@ -300,6 +314,9 @@ pub async fn edit_form(
     let mut draft = PlanDraft::from_plan(&plan);
     if plans::trial_without_card(&state.db, plan.id).await? {
         draft.trial_without_card = "on".into();
+    }
+    if let Some((min, max)) = crate::billing::plans::seats(&state.db, plan.id).await? {
+        (draft.seats_min, draft.seats_max) = (min.to_string(), max.to_string());
     }
     render(&form_page(
         &session,

@@ -1,0 +1,3 @@
+DROP TABLE plan_seats;
+DROP TABLE subscription_quantities;
+DROP TABLE plan_changes;
