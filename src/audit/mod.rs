@@ -134,6 +134,12 @@ pub enum Kind {
     /// An admin gave a webhook endpoint a new signing secret.
     WebhookEndpointSecretRotated,
     WebhookEndpointDeleted,
+    /// An admin created a coupon (synced to Stripe).
+    CouponCreated,
+    /// An admin created a customer-facing promotion code for a coupon.
+    PromotionCodeCreated,
+    /// An admin stopped a promotion code from being redeemed.
+    PromotionCodeDeactivated,
 }
 
 impl Kind {
@@ -187,6 +193,9 @@ impl Kind {
             Self::WebhookEndpointUpdated => "webhook_endpoint_updated",
             Self::WebhookEndpointSecretRotated => "webhook_endpoint_secret_rotated",
             Self::WebhookEndpointDeleted => "webhook_endpoint_deleted",
+            Self::CouponCreated => "coupon_created",
+            Self::PromotionCodeCreated => "promotion_code_created",
+            Self::PromotionCodeDeactivated => "promotion_code_deactivated",
         }
     }
 
@@ -241,6 +250,10 @@ impl Kind {
             | Self::RecoveryCodeUsed => Severity::High,
             Self::SessionsRevoked | Self::LeasesDisabled | Self::LeasesEnabled | Self::Alert => {
                 Severity::Critical
+            }
+            // Money off for whoever holds a code.
+            Self::CouponCreated | Self::PromotionCodeCreated | Self::PromotionCodeDeactivated => {
+                Severity::Medium
             }
         }
     }

@@ -90,7 +90,9 @@ async fn session_url(
                     ..Default::default()
                 }])
                 .success_url(success.clone())
-                .cancel_url(cancel.clone());
+                .cancel_url(cancel.clone())
+                // Codes admins create in the console are typed on Stripe's page.
+                .allow_promotion_codes(true);
             match trial {
                 Some(days) => request.subscription_data(CreateCheckoutSessionSubscriptionData {
                     trial_period_days: Some(days),

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod operations;
 pub mod plans;
 pub mod portal;
+pub mod promotions;
 pub mod subscriptions;
 
 use crate::crypto::{CryptoError, Keyring, TokenHasher};

@@ -143,7 +143,7 @@ fn mask_key(key: &str) -> String {
     format!("{prefix}…{last3}")
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_qs::Config::new()
         .max_depth(6)
         .use_form_encoding(true)
@@ -155,7 +155,7 @@ type Outcome = Result<(Value, Vec<Event>), ApiError>;
 
 /// A state-changing request: authenticated, idempotent, applied under the lock; its events are
 /// delivered after the lock is released.
-fn post<T: DeserializeOwned>(
+pub(crate) fn post<T: DeserializeOwned>(
     sim: &web::Data<Sim>,
     req: &HttpRequest,
     body: &[u8],
@@ -224,7 +224,7 @@ struct Expand {
 }
 
 /// A read: authenticated, rendered, with `expand[]` applied.
-fn get(
+pub(crate) fn get(
     sim: &web::Data<Sim>,
     req: &HttpRequest,
     render: impl FnOnce(&SimState) -> Result<Value, ApiError>,
@@ -245,7 +245,7 @@ fn get(
 
 /// A read of one object by its id: `find` looks it up and renders it; an unknown id is
 /// Stripe's `resource_missing` error naming `kind`.
-fn retrieve(
+pub(crate) fn retrieve(
     sim: &web::Data<Sim>,
     req: &HttpRequest,
     kind: &str,
@@ -274,7 +274,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::scope("/v1")
+        crate::promotions::configure(web::scope("/v1"))
             .route("/products", web::post().to(create_product))
             .route("/products/{id}", web::get().to(retrieve_product))
             .route("/products/{id}", web::post().to(update_product))
@@ -568,6 +568,7 @@ struct CreateCheckoutSession {
     subscription_data: Option<SubscriptionDataParam>,
     #[serde(default)]
     metadata: HashMap<String, String>,
+    allow_promotion_codes: Option<bool>,
 }
 
 async fn create_checkout_session(
@@ -621,6 +622,8 @@ async fn create_checkout_session(
                 subscription_metadata: trial.metadata,
                 created: now,
                 expires_at: now + 24 * 3600,
+                allow_promotion_codes: p.allow_promotion_codes.unwrap_or(false),
+                promotion_code: None,
             };
             let value = objects::checkout_session(state, &session, &base_url);
             state.checkout_sessions.insert(session.id.clone(), session);

@@ -19,6 +19,7 @@ mod card;
 mod controls;
 mod hosted;
 mod objects;
+mod promotions;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -7,6 +7,7 @@ pub mod byok_key;
 pub mod encryption_key;
 pub mod notification;
 pub mod plan;
+pub mod promotion;
 pub mod security_event;
 pub mod security_event_search;
 pub mod service_token;

@@ -29,6 +29,8 @@ struct AccountPage {
     last_login: Option<String>,
     subscription: Option<SubscriptionPanel>,
     operation_id: String,
+    /// The discount on the subscription (a promotion code redeemed at Checkout).
+    discount: Option<billing::promotions::DiscountSummary>,
 }
 
 pub async fn show(
@@ -37,9 +39,16 @@ pub async fn show(
     user: CurrentUser,
 ) -> Result<HttpResponse, AppError> {
     let user = user.0;
+    let current = subscriptions::current(&state.db, user.id).await?;
+    let discount = match &current {
+        Some(s) => {
+            let id = s.stripe_id.expose().to_owned();
+            billing::promotions::current_discount(&state.db, id).await?
+        }
+        None => None,
+    };
     let subscription =
-        subscriptions::current(&state.db, user.id)
-            .await?
+        current
             .map(|s| SubscriptionPanel {
                 plan: s
                     .plan
@@ -60,6 +69,7 @@ pub async fn show(
         email: user.email,
         subscription,
         operation_id: billing::new_operation_id().map_err(AppError::internal)?,
+        discount,
     })
 }
 

@@ -4,6 +4,7 @@
 //! anonymous visitors the sign-in page. A new page is one line here.
 
 pub mod audit_log;
+pub mod coupons;
 pub mod customers;
 pub mod endpoints;
 pub mod notifications;
@@ -40,4 +41,10 @@ crate::console_routes! {
     "/webhooks/{id}/reprocess" => { POST Manage webhooks::reprocess },
     "/notifications" => { GET Read notifications::list },
     "/notifications/{id}/redeliver" => { POST Manage notifications::redeliver },
+    // Coupons and promotion codes: support sees them; admins create and deactivate.
+    "/coupons" => { GET Read coupons::list, POST Manage coupons::create_coupon },
+    "/coupons/new" => { GET Manage coupons::new_coupon },
+    "/promotion-codes" => { POST Manage coupons::create_code },
+    "/promotion-codes/new" => { GET Manage coupons::new_code },
+    "/promotion-codes/deactivate" => { POST Manage coupons::deactivate_code },
 }
