@@ -44,3 +44,4 @@ mod subscriptions;
 mod two_factor;
 mod vault;
 mod webhooks;
+mod promotions;

@@ -249,7 +249,9 @@ async fn pay(sim: web::Data<Sim>, id: web::Path<String>, form: web::Form<PayForm
         Ok(checked) => checked,
         Err(errors) => return retry(&sim, &id, Typed::from(&*form), errors, None),
     };
-    if let Err(message) = choose_promotion_code(&mut sim.state(), &id, &form.promotion_code) {
+    // The state's lock is released before the page is rendered again.
+    let chosen = choose_promotion_code(&mut sim.state(), &id, &form.promotion_code);
+    if let Err(message) = chosen {
         let errors = FieldErrors {
             promotion_code: Some(message),
             ..FieldErrors::default()

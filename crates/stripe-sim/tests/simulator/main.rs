@@ -10,4 +10,5 @@ mod harness;
 mod api;
 mod checkout;
 mod portal;
+mod promotions;
 mod webhooks;
