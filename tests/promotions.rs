@@ -40,7 +40,11 @@ fn coupon_fields<'a>(changes: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> 
 
 async fn create_coupon(admin: &Browser, changes: &[(&str, &str)]) -> reqwest::Response {
     admin
-        .submit_operation("/admin/coupons/new", "/admin/coupons", &coupon_fields(changes))
+        .submit_operation(
+            "/admin/coupons/new",
+            "/admin/coupons",
+            &coupon_fields(changes),
+        )
         .await
 }
 
@@ -61,7 +65,11 @@ async fn create_code(admin: &Browser, coupon: i64, code: &str) -> reqwest::Respo
         ("max_redemptions", ""),
     ];
     admin
-        .submit_operation("/admin/promotion-codes/new", "/admin/promotion-codes", &fields)
+        .submit_operation(
+            "/admin/promotion-codes/new",
+            "/admin/promotion-codes",
+            &fields,
+        )
         .await
 }
 
@@ -76,7 +84,9 @@ async fn with_code(backend: Backend) -> (TestApp, Browser, String) {
 
 async fn admins_create_a_coupon_and_a_code_synced_to_stripe(backend: Backend) {
     let (app, admin, stripe_coupon) = with_code(backend).await;
-    let at_stripe = app.stripe_get(&format!("/v1/coupons/{stripe_coupon}")).await;
+    let at_stripe = app
+        .stripe_get(&format!("/v1/coupons/{stripe_coupon}"))
+        .await;
     assert_eq!(at_stripe["percent_off"], 20.0);
     assert_eq!(at_stripe["duration"], "repeating");
     assert_eq!(at_stripe["duration_in_months"], 3);
@@ -90,7 +100,9 @@ async fn admins_create_a_coupon_and_a_code_synced_to_stripe(backend: Backend) {
             .first(conn)?)
     });
     assert_eq!((code.0.as_str(), code.2), ("SPRING20", true));
-    let promo = app.stripe_get(&format!("/v1/promotion_codes/{}", code.1)).await;
+    let promo = app
+        .stripe_get(&format!("/v1/promotion_codes/{}", code.1))
+        .await;
     assert_eq!(promo["code"], "SPRING20");
     assert_eq!(promo["promotion"]["coupon"], stripe_coupon.as_str());
     let page = admin.get_text("/admin/coupons").await;
@@ -99,14 +111,24 @@ async fn admins_create_a_coupon_and_a_code_synced_to_stripe(backend: Backend) {
     assert_eq!(app.count_events("promotion_code_created"), 1);
 
     // Deactivated at Stripe and here, once.
-    let id = app.query(|conn| Ok(promotion_codes::table.select(promotion_codes::id).first::<i64>(conn)?));
+    let id = app.query(|conn| {
+        Ok(promotion_codes::table
+            .select(promotion_codes::id)
+            .first::<i64>(conn)?)
+    });
     let fields = [("code_id", id.to_string())];
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let res = admin
-        .submit_operation("/admin/coupons", "/admin/promotion-codes/deactivate", &fields)
+        .submit_operation(
+            "/admin/coupons",
+            "/admin/promotion-codes/deactivate",
+            &fields,
+        )
         .await;
     assert_eq!(res.status(), 303);
-    let promo = app.stripe_get(&format!("/v1/promotion_codes/{}", code.1)).await;
+    let promo = app
+        .stripe_get(&format!("/v1/promotion_codes/{}", code.1))
+        .await;
     assert_eq!(promo["active"], false);
     assert!(admin.get_text("/admin/coupons").await.contains("inactive"));
     assert_eq!(app.count_events("promotion_code_deactivated"), 1);
@@ -123,8 +145,18 @@ async fn the_console_refuses_bad_coupons_and_codes(backend: Backend) {
         (vec![("percent_off", huge.as_str())], "percent_off"),
         (vec![("amount_off", "500")], "percent_off"),
         (vec![("percent_off", "")], "percent_off"),
-        (vec![("percent_off", ""), ("amount_off", "-1")], "amount_off"),
-        (vec![("percent_off", ""), ("amount_off", "500"), ("currency", "dollars")], "currency"),
+        (
+            vec![("percent_off", ""), ("amount_off", "-1")],
+            "amount_off",
+        ),
+        (
+            vec![
+                ("percent_off", ""),
+                ("amount_off", "500"),
+                ("currency", "dollars"),
+            ],
+            "currency",
+        ),
         (vec![("duration", "weekly")], "duration"),
         (vec![("duration_in_months", "0")], "duration_in_months"),
         (vec![("redeem_by", "2001-01-01")], "redeem_by"),
@@ -134,10 +166,19 @@ async fn the_console_refuses_bad_coupons_and_codes(backend: Backend) {
         let res = create_coupon(&admin, &changes).await;
         assert_eq!(res.status(), 422, "{changes:?}");
         let page = res.text().await.unwrap();
-        assert!(page.contains(&format!("id=\"{field}-error\"")), "{changes:?}: {page}");
+        assert!(
+            page.contains(&format!("id=\"{field}-error\"")),
+            "{changes:?}: {page}"
+        );
     }
     assert_eq!(coupon_ids(&app).len(), 1, "nothing was created");
-    assert_eq!(app.stripe_get("/v1/coupons").await["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.stripe_get("/v1/coupons").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     let coupon = coupon_ids(&app)[0].0;
     for bad in ["ab", "has space", "<b>x</b>", "TOO-LONG-FOR-A-CODE-XYZ"] {
         let res = create_code(&admin, coupon, bad).await;
@@ -145,8 +186,16 @@ async fn the_console_refuses_bad_coupons_and_codes(backend: Backend) {
     }
     let res = create_code(&admin, coupon, "Spring20").await;
     assert_eq!(res.status(), 422);
-    assert!(res.text().await.unwrap().contains("Another promotion code already uses this code."));
-    assert_eq!(create_code(&admin, coupon + 100, "OTHER").await.status(), 422);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("Another promotion code already uses this code.")
+    );
+    assert_eq!(
+        create_code(&admin, coupon + 100, "OTHER").await.status(),
+        422
+    );
     let codes = app.stripe_get("/v1/promotion_codes").await;
     assert_eq!(codes["data"].as_array().unwrap().len(), 1);
 }
@@ -160,14 +209,23 @@ async fn coupon_forms_refuse_other_roles_forged_forms_and_replays(backend: Backe
     let mut fields = coupon_fields(&[]);
     fields.push(("csrf_token", &token));
     fields.push(("operation_id", "AAAAAAAAAAAAAAAAAAAAAA"));
-    assert_eq!(customer.post_form("/admin/coupons", &fields).await.status(), 403);
+    assert_eq!(
+        customer.post_form("/admin/coupons", &fields).await.status(),
+        403
+    );
     // The admin's form without its CSRF token, or with another session's.
     let op = crate::common::hidden(&admin.get_text("/admin/coupons/new").await, "operation_id");
     let mut forged = coupon_fields(&[]);
     forged.push(("operation_id", &op));
-    assert_eq!(admin.post_form("/admin/coupons", &forged).await.status(), 403);
+    assert_eq!(
+        admin.post_form("/admin/coupons", &forged).await.status(),
+        403
+    );
     forged.push(("csrf_token", &token));
-    assert_eq!(admin.post_form("/admin/coupons", &forged).await.status(), 403);
+    assert_eq!(
+        admin.post_form("/admin/coupons", &forged).await.status(),
+        403
+    );
     assert!(coupon_ids(&app).is_empty());
     assert!(app.count_events("csrf_rejected") >= 2);
 
@@ -179,7 +237,13 @@ async fn coupon_forms_refuse_other_roles_forged_forms_and_replays(backend: Backe
     assert_eq!(admin.post_form("/admin/coupons", &form).await.status(), 303);
     assert_eq!(admin.post_form("/admin/coupons", &form).await.status(), 303);
     assert_eq!(coupon_ids(&app).len(), 1);
-    assert_eq!(app.stripe_get("/v1/coupons").await["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        app.stripe_get("/v1/coupons").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     assert_eq!(app.count_events("coupon_created"), 1);
     // Another admin replaying the first one's operation id is refused.
     let other = app.signed_in_admin("other-admin@example.com").await;
@@ -187,7 +251,10 @@ async fn coupon_forms_refuse_other_roles_forged_forms_and_replays(backend: Backe
     let mut replay = coupon_fields(&[("percent_off", "50")]);
     replay.push(("operation_id", &op));
     replay.push(("csrf_token", &other_token));
-    assert_eq!(other.post_form("/admin/coupons", &replay).await.status(), 409);
+    assert_eq!(
+        other.post_form("/admin/coupons", &replay).await.status(),
+        409
+    );
     assert_eq!(coupon_ids(&app).len(), 1);
 }
 
@@ -197,7 +264,10 @@ async fn pay_with_code(app: &TestApp, customer: &Browser, code: &str) -> reqwest
     assert_eq!(res.status(), 303);
     let checkout = location(&res);
     let page = reqwest::get(&checkout).await.unwrap().text().await.unwrap();
-    assert!(page.contains("name=\"promotion_code\""), "Checkout offers a code field");
+    assert!(
+        page.contains("name=\"promotion_code\""),
+        "Checkout offers a code field"
+    );
     let mut form = crate::common::card_form("4242 4242 4242 4242");
     form.push(("promotion_code", code.to_owned()));
     let _ = app;
@@ -231,9 +301,14 @@ async fn a_customer_pays_with_a_code_and_sees_the_discount(backend: Backend) {
     let paid = pay_with_code(&app, &customer, "spring20").await;
     assert_eq!(paid.status(), 303);
     let success = location(&paid);
-    customer.get(success.trim_start_matches(&customer.base)).await;
+    customer
+        .get(success.trim_start_matches(&customer.base))
+        .await;
     let page = account_showing(&customer, "20% off, 3 months left").await;
-    assert!(page.contains("SPRING20") && page.contains("Ends on"), "{page}");
+    assert!(
+        page.contains("SPRING20") && page.contains("Ends on"),
+        "{page}"
+    );
     let invoice = app.stripe_object_id("invoice.paid").await;
     let invoice = app.stripe_get(&format!("/v1/invoices/{invoice}")).await;
     assert_eq!(invoice["amount_due"], 2000);
@@ -247,11 +322,19 @@ async fn a_customer_pays_with_a_code_and_sees_the_discount(backend: Backend) {
 
 async fn checkout_refuses_deactivated_and_expired_codes(backend: Backend) {
     let (app, admin, stripe_coupon) = with_code(backend).await;
-    let id = app.query(|conn| Ok(promotion_codes::table.select(promotion_codes::id).first::<i64>(conn)?));
+    let id = app.query(|conn| {
+        Ok(promotion_codes::table
+            .select(promotion_codes::id)
+            .first::<i64>(conn)?)
+    });
     let fields = [("code_id", id.to_string())];
     let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let res = admin
-        .submit_operation("/admin/coupons", "/admin/promotion-codes/deactivate", &fields)
+        .submit_operation(
+            "/admin/coupons",
+            "/admin/promotion-codes/deactivate",
+            &fields,
+        )
         .await;
     assert_eq!(res.status(), 303);
     let customer = app.signed_in_customer("late@example.com").await;
@@ -307,7 +390,11 @@ fn discount_event(
 
 async fn discount_events_out_of_order_never_restore_an_older_state(backend: Backend) {
     let (app, admin) = TestApp::with_pro_plan(backend).await;
-    let amount = [("percent_off", ""), ("amount_off", "500"), ("duration", "forever")];
+    let amount = [
+        ("percent_off", ""),
+        ("amount_off", "500"),
+        ("duration", "forever"),
+    ];
     assert_eq!(create_coupon(&admin, &amount).await.status(), 303);
     let coupon = coupon_ids(&app)[0].1.clone();
     let customer = app.signed_in_customer("ordered@example.com").await;
@@ -319,19 +406,50 @@ async fn discount_events_out_of_order_never_restore_an_older_state(backend: Back
     let first = ("di_1First", coupon.as_str());
     let event = |kind: &str, id: &str, at: i64, d| discount_event(kind, id, at, d, who);
 
-    app.assert_webhook_accepted(&event("customer.discount.created", "evt_d1", now - 100, first)).await;
+    app.assert_webhook_accepted(&event(
+        "customer.discount.created",
+        "evt_d1",
+        now - 100,
+        first,
+    ))
+    .await;
     account_showing(&customer, "$5.00 off forever").await;
-    app.assert_webhook_accepted(&event("customer.discount.deleted", "evt_d2", now - 50, first)).await;
+    app.assert_webhook_accepted(&event(
+        "customer.discount.deleted",
+        "evt_d2",
+        now - 50,
+        first,
+    ))
+    .await;
     assert!(!customer.get_text("/account").await.contains("off forever"));
     // Older than the deletion, or at the same second: the deletion stands.
-    app.assert_webhook_accepted(&event("customer.discount.created", "evt_d3", now - 100, first)).await;
-    app.assert_webhook_accepted(&event("customer.discount.updated", "evt_d4", now - 50, first)).await;
+    app.assert_webhook_accepted(&event(
+        "customer.discount.created",
+        "evt_d3",
+        now - 100,
+        first,
+    ))
+    .await;
+    app.assert_webhook_accepted(&event(
+        "customer.discount.updated",
+        "evt_d4",
+        now - 50,
+        first,
+    ))
+    .await;
     assert!(!customer.get_text("/account").await.contains("off forever"));
     // A newer discount shows; an older event about another one does not replace it.
     let second = ("di_2Second", coupon.as_str());
-    app.assert_webhook_accepted(&event("customer.discount.created", "evt_d5", now, second)).await;
+    app.assert_webhook_accepted(&event("customer.discount.created", "evt_d5", now, second))
+        .await;
     account_showing(&customer, "$5.00 off forever").await;
-    app.assert_webhook_accepted(&event("customer.discount.deleted", "evt_d6", now - 10, second)).await;
+    app.assert_webhook_accepted(&event(
+        "customer.discount.deleted",
+        "evt_d6",
+        now - 10,
+        second,
+    ))
+    .await;
     account_showing(&customer, "$5.00 off forever").await;
     let stored: String = app.query(|conn| {
         use tollgate::db::schema::subscription_discounts as d;

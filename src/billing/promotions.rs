@@ -163,7 +163,10 @@ impl CouponDraft {
         }
         let name = self.name.trim().to_owned();
         if name.chars().count() > MAX_NAME_CHARS {
-            errors.insert("name", format!("Keep the name under {MAX_NAME_CHARS} characters."));
+            errors.insert(
+                "name",
+                format!("Keep the name under {MAX_NAME_CHARS} characters."),
+            );
         }
         let (percent, amount) = (self.percent_off.trim(), self.amount_off.trim());
         let off = match (percent.is_empty(), amount.is_empty()) {
@@ -190,7 +193,10 @@ impl CouponDraft {
                     && currency.chars().all(|c| c.is_ascii_lowercase())
                     && currency.parse::<stripe_types::Currency>().is_ok();
                 if !currency_ok {
-                    errors.insert("currency", "Enter a three-letter currency, e.g. usd.".into());
+                    errors.insert(
+                        "currency",
+                        "Enter a three-letter currency, e.g. usd.".into(),
+                    );
                 }
                 amount
                     .filter(|_| currency_ok)
@@ -417,7 +423,9 @@ pub async fn create_coupon(
             conn.transaction(|conn| {
                 let (percent_off, amount_off, currency) = match &input.off {
                     Off::Percent(p) => (Some(*p), None, None),
-                    Off::Amount { amount, currency } => (None, Some(*amount), Some(currency.as_str())),
+                    Off::Amount { amount, currency } => {
+                        (None, Some(*amount), Some(currency.as_str()))
+                    }
                 };
                 let new = NewCoupon {
                     operation_id: &op_id,
@@ -477,9 +485,8 @@ pub async fn create_code(
     let key = claimed.idempotency_key("promotion-code-create");
     let created = gateway
         .call(OperationClass::Default, admin, Some(&key), || {
-            let mut promotion = CreatePromotionCodePromotion::new(
-                CreatePromotionCodePromotionType::Coupon,
-            );
+            let mut promotion =
+                CreatePromotionCodePromotion::new(CreatePromotionCodePromotionType::Coupon);
             promotion.coupon = Some(coupon.stripe_coupon_id.clone());
             let mut request = CreatePromotionCode::new(promotion).code(input.code.clone());
             if let Some(at) = input.expires_at {

@@ -323,7 +323,10 @@ fn render_by_id(state: &SimState, id: &str) -> Option<Value> {
         "sub" => state.subscriptions.get(id).map(|s| subscription(state, s)),
         "in" => state.invoices.get(id).map(|i| invoice(state, i)),
         "pi" => state.payment_intents.get(id).map(payment_intent),
-        "promo" => state.promotion_codes.get(id).map(crate::promotions::promotion_code),
+        "promo" => state
+            .promotion_codes
+            .get(id)
+            .map(crate::promotions::promotion_code),
         "di" => state
             .discounts
             .values()

@@ -22,8 +22,14 @@ pub fn configure(scope: actix_web::Scope) -> actix_web::Scope {
         .route("/coupons/{id}", web::get().to(retrieve_coupon))
         .route("/promotion_codes", web::post().to(create_promotion_code))
         .route("/promotion_codes", web::get().to(list_promotion_codes))
-        .route("/promotion_codes/{id}", web::get().to(retrieve_promotion_code))
-        .route("/promotion_codes/{id}", web::post().to(update_promotion_code))
+        .route(
+            "/promotion_codes/{id}",
+            web::get().to(retrieve_promotion_code),
+        )
+        .route(
+            "/promotion_codes/{id}",
+            web::post().to(update_promotion_code),
+        )
 }
 
 // --- objects ---------------------------------------------------------------------------------
@@ -99,11 +105,16 @@ pub fn redeemable(state: &SimState, typed: &str, currency: &str) -> Result<Strin
     if !promo.active {
         return Err(CODE_INVALID);
     }
-    if promo.expires_at.is_some_and(|at| at <= now) || coupon.redeem_by.is_some_and(|at| at <= now) {
+    if promo.expires_at.is_some_and(|at| at <= now) || coupon.redeem_by.is_some_and(|at| at <= now)
+    {
         return Err(CODE_EXPIRED);
     }
-    if promo.max_redemptions.is_some_and(|m| promo.times_redeemed >= m)
-        || coupon.max_redemptions.is_some_and(|m| coupon.times_redeemed >= m)
+    if promo
+        .max_redemptions
+        .is_some_and(|m| promo.times_redeemed >= m)
+        || coupon
+            .max_redemptions
+            .is_some_and(|m| coupon.times_redeemed >= m)
     {
         return Err(CODE_EXHAUSTED);
     }
@@ -150,14 +161,26 @@ pub fn redeem(
     };
     let value = discount(&applied);
     state.discounts.insert(sub.id.clone(), applied);
-    events.push(Sim::event(state, "customer.discount.created", value, None, None));
+    events.push(Sim::event(
+        state,
+        "customer.discount.created",
+        value,
+        None,
+        None,
+    ));
 }
 
 /// Ends the subscription's discount: `customer.discount.deleted`.
 fn end_discount(state: &mut SimState, subscription: &str, events: &mut Vec<Event>) {
     if let Some(ended) = state.discounts.remove(subscription) {
         let value = discount(&ended);
-        events.push(Sim::event(state, "customer.discount.deleted", value, None, None));
+        events.push(Sim::event(
+            state,
+            "customer.discount.deleted",
+            value,
+            None,
+            None,
+        ));
     }
 }
 
@@ -251,14 +274,17 @@ fn check_coupon(p: &CreateCoupon, state: &SimState) -> Result<(), ApiError> {
             format!("Invalid duration: {duration}. Must be one of forever, once, or repeating."),
         ));
     }
-    if duration == "repeating" && !p.duration_in_months.is_some_and(|m| m > 0) {
+    if duration == "repeating" && p.duration_in_months.is_none_or(|m| m <= 0) {
         return Err(ApiError::invalid(
             "duration_in_months",
             "You must pass a positive `duration_in_months` for a repeating coupon.",
         ));
     }
     if p.redeem_by.is_some_and(|at| at <= unix_now()) {
-        return Err(ApiError::invalid("redeem_by", "redeem_by must be in the future."));
+        return Err(ApiError::invalid(
+            "redeem_by",
+            "redeem_by must be in the future.",
+        ));
     }
     if p.max_redemptions.is_some_and(|m| m <= 0) {
         return Err(ApiError::invalid(
@@ -284,7 +310,10 @@ async fn create_coupon(sim: web::Data<Sim>, req: HttpRequest, body: web::Bytes) 
     api::post(&sim, &req, &body, |state, p: CreateCoupon, key| {
         check_coupon(&p, state)?;
         let created = Coupon {
-            id: p.id.clone().unwrap_or_else(|| new_id("").trim_start_matches('_').chars().take(8).collect()),
+            id: p
+                .id
+                .clone()
+                .unwrap_or_else(|| new_id("").trim_start_matches('_').chars().take(8).collect()),
             name: p.name,
             percent_off: p.percent_off,
             amount_off: p.amount_off,
@@ -304,8 +333,14 @@ async fn create_coupon(sim: web::Data<Sim>, req: HttpRequest, body: web::Bytes) 
     })
 }
 
-async fn retrieve_coupon(sim: web::Data<Sim>, req: HttpRequest, id: web::Path<String>) -> HttpResponse {
-    api::retrieve(&sim, &req, "coupon", &id, |state, id| state.coupons.get(id).map(coupon))
+async fn retrieve_coupon(
+    sim: web::Data<Sim>,
+    req: HttpRequest,
+    id: web::Path<String>,
+) -> HttpResponse {
+    api::retrieve(&sim, &req, "coupon", &id, |state, id| {
+        state.coupons.get(id).map(coupon)
+    })
 }
 
 #[derive(Deserialize)]
@@ -375,9 +410,9 @@ async fn create_promotion_code(
     body: web::Bytes,
 ) -> HttpResponse {
     api::post(&sim, &req, &body, |state, p: CreatePromotionCode, key| {
-        let promotion = p.promotion.ok_or_else(|| {
-            ApiError::invalid("promotion", "Missing required param: promotion.")
-        })?;
+        let promotion = p
+            .promotion
+            .ok_or_else(|| ApiError::invalid("promotion", "Missing required param: promotion."))?;
         if promotion.kind.as_deref() != Some("coupon") {
             return Err(ApiError::invalid(
                 "promotion[type]",
@@ -385,17 +420,27 @@ async fn create_promotion_code(
             ));
         }
         let coupon_id = promotion.coupon.ok_or_else(|| {
-            ApiError::invalid("promotion[coupon]", "Missing required param: promotion[coupon].")
+            ApiError::invalid(
+                "promotion[coupon]",
+                "Missing required param: promotion[coupon].",
+            )
         })?;
         if !state.coupons.contains_key(&coupon_id) {
             return Err(ApiError::missing("coupon", &coupon_id));
         }
-        let code = p
-            .code
-            .unwrap_or_else(|| new_id("").trim_start_matches('_').chars().take(8).collect::<String>().to_ascii_uppercase());
+        let code = p.code.unwrap_or_else(|| {
+            new_id("")
+                .trim_start_matches('_')
+                .chars()
+                .take(8)
+                .collect::<String>()
+                .to_ascii_uppercase()
+        });
         let shaped = !code.is_empty()
             && code.len() <= 500
-            && code.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            && code
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
         if !shaped {
             return Err(ApiError::invalid(
                 "code",
@@ -413,7 +458,10 @@ async fn create_promotion_code(
             ));
         }
         if p.expires_at.is_some_and(|at| at <= unix_now()) {
-            return Err(ApiError::invalid("expires_at", "expires_at must be in the future."));
+            return Err(ApiError::invalid(
+                "expires_at",
+                "expires_at must be in the future.",
+            ));
         }
         if p.max_redemptions.is_some_and(|m| m <= 0) {
             return Err(ApiError::invalid(
@@ -477,7 +525,13 @@ async fn update_promotion_code(
         let (old, new) = (promotion_code(&before), promotion_code(&after));
         state.promotion_codes.insert(after.id.clone(), after);
         let previous = objects::previous_attributes(&old, &new);
-        let event = Sim::event(state, "promotion_code.updated", new.clone(), Some(previous), key);
+        let event = Sim::event(
+            state,
+            "promotion_code.updated",
+            new.clone(),
+            Some(previous),
+            key,
+        );
         Ok((new, vec![event]))
     })
 }
@@ -489,7 +543,12 @@ async fn list_promotion_codes(sim: web::Data<Sim>, req: HttpRequest) -> HttpResp
         let items = state
             .promotion_codes
             .values()
-            .filter(|p| params.code.as_ref().is_none_or(|c| p.code.eq_ignore_ascii_case(c)))
+            .filter(|p| {
+                params
+                    .code
+                    .as_ref()
+                    .is_none_or(|c| p.code.eq_ignore_ascii_case(c))
+            })
             .filter(|p| params.coupon.as_ref().is_none_or(|c| &p.coupon == c))
             .filter(|p| params.active.is_none_or(|a| p.active == a))
             .map(|p| (p.created, p.id.clone(), promotion_code(p)))

@@ -218,26 +218,24 @@ pub fn upsert_discount(
 ) -> Result<bool, DbError> {
     conn.transaction(|conn| {
         let at = now();
-        let update_if_newer = |conn: &mut DbConnection| {
-            let newer = subscription_discounts::table
-                .filter(subscription_discounts::stripe_subscription_id.eq(subscription_id))
-                .filter(subscription_discounts::stripe_updated_at.le(state.stripe_updated_at));
-            if state.removed {
-                diesel::update(newer)
+        let update_if_newer =
+            |conn: &mut DbConnection| {
+                let newer = subscription_discounts::table
+                    .filter(subscription_discounts::stripe_subscription_id.eq(subscription_id))
+                    .filter(subscription_discounts::stripe_updated_at.le(state.stripe_updated_at));
+                if state.removed {
+                    diesel::update(newer)
+                        .set((state, subscription_discounts::updated_at.eq(at)))
+                        .execute(conn)
+                } else {
+                    // Not over the same discount's deletion.
+                    diesel::update(newer.filter(subscription_discounts::removed.eq(false).or(
+                        subscription_discounts::stripe_discount_id.ne(state.stripe_discount_id),
+                    )))
                     .set((state, subscription_discounts::updated_at.eq(at)))
                     .execute(conn)
-            } else {
-                // Not over the same discount's deletion.
-                diesel::update(newer.filter(
-                    subscription_discounts::removed
-                        .eq(false)
-                        .or(subscription_discounts::stripe_discount_id
-                            .ne(state.stripe_discount_id)),
-                ))
-                .set((state, subscription_discounts::updated_at.eq(at)))
-                .execute(conn)
-            }
-        };
+                }
+            };
         if update_if_newer(conn)? > 0 {
             return Ok(true);
         }

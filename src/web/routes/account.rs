@@ -47,20 +47,18 @@ pub async fn show(
         }
         None => None,
     };
-    let subscription =
-        current
-            .map(|s| SubscriptionPanel {
-                plan: s
-                    .plan
-                    .as_ref()
-                    .map(|p| p.name.clone())
-                    .unwrap_or_else(|| "Unknown plan".into()),
-                live: s.is_live(),
-                cancel_at_period_end: s.cancel_at_period_end,
-                period_end: s.current_period_end.as_ref().map(datetime),
-                trial_end: s.trial_end.as_ref().map(datetime),
-                status: s.status.to_string(),
-            });
+    let subscription = current.map(|s| SubscriptionPanel {
+        plan: s
+            .plan
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| "Unknown plan".into()),
+        live: s.is_live(),
+        cancel_at_period_end: s.cancel_at_period_end,
+        period_end: s.current_period_end.as_ref().map(datetime),
+        trial_end: s.trial_end.as_ref().map(datetime),
+        status: s.status.to_string(),
+    });
     render(&AccountPage {
         ctx: PageContext::new(&session, Some(&user))?,
         role: user.role.as_str(),

@@ -284,11 +284,7 @@ async fn pay(sim: web::Data<Sim>, id: web::Path<String>, form: web::Form<PayForm
 
 /// Records the promotion code typed on the page for the session (none when the field is
 /// empty), or the message saying why it cannot be applied.
-fn choose_promotion_code(
-    state: &mut SimState,
-    id: &str,
-    typed: &str,
-) -> Result<(), &'static str> {
+fn choose_promotion_code(state: &mut SimState, id: &str, typed: &str) -> Result<(), &'static str> {
     let Some(session) = state.checkout_sessions.get(id) else {
         return Ok(());
     };

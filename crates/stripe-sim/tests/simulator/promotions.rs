@@ -12,7 +12,12 @@ use stripe_shared::CouponDuration;
 
 use crate::harness::{Harness, card_form, harness};
 
-async fn coupon(h: &Harness, percent: f64, duration: CouponDuration, months: Option<i64>) -> String {
+async fn coupon(
+    h: &Harness,
+    percent: f64,
+    duration: CouponDuration,
+    months: Option<i64>,
+) -> String {
     let mut request = CreateCoupon::new().percent_off(percent).duration(duration);
     if let Some(months) = months {
         request = request.duration_in_months(months);
@@ -71,14 +76,20 @@ async fn get(h: &Harness, path: &str) -> serde_json::Value {
 async fn renew(h: &Harness, subscription: &str) -> serde_json::Value {
     let res: serde_json::Value = h
         .browser
-        .post(format!("{}/_sim/subscriptions/{subscription}/renew", h.sim_url))
+        .post(format!(
+            "{}/_sim/subscriptions/{subscription}/renew",
+            h.sim_url
+        ))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let invoice = res["subscription"]["latest_invoice"].as_str().unwrap().to_owned();
+    let invoice = res["subscription"]["latest_invoice"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     get(h, &format!("/v1/invoices/{invoice}")).await
 }
 
@@ -86,7 +97,10 @@ async fn renew(h: &Harness, subscription: &str) -> serde_json::Value {
 async fn coupons_and_codes_are_created_read_listed_and_deactivated() {
     let h = harness().await;
     let id = coupon(&h, 20.0, CouponDuration::Repeating, Some(3)).await;
-    let read = RetrieveCoupon::new(id.as_str()).send(&h.client).await.unwrap();
+    let read = RetrieveCoupon::new(id.as_str())
+        .send(&h.client)
+        .await
+        .unwrap();
     assert_eq!(read.percent_off, Some(20.0));
     assert_eq!(read.duration_in_months, Some(3));
     assert!(read.valid);
@@ -96,17 +110,40 @@ async fn coupons_and_codes_are_created_read_listed_and_deactivated() {
     // One active code per text, whatever its case.
     let mut promotion = CreatePromotionCodePromotion::new(CreatePromotionCodePromotionType::Coupon);
     promotion.coupon = Some(id.clone());
-    let taken = CreatePromotionCode::new(promotion).code("spring20").send(&h.client).await;
+    let taken = CreatePromotionCode::new(promotion)
+        .code("spring20")
+        .send(&h.client)
+        .await;
     assert!(taken.is_err());
-    let bad = CreateCoupon::new().duration(CouponDuration::Once).send(&h.client).await;
+    let bad = CreateCoupon::new()
+        .duration(CouponDuration::Once)
+        .send(&h.client)
+        .await;
     assert!(bad.is_err(), "neither percent nor amount");
-    let off = UpdatePromotionCode::new(promo.id.as_str()).active(false).send(&h.client).await.unwrap();
+    let off = UpdatePromotionCode::new(promo.id.as_str())
+        .active(false)
+        .send(&h.client)
+        .await
+        .unwrap();
     assert!(!off.active);
-    let again = RetrievePromotionCode::new(promo.id.as_str()).send(&h.client).await.unwrap();
+    let again = RetrievePromotionCode::new(promo.id.as_str())
+        .send(&h.client)
+        .await
+        .unwrap();
     assert!(!again.active);
-    let listed = ListPromotionCode::new().code("SPRING20").send(&h.client).await.unwrap();
+    let listed = ListPromotionCode::new()
+        .code("SPRING20")
+        .send(&h.client)
+        .await
+        .unwrap();
     assert_eq!(listed.data.len(), 1);
-    assert_eq!(get(&h, "/v1/coupons").await["data"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        get(&h, "/v1/coupons").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[actix_web::test]
@@ -125,7 +162,11 @@ async fn a_code_at_checkout_discounts_the_invoices_for_the_coupons_duration() {
     let subscription = discount["subscription"].as_str().unwrap().to_owned();
     let sub = get(&h, &format!("/v1/subscriptions/{subscription}")).await;
     assert_eq!(sub["discounts"][0], discount["id"]);
-    let first = get(&h, &format!("/v1/invoices/{}", sub["latest_invoice"].as_str().unwrap())).await;
+    let first = get(
+        &h,
+        &format!("/v1/invoices/{}", sub["latest_invoice"].as_str().unwrap()),
+    )
+    .await;
     assert_eq!(first["amount_due"], 2_000);
     assert_eq!(first["subtotal"], 2_500);
     assert_eq!(first["total_discount_amounts"][0]["amount"], 500);
@@ -166,7 +207,11 @@ async fn checkout_refuses_unknown_inactive_expired_and_exhausted_codes() {
     let price = h.plan("Pro", 2_500).await;
     let id = coupon(&h, 20.0, CouponDuration::Forever, None).await;
     let inactive = code(&h, &id, "GONE").await;
-    UpdatePromotionCode::new(inactive.id.as_str()).active(false).send(&h.client).await.unwrap();
+    UpdatePromotionCode::new(inactive.id.as_str())
+        .active(false)
+        .send(&h.client)
+        .await
+        .unwrap();
     let mut promotion = CreatePromotionCodePromotion::new(CreatePromotionCodePromotionType::Coupon);
     promotion.coupon = Some(id.clone());
     CreatePromotionCode::new(promotion.clone())
@@ -188,7 +233,10 @@ async fn checkout_refuses_unknown_inactive_expired_and_exhausted_codes() {
         ("NOSUCHCODE", "This code is invalid."),
         ("GONE", "This code is invalid."),
         ("SOON", "This code has expired."),
-        ("ONCEONLY", "This code has reached its maximum number of redemptions."),
+        (
+            "ONCEONLY",
+            "This code has reached its maximum number of redemptions.",
+        ),
     ] {
         let url = checkout(&h, &price).await;
         let res = pay_with_code(&h, &url, typed).await;

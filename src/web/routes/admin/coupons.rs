@@ -135,7 +135,13 @@ pub async fn new_coupon(session: TypedSession, admin: AdminUser) -> Result<HttpR
         currency: "usd".into(),
         ..CouponDraft::default()
     };
-    render(&coupon_form(&session, &admin.0, draft, PromotionErrors::new(), None)?)
+    render(&coupon_form(
+        &session,
+        &admin.0,
+        draft,
+        PromotionErrors::new(),
+        None,
+    )?)
 }
 
 /// Every field defaults, so a malformed submission gets its messages from the handler.
@@ -162,7 +168,10 @@ async fn refusal(
             message, ..
         })) => {
             tracing::warn!(%message, "Stripe refused a promotion");
-            ("form", "Stripe refused this. Check the values and try again.")
+            (
+                "form",
+                "Stripe refused this. Check the values and try again.",
+            )
         }
         PromotionError::Billing(err) => return Err(billing_failure(state, req, actor, err).await),
     };
@@ -181,7 +190,13 @@ pub async fn create_coupon(
     } = form.0;
     let operation = operation_id.parse()?;
     let refused = |draft, errors| {
-        let page = coupon_form(&session, &admin.0, draft, errors, Some(operation.as_str().to_owned()))?;
+        let page = coupon_form(
+            &session,
+            &admin.0,
+            draft,
+            errors,
+            Some(operation.as_str().to_owned()),
+        )?;
         render_with_status(StatusCode::UNPROCESSABLE_ENTITY, &page)
     };
     let input = match draft.validate() {
@@ -192,7 +207,10 @@ pub async fn create_coupon(
         Ok(coupon) => {
             session.flash(
                 FlashKind::Success,
-                format!("Coupon “{}” is created. Add a code customers can type.", coupon.name),
+                format!(
+                    "Coupon “{}” is created. Add a code customers can type.",
+                    coupon.name
+                ),
             )?;
             Ok(see_other(LIST))
         }
@@ -256,7 +274,15 @@ pub async fn new_code(
         coupon_id: query.coupon.map(|id| id.to_string()).unwrap_or_default(),
         ..CodeDraft::default()
     };
-    let page = code_form(&state, &session, &admin.0, draft, PromotionErrors::new(), None).await?;
+    let page = code_form(
+        &state,
+        &session,
+        &admin.0,
+        draft,
+        PromotionErrors::new(),
+        None,
+    )
+    .await?;
     render(&page)
 }
 
@@ -286,7 +312,10 @@ pub async fn create_code(
                 promotions::create_code(&state.db, &state.gateway, &actor, &operation, input).await;
             match created {
                 Ok(code) => {
-                    let message = format!("Code {} is live: customers can type it at Checkout.", code.code);
+                    let message = format!(
+                        "Code {} is live: customers can type it at Checkout.",
+                        code.code
+                    );
                     session.flash(FlashKind::Success, message)?;
                     return Ok(see_other(LIST));
                 }
@@ -323,18 +352,27 @@ pub async fn deactivate_code(
         .await?
         .ok_or(AppError::NotFound)?;
     if !code.active {
-        session.flash(FlashKind::Info, format!("Code {} is already inactive.", code.code))?;
+        session.flash(
+            FlashKind::Info,
+            format!("Code {} is already inactive.", code.code),
+        )?;
         return Ok(see_other(LIST));
     }
     match promotions::deactivate_code(&state.db, &state.gateway, &actor, &operation, &code).await {
         Ok(()) => session.flash(
             FlashKind::Info,
-            format!("Code {} is deactivated: Checkout refuses it from now on.", code.code),
+            format!(
+                "Code {} is deactivated: Checkout refuses it from now on.",
+                code.code
+            ),
         )?,
         Err(err) => {
             let errors = refusal(&state, &req, &actor, err).await?;
             tracing::warn!(?errors, "deactivating a promotion code failed");
-            session.flash(FlashKind::Error, "Stripe did not accept the change; the code is unchanged.")?;
+            session.flash(
+                FlashKind::Error,
+                "Stripe did not accept the change; the code is unchanged.",
+            )?;
         }
     }
     Ok(see_other(LIST))
