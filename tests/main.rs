@@ -37,6 +37,7 @@ mod operations;
 mod pepper_rotation;
 mod plan_changes;
 mod pricing;
+mod promotions;
 mod rate_limits;
 mod reconciliation;
 mod request_ids;

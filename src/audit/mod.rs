@@ -151,6 +151,12 @@ pub enum Kind {
     PastDueSubscriptionCanceled,
     /// An admin set a plan's own past-due grace.
     PlanGraceChanged,
+    /// An admin created a coupon (synced to Stripe).
+    CouponCreated,
+    /// An admin created a customer-facing promotion code for a coupon.
+    PromotionCodeCreated,
+    /// An admin stopped a promotion code from being redeemed.
+    PromotionCodeDeactivated,
 }
 
 impl Kind {
@@ -212,6 +218,9 @@ impl Kind {
             Self::StripeCustomerImported => "stripe_customer_imported",
             Self::PastDueSubscriptionCanceled => "past_due_subscription_canceled",
             Self::PlanGraceChanged => "plan_grace_changed",
+            Self::CouponCreated => "coupon_created",
+            Self::PromotionCodeCreated => "promotion_code_created",
+            Self::PromotionCodeDeactivated => "promotion_code_deactivated",
         }
     }
 
@@ -275,6 +284,10 @@ impl Kind {
             | Self::PlanChangeScheduled
             | Self::PlanChangeApplied
             | Self::PlanChangeCanceled => Severity::Medium,
+            // Money off for whoever holds a code.
+            Self::CouponCreated | Self::PromotionCodeCreated | Self::PromotionCodeDeactivated => {
+                Severity::Medium
+            }
         }
     }
 }

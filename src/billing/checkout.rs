@@ -102,7 +102,9 @@ async fn session_url(
                     ..Default::default()
                 }])
                 .success_url(success.clone())
-                .cancel_url(cancel.clone());
+                .cancel_url(cancel.clone())
+                // Codes admins create in the console are typed on Stripe's page.
+                .allow_promotion_codes(true);
             match trial {
                 Some(days) if without_card => request
                     .payment_method_collection(CreateCheckoutSessionPaymentMethodCollection::IfRequired)

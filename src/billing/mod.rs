@@ -18,6 +18,7 @@ pub mod operations;
 pub mod plan_changes;
 pub mod plans;
 pub mod portal;
+pub mod promotions;
 pub mod subscriptions;
 
 use crate::crypto::{CryptoError, Keyring, TokenHasher};

@@ -353,6 +353,56 @@ diesel::table! {
 diesel::joinable!(subscriptions -> plans (plan_id));
 diesel::joinable!(notifications -> webhook_endpoints (endpoint_id));
 diesel::table! {
+    coupons (id) {
+        id -> BigInt,
+        operation_id -> Text,
+        stripe_coupon_id -> Text,
+        name -> Text,
+        percent_off -> Nullable<BigInt>,
+        amount_off -> Nullable<BigInt>,
+        currency -> Nullable<Text>,
+        duration -> Text,
+        duration_in_months -> Nullable<BigInt>,
+        redeem_by -> Nullable<Timestamp>,
+        max_redemptions -> Nullable<BigInt>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    promotion_codes (id) {
+        id -> BigInt,
+        operation_id -> Text,
+        coupon_id -> BigInt,
+        code -> Text,
+        stripe_promotion_code_id -> Text,
+        expires_at -> Nullable<Timestamp>,
+        max_redemptions -> Nullable<BigInt>,
+        active -> Bool,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    subscription_discounts (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        stripe_subscription_id -> Text,
+        stripe_discount_id -> Text,
+        stripe_coupon_id -> Nullable<Text>,
+        stripe_promotion_code_id -> Nullable<Text>,
+        starts_at -> Nullable<Timestamp>,
+        ends_at -> Nullable<Timestamp>,
+        removed -> Bool,
+        stripe_updated_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(promotion_codes -> coupons (coupon_id));
+
+diesel::table! {
     stripe_refetches (stripe_object_id) {
         stripe_object_id -> Text,
         object_type -> Text,
@@ -389,5 +439,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     cancellation_feedback,
     plan_changes,
     subscription_quantities,
-    plan_seats
+    plan_seats,
+    coupons,
+    promotion_codes,
+    subscription_discounts
 );

@@ -74,6 +74,9 @@ fn handler(kind: &str) -> Option<Handler> {
         | "payment_method.updated"
         | "payment_method.automatically_updated" => card_saved,
         "payment_method.detached" => card_detached,
+        "customer.discount.created" | "customer.discount.updated" | "customer.discount.deleted" => {
+            discount_changed
+        }
         _ => return None,
     };
     Some(handle)
@@ -636,6 +639,45 @@ fn card_failure(err: cards::StoreError) -> Result<Outcome, IngestError> {
     }
 }
 
+/// Records a subscription's discount as of the event (a deletion ends it); an older event
+/// never overwrites newer state. A discount on the customer alone is not shown: acknowledged.
+fn discount_changed(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    event: &StripeEvent,
+) -> Result<Outcome, IngestError> {
+    let object = &event.data.object;
+    let (Some(id), Some(customer)) = (text(object, "id"), text(object, "customer")) else {
+        return Ok(Outcome::Failed("discount without id or customer".into()));
+    };
+    let Some(subscription) = text(object, "subscription") else {
+        return Ok(Outcome::Applied);
+    };
+    let Some(user_id) = user_for_customer(conn, cx.hasher, &CustomerId::new(customer))? else {
+        return Ok(Outcome::Failed(format!(
+            "unknown customer {}",
+            CustomerId::new(customer)
+        )));
+    };
+    // This API version names the coupon under `source`; older ones at the top level.
+    let coupon = object
+        .get("source")
+        .and_then(Value::as_object)
+        .and_then(|source| text(source, "coupon"))
+        .or_else(|| text(object, "coupon"));
+    let state = crate::db::models::promotion::DiscountState {
+        stripe_discount_id: id,
+        stripe_coupon_id: coupon,
+        stripe_promotion_code_id: text(object, "promotion_code"),
+        starts_at: timestamp(object, "start"),
+        ends_at: timestamp(object, "end"),
+        removed: event.kind == "customer.discount.deleted",
+        stripe_updated_at: event.created_at(),
+    };
+    crate::db::models::promotion::upsert_discount(conn, user_id, subscription, &state)?;
+    Ok(Outcome::Applied)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +700,8 @@ mod tests {
             "invoice.marked_uncollectible",
             "payment_method.attached",
             "payment_method.detached",
+            "customer.discount.created",
+            "customer.discount.deleted",
         ] {
             assert_eq!(fixed_status(kind), None, "{kind} has a handler");
         }

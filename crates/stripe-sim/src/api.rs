@@ -225,7 +225,7 @@ struct Expand {
 }
 
 /// A read: authenticated, rendered, with `expand[]` applied.
-fn get(
+pub(crate) fn get(
     sim: &web::Data<Sim>,
     req: &HttpRequest,
     render: impl FnOnce(&SimState) -> Result<Value, ApiError>,
@@ -275,7 +275,7 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::scope("/v1")
+        crate::promotions::configure(web::scope("/v1"))
             .route("/products", web::post().to(create_product))
             .route("/products/{id}", web::get().to(retrieve_product))
             .route("/products/{id}", web::post().to(update_product))
@@ -599,6 +599,7 @@ struct CreateCheckoutSession {
     payment_method_collection: Option<String>,
     #[serde(default)]
     metadata: HashMap<String, String>,
+    allow_promotion_codes: Option<bool>,
 }
 
 async fn create_checkout_session(
@@ -670,6 +671,8 @@ async fn create_checkout_session(
                 subscription_metadata: trial.metadata,
                 created: now,
                 expires_at: now + 24 * 3600,
+                allow_promotion_codes: p.allow_promotion_codes.unwrap_or(false),
+                promotion_code: None,
             };
             let value = objects::checkout_session(state, &session, &base_url);
             state.checkout_sessions.insert(session.id.clone(), session);

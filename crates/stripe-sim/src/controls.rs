@@ -87,6 +87,7 @@ pub fn bill_amount(
         .unwrap_or_else(|| "usd".into());
     let now = unix_now();
     let invoice_id = new_id("in");
+    let amount = crate::promotions::apply_to_invoice(state, sub, &invoice_id, amount, events);
     let payment_intent = (amount > 0).then(|| PaymentIntent {
         id: new_id("pi"),
         customer: sub.customer.clone(),
@@ -325,6 +326,9 @@ pub fn complete_checkout(
         missing_payment_method: session.missing_payment_method,
     };
     let mut sub = subscription_from(state, new, now);
+    if let Some(promotion_code) = &session.promotion_code {
+        crate::promotions::redeem(state, promotion_code, &sub, Some(&session.id), &mut events);
+    }
     let mut billing = Vec::new();
     let invoice = bill(state, &sub, "subscription_create", true, &mut billing);
     sub.latest_invoice = Some(invoice.clone());

@@ -22,6 +22,7 @@ mod hosted;
 mod lists;
 mod objects;
 mod pdf;
+mod promotions;
 pub mod state;
 #[cfg(feature = "testing")]
 pub mod testing;

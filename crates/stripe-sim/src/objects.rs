@@ -97,7 +97,7 @@ pub fn checkout_session(state: &SimState, s: &CheckoutSession, base_url: &str) -
         .and_then(|c| c.email.clone())
         .or_else(|| s.customer_email.clone());
     json!({
-        "id": s.id, "object": "checkout.session", "after_expiration": null, "allow_promotion_codes": null,
+        "id": s.id, "object": "checkout.session", "after_expiration": null, "allow_promotion_codes": if s.allow_promotion_codes { json!(true) } else { Value::Null },
         "amount_subtotal": amount, "amount_total": amount,
         "automatic_tax": { "enabled": false, "liability": null, "provider": null, "status": null },
         "billing_address_collection": null, "cancel_url": s.cancel_url, "client_reference_id": s.client_reference_id,
@@ -153,7 +153,7 @@ pub fn subscription(state: &SimState, s: &Subscription) -> Value {
         },
         "collection_method": "charge_automatically", "created": s.created, "currency": currency,
         "customer": s.customer, "days_until_due": null, "default_payment_method": null, "default_source": null,
-        "default_tax_rates": [], "description": null, "discounts": [], "ended_at": s.ended_at,
+        "default_tax_rates": [], "description": null, "discounts": crate::promotions::subscription_discounts(state, &s.id), "ended_at": s.ended_at,
         "invoice_settings": { "account_tax_ids": null, "issuer": { "type": "self" } },
         "items": list(&format!("/v1/subscription_items?subscription={}", s.id), vec![item], false),
         "latest_invoice": s.latest_invoice, "livemode": false, "metadata": s.metadata, "next_pending_invoice_item_invoice": null,
@@ -193,16 +193,24 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
             })
         })
         .collect();
+    // A discount took `off` before the amount due: the subtotal is the amount before it.
+    let discount = crate::promotions::invoice_discount(state, &i.id);
+    let subtotal = i.amount_due + discount.as_ref().map_or(0, |(_, off)| *off);
+    let discount_amounts: Vec<Value> = discount
+        .iter()
+        .map(|(id, off)| json!({ "amount": off, "discount": id }))
+        .collect();
+    let discount_ids: Vec<&String> = discount.iter().map(|(id, _)| id).collect();
     let line = json!({
-        "id": format!("il_{}", i.id.trim_start_matches("in_")), "object": "line_item", "amount": i.amount_due,
-        "currency": i.currency, "description": description, "discount_amounts": [], "discountable": true,
-        "discounts": [], "invoice": i.id, "livemode": false, "metadata": {},
+        "id": format!("il_{}", i.id.trim_start_matches("in_")), "object": "line_item", "amount": subtotal,
+        "currency": i.currency, "description": description, "discount_amounts": discount_amounts, "discountable": true,
+        "discounts": discount_ids, "invoice": i.id, "livemode": false, "metadata": {},
         "parent": { "type": "subscription_item_details", "invoice_item_details": null,
                     "subscription_item_details": { "invoice_item": null, "proration": false, "proration_details": { "credited_items": null },
                                                    "subscription": i.subscription, "subscription_item": item } },
         "period": { "end": i.period_end, "start": i.period_start },
         "pretax_credit_amounts": [], "pricing": { "price_details": { "price": i.price, "product": state.prices.get(&i.price).map(|p| p.product.clone()) }, "type": "price_details", "unit_amount_decimal": null },
-        "quantity": 1, "subtotal": i.amount_due, "taxes": [],
+        "quantity": 1, "subtotal": subtotal, "taxes": [],
     });
     json!({
         "id": i.id, "object": "invoice", "account_country": "US", "account_name": state.business_name,
@@ -214,7 +222,7 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
         "currency": i.currency, "custom_fields": null, "customer": i.customer, "customer_address": null,
         "customer_email": state.customers.get(&i.customer).and_then(|c| c.email.clone()), "customer_name": null,
         "customer_phone": null, "customer_shipping": null, "customer_tax_exempt": "none", "default_payment_method": null,
-        "default_source": null, "default_tax_rates": [], "description": null, "discounts": [], "due_date": null,
+        "default_source": null, "default_tax_rates": [], "description": null, "discounts": discount_ids, "due_date": null,
         "effective_at": i.created, "ending_balance": 0, "footer": null, "from_invoice": null,
         "hosted_invoice_url": format!("{}/i/{}", state.base_url, i.id),
         "invoice_pdf": format!("{}/i/{}/pdf", state.base_url, i.id), "issuer": { "type": "self" }, "last_finalization_error": null,
@@ -230,8 +238,8 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
         "status": i.status.as_str(),
         "status_transitions": { "finalized_at": i.created, "marked_uncollectible_at": null,
                                 "paid_at": i.paid_at, "voided_at": i.voided_at },
-        "subtotal": i.amount_due, "subtotal_excluding_tax": i.amount_due, "test_clock": null, "total": i.amount_due,
-        "total_discount_amounts": [], "total_excluding_tax": i.amount_due, "total_pretax_credit_amounts": [],
+        "subtotal": subtotal, "subtotal_excluding_tax": subtotal, "test_clock": null, "total": i.amount_due,
+        "total_discount_amounts": discount_amounts, "total_excluding_tax": i.amount_due, "total_pretax_credit_amounts": [],
         "total_taxes": [], "webhooks_delivered_at": i.created,
         // Not a field of this API version; kept for webhook consumers that read it directly.
         "payment_intent": i.payment_intent,
@@ -339,6 +347,15 @@ fn render_by_id(state: &SimState, id: &str) -> Option<Value> {
         "sub" => state.subscriptions.get(id).map(|s| subscription(state, s)),
         "in" => state.invoices.get(id).map(|i| invoice(state, i)),
         "pi" => state.payment_intents.get(id).map(payment_intent),
+        "promo" => state
+            .promotion_codes
+            .get(id)
+            .map(crate::promotions::promotion_code),
+        "di" => state
+            .discounts
+            .values()
+            .find(|d| d.id == id)
+            .map(crate::promotions::discount),
         _ => None,
     }
 }

@@ -129,6 +129,10 @@ pub struct CheckoutSession {
     pub subscription_metadata: HashMap<String, String>,
     pub created: i64,
     pub expires_at: i64,
+    /// `allow_promotion_codes`: the hosted page offers a promotion code field.
+    pub allow_promotion_codes: bool,
+    /// The promotion code redeemed on the hosted page (applied when the session completes).
+    pub promotion_code: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +310,51 @@ pub struct CardOnFile {
     pub created: i64,
 }
 
+/// A coupon: percent or amount off, for once, some months, or forever.
+#[derive(Debug, Clone)]
+pub struct Coupon {
+    pub id: String,
+    pub name: Option<String>,
+    pub percent_off: Option<f64>,
+    pub amount_off: Option<i64>,
+    pub currency: Option<String>,
+    /// `once`, `repeating` or `forever`.
+    pub duration: String,
+    pub duration_in_months: Option<i64>,
+    pub redeem_by: Option<i64>,
+    pub max_redemptions: Option<i64>,
+    pub times_redeemed: i64,
+    pub metadata: HashMap<String, String>,
+    pub created: i64,
+}
+
+/// A customer-facing code for a coupon.
+#[derive(Debug, Clone)]
+pub struct PromotionCode {
+    pub id: String,
+    pub code: String,
+    pub coupon: String,
+    pub active: bool,
+    pub expires_at: Option<i64>,
+    pub max_redemptions: Option<i64>,
+    pub times_redeemed: i64,
+    pub metadata: HashMap<String, String>,
+    pub created: i64,
+}
+
+/// A coupon applied to a subscription.
+#[derive(Debug, Clone)]
+pub struct Discount {
+    pub id: String,
+    pub coupon: String,
+    pub promotion_code: Option<String>,
+    pub customer: String,
+    pub subscription: String,
+    pub checkout_session: Option<String>,
+    pub start: i64,
+    pub end: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Event {
     pub id: String,
@@ -343,6 +392,12 @@ pub struct SimState {
     pub events: Vec<Event>,
     pub idempotency: HashMap<String, IdempotentResponse>,
     invoice_counter: u64,
+    pub coupons: HashMap<String, Coupon>,
+    pub promotion_codes: HashMap<String, PromotionCode>,
+    /// By subscription id: the discount in force.
+    pub discounts: HashMap<String, Discount>,
+    /// By invoice id: the discount applied to it and the amount it took off.
+    pub invoice_discounts: HashMap<String, (String, i64)>,
     /// The account's public business name: the merchant on hosted pages and invoices.
     pub business_name: String,
 }

@@ -12,6 +12,7 @@ pub mod payment_card;
 pub mod plan;
 pub mod plan_change;
 pub mod plan_trial_option;
+pub mod promotion;
 pub mod security_event;
 pub mod security_event_search;
 pub mod service_token;

@@ -48,6 +48,8 @@ struct AccountPage {
     change_options: Vec<plan_changes::ChangeOption>,
     quantity: Option<i64>,
     scheduled_change: Option<ScheduledChange>,
+    /// The discount on the subscription (a promotion code redeemed at Checkout).
+    discount: Option<billing::promotions::DiscountSummary>,
 }
 
 /// One row of `/account/invoices`.
@@ -110,21 +112,26 @@ pub async fn show(
     user: CurrentUser,
 ) -> Result<HttpResponse, AppError> {
     let user = user.0;
-    let subscription =
-        subscriptions::current(&state.db, user.id)
-            .await?
-            .map(|s| SubscriptionPanel {
-                plan: s
-                    .plan
-                    .as_ref()
-                    .map(|p| p.name.clone())
-                    .unwrap_or_else(|| "Unknown plan".into()),
-                live: s.is_live(),
-                cancel_at_period_end: s.cancel_at_period_end,
-                period_end: s.current_period_end.as_ref().map(datetime),
-                trial_end: s.trial_end.as_ref().map(datetime),
-                status: s.status.to_string(),
-            });
+    let current = subscriptions::current(&state.db, user.id).await?;
+    let discount = match &current {
+        Some(s) => {
+            let id = s.stripe_id.expose().to_owned();
+            billing::promotions::current_discount(&state.db, id).await?
+        }
+        None => None,
+    };
+    let subscription = current.map(|s| SubscriptionPanel {
+        plan: s
+            .plan
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_else(|| "Unknown plan".into()),
+        live: s.is_live(),
+        cancel_at_period_end: s.cancel_at_period_end,
+        period_end: s.current_period_end.as_ref().map(datetime),
+        trial_end: s.trial_end.as_ref().map(datetime),
+        status: s.status.to_string(),
+    });
     let card = billing::cards::on_file(&state.db, &state.keyring, user.id)
         .await?
         .map(|card| CardPanel {
@@ -152,6 +159,7 @@ pub async fn show(
         subscription,
         card,
         operation_id: billing::new_operation_id().map_err(AppError::internal)?,
+        discount,
     })
 }
 

@@ -14,7 +14,7 @@ use super::{html, interval_adverb, message, not_found, redirect};
 use crate::card::{self, Card, CardErrors, CardForm};
 use crate::controls::{self, CheckoutOutcome};
 use crate::state::{SessionStatus, SimState, unix_now};
-use crate::{Sim, objects};
+use crate::{Sim, objects, promotions};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/checkout/{id}", web::get().to(checkout_page))
@@ -62,6 +62,7 @@ struct Typed {
     expiry: String,
     name: String,
     country: String,
+    promotion_code: String,
 }
 
 #[derive(Default)]
@@ -69,6 +70,7 @@ struct FieldErrors {
     email: Option<&'static str>,
     card: CardErrors,
     country: Option<&'static str>,
+    promotion_code: Option<&'static str>,
 }
 
 impl FieldErrors {
@@ -104,6 +106,8 @@ struct CheckoutPage {
     countries: &'static [(&'static str, &'static str)],
     /// A trial that may start without a card (`payment_method_collection=if_required`).
     card_optional: bool,
+    /// The session allows promotion codes: the page has a field for one.
+    allow_promotion_codes: bool,
 }
 
 fn known_email(state: &SimState, id: &str) -> Option<String> {
@@ -144,6 +148,7 @@ fn checkout_view(sim: &Sim, id: &str, typed: Typed, errors: FieldErrors) -> Opti
         can_cancel: session.cancel_url.is_some(),
         countries: COUNTRIES,
         card_optional: controls::card_optional(session),
+        allow_promotion_codes: session.allow_promotion_codes,
     })
 }
 
@@ -179,6 +184,8 @@ struct PayForm {
     cardholder_name: String,
     #[serde(default)]
     country: String,
+    #[serde(default)]
+    promotion_code: String,
 }
 
 /// A plausible address: something@domain.tld, no spaces, not too long.
@@ -205,6 +212,7 @@ impl From<&PayForm> for Typed {
             expiry: form.card_expiry.chars().take(9).collect(),
             name: form.cardholder_name.chars().take(100).collect(),
             country: form.country.chars().take(2).collect(),
+            promotion_code: form.promotion_code.chars().take(40).collect(),
         }
     }
 }
@@ -233,6 +241,7 @@ fn check_form(form: &PayForm, email_known: bool) -> Result<(Option<String>, Card
             email: email.err(),
             card: card.err().unwrap_or_default(),
             country: (!country_ok).then_some(COUNTRY_UNKNOWN),
+            promotion_code: None,
         }),
     }
 }
@@ -281,6 +290,15 @@ async fn pay(sim: web::Data<Sim>, id: web::Path<String>, form: web::Form<PayForm
             Err(errors) => return retry(&sim, &id, Typed::from(&*form), errors, None),
         }
     };
+    // The state's lock is released before the page is rendered again.
+    let chosen = choose_promotion_code(&mut sim.state(), &id, &form.promotion_code);
+    if let Err(message) = chosen {
+        let errors = FieldErrors {
+            promotion_code: Some(message),
+            ..FieldErrors::default()
+        };
+        return retry(&sim, &id, Typed::from(&*form), errors, None);
+    }
     let outcome = controls::complete_checkout(&mut sim.state(), &id, card.as_ref(), email);
     match outcome {
         CheckoutOutcome::Paid {
@@ -303,6 +321,30 @@ async fn pay(sim: web::Data<Sim>, id: web::Path<String>, form: web::Form<PayForm
             "This checkout session can no longer be paid.",
         ),
     }
+}
+
+/// Records the promotion code typed on the page for the session (none when the field is
+/// empty), or the message saying why it cannot be applied.
+fn choose_promotion_code(state: &mut SimState, id: &str, typed: &str) -> Result<(), &'static str> {
+    let Some(session) = state.checkout_sessions.get(id) else {
+        return Ok(());
+    };
+    let chosen = if typed.trim().is_empty() {
+        None
+    } else if !session.allow_promotion_codes || typed.len() > 500 {
+        return Err(promotions::CODE_INVALID);
+    } else {
+        let currency = state
+            .prices
+            .get(&session.price)
+            .map(|p| p.currency.clone())
+            .unwrap_or_default();
+        Some(promotions::redeemable(state, typed, &currency)?)
+    };
+    if let Some(session) = state.checkout_sessions.get_mut(id) {
+        session.promotion_code = chosen;
+    }
+    Ok(())
 }
 
 /// The form again, with what went wrong: 422 for fields to fix, 402 for a declined card.

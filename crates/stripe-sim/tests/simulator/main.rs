@@ -13,5 +13,6 @@ mod checkout;
 mod invoices;
 mod lists;
 mod portal;
+mod promotions;
 mod trials;
 mod webhooks;

@@ -5,6 +5,7 @@
 
 pub mod audit_log;
 pub mod cancellations;
+pub mod coupons;
 pub mod customers;
 pub mod drift;
 pub mod endpoints;
@@ -48,4 +49,10 @@ crate::console_routes! {
     "/drift" => { GET Manage drift::show },
     "/plans/{id}/grace" => { GET Manage plan_grace::form, POST Manage plan_grace::save },
     "/cancellations" => { GET Read cancellations::list },
+    // Coupons and promotion codes: support sees them; admins create and deactivate.
+    "/coupons" => { GET Read coupons::list, POST Manage coupons::create_coupon },
+    "/coupons/new" => { GET Manage coupons::new_coupon },
+    "/promotion-codes" => { POST Manage coupons::create_code },
+    "/promotion-codes/new" => { GET Manage coupons::new_code },
+    "/promotion-codes/deactivate" => { POST Manage coupons::deactivate_code },
 }
