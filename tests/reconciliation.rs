@@ -283,7 +283,7 @@ fn linked_customers(app: &TestApp) -> i64 {
 
 async fn import_links_customers_by_email_and_never_guesses(backend: Backend) {
     let (app, _admin) = TestApp::with_pro_plan(backend).await;
-    for email in ["bea@example.com", "cy@example.com"] {
+    for email in ["bea@example.com", "cy@example.com", "dee@example.com"] {
         app.signed_in_customer(email).await;
     }
     let price: String = app.query(|conn| {
@@ -309,6 +309,14 @@ async fn import_links_customers_by_email_and_never_guesses(backend: Backend) {
     for email in ["cy@example.com", "cy@example.com", "stranger@example.com"] {
         stripe_post(&app, "/v1/customers", &[("email", email)]).await;
     }
+    // Tollgate made this customer for another account: Dee's address does not claim it.
+    let named = [
+        ("email", "dee@example.com"),
+        ("metadata[tollgate_user_id]", "424242"),
+    ];
+    stripe_post(&app, "/v1/customers", &named).await;
+    // The admin's address: billing is for customers, never a staff account.
+    stripe_post(&app, "/v1/customers", &[("email", "admin@example.com")]).await;
 
     let (code, stdout, stderr) = tollgate(&app, &["import-stripe"]).await;
     assert_eq!(code, 0, "{stderr}");
@@ -324,6 +332,19 @@ async fn import_links_customers_by_email_and_never_guesses(backend: Backend) {
     assert!(
         stdout.contains("stranger@example.com: no account with this e-mail"),
         "{stdout}"
+    );
+    assert!(
+        stdout.contains("dee@example.com: its metadata names account 424242"),
+        "{stdout}"
+    );
+    let admin_id = app.user_id("admin@example.com");
+    assert!(
+        stdout.contains(&format!("account {admin_id} is a staff account")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(signed up "),
+        "the operator sees when: {stdout}"
     );
     assert!(
         stdout.contains("dry run: 1 customer(s) would be linked"),

@@ -103,7 +103,7 @@ pub fn import_stripe(env_file: &Path, apply: bool) -> Result<(), CommandError> {
     let to_link = report
         .lines
         .iter()
-        .filter(|l| matches!(l.decision, import::Decision::Link(_)))
+        .filter(|l| matches!(l.decision, import::Decision::Link(..)))
         .count();
     if apply {
         println!("linked {} customer(s)", report.linked);

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use serde_json::Value;
 
@@ -19,8 +20,9 @@ use crate::stripe_id::CustomerId;
 /// What import decided for one Stripe customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Linked to this account (or, in a dry run, would be).
-    Link(UserId),
+    /// Linked to this account (or, in a dry run, would be); when it signed up, for the
+    /// operator to judge (Tollgate does not verify e-mail addresses).
+    Link(UserId, NaiveDateTime),
     /// Already this account's customer: nothing to do.
     AlreadyLinked(UserId),
     NoEmail,
@@ -31,6 +33,10 @@ pub enum Decision {
     AccountHasAnother(UserId),
     /// This customer is already another account's.
     CustomerTaken(UserId),
+    /// The customer's `metadata.tollgate_user_id` names another account than the e-mail's.
+    MetadataNamesAnother(String),
+    /// The e-mail's account is staff (support or admin): billing is for customers.
+    StaffAccount(UserId),
 }
 
 /// One Stripe customer's line of the import.
@@ -47,7 +53,11 @@ impl fmt::Display for ImportLine {
         let email = self.email.as_deref().unwrap_or("(no e-mail)");
         let customer = &self.customer;
         match &self.decision {
-            Decision::Link(user) => write!(f, "link {customer} {email} → account {user}"),
+            Decision::Link(user, since) => write!(
+                f,
+                "link {customer} {email} → account {user} (signed up {})",
+                since.format("%Y-%m-%d %H:%M UTC")
+            ),
             Decision::AlreadyLinked(user) => {
                 write!(f, "unchanged {customer} {email}: already account {user}'s")
             }
@@ -66,6 +76,14 @@ impl fmt::Display for ImportLine {
             Decision::CustomerTaken(user) => write!(
                 f,
                 "skip {customer} {email}: already linked to account {user}"
+            ),
+            Decision::MetadataNamesAnother(named) => write!(
+                f,
+                "skip {customer} {email}: its metadata names account {named}, not this e-mail's"
+            ),
+            Decision::StaffAccount(user) => write!(
+                f,
+                "skip {customer} {email}: account {user} is a staff account"
             ),
         }
     }
@@ -95,13 +113,20 @@ fn decide(
     conn: &mut crate::db::DbConnection,
     hasher: &crate::crypto::TokenHasher,
     keyring: &crate::crypto::Keyring,
-    (customer, email): (&CustomerId, &str),
+    (customer, email, named): (&CustomerId, &str, Option<&str>),
     apply: bool,
     actor: &Actor,
 ) -> Result<Decision, SyncError> {
     let Some(account) = user::find_by_email(conn, email)? else {
         return Ok(Decision::NoAccount);
     };
+    if account.role != user::Role::Customer {
+        return Ok(Decision::StaffAccount(account.id));
+    }
+    // A customer Tollgate created names its account: the e-mail never overrides that.
+    if let Some(named) = named.filter(|named| *named != account.id.to_string()) {
+        return Ok(Decision::MetadataNamesAnother(named.to_owned()));
+    }
     let decide_in = |conn: &mut crate::db::DbConnection| -> Result<Decision, SyncError> {
         if apply {
             user::lock(conn, account.id)?;
@@ -128,7 +153,7 @@ fn decide(
                     })),
             )?;
         }
-        Ok(Decision::Link(account.id))
+        Ok(Decision::Link(account.id, account.created_at))
     };
     if apply {
         conn.transaction(|conn| decide_in(conn))
@@ -173,18 +198,24 @@ pub async fn import(
                 _ => {
                     let config = reconciler.config.clone();
                     let (id, email, actor) = (id.clone(), email.clone(), actor.clone());
+                    let named = customer
+                        .get("metadata")
+                        .and_then(|m| m.get("tollgate_user_id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
                     reconciler
                         .db
                         .run(move |conn| {
                             let hasher = config.token_hasher();
                             let keyring = config.keyring();
-                            decide(conn, &hasher, &keyring, (&id, &email), apply, &actor)
+                            let customer = (&id, email.as_str(), named.as_deref());
+                            decide(conn, &hasher, &keyring, customer, apply, &actor)
                         })
                         .await?
                 }
             },
         };
-        if let (true, Decision::Link(user)) = (apply, &decision) {
+        if let (true, Decision::Link(user, _)) = (apply, &decision) {
             report.linked += 1;
             let found = reconciler.run(Scope::Account(*user), false, actor).await?;
             report.differences.extend(found.differences);
