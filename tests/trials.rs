@@ -29,6 +29,7 @@ on_both_backends!(
     an_older_payment_method_event_never_overwrites_a_newer_card,
     a_cancellation_reason_goes_to_stripe_and_the_console_counts_it,
     the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts,
+    a_trial_is_offered_once_never_again_after_it_ended,
 );
 
 /// Waits (up to 15 s) until every event the simulator made has been delivered and processed.
@@ -831,4 +832,35 @@ async fn rotate_key_re_seals_the_card_on_file(backend: Backend) {
         303
     );
     account_shows(&browser, "•••• 4242").await;
+}
+
+async fn a_trial_is_offered_once_never_again_after_it_ended(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
+    create_trial_plan(&admin, "Starter", "starter", true).await;
+    let customer = app.signed_in_customer("again@example.com").await;
+    let user_id = app.user_id("again@example.com");
+
+    let (session, url) = checkout(&app, &customer, "starter").await;
+    assert_eq!(session["payment_method_collection"], "if_required");
+    complete_checkout(&customer, &url, &[]).await;
+    settle(&app).await;
+    let sub_id = app.subscription_id(user_id);
+    assert_eq!(
+        app.sim_control(&format!("/_sim/subscriptions/{sub_id}/end_trial"))
+            .await,
+        200
+    );
+    settle(&app).await;
+    assert_eq!(app.subscription_status(user_id), "canceled");
+
+    // Back for another free month: Checkout asks for a card and charges from the start.
+    let (session, url) = checkout(&app, &customer, "starter").await;
+    assert_eq!(session["payment_method_collection"], "always");
+    let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        !page.contains("days free") && !page.contains("No card needed"),
+        "{page}"
+    );
+    assert!(page.contains("Pay with card"), "{page}");
 }

@@ -17,6 +17,7 @@ use super::subscriptions::{self, FreeStart, SubscriptionView};
 use super::{Billing, BillingError, GatewayError, Operation, OperationClass, customers, portal};
 use crate::accounts::{User, UserId};
 use crate::audit::Actor;
+use crate::db::models::subscription;
 use crate::stripe_id::CustomerId;
 
 /// Where choosing a plan leads.
@@ -79,7 +80,16 @@ async fn session_url(
     let base = billing.public_url;
     let success = format!("{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}");
     let cancel = format!("{base}/billing/cancel");
-    let trial = u32::try_from(plan.trial_days).ok().filter(|d| *d > 0);
+    // A trial is for a first subscription only: anyone who has had one (trialing, canceled or
+    // ended) pays from the start, so a card-free trial cannot be taken again and again.
+    let first = billing
+        .db
+        .run(move |conn| subscription::count_for_user(conn, user_id))
+        .await?
+        == 0;
+    let trial = u32::try_from(plan.trial_days)
+        .ok()
+        .filter(|d| *d > 0 && first);
     // A card-free trial: Checkout asks for a card only if one is required (it is not during a
     // trial), and a trial that ends without one cancels the subscription: never a charge
     // attempt on nothing.
