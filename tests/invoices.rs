@@ -23,6 +23,7 @@ on_both_backends!(
     the_grace_is_the_configured_default,
     an_admin_sets_a_plans_own_grace,
     cancelling_a_past_due_subscription_stops_payment_attempts,
+    cancelling_after_paying_at_stripe_keeps_the_paid_period,
 );
 
 /// The invoices stored for `user_id`: (Stripe id, status).
@@ -521,5 +522,48 @@ async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Back
             .get_text("/account")
             .await
             .contains("banner-past-due")
+    );
+}
+
+async fn cancelling_after_paying_at_stripe_keeps_the_paid_period(backend: Backend) {
+    let (app, _) = TestApp::with_pro_plan(backend).await;
+    let (customer, user_id, sub) = subscribed(&app, "paidjustnow@example.com").await;
+    let invoice = failed_renewal(&app, user_id, &sub).await;
+    // The customer pays the open invoice at Stripe; its webhooks have not arrived yet.
+    assert_eq!(
+        app.sim_control("/_sim/webhooks?auto_deliver=false").await,
+        200
+    );
+    assert_eq!(
+        app.sim_control(&format!("/_sim/invoices/{invoice}/retry?outcome=paid"))
+            .await,
+        200
+    );
+    assert_eq!(app.subscription_status(user_id), "past_due");
+
+    let res = customer
+        .submit_operation(
+            "/billing/subscription/cancel",
+            "/billing/subscription/cancel",
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    // Stripe's state decides: the paid period is kept, the subscription ends with it.
+    let at_stripe = app.stripe_get(&format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(at_stripe["status"], "active", "not ended at once");
+    assert_eq!(at_stripe["cancel_at_period_end"], true);
+    assert!(app.events("past_due_subscription_canceled").is_empty());
+    assert_eq!(app.events("subscription_cancel_requested").len(), 1);
+    let keys: Vec<String> = reqwest::get(format!("{}/_sim/idempotency-keys", app.stripe))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("user-{user_id}-subscription-cancel-"))),
+        "{keys:?}"
     );
 }
