@@ -1,6 +1,6 @@
 //! Past-due invoices: the hosted invoice page pays an open invoice with a test card (the
-//! subscription is active again), a canceled subscription's open invoice is voided and never
-//! charged again, and every invoice has a PDF.
+//! subscription is active again), a canceled subscription's open invoice stays open but is no
+//! longer collected (as Stripe does), and every invoice has a PDF.
 
 use stripe_billing::invoice::RetrieveInvoice;
 use stripe_billing::subscription::{CancelSubscription, RetrieveSubscription};
