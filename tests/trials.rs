@@ -842,6 +842,10 @@ async fn a_trial_is_offered_once_never_again_after_it_ended(backend: Backend) {
     let customer = app.signed_in_customer("again@example.com").await;
     let user_id = app.user_id("again@example.com");
 
+    let confirm = customer
+        .get_text("/billing/checkout?plan=starter&interval=month")
+        .await;
+    assert!(confirm.contains("14-day free trial"), "{confirm}");
     let (session, url) = checkout(&app, &customer, "starter").await;
     assert_eq!(session["payment_method_collection"], "if_required");
     complete_checkout(&customer, &url, &[]).await;
@@ -855,7 +859,15 @@ async fn a_trial_is_offered_once_never_again_after_it_ended(backend: Backend) {
     settle(&app).await;
     assert_eq!(app.subscription_status(user_id), "canceled");
 
-    // Back for another free month: Checkout asks for a card and charges from the start.
+    // Back for another free month: no trial is offered, Checkout asks for a card and charges
+    // from the start.
+    let confirm = customer
+        .get_text("/billing/checkout?plan=starter&interval=month")
+        .await;
+    assert!(
+        confirm.contains("Starter") && !confirm.contains("free trial"),
+        "{confirm}"
+    );
     let (session, url) = checkout(&app, &customer, "starter").await;
     assert_eq!(session["payment_method_collection"], "always");
     let page = reqwest::get(&url).await.unwrap().text().await.unwrap();

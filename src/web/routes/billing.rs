@@ -302,6 +302,8 @@ struct PlanConfirmPage {
     /// The live subscription's plan, if the user has one (changes go through the portal).
     subscribed_to: Option<String>,
     operation_id: String,
+    /// Whether the plan's trial is offered (a first subscription only).
+    trial_offered: bool,
 }
 
 #[derive(Deserialize)]
@@ -338,6 +340,7 @@ pub async fn confirm(
         subscribed_to: current.map(|s| s.plan.map_or_else(|| "a plan".into(), |p| p.name)),
         operation_id: operation_id()?,
         plan,
+        trial_offered: checkout::trial_offered(&state.db, user.0.id).await?,
     })
 }
 
