@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::{Value, json};
-use tollgate::db::schema::{invoices, plan_past_due_grace, plans, subscriptions};
+use tollgate::db::schema::{invoices, plan_past_due_grace, plans, subscriptions, webhook_events};
 use tollgate::service_tokens::Scope;
 
 use crate::common::{Backend, Browser, TestApp, card_form, stripe_event};
@@ -23,6 +23,7 @@ on_both_backends!(
     the_grace_is_the_configured_default,
     an_admin_sets_a_plans_own_grace,
     cancelling_a_past_due_subscription_stops_payment_attempts,
+    cancelling_after_paying_at_stripe_keeps_the_paid_period,
 );
 
 /// The invoices stored for `user_id`: (Stripe id, status).
@@ -104,6 +105,24 @@ async fn failed_renewal(app: &TestApp, user_id: i64, sub: &str) -> String {
     })
     .await;
     invoice
+}
+
+/// Waits (up to 15 s) until every event the simulator made has been delivered and processed.
+async fn settle(app: &TestApp) {
+    for _ in 0..300 {
+        let made = app.stripe_events().await.len() as i64;
+        let processed: i64 = app.query(|conn| {
+            Ok(webhook_events::table
+                .filter(webhook_events::status.ne("received"))
+                .count()
+                .get_result(conn)?)
+        });
+        if processed == made {
+            return;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the simulator's events were not all applied");
 }
 
 fn invoice_status(app: &TestApp, id: &str) -> String {
@@ -480,9 +499,11 @@ async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Back
     assert_eq!(res.status(), 303);
     let at_stripe = app.stripe_get(&format!("/v1/subscriptions/{sub}")).await;
     assert_eq!(at_stripe["status"], "canceled", "canceled at once");
-    let voided = app.stripe_get(&format!("/v1/invoices/{invoice}")).await;
-    assert_eq!(voided["status"], "void");
-    assert_eq!(voided["next_payment_attempt"], Value::Null);
+    // Stripe leaves the invoice open and stops collecting it.
+    let left = app.stripe_get(&format!("/v1/invoices/{invoice}")).await;
+    assert_eq!(left["status"], "open");
+    assert_eq!(left["next_payment_attempt"], Value::Null);
+    assert_eq!(left["auto_advance"], false);
     assert_eq!(app.events("past_due_subscription_canceled").len(), 1);
 
     // No further attempt charges anything.
@@ -509,10 +530,12 @@ async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Back
     );
     assert_eq!(payments(&app.stripe_events().await), before);
 
-    until("the voided invoice", || {
-        invoice_status(&app, &invoice) == "void"
+    until("the cancellation", || {
+        app.subscription_status(user_id) == "canceled"
     })
     .await;
+    settle(&app).await;
+    assert_eq!(invoice_status(&app, &invoice), "open");
     let after = entitlements(&app, &reader, user_id).await;
     assert_eq!(after["active"], false);
     assert_eq!(after["reason"], "canceled");
@@ -521,5 +544,48 @@ async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Back
             .get_text("/account")
             .await
             .contains("banner-past-due")
+    );
+}
+
+async fn cancelling_after_paying_at_stripe_keeps_the_paid_period(backend: Backend) {
+    let (app, _) = TestApp::with_pro_plan(backend).await;
+    let (customer, user_id, sub) = subscribed(&app, "paidjustnow@example.com").await;
+    let invoice = failed_renewal(&app, user_id, &sub).await;
+    // The customer pays the open invoice at Stripe; its webhooks have not arrived yet.
+    assert_eq!(
+        app.sim_control("/_sim/webhooks?auto_deliver=false").await,
+        200
+    );
+    assert_eq!(
+        app.sim_control(&format!("/_sim/invoices/{invoice}/retry?outcome=paid"))
+            .await,
+        200
+    );
+    assert_eq!(app.subscription_status(user_id), "past_due");
+
+    let res = customer
+        .submit_operation(
+            "/billing/subscription/cancel",
+            "/billing/subscription/cancel",
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    // Stripe's state decides: the paid period is kept, the subscription ends with it.
+    let at_stripe = app.stripe_get(&format!("/v1/subscriptions/{sub}")).await;
+    assert_eq!(at_stripe["status"], "active", "not ended at once");
+    assert_eq!(at_stripe["cancel_at_period_end"], true);
+    assert!(app.events("past_due_subscription_canceled").is_empty());
+    assert_eq!(app.events("subscription_cancel_requested").len(), 1);
+    let keys: Vec<String> = reqwest::get(format!("{}/_sim/idempotency-keys", app.stripe))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        keys.iter()
+            .any(|k| k.starts_with(&format!("user-{user_id}-subscription-cancel-"))),
+        "{keys:?}"
     );
 }

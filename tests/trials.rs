@@ -29,6 +29,8 @@ on_both_backends!(
     an_older_payment_method_event_never_overwrites_a_newer_card,
     a_cancellation_reason_goes_to_stripe_and_the_console_counts_it,
     the_cancel_form_refuses_bad_reasons_forged_requests_and_other_accounts,
+    a_trial_is_offered_once_never_again_after_it_ended,
+    a_removed_card_is_never_brought_back_by_an_older_event,
 );
 
 /// Waits (up to 15 s) until every event the simulator made has been delivered and processed.
@@ -831,4 +833,106 @@ async fn rotate_key_re_seals_the_card_on_file(backend: Backend) {
         303
     );
     account_shows(&browser, "•••• 4242").await;
+}
+
+async fn a_trial_is_offered_once_never_again_after_it_ended(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.signed_in_admin("admin@example.com").await;
+    create_trial_plan(&admin, "Starter", "starter", true).await;
+    let customer = app.signed_in_customer("again@example.com").await;
+    let user_id = app.user_id("again@example.com");
+
+    let confirm = customer
+        .get_text("/billing/checkout?plan=starter&interval=month")
+        .await;
+    assert!(confirm.contains("14-day free trial"), "{confirm}");
+    let (session, url) = checkout(&app, &customer, "starter").await;
+    assert_eq!(session["payment_method_collection"], "if_required");
+    complete_checkout(&customer, &url, &[]).await;
+    settle(&app).await;
+    let sub_id = app.subscription_id(user_id);
+    assert_eq!(
+        app.sim_control(&format!("/_sim/subscriptions/{sub_id}/end_trial"))
+            .await,
+        200
+    );
+    settle(&app).await;
+    assert_eq!(app.subscription_status(user_id), "canceled");
+
+    // Back for another free month: no trial is offered, Checkout asks for a card and charges
+    // from the start.
+    let confirm = customer
+        .get_text("/billing/checkout?plan=starter&interval=month")
+        .await;
+    assert!(
+        confirm.contains("Starter") && !confirm.contains("free trial"),
+        "{confirm}"
+    );
+    let (session, url) = checkout(&app, &customer, "starter").await;
+    assert_eq!(session["payment_method_collection"], "always");
+    let page = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    assert!(
+        !page.contains("days free") && !page.contains("No card needed"),
+        "{page}"
+    );
+    assert!(page.contains("Pay with card"), "{page}");
+}
+
+async fn a_removed_card_is_never_brought_back_by_an_older_event(backend: Backend) {
+    let (app, _) = TestApp::with_pro_plan(backend).await;
+    let customer = app.signed_in_customer("removed@example.com").await;
+    app.subscribe(&customer, "pro").await;
+    account_shows(&customer, "•••• 4242").await;
+    settle(&app).await;
+    let events = app.stripe_events().await;
+    let attached = events_of(&events, "payment_method.attached")[0].clone();
+    let created = attached["created"].as_i64().unwrap();
+    let card = attached["data"]["object"].clone();
+    let customer_id = card["customer"].clone();
+
+    // Removed at Stripe: the detached object no longer names its customer, the event does.
+    let mut detached_card = card.clone();
+    detached_card["customer"] = Value::Null;
+    let mut detached = card_event(
+        "evt_1CardDetached",
+        "payment_method.detached",
+        &detached_card,
+        created + 60,
+    );
+    detached["data"]["previous_attributes"] = json!({ "customer": customer_id });
+    app.assert_webhook_accepted(&detached).await;
+    let account = customer.get_text("/account").await;
+    assert!(
+        account.contains("No card on file") && !account.contains("4242"),
+        "{account}"
+    );
+
+    // An update of that card from before its removal arrives late: it stays removed.
+    app.assert_webhook_accepted(&card_event(
+        "evt_1LateCardUpdate",
+        "payment_method.updated",
+        &card,
+        created + 30,
+    ))
+    .await;
+    let account = customer.get_text("/account").await;
+    assert!(
+        account.contains("No card on file") && !account.contains("4242"),
+        "{account}"
+    );
+
+    // A card added after the removal is shown.
+    let mut newer = card.clone();
+    newer["id"] = json!("pm_1NewCardAfter");
+    newer["card"]["last4"] = json!("4444");
+    newer["card"]["brand"] = json!("mastercard");
+    app.assert_webhook_accepted(&card_event(
+        "evt_1NewCardAfter",
+        "payment_method.attached",
+        &newer,
+        created + 90,
+    ))
+    .await;
+    let account = customer.get_text("/account").await;
+    assert!(account.contains("•••• 4444"), "{account}");
 }

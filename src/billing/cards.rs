@@ -128,7 +128,7 @@ pub fn forget(
     if card.payment_method != payment_method {
         return Ok(false);
     }
-    Ok(payment_card::delete_if_not_newer(conn, user_id, as_of)?)
+    Ok(payment_card::remove_if_not_newer(conn, user_id, as_of)?)
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,6 +17,8 @@ use super::subscriptions::{self, FreeStart, SubscriptionView};
 use super::{Billing, BillingError, GatewayError, Operation, OperationClass, customers, portal};
 use crate::accounts::{User, UserId};
 use crate::audit::Actor;
+use crate::db::models::subscription;
+use crate::db::{Db, DbError};
 use crate::stripe_id::CustomerId;
 
 /// Where choosing a plan leads.
@@ -67,6 +69,15 @@ pub async fn start(
     Ok(Started::Stripe(url))
 }
 
+/// Whether `user_id` may take a plan's trial: a trial is for a first subscription only, so
+/// anyone who has had one (trialing, canceled or ended) pays from the start and a card-free
+/// trial cannot be taken again and again.
+pub async fn trial_offered(db: &Db, user_id: UserId) -> Result<bool, DbError> {
+    db.run(move |conn| subscription::count_for_user(conn, user_id))
+        .await
+        .map(|count| count == 0)
+}
+
 /// A Stripe Checkout Session for `price` (with the plan's trial), returning its page.
 async fn session_url(
     billing: Billing<'_>,
@@ -82,7 +93,10 @@ async fn session_url(
     let base = billing.public_url;
     let success = format!("{base}/billing/success?session_id={{CHECKOUT_SESSION_ID}}");
     let cancel = format!("{base}/billing/cancel");
-    let trial = u32::try_from(plan.trial_days).ok().filter(|d| *d > 0);
+    let first = trial_offered(billing.db, user_id).await?;
+    let trial = u32::try_from(plan.trial_days)
+        .ok()
+        .filter(|d| *d > 0 && first);
     // A card-free trial: Checkout asks for a card only if one is required (it is not during a
     // trial), and a trial that ends without one cancels the subscription: never a charge
     // attempt on nothing.

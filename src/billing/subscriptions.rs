@@ -557,16 +557,31 @@ pub async fn set_cancel_at_period_end(
     let Some(current) = current(db, user_id).await?.filter(|s| s.is_live()) else {
         return Ok(CancelChange::NoSubscription);
     };
-    let (step, kind) = match cancel {
-        Some(_) => ("subscription-cancel", Kind::SubscriptionCancelRequested),
-        None => ("subscription-resume", Kind::SubscriptionResumed),
-    };
     let stripe_id = &current.stripe_id;
+    // Decided on Stripe's state, not the local copy: a customer who just paid on the hosted
+    // invoice page (its webhook still on the way) is no longer past due, and a renewal that
+    // failed a moment ago already is.
+    let observed_at = now();
+    let at_stripe = gateway
+        .call(OperationClass::Subscription, user_id, None, || {
+            RetrieveSubscription::new(stripe_id.expose())
+        })
+        .await?;
+    let status = SubscriptionStatus::from(at_stripe.status.as_str());
+    if !status.is_live() {
+        record(db, user_id, &at_stripe, observed_at).await?;
+        return Ok(CancelChange::NoSubscription);
+    }
+    // One key per request whatever Stripe's state: a replayed operation id never makes a
+    // different write (Stripe refuses a key reused for another request).
+    let step = match cancel {
+        Some(_) => "subscription-cancel",
+        None => "subscription-resume",
+    };
+    let key = operation.idempotency_key(step);
     // Past due: canceled at once, so Stripe stops collecting the open invoice (no more
     // attempts, no charge after cancelling); no final invoice and no credit.
-    let (step, kind, sub) = if cancel.is_some() && current.status == SubscriptionStatus::PastDue {
-        let step = "subscription-cancel-now";
-        let key = operation.idempotency_key(step);
+    let (kind, sub) = if cancel.is_some() && status == SubscriptionStatus::PastDue {
         let sub = gateway
             .call(OperationClass::Subscription, user_id, Some(&key), || {
                 let request = CancelSubscription::new(stripe_id.expose())
@@ -580,9 +595,8 @@ pub async fn set_cancel_at_period_end(
                 }
             })
             .await?;
-        (step, Kind::PastDueSubscriptionCanceled, sub)
+        (Kind::PastDueSubscriptionCanceled, sub)
     } else {
-        let key = operation.idempotency_key(step);
         let sub = gateway
             .call(OperationClass::Subscription, user_id, Some(&key), || {
                 let update = UpdateSubscription::new(stripe_id.expose());
@@ -596,9 +610,12 @@ pub async fn set_cancel_at_period_end(
                 }
             })
             .await?;
-        (step, kind, sub)
+        let kind = match cancel {
+            Some(_) => Kind::SubscriptionCancelRequested,
+            None => Kind::SubscriptionResumed,
+        };
+        (kind, sub)
     };
-    let key = operation.idempotency_key(step);
     let event = actor.event(kind).details(serde_json::json!({
         "subscription": stripe_id.to_string(),
         "reason": cancel.and_then(|r| r.feedback()),

@@ -335,6 +335,7 @@ diesel::table! {
         key_id -> Text,
         stripe_updated_at -> Timestamp,
         updated_at -> Timestamp,
+        removed -> Bool,
     }
 }
 

@@ -1034,7 +1034,7 @@ async fn cancel_subscription(
         );
         // Stripe stops collecting a canceled subscription's invoices: no further attempts.
         let mut events = vec![event];
-        events.extend(crate::controls::void_open_invoices(state, &id));
+        events.extend(crate::controls::stop_collecting(state, &id));
         Ok((value, events))
     })
 }

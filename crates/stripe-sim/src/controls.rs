@@ -385,7 +385,7 @@ pub fn renew(state: &mut SimState, sub_id: &str, paid: bool) -> Option<Vec<Event
             None,
             None,
         ));
-        events.extend(void_open_invoices(state, sub_id));
+        events.extend(stop_collecting(state, sub_id));
         return Some(events);
     }
     // A schedule's next phase starts with the new period (its price, its quantity).
@@ -508,10 +508,10 @@ pub fn collect_invoice(
     InvoicePayment::Paid(events)
 }
 
-/// A subscription was canceled: its open invoices are voided (Stripe stops collecting them,
-/// no further attempt is made). Their `invoice.voided` events.
-pub fn void_open_invoices(state: &mut SimState, subscription: &str) -> Vec<Event> {
-    let now = unix_now();
+/// A subscription was canceled: as Stripe does, its open invoices stay open but are no longer
+/// collected (`auto_advance` false, no next payment attempt); the customer may still pay one on
+/// its hosted page. Their `invoice.updated` events.
+pub fn stop_collecting(state: &mut SimState, subscription: &str) -> Vec<Event> {
     let mut open: Vec<Invoice> = state
         .invoices
         .values()
@@ -521,14 +521,21 @@ pub fn void_open_invoices(state: &mut SimState, subscription: &str) -> Vec<Event
     open.sort_by_key(|i| i.created);
     let mut events = Vec::new();
     for mut invoice in open {
-        invoice.status = InvoiceStatus::Void;
-        invoice.voided_at = Some(now);
         invoice.next_payment_attempt = None;
         let value = objects::invoice(state, &invoice);
         state.invoices.insert(invoice.id.clone(), invoice);
-        events.push(Sim::event(state, "invoice.voided", value, None, None));
+        events.push(Sim::event(state, "invoice.updated", value, None, None));
     }
     events
+}
+
+/// Whether Stripe still collects `invoice` by itself: open, of a subscription not canceled.
+pub fn collected_automatically(state: &SimState, invoice: &Invoice) -> bool {
+    invoice.status == InvoiceStatus::Open
+        && state
+            .subscriptions
+            .get(&invoice.subscription)
+            .is_some_and(|s| s.status != SubscriptionStatus::Canceled)
 }
 
 /// Stripe's notice three days before a trial ends: `customer.subscription.trial_will_end`.
@@ -696,7 +703,19 @@ async fn retry_route(
             );
         }
     };
-    let outcome = collect_invoice(&mut sim.state(), &id, None, pays);
+    let mut state = sim.state();
+    let stopped = state
+        .invoices
+        .get(id.as_str())
+        .is_some_and(|i| i.status == InvoiceStatus::Open && !collected_automatically(&state, i));
+    if stopped {
+        return sim_error(
+            actix_web::http::StatusCode::CONFLICT,
+            "the invoice's subscription is canceled: Stripe no longer retries it",
+        );
+    }
+    let outcome = collect_invoice(&mut state, &id, None, pays);
+    drop(state);
     let (status, events) = match outcome {
         InvoicePayment::Paid(events) | InvoicePayment::Declined(_, events) => {
             (actix_web::http::StatusCode::OK, events)

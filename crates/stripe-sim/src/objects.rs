@@ -216,7 +216,7 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
         "id": i.id, "object": "invoice", "account_country": "US", "account_name": state.business_name,
         "account_tax_ids": null, "amount_due": i.amount_due, "amount_overpaid": 0, "amount_paid": i.amount_paid,
         "amount_remaining": i.amount_due - i.amount_paid, "amount_shipping": 0, "application": null,
-        "attempt_count": i.attempt_count, "attempted": true, "auto_advance": i.status == InvoiceStatus::Open,
+        "attempt_count": i.attempt_count, "attempted": true, "auto_advance": crate::controls::collected_automatically(state, i),
         "automatic_tax": { "disabled_reason": null, "enabled": false, "liability": null, "provider": null, "status": null },
         "billing_reason": i.billing_reason, "collection_method": "charge_automatically", "created": i.created,
         "currency": i.currency, "custom_fields": null, "customer": i.customer, "customer_address": null,

@@ -242,7 +242,7 @@ pub const MISSING_PAYMENT_METHOD: [&str; 3] = ["cancel", "create_invoice", "paus
 pub enum InvoiceStatus {
     Open,
     Paid,
-    /// Voided: never collected (a past-due subscription was canceled).
+    /// Voided: never collected.
     Void,
 }
 

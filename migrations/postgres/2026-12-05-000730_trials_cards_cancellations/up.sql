@@ -7,12 +7,15 @@ CREATE TABLE plan_trial_options (
 
 -- The card on file, as Stripe shows it (brand, last 4, expiry), sealed with AAD bound to the
 -- user; `stripe_updated_at` is the Stripe time of the event it is as of (older events lose).
+-- A detached card is kept as `removed` with the detach's time, so that an older event arriving
+-- late cannot bring it back.
 CREATE TABLE payment_cards (
     user_id BIGINT PRIMARY KEY NOT NULL REFERENCES users (id) ON DELETE CASCADE,
     card_sealed BYTEA NOT NULL,
     key_id TEXT NOT NULL,
     stripe_updated_at TIMESTAMP NOT NULL,
-    updated_at TIMESTAMP NOT NULL
+    updated_at TIMESTAMP NOT NULL,
+    removed BOOLEAN NOT NULL DEFAULT FALSE
 );
 CREATE INDEX payment_cards_key_id ON payment_cards (key_id);
 

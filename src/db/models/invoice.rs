@@ -10,7 +10,7 @@ use diesel::Connection as _;
 use diesel::prelude::*;
 
 use crate::db::models::user::UserId;
-use crate::db::schema::{invoices, plan_past_due_grace};
+use crate::db::schema::{invoices, plan_past_due_grace, subscriptions};
 use crate::db::{DbConnection, DbError, now, per_backend};
 use crate::stripe_id::{InvoiceId, SubscriptionId};
 
@@ -179,16 +179,23 @@ pub fn page_for_user(
         .load(conn)?)
 }
 
-/// The user's oldest open invoice whose payment failed: what a past-due customer is asked to
-/// pay. One indexed query (every signed-in page asks).
+/// The user's oldest open invoice whose payment failed, of a subscription still live: what a
+/// past-due customer is asked to pay. Stripe leaves a cancelled subscription's invoice open
+/// (it only stops collecting it), so the subscription's status decides, not the invoice's.
+/// One indexed query (every signed-in page asks).
 pub fn oldest_failed_open(
     conn: &mut DbConnection,
     user_id: UserId,
 ) -> Result<Option<InvoiceRow>, DbError> {
+    let live = subscriptions::table
+        .filter(subscriptions::user_id.eq(user_id))
+        .filter(subscriptions::status.eq_any(["past_due", "unpaid", "active", "trialing"]))
+        .select(subscriptions::stripe_subscription_id.nullable());
     Ok(invoices::table
         .filter(invoices::user_id.eq(user_id))
         .filter(invoices::status.eq(OPEN))
         .filter(invoices::payment_failed_at.is_not_null())
+        .filter(invoices::stripe_subscription_id.eq_any(live))
         .order(invoices::payment_failed_at.asc())
         .select(InvoiceRow::as_select())
         .first(conn)

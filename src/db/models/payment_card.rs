@@ -1,5 +1,6 @@
 //! `payment_cards`: each user's card on file as Stripe shows it, sealed (brand, last 4 and
-//! expiry together), with the Stripe time it is as of.
+//! expiry together), with the Stripe time it is as of. A detached card stays as a `removed`
+//! row with the detach's time: an older event arriving after it never brings the card back.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -16,21 +17,24 @@ pub struct PaymentCardRow {
     pub key_id: String,
     pub stripe_updated_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    pub removed: bool,
 }
 
+/// The user's card on file (not a removed one).
 pub fn for_user(
     conn: &mut DbConnection,
     user_id: UserId,
 ) -> Result<Option<PaymentCardRow>, DbError> {
     Ok(payment_cards::table
         .find(user_id)
+        .filter(payment_cards::removed.eq(false))
         .select(PaymentCardRow::as_select())
         .first(conn)
         .optional()?)
 }
 
-/// Stores the sealed card as of `as_of`, unless a card as of a later time is stored (events
-/// arrive out of order). Returns whether it was written.
+/// Stores the sealed card as of `as_of`, unless a card as of a later time is stored, or was
+/// removed later (events arrive out of order). Returns whether it was written.
 pub fn upsert_if_newer(
     conn: &mut DbConnection,
     user_id: UserId,
@@ -50,6 +54,7 @@ pub fn upsert_if_newer(
             payment_cards::key_id.eq(key_id),
             payment_cards::stripe_updated_at.eq(as_of),
             payment_cards::updated_at.eq(at),
+            payment_cards::removed.eq(false),
         ))
         .execute(conn)
     };
@@ -71,19 +76,26 @@ pub fn upsert_if_newer(
     Ok(update(conn)? > 0)
 }
 
-/// Removes the card as of `as_of` (detached), unless a later card is stored.
-pub fn delete_if_not_newer(
+/// Marks the card removed as of `as_of` (detached), unless a later card is stored. The row
+/// stays, with the detach's time, so that an older event cannot bring the card back.
+pub fn remove_if_not_newer(
     conn: &mut DbConnection,
     user_id: UserId,
     as_of: NaiveDateTime,
 ) -> Result<bool, DbError> {
-    let deleted = diesel::delete(
+    let removed = diesel::update(
         payment_cards::table
             .find(user_id)
+            .filter(payment_cards::removed.eq(false))
             .filter(payment_cards::stripe_updated_at.le(as_of)),
     )
+    .set((
+        payment_cards::removed.eq(true),
+        payment_cards::stripe_updated_at.eq(as_of),
+        payment_cards::updated_at.eq(now()),
+    ))
     .execute(conn)?;
-    Ok(deleted > 0)
+    Ok(removed > 0)
 }
 
 pub fn not_under_key(

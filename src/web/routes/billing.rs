@@ -336,6 +336,8 @@ struct PlanConfirmPage {
     operation_id: String,
     /// A per-seat plan's range of seats.
     seats: Option<(u64, u64)>,
+    /// Whether the plan's trial is offered (a first subscription only).
+    trial_offered: bool,
 }
 
 #[derive(Deserialize)]
@@ -374,6 +376,7 @@ pub async fn confirm(
         subscribed_to: current.map(|s| s.plan.map_or_else(|| "a plan".into(), |p| p.name)),
         operation_id: operation_id()?,
         plan,
+        trial_offered: checkout::trial_offered(&state.db, user.0.id).await?,
     })
 }
 
