@@ -15,7 +15,7 @@ const PHONE = { width: 390, height: 844 };
 async function navFits(page) {
   const nav = page.getByRole('navigation', { name: 'Admin' });
   const links = nav.getByRole('link');
-  await expect(links).toHaveCount(9);
+  await expect(links).toHaveCount(11);
   const width = page.viewportSize().width;
   for (const link of await links.all()) {
     await expect(link).toBeVisible();

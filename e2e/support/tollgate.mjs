@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 
 export const PASSWORD = 'correct horse battery staple';
+/** The secret key `serve --with-stripe-sim` gives Tollgate (a dummy: the simulator's only). */
+const DEMO_KEY = 'sk_test_DUMMYofflinedemo';
 
 /** The tollgate binary `./scripts/test` built (TOLLGATE_BIN), else the default debug build. */
 function binary() {
@@ -36,6 +38,7 @@ export class Tollgate {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const server = new Tollgate(child, dir);
+    server.sim = (await server.#announced(/Stripe simulator at (\S+) /)).replace(/\/$/, '');
     server.base = await server.#announced(/tollgate: open (\S+)\s/);
     // The last line it prints at start-up: how to become an admin.
     await server.#announced(/from any directory: (.+)\n/);
@@ -87,6 +90,34 @@ export class Tollgate {
       encoding: 'utf8',
     });
     if (out.status !== 0) throw new Error(`create-admin failed (${out.status}): ${out.stderr}`);
+  }
+
+  /**
+   * What only Stripe can do (time passing, a renewal): a POST to one of the simulator's
+   * `/_sim/…` controls, e.g. `/_sim/subscriptions/sub_…/renew?outcome=failed`.
+   */
+  async simControl(path) {
+    const response = await fetch(`${this.sim}${path}`, { method: 'POST' });
+    if (!response.ok) throw new Error(`simulator control ${path} answered ${response.status}: ${await response.text()}`);
+    return response.json();
+  }
+
+  /** A GET on the simulator's Stripe API with the demo's test key (`/v1/…`). */
+  async stripeGet(path) {
+    const response = await fetch(`${this.sim}${path}`, { headers: { Authorization: `Bearer ${DEMO_KEY}` } });
+    if (!response.ok) throw new Error(`GET ${path} answered ${response.status}: ${await response.text()}`);
+    return response.json();
+  }
+
+  /** The Stripe subscription of the customer with this email, as the simulator holds it. */
+  async subscriptionOf(email) {
+    const customers = await this.stripeGet('/v1/customers?limit=100');
+    const customer = customers.data.find((c) => c.email === email);
+    if (!customer) throw new Error(`no Stripe customer for ${email}`);
+    const subs = await this.stripeGet(`/v1/subscriptions?customer=${customer.id}&status=all&limit=100`);
+    const sub = subs.data.find((s) => s.customer === customer.id);
+    if (!sub) throw new Error(`no Stripe subscription for ${email}`);
+    return sub;
   }
 
   /** Lines the server logged at ERROR or WARN (a journey should cause none). */
