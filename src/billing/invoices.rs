@@ -64,6 +64,36 @@ pub fn store(
     invoice::upsert(conn, user_id, &inv.id, &state)
 }
 
+/// Whether `row` (as stored) and `inv` (as an event reports it) differ in what Tollgate keeps.
+pub fn differs(row: &InvoiceRow, inv: &StripeInvoice) -> bool {
+    row.status != inv.status
+        || row.number != inv.number
+        || row.amount_due != inv.amount_due
+        || row.amount_paid != inv.amount_paid
+        || row.amount_remaining != inv.amount_remaining
+        || row.hosted_invoice_url != inv.hosted_invoice_url
+        || row.invoice_pdf != inv.invoice_pdf
+}
+
+/// [`store`] for a webhook event created at `created`: an event of the same second as the
+/// stored state but with other content cannot be ordered by time, so the invoice is also asked
+/// to be read again from Stripe (after the commit; see `reconcile::refetch`).
+pub fn store_event(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    inv: &StripeInvoice,
+    created: NaiveDateTime,
+) -> Result<bool, DbError> {
+    if let Some(stored) = invoice::find_by_stripe_id(conn, &inv.id)?
+        && stored.user_id == user_id
+        && stored.stripe_updated_at == created
+        && differs(&stored, inv)
+    {
+        crate::reconcile::refetch::request_invoice(conn, &inv.id, user_id)?;
+    }
+    store(conn, user_id, inv, created)
+}
+
 /// A payment of the invoice failed at `at`: the subscription's past-due grace starts (once: the
 /// first failure counts), for its plan's grace days or `default_days`.
 pub fn payment_failed(
