@@ -24,6 +24,7 @@ on_both_backends!(
     parked_refetches_neither_block_new_ties_nor_outlive_a_sync,
     sync_replays_an_event_missed_behind_a_later_delivered_one,
     sync_replays_nothing_before_the_first_stored_event,
+    the_drift_page_spends_no_customer_budget_and_survives_a_throttle,
 );
 
 /// `tollgate {args}` on the app's database and simulator (as an operator runs it).
@@ -648,4 +649,42 @@ async fn sync_replays_nothing_before_the_first_stored_event(backend: Backend) {
     assert!(stdout.contains("nothing to replay"), "{stdout}");
     assert!(!stdout.contains("replayed event"), "{stdout}");
     assert_eq!(stored_events(&app), 0);
+}
+
+/// Attacker review, finding 10: the drift page reads Stripe under the system's throttle key,
+/// not each customer's, and a customer that cannot be read now shows as not checked instead
+/// of failing the whole page.
+async fn the_drift_page_spends_no_customer_budget_and_survives_a_throttle(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.stripe.throttle.subscription_per_minute = 1;
+    })
+    .await;
+    let admin = app.signed_in_admin("admin@example.com").await;
+    assert_eq!(admin.create_plan("Pro", "pro", "2500").await.status(), 303);
+    let ada = app.signed_in_customer("ada@example.com").await;
+    app.subscribe(&ada, "pro").await;
+    let bea = app.signed_in_customer("bea@example.com").await;
+    app.subscribe(&bea, "pro").await;
+    all_delivered(&app).await;
+    let (ada_id, bea_id) = (
+        app.user_id("ada@example.com"),
+        app.user_id("bea@example.com"),
+    );
+    // One read a minute in all: the first customer is checked, the second is not.
+    let res = admin.get("/admin/drift").await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("1 customer(s) on this page"), "{page}");
+    assert!(page.contains("Not checked"), "{page}");
+    assert!(page.contains(&format!("account {bea_id}.")), "{page}");
+    // Again: nobody can be read, the page still shows (each customer's own budget was never
+    // spent: per customer, the first view would have read both).
+    let res = admin.get("/admin/drift").await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("0 customer(s) on this page"), "{page}");
+    assert!(
+        page.contains(&format!("accounts {ada_id}, {bea_id}.")),
+        "{page}"
+    );
 }

@@ -383,9 +383,11 @@ impl Reconciler {
         // Stripe's state as of the moment before it is read: a webhook of a later second
         // that is stored while the pages are read is never overwritten by them.
         let observed_at = now();
+        // Reconciliation's reads count against the system's own throttle key, never the
+        // customer's (a console page must not spend a customer's budget for plan changes).
         let remote = self
             .list_all(
-                user_id,
+                UserId::from(SYSTEM),
                 OperationClass::Subscription,
                 "/subscriptions",
                 &query,
@@ -609,6 +611,9 @@ pub struct DriftPage {
     pub differences: Vec<Difference>,
     /// Customers compared on this page.
     pub checked: usize,
+    /// Customers whose state could not be read from Stripe now (throttled, Stripe down): shown
+    /// as not checked rather than failing the page.
+    pub unchecked: Vec<UserId>,
     /// The account id the next page starts after, if more customers follow.
     pub next_after: Option<i64>,
 }
@@ -628,13 +633,24 @@ impl Reconciler {
         let mut page = DriftPage {
             differences: Vec::new(),
             checked: 0,
+            unchecked: Vec::new(),
             next_after: None,
         };
         for row in rows.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
-            let report = self.run(Scope::Account(row.user_id), true, actor).await?;
-            page.checked += 1;
-            page.differences.extend(report.differences);
             page.next_after = more.then_some(row.user_id.get());
+            match self.run(Scope::Account(row.user_id), true, actor).await {
+                Ok(report) => {
+                    page.checked += 1;
+                    page.differences.extend(report.differences);
+                }
+                Err(SyncError::Gateway(GatewayError::NotConfigured)) => {
+                    return Err(GatewayError::NotConfigured.into());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, user_id = %row.user_id, "could not compare a customer with Stripe");
+                    page.unchecked.push(row.user_id);
+                }
+            }
         }
         Ok(page)
     }
