@@ -23,6 +23,7 @@ on_both_backends!(
     the_grace_is_the_configured_default,
     an_admin_sets_a_plans_own_grace,
     cancelling_a_past_due_subscription_stops_payment_attempts,
+    past_due_without_a_known_failed_invoice_still_ends_after_the_grace,
 );
 
 /// The invoices stored for `user_id`: (Stripe id, status).
@@ -522,4 +523,33 @@ async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Back
             .await
             .contains("banner-past-due")
     );
+}
+
+/// Attacker review, finding 11: a subscription reported past due with no failed invoice on
+/// record (its `invoice.payment_failed` lost) does not keep its access forever: the grace runs
+/// from when it was first seen past due.
+async fn past_due_without_a_known_failed_invoice_still_ends_after_the_grace(backend: Backend) {
+    let (app, _) = TestApp::with_pro_plan(backend).await;
+    let reader = app.service_token("gate", &[Scope::EntitlementsRead]);
+    let (_customer, user_id, sub) = subscribed(&app, "lost@example.com").await;
+    // Eight days ago Stripe said past due; the invoice's failure never arrived.
+    let nine_days_ago = chrono::Utc::now().naive_utc() - chrono::Duration::days(9);
+    let id = sub.clone();
+    app.query(move |conn| {
+        Ok(diesel::update(
+            subscriptions::table.filter(subscriptions::stripe_subscription_id.eq(id)),
+        )
+        .set(subscriptions::stripe_updated_at.eq(nine_days_ago))
+        .execute(conn)?)
+    });
+    let mut object = app.stripe_get(&format!("/v1/subscriptions/{sub}")).await;
+    object["status"] = json!("past_due");
+    let mut event = stripe_event("customer.subscription.updated", "evt_lostFailure");
+    event["created"] = json!((chrono::Utc::now() - chrono::Duration::days(8)).timestamp());
+    event["data"]["object"] = object;
+    app.assert_webhook_accepted(&event).await;
+    let after = entitlements(&app, &reader, user_id).await;
+    assert_eq!(after["status"], "past_due");
+    assert_eq!(after["active"], false, "{after}");
+    assert_eq!(after["reason"], "past_due");
 }

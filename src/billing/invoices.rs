@@ -125,10 +125,24 @@ fn grace_days(
     Ok(own.unwrap_or(i64::from(default_days)))
 }
 
+/// The grace of a past-due subscription none of whose failed invoices is known: its plan's
+/// own, else `PAST_DUE_GRACE_DAYS`'s default (the configured value is not at hand here).
+pub const FALLBACK_GRACE_DAYS: u32 = 7;
+
 /// Whether a past-due subscription's grace is over (its first failed payment was longer ago
-/// than the grace). Unknown (no failed invoice recorded yet): not over.
+/// than the grace). With no failed invoice recorded (its `invoice.payment_failed` missed or
+/// late), the grace runs from the time the subscription was first seen past due.
 pub fn grace_is_over(conn: &mut DbConnection, sub: &SubscriptionId) -> Result<bool, DbError> {
-    Ok(invoice::grace_ends_for_subscription(conn, sub)?.is_some_and(|ends| ends <= now()))
+    let ends = match invoice::grace_ends_for_subscription(conn, sub)? {
+        Some(ends) => Some(ends),
+        None => match subscription::past_due_since(conn, sub)? {
+            Some(since) => {
+                Some(since + chrono::Duration::days(grace_days(conn, sub, FALLBACK_GRACE_DAYS)?))
+            }
+            None => None,
+        },
+    };
+    Ok(ends.is_some_and(|ends| ends <= now()))
 }
 
 /// The hosted page of the invoice a past-due customer should pay, if there is one: what the

@@ -332,6 +332,13 @@ diesel::table! {
 
 diesel::joinable!(invoices -> users (user_id));
 diesel::joinable!(plan_past_due_grace -> plans (plan_id));
+diesel::table! {
+    subscription_past_due (stripe_subscription_id) {
+        stripe_subscription_id -> Text,
+        since -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -354,5 +361,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_past_due_grace,
     plan_trial_options,
     payment_cards,
-    cancellation_feedback
+    cancellation_feedback,
+    subscription_past_due
 );
