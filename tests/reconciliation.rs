@@ -25,6 +25,7 @@ on_both_backends!(
     sync_replays_an_event_missed_behind_a_later_delivered_one,
     sync_replays_nothing_before_the_first_stored_event,
     the_drift_page_spends_no_customer_budget_and_survives_a_throttle,
+    import_again_brings_the_subscriptions_of_an_already_linked_customer,
 );
 
 /// `tollgate {args}` on the app's database and simulator (as an operator runs it).
@@ -687,4 +688,45 @@ async fn the_drift_page_spends_no_customer_budget_and_survives_a_throttle(backen
         page.contains(&format!("accounts {ada_id}, {bea_id}.")),
         "{page}"
     );
+}
+
+/// Attacker review, finding 11: when importing a customer's subscriptions failed after the
+/// link was written, the next `import-stripe --apply` imports them (the customer is already
+/// linked, not skipped).
+async fn import_again_brings_the_subscriptions_of_an_already_linked_customer(backend: Backend) {
+    let (app, _admin) = TestApp::with_pro_plan(backend).await;
+    app.signed_in_customer("dee@example.com").await;
+    let price: String = app.query(|conn| {
+        use tollgate::db::schema::plans;
+        Ok(plans::table
+            .select(plans::stripe_price_id)
+            .first::<Option<String>>(conn)?
+            .unwrap())
+    });
+    let dee = stripe_post(&app, "/v1/customers", &[("email", "dee@example.com")]).await;
+    let dee = dee["id"].as_str().unwrap().to_owned();
+    let sub = stripe_post(
+        &app,
+        "/v1/subscriptions",
+        &[
+            ("customer", dee.as_str()),
+            ("items[0][price]", price.as_str()),
+            ("trial_period_days", "14"),
+        ],
+    )
+    .await;
+    let sub = sub["id"].as_str().unwrap().to_owned();
+    let (code, _, stderr) = tollgate(&app, &["import-stripe", "--apply"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let dee_id = app.user_id("dee@example.com");
+    assert_eq!(app.subscription_id(dee_id), sub);
+    // As if Stripe had failed after the link committed: her subscription never arrived.
+    app.query(move |conn| {
+        Ok(diesel::delete(subscriptions::table.filter(subscriptions::user_id.eq(dee_id)))
+            .execute(conn)?)
+    });
+    let (code, stdout, stderr) = tollgate(&app, &["import-stripe", "--apply"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("linked 0 customer(s)"), "{stdout}");
+    assert_eq!(app.subscription_id(dee_id), sub, "{stdout}");
 }

@@ -21,7 +21,7 @@ use crate::stripe_id::CustomerId;
 pub enum Decision {
     /// Linked to this account (or, in a dry run, would be).
     Link(UserId),
-    /// Already this account's customer: nothing to do.
+    /// Already this account's customer: its subscriptions are synced again (with `--apply`).
     AlreadyLinked(UserId),
     NoEmail,
     NoAccount,
@@ -184,8 +184,14 @@ pub async fn import(
                 }
             },
         };
-        if let (true, Decision::Link(user)) = (apply, &decision) {
+        if let Decision::Link(user) = &decision
+            && apply
+        {
             report.linked += 1;
+        }
+        // A customer linked by an earlier run whose subscriptions were not imported then
+        // (Stripe failed after the link committed) is synced again, not skipped.
+        if let (true, Decision::Link(user) | Decision::AlreadyLinked(user)) = (apply, &decision) {
             let found = reconciler.run(Scope::Account(*user), false, actor).await?;
             report.differences.extend(found.differences);
         }
