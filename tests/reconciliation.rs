@@ -722,8 +722,10 @@ async fn import_again_brings_the_subscriptions_of_an_already_linked_customer(bac
     assert_eq!(app.subscription_id(dee_id), sub);
     // As if Stripe had failed after the link committed: her subscription never arrived.
     app.query(move |conn| {
-        Ok(diesel::delete(subscriptions::table.filter(subscriptions::user_id.eq(dee_id)))
-            .execute(conn)?)
+        Ok(
+            diesel::delete(subscriptions::table.filter(subscriptions::user_id.eq(dee_id)))
+                .execute(conn)?,
+        )
     });
     let (code, stdout, stderr) = tollgate(&app, &["import-stripe", "--apply"]).await;
     assert_eq!(code, 0, "{stderr}");
