@@ -184,9 +184,7 @@ pub async fn import(
                 }
             },
         };
-        if let Decision::Link(user) = &decision
-            && apply
-        {
+        if apply && matches!(decision, Decision::Link(_)) {
             report.linked += 1;
         }
         // A customer linked by an earlier run whose subscriptions were not imported then
