@@ -335,6 +335,7 @@ fn run(
         )?,
         metrics,
         server_errors: Arc::new(ServerErrorRate::new(&config.alerts)),
+        refetching: Arc::default(),
     });
     let metrics_server = listeners
         .metrics

@@ -24,6 +24,8 @@ on_both_backends!(
     an_admin_sets_a_plans_own_grace,
     cancelling_a_past_due_subscription_stops_payment_attempts,
     cancelling_after_paying_at_stripe_keeps_the_paid_period,
+    past_due_without_a_known_failed_invoice_still_ends_after_the_grace,
+    same_second_invoice_events_in_the_wrong_order_are_settled_by_stripe,
 );
 
 /// The invoices stored for `user_id`: (Stripe id, status).
@@ -588,4 +590,71 @@ async fn cancelling_after_paying_at_stripe_keeps_the_paid_period(backend: Backen
             .any(|k| k.starts_with(&format!("user-{user_id}-subscription-cancel-"))),
         "{keys:?}"
     );
+}
+
+/// Attacker review, finding 11: a subscription reported past due with no failed invoice on
+/// record (its `invoice.payment_failed` lost) does not keep its access forever: the grace runs
+/// from when it was first seen past due.
+async fn past_due_without_a_known_failed_invoice_still_ends_after_the_grace(backend: Backend) {
+    let (app, _) = TestApp::with_pro_plan(backend).await;
+    let reader = app.service_token("gate", &[Scope::EntitlementsRead]);
+    let (_customer, user_id, sub) = subscribed(&app, "lost@example.com").await;
+    // Eight days ago Stripe said past due; the invoice's failure never arrived.
+    let nine_days_ago = chrono::Utc::now().naive_utc() - chrono::Duration::days(9);
+    let id = sub.clone();
+    app.query(move |conn| {
+        Ok(diesel::update(
+            subscriptions::table.filter(subscriptions::stripe_subscription_id.eq(id)),
+        )
+        .set(subscriptions::stripe_updated_at.eq(nine_days_ago))
+        .execute(conn)?)
+    });
+    let mut object = app.stripe_get(&format!("/v1/subscriptions/{sub}")).await;
+    object["status"] = json!("past_due");
+    let mut event = stripe_event("customer.subscription.updated", "evt_lostFailure");
+    event["created"] = json!((chrono::Utc::now() - chrono::Duration::days(8)).timestamp());
+    event["data"]["object"] = object;
+    app.assert_webhook_accepted(&event).await;
+    let after = entitlements(&app, &reader, user_id).await;
+    assert_eq!(after["status"], "past_due");
+    assert_eq!(after["active"], false, "{after}");
+    assert_eq!(after["reason"], "past_due");
+}
+
+fn invoice_number(app: &TestApp, id: &str) -> Option<String> {
+    let id = id.to_owned();
+    app.query(move |conn| {
+        Ok(invoices::table
+            .filter(invoices::stripe_invoice_id.eq(id))
+            .select(invoices::number)
+            .first(conn)?)
+    })
+}
+
+/// Attacker review, finding 11 (issue 15, point 11): two events of one invoice in the same
+/// second, the older arriving last, are settled by reading the invoice from Stripe.
+async fn same_second_invoice_events_in_the_wrong_order_are_settled_by_stripe(backend: Backend) {
+    let (app, _) = TestApp::with_pro_plan(backend).await;
+    let (_customer, user_id, _sub) = subscribed(&app, "tie@example.com").await;
+    let invoice = stored(&app, user_id)[0].0.clone();
+    let truth = app.stripe_get(&format!("/v1/invoices/{invoice}")).await;
+    let number = truth["number"].as_str().unwrap().to_owned();
+    let second = chrono::Utc::now().timestamp();
+    let event = |id: &str, object: &Value| {
+        let mut event = stripe_event("invoice.paid", id);
+        event["type"] = json!("invoice.updated");
+        event["created"] = json!(second);
+        event["data"]["object"] = object.clone();
+        event
+    };
+    let mut stale = truth.clone();
+    stale["number"] = json!("STALE-0001");
+    app.assert_webhook_accepted(&event("evt_invTieNewer", &truth))
+        .await;
+    app.assert_webhook_accepted(&event("evt_invTieOlder", &stale))
+        .await;
+    until("Stripe's invoice is stored", || {
+        invoice_number(&app, &invoice).as_deref() == Some(number.as_str())
+    })
+    .await;
 }

@@ -21,6 +21,11 @@ on_both_backends!(
     import_links_customers_by_email_and_never_guesses,
     same_second_events_in_the_wrong_order_are_settled_by_stripe,
     the_console_shows_drift_and_an_admin_resyncs_one_customer,
+    parked_refetches_neither_block_new_ties_nor_outlive_a_sync,
+    sync_replays_an_event_missed_behind_a_later_delivered_one,
+    sync_replays_nothing_before_the_first_stored_event,
+    the_drift_page_spends_no_customer_budget_and_survives_a_throttle,
+    import_again_brings_the_subscriptions_of_an_already_linked_customer,
 );
 
 /// `tollgate {args}` on the app's database and simulator (as an operator runs it).
@@ -513,4 +518,238 @@ async fn the_console_shows_drift_and_an_admin_resyncs_one_customer(backend: Back
     assert!(page.contains("no Stripe customer"), "{page}");
     assert_eq!(admin.get("/admin/drift?after=abc").await.status(), 400);
     assert_eq!(mallory.get("/admin/drift").await.status(), 403);
+}
+
+/// Rows of the refetch queue as a test inserts them: `(object id, attempts)`, ada's.
+fn park_refetches(app: &TestApp, user_id: i64, rows: &[(String, i64)]) {
+    let rows = rows.to_vec();
+    app.query(move |conn| {
+        for (id, attempts) in rows {
+            diesel::insert_into(stripe_refetches::table)
+                .values((
+                    stripe_refetches::stripe_object_id.eq(id),
+                    stripe_refetches::object_type.eq("subscription"),
+                    stripe_refetches::user_id.eq(user_id),
+                    stripe_refetches::requested_at
+                        .eq(chrono::Utc::now().naive_utc() - chrono::Duration::hours(1)),
+                    stripe_refetches::attempts.eq(attempts),
+                ))
+                .execute(conn)?;
+        }
+        Ok(())
+    });
+}
+
+fn refetch_pending_for(app: &TestApp, id: &str) -> i64 {
+    let id = id.to_owned();
+    app.query(move |conn| {
+        Ok(stripe_refetches::table
+            .filter(stripe_refetches::stripe_object_id.eq(id))
+            .count()
+            .get_result(conn)?)
+    })
+}
+
+/// Attacker review, finding 5: objects that failed every attempt are parked, not read first
+/// forever (they filled the batch, so a new tie was never settled), and a sync that compared
+/// the object drops its request.
+async fn parked_refetches_neither_block_new_ties_nor_outlive_a_sync(backend: Backend) {
+    let (app, sub) = ada_subscribed(backend).await;
+    let ada = app.user_id("ada@example.com");
+    let dead: Vec<(String, i64)> = (0..25).map(|i| (format!("sub_gone{i:02}"), 5)).collect();
+    park_refetches(&app, ada, &dead);
+    let truth = app.stripe_get(&format!("/v1/subscriptions/{sub}")).await;
+    let second = chrono::Utc::now().timestamp();
+    let event = |id: &str, object: &serde_json::Value| {
+        let mut event = stripe_event("customer.subscription.updated", id);
+        event["created"] = json!(second);
+        event["data"]["object"] = object.clone();
+        event
+    };
+    let mut stale = truth.clone();
+    stale["cancel_at_period_end"] = json!(true);
+    app.assert_webhook_accepted(&event("evt_parkNewer", &truth))
+        .await;
+    app.assert_webhook_accepted(&event("evt_parkOlder", &stale))
+        .await;
+    for _ in 0..100 {
+        if !cancel_at_period_end(&app, &sub) && refetch_pending_for(&app, &sub) == 0 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !cancel_at_period_end(&app, &sub),
+        "the tie is settled despite parked rows"
+    );
+    assert_eq!(refetch_pending_for(&app, &sub), 0);
+    assert_eq!(pending_refetches(&app), 25, "parked rows are not retried");
+
+    // A request for ada's subscription that failed every attempt: a sync compares it anyway.
+    park_refetches(&app, ada, &[(sub.clone(), 5)]);
+    let (code, _, stderr) = tollgate(&app, &["sync"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        refetch_pending_for(&app, &sub),
+        0,
+        "the sync settled the request"
+    );
+}
+
+/// Attacker review, finding 6: an event missed before a later one was delivered is replayed
+/// (the window starts three days before the newest stored event, not at it).
+async fn sync_replays_an_event_missed_behind_a_later_delivered_one(backend: Backend) {
+    let (app, sub) = ada_subscribed(backend).await;
+    assert_eq!(
+        app.sim_control("/_sim/webhooks?auto_deliver=false").await,
+        200
+    );
+    stripe_post(
+        &app,
+        &format!("/v1/subscriptions/{sub}"),
+        &[("cancel_at_period_end", "true")],
+    )
+    .await;
+    let missed = app
+        .stripe_events()
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "customer.subscription.updated")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A later change, a second on, is delivered.
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        app.sim_control("/_sim/webhooks?auto_deliver=true").await,
+        200
+    );
+    stripe_post(
+        &app,
+        &format!("/v1/subscriptions/{sub}"),
+        &[("cancel_at_period_end", "false")],
+    )
+    .await;
+    for _ in 0..100 {
+        if stored_events(&app) >= app.stripe_events().await.len() as i64 - 1 {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stored_event(&app, &missed), 0);
+
+    let (code, stdout, stderr) = tollgate(&app, &["sync"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "replayed event {missed} (customer.subscription.updated)"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(stored_event(&app, &missed), 1);
+    assert!(
+        !cancel_at_period_end(&app, &sub),
+        "the older replayed event does not overwrite the newer state"
+    );
+}
+
+/// Attacker review, finding 6: with no event stored yet (a fresh install, a product just
+/// imported) a sync replays nothing (the customers would hear of 30 days of old news) and
+/// says why.
+async fn sync_replays_nothing_before_the_first_stored_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    assert_eq!(
+        app.sim_control("/_sim/webhooks?auto_deliver=false").await,
+        200
+    );
+    stripe_post(&app, "/v1/customers", &[("email", "old@example.com")]).await;
+    assert!(!app.stripe_events().await.is_empty());
+    assert_eq!(stored_events(&app), 0);
+    let (code, stdout, stderr) = tollgate(&app, &["sync"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("nothing to replay"), "{stdout}");
+    assert!(!stdout.contains("replayed event"), "{stdout}");
+    assert_eq!(stored_events(&app), 0);
+}
+
+/// Attacker review, finding 10: the drift page reads Stripe under the system's throttle key,
+/// not each customer's, and a customer that cannot be read now shows as not checked instead
+/// of failing the whole page.
+async fn the_drift_page_spends_no_customer_budget_and_survives_a_throttle(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.stripe.throttle.subscription_per_minute = 1;
+    })
+    .await;
+    let admin = app.signed_in_admin("admin@example.com").await;
+    assert_eq!(admin.create_plan("Pro", "pro", "2500").await.status(), 303);
+    let ada = app.signed_in_customer("ada@example.com").await;
+    app.subscribe(&ada, "pro").await;
+    let bea = app.signed_in_customer("bea@example.com").await;
+    app.subscribe(&bea, "pro").await;
+    all_delivered(&app).await;
+    let (ada_id, bea_id) = (
+        app.user_id("ada@example.com"),
+        app.user_id("bea@example.com"),
+    );
+    // One read a minute in all: the first customer is checked, the second is not.
+    let res = admin.get("/admin/drift").await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("1 customer(s) on this page"), "{page}");
+    assert!(page.contains("Not checked"), "{page}");
+    assert!(page.contains(&format!("account {bea_id}.")), "{page}");
+    // Again: nobody can be read, the page still shows (each customer's own budget was never
+    // spent: per customer, the first view would have read both).
+    let res = admin.get("/admin/drift").await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("0 customer(s) on this page"), "{page}");
+    assert!(
+        page.contains(&format!("accounts {ada_id}, {bea_id}.")),
+        "{page}"
+    );
+}
+
+/// Attacker review, finding 11: when importing a customer's subscriptions failed after the
+/// link was written, the next `import-stripe --apply` imports them (the customer is already
+/// linked, not skipped).
+async fn import_again_brings_the_subscriptions_of_an_already_linked_customer(backend: Backend) {
+    let (app, _admin) = TestApp::with_pro_plan(backend).await;
+    app.signed_in_customer("dee@example.com").await;
+    let price: String = app.query(|conn| {
+        use tollgate::db::schema::plans;
+        Ok(plans::table
+            .select(plans::stripe_price_id)
+            .first::<Option<String>>(conn)?
+            .unwrap())
+    });
+    let dee = stripe_post(&app, "/v1/customers", &[("email", "dee@example.com")]).await;
+    let dee = dee["id"].as_str().unwrap().to_owned();
+    let sub = stripe_post(
+        &app,
+        "/v1/subscriptions",
+        &[
+            ("customer", dee.as_str()),
+            ("items[0][price]", price.as_str()),
+            ("trial_period_days", "14"),
+        ],
+    )
+    .await;
+    let sub = sub["id"].as_str().unwrap().to_owned();
+    let (code, _, stderr) = tollgate(&app, &["import-stripe", "--apply"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let dee_id = app.user_id("dee@example.com");
+    assert_eq!(app.subscription_id(dee_id), sub);
+    // As if Stripe had failed after the link committed: her subscription never arrived.
+    app.query(move |conn| {
+        Ok(
+            diesel::delete(subscriptions::table.filter(subscriptions::user_id.eq(dee_id)))
+                .execute(conn)?,
+        )
+    });
+    let (code, stdout, stderr) = tollgate(&app, &["import-stripe", "--apply"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("linked 0 customer(s)"), "{stdout}");
+    assert_eq!(app.subscription_id(dee_id), sub, "{stdout}");
 }

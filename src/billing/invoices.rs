@@ -64,6 +64,36 @@ pub fn store(
     invoice::upsert(conn, user_id, &inv.id, &state)
 }
 
+/// Whether `row` (as stored) and `inv` (as an event reports it) differ in what Tollgate keeps.
+pub fn differs(row: &InvoiceRow, inv: &StripeInvoice) -> bool {
+    row.status != inv.status
+        || row.number != inv.number
+        || row.amount_due != inv.amount_due
+        || row.amount_paid != inv.amount_paid
+        || row.amount_remaining != inv.amount_remaining
+        || row.hosted_invoice_url != inv.hosted_invoice_url
+        || row.invoice_pdf != inv.invoice_pdf
+}
+
+/// [`store`] for a webhook event created at `created`: an event of the same second as the
+/// stored state but with other content cannot be ordered by time, so the invoice is also asked
+/// to be read again from Stripe (after the commit; see `reconcile::refetch`).
+pub fn store_event(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    inv: &StripeInvoice,
+    created: NaiveDateTime,
+) -> Result<bool, DbError> {
+    if let Some(stored) = invoice::find_by_stripe_id(conn, &inv.id)?
+        && stored.user_id == user_id
+        && stored.stripe_updated_at == created
+        && differs(&stored, inv)
+    {
+        crate::reconcile::refetch::request_invoice(conn, &inv.id, user_id)?;
+    }
+    store(conn, user_id, inv, created)
+}
+
 /// A payment of the invoice failed at `at`: the subscription's past-due grace starts (once: the
 /// first failure counts), for its plan's grace days or `default_days`.
 pub fn payment_failed(
@@ -95,10 +125,24 @@ fn grace_days(
     Ok(own.unwrap_or(i64::from(default_days)))
 }
 
+/// The grace of a past-due subscription none of whose failed invoices is known: its plan's
+/// own, else `PAST_DUE_GRACE_DAYS`'s default (the configured value is not at hand here).
+pub const FALLBACK_GRACE_DAYS: u32 = 7;
+
 /// Whether a past-due subscription's grace is over (its first failed payment was longer ago
-/// than the grace). Unknown (no failed invoice recorded yet): not over.
+/// than the grace). With no failed invoice recorded (its `invoice.payment_failed` missed or
+/// late), the grace runs from the time the subscription was first seen past due.
 pub fn grace_is_over(conn: &mut DbConnection, sub: &SubscriptionId) -> Result<bool, DbError> {
-    Ok(invoice::grace_ends_for_subscription(conn, sub)?.is_some_and(|ends| ends <= now()))
+    let ends = match invoice::grace_ends_for_subscription(conn, sub)? {
+        Some(ends) => Some(ends),
+        None => match subscription::past_due_since(conn, sub)? {
+            Some(since) => {
+                Some(since + chrono::Duration::days(grace_days(conn, sub, FALLBACK_GRACE_DAYS)?))
+            }
+            None => None,
+        },
+    };
+    Ok(ends.is_some_and(|ends| ends <= now()))
 }
 
 /// The hosted page of the invoice a past-due customer should pay, if there is one: what the

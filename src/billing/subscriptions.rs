@@ -178,6 +178,12 @@ fn write_and_notify(
             return Ok(false);
         }
         if let Some(after) = subscription::find_by_stripe_id(conn, stripe_id)? {
+            subscription::track_past_due(
+                conn,
+                stripe_id,
+                after.status == SubscriptionStatus::PastDue,
+                after.stripe_updated_at,
+            )?;
             let entitled_after = entitlements_in(conn, user_id)?;
             let quantity_after = plan_change::quantity(conn, stripe_id)?;
             notify_change(

@@ -25,6 +25,7 @@ fn reconciler(env_file: &Path) -> Result<Reconciler, CommandError> {
         db,
         gateway: Arc::new(gateway),
         patient: true,
+        refetching: Arc::default(),
     })
 }
 

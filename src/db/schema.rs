@@ -415,6 +415,13 @@ diesel::table! {
 
 diesel::joinable!(invoices -> users (user_id));
 diesel::joinable!(plan_past_due_grace -> plans (plan_id));
+diesel::table! {
+    subscription_past_due (stripe_subscription_id) {
+        stripe_subscription_id -> Text,
+        since -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -443,5 +450,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     plan_seats,
     coupons,
     promotion_codes,
-    subscription_discounts
+    subscription_discounts,
+    subscription_past_due
 );

@@ -23,7 +23,7 @@ pub enum Decision {
     /// Linked to this account (or, in a dry run, would be); when it signed up, for the
     /// operator to judge (Tollgate does not verify e-mail addresses).
     Link(UserId, NaiveDateTime),
-    /// Already this account's customer: nothing to do.
+    /// Already this account's customer: its subscriptions are synced again (with `--apply`).
     AlreadyLinked(UserId),
     NoEmail,
     NoAccount,
@@ -215,8 +215,13 @@ pub async fn import(
                 }
             },
         };
-        if let (true, Decision::Link(user, _)) = (apply, &decision) {
+        if apply && matches!(decision, Decision::Link(..)) {
             report.linked += 1;
+        }
+        // A customer linked by an earlier run whose subscriptions were not imported then
+        // (Stripe failed after the link committed) is synced again, not skipped.
+        if let (true, Decision::Link(user, _) | Decision::AlreadyLinked(user)) = (apply, &decision)
+        {
             let found = reconciler.run(Scope::Account(*user), false, actor).await?;
             report.differences.extend(found.differences);
         }

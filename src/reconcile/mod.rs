@@ -25,13 +25,17 @@ use crate::billing::gateway::{ListJson, ListPage};
 use crate::billing::subscriptions::{AuditOnce, StripeSubscription, record_audited};
 use crate::billing::{BillingError, Gateway, GatewayError, OperationClass, customers};
 use crate::config::Config;
-use crate::db::models::{billing_customer, subscription, webhook_event};
+use crate::db::models::{billing_customer, stripe_refetch, subscription, webhook_event};
 use crate::db::{Db, DbError, now};
 use crate::stripe_id::CustomerId;
 use crate::webhooks::{self, Delivery, IngestError, Ingested, StripeEvent};
 
 /// Stripe keeps events for 30 days: replaying never asks for older ones.
 pub const EVENT_WINDOW_DAYS: i64 = 30;
+
+/// Stripe retries a failed delivery for up to three days: replaying looks back that far
+/// before the newest stored event.
+pub const RETRY_DAYS: i64 = 3;
 
 /// The throttle key of calls made for no one account (listing every customer, the events).
 const SYSTEM: i64 = 0;
@@ -130,6 +134,8 @@ pub struct Reconciler {
     pub gateway: Arc<Gateway>,
     /// Wait out the gateway's throttle (the CLI) rather than give up at once (a console page).
     pub patient: bool,
+    /// The process's single refetch task (see [`refetch::run_pending`]).
+    pub refetching: Arc<refetch::Gate>,
 }
 
 /// A subscription's fields as compared: (name, local, Stripe).
@@ -374,9 +380,14 @@ impl Reconciler {
             ("status", "all".to_owned()),
             ("limit", PAGE.to_owned()),
         ];
+        // Stripe's state as of the moment before it is read: a webhook of a later second
+        // that is stored while the pages are read is never overwritten by them.
+        let observed_at = now();
+        // Reconciliation's reads count against the system's own throttle key, never the
+        // customer's (a console page must not spend a customer's budget for plan changes).
         let remote = self
             .list_all(
-                user_id,
+                UserId::from(SYSTEM),
                 OperationClass::Subscription,
                 "/subscriptions",
                 &query,
@@ -398,6 +409,14 @@ impl Reconciler {
                 continue;
             }
             seen.insert(sub.id.clone());
+            if !dry_run {
+                // Compared with Stripe's state: a same-second tie recorded before the read is
+                // settled (parked ones too).
+                let id = sub.id.expose().to_owned();
+                self.db
+                    .run(move |conn| stripe_refetch::settled_by_sync(conn, &id, observed_at))
+                    .await?;
+            }
             let row = local.iter().find(|r| r.stripe_subscription_id == sub.id);
             let fields = match row {
                 Some(row) => subscription_fields(row, &sub),
@@ -417,7 +436,7 @@ impl Reconciler {
                     &self.db,
                     user_id,
                     sub.clone(),
-                    now(),
+                    observed_at,
                     Some(AuditOnce {
                         event,
                         once,
@@ -456,25 +475,72 @@ impl Reconciler {
         Ok(differences)
     }
 
-    /// Replays the events stored at Stripe since the newest stored one (within Stripe's 30
-    /// days), oldest first, each through the same path as a delivery: events already stored
-    /// are skipped, so a replay applies each event once, whoever delivers it later.
+    /// Replays the events stored at Stripe that Tollgate has not stored, oldest first, each
+    /// through the same path as a delivery: events already stored are skipped, so a replay
+    /// applies each event once, whoever delivers it later. The window starts [`RETRY_DAYS`]
+    /// before the newest stored event (Stripe retries a failed delivery for that long, so an
+    /// event missed behind a later delivered one is still listed), within Stripe's 30 days.
+    /// With no event stored (a fresh install, a product just imported) nothing is replayed:
+    /// what happened before Tollgate listened is not news to send again.
     async fn replay_events(&self, dry_run: bool, report: &mut Report) -> Result<(), SyncError> {
-        let newest = self.db.run(webhook_event::newest_stripe_created).await?;
+        let Some(newest) = self.db.run(webhook_event::newest_stripe_created).await? else {
+            report.events.push(
+                "no Stripe event is stored yet: nothing to replay (events from before Tollgate \
+                 received its first webhook are not replayed)"
+                    .to_owned(),
+            );
+            return Ok(());
+        };
         let floor = now() - chrono::Duration::days(EVENT_WINDOW_DAYS);
-        let since = newest.map_or(floor, |newest| newest.max(floor));
+        let since = (newest - chrono::Duration::days(RETRY_DAYS)).max(floor);
         let query = [
             ("created[gte]", since.and_utc().timestamp().to_string()),
             ("limit", PAGE.to_owned()),
         ];
-        let events = self
-            .list_all(
-                UserId::from(SYSTEM),
-                OperationClass::Default,
-                "/events",
-                &query,
-            )
-            .await?;
+        // Page by page, only the events not stored yet are kept (not the whole window).
+        let mut events = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .page(
+                    UserId::from(SYSTEM),
+                    OperationClass::Default,
+                    "/events",
+                    &query,
+                    cursor.as_deref(),
+                )
+                .await?;
+            let last = page
+                .data
+                .last()
+                .and_then(|o| o.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            let ids: Vec<String> = page
+                .data
+                .iter()
+                .map(|e| e.get("id").and_then(Value::as_str).unwrap_or("").to_owned())
+                .collect();
+            let stored = self
+                .db
+                .run(move |conn| {
+                    ids.iter()
+                        .map(|id| Ok(webhook_event::find(conn, id)?.is_some()))
+                        .collect::<Result<Vec<bool>, DbError>>()
+                })
+                .await?;
+            events.extend(
+                page.data
+                    .into_iter()
+                    .zip(stored)
+                    .filter(|(_, stored)| !stored)
+                    .map(|(event, _)| event),
+            );
+            match (page.has_more, last) {
+                (true, Some(last)) => cursor = Some(last),
+                _ => break,
+            }
+        }
         let live = self.config.stripe.live();
         for value in events.into_iter().rev() {
             let raw =
@@ -545,6 +611,9 @@ pub struct DriftPage {
     pub differences: Vec<Difference>,
     /// Customers compared on this page.
     pub checked: usize,
+    /// Customers whose state could not be read from Stripe now (throttled, Stripe down): shown
+    /// as not checked rather than failing the page.
+    pub unchecked: Vec<UserId>,
     /// The account id the next page starts after, if more customers follow.
     pub next_after: Option<i64>,
 }
@@ -564,13 +633,24 @@ impl Reconciler {
         let mut page = DriftPage {
             differences: Vec::new(),
             checked: 0,
+            unchecked: Vec::new(),
             next_after: None,
         };
         for row in rows.into_iter().take(usize::try_from(limit).unwrap_or(0)) {
-            let report = self.run(Scope::Account(row.user_id), true, actor).await?;
-            page.checked += 1;
-            page.differences.extend(report.differences);
             page.next_after = more.then_some(row.user_id.get());
+            match self.run(Scope::Account(row.user_id), true, actor).await {
+                Ok(report) => {
+                    page.checked += 1;
+                    page.differences.extend(report.differences);
+                }
+                Err(SyncError::Gateway(GatewayError::NotConfigured)) => {
+                    return Err(GatewayError::NotConfigured.into());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, user_id = %row.user_id, "could not compare a customer with Stripe");
+                    page.unchecked.push(row.user_id);
+                }
+            }
         }
         Ok(page)
     }

@@ -3,24 +3,49 @@
 //! handler that meets one whose content differs from what is stored (as of that very second)
 //! records the object ([`request`], inside the ingest transaction: handlers never call
 //! Stripe); [`run_pending`], after the commit, reads the object from Stripe through the gateway
-//! and stores what Stripe says now.
+//! and stores what Stripe says now. Subscriptions and invoices are read again this way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use stripe::StripeRequest;
 
 use crate::accounts::UserId;
-use crate::billing::subscriptions;
-use crate::db::models::stripe_refetch;
+use crate::billing::{GatewayError, OperationClass, invoices, subscriptions};
+use crate::db::models::stripe_refetch::{self, RefetchRow};
 use crate::db::{Db, DbConnection, DbError, now};
-use crate::stripe_id::SubscriptionId;
+use crate::stripe_id::{InvoiceId, SubscriptionId};
 
 use super::Reconciler;
 
 /// The object type of a subscription to read again.
 pub const SUBSCRIPTION: &str = "subscription";
 
+/// The object type of an invoice to read again.
+pub const INVOICE: &str = "invoice";
+
 /// Pending objects read per pass.
 const BATCH: i64 = 20;
 
-/// Attempts after which an object is left for `tollgate sync` (which reads everything anyway).
-const MAX_ATTEMPTS: i64 = 5;
+/// Attempts after which an object is parked for `tollgate sync` (which reads everything
+/// anyway, and drops the requests it settled).
+pub const MAX_ATTEMPTS: i64 = 5;
+
+/// One refetch task at a time per process: webhooks that find one running ask it for another
+/// pass instead of starting their own.
+#[derive(Debug, Default)]
+pub struct Gate {
+    running: AtomicBool,
+    again: AtomicBool,
+}
+
+/// Lets the gate go when the task ends, errors included.
+struct Running<'a>(&'a Gate);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+    }
+}
 
 /// Records that `subscription` must be read again from Stripe (inside the caller's transaction).
 pub fn request(
@@ -31,45 +56,162 @@ pub fn request(
     stripe_refetch::request(conn, SUBSCRIPTION, subscription.expose(), user_id)
 }
 
+/// Records that `invoice` must be read again from Stripe (inside the caller's transaction).
+pub fn request_invoice(
+    conn: &mut DbConnection,
+    invoice: &InvoiceId,
+    user_id: UserId,
+) -> Result<(), DbError> {
+    stripe_refetch::request(conn, INVOICE, invoice.expose(), user_id)
+}
+
+/// `GET /v1/invoices/{id}` as JSON (read as a webhook's invoice object is).
+#[derive(Debug, Clone)]
+struct RetrieveInvoiceJson {
+    path: String,
+}
+
+impl StripeRequest for RetrieveInvoiceJson {
+    type Output = miniserde::json::Value;
+
+    fn build(&self) -> stripe_client_core::RequestBuilder {
+        stripe_client_core::RequestBuilder::new(
+            stripe_client_core::StripeMethod::Get,
+            self.path.clone(),
+        )
+    }
+}
+
 /// Reads every pending object from Stripe and stores what it says; returns how many were
-/// stored. Failures are counted and kept for a later pass.
+/// stored. Failures are counted and kept for a later pass; a throttled read is not a failure.
+/// When a run is already under way in this process, it is asked for one more pass instead.
 pub async fn run_pending(reconciler: &Reconciler) -> Result<usize, DbError> {
+    let gate = &*reconciler.refetching;
+    gate.again.store(true, Ordering::SeqCst);
+    let mut done = 0;
+    loop {
+        if gate.running.swap(true, Ordering::SeqCst) {
+            return Ok(done);
+        }
+        let running = Running(gate);
+        while gate.again.swap(false, Ordering::SeqCst) {
+            let (stored, more) = pass(reconciler).await?;
+            done += stored;
+            if more {
+                gate.again.store(true, Ordering::SeqCst);
+            }
+        }
+        drop(running);
+        // Asked again between the last pass and the release: take it (unless another did).
+        if !gate.again.load(Ordering::SeqCst) {
+            return Ok(done);
+        }
+    }
+}
+
+/// What reading one object again came to.
+enum Read {
+    Stored,
+    Throttled,
+    Failed(String),
+}
+
+/// One batch: (objects stored, whether another pass may find more).
+async fn pass(reconciler: &Reconciler) -> Result<(usize, bool), DbError> {
     let db: &Db = &reconciler.db;
-    let pending = db.run(|conn| stripe_refetch::pending(conn, BATCH)).await?;
+    let pending = db
+        .run(|conn| stripe_refetch::pending(conn, BATCH, MAX_ATTEMPTS))
+        .await?;
+    let full = pending.len() as i64 == BATCH;
     let mut done = 0;
     for row in pending {
         let id = row.stripe_object_id.clone();
-        if row.attempts >= MAX_ATTEMPTS || row.object_type != SUBSCRIPTION {
-            continue;
-        }
-        let fetched = reconciler
-            .gateway
-            .call(
-                crate::billing::OperationClass::Subscription,
-                row.user_id,
-                None,
-                || stripe_billing::subscription::RetrieveSubscription::new(id.as_str()),
-            )
-            .await;
-        let stored = match fetched {
-            Ok(sub) => subscriptions::record(db, row.user_id, &sub, now())
-                .await
-                .map_err(|err| err.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        let key = id.clone();
-        match stored {
-            Ok(_) => {
+        let requested_at = row.requested_at;
+        match read_again(reconciler, &row).await {
+            Read::Stored => {
                 done += 1;
-                db.run(move |conn| stripe_refetch::finish(conn, &key))
+                db.run(move |conn| stripe_refetch::finish(conn, &id, requested_at))
                     .await?;
             }
-            Err(err) => {
-                tracing::warn!(error = %err, "could not read a subscription again from Stripe");
-                db.run(move |conn| stripe_refetch::failed(conn, &key))
+            // Tollgate's own limit, not a failure of the object: kept as it is for a later
+            // pass (the next webhook's, or `tollgate sync`).
+            Read::Throttled => return Ok((done, false)),
+            Read::Failed(err) => {
+                tracing::warn!(error = %err, kind = %row.object_type, "could not read an object again from Stripe");
+                db.run(move |conn| stripe_refetch::failed(conn, &id))
                     .await?;
             }
         }
     }
-    Ok(done)
+    Ok((done, full))
+}
+
+/// Reads `row`'s object from Stripe and stores it as of the moment before the read (a webhook
+/// of a later second that arrives meanwhile is never overwritten by this older read).
+async fn read_again(reconciler: &Reconciler, row: &RefetchRow) -> Read {
+    let db = &reconciler.db;
+    let id = row.stripe_object_id.clone();
+    let observed_at = now();
+    let stored = match row.object_type.as_str() {
+        SUBSCRIPTION => {
+            let fetched = reconciler
+                .gateway
+                .call(OperationClass::Subscription, row.user_id, None, || {
+                    stripe_billing::subscription::RetrieveSubscription::new(id.as_str())
+                })
+                .await;
+            match fetched {
+                Ok(sub) => subscriptions::record(db, row.user_id, &sub, observed_at)
+                    .await
+                    .map(|_| ())
+                    .map_err(|err| err.to_string()),
+                Err(err) => return gateway_failure(err),
+            }
+        }
+        INVOICE => {
+            let path = format!("/invoices/{id}");
+            let fetched = reconciler
+                .gateway
+                .call(OperationClass::Default, row.user_id, None, || {
+                    RetrieveInvoiceJson { path: path.clone() }
+                })
+                .await;
+            match fetched {
+                Ok(value) => {
+                    let text = miniserde::json::to_string(&value);
+                    let parsed = serde_json::from_str::<serde_json::Value>(&text)
+                        .ok()
+                        .and_then(|v| {
+                            v.as_object()
+                                .and_then(crate::webhooks::handlers::invoice_of)
+                        });
+                    match parsed {
+                        Some(invoice) if invoice.id.expose() == id => {
+                            let user_id = row.user_id;
+                            db.run(move |conn| {
+                                invoices::store(conn, user_id, &invoice, observed_at)
+                            })
+                            .await
+                            .map(|_| ())
+                            .map_err(|err| err.to_string())
+                        }
+                        _ => Err("Stripe's invoice could not be read".to_owned()),
+                    }
+                }
+                Err(err) => return gateway_failure(err),
+            }
+        }
+        other => Err(format!("unknown object type {other}")),
+    };
+    match stored {
+        Ok(()) => Read::Stored,
+        Err(err) => Read::Failed(err),
+    }
+}
+
+fn gateway_failure(err: GatewayError) -> Read {
+    match err {
+        GatewayError::Throttled { .. } => Read::Throttled,
+        other => Read::Failed(other.to_string()),
+    }
 }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub metrics: crate::metrics::Metrics,
     /// Responses and 5xx on this instance, for the server-error alert.
     pub server_errors: Arc<crate::audit::alerts::ServerErrorRate>,
+    /// The single task that reads tied objects again from Stripe.
+    pub refetching: Arc<crate::reconcile::refetch::Gate>,
 }
 
 impl AppState {

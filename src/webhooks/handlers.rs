@@ -276,7 +276,7 @@ fn payment_failed(
     if let Some(user_id) = user_id
         && let Some(stripe_invoice) = invoice_of(object)
     {
-        invoices::store(conn, user_id, &stripe_invoice, event.created_at())?;
+        invoices::store_event(conn, user_id, &stripe_invoice, event.created_at())?;
         invoices::payment_failed(
             conn,
             &stripe_invoice,
@@ -447,7 +447,7 @@ fn invoice_paid(
         return Ok(Outcome::Applied);
     };
     if let Some(stripe_invoice) = invoice_of(object) {
-        invoices::store(conn, user_id, &stripe_invoice, event.created_at())?;
+        invoices::store_event(conn, user_id, &stripe_invoice, event.created_at())?;
     }
     let invoice = Invoice::read(conn, object)?;
     notify::publish(
@@ -473,7 +473,7 @@ fn invoice_paid(
 
 /// Reads an invoice event's object (lenient as Stripe's JSON may be: an expanded subscription
 /// is read by its id); `None` without an id or a status.
-fn invoice_of(object: &Map<String, Value>) -> Option<StripeInvoice> {
+pub(crate) fn invoice_of(object: &Map<String, Value>) -> Option<StripeInvoice> {
     let (id, status) = (text(object, "id")?, text(object, "status")?);
     let amount = |key: &str| object.get(key).and_then(Value::as_i64).unwrap_or(0);
     let amount_due = amount("amount_due");
@@ -524,7 +524,7 @@ fn invoice_changed(
         return Ok(Outcome::Applied);
     };
     if let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? {
-        invoices::store(conn, user_id, &stripe_invoice, event.created_at())?;
+        invoices::store_event(conn, user_id, &stripe_invoice, event.created_at())?;
     }
     Ok(Outcome::Applied)
 }

@@ -231,6 +231,42 @@ pub fn all_for_user(
         .load(conn)?)
 }
 
+/// Records that `subscription` is past due since `since` (the first time it was seen past due
+/// in this run of failures is kept), or, when it is not past due, forgets it.
+pub fn track_past_due(
+    conn: &mut DbConnection,
+    subscription: &SubscriptionId,
+    past_due: bool,
+    since: NaiveDateTime,
+) -> Result<(), DbError> {
+    use crate::db::schema::subscription_past_due as t;
+    if past_due {
+        let insert = diesel::insert_into(t::table)
+            .values((
+                t::stripe_subscription_id.eq(subscription.expose()),
+                t::since.eq(since),
+            ))
+            .on_conflict_do_nothing();
+        crate::db::per_backend!(conn, |c| insert.execute(c))?;
+    } else {
+        diesel::delete(t::table.find(subscription.expose())).execute(conn)?;
+    }
+    Ok(())
+}
+
+/// Since when `subscription` is past due, if it is (see [`track_past_due`]).
+pub fn past_due_since(
+    conn: &mut DbConnection,
+    subscription: &SubscriptionId,
+) -> Result<Option<NaiveDateTime>, DbError> {
+    use crate::db::schema::subscription_past_due as t;
+    Ok(t::table
+        .find(subscription.expose())
+        .select(t::since)
+        .first(conn)
+        .optional()?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,7 +114,9 @@ pub async fn stripe(
         WebhookOutcome::Verified
     };
     state.metrics.webhook(counted, Some(&event_type));
-    if !duplicate && event_type.starts_with("customer.subscription.") {
+    if !duplicate
+        && (event_type.starts_with("customer.subscription.") || event_type.starts_with("invoice."))
+    {
         // A same-second tie this event may have recorded: read the object again from Stripe,
         // after the commit, without holding up Stripe's delivery.
         let reconciler = reconciler(&state, false);
@@ -155,6 +157,7 @@ pub(crate) fn reconciler(state: &AppState, patient: bool) -> crate::reconcile::R
         db: state.db.clone(),
         gateway: state.gateway.clone(),
         patient,
+        refetching: state.refetching.clone(),
     }
 }
 

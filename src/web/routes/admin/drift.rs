@@ -2,8 +2,9 @@
 //! from Stripe's (computed on request, [`DRIFT_PAGE`] customers a page, so a page view never
 //! walks every customer at Stripe), and `/admin/customers/{id}/resync` repairs one customer
 //! from Stripe (audited `stripe_sync_run`, as the admin's). Both only read Stripe: no write is
-//! sent, so no idempotency key; each call counts against the gateway's per-account throttle
-//! and the console's own rate limit.
+//! sent, so no idempotency key; each call counts against the gateway's throttle under the
+//! system's own key (never a customer's budget) and the console's own rate limit. A customer
+//! that cannot be read now is listed as not checked; the rest of the page still shows.
 
 use actix_web::{HttpResponse, web};
 use askama::Template;
@@ -39,6 +40,8 @@ struct DriftPageView {
     ctx: PageContext,
     rows: Vec<DriftRow>,
     checked: usize,
+    /// Accounts whose state could not be read from Stripe now.
+    unchecked: Vec<i64>,
     after: i64,
     next_after: Option<i64>,
 }
@@ -83,6 +86,7 @@ pub async fn show(
         ctx: PageContext::new(&session, Some(&viewer.0))?,
         rows,
         checked: page.checked,
+        unchecked: page.unchecked.iter().map(|u| u.get()).collect(),
         after,
         next_after: page.next_after,
     })
