@@ -554,6 +554,7 @@ pub async fn set_cancel_at_period_end(
     operation: &Operation,
     cancel: Option<&super::cancellations::Reason>,
 ) -> Result<CancelChange, BillingError> {
+    super::plan_changes::release_before_cancel(db, gateway, actor, user_id, operation).await?;
     let Some(current) = current(db, user_id).await?.filter(|s| s.is_live()) else {
         return Ok(CancelChange::NoSubscription);
     };
