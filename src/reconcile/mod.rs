@@ -457,9 +457,9 @@ impl Reconciler {
             }
         }
         // Rows Stripe does not know (reported; never deleted: the copy keeps its history).
-        for row in local
+        for (row, _) in local
             .iter()
-            .filter(|r| !seen.contains(&r.stripe_subscription_id))
+            .filter(|(r, _)| !seen.contains(&r.stripe_subscription_id))
         {
             differences.push(Difference {
                 user_id,
