@@ -21,6 +21,7 @@ on_both_backends!(
     import_links_customers_by_email_and_never_guesses,
     same_second_events_in_the_wrong_order_are_settled_by_stripe,
     the_console_shows_drift_and_an_admin_resyncs_one_customer,
+    sync_repairs_a_drifted_quantity,
 );
 
 /// `tollgate {args}` on the app's database and simulator (as an operator runs it).
@@ -492,4 +493,26 @@ async fn the_console_shows_drift_and_an_admin_resyncs_one_customer(backend: Back
     assert!(page.contains("no Stripe customer"), "{page}");
     assert_eq!(admin.get("/admin/drift?after=abc").await.status(), 400);
     assert_eq!(mallory.get("/admin/drift").await.status(), 403);
+}
+
+async fn sync_repairs_a_drifted_quantity(backend: Backend) {
+    use tollgate::db::schema::subscription_quantities as q;
+    let (app, sub) = ada_subscribed(backend).await;
+    let drifted = sub.clone();
+    app.query(move |conn| {
+        diesel::update(q::table.filter(q::stripe_subscription_id.eq(drifted)))
+            .set(q::quantity.eq(5_i64))
+            .execute(conn)?;
+        Ok(())
+    });
+    let (code, stdout, stderr) = tollgate(&app, &["sync", "--customer", "ada@example.com"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("quantity: 5 → 1 (repaired)"), "{stdout}");
+    let quantity: i64 = app.query(move |conn| {
+        Ok(q::table
+            .filter(q::stripe_subscription_id.eq(sub))
+            .select(q::quantity)
+            .first(conn)?)
+    });
+    assert_eq!(quantity, 1);
 }
