@@ -26,6 +26,11 @@ on_both_backends!(
     forged_and_foreign_plan_change_forms_change_nothing,
     an_older_subscription_event_never_undoes_a_newer_quantity,
     per_seat_plans_are_set_by_the_admin_and_bought_by_the_seat,
+    cancelling_with_a_scheduled_downgrade_releases_the_schedule_first,
+    a_confirm_charges_what_was_previewed_and_refuses_a_changed_price_or_timing,
+    plan_changes_wait_until_a_past_due_invoice_is_paid,
+    a_replayed_confirm_never_records_an_older_state_as_newest,
+    a_downgrade_is_not_scheduled_over_a_trial,
 );
 
 /// Waits (up to 15 s) until every event the simulator made has been processed.
@@ -112,6 +117,8 @@ async fn preview(customer: &Browser, query: &str) -> (String, Vec<(String, Strin
         "interval",
         "quantity",
         "proration_date",
+        "price_id",
+        "timing",
     ]
     .iter()
     .map(|name| (name.to_string(), hidden(&page, name)))
@@ -625,4 +632,194 @@ async fn per_seat_plans_are_set_by_the_admin_and_bought_by_the_seat(backend: Bac
         paid[0]["data"]["object"]["amount_paid"], 4000,
         "5 seats × $8.00"
     );
+}
+
+async fn cancelling_with_a_scheduled_downgrade_releases_the_schedule_first(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    plans(&app).await;
+    let email = "cancel-scheduled@example.com";
+    let customer = schedule_downgrade(&app, email).await;
+    assert!(stripe_subscription(&app, email).await["schedule"].is_string());
+    let res = customer
+        .submit_operation(
+            "/billing/subscription/cancel",
+            "/billing/subscription/cancel",
+            &[],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    settle(&app).await;
+    let sub = stripe_subscription(&app, email).await;
+    assert_eq!(sub["cancel_at_period_end"], true, "{sub}");
+    assert!(sub["schedule"].is_null(), "released: {sub}");
+    let status: String = app.query(|conn| {
+        Ok(plan_changes::table
+            .select(plan_changes::status)
+            .first(conn)?)
+    });
+    assert_eq!(status, "canceled");
+    assert_eq!(app.count_events("plan_change_canceled"), 1);
+    let account = customer.get_text("/account").await;
+    assert!(!account.contains("Changes to"), "{account}");
+}
+
+async fn a_confirm_charges_what_was_previewed_and_refuses_a_changed_price_or_timing(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let admin = plans(&app).await;
+    // Dear enough that a second's proration is worth cents.
+    assert_eq!(
+        admin
+            .create_plan("Enterprise", "enterprise", "99999999")
+            .await
+            .status(),
+        303
+    );
+    let email = "exact@example.com";
+    let customer = subscribed(&app, email, "basic").await;
+    let (page, fields) = preview(&customer, "plan=enterprise&interval=month").await;
+    assert_eq!(field(&fields, "timing"), "now");
+    let sub = stripe_subscription(&app, email).await;
+    let item = &sub["items"]["data"][0];
+    let (start, end) = (
+        item["current_period_start"].as_i64().unwrap(),
+        item["current_period_end"].as_i64().unwrap(),
+    );
+    let at: i64 = field(&fields, "proration_date").parse().unwrap();
+    let due = prorate(99999999, end - at, end - start) - prorate(1000, end - at, end - start);
+    assert!(page.contains(&money(due)), "{due}: {page}");
+    actix_web::rt::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(confirm(&customer, &fields).await.status(), 303);
+    settle(&app).await;
+    let invoices = update_invoices(&app).await;
+    assert_eq!(invoices[0]["amount_due"], due, "charged what was previewed");
+
+    // The admin changes Pro's price between a preview and its confirm.
+    let other = "moved@example.com";
+    let moved = subscribed(&app, other, "basic").await;
+    let (_, fields) = preview(&moved, "plan=pro&interval=month").await;
+    let id: i64 = app.query(|conn| {
+        Ok(plans::table
+            .filter(plans::slug.eq("pro"))
+            .select(plans::id)
+            .first(conn)?)
+    });
+    let (edit, update) = (
+        format!("/admin/plans/{id}/edit"),
+        format!("/admin/plans/{id}"),
+    );
+    let mut pro = crate::common::plan_fields("Pro", "pro", "9900");
+    pro.push(("yearly_amount", "25000"));
+    assert_eq!(
+        admin.submit_operation(&edit, &update, &pro).await.status(),
+        303
+    );
+    let res = confirm(&moved, &fields).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(plan_of(&app, other), "basic", "a price not previewed");
+    assert!(moved.get_text("/account").await.contains("Prices changed"));
+
+    // A forged timing (a downgrade previewed for the period end, confirmed as now).
+    let downgrader = subscribed(&app, "timing@example.com", "pro").await;
+    let (_, fields) = preview(&downgrader, "plan=basic&interval=month").await;
+    assert_eq!(field(&fields, "timing"), "period_end");
+    let mut forged = fields.clone();
+    forged.retain(|(k, _)| k != "timing");
+    forged.push(("timing".into(), "now".into()));
+    assert_eq!(confirm(&downgrader, &forged).await.status(), 303);
+    assert_eq!(app.count_events("plan_change_scheduled"), 0);
+    assert_eq!(
+        app.count_events("plan_changed"),
+        1,
+        "the first customer's only"
+    );
+}
+
+async fn plan_changes_wait_until_a_past_due_invoice_is_paid(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.stripe.plan_change_downgrade = DowngradeTiming::Immediate;
+    })
+    .await;
+    plans(&app).await;
+    let email = "late@example.com";
+    let customer = subscribed(&app, email, "pro").await;
+    let (_, fields) = preview(&customer, "plan=basic&interval=month").await;
+    let sub_id = app.subscription_id(app.user_id(email));
+    assert_eq!(
+        app.sim_control(&format!(
+            "/_sim/subscriptions/{sub_id}/renew?outcome=failed"
+        ))
+        .await,
+        200
+    );
+    settle(&app).await;
+    assert_eq!(app.subscription_status(app.user_id(email)), "past_due");
+    let res = customer
+        .get("/billing/change?plan=basic&interval=month")
+        .await;
+    assert_eq!(res.status(), 303, "no preview while past due");
+    assert_eq!(confirm(&customer, &fields).await.status(), 303);
+    assert!(
+        customer
+            .get_text("/account")
+            .await
+            .contains("pay your open invoice first")
+    );
+    assert_eq!(plan_of(&app, email), "pro");
+    let sub = stripe_subscription(&app, email).await;
+    assert_eq!(sub["items"]["data"][0]["price"]["unit_amount"], 2500);
+    assert_eq!(app.count_events("plan_changed"), 0);
+}
+
+async fn a_replayed_confirm_never_records_an_older_state_as_newest(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.stripe.plan_change_downgrade = DowngradeTiming::Immediate;
+    })
+    .await;
+    plans(&app).await;
+    let email = "replay@example.com";
+    let customer = subscribed(&app, email, "basic").await;
+    let (_, upgrade) = preview(&customer, "plan=pro&interval=month").await;
+    assert_eq!(confirm(&customer, &upgrade).await.status(), 303);
+    settle(&app).await;
+    let (_, downgrade) = preview(&customer, "plan=basic&interval=month").await;
+    assert_eq!(confirm(&customer, &downgrade).await.status(), 303);
+    settle(&app).await;
+    assert_eq!(plan_of(&app, email), "basic");
+
+    // The upgrade's form again: Stripe answers with its stored (older) response.
+    assert_eq!(confirm(&customer, &upgrade).await.status(), 303);
+    settle(&app).await;
+    let sub = stripe_subscription(&app, email).await;
+    assert_eq!(sub["items"]["data"][0]["price"]["unit_amount"], 1000);
+    assert_eq!(plan_of(&app, email), "basic", "what Stripe says now");
+    assert_eq!(entitlements(&app, email).await["plan"], "basic");
+}
+
+async fn a_downgrade_is_not_scheduled_over_a_trial(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = plans(&app).await;
+    let mut fields = crate::common::plan_fields("Team", "team", "5000");
+    fields.retain(|(field, _)| *field != "trial_days");
+    fields.push(("trial_days", "14"));
+    let res = admin
+        .submit_operation("/admin/plans/new", "/admin/plans", &fields)
+        .await;
+    assert_eq!(res.status(), 303);
+    let email = "trialing@example.com";
+    let customer = subscribed(&app, email, "team").await;
+    assert_eq!(app.subscription_status(app.user_id(email)), "trialing");
+    let res = customer
+        .get("/billing/change?plan=basic&interval=month")
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(
+        customer
+            .get_text("/account")
+            .await
+            .contains("would end your trial or discount")
+    );
+    assert!(stripe_subscription(&app, email).await["schedule"].is_null());
+    assert_eq!(app.count_events("plan_change_scheduled"), 0);
 }

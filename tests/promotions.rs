@@ -17,6 +17,7 @@ on_both_backends!(
     a_customer_pays_with_a_code_and_sees_the_discount,
     checkout_refuses_deactivated_and_expired_codes,
     discount_events_out_of_order_never_restore_an_older_state,
+    an_old_discounts_deletion_never_hides_the_new_one,
 );
 
 /// A coupon form: 20% off for 3 months, with `changes`.
@@ -458,4 +459,46 @@ async fn discount_events_out_of_order_never_restore_an_older_state(backend: Back
         Ok(d::table.select(d::stripe_discount_id).first(conn)?)
     });
     assert_eq!(stored, "di_2Second");
+}
+
+async fn an_old_discounts_deletion_never_hides_the_new_one(backend: Backend) {
+    let (app, admin) = TestApp::with_pro_plan(backend).await;
+    let amount = [
+        ("percent_off", ""),
+        ("amount_off", "500"),
+        ("duration", "forever"),
+    ];
+    assert_eq!(create_coupon(&admin, &amount).await.status(), 303);
+    let coupon = coupon_ids(&app)[0].1.clone();
+    let customer = app.signed_in_customer("replaced@example.com").await;
+    app.subscribe(&customer, "pro").await;
+    let stripe_customer = app.stripe_object_id("customer.created").await;
+    let subscription = app.subscription_id(app.user_id("replaced@example.com"));
+    let who = (stripe_customer.as_str(), subscription.as_str());
+    let now = chrono::Utc::now().timestamp();
+    let old = ("di_1Old", coupon.as_str());
+    let new = ("di_2New", coupon.as_str());
+    let event = |kind: &str, id: &str, at: i64, d| discount_event(kind, id, at, d, who);
+
+    app.assert_webhook_accepted(&event(
+        "customer.discount.created",
+        "evt_o1",
+        now - 100,
+        old,
+    ))
+    .await;
+    // The new discount replaces the old one; the old one's deletion, in the same second,
+    // arrives last.
+    app.assert_webhook_accepted(&event("customer.discount.created", "evt_o2", now, new))
+        .await;
+    app.assert_webhook_accepted(&event("customer.discount.deleted", "evt_o3", now, old))
+        .await;
+    account_showing(&customer, "$5.00 off forever").await;
+    let (stored, removed): (String, bool) = app.query(|conn| {
+        use tollgate::db::schema::subscription_discounts as d;
+        Ok(d::table
+            .select((d::stripe_discount_id, d::removed))
+            .first(conn)?)
+    });
+    assert_eq!((stored.as_str(), removed), ("di_2New", false));
 }

@@ -26,6 +26,7 @@ on_both_backends!(
     sync_replays_nothing_before_the_first_stored_event,
     the_drift_page_spends_no_customer_budget_and_survives_a_throttle,
     import_again_brings_the_subscriptions_of_an_already_linked_customer,
+    sync_repairs_a_drifted_quantity,
 );
 
 /// `tollgate {args}` on the app's database and simulator (as an operator runs it).
@@ -752,4 +753,26 @@ async fn import_again_brings_the_subscriptions_of_an_already_linked_customer(bac
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("linked 0 customer(s)"), "{stdout}");
     assert_eq!(app.subscription_id(dee_id), sub, "{stdout}");
+}
+
+async fn sync_repairs_a_drifted_quantity(backend: Backend) {
+    use tollgate::db::schema::subscription_quantities as q;
+    let (app, sub) = ada_subscribed(backend).await;
+    let drifted = sub.clone();
+    app.query(move |conn| {
+        diesel::update(q::table.filter(q::stripe_subscription_id.eq(drifted)))
+            .set(q::quantity.eq(5_i64))
+            .execute(conn)?;
+        Ok(())
+    });
+    let (code, stdout, stderr) = tollgate(&app, &["sync", "--customer", "ada@example.com"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("quantity: 5 → 1 (repaired)"), "{stdout}");
+    let quantity: i64 = app.query(move |conn| {
+        Ok(q::table
+            .filter(q::stripe_subscription_id.eq(sub))
+            .select(q::quantity)
+            .first(conn)?)
+    });
+    assert_eq!(quantity, 1);
 }

@@ -74,6 +74,10 @@ pub enum ChangeError {
     Unchanged,
     #[error("the preview is out of date")]
     Stale,
+    #[error("the subscription is past due")]
+    PastDue,
+    #[error("a change at the period end would drop the trial or the discount")]
+    KeepsTrialOrDiscount,
     #[error(transparent)]
     Billing(#[from] BillingError),
 }
@@ -175,6 +179,11 @@ struct Current {
     period_start: i64,
     period_end: i64,
     schedule: Option<String>,
+    /// Stripe's status and cancel-at-period-end (the local copy may lag behind).
+    status: String,
+    cancel_at_period_end: bool,
+    /// Whether a trial or a discount is on the subscription (a schedule's phases would drop them).
+    trial_or_discount: bool,
 }
 
 impl Current {
@@ -198,6 +207,9 @@ impl Current {
             period_start: item.current_period_start,
             period_end: item.current_period_end,
             schedule: sub.schedule.as_ref().map(|s| s.id().to_string()),
+            status: sub.status.as_str().to_owned(),
+            cancel_at_period_end: sub.cancel_at_period_end,
+            trial_or_discount: sub.status.as_str() == "trialing" || !sub.discounts.is_empty(),
         })
     }
 
@@ -310,6 +322,10 @@ async fn current(
     else {
         return Err(ChangeError::NoSubscription);
     };
+    // Past due: a change (an immediate downgrade above all) would credit time not paid for.
+    if local.status == subscriptions::SubscriptionStatus::PastDue {
+        return Err(ChangeError::PastDue);
+    }
     if local.cancel_at_period_end {
         return Err(ChangeError::Ending);
     }
@@ -321,7 +337,17 @@ async fn current(
         })
         .await
         .map_err(BillingError::from)?;
-    Ok((Current::from_api(&sub)?, local.plan))
+    let current = Current::from_api(&sub)?;
+    // Stripe's copy decides (a failed renewal or a cancellation may not have reached us yet).
+    match current.status.as_str() {
+        "active" | "trialing" => {}
+        "past_due" | "unpaid" => return Err(ChangeError::PastDue),
+        _ => return Err(ChangeError::NoSubscription),
+    }
+    if current.cancel_at_period_end {
+        return Err(ChangeError::Ending);
+    }
+    Ok((current, local.plan))
 }
 
 /// The change the user has scheduled, if any.
@@ -341,10 +367,29 @@ pub async fn scheduled(
         .await
 }
 
-fn timing(current: &Current, target: &Target, downgrades: DowngradeTiming) -> Timing {
+/// When the change would take effect; refused when it would wait for a schedule whose phases
+/// would drop the subscription's trial or discount.
+fn timing(
+    current: &Current,
+    target: &Target,
+    downgrades: DowngradeTiming,
+) -> Result<Timing, ChangeError> {
     match (current.is_downgrade(target), downgrades) {
-        (true, DowngradeTiming::PeriodEnd) => Timing::PeriodEnd(current.period_end),
-        _ => Timing::Now,
+        (true, DowngradeTiming::PeriodEnd) if current.trial_or_discount => {
+            Err(ChangeError::KeepsTrialOrDiscount)
+        }
+        (true, DowngradeTiming::PeriodEnd) => Ok(Timing::PeriodEnd(current.period_end)),
+        _ => Ok(Timing::Now),
+    }
+}
+
+impl Timing {
+    /// How the preview form names it (and the confirm checks it against).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Now => "now",
+            Self::PeriodEnd(_) => "period_end",
+        }
     }
 }
 
@@ -371,7 +416,7 @@ pub async fn preview(
     if current.price == price && current.quantity == target.quantity {
         return Err(ChangeError::Unchanged);
     }
-    let timing = timing(&current, &target, downgrades);
+    let timing = timing(&current, &target, downgrades)?;
     let proration_date = chrono::Utc::now().timestamp();
     let behavior = match timing {
         Timing::Now => CreatePreviewInvoiceSubscriptionDetailsProrationBehavior::AlwaysInvoice,
@@ -437,17 +482,28 @@ pub enum Confirmed {
     Scheduled(i64),
 }
 
-/// Makes the change `target` (as previewed at `proration_date`) on the user's subscription.
-/// Replaying the same operation makes it once: each Stripe write carries the operation's key,
-/// and the local row and audit row are written once per operation.
+/// What the confirm form says was previewed: the Stripe price, when the change takes effect and
+/// the time the proration was computed as of.
+#[derive(Debug, Clone)]
+pub struct Previewed {
+    pub price_id: String,
+    pub timing: String,
+    pub proration_date: i64,
+}
+
+/// Makes the change `target` (as `previewed`) on the user's subscription: refused as stale when
+/// the price or the timing is no longer what the customer saw. Replaying the same operation
+/// makes it once: each Stripe write carries the operation's key, and the local row and audit
+/// row are written once per operation.
 pub async fn confirm(
     billing: Billing<'_>,
     actor: &Actor,
     (user_id, operation): (UserId, &Operation),
     target: Target,
-    proration_date: i64,
+    previewed: &Previewed,
     downgrades: DowngradeTiming,
 ) -> Result<Confirmed, ChangeError> {
+    let proration_date = previewed.proration_date;
     let schedule_key = operation.idempotency_key("plan-change-schedule");
     if let Some((change, _)) = scheduled(billing, user_id).await? {
         // The same form again, after it scheduled its change: done already.
@@ -481,6 +537,12 @@ pub async fn confirm(
     {
         return Err(ChangeError::Stale);
     }
+    // What the customer saw is what is made: an admin's new price, or a subscription that
+    // changed since (turning an upgrade into a downgrade), asks for a new preview.
+    let timing = timing(&current, &target, downgrades)?;
+    if price != previewed.price_id || timing.as_str() != previewed.timing {
+        return Err(ChangeError::Stale);
+    }
     let details = serde_json::json!({
         "subscription": current.id.to_string(),
         "from_plan": from.as_ref().map(|p| p.slug.clone()),
@@ -488,14 +550,13 @@ pub async fn confirm(
         "interval": target.price.interval.as_str(),
         "quantity": target.quantity,
     });
-    match timing(&current, &target, downgrades) {
+    match timing {
         Timing::Now => {
             apply_now(
                 billing,
                 actor,
                 (user_id, operation),
-                &current,
-                &price,
+                (&current, &price, proration_date),
                 (&target, details),
             )
             .await
@@ -512,8 +573,7 @@ async fn apply_now(
     billing: Billing<'_>,
     actor: &Actor,
     (user_id, operation): (UserId, &Operation),
-    current: &Current,
-    price: &str,
+    (current, price, proration_date): (&Current, &str, i64),
     (target, details): (&Target, serde_json::Value),
 ) -> Result<Confirmed, ChangeError> {
     // A schedule left on the subscription would undo the change at the renewal.
@@ -539,10 +599,24 @@ async fn apply_now(
                     ..Default::default()
                 }])
                 .proration_behavior(UpdateSubscriptionProrationBehavior::AlwaysInvoice)
+                // The proration the preview showed, to the second.
+                .proration_date(proration_date)
                 .payment_behavior(UpdateSubscriptionPaymentBehavior::PendingIfIncomplete)
         })
         .await
         .map_err(BillingError::from)?;
+    // A replay gets Stripe's stored answer for the key, which may be older than the
+    // subscription now is: what Stripe says now is recorded instead.
+    let sub = match operation.first_time {
+        true => sub,
+        false => billing
+            .gateway
+            .call(OperationClass::Subscription, user_id, None, || {
+                RetrieveSubscription::new(current.id.expose())
+            })
+            .await
+            .map_err(BillingError::from)?,
+    };
     let event = actor.event(Kind::PlanChanged).details(details);
     let audit = AuditOnce {
         event,
@@ -715,6 +789,48 @@ pub async fn cancel_scheduled(
         })
         .await?;
     Ok(true)
+}
+
+/// Before the customer cancels or resumes: Stripe refuses to change the cancellation of a
+/// subscription a schedule manages, so a schedule on it (a scheduled downgrade, or one made in
+/// Stripe's dashboard) is released first, and the user's scheduled change, which will no longer
+/// happen, is marked canceled with its audit row, once.
+pub(crate) async fn release_before_cancel(
+    db: &crate::db::Db,
+    gateway: &super::Gateway,
+    (actor, user_id): (&Actor, UserId),
+    operation: &Operation,
+    sub: &stripe_billing::Subscription,
+) -> Result<(), BillingError> {
+    if let Some(schedule) = sub.schedule.as_ref().map(|s| s.id().to_string()) {
+        let key = operation.idempotency_key("subscription-cancel-release");
+        let _: ScheduleRef = gateway
+            .call(OperationClass::Subscription, user_id, Some(&key), || {
+                partial(ReleaseSubscriptionSchedule::new(schedule.as_str()))
+            })
+            .await?;
+    }
+    let event = actor
+        .event(Kind::PlanChangeCanceled)
+        .details(serde_json::json!({
+            "subscription": SubscriptionId::new(sub.id.as_str()).to_string(),
+            "because": "subscription_cancel",
+        }));
+    db.run(move |conn| {
+        use diesel::Connection as _;
+        conn.transaction(|conn| {
+            crate::db::models::user::lock(conn, user_id)?;
+            let Some(change) = plan_change::scheduled_for_user(conn, user_id)? else {
+                return Ok(());
+            };
+            if plan_change::settle(conn, change.id, plan_change::CANCELED)? {
+                audit::write(conn, &event)?;
+            }
+            Ok::<_, DbError>(())
+        })
+    })
+    .await?;
+    Ok(())
 }
 
 /// Inside the transaction that records Stripe's subscription: a scheduled change Stripe has now

@@ -578,6 +578,14 @@ pub async fn set_cancel_at_period_end(
         record(db, user_id, &at_stripe, observed_at).await?;
         return Ok(CancelChange::NoSubscription);
     }
+    super::plan_changes::release_before_cancel(
+        db,
+        gateway,
+        (actor, user_id),
+        operation,
+        &at_stripe,
+    )
+    .await?;
     // One key per request whatever Stripe's state: a replayed operation id never makes a
     // different write (Stripe refuses a key reused for another request).
     let step = match cancel {

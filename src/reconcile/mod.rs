@@ -25,7 +25,9 @@ use crate::billing::gateway::{ListJson, ListPage};
 use crate::billing::subscriptions::{AuditOnce, StripeSubscription, record_audited};
 use crate::billing::{BillingError, Gateway, GatewayError, OperationClass, customers};
 use crate::config::Config;
-use crate::db::models::{billing_customer, stripe_refetch, subscription, webhook_event};
+use crate::db::models::{
+    billing_customer, plan_change, stripe_refetch, subscription, webhook_event,
+};
 use crate::db::{Db, DbError, now};
 use crate::stripe_id::CustomerId;
 use crate::webhooks::{self, Delivery, IngestError, Ingested, StripeEvent};
@@ -148,8 +150,11 @@ fn time(t: Option<NaiveDateTime>) -> String {
     )
 }
 
-/// The fields on which `row` differs from `sub`.
-fn subscription_fields(row: &subscription::SubscriptionRow, sub: &StripeSubscription) -> Fields {
+/// The fields on which `row` (with its stored quantity) differs from `sub`.
+fn subscription_fields(
+    (row, quantity): &(subscription::SubscriptionRow, Option<i64>),
+    sub: &StripeSubscription,
+) -> Fields {
     let pairs: Fields = vec![
         ("status", row.status.to_string(), sub.status.to_string()),
         ("price", row.stripe_price_id.clone(), sub.price.clone()),
@@ -164,6 +169,11 @@ fn subscription_fields(row: &subscription::SubscriptionRow, sub: &StripeSubscrip
             time(sub.current_period_end),
         ),
         ("trial_end", time(row.trial_end), time(sub.trial_end)),
+        (
+            "quantity",
+            quantity.map_or_else(|| "none".to_owned(), |q| q.to_string()),
+            sub.quantity.to_string(),
+        ),
     ];
     pairs.into_iter().filter(|(_, l, s)| l != s).collect()
 }
@@ -395,7 +405,15 @@ impl Reconciler {
             .await?;
         let local = self
             .db
-            .run(move |conn| subscription::all_for_user(conn, user_id))
+            .run(move |conn| {
+                let rows = subscription::all_for_user(conn, user_id)?;
+                rows.into_iter()
+                    .map(|row| {
+                        let quantity = plan_change::quantity(conn, &row.stripe_subscription_id)?;
+                        Ok((row, quantity))
+                    })
+                    .collect::<Result<Vec<_>, DbError>>()
+            })
             .await?;
         let mut differences = Vec::new();
         let mut seen = HashSet::new();
@@ -417,7 +435,9 @@ impl Reconciler {
                     .run(move |conn| stripe_refetch::settled_by_sync(conn, &id, observed_at))
                     .await?;
             }
-            let row = local.iter().find(|r| r.stripe_subscription_id == sub.id);
+            let row = local
+                .iter()
+                .find(|(r, _)| r.stripe_subscription_id == sub.id);
             let fields = match row {
                 Some(row) => subscription_fields(row, &sub),
                 None => vec![("exists", "missing".to_owned(), sub.status.to_string())],
@@ -458,9 +478,9 @@ impl Reconciler {
             }
         }
         // Rows Stripe does not know (reported; never deleted: the copy keeps its history).
-        for row in local
+        for (row, _) in local
             .iter()
-            .filter(|r| !seen.contains(&r.stripe_subscription_id))
+            .filter(|(r, _)| !seen.contains(&r.stripe_subscription_id))
         {
             differences.push(Difference {
                 user_id,

@@ -225,7 +225,9 @@ fn subscription_changed(
     // event is applied as before, and the subscription read again from Stripe after the commit.
     if let Some(stored) = subscription::find_by_stripe_id(conn, &sub.id)?
         && stored.stripe_updated_at == event.created_at()
-        && subscriptions::differs(&stored, &sub)
+        && (subscriptions::differs(&stored, &sub)
+            || crate::db::models::plan_change::quantity(conn, &sub.id)?
+                != Some(i64::try_from(sub.quantity).unwrap_or(i64::MAX)))
     {
         crate::reconcile::refetch::request(conn, &sub.id, user_id)?;
     }

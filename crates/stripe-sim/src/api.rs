@@ -881,6 +881,15 @@ async fn update_subscription(
             updated.cancellation.feedback = feedback;
             updated.cancellation.comment = details.comment.filter(|c| !c.is_empty());
         }
+        if let (Some(_), Some(schedule)) = (p.cancel_at_period_end, &sub.schedule) {
+            // Stripe's answer: a schedule decides how the subscription ends.
+            return Err(ApiError::invalid(
+                "cancel_at_period_end",
+                format!(
+                    "The subscription is managed by the subscription schedule `{schedule}`, and updating any cancelation behavior directly is not allowed. Please update the schedule instead."
+                ),
+            ));
+        }
         if let Some(cancel) = p.cancel_at_period_end {
             updated.cancel_at_period_end = cancel;
             updated.canceled_at = cancel.then(unix_now);

@@ -224,9 +224,18 @@ pub fn upsert_discount(
                     .filter(subscription_discounts::stripe_subscription_id.eq(subscription_id))
                     .filter(subscription_discounts::stripe_updated_at.le(state.stripe_updated_at));
                 if state.removed {
-                    diesel::update(newer)
-                        .set((state, subscription_discounts::updated_at.eq(at)))
-                        .execute(conn)
+                    // A discount's deletion removes that discount, or an older one: never a
+                    // newer discount from the same second (Stripe replaced it).
+                    diesel::update(
+                        newer.filter(
+                            subscription_discounts::stripe_discount_id
+                                .eq(state.stripe_discount_id)
+                                .or(subscription_discounts::stripe_updated_at
+                                    .lt(state.stripe_updated_at)),
+                        ),
+                    )
+                    .set((state, subscription_discounts::updated_at.eq(at)))
+                    .execute(conn)
                 } else {
                     // Not over the same discount's deletion.
                     diesel::update(newer.filter(subscription_discounts::removed.eq(false).or(

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::billing::{billing_failure, claim_operation_for};
 use crate::audit::Actor;
-use crate::billing::plan_changes::{self, ChangeError, Confirmed, Preview, Timing};
+use crate::billing::plan_changes::{self, ChangeError, Confirmed, Preview, Previewed, Timing};
 use crate::billing::plans::format_amount;
 use crate::error::AppError;
 use crate::web::AppState;
@@ -18,6 +18,8 @@ use crate::web::session::{CurrentUser, FlashKind, TypedSession};
 
 /// Longest quantity text worth parsing.
 const MAX_QUANTITY_CHARS: usize = 12;
+/// Longest Stripe price id (or timing) worth comparing.
+const MAX_PRICE_ID_CHARS: usize = 255;
 
 fn date(unix: i64) -> String {
     crate::billing::subscriptions::timestamp(unix)
@@ -51,7 +53,11 @@ async fn refusal(
             "A change is already scheduled. Cancel it first to choose another."
         }
         ChangeError::Unchanged => "That is already your plan.",
-        ChangeError::Stale => "Prices may have moved since the preview. Please review it again.",
+        ChangeError::Stale => "Prices changed since the preview. Please review it again.",
+        ChangeError::PastDue => "Please pay your open invoice first, then change your plan.",
+        ChangeError::KeepsTrialOrDiscount => {
+            "This change would end your trial or discount early. Please contact us to make it."
+        }
     };
     session.flash(FlashKind::Info, message)?;
     Ok(see_other("/account"))
@@ -93,6 +99,9 @@ struct ChangePage {
     next_amount: String,
     next_date: String,
     proration_date: i64,
+    /// The Stripe price and the timing previewed (the confirm refuses anything else).
+    price_id: String,
+    timing: &'static str,
     operation_id: String,
 }
 
@@ -121,6 +130,8 @@ impl ChangePage {
             next_amount: money(preview.next_amount),
             next_date: date(preview.next_date),
             proration_date: preview.proration_date,
+            price_id: target.price.stripe_price_id.clone().unwrap_or_default(),
+            timing: preview.timing.as_str(),
             operation_id,
         }
     }
@@ -162,6 +173,10 @@ pub struct ChangeForm {
     #[serde(default)]
     proration_date: String,
     #[serde(default)]
+    price_id: String,
+    #[serde(default)]
+    timing: String,
+    #[serde(default)]
     operation_id: SubmittedOperation,
 }
 
@@ -175,10 +190,18 @@ pub async fn confirm(
 ) -> Result<HttpResponse, AppError> {
     let form = form.0;
     let quantity = quantity_text(form.quantity.as_deref())?;
-    let Ok(proration_date) = form.proration_date.trim().parse::<i64>() else {
+    let (Ok(proration_date), false) = (
+        form.proration_date.trim().parse::<i64>(),
+        form.price_id.len() > MAX_PRICE_ID_CHARS || form.timing.len() > MAX_PRICE_ID_CHARS,
+    ) else {
         return Err(AppError::BadRequest(
             "The preview is incomplete. Please review it again.",
         ));
+    };
+    let previewed = Previewed {
+        price_id: form.price_id,
+        timing: form.timing,
+        proration_date,
     };
     let operation_id = form.operation_id.parse()?;
     let billing = state.billing();
@@ -190,7 +213,7 @@ pub async fn confirm(
     let operation = claim_operation_for(&state, &req, &actor, "plan.change", &operation_id).await?;
     let name = target.plan.name.clone();
     let owner = (user.id, &operation);
-    match plan_changes::confirm(billing, &actor, owner, target, proration_date, downgrades).await {
+    match plan_changes::confirm(billing, &actor, owner, target, &previewed, downgrades).await {
         Ok(Confirmed::Applied) => {
             session.flash(
                 FlashKind::Success,

@@ -187,3 +187,37 @@ async fn a_schedules_next_phase_starts_at_the_renewal() {
         Some(other.id.as_str())
     );
 }
+
+#[actix_web::test]
+async fn a_scheduled_subscriptions_cancellation_is_refused_until_the_schedule_is_released() {
+    let h = harness().await;
+    let pro = h.plan("Pro", 2_500).await;
+    let sub = subscription(&h, &pro).await;
+    let schedule = CreateSubscriptionSchedule::new()
+        .from_subscription(sub.id.as_str())
+        .send(&h.client)
+        .await
+        .unwrap();
+    let refused = UpdateSubscription::new(sub.id.as_str())
+        .cancel_at_period_end(true)
+        .send(&h.client)
+        .await
+        .unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("updating any cancelation behavior directly is not allowed"),
+        "{refused}"
+    );
+    ReleaseSubscriptionSchedule::new(schedule.id.as_str())
+        .send(&h.client)
+        .await
+        .unwrap();
+    let canceled = UpdateSubscription::new(sub.id.as_str())
+        .cancel_at_period_end(true)
+        .send(&h.client)
+        .await
+        .unwrap();
+    assert!(canceled.cancel_at_period_end);
+    assert!(canceled.schedule.is_none());
+}
