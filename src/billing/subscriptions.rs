@@ -436,9 +436,12 @@ pub async fn start_free(
     };
     let standing = db
         .run(move |conn| {
-            let live = subscription::current_for_user(conn, user_id)?
-                .is_some_and(|row| row.status.is_live());
-            Ok::<_, DbError>((!live).then_some(subscription::count_for_user(conn, user_id)?))
+            // One statement, one snapshot: read apart, another request's subscription could
+            // commit between the check and the count, giving the two requests different keys.
+            let rows = subscription::all_for_user(conn, user_id)?;
+            let live = rows.iter().any(|row| row.status.is_live());
+            let earlier = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+            Ok::<_, DbError>((!live).then_some(earlier))
         })
         .await?;
     let Some(earlier) = standing else {
