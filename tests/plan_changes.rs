@@ -755,6 +755,11 @@ async fn plan_changes_wait_until_a_past_due_invoice_is_paid(backend: Backend) {
     );
     settle(&app).await;
     assert_eq!(app.subscription_status(app.user_id(email)), "past_due");
+    let account = customer.get_text("/account").await;
+    assert!(
+        !account.contains(r#"action="/billing/change""#),
+        "no change is offered while past due: {account}"
+    );
     let res = customer
         .get("/billing/change?plan=basic&interval=month")
         .await;

@@ -889,9 +889,12 @@ pub async fn options(
         .db
         .run(move |conn| {
             use crate::db::models::{plan, subscription};
-            let Some(row) = subscription::current_for_user(conn, user_id)?
-                .filter(|r| r.status.is_live() && !r.cancel_at_period_end)
-            else {
+            // Past due: nothing is offered (a change waits until the open invoice is paid).
+            let Some(row) = subscription::current_for_user(conn, user_id)?.filter(|r| {
+                r.status.is_live()
+                    && r.status != subscriptions::SubscriptionStatus::PastDue
+                    && !r.cancel_at_period_end
+            }) else {
                 return Ok((Vec::new(), None));
             };
             let quantity = plan_change::quantity(conn, &row.stripe_subscription_id)?;
