@@ -390,23 +390,36 @@ pub fn renew(state: &mut SimState, sub_id: &str, paid: bool) -> Option<Vec<Event
     }
     // A schedule's next phase starts with the new period (its price, its quantity).
     crate::changes::enter_next_phase(state, &mut after, &mut events);
+    let start = before.current_period_end;
+    start_period(state, &before, after, (start, paid), &mut events);
+    Some(events)
+}
+
+/// Starts `after`'s next period at `start` and bills it (`subscription_cycle`): paid, it is
+/// active; not, past due with the invoice open. Records the change's event.
+fn start_period(
+    state: &mut SimState,
+    before: &Subscription,
+    mut after: Subscription,
+    (start, paid): (i64, bool),
+    events: &mut Vec<Event>,
+) {
     let interval = state
         .prices
         .get(&after.price)
         .map(|p| p.interval)
         .unwrap_or(crate::state::Interval::Month);
-    after.current_period_start = before.current_period_end;
-    after.current_period_end = interval.advance(before.current_period_end);
+    after.current_period_start = start;
+    after.current_period_end = interval.advance(start);
     after.status = if paid {
         SubscriptionStatus::Active
     } else {
         SubscriptionStatus::PastDue
     };
-    let invoice = bill(state, &after, "subscription_cycle", paid, &mut events);
+    let invoice = bill(state, &after, "subscription_cycle", paid, events);
     after.latest_invoice = Some(invoice);
-    let (_, event) = replace_subscription(state, &before, after, None);
+    let (_, event) = replace_subscription(state, before, after, None);
     events.push(event);
-    Some(events)
 }
 
 /// What paying an open invoice (its hosted page, or a retry) led to.
@@ -586,22 +599,7 @@ pub fn end_trial(state: &mut SimState, sub_id: &str) -> Option<Vec<Event>> {
         ));
         return Some(events);
     }
-    let interval = state
-        .prices
-        .get(&before.price)
-        .map(|p| p.interval)
-        .unwrap_or(crate::state::Interval::Month);
-    after.current_period_start = now;
-    after.current_period_end = interval.advance(now);
-    after.status = if has_card {
-        SubscriptionStatus::Active
-    } else {
-        SubscriptionStatus::PastDue
-    };
-    let invoice = bill(state, &after, "subscription_cycle", has_card, &mut events);
-    after.latest_invoice = Some(invoice);
-    let (_, event) = replace_subscription(state, &before, after, None);
-    events.push(event);
+    start_period(state, &before, after, (now, has_card), &mut events);
     Some(events)
 }
 
