@@ -18,6 +18,7 @@ pub mod service_tokens;
 pub mod startup;
 pub mod stripe_id;
 pub mod telemetry;
+pub mod usage;
 pub mod vault;
 pub mod web;
 pub mod webhooks;

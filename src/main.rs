@@ -148,7 +148,7 @@ enum TokenCommand {
         /// A unique name, e.g. the service's name.
         #[arg(long)]
         name: String,
-        /// What the token may do: byok:lease, entitlements:read, metrics:read (repeat for several).
+        /// What the token may do: byok:lease, entitlements:read, metrics:read, usage:write (repeat for several).
         #[arg(long = "scope", required = true, value_name = "SCOPE")]
         scopes: Vec<Scope>,
     },

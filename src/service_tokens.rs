@@ -30,13 +30,16 @@ pub enum Scope {
     EntitlementsRead,
     /// Scrape `/metrics` (Prometheus).
     MetricsRead,
+    /// Report usage and reserve, commit and release quota (`/internal/v1/usage`, `…/reserve`).
+    UsageWrite,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [
+    pub const ALL: [Scope; 4] = [
         Scope::ByokLease,
         Scope::EntitlementsRead,
         Scope::MetricsRead,
+        Scope::UsageWrite,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Scope {
             Self::ByokLease => "byok:lease",
             Self::EntitlementsRead => "entitlements:read",
             Self::MetricsRead => "metrics:read",
+            Self::UsageWrite => "usage:write",
         }
     }
 }

@@ -296,6 +296,7 @@ fn run(
     let layers = route_layers(&db, &config)?;
     let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());
     let lease_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.lease));
+    let usage_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.usage));
     let failures = config.rate_limits.login_failures;
     let login_failures = Arc::new(FailureLimiter::new(failures.per_account, failures.window));
     let two_factor_failures = Arc::new(FailureLimiter::new(
@@ -311,6 +312,7 @@ fn run(
     limiters.register("webhook", rate_limit::swept(&layers.webhook_limiter));
     limiters.register("refusal_audit", refusal_audit.clone());
     limiters.register("lease", lease_limiter.clone());
+    limiters.register("usage", usage_limiter.clone());
     limiters.register("login_failures", login_failures.clone());
     limiters.register("two_factor_failures", two_factor_failures.clone());
     limiters.register("stripe_throttle", gateway.clone());
@@ -321,6 +323,7 @@ fn run(
         keyring: config.keyring(),
         token_hasher: config.token_hasher(),
         lease_limiter,
+        usage_limiter,
         login_failures,
         two_factor_failures,
         password_work,

@@ -108,6 +108,8 @@ pub struct RateLimitSettings {
     pub default: RateLimit,
     /// BYOK leases, per service token.
     pub lease: RateLimit,
+    /// Usage reports and quota reservations (commit, release), per service token.
+    pub usage: RateLimit,
     /// Stripe's webhook deliveries, per source IP.
     pub webhook: RateLimit,
     /// Failed sign-ins per account, whatever address they come from.

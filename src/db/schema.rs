@@ -422,6 +422,115 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    usage_meters (feature) {
+        feature -> Text,
+        unit_name -> Text,
+        event_name -> Text,
+        stripe_meter_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_meters (id) {
+        id -> BigInt,
+        plan_id -> BigInt,
+        feature -> Text,
+        included -> BigInt,
+        package_size -> BigInt,
+        package_amount -> BigInt,
+        quota -> Nullable<BigInt>,
+        fail_open -> Bool,
+        stripe_price_id -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_records (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        feature -> Text,
+        quantity -> BigInt,
+        idempotency_key -> Text,
+        occurred_at -> Timestamp,
+        byok -> Bool,
+        reservation_id -> Nullable<Text>,
+        service -> Text,
+        forwarded_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_outbox (usage_record_id) {
+        usage_record_id -> BigInt,
+        attempts -> BigInt,
+        next_attempt_at -> Timestamp,
+        last_error -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    usage_counters (user_id, feature, period_end) {
+        user_id -> BigInt,
+        feature -> Text,
+        period_end -> Timestamp,
+        used -> BigInt,
+        reserved -> BigInt,
+    }
+}
+
+diesel::table! {
+    usage_reservations (id) {
+        id -> Text,
+        user_id -> BigInt,
+        feature -> Text,
+        quantity -> BigInt,
+        period_end -> Timestamp,
+        state -> Text,
+        expires_at -> Timestamp,
+        committed_quantity -> Nullable<BigInt>,
+        service -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_spend_limits (user_id) {
+        user_id -> BigInt,
+        alert_amount -> Nullable<BigInt>,
+        cap_amount -> Nullable<BigInt>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    plan_spend_caps (plan_id) {
+        plan_id -> BigInt,
+        cap_amount -> BigInt,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    usage_thresholds_sent (user_id, period_end, percent) {
+        user_id -> BigInt,
+        period_end -> Timestamp,
+        percent -> BigInt,
+        sent_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(plan_meters -> plans (plan_id));
+diesel::joinable!(plan_meters -> usage_meters (feature));
+diesel::joinable!(usage_outbox -> usage_records (usage_record_id));
+diesel::joinable!(plan_spend_caps -> plans (plan_id));
+
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     sessions,
@@ -451,5 +560,14 @@ diesel::allow_tables_to_appear_in_same_query!(
     coupons,
     promotion_codes,
     subscription_discounts,
-    subscription_past_due
+    subscription_past_due,
+    usage_meters,
+    plan_meters,
+    usage_records,
+    usage_outbox,
+    usage_counters,
+    usage_reservations,
+    usage_spend_limits,
+    plan_spend_caps,
+    usage_thresholds_sent
 );

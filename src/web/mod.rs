@@ -28,6 +28,8 @@ pub struct AppState {
     pub token_hasher: TokenHasher,
     /// BYOK leases per service token.
     pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
+    /// Usage reports and quota reservations per service token.
+    pub usage_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
     /// Failed sign-ins per account.
     pub login_failures: Arc<crate::limits::FailureLimiter<crate::accounts::SignInKey>>,
     /// Failed second-factor codes per account (sign-in and enrolment).

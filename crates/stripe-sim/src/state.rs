@@ -400,6 +400,35 @@ pub struct SimState {
     pub invoice_discounts: HashMap<String, (String, i64)>,
     /// The account's public business name: the merchant on hosted pages and invoices.
     pub business_name: String,
+    /// Billing meters, by id.
+    pub meters: HashMap<String, Meter>,
+    /// Meter events as Stripe accepted them, oldest first (one per identifier).
+    pub meter_events: Vec<MeterEvent>,
+}
+
+/// A billing meter: sums the `value` of the meter events named `event_name`, per customer.
+#[derive(Debug, Clone)]
+pub struct Meter {
+    pub id: String,
+    pub display_name: String,
+    pub event_name: String,
+    pub status: String,
+    pub created: i64,
+}
+
+/// One accepted meter event (`POST /v1/billing/meter_events`).
+#[derive(Debug, Clone)]
+pub struct MeterEvent {
+    /// Unique per event: a resend with the same identifier is not counted again.
+    pub identifier: String,
+    pub event_name: String,
+    /// `payload[stripe_customer_id]`.
+    pub customer: String,
+    /// `payload[value]`.
+    pub value: i64,
+    /// When the usage happened (Unix seconds), as reported.
+    pub timestamp: i64,
+    pub created: i64,
 }
 
 impl SimState {

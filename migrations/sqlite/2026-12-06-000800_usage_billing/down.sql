@@ -1,0 +1,9 @@
+DROP TABLE usage_thresholds_sent;
+DROP TABLE plan_spend_caps;
+DROP TABLE usage_spend_limits;
+DROP TABLE usage_reservations;
+DROP TABLE usage_counters;
+DROP TABLE usage_outbox;
+DROP TABLE usage_records;
+DROP TABLE plan_meters;
+DROP TABLE usage_meters;

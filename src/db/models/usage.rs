@@ -1,0 +1,218 @@
+//! The usage tables (issue 16): metered components, stored usage, its counters and outbox.
+//! Domain rules live in `crate::usage`; this module only reads and writes rows.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use crate::db::models::user::UserId;
+use crate::db::schema::{
+    plan_meters, plan_spend_caps, usage_counters, usage_meters, usage_outbox, usage_records,
+    usage_spend_limits,
+};
+use crate::db::{DbConnection, DbError, now, per_backend};
+
+/// A plan's metered component joined with its feature's meter.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = plan_meters)]
+pub struct PlanMeterRow {
+    pub id: i64,
+    pub plan_id: i64,
+    pub feature: String,
+    pub included: i64,
+    pub package_size: i64,
+    pub package_amount: i64,
+    pub quota: Option<i64>,
+    pub fail_open: bool,
+    pub stripe_price_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = usage_meters)]
+pub struct UsageMeterRow {
+    pub feature: String,
+    pub unit_name: String,
+    pub event_name: String,
+    pub stripe_meter_id: Option<String>,
+}
+
+/// The plan's metered components with their meters, by feature.
+pub fn components_of_plan(
+    conn: &mut DbConnection,
+    plan_id: i64,
+) -> Result<Vec<(PlanMeterRow, UsageMeterRow)>, DbError> {
+    per_backend!(conn, |c| Ok(plan_meters::table
+        .inner_join(usage_meters::table)
+        .filter(plan_meters::plan_id.eq(plan_id))
+        .order(plan_meters::feature.asc())
+        .select((PlanMeterRow::as_select(), UsageMeterRow::as_select()))
+        .load(c)?))
+}
+
+/// The meter of `feature`, if it is a metered feature.
+pub fn meter(conn: &mut DbConnection, feature: &str) -> Result<Option<UsageMeterRow>, DbError> {
+    per_backend!(conn, |c| Ok(usage_meters::table
+        .find(feature)
+        .select(UsageMeterRow::as_select())
+        .first(c)
+        .optional()?))
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = usage_records)]
+pub struct UsageRecordRow {
+    pub id: i64,
+    pub user_id: UserId,
+    pub feature: String,
+    pub quantity: i64,
+    pub idempotency_key: String,
+    pub occurred_at: NaiveDateTime,
+    pub byok: bool,
+    pub reservation_id: Option<String>,
+    pub service: String,
+    pub forwarded_at: Option<NaiveDateTime>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = usage_records)]
+pub struct NewUsageRecord<'a> {
+    pub user_id: UserId,
+    pub feature: &'a str,
+    pub quantity: i64,
+    pub idempotency_key: &'a str,
+    pub occurred_at: NaiveDateTime,
+    pub byok: bool,
+    pub reservation_id: Option<&'a str>,
+    pub service: &'a str,
+    pub created_at: NaiveDateTime,
+}
+
+/// Inserts `record` unless its idempotency key is taken: the new row's id, or `None`. A racing
+/// insert of the same key waits for the first to commit and inserts nothing, without aborting
+/// the surrounding transaction.
+pub fn insert_record(
+    conn: &mut DbConnection,
+    record: &NewUsageRecord<'_>,
+) -> Result<Option<i64>, DbError> {
+    match conn {
+        DbConnection::Postgresql(pg) => Ok(diesel::insert_into(usage_records::table)
+            .values(record)
+            .on_conflict_do_nothing()
+            .returning(usage_records::id)
+            .get_result(pg)
+            .optional()?),
+        DbConnection::Sqlite(sqlite) => {
+            let inserted = diesel::insert_into(usage_records::table)
+                .values(record)
+                .on_conflict_do_nothing()
+                .execute(sqlite)?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+            Ok(Some(
+                usage_records::table
+                    .filter(usage_records::idempotency_key.eq(record.idempotency_key))
+                    .select(usage_records::id)
+                    .first(sqlite)?,
+            ))
+        }
+    }
+}
+
+/// The record stored under `key`.
+pub fn record_by_key(
+    conn: &mut DbConnection,
+    key: &str,
+) -> Result<Option<UsageRecordRow>, DbError> {
+    per_backend!(conn, |c| Ok(usage_records::table
+        .filter(usage_records::idempotency_key.eq(key))
+        .select(UsageRecordRow::as_select())
+        .first(c)
+        .optional()?))
+}
+
+/// Adds `used` units to the user's counter of `feature` for the period ending `period_end`.
+pub fn add_used(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    feature: &str,
+    period_end: NaiveDateTime,
+    used: i64,
+) -> Result<(), DbError> {
+    per_backend!(conn, |c| {
+        diesel::insert_into(usage_counters::table)
+            .values((
+                usage_counters::user_id.eq(user_id),
+                usage_counters::feature.eq(feature),
+                usage_counters::period_end.eq(period_end),
+                usage_counters::used.eq(used),
+                usage_counters::reserved.eq(0),
+            ))
+            .on_conflict((
+                usage_counters::user_id,
+                usage_counters::feature,
+                usage_counters::period_end,
+            ))
+            .do_update()
+            .set(usage_counters::used.eq(usage_counters::used + used))
+            .execute(c)?;
+        Ok(())
+    })
+}
+
+/// The user's counters for the period ending `period_end`: `(feature, used, reserved)`.
+pub fn counters(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    period_end: NaiveDateTime,
+) -> Result<Vec<(String, i64, i64)>, DbError> {
+    per_backend!(conn, |c| Ok(usage_counters::table
+        .filter(usage_counters::user_id.eq(user_id))
+        .filter(usage_counters::period_end.eq(period_end))
+        .select((
+            usage_counters::feature,
+            usage_counters::used,
+            usage_counters::reserved,
+        ))
+        .load(c)?))
+}
+
+/// Queues record `id` for Stripe's meter events API, due now.
+pub fn enqueue(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
+    per_backend!(conn, |c| {
+        diesel::insert_into(usage_outbox::table)
+            .values((
+                usage_outbox::usage_record_id.eq(id),
+                usage_outbox::attempts.eq(0),
+                usage_outbox::next_attempt_at.eq(now()),
+            ))
+            .on_conflict_do_nothing()
+            .execute(c)?;
+        Ok(())
+    })
+}
+
+/// The customer's own spend alert and cap, and their plan's cap (minor units per period).
+pub fn spend_settings(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    plan_id: i64,
+) -> Result<(Option<i64>, Option<i64>, Option<i64>), DbError> {
+    per_backend!(conn, |c| {
+        let own: Option<(Option<i64>, Option<i64>)> = usage_spend_limits::table
+            .find(user_id)
+            .select((
+                usage_spend_limits::alert_amount,
+                usage_spend_limits::cap_amount,
+            ))
+            .first(c)
+            .optional()?;
+        let plan: Option<i64> = plan_spend_caps::table
+            .find(plan_id)
+            .select(plan_spend_caps::cap_amount)
+            .first(c)
+            .optional()?;
+        let (alert, cap) = own.unwrap_or((None, None));
+        Ok((alert, cap, plan))
+    })
+}
