@@ -62,12 +62,17 @@ impl Run {
             .unwrap_or_default()
     }
 
+    /// Requests per second.
+    pub fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
     /// `N req/s   p50 …   p99 …   max …   failures F`.
     pub fn summary(&self, unit: &str) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
             "{:.0} {unit}/s   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   failures {}",
-            self.requests as f64 / self.elapsed.as_secs_f64(),
+            self.rate(),
             ms(self.percentile(0.50)),
             ms(self.percentile(0.99)),
             ms(self.percentile(1.0)),

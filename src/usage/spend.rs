@@ -33,11 +33,11 @@ pub fn limits(
     user_id: UserId,
     plan_id: i64,
 ) -> Result<SpendLimits, DbError> {
-    let (alert, own_cap, plan_cap) = usage::spend_settings(conn, user_id, plan_id)?;
+    let settings = usage::spend_settings(conn, user_id, plan_id)?;
     Ok(SpendLimits {
-        alert,
-        own_cap,
-        plan_cap,
+        alert: settings.alert,
+        own_cap: settings.own_cap,
+        plan_cap: settings.plan_cap,
     })
 }
 

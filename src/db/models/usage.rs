@@ -193,11 +193,18 @@ pub fn enqueue(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
 }
 
 /// The customer's own spend alert and cap, and their plan's cap (minor units per period).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SpendSettings {
+    pub alert: Option<i64>,
+    pub own_cap: Option<i64>,
+    pub plan_cap: Option<i64>,
+}
+
 pub fn spend_settings(
     conn: &mut DbConnection,
     user_id: UserId,
     plan_id: i64,
-) -> Result<(Option<i64>, Option<i64>, Option<i64>), DbError> {
+) -> Result<SpendSettings, DbError> {
     per_backend!(conn, |c| {
         let own: Option<(Option<i64>, Option<i64>)> = usage_spend_limits::table
             .find(user_id)
@@ -212,7 +219,11 @@ pub fn spend_settings(
             .select(plan_spend_caps::cap_amount)
             .first(c)
             .optional()?;
-        let (alert, cap) = own.unwrap_or((None, None));
-        Ok((alert, cap, plan))
+        let (alert, own_cap) = own.unwrap_or((None, None));
+        Ok(SpendSettings {
+            alert,
+            own_cap,
+            plan_cap: plan,
+        })
     })
 }
