@@ -266,6 +266,8 @@ fn route_layers(db: &Db, config: &Arc<Config>) -> Result<routes::Layers, Startup
             .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?,
         webhook_limiter: rate_limit::webhook_limiter(limits.webhook, &trusted)
             .ok_or(StartupError::RateLimit("RATE_LIMIT_WEBHOOK_*"))?,
+        internal_limiter: rate_limit::internal_limiter(limits.internal, &trusted)
+            .ok_or(StartupError::RateLimit("RATE_LIMIT_INTERNAL_*"))?,
         budgets: FormBudgets {
             sign_in: Arc::new(FormBudget::new("sign_in", limits.sign_in, &trusted)),
             sign_up: Arc::new(FormBudget::new("sign_up", limits.sign_up, &trusted)),
@@ -310,6 +312,7 @@ fn run(
     limiters.register("sign_in", layers.budgets.sign_in.swept());
     limiters.register("sign_up", layers.budgets.sign_up.swept());
     limiters.register("webhook", rate_limit::swept(&layers.webhook_limiter));
+    limiters.register("internal", rate_limit::swept(&layers.internal_limiter));
     limiters.register("refusal_audit", refusal_audit.clone());
     limiters.register("lease", lease_limiter.clone());
     limiters.register("usage", usage_limiter.clone());

@@ -12,6 +12,7 @@ on_both_backends!(
     spoofed_forwarded_for_does_not_bypass_the_limit,
     a_trusted_proxy_forwards_the_real_client_address,
     every_other_route_has_a_default_limit,
+    the_service_api_has_its_own_budget_per_address,
     failures_from_many_addresses_lock_the_account,
     ipv6_clients_are_limited_by_their_64,
     saturated_password_hashing_answers_503_and_then_recovers,
@@ -181,6 +182,49 @@ async fn every_other_route_has_a_default_limit(backend: Backend) {
             .details
             .contains(r#""limiter":"default""#)
     );
+}
+
+/// Services call `/internal/v1` on every AI request: the pages' small per-address budget must
+/// not throttle them, and the service API's own budget still ends floods (before any token
+/// check), audited as the `internal` limiter.
+async fn the_service_api_has_its_own_budget_per_address(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.rate_limits.default = RateLimit {
+            per_minute: 60,
+            burst: 2,
+        };
+        // One more a minute: a slow machine never earns an extra slot within the test.
+        config.rate_limits.internal = RateLimit {
+            per_minute: 1,
+            burst: 5,
+        };
+    })
+    .await;
+    let token = app.service_token("gate", &[tollgate::service_tokens::Scope::EntitlementsRead]);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let res = app
+            .internal_get("/internal/v1/entitlements/1", &token)
+            .await;
+        statuses.push(res.status().as_u16());
+    }
+    // No user 1: 404 five times (well past the default budget of 2), then the service budget.
+    assert_eq!(statuses, [404, 404, 404, 404, 404, 429]);
+    let forged = app
+        .internal_get("/internal/v1/entitlements/1", "tg_svc_forged")
+        .await;
+    assert_eq!(
+        forged.status(),
+        429,
+        "refused before the token is looked at"
+    );
+    assert!(
+        app.events("rate_limited")
+            .iter()
+            .any(|e| e.details.contains(r#""limiter":"internal""#))
+    );
+    // The pages keep their own budget.
+    assert_eq!(app.browser().get("/").await.status(), 200);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,6 +417,7 @@ async fn idle_limiter_keys_are_swept(backend: Backend) {
         names,
         [
             "default",
+            "internal",
             "lease",
             "login_failures",
             "refusal_audit",
@@ -380,6 +425,7 @@ async fn idle_limiter_keys_are_swept(backend: Backend) {
             "sign_up",
             "stripe_throttle",
             "two_factor_failures",
+            "usage",
             "webhook"
         ]
     );

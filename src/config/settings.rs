@@ -110,6 +110,8 @@ pub struct RateLimitSettings {
     pub lease: RateLimit,
     /// Usage reports and quota reservations (commit, release), per service token.
     pub usage: RateLimit,
+    /// Every service API request (`/internal/v1`), per client address.
+    pub internal: RateLimit,
     /// Stripe's webhook deliveries, per source IP.
     pub webhook: RateLimit,
     /// Failed sign-ins per account, whatever address they come from.

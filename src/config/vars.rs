@@ -333,6 +333,10 @@ impl Config {
                     per_minute: positive(vars, "RATE_LIMIT_USAGE_PER_MINUTE", 600_000)?,
                     burst: positive(vars, "RATE_LIMIT_USAGE_BURST", 10_000)?,
                 },
+                internal: RateLimit {
+                    per_minute: positive(vars, "RATE_LIMIT_INTERNAL_PER_MINUTE", 600_000)?,
+                    burst: positive(vars, "RATE_LIMIT_INTERNAL_BURST", 10_000)?,
+                },
                 webhook: RateLimit {
                     per_minute: positive(vars, "RATE_LIMIT_WEBHOOK_PER_MINUTE", 1000)?,
                     burst: positive(vars, "RATE_LIMIT_WEBHOOK_BURST", 1000)?,

@@ -33,6 +33,8 @@ pub(super) fn test_config(database_url: DatabaseUrl) -> Config {
         ("RATE_LIMIT_DEFAULT_BURST", "10000"),
         ("RATE_LIMIT_LEASE_PER_MINUTE", "60000"),
         ("RATE_LIMIT_LEASE_BURST", "10000"),
+        ("RATE_LIMIT_INTERNAL_PER_MINUTE", "600000"),
+        ("RATE_LIMIT_INTERNAL_BURST", "100000"),
         ("RATE_LIMIT_WEBHOOK_PER_MINUTE", "600000"),
         ("RATE_LIMIT_WEBHOOK_BURST", "100000"),
         ("RATE_LIMIT_LOGIN_FAILURES_PER_ACCOUNT", "1000"),

@@ -133,6 +133,12 @@ pub fn default_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Li
     config(limit, trusted, "default")
 }
 
+/// The per-address limiter of the service API (`/internal/v1`): services call it on every AI
+/// request, far more often than people load pages; each token has its own budget as well.
+pub fn internal_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
+    config(limit, trusted, "internal")
+}
+
 /// The limiter for Stripe's webhook deliveries.
 pub fn webhook_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
     config(limit, trusted, "webhook")

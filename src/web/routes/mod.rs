@@ -35,6 +35,8 @@ pub struct Layers {
     /// The per-client default limiter, shared by every area without one of its own.
     pub default_limiter: Limiter,
     pub webhook_limiter: Limiter,
+    /// The service API's per-address limiter (`/internal/v1`).
+    pub internal_limiter: Limiter,
     /// The sign-in and sign-up submissions' budgets.
     pub budgets: FormBudgets,
     pub sessions: Sessions,
@@ -52,7 +54,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, layers: &Layers) {
     )
     .service(
         web::scope("/internal/v1")
-            .wrap(rate_limit::governor(default))
+            .wrap(rate_limit::governor(&layers.internal_limiter))
             .configure(internal::configure),
     )
     .service(
