@@ -31,6 +31,7 @@ mod headers;
 mod invoices;
 mod layout;
 mod lease;
+mod metered_plans;
 mod metrics;
 mod notifications;
 mod operations;

@@ -157,6 +157,8 @@ pub enum Kind {
     PromotionCodeCreated,
     /// An admin stopped a promotion code from being redeemed.
     PromotionCodeDeactivated,
+    /// An admin added, changed or removed a plan's metered component (synced to Stripe).
+    PlanMeterChanged,
 }
 
 impl Kind {
@@ -221,6 +223,7 @@ impl Kind {
             Self::CouponCreated => "coupon_created",
             Self::PromotionCodeCreated => "promotion_code_created",
             Self::PromotionCodeDeactivated => "promotion_code_deactivated",
+            Self::PlanMeterChanged => "plan_meter_changed",
         }
     }
 
@@ -250,7 +253,9 @@ impl Kind {
             | Self::SubscriptionResumed
             | Self::FreeSubscriptionStarted
             | Self::StripeRateLimited => Severity::Medium,
-            Self::PlanCreated | Self::PlanUpdated | Self::PlanArchived => Severity::Medium,
+            Self::PlanCreated | Self::PlanUpdated | Self::PlanArchived | Self::PlanMeterChanged => {
+                Severity::Medium
+            }
             Self::CsrfRejected
             | Self::AdminCreated
             | Self::ServiceTokenRejected

@@ -102,6 +102,21 @@ async fn session_url(
     // attempt on nothing.
     let without_card =
         trial.is_some() && super::plans::trial_without_card(billing.db, plan.id).await?;
+    let metered = metered_prices(billing.db, plan, price).await?;
+    let mut line_items = vec![CreateCheckoutSessionLineItems {
+        price: Some(price_id.clone()),
+        quantity: Some(quantity),
+        ..Default::default()
+    }];
+    // Metered items carry no quantity: Stripe bills what their meters counted.
+    line_items.extend(
+        metered
+            .into_iter()
+            .map(|price| CreateCheckoutSessionLineItems {
+                price: Some(price),
+                ..Default::default()
+            }),
+    );
     let key = operation.idempotency_key("checkout");
     let session = billing
         .gateway
@@ -110,11 +125,7 @@ async fn session_url(
                 .mode(stripe_checkout::CheckoutSessionMode::Subscription)
                 .customer(customer.expose())
                 .client_reference_id(user_id.to_string())
-                .line_items(vec![CreateCheckoutSessionLineItems {
-                    price: Some(price_id.clone()),
-                    quantity: Some(quantity),
-                    ..Default::default()
-                }])
+                .line_items(line_items.clone())
                 .success_url(success.clone())
                 .cancel_url(cancel.clone())
                 // Codes admins create in the console are typed on Stripe's page.
@@ -142,6 +153,27 @@ async fn session_url(
     session
         .url
         .ok_or_else(|| BillingError::Unexpected("checkout session without url".into()))
+}
+
+/// The metered Prices a subscription to `plan` at `price` carries. Stripe requires every item of
+/// a subscription to share one interval, and the metered Prices are on the plan's own interval:
+/// a plan's other (yearly) option has none (see docs: usage on the yearly option is not billed).
+pub async fn metered_prices(
+    db: &Db,
+    plan: &Plan,
+    price: &PlanPrice,
+) -> Result<Vec<String>, DbError> {
+    if price.interval != plan.interval {
+        return Ok(Vec::new());
+    }
+    let plan_id = plan.id;
+    let components = db
+        .run(move |conn| crate::usage::meters::of_plan(conn, plan_id))
+        .await?;
+    Ok(components
+        .into_iter()
+        .filter_map(|c| c.stripe_price_id)
+        .collect())
 }
 
 /// Why the way back from Checkout shows nothing.

@@ -188,11 +188,7 @@ struct Current {
 
 impl Current {
     fn from_api(sub: &stripe_billing::Subscription) -> Result<Self, BillingError> {
-        let item = sub
-            .items
-            .data
-            .first()
-            .ok_or_else(|| BillingError::Unexpected("subscription without items".into()))?;
+        let item = super::subscriptions::licensed_item(sub)?;
         Ok(Self {
             id: SubscriptionId::new(sub.id.as_str()),
             item: item.id.to_string(),
@@ -279,9 +275,18 @@ struct LineParent {
 #[derive(miniserde::Deserialize)]
 struct LineItemDetails {
     proration: bool,
+    subscription_item: Option<String>,
 }
 
 impl PreviewLine {
+    /// Whether the line bills subscription item `item` (not a metered item's usage).
+    fn bills_item(&self, item: &str) -> bool {
+        self.parent
+            .as_ref()
+            .and_then(|p| p.subscription_item_details.as_ref())
+            .is_none_or(|d| d.subscription_item.as_deref().is_none_or(|i| i == item))
+    }
+
     fn proration(&self) -> bool {
         self.parent
             .as_ref()
@@ -445,14 +450,19 @@ pub async fn preview(
         .await
         .map_err(BillingError::from)?;
     let resets_cycle = current.yearly != (target.price.interval == Interval::Year);
-    let prorations: i64 = invoice
-        .lines
-        .data
-        .iter()
+    // The plan item's lines: a metered item's usage so far is billed whatever the change.
+    let plan_lines = || {
+        invoice
+            .lines
+            .data
+            .iter()
+            .filter(|l| l.bills_item(&current.item))
+    };
+    let prorations: i64 = plan_lines()
         .filter(|l| l.proration())
         .map(|l| l.amount)
         .sum();
-    let next = invoice.lines.data.iter().rfind(|l| !l.proration());
+    let next = plan_lines().rfind(|l| !l.proration());
     let (next_amount, next_start, next_end) = next.map_or((0, current.period_end, 0), |l| {
         (l.amount, l.period.start, l.period.end)
     });

@@ -45,16 +45,30 @@ pub(crate) fn timestamp(unix: i64) -> Option<NaiveDateTime> {
     DateTime::from_timestamp(unix, 0).map(|t| t.naive_utc())
 }
 
+/// The subscription's plan item: the licensed one (metered items sit beside it, in no order
+/// Stripe promises), or the first if none is licensed.
+pub fn licensed_item(
+    sub: &stripe_billing::Subscription,
+) -> Result<&stripe_shared::SubscriptionItem, BillingError> {
+    let items = &sub.items.data;
+    items
+        .iter()
+        .find(|item| {
+            item.price
+                .recurring
+                .as_ref()
+                .is_none_or(|r| r.usage_type.as_str() != "metered")
+        })
+        .or_else(|| items.first())
+        .ok_or_else(|| BillingError::Unexpected("subscription without items".into()))
+}
+
 impl StripeSubscription {
     /// Reads async-stripe's object (from an API call). The webhook path reads the event's JSON
     /// in `webhooks::handlers`: payloads come in the endpoint's API version, which need not
     /// carry every field async-stripe's struct requires.
     pub fn from_api(sub: &stripe_billing::Subscription) -> Result<Self, BillingError> {
-        let item = sub
-            .items
-            .data
-            .first()
-            .ok_or_else(|| BillingError::Unexpected("subscription without items".into()))?;
+        let item = licensed_item(sub)?;
         Ok(Self {
             id: SubscriptionId::new(sub.id.as_str()),
             customer: CustomerId::new(sub.customer.id().as_str()),

@@ -6,6 +6,8 @@
 //! through Stripe's meters; BYOK usage (made with the customer's own provider key) is stored
 //! for the customer to see and nothing else.
 
+pub mod admin;
+pub mod describe;
 pub mod meters;
 pub mod period;
 pub mod pricing;

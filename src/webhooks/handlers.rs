@@ -163,10 +163,18 @@ pub(crate) fn subscription_of(
     ) else {
         return Err("subscription without id, customer or status");
     };
-    let item = object
+    // The plan's own (licensed) item: metered items sit beside it, in no promised order.
+    let items = object
         .get("items")
         .and_then(|i| i.get("data"))
-        .and_then(|d| d.get(0))
+        .and_then(Value::as_array);
+    let item = items
+        .and_then(|items| {
+            items
+                .iter()
+                .find(|i| i["price"]["recurring"]["usage_type"] != "metered")
+                .or_else(|| items.first())
+        })
         .and_then(Value::as_object);
     let price = item.and_then(|i| i.get("price")).and_then(Value::as_object);
     let Some(price_id) = price.and_then(|p| text(p, "id")) else {

@@ -87,6 +87,8 @@ pub struct TestApp {
     pub metrics_address: Option<String>,
     /// The Stripe simulator this app talks to.
     pub stripe: String,
+    /// The simulator itself, for state no endpoint of this branch sets (meter events).
+    pub sim: std::sync::Arc<stripe_sim::Sim>,
     pub backend: Backend,
     pub db: Db,
     pub token_hasher: tollgate::crypto::TokenHasher,
@@ -138,6 +140,7 @@ impl TestApp {
             address,
             metrics_address,
             stripe,
+            sim,
             backend,
             db,
             token_hasher,

@@ -312,6 +312,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/subscriptions", web::get().to(crate::lists::subscriptions))
             .route("/invoices", web::get().to(crate::lists::invoices))
             .configure(crate::changes::configure)
+            .configure(crate::metering::configure)
             .default_service(web::to(not_found)),
     );
 }
@@ -402,12 +403,19 @@ async fn update_product(
 #[derive(Deserialize)]
 struct RecurringParam {
     interval: String,
+    usage_type: Option<String>,
+    meter: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct CreatePrice {
     product: String,
-    unit_amount: i64,
+    unit_amount: Option<i64>,
+    unit_amount_decimal: Option<String>,
+    billing_scheme: Option<String>,
+    tiers_mode: Option<String>,
+    #[serde(default)]
+    tiers: Vec<crate::metering::TierParam>,
     currency: String,
     recurring: Option<RecurringParam>,
     active: Option<bool>,
@@ -421,7 +429,7 @@ async fn create_price(sim: web::Data<Sim>, req: HttpRequest, body: web::Bytes) -
         if !state.products.contains_key(&p.product) {
             return Err(ApiError::missing("product", &p.product));
         }
-        if p.unit_amount < 0 {
+        if p.unit_amount.is_some_and(|a| a < 0) {
             return Err(ApiError::invalid(
                 "unit_amount",
                 "This value must be greater than or equal to 0.",
@@ -446,10 +454,27 @@ async fn create_price(sim: web::Data<Sim>, req: HttpRequest, body: web::Bytes) -
                 "Invalid interval: must be one of month or year",
             )
         })?;
+        let metered = crate::metering::metered_price(
+            state,
+            &crate::metering::PriceParams {
+                usage_type: recurring.usage_type.as_deref(),
+                meter: recurring.meter.as_deref(),
+                billing_scheme: p.billing_scheme.as_deref(),
+                tiers_mode: p.tiers_mode.as_deref(),
+                tiers: &p.tiers,
+                unit_amount: p.unit_amount,
+                unit_amount_decimal: p.unit_amount_decimal.as_deref(),
+            },
+        )?;
         let price = Price {
             id: new_id("price"),
             product: p.product,
-            unit_amount: p.unit_amount,
+            unit_amount: if metered.is_some() {
+                0
+            } else {
+                p.unit_amount.unwrap_or(0)
+            },
+            metered,
             currency,
             interval,
             active: p.active.unwrap_or(true),
@@ -553,6 +578,47 @@ struct LineItemParam {
     quantity: Option<u64>,
 }
 
+/// A subscription's items as given: exactly one licensed price (with its quantity) and any
+/// number of metered prices (which carry no quantity, as Stripe requires).
+fn split_items<'a>(
+    state: &SimState,
+    items: &'a [LineItemParam],
+    param: &str,
+) -> Result<(&'a LineItemParam, Vec<String>), ApiError> {
+    let mut licensed = None;
+    let mut metered = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let price = active_price(state, &item.price, &format!("{param}[{i}][price]"))?;
+        if price.metered.is_some() {
+            if item.quantity.is_some() {
+                return Err(ApiError::invalid(
+                    &format!("{param}[{i}][quantity]"),
+                    "Quantity should not be specified where usage_type is `metered`. Remove quantity from `line_items[0]`.",
+                ));
+            }
+            if metered.contains(&item.price) {
+                return Err(ApiError::invalid(
+                    &format!("{param}[{i}][price]"),
+                    "The same price cannot be added twice.",
+                ));
+            }
+            metered.push(item.price.clone());
+        } else if licensed.replace(item).is_some() {
+            return Err(ApiError::invalid(
+                param,
+                "The simulator's subscriptions have exactly one licensed item.",
+            ));
+        }
+    }
+    let licensed = licensed.ok_or_else(|| {
+        ApiError::invalid(
+            param,
+            "Give exactly one licensed line item (a recurring price).",
+        )
+    })?;
+    Ok((licensed, metered))
+}
+
 #[derive(Deserialize, Default)]
 struct SubscriptionDataParam {
     trial_period_days: Option<u32>,
@@ -619,13 +685,7 @@ async fn create_checkout_session(
                     "The simulator supports mode=subscription only.",
                 ));
             }
-            let [item] = p.line_items.as_slice() else {
-                return Err(ApiError::invalid(
-                    "line_items",
-                    "Give exactly one line item (a recurring price).",
-                ));
-            };
-            active_price(state, &item.price, "line_items[0][price]")?;
+            let (item, metered_prices) = split_items(state, &p.line_items, "line_items")?;
             let success_url = p.success_url.ok_or_else(|| {
                 ApiError::invalid("success_url", "Missing required param: success_url.")
             })?;
@@ -659,6 +719,7 @@ async fn create_checkout_session(
                 client_reference_id: p.client_reference_id,
                 price: item.price.clone(),
                 quantity: item.quantity.unwrap_or(1).max(1),
+                metered_prices,
                 success_url,
                 cancel_url: p.cancel_url,
                 status: SessionStatus::Open,
@@ -773,12 +834,7 @@ async fn create_subscription(
                 format!("Invalid payment_behavior: {behavior}"),
             ));
         }
-        let [item] = p.items.as_slice() else {
-            return Err(ApiError::invalid(
-                "items",
-                "The simulator's subscriptions have exactly one item.",
-            ));
-        };
+        let (item, metered_prices) = split_items(state, &p.items, "items")?;
         let price = active_price(state, &item.price, "items[0][price]")?;
         if price.unit_amount > 0 && p.trial_period_days.is_none() {
             return Err(ApiError {
@@ -794,6 +850,7 @@ async fn create_subscription(
             customer: p.customer,
             price: item.price.clone(),
             quantity: item.quantity.unwrap_or(1).max(1),
+            metered_prices,
             trial_period_days: p.trial_period_days,
             metadata: p.metadata,
             missing_payment_method: "create_invoice",

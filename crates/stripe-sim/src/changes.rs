@@ -167,12 +167,24 @@ fn line_json(state: &SimState, sub: &Subscription, line: &ChangeLine, currency: 
 /// A preview invoice (Stripe's `create_preview` shape: no id of its own, status `draft`).
 fn preview_json(state: &SimState, sub: &Subscription, change: &Change, at: i64) -> Value {
     let (_, _, currency) = unit(state, &sub.price);
-    let total: i64 = change.lines.iter().map(|l| l.amount).sum();
-    let lines: Vec<Value> = change
+    // The metered items' usage so far this period, billed with the next invoice.
+    let usage = crate::metering::usage_lines(
+        state,
+        sub,
+        (sub.current_period_start, sub.current_period_end),
+    );
+    let total: i64 = change.lines.iter().map(|l| l.amount).sum::<i64>()
+        + usage.iter().map(|l| l.amount).sum::<i64>();
+    let mut lines: Vec<Value> = change
         .lines
         .iter()
         .map(|l| line_json(state, sub, l, &currency))
         .collect();
+    lines.extend(
+        usage
+            .iter()
+            .map(|l| crate::metering::usage_line_json(state, &sub.id, None, l, &currency)),
+    );
     let next_attempt = if change.resets_cycle {
         at
     } else {

@@ -80,6 +80,20 @@ pub fn bill_amount(
     amount: i64,
     events: &mut Vec<Event>,
 ) -> String {
+    bill_with_usage(state, sub, (reason, paid), (amount, Vec::new()), events)
+}
+
+/// Bills `amount` for `sub`'s licensed item and the `usage` lines of its metered items.
+fn bill_with_usage(
+    state: &mut SimState,
+    sub: &Subscription,
+    (reason, paid): (&'static str, bool),
+    (amount, usage): (i64, Vec<crate::state::UsageLine>),
+    events: &mut Vec<Event>,
+) -> String {
+    let amount = usage
+        .iter()
+        .fold(amount, |sum, line| sum.saturating_add(line.amount));
     let currency = state
         .prices
         .get(&sub.price)
@@ -126,6 +140,7 @@ pub fn bill_amount(
         next_payment_attempt: (!paid).then_some(now + RETRY_AFTER_SECS),
         paid_at: paid.then_some(now),
         voided_at: None,
+        usage_lines: usage,
     };
     if let Some(pi) = payment_intent {
         let value = objects::payment_intent(&pi);
@@ -165,6 +180,8 @@ pub struct NewSubscription {
     pub customer: String,
     pub price: String,
     pub quantity: u64,
+    /// Metered prices, one item each.
+    pub metered_prices: Vec<String>,
     pub trial_period_days: Option<u32>,
     pub metadata: std::collections::HashMap<String, String>,
     /// What ending the trial without a payment method does.
@@ -206,6 +223,14 @@ fn subscription_from(state: &SimState, new: NewSubscription, now: i64) -> Subscr
         missing_payment_method: new.missing_payment_method,
         cancellation: Default::default(),
         schedule: None,
+        metered_items: new
+            .metered_prices
+            .into_iter()
+            .map(|price| crate::state::MeteredItem {
+                id: new_id("si"),
+                price,
+            })
+            .collect(),
     }
 }
 
@@ -321,6 +346,7 @@ pub fn complete_checkout(
         customer: customer_id.clone(),
         price: session.price.clone(),
         quantity: session.quantity,
+        metered_prices: session.metered_prices.clone(),
         trial_period_days: session.trial_period_days,
         metadata: session.subscription_metadata.clone(),
         missing_payment_method: session.missing_payment_method,
@@ -416,7 +442,20 @@ fn start_period(
     } else {
         SubscriptionStatus::PastDue
     };
-    let invoice = bill(state, &after, "subscription_cycle", paid, events);
+    // Metered items are billed in arrears: the ending period's usage (none for a trial).
+    let usage = if before.status == SubscriptionStatus::Trialing {
+        Vec::new()
+    } else {
+        let ending = (before.current_period_start, before.current_period_end);
+        crate::metering::usage_lines(state, &after, ending)
+    };
+    let licensed = state
+        .prices
+        .get(&after.price)
+        .map(|p| p.unit_amount * after.quantity as i64)
+        .unwrap_or(0);
+    let billed = ("subscription_cycle", paid);
+    let invoice = bill_with_usage(state, &after, billed, (licensed, usage), events);
     after.latest_invoice = Some(invoice);
     let (_, event) = replace_subscription(state, before, after, None);
     events.push(event);

@@ -20,6 +20,7 @@ mod changes;
 mod controls;
 mod hosted;
 mod lists;
+mod metering;
 mod objects;
 mod pdf;
 mod promotions;
@@ -81,6 +82,13 @@ impl Sim {
     /// Delivers events to `target` from now on (e.g. once the app under test has its port).
     pub fn set_webhook_target(&self, target: Option<WebhookTarget>) {
         self.deliverer.set_target(target);
+    }
+
+    /// Runs `f` on the state, for tests that set up what no endpoint of theirs can (e.g. meter
+    /// events reported by a sender that is not running).
+    #[cfg(feature = "testing")]
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut SimState) -> R) -> R {
+        f(&mut self.state())
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {

@@ -47,23 +47,32 @@ pub fn product(p: &Product) -> Value {
 }
 
 pub fn price(p: &Price) -> Value {
-    json!({
-        "id": p.id, "object": "price", "active": p.active, "billing_scheme": "per_unit", "created": p.created,
+    let mut value = json!({
+        "id": p.id, "object": "price", "active": p.active, "created": p.created,
         "currency": p.currency, "custom_unit_amount": null, "livemode": false, "lookup_key": null,
         "metadata": p.metadata, "nickname": p.nickname, "product": p.product,
-        "recurring": { "interval": p.interval.as_str(), "interval_count": 1, "meter": null, "usage_type": "licensed" },
-        "tax_behavior": "unspecified", "tiers_mode": null, "transform_quantity": null, "type": "recurring",
-        "unit_amount": p.unit_amount, "unit_amount_decimal": p.unit_amount.to_string(),
-    })
+        "tax_behavior": "unspecified", "transform_quantity": null, "type": "recurring",
+    });
+    merge(&mut value, crate::metering::price_fields(p));
+    value
+}
+
+/// Copies `extra`'s fields into `value` (both objects).
+fn merge(value: &mut Value, extra: Value) {
+    if let (Some(target), Value::Object(fields)) = (value.as_object_mut(), extra) {
+        target.extend(fields);
+    }
 }
 
 fn plan(p: &Price) -> Value {
+    let fields = crate::metering::price_fields(p);
     json!({
-        "id": p.id, "object": "plan", "active": p.active, "amount": p.unit_amount,
-        "amount_decimal": p.unit_amount.to_string(), "billing_scheme": "per_unit", "created": p.created,
+        "id": p.id, "object": "plan", "active": p.active, "amount": fields["unit_amount"],
+        "amount_decimal": fields["unit_amount_decimal"], "billing_scheme": fields["billing_scheme"], "created": p.created,
         "currency": p.currency, "interval": p.interval.as_str(), "interval_count": 1, "livemode": false,
-        "metadata": p.metadata, "meter": null, "nickname": p.nickname, "product": p.product, "tiers_mode": null,
-        "transform_usage": null, "trial_period_days": null, "usage_type": "licensed",
+        "metadata": p.metadata, "meter": fields["recurring"]["meter"], "nickname": p.nickname, "product": p.product,
+        "tiers": fields["tiers"], "tiers_mode": fields["tiers_mode"],
+        "transform_usage": null, "trial_period_days": null, "usage_type": fields["recurring"]["usage_type"],
     })
 }
 
@@ -136,6 +145,16 @@ pub fn subscription(state: &SimState, s: &Subscription) -> Value {
         "discounts": [], "metadata": {}, "plan": price_record.map(plan), "price": price_record.map(price),
         "quantity": s.quantity, "subscription": s.id, "tax_rates": [],
     });
+    let mut items = vec![item];
+    items.extend(s.metered_items.iter().map(|m| {
+        let record = state.prices.get(&m.price);
+        json!({
+            "id": m.id, "object": "subscription_item", "billing_thresholds": null, "created": s.created,
+            "current_period_end": s.current_period_end, "current_period_start": s.current_period_start,
+            "discounts": [], "metadata": {}, "plan": record.map(plan), "price": record.map(price),
+            "subscription": s.id, "tax_rates": [],
+        })
+    }));
     json!({
         "id": s.id, "object": "subscription", "application": null, "application_fee_percent": null,
         "automatic_tax": { "disabled_reason": null, "enabled": false, "liability": null },
@@ -155,7 +174,7 @@ pub fn subscription(state: &SimState, s: &Subscription) -> Value {
         "customer": s.customer, "days_until_due": null, "default_payment_method": null, "default_source": null,
         "default_tax_rates": [], "description": null, "discounts": crate::promotions::subscription_discounts(state, &s.id), "ended_at": s.ended_at,
         "invoice_settings": { "account_tax_ids": null, "issuer": { "type": "self" } },
-        "items": list(&format!("/v1/subscription_items?subscription={}", s.id), vec![item], false),
+        "items": list(&format!("/v1/subscription_items?subscription={}", s.id), items, false),
         "latest_invoice": s.latest_invoice, "livemode": false, "metadata": s.metadata, "next_pending_invoice_item_invoice": null,
         "on_behalf_of": null, "pause_collection": null,
         "payment_settings": { "payment_method_options": null, "payment_method_types": null, "save_default_payment_method": "off" },
@@ -196,13 +215,18 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
     // A discount took `off` before the amount due: the subtotal is the amount before it.
     let discount = crate::promotions::invoice_discount(state, &i.id);
     let subtotal = i.amount_due + discount.as_ref().map_or(0, |(_, off)| *off);
+    let usage_total = i
+        .usage_lines
+        .iter()
+        .fold(0i64, |sum, l| sum.saturating_add(l.amount));
+    let licensed = subtotal - usage_total;
     let discount_amounts: Vec<Value> = discount
         .iter()
         .map(|(id, off)| json!({ "amount": off, "discount": id }))
         .collect();
     let discount_ids: Vec<&String> = discount.iter().map(|(id, _)| id).collect();
     let line = json!({
-        "id": format!("il_{}", i.id.trim_start_matches("in_")), "object": "line_item", "amount": subtotal,
+        "id": format!("il_{}", i.id.trim_start_matches("in_")), "object": "line_item", "amount": licensed,
         "currency": i.currency, "description": description, "discount_amounts": discount_amounts, "discountable": true,
         "discounts": discount_ids, "invoice": i.id, "livemode": false, "metadata": {},
         "parent": { "type": "subscription_item_details", "invoice_item_details": null,
@@ -210,8 +234,12 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
                                                    "subscription": i.subscription, "subscription_item": item } },
         "period": { "end": i.period_end, "start": i.period_start },
         "pretax_credit_amounts": [], "pricing": { "price_details": { "price": i.price, "product": state.prices.get(&i.price).map(|p| p.product.clone()) }, "type": "price_details", "unit_amount_decimal": null },
-        "quantity": 1, "subtotal": subtotal, "taxes": [],
+        "quantity": 1, "subtotal": licensed, "taxes": [],
     });
+    let mut lines = vec![line];
+    lines.extend(i.usage_lines.iter().map(|l| {
+        crate::metering::usage_line_json(state, &i.subscription, Some(&i.id), l, &i.currency)
+    }));
     json!({
         "id": i.id, "object": "invoice", "account_country": "US", "account_name": state.business_name,
         "account_tax_ids": null, "amount_due": i.amount_due, "amount_overpaid": 0, "amount_paid": i.amount_paid,
@@ -226,7 +254,7 @@ pub fn invoice(state: &SimState, i: &Invoice) -> Value {
         "effective_at": i.created, "ending_balance": 0, "footer": null, "from_invoice": null,
         "hosted_invoice_url": format!("{}/i/{}", state.base_url, i.id),
         "invoice_pdf": format!("{}/i/{}/pdf", state.base_url, i.id), "issuer": { "type": "self" }, "last_finalization_error": null,
-        "latest_revision": null, "lines": list(&format!("/v1/invoices/{}/lines", i.id), vec![line], false),
+        "latest_revision": null, "lines": list(&format!("/v1/invoices/{}/lines", i.id), lines, false),
         "livemode": false, "metadata": {}, "next_payment_attempt": i.next_payment_attempt, "number": i.number, "on_behalf_of": null,
         "parent": { "type": "subscription_details", "quote_details": null,
                     "subscription_details": { "metadata": {}, "subscription": i.subscription } },

@@ -88,6 +88,47 @@ pub struct Price {
     pub nickname: Option<String>,
     pub metadata: HashMap<String, String>,
     pub created: i64,
+    /// `recurring.usage_type=metered`: billed in arrears on its meter's events, no quantity.
+    pub metered: Option<MeteredPrice>,
+}
+
+/// What makes a price metered: its meter and (for `billing_scheme=tiered`) its tiers.
+#[derive(Debug, Clone, Default)]
+pub struct MeteredPrice {
+    /// `recurring.meter`.
+    pub meter: String,
+    /// `graduated` or `volume` (`None`: `billing_scheme=per_unit` at the price's unit amount).
+    pub tiers_mode: Option<&'static str>,
+    pub tiers: Vec<PriceTier>,
+    /// `unit_amount_decimal` of a per-unit metered price.
+    pub unit_amount_decimal: Option<String>,
+}
+
+/// One tier of a tiered price: units up to `up_to` (`None`: `inf`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceTier {
+    pub up_to: Option<i64>,
+    pub flat_amount: i64,
+    /// Minor units per unit, as Stripe's decimal string (up to 12 decimal places).
+    pub unit_amount_decimal: String,
+}
+
+/// A metered item of a subscription, beside its one licensed item.
+#[derive(Debug, Clone)]
+pub struct MeteredItem {
+    pub id: String,
+    pub price: String,
+}
+
+/// A usage line of an invoice: a metered item's usage over a period, priced by its tiers.
+#[derive(Debug, Clone)]
+pub struct UsageLine {
+    pub item: String,
+    pub price: String,
+    pub quantity: i64,
+    pub amount: i64,
+    pub period_start: i64,
+    pub period_end: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +155,8 @@ pub struct CheckoutSession {
     pub client_reference_id: Option<String>,
     pub price: String,
     pub quantity: u64,
+    /// Further line items: metered prices (no quantity).
+    pub metered_prices: Vec<String>,
     pub success_url: String,
     pub cancel_url: Option<String>,
     pub status: SessionStatus,
@@ -191,6 +234,8 @@ pub struct Subscription {
     pub cancellation: Cancellation,
     /// The subscription schedule managing it, if any.
     pub schedule: Option<String>,
+    /// Its metered items (billed in arrears on their meters' events).
+    pub metered_items: Vec<MeteredItem>,
 }
 
 /// One phase of a subscription schedule: its one item's price and quantity, from `start` to
@@ -277,6 +322,8 @@ pub struct Invoice {
     pub next_payment_attempt: Option<i64>,
     pub paid_at: Option<i64>,
     pub voided_at: Option<i64>,
+    /// Metered usage billed with it (in arrears: the period before `period_start`).
+    pub usage_lines: Vec<UsageLine>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

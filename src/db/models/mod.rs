@@ -11,6 +11,7 @@ pub mod notification;
 pub mod payment_card;
 pub mod plan;
 pub mod plan_change;
+pub mod plan_meter;
 pub mod plan_trial_option;
 pub mod promotion;
 pub mod security_event;

@@ -100,6 +100,8 @@ struct PlanCard {
     plan: Plan,
     options: Vec<PriceOption>,
     current: bool,
+    /// Its metered components as customers read them.
+    usage: Vec<crate::usage::describe::UsageLine>,
 }
 
 impl PlanCard {
@@ -127,6 +129,7 @@ impl PlanCard {
             plan: plan.clone(),
             options,
             current,
+            usage: Vec::new(),
         }
     }
 }
@@ -167,9 +170,13 @@ pub async fn pricing(
         Some(user) => PageContext::with_form(&session, Some(user))?,
         None => PageContext::new(&session, None)?,
     };
+    let mut usage = crate::usage::describe::for_plans(&state.db, &plans).await?;
     let cards: Vec<PlanCard> = plans
         .iter()
-        .map(|plan| PlanCard::new(plan, Some(plan.id) == current_plan))
+        .map(|plan| PlanCard {
+            usage: usage.remove(&plan.id).unwrap_or_default(),
+            ..PlanCard::new(plan, Some(plan.id) == current_plan)
+        })
         .collect();
     render(&PricingPage {
         period_switch: plans.iter().any(Plan::offers_both_intervals),

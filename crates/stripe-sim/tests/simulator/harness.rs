@@ -52,6 +52,7 @@ pub struct Harness {
     pub client: Client,
     pub browser: reqwest::Client,
     pub inbox: Inbox,
+    pub sim: Arc<stripe_sim::Sim>,
 }
 
 pub async fn harness() -> Harness {
@@ -78,7 +79,7 @@ pub async fn harness_with(adjust: impl FnOnce(&mut SimConfig)) -> Harness {
     config.retry_base = Duration::from_millis(20);
     config.max_attempts = 4;
     adjust(&mut config);
-    let (server, sim_url, _) = StripeSim::start(config).unwrap().into_parts();
+    let (server, sim_url, sim) = StripeSim::start(config).unwrap().into_parts();
     actix_web::rt::spawn(server);
     let client = ClientBuilder::new("sk_test_DUMMY")
         .url(format!("{sim_url}/"))
@@ -93,6 +94,7 @@ pub async fn harness_with(adjust: impl FnOnce(&mut SimConfig)) -> Harness {
         client,
         browser,
         inbox,
+        sim,
     }
 }
 

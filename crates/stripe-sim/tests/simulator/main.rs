@@ -12,6 +12,7 @@ mod changes;
 mod checkout;
 mod invoices;
 mod lists;
+mod metering;
 mod portal;
 mod promotions;
 mod trials;

@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod notifications;
 pub mod overview;
 pub mod plan_grace;
+pub mod plan_meters;
 pub mod plans;
 pub mod security;
 pub mod tokens;
@@ -48,6 +49,8 @@ crate::console_routes! {
     "/customers/{id}/resync" => { POST Manage drift::resync },
     "/drift" => { GET Manage drift::show },
     "/plans/{id}/grace" => { GET Manage plan_grace::form, POST Manage plan_grace::save },
+    "/plans/{id}/meters" => { GET Manage plan_meters::list, POST Manage plan_meters::save },
+    "/plans/{id}/meters/remove" => { POST Manage plan_meters::remove },
     "/cancellations" => { GET Read cancellations::list },
     // Coupons and promotion codes: support sees them; admins create and deactivate.
     "/coupons" => { GET Read coupons::list, POST Manage coupons::create_coupon },
