@@ -312,6 +312,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/subscriptions", web::get().to(crate::lists::subscriptions))
             .route("/invoices", web::get().to(crate::lists::invoices))
             .configure(crate::changes::configure)
+            .configure(crate::meter_events::configure)
             .default_service(web::to(not_found)),
     );
 }

@@ -20,6 +20,7 @@ mod changes;
 mod controls;
 mod hosted;
 mod lists;
+mod meter_events;
 mod objects;
 mod pdf;
 mod promotions;
