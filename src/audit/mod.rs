@@ -157,6 +157,8 @@ pub enum Kind {
     PromotionCodeCreated,
     /// An admin stopped a promotion code from being redeemed.
     PromotionCodeDeactivated,
+    /// A customer's usage spend reached 80 % or 100 % of their spend alert (notified once).
+    UsageThresholdReached,
 }
 
 impl Kind {
@@ -221,6 +223,7 @@ impl Kind {
             Self::CouponCreated => "coupon_created",
             Self::PromotionCodeCreated => "promotion_code_created",
             Self::PromotionCodeDeactivated => "promotion_code_deactivated",
+            Self::UsageThresholdReached => "usage_threshold_reached",
         }
     }
 
@@ -288,6 +291,7 @@ impl Kind {
             Self::CouponCreated | Self::PromotionCodeCreated | Self::PromotionCodeDeactivated => {
                 Severity::Medium
             }
+            Self::UsageThresholdReached => Severity::Low,
         }
     }
 }
