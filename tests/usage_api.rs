@@ -47,6 +47,8 @@ async fn metered_customer(backend: Backend) -> (TestApp, i64, String) {
                 usage_meters::feature.eq("tokens"),
                 usage_meters::unit_name.eq("tokens"),
                 usage_meters::event_name.eq("tg_tokens"),
+                usage_meters::created_at.eq(tollgate::db::now()),
+                usage_meters::updated_at.eq(tollgate::db::now()),
             ))
             .execute(conn)?;
         diesel::insert_into(plan_meters::table)
@@ -57,6 +59,8 @@ async fn metered_customer(backend: Backend) -> (TestApp, i64, String) {
                 plan_meters::package_size.eq(1000),
                 plan_meters::package_amount.eq(200),
                 plan_meters::fail_open.eq(false),
+                plan_meters::created_at.eq(tollgate::db::now()),
+                plan_meters::updated_at.eq(tollgate::db::now()),
             ))
             .execute(conn)?;
         Ok(())
@@ -442,7 +446,7 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
             .execute(conn)?;
         Ok(())
     });
-    let (status, _) = report(&app, &token, vec![record(user_id, "r1", 4999)]).await;
+    let (status, _) = report(&app, &token, vec![record(user_id, "r1", 4990)]).await;
     assert_eq!(status, 200);
     // BYOK usage costs the customer nothing here: it never moves the alert.
     let (status, _) = report(
@@ -455,7 +459,7 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
     assert_eq!(status, 200);
     assert_eq!(threshold_rows(&app), (vec![], vec![]));
 
-    let (status, _) = report(&app, &token, vec![record(user_id, "r2", 1)]).await;
+    let (status, _) = report(&app, &token, vec![record(user_id, "r2", 10)]).await;
     assert_eq!(status, 200);
     let (webhooks, emails) = threshold_rows(&app);
     assert_eq!((webhooks.len(), emails.len()), (1, 1));
