@@ -180,10 +180,10 @@ async fn a_batch_is_stored_counted_and_forwarded_once_with_stable_identifiers(ba
     assert_eq!(events.len(), 2, "{events:?}");
     let records = stored_records(&app);
     let customer = stripe_customer(&app).await;
-    for (event, (id, key, quantity)) in events.iter().zip([
-        (records[0].0, "run-1", 1200),
-        (records[1].0, "run-2", 300),
-    ]) {
+    for (event, (id, key, quantity)) in events
+        .iter()
+        .zip([(records[0].0, "run-1", 1200), (records[1].0, "run-2", 300)])
+    {
         assert_eq!(event["identifier"], format!("tg_usage_{id}"), "{key}");
         assert_eq!(event["event_name"], "tg_tokens");
         assert_eq!(event["payload"]["stripe_customer_id"], customer.as_str());
@@ -293,7 +293,10 @@ async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Bac
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["index"], 1, "{bad}: {body}");
         let error = body["error"].as_str().unwrap();
-        assert!(error.starts_with("record 1: ") && error.contains(says), "{error}");
+        assert!(
+            error.starts_with("record 1: ") && error.contains(says),
+            "{error}"
+        );
     }
 
     let raw = |body: Vec<u8>| {
@@ -322,7 +325,10 @@ async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Bac
     assert_eq!(res.status(), 413);
     assert!(res.json::<Value>().await.unwrap()["error"].is_string());
 
-    assert!(stored_records(&app).is_empty(), "nothing of a refused batch is stored");
+    assert!(
+        stored_records(&app).is_empty(),
+        "nothing of a refused batch is stored"
+    );
     assert_eq!(used(&app, user_id), 0);
     assert!(outbox(&app).is_empty());
     // The single-record form is accepted too.
@@ -356,9 +362,7 @@ async fn missing_forged_and_unscoped_tokens_are_refused_and_nothing_is_stored(ba
     assert!(app.count_events("service_token_rejected") >= 2);
 }
 
-async fn stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back(
-    backend: Backend,
-) {
+async fn stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back(backend: Backend) {
     let (app, user_id, token) = metered_customer(backend).await;
     assert_eq!(
         app.sim_control("/_sim/meter_events/fail?mode=outage&count=100000")
@@ -452,8 +456,10 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
     let (status, _) = report(
         &app,
         &token,
-        vec![json!({ "user_id": user_id, "feature": "tokens", "quantity": 100000,
-                     "idempotency_key": "byok", "byok": true })],
+        vec![
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": 100000,
+                     "idempotency_key": "byok", "byok": true }),
+        ],
     )
     .await;
     assert_eq!(status, 200);
@@ -489,7 +495,11 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
 
     let (status, _) = report(&app, &token, vec![record(user_id, "r9", 5000)]).await;
     assert_eq!(status, 200);
-    assert_eq!(threshold_rows(&app).0.len(), 2, "once per threshold and period");
+    assert_eq!(
+        threshold_rows(&app).0.len(),
+        2,
+        "once per threshold and period"
+    );
     let audited = app.events("usage_threshold_reached");
     assert_eq!(audited.len(), 2);
     assert!(audited.iter().any(|e| e.details.contains("\"percent\":80")));

@@ -89,7 +89,11 @@ pub fn parse(body: &[u8], now: NaiveDateTime, service: &str) -> Result<Vec<Recor
         Value::Object(mut object) if object.contains_key("records") => {
             match object.remove("records") {
                 Some(Value::Array(items)) if object.is_empty() => items,
-                _ => return Err(Invalid::batch("\"records\" must be the only field, an array")),
+                _ => {
+                    return Err(Invalid::batch(
+                        "\"records\" must be the only field, an array",
+                    ));
+                }
             }
         }
         single @ Value::Object(_) => vec![single],
@@ -124,7 +128,10 @@ fn parse_record(
         || raw.feature.len() > MAX_FEATURE_LEN
         || !raw.feature.bytes().all(|b| b.is_ascii_graphic())
     {
-        return Err(Invalid::record(index, "feature must be a metered feature's key"));
+        return Err(Invalid::record(
+            index,
+            "feature must be a metered feature's key",
+        ));
     }
     if raw.quantity < 1 {
         return Err(Invalid::record(index, "quantity must be at least 1"));
@@ -143,8 +150,7 @@ fn parse_record(
     }
     let occurred_at = match raw.timestamp {
         None => now.with_nanosecond(0).unwrap_or(now),
-        Some(seconds) => {
-            let at = DateTime::from_timestamp(seconds, 0)
+        Some(seconds) => DateTime::from_timestamp(seconds, 0)
                 .map(|at| at.naive_utc())
                 .filter(|at| *at >= now - MAX_AGE && *at <= now + MAX_AHEAD)
                 .ok_or_else(|| {
@@ -152,9 +158,7 @@ fn parse_record(
                         index,
                         "timestamp must be Unix seconds within the last 35 days and at most 5 minutes ahead",
                     )
-                })?;
-            at
-        }
+                })?,
     };
     Ok(Record {
         usage: NewUsage {
@@ -192,9 +196,10 @@ pub fn store(conn: &mut DbConnection, records: Vec<Record>) -> Result<Reported, 
             user::lock(conn, user_id)?;
         }
         let features: BTreeSet<&str> = records.iter().map(|r| r.usage.feature.as_str()).collect();
-        let metered: BTreeSet<String> = usage::metered_features(conn, &features.into_iter().collect::<Vec<_>>())?
-            .into_iter()
-            .collect();
+        let metered: BTreeSet<String> =
+            usage::metered_features(conn, &features.into_iter().collect::<Vec<_>>())?
+                .into_iter()
+                .collect();
         if let Some(index) = records
             .iter()
             .position(|r| !metered.contains(&r.usage.feature))

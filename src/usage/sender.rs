@@ -176,13 +176,14 @@ impl Sender {
         match sent {
             Ok(_) => Ok(()),
             // Stripe has this identifier already: the earlier attempt got through.
-            Err(GatewayError::Refused { status: 400, message })
-                if message.contains("already exists") =>
-            {
-                Ok(())
-            }
+            Err(GatewayError::Refused {
+                status: 400,
+                message,
+            }) if message.contains("already exists") => Ok(()),
             // Stripe's messages may name the customer: only the status is kept.
-            Err(GatewayError::Refused { status, .. }) => Err(format!("Stripe refused: HTTP {status}")),
+            Err(GatewayError::Refused { status, .. }) => {
+                Err(format!("Stripe refused: HTTP {status}"))
+            }
             Err(GatewayError::Unavailable(_)) => Err("Stripe unavailable".to_owned()),
             Err(GatewayError::NotConfigured) => Err("billing not configured".to_owned()),
             Err(GatewayError::Throttled { .. }) => Err("throttled".to_owned()),

@@ -45,8 +45,8 @@ pub fn check(
     if reached.is_empty() {
         return Ok(reached);
     }
-    let currency = plan::find(conn, period.plan_id)?
-        .map_or_else(|| "usd".to_owned(), |plan| plan.currency);
+    let currency =
+        plan::find(conn, period.plan_id)?.map_or_else(|| "usd".to_owned(), |plan| plan.currency);
     let recipient = user::find(conn, user_id)?.map(|row| row.email);
     for &percent in &reached {
         notify_threshold(

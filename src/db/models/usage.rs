@@ -218,6 +218,7 @@ pub fn enqueue_all(conn: &mut DbConnection, ids: &[i64]) -> Result<(), DbError> 
 }
 
 /// The customer's own spend alert and cap, and their plan's cap (minor units per period).
+#[allow(clippy::type_complexity)]
 pub fn spend_settings(
     conn: &mut DbConnection,
     user_id: UserId,
@@ -320,9 +321,11 @@ pub fn claim_due(
                     .for_update()
                     .skip_locked()
                     .load(pg)?;
-                diesel::update(usage_outbox::table.filter(usage_outbox::usage_record_id.eq_any(&ids)))
-                    .set(usage_outbox::next_attempt_at.eq(lease_until))
-                    .execute(pg)?;
+                diesel::update(
+                    usage_outbox::table.filter(usage_outbox::usage_record_id.eq_any(&ids)),
+                )
+                .set(usage_outbox::next_attempt_at.eq(lease_until))
+                .execute(pg)?;
                 ids
             }
             DbConnection::Sqlite(sqlite) => {
@@ -336,9 +339,11 @@ pub fn claim_due(
                     .limit(limit)
                     .select(usage_outbox::usage_record_id)
                     .load(sqlite)?;
-                diesel::update(usage_outbox::table.filter(usage_outbox::usage_record_id.eq_any(&ids)))
-                    .set(usage_outbox::next_attempt_at.eq(lease_until))
-                    .execute(sqlite)?;
+                diesel::update(
+                    usage_outbox::table.filter(usage_outbox::usage_record_id.eq_any(&ids)),
+                )
+                .set(usage_outbox::next_attempt_at.eq(lease_until))
+                .execute(sqlite)?;
                 ids
             }
         };
@@ -380,7 +385,11 @@ pub fn claim_due(
 }
 
 /// Stripe has the record's meter event: the outbox row goes and the record says when.
-pub fn forwarded(conn: &mut DbConnection, record_id: i64, at: NaiveDateTime) -> Result<(), DbError> {
+pub fn forwarded(
+    conn: &mut DbConnection,
+    record_id: i64,
+    at: NaiveDateTime,
+) -> Result<(), DbError> {
     use diesel::Connection as _;
 
     conn.transaction(|conn| {
