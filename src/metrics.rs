@@ -38,11 +38,13 @@ pub const RATE_LIMITED: &str = "tollgate_rate_limit_refusals_total";
 pub const BYOK_LEASES: &str = "tollgate_byok_leases_total";
 pub const AUDIT_EVENTS: &str = "tollgate_audit_events_total";
 pub const NOTIFICATIONS: &str = "tollgate_notifications_total";
+pub const USAGE_METER_EVENTS: &str = "tollgate_usage_meter_events_total";
+pub const USAGE_OUTBOX: &str = "tollgate_usage_outbox_depth";
 pub const DB_POOL: &str = "tollgate_db_pool_connections";
 pub const BUILD_INFO: &str = "tollgate_build_info";
 
 /// Every metric with its help text, for the `# HELP` lines.
-const DESCRIPTIONS: [(&str, &str); 16] = [
+const DESCRIPTIONS: [(&str, &str); 18] = [
     (
         HTTP_REQUESTS,
         "HTTP requests served, by method, route pattern and status.",
@@ -98,6 +100,14 @@ const DESCRIPTIONS: [(&str, &str); 16] = [
     (
         NOTIFICATIONS,
         "Notification delivery attempts that ended, by channel (email, app_webhook, alert_webhook) and result (sent, retried, dead, not_sent).",
+    ),
+    (
+        USAGE_METER_EVENTS,
+        "Usage records forwarded to Stripe's meter events API, by result (sent, failed).",
+    ),
+    (
+        USAGE_OUTBOX,
+        "Usage records waiting in the outbox to be forwarded to Stripe, as the usage sender last counted them.",
     ),
     (
         DB_POOL,
@@ -383,6 +393,17 @@ impl Metrics {
             &[("channel", channel), ("result", result)],
             1,
         );
+    }
+
+    /// A usage record's meter event: `result` is `sent` or `failed` (retried later).
+    pub fn usage_meter_event(&self, result: &'static str) {
+        self.count(USAGE_METER_EVENTS, &[("result", result)], 1);
+    }
+
+    /// How many usage records wait in the outbox.
+    pub fn usage_outbox(&self, due: i64) {
+        #[allow(clippy::cast_precision_loss)]
+        self.gauge(USAGE_OUTBOX, &[], due as f64);
     }
 
     fn audit_event(&self, kind: &'static str, severity: &'static str) {

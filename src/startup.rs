@@ -65,6 +65,8 @@ pub struct Application {
     password_work: Arc<PasswordWork>,
     /// Sends the outbox's notifications (e-mail, app webhooks, alert webhooks).
     notify_worker: NotifyWorker,
+    /// Forwards stored usage to Stripe's meter events API.
+    usage_sender: crate::usage::sender::Sender,
     retention: crate::audit::retention::Retention,
     audit_file: Option<crate::audit::file_sink::FileSink>,
 }
@@ -106,6 +108,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
         let notify_worker = NotifyWorker::new(db.clone(), &config, &public_url, metrics.clone())?;
+        let usage_sender = crate::usage::sender::Sender::new(db.clone(), &config, metrics.clone());
         let hashing = config.password_hashing;
         let password_work = Arc::new(PasswordWork::new(hashing.max_concurrent, hashing.max_wait));
         let (server, metrics_server, limiters) = run(
@@ -129,6 +132,7 @@ impl Application {
             limiters,
             password_work,
             notify_worker,
+            usage_sender,
             retention,
             audit_file,
         })
@@ -185,6 +189,7 @@ impl Application {
             }
         });
         actix_web::rt::spawn(self.notify_worker.run());
+        actix_web::rt::spawn(self.usage_sender.run());
         actix_web::rt::spawn(run_retention(self.db.clone(), self.retention));
         if let Some(sink) = self.audit_file {
             actix_web::rt::spawn(reopen_on_sighup(sink));

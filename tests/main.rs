@@ -48,5 +48,6 @@ mod sessions;
 mod subscriptions;
 mod trials;
 mod two_factor;
+mod usage_api;
 mod vault;
 mod webhooks;

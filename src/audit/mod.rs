@@ -159,6 +159,8 @@ pub enum Kind {
     PromotionCodeDeactivated,
     /// An admin added, changed or removed a plan's metered component (synced to Stripe).
     PlanMeterChanged,
+    /// A customer's usage spend reached 80 % or 100 % of their spend alert (notified once).
+    UsageThresholdReached,
 }
 
 impl Kind {
@@ -224,6 +226,7 @@ impl Kind {
             Self::PromotionCodeCreated => "promotion_code_created",
             Self::PromotionCodeDeactivated => "promotion_code_deactivated",
             Self::PlanMeterChanged => "plan_meter_changed",
+            Self::UsageThresholdReached => "usage_threshold_reached",
         }
     }
 
@@ -293,6 +296,7 @@ impl Kind {
             Self::CouponCreated | Self::PromotionCodeCreated | Self::PromotionCodeDeactivated => {
                 Severity::Medium
             }
+            Self::UsageThresholdReached => Severity::Low,
         }
     }
 }

@@ -46,6 +46,10 @@ pub enum OperationClass {
     Subscription,
     PaymentIntent,
     Default,
+    /// Tollgate's own background work on no customer's behalf (the usage sender forwarding
+    /// stored usage): not throttled per user — a customer's heavy usage must never hold back
+    /// its own billing — and bounded by the sender's batch size and interval instead.
+    System,
 }
 
 impl OperationClass {
@@ -55,6 +59,7 @@ impl OperationClass {
             Self::Subscription => "subscription",
             Self::PaymentIntent => "payment_intent",
             Self::Default => "default",
+            Self::System => "system",
         }
     }
 }
@@ -88,6 +93,7 @@ impl Throttle {
             OperationClass::Subscription => &self.subscription,
             OperationClass::PaymentIntent => &self.payment_intent,
             OperationClass::Default => &self.default,
+            OperationClass::System => return Ok(()),
         };
         limiter
             .check(&user)

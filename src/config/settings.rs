@@ -198,8 +198,20 @@ pub struct Config {
     /// Where people reach Tollgate (for Stripe's return URLs); default `http://` + the bound address.
     pub public_url: Option<String>,
     pub stripe: StripeSettings,
+    /// The usage sender: forwarding stored usage to Stripe's meters.
+    pub usage_sender: UsageSenderSettings,
     /// Failures tests inject on purpose; never set from the environment.
     pub faults: FaultInjection,
+}
+
+/// How the usage sender forwards stored usage to Stripe's meter events API.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageSenderSettings {
+    /// How often it looks for due rows in `usage_outbox` (`USAGE_SENDER_INTERVAL_MS`).
+    pub interval: Duration,
+    /// The wait after the first failed attempt; each later one waits twice as long, up to an
+    /// hour (`USAGE_SENDER_RETRY_BASE_MS`).
+    pub retry_base: Duration,
 }
 
 /// Hooks through which tests make a component fail the way a bug would, to prove that the

@@ -366,6 +366,14 @@ impl Config {
             workers,
             public_url: public_url(vars)?,
             stripe,
+            usage_sender: super::settings::UsageSenderSettings {
+                interval: Duration::from_millis(
+                    positive(vars, "USAGE_SENDER_INTERVAL_MS", 1000)?.into(),
+                ),
+                retry_base: Duration::from_millis(
+                    positive(vars, "USAGE_SENDER_RETRY_BASE_MS", 5000)?.into(),
+                ),
+            },
             faults: FaultInjection::default(),
         })
     }

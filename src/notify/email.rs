@@ -55,6 +55,13 @@ pub enum Email {
         ends_at: Option<NaiveDateTime>,
         ended: bool,
     },
+    /// The customer's usage spend reached `percent` % of their spend alert this period.
+    UsageThreshold {
+        percent: i64,
+        alert: Money,
+        spent: Money,
+        period_end: Option<NaiveDateTime>,
+    },
     /// A security alert, to `ALERT_EMAIL_TO`.
     SecurityAlert {
         rule: String,
@@ -74,6 +81,7 @@ impl Email {
             Self::PlanChanged { .. } => "plan_changed",
             Self::SubscriptionCanceled { .. } => "subscription_canceled",
             Self::SecurityAlert { .. } => "security_alert",
+            Self::UsageThreshold { .. } => "usage_threshold",
         }
     }
 }
@@ -242,6 +250,33 @@ pub fn render(message: &Email, brand: &Brand) -> Result<Rendered, askama::Error>
             };
             parts(&subject, &view, &SubscriptionCanceledText(&view))
         }
+        Email::UsageThreshold {
+            percent,
+            alert,
+            spent,
+            period_end,
+        } => {
+            let alert = format_amount(alert.amount, &alert.currency);
+            let spent = format_amount(spent.amount, &spent.currency);
+            let subject = if *percent >= 100 {
+                format!("Your usage reached your spend alert of {alert}")
+            } else {
+                format!("Your usage reached {percent}% of your spend alert of {alert}")
+            };
+            let view = UsageThreshold {
+                frame: Frame::customer(
+                    brand,
+                    subject.clone(),
+                    format!("Usage so far this period: {spent}."),
+                    Action::new("View your usage", &brand.link("/account/usage")),
+                ),
+                percent: *percent,
+                alert,
+                spent,
+                resets_on: period_end.as_ref().map(day),
+            };
+            parts(&subject, &view, &UsageThresholdText(&view))
+        }
         Email::SecurityAlert {
             rule,
             summary,
@@ -389,7 +424,23 @@ text_part!(
     PlanChangedText => PlanChanged,
     SubscriptionCanceledText => SubscriptionCanceled,
     SecurityAlertText => SecurityAlert,
+    UsageThresholdText => UsageThreshold,
 );
+
+#[derive(Template)]
+#[template(path = "email/usage_threshold.html")]
+struct UsageThreshold<'a> {
+    frame: Frame<'a>,
+    percent: i64,
+    alert: String,
+    spent: String,
+    /// When the period ends and usage starts again from zero.
+    resets_on: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "email/usage_threshold.txt")]
+struct UsageThresholdText<'v, 'a>(&'v UsageThreshold<'a>);
 
 #[derive(Template)]
 #[template(path = "email/receipt.html")]

@@ -117,10 +117,12 @@ pub enum AppEvent {
     InvoicePaid,
     InvoicePaymentFailed,
     ByokKeyChanged,
+    /// Usage spend reached 80 % or 100 % of the customer's spend alert.
+    UsageThresholdReached,
 }
 
 impl AppEvent {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::SubscriptionActivated,
         Self::SubscriptionUpdated,
         Self::SubscriptionCanceled,
@@ -128,6 +130,7 @@ impl AppEvent {
         Self::InvoicePaid,
         Self::InvoicePaymentFailed,
         Self::ByokKeyChanged,
+        Self::UsageThresholdReached,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +142,7 @@ impl AppEvent {
             Self::InvoicePaid => "invoice.paid",
             Self::InvoicePaymentFailed => "invoice.payment_failed",
             Self::ByokKeyChanged => "byok_key.changed",
+            Self::UsageThresholdReached => "usage.threshold_reached",
         }
     }
 

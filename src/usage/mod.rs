@@ -12,7 +12,10 @@ pub mod meters;
 pub mod period;
 pub mod pricing;
 pub mod records;
+pub mod report;
+pub mod sender;
 pub mod spend;
+pub mod thresholds;
 
 pub use meters::Component;
 pub use period::Period;

@@ -1,6 +1,8 @@
 //! Storing reported usage: the one write path for a usage record, shared by the usage API
 //! and by committed reservations.
 
+use std::collections::BTreeMap;
+
 use chrono::NaiveDateTime;
 
 use crate::accounts::UserId;
@@ -52,48 +54,76 @@ pub fn store(
     usage: &NewUsage,
     destination: &Destination,
 ) -> Result<Stored, DbError> {
-    let row = NewUsageRecord {
-        user_id: usage.user_id,
-        feature: &usage.feature,
-        quantity: usage.quantity,
-        idempotency_key: &usage.idempotency_key,
-        occurred_at: usage.occurred_at,
-        byok: usage.byok,
-        reservation_id: usage.reservation_id.as_deref(),
-        service: &usage.service,
-        created_at: now(),
-    };
-    let Some(id) = usage::insert_record(conn, &row)? else {
-        let same = usage::record_by_key(conn, &usage.idempotency_key)?.is_some_and(|stored| {
-            stored.user_id == usage.user_id
-                && stored.feature == usage.feature
-                && stored.quantity == usage.quantity
-                && stored.occurred_at == usage.occurred_at
-                && stored.byok == usage.byok
-        });
-        return Ok(if same {
-            Stored::Duplicate
-        } else {
-            Stored::Conflict
-        });
-    };
-    if !usage.byok {
+    let stored = store_all(conn, std::slice::from_ref(usage), |_| Some(destination))?;
+    Ok(stored.first().copied().unwrap_or(Stored::Conflict))
+}
+
+/// [`store`] for a batch, in the caller's transaction, with the same rules for every record
+/// (in order: a key repeated within the batch is a duplicate or a conflict of the first).
+/// `destination` says where each user's usage goes (`None`: no period, no Stripe customer).
+/// The counters are bumped once per user, feature and period, in a fixed order (two batches
+/// never wait on each other's counters in opposite orders), and the outbox rows are inserted
+/// in one statement.
+pub fn store_all<'d>(
+    conn: &mut DbConnection,
+    usages: &[NewUsage],
+    destination: impl Fn(UserId) -> Option<&'d Destination>,
+) -> Result<Vec<Stored>, DbError> {
+    let created_at = now();
+    let mut results = Vec::with_capacity(usages.len());
+    let mut counters: BTreeMap<(UserId, &str, NaiveDateTime), i64> = BTreeMap::new();
+    let mut outbox = Vec::new();
+    for usage in usages {
+        let row = NewUsageRecord {
+            user_id: usage.user_id,
+            feature: &usage.feature,
+            quantity: usage.quantity,
+            idempotency_key: &usage.idempotency_key,
+            occurred_at: usage.occurred_at,
+            byok: usage.byok,
+            reservation_id: usage.reservation_id.as_deref(),
+            service: &usage.service,
+            created_at,
+        };
+        let Some(id) = usage::insert_record(conn, &row)? else {
+            let same = usage::record_by_key(conn, &usage.idempotency_key)?.is_some_and(|stored| {
+                stored.user_id == usage.user_id
+                    && stored.feature == usage.feature
+                    && stored.quantity == usage.quantity
+                    && stored.occurred_at == usage.occurred_at
+                    && stored.byok == usage.byok
+            });
+            results.push(if same {
+                Stored::Duplicate
+            } else {
+                Stored::Conflict
+            });
+            continue;
+        };
+        results.push(Stored::Accepted(id));
+        // BYOK usage is the customer's own: never counted, never billed.
+        if usage.byok {
+            continue;
+        }
+        let Some(destination) = destination(usage.user_id) else {
+            continue;
+        };
         if let Some(period) = destination
             .period
             .as_ref()
             .filter(|p| p.contains(usage.occurred_at))
         {
-            usage::add_used(
-                conn,
-                usage.user_id,
-                &usage.feature,
-                period.end,
-                usage.quantity,
-            )?;
+            *counters
+                .entry((usage.user_id, usage.feature.as_str(), period.end))
+                .or_default() += usage.quantity;
         }
         if destination.has_customer {
-            usage::enqueue(conn, id)?;
+            outbox.push(id);
         }
     }
-    Ok(Stored::Accepted(id))
+    for ((user_id, feature, period_end), used) in counters {
+        usage::add_used(conn, user_id, feature, period_end, used)?;
+    }
+    usage::enqueue_all(conn, &outbox)?;
+    Ok(results)
 }

@@ -313,6 +313,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/invoices", web::get().to(crate::lists::invoices))
             .configure(crate::changes::configure)
             .configure(crate::metering::configure)
+            .configure(crate::meter_events::configure)
             .default_service(web::to(not_found)),
     );
 }

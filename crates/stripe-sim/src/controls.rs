@@ -676,7 +676,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/events/{id}/redeliver", web::post().to(redeliver_route))
             .route("/webhooks", web::post().to(webhooks_route))
             .route("/deliveries", web::get().to(deliveries_route))
-            .route("/idempotency-keys", web::get().to(idempotency_keys_route)),
+            .route("/idempotency-keys", web::get().to(idempotency_keys_route))
+            .configure(crate::meter_events::configure_controls),
     );
 }
 

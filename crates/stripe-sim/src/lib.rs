@@ -21,6 +21,7 @@ mod controls;
 mod hosted;
 mod lists;
 mod metering;
+mod meter_events;
 mod objects;
 mod pdf;
 mod promotions;

@@ -451,6 +451,16 @@ pub struct SimState {
     pub meters: HashMap<String, Meter>,
     /// Meter events as Stripe accepted them, oldest first (one per identifier).
     pub meter_events: Vec<MeterEvent>,
+    /// Test controls: the next meter-event calls that fail (`/_sim/meter_events/fail`).
+    pub meter_event_faults: MeterEventFaults,
+}
+
+/// Meter-event calls the simulator fails on purpose, with a 500: `outage` before storing the
+/// event (Stripe down), `lost` after storing it (the answer lost on the way back).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MeterEventFaults {
+    pub outage: u32,
+    pub lost: u32,
 }
 
 /// A billing meter: sums the `value` of the meter events named `event_name`, per customer.

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use crate::db::models::user::UserId;
 use crate::db::schema::{
     plan_meters, plan_spend_caps, usage_counters, usage_meters, usage_outbox, usage_records,
-    usage_spend_limits,
+    usage_spend_limits, usage_thresholds_sent,
 };
 use crate::db::{DbConnection, DbError, now, per_backend};
 
@@ -192,6 +192,31 @@ pub fn enqueue(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
     })
 }
 
+/// Queues records `ids` for Stripe's meter events API, due now, in one statement.
+pub fn enqueue_all(conn: &mut DbConnection, ids: &[i64]) -> Result<(), DbError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let at = now();
+    let rows: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            (
+                usage_outbox::usage_record_id.eq(*id),
+                usage_outbox::attempts.eq(0),
+                usage_outbox::next_attempt_at.eq(at),
+            )
+        })
+        .collect();
+    per_backend!(conn, |c| {
+        diesel::insert_into(usage_outbox::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .execute(c)?;
+        Ok(())
+    })
+}
+
 /// The customer's own spend alert and cap, and their plan's cap (minor units per period).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SpendSettings {
@@ -226,4 +251,188 @@ pub fn spend_settings(
             plan_cap: plan,
         })
     })
+}
+
+/// Which of `features` are metered features (have a meter).
+pub fn metered_features(
+    conn: &mut DbConnection,
+    features: &[&str],
+) -> Result<Vec<String>, DbError> {
+    per_backend!(conn, |c| Ok(usage_meters::table
+        .filter(usage_meters::feature.eq_any(features))
+        .select(usage_meters::feature)
+        .load(c)?))
+}
+
+/// Records that the user's spend reached `percent` of their alert in the period ending
+/// `period_end`, unless it was recorded before. Returns whether this call recorded it (the
+/// primary key makes it once, whoever races).
+pub fn mark_threshold(
+    conn: &mut DbConnection,
+    user_id: UserId,
+    period_end: NaiveDateTime,
+    percent: i64,
+) -> Result<bool, DbError> {
+    let inserted = per_backend!(conn, |c| diesel::insert_into(usage_thresholds_sent::table)
+        .values((
+            usage_thresholds_sent::user_id.eq(user_id),
+            usage_thresholds_sent::period_end.eq(period_end),
+            usage_thresholds_sent::percent.eq(percent),
+            usage_thresholds_sent::sent_at.eq(now()),
+        ))
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(inserted == 1)
+}
+
+/// `(idempotency_key, occurred_at)` of the stored records among `keys`.
+pub fn occurred_at_of_keys(
+    conn: &mut DbConnection,
+    keys: &[&str],
+) -> Result<Vec<(String, NaiveDateTime)>, DbError> {
+    per_backend!(conn, |c| Ok(usage_records::table
+        .filter(usage_records::idempotency_key.eq_any(keys))
+        .select((usage_records::idempotency_key, usage_records::occurred_at))
+        .load(c)?))
+}
+
+/// A claimed outbox row with what its meter event needs.
+#[derive(Debug, Clone)]
+pub struct DueUsage {
+    pub record_id: i64,
+    pub attempts: i64,
+    pub user_id: UserId,
+    pub quantity: i64,
+    pub occurred_at: NaiveDateTime,
+    pub event_name: String,
+}
+
+/// Claims up to `limit` outbox rows due at `at`, oldest first: each claimed row is leased
+/// until `lease_until` (its `next_attempt_at`), so no other sender takes it meanwhile; a
+/// sender that dies leaves it due again when the lease runs out. On PostgreSQL the rows are
+/// locked with `FOR UPDATE SKIP LOCKED` (concurrent senders pass over each other's rows); on
+/// SQLite the transaction takes the write lock before it chooses them.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    at: NaiveDateTime,
+    lease_until: NaiveDateTime,
+    limit: i64,
+) -> Result<Vec<DueUsage>, DbError> {
+    use diesel::Connection as _;
+
+    conn.transaction(|conn| {
+        let ids: Vec<i64> = match conn {
+            DbConnection::Postgresql(pg) => {
+                let ids: Vec<i64> = usage_outbox::table
+                    .filter(usage_outbox::next_attempt_at.le(at))
+                    .order((usage_outbox::next_attempt_at, usage_outbox::usage_record_id))
+                    .limit(limit)
+                    .select(usage_outbox::usage_record_id)
+                    .for_update()
+                    .skip_locked()
+                    .load(pg)?;
+                diesel::update(
+                    usage_outbox::table.filter(usage_outbox::usage_record_id.eq_any(&ids)),
+                )
+                .set(usage_outbox::next_attempt_at.eq(lease_until))
+                .execute(pg)?;
+                ids
+            }
+            DbConnection::Sqlite(sqlite) => {
+                // A write first: SQLite's write lock is taken before the rows are chosen.
+                diesel::update(usage_outbox::table.filter(usage_outbox::usage_record_id.eq(-1)))
+                    .set(usage_outbox::attempts.eq(usage_outbox::attempts))
+                    .execute(sqlite)?;
+                let ids: Vec<i64> = usage_outbox::table
+                    .filter(usage_outbox::next_attempt_at.le(at))
+                    .order((usage_outbox::next_attempt_at, usage_outbox::usage_record_id))
+                    .limit(limit)
+                    .select(usage_outbox::usage_record_id)
+                    .load(sqlite)?;
+                diesel::update(
+                    usage_outbox::table.filter(usage_outbox::usage_record_id.eq_any(&ids)),
+                )
+                .set(usage_outbox::next_attempt_at.eq(lease_until))
+                .execute(sqlite)?;
+                ids
+            }
+        };
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(i64, i64, UserId, i64, NaiveDateTime, String)> = per_backend!(conn, |c| {
+            usage_outbox::table
+                .inner_join(usage_records::table)
+                .inner_join(
+                    usage_meters::table.on(usage_meters::feature.eq(usage_records::feature)),
+                )
+                .filter(usage_outbox::usage_record_id.eq_any(&ids))
+                .order((usage_records::occurred_at, usage_records::id))
+                .select((
+                    usage_outbox::usage_record_id,
+                    usage_outbox::attempts,
+                    usage_records::user_id,
+                    usage_records::quantity,
+                    usage_records::occurred_at,
+                    usage_meters::event_name,
+                ))
+                .load(c)?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(record_id, attempts, user_id, quantity, occurred_at, event_name)| DueUsage {
+                    record_id,
+                    attempts,
+                    user_id,
+                    quantity,
+                    occurred_at,
+                    event_name,
+                },
+            )
+            .collect())
+    })
+}
+
+/// Stripe has the record's meter event: the outbox row goes and the record says when.
+pub fn forwarded(
+    conn: &mut DbConnection,
+    record_id: i64,
+    at: NaiveDateTime,
+) -> Result<(), DbError> {
+    use diesel::Connection as _;
+
+    conn.transaction(|conn| {
+        per_backend!(conn, |c| {
+            diesel::delete(usage_outbox::table.find(record_id)).execute(c)?;
+            diesel::update(usage_records::table.find(record_id))
+                .set(usage_records::forwarded_at.eq(at))
+                .execute(c)?;
+            Ok(())
+        })
+    })
+}
+
+/// An attempt failed: the row stays, due again at `next`, with the failure in words.
+pub fn failed(
+    conn: &mut DbConnection,
+    record_id: i64,
+    next: NaiveDateTime,
+    error: &str,
+) -> Result<(), DbError> {
+    per_backend!(conn, |c| {
+        diesel::update(usage_outbox::table.find(record_id))
+            .set((
+                usage_outbox::attempts.eq(usage_outbox::attempts + 1),
+                usage_outbox::next_attempt_at.eq(next),
+                usage_outbox::last_error.eq(error),
+            ))
+            .execute(c)?;
+        Ok(())
+    })
+}
+
+/// Rows in the outbox (forwarded or not yet).
+pub fn outbox_depth(conn: &mut DbConnection) -> Result<i64, DbError> {
+    per_backend!(conn, |c| Ok(usage_outbox::table.count().get_result(c)?))
 }

@@ -93,13 +93,14 @@ pub struct ListQuery {
 }
 
 /// The e-mail templates' names: with the app events, the event types a filter may name.
-const EMAIL_TEMPLATES: [&str; 6] = [
+const EMAIL_TEMPLATES: [&str; 7] = [
     "receipt",
     "payment_failed",
     "trial_ending",
     "plan_changed",
     "subscription_canceled",
     "security_alert",
+    "usage_threshold",
 ];
 
 pub async fn list(

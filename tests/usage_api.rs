@@ -1,0 +1,506 @@
+//! Usage reporting (issue 16, point 2): `POST /internal/v1/usage` stores batches all or
+//! nothing and once per idempotency key; the usage sender forwards platform usage to Stripe's
+//! meter events exactly once, through outages and lost answers; BYOK usage is never counted
+//! or sent; spend alerts notify once at 80 % and once at 100 %.
+
+use std::time::Duration;
+
+use diesel::prelude::*;
+use serde_json::{Value, json};
+use tollgate::db::schema::{
+    plan_meters, usage_counters, usage_meters, usage_outbox, usage_records, usage_spend_limits,
+};
+use tollgate::service_tokens::Scope;
+
+use crate::common::{Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_batch_is_stored_counted_and_forwarded_once_with_stable_identifiers,
+    a_retried_batch_counts_once_and_a_reused_key_with_other_content_conflicts,
+    invalid_batches_are_refused_whole_with_the_offending_index,
+    missing_forged_and_unscoped_tokens_are_refused_and_nothing_is_stored,
+    stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back,
+    a_lost_answer_from_stripe_does_not_count_twice,
+    spend_alerts_notify_once_at_80_and_once_at_100_percent,
+);
+
+const EMAIL: &str = "metered@example.com";
+
+/// An app whose customer is subscribed to "Pro", which meters `tokens` (1,000 included, then
+/// $2.00 per 1,000); the sender polls fast. Returns the app, the customer's id and a
+/// `usage:write` token.
+async fn metered_customer(backend: Backend) -> (TestApp, i64, String) {
+    let app = TestApp::spawn_with(backend, |config| {
+        config.usage_sender.interval = Duration::from_millis(50);
+        config.usage_sender.retry_base = Duration::from_millis(50);
+    })
+    .await;
+    let admin = app.signed_in_admin("admin@example.com").await;
+    assert_eq!(admin.create_plan("Pro", "pro", "2500").await.status(), 303);
+    let customer = app.signed_in_customer(EMAIL).await;
+    app.subscribe(&customer, "pro").await;
+    app.query(|conn| {
+        let plan = tollgate::db::models::plan::find_by_slug(conn, "pro")?.unwrap();
+        diesel::insert_into(usage_meters::table)
+            .values((
+                usage_meters::feature.eq("tokens"),
+                usage_meters::unit_name.eq("tokens"),
+                usage_meters::event_name.eq("tg_tokens"),
+                usage_meters::created_at.eq(tollgate::db::now()),
+                usage_meters::updated_at.eq(tollgate::db::now()),
+            ))
+            .execute(conn)?;
+        diesel::insert_into(plan_meters::table)
+            .values((
+                plan_meters::plan_id.eq(plan.id),
+                plan_meters::feature.eq("tokens"),
+                plan_meters::included.eq(1000),
+                plan_meters::package_size.eq(1000),
+                plan_meters::package_amount.eq(200),
+                plan_meters::fail_open.eq(false),
+                plan_meters::created_at.eq(tollgate::db::now()),
+                plan_meters::updated_at.eq(tollgate::db::now()),
+            ))
+            .execute(conn)?;
+        Ok(())
+    });
+    let user_id = app.user_id(EMAIL);
+    let token = app.service_token("agent-runner", &[Scope::UsageWrite]);
+    (app, user_id, token)
+}
+
+fn record(user_id: i64, key: &str, quantity: i64) -> Value {
+    json!({ "user_id": user_id, "feature": "tokens", "quantity": quantity, "idempotency_key": key })
+}
+
+async fn report(app: &TestApp, token: &str, records: Vec<Value>) -> (u16, Value) {
+    let res = app
+        .internal_post("usage", Some(token), &json!({ "records": records }))
+        .await;
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+fn stored_records(app: &TestApp) -> Vec<(i64, String, i64, bool, bool)> {
+    app.query(|conn| {
+        Ok(usage_records::table
+            .order(usage_records::id)
+            .select((
+                usage_records::id,
+                usage_records::idempotency_key,
+                usage_records::quantity,
+                usage_records::byok,
+                usage_records::forwarded_at.is_not_null(),
+            ))
+            .load(conn)?)
+    })
+}
+
+fn used(app: &TestApp, user_id: i64) -> i64 {
+    app.query(move |conn| {
+        Ok(usage_counters::table
+            .filter(usage_counters::user_id.eq(user_id))
+            .filter(usage_counters::feature.eq("tokens"))
+            .select(usage_counters::used)
+            .first::<i64>(conn)
+            .optional()?
+            .unwrap_or(0))
+    })
+}
+
+fn outbox(app: &TestApp) -> Vec<(i64, i64, Option<String>)> {
+    app.query(|conn| {
+        Ok(usage_outbox::table
+            .order(usage_outbox::usage_record_id)
+            .select((
+                usage_outbox::usage_record_id,
+                usage_outbox::attempts,
+                usage_outbox::last_error,
+            ))
+            .load(conn)?)
+    })
+}
+
+async fn meter_events(app: &TestApp) -> Vec<Value> {
+    app.stripe_get("/_sim/meter_events")
+        .await
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits (up to 15 s) until `done` holds.
+async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..300 {
+        if done().await {
+            return;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn stripe_customer(app: &TestApp) -> String {
+    let customers = app.stripe_get("/v1/customers").await;
+    customers["data"][0]["id"].as_str().unwrap().to_owned()
+}
+
+async fn a_batch_is_stored_counted_and_forwarded_once_with_stable_identifiers(backend: Backend) {
+    let (app, user_id, token) = metered_customer(backend).await;
+    let at = chrono::Utc::now().timestamp();
+    let (status, body) = report(
+        &app,
+        &token,
+        vec![
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": 1200,
+                    "idempotency_key": "run-1", "timestamp": at }),
+            record(user_id, "run-2", 300),
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": 5000,
+                    "idempotency_key": "run-3-byok", "byok": true }),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 3);
+    assert_eq!(body["duplicates"], 0);
+    assert_eq!(body["conflicts"], 0);
+    assert_eq!(body["results"][0]["idempotency_key"], "run-1");
+    assert_eq!(body["results"][2]["status"], "accepted");
+    // Platform usage counts; BYOK usage is stored for the customer to see, never counted.
+    assert_eq!(used(&app, user_id), 1500);
+    assert_eq!(stored_records(&app).len(), 3);
+
+    wait_until("the platform records are forwarded", async || {
+        outbox(&app).is_empty() && meter_events(&app).await.len() == 2
+    })
+    .await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let events = meter_events(&app).await;
+    assert_eq!(events.len(), 2, "{events:?}");
+    let records = stored_records(&app);
+    let customer = stripe_customer(&app).await;
+    for (event, (id, key, quantity)) in events
+        .iter()
+        .zip([(records[0].0, "run-1", 1200), (records[1].0, "run-2", 300)])
+    {
+        assert_eq!(event["identifier"], format!("tg_usage_{id}"), "{key}");
+        assert_eq!(event["event_name"], "tg_tokens");
+        assert_eq!(event["payload"]["stripe_customer_id"], customer.as_str());
+        assert_eq!(event["payload"]["value"], quantity.to_string());
+    }
+    assert_eq!(events[0]["timestamp"], at);
+    // Forwarded records say so; the BYOK one was never queued or sent.
+    assert!(records[0].4 && records[1].4);
+    assert!(records[2].3 && !records[2].4);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["identifier"] != format!("tg_usage_{}", records[2].0))
+    );
+}
+
+async fn a_retried_batch_counts_once_and_a_reused_key_with_other_content_conflicts(
+    backend: Backend,
+) {
+    let (app, user_id, token) = metered_customer(backend).await;
+    // Without a timestamp too: a retry of the same key is the same record.
+    let batch = vec![record(user_id, "run-1", 100), record(user_id, "run-2", 200)];
+    let (status, first) = report(&app, &token, batch.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["accepted"], 2);
+    actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
+    let (status, again) = report(&app, &token, batch).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["accepted"], 0);
+    assert_eq!(again["duplicates"], 2);
+    assert_eq!(again["results"][1]["status"], "duplicate");
+    assert_eq!(used(&app, user_id), 300);
+
+    let (status, conflict) = report(
+        &app,
+        &token,
+        vec![record(user_id, "run-1", 999), record(user_id, "run-3", 1)],
+    )
+    .await;
+    assert_eq!(status, 200, "{conflict}");
+    assert_eq!(conflict["conflicts"], 1);
+    assert_eq!(conflict["accepted"], 1);
+    assert_eq!(conflict["results"][0]["status"], "conflict");
+    assert_eq!(conflict["results"][1]["status"], "accepted");
+    assert_eq!(used(&app, user_id), 301);
+    assert_eq!(stored_records(&app).len(), 3);
+
+    wait_until("every record is forwarded", async || {
+        outbox(&app).is_empty() && meter_events(&app).await.len() == 3
+    })
+    .await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let values: Vec<Value> = meter_events(&app)
+        .await
+        .iter()
+        .map(|e| e["payload"]["value"].clone())
+        .collect();
+    assert_eq!(values, vec![json!("100"), json!("200"), json!("1")]);
+}
+
+async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Backend) {
+    let (app, user_id, token) = metered_customer(backend).await;
+    let good = record(user_id, "good", 10);
+    let too_many: Vec<Value> = (0..1001)
+        .map(|i| record(user_id, &format!("k{i}"), 1))
+        .collect();
+    let (status, body) = report(&app, &token, too_many).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("1 to 1000"));
+    let (status, _) = report(&app, &token, vec![]).await;
+    assert_eq!(status, 400);
+
+    let cases = [
+        (
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": 1,
+                    "idempotency_key": "old", "timestamp": 1_000_000_000 }),
+            "timestamp",
+        ),
+        (
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": 1,
+                    "idempotency_key": "ahead",
+                    "timestamp": chrono::Utc::now().timestamp() + 3600 }),
+            "timestamp",
+        ),
+        (record(user_id, "zero", 0), "quantity"),
+        (
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": "12",
+                    "idempotency_key": "text" }),
+            "expected",
+        ),
+        (record(user_id, &"k".repeat(101), 1), "idempotency_key"),
+        (record(user_id, "tab\tkey", 1), "idempotency_key"),
+        (
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": 1,
+                    "idempotency_key": "x", "surprise": true }),
+            "expected",
+        ),
+        (
+            json!({ "user_id": user_id, "feature": "images", "quantity": 1,
+                    "idempotency_key": "unmetered" }),
+            "metered",
+        ),
+        (record(user_id + 1000, "nobody", 1), "unknown user"),
+    ];
+    for (bad, says) in cases {
+        let (status, body) = report(&app, &token, vec![good.clone(), bad.clone()]).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["index"], 1, "{bad}: {body}");
+        let error = body["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("record 1: ") && error.contains(says),
+            "{error}"
+        );
+    }
+
+    let raw = |body: Vec<u8>| {
+        let client = reqwest::Client::new();
+        let url = format!("{}/internal/v1/usage", app.address);
+        let token = token.clone();
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let res = raw(b"{\"records\": [".to_vec()).await;
+    assert_eq!(res.status(), 400);
+    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    let huge = format!(
+        "{{\"records\": [{}]}}",
+        serde_json::to_string(&record(user_id, &"h".repeat(600 * 1024), 1)).unwrap()
+    );
+    let res = raw(huge.into_bytes()).await;
+    assert_eq!(res.status(), 413);
+    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+
+    assert!(
+        stored_records(&app).is_empty(),
+        "nothing of a refused batch is stored"
+    );
+    assert_eq!(used(&app, user_id), 0);
+    assert!(outbox(&app).is_empty());
+    // The single-record form is accepted too.
+    let res = app.internal_post("usage", Some(&token), &good).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(stored_records(&app).len(), 1);
+}
+
+async fn missing_forged_and_unscoped_tokens_are_refused_and_nothing_is_stored(backend: Backend) {
+    let (app, user_id, _) = metered_customer(backend).await;
+    let body = json!({ "records": [record(user_id, "sneaky", 1_000_000)] });
+    let res = app.internal_post("usage", None, &body).await;
+    assert_eq!(res.status(), 401);
+    assert!(res.json::<Value>().await.unwrap()["error"].is_string());
+    let forged = "tg_svc_0000000000000000000000000000000000000000000";
+    assert_eq!(
+        app.internal_post("usage", Some(forged), &body)
+            .await
+            .status(),
+        401
+    );
+    let lease_only = app.service_token("byok-only", &[Scope::ByokLease]);
+    assert_eq!(
+        app.internal_post("usage", Some(&lease_only), &body)
+            .await
+            .status(),
+        403
+    );
+    assert!(stored_records(&app).is_empty());
+    assert_eq!(used(&app, user_id), 0);
+    assert!(app.count_events("service_token_rejected") >= 2);
+}
+
+async fn stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back(backend: Backend) {
+    let (app, user_id, token) = metered_customer(backend).await;
+    assert_eq!(
+        app.sim_control("/_sim/meter_events/fail?mode=outage&count=100000")
+            .await,
+        204
+    );
+    let (status, _) = report(
+        &app,
+        &token,
+        vec![record(user_id, "a", 10), record(user_id, "b", 20)],
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_until("both rows failed twice", async || {
+        let rows = outbox(&app);
+        rows.len() == 2 && rows.iter().all(|(_, attempts, _)| *attempts >= 2)
+    })
+    .await;
+    let rows = outbox(&app);
+    assert_eq!(rows[0].2.as_deref(), Some("Stripe refused: HTTP 500"));
+    assert!(meter_events(&app).await.is_empty());
+    assert!(stored_records(&app).iter().all(|r| !r.4), "none forwarded");
+
+    assert_eq!(
+        app.sim_control("/_sim/meter_events/fail?mode=outage&count=0")
+            .await,
+        204
+    );
+    wait_until("Stripe has both", async || {
+        outbox(&app).is_empty() && meter_events(&app).await.len() == 2
+    })
+    .await;
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(meter_events(&app).await.len(), 2, "sent once each");
+    assert!(stored_records(&app).iter().all(|r| r.4));
+}
+
+async fn a_lost_answer_from_stripe_does_not_count_twice(backend: Backend) {
+    let (app, user_id, token) = metered_customer(backend).await;
+    assert_eq!(
+        app.sim_control("/_sim/meter_events/fail?mode=lost&count=1")
+            .await,
+        204
+    );
+    let (status, _) = report(&app, &token, vec![record(user_id, "once", 42)]).await;
+    assert_eq!(status, 200);
+    wait_until("the record is forwarded", async || outbox(&app).is_empty()).await;
+    let events = meter_events(&app).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["payload"]["value"], "42");
+    assert!(stored_records(&app)[0].4);
+}
+
+fn threshold_rows(app: &TestApp) -> (Vec<Value>, Vec<String>) {
+    let webhooks = app
+        .notifications("app_webhook")
+        .into_iter()
+        .filter(|r| r.event_type == "usage.threshold_reached")
+        .map(|r| serde_json::from_str::<Value>(&r.payload).unwrap())
+        .collect();
+    let emails = app
+        .notifications("email")
+        .into_iter()
+        .filter(|r| r.event_type == "usage_threshold")
+        .map(|r| r.payload)
+        .collect();
+    (webhooks, emails)
+}
+
+async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend) {
+    let (app, user_id, token) = metered_customer(backend).await;
+    app.query(move |conn| {
+        crate::common::add_endpoint(
+            conn,
+            "http://127.0.0.1:9/hooks",
+            &["usage.threshold_reached"],
+        );
+        // A $10.00 alert: 80 % at 5,000 tokens ($8.00), 100 % at 6,000 ($10.00).
+        diesel::insert_into(usage_spend_limits::table)
+            .values((
+                usage_spend_limits::user_id.eq(user_id),
+                usage_spend_limits::alert_amount.eq(Some(1000i64)),
+                usage_spend_limits::updated_at.eq(tollgate::db::now()),
+            ))
+            .execute(conn)?;
+        Ok(())
+    });
+    let (status, _) = report(&app, &token, vec![record(user_id, "r1", 4990)]).await;
+    assert_eq!(status, 200);
+    // BYOK usage costs the customer nothing here: it never moves the alert.
+    let (status, _) = report(
+        &app,
+        &token,
+        vec![
+            json!({ "user_id": user_id, "feature": "tokens", "quantity": 100000,
+                     "idempotency_key": "byok", "byok": true }),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(threshold_rows(&app), (vec![], vec![]));
+
+    let (status, _) = report(&app, &token, vec![record(user_id, "r2", 10)]).await;
+    assert_eq!(status, 200);
+    let (webhooks, emails) = threshold_rows(&app);
+    assert_eq!((webhooks.len(), emails.len()), (1, 1));
+    let data = &webhooks[0]["data"];
+    assert_eq!(webhooks[0]["type"], "usage.threshold_reached");
+    assert_eq!(data["user_id"], user_id);
+    assert_eq!(data["percent"], 80);
+    assert_eq!(data["alert_amount"], 1000);
+    assert_eq!(data["spent"], 800);
+    assert_eq!(data["currency"], "usd");
+    assert!(data["period_end"].as_i64().unwrap() > chrono::Utc::now().timestamp());
+    assert!(emails[0].contains("\"percent\":80"), "{}", emails[0]);
+
+    // Concurrent reports crossing 100 %: notified once.
+    let reports = (0..6).map(|i| {
+        let token = token.clone();
+        let app = &app;
+        async move { report(app, &token, vec![record(user_id, &format!("c{i}"), 500)]).await }
+    });
+    for (status, body) in futures_util::future::join_all(reports).await {
+        assert_eq!(status, 200, "{body}");
+    }
+    let (webhooks, emails) = threshold_rows(&app);
+    assert_eq!((webhooks.len(), emails.len()), (2, 2), "{webhooks:?}");
+    assert_eq!(webhooks[1]["data"]["percent"], 100);
+    assert!(emails[1].contains("\"percent\":100"));
+
+    let (status, _) = report(&app, &token, vec![record(user_id, "r9", 5000)]).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        threshold_rows(&app).0.len(),
+        2,
+        "once per threshold and period"
+    );
+    let audited = app.events("usage_threshold_reached");
+    assert_eq!(audited.len(), 2);
+    assert!(audited.iter().any(|e| e.details.contains("\"percent\":80")));
+}
