@@ -157,6 +157,9 @@ pub enum Kind {
     PromotionCodeCreated,
     /// An admin stopped a promotion code from being redeemed.
     PromotionCodeDeactivated,
+    /// A reserve the database could not decide in time: the feature's policy (fail open or
+    /// closed) answered.
+    UsageUndecided,
 }
 
 impl Kind {
@@ -221,6 +224,7 @@ impl Kind {
             Self::CouponCreated => "coupon_created",
             Self::PromotionCodeCreated => "promotion_code_created",
             Self::PromotionCodeDeactivated => "promotion_code_deactivated",
+            Self::UsageUndecided => "usage_undecided",
         }
     }
 
@@ -288,6 +292,8 @@ impl Kind {
             Self::CouponCreated | Self::PromotionCodeCreated | Self::PromotionCodeDeactivated => {
                 Severity::Medium
             }
+            // Access granted or refused without a decision: the database did not answer.
+            Self::UsageUndecided => Severity::High,
         }
     }
 }

@@ -31,7 +31,7 @@ pub use notify::{NotifySettings, SmtpRelay, SmtpSettings, SmtpTls, SmtpUrlError,
 pub use settings::{
     AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection, LogFormat,
     LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,
-    SecuritySettings, SessionSettings,
+    QuotaSettings, SecuritySettings, SessionSettings,
 };
 pub use stripe::{DEFAULT_STRIPE_API_BASE, DowngradeTiming, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};

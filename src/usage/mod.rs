@@ -9,6 +9,7 @@
 pub mod meters;
 pub mod period;
 pub mod pricing;
+pub mod quota;
 pub mod records;
 pub mod spend;
 

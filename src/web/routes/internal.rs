@@ -200,7 +200,8 @@ pub async fn entitlements(
 /// The service API's routes, relative to `/internal/v1`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/entitlements/{user_id}").route(web::get().to(entitlements)))
-        .service(web::resource("/byok/lease").route(web::post().to(lease)));
+        .service(web::resource("/byok/lease").route(web::post().to(lease)))
+        .configure(super::internal_quota::configure);
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod byok;
 pub mod health;
 pub mod home;
 pub mod internal;
+pub mod internal_quota;
 pub mod metrics;
 pub mod plan_change;
 pub mod two_factor;
