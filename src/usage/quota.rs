@@ -280,18 +280,8 @@ pub async fn reserve(
     let work = request.clone();
     let decided = db.run(move |conn| reserve_before(conn, &work, due));
     let cause = match actix_web::rt::time::timeout(deadline, decided).await {
-        Ok(Ok(decided)) => {
-            match &decided {
-                Reserved::Allowed { .. }
-                | Reserved::Refused {
-                    reason: Refusal::QuotaExceeded | Refusal::SpendCap,
-                    ..
-                } => {}
-                Reserved::Refused { .. } | Reserved::UnknownUser => {
-                    policies.remember(request.user_id, &request.feature, false);
-                }
-                Reserved::Undecided { .. } => {}
-            }
+        Ok(Ok((decided, open))) => {
+            policies.remember(request.user_id, &request.feature, open);
             return decided;
         }
         Ok(Err(Undecided::Late)) | Err(_) => "deadline",
@@ -340,12 +330,13 @@ fn audit_undecided(
 }
 
 /// The reserve's transaction, given up (rolled back) once `due` has passed: the database waits
-/// for locks no longer than the time left.
+/// for locks no longer than the time left. With the decision, the policy it saw: the feature's
+/// `fail_open` when the user is entitled to it, else closed.
 fn reserve_before(
     conn: &mut DbConnection,
     request: &Reserve,
     due: Instant,
-) -> Result<Reserved, Undecided> {
+) -> Result<(Reserved, bool), Undecided> {
     let left = due
         .checked_duration_since(Instant::now())
         .ok_or(Undecided::Late)?;
@@ -371,24 +362,27 @@ fn reserve_before(
     decided
 }
 
-/// The decision, in the caller's transaction.
+/// The decision, in the caller's transaction, and the policy it saw.
 fn decide(
     conn: &mut DbConnection,
     request: &Reserve,
     at: NaiveDateTime,
-) -> Result<Reserved, Undecided> {
+) -> Result<(Reserved, bool), Undecided> {
     let sqlite = matches!(conn, DbConnection::Sqlite(_));
     if sqlite {
         // The first statement writes: the transaction holds SQLite's write lock from here on.
         user::lock(conn, request.user_id)?;
     }
-    let refused = |reason| Reserved::Refused {
-        reason,
-        limit: None,
+    let refused = |reason| {
+        let refused = Reserved::Refused {
+            reason,
+            limit: None,
+        };
+        (refused, false)
     };
     if let Some(reason) = crate::billing::subscriptions::inactive_reason(conn, request.user_id)? {
         if user::find(conn, request.user_id)?.is_none() {
-            return Ok(Reserved::UnknownUser);
+            return Ok((Reserved::UnknownUser, false));
         }
         return Ok(refused(Refusal::inactive(&reason)));
     }
@@ -441,10 +435,11 @@ fn decide(
             }
         }
         let (used, reserved) = rows::counter(conn, user_id, feature, period.end)?;
-        return Ok(Reserved::Refused {
+        let refused = Reserved::Refused {
             reason,
             limit: Some(Limit::of(&component, used, reserved, period.end)),
-        });
+        };
+        return Ok((refused, component.fail_open));
     }
     let id = reservation_id()?;
     let expires_at = at + chrono::Duration::seconds(request.ttl_secs);
@@ -464,11 +459,12 @@ fn decide(
         },
     )?;
     let (used, reserved) = rows::counter(conn, user_id, feature, period.end)?;
-    Ok(Reserved::Allowed {
+    let allowed = Reserved::Allowed {
         id,
         expires_at,
         limit: Limit::of(&component, used, reserved, period.end),
-    })
+    };
+    Ok((allowed, component.fail_open))
 }
 
 /// What the period's usage would cost with `quantity` more units of `feature` held: every
