@@ -244,16 +244,18 @@ async fn concurrent_reserves_never_exceed_the_limit(backend: Backend) {
         Backend::Postgres => Some(TestApp::spawn_on(f.app.database_handle(), backend, patient).await),
         Backend::Sqlite => None,
     };
+    // One client (building one loads the system's certificates: slow, and it blocks).
+    let client = reqwest::Client::new();
     let mut calls = Vec::new();
     for i in 0..200 {
         let address = match (&second, i % 2) {
             (Some(second), 1) => second.address.clone(),
             _ => f.app.address.clone(),
         };
-        let (token, user) = (f.token.clone(), f.user);
+        let (token, user, client) = (f.token.clone(), f.user, client.clone());
         calls.push(actix_web::rt::spawn(async move {
             let started = std::time::Instant::now();
-            let res = reqwest::Client::new()
+            let res = client
                 .post(format!("{address}/internal/v1/entitlements/{user}/reserve"))
                 .bearer_auth(token)
                 .json(&json!({ "feature": "images", "quantity": 1 }))
