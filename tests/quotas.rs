@@ -188,14 +188,20 @@ async fn entitlements_carry_each_metered_features_limit(backend: Backend) {
     f.reserve("tokens", 300).await;
     let limits = f.limits().await;
     let tokens = limit(&limits, "tokens");
-    assert_eq!((&tokens["reserved"], &tokens["remaining"]), (&json!(300), &json!(700)));
+    assert_eq!(
+        (&tokens["reserved"], &tokens["remaining"]),
+        (&json!(300), &json!(700))
+    );
 }
 
 async fn reserve_commit_less_and_release_move_the_remaining_quota(backend: Backend) {
     let f = subscribed(backend, |_| {}).await;
     let held = f.reserve("tokens", 400).await;
     assert_eq!(held["allowed"], true, "{held}");
-    assert_eq!((&held["remaining"], &held["reserved"]), (&json!(600), &json!(400)));
+    assert_eq!(
+        (&held["remaining"], &held["reserved"]),
+        (&json!(600), &json!(400))
+    );
     let id = held["reservation_id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("rsv_"), "{id}");
     assert!(held["expires_at"].as_i64().unwrap() > chrono::Utc::now().timestamp() + 250);
@@ -204,7 +210,10 @@ async fn reserve_commit_less_and_release_move_the_remaining_quota(backend: Backe
     let (status, committed) = f.call(f.user, "commit", commit.clone()).await;
     assert_eq!(status, 200, "{committed}");
     assert_eq!(committed["committed"], 250);
-    assert_eq!((&committed["used"], &committed["reserved"]), (&json!(250), &json!(0)));
+    assert_eq!(
+        (&committed["used"], &committed["reserved"]),
+        (&json!(250), &json!(0))
+    );
     assert_eq!(committed["remaining"], 750, "the unused 150 went back");
     assert_eq!(f.counter("tokens"), (250, 0));
     let (key, quantity, reservation) = f.app.query(|conn| {
@@ -225,7 +234,11 @@ async fn reserve_commit_less_and_release_move_the_remaining_quota(backend: Backe
     assert_eq!(other["remaining"], 650);
     let release = json!({ "reservation_id": other_id });
     let (status, released) = f.call(f.user, "release", release.clone()).await;
-    assert_eq!((status, &released["released"]), (200, &json!(true)), "{released}");
+    assert_eq!(
+        (status, &released["released"]),
+        (200, &json!(true)),
+        "{released}"
+    );
     assert_eq!(released["remaining"], 750);
     assert_eq!(f.counter("tokens"), (250, 0));
     assert_eq!(f.call(f.user, "release", release).await.0, 200, "repeat");
@@ -241,7 +254,9 @@ async fn concurrent_reserves_never_exceed_the_limit(backend: Backend) {
     let f = subscribed(backend, patient).await;
     // On PostgreSQL, a second instance on the same database takes half of the requests.
     let second = match backend {
-        Backend::Postgres => Some(TestApp::spawn_on(f.app.database_handle(), backend, patient).await),
+        Backend::Postgres => {
+            Some(TestApp::spawn_on(f.app.database_handle(), backend, patient).await)
+        }
         Backend::Sqlite => None,
     };
     // One client (building one loads the system's certificates: slow, and it blocks).
@@ -284,7 +299,10 @@ async fn concurrent_reserves_never_exceed_the_limit(backend: Backend) {
     });
     assert_eq!(held, 100, "one reservation per hold");
     let refused = f.reserve("images", 1).await;
-    assert_eq!((&refused["allowed"], &refused["remaining"]), (&json!(false), &json!(0)));
+    assert_eq!(
+        (&refused["allowed"], &refused["remaining"]),
+        (&json!(false), &json!(0))
+    );
 }
 
 async fn expired_reservations_free_their_quota(backend: Backend) {
@@ -298,7 +316,10 @@ async fn expired_reservations_free_their_quota(backend: Backend) {
 
     actix_web::rt::time::sleep(Duration::from_millis(1_200)).await;
     let again = f.reserve("tokens", 600).await;
-    assert_eq!(again["allowed"], true, "the expired hold was freed: {again}");
+    assert_eq!(
+        again["allowed"], true,
+        "the expired hold was freed: {again}"
+    );
     assert_eq!(again["remaining"], 400);
     assert_eq!(f.reservation_state(&id), "expired");
     assert_eq!(f.counter("tokens"), (0, 600));
@@ -344,8 +365,15 @@ async fn the_hard_spend_cap_refuses_with_spend_cap(backend: Backend) {
     });
     assert_eq!(f.reserve("runs", 15).await["allowed"], true);
     let over = f.reserve("runs", 6).await;
-    assert_eq!((&over["allowed"], &over["reason"]), (&json!(false), &json!("spend_cap")));
-    assert_eq!(f.reserve("runs", 5).await["allowed"], true, "exactly at the cap");
+    assert_eq!(
+        (&over["allowed"], &over["reason"]),
+        (&json!(false), &json!("spend_cap"))
+    );
+    assert_eq!(
+        f.reserve("runs", 5).await["allowed"],
+        true,
+        "exactly at the cap"
+    );
     assert_eq!(f.counter("runs"), (0, 20));
 
     // The plan's cap is lower still: 50¢ (already spent by the holds).
@@ -363,20 +391,34 @@ async fn the_hard_spend_cap_refuses_with_spend_cap(backend: Backend) {
     });
     assert_eq!(f.reserve("runs", 1).await["reason"], "spend_cap");
     // Free units (images cost nothing) stay within any cap.
-    assert_eq!(f.reserve("images", 1).await["reason"], "spend_cap", "the cap is already passed");
+    assert_eq!(
+        f.reserve("images", 1).await["reason"],
+        "spend_cap",
+        "the cap is already passed"
+    );
 }
 
 async fn no_subscription_past_due_and_features_outside_the_plan_are_refused(backend: Backend) {
     let f = subscribed(backend, |_| {}).await;
     let outside = f.reserve("seats", 1).await;
-    assert_eq!((&outside["allowed"], &outside["reason"]), (&json!(false), &json!("not_in_plan")));
-    assert_eq!(f.reserve("no-such-feature", 1).await["reason"], "not_in_plan");
+    assert_eq!(
+        (&outside["allowed"], &outside["reason"]),
+        (&json!(false), &json!("not_in_plan"))
+    );
+    assert_eq!(
+        f.reserve("no-such-feature", 1).await["reason"],
+        "not_in_plan"
+    );
 
     f.app.signed_in_customer("free@example.com").await;
     let free = f.app.user_id("free@example.com");
     let body = json!({ "feature": "tokens", "quantity": 1 });
     let (status, none) = f.call(free, "reserve", body.clone()).await;
-    assert_eq!((status, &none["reason"]), (200, &json!("no_subscription")), "{none}");
+    assert_eq!(
+        (status, &none["reason"]),
+        (200, &json!("no_subscription")),
+        "{none}"
+    );
     assert_eq!(none["allowed"], false);
 
     // Past due, and the grace is over: entitlements are off, and so are reservations.
@@ -395,10 +437,14 @@ async fn no_subscription_past_due_and_features_outside_the_plan_are_refused(back
         Ok(())
     });
     let due = f.reserve("tokens", 1).await;
-    assert_eq!((&due["allowed"], &due["reason"]), (&json!(false), &json!("past_due")), "{due}");
-    let held: i64 = f.app.query(|conn| {
-        Ok(usage_reservations::table.count().get_result(conn)?)
-    });
+    assert_eq!(
+        (&due["allowed"], &due["reason"]),
+        (&json!(false), &json!("past_due")),
+        "{due}"
+    );
+    let held: i64 = f
+        .app
+        .query(|conn| Ok(usage_reservations::table.count().get_result(conn)?));
     assert_eq!(held, 0, "no refusal holds anything");
 }
 
@@ -409,18 +455,36 @@ async fn the_attackers_side_of_reserve_commit_and_release(backend: Backend) {
     f.app.signed_in_customer("mallory@example.com").await;
     let mallory = f.app.user_id("mallory@example.com");
     for action in ["commit", "release"] {
-        let (status, _) = f.call(mallory, action, json!({ "reservation_id": id })).await;
+        let (status, _) = f
+            .call(mallory, action, json!({ "reservation_id": id }))
+            .await;
         assert_eq!(status, 404, "another user's reservation: {action}");
     }
     assert_eq!(f.reservation_state(&id), "held");
     let body = json!({ "feature": "tokens", "quantity": 1 });
-    assert_eq!(f.call(987_654, "reserve", body.clone()).await.0, 404, "unknown user");
+    assert_eq!(
+        f.call(987_654, "reserve", body.clone()).await.0,
+        404,
+        "unknown user"
+    );
 
     let path = format!("entitlements/{}/reserve", f.user);
     let forged = "tg_svc_DUMMYnotarealtoken000000000000000000000000";
-    assert_eq!(f.app.internal_post(&path, Some(forged), &body).await.status(), 401);
+    assert_eq!(
+        f.app
+            .internal_post(&path, Some(forged), &body)
+            .await
+            .status(),
+        401
+    );
     assert_eq!(f.app.internal_post(&path, None, &body).await.status(), 401);
-    assert_eq!(f.app.internal_post(&path, Some(&f.reader), &body).await.status(), 403);
+    assert_eq!(
+        f.app
+            .internal_post(&path, Some(&f.reader), &body)
+            .await
+            .status(),
+        403
+    );
 
     for bad in [
         json!({ "feature": "tokens" }),
@@ -440,13 +504,22 @@ async fn the_attackers_side_of_reserve_commit_and_release(backend: Backend) {
     assert_eq!(f.call(f.user, "reserve", huge).await.0, 413);
 
     let more = json!({ "reservation_id": id, "quantity": 101 });
-    assert_eq!(f.call(f.user, "commit", more).await.0, 400, "more than reserved");
+    assert_eq!(
+        f.call(f.user, "commit", more).await.0,
+        400,
+        "more than reserved"
+    );
     let commit = json!({ "reservation_id": id, "quantity": 60 });
     let first = f.call(f.user, "commit", commit.clone()).await;
     let replay = f.call(f.user, "commit", commit).await;
     assert_eq!(first.0, 200);
-    assert_eq!(first, replay, "a replayed commit answers the same and counts once");
-    let records: i64 = f.app.query(|conn| Ok(usage_records::table.count().get_result(conn)?));
+    assert_eq!(
+        first, replay,
+        "a replayed commit answers the same and counts once"
+    );
+    let records: i64 = f
+        .app
+        .query(|conn| Ok(usage_records::table.count().get_result(conn)?));
     assert_eq!(records, 1);
     assert_eq!(f.counter("tokens"), (60, 0));
     let unknown = json!({ "reservation_id": "rsv_nope" });
@@ -482,8 +555,14 @@ async fn an_undecidable_reserve_answers_by_the_features_policy_and_is_audited(ba
     let started = std::time::Instant::now();
     let open = f.reserve("runs", 1).await;
     let closed = f.reserve("tokens", 1).await;
-    assert!(started.elapsed() < Duration::from_secs(3), "answered by the deadline");
-    assert_eq!(open, json!({ "allowed": true, "reason": "undecided", "feature": "runs", "quantity": 1 }));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "answered by the deadline"
+    );
+    assert_eq!(
+        open,
+        json!({ "allowed": true, "reason": "undecided", "feature": "runs", "quantity": 1 })
+    );
     assert_eq!(closed["allowed"], false, "{closed}");
     assert_eq!(closed["reason"], "undecided");
     release_tx.send(()).unwrap();
@@ -497,7 +576,11 @@ async fn an_undecidable_reserve_answers_by_the_features_policy_and_is_audited(ba
         }
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(audited.len(), 2, "both answers audited once the database is back");
+    assert_eq!(
+        audited.len(),
+        2,
+        "both answers audited once the database is back"
+    );
     let details: Vec<Value> = audited
         .iter()
         .map(|row| serde_json::from_str(&row.details).unwrap())
@@ -509,9 +592,14 @@ async fn an_undecidable_reserve_answers_by_the_features_policy_and_is_audited(ba
             .map(|d| (d["policy"].clone(), d["user_id"].clone()))
     };
     assert_eq!(policy("runs"), Some((json!("fail_open"), json!(f.user))));
-    assert_eq!(policy("tokens"), Some((json!("fail_closed"), json!(f.user))));
+    assert_eq!(
+        policy("tokens"),
+        Some((json!("fail_closed"), json!(f.user)))
+    );
     assert_eq!(audited[0].actor.as_deref(), Some("agent-runner"));
-    let held: i64 = f.app.query(|conn| Ok(usage_reservations::table.count().get_result(conn)?));
+    let held: i64 = f
+        .app
+        .query(|conn| Ok(usage_reservations::table.count().get_result(conn)?));
     assert_eq!(held, 2, "undecided answers hold nothing");
     assert_eq!(f.counter("runs"), (0, 1));
 }

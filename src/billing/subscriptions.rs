@@ -715,7 +715,10 @@ fn access_in(
 
 /// Why `user_id` may not use their plan now (`None`: they may), decided exactly as the
 /// entitlements' `active` and `reason` are: quotas never grant what entitlements refuse.
-pub fn inactive_reason(conn: &mut DbConnection, user_id: UserId) -> Result<Option<String>, DbError> {
+pub fn inactive_reason(
+    conn: &mut DbConnection,
+    user_id: UserId,
+) -> Result<Option<String>, DbError> {
     Ok(access_in(conn, user_id)?.1)
 }
 

@@ -8,9 +8,9 @@ use ipnet::IpNet;
 
 use super::stripe::stripe_settings;
 use super::{
-    AuditSettings, Config, ConfigError, QuotaSettings, DatabaseUrl, Environment, FaultInjection, LogFormat,
-    LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,
-    SecuritySettings, SessionSettings,
+    AuditSettings, Config, ConfigError, DatabaseUrl, Environment, FaultInjection, LogFormat,
+    LoginFailureLimit, MetricsSettings, PasswordHashing, QuotaSettings, RateLimit,
+    RateLimitSettings, Secrets, SecuritySettings, SessionSettings,
 };
 use crate::secret::{KeyBytes, decode_key};
 

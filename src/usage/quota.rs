@@ -99,12 +99,10 @@ pub fn limits_in(conn: &mut DbConnection, user_id: UserId) -> Result<Vec<Limit>,
         return Ok(Vec::new());
     };
     let components = meters::of_plan(conn, period.plan_id)?;
-    Ok(
-        spend::usage_by_feature(conn, user_id, &period, components)?
-            .into_iter()
-            .map(|f| Limit::of(&f.component, f.used, f.reserved, period.end))
-            .collect(),
-    )
+    Ok(spend::usage_by_feature(conn, user_id, &period, components)?
+        .into_iter()
+        .map(|f| Limit::of(&f.component, f.used, f.reserved, period.end))
+        .collect())
 }
 
 /// Why a reservation was refused.
@@ -309,14 +307,16 @@ fn audit_undecided(
     if !policies.start_audit(&key) {
         return;
     }
-    let event = actor.event(Kind::UsageUndecided).details(serde_json::json!({
-        "user_id": request.user_id,
-        "feature": request.feature,
-        "quantity": request.quantity,
-        "policy": if allowed { "fail_open" } else { "fail_closed" },
-        "allowed": allowed,
-        "cause": cause,
-    }));
+    let event = actor
+        .event(Kind::UsageUndecided)
+        .details(serde_json::json!({
+            "user_id": request.user_id,
+            "feature": request.feature,
+            "quantity": request.quantity,
+            "policy": if allowed { "fail_open" } else { "fail_closed" },
+            "allowed": allowed,
+            "cause": cause,
+        }));
     let (db, policies) = (db.clone(), policies.clone());
     actix_web::rt::spawn(async move {
         let mut wait = Duration::from_millis(100);
@@ -356,7 +356,10 @@ fn reserve_before(
         Ok(decided)
     });
     if let DbConnection::Sqlite(sqlite) = conn {
-        let restore = format!("PRAGMA busy_timeout = {}", crate::db::SQLITE_BUSY_TIMEOUT_MS);
+        let restore = format!(
+            "PRAGMA busy_timeout = {}",
+            crate::db::SQLITE_BUSY_TIMEOUT_MS
+        );
         sqlite.batch_execute(&restore)?;
     }
     decided
@@ -407,8 +410,16 @@ fn decide(
     let mut retried = false;
     loop {
         let over_cap = match cap {
-            Some(cap) => charge_with(conn, user_id, &period, &components, feature, request.quantity)?
-                > cap,
+            Some(cap) => {
+                charge_with(
+                    conn,
+                    user_id,
+                    &period,
+                    &components,
+                    feature,
+                    request.quantity,
+                )? > cap
+            }
             None => false,
         };
         let refusal = if over_cap {
@@ -528,7 +539,13 @@ fn expire(
     if !rows::settle(conn, &row.id, row.user_id, EXPIRED, None, at, false)? {
         return Ok(false);
     }
-    rows::unhold(conn, row.user_id, &row.feature, row.period_end, row.quantity)?;
+    rows::unhold(
+        conn,
+        row.user_id,
+        &row.feature,
+        row.period_end,
+        row.quantity,
+    )?;
     Ok(true)
 }
 
@@ -557,8 +574,13 @@ pub async fn sweep(db: &Db, policies: &Policies) -> Result<usize, DbError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Settled {
     /// Committed `quantity` units (now or by an earlier identical request).
-    Committed { quantity: i64, limit: Option<Limit> },
-    Released { limit: Option<Limit> },
+    Committed {
+        quantity: i64,
+        limit: Option<Limit>,
+    },
+    Released {
+        limit: Option<Limit>,
+    },
     /// No reservation of this user with that id.
     NotFound,
     /// The reservation is no longer held: `committed`, `released` or `expired`.

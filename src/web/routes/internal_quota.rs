@@ -10,7 +10,9 @@ use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
 use crate::service_tokens::Scope;
-use crate::usage::quota::{self, DEFAULT_TTL_SECS, Limit, MAX_QUANTITY, MAX_TTL_SECS, Reserved, Settled};
+use crate::usage::quota::{
+    self, DEFAULT_TTL_SECS, Limit, MAX_QUANTITY, MAX_TTL_SECS, Reserved, Settled,
+};
 use crate::web::{AppState, client_ip};
 
 use super::internal::authorize;
@@ -56,7 +58,9 @@ fn json(body: serde_json::Value) -> HttpResponse {
 fn conflict(state: &str) -> HttpResponse {
     HttpResponse::Conflict()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(serde_json::json!({ "error": format!("The reservation is {state}, no longer held.") }))
+        .json(
+            serde_json::json!({ "error": format!("The reservation is {state}, no longer held.") }),
+        )
 }
 
 /// `limit`, `used`, `reserved`, `remaining`, `resets_at` of `limit` into `body` (nulls when
@@ -108,10 +112,14 @@ pub async fn reserve(
     })?;
     let ttl_secs = ttl_secs.unwrap_or(DEFAULT_TTL_SECS);
     if !valid_key(&feature) {
-        return Err(AppError::BadRequest("feature must be a metered feature's key."));
+        return Err(AppError::BadRequest(
+            "feature must be a metered feature's key.",
+        ));
     }
     if !(1..=MAX_QUANTITY).contains(&quantity) {
-        return Err(AppError::BadRequest("quantity must be a whole number from 1."));
+        return Err(AppError::BadRequest(
+            "quantity must be a whole number from 1.",
+        ));
     }
     if !(1..=MAX_TTL_SECS).contains(&ttl_secs) {
         return Err(AppError::BadRequest("ttl_secs must be from 1 to 3600."));
@@ -124,7 +132,8 @@ pub async fn reserve(
         service: service_name(&actor),
     };
     let deadline = state.config.quotas.reserve_deadline;
-    let reserved = quota::reserve(&state.db, &state.quota_policies, &actor, request, deadline).await;
+    let reserved =
+        quota::reserve(&state.db, &state.quota_policies, &actor, request, deadline).await;
     let mut body = serde_json::json!({ "feature": feature, "quantity": quantity });
     let (allowed, fields) = match reserved {
         Reserved::UnknownUser => return Err(AppError::NotFound),
