@@ -240,6 +240,9 @@ impl Rejection {
 
 /// Records a use of an authenticated token; a hash under an old pepper is replaced by the
 /// primary pepper's (`candidates[0]`).
+/// How stale a token's `last_used_at` may get before a use records it again.
+const TOUCH_EVERY_SECS: i64 = 60;
+
 fn record_use(
     conn: &mut DbConnection,
     hasher: &TokenHasher,
@@ -256,6 +259,17 @@ fn record_use(
             }
             // A concurrent use re-hashed it first.
             service_token::touch(conn, row.id, &primary)
+        }
+        // Recorded once a minute at most: a token on the hot path (usage reports, quota
+        // reserves) would otherwise write on every request, and a reserve must not wait for
+        // the write lock just to say when the token was last used.
+        (_, Some(matched))
+            if row.hash_key_id.as_deref() == Some(matched.pepper.to_string().as_str())
+                && row
+                    .last_used_at
+                    .is_some_and(|at| now() - at < chrono::Duration::seconds(TOUCH_EVERY_SECS)) =>
+        {
+            Ok(())
         }
         (_, Some(matched)) => service_token::touch(conn, row.id, &matched.pepper.to_string()),
         // Found by one of these digests, so one of them matches; nothing to record otherwise.

@@ -69,6 +69,9 @@ pub struct Application {
     usage_sender: crate::usage::sender::Sender,
     retention: crate::audit::retention::Retention,
     audit_file: Option<crate::audit::file_sink::FileSink>,
+    /// Expired reservations' holds are freed this often (`RESERVATION_SWEEP_INTERVAL_SECS`).
+    reservation_sweep: Duration,
+    quota_policies: crate::usage::quota::Policies,
 }
 
 impl Application {
@@ -110,6 +113,8 @@ impl Application {
         let notify_worker = NotifyWorker::new(db.clone(), &config, &public_url, metrics.clone())?;
         let usage_sender = crate::usage::sender::Sender::new(db.clone(), &config, metrics.clone());
         let hashing = config.password_hashing;
+        let reservation_sweep = config.quotas.sweep_interval;
+        let quota_policies = crate::usage::quota::Policies::default();
         let password_work = Arc::new(PasswordWork::new(hashing.max_concurrent, hashing.max_wait));
         let (server, metrics_server, limiters) = run(
             Listeners {
@@ -121,6 +126,7 @@ impl Application {
             public_url,
             Arc::clone(&password_work),
             metrics.clone(),
+            quota_policies.clone(),
         )?;
         Ok(Self {
             port,
@@ -135,6 +141,8 @@ impl Application {
             usage_sender,
             retention,
             audit_file,
+            reservation_sweep,
+            quota_policies,
         })
     }
 
@@ -191,6 +199,11 @@ impl Application {
         actix_web::rt::spawn(self.notify_worker.run());
         actix_web::rt::spawn(self.usage_sender.run());
         actix_web::rt::spawn(run_retention(self.db.clone(), self.retention));
+        actix_web::rt::spawn(sweep_reservations(
+            self.db.clone(),
+            self.quota_policies,
+            self.reservation_sweep,
+        ));
         if let Some(sink) = self.audit_file {
             actix_web::rt::spawn(reopen_on_sighup(sink));
         }
@@ -242,6 +255,20 @@ async fn run_retention(db: Db, retention: crate::audit::retention::Retention) {
             }
             Ok(_) => {}
             Err(err) => tracing::warn!(error = %err, "retention could not prune"),
+        }
+    }
+}
+
+/// Frees the holds of expired reservations and refreshes the per-feature fail-open policies,
+/// at start and then every `every`.
+async fn sweep_reservations(db: Db, policies: crate::usage::quota::Policies, every: Duration) {
+    let mut every = actix_web::rt::time::interval(every);
+    loop {
+        every.tick().await;
+        match crate::usage::quota::sweep(&db, &policies).await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "expired reservations freed their holds"),
+            Err(err) => tracing::warn!(error = %err, "could not sweep expired reservations"),
         }
     }
 }
@@ -299,6 +326,7 @@ fn run(
     public_url: String,
     password_work: Arc<PasswordWork>,
     metrics: Metrics,
+    quota_policies: crate::usage::quota::Policies,
 ) -> Result<(Server, Option<Server>, LimiterSweep), StartupError> {
     let layers = route_layers(&db, &config)?;
     let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());
@@ -332,6 +360,7 @@ fn run(
         token_hasher: config.token_hasher(),
         lease_limiter,
         usage_limiter,
+        quota_policies,
         login_failures,
         two_factor_failures,
         password_work,

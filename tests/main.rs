@@ -39,6 +39,7 @@ mod pepper_rotation;
 mod plan_changes;
 mod pricing;
 mod promotions;
+mod quotas;
 mod rate_limits;
 mod reconciliation;
 mod request_ids;

@@ -161,6 +161,9 @@ pub enum Kind {
     PlanMeterChanged,
     /// A customer's usage spend reached 80 % or 100 % of their spend alert (notified once).
     UsageThresholdReached,
+    /// A reserve the database could not decide in time: the feature's policy (fail open or
+    /// closed) answered.
+    UsageUndecided,
 }
 
 impl Kind {
@@ -227,6 +230,7 @@ impl Kind {
             Self::PromotionCodeDeactivated => "promotion_code_deactivated",
             Self::PlanMeterChanged => "plan_meter_changed",
             Self::UsageThresholdReached => "usage_threshold_reached",
+            Self::UsageUndecided => "usage_undecided",
         }
     }
 
@@ -297,6 +301,8 @@ impl Kind {
                 Severity::Medium
             }
             Self::UsageThresholdReached => Severity::Low,
+            // Access granted or refused without a decision: the database did not answer.
+            Self::UsageUndecided => Severity::High,
         }
     }
 }

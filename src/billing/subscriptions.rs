@@ -679,6 +679,8 @@ pub struct Entitlements {
     /// Why access is off (`null` while it is on): `past_due` once a failed payment's grace is
     /// over, `canceled`, `no_subscription`, or the subscription's status (`unpaid`, …).
     pub reason: Option<String>,
+    /// The live plan's metered features and where the user stands in the current period.
+    pub limits: Vec<crate::usage::quota::Limit>,
 }
 
 impl Entitlements {
@@ -694,12 +696,20 @@ impl Entitlements {
     }
 }
 
+/// [`entitlements_in`] as one consistent read (one snapshot: the limits and the subscription
+/// they belong to are seen as of the same moment).
 pub async fn entitlements(db: &Db, user_id: UserId) -> Result<Entitlements, DbError> {
-    db.run(move |conn| entitlements_in(conn, user_id)).await
+    db.run(move |conn| crate::db::snapshot(conn, |conn| entitlements_in(conn, user_id)))
+        .await
 }
 
-/// [`entitlements`], on a connection (inside a transaction that changes them).
-pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entitlements, DbError> {
+/// Whether `user_id` may use their plan now: `None` when access is on, else why it is off
+/// (`no_subscription`, `past_due` once a failed payment's grace is over, or the subscription's
+/// status), with the subscription it was decided on.
+fn access_in(
+    conn: &mut DbConnection,
+    user_id: UserId,
+) -> Result<(Option<SubscriptionView>, Option<String>), DbError> {
     let view = current_in(conn, user_id)?;
     let grace_over = match &view {
         Some(v) if v.status == SubscriptionStatus::PastDue => {
@@ -714,6 +724,22 @@ pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entit
         Some(_) if grace_over => Some("past_due".to_owned()),
         Some(v) => Some(v.status.to_string()),
     };
+    Ok((view, reason))
+}
+
+/// Why `user_id` may not use their plan now (`None`: they may), decided exactly as the
+/// entitlements' `active` and `reason` are: quotas never grant what entitlements refuse.
+pub fn inactive_reason(
+    conn: &mut DbConnection,
+    user_id: UserId,
+) -> Result<Option<String>, DbError> {
+    Ok(access_in(conn, user_id)?.1)
+}
+
+/// [`entitlements`], on a connection (inside a transaction that changes them).
+pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entitlements, DbError> {
+    let (view, reason) = access_in(conn, user_id)?;
+    let active = reason.is_none();
     Ok(Entitlements {
         user_id,
         active,
@@ -739,5 +765,6 @@ pub fn entitlements_in(conn: &mut DbConnection, user_id: UserId) -> Result<Entit
             None => None,
         },
         reason,
+        limits: crate::usage::quota::limits_in(conn, user_id)?,
     })
 }

@@ -30,8 +30,8 @@ pub use env_file::{
 pub use notify::{NotifySettings, SmtpRelay, SmtpSettings, SmtpTls, SmtpUrlError, notify_settings};
 pub use settings::{
     AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection, LogFormat,
-    LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,
-    SecuritySettings, SessionSettings, UsageSenderSettings,
+    LoginFailureLimit, MetricsSettings, PasswordHashing, QuotaSettings, RateLimit,
+    RateLimitSettings, Secrets, SecuritySettings, SessionSettings, UsageSenderSettings,
 };
 pub use stripe::{DEFAULT_STRIPE_API_BASE, DowngradeTiming, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};

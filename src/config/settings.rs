@@ -153,6 +153,17 @@ pub struct MetricsSettings {
     pub bind: Option<SocketAddr>,
 }
 
+/// Quotas held by reservations (`POST /internal/v1/entitlements/{user_id}/reserve`).
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaSettings {
+    /// How long a reserve may wait for the database before the feature's policy answers
+    /// (`RESERVE_DEADLINE_MS`, default 250).
+    pub reserve_deadline: Duration,
+    /// How often expired reservations are swept and their holds freed
+    /// (`RESERVATION_SWEEP_INTERVAL_SECS`, default 30).
+    pub sweep_interval: Duration,
+}
+
 /// How the audit log stores repeated refusals.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditSettings {
@@ -187,6 +198,7 @@ pub struct Config {
     /// The notification outbox: retries, e-mail, app-webhook secret overlap.
     pub notify: super::NotifySettings,
     pub audit: AuditSettings,
+    pub quotas: QuotaSettings,
     pub log_format: LogFormat,
     pub metrics: MetricsSettings,
     /// Days the primary encryption key may age before Tollgate says to rotate it.

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use super::stripe::stripe_settings;
 use super::{
     AuditSettings, Config, ConfigError, DatabaseUrl, Environment, FaultInjection, LogFormat,
-    LoginFailureLimit, MetricsSettings, PasswordHashing, RateLimit, RateLimitSettings, Secrets,
-    SecuritySettings, SessionSettings,
+    LoginFailureLimit, MetricsSettings, PasswordHashing, QuotaSettings, RateLimit,
+    RateLimitSettings, Secrets, SecuritySettings, SessionSettings,
 };
 use crate::secret::{KeyBytes, decode_key};
 
@@ -358,6 +358,14 @@ impl Config {
                     60,
                     "a number of seconds",
                 )?),
+            },
+            quotas: QuotaSettings {
+                reserve_deadline: Duration::from_millis(
+                    positive(vars, "RESERVE_DEADLINE_MS", 250)?.into(),
+                ),
+                sweep_interval: Duration::from_secs(
+                    positive(vars, "RESERVATION_SWEEP_INTERVAL_SECS", 30)?.into(),
+                ),
             },
             log_format: log_format(vars)?,
             metrics: metrics_settings(vars)?,

@@ -88,7 +88,7 @@ pub struct ConnectionFactory {
 }
 
 /// How long a SQLite writer waits for the lock before giving up.
-const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+pub const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
 impl ConnectionFactory {
     pub fn new(url: DatabaseUrl) -> Self {
@@ -273,6 +273,23 @@ pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbError> {
     }
     .map_err(|err| DbError::Migration(err.to_string()))?;
     Ok(applied.iter().map(ToString::to_string).collect())
+}
+
+/// Runs the reads of `work` in one transaction that sees one snapshot of the database: on
+/// PostgreSQL a read-only REPEATABLE READ transaction (READ COMMITTED would let each statement
+/// see a different moment); on SQLite a read transaction (WAL keeps its snapshot).
+pub fn snapshot<T>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    conn.transaction(|conn| {
+        if let DbConnection::Postgresql(pg) = conn {
+            use diesel::RunQueryDsl as _;
+            diesel::sql_query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                .execute(pg)?;
+        }
+        work(conn)
+    })
 }
 
 /// A cheap round trip, for `/readyz`.

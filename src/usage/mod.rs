@@ -11,6 +11,7 @@ pub mod describe;
 pub mod meters;
 pub mod period;
 pub mod pricing;
+pub mod quota;
 pub mod records;
 pub mod report;
 pub mod sender;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
     /// Usage reports and quota reservations per service token.
     pub usage_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
+    /// What undecidable reserves answer (fail open or closed), per user and feature.
+    pub quota_policies: crate::usage::quota::Policies,
     /// Failed sign-ins per account.
     pub login_failures: Arc<crate::limits::FailureLimiter<crate::accounts::SignInKey>>,
     /// Failed second-factor codes per account (sign-in and enrolment).

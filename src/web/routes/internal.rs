@@ -201,7 +201,8 @@ pub async fn entitlements(
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/entitlements/{user_id}").route(web::get().to(entitlements)))
         .service(web::resource("/byok/lease").route(web::post().to(lease)))
-        .configure(super::internal_usage::configure);
+        .configure(super::internal_usage::configure)
+        .configure(super::internal_quota::configure);
 }
 
 #[cfg(test)]

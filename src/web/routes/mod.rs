@@ -14,6 +14,7 @@ pub mod health;
 pub mod home;
 pub mod internal;
 pub mod internal_usage;
+pub mod internal_quota;
 pub mod metrics;
 pub mod plan_change;
 pub mod two_factor;
