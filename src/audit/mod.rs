@@ -157,6 +157,10 @@ pub enum Kind {
     PromotionCodeCreated,
     /// An admin stopped a promotion code from being redeemed.
     PromotionCodeDeactivated,
+    /// A customer set or cleared their usage spend alert or hard cap.
+    UsageSpendLimitsChanged,
+    /// An admin set or cleared a plan's usage spend cap per customer.
+    PlanSpendCapChanged,
 }
 
 impl Kind {
@@ -221,6 +225,8 @@ impl Kind {
             Self::CouponCreated => "coupon_created",
             Self::PromotionCodeCreated => "promotion_code_created",
             Self::PromotionCodeDeactivated => "promotion_code_deactivated",
+            Self::UsageSpendLimitsChanged => "usage_spend_limits_changed",
+            Self::PlanSpendCapChanged => "plan_spend_cap_changed",
         }
     }
 
@@ -288,6 +294,8 @@ impl Kind {
             Self::CouponCreated | Self::PromotionCodeCreated | Self::PromotionCodeDeactivated => {
                 Severity::Medium
             }
+            // What a customer may be billed for usage.
+            Self::UsageSpendLimitsChanged | Self::PlanSpendCapChanged => Severity::Medium,
         }
     }
 }

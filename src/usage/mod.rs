@@ -6,11 +6,14 @@
 //! through Stripe's meters; BYOK usage (made with the customer's own provider key) is stored
 //! for the customer to see and nothing else.
 
+pub mod estimate;
 pub mod meters;
 pub mod period;
 pub mod pricing;
 pub mod records;
+pub mod settings;
 pub mod spend;
+pub mod summary;
 
 pub use meters::Component;
 pub use period::Period;

@@ -23,6 +23,7 @@ pub mod stripe_refetch;
 pub mod subscription;
 pub mod two_factor;
 pub mod usage;
+pub mod usage_view;
 pub mod user;
 pub mod webhook_endpoint;
 pub mod webhook_event;

@@ -16,6 +16,7 @@ pub mod internal;
 pub mod metrics;
 pub mod plan_change;
 pub mod two_factor;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;
