@@ -47,5 +47,6 @@ mod sessions;
 mod subscriptions;
 mod trials;
 mod two_factor;
+mod usage_page;
 mod vault;
 mod webhooks;

@@ -186,7 +186,7 @@ fn chart(
         .map(|(name, v)| (name, grouped(v)))
         .collect();
     ChartView {
-        id: format!("usage-chart-{index}"),
+        id: format!("usage-chart-{}", index + 1),
         unit_name: unit,
         chart,
         rows,
