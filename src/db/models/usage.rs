@@ -193,6 +193,7 @@ pub fn enqueue(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
 }
 
 /// The customer's own spend alert and cap, and their plan's cap (minor units per period).
+#[allow(clippy::type_complexity)]
 pub fn spend_settings(
     conn: &mut DbConnection,
     user_id: UserId,
