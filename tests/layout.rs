@@ -59,7 +59,13 @@ async fn the_header_links_sit_in_a_menu_disclosure_that_needs_no_script(backend:
     let page = customer.get_text("/account").await;
     assert_eq!(
         menu_targets(&page),
-        ["/pricing", "/account", "/account/keys", "/logout"]
+        [
+            "/pricing",
+            "/account",
+            "/account/usage",
+            "/account/keys",
+            "/logout"
+        ]
     );
 
     // The stylesheet hides the toggle and shows the links on wide screens only; on a phone

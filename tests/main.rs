@@ -50,5 +50,6 @@ mod subscriptions;
 mod trials;
 mod two_factor;
 mod usage_api;
+mod usage_page;
 mod vault;
 mod webhooks;

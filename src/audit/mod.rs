@@ -164,6 +164,10 @@ pub enum Kind {
     /// A reserve the database could not decide in time: the feature's policy (fail open or
     /// closed) answered.
     UsageUndecided,
+    /// A customer set or cleared their usage spend alert or hard cap.
+    UsageSpendLimitsChanged,
+    /// An admin set or cleared a plan's usage spend cap per customer.
+    PlanSpendCapChanged,
 }
 
 impl Kind {
@@ -231,6 +235,8 @@ impl Kind {
             Self::PlanMeterChanged => "plan_meter_changed",
             Self::UsageThresholdReached => "usage_threshold_reached",
             Self::UsageUndecided => "usage_undecided",
+            Self::UsageSpendLimitsChanged => "usage_spend_limits_changed",
+            Self::PlanSpendCapChanged => "plan_spend_cap_changed",
         }
     }
 
@@ -303,6 +309,8 @@ impl Kind {
             Self::UsageThresholdReached => Severity::Low,
             // Access granted or refused without a decision: the database did not answer.
             Self::UsageUndecided => Severity::High,
+            // What a customer may be billed for usage.
+            Self::UsageSpendLimitsChanged | Self::PlanSpendCapChanged => Severity::Medium,
         }
     }
 }

@@ -229,7 +229,7 @@ impl Current {
 }
 
 /// A request whose answer Tollgate reads only in part (`O`: the fields it uses).
-struct Partial<R, O>(R, PhantomData<O>);
+pub(crate) struct Partial<R, O>(R, PhantomData<O>);
 
 impl<R: StripeRequest, O> StripeRequest for Partial<R, O> {
     type Output = O;
@@ -239,7 +239,7 @@ impl<R: StripeRequest, O> StripeRequest for Partial<R, O> {
     }
 }
 
-fn partial<R, O>(request: R) -> Partial<R, O> {
+pub(crate) fn partial<R, O>(request: R) -> Partial<R, O> {
     Partial(request, PhantomData)
 }
 

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod describe;
+pub mod estimate;
 pub mod meters;
 pub mod period;
 pub mod pricing;
@@ -15,7 +16,9 @@ pub mod quota;
 pub mod records;
 pub mod report;
 pub mod sender;
+pub mod settings;
 pub mod spend;
+pub mod summary;
 pub mod thresholds;
 
 pub use meters::Component;

@@ -47,6 +47,6 @@ pub fn current(conn: &mut DbConnection, user_id: UserId) -> Result<Option<Period
         start,
         end,
         plan_id,
-        subscription: row.stripe_subscription_id.to_string(),
+        subscription: row.stripe_subscription_id.expose().to_owned(),
     }))
 }

@@ -25,6 +25,7 @@ pub mod subscription;
 pub mod two_factor;
 pub mod usage;
 pub mod usage_reservation;
+pub mod usage_view;
 pub mod user;
 pub mod webhook_endpoint;
 pub mod webhook_event;

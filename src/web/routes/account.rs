@@ -168,6 +168,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     use super::byok;
     cfg.service(web::resource("").route(web::get().to(show)))
         .service(web::resource("/invoices").route(web::get().to(invoices)))
+        .service(web::resource("/usage").route(web::get().to(super::usage::show)))
+        .service(web::resource("/usage.csv").route(web::get().to(super::usage::export)))
+        .service(web::resource("/usage/limits").route(web::post().to(super::usage::save_limits)))
         .service(
             web::resource("/2fa")
                 .route(web::get().to(super::two_factor::enrolment))

@@ -18,6 +18,7 @@ pub mod internal_quota;
 pub mod metrics;
 pub mod plan_change;
 pub mod two_factor;
+pub mod usage;
 pub mod webhooks;
 
 use std::sync::Arc;

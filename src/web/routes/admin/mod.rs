@@ -16,6 +16,7 @@ pub mod plan_meters;
 pub mod plans;
 pub mod security;
 pub mod tokens;
+pub mod usage;
 pub mod webhooks;
 
 crate::console_routes! {
@@ -58,4 +59,9 @@ crate::console_routes! {
     "/promotion-codes" => { POST Manage coupons::create_code },
     "/promotion-codes/new" => { GET Manage coupons::new_code },
     "/promotion-codes/deactivate" => { POST Manage coupons::deactivate_code },
+    // Usage (issue 16): support reads a customer's usage page; the records leave as a file
+    // only for admins, who alone set a plan's spend cap.
+    "/customers/{id}/usage" => { GET Read usage::show },
+    "/customers/{id}/usage.csv" => { GET Manage usage::export },
+    "/plans/{id}/spend-cap" => { GET Manage usage::cap_form, POST Manage usage::save_cap },
 }
