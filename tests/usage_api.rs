@@ -23,6 +23,7 @@ on_both_backends!(
     stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back,
     a_lost_answer_from_stripe_does_not_count_twice,
     spend_alerts_notify_once_at_80_and_once_at_100_percent,
+    a_committed_reservation_crosses_the_spend_alert_too,
 );
 
 const EMAIL: &str = "metered@example.com";
@@ -503,4 +504,53 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
     let audited = app.events("usage_threshold_reached");
     assert_eq!(audited.len(), 2);
     assert!(audited.iter().any(|e| e.details.contains("\"percent\":80")));
+}
+
+/// Usage that arrives by committing a reservation counts towards the alert exactly as reported
+/// usage does.
+async fn a_committed_reservation_crosses_the_spend_alert_too(backend: Backend) {
+    let (app, user_id, token) = metered_customer(backend).await;
+    app.query(move |conn| {
+        crate::common::add_endpoint(
+            conn,
+            "http://127.0.0.1:9/hooks",
+            &["usage.threshold_reached"],
+        );
+        diesel::insert_into(usage_spend_limits::table)
+            .values((
+                usage_spend_limits::user_id.eq(user_id),
+                usage_spend_limits::alert_amount.eq(Some(1000i64)),
+                usage_spend_limits::updated_at.eq(tollgate::db::now()),
+            ))
+            .execute(conn)?;
+        Ok(())
+    });
+    let reserve = app
+        .internal_post(
+            &format!("entitlements/{user_id}/reserve"),
+            Some(&token),
+            &json!({ "feature": "tokens", "quantity": 6000, "ttl_secs": 60 }),
+        )
+        .await;
+    assert_eq!(reserve.status(), 200);
+    let reserved: Value = reserve.json().await.unwrap();
+    assert_eq!(reserved["allowed"], true, "{reserved}");
+    assert_eq!(
+        threshold_rows(&app),
+        (vec![], vec![]),
+        "a hold is not spend"
+    );
+    // 5,500 tokens: 4,500 above the included 1,000 at $2.00 per 1,000 = $9.00, 90 % of $10.
+    let commit = app
+        .internal_post(
+            &format!("entitlements/{user_id}/commit"),
+            Some(&token),
+            &json!({ "reservation_id": reserved["reservation_id"], "quantity": 5500 }),
+        )
+        .await;
+    assert_eq!(commit.status(), 200);
+    let (webhooks, emails) = threshold_rows(&app);
+    assert_eq!((webhooks.len(), emails.len()), (1, 1), "{webhooks:?}");
+    assert_eq!(webhooks[0]["data"]["percent"], 80);
+    assert_eq!(webhooks[0]["data"]["spent"], 900);
 }

@@ -668,6 +668,10 @@ pub async fn commit(
                 // a reservation id (random, 128 bits) never is. Nothing is committed.
                 return Err(DbError::Unavailable);
             }
+            // Committed usage crosses spend-alert thresholds as reported usage does.
+            if let Some(period) = &destination.period {
+                super::thresholds::check(conn, user_id, period)?;
+            }
             Ok(Settled::Committed {
                 quantity,
                 limit: standing(conn, user_id, &row.feature)?,
