@@ -17,6 +17,7 @@ on_both_backends!(
     only_admins_with_the_forms_token_change_metering,
     checkout_carries_the_metered_prices_and_the_pricing_page_shows_them,
     usage_is_previewed_and_billed_at_renewal_by_the_tiers,
+    plan_changes_to_or_from_a_metered_plan_are_refused_not_billed_wrong,
 );
 
 fn plan_id(app: &TestApp, slug: &'static str) -> i64 {
@@ -375,4 +376,53 @@ async fn usage_is_previewed_and_billed_at_renewal_by_the_tiers(backend: Backend)
     let invoice = app.stripe_get(&format!("/v1/invoices/{invoice}")).await;
     assert_eq!(invoice["amount_due"], 2500 + 500);
     assert_eq!(invoice["lines"]["data"][1]["amount"], 500);
+}
+
+/// Moving a subscription off a metered plan would have to swap its metered items too; until
+/// Tollgate does, the change is refused (nothing at Stripe changes) rather than billing usage
+/// at the old plan's rates.
+async fn plan_changes_to_or_from_a_metered_plan_are_refused_not_billed_wrong(backend: Backend) {
+    let (app, admin) = TestApp::with_pro_plan(backend).await;
+    assert_eq!(admin.create_plan("Max", "max", "9900").await.status(), 303);
+    let id = plan_id(&app, "pro");
+    assert_eq!(add(&admin, id, &TOKENS).await.status(), 303);
+    let customer = app.signed_in_customer("metered-change@example.com").await;
+    app.subscribe(&customer, "pro").await;
+    let res = customer
+        .get("/billing/change?plan=max&interval=month")
+        .await;
+    assert_eq!(res.status(), 303, "no preview");
+    let account = customer.get_text("/account").await;
+    assert!(account.contains("Plans billed by usage can"), "{account}");
+    let sub_id = app.subscription_id(app.user_id("metered-change@example.com"));
+    let sub = app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await;
+    let items = sub["items"]["data"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "the plan and its metered item, unchanged");
+    assert_eq!(app.count_events("plan_changed"), 0);
+
+    // Nor may the admin change what the subscriber's metered price charges, or remove it:
+    // Stripe would go on billing the old price while caps and estimates used the new one.
+    let before = stored(&app, id, "tokens");
+    let mut dearer = TOKENS;
+    dearer[3] = ("price", "3.00");
+    let res = add(&admin, id, &dearer).await;
+    assert_eq!(res.status(), 422);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("1 customers are subscribed")
+    );
+    let page = meters_page(id);
+    let res = admin
+        .submit(&page, &format!("{page}/remove"), &[("feature", "tokens")])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert!(admin.get_text(&page).await.contains("cannot be removed"));
+    assert_eq!(stored(&app, id, "tokens"), before, "unchanged");
+    // The quota and the undecided policy may still change.
+    let mut roomier = TOKENS;
+    roomier[5] = ("quota", "2000000");
+    assert_eq!(add(&admin, id, &roomier).await.status(), 303);
+    assert_eq!(stored(&app, id, "tokens").unwrap().4, Some(2_000_000));
 }

@@ -203,16 +203,12 @@ async fn the_service_api_has_its_own_budget_per_address(backend: Backend) {
     let token = app.service_token("gate", &[tollgate::service_tokens::Scope::EntitlementsRead]);
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let res = app
-            .internal_get("/internal/v1/entitlements/1", &token)
-            .await;
+        let res = app.internal_get("entitlements/1", &token).await;
         statuses.push(res.status().as_u16());
     }
     // No user 1: 404 five times (well past the default budget of 2), then the service budget.
     assert_eq!(statuses, [404, 404, 404, 404, 404, 429]);
-    let forged = app
-        .internal_get("/internal/v1/entitlements/1", "tg_svc_forged")
-        .await;
+    let forged = app.internal_get("entitlements/1", "tg_svc_forged").await;
     assert_eq!(
         forged.status(),
         429,

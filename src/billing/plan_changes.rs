@@ -78,6 +78,8 @@ pub enum ChangeError {
     PastDue,
     #[error("a change at the period end would drop the trial or the discount")]
     KeepsTrialOrDiscount,
+    #[error("a change to or from a plan with metered usage")]
+    Metered,
     #[error(transparent)]
     Billing(#[from] BillingError),
 }
@@ -398,6 +400,41 @@ impl Timing {
     }
 }
 
+/// A change of plan or interval to or from a plan with metered components is refused: it
+/// would have to swap the subscription's metered items as well (a new plan's metered prices in,
+/// the old plan's out), which Tollgate does not do yet, and leaving them would bill usage at the
+/// old plan's rates. A change of seats on the same price keeps its metered items and is fine.
+async fn refuse_metered(
+    billing: Billing<'_>,
+    from: Option<&Plan>,
+    target: &Target,
+    price_changes: bool,
+) -> Result<(), ChangeError> {
+    if !price_changes {
+        return Ok(());
+    }
+    let plans: Vec<i64> = from
+        .map(|p| p.id)
+        .into_iter()
+        .chain([target.plan.id])
+        .collect();
+    let metered = billing
+        .db
+        .run(move |conn| {
+            for plan_id in plans {
+                if !crate::usage::meters::of_plan(conn, plan_id)?.is_empty() {
+                    return Ok::<_, DbError>(true);
+                }
+            }
+            Ok(false)
+        })
+        .await?;
+    if metered {
+        return Err(ChangeError::Metered);
+    }
+    Ok(())
+}
+
 fn price_id(target: &Target) -> Result<String, BillingError> {
     target
         .price
@@ -421,6 +458,7 @@ pub async fn preview(
     if current.price == price && current.quantity == target.quantity {
         return Err(ChangeError::Unchanged);
     }
+    refuse_metered(billing, from.as_ref(), &target, current.price != price).await?;
     let timing = timing(&current, &target, downgrades)?;
     let proration_date = chrono::Utc::now().timestamp();
     let behavior = match timing {
@@ -540,6 +578,7 @@ pub async fn confirm(
             false => Ok(Confirmed::Applied),
         };
     }
+    refuse_metered(billing, from.as_ref(), &target, current.price != price).await?;
     let now = chrono::Utc::now().timestamp();
     if proration_date > now + 60
         || proration_date < now - PREVIEW_VALID_SECS

@@ -259,6 +259,8 @@ pub enum MeterError {
     NotSynced,
     #[error("the currency cannot be used with Stripe")]
     Currency,
+    #[error("{0} live subscriptions bill the plan's current metered prices")]
+    HasSubscribers(i64),
     #[error(transparent)]
     Billing(#[from] BillingError),
 }
@@ -414,11 +416,12 @@ pub async fn save(
 ) -> Result<(), MeterError> {
     let admin = throttle_key(actor);
     let (plan_id, feature) = (plan.id, input.feature.clone());
-    let (existing, count) = db
+    let (existing, count, subscribers) = db
         .run(move |conn| {
             Ok::<_, DbError>((
                 plan_meter::component(conn, plan_id, &feature)?,
                 plan_meter::count(conn, plan_id)?,
+                crate::db::models::subscription::live_count_for_plan(conn, plan_id)?,
             ))
         })
         .await?;
@@ -437,6 +440,12 @@ pub async fn save(
             package_amount: c.package_amount,
         } == input.rate
     });
+    // Live subscriptions carry the plan's metered prices as they were: a new rate or a new
+    // component would be charged by Tollgate's caps and estimates but not by Stripe. Only the
+    // quota and the undecided policy may change under them.
+    if subscribers > 0 && !same_rate {
+        return Err(MeterError::HasSubscribers(subscribers));
+    }
     let price = match (&old_price, same_rate) {
         (Some(price), true) => price.clone(),
         _ => {
@@ -501,12 +510,20 @@ pub async fn remove(
     }
     let plan_id = plan.id;
     let lookup = feature.clone();
-    let Some(existing) = db
-        .run(move |conn| plan_meter::component(conn, plan_id, &lookup))
-        .await?
-    else {
+    let (existing, subscribers) = db
+        .run(move |conn| {
+            Ok::<_, DbError>((
+                plan_meter::component(conn, plan_id, &lookup)?,
+                crate::db::models::subscription::live_count_for_plan(conn, plan_id)?,
+            ))
+        })
+        .await?;
+    let Some(existing) = existing else {
         return Ok(false);
     };
+    if subscribers > 0 {
+        return Err(MeterError::HasSubscribers(subscribers));
+    }
     if let Some(price) = &existing.stripe_price_id {
         deactivate(gateway, throttle_key(actor), price).await?;
     }

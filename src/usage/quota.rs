@@ -276,21 +276,52 @@ pub async fn reserve(
 ) -> Reserved {
     let due = Instant::now() + deadline;
     let work = request.clone();
-    let decided = db.run(move |conn| reserve_before(conn, &work, due));
-    let cause = match actix_web::rt::time::timeout(deadline, decided).await {
-        Ok(Ok((decided, open))) => {
+    let worker = db.clone();
+    let mut decided = actix_web::rt::spawn(async move {
+        worker
+            .run(move |conn| reserve_before(conn, &work, due))
+            .await
+    });
+    let cause = match actix_web::rt::time::timeout(deadline, &mut decided).await {
+        Ok(Ok(Ok((decided, open)))) => {
             policies.remember(request.user_id, &request.feature, open);
             return decided;
         }
-        Ok(Err(Undecided::Late)) | Err(_) => "deadline",
-        Ok(Err(err)) => {
+        Ok(Ok(Err(Undecided::Late))) => "deadline",
+        Err(_) => {
+            // The answer is "undecided" now; a hold the late transaction still commits is
+            // known to nobody, so it is released as soon as it lands.
+            release_late_hold(db.clone(), request.user_id, decided);
+            "deadline"
+        }
+        Ok(Ok(Err(err))) => {
             tracing::warn!(error = %err, "a reserve could not be decided");
+            "database_error"
+        }
+        Ok(Err(err)) => {
+            tracing::error!(error = %err, "a reserve's task failed");
             "database_error"
         }
     };
     let allowed = policies.allows(request.user_id, &request.feature);
     audit_undecided(db, policies, actor, &request, allowed, cause);
     Reserved::Undecided { allowed }
+}
+
+/// Waits for a reserve answered "undecided" after its deadline and releases the hold it made
+/// anyway, if it made one: no service knows that reservation's id.
+fn release_late_hold(
+    db: Db,
+    user_id: UserId,
+    decided: actix_web::rt::task::JoinHandle<Result<(Reserved, bool), Undecided>>,
+) {
+    actix_web::rt::spawn(async move {
+        if let Ok(Ok((Reserved::Allowed { id, .. }, _))) = decided.await {
+            if let Err(err) = release(&db, user_id, id).await {
+                tracing::warn!(error = %err, "a late hold could not be released; it expires");
+            }
+        }
+    });
 }
 
 /// Writes the `usage_undecided` row from a task that retries until it lands (the database
@@ -553,18 +584,29 @@ fn expire(
 /// own transaction that starts with the reservation's update), then refreshes the per-feature
 /// policies. How many it expired.
 pub async fn sweep(db: &Db, policies: &Policies) -> Result<usize, DbError> {
-    let expired = db
-        .run(|conn| {
-            let at = now();
-            let mut expired = 0;
-            for row in rows::stale(conn, None, at, EXPIRE_BATCH)? {
-                if conn.transaction(|conn| expire(conn, &row, at))? {
-                    expired += 1;
+    let mut expired = 0;
+    // Batch after batch until one is not full: a backlog is cleared in one round, and each
+    // batch gives its connection back.
+    loop {
+        let (freed, full) = db
+            .run(|conn| {
+                let at = now();
+                let stale = rows::stale(conn, None, at, EXPIRE_BATCH)?;
+                let full = stale.len() >= usize::try_from(EXPIRE_BATCH).unwrap_or(usize::MAX);
+                let mut freed = 0;
+                for row in stale {
+                    if conn.transaction(|conn| expire(conn, &row, at))? {
+                        freed += 1;
+                    }
                 }
-            }
-            Ok::<_, DbError>(expired)
-        })
-        .await?;
+                Ok::<_, DbError>((freed, full))
+            })
+            .await?;
+        expired += freed;
+        if !full || freed == 0 {
+            break;
+        }
+    }
     let components = db.run(rows::fail_open_policies).await?;
     policies.learn_features(&components);
     Ok(expired)

@@ -113,9 +113,10 @@ pub fn store_all<'d>(
             .as_ref()
             .filter(|p| p.contains(usage.occurred_at))
         {
-            *counters
+            let counter = counters
                 .entry((usage.user_id, usage.feature.as_str(), period.end))
-                .or_default() += usage.quantity;
+                .or_default();
+            *counter = counter.saturating_add(usage.quantity);
         }
         if destination.has_customer {
             outbox.push(id);

@@ -133,8 +133,11 @@ fn parse_record(
             "feature must be a metered feature's key",
         ));
     }
-    if raw.quantity < 1 {
-        return Err(Invalid::record(index, "quantity must be at least 1"));
+    if !(1..=super::quota::MAX_QUANTITY).contains(&raw.quantity) {
+        return Err(Invalid::record(
+            index,
+            "quantity must be at least 1 and at most 1,000,000,000,000",
+        ));
     }
     if raw.idempotency_key.is_empty()
         || raw.idempotency_key.len() > MAX_KEY_LEN

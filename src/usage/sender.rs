@@ -38,9 +38,16 @@ const LEASE: StdDuration = StdDuration::from_secs(120);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: StdDuration = StdDuration::from_secs(3600);
 
-/// The identifier of a record's meter event: stable, so Stripe counts a resend once.
-pub fn identifier(record_id: i64) -> String {
-    format!("tg_usage_{record_id}")
+/// The identifier of a record's meter event: stable, so Stripe counts a resend once. It names
+/// the record's id and the microsecond it was stored, so that a database restored from a
+/// backup (its ids counting again from an older value) or a second installation on the same
+/// Stripe account never reuses an identifier Stripe has seen: that usage would be taken for a
+/// resend and never billed.
+pub fn identifier(record_id: i64, stored_at: chrono::NaiveDateTime) -> String {
+    format!(
+        "tg_usage_{record_id}_{}",
+        stored_at.and_utc().timestamp_micros()
+    )
 }
 
 pub struct Sender {
@@ -59,6 +66,7 @@ struct Outgoing {
     event_name: String,
     quantity: i64,
     occurred_at: NaiveDateTime,
+    created_at: NaiveDateTime,
     /// The user's sealed Stripe customer id (opened just before sending).
     sealed_customer: Option<Vec<u8>>,
 }
@@ -125,6 +133,7 @@ impl Sender {
                             event_name: d.event_name,
                             quantity: d.quantity,
                             occurred_at: d.occurred_at,
+                            created_at: d.created_at,
                             sealed_customer: sealed.get(&d.user_id).cloned(),
                         })
                         .collect::<Vec<_>>(),
@@ -154,7 +163,7 @@ impl Sender {
             .ok()
             .and_then(|opened| String::from_utf8(opened.to_vec()).ok())
             .ok_or_else(|| "the customer id cannot be opened".to_owned())?;
-        let identifier = identifier(row.record_id);
+        let identifier = identifier(row.record_id, row.created_at);
         let payload: HashMap<String, String> = HashMap::from([
             ("stripe_customer_id".to_owned(), customer),
             ("value".to_owned(), row.quantity.to_string()),

@@ -211,6 +211,15 @@ pub fn current_for_user(
     })
 }
 
+/// How many live subscriptions (active, trialing, past due) plan `plan_id` has.
+pub fn live_count_for_plan(conn: &mut DbConnection, plan_id: i64) -> Result<i64, DbError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::plan_id.eq(plan_id))
+        .filter(subscriptions::status.eq_any(["active", "trialing", "past_due"]))
+        .count()
+        .get_result(conn)?)
+}
+
 /// How many subscriptions the user has ever had (any status).
 pub fn count_for_user(conn: &mut DbConnection, user_id: UserId) -> Result<i64, DbError> {
     Ok(subscriptions::table

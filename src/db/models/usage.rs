@@ -305,6 +305,8 @@ pub struct DueUsage {
     pub quantity: i64,
     pub occurred_at: NaiveDateTime,
     pub event_name: String,
+    /// When the record was stored: part of its meter event's identifier.
+    pub created_at: NaiveDateTime,
 }
 
 /// Claims up to `limit` outbox rows due at `at`, oldest first: each claimed row is leased
@@ -360,34 +362,39 @@ pub fn claim_due(
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let rows: Vec<(i64, i64, UserId, i64, NaiveDateTime, String)> = per_backend!(conn, |c| {
-            usage_outbox::table
-                .inner_join(usage_records::table)
-                .inner_join(
-                    usage_meters::table.on(usage_meters::feature.eq(usage_records::feature)),
-                )
-                .filter(usage_outbox::usage_record_id.eq_any(&ids))
-                .order((usage_records::occurred_at, usage_records::id))
-                .select((
-                    usage_outbox::usage_record_id,
-                    usage_outbox::attempts,
-                    usage_records::user_id,
-                    usage_records::quantity,
-                    usage_records::occurred_at,
-                    usage_meters::event_name,
-                ))
-                .load(c)?
-        });
+        let rows: Vec<(i64, i64, UserId, i64, NaiveDateTime, String, NaiveDateTime)> =
+            per_backend!(conn, |c| {
+                usage_outbox::table
+                    .inner_join(usage_records::table)
+                    .inner_join(
+                        usage_meters::table.on(usage_meters::feature.eq(usage_records::feature)),
+                    )
+                    .filter(usage_outbox::usage_record_id.eq_any(&ids))
+                    .order((usage_records::occurred_at, usage_records::id))
+                    .select((
+                        usage_outbox::usage_record_id,
+                        usage_outbox::attempts,
+                        usage_records::user_id,
+                        usage_records::quantity,
+                        usage_records::occurred_at,
+                        usage_meters::event_name,
+                        usage_records::created_at,
+                    ))
+                    .load(c)?
+            });
         Ok(rows
             .into_iter()
             .map(
-                |(record_id, attempts, user_id, quantity, occurred_at, event_name)| DueUsage {
-                    record_id,
-                    attempts,
-                    user_id,
-                    quantity,
-                    occurred_at,
-                    event_name,
+                |(record_id, attempts, user_id, quantity, occurred_at, event_name, created_at)| {
+                    DueUsage {
+                        record_id,
+                        attempts,
+                        user_id,
+                        quantity,
+                        occurred_at,
+                        event_name,
+                        created_at,
+                    }
                 },
             )
             .collect())

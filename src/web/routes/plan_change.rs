@@ -58,6 +58,9 @@ async fn refusal(
         ChangeError::KeepsTrialOrDiscount => {
             "This change would end your trial or discount early. Please contact us to make it."
         }
+        ChangeError::Metered => {
+            "Plans billed by usage can't be switched here yet. Please contact us to change plan."
+        }
     };
     session.flash(FlashKind::Info, message)?;
     Ok(see_other("/account"))

@@ -134,6 +134,11 @@ pub async fn save(
         Err(MeterError::NotSynced | MeterError::Currency) => {
             "This plan is not on Stripe yet: save the plan again, then add components.".into()
         }
+        Err(MeterError::HasSubscribers(n)) => format!(
+            "{n} customers are subscribed to this plan and are billed its current usage prices. \
+             You can change the quota and what happens when Tollgate cannot decide; for new \
+             prices or components, create a new plan."
+        ),
         Err(MeterError::Billing(err)) => {
             return Err(billing_failure(&state, &req, &actor, err).await);
         }
@@ -170,6 +175,13 @@ pub async fn remove(
             session.flash(FlashKind::Success, message)?;
         }
         Ok(false) => return Err(AppError::NotFound),
+        Err(MeterError::HasSubscribers(n)) => {
+            let message = format!(
+                "{n} customers are subscribed to this plan and are billed for {feature}: \
+                 it cannot be removed while they are."
+            );
+            session.flash(FlashKind::Error, message)?;
+        }
         Err(MeterError::Billing(err)) => {
             return Err(billing_failure(&state, &req, &actor, err).await);
         }
