@@ -10,6 +10,8 @@ use crate::db::{DbConnection, DbError};
 
 /// The largest alert or cap, in the currency's major unit.
 pub const MAX_MAJOR: i64 = 1_000_000;
+/// [`MAX_MAJOR`] as a customer reads it in a message.
+const MAX_MAJOR_TEXT: &str = "1,000,000";
 /// Longest amount worth reading ("1000000.00" and some spaces).
 pub const MAX_INPUT: usize = 32;
 
@@ -28,10 +30,10 @@ pub fn parse_amount(raw: &str, currency: &str) -> Result<Option<i64>, String> {
     let decimals: u32 = if zero_decimal(currency) { 0 } else { 2 };
     let message = || {
         if decimals == 0 {
-            format!("Enter a whole amount from 1 to {MAX_MAJOR}, or leave it empty for none.")
+            format!("Enter a whole amount from 1 to {MAX_MAJOR_TEXT}, or leave it empty for none.")
         } else {
             format!(
-                "Enter an amount above 0 and up to {MAX_MAJOR} (like 50 or 49.99), or leave it empty for none."
+                "Enter an amount above 0 and up to {MAX_MAJOR_TEXT} (like 50 or 49.99), or leave it empty for none."
             )
         }
     };
@@ -109,6 +111,13 @@ pub fn set_plan_cap(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_message_reads_the_limit_with_thousands_separators() {
+        assert_eq!(MAX_MAJOR_TEXT.replace(',', ""), MAX_MAJOR.to_string());
+        let message = parse_amount("-5", "usd").err().unwrap_or_default();
+        assert!(message.contains("up to 1,000,000 "), "{message}");
+    }
 
     #[test]
     fn amounts_are_major_units_above_zero_up_to_a_million() {

@@ -175,8 +175,18 @@ fn chart(
         }],
     );
     for (bar, (name, value)) in chart.bars.iter_mut().zip(names.iter().zip(&values)) {
+        // Early in a period there are few days: a bar stays a bar, not a wall.
+        if bar.width > MAX_BAR_WIDTH {
+            bar.x += (bar.width - MAX_BAR_WIDTH) / 2.0;
+            bar.width = MAX_BAR_WIDTH;
+        }
         for segment in &mut bar.segments {
             segment.label = format!("{name}: {} {unit}", grouped(*value));
+        }
+    }
+    for tick in &mut chart.y_ticks {
+        if let Ok(n) = tick.text.parse::<i64>() {
+            tick.text = compact(n);
         }
     }
     let rows = names
@@ -190,6 +200,23 @@ fn chart(
         unit_name: unit,
         chart,
         rows,
+    }
+}
+
+/// The widest a day's bar is drawn (in the chart's units, 720 wide).
+const MAX_BAR_WIDTH: f64 = 48.0;
+
+/// A tick's number as it fits beside the axis: 950, 2.5k, 20k, 1.5M.
+fn compact(n: i64) -> String {
+    let short = |value: f64, suffix: &str| {
+        let text = format!("{value:.1}");
+        format!("{}{suffix}", text.trim_end_matches(".0"))
+    };
+    match n.unsigned_abs() {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => short(n as f64 / 1_000.0, "k"),
+        1_000_000..1_000_000_000 => short(n as f64 / 1_000_000.0, "M"),
+        _ => short(n as f64 / 1_000_000_000.0, "B"),
     }
 }
 
@@ -518,4 +545,18 @@ async fn find_user(state: &AppState, id: i64) -> Result<User, AppError> {
         .await?
         .map(User::from)
         .ok_or(AppError::NotFound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact;
+
+    #[test]
+    fn chart_ticks_are_short_round_numbers() {
+        let ticks: Vec<String> = [0, 5, 950, 2_500, 20_000, 1_500_000, 3_000_000_000]
+            .into_iter()
+            .map(compact)
+            .collect();
+        assert_eq!(ticks, ["0", "5", "950", "2.5k", "20k", "1.5M", "3B"]);
+    }
 }
