@@ -1,5 +1,5 @@
 // Usage-based billing (issue 16) as an admin and a customer live it: the admin adds a metered
-// component to Pro in the console, the pricing page shows it in words, a customer subscribes at
+// component to a new plan in the console, the pricing page shows it in words, a customer subscribes at
 // the simulator's Checkout, a service reports usage (platform and with the customer's own key)
 // through the internal API, and the customer reads /account/usage (usage against included, the
 // estimate, the daily chart, BYOK apart), sets a spend alert and a cap, and downloads the CSV.
@@ -52,15 +52,28 @@ async function reportUsage(tollgate, token, records) {
 
 let customer;
 
-test('an admin adds metered tokens to Pro and the pricing page says what they cost', async ({ page, step, tollgate }) => {
+test('an admin adds metered tokens to a plan and the pricing page says what they cost', async ({ page, step, tollgate }) => {
   test.setTimeout(120_000);
   await signIn(page, step, tollgate, tollgate.admin);
   await expect(page).toHaveURL(`${tollgate.base}/admin`);
   await step('admin console');
   await page.getByRole('navigation', { name: 'Admin' }).getByRole('link', { name: 'Plans' }).click();
   await step('plans');
-  await page.getByRole('link', { name: 'Metering for Pro' }).click();
-  await expect(page.getByRole('heading', { level: 1 })).toContainText('Pro');
+  // A plan of its own: the other journeys on this server change plans between Starter and Pro,
+  // which Tollgate refuses for plans billed by usage.
+  await page.getByRole('link', { name: /new plan/i }).click();
+  await step('new plan form');
+  await page.getByLabel('Name', { exact: true }).fill('Agents');
+  await page.getByLabel('Slug').fill(`agents-${test.info().workerIndex}-${Date.now().toString(36)}`);
+  await page.getByLabel(/^(Monthly )?price/i).first().fill('2900');
+  await page.getByLabel('Currency').fill('usd');
+  await page.getByLabel('Trial days').fill('0');
+  await page.getByLabel('Description').fill('Agents billed by the tokens they use.');
+  await page.getByRole('button', { name: 'Save plan' }).click();
+  await expect(page.getByRole('status')).toContainText('Agents');
+  await step('plan Agents created');
+  await page.getByRole('link', { name: 'Metering for Agents' }).click();
+  await expect(page.getByRole('heading', { level: 1 })).toContainText('Agents');
   await expect(page.getByText('No metered components yet')).toBeVisible();
   await step('metering: no components yet');
   await page.getByLabel('Feature key').fill('tokens');
@@ -88,21 +101,21 @@ test('an admin adds metered tokens to Pro and the pricing page says what they co
   await step('pricing with usage on a phone');
   await page.setViewportSize(LAPTOP);
 
-  // A customer subscribes to Pro at the simulator's Checkout.
+  // A customer subscribes to Agents at the simulator's Checkout.
   customer = await signUp(page, step, tollgate);
   await expect(page.getByText('Your account is ready')).toBeVisible();
   await page.goto(`${tollgate.base}/account/usage`);
   await expect(page.getByText('You have no subscription yet')).toBeVisible();
   await step('usage page before subscribing');
-  await choosePlan(page, step, tollgate, 'Pro');
+  await choosePlan(page, step, tollgate, 'Agents');
   await pay(page, step, CARD);
   await page.waitForURL(/\/billing\/success|\/account/);
   await step('checkout success');
   await expect(async () => {
     const panel = await subscriptionPanel(page, tollgate);
-    await expect(panel.getByText('Pro', { exact: true }).first()).toBeVisible({ timeout: 500 });
+    await expect(panel.getByText('Agents', { exact: true }).first()).toBeVisible({ timeout: 500 });
   }).toPass({ timeout: 10_000 });
-  await step('account with Pro');
+  await step('account with Agents');
   // Checkout carried the metered price: the subscription has two items.
   const sub = await tollgate.subscriptionOf(customer);
   expect(sub.items.data.length).toBeGreaterThanOrEqual(2);

@@ -316,10 +316,10 @@ fn release_late_hold(
     decided: actix_web::rt::task::JoinHandle<Result<(Reserved, bool), Undecided>>,
 ) {
     actix_web::rt::spawn(async move {
-        if let Ok(Ok((Reserved::Allowed { id, .. }, _))) = decided.await {
-            if let Err(err) = release(&db, user_id, id).await {
-                tracing::warn!(error = %err, "a late hold could not be released; it expires");
-            }
+        if let Ok(Ok((Reserved::Allowed { id, .. }, _))) = decided.await
+            && let Err(err) = release(&db, user_id, id).await
+        {
+            tracing::warn!(error = %err, "a late hold could not be released; it expires");
         }
     });
 }
