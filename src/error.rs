@@ -159,7 +159,14 @@ impl From<crate::accounts::SignInError> for AppError {
 
 impl From<DbError> for AppError {
     fn from(err: DbError) -> Self {
-        Self::Internal(err.to_string())
+        match err {
+            // The database is there, only busy: a moment later may do (503, not 500).
+            DbError::Busy => {
+                tracing::warn!(error = %err, "a write gave up waiting for SQLite's writer");
+                Self::Unavailable
+            }
+            err => Self::Internal(err.to_string()),
+        }
     }
 }
 
@@ -230,6 +237,14 @@ mod tests {
             response.headers().get(header::LOCATION).unwrap(),
             "/login?next=%2Faccount%3Ftab%3Da+b"
         );
+    }
+
+    #[test]
+    fn a_busy_database_is_unavailable_not_an_internal_error() {
+        let response = AppError::from(DbError::Busy).error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let other = AppError::from(DbError::Unavailable).error_response();
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

@@ -170,3 +170,106 @@ fn an_existing_database_readable_by_others_is_warned_about() {
         "{stderr}"
     );
 }
+
+/// SQLite's writers take turns within the instance (`Db::write`): one that cannot have its turn
+/// by its deadline fails at once with `DbError::Busy` (a reserve then answers by the feature's
+/// policy) instead of waiting in SQLite's busy handler. PostgreSQL's writers run side by side.
+#[actix_web::test]
+async fn a_sqlite_writer_waits_for_its_turn_and_gives_up_at_its_deadline() {
+    use std::time::{Duration, Instant};
+    use tollgate::db::DbError;
+
+    let mut backends = vec![Backend::Sqlite];
+    if postgres_available() {
+        backends.push(Backend::Postgres);
+    }
+    for backend in backends {
+        let database = TestDatabase::new(backend);
+        let db = database.db();
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let holder = {
+            let (db, started) = (db.clone(), started.clone());
+            actix_web::rt::spawn(async move {
+                db.write(None, move |_conn| {
+                    started.store(true, std::sync::atomic::Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(600));
+                    Ok::<_, DbError>(())
+                })
+                .await
+            })
+        };
+        while !started.load(std::sync::atomic::Ordering::SeqCst) {
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        let asked = Instant::now();
+        let second = db
+            .write(Some(asked + Duration::from_millis(100)), |_conn| {
+                Ok::<_, DbError>(())
+            })
+            .await;
+        match backend {
+            Backend::Sqlite => {
+                assert!(matches!(second, Err(DbError::Busy)), "{second:?}");
+                assert!(
+                    asked.elapsed() < Duration::from_millis(500),
+                    "gave up at its deadline, not the holder's end"
+                );
+            }
+            Backend::Postgres => assert!(second.is_ok(), "{second:?}"),
+        }
+        holder.await.unwrap().unwrap();
+        // The turn is free again.
+        db.write(Some(Instant::now() + Duration::from_millis(500)), |_conn| {
+            Ok::<_, DbError>(())
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// A pooled connection that worked a moment ago is handed out without a test query; one idle
+/// for longer than `db::FRESH` is tested first, and replaced when the server has dropped it
+/// (here: its backend terminated, as a PostgreSQL restart would).
+#[test]
+fn an_idle_pooled_connection_is_tested_and_replaced_when_the_server_dropped_it() {
+    use tollgate::db::{Db, DbError};
+    if !postgres_available() {
+        return;
+    }
+    #[derive(QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::Integer)]
+        pid: i32,
+    }
+    let backend_pid = |conn: &mut DbConnection| -> Result<i32, DbError> {
+        let DbConnection::Postgresql(pg) = conn else {
+            unreachable!("a PostgreSQL test");
+        };
+        Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result::<Pid>(pg)?
+            .pid)
+    };
+    let database = TestDatabase::new(Backend::Postgres);
+    let pool = Db::connect(database.url.clone(), 1).unwrap();
+    let first = pool.run_blocking(backend_pid).unwrap();
+    assert_eq!(
+        pool.run_blocking(backend_pid).unwrap(),
+        first,
+        "the pool's one connection, reused"
+    );
+    database
+        .db()
+        .run_blocking(|conn| {
+            let DbConnection::Postgresql(pg) = conn else {
+                unreachable!("a PostgreSQL test");
+            };
+            diesel::sql_query(format!("SELECT pg_terminate_backend({first})")).execute(pg)?;
+            Ok::<_, DbError>(())
+        })
+        .unwrap();
+    std::thread::sleep(tollgate::db::FRESH + std::time::Duration::from_millis(200));
+    let second = pool
+        .run_blocking(backend_pid)
+        .expect("the dead connection was tested and replaced, not handed out");
+    assert_ne!(second, first);
+}

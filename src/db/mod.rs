@@ -9,7 +9,7 @@ pub mod schema;
 pub mod text;
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Timelike as _;
 
@@ -56,6 +56,8 @@ pub enum DbError {
     Blocking,
     #[error("the database is unavailable (see the log)")]
     Unavailable,
+    #[error("the database's writer did not get its turn in time")]
+    Busy,
     #[error(
         "the SQLite database {} does not exist (`tollgate migrate` creates it)",
         path.display()
@@ -116,20 +118,67 @@ impl ConnectionFactory {
     }
 }
 
+/// A connection in the pool, with when it last went back: one that ran work a moment ago
+/// needs no test round trip before the next (see [`FRESH`]).
+pub struct PooledConnection {
+    conn: DbConnection,
+    /// When it last went back after work that succeeded (none after a failure: the server may
+    /// have gone, so the next checkout tests it).
+    returned_at: Option<Instant>,
+    /// The work it ran this time failed.
+    failed: bool,
+}
+
+impl PooledConnection {
+    /// Notes how `work`'s result went, for the next checkout's test.
+    fn ran<T, E>(&mut self, done: &Result<T, E>) {
+        self.failed = done.is_err();
+    }
+}
+
+impl std::ops::Deref for PooledConnection {
+    type Target = DbConnection;
+
+    fn deref(&self) -> &DbConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut DbConnection {
+        &mut self.conn
+    }
+}
+
+/// How long after its last use a pooled connection is handed out without a test query.
+/// Testing every checkout costs a round trip on every request (on the usage and reserve hot
+/// path, one of three); a connection that just worked is as good as tested, and one idle for
+/// longer (the database may have restarted meanwhile) is tested first.
+pub const FRESH: Duration = Duration::from_secs(1);
+
 impl ManageConnection for ConnectionFactory {
-    type Connection = DbConnection;
+    type Connection = PooledConnection;
     type Error = DbError;
 
-    fn connect(&self) -> Result<DbConnection, DbError> {
-        self.establish()
+    fn connect(&self) -> Result<PooledConnection, DbError> {
+        Ok(PooledConnection {
+            conn: self.establish()?,
+            returned_at: None,
+            failed: false,
+        })
     }
 
-    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), DbError> {
-        conn.ping().map_err(DbError::Query)
+    fn is_valid(&self, conn: &mut PooledConnection) -> Result<(), DbError> {
+        if conn.returned_at.is_some_and(|at| at.elapsed() < FRESH) {
+            return Ok(());
+        }
+        conn.conn.ping().map_err(DbError::Query)
     }
 
-    fn has_broken(&self, conn: &mut DbConnection) -> bool {
-        conn.is_broken()
+    /// Called as the connection goes back to the pool.
+    fn has_broken(&self, conn: &mut PooledConnection) -> bool {
+        conn.returned_at = (!std::mem::take(&mut conn.failed)).then(Instant::now);
+        conn.conn.is_broken()
     }
 }
 
@@ -139,6 +188,13 @@ pub type Pool = r2d2::Pool<ConnectionFactory>;
 #[derive(Clone)]
 pub struct Db {
     pool: Pool,
+    /// SQLite has one writer at a time: the hot write paths (usage reports, reserves, commits)
+    /// take turns here, parked on a mutex and woken as it frees, instead of in SQLite's busy
+    /// handler, which sleeps 1 ms to 100 ms between attempts and gives the lock to whoever
+    /// happens to retry first (tail latencies of a tenth of a second under load, and
+    /// time-outs). None on PostgreSQL,
+    /// whose row locks let writers run side by side.
+    sqlite_writer: Option<std::sync::Arc<parking_lot::Mutex<()>>>,
     /// The application's metrics, current on the thread while [`Db::run`]'s work runs (so the
     /// audit log counts what it writes); none for the CLI.
     metrics: Option<crate::metrics::Metrics>,
@@ -189,13 +245,16 @@ impl Db {
         if let DatabaseUrl::Sqlite(path) = &url {
             secure_sqlite_file(path)?;
         }
+        let url_is_sqlite = matches!(url, DatabaseUrl::Sqlite(_));
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .connection_timeout(Duration::from_secs(10))
             .build(ConnectionFactory::new(url))
             .map_err(DbError::Pool)?;
+        let sqlite_writer = url_is_sqlite.then(Default::default);
         Ok(Self {
             pool,
+            sqlite_writer,
             metrics: None,
         })
     }
@@ -235,14 +294,71 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        self.on_blocking_thread(None, work).await
+    }
+
+    /// Runs write transaction `work` like [`Db::run`], on SQLite as the instance's one writer
+    /// of the moment: it waits for its turn (before taking a pooled connection, so waiting
+    /// writers leave the connections to readers) until `due`, or at most
+    /// [`SQLITE_BUSY_TIMEOUT_MS`], and fails with [`DbError::Busy`] past that.
+    pub async fn write<T, E, F>(&self, due: Option<Instant>, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let longest = Instant::now() + Duration::from_millis(u64::from(SQLITE_BUSY_TIMEOUT_MS));
+        let until = due.map_or(longest, |due| due.min(longest));
+        self.on_blocking_thread(Some(until), work).await
+    }
+
+    /// [`Db::run`] and [`Db::write`]: with `turn_until`, on SQLite, in the writer turn.
+    async fn on_blocking_thread<T, E, F>(
+        &self,
+        turn_until: Option<Instant>,
+        work: F,
+    ) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let pool = self.pool.clone();
         let metrics = self.metrics.clone();
+        let writer = self.sqlite_writer.clone().zip(turn_until);
         actix_web::web::block(move || {
-            let mut conn = pool.get().map_err(DbError::from)?;
-            match metrics {
-                Some(metrics) => metrics.scope(|| work(&mut conn)),
-                None => work(&mut conn),
+            let turn = match &writer {
+                Some((writer, until)) => {
+                    let turn = writer.try_lock_until(*until).ok_or(DbError::Busy)?;
+                    Some((turn, *until))
+                }
+                None => None,
+            };
+            // A writer waiting for a connection holds the turn: it waits no longer than its
+            // deadline for one either.
+            let got = match &turn {
+                Some((_, until)) => {
+                    pool.get_timeout(until.saturating_duration_since(Instant::now()))
+                }
+                None => pool.get(),
+            };
+            let done = got
+                .map_err(DbError::from)
+                .map_err(E::from)
+                .and_then(|mut conn| {
+                    let done = match metrics {
+                        Some(metrics) => metrics.scope(|| work(&mut conn)),
+                        None => work(&mut conn),
+                    };
+                    conn.ran(&done);
+                    done
+                });
+            // Handed to the writer that has waited longest (a plain unlock lets a newcomer
+            // barge in first, and a writer unlucky several times in a row waits many turns).
+            if let Some((turn, _)) = turn {
+                parking_lot::MutexGuard::unlock_fair(turn);
             }
+            done
         })
         .await
         .map_err(|_| DbError::Blocking)?
