@@ -1,9 +1,12 @@
 //! The billing period usage counts in: the live subscription's current period.
 
+use std::collections::HashMap;
+
 use chrono::{Months, NaiveDateTime};
 
 use crate::accounts::UserId;
 use crate::billing::plans::{Interval, Plan};
+use crate::db::models::subscription::SubscriptionRow;
 use crate::db::models::{plan, subscription};
 use crate::db::{DbConnection, DbError};
 
@@ -31,22 +34,56 @@ pub fn current(conn: &mut DbConnection, user_id: UserId) -> Result<Option<Period
     let Some(row) = subscription::current_for_user(conn, user_id)? else {
         return Ok(None);
     };
+    let Some(plan_id) = row.plan_id else {
+        return Ok(None);
+    };
+    let plan = plan::find(conn, plan_id)?.map(Plan::from);
+    Ok(plan.and_then(|plan| of(&row, &plan)))
+}
+
+/// [`current`] for many users at once, in two queries: the periods of those among `user_ids`
+/// that have one.
+pub fn current_of(
+    conn: &mut DbConnection,
+    user_ids: &[UserId],
+) -> Result<HashMap<UserId, Period>, DbError> {
+    let mut by_user: HashMap<UserId, Vec<SubscriptionRow>> = HashMap::new();
+    for row in subscription::all_for_users(conn, user_ids)? {
+        by_user.entry(row.user_id).or_default().push(row);
+    }
+    let current: Vec<SubscriptionRow> = by_user
+        .into_values()
+        .filter_map(|rows| subscription::pick_current(rows, |row| row))
+        .collect();
+    let plan_ids: Vec<i64> = current.iter().filter_map(|row| row.plan_id).collect();
+    let plans: HashMap<i64, Plan> = plan::find_all(conn, &plan_ids)?
+        .into_iter()
+        .map(|row| (row.id, Plan::from(row)))
+        .collect();
+    Ok(current
+        .iter()
+        .filter_map(|row| {
+            let plan = plans.get(&row.plan_id?)?;
+            Some((row.user_id, of(row, plan)?))
+        })
+        .collect())
+}
+
+/// The current period of subscription `row` on `plan`, when it is live.
+fn of(row: &SubscriptionRow, plan: &Plan) -> Option<Period> {
     let (Some(end), Some(plan_id), true) =
         (row.current_period_end, row.plan_id, row.status.is_live())
     else {
-        return Ok(None);
-    };
-    let Some(plan) = plan::find(conn, plan_id)?.map(Plan::from) else {
-        return Ok(None);
+        return None;
     };
     let yearly = plan.interval == Interval::Year
         || plan.stripe_yearly_price_id.as_deref() == Some(row.stripe_price_id.as_str());
     let months = Months::new(if yearly { 12 } else { 1 });
     let start = end.checked_sub_months(months).unwrap_or(end);
-    Ok(Some(Period {
+    Some(Period {
         start,
         end,
         plan_id,
         subscription: row.stripe_subscription_id.expose().to_owned(),
-    }))
+    })
 }

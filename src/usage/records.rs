@@ -1,12 +1,12 @@
 //! Storing reported usage: the one write path for a usage record, shared by the usage API
 //! and by committed reservations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::NaiveDateTime;
 
 use crate::accounts::UserId;
-use crate::db::models::usage::{self, NewUsageRecord};
+use crate::db::models::usage::{self, NewUsageRecord, UsageRecordRow};
 use crate::db::{DbConnection, DbError, now};
 
 use super::Period;
@@ -61,20 +61,28 @@ pub fn store(
 /// [`store`] for a batch, in the caller's transaction, with the same rules for every record
 /// (in order: a key repeated within the batch is a duplicate or a conflict of the first).
 /// `destination` says where each user's usage goes (`None`: no period, no Stripe customer).
-/// The counters are bumped once per user, feature and period, in a fixed order (two batches
-/// never wait on each other's counters in opposite orders), and the outbox rows are inserted
-/// in one statement.
+///
+/// A constant number of statements whatever the batch's size: the records are inserted in one
+/// statement (ordered by key, so two batches sharing keys never wait on each other in opposite
+/// orders), the keys already taken are read back in one more, the counters are bumped in one
+/// statement (in user, feature and period order) and the outbox rows inserted in one.
 pub fn store_all<'d>(
     conn: &mut DbConnection,
     usages: &[NewUsage],
     destination: impl Fn(UserId) -> Option<&'d Destination>,
 ) -> Result<Vec<Stored>, DbError> {
     let created_at = now();
-    let mut results = Vec::with_capacity(usages.len());
-    let mut counters: BTreeMap<(UserId, &str, NaiveDateTime), i64> = BTreeMap::new();
-    let mut outbox = Vec::new();
-    for usage in usages {
-        let row = NewUsageRecord {
+    let mut first_of_key: HashMap<&str, usize> = HashMap::with_capacity(usages.len());
+    for (index, usage) in usages.iter().enumerate() {
+        first_of_key
+            .entry(usage.idempotency_key.as_str())
+            .or_insert(index);
+    }
+    let mut fresh: Vec<&NewUsage> = first_of_key.values().map(|&i| &usages[i]).collect();
+    fresh.sort_unstable_by(|a, b| a.idempotency_key.cmp(&b.idempotency_key));
+    let rows: Vec<NewUsageRecord<'_>> = fresh
+        .iter()
+        .map(|usage| NewUsageRecord {
             user_id: usage.user_id,
             feature: &usage.feature,
             quantity: usage.quantity,
@@ -84,15 +92,45 @@ pub fn store_all<'d>(
             reservation_id: usage.reservation_id.as_deref(),
             service: &usage.service,
             created_at,
-        };
-        let Some(id) = usage::insert_record(conn, &row)? else {
-            let same = usage::record_by_key(conn, &usage.idempotency_key)?.is_some_and(|stored| {
-                stored.user_id == usage.user_id
-                    && stored.feature == usage.feature
-                    && stored.quantity == usage.quantity
-                    && stored.occurred_at == usage.occurred_at
-                    && stored.byok == usage.byok
-            });
+        })
+        .collect();
+    let inserted: HashMap<String, i64> = usage::insert_records(conn, &rows)?.into_iter().collect();
+    let taken: Vec<&str> = fresh
+        .iter()
+        .map(|usage| usage.idempotency_key.as_str())
+        .filter(|key| !inserted.contains_key(*key))
+        .collect();
+    let stored_before: HashMap<String, UsageRecordRow> = if taken.is_empty() {
+        HashMap::new()
+    } else {
+        usage::records_by_keys(conn, &taken)?
+            .into_iter()
+            .map(|row| (row.idempotency_key.clone(), row))
+            .collect()
+    };
+
+    let mut results = Vec::with_capacity(usages.len());
+    let mut counters: BTreeMap<(UserId, &str, NaiveDateTime), i64> = BTreeMap::new();
+    let mut outbox = Vec::new();
+    for (index, usage) in usages.iter().enumerate() {
+        let key = usage.idempotency_key.as_str();
+        let id = inserted.get(key).copied();
+        let first = first_of_key.get(key).copied().unwrap_or(index);
+        let Some(id) = id.filter(|_| first == index) else {
+            // The key's holder: the batch's first record of it when that one was stored now,
+            // else the record stored before.
+            let same = match id {
+                Some(_) => usages
+                    .get(first)
+                    .is_some_and(|holder| same_usage(holder, usage)),
+                None => stored_before.get(key).is_some_and(|stored| {
+                    stored.user_id == usage.user_id
+                        && stored.feature == usage.feature
+                        && stored.quantity == usage.quantity
+                        && stored.occurred_at == usage.occurred_at
+                        && stored.byok == usage.byok
+                }),
+            };
             results.push(if same {
                 Stored::Duplicate
             } else {
@@ -122,9 +160,20 @@ pub fn store_all<'d>(
             outbox.push(id);
         }
     }
-    for ((user_id, feature, period_end), used) in counters {
-        usage::add_used(conn, user_id, feature, period_end, used)?;
-    }
+    let counters: Vec<_> = counters
+        .into_iter()
+        .map(|((user_id, feature, period_end), used)| (user_id, feature, period_end, used))
+        .collect();
+    usage::add_used_all(conn, &counters)?;
     usage::enqueue_all(conn, &outbox)?;
     Ok(results)
+}
+
+/// Whether two reports of one key say the same.
+fn same_usage(a: &NewUsage, b: &NewUsage) -> bool {
+    a.user_id == b.user_id
+        && a.feature == b.feature
+        && a.quantity == b.quantity
+        && a.occurred_at == b.occurred_at
+        && a.byok == b.byok
 }

@@ -4,7 +4,7 @@
 //! resolved once per batch (exists, current period, Stripe customer), and after storing, each
 //! user's spend is checked against their alert ([`thresholds::check`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, NaiveDateTime, Timelike as _};
 use diesel::Connection as _;
@@ -190,14 +190,14 @@ pub enum Reported {
 pub fn store(conn: &mut DbConnection, records: Vec<Record>) -> Result<Reported, DbError> {
     conn.transaction(|conn| {
         // The writes come first (SQLite takes its write lock; PostgreSQL locks the users' rows
-        // in id order): the reads that decide where usage goes cannot go stale under us.
+        // in id order): the reads that decide where usage goes cannot go stale under us. Each
+        // step is one statement for the whole batch, whatever its size.
         let mut first_of_user: BTreeMap<UserId, usize> = BTreeMap::new();
         for (index, record) in records.iter().enumerate() {
             first_of_user.entry(record.usage.user_id).or_insert(index);
         }
-        for &user_id in first_of_user.keys() {
-            user::lock(conn, user_id)?;
-        }
+        let user_ids: Vec<UserId> = first_of_user.keys().copied().collect();
+        let existing: HashSet<UserId> = user::lock_all(conn, &user_ids)?.into_iter().collect();
         let features: BTreeSet<&str> = records.iter().map(|r| r.usage.feature.as_str()).collect();
         let metered: BTreeSet<String> =
             usage::metered_features(conn, &features.into_iter().collect::<Vec<_>>())?
@@ -212,26 +212,44 @@ pub fn store(conn: &mut DbConnection, records: Vec<Record>) -> Result<Reported, 
                 "feature is not a metered feature",
             )));
         }
-        let mut destinations: HashMap<UserId, Destination> = HashMap::new();
-        for (&user_id, &index) in &first_of_user {
-            if user::find(conn, user_id)?.is_none() {
-                return Ok(Reported::Rejected(Invalid::record(index, "unknown user")));
-            }
-            let destination = Destination {
-                period: period::current(conn, user_id)?,
-                has_customer: billing_customer::for_user(conn, user_id)?.is_some(),
-            };
-            destinations.insert(user_id, destination);
+        if let Some(&index) = first_of_user
+            .iter()
+            .find_map(|(user_id, index)| (!existing.contains(user_id)).then_some(index))
+        {
+            return Ok(Reported::Rejected(Invalid::record(index, "unknown user")));
         }
+        let mut periods = period::current_of(conn, &user_ids)?;
+        let customers: HashSet<UserId> = billing_customer::users_with_customer(conn, &user_ids)?
+            .into_iter()
+            .collect();
+        let destinations: HashMap<UserId, Destination> = user_ids
+            .iter()
+            .map(|&user_id| {
+                let destination = Destination {
+                    period: periods.remove(&user_id),
+                    has_customer: customers.contains(&user_id),
+                };
+                (user_id, destination)
+            })
+            .collect();
         let usages = with_first_times(conn, records)?;
         let stored = records::store_all(conn, &usages, |user_id| destinations.get(&user_id))?;
-        let mut counted: BTreeSet<UserId> = BTreeSet::new();
-        for (usage, outcome) in usages.iter().zip(&stored) {
-            if matches!(outcome, Stored::Accepted(_)) && !usage.byok {
-                counted.insert(usage.user_id);
-            }
-        }
-        for user_id in counted {
+        let counted: BTreeSet<UserId> = usages
+            .iter()
+            .zip(&stored)
+            .filter(|(usage, outcome)| matches!(outcome, Stored::Accepted(_)) && !usage.byok)
+            .map(|(usage, _)| usage.user_id)
+            .collect();
+        // Only a customer with an alert can cross a threshold: one query finds them.
+        let counted: Vec<UserId> = counted.into_iter().collect();
+        let alerted: BTreeSet<UserId> = if counted.is_empty() {
+            BTreeSet::new()
+        } else {
+            usage::users_with_alert(conn, &counted)?
+                .into_iter()
+                .collect()
+        };
+        for user_id in alerted {
             if let Some(period) = destinations.get(&user_id).and_then(|d| d.period.as_ref()) {
                 thresholds::check(conn, user_id, period)?;
             }

@@ -39,6 +39,17 @@ pub fn for_user(
         .optional()?)
 }
 
+/// Which of `user_ids` have a Stripe customer.
+pub fn users_with_customer(
+    conn: &mut DbConnection,
+    user_ids: &[UserId],
+) -> Result<Vec<UserId>, DbError> {
+    Ok(billing_customers::table
+        .filter(billing_customers::user_id.eq_any(user_ids))
+        .select(billing_customers::user_id)
+        .load(conn)?)
+}
+
 /// The row whose index is any of `indexes` (the digests a customer id may be stored under).
 pub fn by_any_index(
     conn: &mut DbConnection,

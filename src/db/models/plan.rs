@@ -127,6 +127,14 @@ pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<PlanRow>, DbError
         .optional()?)
 }
 
+/// The plans among `ids` that exist.
+pub fn find_all(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<PlanRow>, DbError> {
+    Ok(plans::table
+        .filter(plans::id.eq_any(ids))
+        .select(PlanRow::as_select())
+        .load(conn)?)
+}
+
 pub fn find_by_slug(conn: &mut DbConnection, slug: &str) -> Result<Option<PlanRow>, DbError> {
     Ok(plans::table
         .filter(plans::slug.eq(slug))

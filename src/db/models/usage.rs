@@ -73,8 +73,10 @@ pub struct UsageRecordRow {
     pub created_at: NaiveDateTime,
 }
 
+/// `None` is inserted as NULL, not as `DEFAULT`: a batch is then one multi-row statement on
+/// SQLite too (SQLite has no `DEFAULT` in `VALUES`, and diesel would insert row by row).
 #[derive(Debug, Clone, Insertable)]
-#[diesel(table_name = usage_records)]
+#[diesel(table_name = usage_records, treat_none_as_default_value = false)]
 pub struct NewUsageRecord<'a> {
     pub user_id: UserId,
     pub feature: &'a str,
@@ -87,74 +89,69 @@ pub struct NewUsageRecord<'a> {
     pub created_at: NaiveDateTime,
 }
 
-/// Inserts `record` unless its idempotency key is taken: the new row's id, or `None`. A racing
-/// insert of the same key waits for the first to commit and inserts nothing, without aborting
-/// the surrounding transaction.
-pub fn insert_record(
-    conn: &mut DbConnection,
-    record: &NewUsageRecord<'_>,
-) -> Result<Option<i64>, DbError> {
-    match conn {
-        DbConnection::Postgresql(pg) => Ok(diesel::insert_into(usage_records::table)
-            .values(record)
-            .on_conflict_do_nothing()
-            .returning(usage_records::id)
-            .get_result(pg)
-            .optional()?),
-        DbConnection::Sqlite(sqlite) => {
-            let inserted = diesel::insert_into(usage_records::table)
-                .values(record)
-                .on_conflict_do_nothing()
-                .execute(sqlite)?;
-            if inserted == 0 {
-                return Ok(None);
-            }
-            Ok(Some(
-                usage_records::table
-                    .filter(usage_records::idempotency_key.eq(record.idempotency_key))
-                    .select(usage_records::id)
-                    .first(sqlite)?,
-            ))
-        }
-    }
-}
-
 /// The record stored under `key`.
-pub fn record_by_key(
+/// Inserts the records whose idempotency keys are not taken (the keys of `records` are
+/// distinct), in one statement on PostgreSQL: `(idempotency_key, id)` of those inserted. A
+/// racing insert of the same key waits for the first to commit and inserts nothing.
+pub fn insert_records(
     conn: &mut DbConnection,
-    key: &str,
-) -> Result<Option<UsageRecordRow>, DbError> {
-    per_backend!(conn, |c| Ok(usage_records::table
-        .filter(usage_records::idempotency_key.eq(key))
-        .select(UsageRecordRow::as_select())
-        .first(c)
-        .optional()?))
+    records: &[NewUsageRecord<'_>],
+) -> Result<Vec<(String, i64)>, DbError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    per_backend!(conn, |c| Ok(diesel::insert_into(usage_records::table)
+        .values(records)
+        .on_conflict_do_nothing()
+        .returning((usage_records::idempotency_key, usage_records::id))
+        .get_results(c)?))
 }
 
-/// Adds `used` units to the user's counter of `feature` for the period ending `period_end`.
-pub fn add_used(
+/// The stored records with any of `keys`.
+pub fn records_by_keys(
     conn: &mut DbConnection,
-    user_id: UserId,
-    feature: &str,
-    period_end: NaiveDateTime,
-    used: i64,
+    keys: &[&str],
+) -> Result<Vec<UsageRecordRow>, DbError> {
+    per_backend!(conn, |c| Ok(usage_records::table
+        .filter(usage_records::idempotency_key.eq_any(keys))
+        .select(UsageRecordRow::as_select())
+        .load(c)?))
+}
+
+/// Adds units to many counters (distinct: user, feature, period end), creating those not there
+/// yet, in one statement: each `(user_id, feature, period_end, used)`.
+pub fn add_used_all(
+    conn: &mut DbConnection,
+    counters: &[(UserId, &str, NaiveDateTime, i64)],
 ) -> Result<(), DbError> {
-    per_backend!(conn, |c| {
-        diesel::insert_into(usage_counters::table)
-            .values((
+    if counters.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<_> = counters
+        .iter()
+        .map(|&(user_id, feature, period_end, used)| {
+            (
                 usage_counters::user_id.eq(user_id),
                 usage_counters::feature.eq(feature),
                 usage_counters::period_end.eq(period_end),
                 usage_counters::used.eq(used),
                 usage_counters::reserved.eq(0),
-            ))
+            )
+        })
+        .collect();
+    per_backend!(conn, |c| {
+        diesel::insert_into(usage_counters::table)
+            .values(&rows)
             .on_conflict((
                 usage_counters::user_id,
                 usage_counters::feature,
                 usage_counters::period_end,
             ))
             .do_update()
-            .set(usage_counters::used.eq(usage_counters::used + used))
+            .set(
+                usage_counters::used
+                    .eq(usage_counters::used + diesel::upsert::excluded(usage_counters::used)),
+            )
             .execute(c)?;
         Ok(())
     })
@@ -175,21 +172,6 @@ pub fn counters(
             usage_counters::reserved,
         ))
         .load(c)?))
-}
-
-/// Queues record `id` for Stripe's meter events API, due now.
-pub fn enqueue(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
-    per_backend!(conn, |c| {
-        diesel::insert_into(usage_outbox::table)
-            .values((
-                usage_outbox::usage_record_id.eq(id),
-                usage_outbox::attempts.eq(0),
-                usage_outbox::next_attempt_at.eq(now()),
-            ))
-            .on_conflict_do_nothing()
-            .execute(c)?;
-        Ok(())
-    })
 }
 
 /// Queues records `ids` for Stripe's meter events API, due now, in one statement.
@@ -251,6 +233,18 @@ pub fn spend_settings(
             plan_cap: plan,
         })
     })
+}
+
+/// Which of `user_ids` have set a spend alert.
+pub fn users_with_alert(
+    conn: &mut DbConnection,
+    user_ids: &[UserId],
+) -> Result<Vec<UserId>, DbError> {
+    per_backend!(conn, |c| Ok(usage_spend_limits::table
+        .filter(usage_spend_limits::user_id.eq_any(user_ids))
+        .filter(usage_spend_limits::alert_amount.gt(0))
+        .select(usage_spend_limits::user_id)
+        .load(c)?))
 }
 
 /// Which of `features` are metered features (have a meter).

@@ -185,6 +185,27 @@ pub fn lock(conn: &mut DbConnection, id: UserId) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Locks the users among `ids` that exist, in id order (two batches never wait on each
+/// other's users in opposite orders), to the end of the transaction; their ids, ascending. On
+/// SQLite the statement writes, so the transaction holds the write lock from here on.
+pub fn lock_all(conn: &mut DbConnection, ids: &[UserId]) -> Result<Vec<UserId>, DbError> {
+    let existing = users::table
+        .filter(users::id.eq_any(ids))
+        .order(users::id)
+        .select(users::id);
+    match conn {
+        // As an UPDATE locks: foreign-key checks (FOR KEY SHARE) of rows that reference
+        // these users, such as a reservation's insert, do not wait for it.
+        DbConnection::Postgresql(pg) => Ok(existing.for_no_key_update().load(pg)?),
+        DbConnection::Sqlite(sqlite) => {
+            diesel::update(users::table.filter(users::id.eq_any(ids)))
+                .set(users::updated_at.eq(users::updated_at))
+                .execute(sqlite)?;
+            Ok(existing.load(sqlite)?)
+        }
+    }
+}
+
 pub fn find(conn: &mut DbConnection, id: UserId) -> Result<Option<UserRow>, DbError> {
     Ok(users::table
         .find(id)

@@ -43,7 +43,7 @@ pub async fn report_usage(
     let keys: Vec<String> = records.iter().map(|r| r.key().to_owned()).collect();
     let reported = state
         .db
-        .run(move |conn| report::store(conn, records))
+        .write(None, move |conn| report::store(conn, records))
         .await?;
     let stored = match reported {
         Reported::Stored(stored) => stored,
