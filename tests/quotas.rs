@@ -28,6 +28,7 @@ on_both_backends!(
     no_subscription_past_due_and_features_outside_the_plan_are_refused,
     the_attackers_side_of_reserve_commit_and_release,
     an_undecidable_reserve_answers_by_the_features_policy_and_is_audited,
+    the_subscription_that_speaks_for_the_customer_decides_their_reserves,
 );
 
 /// A subscribed customer on "Pro", whose plan meters `tokens` (quota 1,000, 500 included, then
@@ -532,19 +533,19 @@ async fn an_undecidable_reserve_answers_by_the_features_policy_and_is_audited(ba
     assert_eq!(f.reserve("runs", 1).await["allowed"], true);
     assert_eq!(f.reserve("tokens", 1).await["allowed"], true);
 
-    // Another connection holds the database's write lock longer than the deadline.
+    // Another connection holds the customer's counters longer than the deadline (SQLite: the
+    // database's write lock; PostgreSQL: the counters' rows, as a long transaction would).
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
     let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
     let db = f.app.database_handle().db();
     let holder = std::thread::spawn(move || {
         use diesel::connection::SimpleConnection as _;
         let mut conn = db.connection().unwrap();
-        let (lock, unlock) = match &mut *conn {
+        let (lock, unlock) = match &**conn {
             tollgate::db::DbConnection::Sqlite(_) => ("BEGIN EXCLUSIVE", "ROLLBACK"),
-            tollgate::db::DbConnection::Postgresql(_) => (
-                "BEGIN; LOCK TABLE usage_counters IN ACCESS EXCLUSIVE MODE",
-                "ROLLBACK",
-            ),
+            tollgate::db::DbConnection::Postgresql(_) => {
+                ("BEGIN; SELECT * FROM usage_counters FOR UPDATE", "ROLLBACK")
+            }
         };
         conn.batch_execute(lock).unwrap();
         locked_tx.send(()).unwrap();
@@ -602,4 +603,79 @@ async fn an_undecidable_reserve_answers_by_the_features_policy_and_is_audited(ba
         .query(|conn| Ok(usage_reservations::table.count().get_result(conn)?));
     assert_eq!(held, 2, "undecided answers hold nothing");
     assert_eq!(f.counter("runs"), (0, 1));
+}
+
+/// Of several subscriptions, the newest live one speaks for the customer, else the newest: a
+/// reserve (on PostgreSQL mostly decided by one statement, see `usage_reservation::fast_hold`)
+/// picks the same one as the entitlements do, and so allows exactly what they grant.
+async fn the_subscription_that_speaks_for_the_customer_decides_their_reserves(backend: Backend) {
+    let f = subscribed(backend, |_| {}).await;
+    assert_eq!(f.reserve("tokens", 1).await["allowed"], true);
+    let lite = f.app.query(|conn| {
+        diesel::insert_into(plans::table)
+            .values((
+                plans::slug.eq("lite"),
+                plans::name.eq("Lite"),
+                plans::description.eq(""),
+                plans::amount.eq(900),
+                plans::currency.eq("usd"),
+                plans::billing_interval.eq("month"),
+                plans::trial_days.eq(0),
+                plans::features.eq("api"),
+                plans::active.eq(true),
+                plans::created_at.eq(now()),
+                plans::updated_at.eq(now()),
+                plans::feature_lines.eq(""),
+                plans::highlighted.eq(false),
+            ))
+            .execute(conn)?;
+        Ok(plans::table
+            .filter(plans::slug.eq("lite"))
+            .select(plans::id)
+            .first::<i64>(conn)?)
+    });
+    let (user, app) = (f.user, &f.app);
+    let newer = |minutes: i64, status: &'static str| {
+        let at = now() + chrono::Duration::minutes(minutes);
+        app.query(move |conn| {
+            diesel::insert_into(subscriptions::table)
+                .values((
+                    subscriptions::user_id.eq(user),
+                    subscriptions::stripe_subscription_id.eq(format!("sub_newer{minutes}")),
+                    subscriptions::plan_id.eq(Some(lite)),
+                    subscriptions::stripe_price_id.eq("price_lite"),
+                    subscriptions::status.eq(status),
+                    subscriptions::current_period_end.eq(Some(at + chrono::Duration::days(30))),
+                    subscriptions::cancel_at_period_end.eq(false),
+                    subscriptions::stripe_updated_at.eq(at),
+                    subscriptions::created_at.eq(at),
+                    subscriptions::updated_at.eq(at),
+                ))
+                .execute(conn)?;
+            Ok(())
+        });
+    };
+    let plan_of = || async {
+        let res = f
+            .app
+            .internal_get(&format!("entitlements/{}", f.user), &f.reader)
+            .await;
+        let body: Value = res.json().await.unwrap();
+        body["plan"].clone()
+    };
+
+    // A newer subscription that ended: the live one on "Pro" still speaks.
+    newer(1, "canceled");
+    assert_eq!(plan_of().await, "pro");
+    assert_eq!(f.reserve("tokens", 1).await["allowed"], true);
+
+    // A newer live one, on a plan that meters nothing: it speaks, and refuses.
+    newer(2, "trialing");
+    assert_eq!(plan_of().await, "lite");
+    let refused = f.reserve("tokens", 1).await;
+    assert_eq!(
+        (&refused["allowed"], &refused["reason"]),
+        (&json!(false), &json!("not_in_plan")),
+        "{refused}"
+    );
 }

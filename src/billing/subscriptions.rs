@@ -711,29 +711,27 @@ fn access_in(
     user_id: UserId,
 ) -> Result<(Option<SubscriptionView>, Option<String>), DbError> {
     let view = current_in(conn, user_id)?;
-    let grace_over = match &view {
-        Some(v) if v.status == SubscriptionStatus::PastDue => {
-            super::invoices::grace_is_over(conn, &v.stripe_id)?
-        }
-        _ => false,
-    };
-    let active = view.as_ref().is_some_and(SubscriptionView::is_live) && !grace_over;
-    let reason = match &view {
-        _ if active => None,
-        None => Some("no_subscription".to_owned()),
-        Some(_) if grace_over => Some("past_due".to_owned()),
-        Some(v) => Some(v.status.to_string()),
-    };
+    let reason = inactive_reason_of(conn, view.as_ref().map(|v| (&v.status, &v.stripe_id)))?;
     Ok((view, reason))
 }
 
-/// Why `user_id` may not use their plan now (`None`: they may), decided exactly as the
-/// entitlements' `active` and `reason` are: quotas never grant what entitlements refuse.
-pub fn inactive_reason(
+/// Why a user whose current subscription has `status` (and Stripe id) may not use their plan
+/// (`None`: they may): no subscription, one that is not live, or one past due beyond its
+/// grace. The one rule behind the entitlements' `active` and `reason` and the quotas'.
+pub fn inactive_reason_of(
     conn: &mut DbConnection,
-    user_id: UserId,
+    current: Option<(&SubscriptionStatus, &SubscriptionId)>,
 ) -> Result<Option<String>, DbError> {
-    Ok(access_in(conn, user_id)?.1)
+    let Some((status, stripe_id)) = current else {
+        return Ok(Some("no_subscription".to_owned()));
+    };
+    if !status.is_live() {
+        return Ok(Some(status.to_string()));
+    }
+    if *status == SubscriptionStatus::PastDue && super::invoices::grace_is_over(conn, stripe_id)? {
+        return Ok(Some("past_due".to_owned()));
+    }
+    Ok(None)
 }
 
 /// [`entitlements`], on a connection (inside a transaction that changes them).

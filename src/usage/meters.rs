@@ -27,7 +27,14 @@ pub struct Component {
 pub fn of_plan(conn: &mut DbConnection, plan_id: i64) -> Result<Vec<Component>, DbError> {
     Ok(usage::components_of_plan(conn, plan_id)?
         .into_iter()
-        .map(|(component, meter)| Component {
+        .map(|(component, meter)| Component::from_rows(component, meter))
+        .collect())
+}
+
+impl Component {
+    /// The component a plan's row and its feature's meter describe.
+    pub fn from_rows(component: usage::PlanMeterRow, meter: usage::UsageMeterRow) -> Self {
+        Self {
             feature: component.feature,
             unit_name: meter.unit_name,
             rate: Rate {
@@ -40,6 +47,6 @@ pub fn of_plan(conn: &mut DbConnection, plan_id: i64) -> Result<Vec<Component>, 
             event_name: meter.event_name,
             stripe_meter_id: meter.stripe_meter_id,
             stripe_price_id: component.stripe_price_id,
-        })
-        .collect())
+        }
+    }
 }

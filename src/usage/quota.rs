@@ -4,12 +4,18 @@
 //! `release` frees it, and holds past their expiry free themselves.
 //!
 //! **The check-and-hold is one conditional statement** on the user's `usage_counters` row
-//! (`UPDATE … SET reserved = reserved + q WHERE … AND used + reserved + q <= limit`, see
-//! [`rows::hold`]): the database serialises concurrent holds on that row and re-evaluates the
-//! condition for each, so concurrent reservations never exceed the limit, on any number of
-//! instances. Every reserve runs in one transaction whose first statement on SQLite is a write
-//! (the user's row lock, which SQLite's single writer makes free), so the entitlement, the plan
-//! and the counters are read under the write lock.
+//! (`INSERT … ON CONFLICT DO UPDATE SET reserved = reserved + q WHERE used + reserved + q <=
+//! limit`, see [`rows::hold_and_insert`]): the database serialises concurrent holds on that row
+//! and re-evaluates the condition for each, so concurrent reservations never exceed the limit,
+//! on any number of instances.
+//!
+//! **The hot path is short.** A reserve reads what it needs (the subscription, the plan's
+//! component, the spend caps) in one query and holds in one more. On PostgreSQL the plainest
+//! case (an active or trialing customer without a spend cap, with room in the quota) is one
+//! statement that reads, holds and inserts the reservation ([`rows::fast_hold`]); the token
+//! is not looked up again within `SERVICE_TOKEN_CACHE_MS`. On SQLite the reserve runs in the
+//! instance's writer turn ([`Db::write`]), and its first statement writes (the user's row),
+//! so every read is under SQLite's write lock.
 //!
 //! **Spend caps** depend on every feature's counter, not one row. A user with a cap is
 //! serialised: on PostgreSQL the reserve locks the user's row (`UPDATE users …`, held to the end
@@ -22,9 +28,10 @@
 //! (`RESERVE_DEADLINE_MS`) or fails answers by the feature's policy (`plan_meters.fail_open`):
 //! the one seen at the user's last decision for that feature, else the one every plan agrees
 //! on (closed if any plan says closed), else closed. Either answer is audited
-//! (`usage_undecided`), from a task that retries until the row lands. The late transaction is
-//! rolled back (it checks the deadline before committing), so an answer of "undecided" never
-//! leaves a hold behind.
+//! (`usage_undecided`), from a task that retries until the row lands. An answer of
+//! "undecided" never leaves a hold behind: a late transaction is rolled back (it checks the
+//! deadline before committing), and one that commits while the answer is already given has its
+//! hold released as soon as it lands.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -32,7 +39,6 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use diesel::Connection as _;
-use diesel::RunQueryDsl as _;
 use diesel::connection::SimpleConnection as _;
 
 use crate::accounts::UserId;
@@ -44,7 +50,7 @@ use crate::db::models::{billing_customer, usage, user};
 use crate::db::{Db, DbConnection, DbError, now};
 
 use super::records::{self, Destination, NewUsage, Stored};
-use super::{Component, Period, meters, period, spend};
+use super::{Component, meters, period, spend};
 
 /// The longest a reservation may be held, and the default (seconds).
 pub const MAX_TTL_SECS: i64 = 3600;
@@ -81,11 +87,20 @@ impl Limit {
             feature: component.feature.clone(),
             unit: component.unit_name.clone(),
             included: component.rate.included,
-            limit: component.quota,
+            ..Self::counted(component.quota, used, reserved, period_end)
+        }
+    }
+
+    /// The counts of a standing (feature, unit and included units left blank).
+    fn counted(quota: Option<i64>, used: i64, reserved: i64, period_end: NaiveDateTime) -> Self {
+        Self {
+            feature: String::new(),
+            unit: String::new(),
+            included: 0,
+            limit: quota,
             used,
             reserved,
-            remaining: component
-                .quota
+            remaining: quota
                 .map(|quota| quota.saturating_sub(used).saturating_sub(reserved).max(0)),
             resets_at: period_end.and_utc().timestamp(),
         }
@@ -279,7 +294,7 @@ pub async fn reserve(
     let worker = db.clone();
     let mut decided = actix_web::rt::spawn(async move {
         worker
-            .run(move |conn| reserve_before(conn, &work, due))
+            .write(Some(due), move |conn| reserve_before(conn, &work, due))
             .await
     });
     let cause = match actix_web::rt::time::timeout(deadline, &mut decided).await {
@@ -287,7 +302,7 @@ pub async fn reserve(
             policies.remember(request.user_id, &request.feature, open);
             return decided;
         }
-        Ok(Ok(Err(Undecided::Late))) => "deadline",
+        Ok(Ok(Err(Undecided::Late | Undecided::Db(DbError::Busy)))) => "deadline",
         Err(_) => {
             // The answer is "undecided" now; a hold the late transaction still commits is
             // known to nobody, so it is released as soon as it lands.
@@ -360,53 +375,118 @@ fn audit_undecided(
     });
 }
 
-/// The reserve's transaction, given up (rolled back) once `due` has passed: the database waits
-/// for locks no longer than the time left. With the decision, the policy it saw: the feature's
+/// The reserve's database work, given up once `due` has passed (a transaction is rolled back
+/// when it would commit after it). With the decision, the policy it saw: the feature's
 /// `fail_open` when the user is entitled to it, else closed.
+///
+/// On SQLite it runs in the instance's writer turn (see [`Db::write`]). On PostgreSQL the
+/// plainest case is one statement ([`fast_hold`], atomic on its own) that waits for row locks
+/// no longer than the time left; anything else is decided the long way ([`decide`]) in a
+/// transaction where no lock or statement waits past `due`. A statement that still lands after
+/// the answer was given (it waited for a table lock, taken only by schema changes) has its
+/// hold released as it lands ([`release_late_hold`]).
 fn reserve_before(
     conn: &mut DbConnection,
     request: &Reserve,
     due: Instant,
 ) -> Result<(Reserved, bool), Undecided> {
+    let ms = time_left_ms(due)?;
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            let at = now();
+            if let Some(allowed) = fast_hold(pg, request, at, ms)? {
+                return Ok(allowed);
+            }
+            conn.transaction(|conn| {
+                if let DbConnection::Postgresql(pg) = conn {
+                    // No lock or statement waits past the deadline (one round trip for both).
+                    let ms = time_left_ms(due)?;
+                    pg.batch_execute(&format!(
+                        "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
+                    ))?;
+                }
+                let decided = decide(conn, request, at)?;
+                time_left_ms(due)?;
+                Ok(decided)
+            })
+        }
+        DbConnection::Sqlite(sqlite) => {
+            sqlite.batch_execute(&format!("PRAGMA busy_timeout = {ms}"))?;
+            let decided = conn.transaction(|conn| {
+                // The first statement writes: the transaction holds SQLite's write lock from
+                // here on, and every read below is under it.
+                user::lock(conn, request.user_id)?;
+                let decided = decide(conn, request, now())?;
+                time_left_ms(due)?;
+                Ok(decided)
+            });
+            if let DbConnection::Sqlite(sqlite) = conn {
+                let restore = format!(
+                    "PRAGMA busy_timeout = {}",
+                    crate::db::SQLITE_BUSY_TIMEOUT_MS
+                );
+                sqlite.batch_execute(&restore)?;
+            }
+            decided
+        }
+    }
+}
+
+/// The one-statement reserve of the plainest case (see [`rows::fast_hold`]): the answer and
+/// policy when it held, `None` when the long way must decide.
+fn fast_hold(
+    pg: &mut diesel::PgConnection,
+    request: &Reserve,
+    at: NaiveDateTime,
+    lock_timeout_ms: u128,
+) -> Result<Option<(Reserved, bool)>, Undecided> {
+    let id = reservation_id()?;
+    let expires_at = at + chrono::Duration::seconds(request.ttl_secs);
+    let row = NewReservation {
+        id: &id,
+        user_id: request.user_id,
+        feature: &request.feature,
+        quantity: request.quantity,
+        // The subscription's, read in the statement.
+        period_end: at,
+        state: HELD,
+        expires_at,
+        service: &request.service,
+        created_at: at,
+        updated_at: at,
+    };
+    let Some(held) = rows::fast_hold(pg, &row, lock_timeout_ms)? else {
+        return Ok(None);
+    };
+    let limit = Limit {
+        feature: request.feature.clone(),
+        unit: held.unit_name,
+        included: held.included,
+        ..Limit::counted(held.quota, held.used, held.reserved, held.period_end)
+    };
+    let allowed = Reserved::Allowed {
+        id,
+        expires_at,
+        limit,
+    };
+    Ok(Some((allowed, held.fail_open)))
+}
+
+/// Milliseconds left until `due` (at least 1), or [`Undecided::Late`].
+fn time_left_ms(due: Instant) -> Result<u128, Undecided> {
     let left = due
         .checked_duration_since(Instant::now())
         .ok_or(Undecided::Late)?;
-    let ms = left.as_millis().clamp(1, 60_000);
-    if let DbConnection::Sqlite(sqlite) = conn {
-        sqlite.batch_execute(&format!("PRAGMA busy_timeout = {ms}"))?;
-    }
-    let decided = conn.transaction(|conn| {
-        if let DbConnection::Postgresql(pg) = conn {
-            diesel::sql_query(format!("SET LOCAL lock_timeout = {ms}")).execute(pg)?;
-            diesel::sql_query(format!("SET LOCAL statement_timeout = {ms}")).execute(pg)?;
-        }
-        let decided = decide(conn, request, now())?;
-        if Instant::now() > due {
-            return Err(Undecided::Late);
-        }
-        Ok(decided)
-    });
-    if let DbConnection::Sqlite(sqlite) = conn {
-        let restore = format!(
-            "PRAGMA busy_timeout = {}",
-            crate::db::SQLITE_BUSY_TIMEOUT_MS
-        );
-        sqlite.batch_execute(&restore)?;
-    }
-    decided
+    Ok(left.as_millis().clamp(1, 60_000))
 }
 
-/// The decision, in the caller's transaction, and the policy it saw.
+/// The decision the long way, in [`reserve_before`]'s transaction: the context, then the
+/// hold (which explains a refusal).
 fn decide(
     conn: &mut DbConnection,
     request: &Reserve,
     at: NaiveDateTime,
 ) -> Result<(Reserved, bool), Undecided> {
-    let sqlite = matches!(conn, DbConnection::Sqlite(_));
-    if sqlite {
-        // The first statement writes: the transaction holds SQLite's write lock from here on.
-        user::lock(conn, request.user_id)?;
-    }
     let refused = |reason| {
         let refused = Reserved::Refused {
             reason,
@@ -414,99 +494,139 @@ fn decide(
         };
         (refused, false)
     };
-    if let Some(reason) = crate::billing::subscriptions::inactive_reason(conn, request.user_id)? {
-        if user::find(conn, request.user_id)?.is_none() {
+    let context = rows::reserve_context(conn, request.user_id, &request.feature)?;
+    let current = context.as_ref().map(|c| {
+        (
+            &c.subscription.status,
+            &c.subscription.stripe_subscription_id,
+        )
+    });
+    if let Some(reason) = crate::billing::subscriptions::inactive_reason_of(conn, current)? {
+        if context.is_none() && user::find(conn, request.user_id)?.is_none() {
             return Ok((Reserved::UnknownUser, false));
         }
         return Ok(refused(Refusal::inactive(&reason)));
     }
-    let Some(period) = period::current(conn, request.user_id)? else {
+    let Some(rows::ReserveContext {
+        subscription,
+        component,
+        own_cap,
+        plan_cap,
+    }) = context
+    else {
         return Ok(refused(Refusal::NoSubscription));
     };
-    let components = meters::of_plan(conn, period.plan_id)?;
-    let Some(component) = components
-        .iter()
-        .find(|c| c.feature == request.feature)
-        .cloned()
+    let (Some(period_end), Some(plan_id)) = (subscription.current_period_end, subscription.plan_id)
     else {
+        return Ok(refused(Refusal::NoSubscription));
+    };
+    let Some(component) = component.map(|(row, meter)| Component::from_rows(row, meter)) else {
         return Ok(refused(Refusal::NotInPlan));
     };
-    let cap = spend::limits(conn, request.user_id, period.plan_id)?.cap();
-    if cap.is_some() && !sqlite {
-        // Serialises this user's capped reserves (the cap reads every counter).
-        user::lock(conn, request.user_id)?;
+    let held = Held {
+        request,
+        component: &component,
+        period_end,
+        at,
+    };
+    let cap = spend::SpendLimits {
+        alert: None,
+        own_cap,
+        plan_cap,
     }
-    let (user_id, feature) = (request.user_id, component.feature.as_str());
-    rows::ensure_counter(conn, user_id, feature, period.end)?;
-    let mut retried = false;
-    loop {
-        let over_cap = match cap {
-            Some(cap) => {
-                charge_with(
-                    conn,
-                    user_id,
-                    &period,
-                    &components,
-                    feature,
-                    request.quantity,
-                )? > cap
+    .cap();
+    let decided = match cap {
+        None => held.hold(conn, None)?,
+        Some(cap) => {
+            if matches!(conn, DbConnection::Postgresql(_)) {
+                // The cap reads every counter of the user: holding the user's row to the end
+                // of the transaction serialises their capped reserves, so two never both see
+                // the room one takes (SQLite's write lock already does).
+                user::lock(conn, request.user_id)?;
             }
-            None => false,
-        };
-        let refusal = if over_cap {
-            Some(Refusal::SpendCap)
-        } else if rows::hold(
-            conn,
-            user_id,
-            feature,
-            period.end,
-            request.quantity,
-            component.quota,
-        )? {
-            None
-        } else {
-            Some(Refusal::QuotaExceeded)
-        };
-        let Some(reason) = refusal else { break };
-        if !retried {
-            retried = true;
-            // A spend cap counts every feature's holds; a quota only this one's.
-            let only = (reason == Refusal::QuotaExceeded).then_some(feature);
-            if expire_stale(conn, Some((user_id, only)), at)? > 0 {
-                continue;
-            }
+            held.hold(conn, Some((cap, plan_id)))?
         }
-        let (used, reserved) = rows::counter(conn, user_id, feature, period.end)?;
-        let refused = Reserved::Refused {
-            reason,
-            limit: Some(Limit::of(&component, used, reserved, period.end)),
-        };
-        return Ok((refused, component.fail_open));
-    }
-    let id = reservation_id()?;
-    let expires_at = at + chrono::Duration::seconds(request.ttl_secs);
-    rows::insert(
-        conn,
-        &NewReservation {
+    };
+    Ok((decided, component.fail_open))
+}
+
+/// A reserve entitled to its feature, about to hold.
+struct Held<'a> {
+    request: &'a Reserve,
+    component: &'a Component,
+    period_end: NaiveDateTime,
+    at: NaiveDateTime,
+}
+
+impl Held<'_> {
+    /// Holds the quantity within the quota and (given `(cap, plan_id)`) the spend cap,
+    /// expiring the user's stale holds and trying once more when refused.
+    fn hold(
+        &self,
+        conn: &mut DbConnection,
+        cap: Option<(i64, i64)>,
+    ) -> Result<Reserved, Undecided> {
+        let request = self.request;
+        let (user_id, feature) = (request.user_id, self.component.feature.as_str());
+        let id = reservation_id()?;
+        let expires_at = self.at + chrono::Duration::seconds(request.ttl_secs);
+        let row = NewReservation {
             id: &id,
             user_id,
             feature,
             quantity: request.quantity,
-            period_end: period.end,
+            period_end: self.period_end,
             state: HELD,
             expires_at,
             service: &request.service,
-            created_at: at,
-            updated_at: at,
-        },
-    )?;
-    let (used, reserved) = rows::counter(conn, user_id, feature, period.end)?;
-    let allowed = Reserved::Allowed {
-        id,
-        expires_at,
-        limit: Limit::of(&component, used, reserved, period.end),
-    };
-    Ok((allowed, component.fail_open))
+            created_at: self.at,
+            updated_at: self.at,
+        };
+        let mut retried = false;
+        loop {
+            let over_cap = match cap {
+                Some((cap, plan_id)) => {
+                    let components = meters::of_plan(conn, plan_id)?;
+                    let charge = charge_with(
+                        conn,
+                        user_id,
+                        self.period_end,
+                        &components,
+                        feature,
+                        request.quantity,
+                    )?;
+                    charge > cap
+                }
+                None => false,
+            };
+            let refusal = if over_cap {
+                Refusal::SpendCap
+            } else if let Some((used, reserved)) =
+                rows::hold_and_insert(conn, &row, self.component.quota)?
+            {
+                return Ok(Reserved::Allowed {
+                    id: id.clone(),
+                    expires_at,
+                    limit: Limit::of(self.component, used, reserved, self.period_end),
+                });
+            } else {
+                Refusal::QuotaExceeded
+            };
+            if !retried {
+                retried = true;
+                // A spend cap counts every feature's holds; a quota only this one's.
+                let only = (refusal == Refusal::QuotaExceeded).then_some(feature);
+                if expire_stale(conn, Some((user_id, only)), self.at)? > 0 {
+                    continue;
+                }
+            }
+            let (used, reserved) = rows::counter(conn, user_id, feature, self.period_end)?;
+            return Ok(Reserved::Refused {
+                reason: refusal,
+                limit: Some(Limit::of(self.component, used, reserved, self.period_end)),
+            });
+        }
+    }
 }
 
 /// What the period's usage would cost with `quantity` more units of `feature` held: every
@@ -514,12 +634,12 @@ fn decide(
 fn charge_with(
     conn: &mut DbConnection,
     user_id: UserId,
-    period: &Period,
+    period_end: NaiveDateTime,
     components: &[Component],
     feature: &str,
     quantity: i64,
 ) -> Result<i64, DbError> {
-    let counters = usage::counters(conn, user_id, period.end)?;
+    let counters = usage::counters(conn, user_id, period_end)?;
     Ok(components
         .iter()
         .map(|component| {
@@ -555,7 +675,7 @@ fn expire_stale(
 ) -> Result<usize, DbError> {
     let mut expired = 0;
     for row in rows::stale(conn, scope, at, EXPIRE_BATCH)? {
-        if expire(conn, &row, at)? {
+        if conn.transaction(|conn| expire(conn, &row, at))? {
             expired += 1;
         }
     }
@@ -660,7 +780,7 @@ pub async fn commit(
     quantity: Option<i64>,
     service: String,
 ) -> Result<Settled, DbError> {
-    db.run(move |conn| {
+    db.write(None, move |conn| {
         conn.transaction(|conn| {
             let at = now();
             // Writes first (SQLite), and orders this user's commits and releases.
@@ -726,7 +846,7 @@ pub async fn commit(
 /// Releases reservation `id` of `user_id`, freeing its hold. Releasing what is already
 /// released or expired answers the same; a committed reservation cannot be released.
 pub async fn release(db: &Db, user_id: UserId, id: String) -> Result<Settled, DbError> {
-    db.run(move |conn| {
+    db.write(None, move |conn| {
         conn.transaction(|conn| {
             let at = now();
             user::lock(conn, user_id)?;

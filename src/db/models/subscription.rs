@@ -201,14 +201,32 @@ pub fn current_for_user(
 ) -> Result<Option<SubscriptionRow>, DbError> {
     let rows: Vec<SubscriptionRow> = subscriptions::table
         .filter(subscriptions::user_id.eq(user_id))
-        .order(subscriptions::created_at.desc())
+        .order((subscriptions::created_at.desc(), subscriptions::id.desc()))
         .select(SubscriptionRow::as_select())
         .load(conn)?;
-    let live = rows.iter().position(|r| r.status.is_live());
-    Ok(match live {
+    Ok(pick_current(rows, |row| row))
+}
+
+/// The subscriptions of `user_ids`, newest first.
+pub fn all_for_users(
+    conn: &mut DbConnection,
+    user_ids: &[UserId],
+) -> Result<Vec<SubscriptionRow>, DbError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::user_id.eq_any(user_ids))
+        .order((subscriptions::created_at.desc(), subscriptions::id.desc()))
+        .select(SubscriptionRow::as_select())
+        .load(conn)?)
+}
+
+/// The subscription that speaks for a user, of theirs newest first (each with whatever was
+/// read beside it): the newest live one, else the newest.
+pub fn pick_current<T>(rows: Vec<T>, row: impl Fn(&T) -> &SubscriptionRow) -> Option<T> {
+    let live = rows.iter().position(|r| row(r).status.is_live());
+    match live {
         Some(index) => rows.into_iter().nth(index),
         None => rows.into_iter().next(),
-    })
+    }
 }
 
 /// How many live subscriptions (active, trialing, past due) plan `plan_id` has.
@@ -235,7 +253,7 @@ pub fn all_for_user(
 ) -> Result<Vec<SubscriptionRow>, DbError> {
     Ok(subscriptions::table
         .filter(subscriptions::user_id.eq(user_id))
-        .order(subscriptions::created_at.desc())
+        .order((subscriptions::created_at.desc(), subscriptions::id.desc()))
         .select(SubscriptionRow::as_select())
         .load(conn)?)
 }
