@@ -277,6 +277,92 @@ fn record_use(
     }
 }
 
+/// Tokens that authenticated a moment ago, by their digest under the primary pepper: a service
+/// on the hot path (a reserve before every AI call) presents the same token on every request,
+/// and a lookup per token per TTL is enough. Only live tokens are remembered, never a refused
+/// value; a revocation on this instance forgets them all at once, and one made elsewhere
+/// (another instance, `tollgate tokens revoke`) takes effect within the TTL
+/// (`SERVICE_TOKEN_CACHE_MS`, default 1000; 0 turns the cache off).
+pub struct TokenCache {
+    ttl: std::time::Duration,
+    entries: parking_lot::Mutex<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    tokens: std::collections::HashMap<String, (std::time::Instant, ServiceToken)>,
+    /// Bumped by every [`TokenCache::forget_all`]: a lookup that began before a revocation
+    /// must not remember what it found after it.
+    generation: u64,
+}
+
+/// The longest `SERVICE_TOKEN_CACHE_MS` may be: how late a revocation made elsewhere may take
+/// effect.
+pub const MAX_TOKEN_CACHE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Tokens remembered at most; the cache starts over beyond this (one lookup each).
+const TOKEN_CACHE_CAPACITY: usize = 1_000;
+
+impl TokenCache {
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            entries: parking_lot::Mutex::default(),
+        }
+    }
+
+    /// The key `presented` is remembered by: its digest under the primary pepper (none for a
+    /// value that is not shaped like a token, or with the cache off).
+    pub fn key(&self, hasher: &TokenHasher, presented: &str) -> Option<String> {
+        if self.ttl.is_zero() || !well_formed(presented) {
+            return None;
+        }
+        hasher
+            .candidates(Domain::ServiceToken, presented.as_bytes())
+            .into_iter()
+            .next()
+            .map(|candidate| candidate.digest)
+    }
+
+    /// The token remembered under `key`, if it authenticated within the TTL; else the
+    /// generation to hand [`TokenCache::remember`] after looking it up.
+    pub fn get(&self, key: &str) -> Result<ServiceToken, u64> {
+        let entries = self.entries.lock();
+        match entries.tokens.get(key) {
+            Some((at, token)) if at.elapsed() < self.ttl => Ok(token.clone()),
+            _ => Err(entries.generation),
+        }
+    }
+
+    /// Remembers `token`, looked up since [`TokenCache::get`] answered `generation`, unless
+    /// the cache was cleared meanwhile.
+    pub fn remember(&self, key: String, token: &ServiceToken, generation: u64) {
+        let mut entries = self.entries.lock();
+        if entries.generation != generation {
+            return;
+        }
+        if entries.tokens.len() >= TOKEN_CACHE_CAPACITY {
+            entries.tokens.clear();
+        }
+        entries
+            .tokens
+            .insert(key, (std::time::Instant::now(), token.clone()));
+    }
+
+    /// Forgets every token (after a revocation): the next use of each is looked up again,
+    /// and lookups under way are not remembered.
+    pub fn forget_all(&self) {
+        let mut entries = self.entries.lock();
+        entries.tokens.clear();
+        entries.generation = entries.generation.wrapping_add(1);
+    }
+}
+
+/// Whether `presented` is shaped like a token (checked before any work on it).
+fn well_formed(presented: &str) -> bool {
+    presented.starts_with(TOKEN_PREFIX) && presented.len() <= 128
+}
+
 /// Finds the live token a bearer value belongs to, and records its use.
 pub fn authenticate(
     conn: &mut DbConnection,
@@ -286,7 +372,7 @@ pub fn authenticate(
     let Some(presented) = presented else {
         return Ok(Err(Rejection::Missing));
     };
-    if !presented.starts_with(TOKEN_PREFIX) || presented.len() > 128 {
+    if !well_formed(presented) {
         return Ok(Err(Rejection::Malformed));
     }
     let candidates = hasher.candidates(Domain::ServiceToken, presented.as_bytes());

@@ -358,6 +358,7 @@ fn run(
         refusal_audit,
         keyring: config.keyring(),
         token_hasher: config.token_hasher(),
+        token_cache: crate::service_tokens::TokenCache::new(config.service_token_cache),
         lease_limiter,
         usage_limiter,
         quota_policies,

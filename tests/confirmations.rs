@@ -228,6 +228,10 @@ async fn admins_list_service_tokens_and_revoke_them_after_confirming(backend: Ba
     );
     let keep = ("Keep the token", "/admin/tokens");
     let body = confirmation(&browser, &path, "Revoke token", keep).await;
+    // In use a moment before (so the instance remembers it as authenticated).
+    let customer_id = app.user_id("c@example.com");
+    let entitlements = format!("entitlements/{customer_id}");
+    assert_eq!(app.internal_get(&entitlements, &token).await.status(), 200);
     let revoked = || {
         app.query(|c| {
             Ok(service_tokens::table
@@ -245,6 +249,11 @@ async fn admins_list_service_tokens_and_revoke_them_after_confirming(backend: Ba
         (303, "/admin/tokens")
     );
     assert!(revoked());
+    assert_eq!(
+        app.internal_get(&entitlements, &token).await.status(),
+        401,
+        "refused from the next request on, not after the token cache's TTL"
+    );
     let events = app.events("service_token_revoked");
     assert_eq!(events.len(), 1);
     let admin_id = app.user_id("admin@example.com");

@@ -13,6 +13,7 @@ on_both_backends!(
     unknown_users_and_providers_and_bad_bodies_get_json_errors,
     a_user_id_that_is_not_a_json_number_is_a_bad_request,
     leases_are_rate_limited_per_token,
+    a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl,
     a_lease_whose_audit_row_cannot_be_written_hands_out_no_key,
 );
 
@@ -238,4 +239,33 @@ async fn a_lease_whose_audit_row_cannot_be_written_hands_out_no_key(backend: Bac
     });
     assert_eq!(last_used, None, "the lease left no trace of a use");
     assert_eq!(app.count_events("byok_leased"), 0);
+}
+
+/// A token that authenticated is remembered for `SERVICE_TOKEN_CACHE_MS`: revoked from the
+/// command line (another process, which cannot reach this instance's memory), it is refused
+/// within that time; with the cache off (0), from the next request on.
+async fn a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl(backend: Backend) {
+    use std::time::{Duration, Instant};
+    for ttl in [Duration::from_millis(300), Duration::ZERO] {
+        let app = TestApp::spawn_with(backend, |config| config.service_token_cache = ttl).await;
+        let user_id = customer_with_key(&app).await;
+        let token = app.service_token("engine", &[Scope::EntitlementsRead]);
+        let path = format!("entitlements/{user_id}");
+        assert_eq!(app.internal_get(&path, &token).await.status(), 200);
+        app.query(|conn| tollgate::service_tokens::revoke(conn, Some("engine")));
+        let revoked = Instant::now();
+        loop {
+            let status = app.internal_get(&path, &token).await.status();
+            if status == 401 {
+                break;
+            }
+            assert_eq!(status, 200);
+            assert!(
+                !ttl.is_zero() && revoked.elapsed() < ttl + Duration::from_millis(700),
+                "still accepted {:?} after the revocation (cache {ttl:?})",
+                revoked.elapsed()
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
 }

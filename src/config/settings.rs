@@ -199,6 +199,10 @@ pub struct Config {
     pub notify: super::NotifySettings,
     pub audit: AuditSettings,
     pub quotas: QuotaSettings,
+    /// How long a service token that authenticated is taken at its word without a lookup
+    /// (`SERVICE_TOKEN_CACHE_MS`, default 1000; zero: every request looks it up). A token
+    /// revoked on another instance or from the command line stops working within this.
+    pub service_token_cache: Duration,
     pub log_format: LogFormat,
     pub metrics: MetricsSettings,
     /// Days the primary encryption key may age before Tollgate says to rotate it.

@@ -78,6 +78,20 @@ pub fn key_rotation_days(vars: &impl Vars) -> Result<u32, ConfigError> {
     )
 }
 
+/// `SERVICE_TOKEN_CACHE_MS`: at most `service_tokens::MAX_TOKEN_CACHE` (how late a revocation
+/// made elsewhere may take effect).
+fn service_token_cache(vars: &impl Vars) -> Result<Duration, ConfigError> {
+    let expected = "a number of milliseconds from 0 (no cache) to 10000";
+    let ttl = Duration::from_millis(parse_or(vars, "SERVICE_TOKEN_CACHE_MS", 1000, expected)?);
+    if ttl > crate::service_tokens::MAX_TOKEN_CACHE {
+        return Err(ConfigError::Invalid {
+            var: "SERVICE_TOKEN_CACHE_MS",
+            reason: format!("must be {expected}"),
+        });
+    }
+    Ok(ttl)
+}
+
 fn parse_or<T: std::str::FromStr>(
     vars: &impl Vars,
     var: &'static str,
@@ -367,6 +381,7 @@ impl Config {
                     positive(vars, "RESERVATION_SWEEP_INTERVAL_SECS", 30)?.into(),
                 ),
             },
+            service_token_cache: service_token_cache(vars)?,
             log_format: log_format(vars)?,
             metrics: metrics_settings(vars)?,
             key_rotation_days: key_rotation_days(vars)?,
@@ -420,6 +435,23 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("c2hvcnQ="));
+    }
+
+    #[test]
+    fn the_service_token_cache_defaults_to_a_second_and_is_bounded() {
+        let default = config(with_keys(&[])).unwrap();
+        assert_eq!(default.service_token_cache, Duration::from_secs(1));
+        let off = config(with_keys(&[("SERVICE_TOKEN_CACHE_MS", "0")])).unwrap();
+        assert!(off.service_token_cache.is_zero());
+        let most = config(with_keys(&[("SERVICE_TOKEN_CACHE_MS", "10000")])).unwrap();
+        assert_eq!(most.service_token_cache, Duration::from_secs(10));
+        for wrong in ["10001", "-1", "soon"] {
+            let err = config_err(&[("SERVICE_TOKEN_CACHE_MS", wrong)]);
+            assert!(
+                err.contains("SERVICE_TOKEN_CACHE_MS") && err.contains("0 (no cache) to 10000"),
+                "{wrong}: {err}"
+            );
+        }
     }
 
     #[test]

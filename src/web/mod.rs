@@ -26,6 +26,8 @@ pub struct AppState {
     pub refusal_audit: Arc<middleware::rate_limit::RefusalAuditThrottle>,
     pub keyring: Keyring,
     pub token_hasher: TokenHasher,
+    /// Service tokens that authenticated a moment ago (`SERVICE_TOKEN_CACHE_MS`).
+    pub token_cache: crate::service_tokens::TokenCache,
     /// BYOK leases per service token.
     pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
     /// Usage reports and quota reservations per service token.

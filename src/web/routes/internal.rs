@@ -56,12 +56,29 @@ pub async fn authorize(
     scope: Scope,
 ) -> Result<ServiceToken, AppError> {
     let presented = bearer(req);
-    let st = state.clone();
-    let lookup = presented.clone();
-    let outcome = state
-        .db
-        .run(move |conn| service_tokens::authenticate(conn, &st.token_hasher, lookup.as_deref()))
-        .await?;
+    // A key lease hands out a customer's plaintext key: its token is looked up every time.
+    let key = presented
+        .as_deref()
+        .filter(|_| scope != Scope::ByokLease)
+        .and_then(|presented| state.token_cache.key(&state.token_hasher, presented));
+    let cached = key.as_deref().map(|key| state.token_cache.get(key));
+    let outcome = match cached {
+        Some(Ok(token)) => Ok(token),
+        _ => {
+            let st = state.clone();
+            let lookup = presented.clone();
+            let outcome = state
+                .db
+                .run(move |conn| {
+                    service_tokens::authenticate(conn, &st.token_hasher, lookup.as_deref())
+                })
+                .await?;
+            if let (Ok(token), Some(key), Some(Err(generation))) = (&outcome, key, cached) {
+                state.token_cache.remember(key, token, generation);
+            }
+            outcome
+        }
+    };
     match outcome {
         Err(rejection) => {
             reject(state, req, None, rejection.as_str(), presented.as_deref()).await;

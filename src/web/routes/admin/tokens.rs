@@ -103,6 +103,8 @@ pub async fn revoke(
         .db
         .run(move |conn| service_tokens::revoke_by_id(conn, &actor, id))
         .await?;
+    // Revoked here: refused from the next request on, not after the cache's TTL.
+    state.token_cache.forget_all();
     let (kind, message) = match revoked {
         Revoked::Now(name) => (
             FlashKind::Success,
