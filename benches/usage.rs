@@ -3,11 +3,12 @@
 //! against the real application (release build), reporting req/s, records/s and latency
 //! percentiles.
 //!
-//!     cargo bench --bench usage [-- REQUESTS CONCURRENCY]
+//!     cargo bench --bench usage [-- REQUESTS CONCURRENCY [usage|reserve]]
 //!
 //! SQLite (a fresh file) by default; `BENCH_DATABASE_URL=postgres://…/db` (an empty database)
-//! for PostgreSQL. `scripts/bench-usage` runs both. The client runs in the same process and
-//! takes CPU from the server: read the figures as a lower bound.
+//! for PostgreSQL. `scripts/bench-usage` runs both. A third argument runs one half alone;
+//! `DATABASE_POOL_SIZE` sets the pool (default 8). The client runs in the same process and
+//! takes CPU from the server: read the figures as a lower bound. Exits 1 if any request failed.
 
 // A benchmark is a tool run by hand: failing loudly on a broken setup is right here.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
@@ -30,6 +31,7 @@ const BATCH: usize = 100;
 
 fn bench_config(database_url: DatabaseUrl) -> Config {
     use support::UNLIMITED;
+    let pool = std::env::var("DATABASE_POOL_SIZE").unwrap_or_else(|_| "8".to_owned());
     support::config(
         database_url,
         &[
@@ -38,6 +40,7 @@ fn bench_config(database_url: DatabaseUrl) -> Config {
             ("RATE_LIMIT_DEFAULT_BURST", UNLIMITED),
             ("RATE_LIMIT_USAGE_PER_MINUTE", UNLIMITED),
             ("RATE_LIMIT_USAGE_BURST", UNLIMITED),
+            ("DATABASE_POOL_SIZE", &pool),
         ],
     )
 }
@@ -125,6 +128,12 @@ fn seed(db: &Db, config: &Config) -> Result<(String, Vec<i64>), DbError> {
 #[actix_web::main]
 async fn main() {
     let (requests, concurrency) = support::args(20_000, 32);
+    // A third argument runs one half alone: `usage` or `reserve`.
+    let only = std::env::args()
+        .skip(1)
+        .find(|a| a == "usage" || a == "reserve");
+    let runs = |half: &str| only.as_deref().is_none_or(|only| only == half);
+    let mut failed = 0;
     let dir = tempfile::tempdir().expect("tempdir");
     let (url, backend) = match std::env::var("BENCH_DATABASE_URL") {
         Ok(url) => (
@@ -151,66 +160,73 @@ async fn main() {
 
     // Usage: a tenth as many requests, each a batch of BATCH records.
     let batches = (requests / 10).max(1);
-    let run = {
-        let (client, base, token, users) =
-            (client.clone(), base.clone(), token.clone(), users.clone());
-        let timestamp = chrono::Utc::now().timestamp();
-        support::drive(batches, concurrency, move |i| {
-            let records: Vec<_> = (0..BATCH)
-                .map(|j| {
-                    serde_json::json!({
-                        "user_id": users[(i * BATCH + j) % users.len()],
-                        "feature": "tokens",
-                        "quantity": 1 + j % 7,
-                        "idempotency_key": format!("bench-{i}-{j}"),
-                        "timestamp": timestamp,
+    if runs("usage") {
+        let run = {
+            let (client, base, token, users) =
+                (client.clone(), base.clone(), token.clone(), users.clone());
+            let timestamp = chrono::Utc::now().timestamp();
+            support::drive(batches, concurrency, move |i| {
+                let records: Vec<_> = (0..BATCH)
+                    .map(|j| {
+                        serde_json::json!({
+                            "user_id": users[(i * BATCH + j) % users.len()],
+                            "feature": "tokens",
+                            "quantity": 1 + j % 7,
+                            "idempotency_key": format!("bench-{i}-{j}"),
+                            "timestamp": timestamp,
+                        })
                     })
-                })
-                .collect();
-            let request = client
-                .post(format!("{base}/usage"))
-                .bearer_auth(&*token)
-                .json(&serde_json::json!({ "records": records }));
-            async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
-        })
-        .await
-    };
-    println!(
-        "usage API, {backend}, {batches} requests of {BATCH} records at concurrency \
+                    .collect();
+                let request = client
+                    .post(format!("{base}/usage"))
+                    .bearer_auth(&*token)
+                    .json(&serde_json::json!({ "records": records }));
+                async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
+            })
+            .await
+        };
+        println!(
+            "usage API, {backend}, {batches} requests of {BATCH} records at concurrency \
          {concurrency} (pool {pool_size})"
-    );
-    println!("  {}", run.summary("req"));
-    println!("  = {:.0} records/s", run.rate() * BATCH as f64);
+        );
+        println!("  {}", run.summary("req"));
+        println!("  = {:.0} records/s", run.rate() * BATCH as f64);
+        failed += run.failures;
+    }
 
-    let run = {
-        let (client, base, token, users) =
-            (client.clone(), base.clone(), token.clone(), users.clone());
-        support::drive(requests, concurrency, move |i| {
-            let user = users[i % users.len()];
-            let request = client
+    if runs("reserve") {
+        let run =
+            {
+                let (client, base, token, users) =
+                    (client.clone(), base.clone(), token.clone(), users.clone());
+                support::drive(requests, concurrency, move |i| {
+                    let user = users[i % users.len()];
+                    let request = client
                 .post(format!("{base}/entitlements/{user}/reserve"))
                 .bearer_auth(&*token)
                 .json(&serde_json::json!({ "feature": "tokens", "quantity": 10, "ttl_secs": 60 }));
-            async move {
-                match request.send().await {
-                    Ok(r) if r.status() == 200 => r
-                        .json::<serde_json::Value>()
-                        .await
-                        .is_ok_and(|body| body["allowed"] == true),
-                    _ => false,
-                }
-            }
-        })
-        .await
-    };
-    println!(
-        "reserve API, {backend}, {requests} reserves over {} customers at concurrency \
+                    async move {
+                        match request.send().await {
+                            Ok(r) if r.status() == 200 => r
+                                .json::<serde_json::Value>()
+                                .await
+                                .is_ok_and(|body| body["allowed"] == true),
+                            _ => false,
+                        }
+                    }
+                })
+                .await
+            };
+        println!(
+            "reserve API, {backend}, {requests} reserves over {} customers at concurrency \
          {concurrency}",
-        users.len()
-    );
-    println!("  {}", run.summary("req"));
-    if run.failures > 0 {
-        eprintln!("FAILED: {} requests failed", run.failures);
+            users.len()
+        );
+        println!("  {}", run.summary("req"));
+        failed += run.failures;
+    }
+    if failed > 0 {
+        eprintln!("FAILED: {failed} requests failed");
         std::process::exit(1);
     }
 }
