@@ -4,7 +4,7 @@
 //!     cargo bench --bench lease [-- REQUESTS CONCURRENCY]
 
 // A benchmark is a tool run by hand: failing loudly on a broken setup is right here.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod support;
 

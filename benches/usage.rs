@@ -1,21 +1,20 @@
 //! The usage hot path: `POST /internal/v1/usage` (batches of records) and
 //! `POST /internal/v1/entitlements/{user_id}/reserve`, each at concurrency C over loopback
-//! against the real application (release build), reporting req/s, records/s and latency
-//! percentiles.
+//! against the real application (release build), driven by `wrk` (a separate process, as
+//! `../shared/PERFORMANCE.md` measures), reporting req/s, records/s and latency percentiles.
+//! Afterwards the database must hold what the answered requests stored.
 //!
-//!     cargo bench --bench usage [-- REQUESTS CONCURRENCY [usage|reserve]]
+//!     cargo bench --bench usage [-- SECONDS CONCURRENCY [usage|reserve]]
 //!
 //! SQLite (a fresh file) by default; `BENCH_DATABASE_URL=postgres://…/db` (an empty database)
 //! for PostgreSQL. `scripts/bench-usage` runs both. A third argument runs one half alone;
-//! `DATABASE_POOL_SIZE` sets the pool (default 8). The client runs in the same process and
-//! takes CPU from the server: read the figures as a lower bound. Exits 1 if any request failed.
+//! `DATABASE_POOL_SIZE` sets the pool (default 8). wrk runs on the same two cores and takes CPU
+//! from the server: read the figures as a lower bound. Exits 1 if any request failed.
 
 // A benchmark is a tool run by hand: failing loudly on a broken setup is right here.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod support;
-
-use std::sync::Arc;
 
 use diesel::RunQueryDsl as _;
 use secrecy::ExposeSecret as _;
@@ -125,9 +124,102 @@ fn seed(db: &Db, config: &Config) -> Result<(String, Vec<i64>), DbError> {
     })
 }
 
+/// The Lua both halves share: the customers, the token, and the thread's number.
+fn lua_prelude(token: &str, users: &[i64]) -> String {
+    let users = users
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        r#"local users = {{{users}}}
+local headers = {{["Authorization"] = "Bearer {token}", ["Content-Type"] = "application/json"}}
+local id, sent = 0, 0
+function init(args) id = wrk.thread:get("thread_id") end
+local function answered(ok)
+  if not ok then failures = failures + 1 end
+end
+"#
+    )
+}
+
+/// Batches of `BATCH` records, each record for the next customer, with keys unique to the run:
+/// a response counts if every record was accepted as new.
+fn usage_script(prelude: &str) -> String {
+    let timestamp = chrono::Utc::now().timestamp();
+    format!(
+        r#"{prelude}
+function request()
+  local records = {{}}
+  for j = 0, {last} do
+    local n = sent * {BATCH} + j
+    records[j + 1] = string.format(
+      '{{"user_id":%d,"feature":"tokens","quantity":%d,"idempotency_key":"bench-%d-%d","timestamp":{timestamp}}}',
+      users[(n * 2 + id) % #users + 1], 1 + j % 7, id, n)
+  end
+  sent = sent + 1
+  return wrk.format("POST", "/internal/v1/usage", headers,
+    '{{"records":[' .. table.concat(records, ",") .. ']}}')
+end
+function response(status, headers, body)
+  answered(status == 200 and string.find(body, '"duplicates":0', 1, true) ~= nil)
+end
+"#,
+        last = BATCH - 1,
+    )
+}
+
+/// One reserve of 10 tokens per request, round robin over the customers: a response counts if
+/// it was allowed.
+fn reserve_script(prelude: &str) -> String {
+    format!(
+        r#"{prelude}
+local body = '{{"feature":"tokens","quantity":10,"ttl_secs":60}}'
+function request()
+  local user = users[(sent * 2 + id) % #users + 1]
+  sent = sent + 1
+  return wrk.format("POST", "/internal/v1/entitlements/" .. user .. "/reserve", headers, body)
+end
+function response(status, headers, body)
+  answered(status == 200 and string.find(body, '"allowed":true', 1, true) ~= nil)
+end
+"#
+    )
+}
+
+/// Rows of `table` (the records or reservations the run stored).
+fn count(db: &Db, table: &'static str) -> i64 {
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    db.run_blocking(move |conn| {
+        let query = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"));
+        Ok::<_, DbError>(match conn {
+            DbConnection::Postgresql(c) => query.get_result::<Count>(c)?.n,
+            DbConnection::Sqlite(c) => query.get_result::<Count>(c)?.n,
+        })
+    })
+    .expect("count")
+}
+
+/// Whether the database holds what the answered requests stored: at least `per_request` rows
+/// for each, and at most that for each request wrk had in flight when it stopped.
+fn stored(db: &Db, table: &'static str, run: &support::Run, per_request: usize, c: usize) -> bool {
+    let rows = count(db, table) as usize;
+    let answered = (run.requests - run.failures) * per_request;
+    let ok = (answered..=answered + c * per_request).contains(&rows);
+    if !ok {
+        eprintln!("{table}: {rows} rows for {answered} answered ({c} in flight at most)");
+    }
+    ok
+}
+
 #[actix_web::main]
 async fn main() {
-    let (requests, concurrency) = support::args(20_000, 32);
+    let (seconds, concurrency) = support::args(10, 32);
+    let seconds = seconds as u64;
     // A third argument runs one half alone: `usage` or `reserve`.
     let only = std::env::args()
         .skip(1)
@@ -146,87 +238,52 @@ async fn main() {
     let db_url = url.clone();
     let pool_size = config.database_pool_size;
     let app = Application::build(config).expect("app");
-    let port = app.port();
+    let base = format!("http://127.0.0.1:{}", app.port());
     actix_web::rt::spawn(app.run_until_stopped());
     let db = Db::connect(url, 2).expect("db");
     let (token, users) = seed(&db, &bench_config(db_url)).expect("seed");
-    let token = Arc::new(token);
-    let users = Arc::new(users);
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()
-        .expect("client");
-    let base = Arc::new(format!("http://127.0.0.1:{port}/internal/v1"));
+    let prelude = lua_prelude(&token, &users);
+    // wrk blocks: it runs on a blocking thread while the server serves on its workers.
+    let wrk = |script: String| {
+        let base = base.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            support::wrk(&base, seconds, concurrency, &script)
+        })
+    };
 
-    // Usage: a tenth as many requests, each a batch of BATCH records.
-    let batches = (requests / 10).max(1);
-    if runs("usage") {
-        let run = {
-            let (client, base, token, users) =
-                (client.clone(), base.clone(), token.clone(), users.clone());
-            let timestamp = chrono::Utc::now().timestamp();
-            support::drive(batches, concurrency, move |i| {
-                let records: Vec<_> = (0..BATCH)
-                    .map(|j| {
-                        serde_json::json!({
-                            "user_id": users[(i * BATCH + j) % users.len()],
-                            "feature": "tokens",
-                            "quantity": 1 + j % 7,
-                            "idempotency_key": format!("bench-{i}-{j}"),
-                            "timestamp": timestamp,
-                        })
-                    })
-                    .collect();
-                let request = client
-                    .post(format!("{base}/usage"))
-                    .bearer_auth(&*token)
-                    .json(&serde_json::json!({ "records": records }));
-                async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
-            })
-            .await
-        };
-        println!(
-            "usage API, {backend}, {batches} requests of {BATCH} records at concurrency \
-         {concurrency} (pool {pool_size})"
-        );
-        println!("  {}", run.summary("req"));
-        println!("  = {:.0} records/s", run.rate() * BATCH as f64);
-        failed += run.failures;
-    }
-
+    // Reserves first: measured on their own, not while PostgreSQL vacuums and checkpoints
+    // the hundreds of thousands of rows the usage half writes.
     if runs("reserve") {
-        let run =
-            {
-                let (client, base, token, users) =
-                    (client.clone(), base.clone(), token.clone(), users.clone());
-                support::drive(requests, concurrency, move |i| {
-                    let user = users[i % users.len()];
-                    let request = client
-                .post(format!("{base}/entitlements/{user}/reserve"))
-                .bearer_auth(&*token)
-                .json(&serde_json::json!({ "feature": "tokens", "quantity": 10, "ttl_secs": 60 }));
-                    async move {
-                        match request.send().await {
-                            Ok(r) if r.status() == 200 => r
-                                .json::<serde_json::Value>()
-                                .await
-                                .is_ok_and(|body| body["allowed"] == true),
-                            _ => false,
-                        }
-                    }
-                })
-                .await
-            };
+        let run = wrk(reserve_script(&prelude)).await.expect("wrk");
         println!(
-            "reserve API, {backend}, {requests} reserves over {} customers at concurrency \
-         {concurrency}",
+            "reserve API, {backend}, {} reserves over {} customers in {seconds} s at \
+             concurrency {concurrency} (pool {pool_size}, wrk)",
+            run.requests,
             users.len()
         );
         println!("  {}", run.summary("req"));
         failed += run.failures;
+        if !stored(&db, "usage_reservations", &run, 1, concurrency) {
+            failed += 1;
+        }
     }
+    if runs("usage") {
+        let run = wrk(usage_script(&prelude)).await.expect("wrk");
+        println!(
+            "usage API, {backend}, {} requests of {BATCH} records in {seconds} s at \
+             concurrency {concurrency} (pool {pool_size}, wrk)",
+            run.requests
+        );
+        println!("  {}", run.summary("req"));
+        println!("  = {:.0} records/s", run.rate() * BATCH as f64);
+        failed += run.failures;
+        if !stored(&db, "usage_records", &run, BATCH, concurrency) {
+            failed += 1;
+        }
+    }
+
     if failed > 0 {
-        eprintln!("FAILED: {failed} requests failed");
+        eprintln!("FAILED: {failed} requests failed or were not stored");
         std::process::exit(1);
     }
 }

@@ -34,7 +34,7 @@ pub fn config(database_url: DatabaseUrl, extra: &[(&'static str, &str)]) -> Conf
 /// A limit no benchmark reaches.
 pub const UNLIMITED: &str = "1000000000";
 
-/// `EVENTS CONCURRENCY` from the command line (after cargo's `--bench`), with defaults.
+/// `N CONCURRENCY` (requests or seconds) from the command line (after cargo's `--bench`), with defaults.
 pub fn args(default_requests: usize, default_concurrency: usize) -> (usize, usize) {
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
     let requests = args.next().and_then(|n| n.parse().ok());
@@ -50,18 +50,12 @@ pub struct Run {
     pub requests: usize,
     pub failures: usize,
     elapsed: Duration,
-    latencies: Vec<Duration>,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
 }
 
 impl Run {
-    fn percentile(&self, p: f64) -> Duration {
-        let last = self.latencies.len().saturating_sub(1);
-        self.latencies
-            .get(((self.latencies.len() as f64 * p) as usize).min(last))
-            .copied()
-            .unwrap_or_default()
-    }
-
     /// Requests per second.
     pub fn rate(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64()
@@ -73,9 +67,9 @@ impl Run {
         format!(
             "{:.0} {unit}/s   p50 {:.2} ms   p99 {:.2} ms   max {:.2} ms   failures {}",
             self.rate(),
-            ms(self.percentile(0.50)),
-            ms(self.percentile(0.99)),
-            ms(self.percentile(1.0)),
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
             self.failures
         )
     }
@@ -83,6 +77,10 @@ impl Run {
 
 /// Sends requests 0..`requests` from `concurrency` tasks; `send(i)` makes request i and says
 /// whether it succeeded.
+#[allow(
+    dead_code,
+    reason = "each benchmark compiles this module; not all of them drive requests in-process"
+)]
 pub async fn drive<F, Fut>(requests: usize, concurrency: usize, send: F) -> Run
 where
     F: Fn(usize) -> Fut + Clone + 'static,
@@ -117,10 +115,96 @@ where
     }
     let elapsed = started.elapsed();
     latencies.sort();
+    let percentile = |p: f64| {
+        let last = latencies.len().saturating_sub(1);
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(last))
+            .copied()
+            .unwrap_or_default()
+    };
     Run {
         requests,
         failures,
         elapsed,
-        latencies,
+        p50: percentile(0.50),
+        p99: percentile(0.99),
+        max: percentile(1.0),
+    }
+}
+
+/// Runs `wrk` (2 threads, `concurrency` connections) against `url` for `seconds` with a Lua
+/// `script` that counts each response it does not accept in a per-thread global `failures`.
+/// wrk is a separate process written in C, as `../shared/PERFORMANCE.md` measures: the client
+/// takes less CPU from the server than an in-process one. `scripts/bench-*` install it when
+/// missing.
+///
+/// The script sees its thread's number (0 or 1) as `wrk.thread:get("thread_id")`; this adds
+/// the `setup` and `done` functions that collect the figures.
+#[allow(
+    dead_code,
+    reason = "each benchmark compiles this module; not all of them drive wrk"
+)]
+pub fn wrk(url: &str, seconds: u64, concurrency: usize, script: &str) -> Run {
+    const THREADS: usize = 2;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bench.lua");
+    let lua = format!(
+        r#"local threads = {{}}
+local next_id = 0
+function setup(thread)
+  thread:set("thread_id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+failures = 0
+{script}
+function done(summary, latency, requests)
+  local failed = 0
+  for _, t in ipairs(threads) do failed = failed + t:get("failures") end
+  local e = summary.errors
+  failed = failed + e.connect + e.read + e.write + e.timeout
+  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.max, failed))
+end
+"#,
+    );
+    std::fs::write(&path, lua).expect("write the wrk script");
+    let output = std::process::Command::new("wrk")
+        .args([
+            "-t",
+            &THREADS.to_string(),
+            "-c",
+            &concurrency.max(THREADS).to_string(),
+        ])
+        .args(["-d", &format!("{seconds}s"), "--timeout", "10s", "-s"])
+        .arg(&path)
+        .arg(url)
+        .output()
+        .expect("wrk is installed (scripts/bench-usage installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let result = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| {
+            panic!(
+                "wrk printed no result:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
+    let numbers: Vec<u64> = result
+        .split_whitespace()
+        .map(|n| n.parse().expect("a number"))
+        .collect();
+    let [requests, duration, p50, p99, max, failures] = numbers[..] else {
+        panic!("wrk's result has six numbers: {result}");
+    };
+    let us = Duration::from_micros;
+    Run {
+        requests: requests as usize,
+        failures: failures as usize,
+        elapsed: us(duration),
+        p50: us(p50),
+        p99: us(p99),
+        max: us(max),
     }
 }
