@@ -14,7 +14,7 @@ use crate::accounts::PasswordWork;
 use crate::audit::alerts::ServerErrorRate;
 use crate::config::Config;
 use crate::db::{self, Db, DbError};
-use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, Sweep as _};
+use crate::limits::{FailureLimiter, KeyedLimiter, LimiterSweep, SharedLimits, Sweep as _};
 use crate::metrics::Metrics;
 use crate::notify::worker::Worker as NotifyWorker;
 use crate::web::middleware::access_log;
@@ -51,6 +51,8 @@ pub enum StartupError {
     NotifyWorker(#[from] crate::notify::worker::WorkerError),
     #[error(transparent)]
     AuditFile(#[from] crate::audit::file_sink::FileSinkError),
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
 }
 
 pub struct Application {
@@ -290,7 +292,11 @@ async fn reopen_on_sighup(sink: crate::audit::file_sink::FileSink) {
 }
 
 /// The limiters and session layer the route areas wrap (`routes::configure`).
-fn route_layers(db: &Db, config: &Arc<Config>) -> Result<routes::Layers, StartupError> {
+fn route_layers(
+    db: &Db,
+    config: &Arc<Config>,
+    shared: Option<&Arc<SharedLimits>>,
+) -> Result<routes::Layers, StartupError> {
     let trusted = Arc::new(config.security.trusted_proxies.clone());
     let limits = &config.rate_limits;
     Ok(routes::Layers {
@@ -301,8 +307,8 @@ fn route_layers(db: &Db, config: &Arc<Config>) -> Result<routes::Layers, Startup
         internal_limiter: rate_limit::internal_limiter(limits.internal, &trusted)
             .ok_or(StartupError::RateLimit("RATE_LIMIT_INTERNAL_*"))?,
         budgets: FormBudgets {
-            sign_in: Arc::new(FormBudget::new("sign_in", limits.sign_in, &trusted)),
-            sign_up: Arc::new(FormBudget::new("sign_up", limits.sign_up, &trusted)),
+            sign_in: Arc::new(FormBudget::new("sign_in", limits.sign_in, &trusted, shared)),
+            sign_up: Arc::new(FormBudget::new("sign_up", limits.sign_up, &trusted, shared)),
         },
         sessions: Sessions::new(db.clone(), Arc::clone(config)),
     })
@@ -328,18 +334,37 @@ fn run(
     metrics: Metrics,
     quota_policies: crate::usage::quota::Policies,
 ) -> Result<(Server, Option<Server>, LimiterSweep), StartupError> {
-    let layers = route_layers(&db, &config)?;
+    // Limits every instance shares, in Redis (REDIS_URL); otherwise each instance's own.
+    let shared = match &config.redis {
+        Some(settings) => Some(Arc::new(SharedLimits::connect(
+            settings,
+            config.token_hasher(),
+        )?)),
+        None => None,
+    };
+    let shared = shared.as_ref();
+    let layers = route_layers(&db, &config, shared)?;
     let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());
-    let lease_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.lease));
-    let usage_limiter = Arc::new(KeyedLimiter::new(config.rate_limits.usage));
+    let lease_limiter =
+        Arc::new(KeyedLimiter::new(config.rate_limits.lease).shared(shared, "lease"));
+    let usage_limiter =
+        Arc::new(KeyedLimiter::new(config.rate_limits.usage).shared(shared, "usage"));
     let failures = config.rate_limits.login_failures;
-    let login_failures = Arc::new(FailureLimiter::new(failures.per_account, failures.window));
-    let two_factor_failures = Arc::new(FailureLimiter::new(
-        crate::web::routes::two_factor::FAILURES_PER_ACCOUNT,
-        failures.window,
-    ));
-    let gateway =
-        Arc::new(crate::billing::Gateway::new(&config.stripe).with_metrics(metrics.clone()));
+    let login_failures = Arc::new(
+        FailureLimiter::new(failures.per_account, failures.window).shared(shared, "login_failures"),
+    );
+    let two_factor_failures = Arc::new(
+        FailureLimiter::new(
+            crate::web::routes::two_factor::FAILURES_PER_ACCOUNT,
+            failures.window,
+        )
+        .shared(shared, "two_factor_failures"),
+    );
+    let gateway = Arc::new(
+        crate::billing::Gateway::new(&config.stripe)
+            .with_shared_throttle(shared)
+            .with_metrics(metrics.clone()),
+    );
     let mut limiters = LimiterSweep::default();
     limiters.register("default", rate_limit::swept(&layers.default_limiter));
     limiters.register("sign_in", layers.budgets.sign_in.swept());

@@ -47,6 +47,7 @@ mod request_ids;
 mod roles;
 mod security_dashboard;
 mod sessions;
+mod shared_limits;
 mod subscriptions;
 mod trials;
 mod two_factor;

@@ -157,6 +157,12 @@ fn insert_user(
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SignInKey([u8; 32]);
 
+impl crate::limits::SharedKey for SignInKey {
+    fn key_bytes(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
+}
+
 impl SignInKey {
     pub fn of(raw_email: &str) -> Self {
         let normalised = Email::parse(raw_email)
@@ -221,7 +227,7 @@ pub async fn authenticate(
         None => None,
     };
     let account = row.as_ref().map(|r| principal(r.role, r.id));
-    if let Err(locked) = guards.failures.charge(key) {
+    if let Err(locked) = guards.failures.charge(key).await {
         return Ok(SignIn::Locked { account, locked });
     }
     let verified = guards
@@ -230,12 +236,18 @@ pub async fn authenticate(
             let ok = password::verify(&password, row.as_ref().map(|r| r.password_hash.as_str()));
             ok.then_some(row).flatten()
         })
-        .await
-        .inspect_err(|_| guards.failures.refund(&key))?;
+        .await;
+    let verified = match verified {
+        Ok(verified) => verified,
+        Err(err) => {
+            guards.failures.refund(&key).await;
+            return Err(err.into());
+        }
+    };
     let Some(row) = verified else {
         return Ok(SignIn::Failed { account });
     };
-    guards.failures.forgive(&key);
+    guards.failures.forgive(&key).await;
     let user = User::from(row);
     let event = actor
         .acting_as(user.principal())

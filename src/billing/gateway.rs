@@ -2,13 +2,14 @@
 //! every write (derived from a stored operation), bounded retries on network failures, and a
 //! per-user, per-operation throttle.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use stripe::{Client, ClientBuilder, IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
 
 use crate::accounts::UserId;
 use crate::config::{StripeSettings, StripeThrottle};
-use crate::limits::{KeyedLimiter, Sweep};
+use crate::limits::{KeyedLimiter, Limited, SharedLimits, Sweep};
 use crate::metrics::Metrics;
 
 /// Why a call to Stripe did not produce a result.
@@ -87,7 +88,7 @@ impl Throttle {
         }
     }
 
-    fn check(&self, class: OperationClass, user: UserId) -> Result<(), GatewayError> {
+    async fn check(&self, class: OperationClass, user: UserId) -> Result<(), GatewayError> {
         let limiter = match class {
             OperationClass::Customer => &self.customer,
             OperationClass::Subscription => &self.subscription,
@@ -95,16 +96,31 @@ impl Throttle {
             OperationClass::Default => &self.default,
             OperationClass::System => return Ok(()),
         };
-        limiter
-            .check(&user)
-            .map_err(|retry_after| GatewayError::Throttled {
+        limiter.check(&user).await.map_err(|limited| match limited {
+            Limited::Wait(retry_after) => GatewayError::Throttled {
                 class: class.as_str(),
                 retry_after,
-            })
+            },
+            // Shared in Redis, which cannot be reached, with REDIS_FAIL=closed.
+            Limited::Unavailable => {
+                GatewayError::Unavailable("the shared Stripe throttle cannot be reached".to_owned())
+            }
+        })
     }
 }
 
 impl Throttle {
+    /// The same limits kept in Redis, shared by every instance.
+    fn shared(self, shared: &Arc<SharedLimits>) -> Self {
+        let shared = Some(shared);
+        Self {
+            customer: self.customer.shared(shared, "stripe_customer"),
+            subscription: self.subscription.shared(shared, "stripe_subscription"),
+            payment_intent: self.payment_intent.shared(shared, "stripe_payment_intent"),
+            default: self.default.shared(shared, "stripe_default"),
+        }
+    }
+
     fn limiters(&self) -> [&KeyedLimiter<UserId>; 4] {
         [
             &self.customer,
@@ -158,6 +174,15 @@ impl Gateway {
         }
     }
 
+    /// The same gateway, its per-user throttles shared by every instance through Redis when
+    /// `shared` is set.
+    pub fn with_shared_throttle(mut self, shared: Option<&Arc<SharedLimits>>) -> Self {
+        if let Some(shared) = shared {
+            self.throttle = self.throttle.shared(shared);
+        }
+        self
+    }
+
     /// The same gateway, counting its calls and throttle refusals into `metrics`.
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
@@ -183,7 +208,7 @@ impl Gateway {
         R::Output: miniserde::Deserialize,
     {
         let client = self.client.as_ref().ok_or(GatewayError::NotConfigured)?;
-        if let Err(throttled) = self.throttle.check(class, user) {
+        if let Err(throttled) = self.throttle.check(class, user).await {
             self.metrics.stripe_throttled(class.as_str());
             return Err(throttled);
         }

@@ -14,6 +14,7 @@ mod env_file;
 #[cfg(test)]
 mod fixtures;
 mod notify;
+mod redis;
 mod settings;
 mod stripe;
 mod stripe_key;
@@ -28,6 +29,7 @@ pub use env_file::{
     GENERATED_SECRETS, env_file_exposure, generate_secret, load_env_file, read_env_file,
 };
 pub use notify::{NotifySettings, SmtpRelay, SmtpSettings, SmtpTls, SmtpUrlError, notify_settings};
+pub use redis::{RedisFail, RedisSettings};
 pub use settings::{
     AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection, LogFormat,
     LoginFailureLimit, MetricsSettings, PasswordHashing, QuotaSettings, RateLimit,

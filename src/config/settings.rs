@@ -216,6 +216,8 @@ pub struct Config {
     pub stripe: StripeSettings,
     /// The usage sender: forwarding stored usage to Stripe's meters.
     pub usage_sender: UsageSenderSettings,
+    /// Where limits shared by every instance live (`REDIS_URL`); `None`: in each process.
+    pub redis: Option<super::RedisSettings>,
     /// Failures tests inject on purpose; never set from the environment.
     pub faults: FaultInjection,
 }

@@ -382,6 +382,7 @@ impl Config {
                 ),
             },
             service_token_cache: service_token_cache(vars)?,
+            redis: super::redis::redis_settings(vars)?,
             log_format: log_format(vars)?,
             metrics: metrics_settings(vars)?,
             key_rotation_days: key_rotation_days(vars)?,

@@ -32,6 +32,9 @@ pub enum Domain {
     StripeCustomerId,
     /// A two-factor recovery code (checked once, never read back).
     RecoveryCode,
+    /// What a shared limiter counts (an address, an account, a token) as its key in Redis:
+    /// Redis never sees who is being limited.
+    LimitKey,
 }
 
 impl Domain {
@@ -40,6 +43,7 @@ impl Domain {
             Self::ServiceToken => b"service-token",
             Self::StripeCustomerId => b"stripe-customer-id",
             Self::RecoveryCode => b"recovery-code",
+            Self::LimitKey => b"limit-key",
         }
     }
 

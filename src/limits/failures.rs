@@ -4,13 +4,20 @@
 //! an attempt is charged up front (so concurrent attempts cannot overshoot the limit); a
 //! success forgives the key, and an attempt that reached no verdict is refunded. The window
 //! opens at a key's first failure: `limit` failures within it lock the key until it closes.
+//!
+//! Shared ([`FailureLimiter::shared`]), the tally lives in Redis and every instance counts
+//! against it; while Redis is unreachable each instance counts in its own memory (a failure
+//! limit only ever follows `REDIS_FAIL=open`: the route's rate limit, checked first, is where
+//! `closed` refuses).
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Sweep;
+use super::keyed::round_up;
+use super::shared::{Charge, SharedKey, SharedLimits};
 
 /// A locked key: how long until it may try again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +35,7 @@ pub struct FailureLimiter<K> {
     limit: u32,
     window: Duration,
     tallies: Mutex<HashMap<K, Tally>>,
+    shared: Option<(Arc<SharedLimits>, &'static str)>,
 }
 
 impl<K: Hash + Eq> FailureLimiter<K> {
@@ -36,7 +44,14 @@ impl<K: Hash + Eq> FailureLimiter<K> {
             limit: limit.max(1),
             window,
             tallies: Mutex::new(HashMap::new()),
+            shared: None,
         }
+    }
+
+    /// The same limit kept in Redis under `name` (when `shared` is set).
+    pub fn shared(mut self, shared: Option<&Arc<SharedLimits>>, name: &'static str) -> Self {
+        self.shared = shared.map(|shared| (Arc::clone(shared), name));
+        self
     }
 
     fn tallies(&self) -> MutexGuard<'_, HashMap<K, Tally>> {
@@ -46,10 +61,50 @@ impl<K: Hash + Eq> FailureLimiter<K> {
 
     /// Refuses a locked key; otherwise counts one failure against it, to be forgiven
     /// ([`Self::forgive`]) if the attempt succeeds.
-    pub fn charge(&self, key: K) -> Result<(), Locked> {
+    pub async fn charge(&self, key: K) -> Result<(), Locked>
+    where
+        K: SharedKey,
+    {
+        if let Some((shared, name)) = &self.shared {
+            match shared.charge(name, &key, self.limit, self.window).await {
+                Ok(Charge::Charged) => return Ok(()),
+                Ok(Charge::Locked(wait)) => {
+                    return Err(Locked {
+                        retry_after_secs: round_up(wait).max(1),
+                    });
+                }
+                Err(_) => {}
+            }
+        }
         self.charge_at(key, Instant::now())
     }
 
+    /// The attempt succeeded: the key starts afresh.
+    pub async fn forgive(&self, key: &K)
+    where
+        K: SharedKey,
+    {
+        if let Some((shared, name)) = &self.shared {
+            // Unreachable: the in-memory tally is forgiven below; Redis's expires on its own.
+            let _ = shared.forgive(name, key).await;
+        }
+        self.forgive_local(key);
+    }
+
+    /// The attempt reached no verdict (the server was busy): it does not count.
+    pub async fn refund(&self, key: &K)
+    where
+        K: SharedKey,
+    {
+        if let Some((shared, name)) = &self.shared
+            && shared.refund(name, key).await.is_ok()
+        {
+            return;
+        }
+        self.refund_local(key);
+    }
+
+    /// Charges in this process's memory, at `now`.
     pub fn charge_at(&self, key: K, now: Instant) -> Result<(), Locked> {
         let mut tallies = self.tallies();
         let tally = tallies.entry(key).or_insert(Tally {
@@ -65,20 +120,18 @@ impl<K: Hash + Eq> FailureLimiter<K> {
         } else if tally.failures >= self.limit {
             let wait = closes - now;
             return Err(Locked {
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+                retry_after_secs: round_up(wait),
             });
         }
         tally.failures += 1;
         Ok(())
     }
 
-    /// The attempt succeeded: the key starts afresh.
-    pub fn forgive(&self, key: &K) {
+    fn forgive_local(&self, key: &K) {
         self.tallies().remove(key);
     }
 
-    /// The attempt reached no verdict (the server was busy): it does not count.
-    pub fn refund(&self, key: &K) {
+    fn refund_local(&self, key: &K) {
         if let Some(tally) = self.tallies().get_mut(key) {
             tally.failures = tally.failures.saturating_sub(1);
         }
@@ -136,9 +189,9 @@ mod tests {
         limiter.charge_at("a", t0).unwrap();
         limiter.charge_at("a", t0).unwrap();
         assert!(limiter.charge_at("a", t0).is_err());
-        limiter.forgive(&"a");
+        limiter.forgive_local(&"a");
         limiter.charge_at("a", t0).unwrap();
-        limiter.refund(&"a");
+        limiter.refund_local(&"a");
         limiter.charge_at("a", t0).unwrap();
         limiter.charge_at("a", t0).unwrap();
         assert!(limiter.charge_at("a", t0).is_err());

@@ -1,8 +1,10 @@
 //! `KeyedLimiter`: a token bucket per key (a service token, a user, a client address) for limits
-//! whose refusals the caller answers itself.
+//! whose refusals the caller answers itself: in this process, or shared by every instance in
+//! Redis ([`KeyedLimiter::shared`]).
 
 use std::hash::Hash;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_governor::governor::clock::{Clock, DefaultClock};
@@ -11,16 +13,29 @@ use actix_governor::governor::state::keyed::DashMapStateStore;
 use actix_governor::governor::{Quota, RateLimiter};
 
 use super::Sweep;
-use crate::config::RateLimit;
+use super::shared::{Bucket, SharedKey, SharedLimits};
+use crate::config::{RateLimit, RedisFail};
 
 type Buckets<K, C> = RateLimiter<K, DashMapStateStore<K>, C, StateInformationMiddleware>;
 
 /// An in-process token bucket per key: a service token, a user, or a client address when the
 /// caller rather than a middleware answers the refusal (see `web::middleware::form_budget`).
 pub struct KeyedLimiter<K: Hash + Eq + Clone, C: Clock = DefaultClock> {
+    /// In this process: the limit itself, or the fallback while Redis is unreachable.
     buckets: Buckets<K, C>,
     per_request: Duration,
     burst: NonZeroU32,
+    /// In Redis, under this limiter's name.
+    shared: Option<(Arc<SharedLimits>, &'static str)>,
+}
+
+/// Why a request was not allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    /// Over the limit: seconds until one more request is allowed.
+    Wait(u64),
+    /// The limit lives in Redis, Redis cannot be reached and `REDIS_FAIL=closed`.
+    Unavailable,
 }
 
 /// What a key has left after a request its limiter allowed.
@@ -48,27 +63,63 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                 .with_middleware::<StateInformationMiddleware>(),
             per_request,
             burst,
+            shared: None,
         }
     }
 
-    /// Counts one request for `key`; when over the limit, how many seconds until it may retry.
-    pub fn check(&self, key: &K) -> Result<(), u64> {
-        self.check_allowance(key).map(|_| ())
+    /// The same limit kept in Redis under `name` (when `shared` is set), so that every
+    /// instance counts against one budget; the in-memory buckets stand in while Redis cannot
+    /// be reached and `REDIS_FAIL=open`.
+    pub fn shared(mut self, shared: Option<&Arc<SharedLimits>>, name: &'static str) -> Self {
+        self.shared = shared.map(|shared| (Arc::clone(shared), name));
+        self
     }
 
-    /// As [`Self::check`], saying what the key has left when the request is allowed.
-    pub fn check_allowance(&self, key: &K) -> Result<Allowance, u64> {
+    /// Counts one request for `key` in this process; when over the limit, how many seconds
+    /// until it may retry.
+    pub fn check_local(&self, key: &K) -> Result<Allowance, u64> {
         match self.buckets.check_key(key) {
             Ok(snapshot) => Ok(Allowance {
                 limit: snapshot.quota().burst_size().get(),
                 remaining: snapshot.remaining_burst_capacity(),
             }),
-            Err(negative) => {
-                let wait = negative.wait_time_from(self.buckets.clock().now());
-                // Round up: "retry after 0 seconds" would invite an immediate, refused retry.
-                Err(wait.as_secs() + u64::from(wait.subsec_nanos() > 0))
+            Err(negative) => Err(round_up(
+                negative.wait_time_from(self.buckets.clock().now()),
+            )),
+        }
+    }
+
+    /// Counts one request for `key` where the limit lives (Redis when shared); when over the
+    /// limit, how many seconds until it may retry.
+    pub async fn check(&self, key: &K) -> Result<(), Limited>
+    where
+        K: SharedKey,
+    {
+        self.check_allowance(key).await.map(|_| ())
+    }
+
+    /// As [`Self::check`], saying what the key has left when the request is allowed.
+    pub async fn check_allowance(&self, key: &K) -> Result<Allowance, Limited>
+    where
+        K: SharedKey,
+    {
+        if let Some((shared, name)) = &self.shared {
+            match shared
+                .take(name, key, self.per_request, self.burst.get())
+                .await
+            {
+                Ok(Bucket::Allowed { remaining }) => {
+                    return Ok(Allowance {
+                        limit: self.burst.get(),
+                        remaining,
+                    });
+                }
+                Ok(Bucket::Wait(wait)) => return Err(Limited::Wait(round_up(wait))),
+                Err(_) if shared.fail() == RedisFail::Closed => return Err(Limited::Unavailable),
+                Err(_) => {}
             }
         }
+        self.check_local(key).map_err(Limited::Wait)
     }
 
     /// How long one spent request takes to be replenished.
@@ -80,6 +131,11 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     pub fn burst(&self) -> u32 {
         self.burst.get()
     }
+}
+
+/// Whole seconds, rounded up: "retry after 0 seconds" would invite an immediate, refused retry.
+pub(crate) fn round_up(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
 }
 
 impl<K, C> Sweep for KeyedLimiter<K, C>
@@ -114,16 +170,20 @@ mod tests {
             clock.clone(),
         );
         for user in 0..10_000i64 {
-            assert!(limiter.check(&user).is_ok());
+            assert!(limiter.check_local(&user).is_ok());
         }
         assert_eq!(
-            limiter.check_allowance(&1),
+            limiter.check_local(&1),
             Ok(Allowance {
                 limit: 2,
                 remaining: 0
             })
         );
-        assert_eq!(limiter.check(&1), Err(1), "burst of 2 spent, one a second");
+        assert_eq!(
+            limiter.check_local(&1),
+            Err(1),
+            "burst of 2 spent, one a second"
+        );
         limiter.sweep();
         assert_eq!(limiter.tracked_keys(), 10_000);
 

@@ -1,4 +1,5 @@
-//! In-memory limiters shared by the web layer and the domain, and their housekeeping.
+//! The limiters of the web layer and the domain, and their housekeeping: in memory, or shared
+//! by every instance through Redis ([`shared`]) when `REDIS_URL` is set.
 //!
 //! Every limiter here is keyed by something a client chooses (an address, an email, a token),
 //! so each one implements [`Sweep`]: a periodic task ([`LimiterSweep`], run from
@@ -8,6 +9,7 @@
 
 pub mod failures;
 pub mod keyed;
+pub mod shared;
 
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv6Addr};
@@ -19,7 +21,8 @@ use actix_governor::governor::middleware::RateLimitingMiddleware;
 use actix_governor::governor::state::keyed::ShrinkableKeyedStateStore;
 
 pub use failures::{FailureLimiter, Locked};
-pub use keyed::KeyedLimiter;
+pub use keyed::{KeyedLimiter, Limited};
+pub use shared::{SharedKey, SharedLimits};
 
 /// The address a client is counted by: an IPv4 address as it is, an IPv6 address by its /64
 /// (one customer's allocation: rotating through it must not buy fresh quota). IPv4-mapped IPv6

@@ -5,7 +5,8 @@
 //! `app.internal_post(..)`, `browser.signup(..)`, `browser.submit_operation(..)`); `billing`
 //! walks plans and Checkout, `stripe` signs as Stripe and drives the simulator, `html` reads
 //! pages, `process` runs the binary, `logs` keeps what the application logged, `smtp` stands
-//! in for a mail relay. Everything is re-exported here: tests name `common::X`.
+//! in for a mail relay, `redis` finds the Redis of the shared-limit tests. Everything is
+//! re-exported here: tests name `common::X`.
 
 #![allow(dead_code)]
 
@@ -18,6 +19,7 @@ mod html;
 mod logs;
 mod outbox;
 mod process;
+mod redis;
 mod smtp;
 mod stripe;
 
@@ -30,6 +32,7 @@ pub use html::*;
 pub use logs::*;
 pub use outbox::*;
 pub use process::*;
+pub use redis::*;
 pub use smtp::*;
 pub use stripe::*;
 

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use super::rate_limit::{Budgeted, LIMIT, REMAINING, RESET, Refused, Window, unix_now};
 use crate::config::RateLimit;
 use crate::error::AppError;
-use crate::limits::{self, KeyedLimiter, Sweep};
+use crate::limits::{self, KeyedLimiter, Limited, SharedLimits, Sweep};
 use crate::web::client_ip;
 use crate::web::csrf::{CsrfForm, FORM_LIMIT};
 
@@ -39,11 +39,16 @@ pub struct FormBudget {
 }
 
 impl FormBudget {
-    /// `name` is the limiter's name in audit rows and the periodic sweep.
-    pub fn new(name: &'static str, limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Self {
+    /// `name` is the limiter's name in audit rows, the periodic sweep and Redis (`shared`).
+    pub fn new(
+        name: &'static str,
+        limit: RateLimit,
+        trusted: &Arc<Vec<IpNet>>,
+        shared: Option<&Arc<SharedLimits>>,
+    ) -> Self {
         Self {
             name,
-            limiter: Arc::new(KeyedLimiter::new(limit)),
+            limiter: Arc::new(KeyedLimiter::new(limit).shared(shared, name)),
             trusted: Arc::clone(trusted),
         }
     }
@@ -79,7 +84,12 @@ pub async fn enforce<B: MessageBody + 'static>(
     }
     let peer = req.peer_addr().map(|addr| addr.ip());
     let client = limits::client_key(client_ip::resolve(peer, req.headers(), &budget.trusted));
-    let verdict = budget.limiter.check_allowance(&client);
+    let verdict = match budget.limiter.check_allowance(&client).await {
+        Ok(allowance) => Ok(allowance),
+        Err(Limited::Wait(wait)) => Err(wait),
+        // Shared in Redis, which cannot be reached, with REDIS_FAIL=closed.
+        Err(Limited::Unavailable) => return Err(AppError::Unavailable.into()),
+    };
     // Counted here: the scope's default limiter, inside, leaves it alone.
     req.extensions_mut().insert(Budgeted);
     req.extensions_mut().insert(Window {

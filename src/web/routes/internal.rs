@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, Principal};
 use crate::error::AppError;
+use crate::limits::{KeyedLimiter, Limited};
 use crate::metrics;
 use crate::secret::mask_api_key;
 use crate::service_tokens::{self, Scope, ServiceToken};
@@ -46,6 +47,37 @@ async fn reject(
         .aggregate(state.config.audit.aggregate_window, reason);
     if let Err(err) = audit::record(&state.db, event).await {
         tracing::error!(error = %err, "could not record service_token_rejected");
+    }
+}
+
+/// Counts a request against its service token's limit (`limiter`, named in the audit row): a
+/// refusal is audited (aggregated) and answered 429; a shared limit whose Redis cannot be
+/// reached with `REDIS_FAIL=closed` is answered 503.
+pub async fn within_limit(
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    limiter: &KeyedLimiter<i64>,
+    name: &'static str,
+    token_id: i64,
+    actor: &Actor,
+) -> Result<(), AppError> {
+    match limiter.check(&token_id).await {
+        Ok(()) => Ok(()),
+        Err(Limited::Unavailable) => Err(AppError::Unavailable),
+        Err(Limited::Wait(retry_after)) => {
+            let event = actor
+                .event(Kind::RateLimited)
+                .details(serde_json::json!({ "path": req.path(), "limiter": name }))
+                .aggregate(state.config.audit.aggregate_window, name);
+            let config = state.config.clone();
+            state
+                .db
+                .run(move |conn| {
+                    audit::alerts::record_rate_limit_refusal(conn, &config.alerts, &event)
+                })
+                .await?;
+            Err(AppError::RateLimited { retry_after })
+        }
     }
 }
 
@@ -131,18 +163,7 @@ async fn lease_key(
     let token = authorize(req, state, Scope::ByokLease).await?;
     let actor = Actor::new(Principal::Service(token.name), Some(client_ip::of(req)))
         .in_request(crate::web::request_id::of(req));
-    if let Err(retry_after) = state.lease_limiter.check(&token.id) {
-        let event = actor
-            .event(Kind::RateLimited)
-            .details(serde_json::json!({ "path": req.path(), "limiter": "lease" }))
-            .aggregate(state.config.audit.aggregate_window, "lease");
-        let config = state.config.clone();
-        state
-            .db
-            .run(move |conn| audit::alerts::record_rate_limit_refusal(conn, &config.alerts, &event))
-            .await?;
-        return Err(AppError::RateLimited { retry_after });
-    }
+    within_limit(req, state, &state.lease_limiter, "lease", token.id, &actor).await?;
     let LeaseRequest { user_id, provider } = serde_json::from_slice(&body).map_err(|_| {
         AppError::BadRequest("Send JSON {\"user_id\": 123, \"provider\": \"anthropic\"}.")
     })?;

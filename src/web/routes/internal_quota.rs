@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 
 use crate::accounts::UserId;
-use crate::audit::{self, Actor, Kind, Principal};
+use crate::audit::{Actor, Principal};
 use crate::error::AppError;
 use crate::service_tokens::Scope;
 use crate::usage::quota::{
@@ -15,7 +15,7 @@ use crate::usage::quota::{
 };
 use crate::web::{AppState, client_ip};
 
-use super::internal::authorize;
+use super::internal::{authorize, within_limit};
 
 /// Largest request body: a reserve or commit is a few dozen bytes.
 const BODY_LIMIT: usize = 4 * 1024;
@@ -27,18 +27,7 @@ async fn service(req: &HttpRequest, state: &web::Data<AppState>) -> Result<Actor
     let token = authorize(req, state, Scope::UsageWrite).await?;
     let actor = Actor::new(Principal::Service(token.name), Some(client_ip::of(req)))
         .in_request(crate::web::request_id::of(req));
-    if let Err(retry_after) = state.usage_limiter.check(&token.id) {
-        let event = actor
-            .event(Kind::RateLimited)
-            .details(serde_json::json!({ "path": req.path(), "limiter": "usage" }))
-            .aggregate(state.config.audit.aggregate_window, "usage");
-        let config = state.config.clone();
-        state
-            .db
-            .run(move |conn| audit::alerts::record_rate_limit_refusal(conn, &config.alerts, &event))
-            .await?;
-        return Err(AppError::RateLimited { retry_after });
-    }
+    within_limit(req, state, &state.usage_limiter, "usage", token.id, &actor).await?;
     Ok(actor)
 }
 

@@ -5,12 +5,12 @@ use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
 
-use crate::audit::{self, Actor, Kind, Principal};
+use crate::audit::{Actor, Principal};
 use crate::error::AppError;
 use crate::service_tokens::Scope;
 use crate::usage::records::Stored;
 use crate::usage::report::{self, Invalid, Reported};
-use crate::web::routes::internal::authorize;
+use crate::web::routes::internal::{authorize, within_limit};
 use crate::web::{AppState, client_ip};
 
 /// The largest body a usage report may have (1,000 records fit with room to spare).
@@ -23,19 +23,20 @@ pub async fn report_usage(
     body: web::Bytes,
 ) -> Result<HttpResponse, AppError> {
     let token = authorize(&req, &state, Scope::UsageWrite).await?;
-    if let Err(retry_after) = state.usage_limiter.check(&token.id) {
-        let event = Actor::new(Principal::Service(token.name), Some(client_ip::of(&req)))
-            .in_request(crate::web::request_id::of(&req))
-            .event(Kind::RateLimited)
-            .details(json!({ "path": req.path(), "limiter": "usage" }))
-            .aggregate(state.config.audit.aggregate_window, "usage");
-        let config = state.config.clone();
-        state
-            .db
-            .run(move |conn| audit::alerts::record_rate_limit_refusal(conn, &config.alerts, &event))
-            .await?;
-        return Err(AppError::RateLimited { retry_after });
-    }
+    let actor = Actor::new(
+        Principal::Service(token.name.clone()),
+        Some(client_ip::of(&req)),
+    )
+    .in_request(crate::web::request_id::of(&req));
+    within_limit(
+        &req,
+        &state,
+        &state.usage_limiter,
+        "usage",
+        token.id,
+        &actor,
+    )
+    .await?;
     let records = match report::parse(&body, crate::db::now(), &token.name) {
         Ok(records) => records,
         Err(invalid) => return Ok(refused(&invalid)),

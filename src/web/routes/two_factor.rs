@@ -108,7 +108,7 @@ pub async fn confirm(
     form: CsrfForm<EnrolmentForm>,
 ) -> Result<HttpResponse, AppError> {
     let user = viewer.0;
-    if let Err(locked) = state.two_factor_failures.charge(user.id) {
+    if let Err(locked) = state.two_factor_failures.charge(user.id).await {
         return locked_out(&state, &actor, &user, locked.retry_after_secs).await;
     }
     let EnrolmentForm { password, code } = form.0;
@@ -145,7 +145,7 @@ pub async fn confirm(
         .map_err(AppError::internal)?;
     match confirmation {
         Confirmation::Enrolled(codes) => {
-            state.two_factor_failures.forgive(&user.id);
+            state.two_factor_failures.forgive(&user.id).await;
             // Enrolment ended every session of the account: this one goes on, under a new id.
             session.log_in(&user)?;
             let ctx = PageContext::with_form(&session, Some(&user))?;
@@ -234,7 +234,7 @@ pub async fn submit_code(
         }
     };
     let actor = actor.acting_as(user.principal());
-    if let Err(locked) = state.two_factor_failures.charge(user.id) {
+    if let Err(locked) = state.two_factor_failures.charge(user.id).await {
         let event = actor
             .event(Kind::TwoFactorLocked)
             .details(serde_json::json!({ "user_id": user.id }))
@@ -260,7 +260,7 @@ pub async fn submit_code(
         .map_err(AppError::internal)?;
     match outcome {
         SecondFactor::Code | SecondFactor::RecoveryCode => {
-            state.two_factor_failures.forgive(&user.id);
+            state.two_factor_failures.forgive(&user.id).await;
             session.log_in(&user)?;
             Ok(see_other(&pending.next))
         }

@@ -1,0 +1,193 @@
+//! N instances as one: with `REDIS_URL`, the sign-in budget, the per-account failure limit,
+//! the service-token limits and the Stripe throttles live in Redis, so three instances behind a
+//! load balancer allow each budget once in total and report the shared remaining count. Without
+//! it each instance counts on its own (the control). An unreachable Redis follows `REDIS_FAIL`:
+//! `open` limits in each instance's memory, `closed` answers 503.
+
+use tollgate::config::{Config, RateLimit, RedisFail, RedisSettings};
+
+use tollgate::service_tokens::Scope;
+
+use crate::common::{
+    Backend, PASSWORD, TestApp, captured_logs, redis_available, redis_settings, redis_url,
+};
+use crate::on_both_backends;
+
+on_both_backends!(
+    three_instances_sharing_redis_allow_the_sign_in_budget_once_in_total,
+    without_redis_each_instance_has_a_budget_of_its_own,
+    three_instances_sharing_redis_lock_an_account_after_its_failures_in_total,
+    service_token_limits_are_shared_by_every_instance,
+);
+
+/// Six submissions at once, then one a minute: nothing refills during a test.
+const SIX: RateLimit = RateLimit {
+    per_minute: 1,
+    burst: 6,
+};
+
+/// Three instances on one database, sharing `redis` (when set), each adjusted by `adjust`.
+async fn three(
+    backend: Backend,
+    redis: Option<RedisSettings>,
+    adjust: impl Fn(&mut Config) + Clone,
+) -> Vec<TestApp> {
+    let configure = move |config: &mut Config| {
+        config.redis.clone_from(&redis);
+        adjust(config);
+    };
+    let first = TestApp::spawn_with(backend, configure.clone()).await;
+    let second = TestApp::spawn_on(first.database_handle(), backend, configure.clone()).await;
+    let third = TestApp::spawn_on(first.database_handle(), backend, configure).await;
+    vec![first, second, third]
+}
+
+/// Sign-in submissions from one address, round robin over `apps`, each for an email of its
+/// own (no account's failure limit gets in the way): the statuses and the remaining counts
+/// the instances reported.
+async fn sign_in_round_robin(apps: &[TestApp], attempts: usize) -> Vec<(u16, Option<u32>)> {
+    let mut seen = Vec::new();
+    for attempt in 0..attempts {
+        let app = &apps[attempt % apps.len()];
+        let res = app
+            .browser()
+            .login(&format!("nobody-{attempt}@example.com"), "a guess")
+            .await;
+        let remaining = res
+            .headers()
+            .get("x-ratelimit-remaining")
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        seen.push((res.status().as_u16(), remaining));
+    }
+    seen
+}
+
+async fn three_instances_sharing_redis_allow_the_sign_in_budget_once_in_total(backend: Backend) {
+    if !redis_available() {
+        return;
+    }
+    let redis = redis_settings(&redis_url(), RedisFail::Open);
+    let apps = three(backend, Some(redis), |c| c.rate_limits.sign_in = SIX).await;
+    let seen = sign_in_round_robin(&apps, 12).await;
+    let allowed = seen.iter().filter(|(status, _)| *status == 401).count();
+    assert_eq!(
+        allowed, 6,
+        "the budget of six, once across three instances: {seen:?}"
+    );
+    assert!(
+        seen[6..].iter().all(|(status, _)| *status == 429),
+        "then every instance refuses: {seen:?}"
+    );
+    let remaining: Vec<_> = seen.iter().map(|(_, r)| r.unwrap()).collect();
+    assert_eq!(
+        remaining,
+        [5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0],
+        "each instance reports what is left of the shared budget"
+    );
+}
+
+/// The control: the same three instances without Redis allow the budget three times.
+async fn without_redis_each_instance_has_a_budget_of_its_own(backend: Backend) {
+    let apps = three(backend, None, |c| c.rate_limits.sign_in = SIX).await;
+    let seen = sign_in_round_robin(&apps, 21).await;
+    let allowed = seen.iter().filter(|(status, _)| *status == 401).count();
+    assert_eq!(allowed, 18, "six per instance: {seen:?}");
+}
+
+async fn three_instances_sharing_redis_lock_an_account_after_its_failures_in_total(
+    backend: Backend,
+) {
+    if !redis_available() {
+        return;
+    }
+    let redis = redis_settings(&redis_url(), RedisFail::Open);
+    let apps = three(backend, Some(redis), |c| {
+        c.rate_limits.login_failures.per_account = 4;
+    })
+    .await;
+    apps[0].signed_in_customer("target@example.com").await;
+    for attempt in 0..4 {
+        let res = apps[attempt % 3]
+            .browser()
+            .login("target@example.com", "a wrong guess")
+            .await;
+        assert_eq!(res.status(), 401, "failure {attempt} is counted");
+    }
+    for app in &apps {
+        let res = app.browser().login("target@example.com", PASSWORD).await;
+        assert_eq!(
+            res.status(),
+            429,
+            "four failures in total lock the account on every instance, even for the right password"
+        );
+    }
+}
+
+async fn service_token_limits_are_shared_by_every_instance(backend: Backend) {
+    if !redis_available() {
+        return;
+    }
+    let redis = redis_settings(&redis_url(), RedisFail::Open);
+    let apps = three(backend, Some(redis), |c| {
+        c.rate_limits.lease = RateLimit {
+            per_minute: 1,
+            burst: 3,
+        };
+    })
+    .await;
+    let token = apps[0].service_token("runner", &[Scope::ByokLease]);
+    let mut statuses = Vec::new();
+    let body = serde_json::json!({ "user_id": 1, "provider": "openai" });
+    for app in apps.iter().cycle().take(6) {
+        let res = app.internal_post(LEASE, Some(&token), &body).await;
+        statuses.push(res.status().as_u16());
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        limited, 3,
+        "a burst of three across the instances, then 429: {statuses:?}"
+    );
+    assert!(statuses[..3].iter().all(|s| *s != 429), "{statuses:?}");
+}
+
+/// The BYOK lease route, relative to `/internal/v1`.
+const LEASE: &str = "byok/lease";
+
+mod unreachable {
+    use super::*;
+
+    /// Nothing listens on port 1.
+    const NOWHERE: &str = "redis://127.0.0.1:1";
+
+    #[actix_web::test]
+    async fn fail_open_limits_each_instance_in_memory() {
+        let redis = redis_settings(NOWHERE, RedisFail::Open);
+        let prefix = redis.prefix.clone();
+        let apps = three(Backend::Sqlite, Some(redis), |c| {
+            c.rate_limits.sign_in = SIX
+        })
+        .await;
+        let seen = sign_in_round_robin(&apps, 21).await;
+        let allowed = seen.iter().filter(|(status, _)| *status == 401).count();
+        assert_eq!(
+            allowed, 18,
+            "each instance's own budget stands in: {seen:?}"
+        );
+        let warnings = captured_logs()
+            .lines()
+            .filter(|line| line.contains("Redis is unreachable") && line.contains(&prefix))
+            .count();
+        assert_eq!(warnings, 3, "one warning per instance, not one per request");
+    }
+
+    #[actix_web::test]
+    async fn fail_closed_refuses_limited_requests_with_503() {
+        let redis = redis_settings(NOWHERE, RedisFail::Closed);
+        let app = TestApp::spawn_with(Backend::Sqlite, |c| c.redis = Some(redis)).await;
+        let browser = app.browser();
+        let form = browser.get("/login").await;
+        assert_eq!(form.status(), 200, "showing the form is not limited");
+        let res = browser.login("nobody@example.com", "a guess").await;
+        assert_eq!(res.status(), 503, "a sign-in cannot be counted: refused");
+    }
+}
