@@ -191,3 +191,120 @@ mod unreachable {
         assert_eq!(res.status(), 503, "a sign-in cannot be counted: refused");
     }
 }
+
+/// A Redis of the test's own on a free side port, stopped and restarted at will.
+struct SideRedis {
+    port: u16,
+    server: Option<std::process::Child>,
+}
+
+impl SideRedis {
+    /// `None` when `redis-server` is not installed (a failure under REQUIRE_REDIS=1).
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self { port, server: None };
+        redis.restart().then_some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) -> bool {
+        let server = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn();
+        let server = match server {
+            Ok(server) => server,
+            Err(err) => {
+                assert!(
+                    std::env::var("REQUIRE_REDIS").as_deref() != Ok("1"),
+                    "REQUIRE_REDIS=1 but redis-server cannot be started: {err}"
+                );
+                eprintln!("redis-server cannot be started ({err}): skipped");
+                return false;
+            }
+        };
+        self.server = Some(server);
+        let address = format!("127.0.0.1:{}", self.port);
+        for _ in 0..100 {
+            if crate::common::redis_answers(&address) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer on {address}");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+    }
+}
+
+impl Drop for SideRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Redis goes away and comes back: while it is away, `REDIS_FAIL=closed` refuses limited
+/// requests with 503 (one warning), and once it answers again the instance counts in it again
+/// by itself, within a second.
+#[actix_web::test]
+async fn limits_return_to_redis_by_themselves_when_it_is_back() {
+    let Some(mut redis) = SideRedis::start() else {
+        return;
+    };
+    let settings = redis_settings(&redis.url(), RedisFail::Closed);
+    let prefix = settings.prefix.clone();
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.redis = Some(settings);
+        c.rate_limits.sign_in = SIX;
+    })
+    .await;
+    let apps = std::slice::from_ref(&app);
+    let seen = sign_in_round_robin(apps, 2).await;
+    assert_eq!(seen, [(401, Some(5)), (401, Some(4))], "counted in Redis");
+
+    redis.stop();
+    let seen = sign_in_round_robin(apps, 3).await;
+    assert!(
+        seen.iter().all(|(status, _)| *status == 503),
+        "Redis is gone and REDIS_FAIL=closed: {seen:?}"
+    );
+    let lines = |what: &str| {
+        captured_logs()
+            .lines()
+            .filter(|line| line.contains(what) && line.contains(&prefix))
+            .count()
+    };
+    assert_eq!(
+        lines("Redis is unreachable"),
+        1,
+        "one warning for the outage"
+    );
+
+    // A new, empty Redis on the same port: the budget starts afresh there.
+    assert!(redis.restart());
+    actix_web::rt::time::sleep(tollgate::limits::shared::RETRY_INTERVAL).await;
+    let mut seen = sign_in_round_robin(apps, 1).await;
+    for _ in 0..20 {
+        if seen[0].0 != 503 {
+            break;
+        }
+        // The connection may take one more try to be made again.
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        seen = sign_in_round_robin(apps, 1).await;
+    }
+    assert_eq!(seen, [(401, Some(5))], "counted in the new Redis");
+    assert_eq!(lines("Redis is reachable again"), 1, "and it says so once");
+}
