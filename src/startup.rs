@@ -51,7 +51,8 @@ pub enum StartupError {
     NotifyWorker(#[from] crate::notify::worker::WorkerError),
     #[error(transparent)]
     AuditFile(#[from] crate::audit::file_sink::FileSinkError),
-    #[error("REDIS_URL: {0}")]
+    /// Redis answered but refused what the shared limits need (a password, an ACL, a script).
+    #[error("the Redis at REDIS_URL cannot keep the shared limits: {0}")]
     Redis(#[from] redis::RedisError),
 }
 
@@ -300,12 +301,14 @@ fn route_layers(
     let trusted = Arc::new(config.security.trusted_proxies.clone());
     let limits = &config.rate_limits;
     Ok(routes::Layers {
-        default_limiter: rate_limit::default_limiter(limits.default, &trusted)
+        default_limiter: rate_limit::default_limiter(limits.default, &trusted, shared)
             .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?,
-        webhook_limiter: rate_limit::webhook_limiter(limits.webhook, &trusted)
+        webhook_limiter: rate_limit::webhook_limiter(limits.webhook, &trusted, shared)
             .ok_or(StartupError::RateLimit("RATE_LIMIT_WEBHOOK_*"))?,
-        internal_limiter: rate_limit::internal_limiter(limits.internal, &trusted)
+        internal_limiter: rate_limit::internal_limiter(limits.internal, &trusted, shared)
             .ok_or(StartupError::RateLimit("RATE_LIMIT_INTERNAL_*"))?,
+        health_limiter: rate_limit::health_limiter(limits.default, &trusted)
+            .ok_or(StartupError::RateLimit("RATE_LIMIT_DEFAULT_*"))?,
         budgets: FormBudgets {
             sign_in: Arc::new(FormBudget::new("sign_in", limits.sign_in, &trusted, shared)),
             sign_up: Arc::new(FormBudget::new("sign_up", limits.sign_up, &trusted, shared)),
@@ -371,6 +374,7 @@ fn run(
     limiters.register("sign_up", layers.budgets.sign_up.swept());
     limiters.register("webhook", rate_limit::swept(&layers.webhook_limiter));
     limiters.register("internal", rate_limit::swept(&layers.internal_limiter));
+    limiters.register("health", rate_limit::swept(&layers.health_limiter));
     limiters.register("refusal_audit", refusal_audit.clone());
     limiters.register("lease", lease_limiter.clone());
     limiters.register("usage", usage_limiter.clone());
@@ -384,6 +388,7 @@ fn run(
         keyring: config.keyring(),
         token_hasher: config.token_hasher(),
         token_cache: crate::service_tokens::TokenCache::new(config.service_token_cache),
+        shared_limits: shared.cloned(),
         lease_limiter,
         usage_limiter,
         quota_policies,

@@ -15,6 +15,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     three_instances_sharing_redis_allow_the_sign_in_budget_once_in_total,
+    three_instances_sharing_redis_allow_each_address_its_default_budget_once,
     without_redis_each_instance_has_a_budget_of_its_own,
     three_instances_sharing_redis_lock_an_account_after_its_failures_in_total,
     service_token_limits_are_shared_by_every_instance,
@@ -67,6 +68,7 @@ async fn three_instances_sharing_redis_allow_the_sign_in_budget_once_in_total(ba
         return;
     }
     let redis = redis_settings(&redis_url(), RedisFail::Open);
+    let prefix = redis.prefix.clone();
     let apps = three(backend, Some(redis), |c| c.rate_limits.sign_in = SIX).await;
     let seen = sign_in_round_robin(&apps, 12).await;
     let allowed = seen.iter().filter(|(status, _)| *status == 401).count();
@@ -83,6 +85,49 @@ async fn three_instances_sharing_redis_allow_the_sign_in_budget_once_in_total(ba
         remaining,
         [5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0],
         "each instance reports what is left of the shared budget"
+    );
+    // Redis holds the counts, not who is counted: no address, no email in a key.
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query(&mut redis)
+        .unwrap();
+    assert!(keys.iter().any(|k| k.contains(":rl:sign_in:")), "{keys:?}");
+    assert!(
+        keys.iter().all(|k| !k.contains("127.0.0.1")
+            && !k.contains("example.com")
+            && !k.contains("nobody")),
+        "{keys:?}"
+    );
+}
+
+async fn three_instances_sharing_redis_allow_each_address_its_default_budget_once(
+    backend: Backend,
+) {
+    if !redis_available() {
+        return;
+    }
+    let redis = redis_settings(&redis_url(), RedisFail::Open);
+    let apps = three(backend, Some(redis), |c| c.rate_limits.default = SIX).await;
+    let mut seen = Vec::new();
+    for app in apps.iter().cycle().take(9) {
+        let res = app.browser().get("/pricing").await;
+        let remaining = res.headers().get("x-ratelimit-remaining").cloned();
+        seen.push((res.status().as_u16(), remaining));
+    }
+    let statuses: Vec<u16> = seen.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 200, 200, 200, 429, 429, 429],
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[5].1.as_ref().unwrap(),
+        "0",
+        "the last of the shared six"
     );
 }
 
@@ -178,6 +223,10 @@ mod unreachable {
             .filter(|line| line.contains("Redis is unreachable") && line.contains(&prefix))
             .count();
         assert_eq!(warnings, 3, "one warning per instance, not one per request");
+        let ready = apps[0].browser().get("/readyz").await;
+        assert_eq!(ready.status(), 200, "it serves, limiting in memory");
+        let ready: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(ready["redis"], "unreachable");
     }
 
     #[actix_web::test]
@@ -185,10 +234,25 @@ mod unreachable {
         let redis = redis_settings(NOWHERE, RedisFail::Closed);
         let app = TestApp::spawn_with(Backend::Sqlite, |c| c.redis = Some(redis)).await;
         let browser = app.browser();
-        let form = browser.get("/login").await;
-        assert_eq!(form.status(), 200, "showing the form is not limited");
-        let res = browser.login("nobody@example.com", "a guess").await;
-        assert_eq!(res.status(), 503, "a sign-in cannot be counted: refused");
+        assert_eq!(
+            browser.get("/login").await.status(),
+            503,
+            "a request cannot be counted against its address: refused"
+        );
+        let token = app.service_token("runner", &[Scope::UsageWrite]);
+        let res = app
+            .internal_post(LEASE, Some(&token), &serde_json::json!({}))
+            .await;
+        assert_eq!(res.status(), 503, "the service API is limited too");
+        assert_eq!(
+            browser.get("/healthz").await.status(),
+            200,
+            "the instance is alive: its liveness does not depend on Redis"
+        );
+        let ready = browser.get("/readyz").await;
+        assert_eq!(ready.status(), 503, "but it is not ready to serve");
+        let ready: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(ready["redis"], "unreachable");
     }
 }
 
@@ -276,11 +340,10 @@ async fn limits_return_to_redis_by_themselves_when_it_is_back() {
     assert_eq!(seen, [(401, Some(5)), (401, Some(4))], "counted in Redis");
 
     redis.stop();
-    let seen = sign_in_round_robin(apps, 3).await;
-    assert!(
-        seen.iter().all(|(status, _)| *status == 503),
-        "Redis is gone and REDIS_FAIL=closed: {seen:?}"
-    );
+    for _ in 0..3 {
+        let res = app.browser().get("/login").await;
+        assert_eq!(res.status(), 503, "Redis is gone and REDIS_FAIL=closed");
+    }
     let lines = |what: &str| {
         captured_logs()
             .lines()
@@ -296,15 +359,14 @@ async fn limits_return_to_redis_by_themselves_when_it_is_back() {
     // A new, empty Redis on the same port: the budget starts afresh there.
     assert!(redis.restart());
     actix_web::rt::time::sleep(tollgate::limits::shared::RETRY_INTERVAL).await;
-    let mut seen = sign_in_round_robin(apps, 1).await;
+    // The connection may take another try or two to be made again.
     for _ in 0..20 {
-        if seen[0].0 != 503 {
+        if app.browser().get("/readyz").await.status() == 200 {
             break;
         }
-        // The connection may take one more try to be made again.
         actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
-        seen = sign_in_round_robin(apps, 1).await;
     }
+    let seen = sign_in_round_robin(apps, 1).await;
     assert_eq!(seen, [(401, Some(5))], "counted in the new Redis");
     assert_eq!(lines("Redis is reachable again"), 1, "and it says so once");
 }

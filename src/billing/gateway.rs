@@ -208,9 +208,11 @@ impl Gateway {
         R::Output: miniserde::Deserialize,
     {
         let client = self.client.as_ref().ok_or(GatewayError::NotConfigured)?;
-        if let Err(throttled) = self.throttle.check(class, user).await {
-            self.metrics.stripe_throttled(class.as_str());
-            return Err(throttled);
+        if let Err(refused) = self.throttle.check(class, user).await {
+            if matches!(refused, GatewayError::Throttled { .. }) {
+                self.metrics.stripe_throttled(class.as_str());
+            }
+            return Err(refused);
         }
         let operation = crate::metrics::stripe_operation(std::any::type_name::<R>());
         let key = key

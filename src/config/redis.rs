@@ -13,6 +13,9 @@ pub struct RedisSettings {
     /// `redis+unix:///path`. It may carry a password: kept secret.
     pub url: SecretString,
     pub fail: RedisFail,
+    /// How long a limiter waits for Redis before it counts it as unreachable
+    /// (`REDIS_TIMEOUT_MS`, default 250, 10 to 10000).
+    pub timeout: std::time::Duration,
     /// Put before every key (`REDIS_KEY_PREFIX`, default `tollgate`), so that deployments
     /// sharing one Redis keep apart.
     pub prefix: String,
@@ -68,7 +71,25 @@ pub(super) fn redis_settings(vars: &impl Vars) -> Result<Option<RedisSettings>, 
             reason: "must be 1 to 64 letters, digits, '-', '_' or '.'".into(),
         });
     }
-    Ok(Some(RedisSettings { url, fail, prefix }))
+    let timeout = match vars
+        .get("REDIS_TIMEOUT_MS")
+        .map(|v| v.trim().parse::<u64>())
+    {
+        None => 250,
+        Some(Ok(ms)) if (10..=10_000).contains(&ms) => ms,
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                var: "REDIS_TIMEOUT_MS",
+                reason: "must be a number of milliseconds from 10 to 10000".into(),
+            });
+        }
+    };
+    Ok(Some(RedisSettings {
+        url,
+        fail,
+        timeout: std::time::Duration::from_millis(timeout),
+        prefix,
+    }))
 }
 
 #[cfg(test)]
@@ -93,6 +114,7 @@ mod tests {
             .unwrap();
         assert_eq!(set.fail, RedisFail::Open);
         assert_eq!(set.prefix, "tollgate");
+        assert_eq!(set.timeout, std::time::Duration::from_millis(250));
         let closed = settings(&[
             ("REDIS_URL", "redis://127.0.0.1:6379"),
             ("REDIS_FAIL", "closed"),
@@ -124,6 +146,17 @@ mod tests {
         let err =
             settings(&[("REDIS_URL", "redis://127.0.0.1"), ("REDIS_FAIL", "maybe")]).unwrap_err();
         assert!(err.contains("REDIS_FAIL must be open or closed"), "{err}");
+        for timeout in ["9", "10001", "soon"] {
+            let err = settings(&[
+                ("REDIS_URL", "redis://127.0.0.1"),
+                ("REDIS_TIMEOUT_MS", timeout),
+            ])
+            .unwrap_err();
+            assert!(
+                err.contains("REDIS_TIMEOUT_MS") && err.contains("10 to 10000"),
+                "{err}"
+            );
+        }
         for prefix in ["has space", "a:b", &"x".repeat(65)] {
             let err = settings(&[
                 ("REDIS_URL", "redis://127.0.0.1"),

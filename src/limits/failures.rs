@@ -67,7 +67,11 @@ impl<K: Hash + Eq> FailureLimiter<K> {
     {
         if let Some((shared, name)) = &self.shared {
             match shared.charge(name, &key, self.limit, self.window).await {
-                Ok(Charge::Charged) => return Ok(()),
+                Ok(Charge::Charged) => {
+                    // Counted here too, for the time Redis cannot be reached.
+                    let _ = self.charge_at(key, Instant::now());
+                    return Ok(());
+                }
                 Ok(Charge::Locked(wait)) => {
                     return Err(Locked {
                         retry_after_secs: round_up(wait).max(1),
@@ -96,10 +100,9 @@ impl<K: Hash + Eq> FailureLimiter<K> {
     where
         K: SharedKey,
     {
-        if let Some((shared, name)) = &self.shared
-            && shared.refund(name, key).await.is_ok()
-        {
-            return;
+        if let Some((shared, name)) = &self.shared {
+            // Unreachable: Redis's tally keeps the failure until its window closes.
+            let _ = shared.refund(name, key).await;
         }
         self.refund_local(key);
     }

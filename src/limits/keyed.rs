@@ -68,8 +68,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     }
 
     /// The same limit kept in Redis under `name` (when `shared` is set), so that every
-    /// instance counts against one budget; the in-memory buckets stand in while Redis cannot
-    /// be reached and `REDIS_FAIL=open`.
+    /// instance counts against one budget; the in-memory buckets, which count the requests
+    /// this instance allowed, stand in while Redis cannot be reached and `REDIS_FAIL=open`.
     pub fn shared(mut self, shared: Option<&Arc<SharedLimits>>, name: &'static str) -> Self {
         self.shared = shared.map(|shared| (Arc::clone(shared), name));
         self
@@ -109,6 +109,9 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                 .await
             {
                 Ok(Bucket::Allowed { remaining }) => {
+                    // Counted here too: should Redis go away, this instance's own budget has
+                    // what its own requests left, not a fresh burst.
+                    let _ = self.check_local(key);
                     return Ok(Allowance {
                         limit: self.burst.get(),
                         remaining,

@@ -7,10 +7,13 @@
 //! window for failure limits. Keys are HMACs of what is counted (an address, an account, a
 //! token id) under `TOKEN_PEPPER`: Redis never learns who is being limited.
 //!
-//! When Redis cannot be reached (a refused connection, or no answer within [`OP_TIMEOUT`]) the
-//! limiter says so and its caller follows `REDIS_FAIL`: `open` counts in the instance's memory,
-//! `closed` refuses with 503. One warning is logged when Redis goes away and one line when it
-//! is back; meanwhile Redis is tried again once per [`RETRY_INTERVAL`], not on every request.
+//! When Redis cannot be reached (a refused connection, or no answer within `REDIS_TIMEOUT_MS`)
+//! the limiter says so and its caller follows `REDIS_FAIL`: `open` counts in the instance's
+//! memory (which has been counting this instance's own requests all along, so it does not start
+//! from a full budget), `closed` refuses with 503. One warning is logged when Redis goes away
+//! and one line when it is back; meanwhile Redis is tried again once per [`RETRY_INTERVAL`],
+//! not on every request. A Redis that answers but refuses the scripts (a wrong password, an
+//! ACL without `EVAL`) stops the start-up instead: that is a mistake, not an outage.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -24,8 +27,6 @@ use crate::config::{RedisFail, RedisSettings};
 use crate::crypto::{Domain, TokenHasher};
 use crate::db::models::user::UserId;
 
-/// The longest a limiter waits for Redis before it counts it as unreachable.
-pub const OP_TIMEOUT: Duration = Duration::from_millis(250);
 /// While Redis is unreachable, how often a request tries it again.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -115,6 +116,7 @@ pub struct Unreachable;
 /// The connection to Redis every shared limiter of an application uses.
 pub struct SharedLimits {
     redis: ConnectionManager,
+    timeout: Duration,
     prefix: String,
     fail: RedisFail,
     hasher: TokenHasher,
@@ -142,9 +144,10 @@ impl std::fmt::Debug for SharedLimits {
 }
 
 impl SharedLimits {
-    /// Prepares the connection; it is made on first use (and remade after a failure), so an
-    /// instance starts while Redis is down and shares its limits once Redis is up. Must run
-    /// inside the async runtime.
+    /// Checks that Redis accepts the scripts (when it can be reached at all: an instance starts
+    /// while Redis is down, and shares its limits once Redis is up), then prepares the
+    /// connection, made on first use and remade after a failure. Must run inside the async
+    /// runtime; blocks for at most the timeout, once.
     pub fn connect(
         settings: &RedisSettings,
         hasher: TokenHasher,
@@ -156,12 +159,37 @@ impl SharedLimits {
             )));
         }
         let client = redis::Client::open(settings.url.expose_secret())?;
+        let scripts = [GCRA, CHARGE, REFUND];
+        let probe = client
+            .get_connection_with_timeout(settings.timeout)
+            .and_then(|mut conn| {
+                conn.set_read_timeout(Some(settings.timeout))?;
+                scripts.iter().try_for_each(|script| {
+                    redis::cmd("SCRIPT")
+                        .arg("LOAD")
+                        .arg(*script)
+                        .query::<String>(&mut conn)
+                        .map(drop)
+                })
+            });
+        match probe {
+            Ok(()) => {}
+            Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_refusal() => {
+                tracing::warn!(
+                    reason = %err,
+                    prefix = %settings.prefix,
+                    "Redis cannot be reached at start-up: limits follow REDIS_FAIL until it can"
+                );
+            }
+            Err(err) => return Err(err),
+        }
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(OP_TIMEOUT))
-            .set_response_timeout(Some(OP_TIMEOUT))
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
             .set_number_of_retries(1);
         Ok(Self {
             redis: ConnectionManager::new_lazy_with_config(client, config)?,
+            timeout: settings.timeout,
             prefix: settings.prefix.clone(),
             fail: settings.fail,
             hasher,
@@ -254,8 +282,17 @@ impl SharedLimits {
             .map(drop)
     }
 
-    /// Runs one call unless Redis is known to be down, within [`OP_TIMEOUT`], and keeps track
-    /// of whether Redis is reachable.
+    /// Whether Redis answers now (for `/readyz`); while it is known to be down, no more often
+    /// than once per [`RETRY_INTERVAL`].
+    pub async fn ping(&self) -> bool {
+        let cmd = redis::cmd("PING");
+        self.call(cmd.query_async::<String>(&mut self.redis.clone()))
+            .await
+            .is_ok()
+    }
+
+    /// Runs one call unless Redis is known to be down, within the timeout, and keeps track of
+    /// whether Redis is reachable.
     async fn call<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
@@ -264,9 +301,12 @@ impl SharedLimits {
         if self.down.lock().is_some_and(|down| now < down.retry_at) {
             return Err(Unreachable);
         }
-        match actix_web::rt::time::timeout(OP_TIMEOUT, call).await {
+        match actix_web::rt::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => {
-                if let Some(down) = self.down.lock().take() {
+                let mut down = self.down.lock();
+                // Only a call that started after the outage began says it is over (an answer
+                // to an earlier one may still be on its way).
+                if let Some(down) = down.take_if(|down| down.since <= now) {
                     tracing::info!(
                         after_secs = down.since.elapsed().as_secs(),
                         prefix = %self.prefix,
@@ -286,14 +326,15 @@ impl SharedLimits {
         }
     }
 
-    fn went_down(&self, now: Instant, reason: &str) {
+    fn went_down(&self, started: Instant, reason: &str) {
         let mut down = self.down.lock();
+        let now = Instant::now();
         let retry_at = now + RETRY_INTERVAL;
         match down.as_mut() {
             Some(down) => down.retry_at = retry_at,
             None => {
                 *down = Some(Down {
-                    since: now,
+                    since: started,
                     retry_at,
                 });
                 // Redis's errors name the server, never the password.

@@ -28,6 +28,8 @@ pub struct AppState {
     pub token_hasher: TokenHasher,
     /// Service tokens that authenticated a moment ago (`SERVICE_TOKEN_CACHE_MS`).
     pub token_cache: crate::service_tokens::TokenCache,
+    /// The Redis the limiters share (`REDIS_URL`), for `/readyz`.
+    pub shared_limits: Option<Arc<crate::limits::SharedLimits>>,
     /// BYOK leases per service token.
     pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
     /// Usage reports and quota reservations per service token.

@@ -43,6 +43,11 @@ pub fn redis_available() -> bool {
             .next()
             .unwrap_or_default()
             .to_owned();
+        let address = if address.contains(':') {
+            address
+        } else {
+            format!("{address}:6379")
+        };
         if redis_answers(&address) {
             return true;
         }
@@ -65,6 +70,8 @@ pub fn redis_settings(url: &str, fail: RedisFail) -> RedisSettings {
     RedisSettings {
         url: secrecy::SecretString::from(url.to_owned()),
         fail,
+        // Tests share two cores with argon2: a slow answer must not pass for an outage.
+        timeout: std::time::Duration::from_secs(5),
         prefix: format!("tollgate-test-{unique:016x}"),
     }
 }

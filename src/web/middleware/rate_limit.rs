@@ -1,33 +1,30 @@
-//! Per-client-IP rate limits (actix-governor), with `X-RateLimit-*` headers on every limited
-//! response and an audit record for every refusal. IPv6 clients are counted by their /64.
+//! Per-client-IP rate limits, with `X-RateLimit-*` headers on every limited response and an
+//! audit record for every refusal. IPv6 clients are counted by their /64.
 //!
-//! A default limiter and one for Stripe's webhooks; each route scope wraps the one it needs
-//! (`web::routes::configure`), so this module knows no paths. A request that a dedicated budget
-//! already counted ([`super::form_budget`] marks it [`Budgeted`]) passes the default limiter
-//! uncounted: each request is counted once, by the limiter that governs it, and its headers
-//! describe that limiter.
+//! A default limiter, one for the service API and one for Stripe's webhooks; each route scope
+//! wraps the one it needs (`web::routes::configure`), so this module knows no paths. A request
+//! that a dedicated budget already counted ([`super::form_budget`] marks it [`Budgeted`]) passes
+//! the default limiter uncounted: each request is counted once, by the limiter that governs it,
+//! and its headers describe that limiter. Each is a [`KeyedLimiter`]: a governor bucket per
+//! address in this process, or one in Redis shared by every instance (`REDIS_URL`).
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix_governor::governor::clock::{Clock as _, DefaultClock, QuantaInstant};
-use actix_governor::governor::middleware::StateInformationMiddleware;
-use actix_governor::governor::{DefaultKeyedRateLimiter, NotUntil, Quota, RateLimiter};
-use actix_governor::{
-    Governor, GovernorConfig, GovernorConfigBuilder, KeyExtractor, SimpleKeyExtractionError,
-};
-use actix_web::body::MessageBody;
+use actix_governor::governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage as _, HttpResponse, HttpResponseBuilder, web};
+use actix_web::{HttpMessage as _, HttpResponse, web};
 use ipnet::IpNet;
 
 use crate::audit::{self, Actor, Kind, Principal};
 use crate::config::RateLimit;
-use crate::limits::{self, Sweep};
+use crate::error::AppError;
+use crate::limits::{self, KeyedLimiter, Limited, SharedLimits, Sweep};
 use crate::web::{AppState, client_ip};
 
 pub(crate) const LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -44,61 +41,11 @@ pub(crate) struct Refused;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Budgeted;
 
-/// Who a request is counted against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RateKey {
-    /// Counted by a dedicated budget ([`Budgeted`]).
-    Exempt,
-    /// The client's address as [`limits::client_key`] counts it (an IPv6 client by its /64).
-    Client(IpAddr),
-}
-
 /// The replenish interval of the limiter that counted a request, for `X-RateLimit-Reset`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Window {
     pub(crate) per_request: Duration,
     pub(crate) limiter: &'static str,
-}
-
-#[derive(Clone)]
-pub struct ClientIpKey {
-    trusted: Arc<Vec<IpNet>>,
-    window: Window,
-}
-
-impl KeyExtractor for ClientIpKey {
-    type Key = RateKey;
-    type KeyExtractionError = SimpleKeyExtractionError<&'static str>;
-
-    fn extract(&self, req: &ServiceRequest) -> Result<RateKey, Self::KeyExtractionError> {
-        if req.extensions().contains::<Budgeted>() {
-            return Ok(RateKey::Exempt);
-        }
-        req.extensions_mut().insert(self.window);
-        let peer = req.peer_addr().map(|addr| addr.ip());
-        let client = client_ip::resolve(peer, req.headers(), &self.trusted);
-        Ok(RateKey::Client(limits::client_key(client)))
-    }
-
-    fn exceed_rate_limit_response(
-        &self,
-        negative: &NotUntil<QuantaInstant>,
-        mut response: HttpResponseBuilder,
-    ) -> HttpResponse {
-        let wait = negative.wait_time_from(DefaultClock::default().now());
-        // Round up: "retry after 0 seconds" would invite an immediate, refused retry.
-        let wait_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let mut refused = response
-            .insert_header((actix_web::http::header::RETRY_AFTER, wait_secs))
-            .insert_header((RESET, unix_now() + wait_secs))
-            .finish();
-        refused.extensions_mut().insert(Refused);
-        refused
-    }
-
-    fn whitelisted_keys(&self) -> Vec<RateKey> {
-        vec![RateKey::Exempt]
-    }
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -108,45 +55,109 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
-pub type Limiter = GovernorConfig<ClientIpKey, StateInformationMiddleware>;
+/// One per-address limiter; clones share its state (a client has one default budget across
+/// every scope that wraps it).
+#[derive(Clone)]
+pub struct Limiter {
+    buckets: Arc<KeyedLimiter<IpAddr>>,
+    trusted: Arc<Vec<IpNet>>,
+    window: Window,
+}
 
-fn config(limit: RateLimit, trusted: &Arc<Vec<IpNet>>, limiter: &'static str) -> Option<Limiter> {
-    let per_request = Duration::from_secs(60) / limit.per_minute;
-    let key = ClientIpKey {
-        trusted: Arc::clone(trusted),
+fn config(
+    limit: RateLimit,
+    trusted: &Arc<Vec<IpNet>>,
+    limiter: &'static str,
+    shared: Option<&Arc<SharedLimits>>,
+) -> Option<Limiter> {
+    if limit.per_minute == 0 || limit.burst == 0 {
+        return None;
+    }
+    let buckets = KeyedLimiter::new(limit).shared(shared, limiter);
+    Some(Limiter {
         window: Window {
-            per_request,
+            per_request: buckets.per_request(),
             limiter,
         },
-    };
-    GovernorConfigBuilder::default()
-        .period(per_request)
-        .burst_size(limit.burst)
-        .key_extractor(key)
-        .use_headers()
-        .finish()
+        buckets: Arc::new(buckets),
+        trusted: Arc::clone(trusted),
+    })
 }
 
 /// The default per-IP limiter, for every scope without a limiter of its own. Every scope that
 /// wraps it shares its state: a client has one default budget across the whole site.
-pub fn default_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
-    config(limit, trusted, "default")
+pub fn default_limiter(
+    limit: RateLimit,
+    trusted: &Arc<Vec<IpNet>>,
+    shared: Option<&Arc<SharedLimits>>,
+) -> Option<Limiter> {
+    config(limit, trusted, "default", shared)
 }
 
 /// The per-address limiter of the service API (`/internal/v1`): services call it on every AI
 /// request, far more often than people load pages; each token has its own budget as well.
-pub fn internal_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
-    config(limit, trusted, "internal")
+pub fn internal_limiter(
+    limit: RateLimit,
+    trusted: &Arc<Vec<IpNet>>,
+    shared: Option<&Arc<SharedLimits>>,
+) -> Option<Limiter> {
+    config(limit, trusted, "internal", shared)
+}
+
+/// The limiter of the health checks (`/healthz`, `/readyz`), with the default limits but
+/// always in this process: whether an instance is alive must not depend on Redis.
+pub fn health_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
+    config(limit, trusted, "health", None)
 }
 
 /// The limiter for Stripe's webhook deliveries.
-pub fn webhook_limiter(limit: RateLimit, trusted: &Arc<Vec<IpNet>>) -> Option<Limiter> {
-    config(limit, trusted, "webhook")
+pub fn webhook_limiter(
+    limit: RateLimit,
+    trusted: &Arc<Vec<IpNet>>,
+    shared: Option<&Arc<SharedLimits>>,
+) -> Option<Limiter> {
+    config(limit, trusted, "webhook", shared)
 }
 
-/// The middleware for one scope (a clone of `config`'s shared state).
-pub fn governor(config: &Limiter) -> Governor<ClientIpKey, StateInformationMiddleware> {
-    Governor::new(config)
+/// Counts a request against its client's budget in `limiter`: within it, the request goes on
+/// and its response says what is left (`X-RateLimit-Limit`, `X-RateLimit-Remaining`); over
+/// it, 429 with `Retry-After` and `X-RateLimit-Reset`, marked [`Refused`] for the audit
+/// ([`finish_rate_limit`]). A shared limit whose Redis cannot be reached with
+/// `REDIS_FAIL=closed` answers 503.
+pub async fn limit_clients<B: MessageBody + 'static>(
+    limiter: Limiter,
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    if req.extensions().contains::<Budgeted>() {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    req.extensions_mut().insert(limiter.window);
+    let peer = req.peer_addr().map(|addr| addr.ip());
+    let client = limits::client_key(client_ip::resolve(peer, req.headers(), &limiter.trusted));
+    match limiter.buckets.check_allowance(&client).await {
+        Ok(allowance) => {
+            let mut res = next.call(req).await?;
+            let headers = res.headers_mut();
+            headers.insert(LIMIT, HeaderValue::from(allowance.limit));
+            headers.insert(REMAINING, HeaderValue::from(allowance.remaining));
+            Ok(res.map_into_left_body())
+        }
+        Err(Limited::Wait(wait)) => {
+            let mut refused = HttpResponse::TooManyRequests()
+                .insert_header((RETRY_AFTER, wait))
+                .insert_header((RESET, unix_now() + wait))
+                .insert_header((LIMIT, limiter.buckets.burst()))
+                .insert_header((REMAINING, 0))
+                .finish();
+            refused.extensions_mut().insert(Refused);
+            Ok(req.into_response(refused).map_into_right_body())
+        }
+        Err(Limited::Unavailable) => Err(AppError::Unavailable.into()),
+    }
 }
 
 /// Completes the headers (`X-RateLimit-Reset`) and audits refusals.
@@ -157,8 +168,6 @@ pub async fn finish_rate_limit(
     let mut res = next.call(req).await?;
     let window = res.request().extensions().get::<Window>().copied();
     let headers = res.headers_mut();
-    headers.remove("x-ratelimit-whitelisted");
-    headers.remove("x-ratelimit-after");
     if let (Some(window), false) = (window, headers.contains_key(RESET)) {
         let number = |name: &HeaderName| {
             headers
@@ -242,6 +251,6 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
 }
 
 /// The keyed state behind a middleware limiter, for the periodic sweep.
-pub fn swept(config: &Limiter) -> Arc<dyn Sweep> {
-    config.limiter()
+pub fn swept(limiter: &Limiter) -> Arc<dyn Sweep> {
+    limiter.buckets.clone()
 }

@@ -32,6 +32,14 @@ use crate::web::middleware::form_budget::{self, FormBudget, FormBudgets};
 use crate::web::middleware::rate_limit::{self, Limiter};
 use crate::web::middleware::session_store::Sessions;
 
+/// The per-address middleware of `limiter` (a clone sharing its state).
+macro_rules! per_client {
+    ($limiter:expr) => {{
+        let limiter = $limiter.clone();
+        from_fn(move |req, next| rate_limit::limit_clients(limiter.clone(), req, next))
+    }};
+}
+
 /// What the areas wrap: their limiters and the session layer.
 #[derive(Clone)]
 pub struct Layers {
@@ -40,6 +48,8 @@ pub struct Layers {
     pub webhook_limiter: Limiter,
     /// The service API's per-address limiter (`/internal/v1`).
     pub internal_limiter: Limiter,
+    /// The health checks' limiter, never shared through Redis.
+    pub health_limiter: Limiter,
     /// The sign-in and sign-up submissions' budgets.
     pub budgets: FormBudgets,
     pub sessions: Sessions,
@@ -52,17 +62,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, layers: &Layers) {
     cfg.service(
         web::scope("/webhooks")
             .app_data(web::PayloadConfig::new(webhooks::BODY_LIMIT))
-            .wrap(rate_limit::governor(&layers.webhook_limiter))
+            .wrap(per_client!(layers.webhook_limiter))
             .configure(webhooks::configure),
     )
     .service(
         web::scope("/internal/v1")
-            .wrap(rate_limit::governor(&layers.internal_limiter))
+            .wrap(per_client!(layers.internal_limiter))
             .configure(internal::configure),
     )
     .service(
         web::resource("/metrics")
-            .wrap(rate_limit::governor(default))
+            .wrap(per_client!(default))
             .route(web::get().to(metrics::scrape)),
     )
     .service(with_sessions("/admin", default, layers, admin::configure))
@@ -91,7 +101,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, layers: &Layers) {
         auth::sign_up,
     ))
     .service(
-        web::scope("").wrap(rate_limit::governor(default)).service(
+        web::resource("/healthz")
+            .wrap(per_client!(layers.health_limiter))
+            .route(web::get().to(health::alive)),
+    )
+    .service(
+        web::resource("/readyz")
+            .wrap(per_client!(layers.health_limiter))
+            .route(web::get().to(health::ready)),
+    )
+    .service(
+        web::scope("").wrap(per_client!(default)).service(
             web::scope("")
                 .wrap(layers.sessions.middleware())
                 .configure(pages)
@@ -107,13 +127,11 @@ fn with_sessions(
     layers: &Layers,
     routes: fn(&mut web::ServiceConfig),
 ) -> impl HttpServiceFactory + use<> {
-    web::scope(path)
-        .wrap(rate_limit::governor(limiter))
-        .service(
-            web::scope("")
-                .wrap(layers.sessions.middleware())
-                .configure(routes),
-        )
+    web::scope(path).wrap(per_client!(limiter)).service(
+        web::scope("")
+            .wrap(layers.sessions.middleware())
+            .configure(routes),
+    )
 }
 
 /// A form with a budget of its own (sign-in, sign-up): the budget counts its submissions,
@@ -126,7 +144,7 @@ fn budgeted_form(
 ) -> impl HttpServiceFactory + use<> {
     let budget = Arc::clone(budget);
     web::scope(path)
-        .wrap(rate_limit::governor(&layers.default_limiter))
+        .wrap(per_client!(layers.default_limiter))
         .wrap(from_fn(move |req, next| {
             form_budget::enforce(Arc::clone(&budget), req, next)
         }))
@@ -142,8 +160,6 @@ fn pages(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/").route(web::get().to(home::index)))
         .service(web::resource("/pricing").route(web::get().to(billing::pricing)))
         .service(web::resource("/logout").route(web::post().to(auth::logout)))
-        .service(web::resource("/healthz").route(web::get().to(health::alive)))
-        .service(web::resource("/readyz").route(web::get().to(health::ready)))
         .service(web::resource("/static/app.css").route(web::get().to(assets::stylesheet)))
         .service(
             web::resource(["/favicon.svg", "/favicon.ico"]).route(web::get().to(assets::favicon)),
