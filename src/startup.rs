@@ -396,7 +396,8 @@ fn run(
         two_factor_failures,
         password_work,
         gateway,
-        active_plans: crate::billing::plans::ActivePlans::new(Duration::from_secs(5)),
+        // An admin's change on another instance shows here within a second.
+        active_plans: crate::billing::plans::ActivePlans::new(Duration::from_secs(1)),
         public_url,
         webhook_writer: WebhookWriter::start(
             db.clone(),

@@ -20,7 +20,43 @@ on_both_backends!(
     a_bogus_plan_choice_is_ignored_safely,
     a_free_plan_subscribes_without_checkout_or_a_card,
     the_flash_after_a_rename_names_the_plan_as_it_is_now,
+    a_plan_an_admin_adds_on_one_instance_is_on_sale_on_another_within_a_second,
 );
+
+/// N instances as one: `/pricing` keeps the active plans in memory, for one second at most, so
+/// a plan added (or changed) on one instance is on sale on every other within a second.
+async fn a_plan_an_admin_adds_on_one_instance_is_on_sale_on_another_within_a_second(
+    backend: Backend,
+) {
+    let first = TestApp::spawn(backend).await;
+    let second = TestApp::spawn_on(first.database_handle(), backend, |_| {}).await;
+    let visitor = second.browser();
+    let page = visitor.get("/pricing").await.text().await.unwrap();
+    assert!(
+        !page.contains("Scale plan"),
+        "nothing on sale yet, and now cached"
+    );
+    let admin = first.signed_in_admin("admin@example.com").await;
+    assert_eq!(
+        admin
+            .create_plan("Scale plan", "scale", "9900")
+            .await
+            .status(),
+        303
+    );
+    let changed = std::time::Instant::now();
+    loop {
+        let page = visitor.get("/pricing").await.text().await.unwrap();
+        if page.contains("Scale plan") {
+            break;
+        }
+        assert!(
+            changed.elapsed() < std::time::Duration::from_millis(1_200),
+            "the other instance still shows its cached plans"
+        );
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
 
 /// A plan form: the defaults (Pro, $25.00 a month) with `overrides` applied.
 fn plan_form<'a>(overrides: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {

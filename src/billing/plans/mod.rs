@@ -269,8 +269,9 @@ fn fields<'a>(input: &'a PlanInput, features: &'a str, feature_lines: &'a str) -
     }
 }
 
-/// The active plans, kept in memory for a few seconds: `/pricing` is the busiest public page.
-/// Changes made here clear it at once; changes made on another instance show within the TTL.
+/// The active plans, kept in memory for a moment (a second in the server): `/pricing` is the
+/// busiest public page. Changes made here clear it at once; changes made on another instance
+/// show within the TTL.
 pub struct ActivePlans {
     ttl: std::time::Duration,
     cached: std::sync::RwLock<Option<(std::time::Instant, std::sync::Arc<Vec<Plan>>)>>,
