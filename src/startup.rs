@@ -75,6 +75,8 @@ pub struct Application {
     /// Expired reservations' holds are freed this often (`RESERVATION_SWEEP_INTERVAL_SECS`).
     reservation_sweep: Duration,
     quota_policies: crate::usage::quota::Policies,
+    /// This instance's name when it takes a periodic job's lease.
+    job_holder: String,
 }
 
 impl Application {
@@ -117,6 +119,7 @@ impl Application {
         let usage_sender = crate::usage::sender::Sender::new(db.clone(), &config, metrics.clone());
         let hashing = config.password_hashing;
         let reservation_sweep = config.quotas.sweep_interval;
+        let job_holder = job_holder(&config);
         let quota_policies = crate::usage::quota::Policies::default();
         let password_work = Arc::new(PasswordWork::new(hashing.max_concurrent, hashing.max_wait));
         let (server, metrics_server, limiters) = run(
@@ -146,6 +149,7 @@ impl Application {
             audit_file,
             reservation_sweep,
             quota_policies,
+            job_holder,
         })
     }
 
@@ -201,11 +205,16 @@ impl Application {
         });
         actix_web::rt::spawn(self.notify_worker.run());
         actix_web::rt::spawn(self.usage_sender.run());
-        actix_web::rt::spawn(run_retention(self.db.clone(), self.retention));
+        actix_web::rt::spawn(run_retention(
+            self.db.clone(),
+            self.retention,
+            self.job_holder.clone(),
+        ));
         actix_web::rt::spawn(sweep_reservations(
             self.db.clone(),
             self.quota_policies,
             self.reservation_sweep,
+            self.job_holder,
         ));
         if let Some(sink) = self.audit_file {
             actix_web::rt::spawn(reopen_on_sighup(sink));
@@ -236,14 +245,46 @@ fn metrics_server(listener: TcpListener, state: web::Data<AppState>) -> std::io:
     Ok(server.run())
 }
 
-/// Prunes what retention says is old enough, every few minutes (jittered), batch by batch.
-async fn run_retention(db: Db, retention: crate::audit::retention::Retention) {
+/// Whether this instance runs `job` this period: it takes the job's lease (`job_leases`) for
+/// a little less than `period`, so that the holder's next tick finds it free again and no
+/// period goes without a run; while the lease is out, every other instance skips the job.
+async fn leased(db: &Db, job: &'static str, holder: &str, period: Duration) -> bool {
+    let holder = holder.to_owned();
+    let taken = db
+        .run(move |conn| {
+            let at = crate::db::now();
+            let hold = chrono::Duration::from_std(period.mul_f64(0.9)).unwrap_or_default();
+            crate::db::models::job_lease::take(conn, job, &holder, at, at + hold)
+        })
+        .await;
+    taken.unwrap_or_else(|err| {
+        tracing::warn!(job, error = %err, "could not take the job's lease: skipped this period");
+        false
+    })
+}
+
+/// This instance's name in `job_leases` (its host name and a random tag: several instances
+/// may share a host).
+fn job_holder(config: &Config) -> String {
+    let tag = crate::secret::random_bytes::<4>()
+        .map(|b| format!("{:08x}", u32::from_le_bytes(b)))
+        .unwrap_or_default();
+    format!("{}-{tag}", config.audit_trail.instance_id)
+}
+
+/// Prunes what retention says is old enough, every few minutes (jittered), batch by batch, on
+/// one instance at a time.
+async fn run_retention(db: Db, retention: crate::audit::retention::Retention, holder: String) {
     let jitter = crate::secret::random_bytes::<2>()
         .map(|b| u64::from(u16::from_le_bytes(b)) % 60_000)
         .unwrap_or_default();
-    let mut every = actix_web::rt::time::interval(RETENTION_EVERY + Duration::from_millis(jitter));
+    let period = RETENTION_EVERY + Duration::from_millis(jitter);
+    let mut every = actix_web::rt::time::interval(period);
     loop {
         every.tick().await;
+        if !leased(&db, "retention", &holder, RETENTION_EVERY).await {
+            continue;
+        }
         match crate::audit::retention::prune(&db, retention).await {
             Ok(pruned) if pruned.total() > 0 => {
                 use crate::audit::retention::Table;
@@ -262,13 +303,24 @@ async fn run_retention(db: Db, retention: crate::audit::retention::Retention) {
     }
 }
 
-/// Frees the holds of expired reservations and refreshes the per-feature fail-open policies,
-/// at start and then every `every`.
-async fn sweep_reservations(db: Db, policies: crate::usage::quota::Policies, every: Duration) {
-    let mut every = actix_web::rt::time::interval(every);
+/// Frees the holds of expired reservations (on one instance at a time) and refreshes the
+/// per-feature fail-open policies (on each), at start and then every `period`.
+async fn sweep_reservations(
+    db: Db,
+    policies: crate::usage::quota::Policies,
+    period: Duration,
+    holder: String,
+) {
+    let mut every = actix_web::rt::time::interval(period);
     loop {
         every.tick().await;
-        match crate::usage::quota::sweep(&db, &policies).await {
+        if let Err(err) = crate::usage::quota::refresh_policies(&db, &policies).await {
+            tracing::warn!(error = %err, "could not refresh the fail-open policies");
+        }
+        if !leased(&db, "reservation_sweep", &holder, period).await {
+            continue;
+        }
+        match crate::usage::quota::sweep_expired(&db).await {
             Ok(0) => {}
             Ok(expired) => tracing::info!(expired, "expired reservations freed their holds"),
             Err(err) => tracing::warn!(error = %err, "could not sweep expired reservations"),

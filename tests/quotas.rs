@@ -29,7 +29,25 @@ on_both_backends!(
     the_attackers_side_of_reserve_commit_and_release,
     an_undecidable_reserve_answers_by_the_features_policy_and_is_audited,
     the_subscription_that_speaks_for_the_customer_decides_their_reserves,
+    two_instances_sweep_reservations_once_per_period_between_them,
 );
+
+/// N instances as one: the reservation sweep takes the job's lease each period, so two
+/// instances sweeping every 200 ms run it about once per 200 ms between them (without the
+/// lease, twice as often), and neither lets a period go by.
+async fn two_instances_sweep_reservations_once_per_period_between_them(backend: Backend) {
+    let often = |config: &mut Config| config.quotas.sweep_interval = Duration::from_millis(200);
+    let first = TestApp::spawn_with(backend, often).await;
+    let _second = TestApp::spawn_on(first.database_handle(), backend, often).await;
+    let runs =
+        || first.query(|conn| tollgate::db::models::job_lease::runs(conn, "reservation_sweep"));
+    let before = runs();
+    actix_web::rt::time::sleep(Duration::from_millis(2_000)).await;
+    let ran = runs() - before;
+    // Ten periods: one run each (a lease may change hands late in a period, so a little
+    // slack either way); two instances without the lease would make about twenty.
+    assert!((7..=13).contains(&ran), "{ran} runs in ten periods");
+}
 
 /// A subscribed customer on "Pro", whose plan meters `tokens` (quota 1,000, 500 included, then
 /// $2 per 1,000, fail closed), `runs` (no quota, 5¢ each, fail open) and `images` (quota 100,

@@ -518,6 +518,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    job_leases (name) {
+        name -> Text,
+        holder -> Text,
+        expires_at -> Timestamp,
+        runs -> BigInt,
+    }
+}
+
+diesel::table! {
     usage_thresholds_sent (user_id, period_end, percent) {
         user_id -> BigInt,
         period_end -> Timestamp,
@@ -533,6 +542,7 @@ diesel::joinable!(plan_spend_caps -> plans (plan_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     users,
+    job_leases,
     sessions,
     security_events,
     audit_chains,

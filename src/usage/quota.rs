@@ -701,9 +701,10 @@ fn expire(
 }
 
 /// One round of the periodic sweep: expires every stale hold (a batch at a time, each in its
-/// own transaction that starts with the reservation's update), then refreshes the per-feature
-/// policies. How many it expired.
-pub async fn sweep(db: &Db, policies: &Policies) -> Result<usize, DbError> {
+/// own transaction that starts with the reservation's update). How many it expired. One
+/// instance at a time does this (the job's lease); each refreshes its own policies
+/// ([`refresh_policies`]).
+pub async fn sweep_expired(db: &Db) -> Result<usize, DbError> {
     let mut expired = 0;
     // Batch after batch until one is not full: a backlog is cleared in one round, and each
     // batch gives its connection back.
@@ -727,9 +728,14 @@ pub async fn sweep(db: &Db, policies: &Policies) -> Result<usize, DbError> {
             break;
         }
     }
+    Ok(expired)
+}
+
+/// Learns every plan's per-feature fail-open policy (this instance's memory).
+pub async fn refresh_policies(db: &Db, policies: &Policies) -> Result<(), DbError> {
     let components = db.run(rows::fail_open_policies).await?;
     policies.learn_features(&components);
-    Ok(expired)
+    Ok(())
 }
 
 /// What a commit or release answered.

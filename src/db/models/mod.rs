@@ -7,6 +7,7 @@ pub mod byok_key;
 pub mod cancellation_feedback;
 pub mod encryption_key;
 pub mod invoice;
+pub mod job_lease;
 pub mod notification;
 pub mod payment_card;
 pub mod plan;
