@@ -122,14 +122,10 @@ pub fn store_all<'d>(
             let same = match id {
                 Some(_) => usages
                     .get(first)
-                    .is_some_and(|holder| same_usage(holder, usage)),
-                None => stored_before.get(key).is_some_and(|stored| {
-                    stored.user_id == usage.user_id
-                        && stored.feature == usage.feature
-                        && stored.quantity == usage.quantity
-                        && stored.occurred_at == usage.occurred_at
-                        && stored.byok == usage.byok
-                }),
+                    .is_some_and(|holder| facts(holder) == facts(usage)),
+                None => stored_before
+                    .get(key)
+                    .is_some_and(|stored| stored_facts(stored) == facts(usage)),
             };
             results.push(if same {
                 Stored::Duplicate
@@ -169,11 +165,29 @@ pub fn store_all<'d>(
     Ok(results)
 }
 
-/// Whether two reports of one key say the same.
-fn same_usage(a: &NewUsage, b: &NewUsage) -> bool {
-    a.user_id == b.user_id
-        && a.feature == b.feature
-        && a.quantity == b.quantity
-        && a.occurred_at == b.occurred_at
-        && a.byok == b.byok
+/// What a report of usage says (two reports of one key that say the same are one report).
+type Facts<'a> = (UserId, &'a str, i64, NaiveDateTime, bool);
+
+fn facts(usage: &NewUsage) -> Facts<'_> {
+    let NewUsage {
+        user_id,
+        feature,
+        quantity,
+        occurred_at,
+        byok,
+        ..
+    } = usage;
+    (*user_id, feature, *quantity, *occurred_at, *byok)
+}
+
+fn stored_facts(row: &UsageRecordRow) -> Facts<'_> {
+    let UsageRecordRow {
+        user_id,
+        feature,
+        quantity,
+        occurred_at,
+        byok,
+        ..
+    } = row;
+    (*user_id, feature, *quantity, *occurred_at, *byok)
 }

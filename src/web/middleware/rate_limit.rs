@@ -178,7 +178,7 @@ pub async fn finish_rate_limit(
         if let (Some(limit), Some(remaining)) = (number(&LIMIT), number(&REMAINING)) {
             // The bucket is full again once every used slot has been replenished.
             let refill = window.per_request * limit.saturating_sub(remaining);
-            let reset = unix_now() + refill.as_secs() + u64::from(refill.subsec_nanos() > 0);
+            let reset = unix_now() + limits::keyed::round_up(refill);
             headers.insert(RESET, HeaderValue::from(reset));
         }
     }
