@@ -81,10 +81,17 @@ fn serve(stream: TcpStream, n: usize, log: &Mutex<Vec<Received>>, answer: &Answe
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut headers = HashMap::new();
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap_or_default();
+    // A connection the sender dropped before a whole request arrived (it was killed mid-send)
+    // was never received: nothing is recorded or answered.
+    if reader.read_line(&mut line).unwrap_or_default() == 0 {
+        return;
+    }
     loop {
         line.clear();
-        if reader.read_line(&mut line).unwrap_or_default() == 0 || line.trim().is_empty() {
+        if reader.read_line(&mut line).unwrap_or_default() == 0 {
+            return;
+        }
+        if line.trim().is_empty() {
             break;
         }
         if let Some((name, value)) = line.split_once(':') {
@@ -96,7 +103,9 @@ fn serve(stream: TcpStream, n: usize, log: &Mutex<Vec<Received>>, answer: &Answe
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap_or_default();
+    if reader.read_exact(&mut body).is_err() {
+        return;
+    }
     let received = Received {
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
