@@ -15,6 +15,7 @@ on_both_backends!(
     leases_are_rate_limited_per_token,
     a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl,
     a_lease_whose_audit_row_cannot_be_written_hands_out_no_key,
+    leases_made_together_are_recorded_together_before_any_key_leaves,
 );
 
 async fn lease(app: &TestApp, token: Option<&str>, body: serde_json::Value) -> reqwest::Response {
@@ -268,4 +269,107 @@ async fn a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl(backend
             actix_web::rt::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// Leases made together are recorded together (group commit): while another writer holds the
+/// key's row, no lease is answered, as none has its audit row yet; once it lets go, every
+/// lease is answered and audited, in one or two transactions (one `occurred_at` each) instead
+/// of one per lease, and the key's last use is recorded.
+async fn leases_made_together_are_recorded_together_before_any_key_leaves(backend: Backend) {
+    use diesel::prelude::*;
+    use std::time::Duration;
+    use tollgate::db::schema::byok_keys;
+    const LEASES: usize = 24;
+    let app = TestApp::spawn_with(backend, |config| {
+        config.rate_limits.lease = RateLimit {
+            per_minute: 6000,
+            burst: 100,
+        }
+    })
+    .await;
+    let user_id = customer_with_key(&app).await;
+    let token = app.service_token("execution-engine", &[Scope::ByokLease]);
+    let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
+    // A first lease: the token's first use is recorded (a write of its own) and remembered.
+    assert_eq!(lease(&app, Some(&token), body.clone()).await.status(), 200);
+    let first = app.events("byok_leased")[0].id;
+
+    // Another writer holds the key's row (and, on SQLite, the write lock).
+    let (held, holding) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let db = app.db.clone();
+    let holder = std::thread::spawn(move || {
+        db.run_blocking(|conn| {
+            conn.transaction::<_, tollgate::db::DbError, _>(|conn| {
+                diesel::update(byok_keys::table.filter(byok_keys::user_id.eq(user_id)))
+                    .set(byok_keys::last_used_at.eq(None::<chrono::NaiveDateTime>))
+                    .execute(conn)?;
+                held.send(()).unwrap();
+                released.recv().unwrap();
+                Ok(())
+            })
+        })
+        .unwrap();
+    });
+    holding.recv().unwrap();
+
+    let client = reqwest::Client::new();
+    let requests: Vec<_> = (0..LEASES)
+        .map(|_| {
+            let (app_url, token, body) = (app.address.clone(), token.clone(), body.clone());
+            let client = client.clone();
+            actix_web::rt::spawn(async move {
+                client
+                    .post(format!("{app_url}/internal/v1/byok/lease"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        requests.iter().all(|r| !r.is_finished()),
+        "no key leaves before its audit row is committed"
+    );
+    assert_eq!(
+        app.count_events("byok_leased"),
+        1,
+        "only the first lease's row"
+    );
+
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    for request in requests {
+        let res = request.await.unwrap();
+        assert_eq!(res.status(), 200);
+        let leased: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(leased["api_key"], ANTHROPIC_KEY);
+    }
+    let rows = app.events("byok_leased");
+    assert_eq!(rows.len(), LEASES + 1, "every lease is audited");
+    let transactions: std::collections::BTreeSet<_> = rows
+        .iter()
+        .filter(|row| row.id != first)
+        .map(|row| row.occurred_at)
+        .collect();
+    assert!(
+        transactions.len() <= 2,
+        "{LEASES} leases in {} transactions",
+        transactions.len()
+    );
+    let last_used = app.query(move |conn| {
+        Ok(byok_keys::table
+            .filter(byok_keys::user_id.eq(user_id))
+            .select(byok_keys::last_used_at)
+            .first::<Option<chrono::NaiveDateTime>>(conn)?)
+    });
+    assert!(last_used.is_some(), "the key's last use is recorded");
+    let verdict = app.query(tollgate::audit::chain::verify);
+    assert!(
+        matches!(verdict, tollgate::audit::chain::Verdict::Intact(_)),
+        "the audit chain holds: {verdict:?}"
+    );
 }

@@ -180,7 +180,7 @@ end
         .arg(&path)
         .arg(url)
         .output()
-        .expect("wrk is installed (scripts/bench-usage installs it)");
+        .expect("wrk is installed (scripts/bench-internal installs it)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let result = stdout
         .lines()

@@ -4,6 +4,7 @@
 //! `DbConnection` (diesel's `MultiConnection`); Diesel is blocking, so every use goes through
 //! [`Db::run`], which runs on the blocking thread pool, never on the async executor.
 
+pub mod group_commit;
 pub mod models;
 pub mod schema;
 pub mod text;
@@ -362,6 +363,26 @@ impl Db {
         })
         .await
         .map_err(|_| DbError::Blocking)?
+    }
+
+    /// Runs `work` with the application's metrics current on this thread (a dedicated
+    /// thread's whole life, for [`group_commit`]).
+    pub fn scoped<T>(&self, work: impl FnOnce() -> T) -> T {
+        match &self.metrics {
+            Some(metrics) => metrics.scope(work),
+            None => work(),
+        }
+    }
+
+    /// Runs blocking `work` (a dedicated thread's write transaction) in SQLite's writer turn,
+    /// waiting for it as long as it takes, and hands the turn on fairly; PostgreSQL needs none.
+    pub fn as_writer<T>(&self, work: impl FnOnce() -> T) -> T {
+        let turn = self.sqlite_writer.as_ref().map(|writer| writer.lock());
+        let done = work();
+        if let Some(turn) = turn {
+            parking_lot::MutexGuard::unlock_fair(turn);
+        }
+        done
     }
 
     /// A connection of the pool for a dedicated thread to keep (the webhook writers): it goes

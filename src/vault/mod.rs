@@ -5,6 +5,10 @@ use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
+mod lease_log;
+
+pub use lease_log::LeaseLog;
+
 use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind};
 use crate::crypto::rotation::SealedColumn;
@@ -288,6 +292,8 @@ pub fn set_leases_disabled(conn: &mut DbConnection, disabled: bool) -> Result<()
 pub struct Lease {
     pub key: SecretString,
     pub masked: String,
+    /// The key's row (its last use is recorded with the lease).
+    key_id: i64,
 }
 
 /// What a lease request gets.
@@ -299,13 +305,11 @@ pub enum LeaseOutcome {
     Leased(Lease),
 }
 
-/// Opens the user's key for an internal service (`actor`), then records its use and audits the
-/// lease (masked) in one transaction: no key leaves without its audit row. (The transaction
-/// starts with a write, so SQLite takes its lock at once instead of failing to upgrade.)
-pub fn lease(
+/// Opens the user's key for an internal service. The key may be handed out only once
+/// [`LeaseLog::record`] has recorded the lease: no key leaves without its audit row.
+pub fn open_lease(
     conn: &mut DbConnection,
     keyring: &Keyring,
-    actor: &Actor,
     user_id: UserId,
     provider: Provider,
 ) -> Result<LeaseOutcome, VaultError> {
@@ -316,19 +320,10 @@ pub fn lease(
         return Ok(LeaseOutcome::NoKey);
     };
     let key = keyring.open_string(&row.secret, &key_aad(user_id, provider))?;
-    let event = actor.event(Kind::ByokLeased).details(serde_json::json!({
-        "user_id": user_id,
-        "provider": provider.as_str(),
-        "key": row.masked,
-    }));
-    conn.transaction::<_, VaultError, _>(|conn| {
-        byok_key::touch(conn, row.id)?;
-        audit::write(conn, &event)?;
-        Ok(())
-    })?;
     Ok(LeaseOutcome::Leased(Lease {
         key,
         masked: row.masked,
+        key_id: row.id,
     }))
 }
 

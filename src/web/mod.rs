@@ -30,6 +30,8 @@ pub struct AppState {
     pub token_cache: crate::service_tokens::TokenCache,
     /// The Redis the limiters share (`REDIS_URL`), for `/readyz`.
     pub shared_limits: Option<Arc<crate::limits::SharedLimits>>,
+    /// Records each BYOK lease (its audit row) before the key is handed out.
+    pub lease_log: crate::vault::LeaseLog,
     /// BYOK leases per service token.
     pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
     /// Usage reports and quota reservations per service token.

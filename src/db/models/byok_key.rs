@@ -93,8 +93,9 @@ pub fn delete(conn: &mut DbConnection, user_id: UserId, provider: &str) -> Resul
     Ok(deleted > 0)
 }
 
-pub fn touch(conn: &mut DbConnection, id: i64) -> Result<(), DbError> {
-    diesel::update(byok_keys::table.find(id))
+/// Marks the keys `ids` used now (one statement).
+pub fn touch_all(conn: &mut DbConnection, ids: &[i64]) -> Result<(), DbError> {
+    diesel::update(byok_keys::table.filter(byok_keys::id.eq_any(ids)))
         .set(byok_keys::last_used_at.eq(Some(now())))
         .execute(conn)?;
     Ok(())

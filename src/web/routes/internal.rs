@@ -171,7 +171,7 @@ async fn lease_key(
     let st = state.clone();
     let outcome = state
         .db
-        .run(move |conn| vault::lease(conn, &st.keyring, &actor, user_id, provider))
+        .run(move |conn| vault::open_lease(conn, &st.keyring, user_id, provider))
         .await
         .map_err(AppError::internal)?;
     let lease = match outcome {
@@ -179,6 +179,12 @@ async fn lease_key(
         LeaseOutcome::NoKey => return Err(AppError::NotFound),
         LeaseOutcome::Leased(lease) => lease,
     };
+    // Recorded (audited) before the key leaves; if it cannot be, the key does not.
+    state
+        .lease_log
+        .record(&actor, user_id, provider, &lease)
+        .await
+        .map_err(AppError::internal)?;
     let body = lease_json(user_id, provider, lease.key.expose_secret())?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))

@@ -1,13 +1,20 @@
-//! The usage hot path: `POST /internal/v1/usage` (batches of records) and
-//! `POST /internal/v1/entitlements/{user_id}/reserve`, each at concurrency C over loopback
-//! against the real application (release build), driven by `wrk` (a separate process, as
-//! `../shared/PERFORMANCE.md` measures), reporting req/s, records/s and latency percentiles.
+//! The internal API the product's services call on every AI request, each route in turn at
+//! concurrency C over loopback against the real application (release build), driven by `wrk`
+//! (a separate process, as `../shared/PERFORMANCE.md` measures), reporting req/s and latency
+//! percentiles:
+//!
+//! - `entitlements`: `GET /internal/v1/entitlements/{user_id}`;
+//! - `lease`: `POST /internal/v1/byok/lease` (each lease audited: afterwards the audit log
+//!   must hold a `byok_leased` row for every answered lease);
+//! - `reserve`: `POST /internal/v1/entitlements/{user_id}/reserve`;
+//! - `usage`: `POST /internal/v1/usage`, batches of 100 records (also records/s).
+//!
 //! Afterwards the database must hold what the answered requests stored.
 //!
-//!     cargo bench --bench usage [-- SECONDS CONCURRENCY [usage|reserve]]
+//!     cargo bench --bench internal_api [-- SECONDS CONCURRENCY [entitlements|lease|reserve|usage]]
 //!
 //! SQLite (a fresh file) by default; `BENCH_DATABASE_URL=postgres://…/db` (an empty database)
-//! for PostgreSQL. `scripts/bench-usage` runs both. A third argument runs one half alone;
+//! for PostgreSQL. `scripts/bench-internal` runs both. A third argument runs one route alone;
 //! `DATABASE_POOL_SIZE` sets the pool (default 8). wrk runs on the same two cores and takes CPU
 //! from the server: read the figures as a lower bound. Exits 1 if any request failed.
 
@@ -17,16 +24,19 @@
 mod support;
 
 use diesel::RunQueryDsl as _;
-use secrecy::ExposeSecret as _;
+use secrecy::{ExposeSecret as _, SecretString};
 use tollgate::config::{Config, DatabaseUrl};
 use tollgate::db::{Db, DbConnection, DbError};
 use tollgate::service_tokens::Scope;
 use tollgate::startup::Application;
+use tollgate::vault::{ApiKey, Provider};
 
 /// Customers the requests are spread over (round robin).
 const USERS: usize = 200;
 /// Records per usage request.
 const BATCH: usize = 100;
+/// The audit rows of the run's leases (the seed's keys are audited as `byok_key_saved`).
+const LEASED: &str = "security_events WHERE kind = 'byok_leased'";
 
 fn bench_config(database_url: DatabaseUrl) -> Config {
     use support::UNLIMITED;
@@ -39,6 +49,10 @@ fn bench_config(database_url: DatabaseUrl) -> Config {
             ("RATE_LIMIT_DEFAULT_BURST", UNLIMITED),
             ("RATE_LIMIT_USAGE_PER_MINUTE", UNLIMITED),
             ("RATE_LIMIT_USAGE_BURST", UNLIMITED),
+            ("RATE_LIMIT_LEASE_PER_MINUTE", UNLIMITED),
+            ("RATE_LIMIT_LEASE_BURST", UNLIMITED),
+            ("RATE_LIMIT_INTERNAL_PER_MINUTE", UNLIMITED),
+            ("RATE_LIMIT_INTERNAL_BURST", UNLIMITED),
             ("DATABASE_POOL_SIZE", &pool),
         ],
     )
@@ -54,8 +68,9 @@ fn execute(conn: &mut DbConnection, sql: &str) -> Result<(), DbError> {
 }
 
 /// `USERS` customers on a plan metering `tokens` (10,000 included, then $2 per 1,000, a quota
-/// no run reaches), each with a live subscription; and a `usage:write` service token. Seeded
-/// straight into the database: the benchmark measures the API, not sign-up and Checkout.
+/// no run reaches), each with a live subscription and an Anthropic key (a dummy); and a
+/// service token with every scope these routes need. Seeded straight into the database: the
+/// benchmark measures the API, not sign-up and Checkout.
 fn seed(db: &Db, config: &Config) -> Result<(String, Vec<i64>), DbError> {
     let hasher = config.token_hasher();
     db.run_blocking(|conn| {
@@ -118,13 +133,26 @@ fn seed(db: &Db, config: &Config) -> Result<(String, Vec<i64>), DbError> {
                 DbConnection::Sqlite(c) => query.load::<i64>(c)?,
             }
         };
-        let token = tollgate::service_tokens::create(conn, &hasher, "bench", &[Scope::UsageWrite])
-            .expect("token");
+        let keyring = tollgate::crypto::Keyring::new(&config.secrets.encryption_key, &[]);
+        for id in &ids {
+            let user = tollgate::accounts::UserId::from(*id);
+            let key = ApiKey::parse(
+                Provider::Anthropic,
+                SecretString::from(format!("sk-ant-api03-DUMMY-bench-{id:024}")),
+            )
+            .expect("a dummy key");
+            let actor = tollgate::audit::Actor::new(tollgate::audit::Principal::User(user), None);
+            tollgate::vault::save_key(conn, &keyring, &actor, user, Provider::Anthropic, &key)
+                .expect("save the key");
+        }
+        let scopes = [Scope::UsageWrite, Scope::EntitlementsRead, Scope::ByokLease];
+        let token =
+            tollgate::service_tokens::create(conn, &hasher, "bench", &scopes).expect("token");
         Ok((token.expose_secret().to_owned(), ids))
     })
 }
 
-/// The Lua both halves share: the customers, the token, and the thread's number.
+/// The Lua every route's script shares: the customers, the token, and the thread's number.
 fn lua_prelude(token: &str, users: &[i64]) -> String {
     let users = users
         .iter()
@@ -187,7 +215,42 @@ end
     )
 }
 
-/// Rows of `table` (the records or reservations the run stored).
+/// One entitlements read per request, round robin over the customers: a response counts if
+/// the customer's plan is active.
+fn entitlements_script(prelude: &str) -> String {
+    format!(
+        r#"{prelude}
+function request()
+  local user = users[(sent * 2 + id) % #users + 1]
+  sent = sent + 1
+  return wrk.format("GET", "/internal/v1/entitlements/" .. user, headers)
+end
+function response(status, headers, body)
+  answered(status == 200 and string.find(body, '"active":true', 1, true) ~= nil)
+end
+"#
+    )
+}
+
+/// One lease of the customer's Anthropic key per request, round robin over the customers: a
+/// response counts if it holds a key.
+fn lease_script(prelude: &str) -> String {
+    format!(
+        r#"{prelude}
+function request()
+  local user = users[(sent * 2 + id) % #users + 1]
+  sent = sent + 1
+  return wrk.format("POST", "/internal/v1/byok/lease", headers,
+    '{{"user_id":' .. user .. ',"provider":"anthropic"}}')
+end
+function response(status, headers, body)
+  answered(status == 200 and string.find(body, '"api_key":"sk-ant-', 1, true) ~= nil)
+end
+"#
+    )
+}
+
+/// Rows of `table` (the records, reservations or audit rows the run stored).
 fn count(db: &Db, table: &'static str) -> i64 {
     #[derive(diesel::QueryableByName)]
     struct Count {
@@ -220,11 +283,11 @@ fn stored(db: &Db, table: &'static str, run: &support::Run, per_request: usize, 
 async fn main() {
     let (seconds, concurrency) = support::args(10, 32);
     let seconds = seconds as u64;
-    // A third argument runs one half alone: `usage` or `reserve`.
+    // A third argument runs one route alone.
     let only = std::env::args()
         .skip(1)
-        .find(|a| a == "usage" || a == "reserve");
-    let runs = |half: &str| only.as_deref().is_none_or(|only| only == half);
+        .find(|a| ["entitlements", "lease", "reserve", "usage"].contains(&a.as_str()));
+    let runs = |route: &str| only.as_deref().is_none_or(|only| only == route);
     let mut failed = 0;
     let dir = tempfile::tempdir().expect("tempdir");
     let (url, backend) = match std::env::var("BENCH_DATABASE_URL") {
@@ -251,17 +314,33 @@ async fn main() {
         })
     };
 
-    // Reserves first: measured on their own, not while PostgreSQL vacuums and checkpoints
-    // the hundreds of thousands of rows the usage half writes.
-    if runs("reserve") {
-        let run = wrk(reserve_script(&prelude)).await.expect("wrk");
+    let header = |route: &str, run: &support::Run| {
         println!(
-            "reserve API, {backend}, {} reserves over {} customers in {seconds} s at \
-             concurrency {concurrency} (pool {pool_size}, wrk)",
+            "{route}, {backend}, {} requests over {} customers in {seconds} s at concurrency \
+             {concurrency} (pool {pool_size}, wrk)",
             run.requests,
             users.len()
         );
         println!("  {}", run.summary("req"));
+    };
+    if runs("entitlements") {
+        let run = wrk(entitlements_script(&prelude)).await.expect("wrk");
+        header("entitlements API", &run);
+        failed += run.failures;
+    }
+    if runs("lease") {
+        let run = wrk(lease_script(&prelude)).await.expect("wrk");
+        header("BYOK lease API", &run);
+        failed += run.failures;
+        if !stored(&db, LEASED, &run, 1, concurrency) {
+            failed += 1;
+        }
+    }
+    // Reserves before usage: measured on their own, not while PostgreSQL vacuums and
+    // checkpoints the hundreds of thousands of rows the usage half writes.
+    if runs("reserve") {
+        let run = wrk(reserve_script(&prelude)).await.expect("wrk");
+        header("reserve API", &run);
         failed += run.failures;
         if !stored(&db, "usage_reservations", &run, 1, concurrency) {
             failed += 1;
@@ -269,12 +348,7 @@ async fn main() {
     }
     if runs("usage") {
         let run = wrk(usage_script(&prelude)).await.expect("wrk");
-        println!(
-            "usage API, {backend}, {} requests of {BATCH} records in {seconds} s at \
-             concurrency {concurrency} (pool {pool_size}, wrk)",
-            run.requests
-        );
-        println!("  {}", run.summary("req"));
+        header(&format!("usage API ({BATCH} records a request)"), &run);
         println!("  = {:.0} records/s", run.rate() * BATCH as f64);
         failed += run.failures;
         if !stored(&db, "usage_records", &run, BATCH, concurrency) {
