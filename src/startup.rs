@@ -397,6 +397,13 @@ fn run(
         )?)),
         None => None,
     };
+    if let Some(shared) = &shared {
+        actix_web::rt::spawn(crate::audit::alerts::raise_on_redis_outages(
+            Arc::clone(shared),
+            db.clone(),
+            Arc::new(config.alerts.clone()),
+        ));
+    }
     let shared = shared.as_ref();
     let layers = route_layers(&db, &config, shared)?;
     let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());

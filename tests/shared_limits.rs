@@ -223,6 +223,13 @@ mod unreachable {
             .filter(|line| line.contains("Redis is unreachable") && line.contains(&prefix))
             .count();
         assert_eq!(warnings, 3, "one warning per instance, not one per request");
+        apps[0].wait_for_alerts("redis_unavailable", 1).await;
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(
+            apps[0].alerts("redis_unavailable").len(),
+            1,
+            "one alert for the outage, however many instances saw it"
+        );
         let ready = apps[0].browser().get("/readyz").await;
         assert_eq!(ready.status(), 200, "it serves, limiting in memory");
         let ready: serde_json::Value = ready.json().await.unwrap();
@@ -355,6 +362,9 @@ async fn limits_return_to_redis_by_themselves_when_it_is_back() {
         1,
         "one warning for the outage"
     );
+    let alerts = app.wait_for_alerts("redis_unavailable", 1).await;
+    assert_eq!(alerts.len(), 1, "and one alert");
+    assert_eq!(alerts[0].severity, "CRITICAL");
 
     // A new, empty Redis on the same port: the budget starts afresh there.
     assert!(redis.restart());

@@ -25,7 +25,8 @@ use crate::db::models::alert;
 use crate::db::models::security_event;
 use crate::db::{DbConnection, DbError, now};
 
-/// The audit kinds a rule counts (none for the 5xx rule, counted in memory).
+/// The audit kinds a rule counts (none for the 5xx rule, counted in memory, or for Redis
+/// outages, raised as one begins).
 pub fn counted_kinds(rule: AlertRule) -> &'static [Kind] {
     match rule {
         AlertRule::WebhookSignatureFailures => &[Kind::WebhookInvalidSignature],
@@ -38,7 +39,7 @@ pub fn counted_kinds(rule: AlertRule) -> &'static [Kind] {
         ],
         AlertRule::UserRateLimitViolations => &[Kind::RateLimited, Kind::StripeRateLimited],
         AlertRule::PaymentFailures => &[Kind::PaymentFailed],
-        AlertRule::ServerErrors => &[],
+        AlertRule::ServerErrors | AlertRule::RedisUnavailable => &[],
     }
 }
 
@@ -241,6 +242,39 @@ pub fn active(conn: &mut DbConnection, at: NaiveDateTime) -> Result<Vec<ActiveAl
         .collect();
     active.sort_by_key(|alert| std::cmp::Reverse(alert.raised_at));
     Ok(active)
+}
+
+/// Raises the `redis_unavailable` alert whenever this instance has seen its threshold of Redis
+/// outages begin within its window (by default: the first one); the window's claim makes it
+/// once per window however many instances see the same outage. Runs as long as the server.
+pub async fn raise_on_redis_outages(
+    limits: std::sync::Arc<crate::limits::SharedLimits>,
+    db: crate::db::Db,
+    settings: std::sync::Arc<AlertSettings>,
+) {
+    let limit = settings.limit(AlertRule::RedisUnavailable);
+    let window = StdDuration::from_secs(limit.window_secs.into());
+    let mut begun: VecDeque<Instant> = VecDeque::new();
+    loop {
+        limits.outage_begun().await;
+        let at = Instant::now();
+        begun.retain(|then| at.duration_since(*then) < window);
+        begun.push_back(at);
+        if begun.len() < limit.threshold as usize {
+            continue;
+        }
+        let observed = Observed {
+            count: i64::try_from(begun.len()).unwrap_or(i64::MAX),
+            ..Observed::default()
+        };
+        let settings = std::sync::Arc::clone(&settings);
+        let raised = db
+            .run(move |conn| raise(conn, &settings, AlertRule::RedisUnavailable, &observed))
+            .await;
+        if let Err(err) = raised {
+            tracing::error!(error = %err, "could not raise the Redis outage alert");
+        }
+    }
 }
 
 /// Requests and 5xx responses one instance answered, in time buckets over the 5xx rule's

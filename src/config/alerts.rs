@@ -32,10 +32,13 @@ pub enum AlertRule {
     PaymentFailures,
     /// 5xx responses, as a percentage of the requests one instance answered.
     ServerErrors,
+    /// Redis (`REDIS_URL`) stopped answering: the shared limits fall back per `REDIS_FAIL`.
+    /// Counted in outages, raised when one begins.
+    RedisUnavailable,
 }
 
 impl AlertRule {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::WebhookSignatureFailures,
         Self::WebhookInvalidSources,
         Self::WebhookReplays,
@@ -43,6 +46,7 @@ impl AlertRule {
         Self::UserRateLimitViolations,
         Self::PaymentFailures,
         Self::ServerErrors,
+        Self::RedisUnavailable,
     ];
 
     pub fn name(self) -> &'static str {
@@ -54,6 +58,7 @@ impl AlertRule {
             Self::UserRateLimitViolations => "user_rate_limit_violations",
             Self::PaymentFailures => "payment_failures",
             Self::ServerErrors => "server_errors",
+            Self::RedisUnavailable => "redis_unavailable",
         }
     }
 
@@ -96,6 +101,10 @@ impl AlertRule {
                 "ALERT_SERVER_ERRORS_THRESHOLD",
                 "ALERT_SERVER_ERRORS_WINDOW_SECS",
             ),
+            Self::RedisUnavailable => (
+                "ALERT_REDIS_UNAVAILABLE_THRESHOLD",
+                "ALERT_REDIS_UNAVAILABLE_WINDOW_SECS",
+            ),
         }
     }
 
@@ -107,6 +116,7 @@ impl AlertRule {
             Self::WebhookInvalidSources | Self::UserRateLimitViolations => (10, 3600),
             Self::WebhookReplays => (1, 3600),
             Self::RateLimitViolations => (50, 3600),
+            Self::RedisUnavailable => (1, 900),
         }
     }
 }
@@ -136,7 +146,7 @@ pub struct AlertWebhook {
 /// When failures raise a CRITICAL `alert` (once per window per rule), and where alerts go.
 #[derive(Debug, Clone)]
 pub struct AlertSettings {
-    limits: [AlertLimit; 7],
+    limits: [AlertLimit; AlertRule::ALL.len()],
     /// The 5xx rule stays quiet below this many requests in its window (one failure out of two
     /// requests is not an outage).
     pub server_errors_min_requests: u32,
@@ -303,7 +313,8 @@ mod tests {
                 (50, 3600),
                 (10, 3600),
                 (5, 300),
-                (5, 300)
+                (5, 300),
+                (1, 900)
             ]
         );
         assert_eq!(s.server_errors_min_requests, 20);

@@ -125,6 +125,8 @@ pub struct SharedLimits {
     refund: Script,
     /// Set while Redis is unreachable: when it went away and when to try it next.
     down: Mutex<Option<Down>>,
+    /// Told when an outage begins (a permit waits if no one is listening yet).
+    outages: tokio::sync::Notify,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -197,12 +199,19 @@ impl SharedLimits {
             charge: Script::new(CHARGE),
             refund: Script::new(REFUND),
             down: Mutex::new(None),
+            outages: tokio::sync::Notify::new(),
         })
     }
 
     /// What limiters do while Redis is unreachable.
     pub fn fail(&self) -> RedisFail {
         self.fail
+    }
+
+    /// Returns when the next outage begins (at once if one began since the last call): what
+    /// the `redis_unavailable` alert waits for.
+    pub async fn outage_begun(&self) {
+        self.outages.notified().await;
     }
 
     /// Whether the last call reached Redis.
@@ -337,6 +346,7 @@ impl SharedLimits {
                     since: started,
                     retry_at,
                 });
+                self.outages.notify_one();
                 // Redis's errors name the server, never the password.
                 tracing::warn!(
                     reason,

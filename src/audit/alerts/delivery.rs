@@ -27,9 +27,13 @@ pub fn body(
     at: NaiveDateTime,
 ) -> serde_json::Value {
     let limit = settings.limit(rule);
-    let what = match observed.requests {
-        Some(requests) => format!("{} 5xx responses of {requests} requests", observed.count),
-        None => format!("{} events", observed.count),
+    let what = match (rule, observed.requests) {
+        (_, Some(requests)) => format!("{} 5xx responses of {requests} requests", observed.count),
+        (AlertRule::RedisUnavailable, None) => format!(
+            "Redis stopped answering {} time(s); shared limits follow REDIS_FAIL meanwhile",
+            observed.count
+        ),
+        (_, None) => format!("{} events", observed.count),
     };
     let text = format!(
         "Tollgate alert on {}: {} reached its threshold of {}{} ({what} within {} s)",
