@@ -261,6 +261,38 @@ async fn migrate_applies_once_then_reports_up_to_date(backend: Backend) {
     assert_eq!(stdout.trim(), "database is up to date");
 }
 
+/// Instances started together on one new PostgreSQL database migrate it once between them:
+/// each waits its turn, the first applies every migration, the others find none pending
+/// (before, they raced and all but one failed to start).
+#[test]
+fn instances_starting_together_on_an_empty_postgres_database_migrate_it_once() {
+    if !crate::common::postgres_available() {
+        return;
+    }
+    let database = TestDatabase::empty(Backend::Postgres);
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, barrier) = (database.url.clone(), std::sync::Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let db = tollgate::db::Db::connect(url, 1).unwrap();
+                barrier.wait();
+                db.run_blocking(tollgate::db::run_migrations)
+            })
+        })
+        .collect();
+    let applied: Vec<usize> = starts
+        .into_iter()
+        .map(|start| start.join().unwrap().expect("every instance starts").len())
+        .collect();
+    let migrations = std::fs::read_dir("migrations/postgres").unwrap().count();
+    assert_eq!(applied.iter().sum::<usize>(), migrations, "{applied:?}");
+    assert!(
+        applied.contains(&migrations),
+        "one applied them all: {applied:?}"
+    );
+}
+
 /// Every command that works on an existing database refuses a SQLite path that does not exist
 /// (exit 1, naming it) and creates nothing; `migrate` and `create-admin --create` create it.
 #[test]

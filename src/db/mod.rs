@@ -405,12 +405,33 @@ impl Db {
 /// Applies pending migrations for the connection's backend; returns the versions applied.
 pub fn run_migrations(conn: &mut DbConnection) -> Result<Vec<String>, DbError> {
     let applied = match conn {
-        DbConnection::Postgresql(pg) => pg.run_pending_migrations(POSTGRES_MIGRATIONS),
-        DbConnection::Sqlite(sqlite) => sqlite.run_pending_migrations(SQLITE_MIGRATIONS),
-    }
-    .map_err(|err| DbError::Migration(err.to_string()))?;
-    Ok(applied.iter().map(ToString::to_string).collect())
+        // Instances starting together on one database take turns (a session advisory lock):
+        // the first applies what is pending, the others then find nothing to do.
+        DbConnection::Postgresql(pg) => {
+            use diesel::RunQueryDsl as _;
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).execute(pg)?;
+            let applied = names(pg.run_pending_migrations(POSTGRES_MIGRATIONS));
+            let unlock = format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})");
+            let unlocked = diesel::sql_query(unlock).execute(pg);
+            let applied = applied?;
+            unlocked?;
+            applied
+        }
+        DbConnection::Sqlite(sqlite) => names(sqlite.run_pending_migrations(SQLITE_MIGRATIONS))?,
+    };
+    Ok(applied)
 }
+
+/// The versions a migration run applied, or its error.
+fn names<V: ToString>(applied: diesel::migration::Result<Vec<V>>) -> Result<Vec<String>, DbError> {
+    applied
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|err| DbError::Migration(err.to_string()))
+}
+
+/// The PostgreSQL advisory lock key migrations are applied under (any fixed number Tollgate
+/// alone uses: "tollgate" in ASCII).
+const MIGRATION_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
 /// Runs the reads of `work` in one transaction that sees one snapshot of the database: on
 /// PostgreSQL a read-only REPEATABLE READ transaction (READ COMMITTED would let each statement

@@ -113,6 +113,12 @@ impl Drop for Storage {
 }
 
 fn fresh_database(backend: Backend) -> (DatabaseUrl, Storage) {
+    fresh_database_from(backend, true)
+}
+
+/// A new database: on PostgreSQL cloned from the migrated template, or (`migrated` false) an
+/// empty one.
+fn fresh_database_from(backend: Backend, migrated: bool) -> (DatabaseUrl, Storage) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().unwrap();
@@ -127,6 +133,7 @@ fn fresh_database(backend: Backend) -> (DatabaseUrl, Storage) {
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::SeqCst)
             );
+            let template = if migrated { template } else { "template0" };
             let mut admin = PgConnection::establish(&postgres_admin_url()).unwrap();
             diesel::sql_query(format!(
                 "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
@@ -148,7 +155,15 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub fn new(backend: Backend) -> Self {
-        let (url, storage) = fresh_database(backend);
+        Self::of(fresh_database(backend))
+    }
+
+    /// A database with no tables at all, on either backend.
+    pub fn empty(backend: Backend) -> Self {
+        Self::of(fresh_database_from(backend, false))
+    }
+
+    fn of((url, storage): (DatabaseUrl, Storage)) -> Self {
         let url_string = match (&url, &storage) {
             (DatabaseUrl::Sqlite(path), _) => format!("sqlite://{}", path.display()),
             (DatabaseUrl::Postgres(_), Storage::Postgres(name)) => postgres_url_for(name),
