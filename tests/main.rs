@@ -48,6 +48,7 @@ mod roles;
 mod security_dashboard;
 mod sessions;
 mod shared_limits;
+mod shutdown;
 mod subscriptions;
 mod trials;
 mod two_factor;
