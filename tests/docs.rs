@@ -31,13 +31,17 @@ fn documented_commands(markdown: &str) -> Vec<Vec<String>> {
     commands
 }
 
+fn guide(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/docs/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
 #[test]
-fn every_command_in_the_security_guide_exists() {
-    let guide =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).unwrap();
-    let commands = documented_commands(&guide);
-    assert!(commands.len() >= 10, "{commands:?}");
-    for words in commands {
+fn every_command_in_the_operator_guides_exists() {
+    let security = documented_commands(&guide("security.md"));
+    assert!(security.len() >= 10, "{security:?}");
+    let deployment = documented_commands(&guide("deployment.md"));
+    assert!(deployment.len() >= 4, "{deployment:?}");
+    for words in security.into_iter().chain(deployment) {
         // Positional values (token names) are not subcommands: keep the subcommand path only.
         let path: Vec<&String> = words
             .iter()
@@ -99,6 +103,35 @@ fn every_setting_is_documented_in_env_example_and_the_readme() {
         assert!(
             readme.contains(&format!("`{name}`")),
             "{name} is not in the README"
+        );
+    }
+}
+
+/// The deployment guide names only settings Tollgate reads: every `NAME=` its examples set and
+/// every `SCREAMING_CASE` name it quotes.
+#[test]
+fn the_deployment_guide_names_only_real_settings() {
+    let known = configuration_variables();
+    let guide = guide("deployment.md");
+    let assigned = guide
+        .lines()
+        .filter_map(|line| line.split_once('=').map(|(name, _)| name.trim()));
+    let quoted = guide.split('`').skip(1).step_by(2);
+    let names: Vec<&str> = assigned
+        .chain(quoted)
+        .filter(|name| {
+            name.len() > 3
+                && name.contains('_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+        })
+        .collect();
+    assert!(names.len() >= 20, "{names:?}");
+    for name in names {
+        assert!(
+            known.iter().any(|k| k == name),
+            "docs/deployment.md names {name}, which Tollgate does not read"
         );
     }
 }
