@@ -83,8 +83,12 @@ impl Application {
     /// Connects, migrates and binds. Port 0 picks a free port (tests).
     pub fn build(config: Config) -> Result<Self, StartupError> {
         let metrics = Metrics::new();
-        let db = Db::connect(config.database_url.clone(), config.database_pool_size)?
-            .with_metrics(metrics.clone());
+        let db = Db::connect_with(
+            config.database_url.clone(),
+            config.database_pool_size,
+            config.sqlite_synchronous,
+        )?
+        .with_metrics(metrics.clone());
         let applied = db.run_blocking(db::run_migrations)?;
         if !applied.is_empty() {
             tracing::info!(migrations = ?applied, "applied database migrations");

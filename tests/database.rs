@@ -104,6 +104,31 @@ fn sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout() {
     assert_eq!(pragmas, ("wal".into(), "1".into(), "5000".into()));
 }
 
+/// `SQLITE_SYNCHRONOUS` sets how the server's own connections sync their commits: NORMAL (1)
+/// by default, FULL (2) when asked for power-loss durability.
+#[actix_web::test]
+async fn the_servers_sqlite_connections_sync_as_sqlite_synchronous_says() {
+    use tollgate::config::SqliteSynchronous;
+    for (setting, expected) in [(None, "1"), (Some(SqliteSynchronous::Full), "2")] {
+        let app = TestApp::spawn_with(Backend::Sqlite, |config| {
+            if let Some(setting) = setting {
+                config.sqlite_synchronous = setting;
+            }
+        })
+        .await;
+        let synchronous = app
+            .app_db
+            .run_blocking(|conn| {
+                let query = diesel::sql_query(
+                    "SELECT CAST((SELECT synchronous FROM pragma_synchronous) AS TEXT) AS value",
+                );
+                Ok::<_, tollgate::db::DbError>(query.get_result::<Pragma>(conn)?.value)
+            })
+            .unwrap();
+        assert_eq!(synchronous, expected, "{setting:?}");
+    }
+}
+
 async fn deleting_an_account_deletes_its_sessions(backend: Backend) {
     use tollgate::db::schema::{sessions, users};
     let app = TestApp::spawn(backend).await;

@@ -70,9 +70,11 @@ pub(crate) fn connect_database(env_file: &Path, missing: IfMissing) -> Result<Db
 }
 
 fn open(url: config::DatabaseUrl, missing: IfMissing) -> Result<Db, CommandError> {
+    // A command's writes (rotate-key, create-admin) are as durable as the server's.
+    let synchronous = config::sqlite_synchronous(&ProcessEnv)?;
     let db = match missing {
-        IfMissing::Create => Db::connect(url, 2),
-        IfMissing::Refuse => Db::open_existing(url, 2),
+        IfMissing::Create => Db::connect_with(url, 2, synchronous),
+        IfMissing::Refuse => Db::open_existing(url, 2, synchronous),
     }
     .map_err(failed)?;
     db.run_blocking(db::run_migrations).map_err(failed)?;
@@ -127,7 +129,9 @@ pub async fn serve(env_file: &Path, demo: Option<Demo>) -> Result<(), CommandErr
 
 pub fn migrate(env_file: &Path) -> Result<(), CommandError> {
     config::load_env_file(env_file)?;
-    let db = Db::connect(config::database_url(&ProcessEnv)?, 2).map_err(failed)?;
+    let synchronous = config::sqlite_synchronous(&ProcessEnv)?;
+    let db =
+        Db::connect_with(config::database_url(&ProcessEnv)?, 2, synchronous).map_err(failed)?;
     let applied = db.run_blocking(db::run_migrations).map_err(failed)?;
     if applied.is_empty() {
         println!("database is up to date");

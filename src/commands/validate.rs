@@ -165,7 +165,11 @@ impl Report {
         let keyring = Keyring::new(&primary, &old);
         let report = config::database_url(&ProcessEnv)
             .map_err(|err| err.to_string())
-            .and_then(|url| Db::open_existing(url, 1).map_err(|err| err.to_string()))
+            .and_then(|url| {
+                // A read-only check: the default durability is as good as any.
+                Db::open_existing(url, 1, config::SqliteSynchronous::default())
+                    .map_err(|err| err.to_string())
+            })
             .and_then(|db| {
                 db.run_blocking(|conn| {
                     encryption_keys::report(conn, &keyring, rotation_days, crate::db::now())

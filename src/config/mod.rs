@@ -33,13 +33,14 @@ pub use redis::{RedisFail, RedisSettings};
 pub use settings::{
     AuditSettings, Config, DatabaseUrl, Environment, FaultHook, FaultInjection, LogFormat,
     LoginFailureLimit, MetricsSettings, PasswordHashing, QuotaSettings, RateLimit,
-    RateLimitSettings, Secrets, SecuritySettings, SessionSettings, UsageSenderSettings,
+    RateLimitSettings, Secrets, SecuritySettings, SessionSettings, SqliteSynchronous,
+    UsageSenderSettings,
 };
 pub use stripe::{DEFAULT_STRIPE_API_BASE, DowngradeTiming, StripeSettings, StripeThrottle};
 pub use stripe_key::{StripeKeyKind, StripeMode, StripeSecretKey, StripeSecretKeyError};
 pub use vars::{
     DEFAULT_BIND, DEFAULT_DATABASE_URL, ProcessEnv, Vars, database_url, environment,
-    key_rotation_days, log_format, stripe_sim_business_name,
+    key_rotation_days, log_format, sqlite_synchronous, stripe_sim_business_name,
 };
 
 /// A configuration problem, always naming the variable and never echoing its value.

@@ -18,6 +18,19 @@ pub enum Environment {
     Production,
 }
 
+/// `SQLITE_SYNCHRONOUS`: when a SQLite commit is on disk. Either way the database is in WAL
+/// mode and never corrupted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SqliteSynchronous {
+    /// `normal` (the default): a commit survives the process crashing (SIGKILL, a panic); a
+    /// power loss or kernel crash may lose the last commits before a WAL checkpoint.
+    #[default]
+    Normal,
+    /// `full`: every commit is synced to disk before it is acknowledged, so it also survives
+    /// a power loss (one fsync per commit: group commit shares one among a batch).
+    Full,
+}
+
 /// Which database `DATABASE_URL` points at. PostgreSQL URLs may hold a password: redacted.
 #[derive(Clone)]
 pub enum DatabaseUrl {
@@ -189,6 +202,8 @@ pub struct Config {
     pub bind: SocketAddr,
     pub database_url: DatabaseUrl,
     pub database_pool_size: u32,
+    /// SQLite only (`SQLITE_SYNCHRONOUS`).
+    pub sqlite_synchronous: SqliteSynchronous,
     pub secrets: Secrets,
     pub session: SessionSettings,
     pub security: SecuritySettings,

@@ -10,7 +10,7 @@ use super::stripe::stripe_settings;
 use super::{
     AuditSettings, Config, ConfigError, DatabaseUrl, Environment, FaultInjection, LogFormat,
     LoginFailureLimit, MetricsSettings, PasswordHashing, QuotaSettings, RateLimit,
-    RateLimitSettings, Secrets, SecuritySettings, SessionSettings,
+    RateLimitSettings, Secrets, SecuritySettings, SessionSettings, SqliteSynchronous,
 };
 use crate::secret::{KeyBytes, decode_key};
 
@@ -66,6 +66,21 @@ pub fn database_url(vars: &impl Vars) -> Result<DatabaseUrl, ConfigError> {
             .get("DATABASE_URL")
             .unwrap_or_else(|| DEFAULT_DATABASE_URL.into()),
     )
+}
+
+/// `SQLITE_SYNCHRONOUS`: `normal` (default) or `full`, in any case.
+pub fn sqlite_synchronous(vars: &impl Vars) -> Result<SqliteSynchronous, ConfigError> {
+    match vars.get("SQLITE_SYNCHRONOUS") {
+        None => Ok(SqliteSynchronous::default()),
+        Some(value) => match value.trim().to_ascii_lowercase().as_str() {
+            "normal" => Ok(SqliteSynchronous::Normal),
+            "full" => Ok(SqliteSynchronous::Full),
+            _ => Err(ConfigError::Invalid {
+                var: "SQLITE_SYNCHRONOUS",
+                reason: "must be normal or full".into(),
+            }),
+        },
+    }
 }
 
 /// `KEY_ROTATION_DAYS` (default 90, seed 000): how old the primary encryption key may get
@@ -305,6 +320,7 @@ impl Config {
             bind,
             database_url: database_url(vars)?,
             database_pool_size: positive(vars, "DATABASE_POOL_SIZE", 8)?,
+            sqlite_synchronous: sqlite_synchronous(vars)?,
             secrets: Secrets {
                 secret_key: key(vars, "SECRET_KEY")?,
                 encryption_key: key(vars, "ENCRYPTION_KEY")?,
@@ -411,6 +427,17 @@ mod tests {
     use super::super::fixtures::{config, config_err, with_keys};
     use super::*;
     use crate::secret::encode_base64;
+
+    #[test]
+    fn sqlite_synchronous_is_normal_unless_full_is_asked_for() {
+        let normal = config(with_keys(&[])).unwrap();
+        assert_eq!(normal.sqlite_synchronous, SqliteSynchronous::Normal);
+        let full = config(with_keys(&[("SQLITE_SYNCHRONOUS", "Full")])).unwrap();
+        assert_eq!(full.sqlite_synchronous, SqliteSynchronous::Full);
+        let err = config_err(&[("SQLITE_SYNCHRONOUS", "off")]);
+        assert!(err.contains("SQLITE_SYNCHRONOUS"), "{err}");
+        assert!(err.contains("normal or full"), "{err}");
+    }
 
     #[test]
     fn defaults_are_documented_values() {

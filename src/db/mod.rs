@@ -20,7 +20,7 @@ use diesel::{Connection as _, PgConnection, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use secrecy::ExposeSecret as _;
 
-use crate::config::DatabaseUrl;
+use crate::config::{DatabaseUrl, SqliteSynchronous};
 
 #[derive(diesel::MultiConnection)]
 pub enum DbConnection {
@@ -88,14 +88,15 @@ impl DbError {
 #[derive(Debug)]
 pub struct ConnectionFactory {
     url: DatabaseUrl,
+    synchronous: SqliteSynchronous,
 }
 
 /// How long a SQLite writer waits for the lock before giving up.
 pub const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 
 impl ConnectionFactory {
-    pub fn new(url: DatabaseUrl) -> Self {
-        Self { url }
+    pub fn new(url: DatabaseUrl, synchronous: SqliteSynchronous) -> Self {
+        Self { url, synchronous }
     }
 
     pub fn establish(&self) -> Result<DbConnection, DbError> {
@@ -105,13 +106,17 @@ impl ConnectionFactory {
             )?)),
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(&path.to_string_lossy())?;
-                // WAL lets readers run beside the writer; NORMAL survives a process crash
-                // (FULL would also survive power loss at several times the commit cost).
+                // WAL lets readers run beside the writer; NORMAL survives a process crash,
+                // FULL also a power loss (SQLITE_SYNCHRONOUS).
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS};
                      PRAGMA journal_mode = WAL;
-                     PRAGMA synchronous = NORMAL;
-                     PRAGMA foreign_keys = ON;"
+                     PRAGMA synchronous = {};
+                     PRAGMA foreign_keys = ON;",
+                    match self.synchronous {
+                        SqliteSynchronous::Normal => "NORMAL",
+                        SqliteSynchronous::Full => "FULL",
+                    }
                 ))?;
                 Ok(DbConnection::Sqlite(conn))
             }
@@ -241,8 +246,18 @@ fn secure_sqlite_file(path: &Path) -> Result<(), DbError> {
 }
 
 impl Db {
-    /// Builds the pool and checks that a first connection can be made.
+    /// Builds the pool and checks that a first connection can be made; SQLite at its default
+    /// durability ([`SqliteSynchronous::Normal`]).
     pub fn connect(url: DatabaseUrl, pool_size: u32) -> Result<Self, DbError> {
+        Self::connect_with(url, pool_size, SqliteSynchronous::default())
+    }
+
+    /// [`Db::connect`], SQLite's commits synced as `synchronous` says.
+    pub fn connect_with(
+        url: DatabaseUrl,
+        pool_size: u32,
+        synchronous: SqliteSynchronous,
+    ) -> Result<Self, DbError> {
         if let DatabaseUrl::Sqlite(path) = &url {
             secure_sqlite_file(path)?;
         }
@@ -250,7 +265,7 @@ impl Db {
         let pool = r2d2::Pool::builder()
             .max_size(pool_size)
             .connection_timeout(Duration::from_secs(10))
-            .build(ConnectionFactory::new(url))
+            .build(ConnectionFactory::new(url, synchronous))
             .map_err(DbError::Pool)?;
         let sqlite_writer = url_is_sqlite.then(Default::default);
         Ok(Self {
@@ -263,13 +278,17 @@ impl Db {
     /// Like [`Db::connect`], but a SQLite file that does not exist is an error rather than a new,
     /// empty database: for commands that work on an existing one (a typo in `DATABASE_URL`
     /// must not leave an admin account in a database nobody serves).
-    pub fn open_existing(url: DatabaseUrl, pool_size: u32) -> Result<Self, DbError> {
+    pub fn open_existing(
+        url: DatabaseUrl,
+        pool_size: u32,
+        synchronous: SqliteSynchronous,
+    ) -> Result<Self, DbError> {
         if let DatabaseUrl::Sqlite(path) = &url
             && !path.exists()
         {
             return Err(DbError::Missing { path: path.clone() });
         }
-        Self::connect(url, pool_size)
+        Self::connect_with(url, pool_size, synchronous)
     }
 
     /// The same database, counting into `metrics` what its work records.

@@ -91,6 +91,8 @@ pub struct TestApp {
     pub sim: std::sync::Arc<stripe_sim::Sim>,
     pub backend: Backend,
     pub db: Db,
+    /// The application's own pool (its connections as it set them up).
+    pub app_db: Db,
     pub token_hasher: tollgate::crypto::TokenHasher,
     /// The app's in-memory limiters (to sweep them and count their keys).
     pub limiters: tollgate::limits::LimiterSweep,
@@ -130,6 +132,7 @@ impl TestApp {
         let metrics_address = app.metrics_port().map(|p| format!("http://127.0.0.1:{p}"));
         let limiters = app.limiters();
         let password_work = app.password_work();
+        let app_db = app.db();
         sim.set_webhook_target(Some(stripe_sim::webhooks::WebhookTarget {
             url: format!("{address}/webhooks/stripe"),
             secret: secrecy::SecretString::from(WEBHOOK_SECRET.to_owned()),
@@ -143,6 +146,7 @@ impl TestApp {
             sim,
             backend,
             db,
+            app_db,
             token_hasher,
             limiters,
             password_work,
