@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod billing;
+pub mod cache;
 pub mod commands;
 pub mod config;
 pub mod crypto;

@@ -283,18 +283,7 @@ fn record_use(
 /// value; a revocation on this instance forgets them all at once, and one made elsewhere
 /// (another instance, `tollgate tokens revoke`) takes effect within the TTL
 /// (`SERVICE_TOKEN_CACHE_MS`, default 1000; 0 turns the cache off).
-pub struct TokenCache {
-    ttl: std::time::Duration,
-    entries: parking_lot::Mutex<CacheEntries>,
-}
-
-#[derive(Default)]
-struct CacheEntries {
-    tokens: std::collections::HashMap<String, (std::time::Instant, ServiceToken)>,
-    /// Bumped by every [`TokenCache::forget_all`]: a lookup that began before a revocation
-    /// must not remember what it found after it.
-    generation: u64,
-}
+pub struct TokenCache(crate::cache::TtlCache<String, ServiceToken>);
 
 /// The longest `SERVICE_TOKEN_CACHE_MS` may be: how late a revocation made elsewhere may take
 /// effect.
@@ -305,16 +294,13 @@ const TOKEN_CACHE_CAPACITY: usize = 1_000;
 
 impl TokenCache {
     pub fn new(ttl: std::time::Duration) -> Self {
-        Self {
-            ttl,
-            entries: parking_lot::Mutex::default(),
-        }
+        Self(crate::cache::TtlCache::new(ttl, TOKEN_CACHE_CAPACITY))
     }
 
     /// The key `presented` is remembered by: its digest under the primary pepper (none for a
     /// value that is not shaped like a token, or with the cache off).
     pub fn key(&self, hasher: &TokenHasher, presented: &str) -> Option<String> {
-        if self.ttl.is_zero() || !well_formed(presented) {
+        if !self.0.enabled() || !well_formed(presented) {
             return None;
         }
         hasher
@@ -324,37 +310,22 @@ impl TokenCache {
             .map(|candidate| candidate.digest)
     }
 
-    /// The token remembered under `key`, if it authenticated within the TTL; else the
-    /// generation to hand [`TokenCache::remember`] after looking it up.
-    pub fn get(&self, key: &str) -> Result<ServiceToken, u64> {
-        let entries = self.entries.lock();
-        match entries.tokens.get(key) {
-            Some((at, token)) if at.elapsed() < self.ttl => Ok(token.clone()),
-            _ => Err(entries.generation),
-        }
+    /// The token remembered under `key`, if it authenticated within the TTL; else the miss to
+    /// hand [`TokenCache::remember`] after looking it up.
+    pub fn get(&self, key: &str) -> Result<ServiceToken, crate::cache::Miss> {
+        self.0.get(key)
     }
 
-    /// Remembers `token`, looked up since [`TokenCache::get`] answered `generation`, unless
-    /// the cache was cleared meanwhile.
-    pub fn remember(&self, key: String, token: &ServiceToken, generation: u64) {
-        let mut entries = self.entries.lock();
-        if entries.generation != generation {
-            return;
-        }
-        if entries.tokens.len() >= TOKEN_CACHE_CAPACITY {
-            entries.tokens.clear();
-        }
-        entries
-            .tokens
-            .insert(key, (std::time::Instant::now(), token.clone()));
+    /// Remembers `token`, looked up since [`TokenCache::get`] missed, unless the cache was
+    /// cleared meanwhile.
+    pub fn remember(&self, key: String, token: &ServiceToken, miss: crate::cache::Miss) {
+        self.0.remember(key, token.clone(), miss);
     }
 
     /// Forgets every token (after a revocation): the next use of each is looked up again,
     /// and lookups under way are not remembered.
     pub fn forget_all(&self) {
-        let mut entries = self.entries.lock();
-        entries.tokens.clear();
-        entries.generation = entries.generation.wrapping_add(1);
+        self.0.forget_all();
     }
 }
 

@@ -21,6 +21,7 @@ use crate::web::middleware::access_log;
 use crate::web::middleware::error_pages::render_error_pages;
 use crate::web::middleware::error_rate::count_server_errors;
 use crate::web::middleware::form_budget::{FormBudget, FormBudgets};
+use crate::web::middleware::fresh_entitlements;
 use crate::web::middleware::head::head_as_get;
 use crate::web::middleware::rate_limit;
 use crate::web::middleware::request_span::RequestSpan;
@@ -373,6 +374,9 @@ fn route_layers(
     })
 }
 
+/// Customers whose entitlements are remembered at most (the cache starts over past it).
+const ENTITLEMENTS_CACHED: usize = 100_000;
+
 /// How many threads store webhook events: SQLite has one writer at a time; PostgreSQL overlaps
 /// commits (leaving most of the pool to the other requests).
 fn webhook_writer_threads(config: &Config) -> usize {
@@ -453,6 +457,7 @@ fn run(
         token_cache: crate::service_tokens::TokenCache::new(config.service_token_cache),
         shared_limits: shared.cloned(),
         lease_log: crate::vault::LeaseLog::start(db.clone())?,
+        entitlements: crate::cache::TtlCache::new(config.entitlements_cache, ENTITLEMENTS_CACHED),
         lease_limiter,
         usage_limiter,
         quota_policies,
@@ -490,6 +495,7 @@ fn run(
             .app_data(web::FormConfig::default().limit(BODY_LIMIT))
             .configure(|cfg| routes::configure(cfg, &layers))
             .wrap(from_fn(head_as_get))
+            .wrap(from_fn(fresh_entitlements::forget_after_writes))
             .wrap(from_fn(rate_limit::finish_rate_limit))
             .wrap(TracingLogger::<RequestSpan>::new())
             .wrap(from_fn(count_server_errors))

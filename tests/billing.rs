@@ -22,6 +22,7 @@ on_both_backends!(
     stripe_calls_are_throttled_per_user_and_audited,
     stripe_customer_ids_are_sealed_indexed_and_masked,
     entitlements_follow_the_subscription,
+    entitlements_are_cached_briefly_and_forgotten_on_this_instances_writes,
     an_entitlements_path_that_is_no_account_id_is_not_found,
     billing_forms_need_csrf_tokens_and_a_signed_in_user,
     an_unreachable_stripe_gets_a_generic_error_page,
@@ -671,7 +672,12 @@ async fn stripe_customer_ids_are_sealed_indexed_and_masked(backend: Backend) {
 }
 
 async fn entitlements_follow_the_subscription(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    // The statuses below are written straight into the database, around the app: read afresh
+    // every time (the cache is tested on its own below).
+    let app = TestApp::spawn_with(backend, |config| {
+        config.entitlements_cache = std::time::Duration::ZERO
+    })
+    .await;
     app.signed_in_admin("admin@example.com")
         .await
         .create_plan("Pro", "pro", "2500")
@@ -721,6 +727,54 @@ async fn entitlements_follow_the_subscription(backend: Backend) {
         "byok:lease does not read entitlements"
     );
     assert_eq!(get(reader, 999_999).await.status(), 404);
+}
+
+/// Entitlements are answered from memory for `ENTITLEMENTS_CACHE_MS`: a change written
+/// elsewhere (another instance; here straight into the database) shows once that has passed,
+/// and at once after a write made through this instance (any page's POST).
+async fn entitlements_are_cached_briefly_and_forgotten_on_this_instances_writes(backend: Backend) {
+    const TTL: std::time::Duration = std::time::Duration::from_millis(700);
+    let app = TestApp::spawn_with(backend, |config| config.entitlements_cache = TTL).await;
+    app.signed_in_admin("admin@example.com")
+        .await
+        .create_plan("Pro", "pro", "2500")
+        .await;
+    let customer = app.signed_in_customer("cached@example.com").await;
+    let user_id = app.user_id("cached@example.com");
+    app.subscribe(&customer, "pro").await;
+    let reader = app.service_token("gate", &[Scope::EntitlementsRead]);
+    let active = || async {
+        let res = app
+            .internal_get(&format!("entitlements/{user_id}"), &reader)
+            .await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["cache-control"], "no-store");
+        res.json::<serde_json::Value>().await.unwrap()["active"].clone()
+    };
+    let set_status = |status: &'static str| {
+        app.query(move |conn| {
+            Ok(
+                diesel::update(subscriptions::table.filter(subscriptions::user_id.eq(user_id)))
+                    .set(subscriptions::status.eq(status))
+                    .execute(conn)?,
+            )
+        })
+    };
+    assert_eq!(active().await, true);
+
+    set_status("canceled");
+    assert_eq!(active().await, true, "answered from memory within the TTL");
+    actix_web::rt::time::sleep(TTL + std::time::Duration::from_millis(100)).await;
+    assert_eq!(active().await, false, "read afresh once it has passed");
+
+    set_status("active");
+    assert_eq!(active().await, false, "remembered again");
+    customer.logout().await;
+    assert_eq!(
+        active().await,
+        true,
+        "a write through this instance forgets what it remembered"
+    );
 }
 
 /// The path's id is read as a number: anything else names no account.

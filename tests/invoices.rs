@@ -322,6 +322,8 @@ async fn entitlements_last_the_grace_then_report_past_due_and_paying_restores_th
                 .execute(conn)?,
         )
     });
+    // Time passing is no write the app sees: the cached answer lasts its TTL.
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(1100)).await;
     let after = entitlements(&app, &reader, user_id).await;
     assert_eq!(after["active"], false);
     assert_eq!(after["reason"], "past_due");

@@ -703,6 +703,19 @@ pub async fn entitlements(db: &Db, user_id: UserId) -> Result<Entitlements, DbEr
         .await
 }
 
+/// [`entitlements`] of an account that exists (`None` for an unknown id), in one snapshot.
+pub async fn entitlements_of(db: &Db, user_id: UserId) -> Result<Option<Entitlements>, DbError> {
+    db.run(move |conn| {
+        crate::db::snapshot(conn, |conn| {
+            if crate::db::models::user::find(conn, user_id)?.is_none() {
+                return Ok(None);
+            }
+            entitlements_in(conn, user_id).map(Some)
+        })
+    })
+    .await
+}
+
 /// Whether `user_id` may use their plan now: `None` when access is on, else why it is off
 /// (`no_subscription`, `past_due` once a failed payment's grace is over, or the subscription's
 /// status), with the subscription it was decided on.

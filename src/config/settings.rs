@@ -218,6 +218,11 @@ pub struct Config {
     /// (`SERVICE_TOKEN_CACHE_MS`, default 1000; zero: every request looks it up). A token
     /// revoked on another instance or from the command line stops working within this.
     pub service_token_cache: Duration,
+    /// How long a customer's entitlements are answered from memory (`ENTITLEMENTS_CACHE_MS`,
+    /// default 1000; zero: every request reads them). What this instance writes (usage,
+    /// reservations, webhooks, pages) forgets them at once; what another instance or a command
+    /// writes shows within this.
+    pub entitlements_cache: Duration,
     pub log_format: LogFormat,
     pub metrics: MetricsSettings,
     /// Days the primary encryption key may age before Tollgate says to rotate it.

@@ -93,14 +93,14 @@ pub fn key_rotation_days(vars: &impl Vars) -> Result<u32, ConfigError> {
     )
 }
 
-/// `SERVICE_TOKEN_CACHE_MS`: at most `service_tokens::MAX_TOKEN_CACHE` (how late a revocation
-/// made elsewhere may take effect).
-fn service_token_cache(vars: &impl Vars) -> Result<Duration, ConfigError> {
+/// A cache's TTL in milliseconds (`SERVICE_TOKEN_CACHE_MS`, `ENTITLEMENTS_CACHE_MS`): at most
+/// `service_tokens::MAX_TOKEN_CACHE`, how late a change made elsewhere may take effect.
+fn cache_ttl(vars: &impl Vars, var: &'static str) -> Result<Duration, ConfigError> {
     let expected = "a number of milliseconds from 0 (no cache) to 10000";
-    let ttl = Duration::from_millis(parse_or(vars, "SERVICE_TOKEN_CACHE_MS", 1000, expected)?);
+    let ttl = Duration::from_millis(parse_or(vars, var, 1000, expected)?);
     if ttl > crate::service_tokens::MAX_TOKEN_CACHE {
         return Err(ConfigError::Invalid {
-            var: "SERVICE_TOKEN_CACHE_MS",
+            var,
             reason: format!("must be {expected}"),
         });
     }
@@ -397,7 +397,8 @@ impl Config {
                     positive(vars, "RESERVATION_SWEEP_INTERVAL_SECS", 30)?.into(),
                 ),
             },
-            service_token_cache: service_token_cache(vars)?,
+            service_token_cache: cache_ttl(vars, "SERVICE_TOKEN_CACHE_MS")?,
+            entitlements_cache: cache_ttl(vars, "ENTITLEMENTS_CACHE_MS")?,
             redis: super::redis::redis_settings(vars)?,
             log_format: log_format(vars)?,
             metrics: metrics_settings(vars)?,
@@ -480,6 +481,16 @@ mod tests {
                 "{wrong}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn the_entitlements_cache_defaults_to_a_second_and_is_bounded() {
+        let default = config(with_keys(&[])).unwrap();
+        assert_eq!(default.entitlements_cache, Duration::from_secs(1));
+        let off = config(with_keys(&[("ENTITLEMENTS_CACHE_MS", "0")])).unwrap();
+        assert!(off.entitlements_cache.is_zero());
+        let err = config_err(&[("ENTITLEMENTS_CACHE_MS", "60000")]);
+        assert!(err.contains("ENTITLEMENTS_CACHE_MS"), "{err}");
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl Record {
     pub fn key(&self) -> &str {
         &self.usage.idempotency_key
     }
+
+    /// The customer it counts for.
+    pub fn user_id(&self) -> crate::accounts::UserId {
+        self.usage.user_id
+    }
 }
 
 /// Parses a request body: `{"records": [ … ]}` (1 to [`MAX_RECORDS`]) or one record object.

@@ -30,6 +30,9 @@ pub struct AppState {
     pub token_cache: crate::service_tokens::TokenCache,
     /// The Redis the limiters share (`REDIS_URL`), for `/readyz`.
     pub shared_limits: Option<Arc<crate::limits::SharedLimits>>,
+    /// Customers' entitlements as `GET /internal/v1/entitlements/{id}` answers them (JSON),
+    /// for `ENTITLEMENTS_CACHE_MS`; forgotten when this instance writes what they show.
+    pub entitlements: crate::cache::TtlCache<crate::accounts::UserId, actix_web::web::Bytes>,
     /// Records each BYOK lease (its audit row) before the key is handed out.
     pub lease_log: crate::vault::LeaseLog,
     /// BYOK leases per service token.

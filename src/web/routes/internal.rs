@@ -105,8 +105,8 @@ pub async fn authorize(
                     service_tokens::authenticate(conn, &st.token_hasher, lookup.as_deref())
                 })
                 .await?;
-            if let (Ok(token), Some(key), Some(Err(generation))) = (&outcome, key, cached) {
-                state.token_cache.remember(key, token, generation);
+            if let (Ok(token), Some(key), Some(Err(miss))) = (&outcome, key, cached) {
+                state.token_cache.remember(key, token, miss);
             }
             outcome
         }
@@ -222,6 +222,7 @@ fn lease_json(
 }
 
 /// `GET /internal/v1/entitlements/{user_id}`: what a user's plan grants, for feature gates.
+/// Answered from memory for `ENTITLEMENTS_CACHE_MS` ([`AppState::entitlements`]).
 pub async fn entitlements(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -229,16 +230,22 @@ pub async fn entitlements(
 ) -> Result<HttpResponse, AppError> {
     authorize(&req, &state, Scope::EntitlementsRead).await?;
     let user_id = *user_id;
-    if crate::accounts::find_user(&state.db, user_id)
-        .await?
-        .is_none()
-    {
-        return Err(AppError::NotFound);
-    }
-    let entitlements = crate::billing::subscriptions::entitlements(&state.db, user_id).await?;
+    let body = match state.entitlements.get(&user_id) {
+        Ok(body) => body,
+        Err(miss) => {
+            let entitlements = crate::billing::subscriptions::entitlements_of(&state.db, user_id)
+                .await?
+                .ok_or(AppError::NotFound)?;
+            let body =
+                web::Bytes::from(serde_json::to_vec(&entitlements).map_err(AppError::internal)?);
+            state.entitlements.remember(user_id, body.clone(), miss);
+            body
+        }
+    };
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(entitlements))
+        .content_type("application/json")
+        .body(body))
 }
 
 /// The service API's routes, relative to `/internal/v1`.

@@ -123,6 +123,8 @@ pub async fn reserve(
     let deadline = state.config.quotas.reserve_deadline;
     let reserved =
         quota::reserve(&state.db, &state.quota_policies, &actor, request, deadline).await;
+    // What the customer holds changed: their entitlements (`limits`) are read afresh.
+    state.entitlements.forget(&user_id);
     let mut body = serde_json::json!({ "feature": feature, "quantity": quantity });
     let (allowed, fields) = match reserved {
         Reserved::UnknownUser => return Err(AppError::NotFound),
@@ -183,6 +185,7 @@ pub async fn commit(
         service_name(&actor),
     )
     .await?;
+    state.entitlements.forget(&user_id);
     settled_response(settled, reservation_id)
 }
 
@@ -206,6 +209,7 @@ pub async fn release(
         return Err(AppError::NotFound);
     }
     let settled = quota::release(&state.db, *user_id, reservation_id.clone()).await?;
+    state.entitlements.forget(&user_id);
     settled_response(settled, reservation_id)
 }
 

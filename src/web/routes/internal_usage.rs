@@ -42,10 +42,15 @@ pub async fn report_usage(
         Err(invalid) => return Ok(refused(&invalid)),
     };
     let keys: Vec<String> = records.iter().map(|r| r.key().to_owned()).collect();
+    let customers: std::collections::BTreeSet<_> = records.iter().map(|r| r.user_id()).collect();
     let reported = state
         .db
         .write(None, move |conn| report::store(conn, records))
         .await?;
+    // Their usage changed: their entitlements (`limits`) are read afresh.
+    for customer in &customers {
+        state.entitlements.forget(customer);
+    }
     let stored = match reported {
         Reported::Stored(stored) => stored,
         Reported::Rejected(invalid) => return Ok(refused(&invalid)),

@@ -1,0 +1,144 @@
+//! A small in-memory cache with a time to live, for answers the internal API gives on every
+//! request of a busy service (a verified service token, a customer's entitlements): a lookup
+//! per key per TTL is enough.
+//!
+//! Writes made on this instance forget what they change at once ([`TtlCache::forget`],
+//! [`TtlCache::forget_all`]); writes made elsewhere (another instance, a CLI command) show
+//! within the TTL. A lookup that began before a forget is not remembered after it (the
+//! generation it started under is gone), so a stale answer never outlives the write that
+//! changed it.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+pub struct TtlCache<K, V> {
+    ttl: Duration,
+    capacity: usize,
+    entries: parking_lot::Mutex<Entries<K, V>>,
+}
+
+struct Entries<K, V> {
+    map: HashMap<K, (Instant, V)>,
+    /// Bumped by every forget: a lookup that began before it must not remember what it found.
+    generation: u64,
+}
+
+/// A miss: look the value up, then hand this to [`TtlCache::remember`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Miss(u64);
+
+impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
+    /// Remembers values for `ttl` (zero: never), at most `capacity` keys (past it the cache
+    /// starts over: one lookup each).
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: parking_lot::Mutex::new(Entries {
+                map: HashMap::new(),
+                generation: 0,
+            }),
+        }
+    }
+
+    /// Whether the cache remembers anything at all (a TTL above zero).
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    /// The value remembered under `key` within the TTL, or the miss to remember a lookup by.
+    pub fn get<Q>(&self, key: &Q) -> Result<V, Miss>
+    where
+        K: Borrow<Q>,
+        Q: Eq + Hash + ?Sized,
+    {
+        let entries = self.entries.lock();
+        match entries.map.get(key) {
+            Some((at, value)) if at.elapsed() < self.ttl => Ok(value.clone()),
+            _ => Err(Miss(entries.generation)),
+        }
+    }
+
+    /// Remembers `value`, looked up since `miss`, unless something was forgotten meanwhile.
+    pub fn remember(&self, key: K, value: V, miss: Miss) {
+        if !self.enabled() {
+            return;
+        }
+        let mut entries = self.entries.lock();
+        if entries.generation != miss.0 {
+            return;
+        }
+        if entries.map.len() >= self.capacity {
+            entries.map.clear();
+        }
+        entries.map.insert(key, (Instant::now(), value));
+    }
+
+    /// Forgets `key` (its value changed here), and any lookup under way.
+    pub fn forget(&self, key: &K) {
+        let mut entries = self.entries.lock();
+        entries.map.remove(key);
+        entries.generation = entries.generation.wrapping_add(1);
+    }
+
+    /// Forgets everything, and any lookup under way.
+    pub fn forget_all(&self) {
+        let mut entries = self.entries.lock();
+        entries.map.clear();
+        entries.generation = entries.generation.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_within_the_ttl_and_forgets_on_a_write() {
+        let cache = TtlCache::new(Duration::from_secs(60), 10);
+        let miss = cache.get(&1).unwrap_err();
+        cache.remember(1, "a", miss);
+        assert_eq!(cache.get(&1), Ok("a"));
+        cache.forget(&1);
+        assert!(cache.get(&1).is_err());
+    }
+
+    #[test]
+    fn a_lookup_that_began_before_a_forget_is_not_remembered() {
+        let cache = TtlCache::new(Duration::from_secs(60), 10);
+        let miss = cache.get(&1).unwrap_err();
+        cache.forget(&2);
+        cache.remember(1, "stale", miss);
+        assert!(cache.get(&1).is_err());
+        let miss = cache.get(&1).unwrap_err();
+        cache.forget_all();
+        cache.remember(1, "stale", miss);
+        assert!(cache.get(&1).is_err());
+    }
+
+    #[test]
+    fn values_expire_and_a_zero_ttl_remembers_nothing() {
+        let cache = TtlCache::new(Duration::from_millis(20), 10);
+        let miss = cache.get(&1).unwrap_err();
+        cache.remember(1, "a", miss);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(cache.get(&1).is_err());
+        let off = TtlCache::new(Duration::ZERO, 10);
+        let miss = off.get(&1).unwrap_err();
+        off.remember(1, "a", miss);
+        assert!(off.get(&1).is_err());
+    }
+
+    #[test]
+    fn past_its_capacity_it_starts_over() {
+        let cache = TtlCache::new(Duration::from_secs(60), 2);
+        for key in 0..3 {
+            let miss = cache.get(&key).unwrap_err();
+            cache.remember(key, key, miss);
+        }
+        assert!(cache.get(&0).is_err() && cache.get(&1).is_err());
+        assert_eq!(cache.get(&2), Ok(2));
+    }
+}
