@@ -244,23 +244,37 @@ async fn a_lease_whose_audit_row_cannot_be_written_hands_out_no_key(backend: Bac
 
 /// A token that authenticated is remembered for `SERVICE_TOKEN_CACHE_MS`: revoked from the
 /// command line (another process, which cannot reach this instance's memory), it is refused
-/// within that time; with the cache off (0), from the next request on.
+/// within that time, on a read and on a key lease alike; with the cache off (0), from the next
+/// request on.
 async fn a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl(backend: Backend) {
     use std::time::{Duration, Instant};
     for ttl in [Duration::from_millis(300), Duration::ZERO] {
         let app = TestApp::spawn_with(backend, |config| config.service_token_cache = ttl).await;
         let user_id = customer_with_key(&app).await;
-        let token = app.service_token("engine", &[Scope::EntitlementsRead]);
+        let token = app.service_token("engine", &[Scope::EntitlementsRead, Scope::ByokLease]);
         let path = format!("entitlements/{user_id}");
-        assert_eq!(app.internal_get(&path, &token).await.status(), 200);
+        let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
+        let statuses = || async {
+            (
+                app.internal_get(&path, &token).await.status().as_u16(),
+                lease(&app, Some(&token), body.clone())
+                    .await
+                    .status()
+                    .as_u16(),
+            )
+        };
+        assert_eq!(statuses().await, (200, 200));
         app.query(|conn| tollgate::service_tokens::revoke(conn, Some("engine")));
         let revoked = Instant::now();
         loop {
-            let status = app.internal_get(&path, &token).await.status();
-            if status == 401 {
+            let now = statuses().await;
+            if now == (401, 401) {
                 break;
             }
-            assert_eq!(status, 200);
+            assert!(
+                [now.0, now.1].iter().all(|s| [200, 401].contains(s)),
+                "{now:?}"
+            );
             assert!(
                 !ttl.is_zero() && revoked.elapsed() < ttl + Duration::from_millis(700),
                 "still accepted {:?} after the revocation (cache {ttl:?})",
