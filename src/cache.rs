@@ -1,6 +1,7 @@
 //! A small in-memory cache with a time to live, for answers the internal API gives on every
 //! request of a busy service (a verified service token, a customer's entitlements): a lookup
-//! per key per TTL is enough.
+//! per key per TTL is enough. Each value lives between half the TTL and all of it, so the
+//! lookups of values remembered together spread out instead of coming back at once.
 //!
 //! Writes made on this instance forget what they change at once ([`TtlCache::forget`],
 //! [`TtlCache::forget_all`]); writes made elsewhere (another instance, a CLI command) show
@@ -20,6 +21,7 @@ pub struct TtlCache<K, V> {
 }
 
 struct Entries<K, V> {
+    /// Each value with when it expires.
     map: HashMap<K, (Instant, V)>,
     /// Bumped by every forget: a lookup that began before it must not remember what it found.
     generation: u64,
@@ -56,7 +58,7 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     {
         let entries = self.entries.lock();
         match entries.map.get(key) {
-            Some((at, value)) if at.elapsed() < self.ttl => Ok(value.clone()),
+            Some((expires, value)) if Instant::now() < *expires => Ok(value.clone()),
             _ => Err(Miss(entries.generation)),
         }
     }
@@ -73,7 +75,19 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         if entries.map.len() >= self.capacity {
             entries.map.clear();
         }
-        entries.map.insert(key, (Instant::now(), value));
+        entries
+            .map
+            .insert(key, (Instant::now() + self.lifetime(), value));
+    }
+
+    /// A value's lifetime: from half the TTL to all of it, spread by the clock's nanoseconds,
+    /// so that values remembered together (every customer after a start or a forget) are not
+    /// all looked up again in the same instant.
+    fn lifetime(&self) -> Duration {
+        let spread = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.subsec_nanos() % 1024);
+        self.ttl / 2 + self.ttl / 2 * spread / 1024
     }
 
     /// Forgets `key` (its value changed here), and any lookup under way.

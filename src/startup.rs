@@ -456,7 +456,7 @@ fn run(
         token_hasher: config.token_hasher(),
         token_cache: crate::service_tokens::TokenCache::new(config.service_token_cache),
         shared_limits: shared.cloned(),
-        lease_log: crate::vault::LeaseLog::start(db.clone())?,
+        lease_desk: crate::vault::LeaseDesk::start(db.clone(), config.keyring())?,
         entitlements: crate::cache::TtlCache::new(config.entitlements_cache, ENTITLEMENTS_CACHED),
         lease_limiter,
         usage_limiter,

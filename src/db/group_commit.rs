@@ -5,7 +5,7 @@
 //! gets the same guarantee as from a transaction of its own.
 //!
 //! What a batch does is the owner's (`commit`): webhook ingest ([`crate::webhooks::writer`]),
-//! BYOK lease audit rows ([`crate::vault::LeaseLog`]). This module only gathers batches, keeps
+//! BYOK leases ([`crate::vault::LeaseDesk`]). This module only gathers batches, keeps
 //! a connection per thread, takes SQLite's writer turn and survives a panicking batch: its jobs
 //! are dropped, so each waiting caller sees its reply channel closed (an error, never a false
 //! success), its connection is not kept, and the thread goes on with the next batch.

@@ -5,9 +5,9 @@ use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
-mod lease_log;
+mod lease_desk;
 
-pub use lease_log::LeaseLog;
+pub use lease_desk::LeaseDesk;
 
 use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind};
@@ -305,22 +305,19 @@ pub enum LeaseOutcome {
     Leased(Lease),
 }
 
-/// Opens the user's key for an internal service. The key may be handed out only once
-/// [`LeaseLog::record`] has recorded the lease: no key leaves without its audit row.
-pub fn open_lease(
+/// Opens the user's key for an internal service, if they have one. The key may be handed out
+/// only once its lease is recorded ([`LeaseDesk`]): no key leaves without its audit row.
+fn open_key(
     conn: &mut DbConnection,
     keyring: &Keyring,
     user_id: UserId,
     provider: Provider,
-) -> Result<LeaseOutcome, VaultError> {
-    if leases_disabled(conn)? {
-        return Ok(LeaseOutcome::Disabled);
-    }
+) -> Result<Option<Lease>, VaultError> {
     let Some(row) = byok_key::find(conn, user_id, provider.as_str())? else {
-        return Ok(LeaseOutcome::NoKey);
+        return Ok(None);
     };
     let key = keyring.open_string(&row.secret, &key_aad(user_id, provider))?;
-    Ok(LeaseOutcome::Leased(Lease {
+    Ok(Some(Lease {
         key,
         masked: row.masked,
         key_id: row.id,

@@ -33,8 +33,8 @@ pub struct AppState {
     /// Customers' entitlements as `GET /internal/v1/entitlements/{id}` answers them (JSON),
     /// for `ENTITLEMENTS_CACHE_MS`; forgotten when this instance writes what they show.
     pub entitlements: crate::cache::TtlCache<crate::accounts::UserId, actix_web::web::Bytes>,
-    /// Records each BYOK lease (its audit row) before the key is handed out.
-    pub lease_log: crate::vault::LeaseLog,
+    /// Serves BYOK leases, each recorded (its audit row) before the key is handed out.
+    pub lease_desk: crate::vault::LeaseDesk,
     /// BYOK leases per service token.
     pub lease_limiter: Arc<crate::limits::KeyedLimiter<i64>>,
     /// Usage reports and quota reservations per service token.

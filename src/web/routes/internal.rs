@@ -13,7 +13,7 @@ use crate::limits::{KeyedLimiter, Limited};
 use crate::metrics;
 use crate::secret::mask_api_key;
 use crate::service_tokens::{self, Scope, ServiceToken};
-use crate::vault::{self, LeaseOutcome, Provider};
+use crate::vault::{LeaseOutcome, Provider};
 use crate::web::{AppState, client_ip};
 
 fn bearer(req: &HttpRequest) -> Option<String> {
@@ -168,10 +168,10 @@ async fn lease_key(
         AppError::BadRequest("Send JSON {\"user_id\": 123, \"provider\": \"anthropic\"}.")
     })?;
     let provider = Provider::parse(&provider).ok_or(AppError::NotFound)?;
-    let st = state.clone();
+    // Recorded (audited) before the key leaves; if it cannot be, the key does not.
     let outcome = state
-        .db
-        .run(move |conn| vault::open_lease(conn, &st.keyring, user_id, provider))
+        .lease_desk
+        .lease(actor, user_id, provider)
         .await
         .map_err(AppError::internal)?;
     let lease = match outcome {
@@ -179,12 +179,6 @@ async fn lease_key(
         LeaseOutcome::NoKey => return Err(AppError::NotFound),
         LeaseOutcome::Leased(lease) => lease,
     };
-    // Recorded (audited) before the key leaves; if it cannot be, the key does not.
-    state
-        .lease_log
-        .record(&actor, user_id, provider, &lease)
-        .await
-        .map_err(AppError::internal)?;
     let body = lease_json(user_id, provider, lease.key.expose_secret())?;
     Ok(HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))

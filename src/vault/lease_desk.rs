@@ -1,0 +1,135 @@
+//! BYOK leases in group commit ([`crate::db::group_commit`]): leases asked for together are
+//! served together by one thread. For a batch it reads the emergency switch once and each key,
+//! opens the keys, then records every lease in one transaction: each key's last use and each
+//! lease's `byok_leased` audit row (one turn on the audit chain's head, one commit).
+//!
+//! A key is handed out only once its lease's row has committed: no key ever leaves without its
+//! audit row, even if the process is killed (SIGKILL) mid-batch; those callers got no key. On
+//! SIGTERM the server drains its requests, and with them every pending lease.
+
+use diesel::Connection as _;
+use tokio::sync::oneshot;
+
+use super::{Lease, LeaseOutcome, Provider, VaultError, leases_disabled, open_key};
+use crate::accounts::UserId;
+use crate::audit::{self, Actor, Kind, SecurityEvent};
+use crate::crypto::Keyring;
+use crate::db::group_commit::GroupCommit;
+use crate::db::models::byok_key;
+use crate::db::{Db, DbConnection, DbError};
+
+/// Leases one batch may hold.
+const MAX_BATCH: usize = 256;
+
+struct Job {
+    actor: Actor,
+    user_id: UserId,
+    provider: Provider,
+    reply: oneshot::Sender<Result<LeaseOutcome, VaultError>>,
+}
+
+/// Where the lease route asks for a customer's key.
+#[derive(Clone)]
+pub struct LeaseDesk {
+    jobs: GroupCommit<Job>,
+}
+
+impl LeaseDesk {
+    /// Starts the desk's thread on `db`, opening keys with `keyring` (one thread: every batch
+    /// takes the audit chain's head).
+    pub fn start(db: Db, keyring: Keyring) -> std::io::Result<Self> {
+        let jobs = GroupCommit::start(db, "lease-desk", 1, MAX_BATCH, move |conn, batch| {
+            serve(conn, &keyring, batch);
+        })?;
+        Ok(Self { jobs })
+    }
+
+    /// `user_id`'s `provider` key for `actor`, once its lease is recorded (the key's last use
+    /// and the lease's audit row, the key masked); or why there is none. An error means the
+    /// lease is not recorded and no key is handed out.
+    pub async fn lease(
+        &self,
+        actor: Actor,
+        user_id: UserId,
+        provider: Provider,
+    ) -> Result<LeaseOutcome, VaultError> {
+        let (reply, served) = oneshot::channel();
+        self.jobs
+            .submit(Job {
+                actor,
+                user_id,
+                provider,
+                reply,
+            })
+            .await?;
+        served.await.map_err(|_| DbError::Blocking)?
+    }
+}
+
+/// Serves a batch: the reads (the switch once, each key), then the writes in one transaction
+/// (which starts with them, so SQLite takes its lock at once): each key used once is touched
+/// once, every lease gets its row, in the order they came.
+fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
+    let disabled = match leases_disabled(conn) {
+        Ok(disabled) => disabled,
+        Err(err) => {
+            tracing::error!(error = %err, leases = batch.len(), "could not read the lease switch: no key is handed out");
+            for job in batch {
+                let _ = job.reply.send(Err(DbError::Unavailable.into()));
+            }
+            return;
+        }
+    };
+    let mut outcomes: Vec<Result<LeaseOutcome, VaultError>> = batch
+        .iter()
+        .map(|job| match disabled {
+            true => Ok(LeaseOutcome::Disabled),
+            false => Ok(match open_key(conn, keyring, job.user_id, job.provider) {
+                Ok(Some(lease)) => LeaseOutcome::Leased(lease),
+                Ok(None) => LeaseOutcome::NoKey,
+                Err(err) => return Err(err),
+            }),
+        })
+        .collect();
+    let leased: Vec<(&Job, &Lease)> = batch
+        .iter()
+        .zip(&outcomes)
+        .filter_map(|(job, outcome)| match outcome {
+            Ok(LeaseOutcome::Leased(lease)) => Some((job, lease)),
+            _ => None,
+        })
+        .collect();
+    if !leased.is_empty() {
+        let mut keys: Vec<i64> = leased.iter().map(|(_, lease)| lease.key_id).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let events: Vec<SecurityEvent> = leased
+            .iter()
+            .map(|(job, lease)| {
+                job.actor
+                    .event(Kind::ByokLeased)
+                    .details(serde_json::json!({
+                        "user_id": job.user_id,
+                        "provider": job.provider.as_str(),
+                        "key": lease.masked,
+                    }))
+            })
+            .collect();
+        let committed = conn.transaction::<_, DbError, _>(|conn| {
+            byok_key::touch_all(conn, &keys)?;
+            audit::write_many(conn, &events)
+        });
+        if let Err(err) = committed {
+            tracing::error!(error = %err, leases = events.len(), "could not record BYOK leases: none of them is handed out");
+            for outcome in &mut outcomes {
+                if matches!(outcome, Ok(LeaseOutcome::Leased(_))) {
+                    *outcome = Err(DbError::Unavailable.into());
+                }
+            }
+        }
+    }
+    for (job, outcome) in batch.into_iter().zip(outcomes) {
+        // A caller that went away (client timeout) has its lease recorded all the same.
+        let _ = job.reply.send(outcome);
+    }
+}
