@@ -377,9 +377,10 @@ fn route_layers(
 /// Customers whose entitlements are remembered at most (the cache starts over past it).
 const ENTITLEMENTS_CACHED: usize = 100_000;
 
-/// How many threads store webhook events: SQLite has one writer at a time; PostgreSQL overlaps
-/// commits (leaving most of the pool to the other requests).
-fn webhook_writer_threads(config: &Config) -> usize {
+/// How many threads store webhook events, and how many serve leases: SQLite has one writer at a time;
+/// PostgreSQL overlaps one batch's commit with the next batch's reads (leaving most of the pool
+/// to the other requests).
+fn group_commit_threads(config: &Config) -> usize {
     match config.database_url {
         crate::config::DatabaseUrl::Sqlite(_) => 1,
         crate::config::DatabaseUrl::Postgres(_) => {
@@ -456,7 +457,11 @@ fn run(
         token_hasher: config.token_hasher(),
         token_cache: crate::service_tokens::TokenCache::new(config.service_token_cache),
         shared_limits: shared.cloned(),
-        lease_desk: crate::vault::LeaseDesk::start(db.clone(), config.keyring())?,
+        lease_desk: crate::vault::LeaseDesk::start(
+            db.clone(),
+            config.keyring(),
+            group_commit_threads(&config),
+        )?,
         entitlements: crate::cache::TtlCache::new(config.entitlements_cache, ENTITLEMENTS_CACHED),
         lease_limiter,
         usage_limiter,
@@ -471,7 +476,7 @@ fn run(
         webhook_writer: WebhookWriter::start(
             db.clone(),
             Arc::clone(&config),
-            webhook_writer_threads(&config),
+            group_commit_threads(&config),
             metrics.clone(),
         )?,
         metrics,

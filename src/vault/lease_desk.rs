@@ -35,10 +35,11 @@ pub struct LeaseDesk {
 }
 
 impl LeaseDesk {
-    /// Starts the desk's thread on `db`, opening keys with `keyring` (one thread: every batch
-    /// takes the audit chain's head).
-    pub fn start(db: Db, keyring: Keyring) -> std::io::Result<Self> {
-        let jobs = GroupCommit::start(db, "lease-desk", 1, MAX_BATCH, move |conn, batch| {
+    /// Starts the desk's `threads` on `db`, opening keys with `keyring`. Every batch takes the
+    /// audit chain's head in turn, but a second thread reads its batch's keys while the first
+    /// commits (PostgreSQL; SQLite has one writer anyway).
+    pub fn start(db: Db, keyring: Keyring, threads: usize) -> std::io::Result<Self> {
+        let jobs = GroupCommit::start(db, "lease-desk", threads, MAX_BATCH, move |conn, batch| {
             serve(conn, &keyring, batch);
         })?;
         Ok(Self { jobs })
@@ -80,15 +81,36 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
             return;
         }
     };
+    let keys = match disabled {
+        true => Ok(Vec::new()),
+        false => {
+            let users: Vec<UserId> = batch.iter().map(|job| job.user_id).collect();
+            byok_key::of_users(conn, &users)
+        }
+    };
+    let keys = match keys {
+        Ok(keys) => keys,
+        Err(err) => {
+            tracing::error!(error = %err, leases = batch.len(), "could not read the leased keys: none is handed out");
+            for job in batch {
+                let _ = job.reply.send(Err(DbError::Unavailable.into()));
+            }
+            return;
+        }
+    };
     let mut outcomes: Vec<Result<LeaseOutcome, VaultError>> = batch
         .iter()
-        .map(|job| match disabled {
-            true => Ok(LeaseOutcome::Disabled),
-            false => Ok(match open_key(conn, keyring, job.user_id, job.provider) {
-                Ok(Some(lease)) => LeaseOutcome::Leased(lease),
-                Ok(None) => LeaseOutcome::NoKey,
-                Err(err) => return Err(err),
-            }),
+        .map(|job| {
+            if disabled {
+                return Ok(LeaseOutcome::Disabled);
+            }
+            let row = keys
+                .iter()
+                .find(|row| row.user_id == job.user_id && row.provider == job.provider.as_str());
+            match row {
+                Some(row) => open_key(keyring, row, job.provider).map(LeaseOutcome::Leased),
+                None => Ok(LeaseOutcome::NoKey),
+            }
         })
         .collect();
     let leased: Vec<(&Job, &Lease)> = batch

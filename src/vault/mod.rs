@@ -305,23 +305,15 @@ pub enum LeaseOutcome {
     Leased(Lease),
 }
 
-/// Opens the user's key for an internal service, if they have one. The key may be handed out
-/// only once its lease is recorded ([`LeaseDesk`]): no key leaves without its audit row.
-fn open_key(
-    conn: &mut DbConnection,
-    keyring: &Keyring,
-    user_id: UserId,
-    provider: Provider,
-) -> Result<Option<Lease>, VaultError> {
-    let Some(row) = byok_key::find(conn, user_id, provider.as_str())? else {
-        return Ok(None);
-    };
-    let key = keyring.open_string(&row.secret, &key_aad(user_id, provider))?;
-    Ok(Some(Lease {
+/// Opens a key for an internal service. The key may be handed out only once its lease is
+/// recorded ([`LeaseDesk`]): no key leaves without its audit row.
+fn open_key(keyring: &Keyring, row: &ByokKeyRow, provider: Provider) -> Result<Lease, VaultError> {
+    let key = keyring.open_string(&row.secret, &key_aad(row.user_id, provider))?;
+    Ok(Lease {
         key,
-        masked: row.masked,
+        masked: row.masked.clone(),
         key_id: row.id,
-    }))
+    })
 }
 
 #[cfg(test)]

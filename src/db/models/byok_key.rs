@@ -94,6 +94,14 @@ pub fn delete(conn: &mut DbConnection, user_id: UserId, provider: &str) -> Resul
 }
 
 /// Marks the keys `ids` used now (one statement).
+/// Every key of the users `user_ids` (one statement: a batch of leases reads them at once).
+pub fn of_users(conn: &mut DbConnection, user_ids: &[UserId]) -> Result<Vec<ByokKeyRow>, DbError> {
+    Ok(byok_keys::table
+        .filter(byok_keys::user_id.eq_any(user_ids))
+        .select(ByokKeyRow::as_select())
+        .load(conn)?)
+}
+
 pub fn touch_all(conn: &mut DbConnection, ids: &[i64]) -> Result<(), DbError> {
     diesel::update(byok_keys::table.filter(byok_keys::id.eq_any(ids)))
         .set(byok_keys::last_used_at.eq(Some(now())))
