@@ -16,6 +16,7 @@ on_both_backends!(
     a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl,
     a_lease_whose_audit_row_cannot_be_written_hands_out_no_key,
     leases_made_together_are_recorded_together_before_any_key_leaves,
+    a_switch_thrown_or_a_key_deleted_while_a_lease_waits_is_honoured,
 );
 
 async fn lease(app: &TestApp, token: Option<&str>, body: serde_json::Value) -> reqwest::Response {
@@ -386,4 +387,74 @@ async fn leases_made_together_are_recorded_together_before_any_key_leaves(backen
         matches!(verdict, tollgate::audit::chain::Verdict::Intact(_)),
         "the audit chain holds: {verdict:?}"
     );
+}
+
+/// A lease reads the switch and the key, then records itself; what changes in between is
+/// honoured when it records: leases switched off (`tollgate byok disable-leases`) or the key
+/// deleted by its owner while the lease waits for the write lock, and the lease gets 503 or
+/// 404, no key and no audit row.
+async fn a_switch_thrown_or_a_key_deleted_while_a_lease_waits_is_honoured(backend: Backend) {
+    use diesel::prelude::*;
+    use std::time::Duration;
+    use tollgate::db::schema::byok_keys;
+    for (change, expected) in [("switch", 503), ("delete", 404)] {
+        let app = TestApp::spawn(backend).await;
+        let user_id = customer_with_key(&app).await;
+        let token = app.service_token("execution-engine", &[Scope::ByokLease]);
+        let body = serde_json::json!({ "user_id": user_id, "provider": "anthropic" });
+        assert_eq!(lease(&app, Some(&token), body.clone()).await.status(), 200);
+        let before = app.count_events("byok_leased");
+
+        // Another writer holds the key's row and makes the change, not yet committed.
+        let (held, holding) = std::sync::mpsc::channel::<()>();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let db = app.db.clone();
+        let holder = std::thread::spawn(move || {
+            db.run_blocking(|conn| {
+                conn.transaction::<_, tollgate::db::DbError, _>(|conn| {
+                    let key = byok_keys::table.filter(byok_keys::user_id.eq(user_id));
+                    diesel::update(key)
+                        .set(byok_keys::last_used_at.eq(None::<chrono::NaiveDateTime>))
+                        .execute(conn)?;
+                    if change == "switch" {
+                        tollgate::vault::set_leases_disabled(conn, true)?;
+                    } else {
+                        diesel::delete(key).execute(conn)?;
+                    }
+                    held.send(()).unwrap();
+                    released.recv().unwrap();
+                    Ok(())
+                })
+            })
+            .unwrap();
+        });
+        holding.recv().unwrap();
+        let address = app.address.clone();
+        let (waiting_token, waiting_body) = (token.clone(), body.clone());
+        let waiting = actix_web::rt::spawn(async move {
+            reqwest::Client::new()
+                .post(format!("{address}/internal/v1/byok/lease"))
+                .bearer_auth(waiting_token)
+                .json(&waiting_body)
+                .send()
+                .await
+                .unwrap()
+        });
+        actix_web::rt::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiting.is_finished(),
+            "{change}: the lease waits to record itself"
+        );
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        let res = waiting.await.unwrap();
+        assert_eq!(res.status(), expected, "{change}");
+        let text = res.text().await.unwrap();
+        assert!(!text.contains(ANTHROPIC_KEY), "{change}: no key in {text}");
+        assert_eq!(
+            app.count_events("byok_leased"),
+            before,
+            "{change}: no lease row"
+        );
+    }
 }

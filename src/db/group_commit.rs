@@ -5,15 +5,14 @@
 //! gets the same guarantee as from a transaction of its own.
 //!
 //! What a batch does is the owner's (`commit`): webhook ingest ([`crate::webhooks::writer`]),
-//! BYOK leases ([`crate::vault::LeaseDesk`]). This module only gathers batches, keeps
-//! a connection per thread, takes SQLite's writer turn and survives a panicking batch: its jobs
+//! BYOK leases ([`crate::vault::LeaseDesk`]). This module only gathers batches, takes
+//! a connection for each batch, takes SQLite's writer turn and survives a panicking batch: its jobs
 //! are dropped, so each waiting caller sees its reply channel closed (an error, never a false
-//! success), its connection is not kept, and the thread goes on with the next batch.
+//! success), its connection is closed rather than given back, and the thread goes on.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use diesel::r2d2::R2D2Connection as _;
 use tokio::sync::mpsc;
 
 use super::{Db, DbConnection, DbError};
@@ -93,34 +92,30 @@ fn write_batches<J>(
     max_batch: usize,
     commit: &dyn Fn(&mut DbConnection, Vec<J>),
 ) {
-    // Kept across batches (no pool round trip per batch); replaced when it breaks.
-    let mut conn = None;
     while let Some(batch) = next_batch(queue, max_batch) {
-        let mut connection = match conn.take() {
-            Some(connection) => connection,
-            None => match db.connection() {
-                Ok(connection) => connection,
-                Err(err) => {
-                    // Dropping the batch closes each job's reply: every caller sees an error.
-                    tracing::error!(writer = thread, error = %err, jobs = batch.len(), "a group-commit writer has no database connection");
-                    continue;
-                }
-            },
+        // Taken for the batch and given back after it: a writer holds no connection while it
+        // waits for work, so small pools are not starved by idle writers.
+        let mut connection = match db.connection() {
+            Ok(connection) => connection,
+            Err(err) => {
+                // Dropping the batch closes each job's reply: every caller sees an error.
+                tracing::error!(writer = thread, error = %err, jobs = batch.len(), "a group-commit writer has no database connection");
+                continue;
+            }
         };
         let jobs = batch.len();
-        // Unwinding drops the batch, and with it every reply channel. The connection may be
-        // mid-transaction: it is not kept.
+        // Unwinding drops the batch, and with it every reply channel.
         let committed = std::panic::catch_unwind(AssertUnwindSafe(|| {
             db.as_writer(|| commit(&mut connection, batch));
         }));
-        match committed {
-            Ok(()) if !connection.is_broken() => conn = Some(connection),
-            Ok(()) => {}
-            Err(_) => tracing::error!(
+        // Given back as it goes out of scope; the pool closes it instead if it is broken or
+        // still in a transaction (a panic's).
+        if committed.is_err() {
+            tracing::error!(
                 writer = thread,
                 jobs,
                 "a group-commit batch panicked; its callers were answered with an error"
-            ),
+            );
         }
     }
 }

@@ -121,37 +121,70 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
             _ => None,
         })
         .collect();
+    let leased_count = leased.len();
     if !leased.is_empty() {
         let mut keys: Vec<i64> = leased.iter().map(|(_, lease)| lease.key_id).collect();
         keys.sort_unstable();
         keys.dedup();
-        let events: Vec<SecurityEvent> = leased
-            .iter()
-            .map(|(job, lease)| {
-                job.actor
-                    .event(Kind::ByokLeased)
-                    .details(serde_json::json!({
-                        "user_id": job.user_id,
-                        "provider": job.provider.as_str(),
-                        "key": lease.masked,
-                    }))
-            })
-            .collect();
-        let committed = conn.transaction::<_, DbError, _>(|conn| {
-            byok_key::touch_all(conn, &keys)?;
-            audit::write_many(conn, &events)
-        });
-        if let Err(err) = committed {
-            tracing::error!(error = %err, leases = events.len(), "could not record BYOK leases: none of them is handed out");
-            for outcome in &mut outcomes {
-                if matches!(outcome, Ok(LeaseOutcome::Leased(_))) {
-                    *outcome = Err(DbError::Unavailable.into());
-                }
+        // The writes first (so SQLite takes its lock at once), then, under them, what the reads
+        // above decided is checked again: a key deleted or a switch thrown since is honoured.
+        let recorded = conn.transaction::<_, Abort, _>(|conn| {
+            let kept = byok_key::touch_all(conn, &keys)?;
+            if leases_disabled(conn)? {
+                return Err(Abort::Disabled);
             }
+            let events: Vec<SecurityEvent> = leased
+                .iter()
+                .filter(|(_, lease)| kept.contains(&lease.key_id))
+                .map(|(job, lease)| {
+                    job.actor
+                        .event(Kind::ByokLeased)
+                        .details(serde_json::json!({
+                            "user_id": job.user_id,
+                            "provider": job.provider.as_str(),
+                            "key": lease.masked,
+                        }))
+                })
+                .collect();
+            audit::write_many(conn, &events)?;
+            Ok(kept)
+        });
+        for outcome in &mut outcomes {
+            let Ok(LeaseOutcome::Leased(lease)) = outcome else {
+                continue;
+            };
+            *outcome = match &recorded {
+                Ok(kept) if kept.contains(&lease.key_id) => continue,
+                Ok(_) => Ok(LeaseOutcome::NoKey),
+                Err(Abort::Disabled) => Ok(LeaseOutcome::Disabled),
+                Err(Abort::Db(_)) => Err(DbError::Unavailable.into()),
+            };
+        }
+        if let Err(Abort::Db(err)) = &recorded {
+            tracing::error!(error = %err, leases = leased_count, "could not record BYOK leases: none of them is handed out");
         }
     }
     for (job, outcome) in batch.into_iter().zip(outcomes) {
         // A caller that went away (client timeout) has its lease recorded all the same.
         let _ = job.reply.send(outcome);
+    }
+}
+
+/// Why a batch's transaction was rolled back.
+enum Abort {
+    /// Leases were switched off after the batch read the switch.
+    Disabled,
+    Db(DbError),
+}
+
+impl From<DbError> for Abort {
+    fn from(err: DbError) -> Self {
+        Self::Db(err)
+    }
+}
+
+impl From<diesel::result::Error> for Abort {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Db(err.into())
     }
 }

@@ -6,7 +6,7 @@ use diesel::prelude::*;
 
 use crate::db::models::user::UserId;
 use crate::db::schema::byok_keys;
-use crate::db::{DbConnection, DbError, now};
+use crate::db::{DbConnection, DbError, now, per_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = byok_keys)]
@@ -93,7 +93,6 @@ pub fn delete(conn: &mut DbConnection, user_id: UserId, provider: &str) -> Resul
     Ok(deleted > 0)
 }
 
-/// Marks the keys `ids` used now (one statement).
 /// Every key of the users `user_ids` (one statement: a batch of leases reads them at once).
 pub fn of_users(conn: &mut DbConnection, user_ids: &[UserId]) -> Result<Vec<ByokKeyRow>, DbError> {
     Ok(byok_keys::table
@@ -102,11 +101,15 @@ pub fn of_users(conn: &mut DbConnection, user_ids: &[UserId]) -> Result<Vec<Byok
         .load(conn)?)
 }
 
-pub fn touch_all(conn: &mut DbConnection, ids: &[i64]) -> Result<(), DbError> {
-    diesel::update(byok_keys::table.filter(byok_keys::id.eq_any(ids)))
-        .set(byok_keys::last_used_at.eq(Some(now())))
-        .execute(conn)?;
-    Ok(())
+/// Marks the keys `ids` used now (one statement); returns the ids of those still there (a key
+/// deleted meanwhile is not).
+pub fn touch_all(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    per_backend!(conn, |c| Ok(diesel::update(
+        byok_keys::table.filter(byok_keys::id.eq_any(ids))
+    )
+    .set(byok_keys::last_used_at.eq(Some(now())))
+    .returning(byok_keys::id)
+    .get_results(c)?))
 }
 
 /// Up to `limit` rows sealed under a key other than `primary`, in id order after `after_id`.

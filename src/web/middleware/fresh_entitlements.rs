@@ -1,7 +1,9 @@
-//! Cached entitlements ([`AppState::entitlements`]) never outlive a write made on this
-//! instance: once a request that may change them has been answered (a Stripe webhook, a
+//! Cached entitlements ([`AppState::entitlements`]) do not outlive a write made through this
+//! instance's routes: once a request that may change them has succeeded (a Stripe webhook, a
 //! checkout, a plan change, a cancellation, an admin's edit: any POST, PUT, PATCH or DELETE
-//! outside the service API), every cached answer is forgotten. The service API's own writes
+//! outside the service API answered 2xx or 3xx), every cached answer is forgotten; the
+//! Checkout return page forgets its customer's. Background work (the reservation sweep, a
+//! refetch from Stripe after a webhook) and other instances show within the TTL. The service API's own writes
 //! (usage, reservations) forget just their customers' ([`crate::web::routes::internal_usage`],
 //! [`crate::web::routes::internal_quota`]), so a busy usage stream does not empty the cache.
 
@@ -21,8 +23,14 @@ pub async fn forget_after_writes(
         .then(|| req.app_data::<web::Data<AppState>>().cloned())
         .flatten();
     let res = next.call(req).await;
-    // After the handler: whatever it wrote is committed by now.
-    if let Some(state) = state {
+    // After the handler: whatever it wrote is committed by now. A refused request (a bad
+    // signature, a failed sign-in, a rate limit: 4xx) wrote nothing of the kind, and must not
+    // let anyone empty the cache at will.
+    let wrote = res.as_ref().is_ok_and(|res| {
+        let status = res.status();
+        status.is_success() || status.is_redirection()
+    });
+    if let (Some(state), true) = (state, wrote) {
         state.entitlements.forget_all();
     }
     res

@@ -409,7 +409,10 @@ pub async fn success(
     actor: Actor,
     query: web::Query<SuccessQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let current = match checkout::returned(state.billing(), user.id, &query.session_id).await {
+    let returned = checkout::returned(state.billing(), user.id, &query.session_id).await;
+    // Coming back from Checkout may have stored the new subscription: entitlements afresh.
+    state.entitlements.forget(&user.id);
+    let current = match returned {
         Ok(current) => current,
         Err(ReturnError::NotYours) => return Err(AppError::NotFound),
         Err(ReturnError::Billing(err)) => {
