@@ -88,10 +88,11 @@ pub async fn authorize(
     scope: Scope,
 ) -> Result<ServiceToken, AppError> {
     let presented = bearer(req);
-    // Leases too: a revocation in the console forgets every token at once; one made elsewhere
-    // takes effect within SERVICE_TOKEN_CACHE_MS (1 s), on every route alike.
+    // A key lease hands out a customer's plaintext key: its token is looked up every time, so
+    // a revocation from anywhere (the CLI in an incident) stops leases at once.
     let key = presented
         .as_deref()
+        .filter(|_| scope != Scope::ByokLease)
         .and_then(|presented| state.token_cache.key(&state.token_hasher, presented));
     let cached = key.as_deref().map(|key| state.token_cache.get(key));
     let outcome = match cached {
