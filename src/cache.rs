@@ -5,9 +5,9 @@
 //!
 //! Writes made on this instance forget what they change at once ([`TtlCache::forget`],
 //! [`TtlCache::forget_all`]); writes made elsewhere (another instance, a CLI command) show
-//! within the TTL. A lookup that began before a forget is not remembered after it (the
-//! generation it started under is gone), so a stale answer never outlives the write that
-//! changed it.
+//! within the TTL. A lookup that began before a forget of its key (or of everything) is not
+//! remembered after it, so a stale answer never outlives the write that changed it; lookups of
+//! other keys are (one busy customer's writes do not empty everyone else's lookups).
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -23,15 +23,21 @@ pub struct TtlCache<K, V> {
 struct Entries<K, V> {
     /// Each value with when it expires.
     map: HashMap<K, (Instant, V)>,
-    /// Bumped by every forget: a lookup that began before it must not remember what it found.
-    generation: u64,
+    /// Ticks once per forget: a miss says when its lookup began.
+    clock: u64,
+    /// When each key was last forgotten (at most `capacity` keys; past that, everything is
+    /// taken as forgotten then).
+    forgotten: HashMap<K, u64>,
+    /// When everything was last forgotten.
+    all_forgotten: u64,
 }
 
-/// A miss: look the value up, then hand this to [`TtlCache::remember`].
+/// A miss: look the value up, then hand this to [`TtlCache::remember`] (it says when the
+/// lookup began).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Miss(u64);
 
-impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
+impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// Remembers values for `ttl` (zero: never), at most `capacity` keys (past it the cache
     /// starts over: one lookup each).
     pub fn new(ttl: Duration, capacity: usize) -> Self {
@@ -40,7 +46,9 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
             capacity,
             entries: parking_lot::Mutex::new(Entries {
                 map: HashMap::new(),
-                generation: 0,
+                clock: 0,
+                forgotten: HashMap::new(),
+                all_forgotten: 0,
             }),
         }
     }
@@ -59,17 +67,20 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         let entries = self.entries.lock();
         match entries.map.get(key) {
             Some((expires, value)) if Instant::now() < *expires => Ok(value.clone()),
-            _ => Err(Miss(entries.generation)),
+            _ => Err(Miss(entries.clock)),
         }
     }
 
-    /// Remembers `value`, looked up since `miss`, unless something was forgotten meanwhile.
+    /// Remembers `value`, looked up since `miss`, unless `key` (or everything) was forgotten
+    /// meanwhile.
     pub fn remember(&self, key: K, value: V, miss: Miss) {
         if !self.enabled() {
             return;
         }
         let mut entries = self.entries.lock();
-        if entries.generation != miss.0 {
+        let forgotten_since = entries.all_forgotten > miss.0
+            || entries.forgotten.get(&key).is_some_and(|at| *at > miss.0);
+        if forgotten_since {
             return;
         }
         if entries.map.len() >= self.capacity {
@@ -90,18 +101,27 @@ impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
         self.ttl / 2 + self.ttl / 2 * spread / 1024
     }
 
-    /// Forgets `key` (its value changed here), and any lookup under way.
+    /// Forgets `key` (its value changed here), and any lookup of it under way.
     pub fn forget(&self, key: &K) {
         let mut entries = self.entries.lock();
+        entries.clock += 1;
+        let at = entries.clock;
         entries.map.remove(key);
-        entries.generation = entries.generation.wrapping_add(1);
+        if entries.forgotten.len() >= self.capacity {
+            entries.forgotten.clear();
+            entries.all_forgotten = at;
+        } else {
+            entries.forgotten.insert(key.clone(), at);
+        }
     }
 
     /// Forgets everything, and any lookup under way.
     pub fn forget_all(&self) {
         let mut entries = self.entries.lock();
+        entries.clock += 1;
+        entries.all_forgotten = entries.clock;
         entries.map.clear();
-        entries.generation = entries.generation.wrapping_add(1);
+        entries.forgotten.clear();
     }
 }
 
@@ -120,16 +140,43 @@ mod tests {
     }
 
     #[test]
-    fn a_lookup_that_began_before_a_forget_is_not_remembered() {
+    fn a_lookup_that_began_before_its_key_was_forgotten_is_not_remembered() {
         let cache = TtlCache::new(Duration::from_secs(60), 10);
         let miss = cache.get(&1).unwrap_err();
-        cache.forget(&2);
+        cache.forget(&1);
         cache.remember(1, "stale", miss);
         assert!(cache.get(&1).is_err());
         let miss = cache.get(&1).unwrap_err();
         cache.forget_all();
         cache.remember(1, "stale", miss);
         assert!(cache.get(&1).is_err());
+        // A lookup that began after the forget is remembered.
+        let miss = cache.get(&1).unwrap_err();
+        cache.remember(1, "fresh", miss);
+        assert_eq!(cache.get(&1), Ok("fresh"));
+    }
+
+    #[test]
+    fn forgetting_one_key_leaves_other_lookups_under_way() {
+        let cache = TtlCache::new(Duration::from_secs(60), 10);
+        let miss = cache.get(&1).unwrap_err();
+        cache.forget(&2);
+        cache.remember(1, "a", miss);
+        assert_eq!(cache.get(&1), Ok("a"));
+    }
+
+    #[test]
+    fn past_its_capacity_of_forgotten_keys_a_forget_stops_every_lookup_under_way() {
+        let cache = TtlCache::new(Duration::from_secs(60), 2);
+        let miss = cache.get(&1).unwrap_err();
+        for key in 2..5 {
+            cache.forget(&key);
+        }
+        cache.remember(1, "maybe stale", miss);
+        assert!(
+            cache.get(&1).is_err(),
+            "the record of forgotten keys started over"
+        );
     }
 
     #[test]

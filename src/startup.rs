@@ -415,7 +415,13 @@ fn run(
     }
     let shared = shared.as_ref();
     let layers = route_layers(&db, &config, shared)?;
-    let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::default());
+    let refusal_audit = Arc::new(rate_limit::RefusalAuditThrottle::new(shared));
+    let server_errors = Arc::new(ServerErrorRate::new(&config.alerts, shared));
+    if shared.is_some() {
+        actix_web::rt::spawn(
+            Arc::clone(&server_errors).share(db.clone(), Arc::new(config.alerts.clone())),
+        );
+    }
     let lease_limiter =
         Arc::new(KeyedLimiter::new(config.rate_limits.lease).shared(shared, "lease"));
     let usage_limiter =
@@ -480,7 +486,7 @@ fn run(
             metrics.clone(),
         )?,
         metrics,
-        server_errors: Arc::new(ServerErrorRate::new(&config.alerts)),
+        server_errors: Arc::clone(&server_errors),
         refetching: Arc::default(),
     });
     let metrics_server = listeners

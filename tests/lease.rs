@@ -245,8 +245,10 @@ async fn a_lease_whose_audit_row_cannot_be_written_hands_out_no_key(backend: Bac
 
 /// A token that authenticated is remembered for `SERVICE_TOKEN_CACHE_MS`: revoked from the
 /// command line (another process, which cannot reach this instance's memory), it is refused
-/// within that time; with the cache off (0), from the next request on. A lease never uses the
-/// cache: it is refused from the next request on either way.
+/// within that time; with the cache off (0), from the next request on. A lease is refused from
+/// the next request on either way, though its token was remembered: the lease desk checks the
+/// token is still live after the lease was asked for. The refusal is audited as a revoked
+/// token, and no lease is recorded.
 async fn a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl(backend: Backend) {
     use std::time::{Duration, Instant};
     for ttl in [Duration::from_millis(300), Duration::ZERO] {
@@ -262,7 +264,15 @@ async fn a_token_revoked_elsewhere_is_refused_within_the_token_cache_ttl(backend
         assert_eq!(
             lease(&app, Some(&token), body.clone()).await.status(),
             401,
-            "a lease looks its token up every time"
+            "a lease is refused at once (cache {ttl:?})"
+        );
+        assert_eq!(app.count_events("byok_leased"), 1, "only the first lease");
+        let refusals = app.events("service_token_rejected");
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(
+            refusals[0].details.contains(r#""reason":"revoked""#),
+            "{}",
+            refusals[0].details
         );
         loop {
             let status = app.internal_get(&path, &token).await.status();

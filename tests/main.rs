@@ -28,6 +28,7 @@ mod errors;
 mod experience;
 mod forms;
 mod headers;
+mod instances;
 mod internal_api_docs;
 mod invoices;
 mod layout;

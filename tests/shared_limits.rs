@@ -4,12 +4,16 @@
 //! it each instance counts on its own (the control). An unreachable Redis follows `REDIS_FAIL`:
 //! `open` limits in each instance's memory, `closed` answers 503.
 
-use tollgate::config::{Config, RateLimit, RedisFail, RedisSettings};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tollgate::config::{AlertLimit, AlertRule, Config, RateLimit, RedisFail, RedisSettings};
 
 use tollgate::service_tokens::Scope;
 
 use crate::common::{
     Backend, PASSWORD, TestApp, captured_logs, redis_available, redis_settings, redis_url,
+    stripe_event,
 };
 use crate::on_both_backends;
 
@@ -19,6 +23,8 @@ on_both_backends!(
     without_redis_each_instance_has_a_budget_of_its_own,
     three_instances_sharing_redis_lock_an_account_after_its_failures_in_total,
     service_token_limits_are_shared_by_every_instance,
+    three_instances_sharing_redis_count_their_5xx_rate_together,
+    without_redis_each_instance_counts_its_own_5xx_rate,
 );
 
 /// Six submissions at once, then one a minute: nothing refills during a test.
@@ -129,6 +135,14 @@ async fn three_instances_sharing_redis_allow_each_address_its_default_budget_onc
         "0",
         "the last of the shared six"
     );
+    // Refusals are audited once a minute per address and limiter across the instances too
+    // (alone, each instance would audit its first one).
+    let audited: i64 = apps[0]
+        .events("rate_limited")
+        .iter()
+        .map(|row| row.count)
+        .sum();
+    assert_eq!(audited, 1, "three refusals on three instances, one audited");
 }
 
 /// The control: the same three instances without Redis allow the budget three times.
@@ -379,4 +393,74 @@ async fn limits_return_to_redis_by_themselves_when_it_is_back() {
     let seen = sign_in_round_robin(apps, 1).await;
     assert_eq!(seen, [(401, Some(5))], "counted in the new Redis");
     assert_eq!(lines("Redis is reachable again"), 1, "and it says so once");
+}
+
+/// Instances whose webhook writer fails for some events (their deliveries are answered 500),
+/// with a 5xx rule of 50 % over at least 4 requests.
+async fn three_failing_sometimes(backend: Backend, redis: Option<RedisSettings>) -> Vec<TestApp> {
+    three(backend, redis, |config| {
+        config.alerts.set_limit(
+            AlertRule::ServerErrors,
+            AlertLimit {
+                threshold: 50,
+                window_secs: 300,
+            },
+        );
+        config.alerts.server_errors_min_requests = 4;
+        config.faults.webhook_batch = Some(Arc::new(|ids: &[&str]| {
+            assert!(
+                !ids.iter().any(|id| id.contains("Boom")),
+                "injected failure"
+            );
+        }));
+    })
+    .await
+}
+
+/// One delivery that succeeds and one that fails (500) on `app`.
+async fn one_fine_one_failing(app: &TestApp, n: usize) {
+    for (id, status) in [
+        (format!("evt_1Fine{n}"), 200),
+        (format!("evt_1Boom{n}"), 500),
+    ] {
+        let res = app.post_webhook(&stripe_event("payout.created", &id)).await;
+        assert_eq!(res.status(), status, "{id}");
+    }
+}
+
+/// Two requests, one of them a 5xx, on each of two instances: under the minimum of four on
+/// either, but 2 of 4 (50 %) on both together, which raise one alert; a third instance's 5xx
+/// then raise no second one.
+async fn three_instances_sharing_redis_count_their_5xx_rate_together(backend: Backend) {
+    if !redis_available() {
+        return;
+    }
+    let apps =
+        three_failing_sometimes(backend, Some(redis_settings(&redis_url(), RedisFail::Open))).await;
+    one_fine_one_failing(&apps[0], 0).await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        apps[0].alerts("server_errors").is_empty(),
+        "1 failure in 2 requests: under the minimum of 4"
+    );
+    one_fine_one_failing(&apps[1], 1).await;
+    let raised = apps[0].wait_for_alerts("server_errors", 1).await;
+    assert_eq!(raised.len(), 1, "2 of 4 on two instances is 50 %");
+    let details: serde_json::Value = serde_json::from_str(&raised[0].details).unwrap();
+    assert_eq!(
+        (&details["count"], &details["requests"]),
+        (&serde_json::json!(2), &serde_json::json!(4))
+    );
+    one_fine_one_failing(&apps[2], 2).await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(apps[0].alerts("server_errors").len(), 1, "once per window");
+}
+
+/// The control: without Redis the same requests raise nothing, each instance seeing 2.
+async fn without_redis_each_instance_counts_its_own_5xx_rate(backend: Backend) {
+    let apps = three_failing_sometimes(backend, None).await;
+    one_fine_one_failing(&apps[0], 0).await;
+    one_fine_one_failing(&apps[1], 1).await;
+    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    assert!(apps[0].alerts("server_errors").is_empty());
 }

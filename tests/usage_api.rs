@@ -31,7 +31,7 @@ const EMAIL: &str = "metered@example.com";
 /// An app whose customer is subscribed to "Pro", which meters `tokens` (1,000 included, then
 /// $2.00 per 1,000); the sender polls fast. Returns the app, the customer's id and a
 /// `usage:write` token.
-async fn metered_customer(backend: Backend) -> (TestApp, i64, String) {
+pub(crate) async fn metered_customer(backend: Backend) -> (TestApp, i64, String) {
     let app = TestApp::spawn_with(backend, |config| {
         config.usage_sender.interval = Duration::from_millis(50);
         config.usage_sender.retry_base = Duration::from_millis(50);
@@ -71,11 +71,11 @@ async fn metered_customer(backend: Backend) -> (TestApp, i64, String) {
     (app, user_id, token)
 }
 
-fn record(user_id: i64, key: &str, quantity: i64) -> Value {
+pub(crate) fn record(user_id: i64, key: &str, quantity: i64) -> Value {
     json!({ "user_id": user_id, "feature": "tokens", "quantity": quantity, "idempotency_key": key })
 }
 
-async fn report(app: &TestApp, token: &str, records: Vec<Value>) -> (u16, Value) {
+pub(crate) async fn report(app: &TestApp, token: &str, records: Vec<Value>) -> (u16, Value) {
     let res = app
         .internal_post("usage", Some(token), &json!({ "records": records }))
         .await;
@@ -110,7 +110,7 @@ fn used(app: &TestApp, user_id: i64) -> i64 {
     })
 }
 
-fn outbox(app: &TestApp) -> Vec<(i64, i64, Option<String>)> {
+pub(crate) fn outbox(app: &TestApp) -> Vec<(i64, i64, Option<String>)> {
     app.query(|conn| {
         Ok(usage_outbox::table
             .order(usage_outbox::usage_record_id)
@@ -123,7 +123,7 @@ fn outbox(app: &TestApp) -> Vec<(i64, i64, Option<String>)> {
     })
 }
 
-async fn meter_events(app: &TestApp) -> Vec<Value> {
+pub(crate) async fn meter_events(app: &TestApp) -> Vec<Value> {
     app.stripe_get("/_sim/meter_events")
         .await
         .as_array()
@@ -132,7 +132,7 @@ async fn meter_events(app: &TestApp) -> Vec<Value> {
 }
 
 /// Waits (up to 15 s) until `done` holds.
-async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
     for _ in 0..300 {
         if done().await {
             return;

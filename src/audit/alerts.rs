@@ -7,7 +7,8 @@
 //! Most rules count rows of the audit log itself (repeats included: an aggregated row counts
 //! as many failures as its `count`), with one indexed query, and are checked only on the
 //! failure's own path, right after its audit row is written. The 5xx rule counts responses in
-//! memory, per instance ([`ServerErrorRate`]).
+//! memory, per instance, or with every instance in Redis when they share one
+//! ([`ServerErrorRate`]).
 
 pub mod delivery;
 
@@ -277,14 +278,20 @@ pub async fn raise_on_redis_outages(
     }
 }
 
-/// Requests and 5xx responses one instance answered, in time buckets over the 5xx rule's
-/// window: a constant amount of memory, a short lock per response.
+/// Requests and 5xx responses answered, in time buckets over the 5xx rule's window: a constant
+/// amount of memory, a short lock per response. Alone, an instance compares its own counts with
+/// the threshold on each 5xx. Sharing Redis (`REDIS_URL`), every instance adds its counts to
+/// the shared buckets (once a second, and at once after a 5xx, by [`ServerErrorRate::share`])
+/// and the rule compares the totals of every instance; while Redis cannot be reached, each
+/// instance's own counts again.
 pub struct ServerErrorRate {
     window: StdDuration,
-    bucket: StdDuration,
+    bucket_secs: u64,
     threshold_percent: u32,
     min_requests: u32,
-    started: Instant,
+    shared: Option<std::sync::Arc<crate::limits::SharedLimits>>,
+    /// Told on a 5xx while the counts are shared: they are shared at once.
+    error_seen: tokio::sync::Notify,
     state: Mutex<RateState>,
 }
 
@@ -292,6 +299,8 @@ pub struct ServerErrorRate {
 struct RateState {
     /// (bucket number, requests, 5xx), oldest first.
     buckets: VecDeque<(u64, u64, u64)>,
+    /// Counts not yet added to the shared buckets, in the same form.
+    unshared: VecDeque<(u64, u64, u64)>,
     /// When this instance last asked for the alert (no second ask within the window).
     last_alert: Option<Instant>,
 }
@@ -299,47 +308,66 @@ struct RateState {
 /// Buckets a window is split into.
 const BUCKETS: u32 = 10;
 
+/// How often an instance adds its counts to the shared ones when it has no 5xx to report.
+const SHARE_EVERY: StdDuration = StdDuration::from_secs(1);
+
 impl ServerErrorRate {
-    pub fn new(settings: &AlertSettings) -> Self {
+    /// Counts on their own (`shared` none) or with every instance that shares the Redis.
+    pub fn new(
+        settings: &AlertSettings,
+        shared: Option<&std::sync::Arc<crate::limits::SharedLimits>>,
+    ) -> Self {
         let limit = settings.limit(AlertRule::ServerErrors);
         let window = StdDuration::from_secs(limit.window_secs.into());
         Self {
             window,
-            bucket: (window / BUCKETS).max(StdDuration::from_secs(1)),
+            bucket_secs: (window / BUCKETS).as_secs().max(1),
             threshold_percent: limit.threshold,
             min_requests: settings.server_errors_min_requests,
-            started: Instant::now(),
+            shared: shared.cloned(),
+            error_seen: tokio::sync::Notify::new(),
             state: Mutex::default(),
         }
     }
 
-    /// Counts one response; when it is a 5xx that takes the rate to the threshold (with at
-    /// least the minimum number of requests in the window), returns what to raise, once per
-    /// window on this instance.
+    /// The bucket the wall clock is in now (every instance numbers them alike).
+    fn slot(&self) -> u64 {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        since_epoch.as_secs() / self.bucket_secs
+    }
+
+    /// Counts one response. Alone, when it is a 5xx that takes the rate to the threshold (with
+    /// at least the minimum number of requests in the window), returns what to raise, once per
+    /// window on this instance. Shared, returns nothing: [`ServerErrorRate::share`] decides.
     pub fn record(&self, status: u16) -> Option<Observed> {
-        let at = Instant::now();
-        let slot = (at.duration_since(self.started).as_secs()) / self.bucket.as_secs().max(1);
+        let slot = self.slot();
         let oldest = slot.saturating_sub(u64::from(BUCKETS) - 1);
         let error = (500..600).contains(&status);
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        while state.buckets.front().is_some_and(|(s, ..)| *s < oldest) {
-            state.buckets.pop_front();
-        }
-        match state.buckets.back_mut() {
-            Some((s, requests, errors)) if *s == slot => {
-                *requests += 1;
-                *errors += u64::from(error);
+        count_into(&mut state.buckets, slot, oldest, error);
+        if self.shared.is_some() {
+            count_into(&mut state.unshared, slot, oldest, error);
+            drop(state);
+            if error {
+                self.error_seen.notify_one();
             }
-            _ => state.buckets.push_back((slot, 1, u64::from(error))),
+            return None;
         }
         if !error {
             return None;
         }
-        let (requests, errors) = state
-            .buckets
-            .iter()
-            .fold((0, 0), |(r, e), (_, br, be)| (r + br, e + be));
-        let reached = requests >= u64::from(self.min_requests)
+        let (requests, errors) = totals(&state.buckets);
+        self.reached(&mut state, requests, errors)
+    }
+
+    /// Whether `requests` with `errors` in the window reach the threshold, and this instance did
+    /// not ask for the alert within the window: what to raise (and the ask is remembered).
+    fn reached(&self, state: &mut RateState, requests: u64, errors: u64) -> Option<Observed> {
+        let at = Instant::now();
+        let reached = errors > 0
+            && requests >= u64::from(self.min_requests)
             && errors * 100 >= u64::from(self.threshold_percent) * requests;
         let quiet = state
             .last_alert
@@ -354,6 +382,77 @@ impl ServerErrorRate {
             account: None,
         })
     }
+
+    /// While the counts are shared: adds this instance's counts to every instance's, once a
+    /// second and at once after a 5xx, and raises the alert when the totals reach the threshold
+    /// after a 5xx anywhere (the alert's claim on its window makes it once, whoever sees it).
+    /// While Redis cannot be reached, compares this instance's own counts instead. Runs as long
+    /// as the server.
+    pub async fn share(
+        self: std::sync::Arc<Self>,
+        db: crate::db::Db,
+        settings: std::sync::Arc<AlertSettings>,
+    ) {
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let mut errors_seen = 0;
+        loop {
+            let _ = actix_web::rt::time::timeout(SHARE_EVERY, self.error_seen.notified()).await;
+            let slot = self.slot();
+            let (counts, local) = {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                let counts: Vec<_> = state.unshared.drain(..).collect();
+                (counts, totals(&state.buckets))
+            };
+            let new_errors = counts.iter().any(|(_, _, errors)| *errors > 0);
+            let (requests, errors) = shared
+                .count_responses(&counts, slot, BUCKETS.into(), self.bucket_secs)
+                .await
+                .unwrap_or(local);
+            // Only a 5xx (here or elsewhere) asks whether the rate is reached, as alone.
+            let more = new_errors || errors > errors_seen;
+            errors_seen = errors;
+            if !more {
+                continue;
+            }
+            let observed = {
+                let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                self.reached(&mut state, requests, errors)
+            };
+            if let Some(observed) = observed {
+                let settings = std::sync::Arc::clone(&settings);
+                let raised = db
+                    .run(move |conn| raise(conn, &settings, AlertRule::ServerErrors, &observed))
+                    .await;
+                if let Err(err) = raised {
+                    tracing::error!(error = %err, "could not raise the server-error alert");
+                }
+            }
+        }
+    }
+}
+
+/// Counts a response (an `error` or not) into `buckets`' bucket `slot`, dropping the buckets
+/// older than `oldest`.
+fn count_into(buckets: &mut VecDeque<(u64, u64, u64)>, slot: u64, oldest: u64, error: bool) {
+    while buckets.front().is_some_and(|(s, ..)| *s < oldest) {
+        buckets.pop_front();
+    }
+    match buckets.back_mut() {
+        Some((s, requests, errors)) if *s == slot => {
+            *requests += 1;
+            *errors += u64::from(error);
+        }
+        _ => buckets.push_back((slot, 1, u64::from(error))),
+    }
+}
+
+/// (requests, errors) in `buckets`.
+fn totals(buckets: &VecDeque<(u64, u64, u64)>) -> (u64, u64) {
+    buckets
+        .iter()
+        .fold((0, 0), |(r, e), (_, br, be)| (r + br, e + be))
 }
 
 #[cfg(test)]
@@ -371,7 +470,7 @@ mod tests {
             },
         );
         settings.server_errors_min_requests = min;
-        ServerErrorRate::new(&settings)
+        ServerErrorRate::new(&settings, None)
     }
 
     #[test]

@@ -69,6 +69,24 @@ end
 return 0
 ";
 
+/// Adds `ARGV[2 + 2i]` requests and `ARGV[3 + 2i]` errors to the window's bucket `KEYS[i]`
+/// (each kept `ARGV[1]` seconds), then answers the window's totals `{requests, errors}`.
+const RESPONSES: &str = r"
+local requests, errors = 0, 0
+for i, key in ipairs(KEYS) do
+  local r, e = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  if r > 0 or e > 0 then
+    redis.call('HINCRBY', key, 'r', r)
+    redis.call('HINCRBY', key, 'e', e)
+    redis.call('EXPIRE', key, ARGV[1])
+  end
+  local counts = redis.call('HMGET', key, 'r', 'e')
+  requests = requests + tonumber(counts[1] or '0')
+  errors = errors + tonumber(counts[2] or '0')
+end
+return {requests, errors}
+";
+
 /// What a limiter counts, as bytes that are the same in every instance and every version.
 pub trait SharedKey {
     fn key_bytes(&self) -> Vec<u8>;
@@ -123,6 +141,7 @@ pub struct SharedLimits {
     gcra: Script,
     charge: Script,
     refund: Script,
+    responses: Script,
     /// Set while Redis is unreachable: when it went away and when to try it next.
     down: Mutex<Option<Down>>,
     /// Told when an outage begins (a permit waits if no one is listening yet).
@@ -161,7 +180,7 @@ impl SharedLimits {
             )));
         }
         let client = redis::Client::open(settings.url.expose_secret())?;
-        let scripts = [GCRA, CHARGE, REFUND];
+        let scripts = [GCRA, CHARGE, REFUND, RESPONSES];
         let probe = client
             .get_connection_with_timeout(settings.timeout)
             .and_then(|mut conn| {
@@ -198,6 +217,7 @@ impl SharedLimits {
             gcra: Script::new(GCRA),
             charge: Script::new(CHARGE),
             refund: Script::new(REFUND),
+            responses: Script::new(RESPONSES),
             down: Mutex::new(None),
             outages: tokio::sync::Notify::new(),
         })
@@ -289,6 +309,54 @@ impl SharedLimits {
         self.call(cmd.query_async::<i64>(&mut self.redis.clone()))
             .await
             .map(drop)
+    }
+
+    /// Whether this is the first time within `window` that any instance asks about `key`
+    /// under `name` (one `SET NX` with an expiry): a latch shared by every instance.
+    pub async fn first_within(
+        &self,
+        name: &str,
+        key: &impl SharedKey,
+        window: Duration,
+    ) -> Result<bool, Unreachable> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key("once", name, key))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1));
+        let set: Option<String> = self.call(cmd.query_async(&mut self.redis.clone())).await?;
+        Ok(set.is_some())
+    }
+
+    /// Adds `counts` (per time bucket: its number, requests, errors) to the responses every
+    /// instance counted, and answers the totals of the window's `buckets` up to `newest`
+    /// (`bucket_secs` each): what the server-error alert rule compares with its threshold.
+    pub async fn count_responses(
+        &self,
+        counts: &[(u64, u64, u64)],
+        newest: u64,
+        buckets: u64,
+        bucket_secs: u64,
+    ) -> Result<(u64, u64), Unreachable> {
+        let oldest = newest.saturating_sub(buckets.saturating_sub(1));
+        let mut invocation = self.responses.prepare_invoke();
+        invocation.arg(buckets * bucket_secs + bucket_secs);
+        for slot in oldest..=newest {
+            invocation.key(format!("{}:5xx:{bucket_secs}:{slot}", self.prefix));
+            let (requests, errors) = counts
+                .iter()
+                .filter(|(s, ..)| *s == slot)
+                .fold((0, 0), |(r, e), (_, br, be)| (r + br, e + be));
+            invocation.arg(requests).arg(errors);
+        }
+        let (requests, errors): (i64, i64) = self
+            .call(invocation.invoke_async(&mut self.redis.clone()))
+            .await?;
+        Ok((
+            u64::try_from(requests).unwrap_or_default(),
+            u64::try_from(errors).unwrap_or_default(),
+        ))
     }
 
     /// Whether Redis answers now (for `/readyz`); while it is known to be down, no more often

@@ -1,11 +1,15 @@
 //! BYOK leases in group commit ([`crate::db::group_commit`]): leases asked for together are
-//! served together by one thread. For a batch it reads the emergency switch once and each key,
-//! opens the keys, then records every lease in one transaction: each key's last use and each
+//! served together by one thread. For a batch it reads the emergency switch once, which of its
+//! service tokens are still live and each key, opens the keys, then records every lease in one transaction: each key's last use and each
 //! lease's `byok_leased` audit row (one turn on the audit chain's head, one commit).
 //!
 //! A key is handed out only once its lease's row has committed: no key ever leaves without its
 //! audit row, even if the process is killed (SIGKILL) mid-batch; those callers got no key. On
 //! SIGTERM the server drains its requests, and with them every pending lease.
+//!
+//! The route may take its service token from the instance's short-lived cache: the batch's
+//! read of the tokens (one statement) comes after every lease in it was asked for, so a token
+//! revoked anywhere before a lease is asked for is refused for it, at once.
 
 use diesel::Connection as _;
 use tokio::sync::oneshot;
@@ -15,7 +19,7 @@ use crate::accounts::UserId;
 use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::crypto::Keyring;
 use crate::db::group_commit::GroupCommit;
-use crate::db::models::byok_key;
+use crate::db::models::{byok_key, service_token};
 use crate::db::{Db, DbConnection, DbError};
 
 /// Leases one batch may hold.
@@ -23,6 +27,7 @@ const MAX_BATCH: usize = 256;
 
 struct Job {
     actor: Actor,
+    token_id: i64,
     user_id: UserId,
     provider: Provider,
     reply: oneshot::Sender<Result<LeaseOutcome, VaultError>>,
@@ -45,12 +50,14 @@ impl LeaseDesk {
         Ok(Self { jobs })
     }
 
-    /// `user_id`'s `provider` key for `actor`, once its lease is recorded (the key's last use
-    /// and the lease's audit row, the key masked); or why there is none. An error means the
-    /// lease is not recorded and no key is handed out.
+    /// `user_id`'s `provider` key for `actor` (who presented the service token `token_id`),
+    /// once its lease is recorded (the key's last use and the lease's audit row, the key
+    /// masked); or why there is none. An error means the lease is not recorded and no key is
+    /// handed out.
     pub async fn lease(
         &self,
         actor: Actor,
+        token_id: i64,
         user_id: UserId,
         provider: Provider,
     ) -> Result<LeaseOutcome, VaultError> {
@@ -58,6 +65,7 @@ impl LeaseDesk {
         self.jobs
             .submit(Job {
                 actor,
+                token_id,
                 user_id,
                 provider,
                 reply,
@@ -67,7 +75,7 @@ impl LeaseDesk {
     }
 }
 
-/// Serves a batch: the reads (the switch once, each key), then the writes in one transaction
+/// Serves a batch: the reads (the switch once, the live tokens, each key), then the writes in one transaction
 /// (which starts with them, so SQLite takes its lock at once): each key used once is touched
 /// once, every lease gets its row, in the order they came.
 fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
@@ -81,15 +89,12 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
             return;
         }
     };
-    let keys = match disabled {
-        true => Ok(Vec::new()),
-        false => {
-            let users: Vec<UserId> = batch.iter().map(|job| job.user_id).collect();
-            byok_key::of_users(conn, &users)
-        }
+    let read = match disabled {
+        true => Ok((Vec::new(), Vec::new())),
+        false => read_tokens_and_keys(conn, &batch),
     };
-    let keys = match keys {
-        Ok(keys) => keys,
+    let (live_tokens, keys) = match read {
+        Ok(read) => read,
         Err(err) => {
             tracing::error!(error = %err, leases = batch.len(), "could not read the leased keys: none is handed out");
             for job in batch {
@@ -103,6 +108,9 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
         .map(|job| {
             if disabled {
                 return Ok(LeaseOutcome::Disabled);
+            }
+            if !live_tokens.contains(&job.token_id) {
+                return Ok(LeaseOutcome::TokenRevoked);
             }
             let row = keys
                 .iter()
@@ -168,6 +176,27 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
         // A caller that went away (client timeout) has its lease recorded all the same.
         let _ = job.reply.send(outcome);
     }
+}
+
+/// Which of the batch's service tokens are live, and the keys of the leases they ask for.
+fn read_tokens_and_keys(
+    conn: &mut DbConnection,
+    batch: &[Job],
+) -> Result<(Vec<i64>, Vec<byok_key::ByokKeyRow>), DbError> {
+    let mut tokens: Vec<i64> = batch.iter().map(|job| job.token_id).collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    let live = service_token::live_of(conn, &tokens)?;
+    let users: Vec<UserId> = batch
+        .iter()
+        .filter(|job| live.contains(&job.token_id))
+        .map(|job| job.user_id)
+        .collect();
+    let keys = match users.is_empty() {
+        true => Vec::new(),
+        false => byok_key::of_users(conn, &users)?,
+    };
+    Ok((live, keys))
 }
 
 /// Why a batch's transaction was rolled back.

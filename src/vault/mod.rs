@@ -302,6 +302,8 @@ pub enum LeaseOutcome {
     Disabled,
     /// The user has no key for that provider.
     NoKey,
+    /// The service token that asked was revoked before the lease was served.
+    TokenRevoked,
     Leased(Lease),
 }
 

@@ -147,7 +147,12 @@ async fn create_route(sim: web::Data<Sim>, req: HttpRequest, body: web::Bytes) -
             server_error()
         }
         Ok(value) => respond(StatusCode::OK, &value),
-        Err(err) => error_response(&err),
+        Err(err) => {
+            if err.code == Some("resource_already_exists") {
+                state.meter_event_faults.duplicates += 1;
+            }
+            error_response(&err)
+        }
     }
 }
 
@@ -182,7 +187,13 @@ async fn list_route(sim: web::Data<Sim>) -> HttpResponse {
     HttpResponse::Ok().json(events)
 }
 
+/// `GET /_sim/meter_events/duplicates`: how many calls sent an identifier stored already.
+async fn duplicates_route(sim: web::Data<Sim>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "duplicates": sim.state().meter_event_faults.duplicates }))
+}
+
 pub fn configure_controls(cfg: &mut web::ServiceConfig) {
     cfg.route("/meter_events", web::get().to(list_route))
+        .route("/meter_events/duplicates", web::get().to(duplicates_route))
         .route("/meter_events/fail", web::post().to(fail_route));
 }

@@ -461,6 +461,8 @@ pub struct SimState {
 pub struct MeterEventFaults {
     pub outage: u32,
     pub lost: u32,
+    /// Calls refused because their identifier was stored already (a resend).
+    pub duplicates: u64,
 }
 
 /// A billing meter: sums the `value` of the meter events named `event_name`, per customer.

@@ -84,6 +84,15 @@ pub fn find(conn: &mut DbConnection, id: i64) -> Result<Option<ServiceTokenRow>,
         .optional()?)
 }
 
+/// Which of `ids` belong to tokens that are not revoked.
+pub fn live_of(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {
+    Ok(service_tokens::table
+        .filter(service_tokens::id.eq_any(ids))
+        .filter(service_tokens::revoked_at.is_null())
+        .select(service_tokens::id)
+        .load(conn)?)
+}
+
 /// Revokes the token with this id if it is live; whether it was.
 pub fn revoke_by_id(conn: &mut DbConnection, id: i64) -> Result<bool, DbError> {
     let updated = diesel::update(

@@ -189,22 +189,47 @@ pub async fn finish_rate_limit(
 }
 
 /// Limits audit writes for refusals to one per client and limiter a minute, so that a flood of
-/// refused requests cannot turn into a flood of database writes.
-pub struct RefusalAuditThrottle(DefaultKeyedRateLimiter<(IpAddr, &'static str)>);
+/// refused requests cannot turn into a flood of database writes: across every instance when
+/// they share Redis (`REDIS_URL`), else (or while Redis cannot be reached) per instance.
+pub struct RefusalAuditThrottle {
+    local: DefaultKeyedRateLimiter<(IpAddr, &'static str)>,
+    shared: Option<Arc<SharedLimits>>,
+}
 
-impl Default for RefusalAuditThrottle {
-    fn default() -> Self {
-        Self(RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)))
+/// How often one client's refusals by one limiter are audited (the in-memory quota says the
+/// same: one a minute).
+const REFUSAL_AUDIT_EVERY: Duration = Duration::from_secs(60);
+
+impl RefusalAuditThrottle {
+    pub fn new(shared: Option<&Arc<SharedLimits>>) -> Self {
+        Self {
+            local: RateLimiter::keyed(Quota::per_minute(NonZeroU32::MIN)),
+            shared: shared.cloned(),
+        }
+    }
+
+    /// Whether this refusal of `client` by `limiter` is the first of its minute (to audit).
+    async fn first_this_minute(&self, client: IpAddr, limiter: &'static str) -> bool {
+        if let Some(shared) = &self.shared {
+            let name = format!("refusal_audit:{limiter}");
+            if let Ok(first) = shared
+                .first_within(&name, &client, REFUSAL_AUDIT_EVERY)
+                .await
+            {
+                return first;
+            }
+        }
+        self.local.check_key(&(client, limiter)).is_ok()
     }
 }
 
 impl Sweep for RefusalAuditThrottle {
     fn sweep(&self) {
-        self.0.sweep();
+        self.local.sweep();
     }
 
     fn tracked_keys(&self) -> usize {
-        self.0.tracked_keys()
+        self.local.tracked_keys()
     }
 }
 
@@ -220,8 +245,8 @@ async fn audit_refusal<B>(res: &ServiceResponse<B>, window: Option<Window>) {
         let outcome = crate::metrics::WebhookOutcome::RateLimited;
         state.metrics.webhook(outcome, None);
     }
-    let throttle_key = (limits::client_key(ip), limiter);
-    if state.refusal_audit.0.check_key(&throttle_key).is_err() {
+    let client = limits::client_key(ip);
+    if !state.refusal_audit.first_this_minute(client, limiter).await {
         tracing::debug!(%ip, limiter, "rate limited (audit already recorded this minute)");
         return;
     }

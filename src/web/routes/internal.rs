@@ -88,11 +88,10 @@ pub async fn authorize(
     scope: Scope,
 ) -> Result<ServiceToken, AppError> {
     let presented = bearer(req);
-    // A key lease hands out a customer's plaintext key: its token is looked up every time, so
-    // a revocation from anywhere (the CLI in an incident) stops leases at once.
+    // A key lease may take its token from the cache too: the lease desk checks, after the
+    // lease was asked for, that the token is still live (see `vault::lease_desk`).
     let key = presented
         .as_deref()
-        .filter(|_| scope != Scope::ByokLease)
         .and_then(|presented| state.token_cache.key(&state.token_hasher, presented));
     let cached = key.as_deref().map(|key| state.token_cache.get(key));
     let outcome = match cached {
@@ -172,12 +171,19 @@ async fn lease_key(
     // Recorded (audited) before the key leaves; if it cannot be, the key does not.
     let outcome = state
         .lease_desk
-        .lease(actor, user_id, provider)
+        .lease(actor, token.id, user_id, provider)
         .await
         .map_err(AppError::internal)?;
     let lease = match outcome {
         LeaseOutcome::Disabled => return Err(AppError::Unavailable),
         LeaseOutcome::NoKey => return Err(AppError::NotFound),
+        LeaseOutcome::TokenRevoked => {
+            // Revoked elsewhere while this instance still remembered it: forget, and refuse
+            // (and audit) the token as a fresh lookup does.
+            state.token_cache.forget_all();
+            authorize(req, state, Scope::ByokLease).await?;
+            return Err(AppError::Unauthorized);
+        }
         LeaseOutcome::Leased(lease) => lease,
     };
     let body = lease_json(user_id, provider, lease.key.expose_secret())?;
