@@ -322,6 +322,12 @@ impl TokenCache {
         self.0.remember(key, token.clone(), miss);
     }
 
+    /// Forgets the token remembered under `key` (found revoked elsewhere): its next use is
+    /// looked up again, and a lookup of it under way is not remembered.
+    pub fn forget(&self, key: &str) {
+        self.0.forget(&key.to_owned());
+    }
+
     /// Forgets every token (after a revocation): the next use of each is looked up again,
     /// and lookups under way are not remembered.
     pub fn forget_all(&self) {

@@ -435,8 +435,9 @@ async fn three_instances_sharing_redis_count_their_5xx_rate_together(backend: Ba
     if !redis_available() {
         return;
     }
-    let apps =
-        three_failing_sometimes(backend, Some(redis_settings(&redis_url(), RedisFail::Open))).await;
+    let redis = redis_settings(&redis_url(), RedisFail::Open);
+    let prefix = redis.prefix.clone();
+    let apps = three_failing_sometimes(backend, Some(redis)).await;
     one_fine_one_failing(&apps[0], 0).await;
     actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
     assert!(
@@ -452,8 +453,37 @@ async fn three_instances_sharing_redis_count_their_5xx_rate_together(backend: Ba
         (&serde_json::json!(2), &serde_json::json!(4))
     );
     one_fine_one_failing(&apps[2], 2).await;
-    actix_web::rt::time::sleep(Duration::from_millis(1500)).await;
+    // Once the third instance's counts are in Redis, and it has had its chance to raise.
+    for _ in 0..100 {
+        if shared_responses(&prefix) == (6, 3) {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(shared_responses(&prefix), (6, 3));
+    actix_web::rt::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(apps[0].alerts("server_errors").len(), 1, "once per window");
+}
+
+/// The (requests, 5xx) every instance under `prefix` has added to Redis's buckets.
+fn shared_responses(prefix: &str) -> (i64, i64) {
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:5xx:*"))
+        .query(&mut redis)
+        .unwrap();
+    keys.iter().fold((0, 0), |(requests, errors), key| {
+        let (r, e): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+            .arg(key)
+            .arg("r")
+            .arg("e")
+            .query(&mut redis)
+            .unwrap();
+        (requests + r.unwrap_or(0), errors + e.unwrap_or(0))
+    })
 }
 
 /// The control: without Redis the same requests raise nothing, each instance seeing 2.

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use serde_json::{Value, json};
-use tollgate::db::schema::{
-    plan_meters, usage_counters, usage_meters, usage_outbox, usage_records, usage_spend_limits,
-};
+use tollgate::db::schema::{usage_counters, usage_records, usage_spend_limits};
 use tollgate::service_tokens::Scope;
 
-use crate::common::{Backend, TestApp};
+use crate::common::{
+    Backend, TestApp, meter_events, metered_app, report_usage, usage_outbox, usage_record,
+    wait_until,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -25,63 +26,6 @@ on_both_backends!(
     spend_alerts_notify_once_at_80_and_once_at_100_percent,
     a_committed_reservation_crosses_the_spend_alert_too,
 );
-
-const EMAIL: &str = "metered@example.com";
-
-/// An app whose customer is subscribed to "Pro", which meters `tokens` (1,000 included, then
-/// $2.00 per 1,000); the sender polls fast. Returns the app, the customer's id and a
-/// `usage:write` token.
-pub(crate) async fn metered_customer(backend: Backend) -> (TestApp, i64, String) {
-    let app = TestApp::spawn_with(backend, |config| {
-        config.usage_sender.interval = Duration::from_millis(50);
-        config.usage_sender.retry_base = Duration::from_millis(50);
-    })
-    .await;
-    let admin = app.signed_in_admin("admin@example.com").await;
-    assert_eq!(admin.create_plan("Pro", "pro", "2500").await.status(), 303);
-    let customer = app.signed_in_customer(EMAIL).await;
-    app.subscribe(&customer, "pro").await;
-    app.query(|conn| {
-        let plan = tollgate::db::models::plan::find_by_slug(conn, "pro")?.unwrap();
-        diesel::insert_into(usage_meters::table)
-            .values((
-                usage_meters::feature.eq("tokens"),
-                usage_meters::unit_name.eq("tokens"),
-                usage_meters::event_name.eq("tg_tokens"),
-                usage_meters::created_at.eq(tollgate::db::now()),
-                usage_meters::updated_at.eq(tollgate::db::now()),
-            ))
-            .execute(conn)?;
-        diesel::insert_into(plan_meters::table)
-            .values((
-                plan_meters::plan_id.eq(plan.id),
-                plan_meters::feature.eq("tokens"),
-                plan_meters::included.eq(1000),
-                plan_meters::package_size.eq(1000),
-                plan_meters::package_amount.eq(200),
-                plan_meters::fail_open.eq(false),
-                plan_meters::created_at.eq(tollgate::db::now()),
-                plan_meters::updated_at.eq(tollgate::db::now()),
-            ))
-            .execute(conn)?;
-        Ok(())
-    });
-    let user_id = app.user_id(EMAIL);
-    let token = app.service_token("agent-runner", &[Scope::UsageWrite]);
-    (app, user_id, token)
-}
-
-pub(crate) fn record(user_id: i64, key: &str, quantity: i64) -> Value {
-    json!({ "user_id": user_id, "feature": "tokens", "quantity": quantity, "idempotency_key": key })
-}
-
-pub(crate) async fn report(app: &TestApp, token: &str, records: Vec<Value>) -> (u16, Value) {
-    let res = app
-        .internal_post("usage", Some(token), &json!({ "records": records }))
-        .await;
-    let status = res.status().as_u16();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
 
 fn stored_records(app: &TestApp) -> Vec<(i64, String, i64, bool, bool)> {
     app.query(|conn| {
@@ -110,53 +54,21 @@ fn used(app: &TestApp, user_id: i64) -> i64 {
     })
 }
 
-pub(crate) fn outbox(app: &TestApp) -> Vec<(i64, i64, Option<String>)> {
-    app.query(|conn| {
-        Ok(usage_outbox::table
-            .order(usage_outbox::usage_record_id)
-            .select((
-                usage_outbox::usage_record_id,
-                usage_outbox::attempts,
-                usage_outbox::last_error,
-            ))
-            .load(conn)?)
-    })
-}
-
-pub(crate) async fn meter_events(app: &TestApp) -> Vec<Value> {
-    app.stripe_get("/_sim/meter_events")
-        .await
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-/// Waits (up to 15 s) until `done` holds.
-pub(crate) async fn wait_until(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    for _ in 0..300 {
-        if done().await {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting until {what}");
-}
-
 async fn stripe_customer(app: &TestApp) -> String {
     let customers = app.stripe_get("/v1/customers").await;
     customers["data"][0]["id"].as_str().unwrap().to_owned()
 }
 
 async fn a_batch_is_stored_counted_and_forwarded_once_with_stable_identifiers(backend: Backend) {
-    let (app, user_id, token) = metered_customer(backend).await;
+    let (app, user_id, token) = metered_app(backend).await;
     let at = chrono::Utc::now().timestamp();
-    let (status, body) = report(
+    let (status, body) = report_usage(
         &app,
         &token,
         vec![
             json!({ "user_id": user_id, "feature": "tokens", "quantity": 1200,
                     "idempotency_key": "run-1", "timestamp": at }),
-            record(user_id, "run-2", 300),
+            usage_record(user_id, "run-2", 300),
             json!({ "user_id": user_id, "feature": "tokens", "quantity": 5000,
                     "idempotency_key": "run-3-byok", "byok": true }),
         ],
@@ -173,7 +85,7 @@ async fn a_batch_is_stored_counted_and_forwarded_once_with_stable_identifiers(ba
     assert_eq!(stored_records(&app).len(), 3);
 
     wait_until("the platform records are forwarded", async || {
-        outbox(&app).is_empty() && meter_events(&app).await.len() == 2
+        usage_outbox(&app).is_empty() && meter_events(&app).await.len() == 2
     })
     .await;
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
@@ -214,24 +126,30 @@ async fn a_batch_is_stored_counted_and_forwarded_once_with_stable_identifiers(ba
 async fn a_retried_batch_counts_once_and_a_reused_key_with_other_content_conflicts(
     backend: Backend,
 ) {
-    let (app, user_id, token) = metered_customer(backend).await;
+    let (app, user_id, token) = metered_app(backend).await;
     // Without a timestamp too: a retry of the same key is the same record.
-    let batch = vec![record(user_id, "run-1", 100), record(user_id, "run-2", 200)];
-    let (status, first) = report(&app, &token, batch.clone()).await;
+    let batch = vec![
+        usage_record(user_id, "run-1", 100),
+        usage_record(user_id, "run-2", 200),
+    ];
+    let (status, first) = report_usage(&app, &token, batch.clone()).await;
     assert_eq!(status, 200, "{first}");
     assert_eq!(first["accepted"], 2);
     actix_web::rt::time::sleep(Duration::from_millis(1100)).await;
-    let (status, again) = report(&app, &token, batch).await;
+    let (status, again) = report_usage(&app, &token, batch).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["accepted"], 0);
     assert_eq!(again["duplicates"], 2);
     assert_eq!(again["results"][1]["status"], "duplicate");
     assert_eq!(used(&app, user_id), 300);
 
-    let (status, conflict) = report(
+    let (status, conflict) = report_usage(
         &app,
         &token,
-        vec![record(user_id, "run-1", 999), record(user_id, "run-3", 1)],
+        vec![
+            usage_record(user_id, "run-1", 999),
+            usage_record(user_id, "run-3", 1),
+        ],
     )
     .await;
     assert_eq!(status, 200, "{conflict}");
@@ -243,7 +161,7 @@ async fn a_retried_batch_counts_once_and_a_reused_key_with_other_content_conflic
     assert_eq!(stored_records(&app).len(), 3);
 
     wait_until("every record is forwarded", async || {
-        outbox(&app).is_empty() && meter_events(&app).await.len() == 3
+        usage_outbox(&app).is_empty() && meter_events(&app).await.len() == 3
     })
     .await;
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
@@ -262,15 +180,15 @@ async fn a_retried_batch_counts_once_and_a_reused_key_with_other_content_conflic
 }
 
 async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Backend) {
-    let (app, user_id, token) = metered_customer(backend).await;
-    let good = record(user_id, "good", 10);
+    let (app, user_id, token) = metered_app(backend).await;
+    let good = usage_record(user_id, "good", 10);
     let too_many: Vec<Value> = (0..1001)
-        .map(|i| record(user_id, &format!("k{i}"), 1))
+        .map(|i| usage_record(user_id, &format!("k{i}"), 1))
         .collect();
-    let (status, body) = report(&app, &token, too_many).await;
+    let (status, body) = report_usage(&app, &token, too_many).await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("1 to 1000"));
-    let (status, _) = report(&app, &token, vec![]).await;
+    let (status, _) = report_usage(&app, &token, vec![]).await;
     assert_eq!(status, 400);
 
     let cases = [
@@ -285,16 +203,19 @@ async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Bac
                     "timestamp": chrono::Utc::now().timestamp() + 3600 }),
             "timestamp",
         ),
-        (record(user_id, "zero", 0), "quantity"),
+        (usage_record(user_id, "zero", 0), "quantity"),
         // Beyond any real call, and two of them would overflow the period's counter.
-        (record(user_id, "huge", i64::MAX), "at most"),
+        (usage_record(user_id, "huge", i64::MAX), "at most"),
         (
             json!({ "user_id": user_id, "feature": "tokens", "quantity": "12",
                     "idempotency_key": "text" }),
             "expected",
         ),
-        (record(user_id, &"k".repeat(101), 1), "idempotency_key"),
-        (record(user_id, "tab\tkey", 1), "idempotency_key"),
+        (
+            usage_record(user_id, &"k".repeat(101), 1),
+            "idempotency_key",
+        ),
+        (usage_record(user_id, "tab\tkey", 1), "idempotency_key"),
         (
             json!({ "user_id": user_id, "feature": "tokens", "quantity": 1,
                     "idempotency_key": "x", "surprise": true }),
@@ -305,10 +226,10 @@ async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Bac
                     "idempotency_key": "unmetered" }),
             "metered",
         ),
-        (record(user_id + 1000, "nobody", 1), "unknown user"),
+        (usage_record(user_id + 1000, "nobody", 1), "unknown user"),
     ];
     for (bad, says) in cases {
-        let (status, body) = report(&app, &token, vec![good.clone(), bad.clone()]).await;
+        let (status, body) = report_usage(&app, &token, vec![good.clone(), bad.clone()]).await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert_eq!(body["index"], 1, "{bad}: {body}");
         let error = body["error"].as_str().unwrap();
@@ -338,7 +259,7 @@ async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Bac
     assert!(res.json::<Value>().await.unwrap()["error"].is_string());
     let huge = format!(
         "{{\"records\": [{}]}}",
-        serde_json::to_string(&record(user_id, &"h".repeat(600 * 1024), 1)).unwrap()
+        serde_json::to_string(&usage_record(user_id, &"h".repeat(600 * 1024), 1)).unwrap()
     );
     let res = raw(huge.into_bytes()).await;
     assert_eq!(res.status(), 413);
@@ -349,7 +270,7 @@ async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Bac
         "nothing of a refused batch is stored"
     );
     assert_eq!(used(&app, user_id), 0);
-    assert!(outbox(&app).is_empty());
+    assert!(usage_outbox(&app).is_empty());
     // The single-record form is accepted too.
     let res = app.internal_post("usage", Some(&token), &good).await;
     assert_eq!(res.status(), 200);
@@ -357,8 +278,8 @@ async fn invalid_batches_are_refused_whole_with_the_offending_index(backend: Bac
 }
 
 async fn missing_forged_and_unscoped_tokens_are_refused_and_nothing_is_stored(backend: Backend) {
-    let (app, user_id, _) = metered_customer(backend).await;
-    let body = json!({ "records": [record(user_id, "sneaky", 1_000_000)] });
+    let (app, user_id, _) = metered_app(backend).await;
+    let body = json!({ "records": [usage_record(user_id, "sneaky", 1_000_000)] });
     let res = app.internal_post("usage", None, &body).await;
     assert_eq!(res.status(), 401);
     assert!(res.json::<Value>().await.unwrap()["error"].is_string());
@@ -382,25 +303,28 @@ async fn missing_forged_and_unscoped_tokens_are_refused_and_nothing_is_stored(ba
 }
 
 async fn stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back(backend: Backend) {
-    let (app, user_id, token) = metered_customer(backend).await;
+    let (app, user_id, token) = metered_app(backend).await;
     assert_eq!(
         app.sim_control("/_sim/meter_events/fail?mode=outage&count=100000")
             .await,
         204
     );
-    let (status, _) = report(
+    let (status, _) = report_usage(
         &app,
         &token,
-        vec![record(user_id, "a", 10), record(user_id, "b", 20)],
+        vec![
+            usage_record(user_id, "a", 10),
+            usage_record(user_id, "b", 20),
+        ],
     )
     .await;
     assert_eq!(status, 200);
     wait_until("both rows failed twice", async || {
-        let rows = outbox(&app);
+        let rows = usage_outbox(&app);
         rows.len() == 2 && rows.iter().all(|(_, attempts, _)| *attempts >= 2)
     })
     .await;
-    let rows = outbox(&app);
+    let rows = usage_outbox(&app);
     assert_eq!(rows[0].2.as_deref(), Some("Stripe refused: HTTP 500"));
     assert!(meter_events(&app).await.is_empty());
     assert!(stored_records(&app).iter().all(|r| !r.4), "none forwarded");
@@ -411,7 +335,7 @@ async fn stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back(b
         204
     );
     wait_until("Stripe has both", async || {
-        outbox(&app).is_empty() && meter_events(&app).await.len() == 2
+        usage_outbox(&app).is_empty() && meter_events(&app).await.len() == 2
     })
     .await;
     actix_web::rt::time::sleep(Duration::from_millis(300)).await;
@@ -420,15 +344,18 @@ async fn stripe_down_keeps_usage_in_the_outbox_and_it_goes_once_stripe_is_back(b
 }
 
 async fn a_lost_answer_from_stripe_does_not_count_twice(backend: Backend) {
-    let (app, user_id, token) = metered_customer(backend).await;
+    let (app, user_id, token) = metered_app(backend).await;
     assert_eq!(
         app.sim_control("/_sim/meter_events/fail?mode=lost&count=1")
             .await,
         204
     );
-    let (status, _) = report(&app, &token, vec![record(user_id, "once", 42)]).await;
+    let (status, _) = report_usage(&app, &token, vec![usage_record(user_id, "once", 42)]).await;
     assert_eq!(status, 200);
-    wait_until("the record is forwarded", async || outbox(&app).is_empty()).await;
+    wait_until("the record is forwarded", async || {
+        usage_outbox(&app).is_empty()
+    })
+    .await;
     let events = meter_events(&app).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0]["payload"]["value"], "42");
@@ -452,7 +379,7 @@ fn threshold_rows(app: &TestApp) -> (Vec<Value>, Vec<String>) {
 }
 
 async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend) {
-    let (app, user_id, token) = metered_customer(backend).await;
+    let (app, user_id, token) = metered_app(backend).await;
     app.query(move |conn| {
         crate::common::add_endpoint(
             conn,
@@ -469,10 +396,10 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
             .execute(conn)?;
         Ok(())
     });
-    let (status, _) = report(&app, &token, vec![record(user_id, "r1", 4990)]).await;
+    let (status, _) = report_usage(&app, &token, vec![usage_record(user_id, "r1", 4990)]).await;
     assert_eq!(status, 200);
     // BYOK usage costs the customer nothing here: it never moves the alert.
-    let (status, _) = report(
+    let (status, _) = report_usage(
         &app,
         &token,
         vec![
@@ -484,7 +411,7 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
     assert_eq!(status, 200);
     assert_eq!(threshold_rows(&app), (vec![], vec![]));
 
-    let (status, _) = report(&app, &token, vec![record(user_id, "r2", 10)]).await;
+    let (status, _) = report_usage(&app, &token, vec![usage_record(user_id, "r2", 10)]).await;
     assert_eq!(status, 200);
     let (webhooks, emails) = threshold_rows(&app);
     assert_eq!((webhooks.len(), emails.len()), (1, 1));
@@ -502,7 +429,14 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
     let reports = (0..6).map(|i| {
         let token = token.clone();
         let app = &app;
-        async move { report(app, &token, vec![record(user_id, &format!("c{i}"), 500)]).await }
+        async move {
+            report_usage(
+                app,
+                &token,
+                vec![usage_record(user_id, &format!("c{i}"), 500)],
+            )
+            .await
+        }
     });
     for (status, body) in futures_util::future::join_all(reports).await {
         assert_eq!(status, 200, "{body}");
@@ -512,7 +446,7 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
     assert_eq!(webhooks[1]["data"]["percent"], 100);
     assert!(emails[1].contains("\"percent\":100"));
 
-    let (status, _) = report(&app, &token, vec![record(user_id, "r9", 5000)]).await;
+    let (status, _) = report_usage(&app, &token, vec![usage_record(user_id, "r9", 5000)]).await;
     assert_eq!(status, 200);
     assert_eq!(
         threshold_rows(&app).0.len(),
@@ -527,7 +461,7 @@ async fn spend_alerts_notify_once_at_80_and_once_at_100_percent(backend: Backend
 /// Usage that arrives by committing a reservation counts towards the alert exactly as reported
 /// usage does.
 async fn a_committed_reservation_crosses_the_spend_alert_too(backend: Backend) {
-    let (app, user_id, token) = metered_customer(backend).await;
+    let (app, user_id, token) = metered_app(backend).await;
     app.query(move |conn| {
         crate::common::add_endpoint(
             conn,

@@ -13,7 +13,7 @@
 pub mod delivery;
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Duration, NaiveDateTime};
@@ -249,9 +249,9 @@ pub fn active(conn: &mut DbConnection, at: NaiveDateTime) -> Result<Vec<ActiveAl
 /// outages begin within its window (by default: the first one); the window's claim makes it
 /// once per window however many instances see the same outage. Runs as long as the server.
 pub async fn raise_on_redis_outages(
-    limits: std::sync::Arc<crate::limits::SharedLimits>,
+    limits: Arc<crate::limits::SharedLimits>,
     db: crate::db::Db,
-    settings: std::sync::Arc<AlertSettings>,
+    settings: Arc<AlertSettings>,
 ) {
     let limit = settings.limit(AlertRule::RedisUnavailable);
     let window = StdDuration::from_secs(limit.window_secs.into());
@@ -268,7 +268,7 @@ pub async fn raise_on_redis_outages(
             count: i64::try_from(begun.len()).unwrap_or(i64::MAX),
             ..Observed::default()
         };
-        let settings = std::sync::Arc::clone(&settings);
+        let settings = Arc::clone(&settings);
         let raised = db
             .run(move |conn| raise(conn, &settings, AlertRule::RedisUnavailable, &observed))
             .await;
@@ -289,7 +289,7 @@ pub struct ServerErrorRate {
     bucket_secs: u64,
     threshold_percent: u32,
     min_requests: u32,
-    shared: Option<std::sync::Arc<crate::limits::SharedLimits>>,
+    shared: Option<Arc<crate::limits::SharedLimits>>,
     /// Told on a 5xx while the counts are shared: they are shared at once.
     error_seen: tokio::sync::Notify,
     state: Mutex<RateState>,
@@ -311,11 +311,15 @@ const BUCKETS: u32 = 10;
 /// How often an instance adds its counts to the shared ones when it has no 5xx to report.
 const SHARE_EVERY: StdDuration = StdDuration::from_secs(1);
 
+/// The least time between two shares: a storm of 5xx is shared a few times a second, not once
+/// per response.
+const SHARE_GAP: StdDuration = StdDuration::from_millis(200);
+
 impl ServerErrorRate {
     /// Counts on their own (`shared` none) or with every instance that shares the Redis.
     pub fn new(
         settings: &AlertSettings,
-        shared: Option<&std::sync::Arc<crate::limits::SharedLimits>>,
+        shared: Option<&Arc<crate::limits::SharedLimits>>,
     ) -> Self {
         let limit = settings.limit(AlertRule::ServerErrors);
         let window = StdDuration::from_secs(limit.window_secs.into());
@@ -368,7 +372,8 @@ impl ServerErrorRate {
         let at = Instant::now();
         let reached = errors > 0
             && requests >= u64::from(self.min_requests)
-            && errors * 100 >= u64::from(self.threshold_percent) * requests;
+            && errors.saturating_mul(100)
+                >= u64::from(self.threshold_percent).saturating_mul(requests);
         let quiet = state
             .last_alert
             .is_some_and(|last| at.duration_since(last) < self.window);
@@ -388,28 +393,38 @@ impl ServerErrorRate {
     /// after a 5xx anywhere (the alert's claim on its window makes it once, whoever sees it).
     /// While Redis cannot be reached, compares this instance's own counts instead. Runs as long
     /// as the server.
-    pub async fn share(
-        self: std::sync::Arc<Self>,
-        db: crate::db::Db,
-        settings: std::sync::Arc<AlertSettings>,
-    ) {
+    pub async fn share(self: Arc<Self>, db: crate::db::Db, settings: Arc<AlertSettings>) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
         let mut errors_seen = 0;
         loop {
             let _ = actix_web::rt::time::timeout(SHARE_EVERY, self.error_seen.notified()).await;
-            let slot = self.slot();
-            let (counts, local) = {
+            let (counts, local, slot) = {
                 let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
                 let counts: Vec<_> = state.unshared.drain(..).collect();
-                (counts, totals(&state.buckets))
+                // Read under the lock: no count is newer than the window's newest bucket.
+                (counts, totals(&state.buckets), self.slot())
             };
             let new_errors = counts.iter().any(|(_, _, errors)| *errors > 0);
-            let (requests, errors) = shared
+            let shared_totals = shared
                 .count_responses(&counts, slot, BUCKETS.into(), self.bucket_secs)
-                .await
-                .unwrap_or(local);
+                .await;
+            let (requests, errors) = match shared_totals {
+                Ok(totals) => totals,
+                Err(_) => {
+                    // Kept for when Redis is back (older buckets drop out as they age), and
+                    // meanwhile this instance's own counts decide.
+                    let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let oldest = slot.saturating_sub(u64::from(BUCKETS) - 1);
+                    for (at, requests, errors) in counts.into_iter().rev() {
+                        if at >= oldest {
+                            state.unshared.push_front((at, requests, errors));
+                        }
+                    }
+                    local
+                }
+            };
             // Only a 5xx (here or elsewhere) asks whether the rate is reached, as alone.
             let more = new_errors || errors > errors_seen;
             errors_seen = errors;
@@ -421,7 +436,7 @@ impl ServerErrorRate {
                 self.reached(&mut state, requests, errors)
             };
             if let Some(observed) = observed {
-                let settings = std::sync::Arc::clone(&settings);
+                let settings = Arc::clone(&settings);
                 let raised = db
                     .run(move |conn| raise(conn, &settings, AlertRule::ServerErrors, &observed))
                     .await;
@@ -429,18 +444,20 @@ impl ServerErrorRate {
                     tracing::error!(error = %err, "could not raise the server-error alert");
                 }
             }
+            actix_web::rt::time::sleep(SHARE_GAP).await;
         }
     }
 }
 
 /// Counts a response (an `error` or not) into `buckets`' bucket `slot`, dropping the buckets
-/// older than `oldest`.
+/// older than `oldest`. A slot before the newest bucket (the wall clock stepped back) counts
+/// in the newest.
 fn count_into(buckets: &mut VecDeque<(u64, u64, u64)>, slot: u64, oldest: u64, error: bool) {
     while buckets.front().is_some_and(|(s, ..)| *s < oldest) {
         buckets.pop_front();
     }
     match buckets.back_mut() {
-        Some((s, requests, errors)) if *s == slot => {
+        Some((s, requests, errors)) if *s >= slot => {
             *requests += 1;
             *errors += u64::from(error);
         }

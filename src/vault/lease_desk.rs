@@ -1,7 +1,8 @@
 //! BYOK leases in group commit ([`crate::db::group_commit`]): leases asked for together are
 //! served together by one thread. For a batch it reads the emergency switch once, which of its
-//! service tokens are still live and each key, opens the keys, then records every lease in one transaction: each key's last use and each
-//! lease's `byok_leased` audit row (one turn on the audit chain's head, one commit).
+//! service tokens are still live and each key, opens the keys, then records every lease in one
+//! transaction: each key's last use and each lease's `byok_leased` audit row (one turn on the
+//! audit chain's head, one commit).
 //!
 //! A key is handed out only once its lease's row has committed: no key ever leaves without its
 //! audit row, even if the process is killed (SIGKILL) mid-batch; those callers got no key. On
@@ -9,7 +10,9 @@
 //!
 //! The route may take its service token from the instance's short-lived cache: the batch's
 //! read of the tokens (one statement) comes after every lease in it was asked for, so a token
-//! revoked anywhere before a lease is asked for is refused for it, at once.
+//! revoked anywhere before a lease is asked for is refused for it, at once. (A revocation that
+//! commits while a batch is being served races with it, as it would with a lease answered a
+//! moment earlier: that batch's leases may still be recorded and answered.)
 
 use diesel::Connection as _;
 use tokio::sync::oneshot;
@@ -75,9 +78,9 @@ impl LeaseDesk {
     }
 }
 
-/// Serves a batch: the reads (the switch once, the live tokens, each key), then the writes in one transaction
-/// (which starts with them, so SQLite takes its lock at once): each key used once is touched
-/// once, every lease gets its row, in the order they came.
+/// Serves a batch: the reads (the switch once, the live tokens, each key), then the writes in
+/// one transaction (which starts with them, so SQLite takes its lock at once): each key used
+/// once is touched once, every lease gets its row, in the order they came.
 fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
     let disabled = match leases_disabled(conn) {
         Ok(disabled) => disabled,

@@ -296,6 +296,27 @@ impl TestApp {
             .collect()
     }
 
+    /// The sum of this instance's `/metrics` series named `name` whose labels include every
+    /// `label="value"` of `labels`, read with `token` (scope `metrics:read`).
+    pub async fn metric_total(&self, token: &str, name: &str, labels: &[&str]) -> f64 {
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", self.address))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| {
+                line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
+            })
+            .filter(|line| labels.iter().all(|label| line.contains(label)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     pub fn count_events(&self, kind: &'static str) -> i64 {
         self.query(|conn| tollgate::db::models::security_event::count_of_kind(conn, kind))
     }

@@ -22,6 +22,7 @@ mod process;
 mod redis;
 mod smtp;
 mod stripe;
+mod usage;
 
 pub use alert_receiver::*;
 pub use app::*;
@@ -35,6 +36,7 @@ pub use process::*;
 pub use redis::*;
 pub use smtp::*;
 pub use stripe::*;
+pub use usage::*;
 
 /// Runs a test on SQLite and on PostgreSQL: `on_both_backends!(name, …)` makes
 /// `name::sqlite` and `name::postgres` from `async fn name(backend: Backend)`.

@@ -1,6 +1,7 @@
 //! Counts every response, and its 5xx, for the server-error alert rule
-//! ([`crate::audit::alerts::ServerErrorRate`], per instance). The alert itself is raised in a
-//! spawned task: the response that tipped the rate is not held up by it.
+//! ([`crate::audit::alerts::ServerErrorRate`]: per instance, or with every instance sharing
+//! Redis). The alert itself is raised in a spawned task: the response that tipped the rate is
+//! not held up by it.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};

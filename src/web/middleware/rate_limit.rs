@@ -209,7 +209,12 @@ impl RefusalAuditThrottle {
     }
 
     /// Whether this refusal of `client` by `limiter` is the first of its minute (to audit).
+    /// This instance's own count answers first, so Redis is asked at most once a minute per
+    /// client and limiter on each instance, not on every refusal of a flood.
     async fn first_this_minute(&self, client: IpAddr, limiter: &'static str) -> bool {
+        if self.local.check_key(&(client, limiter)).is_err() {
+            return false;
+        }
         if let Some(shared) = &self.shared {
             let name = format!("refusal_audit:{limiter}");
             if let Ok(first) = shared
@@ -219,7 +224,7 @@ impl RefusalAuditThrottle {
                 return first;
             }
         }
-        self.local.check_key(&(client, limiter)).is_ok()
+        true
     }
 }
 

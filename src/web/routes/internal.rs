@@ -178,9 +178,15 @@ async fn lease_key(
         LeaseOutcome::Disabled => return Err(AppError::Unavailable),
         LeaseOutcome::NoKey => return Err(AppError::NotFound),
         LeaseOutcome::TokenRevoked => {
-            // Revoked elsewhere while this instance still remembered it: forget, and refuse
+            // Revoked elsewhere while this instance still remembered it: forget it, and refuse
             // (and audit) the token as a fresh lookup does.
-            state.token_cache.forget_all();
+            let presented = bearer(req);
+            let key = presented
+                .as_deref()
+                .and_then(|presented| state.token_cache.key(&state.token_hasher, presented));
+            if let Some(key) = key {
+                state.token_cache.forget(&key);
+            }
             authorize(req, state, Scope::ByokLease).await?;
             return Err(AppError::Unauthorized);
         }
