@@ -35,6 +35,8 @@ use tollgate::vault::{ApiKey, Provider};
 const USERS: usize = 200;
 /// Records per usage request.
 const BATCH: usize = 100;
+/// How long each route is warmed up before it is measured.
+const WARM_UP_SECS: u64 = 2;
 /// The audit rows of the run's leases (the seed's keys are audited as `byok_key_saved`).
 const LEASED: &str = "security_events WHERE kind = 'byok_leased'";
 
@@ -171,9 +173,9 @@ end
     )
 }
 
-/// Batches of `BATCH` records, each record for the next customer, with keys unique to the run:
-/// a response counts if every record was accepted as new.
-fn usage_script(prelude: &str) -> String {
+/// Batches of `BATCH` records, each record for the next customer, with keys unique to the run
+/// (named `run`): a response counts if every record was accepted as new.
+fn usage_script(prelude: &str, run: &str) -> String {
     let timestamp = chrono::Utc::now().timestamp();
     format!(
         r#"{prelude}
@@ -182,7 +184,7 @@ function request()
   for j = 0, {last} do
     local n = sent * {BATCH} + j
     records[j + 1] = string.format(
-      '{{"user_id":%d,"feature":"tokens","quantity":%d,"idempotency_key":"bench-%d-%d","timestamp":{timestamp}}}',
+      '{{"user_id":%d,"feature":"tokens","quantity":%d,"idempotency_key":"bench-{run}-%d-%d","timestamp":{timestamp}}}',
       users[(n * 2 + id) % #users + 1], 1 + j % 7, id, n)
   end
   sent = sent + 1
@@ -269,8 +271,17 @@ fn count(db: &Db, table: &'static str) -> i64 {
 
 /// Whether the database holds what the answered requests stored: at least `per_request` rows
 /// for each, and at most that for each request wrk had in flight when it stopped.
-fn stored(db: &Db, table: &'static str, run: &support::Run, per_request: usize, c: usize) -> bool {
-    let rows = count(db, table) as usize;
+/// Whether `table` gained a row (`per_request` rows) for each request `run` answered since it
+/// held `before` rows, give or take the `c` requests in flight when it ended.
+fn stored(
+    db: &Db,
+    table: &'static str,
+    before: i64,
+    run: &support::Run,
+    per_request: usize,
+    c: usize,
+) -> bool {
+    let rows = (count(db, table) - before) as usize;
     let answered = (run.requests - run.failures) * per_request;
     let ok = (answered..=answered + c * per_request).contains(&rows);
     if !ok {
@@ -307,11 +318,23 @@ async fn main() {
     let (token, users) = seed(&db, &bench_config(db_url)).expect("seed");
     let prelude = lua_prelude(&token, &users);
     // wrk blocks: it runs on a blocking thread while the server serves on its workers.
-    let wrk = |script: String| {
+    let wrk = |script: String, seconds: u64| {
         let base = base.clone();
         actix_web::rt::task::spawn_blocking(move || {
             support::wrk(&base, seconds, concurrency, &script)
         })
+    };
+    // Each route is warmed up first (connections opened, caches filled), unmeasured, as
+    // scripts/bench-pricing does; then `table` (if any) is counted, for `stored` to compare.
+    let warm_up = |script: String, table: Option<&'static str>| {
+        let db = db.clone();
+        let warm = wrk(script, WARM_UP_SECS);
+        async move {
+            warm.await.expect("wrk");
+            // The requests cut off by wrk's end land meanwhile.
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+            table.map_or(0, |table| count(&db, table))
+        }
     };
 
     let header = |route: &str, run: &support::Run| {
@@ -324,34 +347,43 @@ async fn main() {
         println!("  {}", run.summary("req"));
     };
     if runs("entitlements") {
-        let run = wrk(entitlements_script(&prelude)).await.expect("wrk");
+        warm_up(entitlements_script(&prelude), None).await;
+        let run = wrk(entitlements_script(&prelude), seconds)
+            .await
+            .expect("wrk");
         header("entitlements API", &run);
         failed += run.failures;
     }
     if runs("lease") {
-        let run = wrk(lease_script(&prelude)).await.expect("wrk");
+        let before = warm_up(lease_script(&prelude), Some(LEASED)).await;
+        let run = wrk(lease_script(&prelude), seconds).await.expect("wrk");
         header("BYOK lease API", &run);
         failed += run.failures;
-        if !stored(&db, LEASED, &run, 1, concurrency) {
+        if !stored(&db, LEASED, before, &run, 1, concurrency) {
             failed += 1;
         }
     }
     // Reserves before usage: measured on their own, not while PostgreSQL vacuums and
     // checkpoints the hundreds of thousands of rows the usage half writes.
     if runs("reserve") {
-        let run = wrk(reserve_script(&prelude)).await.expect("wrk");
+        let table = "usage_reservations";
+        let before = warm_up(reserve_script(&prelude), Some(table)).await;
+        let run = wrk(reserve_script(&prelude), seconds).await.expect("wrk");
         header("reserve API", &run);
         failed += run.failures;
-        if !stored(&db, "usage_reservations", &run, 1, concurrency) {
+        if !stored(&db, table, before, &run, 1, concurrency) {
             failed += 1;
         }
     }
     if runs("usage") {
-        let run = wrk(usage_script(&prelude)).await.expect("wrk");
+        let before = warm_up(usage_script(&prelude, "warm"), Some("usage_records")).await;
+        let run = wrk(usage_script(&prelude, "run"), seconds)
+            .await
+            .expect("wrk");
         header(&format!("usage API ({BATCH} records a request)"), &run);
         println!("  = {:.0} records/s", run.rate() * BATCH as f64);
         failed += run.failures;
-        if !stored(&db, "usage_records", &run, BATCH, concurrency) {
+        if !stored(&db, "usage_records", before, &run, BATCH, concurrency) {
             failed += 1;
         }
     }

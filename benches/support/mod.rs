@@ -11,7 +11,8 @@ use tollgate::secret::encode_base64;
 
 /// A configuration as production reads it, with dummy keys, on `database_url`, plus `extra`
 /// settings (typically limits lifted so the benchmark measures work, not refusals) and
-/// `SQLITE_SYNCHRONOUS` from the environment when it is set.
+/// `SQLITE_SYNCHRONOUS`, `ENTITLEMENTS_CACHE_MS` and `SERVICE_TOKEN_CACHE_MS` from the
+/// environment when they are set.
 pub fn config(database_url: DatabaseUrl, extra: &[(&'static str, &str)]) -> Config {
     let key = |byte: u8, len: usize| encode_base64(&vec![byte; len]);
     let mut vars = std::collections::HashMap::from([
@@ -26,9 +27,16 @@ pub fn config(database_url: DatabaseUrl, extra: &[(&'static str, &str)]) -> Conf
             .iter()
             .map(|(name, value)| (*name, (*value).to_owned())),
     );
-    // `SQLITE_SYNCHRONOUS=full cargo bench …` measures what power-loss durability costs.
-    if let Ok(synchronous) = std::env::var("SQLITE_SYNCHRONOUS") {
-        vars.insert("SQLITE_SYNCHRONOUS", synchronous);
+    // `SQLITE_SYNCHRONOUS=full cargo bench …` measures what power-loss durability costs, and
+    // the caches' lifetimes what freshness costs.
+    for name in [
+        "SQLITE_SYNCHRONOUS",
+        "ENTITLEMENTS_CACHE_MS",
+        "SERVICE_TOKEN_CACHE_MS",
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            vars.insert(name, value);
+        }
     }
     let mut config =
         Config::from_vars(&|name: &str| vars.get(name).cloned()).expect("a valid configuration");
