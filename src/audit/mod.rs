@@ -510,12 +510,35 @@ pub fn write_many(conn: &mut DbConnection, events: &[SecurityEvent]) -> Result<(
     write_many_at(conn, events, now())
 }
 
+/// [`write_many`] inside the caller's transaction, without a savepoint of its own (two round
+/// trips fewer): for a caller that rolls its whole transaction back when this fails, as group
+/// commit does.
+pub fn write_many_in_transaction(
+    conn: &mut DbConnection,
+    events: &[SecurityEvent],
+) -> Result<(), DbError> {
+    append_many(conn, events, now())?;
+    logged(events);
+    Ok(())
+}
+
 /// [`write_many`] as if it were `at` (which decides the time slot of aggregated events).
 ///
 /// Each new row is chained ([`chain`]): the chain head is locked first (in a transaction of its
 /// own, or a savepoint of the caller's), the rows are inserted in order with their sequence and
 /// hash, and the head moves on, all in the caller's transaction.
 pub fn write_many_at(
+    conn: &mut DbConnection,
+    events: &[SecurityEvent],
+    at: NaiveDateTime,
+) -> Result<(), DbError> {
+    conn.transaction(|conn| append_many(conn, events, at))?;
+    logged(events);
+    Ok(())
+}
+
+/// Appends `events` to the chain as if they happened `at`, in whatever transaction `conn` is in.
+fn append_many(
     conn: &mut DbConnection,
     events: &[SecurityEvent],
     at: NaiveDateTime,
@@ -529,58 +552,60 @@ pub fn write_many_at(
         .iter()
         .map(|e| e.aggregate.as_ref().map(|a| e.aggregate_key(a, at)))
         .collect();
-    conn.transaction(|conn| {
-        let mut append = chain::Append::begin(conn)?;
-        let chain = append.chain().to_owned();
-        let mut pending = Vec::new();
-        for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
-            let content = chain::Chained {
-                chain: &chain,
-                sequence: append.next_sequence(),
-                occurred_at: at,
-                kind: event.kind.as_str(),
-                severity: event.severity.as_str(),
-                actor: event.actor.as_deref(),
-                ip: event.ip.as_deref(),
-                details,
-                aggregate_key: key.as_deref(),
-                request_id: event.request_id.as_deref(),
-            };
-            let hash = append.hash_next(&content);
-            let row = NewSecurityEvent {
-                occurred_at: at,
-                last_seen_at: at,
-                kind: content.kind,
-                severity: content.severity,
-                actor: content.actor,
-                ip: content.ip,
-                details,
-                aggregate_key: content.aggregate_key,
-                request_id: content.request_id,
-                chain_id: Some(content.chain),
-                chain_seq: Some(content.sequence),
-                hash: Some(hash.clone()),
-            };
-            match key {
-                Some(key) => {
-                    // Rows go in sequence order: what is pending first.
-                    security_event::insert_many(conn, &std::mem::take(&mut pending))?;
-                    security_event::insert_or_count(conn, &row)?;
-                    // A repeat counted on an earlier row takes no place in the chain.
-                    let position = security_event::chain_position(conn, key)?;
-                    if position == Some((Some(content.chain.to_owned()), Some(content.sequence))) {
-                        append.appended(hash);
-                    }
-                }
-                None => {
-                    pending.push(row);
+    let mut append = chain::Append::begin(conn)?;
+    let chain = append.chain().to_owned();
+    let mut pending = Vec::new();
+    for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
+        let content = chain::Chained {
+            chain: &chain,
+            sequence: append.next_sequence(),
+            occurred_at: at,
+            kind: event.kind.as_str(),
+            severity: event.severity.as_str(),
+            actor: event.actor.as_deref(),
+            ip: event.ip.as_deref(),
+            details,
+            aggregate_key: key.as_deref(),
+            request_id: event.request_id.as_deref(),
+        };
+        let hash = append.hash_next(&content);
+        let row = NewSecurityEvent {
+            occurred_at: at,
+            last_seen_at: at,
+            kind: content.kind,
+            severity: content.severity,
+            actor: content.actor,
+            ip: content.ip,
+            details,
+            aggregate_key: content.aggregate_key,
+            request_id: content.request_id,
+            chain_id: Some(content.chain),
+            chain_seq: Some(content.sequence),
+            hash: Some(hash.clone()),
+        };
+        match key {
+            Some(key) => {
+                // Rows go in sequence order: what is pending first.
+                security_event::insert_many(conn, &std::mem::take(&mut pending))?;
+                security_event::insert_or_count(conn, &row)?;
+                // A repeat counted on an earlier row takes no place in the chain.
+                let position = security_event::chain_position(conn, key)?;
+                if position == Some((Some(content.chain.to_owned()), Some(content.sequence))) {
                     append.appended(hash);
                 }
             }
+            None => {
+                pending.push(row);
+                append.appended(hash);
+            }
         }
-        security_event::insert_many(conn, &pending)?;
-        append.finish(conn)
-    })?;
+    }
+    security_event::insert_many(conn, &pending)?;
+    append.finish(conn)
+}
+
+/// Logs `events` (recorded) and counts them in the metrics.
+fn logged(events: &[SecurityEvent]) {
     for event in events {
         tracing::info!(
             target: "tollgate::audit",
@@ -593,7 +618,6 @@ pub fn write_many_at(
         );
     }
     crate::metrics::audit_events(events);
-    Ok(())
 }
 
 /// A recorded event, with the email of the account its actor names (if it names one).

@@ -157,7 +157,7 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
                         }))
                 })
                 .collect();
-            audit::write_many(conn, &events)?;
+            audit::write_many_in_transaction(conn, &events)?;
             Ok(kept)
         });
         for outcome in &mut outcomes {

@@ -232,7 +232,7 @@ pub fn store_and_apply(
         audits.push(validated);
         outcomes[*index] = Ingested::Stored(status);
     }
-    audit::write_many(conn, &audits)?;
+    audit::write_many_in_transaction(conn, &audits)?;
     Ok(outcomes)
 }
 
