@@ -31,14 +31,7 @@ impl Period {
 /// whole calendar months or years from the billing anchor); the interval is the yearly price's
 /// when the subscription is on it.
 pub fn current(conn: &mut DbConnection, user_id: UserId) -> Result<Option<Period>, DbError> {
-    let Some(row) = subscription::current_for_user(conn, user_id)? else {
-        return Ok(None);
-    };
-    let Some(plan_id) = row.plan_id else {
-        return Ok(None);
-    };
-    let plan = plan::find(conn, plan_id)?.map(Plan::from);
-    Ok(plan.and_then(|plan| of(&row, &plan)))
+    Ok(current_of(conn, &[user_id])?.remove(&user_id))
 }
 
 /// [`current`] for many users at once, in two queries: the periods of those among `user_ids`
