@@ -82,24 +82,14 @@ impl LeaseDesk {
 /// one transaction (which starts with them, so SQLite takes its lock at once): each key used
 /// once is touched once, every lease gets its row, in the order they came.
 fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
-    let disabled = match leases_disabled(conn) {
-        Ok(disabled) => disabled,
-        Err(err) => {
-            tracing::error!(error = %err, leases = batch.len(), "could not read the lease switch: no key is handed out");
-            for job in batch {
-                let _ = job.reply.send(Err(DbError::Unavailable.into()));
-            }
-            return;
-        }
-    };
-    let read = match disabled {
-        true => Ok((Vec::new(), Vec::new())),
-        false => read_tokens_and_keys(conn, &batch),
-    };
-    let (live_tokens, keys) = match read {
+    let read = leases_disabled(conn).and_then(|disabled| match disabled {
+        true => Ok((true, Vec::new(), Vec::new())),
+        false => read_tokens_and_keys(conn, &batch).map(|(live, keys)| (false, live, keys)),
+    });
+    let (disabled, live_tokens, keys) = match read {
         Ok(read) => read,
         Err(err) => {
-            tracing::error!(error = %err, leases = batch.len(), "could not read the leased keys: none is handed out");
+            tracing::error!(error = %err, leases = batch.len(), "could not read the lease switch, tokens or keys: no key is handed out");
             for job in batch {
                 let _ = job.reply.send(Err(DbError::Unavailable.into()));
             }
