@@ -15,14 +15,11 @@ mod support;
 
 use std::sync::Arc;
 
-use hmac::{Hmac, Mac as _};
-use sha2::Sha256;
 use tollgate::config::{Config, DatabaseUrl};
 use tollgate::db::Db;
 use tollgate::startup::Application;
 
 const SECRET: &str = "whsec_DUMMYbenchendpointsecret";
-const FIXTURE: &str = include_str!("../tests/fixtures/webhooks/invoice.paid.json");
 
 fn bench_config(database_url: DatabaseUrl) -> Config {
     use support::UNLIMITED;
@@ -34,25 +31,6 @@ fn bench_config(database_url: DatabaseUrl) -> Config {
             ("RATE_LIMIT_WEBHOOK_BURST", UNLIMITED),
         ],
     )
-}
-
-/// N distinct events, each with its `Stripe-Signature`, ready before the clock starts.
-fn signed_events(count: usize) -> Vec<(String, Vec<u8>)> {
-    let template: serde_json::Value = serde_json::from_str(FIXTURE).expect("fixture");
-    let now = chrono::Utc::now().timestamp();
-    (0..count)
-        .map(|i| {
-            let mut event = template.clone();
-            event["id"] = serde_json::json!(format!("evt_1Bench{i:010}"));
-            event["created"] = serde_json::json!(now);
-            let body = serde_json::to_vec(&event).expect("json");
-            let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-            mac.update(format!("{now}.").as_bytes());
-            mac.update(&body);
-            let header = format!("t={now},v1={}", hex::encode(mac.finalize().into_bytes()));
-            (header, body)
-        })
-        .collect()
 }
 
 #[actix_web::main]
@@ -75,7 +53,7 @@ async fn main() {
     let port = app.port();
     actix_web::rt::spawn(app.run_until_stopped());
 
-    let bodies = Arc::new(signed_events(events));
+    let bodies = Arc::new(support::signed_events(SECRET, "Bench", events));
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()

@@ -51,8 +51,9 @@ pub struct KeyStatus {
     pub first_seen: Option<NaiveDateTime>,
     /// Whole days since then.
     pub age_days: Option<i64>,
-    /// How many values it seals, over every sealed column.
-    pub sealed: i64,
+    /// How many values it seals, over every sealed column; `None` for the primary key, whose
+    /// values (nearly all of them) are not counted: the report costs what is left to rotate.
+    pub sealed: Option<i64>,
 }
 
 /// What an operator should act on.
@@ -87,7 +88,7 @@ pub fn report(
     rotation_days: u32,
     now: NaiveDateTime,
 ) -> Result<KeyReport, DbError> {
-    let counts = rotation::check(conn, keyring, SEALED_COLUMNS)?;
+    let counts = rotation::check_old(conn, keyring, SEALED_COLUMNS)?;
     let seen = encryption_key::all(conn)?;
     let mut keys: Vec<KeyStatus> = keyring
         .key_ids()
@@ -112,11 +113,13 @@ pub fn report(
         .map(|(key_id, role)| {
             let first_seen = seen.iter().find(|(id, _)| *id == key_id).map(|(_, at)| *at);
             KeyStatus {
-                sealed: counts
-                    .iter()
-                    .filter(|count| count.key_id == key_id)
-                    .map(|count| count.count)
-                    .sum(),
+                sealed: (role != KeyRole::Primary).then(|| {
+                    counts
+                        .iter()
+                        .filter(|count| count.key_id == key_id)
+                        .map(|count| count.count)
+                        .sum()
+                }),
                 age_days: first_seen.map(|at| (now - at).num_days()),
                 first_seen,
                 key_id,
@@ -138,11 +141,11 @@ pub fn report(
     }
     let unfinished: Vec<&KeyStatus> = keys
         .iter()
-        .filter(|key| key.role != KeyRole::Primary && key.sealed > 0)
+        .filter(|key| key.sealed.is_some_and(|n| n > 0))
         .collect();
     if !unfinished.is_empty() {
         warnings.push(KeyWarning::RotationUnfinished {
-            values: unfinished.iter().map(|key| key.sealed).sum(),
+            values: unfinished.iter().filter_map(|key| key.sealed).sum(),
             key_ids: unfinished
                 .iter()
                 .map(|key| key.key_id.as_str())

@@ -108,6 +108,9 @@ enum Command {
     /// retention.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Benchmark tooling.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Reconcile with Stripe: replay the events missed since the newest stored one (within
     /// Stripe's 30 days), then compare each customer's subscriptions at Stripe with the local
     /// copy and repair it, printing one line per difference (customer, field, local → Stripe).
@@ -162,6 +165,24 @@ enum TokenCommand {
         /// Revoke every token.
         #[arg(long)]
         all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Fill an empty scratch database (DATABASE_URL, which must exist: run `migrate` first)
+    /// with made-up customers, webhook events and audit rows, to measure Tollgate at scale.
+    /// Seeded accounts cannot sign in. Refuses a database that already has accounts.
+    Seed {
+        /// Customer accounts, each with a Stripe customer and a subscription.
+        #[arg(long, default_value_t = 1_000, value_name = "N")]
+        users: u64,
+        /// Stored webhook events.
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        events: u64,
+        /// Audit-log rows (chained: `audit verify` passes afterwards).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        audit: u64,
     },
 }
 
@@ -342,6 +363,18 @@ fn main() -> ExitCode {
         Command::Byok(ByokCommand::EnableLeases) => {
             commands::emergency::set_leases(&cli.env_file, false)
         }
+        Command::Bench(BenchCommand::Seed {
+            users,
+            events,
+            audit,
+        }) => commands::bench::seed_command(
+            &cli.env_file,
+            commands::bench::SeedCounts {
+                users,
+                events,
+                audit,
+            },
+        ),
         Command::Audit(AuditCommand::Verify) => commands::audit::verify(&cli.env_file),
         Command::Audit(AuditCommand::Prune { dry_run }) => {
             commands::audit::prune(&cli.env_file, dry_run)

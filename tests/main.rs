@@ -46,6 +46,7 @@ mod rate_limits;
 mod reconciliation;
 mod request_ids;
 mod roles;
+mod scale;
 mod security_dashboard;
 mod sessions;
 mod shared_limits;

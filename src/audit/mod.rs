@@ -532,9 +532,19 @@ pub fn write_many_at(
     events: &[SecurityEvent],
     at: NaiveDateTime,
 ) -> Result<(), DbError> {
-    conn.transaction(|conn| append_many(conn, events, at))?;
+    import_at(conn, events, at)?;
     logged(events);
     Ok(())
+}
+
+/// [`write_many_at`] without logging or counting the rows: for `tollgate bench seed`, which
+/// appends millions of made-up rows that happened nowhere.
+pub fn import_at(
+    conn: &mut DbConnection,
+    events: &[SecurityEvent],
+    at: NaiveDateTime,
+) -> Result<(), DbError> {
+    conn.transaction(|conn| append_many(conn, events, at))
 }
 
 /// Appends `events` to the chain as if they happened `at`, in whatever transaction `conn` is in.
@@ -555,6 +565,7 @@ fn append_many(
     let mut append = chain::Append::begin(conn)?;
     let chain = append.chain().to_owned();
     let mut pending = Vec::new();
+    let mut hours = HourCounts::default();
     for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
         let content = chain::Chained {
             chain: &chain,
@@ -590,18 +601,42 @@ fn append_many(
                 security_event::insert_or_count(conn, &row)?;
                 // A repeat counted on an earlier row takes no place in the chain.
                 let position = security_event::chain_position(conn, key)?;
-                if position == Some((Some(content.chain.to_owned()), Some(content.sequence))) {
-                    append.appended(hash);
+                if let Some((chain, first)) = position {
+                    if chain == (Some(content.chain.to_owned()), Some(content.sequence)) {
+                        append.appended(hash);
+                    }
+                    // A repeat counts in the hour of its first occurrence, as its row does.
+                    hours.add(first, event.severity.as_str());
                 }
             }
             None => {
                 pending.push(row);
                 append.appended(hash);
+                hours.add(at, event.severity.as_str());
             }
         }
     }
     security_event::insert_many(conn, &pending)?;
+    security_event::count_hours(conn, &chain, &hours.0)?;
     append.finish(conn)
+}
+
+/// Occurrences per (hour, severity) of one append, for the dashboard's rollup.
+#[derive(Default)]
+struct HourCounts(Vec<(NaiveDateTime, &'static str, i64)>);
+
+impl HourCounts {
+    fn add(&mut self, at: NaiveDateTime, severity: &'static str) {
+        let hour = at.date().and_hms_opt(at.hour(), 0, 0).unwrap_or(at);
+        match self
+            .0
+            .iter_mut()
+            .find(|(h, s, _)| *h == hour && *s == severity)
+        {
+            Some((_, _, n)) => *n += 1,
+            None => self.0.push((hour, severity, 1)),
+        }
+    }
 }
 
 /// Logs `events` (recorded) and counts them in the metrics.

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod audit;
 pub mod audit_list;
+pub mod bench;
 pub mod emergency;
 pub mod roles;
 pub mod rotate;

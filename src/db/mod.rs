@@ -474,6 +474,29 @@ pub fn ping(conn: &mut DbConnection) -> Result<(), DbError> {
     conn.ping().map_err(DbError::Query)
 }
 
+/// The database's size on disk, in bytes: PostgreSQL's `pg_database_size` of the current
+/// database; SQLite's pages in use (the main file, as a checkpoint leaves it).
+pub fn size_bytes(conn: &mut DbConnection) -> Result<i64, DbError> {
+    use diesel::RunQueryDsl as _;
+    #[derive(diesel::QueryableByName)]
+    struct Size {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        bytes: i64,
+    }
+    let size: Size = match conn {
+        DbConnection::Postgresql(pg) => {
+            diesel::sql_query("SELECT pg_database_size(current_database()) AS bytes")
+                .get_result(pg)?
+        }
+        DbConnection::Sqlite(sqlite) => diesel::sql_query(
+            "SELECT page_count * page_size AS bytes \
+             FROM pragma_page_count(), pragma_page_size()",
+        )
+        .get_result(sqlite)?,
+    };
+    Ok(size.bytes)
+}
+
 /// The current time as stored in the database (UTC, microseconds).
 pub fn now() -> chrono::NaiveDateTime {
     let now = chrono::Utc::now().naive_utc();

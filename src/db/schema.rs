@@ -518,6 +518,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    security_event_hours (hour, severity, lane) {
+        hour -> Timestamp,
+        severity -> Text,
+        lane -> Text,
+        occurrences -> BigInt,
+    }
+}
+
+diesel::table! {
     job_leases (name) {
         name -> Text,
         holder -> Text,
@@ -543,6 +552,7 @@ diesel::joinable!(plan_spend_caps -> plans (plan_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     job_leases,
+    security_event_hours,
     sessions,
     security_events,
     audit_chains,

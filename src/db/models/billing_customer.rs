@@ -150,8 +150,16 @@ pub fn replace_sealed(
     Ok(updated == 1)
 }
 
-pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+pub fn count_by_key_id(
+    conn: &mut DbConnection,
+    beside: &str,
+) -> Result<Vec<(String, i64)>, DbError> {
     Ok(billing_customers::table
+        .filter(
+            billing_customers::key_id
+                .lt(beside)
+                .or(billing_customers::key_id.gt(beside)),
+        )
         .group_by(billing_customers::key_id)
         .select((billing_customers::key_id, diesel::dsl::count_star()))
         .order(billing_customers::key_id.asc())

@@ -151,8 +151,16 @@ pub fn replace_secret(
 }
 
 /// How many values each key id holds.
-pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+pub fn count_by_key_id(
+    conn: &mut DbConnection,
+    beside: &str,
+) -> Result<Vec<(String, i64)>, DbError> {
     Ok(byok_keys::table
+        .filter(
+            byok_keys::key_id
+                .lt(beside)
+                .or(byok_keys::key_id.gt(beside)),
+        )
         .group_by(byok_keys::key_id)
         .select((byok_keys::key_id, diesel::dsl::count_star()))
         .order(byok_keys::key_id.asc())

@@ -188,16 +188,57 @@ pub fn occurrences_of_kinds_since(
 pub type ChainPosition = (Option<String>, Option<i64>);
 
 /// The chain and sequence of the row holding `aggregate_key` (to tell an insert from a
-/// counted repeat).
+/// counted repeat), and when it first occurred (the hour its repeats count in).
 pub fn chain_position(
     conn: &mut DbConnection,
     aggregate_key: &str,
-) -> Result<Option<ChainPosition>, DbError> {
-    Ok(security_events::table
+) -> Result<Option<(ChainPosition, NaiveDateTime)>, DbError> {
+    let row: Option<(Option<String>, Option<i64>, NaiveDateTime)> = security_events::table
         .filter(security_events::aggregate_key.eq(aggregate_key))
-        .select((security_events::chain_id, security_events::chain_seq))
+        .select((
+            security_events::chain_id,
+            security_events::chain_seq,
+            security_events::occurred_at,
+        ))
         .first(conn)
-        .optional()?)
+        .optional()?;
+    Ok(row.map(|(chain, sequence, at)| ((chain, sequence), at)))
+}
+
+/// Adds occurrences to the hourly rollup the security dashboard reads
+/// (`security_event_hours`): `(hour, severity, occurrences)`, each hour truncated, written
+/// under `lane`, the chain whose head the caller holds (so no two transactions update one
+/// row).
+pub fn count_hours(
+    conn: &mut DbConnection,
+    lane: &str,
+    counts: &[(NaiveDateTime, &str, i64)],
+) -> Result<(), DbError> {
+    use crate::db::schema::security_event_hours as hours;
+    use diesel::upsert::excluded;
+    for &(hour, severity, occurrences) in counts {
+        let insert = diesel::insert_into(hours::table).values((
+            hours::hour.eq(hour),
+            hours::severity.eq(severity),
+            hours::lane.eq(lane),
+            hours::occurrences.eq(occurrences),
+        ));
+        let add = hours::occurrences.eq(hours::occurrences + excluded(hours::occurrences));
+        let target = (hours::hour, hours::severity, hours::lane);
+        match conn {
+            DbConnection::Postgresql(pg) => insert
+                .on_conflict(target)
+                .do_update()
+                .set(add)
+                .execute(pg)?,
+            DbConnection::Sqlite(sqlite) => insert
+                .on_conflict(target)
+                .do_update()
+                .set(add)
+                .execute(sqlite)?,
+        };
+    }
+    Ok(())
 }
 
 /// Up to `limit` rows of `chain` after sequence `after`, in sequence order.

@@ -174,8 +174,8 @@ pub struct BucketCount {
     pub occurrences: i64,
 }
 
-/// Occurrences per (time bucket of the first occurrence, severity) since `since`: at most one
-/// row per bucket and severity, however many events.
+/// Occurrences per (time bucket of the first occurrence, severity) since `since` (the start of
+/// an hour): at most one row per bucket and severity, however many events.
 pub fn occurrences_by_bucket(
     conn: &mut DbConnection,
     bucket: Bucket,
@@ -185,25 +185,26 @@ pub fn occurrences_by_bucket(
         Bucket::Hour => ("%Y-%m-%d %H", "YYYY-MM-DD HH24"),
         Bucket::Day => ("%Y-%m-%d", "YYYY-MM-DD"),
     };
+    // From the hourly rollup the appends keep (`security_event_hours`): at most 24 rows per
+    // severity and lane a day, however many events.
     let query = |key: String, placeholder: &str| {
         format!(
-            "SELECT {key} AS bucket, severity, CAST(SUM(count) AS BIGINT) AS occurrences \
-             FROM security_events WHERE occurred_at >= {placeholder} \
+            "SELECT {key} AS bucket, severity, CAST(SUM(occurrences) AS BIGINT) AS occurrences \
+             FROM security_event_hours WHERE hour >= {placeholder} \
              GROUP BY {key}, severity ORDER BY bucket"
         )
     };
     Ok(match conn {
         DbConnection::Postgresql(pg) => {
-            diesel::sql_query(query(format!("to_char(occurred_at, '{pg_format}')"), "$1"))
+            diesel::sql_query(query(format!("to_char(hour, '{pg_format}')"), "$1"))
                 .bind::<Timestamp, _>(since)
                 .load(pg)?
         }
-        DbConnection::Sqlite(sqlite) => diesel::sql_query(query(
-            format!("strftime('{sqlite_format}', occurred_at)"),
-            "?",
-        ))
-        .bind::<Timestamp, _>(since)
-        .load(sqlite)?,
+        DbConnection::Sqlite(sqlite) => {
+            diesel::sql_query(query(format!("strftime('{sqlite_format}', hour)"), "?"))
+                .bind::<Timestamp, _>(since)
+                .load(sqlite)?
+        }
     })
 }
 

@@ -291,27 +291,55 @@ pub struct CustomerListing {
     pub user_id: UserId,
 }
 
-/// Accounts whose email contains `needle` (already lower-case; `%`, `_` and `\` are dropped),
-/// newest first, at most `limit`, each with its masked Stripe customer and its current
-/// subscription's status and plan: one query, however many accounts.
+/// Which accounts the admin's customer list shows, at most `limit`, a page at a time (keyset
+/// pagination: each page starts where the last one ended, as fast deep down as on top):
+/// - no `prefix`: every account, newest first, older than the account `before`;
+/// - a `prefix` (already lower-case, as emails are stored): the accounts whose email starts
+///   with it, in email order, after the email `after`.
+#[derive(Debug, Clone, Copy)]
+pub struct CustomerSearch<'a> {
+    pub prefix: &'a str,
+    pub before: Option<i64>,
+    pub after: Option<&'a str>,
+    pub limit: i64,
+}
+
+/// Where the page after a [`CustomerPage`] starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextCustomers {
+    /// `before=` this account id (the list of every account).
+    Before(i64),
+    /// `after=` this email (a search).
+    After(String),
+}
+
+/// One page of the customer list, and where the next page starts (none: this is the last).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomerPage {
+    pub customers: Vec<CustomerListing>,
+    pub next: Option<NextCustomers>,
+}
+
+/// The least string greater than every string that starts with `prefix`, under a byte-wise
+/// order (SQLite's BINARY collation, PostgreSQL's "C", which `users.email` uses).
+fn prefix_end(prefix: &str) -> String {
+    let mut end = String::with_capacity(prefix.len() + 4);
+    end.push_str(prefix);
+    end.push(char::MAX);
+    end
+}
+
+/// A page of accounts as [`CustomerSearch`] selects them, each with its masked Stripe customer
+/// and its current subscription's status and plan: one query, however many accounts, served
+/// by an index whatever the page (the primary key, or the unique index on `email`, whose
+/// byte-wise order makes a prefix a range).
 pub fn customer_listing(
     conn: &mut DbConnection,
-    needle: &str,
-    limit: i64,
-) -> Result<Vec<CustomerListing>, DbError> {
+    search: &CustomerSearch<'_>,
+) -> Result<CustomerPage, DbError> {
     use crate::db::models::subscription::SubscriptionStatus;
     use crate::db::schema::{billing_customers, plans, subscriptions};
-    let pattern = format!("%{}%", needle.replace(['\\', '%', '_'], ""));
-    // The page of accounts, as a subquery (`users` aliased: it appears twice).
-    let listed = diesel::alias!(users as listed);
-    let page = listed
-        .filter(listed.field(users::email).like(pattern))
-        .order((
-            listed.field(users::created_at).desc(),
-            listed.field(users::id).desc(),
-        ))
-        .limit(limit)
-        .select(listed.field(users::id));
+    let limit = search.limit.max(1);
     type Row = (
         i64,
         String,
@@ -320,24 +348,54 @@ pub fn customer_listing(
         Option<String>,
         Option<String>,
     );
-    let rows: Vec<Row> = users::table
-        .left_join(billing_customers::table)
-        .left_join(subscriptions::table.left_join(plans::table))
-        .filter(users::id.eq_any(page))
-        .order((
-            users::created_at.desc(),
-            users::id.desc(),
-            subscriptions::created_at.desc(),
-        ))
-        .select((
-            users::id,
-            users::email,
-            users::created_at,
-            billing_customers::stripe_customer_masked.nullable(),
-            subscriptions::status.nullable(),
-            plans::name.nullable(),
-        ))
-        .load(conn)?;
+    // The accounts of `$page` (a subquery), with their customer and subscriptions, grouped by
+    // account, each account's subscriptions newest first.
+    macro_rules! listing {
+        ($page:expr) => {
+            users::table
+                .left_join(billing_customers::table)
+                .left_join(subscriptions::table.on(subscriptions::user_id.eq(users::id)))
+                .left_join(plans::table.on(subscriptions::plan_id.eq(plans::id.nullable())))
+                .filter(users::id.eq_any($page))
+                .order((users::id.desc(), subscriptions::created_at.desc()))
+                .select((
+                    users::id,
+                    users::email,
+                    users::created_at,
+                    billing_customers::stripe_customer_masked.nullable(),
+                    subscriptions::status.nullable(),
+                    plans::name.nullable(),
+                ))
+                .load::<Row>(conn)?
+        };
+    }
+    // The page (and one account more, to know whether there is a next page) as a subquery:
+    // `users` aliased, as it appears twice.
+    let listed = diesel::alias!(users as listed);
+    let email = listed.field(users::email);
+    let rows: Vec<Row> = if search.prefix.is_empty() {
+        listing!(
+            listed
+                .filter(
+                    listed
+                        .field(users::id)
+                        .lt(search.before.unwrap_or(i64::MAX))
+                )
+                .order(listed.field(users::id).desc())
+                .limit(limit + 1)
+                .select(listed.field(users::id))
+        )
+    } else {
+        listing!(
+            listed
+                .filter(email.ge(search.prefix))
+                .filter(email.lt(prefix_end(search.prefix)))
+                .filter(email.gt(search.after.unwrap_or_default()))
+                .order(email.asc())
+                .limit(limit + 1)
+                .select(listed.field(users::id))
+        )
+    };
     // Rows come grouped by account, its subscriptions newest first: keep the first live one,
     // else the first.
     let mut listed: Vec<(i64, CustomerListing, bool)> = Vec::new();
@@ -365,7 +423,27 @@ pub fn customer_listing(
             )),
         }
     }
-    Ok(listed.into_iter().map(|(_, listing, _)| listing).collect())
+    let mut customers: Vec<CustomerListing> =
+        listed.into_iter().map(|(_, listing, _)| listing).collect();
+    // The page's own order (the rows came by id, newest first).
+    if !search.prefix.is_empty() {
+        customers.sort_by(|a, b| a.email.as_bytes().cmp(b.email.as_bytes()));
+    }
+    if customers.len() as i64 <= limit {
+        return Ok(CustomerPage {
+            customers,
+            next: None,
+        });
+    }
+    customers.truncate(limit as usize);
+    let next = customers.last().map(|last| {
+        if search.prefix.is_empty() {
+            NextCustomers::Before(last.user_id.get())
+        } else {
+            NextCustomers::After(last.email.clone())
+        }
+    });
+    Ok(CustomerPage { customers, next })
 }
 
 #[cfg(test)]

@@ -215,8 +215,16 @@ pub fn replace_secret(
 }
 
 /// How many `secret` values each key id holds.
-pub fn secret_count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+pub fn secret_count_by_key_id(
+    conn: &mut DbConnection,
+    beside: &str,
+) -> Result<Vec<(String, i64)>, DbError> {
     Ok(webhook_endpoints::table
+        .filter(
+            webhook_endpoints::key_id
+                .lt(beside)
+                .or(webhook_endpoints::key_id.gt(beside)),
+        )
         .group_by(webhook_endpoints::key_id)
         .select((webhook_endpoints::key_id, diesel::dsl::count_star()))
         .order(webhook_endpoints::key_id.asc())
@@ -262,10 +270,18 @@ pub fn replace_previous(
 }
 
 /// How many `previous_secret` values each key id holds.
-pub fn previous_count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+pub fn previous_count_by_key_id(
+    conn: &mut DbConnection,
+    beside: &str,
+) -> Result<Vec<(String, i64)>, DbError> {
     Ok(webhook_endpoints::table
         .filter(webhook_endpoints::previous_secret.is_not_null())
         .filter(webhook_endpoints::previous_key_id.is_not_null())
+        .filter(
+            webhook_endpoints::previous_key_id
+                .lt(beside)
+                .or(webhook_endpoints::previous_key_id.gt(beside)),
+        )
         .group_by(webhook_endpoints::previous_key_id)
         .select((
             webhook_endpoints::previous_key_id.assume_not_null(),

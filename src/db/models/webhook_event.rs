@@ -192,13 +192,17 @@ pub fn find_by_id(conn: &mut DbConnection, id: i64) -> Result<Option<WebhookEven
         .optional()?)
 }
 
-/// Newest first, optionally only those with one status.
+/// Up to `limit` events older than the event `before` (all when none), newest first,
+/// optionally only those with one status (keyset pagination, served by the primary key and
+/// `webhook_events_status`).
 pub fn list(
     conn: &mut DbConnection,
     status: Option<WebhookEventStatus>,
+    before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<WebhookEventRow>, DbError> {
     let mut query = webhook_events::table
+        .filter(webhook_events::id.lt(before.unwrap_or(i64::MAX)))
         .order(webhook_events::id.desc())
         .limit(limit)
         .select(WebhookEventRow::as_select())
@@ -258,8 +262,16 @@ pub fn replace_sealed(
     Ok(updated == 1)
 }
 
-pub fn count_by_key_id(conn: &mut DbConnection) -> Result<Vec<(String, i64)>, DbError> {
+pub fn count_by_key_id(
+    conn: &mut DbConnection,
+    beside: &str,
+) -> Result<Vec<(String, i64)>, DbError> {
     Ok(webhook_events::table
+        .filter(
+            webhook_events::key_id
+                .lt(beside)
+                .or(webhook_events::key_id.gt(beside)),
+        )
         .group_by(webhook_events::key_id)
         .select((webhook_events::key_id, diesel::dsl::count_star()))
         .order(webhook_events::key_id.asc())

@@ -22,7 +22,8 @@ struct KeyView {
     role: &'static str,
     first_seen: String,
     age: String,
-    sealed: i64,
+    /// A count, or "all the rest" for the primary key (not counted).
+    sealed: String,
     /// Too old (primary) or still sealing values (old, missing).
     attention: bool,
 }
@@ -123,7 +124,7 @@ fn key_view(key: &crate::encryption_keys::KeyStatus, rotation_days: u32) -> KeyV
             "primary",
             key.age_days.is_some_and(|d| d > i64::from(rotation_days)),
         ),
-        KeyRole::Old => ("old", key.sealed > 0),
+        KeyRole::Old => ("old", key.sealed.is_some_and(|n| n > 0)),
         KeyRole::Missing => ("not configured", true),
     };
     KeyView {
@@ -133,7 +134,9 @@ fn key_view(key: &crate::encryption_keys::KeyStatus, rotation_days: u32) -> KeyV
         age: key.age_days.map_or("—".into(), |days| {
             format!("{days} day{}", if days == 1 { "" } else { "s" })
         }),
-        sealed: key.sealed,
+        sealed: key
+            .sealed
+            .map_or_else(|| "all the rest".to_owned(), |n| n.to_string()),
         attention,
     }
 }

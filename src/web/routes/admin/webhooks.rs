@@ -56,11 +56,17 @@ struct ListPage {
     events: Vec<EventView>,
     statuses: [&'static str; 4],
     filter: String,
+    /// The next page's link (none: nothing older matches).
+    older_href: Option<String>,
+    /// Whether this is a later page (it links back to the first).
+    paged: bool,
 }
 
 #[derive(Deserialize)]
 pub struct ListQuery {
     status: Option<String>,
+    /// Keyset pagination: events older than this id.
+    before: Option<i64>,
 }
 
 pub async fn list(
@@ -77,18 +83,32 @@ pub async fn list(
                 .map_err(|_| AppError::BadRequest("Unknown status filter."))?,
         ),
     };
-    let rows = state
+    let before = match query.before {
+        Some(id) if id <= 0 => return Err(AppError::BadRequest("Unknown page.")),
+        before => before,
+    };
+    let mut rows = state
         .db
-        .run(move |conn| webhook_event::list(conn, filter, PAGE))
+        .run(move |conn| webhook_event::list(conn, filter, before, PAGE + 1))
         .await?;
+    let older = (rows.len() as i64 > PAGE).then(|| {
+        rows.truncate(PAGE as usize);
+        rows.last().map(|row| row.id)
+    });
+    let filter = filter
+        .map(WebhookEventStatus::as_str)
+        .unwrap_or_default()
+        .to_owned();
     render(&ListPage {
         ctx: PageContext::new(&session, Some(&viewer.0))?,
         events: rows.into_iter().map(EventView::from).collect(),
         statuses: WebhookEventStatus::ALL.map(WebhookEventStatus::as_str),
-        filter: filter
-            .map(WebhookEventStatus::as_str)
-            .unwrap_or_default()
-            .to_owned(),
+        older_href: older.flatten().map(|id| match filter.as_str() {
+            "" => format!("/admin/webhooks?before={id}"),
+            status => format!("/admin/webhooks?before={id}&status={status}"),
+        }),
+        paged: before.is_some(),
+        filter,
     })
 }
 

@@ -1,0 +1,286 @@
+//! A database with many customers (issue 17, point 5): `tollgate bench seed`, and the admin
+//! lists paged by keyset (every row exactly once, in order, each page a link to the next).
+
+use std::process::{Command, Stdio};
+
+use tollgate::commands::bench::{self, SeedCounts};
+
+use crate::common::{Backend, Browser, TestApp, TestDatabase, run, test_keyring};
+use crate::on_both_backends;
+
+on_both_backends!(
+    the_customer_list_pages_through_every_account_once_newest_first,
+    a_customer_search_is_a_prefix_in_email_order_with_pages_of_its_own,
+    the_webhook_list_pages_through_every_event_once_keeping_its_filter,
+    bench_seed_fills_a_scratch_database_that_verifies_and_refuses_one_with_accounts
+);
+
+/// Seeds `users` accounts and `events` webhook events under the test app's keys.
+fn seed(app: &TestApp, users: u64, events: u64) {
+    bench::seed(
+        &app.db,
+        &test_keyring(),
+        &app.token_hasher,
+        SeedCounts {
+            users,
+            events,
+            audit: 0,
+        },
+        |_, _, _| {},
+    )
+    .unwrap();
+}
+
+/// The link a page's pager offers to the next page, if any.
+fn next_href(html: &str) -> Option<String> {
+    let rest = html.split(r#"rel="next" href=""#).nth(1)?;
+    // As a browser reads the attribute: askama escapes `&`.
+    Some(
+        rest.split('"')
+            .next()?
+            .replace("&#38;", "&")
+            .replace("&amp;", "&"),
+    )
+}
+
+/// Follows the pager from `first` to the end: each page's listed items (by `item`), in order,
+/// and the last page.
+async fn walk(
+    admin: &Browser,
+    first: &str,
+    item: impl Fn(&str) -> Vec<String>,
+) -> (Vec<Vec<String>>, String) {
+    let mut pages = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let res = admin.get(&path).await;
+        assert_eq!(res.status(), 200, "{path}");
+        let html = res.text().await.unwrap();
+        pages.push(item(&html));
+        assert!(pages.len() < 20, "the pager never ends");
+        match next_href(&html) {
+            Some(next) => path = next,
+            None => return (pages, html),
+        }
+    }
+}
+
+/// The seeded emails a customer page lists, in order.
+fn seeded_emails(html: &str) -> Vec<String> {
+    html.split("<tr><td>")
+        .skip(1)
+        .filter_map(|row| row.split("</td>").next())
+        .filter(|email| email.starts_with("seed-"))
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn the_customer_list_pages_through_every_account_once_newest_first(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    seed(&app, 230, 0);
+    let admin = app.signed_in_admin("admin@example.com").await;
+
+    let (pages, last) = walk(&admin, "/admin/customers", seeded_emails).await;
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    // The admin's own account (the newest) takes the first page's first row.
+    assert_eq!(sizes, [99, 100, 31], "three pages of 100 accounts");
+    let listed: Vec<String> = pages.concat();
+    let expected: Vec<String> = (1..=230).rev().map(bench::seed_email).collect();
+    assert_eq!(listed, expected, "every account once, newest first");
+    let first = admin.get_text("/admin/customers").await;
+    assert!(first.contains("admin@example.com") && !first.contains(">First page<"));
+    assert!(
+        last.contains(">First page<"),
+        "the last page links back to the first"
+    );
+    // Each seeded account shows its plan, status and masked Stripe customer.
+    assert!(first.contains("Pro (seeded)") && first.contains("cus_…"));
+
+    // Forged cursors: a clear 400, never a 500 or someone else's page.
+    for path in [
+        "/admin/customers?before=0",
+        "/admin/customers?before=-5",
+        "/admin/customers?before=abc",
+        "/admin/customers?before=99999999999999999999999",
+    ] {
+        assert_eq!(admin.get(path).await.status(), 400, "{path}");
+    }
+    let long = "a".repeat(300);
+    assert_eq!(
+        admin
+            .get(&format!("/admin/customers?q={long}"))
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(
+        admin
+            .get(&format!("/admin/customers?q=seed&after={long}"))
+            .await
+            .status(),
+        400
+    );
+    // A customer sees none of it.
+    let customer = app.signed_in_customer("someone@example.com").await;
+    assert_eq!(
+        customer.get("/admin/customers?before=100").await.status(),
+        403
+    );
+}
+
+async fn a_customer_search_is_a_prefix_in_email_order_with_pages_of_its_own(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    seed(&app, 230, 0);
+    let admin = app.signed_in_admin("admin@example.com").await;
+    for email in ["a_b@example.com", "axb@example.com", "a%c@example.com"] {
+        app.signed_in_customer(email).await;
+    }
+
+    // 230 matches: three pages in email order, each account once.
+    let (pages, _) = walk(&admin, "/admin/customers?q=Seed-", seeded_emails).await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [100, 100, 30]
+    );
+    let expected: Vec<String> = (1..=230).map(bench::seed_email).collect();
+    assert_eq!(pages.concat(), expected, "email order, every match once");
+    let second = admin
+        .get_text("/admin/customers?q=seed-&after=seed-0000100%40example.com")
+        .await;
+    assert_eq!(seeded_emails(&second)[0], bench::seed_email(101));
+
+    // A narrower prefix: one page, nothing else.
+    let narrow = admin.get_text("/admin/customers?q=seed-00001").await;
+    let found = seeded_emails(&narrow);
+    assert_eq!(found.len(), 100);
+    assert!(found.iter().all(|email| email.starts_with("seed-00001")));
+    assert!(next_href(&narrow).is_none());
+
+    // `_` and `%` are letters here, not wildcards.
+    let underscore = admin.get_text("/admin/customers?q=a_").await;
+    assert!(underscore.contains("a_b@example.com"));
+    assert!(!underscore.contains("axb@example.com") && !underscore.contains("a%c@example.com"));
+    let percent = admin.get_text("/admin/customers?q=a%25").await;
+    assert!(percent.contains("a%c@example.com") && !percent.contains("a_b@example.com"));
+    let none = admin.get_text("/admin/customers?q=nobody").await;
+    assert!(none.contains("No customers match."));
+}
+
+async fn the_webhook_list_pages_through_every_event_once_keeping_its_filter(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    seed(&app, 10, 450);
+    let admin = app.signed_in_admin("admin@example.com").await;
+    let event_ids = |html: &str| -> Vec<String> {
+        html.split("<code>evt_")
+            .skip(1)
+            .filter_map(|rest| rest.split('<').next())
+            .map(|id| format!("evt_{id}"))
+            .collect()
+    };
+    let (pages, _) = walk(&admin, "/admin/webhooks", event_ids).await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [200, 200, 50]
+    );
+    let listed = pages.concat();
+    let expected: Vec<String> = (1..=450u64)
+        .rev()
+        .map(|n| format!("evt_Seed{n:012}"))
+        .collect();
+    assert_eq!(listed, expected, "every event once, newest first");
+
+    // The status filter travels with the pager; a filter nothing matches has no pages.
+    let applied = admin.get_text("/admin/webhooks?status=applied").await;
+    let next = next_href(&applied).expect("a next page");
+    assert!(next.contains("status=applied"), "{next}");
+    let failed = admin.get_text("/admin/webhooks?status=failed").await;
+    assert!(next_href(&failed).is_none() && event_ids(&failed).is_empty());
+    for path in ["/admin/webhooks?before=0", "/admin/webhooks?before=x"] {
+        assert_eq!(admin.get(path).await.status(), 400, "{path}");
+    }
+}
+
+fn tollgate(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.env_clear().current_dir(dir).stdin(Stdio::null());
+    cmd
+}
+
+async fn bench_seed_fills_a_scratch_database_that_verifies_and_refuses_one_with_accounts(
+    backend: Backend,
+) {
+    let database = TestDatabase::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let url = database.url_string.clone();
+    let seed = |args: &[&str]| {
+        run(tollgate(dir.path())
+            .args(["bench", "seed"])
+            .args(args)
+            .env("DATABASE_URL", &url))
+    };
+    let (code, stdout, stderr) = seed(&["--users", "120", "--events", "300", "--audit", "2500"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("accounts: 120 in"), "{stdout}");
+    assert!(stdout.contains("KiB per customer"), "{stdout}");
+
+    let (code, stdout, stderr) = run(tollgate(dir.path())
+        .args(["audit", "verify"])
+        .env("DATABASE_URL", &url));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("2500 row(s) verified"), "{stdout}");
+
+    // A database with accounts is never seeded (exit 2, nothing written).
+    let (code, _, stderr) = seed(&["--users", "5"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("already has 120 account(s)"), "{stderr}");
+    let (code, _, stderr) = seed(&["--users", "many"]);
+    assert_eq!(code, 2, "{stderr}");
+
+    // What was seeded is what the app serves: the customers and their subscriptions, the
+    // events, the audit rows counted on the dashboard.
+    let app = TestApp::spawn_on(database, backend, |_| {}).await;
+    let counted: (i64, i64, i64, i64) = app.query(|conn| {
+        use diesel::prelude::*;
+        use tollgate::db::schema::{
+            billing_customers, security_events, subscriptions, webhook_events,
+        };
+        Ok::<_, tollgate::db::DbError>((
+            billing_customers::table.count().get_result(conn)?,
+            subscriptions::table.count().get_result(conn)?,
+            webhook_events::table.count().get_result(conn)?,
+            security_events::table
+                .filter(security_events::kind.ne("admin_created"))
+                .count()
+                .get_result(conn)?,
+        ))
+    });
+    assert_eq!(counted, (120, 120, 300, 2500));
+    // The dashboard's rollup counts every row of its 30 days, as the log itself does.
+    let since = chrono::Utc::now()
+        .naive_utc()
+        .date()
+        .and_time(chrono::NaiveTime::MIN)
+        - chrono::Duration::days(29);
+    let (rolled, logged): (i64, i64) = app.query(move |conn| {
+        use diesel::dsl::sql;
+        use diesel::prelude::*;
+        use tollgate::db::models::security_event_search::{Bucket, occurrences_by_bucket};
+        use tollgate::db::schema::security_events;
+        let rolled = occurrences_by_bucket(conn, Bucket::Day, since)?
+            .iter()
+            .map(|row| row.occurrences)
+            .sum();
+        let logged: i64 = security_events::table
+            .filter(security_events::occurred_at.ge(since))
+            .select(sql::<diesel::sql_types::BigInt>(
+                "CAST(COALESCE(SUM(count), 0) AS BIGINT)",
+            ))
+            .get_result(conn)?;
+        Ok::<_, tollgate::db::DbError>((rolled, logged))
+    });
+    assert!(
+        logged >= 1_500,
+        "two of the three seeded batches are recent: {logged}"
+    );
+    assert_eq!(rolled, logged);
+}
