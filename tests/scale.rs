@@ -12,7 +12,9 @@ on_both_backends!(
     the_customer_list_pages_through_every_account_once_newest_first,
     a_customer_search_is_a_prefix_in_email_order_with_pages_of_its_own,
     the_webhook_list_pages_through_every_event_once_keeping_its_filter,
-    bench_seed_fills_a_scratch_database_that_verifies_and_refuses_one_with_accounts
+    bench_seed_fills_a_scratch_database_that_verifies_and_refuses_one_with_accounts,
+    bench_seed_refuses_a_database_in_use_and_a_live_stripe_key,
+    the_dashboard_rollup_counts_repeats_in_their_first_hour_and_goes_with_retention
 );
 
 /// Seeds `users` accounts and `events` webhook events under the test app's keys.
@@ -232,7 +234,10 @@ async fn bench_seed_fills_a_scratch_database_that_verifies_and_refuses_one_with_
     // A database with accounts is never seeded (exit 2, nothing written).
     let (code, _, stderr) = seed(&["--users", "5"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("already has 120 account(s)"), "{stderr}");
+    assert!(
+        stderr.contains("already has 120 account(s), 1 plan(s)"),
+        "{stderr}"
+    );
     let (code, _, stderr) = seed(&["--users", "many"]);
     assert_eq!(code, 2, "{stderr}");
 
@@ -283,4 +288,142 @@ async fn bench_seed_fills_a_scratch_database_that_verifies_and_refuses_one_with_
         "two of the three seeded batches are recent: {logged}"
     );
     assert_eq!(rolled, logged);
+}
+
+async fn bench_seed_refuses_a_database_in_use_and_a_live_stripe_key(backend: Backend) {
+    // No account yet, but a plan: a database being set up for real, never seeded.
+    let database = TestDatabase::migrated(backend);
+    let app = TestApp::spawn_on(database, backend, |_| {}).await;
+    app.query(|conn| {
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(
+                "INSERT INTO plans (slug, name, description, amount, currency, billing_interval, \
+                 trial_days, features, active, created_at, updated_at, feature_lines, highlighted) \
+                 VALUES ('real', 'Real', '', 1000, 'usd', 'month', 0, 'api', TRUE, \
+                 '2026-12-01 00:00:00', '2026-12-01 00:00:00', '', FALSE)",
+            ),
+            conn,
+        )
+        .map_err(tollgate::db::DbError::Query)
+    });
+    let refused = bench::seed(
+        &app.db,
+        &test_keyring(),
+        &app.token_hasher,
+        SeedCounts {
+            users: 10,
+            events: 10,
+            audit: 10,
+        },
+        |_, _, _| {},
+    );
+    assert!(
+        matches!(&refused, Err(bench::SeedError::NotEmpty(what)) if what.contains("1 plan(s)")),
+        "{refused:?}"
+    );
+    let written: (i64, i64) = app.query(|conn| {
+        use diesel::prelude::*;
+        use tollgate::db::schema::{plans, users};
+        Ok::<_, tollgate::db::DbError>((
+            users::table.count().get_result(conn)?,
+            plans::table.count().get_result(conn)?,
+        ))
+    });
+    assert_eq!(written, (0, 1), "nothing written");
+
+    // A live Stripe key names a production deployment: refused before the database is read.
+    let scratch = TestDatabase::migrated(backend);
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = run(tollgate(dir.path())
+        .args(["bench", "seed", "--users", "3"])
+        .env("DATABASE_URL", &scratch.url_string)
+        .env("STRIPE_SECRET_KEY", "sk_live_DUMMYnotarealkey0000000000"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("live key"), "{stderr}");
+}
+
+/// Occurrences per hour (`YYYY-MM-DD HH`), in hour order.
+type Hours = Vec<(String, i64)>;
+
+/// Per hour: the rollup's occurrences and the log's own `SUM(count)`, since `since`.
+fn hourly(app: &TestApp, since: chrono::NaiveDateTime) -> (Hours, Hours) {
+    app.query(move |conn| {
+        use diesel::prelude::*;
+        use tollgate::db::models::security_event_search::{Bucket, occurrences_by_bucket};
+        use tollgate::db::schema::security_events;
+        // Occurrences per hour, whatever the severity.
+        fn per_hour(counts: impl Iterator<Item = (String, i64)>) -> Hours {
+            let mut hours: Hours = Vec::new();
+            for (hour, count) in counts {
+                match hours.iter_mut().find(|(h, _)| *h == hour) {
+                    Some((_, n)) => *n += count,
+                    None => hours.push((hour, count)),
+                }
+            }
+            hours.sort();
+            hours
+        }
+        let rolled = per_hour(
+            occurrences_by_bucket(conn, Bucket::Hour, since)?
+                .into_iter()
+                .map(|row| (row.bucket, row.occurrences)),
+        );
+        let rows: Vec<(chrono::NaiveDateTime, i64)> = security_events::table
+            .filter(security_events::occurred_at.ge(since))
+            .select((security_events::occurred_at, security_events::count))
+            .load(conn)?;
+        let logged = per_hour(
+            rows.into_iter()
+                .map(|(at, count)| (at.format("%Y-%m-%d %H").to_string(), count)),
+        );
+        Ok::<_, tollgate::db::DbError>((rolled, logged))
+    })
+}
+
+async fn the_dashboard_rollup_counts_repeats_in_their_first_hour_and_goes_with_retention(
+    backend: Backend,
+) {
+    use tollgate::audit::{Kind, SecurityEvent, write_many_at};
+    let app = TestApp::spawn(backend).await;
+    let hour = |h: u32| {
+        chrono::NaiveDate::from_ymd_opt(2026, 11, 2)
+            .unwrap()
+            .and_hms_opt(h, 0, 0)
+            .unwrap()
+    };
+    let minutes = |h: u32, m: i64| hour(h) + chrono::Duration::minutes(m);
+    // A refusal repeated across an hour's end counts in its first hour, as its row does.
+    let repeated = || {
+        SecurityEvent::new(Kind::LoginFailed)
+            .ip("203.0.113.9")
+            .aggregate(std::time::Duration::from_secs(7_200), "same address")
+    };
+    for at in [minutes(10, 50), minutes(10, 55), minutes(11, 5)] {
+        app.query(move |conn| write_many_at(conn, &[repeated()], at));
+    }
+    let once = SecurityEvent::new(Kind::Logout).actor("user:1");
+    app.query(move |conn| write_many_at(conn, &[once.clone(), once], minutes(11, 1)));
+
+    let (rolled, logged) = hourly(&app, hour(0));
+    assert_eq!(rolled, logged);
+    let repeats = rolled.iter().find(|(h, _)| h == "2026-11-02 10");
+    assert_eq!(repeats.map(|(_, n)| *n), Some(3), "{rolled:?}");
+
+    // Retention takes the hours with the rows (cutoff 11:30: hour 10 is gone, 11 stays).
+    let retention = tollgate::audit::retention::Retention {
+        audit_days: 1,
+        webhook_event_days: 1,
+        notification_days: 1,
+    };
+    let now = minutes(11, 30) + chrono::Duration::days(1);
+    app.query(move |conn| tollgate::audit::retention::prune_blocking(conn, retention, now));
+    let (rolled, _) = hourly(&app, hour(0));
+    assert!(
+        rolled.iter().all(|(h, _)| h != "2026-11-02 10"),
+        "{rolled:?}"
+    );
+    assert!(
+        rolled.iter().any(|(h, _)| h == "2026-11-02 11"),
+        "{rolled:?}"
+    );
 }

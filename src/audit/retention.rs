@@ -173,6 +173,8 @@ pub fn prune_batch(
             for head in audit_chain::all(conn)? {
                 n += prune_chain_batch(conn, &head.chain_id, cutoff)?;
             }
+            // The dashboard's hourly counts go with the rows: the hours wholly before the cutoff.
+            security_event::prune_hours(conn, cutoff)?;
             n
         }
         Table::WebhookEvents => {

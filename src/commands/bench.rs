@@ -13,8 +13,9 @@
 //! - N audit rows (sign-ins, failures, leases, …) appended to the tamper-evident chain
 //!   (`tollgate audit verify` passes afterwards), spread over the last 90 days.
 //!
-//! It refuses a database that already has accounts: it is for a scratch database, never a live
-//! one.
+//! It is for a scratch database, never a live one: it refuses a database that has accounts,
+//! plans or subscriptions (checked in the transaction that writes its plan, so nothing slips in
+//! between), and `tollgate bench seed` refuses a live Stripe key outright.
 
 use std::time::{Duration, Instant};
 
@@ -27,10 +28,10 @@ use crate::accounts::password::NewPassword;
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::customers;
 use crate::crypto::{CryptoError, Keyring, TokenHasher};
-use crate::db::models::billing_customer::BillingCustomerRow;
-use crate::db::models::user::{Role, UserId};
-use crate::db::models::webhook_event::{NewWebhookEvent, WebhookEventStatus};
-use crate::db::schema::{billing_customers, subscriptions, users, webhook_events};
+use crate::db::models::billing_customer::{self, BillingCustomerRow};
+use crate::db::models::subscription::{self, NewSubscription};
+use crate::db::models::user::{self, NewUser, Role, UserId};
+use crate::db::models::webhook_event::{self, NewWebhookEvent, WebhookEventStatus};
 use crate::db::{self, Db, DbConnection, DbError};
 use crate::stripe_id::CustomerId;
 
@@ -69,10 +70,10 @@ pub struct SeedReport {
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     #[error(
-        "the database already has {0} account(s): `bench seed` fills a scratch database that \
-         has none"
+        "the database already has {0}: `bench seed` fills a scratch database without accounts, \
+         plans or subscriptions"
     )]
-    NotEmpty(i64),
+    NotEmpty(String),
     #[error(transparent)]
     Db(#[from] DbError),
     #[error("could not seal a value: {0}")]
@@ -108,10 +109,6 @@ pub fn seed(
     counts: SeedCounts,
     mut progress: impl FnMut(&str, u64, u64),
 ) -> Result<SeedReport, SeedError> {
-    let accounts = db.run_blocking(crate::db::models::user::count)?;
-    if accounts > 0 {
-        return Err(SeedError::NotEmpty(accounts));
-    }
     let now = db::now();
     // One random password nobody knows: seeded accounts cannot sign in.
     let unknown = crate::secret::random_bytes::<24>().map_err(|_| SeedError::Hash)?;
@@ -119,7 +116,7 @@ pub fn seed(
         .map_err(|_| SeedError::Hash)?
         .hash()
         .map_err(|_| SeedError::Hash)?;
-    let plan_id = db.run_blocking(seed_plan)?;
+    let plan_id = db.run_blocking(|conn| conn.transaction(seed_plan))?;
 
     let started = Instant::now();
     let mut done = 0;
@@ -194,11 +191,19 @@ fn spread(now: NaiveDateTime, days: i64, index: u64, total: u64) -> NaiveDateTim
     now - chrono::Duration::seconds(span * remaining / total.max(1) as i64)
 }
 
-/// The seed plan, created once.
+/// The seed plan, in a database found without accounts, plans or subscriptions (in the
+/// caller's transaction).
 fn seed_plan(conn: &mut DbConnection) -> Result<i64, SeedError> {
     use crate::db::models::plan::{self, PlanFields, StripeIds};
-    if let Some(existing) = plan::find_by_slug(conn, PLAN_SLUG)? {
-        return Ok(existing.id);
+    let (accounts, plans, subscriptions) = (
+        user::count(conn)?,
+        plan::count(conn)?,
+        subscription::count(conn)?,
+    );
+    if accounts + plans + subscriptions > 0 {
+        return Err(SeedError::NotEmpty(format!(
+            "{accounts} account(s), {plans} plan(s) and {subscriptions} subscription(s)"
+        )));
     }
     let row = plan::insert(
         conn,
@@ -229,32 +234,6 @@ fn seed_plan(conn: &mut DbConnection) -> Result<i64, SeedError> {
     Ok(row.id)
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = users)]
-struct SeedUser<'a> {
-    email: String,
-    password_hash: &'a str,
-    role: Role,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = subscriptions)]
-struct SeedSubscription {
-    user_id: UserId,
-    stripe_subscription_id: String,
-    plan_id: Option<i64>,
-    stripe_price_id: &'static str,
-    status: &'static str,
-    current_period_end: Option<NaiveDateTime>,
-    cancel_at_period_end: bool,
-    trial_end: Option<NaiveDateTime>,
-    stripe_updated_at: NaiveDateTime,
-    created_at: NaiveDateTime,
-    updated_at: NaiveDateTime,
-}
-
 /// Accounts `done + 1 ..= done + batch` of `total`, each with its customer and subscription.
 fn seed_accounts(
     conn: &mut DbConnection,
@@ -265,11 +244,13 @@ fn seed_accounts(
     (done, batch, total): (u64, u64, u64),
     now: NaiveDateTime,
 ) -> Result<(), SeedError> {
-    let new: Vec<SeedUser<'_>> = (done + 1..=done + batch)
-        .map(|n| {
+    let emails: Vec<String> = (done + 1..=done + batch).map(seed_email).collect();
+    let new: Vec<NewUser<'_>> = (done + 1..=done + batch)
+        .zip(&emails)
+        .map(|(n, email)| {
             let at = spread(now, ACCOUNT_SPAN_DAYS, n, total);
-            SeedUser {
-                email: seed_email(n),
+            NewUser {
+                email,
                 password_hash,
                 role: Role::Customer,
                 created_at: at,
@@ -277,16 +258,7 @@ fn seed_accounts(
             }
         })
         .collect();
-    let ids: Vec<(i64, String)> = match conn {
-        DbConnection::Postgresql(pg) => diesel::insert_into(users::table)
-            .values(&new)
-            .returning((users::id, users::email))
-            .get_results(pg)?,
-        DbConnection::Sqlite(sqlite) => diesel::insert_into(users::table)
-            .values(&new)
-            .returning((users::id, users::email))
-            .get_results(sqlite)?,
-    };
+    let ids = user::insert_many(conn, &new)?;
     let mut customers_rows: Vec<BillingCustomerRow> = Vec::with_capacity(ids.len());
     let mut subscription_rows = Vec::with_capacity(ids.len());
     for (id, email) in ids {
@@ -312,7 +284,7 @@ fn seed_accounts(
             2 => "trialing",
             _ => "active",
         };
-        subscription_rows.push(SeedSubscription {
+        subscription_rows.push(NewSubscription {
             user_id,
             stripe_subscription_id: format!("sub_Seed{n:010}"),
             plan_id: Some(plan_id),
@@ -326,24 +298,8 @@ fn seed_accounts(
             updated_at: created,
         });
     }
-    match conn {
-        DbConnection::Postgresql(pg) => {
-            diesel::insert_into(billing_customers::table)
-                .values(&customers_rows)
-                .execute(pg)?;
-            diesel::insert_into(subscriptions::table)
-                .values(&subscription_rows)
-                .execute(pg)?;
-        }
-        DbConnection::Sqlite(sqlite) => {
-            diesel::insert_into(billing_customers::table)
-                .values(&customers_rows)
-                .execute(sqlite)?;
-            diesel::insert_into(subscriptions::table)
-                .values(&subscription_rows)
-                .execute(sqlite)?;
-        }
-    }
+    billing_customer::insert_many(conn, &customers_rows)?;
+    subscription::insert_many(conn, &subscription_rows)?;
     Ok(())
 }
 
@@ -422,14 +378,7 @@ fn seed_events(
             signature_digest: Some(&event.digest),
         })
         .collect();
-    conn.transaction(|conn| match conn {
-        DbConnection::Postgresql(pg) => diesel::insert_into(webhook_events::table)
-            .values(&rows)
-            .execute(pg),
-        DbConnection::Sqlite(sqlite) => diesel::insert_into(webhook_events::table)
-            .values(&rows)
-            .execute(sqlite),
-    })?;
+    conn.transaction(|conn| webhook_event::insert_all(conn, &rows))?;
     Ok(())
 }
 
@@ -474,6 +423,12 @@ fn seed_audit(
 /// empty), printing progress to stderr and a summary with the database's size per customer.
 pub fn seed_command(env_file: &std::path::Path, counts: SeedCounts) -> Result<(), CommandError> {
     let (config, db) = super::connect(env_file)?;
+    if config.stripe.live() {
+        return Err(CommandError::Usage(
+            "bench seed: STRIPE_SECRET_KEY is a live key: seeding is for scratch databases only"
+                .into(),
+        ));
+    }
     let started = Instant::now();
     let mut last_report = Instant::now();
     let report = seed(

@@ -117,7 +117,6 @@ pub type LoadNotUnderKey<R> = fn(&mut DbConnection, &str, i64, i64) -> Result<Ve
 /// (compare-and-swap): `(conn, id, old, new, key id)`, true when it was replaced.
 pub type CompareAndSwap = fn(&mut DbConnection, i64, &[u8], &[u8], &str) -> Result<bool, DbError>;
 
-/// How many values each key id holds, as `(key id, count)`.
 /// `(key id, values)` of every key id but `beside` (`""`: every key id; key ids are never
 /// empty), as two ranges of the key-id index: counting what is left under old keys costs what
 /// is left, not the whole table.

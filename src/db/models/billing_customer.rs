@@ -179,3 +179,13 @@ pub fn page_after(
         .select(BillingCustomerRow::as_select())
         .load(conn)?)
 }
+
+/// Inserts `rows` in one statement (`tollgate bench seed`).
+pub fn insert_many(conn: &mut DbConnection, rows: &[BillingCustomerRow]) -> Result<(), DbError> {
+    let insert = diesel::insert_into(billing_customers::table).values(rows);
+    match conn {
+        DbConnection::Postgresql(pg) => insert.execute(pg)?,
+        DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
+    };
+    Ok(())
+}

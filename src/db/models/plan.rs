@@ -62,6 +62,10 @@ pub fn insert(conn: &mut DbConnection, fields: &PlanFields<'_>) -> Result<PlanRo
     find_by_slug(conn, fields.slug)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
 }
 
+pub fn count(conn: &mut DbConnection) -> Result<i64, DbError> {
+    Ok(plans::table.count().get_result(conn)?)
+}
+
 pub fn update(conn: &mut DbConnection, id: i64, fields: &PlanFields<'_>) -> Result<(), DbError> {
     diesel::update(plans::table.find(id))
         .set((fields, plans::updated_at.eq(now())))

@@ -241,6 +241,15 @@ pub fn count_hours(
     Ok(())
 }
 
+/// Deletes the hourly counts of the hours that ended at or before `cutoff` (retention).
+pub fn prune_hours(conn: &mut DbConnection, cutoff: NaiveDateTime) -> Result<usize, DbError> {
+    use crate::db::schema::security_event_hours as hours;
+    Ok(
+        diesel::delete(hours::table.filter(hours::hour.le(cutoff - chrono::Duration::hours(1))))
+            .execute(conn)?,
+    )
+}
+
 /// Up to `limit` rows of `chain` after sequence `after`, in sequence order.
 pub fn chain_rows(
     conn: &mut DbConnection,

@@ -238,6 +238,10 @@ pub fn live_count_for_plan(conn: &mut DbConnection, plan_id: i64) -> Result<i64,
         .get_result(conn)?)
 }
 
+pub fn count(conn: &mut DbConnection) -> Result<i64, DbError> {
+    Ok(subscriptions::table.count().get_result(conn)?)
+}
+
 /// How many subscriptions the user has ever had (any status).
 pub fn count_for_user(conn: &mut DbConnection, user_id: UserId) -> Result<i64, DbError> {
     Ok(subscriptions::table
@@ -292,6 +296,33 @@ pub fn past_due_since(
         .select(t::since)
         .first(conn)
         .optional()?)
+}
+
+/// A subscription row as `tollgate bench seed` makes it up.
+#[derive(Debug, Insertable)]
+#[diesel(table_name = subscriptions)]
+pub struct NewSubscription {
+    pub user_id: UserId,
+    pub stripe_subscription_id: String,
+    pub plan_id: Option<i64>,
+    pub stripe_price_id: &'static str,
+    pub status: &'static str,
+    pub current_period_end: Option<NaiveDateTime>,
+    pub cancel_at_period_end: bool,
+    pub trial_end: Option<NaiveDateTime>,
+    pub stripe_updated_at: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Inserts `rows` in one statement (`tollgate bench seed`).
+pub fn insert_many(conn: &mut DbConnection, rows: &[NewSubscription]) -> Result<(), DbError> {
+    let insert = diesel::insert_into(subscriptions::table).values(rows);
+    match conn {
+        DbConnection::Postgresql(pg) => insert.execute(pg)?,
+        DbConnection::Sqlite(sqlite) => insert.execute(sqlite)?,
+    };
+    Ok(())
 }
 
 #[cfg(test)]

@@ -167,6 +167,22 @@ pub fn insert(conn: &mut DbConnection, new: &NewUser<'_>) -> Result<UserRow, DbE
     find_by_email(conn, new.email)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
 }
 
+/// Inserts `new` in one statement and returns each row's `(id, email)` (`tollgate bench seed`).
+pub fn insert_many(
+    conn: &mut DbConnection,
+    new: &[NewUser<'_>],
+) -> Result<Vec<(i64, String)>, DbError> {
+    let insert = diesel::insert_into(users::table).values(new);
+    Ok(match conn {
+        DbConnection::Postgresql(pg) => insert
+            .returning((users::id, users::email))
+            .get_results(pg)?,
+        DbConnection::Sqlite(sqlite) => insert
+            .returning((users::id, users::email))
+            .get_results(sqlite)?,
+    })
+}
+
 pub fn find_by_email(conn: &mut DbConnection, email: &str) -> Result<Option<UserRow>, DbError> {
     Ok(users::table
         .filter(users::email.eq(email))
@@ -321,12 +337,24 @@ pub struct CustomerPage {
 }
 
 /// The least string greater than every string that starts with `prefix`, under a byte-wise
-/// order (SQLite's BINARY collation, PostgreSQL's "C", which `users.email` uses).
-fn prefix_end(prefix: &str) -> String {
-    let mut end = String::with_capacity(prefix.len() + 4);
-    end.push_str(prefix);
-    end.push(char::MAX);
-    end
+/// order (SQLite's BINARY collation, PostgreSQL's "C", which `users.email` uses; UTF-8's byte
+/// order is code-point order): the prefix with its last character replaced by the next one
+/// (the last characters that have none dropped first). `None` when no such string exists (a
+/// prefix of U+10FFFF only): the range then has no end.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        // The next scalar value: past the surrogates, none after char::MAX.
+        let next = match u32::from(last) + 1 {
+            0xD800 => Some('\u{E000}'),
+            next => char::from_u32(next),
+        };
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// A page of accounts as [`CustomerSearch`] selects them, each with its masked Stripe customer
@@ -389,7 +417,10 @@ pub fn customer_listing(
         listing!(
             listed
                 .filter(email.ge(search.prefix))
-                .filter(email.lt(prefix_end(search.prefix)))
+                // Without an end (never for an email), a bound every email is below.
+                .filter(email.lt(
+                    prefix_end(search.prefix).unwrap_or_else(|| char::MAX.to_string().repeat(255))
+                ))
                 .filter(email.gt(search.after.unwrap_or_default()))
                 .order(email.asc())
                 .limit(limit + 1)
@@ -449,6 +480,21 @@ pub fn customer_listing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_prefix_ends_at_the_next_string_in_byte_order() {
+        assert_eq!(prefix_end("ab").as_deref(), Some("ac"));
+        assert_eq!(prefix_end("a_").as_deref(), Some("a`"));
+        assert_eq!(prefix_end("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(prefix_end("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{10FFFF}\u{10FFFF}"), None);
+        // Everything that starts with the prefix sorts below its end, byte-wise.
+        for (prefix, email) in [("ab", "ab\u{10FFFF}\u{10FFFF}z"), ("é", "éz@example.com")] {
+            let end = prefix_end(prefix).unwrap();
+            assert!(email.as_bytes() < end.as_bytes(), "{email} < {end}");
+            assert!(email.as_bytes() >= prefix.as_bytes());
+        }
+    }
 
     #[test]
     fn a_user_id_shows_and_travels_as_its_bare_number() {

@@ -62,54 +62,81 @@ pub struct CustomerQuery {
     after: Option<String>,
 }
 
+/// A request for a page of the list, checked: a prefix (lower-case, no control characters, at
+/// most an email's length) and the cursor that goes with it (`before` an id for the whole list,
+/// `after` an email for a search; the other is ignored).
+struct PageRequest {
+    prefix: String,
+    before: Option<i64>,
+    after: Option<String>,
+}
+
+impl PageRequest {
+    fn parse(query: CustomerQuery) -> Result<Self, AppError> {
+        let printable =
+            |text: &str| text.chars().count() <= QUERY_MAX && !text.chars().any(char::is_control);
+        let prefix = query.q.unwrap_or_default().trim().to_lowercase();
+        if !printable(&prefix) {
+            return Err(AppError::BadRequest(
+                "Search for the start of an email address (at most 254 characters).",
+            ));
+        }
+        let before = query.before.filter(|_| prefix.is_empty());
+        let after = query
+            .after
+            .filter(|after| !after.is_empty() && !prefix.is_empty());
+        if before.is_some_and(|id| id <= 0) || after.as_deref().is_some_and(|a| !printable(a)) {
+            return Err(AppError::BadRequest("Unknown page."));
+        }
+        Ok(Self {
+            prefix,
+            before,
+            after,
+        })
+    }
+
+    /// The link to the page after one that ended at `next`.
+    fn next_href(&self, next: NextCustomers) -> String {
+        let query: Vec<(&str, String)> = match next {
+            NextCustomers::Before(id) => vec![("before", id.to_string())],
+            NextCustomers::After(email) => vec![("q", self.prefix.clone()), ("after", email)],
+        };
+        format!(
+            "/admin/customers?{}",
+            serde_urlencoded::to_string(query).unwrap_or_default()
+        )
+    }
+}
+
 pub async fn list(
     state: web::Data<AppState>,
     session: TypedSession,
     viewer: ConsoleUser,
     query: web::Query<CustomerQuery>,
 ) -> Result<HttpResponse, AppError> {
-    let q = query.q.as_deref().unwrap_or_default().trim().to_lowercase();
-    if q.chars().count() > QUERY_MAX {
-        return Err(AppError::BadRequest("Search for at most 254 characters."));
-    }
-    let before = match query.before {
-        Some(id) if id <= 0 => return Err(AppError::BadRequest("Unknown page.")),
-        before => before,
-    };
-    let after = query.after.clone().filter(|after| !after.is_empty());
-    if after.as_ref().is_some_and(|after| after.len() > QUERY_MAX) {
-        return Err(AppError::BadRequest("Unknown page."));
-    }
-    let (prefix, after_email) = (q.clone(), after.clone());
+    let request = PageRequest::parse(query.into_inner())?;
+    let (prefix, before, after) = (
+        request.prefix.clone(),
+        request.before,
+        request.after.clone(),
+    );
     let page = state
         .db
         .run(move |conn| {
-            user::customer_listing(
-                conn,
-                &CustomerSearch {
-                    prefix: &prefix,
-                    before,
-                    after: after_email.as_deref(),
-                    limit: CUSTOMER_PAGE,
-                },
-            )
+            let search = CustomerSearch {
+                prefix: &prefix,
+                before,
+                after: after.as_deref(),
+                limit: CUSTOMER_PAGE,
+            };
+            user::customer_listing(conn, &search)
         })
         .await?;
-    let next_href = page.next.map(|next| {
-        let query: Vec<(&str, String)> = match next {
-            NextCustomers::Before(id) => vec![("before", id.to_string())],
-            NextCustomers::After(email) => vec![("q", q.clone()), ("after", email)],
-        };
-        format!(
-            "/admin/customers?{}",
-            serde_urlencoded::to_string(query).unwrap_or_default()
-        )
-    });
     render(&CustomersPage {
         ctx: PageContext::new(&session, Some(&viewer.0))?,
-        query: q,
+        next_href: page.next.map(|next| request.next_href(next)),
+        paged: request.before.is_some() || request.after.is_some(),
         customers: page.customers.into_iter().map(CustomerView::from).collect(),
-        next_href,
-        paged: before.is_some() || after.is_some(),
+        query: request.prefix,
     })
 }
