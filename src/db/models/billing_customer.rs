@@ -154,16 +154,12 @@ pub fn count_by_key_id(
     conn: &mut DbConnection,
     beside: &str,
 ) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(billing_customers::table
-        .filter(
-            billing_customers::key_id
-                .lt(beside)
-                .or(billing_customers::key_id.gt(beside)),
-        )
-        .group_by(billing_customers::key_id)
-        .select((billing_customers::key_id, diesel::dsl::count_star()))
-        .order(billing_customers::key_id.asc())
-        .load(conn)?)
+    key_counts_beside!(
+        conn,
+        billing_customers::table,
+        billing_customers::key_id,
+        beside
+    )
 }
 
 /// Up to `limit` customers of users after `after_user`, by user id (a page of reconciliation).

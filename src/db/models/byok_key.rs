@@ -155,14 +155,5 @@ pub fn count_by_key_id(
     conn: &mut DbConnection,
     beside: &str,
 ) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(byok_keys::table
-        .filter(
-            byok_keys::key_id
-                .lt(beside)
-                .or(byok_keys::key_id.gt(beside)),
-        )
-        .group_by(byok_keys::key_id)
-        .select((byok_keys::key_id, diesel::dsl::count_star()))
-        .order(byok_keys::key_id.asc())
-        .load(conn)?)
+    key_counts_beside!(conn, byok_keys::table, byok_keys::key_id, beside)
 }

@@ -1,5 +1,29 @@
 //! One file per table: the row struct, a `New*` insert struct and the finder functions.
 
+/// `(key id, values)` of the key-id column `$key` of `$table`, for every key id but `$beside`
+/// (`""`: every key id, as key ids are never empty), key id order: two index ranges, below and
+/// above `$beside` (one `<> $beside`, or an `OR` of the two, is a scan of the whole index on
+/// SQLite), so counting what is left under old keys costs what is left, not the table.
+macro_rules! key_counts_beside {
+    ($conn:expr, $table:path, $key:expr, $beside:expr) => {{
+        let mut counts: Vec<(String, i64)> = $table
+            .filter($key.lt($beside))
+            .group_by($key)
+            .select(($key, diesel::dsl::count_star()))
+            .order($key.asc())
+            .load($conn)?;
+        counts.extend(
+            $table
+                .filter($key.gt($beside))
+                .group_by($key)
+                .select(($key, diesel::dsl::count_star()))
+                .order($key.asc())
+                .load::<(String, i64)>($conn)?,
+        );
+        Ok(counts)
+    }};
+}
+
 pub mod alert;
 pub mod audit_chain;
 pub mod billing_customer;

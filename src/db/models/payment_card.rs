@@ -138,14 +138,5 @@ pub fn count_by_key_id(
     conn: &mut DbConnection,
     beside: &str,
 ) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(payment_cards::table
-        .filter(
-            payment_cards::key_id
-                .lt(beside)
-                .or(payment_cards::key_id.gt(beside)),
-        )
-        .group_by(payment_cards::key_id)
-        .select((payment_cards::key_id, diesel::dsl::count_star()))
-        .order(payment_cards::key_id.asc())
-        .load(conn)?)
+    key_counts_beside!(conn, payment_cards::table, payment_cards::key_id, beside)
 }

@@ -200,14 +200,5 @@ pub fn count_by_key_id(
     conn: &mut DbConnection,
     beside: &str,
 ) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(two_factor::table
-        .filter(
-            two_factor::key_id
-                .lt(beside)
-                .or(two_factor::key_id.gt(beside)),
-        )
-        .group_by(two_factor::key_id)
-        .select((two_factor::key_id, diesel::dsl::count_star()))
-        .order(two_factor::key_id.asc())
-        .load(conn)?)
+    key_counts_beside!(conn, two_factor::table, two_factor::key_id, beside)
 }

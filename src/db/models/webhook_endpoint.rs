@@ -219,16 +219,12 @@ pub fn secret_count_by_key_id(
     conn: &mut DbConnection,
     beside: &str,
 ) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(webhook_endpoints::table
-        .filter(
-            webhook_endpoints::key_id
-                .lt(beside)
-                .or(webhook_endpoints::key_id.gt(beside)),
-        )
-        .group_by(webhook_endpoints::key_id)
-        .select((webhook_endpoints::key_id, diesel::dsl::count_star()))
-        .order(webhook_endpoints::key_id.asc())
-        .load(conn)?)
+    key_counts_beside!(
+        conn,
+        webhook_endpoints::table,
+        webhook_endpoints::key_id,
+        beside
+    )
 }
 
 /// Up to `limit` rows with a `previous_secret` sealed under a key other than `primary`.

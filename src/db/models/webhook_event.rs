@@ -276,16 +276,7 @@ pub fn count_by_key_id(
     conn: &mut DbConnection,
     beside: &str,
 ) -> Result<Vec<(String, i64)>, DbError> {
-    Ok(webhook_events::table
-        .filter(
-            webhook_events::key_id
-                .lt(beside)
-                .or(webhook_events::key_id.gt(beside)),
-        )
-        .group_by(webhook_events::key_id)
-        .select((webhook_events::key_id, diesel::dsl::count_star()))
-        .order(webhook_events::key_id.asc())
-        .load(conn)?)
+    key_counts_beside!(conn, webhook_events::table, webhook_events::key_id, beside)
 }
 
 /// The statuses retention may delete: the event is finished with (never `received`, which is
