@@ -14,6 +14,10 @@ impl Browser {
     pub fn new(base: &str) -> Self {
         let client = reqwest::Client::builder()
             .cookie_store(true)
+            // Below the server's 5-s keep-alive: a connection idle longer is not reused, as the
+            // server may close it just as a request goes out (a spurious IncompleteMessage when
+            // a test waits between two requests of one browser on a loaded machine).
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
             .redirect(Policy::none())
             .build()
             .unwrap();
