@@ -301,13 +301,7 @@ async fn main() {
     let runs = |route: &str| only.as_deref().is_none_or(|only| only == route);
     let mut failed = 0;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, backend) = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(url) => (
-            DatabaseUrl::parse(&url).expect("BENCH_DATABASE_URL"),
-            "PostgreSQL",
-        ),
-        Err(_) => (DatabaseUrl::Sqlite(dir.path().join("bench.db")), "SQLite"),
-    };
+    let (url, backend) = support::database(dir.path());
     let config = bench_config(url.clone());
     let db_url = url.clone();
     let pool_size = config.database_pool_size;

@@ -166,13 +166,7 @@ async fn main() {
     };
     let seconds = args.next().unwrap_or(5);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, backend) = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(url) => (
-            DatabaseUrl::parse(&url).expect("BENCH_DATABASE_URL"),
-            "PostgreSQL",
-        ),
-        Err(_) => (DatabaseUrl::Sqlite(dir.path().join("bench.db")), "SQLite"),
-    };
+    let (url, backend) = support::database(dir.path());
     let config = bench_config(url.clone());
     let (keyring, hasher) = (config.keyring(), config.token_hasher());
     let app = Application::build(config).expect("app");
@@ -201,17 +195,8 @@ async fn main() {
         }
     })
     .expect("seed");
-    for (what, stage) in [
-        ("accounts", report.users),
-        ("webhook events", report.events),
-        ("audit rows", report.audit),
-    ] {
-        println!(
-            "  seeded {} {what} in {:.1} s ({:.0}/s)",
-            stage.rows,
-            stage.elapsed.as_secs_f64(),
-            stage.per_second()
-        );
+    for line in report.lines() {
+        println!("  seeded {line}");
     }
     // As an operator does after a bulk load: statistics for the planner and the written pages
     // flushed (PostgreSQL: VACUUM ANALYZE, CHECKPOINT; SQLite: the WAL folded into the file).

@@ -37,13 +37,7 @@ fn bench_config(database_url: DatabaseUrl) -> Config {
 async fn main() {
     let (events, concurrency) = support::args(20_000, 16);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (url, backend) = match std::env::var("BENCH_DATABASE_URL") {
-        Ok(url) => (
-            DatabaseUrl::parse(&url).expect("BENCH_DATABASE_URL"),
-            "PostgreSQL",
-        ),
-        Err(_) => (DatabaseUrl::Sqlite(dir.path().join("bench.db")), "SQLite"),
-    };
+    let (url, backend) = support::database(dir.path());
     let config = bench_config(url.clone());
     let workers = config
         .workers

@@ -44,6 +44,18 @@ pub fn config(database_url: DatabaseUrl, extra: &[(&'static str, &str)]) -> Conf
     config
 }
 
+/// The database a benchmark runs on, and its backend's name: `BENCH_DATABASE_URL` (a
+/// PostgreSQL database, empty) when it is set, else a fresh SQLite file in `dir`.
+pub fn database(dir: &std::path::Path) -> (DatabaseUrl, &'static str) {
+    match std::env::var("BENCH_DATABASE_URL") {
+        Ok(url) => (
+            DatabaseUrl::parse(&url).expect("BENCH_DATABASE_URL"),
+            "PostgreSQL",
+        ),
+        Err(_) => (DatabaseUrl::Sqlite(dir.join("bench.db")), "SQLite"),
+    }
+}
+
 /// A limit no benchmark reaches.
 pub const UNLIMITED: &str = "1000000000";
 

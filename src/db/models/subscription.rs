@@ -301,22 +301,17 @@ pub fn past_due_since(
 /// A subscription row as `tollgate bench seed` makes it up.
 #[derive(Debug, Insertable)]
 #[diesel(table_name = subscriptions)]
-pub struct NewSubscription {
+pub struct NewSubscription<'a> {
     pub user_id: UserId,
     pub stripe_subscription_id: String,
-    pub plan_id: Option<i64>,
-    pub stripe_price_id: &'static str,
-    pub status: &'static str,
-    pub current_period_end: Option<NaiveDateTime>,
-    pub cancel_at_period_end: bool,
-    pub trial_end: Option<NaiveDateTime>,
-    pub stripe_updated_at: NaiveDateTime,
+    #[diesel(embed)]
+    pub state: SubscriptionState<'a>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
 }
 
 /// Inserts `rows` in one statement (`tollgate bench seed`).
-pub fn insert_many(conn: &mut DbConnection, rows: &[NewSubscription]) -> Result<(), DbError> {
+pub fn insert_many(conn: &mut DbConnection, rows: &[NewSubscription<'_>]) -> Result<(), DbError> {
     let insert = diesel::insert_into(subscriptions::table).values(rows);
     match conn {
         DbConnection::Postgresql(pg) => insert.execute(pg)?,
