@@ -17,6 +17,7 @@ use crate::vault::ANTHROPIC_KEY;
 on_both_backends!(
     service_tokens_are_created_listed_and_revoked_from_the_cli,
     rotate_key_is_resumable_idempotent_and_safe_while_serving,
+    a_rotation_batch_replaces_only_the_values_it_read,
     revoke_sessions_signs_everyone_out,
     leases_can_be_switched_off_and_on,
 );
@@ -578,4 +579,114 @@ fn secret_scan_fails_on_realistic_keys_and_allows_obvious_dummies() {
     assert_eq!(code, 0, "{stdout}");
     let (code, stdout, _) = scan(std::path::Path::new(env!("CARGO_MANIFEST_DIR")));
     assert_eq!(code, 0, "Tollgate's own tree is clean: {stdout}");
+}
+
+/// A batch of compare-and-swaps (one statement on PostgreSQL) replaces each value only if the
+/// row still holds what was read: a value the application replaced in between stays, with its
+/// key id, and is not counted.
+async fn a_rotation_batch_replaces_only_the_values_it_read(backend: Backend) {
+    use tollgate::db::models::Swap;
+    use tollgate::db::models::billing_customer::{self, BillingCustomerRow};
+    use tollgate::db::models::user::{self, NewUser, Role};
+
+    let app = TestApp::spawn(backend).await;
+    let now = tollgate::db::now();
+    let emails = ["cas1@example.com", "cas2@example.com", "cas3@example.com"];
+    let ids: Vec<i64> = app.query(|conn| {
+        let new: Vec<NewUser<'_>> = emails
+            .iter()
+            .map(|email| NewUser {
+                email,
+                password_hash: "not-a-hash",
+                role: Role::Customer,
+                created_at: now,
+                updated_at: now,
+            })
+            .collect();
+        Ok(user::insert_many(conn, &new)?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    });
+    let rows: Vec<BillingCustomerRow> = ids
+        .iter()
+        .map(|id| BillingCustomerRow {
+            user_id: (*id).into(),
+            stripe_customer_sealed: format!("old-{id}").into_bytes(),
+            key_id: "old".into(),
+            stripe_customer_index: format!("index-old-{id}"),
+            stripe_customer_masked: "cus_…DUMMY".into(),
+            created_at: now,
+            index_key_id: Some("old-pepper".into()),
+        })
+        .collect();
+    app.query(|conn| billing_customer::insert_many(conn, &rows));
+
+    // What rotate-key read, and what it computed; the second row changed in between.
+    let (old, new): (Vec<Vec<u8>>, Vec<Vec<u8>>) = ids
+        .iter()
+        .map(|id| {
+            (
+                format!("old-{id}").into_bytes(),
+                format!("new-{id}").into_bytes(),
+            )
+        })
+        .unzip();
+    let (old_index, new_index): (Vec<String>, Vec<String>) = ids
+        .iter()
+        .map(|id| (format!("index-old-{id}"), format!("index-new-{id}")))
+        .unzip();
+    let (first, second, third) = (ids[0], ids[1], ids[2]);
+    app.query(|conn| {
+        use diesel::prelude::*;
+        use tollgate::db::schema::billing_customers as t;
+        diesel::update(t::table.find(second))
+            .set((
+                t::stripe_customer_sealed.eq(b"written".to_vec()),
+                t::stripe_customer_index.eq("index-app"),
+            ))
+            .execute(conn)?;
+        Ok(())
+    });
+    let sealed: Vec<Swap<'_, [u8]>> = ids
+        .iter()
+        .zip(old.iter().zip(&new))
+        .map(|(id, (old, new))| Swap {
+            id: *id,
+            old: old.as_slice(),
+            new: new.as_slice(),
+        })
+        .collect();
+    let indexes: Vec<Swap<'_, str>> = ids
+        .iter()
+        .zip(old_index.iter().zip(&new_index))
+        .map(|(id, (old, new))| Swap {
+            id: *id,
+            old: old.as_str(),
+            new: new.as_str(),
+        })
+        .collect();
+    let (replaced, reindexed) = app.query(|conn| {
+        Ok((
+            billing_customer::replace_sealed(conn, &sealed, "new")?,
+            billing_customer::replace_index(conn, &indexes, "new-pepper")?,
+        ))
+    });
+    assert_eq!((replaced, reindexed), (2, 2));
+    for id in [first, second, third] {
+        let row = app
+            .query(move |conn| billing_customer::for_user(conn, id.into()))
+            .expect("row");
+        if id == second {
+            assert_eq!(row.stripe_customer_sealed, b"written");
+            assert_eq!(row.key_id, "old");
+            assert_eq!(row.stripe_customer_index, "index-app");
+            assert_eq!(row.index_key_id.as_deref(), Some("old-pepper"));
+        } else {
+            assert_eq!(row.stripe_customer_sealed, format!("new-{id}").into_bytes());
+            assert_eq!(row.key_id, "new");
+            assert_eq!(row.stripe_customer_index, format!("index-new-{id}"));
+            assert_eq!(row.index_key_id.as_deref(), Some("new-pepper"));
+        }
+    }
 }

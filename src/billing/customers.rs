@@ -12,7 +12,7 @@ use stripe_core::customer::CreateCustomer;
 use super::{BillingError, Gateway, OperationClass};
 use crate::accounts::{User, UserId};
 use crate::crypto::hashing::Domain;
-use crate::crypto::rotation::{self, Batch, RotationError, SealedColumn, Step};
+use crate::crypto::rotation::{self, Batch, RotationError, SealedColumn};
 use crate::crypto::{Aad, CryptoError, Keyring, TokenHasher};
 use crate::db::models::billing_customer::{self, BillingCustomerRow};
 use crate::db::{Db, DbConnection, DbError, now};
@@ -163,7 +163,7 @@ pub fn reindex_batch(
             conn, &primary, after_user, limit,
         )?)
     };
-    let reindex = |conn: &mut DbConnection, row: BillingCustomerRow| {
+    let reindex = |row: &BillingCustomerRow| {
         let opened = keyring
             .open(&row.stripe_customer_sealed, &customer_aad(row.user_id))
             .map_err(|source| RotationError::Crypto {
@@ -171,17 +171,17 @@ pub fn reindex_batch(
                 id: row.user_id.get(),
                 source,
             })?;
-        let index = hasher.digest(Domain::StripeCustomerId, &opened);
-        let replaced = billing_customer::replace_index(
-            conn,
-            row.user_id.get(),
-            &row.stripe_customer_index,
-            &index,
-            &primary,
-        )?;
-        Ok(Step::swapped(replaced))
+        Ok(Some(hasher.digest(Domain::StripeCustomerId, &opened)))
     };
-    rotation::run_batch(conn, fail_after, load, |row| row.user_id.get(), reindex)
+    rotation::swap_batch(
+        conn,
+        fail_after,
+        load,
+        |row| row.user_id.get(),
+        |row| row.stripe_customer_index.as_str(),
+        reindex,
+        |conn, swaps| billing_customer::replace_index(conn, swaps, &primary),
+    )
 }
 
 /// The blind-index column, as `rotate-key` names it.

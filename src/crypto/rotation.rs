@@ -2,17 +2,20 @@
 //!
 //! It knows no tables: the domain that owns a sealed column describes it with a
 //! [`SealedColumn`] (how to load rows not under a key, each row's id, ciphertext and AAD, the
-//! compare-and-swap, the count per key id), and `commands::rotate` lists them. [`run_batch`]
-//! is the loop every rotation shares, blind-index rebuilds included.
+//! compare-and-swap, the count per key id), and `commands::rotate` lists them. [`swap_batch`]
+//! is the batch every rotation shares, blind-index rebuilds included.
 //!
 //! Work goes in batches, each one transaction; a row is replaced only if it still holds the
 //! value that was read (compare-and-swap), so the running application's own writes are never
 //! overwritten. Rows already under the primary key are not touched, so a rerun after an
 //! interruption at any point simply finishes the job: nothing is lost, nothing done twice.
 
+use std::borrow::Borrow as _;
+
 use diesel::Connection as _;
 
 use crate::crypto::{Aad, CryptoError, KeyId, Keyring};
+use crate::db::models::Swap;
 use crate::db::{DbConnection, DbError};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,60 +55,52 @@ pub struct Batch {
     pub raced: usize,
 }
 
-/// What became of one row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Replaced,
-    /// The application replaced the row between our read and our write.
-    Raced,
-    /// Nothing to do (already under the primary key).
-    Unchanged,
-}
-
-impl Step {
-    /// A compare-and-swap's result: true when it replaced the row.
-    pub fn swapped(replaced: bool) -> Self {
-        if replaced {
-            Self::Replaced
-        } else {
-            Self::Raced
-        }
-    }
-}
-
 /// A batch size as SQL's `LIMIT`.
 pub fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-/// The batch loop every rotation shares: in one transaction, `load` the rows, then `step`
-/// each (compute its new value, compare-and-swap it into place). `fail_after` aborts the
-/// transaction after that many rows were replaced or raced (to test crash safety).
-pub fn run_batch<T>(
+/// The batch every rotation shares, in one transaction: `load` the rows; compute each one's
+/// `new` value (`None`: nothing to do) before any is touched, so a row that cannot be opened
+/// stops the batch before it begins; then `replace` them all as compare-and-swaps of the `old`
+/// values read. `fail_after` replaces only that many and then aborts the transaction (to test
+/// crash safety).
+pub fn swap_batch<R, V: ToOwned + ?Sized>(
     conn: &mut DbConnection,
     fail_after: Option<usize>,
-    load: impl FnOnce(&mut DbConnection) -> Result<Vec<T>, RotationError>,
-    id: impl Fn(&T) -> i64,
-    mut step: impl FnMut(&mut DbConnection, T) -> Result<Step, RotationError>,
+    load: impl FnOnce(&mut DbConnection) -> Result<Vec<R>, RotationError>,
+    id: impl Fn(&R) -> i64,
+    old: impl Fn(&R) -> &V,
+    new: impl Fn(&R) -> Result<Option<V::Owned>, RotationError>,
+    replace: impl FnOnce(&mut DbConnection, &[Swap<'_, V>]) -> Result<usize, DbError>,
 ) -> Result<Batch, RotationError> {
     conn.transaction(|conn| {
         let rows = load(conn)?;
-        let mut batch = Batch {
-            last_id: rows.last().map(&id),
-            ..Batch::default()
+        let fresh = rows
+            .iter()
+            .filter_map(|row| new(row).map(|value| Some((row, value?))).transpose())
+            .collect::<Result<Vec<_>, RotationError>>()?;
+        let swaps: Vec<Swap<'_, V>> = fresh
+            .iter()
+            .map(|(row, value)| Swap {
+                id: id(row),
+                old: old(row),
+                new: value.borrow(),
+            })
+            .collect();
+        let (now, fault) = match fail_after {
+            Some(n) if n < swaps.len() => (&swaps[..n], Some(n)),
+            _ => (&swaps[..], None),
         };
-        for row in rows {
-            let done = batch.rotated + batch.raced;
-            if fail_after == Some(done) {
-                return Err(RotationError::InjectedFault(done));
-            }
-            match step(conn, row)? {
-                Step::Replaced => batch.rotated += 1,
-                Step::Raced => batch.raced += 1,
-                Step::Unchanged => {}
-            }
+        let rotated = replace(conn, now)?;
+        if let Some(n) = fault {
+            return Err(RotationError::InjectedFault(n));
         }
-        Ok(batch)
+        Ok(Batch {
+            last_id: rows.last().map(&id),
+            rotated,
+            raced: swaps.len() - rotated,
+        })
     })
 }
 
@@ -113,9 +108,9 @@ pub fn run_batch<T>(
 /// `(conn, primary, after_id, limit)`.
 pub type LoadNotUnderKey<R> = fn(&mut DbConnection, &str, i64, i64) -> Result<Vec<R>, DbError>;
 
-/// Replaces a sealed value and its key id only if the row still holds the one read
-/// (compare-and-swap): `(conn, id, old, new, key id)`, true when it was replaced.
-pub type CompareAndSwap = fn(&mut DbConnection, i64, &[u8], &[u8], &str) -> Result<bool, DbError>;
+/// Replaces sealed values and their key id, each only if its row still holds the value read
+/// (compare-and-swap), a batch at once: `(conn, swaps, key id)`, how many were replaced.
+pub type CompareAndSwap = fn(&mut DbConnection, &[Swap<'_, [u8]>], &str) -> Result<usize, DbError>;
 
 /// `(key id, values)` of every key id but `beside` (`""`: every key id; key ids are never
 /// empty), as two ranges of the key-id index: counting what is left under old keys costs what
@@ -189,24 +184,24 @@ impl<R> Rotatable for SealedColumn<R> {
                 })
                 .collect()
         };
-        let reseal = |conn: &mut DbConnection, (row, aad): (R, Aad)| {
-            let id = (self.id)(&row);
-            let old = (self.sealed)(&row);
-            let resealed = keyring
-                .reseal(old, &aad)
+        let reseal = |(row, aad): &(R, Aad)| {
+            keyring
+                .reseal((self.sealed)(row), aad)
                 .map_err(|source| RotationError::Crypto {
                     column: self.name,
-                    id,
+                    id: (self.id)(row),
                     source,
-                })?;
-            let Some(new) = resealed else {
-                return Ok(Step::Unchanged);
-            };
-            Ok(Step::swapped((self.replace)(
-                conn, id, old, &new, &primary,
-            )?))
+                })
         };
-        run_batch(conn, fail_after, load, |(row, _)| (self.id)(row), reseal)
+        swap_batch(
+            conn,
+            fail_after,
+            load,
+            |(row, _)| (self.id)(row),
+            |(row, _)| (self.sealed)(row),
+            reseal,
+            |conn, swaps| (self.replace)(conn, swaps, &primary),
+        )
     }
 }
 

@@ -4,6 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::db::models::Swap;
 use crate::db::models::user::UserId;
 use crate::db::schema::billing_customers;
 use crate::db::{DbConnection, DbError};
@@ -82,25 +83,23 @@ pub fn index_not_under_key(
         .load(conn)?)
 }
 
-/// Compare-and-swap replacement of the blind index (for `rotate-key`).
+/// Compare-and-swap replacement of blind indexes, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_index(
     conn: &mut DbConnection,
-    user_id: i64,
-    old: &str,
-    new: &str,
-    index_key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        billing_customers::table
-            .find(user_id)
-            .filter(billing_customers::stripe_customer_index.eq(old)),
+    swaps: &[Swap<'_, str>],
+    key_id: &str,
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        billing_customers {
+            user_id,
+            stripe_customer_index: diesel::sql_types::Text,
+            index_key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        billing_customers::stripe_customer_index.eq(new),
-        billing_customers::index_key_id.eq(Some(index_key_id)),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 /// How many indexes each pepper id made (`None`: not recorded).
@@ -129,25 +128,23 @@ pub fn not_under_key(
         .load(conn)?)
 }
 
-/// Compare-and-swap replacement of the sealed id (for `rotate-key`).
+/// Compare-and-swap replacement of sealed Stripe customer ids, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_sealed(
     conn: &mut DbConnection,
-    user_id: i64,
-    old: &[u8],
-    new: &[u8],
+    swaps: &[Swap<'_, [u8]>],
     key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        billing_customers::table
-            .find(user_id)
-            .filter(billing_customers::stripe_customer_sealed.eq(old)),
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        billing_customers {
+            user_id,
+            stripe_customer_sealed: diesel::sql_types::Binary,
+            key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        billing_customers::stripe_customer_sealed.eq(new),
-        billing_customers::key_id.eq(key_id),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 pub fn count_by_key_id(

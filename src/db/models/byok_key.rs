@@ -4,6 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::Connection as _;
 use diesel::prelude::*;
 
+use crate::db::models::Swap;
 use crate::db::models::user::UserId;
 use crate::db::schema::byok_keys;
 use crate::db::{DbConnection, DbError, now, per_backend};
@@ -128,26 +129,23 @@ pub fn not_under_key(
         .load(conn)?)
 }
 
-/// Replaces a sealed value only if it is still the one that was read (compare-and-swap), so a
-/// concurrent replacement by the application is never overwritten. True when it was replaced.
+/// Compare-and-swap replacement of sealed keys, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_secret(
     conn: &mut DbConnection,
-    id: i64,
-    old_secret: &[u8],
-    new_secret: &[u8],
-    new_key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        byok_keys::table
-            .find(id)
-            .filter(byok_keys::secret.eq(old_secret)),
+    swaps: &[Swap<'_, [u8]>],
+    key_id: &str,
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        byok_keys {
+            id,
+            secret: diesel::sql_types::Binary,
+            key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        byok_keys::secret.eq(new_secret),
-        byok_keys::key_id.eq(new_key_id),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 /// How many values each key id holds.

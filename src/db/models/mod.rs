@@ -24,6 +24,69 @@ macro_rules! key_counts_beside {
     }};
 }
 
+/// One compare-and-swap of a batch (`rotate-key`): row `id` takes `new` if it still holds
+/// `old`, the value that was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Swap<'a, V: ?Sized> {
+    pub id: i64,
+    pub old: &'a V,
+    pub new: &'a V,
+}
+
+/// Applies a batch of [`Swap`]s to column `$value` (SQL type `$sql`) of `$table`, keyed by
+/// `$id`, setting `$key` to `$key_id` on every row replaced; evaluates to how many were.
+/// A row whose value changed since it was read (the application replaced it) is left alone.
+///
+/// PostgreSQL takes the batch as one `UPDATE … FROM unnest(ids, olds, news)`: one round trip
+/// for the batch, not one per row. SQLite, in process, runs the per-row statement.
+macro_rules! swap_values {
+    ($conn:expr, $table:ident { $id:ident, $value:ident: $sql:ty, $key:ident }, $swaps:expr, $key_id:expr) => {{
+        use diesel::prelude::*;
+        let swaps: &[$crate::db::models::Swap<'_, _>] = $swaps;
+        let key_id: &str = $key_id;
+        match $conn {
+            $crate::db::DbConnection::Sqlite(conn) => {
+                let mut replaced = 0;
+                for swap in swaps {
+                    replaced += diesel::update(
+                        $table::table
+                            .filter($table::$id.eq(swap.id))
+                            .filter($table::$value.eq(swap.old)),
+                    )
+                    .set(($table::$value.eq(swap.new), $table::$key.eq(key_id)))
+                    .execute(conn)?;
+                }
+                Ok(replaced)
+            }
+            $crate::db::DbConnection::Postgresql(conn) => {
+                use diesel::sql_types::{Array, BigInt, Text};
+                let ids: Vec<i64> = swaps.iter().map(|swap| swap.id).collect();
+                let old: Vec<_> = swaps.iter().map(|swap| swap.old).collect();
+                let new: Vec<_> = swaps.iter().map(|swap| swap.new).collect();
+                Ok(diesel::sql_query(concat!(
+                    "UPDATE ",
+                    stringify!($table),
+                    " AS t SET ",
+                    stringify!($value),
+                    " = v.new, ",
+                    stringify!($key),
+                    " = $4 FROM unnest($1, $2, $3) AS v(id, old, new) ",
+                    "WHERE t.",
+                    stringify!($id),
+                    " = v.id AND t.",
+                    stringify!($value),
+                    " = v.old"
+                ))
+                .bind::<Array<BigInt>, _>(ids)
+                .bind::<Array<$sql>, _>(old)
+                .bind::<Array<$sql>, _>(new)
+                .bind::<Text, _>(key_id)
+                .execute(conn)?)
+            }
+        }
+    }};
+}
+
 pub mod alert;
 pub mod audit_chain;
 pub mod billing_customer;

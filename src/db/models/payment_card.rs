@@ -5,6 +5,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::db::models::Swap;
 use crate::db::models::user::UserId;
 use crate::db::schema::payment_cards;
 use crate::db::{DbConnection, DbError, now};
@@ -113,25 +114,23 @@ pub fn not_under_key(
         .load(conn)?)
 }
 
-/// Compare-and-swap replacement of the sealed card (for `rotate-key`).
+/// Compare-and-swap replacement of sealed cards, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_sealed(
     conn: &mut DbConnection,
-    user_id: i64,
-    old: &[u8],
-    new: &[u8],
+    swaps: &[Swap<'_, [u8]>],
     key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        payment_cards::table
-            .find(user_id)
-            .filter(payment_cards::card_sealed.eq(old)),
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        payment_cards {
+            user_id,
+            card_sealed: diesel::sql_types::Binary,
+            key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        payment_cards::card_sealed.eq(new),
-        payment_cards::key_id.eq(key_id),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 pub fn count_by_key_id(

@@ -4,6 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::db::models::Swap;
 use crate::db::models::user::UserId;
 use crate::db::schema::{recovery_codes, two_factor};
 use crate::db::{DbConnection, DbError, now};
@@ -174,25 +175,23 @@ pub fn not_under_key(
         .load(conn)?)
 }
 
-/// Replaces a sealed secret only if it is still the one that was read (compare-and-swap).
+/// Compare-and-swap replacement of sealed secrets, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_secret(
     conn: &mut DbConnection,
-    user_id: i64,
-    old_secret: &[u8],
-    new_secret: &[u8],
-    new_key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        two_factor::table
-            .find(UserId::from(user_id))
-            .filter(two_factor::secret.eq(old_secret)),
+    swaps: &[Swap<'_, [u8]>],
+    key_id: &str,
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        two_factor {
+            user_id,
+            secret: diesel::sql_types::Binary,
+            key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        two_factor::secret.eq(new_secret),
-        two_factor::key_id.eq(new_key_id),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 /// How many secrets each key id seals.

@@ -4,6 +4,7 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
+use crate::db::models::Swap;
 use crate::db::schema::webhook_endpoints;
 use crate::db::{DbConnection, DbError};
 
@@ -193,25 +194,23 @@ pub fn secret_not_under_key(
         .load(conn)?)
 }
 
-/// Replaces `secret` only if it is still the one that was read (compare-and-swap).
+/// Compare-and-swap replacement of sealed signing secrets, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_secret(
     conn: &mut DbConnection,
-    id: i64,
-    old: &[u8],
-    new: &[u8],
-    new_key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        webhook_endpoints::table
-            .find(id)
-            .filter(webhook_endpoints::secret.eq(old)),
+    swaps: &[Swap<'_, [u8]>],
+    key_id: &str,
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        webhook_endpoints {
+            id,
+            secret: diesel::sql_types::Binary,
+            key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        webhook_endpoints::secret.eq(new),
-        webhook_endpoints::key_id.eq(new_key_id),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 /// How many `secret` values each key id holds.
@@ -244,25 +243,23 @@ pub fn previous_not_under_key(
         .load(conn)?)
 }
 
-/// Replaces `previous_secret` only if it is still the one that was read (compare-and-swap).
+/// Compare-and-swap replacement of sealed previous signing secrets, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_previous(
     conn: &mut DbConnection,
-    id: i64,
-    old: &[u8],
-    new: &[u8],
-    new_key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        webhook_endpoints::table
-            .find(id)
-            .filter(webhook_endpoints::previous_secret.eq(old)),
+    swaps: &[Swap<'_, [u8]>],
+    key_id: &str,
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        webhook_endpoints {
+            id,
+            previous_secret: diesel::sql_types::Binary,
+            previous_key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        webhook_endpoints::previous_secret.eq(Some(new)),
-        webhook_endpoints::previous_key_id.eq(Some(new_key_id)),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 /// How many `previous_secret` values each key id holds.

@@ -9,6 +9,7 @@ use diesel::expression::AsExpression;
 use diesel::prelude::*;
 use diesel::sql_types::Text;
 
+use crate::db::models::Swap;
 use crate::db::schema::webhook_events;
 use crate::db::text::stored_as_text;
 use crate::db::{DbConnection, DbError, now};
@@ -251,25 +252,23 @@ pub fn not_under_key(
         .load(conn)?)
 }
 
-/// Compare-and-swap replacement of the sealed payload (for `rotate-key`).
+/// Compare-and-swap replacement of sealed payloads, a batch at once (for `rotate-key`): how many
+/// were replaced.
 pub fn replace_sealed(
     conn: &mut DbConnection,
-    id: i64,
-    old: &[u8],
-    new: &[u8],
+    swaps: &[Swap<'_, [u8]>],
     key_id: &str,
-) -> Result<bool, DbError> {
-    let updated = diesel::update(
-        webhook_events::table
-            .find(id)
-            .filter(webhook_events::payload_sealed.eq(old)),
+) -> Result<usize, DbError> {
+    swap_values!(
+        conn,
+        webhook_events {
+            id,
+            payload_sealed: diesel::sql_types::Binary,
+            key_id
+        },
+        swaps,
+        key_id
     )
-    .set((
-        webhook_events::payload_sealed.eq(new),
-        webhook_events::key_id.eq(key_id),
-    ))
-    .execute(conn)?;
-    Ok(updated == 1)
 }
 
 pub fn count_by_key_id(
