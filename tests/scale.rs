@@ -14,7 +14,8 @@ on_both_backends!(
     the_webhook_list_pages_through_every_event_once_keeping_its_filter,
     bench_seed_fills_a_scratch_database_that_verifies_and_refuses_one_with_accounts,
     bench_seed_refuses_a_database_in_use_and_a_live_stripe_key,
-    the_dashboard_rollup_counts_repeats_in_their_first_hour_and_goes_with_retention
+    the_dashboard_rollup_counts_repeats_in_their_first_hour_and_goes_with_retention,
+    the_account_count_is_kept_through_sign_ups_bulk_inserts_and_deletions,
 );
 
 /// Seeds `users` accounts and `events` webhook events under the test app's keys.
@@ -425,5 +426,53 @@ async fn the_dashboard_rollup_counts_repeats_in_their_first_hour_and_goes_with_r
     assert!(
         rolled.iter().any(|(h, _)| h == "2026-11-02 11"),
         "{rolled:?}"
+    );
+}
+
+/// The admin console's account count is a row the database keeps (triggers), not a scan: it
+/// follows sign-ups, the seed's bulk inserts and deletions, and the console shows it.
+async fn the_account_count_is_kept_through_sign_ups_bulk_inserts_and_deletions(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let kept = || app.query(tollgate::db::models::user::count);
+    assert_eq!((kept(), app.user_count()), (0, 0));
+    let admin = app.signed_in_admin("counter-admin@example.com").await;
+    app.signed_in_customer("counter-customer@example.com").await;
+    assert_eq!((kept(), app.user_count()), (2, 2));
+    // The seed refuses a database with accounts: it writes into a scratch one beside.
+    let scratch = TestApp::spawn(backend).await;
+    seed(&scratch, 1_500, 0);
+    assert_eq!(
+        (
+            scratch.query(tollgate::db::models::user::count),
+            scratch.user_count()
+        ),
+        (1_500, 1_500)
+    );
+    scratch.query(|conn| {
+        use diesel::prelude::*;
+        use tollgate::db::schema::{billing_customers, subscriptions, users};
+        let doomed = users::table.filter(users::email.like("seed-00001%"));
+        let ids: Vec<i64> = doomed.select(users::id).load(conn)?;
+        diesel::delete(subscriptions::table.filter(subscriptions::user_id.eq_any(&ids)))
+            .execute(conn)?;
+        diesel::delete(billing_customers::table.filter(billing_customers::user_id.eq_any(&ids)))
+            .execute(conn)?;
+        diesel::delete(users::table.filter(users::id.eq_any(&ids))).execute(conn)?;
+        Ok(())
+    });
+    assert_eq!(
+        (
+            scratch.query(tollgate::db::models::user::count),
+            scratch.user_count()
+        ),
+        (1_400, 1_400),
+        "seed-0000100 … seed-0000199 are gone"
+    );
+    let page = admin.get("/admin").await.text().await.unwrap();
+    assert!(
+        page.contains(
+            r#"<span class="stat-value">2</span><span class="stat-label">accounts</span>"#
+        ),
+        "{page}"
     );
 }

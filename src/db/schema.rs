@@ -518,6 +518,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    /// How many rows a table holds, kept by triggers (`users`).
+    row_counts (name) {
+        name -> Text,
+        total -> BigInt,
+    }
+}
+
+diesel::table! {
     security_event_hours (hour, severity, lane) {
         hour -> Timestamp,
         severity -> Text,
@@ -552,6 +560,7 @@ diesel::joinable!(plan_spend_caps -> plans (plan_id));
 diesel::allow_tables_to_appear_in_same_query!(
     users,
     job_leases,
+    row_counts,
     security_event_hours,
     sessions,
     security_events,

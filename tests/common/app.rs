@@ -331,8 +331,10 @@ impl TestApp {
             .collect()
     }
 
+    /// How many accounts are stored (counted, not the count the database keeps).
     pub fn user_count(&self) -> i64 {
-        self.query(tollgate::db::models::user::count)
+        use tollgate::db::schema::users;
+        self.query(|conn| Ok(users::table.count().get_result(conn)?))
     }
 
     pub fn session_count(&self) -> i64 {
