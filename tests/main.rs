@@ -17,6 +17,7 @@ mod audit_trail;
 mod auth_budgets;
 mod billing;
 mod cli;
+mod cluster;
 mod confirmations;
 mod csrf;
 mod database;
