@@ -3,7 +3,13 @@
 //! sealed, stored and applied before its 200. Prints req/s, latency percentiles, and the number
 //! of stored events, which must equal N.
 //!
-//!     cargo bench --bench webhooks [-- EVENTS CONCURRENCY]
+//! Then the server's CPU per event, as `../shared/PERFORMANCE.md` measures it: wrk (a process
+//! of its own, so the client's CPU is not counted) replays distinct pre-signed events for
+//! `SECONDS` (default 8) at concurrency 16, and the CPU time this process (the server) and,
+//! on PostgreSQL, every `postgres` process spent is divided by the events stored meanwhile.
+//! Targets (issue 17): 0.07 ms on SQLite, 0.15 ms on PostgreSQL (Tollgate and PostgreSQL).
+//!
+//!     cargo bench --bench webhooks [-- EVENTS CONCURRENCY [SECONDS]]
 //!
 //! SQLite (a fresh file) by default; `BENCH_DATABASE_URL=postgres://…/db` (an empty database)
 //! for PostgreSQL. `scripts/bench-webhooks` runs both.
@@ -63,8 +69,8 @@ async fn main() {
         async move { matches!(request.send().await, Ok(r) if r.status() == 200) }
     })
     .await;
-    let stored = Db::connect(url, 2)
-        .expect("db")
+    let db = Db::connect(url, 2).expect("db");
+    let stored = db
         .run_blocking(tollgate::db::models::webhook_event::count)
         .expect("count");
     println!(
@@ -79,4 +85,154 @@ async fn main() {
         );
         std::process::exit(1);
     }
+
+    let seconds = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .nth(2)
+        .map_or(8, |s| s.parse().expect("SECONDS"));
+    let cpu = cpu_per_event(&db, port, seconds, backend == "PostgreSQL").await;
+    let target = if backend == "SQLite" { 0.07 } else { 0.15 };
+    let total = cpu.server_ms + cpu.database_ms;
+    println!(
+        "  server CPU per event (wrk, {seconds} s, concurrency {WRK_CONCURRENCY}): {:.3} ms \
+         ({:.3} ms Tollgate + {:.3} ms {backend}) over {} events at {:.0} events/s; \
+         target {target} ms: {}",
+        total,
+        cpu.server_ms,
+        cpu.database_ms,
+        cpu.events,
+        cpu.rate,
+        if total <= target { "met" } else { "NOT met" }
+    );
+}
+
+const WRK_CONCURRENCY: usize = 16;
+
+struct CpuPerEvent {
+    events: i64,
+    rate: f64,
+    server_ms: f64,
+    database_ms: f64,
+}
+
+/// wrk replays distinct pre-signed events for `seconds`; the CPU this process and the
+/// `postgres` processes spent meanwhile, per event stored.
+async fn cpu_per_event(db: &Db, port: u16, seconds: u64, postgres: bool) -> CpuPerEvent {
+    use hmac::{Hmac, Mac as _};
+    // More events than wrk can send: each request is a new one.
+    let count = 25_000 * seconds as usize;
+    const PLACEHOLDER: &str = "evt_PLACEHOLDER";
+    let fixture = include_str!("../tests/fixtures/webhooks/invoice.paid.json");
+    let mut event: serde_json::Value = serde_json::from_str(fixture).expect("fixture");
+    let now = chrono::Utc::now().timestamp();
+    event["id"] = serde_json::json!(PLACEHOLDER);
+    event["created"] = serde_json::json!(now);
+    let template = serde_json::to_string(&event).expect("json");
+    let (prefix, suffix) = template
+        .split_once(PLACEHOLDER)
+        .expect("the id is in the body");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let list = dir.path().join("events.txt");
+    let lines: String = (0..count)
+        .map(|i| {
+            let id = format!("evt_1Cpu{i:012}");
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+            mac.update(format!("{now}.{prefix}{id}{suffix}").as_bytes());
+            let signature = hex::encode(mac.finalize().into_bytes());
+            format!("{id} t={now},v1={signature}\n")
+        })
+        .collect();
+    std::fs::write(&list, lines).expect("write the events");
+    let script = format!(
+        r#"local ids, signatures, next = {{}}, {{}}, 0
+function init(args)
+  local thread, n = wrk.thread:get("thread_id"), 0
+  for line in io.lines("{list}") do
+    if n % 2 == thread then
+      local id, signature = line:match("^(%S+) (%S+)$")
+      table.insert(ids, id)
+      table.insert(signatures, signature)
+    end
+    n = n + 1
+  end
+end
+local prefix, suffix = [==[{prefix}]==], [==[{suffix}]==]
+function request()
+  next = next + 1
+  return wrk.format("POST", "/webhooks/stripe",
+    {{["Content-Type"] = "application/json", ["Stripe-Signature"] = signatures[next]}},
+    prefix .. ids[next] .. suffix)
+end
+function response(status, headers, body)
+  if status ~= 200 then failures = failures + 1 end
+end
+"#,
+        list = list.display(),
+    );
+    let stored = |db: &Db| {
+        db.run_blocking(tollgate::db::models::webhook_event::count)
+            .expect("count")
+    };
+    let database = || {
+        if postgres {
+            postgres_cpu_seconds()
+        } else {
+            0.0
+        }
+    };
+    let before = (stored(db), cpu_seconds(std::process::id()), database());
+    let url = format!("http://127.0.0.1:{port}");
+    let run = actix_web::rt::task::spawn_blocking(move || {
+        support::wrk(&url, seconds, WRK_CONCURRENCY, &script)
+    })
+    .await
+    .expect("wrk");
+    let after = (stored(db), cpu_seconds(std::process::id()), database());
+    let events = after.0 - before.0;
+    if run.failures > 0 || events == 0 {
+        eprintln!(
+            "FAILED: {} failed deliveries, {events} stored",
+            run.failures
+        );
+        std::process::exit(1);
+    }
+    let per_event = |seconds: f64| seconds * 1e3 / events as f64;
+    CpuPerEvent {
+        events,
+        rate: run.rate(),
+        server_ms: per_event(after.1 - before.1),
+        database_ms: per_event(after.2 - before.2),
+    }
+}
+
+/// CPU time (user and system) process `pid` has used, in seconds (`/proc/PID/stat`).
+fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The fields after the command name (which may hold spaces) in parentheses;
+            // utime and stime are the 14th and 15th of the line, in clock ticks (100 a second).
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let ticks: f64 =
+                fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or_default()
+}
+
+/// CPU time every running `postgres` process has used, in seconds (0 without PostgreSQL on
+/// this machine, or without the right to read its processes).
+fn postgres_cpu_seconds() -> f64 {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .sum()
 }

@@ -475,10 +475,12 @@ impl Cluster {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap();
-        let address = announced_address(&mut child, "listening on ")
+        let announced = announced_address(&mut child, "listening on ");
+        // Kept before waiting, so that a failure to start still stops the process (on drop).
+        self.children.lock().unwrap()[slot] = Some(child);
+        let address = announced
             .recv_timeout(Duration::from_secs(60))
             .expect("the instance starts");
-        self.children.lock().unwrap()[slot] = Some(child);
         *self.proxy.upstreams[slot].address.write().unwrap() = Some(address);
     }
 
