@@ -1,8 +1,8 @@
 //! BYOK leases in group commit ([`crate::db::group_commit`]): leases asked for together are
-//! served together by one thread. For a batch it reads the emergency switch once, which of its
-//! service tokens are still live and each key, opens the keys, then records every lease in one
-//! transaction: each key's last use and each lease's `byok_leased` audit row (one turn on the
-//! audit chain's head, one commit).
+//! served together by one thread. For a batch it reads which of its service tokens are still
+//! live and each key, opens the keys, then records every lease in one transaction, which also
+//! reads the emergency switch: each key's last use and each lease's `byok_leased` audit row
+//! (one turn on the audit chain's head, one commit).
 //!
 //! A key is handed out only once its lease's row has committed: no key ever leaves without its
 //! audit row, even if the process is killed (SIGKILL) mid-batch; those callers got no key. On
@@ -78,30 +78,22 @@ impl LeaseDesk {
     }
 }
 
-/// Serves a batch: the reads (the switch once, the live tokens, each key), then the writes in
-/// one transaction (which starts with them, so SQLite takes its lock at once): each key used
-/// once is touched once, every lease gets its row, in the order they came.
+/// Serves a batch: the reads (the live tokens, each key), then the writes in one transaction
+/// (which starts with them, so SQLite takes its lock at once): each key used once is touched
+/// once, every lease gets its row, in the order they came. The emergency switch is read in
+/// that transaction, under the writes (a batch that leases nothing reads it on its own): when
+/// leases are off, every request of the batch is told so and no key leaves.
 fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
-    let read = leases_disabled(conn).and_then(|disabled| match disabled {
-        true => Ok((true, Vec::new(), Vec::new())),
-        false => read_tokens_and_keys(conn, &batch).map(|(live, keys)| (false, live, keys)),
-    });
-    let (disabled, live_tokens, keys) = match read {
+    let (live_tokens, keys) = match read_tokens_and_keys(conn, &batch) {
         Ok(read) => read,
         Err(err) => {
-            tracing::error!(error = %err, leases = batch.len(), "could not read the lease switch, tokens or keys: no key is handed out");
-            for job in batch {
-                let _ = job.reply.send(Err(DbError::Unavailable.into()));
-            }
-            return;
+            tracing::error!(error = %err, leases = batch.len(), "could not read the tokens or keys: no key is handed out");
+            return answer_all(batch, || Err(DbError::Unavailable.into()));
         }
     };
     let mut outcomes: Vec<Result<LeaseOutcome, VaultError>> = batch
         .iter()
         .map(|job| {
-            if disabled {
-                return Ok(LeaseOutcome::Disabled);
-            }
             if !live_tokens.contains(&job.token_id) {
                 return Ok(LeaseOutcome::TokenRevoked);
             }
@@ -123,12 +115,21 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
         })
         .collect();
     let leased_count = leased.len();
-    if !leased.is_empty() {
+    if leased.is_empty() {
+        match leases_disabled(conn) {
+            Ok(false) => {}
+            Ok(true) => return answer_all(batch, || Ok(LeaseOutcome::Disabled)),
+            Err(err) => {
+                tracing::error!(error = %err, leases = batch.len(), "could not read the lease switch");
+                return answer_all(batch, || Err(DbError::Unavailable.into()));
+            }
+        }
+    } else {
         let mut keys: Vec<i64> = leased.iter().map(|(_, lease)| lease.key_id).collect();
         keys.sort_unstable();
         keys.dedup();
-        // The writes first (so SQLite takes its lock at once), then, under them, what the reads
-        // above decided is checked again: a key deleted or a switch thrown since is honoured.
+        // The writes first (so SQLite takes its lock at once), then, under them, the switch and
+        // what the reads above decided: a key deleted or a switch thrown since is honoured.
         let recorded = conn.transaction::<_, Abort, _>(|conn| {
             let kept = byok_key::touch_all(conn, &keys)?;
             if leases_disabled(conn)? {
@@ -164,10 +165,20 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
         if let Err(Abort::Db(err)) = &recorded {
             tracing::error!(error = %err, leases = leased_count, "could not record BYOK leases: none of them is handed out");
         }
+        if let Err(Abort::Disabled) = &recorded {
+            return answer_all(batch, || Ok(LeaseOutcome::Disabled));
+        }
     }
     for (job, outcome) in batch.into_iter().zip(outcomes) {
         // A caller that went away (client timeout) has its lease recorded all the same.
         let _ = job.reply.send(outcome);
+    }
+}
+
+/// Answers every request of `batch` with `outcome()`.
+fn answer_all(batch: Vec<Job>, outcome: impl Fn() -> Result<LeaseOutcome, VaultError>) {
+    for job in batch {
+        let _ = job.reply.send(outcome());
     }
 }
 
