@@ -92,7 +92,11 @@ pub fn swap_batch<R, V: ToOwned + ?Sized>(
             Some(n) if n < swaps.len() => (&swaps[..n], Some(n)),
             _ => (&swaps[..], None),
         };
-        let rotated = replace(conn, now)?;
+        // Nothing to swap (no row, or none that needed it): no statement at all.
+        let rotated = match now {
+            [] => 0,
+            now => replace(conn, now)?,
+        };
         if let Some(n) = fault {
             return Err(RotationError::InjectedFault(n));
         }

@@ -151,22 +151,24 @@ fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
             audit::write_many_in_transaction(conn, &events)?;
             Ok(kept)
         });
+        let kept = match recorded {
+            Ok(kept) => Some(kept),
+            Err(Abort::Disabled) => return answer_all(batch, || Ok(LeaseOutcome::Disabled)),
+            Err(Abort::Db(err)) => {
+                tracing::error!(error = %err, leases = leased_count, "could not record BYOK leases: none of them is handed out");
+                None
+            }
+        };
         for outcome in &mut outcomes {
             let Ok(LeaseOutcome::Leased(lease)) = outcome else {
                 continue;
             };
-            *outcome = match &recorded {
-                Ok(kept) if kept.contains(&lease.key_id) => continue,
-                Ok(_) => Ok(LeaseOutcome::NoKey),
-                Err(Abort::Disabled) => Ok(LeaseOutcome::Disabled),
-                Err(Abort::Db(_)) => Err(DbError::Unavailable.into()),
+            *outcome = match &kept {
+                Some(kept) if kept.contains(&lease.key_id) => continue,
+                // Deleted since it was read.
+                Some(_) => Ok(LeaseOutcome::NoKey),
+                None => Err(DbError::Unavailable.into()),
             };
-        }
-        if let Err(Abort::Db(err)) = &recorded {
-            tracing::error!(error = %err, leases = leased_count, "could not record BYOK leases: none of them is handed out");
-        }
-        if let Err(Abort::Disabled) = &recorded {
-            return answer_all(batch, || Ok(LeaseOutcome::Disabled));
         }
     }
     for (job, outcome) in batch.into_iter().zip(outcomes) {
