@@ -182,7 +182,11 @@ end
             0.0
         }
     };
-    let before = (stored(db), cpu_seconds(std::process::id()), database());
+    let before = (
+        stored(db),
+        cpu_seconds(std::process::id(), false),
+        database(),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let run = actix_web::rt::task::spawn_blocking(move || {
         support::wrk(&url, seconds, WRK_CONCURRENCY, &script)
@@ -190,7 +194,7 @@ end
     .await
     .expect("wrk");
     // The CPU first: the count's own query is not part of the window.
-    let after = (cpu_seconds(std::process::id()), database());
+    let after = (cpu_seconds(std::process::id(), false), database());
     let after = (stored(db), after.0, after.1);
     let events = after.0 - before.0;
     if run.failures > 0 || events == 0 {
@@ -209,18 +213,18 @@ end
     }
 }
 
-/// CPU time (user and system) process `pid` and its exited children have used, in seconds
-/// (`/proc/PID/stat`).
-fn cpu_seconds(pid: u32) -> f64 {
+/// CPU time (user and system) process `pid` has used, in seconds (`/proc/PID/stat`); with
+/// `children`, also what its children that exited used (PostgreSQL's backends, under the
+/// postmaster). Not for this process: wrk is one of its children.
+fn cpu_seconds(pid: u32, children: bool) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
             // The fields after the command name (which may hold spaces) in parentheses; utime,
-            // stime, cutime and cstime (what its children that exited used: PostgreSQL's
-            // backends, under the postmaster) are the 14th to 17th, in ticks (100 a second).
+            // stime, cutime and cstime are the 14th to 17th, in ticks (100 a second).
             let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
             let ticks = fields
-                .get(11..15)?
+                .get(11..if children { 15 } else { 13 })?
                 .iter()
                 .map(|n| n.parse::<f64>().ok())
                 .sum::<Option<f64>>()?;
@@ -229,7 +233,7 @@ fn cpu_seconds(pid: u32) -> f64 {
         .unwrap_or_default()
 }
 
-/// CPU time every running `postgres` process has used, in seconds (0 without PostgreSQL on
+/// CPU time every running `postgres` process and its exited backends have used, in seconds (0 without PostgreSQL on
 /// this machine, or without the right to read its processes).
 fn postgres_cpu_seconds() -> f64 {
     std::fs::read_dir("/proc")
@@ -241,6 +245,6 @@ fn postgres_cpu_seconds() -> f64 {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|c| c.trim() == "postgres")
         })
-        .map(cpu_seconds)
+        .map(|pid| cpu_seconds(pid, true))
         .sum()
 }
