@@ -119,7 +119,6 @@ struct CpuPerEvent {
 /// wrk replays distinct pre-signed events for `seconds`; the CPU this process and the
 /// `postgres` processes spent meanwhile, per event stored.
 async fn cpu_per_event(db: &Db, port: u16, seconds: u64, postgres: bool) -> CpuPerEvent {
-    use hmac::{Hmac, Mac as _};
     // More events than wrk can send (the in-process run above never passed 12,000 a second):
     // each request is a new one.
     let count = 50_000 * seconds as usize;
@@ -138,9 +137,8 @@ async fn cpu_per_event(db: &Db, port: u16, seconds: u64, postgres: bool) -> CpuP
     let lines: String = (0..count)
         .map(|i| {
             let id = format!("evt_1Cpu{i:012}");
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
-            mac.update(format!("{now}.{prefix}{id}{suffix}").as_bytes());
-            let signature = hex::encode(mac.finalize().into_bytes());
+            let body = format!("{prefix}{id}{suffix}");
+            let signature = support::stripe_signature(SECRET, now, body.as_bytes());
             format!("{id} t={now},v1={signature}\n")
         })
         .collect();

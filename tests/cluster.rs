@@ -34,7 +34,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use crate::common::{
     Backend, PASSWORD, TestDatabase, WEBHOOK_SECRET, announced_address, card_form, csrf_token_in,
     hidden, location, postgres_available, redis_available, redis_url, secret_env, serve_command,
-    stripe_event, stripe_signature_header,
+    stripe_event, stripe_signature_header, stripe_sim_get,
 };
 
 const INSTANCES: usize = 3;
@@ -350,6 +350,21 @@ impl Proxy {
             );
         }
     }
+
+    /// The connection to instance `slot` broke mid-request: lost with it if it was killed
+    /// meanwhile, else a live instance's failure.
+    fn lost(&self, route: String, started: Instant, slot: usize, killed: bool) -> HttpResponse {
+        self.record(Record {
+            live_failure: (!killed).then(|| format!("{route} -> instance {slot}: connection lost")),
+            route,
+            status: 502,
+            elapsed: started.elapsed(),
+            lost: killed,
+        });
+        HttpResponse::BadGateway()
+            .insert_header((LOST, if killed { "killed" } else { "live" }))
+            .finish()
+    }
 }
 
 /// `GET /signup` and `POST /billing/checkout`: the method and the path, the query left out.
@@ -456,23 +471,6 @@ async fn forward(req: HttpRequest, body: web::Bytes, proxy: web::Data<Proxy>) ->
         lost: false,
     });
     HttpResponse::ServiceUnavailable().finish()
-}
-
-impl Proxy {
-    /// The connection to instance `slot` broke mid-request: lost with it if it was killed
-    /// meanwhile, else a live instance's failure.
-    fn lost(&self, route: String, started: Instant, slot: usize, killed: bool) -> HttpResponse {
-        self.record(Record {
-            live_failure: (!killed).then(|| format!("{route} -> instance {slot}: connection lost")),
-            route,
-            status: 502,
-            elapsed: started.elapsed(),
-            lost: killed,
-        });
-        HttpResponse::BadGateway()
-            .insert_header((LOST, if killed { "killed" } else { "live" }))
-            .finish()
-    }
 }
 
 /// The three `tollgate serve` processes.
@@ -894,19 +892,11 @@ async fn replay_simulator_events(
     let client = reqwest::Client::new();
     let mut events: Vec<serde_json::Value> = Vec::new();
     loop {
-        let mut url = format!("{sim_base}/v1/events?limit=100");
+        let mut path = "/v1/events?limit=100".to_owned();
         if let Some(last) = events.last() {
-            url.push_str(&format!("&starting_after={}", last["id"].as_str().unwrap()));
+            path.push_str(&format!("&starting_after={}", last["id"].as_str().unwrap()));
         }
-        let page: serde_json::Value = client
-            .get(&url)
-            .bearer_auth("sk_test_DUMMYtollgate")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = stripe_sim_get(sim_base, &path).await;
         events.extend(page["data"].as_array().unwrap().iter().cloned());
         if page["has_more"] != true {
             break;
@@ -950,32 +940,28 @@ fn simulator_subscriptions(sim: &stripe_sim::Sim) -> HashMap<String, String> {
 
 /// Tollgate's subscriptions: Stripe id → status.
 fn tollgate_subscriptions(db: &tollgate::db::Db) -> HashMap<String, String> {
-    use diesel::prelude::*;
-    use tollgate::db::schema::subscriptions;
-    db.run_blocking(|conn| {
-        subscriptions::table
-            .select((subscriptions::stripe_subscription_id, subscriptions::status))
-            .load::<(String, String)>(conn)
-            .map_err(tollgate::db::DbError::from)
-    })
-    .unwrap()
-    .into_iter()
-    .collect()
+    use diesel::QueryDsl as _;
+    use tollgate::db::schema::subscriptions::dsl::*;
+    load_pairs(db, subscriptions.select((stripe_subscription_id, status)))
 }
 
 /// Every stored event: event id → status.
 fn stored_events(db: &tollgate::db::Db) -> BTreeMap<String, String> {
-    use diesel::prelude::*;
-    use tollgate::db::schema::webhook_events;
-    db.run_blocking(|conn| {
-        webhook_events::table
-            .select((webhook_events::stripe_event_id, webhook_events::status))
-            .load::<(String, String)>(conn)
-            .map_err(tollgate::db::DbError::from)
-    })
-    .unwrap()
-    .into_iter()
-    .collect()
+    use diesel::QueryDsl as _;
+    use tollgate::db::schema::webhook_events::dsl::*;
+    load_pairs(db, webhook_events.select((stripe_event_id, status)))
+}
+
+/// The rows of a two-column text query, collected into a map.
+fn load_pairs<Q, M>(db: &tollgate::db::Db, query: Q) -> M
+where
+    Q: diesel::query_dsl::LoadQuery<'static, tollgate::db::DbConnection, (String, String)>,
+    M: FromIterator<(String, String)>,
+{
+    db.run_blocking(|conn| query.load(conn).map_err(tollgate::db::DbError::from))
+        .unwrap()
+        .into_iter()
+        .collect()
 }
 
 /// How many times each event was recorded as validated (`webhook_validated` audit rows,

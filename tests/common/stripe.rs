@@ -37,6 +37,19 @@ pub fn stripe_event(kind: &str, id: &str) -> serde_json::Value {
     event
 }
 
+/// A `GET` on the API of the simulator at `base`, as Tollgate's secret key.
+pub async fn stripe_sim_get(base: &str, path: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .bearer_auth("sk_test_DUMMYtollgate")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 impl TestApp {
     /// Every event the simulator has recorded (`GET /v1/events`, newest first).
     pub async fn stripe_events(&self) -> Vec<serde_json::Value> {
@@ -61,15 +74,7 @@ impl TestApp {
 
     /// A `GET` on the simulator's API, as Tollgate's secret key.
     pub async fn stripe_get(&self, path: &str) -> serde_json::Value {
-        reqwest::Client::new()
-            .get(format!("{}{path}", self.stripe))
-            .bearer_auth("sk_test_DUMMYtollgate")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        stripe_sim_get(&self.stripe, path).await
     }
 
     /// Posts to one of the simulator's `/_sim/…` test controls; returns the status.
