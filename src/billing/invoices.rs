@@ -7,6 +7,7 @@ use crate::accounts::UserId;
 use crate::db::models::invoice::{self, InvoiceRow, InvoiceState};
 use crate::db::models::subscription;
 use crate::db::{Db, DbConnection, DbError, now};
+use crate::reconcile::refetch::Ties;
 use crate::stripe_id::{InvoiceId, SubscriptionId};
 
 /// How many invoices one page of `/account/invoices` lists.
@@ -80,6 +81,7 @@ pub fn differs(row: &InvoiceRow, inv: &StripeInvoice) -> bool {
 /// to be read again from Stripe (after the commit; see `reconcile::refetch`).
 pub fn store_event(
     conn: &mut DbConnection,
+    ties: &Ties,
     user_id: UserId,
     inv: &StripeInvoice,
     created: NaiveDateTime,
@@ -89,7 +91,7 @@ pub fn store_event(
         && stored.stripe_updated_at == created
         && differs(&stored, inv)
     {
-        crate::reconcile::refetch::request_invoice(conn, &inv.id, user_id)?;
+        crate::reconcile::refetch::request_invoice(conn, ties, &inv.id, user_id)?;
     }
     store(conn, user_id, inv, created)
 }

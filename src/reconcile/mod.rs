@@ -593,12 +593,15 @@ impl Reconciler {
                 .run(move |conn| {
                     let keyring = config.keyring();
                     let hasher = config.token_hasher();
+                    // `run` reads every tie again after the replay.
+                    let ties = refetch::Ties::default();
                     let cx = webhooks::Context {
                         keyring: &keyring,
                         hasher: &hasher,
                         alerts: &config.alerts,
                         faults: &config.faults,
                         past_due_grace_days: config.stripe.past_due_grace_days,
+                        ties: &ties,
                     };
                     let delivery = Delivery {
                         event: &event,

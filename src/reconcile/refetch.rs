@@ -5,6 +5,7 @@
 //! Stripe); [`run_pending`], after the commit, reads the object from Stripe through the gateway
 //! and stores what Stripe says now. Subscriptions and invoices are read again this way.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use stripe::StripeRequest;
@@ -32,10 +33,44 @@ pub const MAX_ATTEMPTS: i64 = 5;
 
 /// One refetch task at a time per process: webhooks that find one running ask it for another
 /// pass instead of starting their own.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Gate {
     running: AtomicBool,
     again: AtomicBool,
+    /// Objects may still be waiting: a pass left some (Stripe down, or Tollgate's own limit),
+    /// or this process has not looked yet (a previous one may have left some).
+    leftovers: AtomicBool,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            running: AtomicBool::new(false),
+            again: AtomicBool::new(false),
+            leftovers: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Gate {
+    /// Whether objects may be waiting from an earlier pass (or an earlier process): the next
+    /// stored webhook starts a pass for them even without a tie of its own.
+    pub fn has_leftovers(&self) -> bool {
+        self.leftovers.load(Ordering::SeqCst)
+    }
+}
+
+/// Whether the events applied with it met a same-second tie (and asked for an object to be
+/// read again): the webhook path starts a refetch pass after the commit only then, not for
+/// every event. Marked by [`request`] and [`request_invoice`], which every tie goes through.
+#[derive(Debug, Default)]
+pub struct Ties(Cell<bool>);
+
+impl Ties {
+    /// Whether a tie was met.
+    pub fn any(&self) -> bool {
+        self.0.get()
+    }
 }
 
 /// Lets the gate go when the task ends, errors included.
@@ -50,19 +85,25 @@ impl Drop for Running<'_> {
 /// Records that `subscription` must be read again from Stripe (inside the caller's transaction).
 pub fn request(
     conn: &mut DbConnection,
+    ties: &Ties,
     subscription: &SubscriptionId,
     user_id: UserId,
 ) -> Result<(), DbError> {
-    stripe_refetch::request(conn, SUBSCRIPTION, subscription.expose(), user_id)
+    stripe_refetch::request(conn, SUBSCRIPTION, subscription.expose(), user_id)?;
+    ties.0.set(true);
+    Ok(())
 }
 
 /// Records that `invoice` must be read again from Stripe (inside the caller's transaction).
 pub fn request_invoice(
     conn: &mut DbConnection,
+    ties: &Ties,
     invoice: &InvoiceId,
     user_id: UserId,
 ) -> Result<(), DbError> {
-    stripe_refetch::request(conn, INVOICE, invoice.expose(), user_id)
+    stripe_refetch::request(conn, INVOICE, invoice.expose(), user_id)?;
+    ties.0.set(true);
+    Ok(())
 }
 
 /// `GET /v1/invoices/{id}` as JSON (read as a webhook's invoice object is).
@@ -123,7 +164,9 @@ async fn pass(reconciler: &Reconciler) -> Result<(usize, bool), DbError> {
         .run(|conn| stripe_refetch::pending(conn, BATCH, MAX_ATTEMPTS))
         .await?;
     let full = pending.len() as i64 == BATCH;
+    let gate = &*reconciler.refetching;
     let mut done = 0;
+    let mut failed = false;
     for row in pending {
         let id = row.stripe_object_id.clone();
         let requested_at = row.requested_at;
@@ -135,14 +178,21 @@ async fn pass(reconciler: &Reconciler) -> Result<(usize, bool), DbError> {
             }
             // Tollgate's own limit, not a failure of the object: kept as it is for a later
             // pass (the next webhook's, or `tollgate sync`).
-            Read::Throttled => return Ok((done, false)),
+            Read::Throttled => {
+                gate.leftovers.store(true, Ordering::SeqCst);
+                return Ok((done, false));
+            }
             Read::Failed(err) => {
+                failed = true;
                 tracing::warn!(error = %err, kind = %row.object_type, "could not read an object again from Stripe");
                 db.run(move |conn| stripe_refetch::failed(conn, &id))
                     .await?;
             }
         }
     }
+    // A failed object is tried again (until it is parked); the next batch, if any, is read by
+    // the next pass.
+    gate.leftovers.store(failed || full, Ordering::SeqCst);
     Ok((done, full))
 }
 

@@ -73,14 +73,19 @@ impl AppState {
         }
     }
 
-    /// What applying a stored webhook event needs of the application.
-    pub fn webhooks(&self) -> crate::webhooks::Context<'_> {
+    /// What applying a stored webhook event needs of the application, its ties marked on
+    /// `ties`.
+    pub fn webhooks<'a>(
+        &'a self,
+        ties: &'a crate::reconcile::refetch::Ties,
+    ) -> crate::webhooks::Context<'a> {
         crate::webhooks::Context {
             keyring: &self.keyring,
             hasher: &self.token_hasher,
             alerts: &self.config.alerts,
             faults: &self.config.faults,
             past_due_grace_days: self.config.stripe.past_due_grace_days,
+            ties,
         }
     }
 }

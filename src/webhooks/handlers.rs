@@ -28,6 +28,17 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// The status and error the stored event records.
+    pub fn recorded(self) -> (WebhookEventStatus, Option<String>) {
+        match self {
+            Self::Applied => (WebhookEventStatus::Applied, None),
+            Self::Ignored => (WebhookEventStatus::Ignored, None),
+            Self::Failed(reason) => (WebhookEventStatus::Failed, Some(reason)),
+        }
+    }
+}
+
 fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     match object.get(key)? {
         Value::String(s) => Some(s.as_str()),
@@ -237,7 +248,7 @@ fn subscription_changed(
             || crate::db::models::plan_change::quantity(conn, &sub.id)?
                 != Some(i64::try_from(sub.quantity).unwrap_or(i64::MAX)))
     {
-        crate::reconcile::refetch::request(conn, &sub.id, user_id)?;
+        crate::reconcile::refetch::request(conn, cx.ties, &sub.id, user_id)?;
     }
     subscriptions::store(conn, user_id, &sub, event.created_at())?;
     Ok(Outcome::Applied)
@@ -286,7 +297,7 @@ fn payment_failed(
     if let Some(user_id) = user_id
         && let Some(stripe_invoice) = invoice_of(object)
     {
-        invoices::store_event(conn, user_id, &stripe_invoice, event.created_at())?;
+        invoices::store_event(conn, cx.ties, user_id, &stripe_invoice, event.created_at())?;
         invoices::payment_failed(
             conn,
             &stripe_invoice,
@@ -457,7 +468,7 @@ fn invoice_paid(
         return Ok(Outcome::Applied);
     };
     if let Some(stripe_invoice) = invoice_of(object) {
-        invoices::store_event(conn, user_id, &stripe_invoice, event.created_at())?;
+        invoices::store_event(conn, cx.ties, user_id, &stripe_invoice, event.created_at())?;
     }
     let invoice = Invoice::read(conn, object)?;
     notify::publish(
@@ -534,7 +545,7 @@ fn invoice_changed(
         return Ok(Outcome::Applied);
     };
     if let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? {
-        invoices::store_event(conn, user_id, &stripe_invoice, event.created_at())?;
+        invoices::store_event(conn, cx.ties, user_id, &stripe_invoice, event.created_at())?;
     }
     Ok(Outcome::Applied)
 }

@@ -23,6 +23,7 @@ use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, Keyring, TokenHasher};
 use crate::db::models::webhook_event::{self, NewWebhookEvent, WebhookEventStatus};
 use crate::db::{DbConnection, DbError, now};
+use crate::reconcile::refetch::Ties;
 
 /// The fields of an event Tollgate reads; everything else stays in the sealed payload.
 #[derive(Debug, Deserialize)]
@@ -93,6 +94,8 @@ pub struct Context<'a> {
     pub faults: &'a crate::config::FaultInjection,
     /// The default past-due grace (`PAST_DUE_GRACE_DAYS`), for plans without their own.
     pub past_due_grace_days: u32,
+    /// Marked when an event meets a same-second tie (an object to read again from Stripe).
+    pub ties: &'a Ties,
 }
 
 pub fn payload_aad(event_id: &str) -> Aad {
@@ -208,6 +211,7 @@ pub fn store_and_apply(
         .collect();
     let mut outcomes = vec![Ingested::Duplicate; deliveries.len()];
     let mut audits = Vec::with_capacity(stored.len());
+    let mut applied = Vec::with_capacity(stored.len());
     for (index, _, fixed) in &candidates {
         let Delivery {
             event,
@@ -220,7 +224,11 @@ pub fn store_and_apply(
         }
         let status = match fixed {
             Some(status) => *status,
-            None => apply_stored(conn, cx, event)?,
+            None => {
+                let (status, error) = handlers::apply(conn, cx, event)?.recorded();
+                applied.push((event.id.as_str(), status, error));
+                status
+            }
         };
         let mut validated = SecurityEvent::new(Kind::WebhookValidated)
             .actor("stripe")
@@ -232,6 +240,15 @@ pub fn store_and_apply(
         audits.push(validated);
         outcomes[*index] = Ingested::Stored(status);
     }
+    let finished: Vec<webhook_event::Finished<'_>> = applied
+        .iter()
+        .map(|(stripe_id, status, error)| webhook_event::Finished {
+            stripe_id,
+            status: *status,
+            error: error.as_deref(),
+        })
+        .collect();
+    webhook_event::finish_all(conn, &finished)?;
     audit::write_many_in_transaction(conn, &audits)?;
     Ok(outcomes)
 }
@@ -277,11 +294,7 @@ pub fn apply_stored(
     cx: Context<'_>,
     event: &StripeEvent,
 ) -> Result<WebhookEventStatus, IngestError> {
-    let (status, error) = match handlers::apply(conn, cx, event)? {
-        handlers::Outcome::Applied => (WebhookEventStatus::Applied, None),
-        handlers::Outcome::Ignored => (WebhookEventStatus::Ignored, None),
-        handlers::Outcome::Failed(reason) => (WebhookEventStatus::Failed, Some(reason)),
-    };
+    let (status, error) = handlers::apply(conn, cx, event)?.recorded();
     webhook_event::finish(conn, &event.id, status, error.as_deref())?;
     Ok(status)
 }

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::db::group_commit::GroupCommit;
 use crate::db::{Db, DbConnection, DbError};
 use crate::metrics::Metrics;
+use crate::reconcile::refetch::Ties;
 
 /// Events one transaction may hold.
 const MAX_BATCH: usize = 64;
@@ -30,7 +31,16 @@ struct Job {
     signature_digest: String,
     /// The delivering request's `X-Request-Id`, for its `webhook_validated` audit row.
     request_id: Option<String>,
-    reply: oneshot::Sender<Result<Ingested, IngestError>>,
+    reply: oneshot::Sender<Result<Receipt, IngestError>>,
+}
+
+/// What storing a delivery did, as its writer reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub outcome: Ingested,
+    /// The transaction that stored it met a same-second tie: an object waits to be read again
+    /// from Stripe (`reconcile::refetch`).
+    pub read_again: bool,
 }
 
 impl Job {
@@ -69,12 +79,14 @@ impl WebhookWriter {
             threads,
             MAX_BATCH,
             move |conn, batch| {
+                let ties = Ties::default();
                 let cx = Context {
                     keyring: &keyring,
                     hasher: &hasher,
                     alerts: &config.alerts,
                     faults: &config.faults,
                     past_due_grace_days: config.stripe.past_due_grace_days,
+                    ties: &ties,
                 };
                 let events = batch.len();
                 let started = std::time::Instant::now();
@@ -86,7 +98,7 @@ impl WebhookWriter {
     }
 
     /// Stores and applies a verified event (with the digest of the signature it came with and
-    /// the id of the request that delivered it); returns once it is committed.
+    /// the id of the request that delivered it); answers once it is committed.
     pub async fn ingest(
         &self,
         event: StripeEvent,
@@ -94,7 +106,7 @@ impl WebhookWriter {
         ip: String,
         signature_digest: String,
         request_id: Option<String>,
-    ) -> Result<Ingested, IngestError> {
+    ) -> Result<Receipt, IngestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             event,
@@ -120,6 +132,18 @@ fn count(metrics: &Metrics, outcome: &Result<Ingested, IngestError>) {
     }
 }
 
+/// Counts `outcome` and answers `job` with it. A tie anywhere in the transaction counts for
+/// each of its events (a pass more is harmless; a tie left unread is not).
+fn answer(metrics: &Metrics, job: Job, outcome: Result<Ingested, IngestError>, ties: &Ties) {
+    count(metrics, &outcome);
+    let receipt = outcome.map(|outcome| Receipt {
+        outcome,
+        read_again: ties.any(),
+    });
+    // The requester may have gone (client timeout): the event is stored all the same.
+    let _ = job.reply.send(receipt);
+}
+
 fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>, metrics: &Metrics) {
     if batch.len() > 1 {
         let together = conn.transaction(|conn| {
@@ -129,9 +153,7 @@ fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>, metrics: &M
         match together {
             Ok(outcomes) => {
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    let outcome = Ok(outcome);
-                    count(metrics, &outcome);
-                    let _ = job.reply.send(outcome);
+                    answer(metrics, job, Ok(outcome), cx.ties);
                 }
                 return;
             }
@@ -145,8 +167,6 @@ fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>, metrics: &M
         if let Err(err) = &outcome {
             tracing::error!(event = %job.event.id, error = %err, "could not store a webhook event");
         }
-        count(metrics, &outcome);
-        // The requester may have gone (client timeout): the event is stored all the same.
-        let _ = job.reply.send(outcome);
+        answer(metrics, job, outcome, cx.ties);
     }
 }

@@ -13,6 +13,7 @@ on_both_backends!(
     duplicate_deliveries_racing_on_two_instances_take_effect_once,
     one_unstorable_event_never_takes_its_batch_down,
     a_panicking_batch_is_answered_500_and_the_writers_live_on,
+    each_event_of_a_batch_records_its_own_outcome,
 );
 
 async fn duplicate_deliveries_racing_on_two_instances_take_effect_once(backend: Backend) {
@@ -150,4 +151,70 @@ async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
         app.count_events("webhook_validated") as usize,
         1 + statuses.iter().filter(|s| **s == 200).count()
     );
+}
+
+/// A group-committed batch records every event's outcome at once (one statement on
+/// PostgreSQL): each stored row must still say what happened to that event — applied, failed
+/// with its own reason, or ignored — with one attempt, and no other event's outcome.
+async fn each_event_of_a_batch_records_its_own_outcome(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // (event, expected status): a subscription event of an unknown customer fails, with the
+    // reason; an invoice of an unknown customer is recorded as applied; a type Tollgate does
+    // not act on is ignored.
+    let events: Vec<(Value, &str)> = (0..30)
+        .map(|i| match i % 3 {
+            0 => {
+                let mut event =
+                    stripe_event("customer.subscription.updated", &format!("evt_1Mixed{i}"));
+                event["data"]["object"]["customer"] = json!(format!("cus_Unknown{i}"));
+                (event, "failed")
+            }
+            1 => (
+                stripe_event("invoice.paid", &format!("evt_1Mixed{i}")),
+                "applied",
+            ),
+            _ => {
+                let mut event = stripe_event("invoice.paid", &format!("evt_1Mixed{i}"));
+                event["type"] = json!("charge.refund.updated");
+                (event, "ignored")
+            }
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let deliveries = events.iter().map(|(event, _)| {
+        let body = serde_json::to_vec(event).unwrap();
+        let request = client
+            .post(format!("{}/webhooks/stripe", app.address))
+            .header("stripe-signature", signed_now(&body))
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(deliveries).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for (i, (_, expected)) in events.iter().enumerate() {
+        let row = stored(&app, &format!("evt_1Mixed{i}")).unwrap();
+        assert_eq!(
+            (row.status.as_str(), row.attempts),
+            (*expected, 1),
+            "event {i}"
+        );
+        match *expected {
+            // The customer's id is masked in the reason.
+            "failed" => assert_eq!(
+                row.last_error.as_deref(),
+                Some("unknown customer cus_…"),
+                "event {i}"
+            ),
+            _ => assert_eq!(row.last_error, None, "event {i}"),
+        }
+    }
+    let unfinished = app.query(|conn| {
+        use diesel::prelude::*;
+        use tollgate::db::schema::webhook_events;
+        Ok(webhook_events::table
+            .filter(webhook_events::processed_at.is_null())
+            .count()
+            .get_result::<i64>(conn)?)
+    });
+    assert_eq!(unfinished, 0, "every event has its processing time");
 }

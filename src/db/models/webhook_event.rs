@@ -157,6 +157,42 @@ pub fn insert_new(
     }
 }
 
+/// The outcome of an attempt to apply the event `stripe_id`, to record.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished<'a> {
+    pub stripe_id: &'a str,
+    pub status: WebhookEventStatus,
+    pub error: Option<&'a str>,
+}
+
+/// Records the outcomes of a batch's events at once: on PostgreSQL one statement for the whole
+/// batch (one round trip, not one per event); on SQLite, which runs in process, [`finish`] for
+/// each (a statement the connection keeps prepared).
+pub fn finish_all(conn: &mut DbConnection, finished: &[Finished<'_>]) -> Result<(), DbError> {
+    match conn {
+        DbConnection::Postgresql(pg) if finished.len() > 1 => {
+            use diesel::sql_types::{Array, Nullable, Text, Timestamp};
+            let ids: Vec<&str> = finished.iter().map(|f| f.stripe_id).collect();
+            let statuses: Vec<&str> = finished.iter().map(|f| f.status.as_str()).collect();
+            let errors: Vec<Option<&str>> = finished.iter().map(|f| f.error).collect();
+            diesel::sql_query(
+                "UPDATE webhook_events AS w SET status = v.status, attempts = w.attempts + 1, \
+                 last_error = v.error, processed_at = $4 \
+                 FROM unnest($1, $2, $3) AS v(id, status, error) WHERE w.stripe_event_id = v.id",
+            )
+            .bind::<Array<Text>, _>(ids)
+            .bind::<Array<Text>, _>(statuses)
+            .bind::<Array<Nullable<Text>>, _>(errors)
+            .bind::<Timestamp, _>(now())
+            .execute(pg)?;
+            Ok(())
+        }
+        conn => finished
+            .iter()
+            .try_for_each(|f| finish(conn, f.stripe_id, f.status, f.error)),
+    }
+}
+
 /// Records the outcome of an attempt to apply the event.
 pub fn finish(
     conn: &mut DbConnection,

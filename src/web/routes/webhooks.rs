@@ -96,7 +96,7 @@ pub async fn stripe(
     let event_id = event.id.clone();
     let event_type = event.kind.clone();
     let digest = signature_digest(signature);
-    let outcome = state
+    let receipt = state
         .webhook_writer
         .ingest(
             event,
@@ -107,24 +107,17 @@ pub async fn stripe(
         )
         .await
         .map_err(AppError::internal)?;
-    let duplicate = outcome == Ingested::Duplicate;
+    let duplicate = receipt.outcome == Ingested::Duplicate;
     let counted = if duplicate {
         WebhookOutcome::Duplicate
     } else {
         WebhookOutcome::Verified
     };
     state.metrics.webhook(counted, Some(&event_type));
-    if !duplicate
-        && (event_type.starts_with("customer.subscription.") || event_type.starts_with("invoice."))
-    {
-        // A same-second tie this event may have recorded: read the object again from Stripe,
-        // after the commit, without holding up Stripe's delivery.
-        let reconciler = reconciler(&state, false);
-        actix_web::rt::spawn(async move {
-            if let Err(err) = crate::reconcile::refetch::run_pending(&reconciler).await {
-                tracing::error!(error = %err, "could not read tied objects again from Stripe");
-            }
-        });
+    if !duplicate && (receipt.read_again || state.refetching.has_leftovers()) {
+        // A same-second tie this event recorded (or one left by an earlier pass): read the
+        // object again from Stripe, after the commit, without holding up Stripe's delivery.
+        read_ties_again(&state);
     }
     if duplicate {
         tracing::info!(event = %event_id, "duplicate webhook delivery acknowledged");
@@ -151,6 +144,17 @@ pub async fn stripe(
 }
 
 /// What reconciling with Stripe reaches, from the application's state.
+/// Starts a refetch pass (`reconcile::refetch`) in the background: the objects that
+/// same-second ties left are read again from Stripe.
+pub(crate) fn read_ties_again(state: &AppState) {
+    let reconciler = reconciler(state, false);
+    actix_web::rt::spawn(async move {
+        if let Err(err) = crate::reconcile::refetch::run_pending(&reconciler).await {
+            tracing::error!(error = %err, "could not read tied objects again from Stripe");
+        }
+    });
+}
+
 pub(crate) fn reconciler(state: &AppState, patient: bool) -> crate::reconcile::Reconciler {
     crate::reconcile::Reconciler {
         config: state.config.clone(),

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use crate::audit::Actor;
 use crate::db::models::webhook_event::{self, WebhookEventRow, WebhookEventStatus};
 use crate::error::AppError;
+use crate::reconcile::refetch::Ties;
 use crate::web::AppState;
 use crate::web::console::ConsoleUser;
 use crate::web::csrf::{CsrfForm, NoFields};
@@ -158,11 +159,18 @@ pub async fn reprocess(
     _form: CsrfForm<NoFields>,
 ) -> Result<HttpResponse, AppError> {
     let (id, st) = (id.into_inner(), state.clone());
-    let outcome = state
+    let (outcome, tied) = state
         .db
-        .run(move |conn| webhooks::reprocess(conn, st.webhooks(), &actor, id))
+        .run(move |conn| {
+            let ties = Ties::default();
+            let outcome = webhooks::reprocess(conn, st.webhooks(&ties), &actor, id)?;
+            Ok::<_, webhooks::IngestError>((outcome, ties.any()))
+        })
         .await
         .map_err(AppError::internal)?;
+    if tied {
+        crate::web::routes::webhooks::read_ties_again(&state);
+    }
     match outcome {
         Reprocessed::NotFound => return Err(AppError::NotFound),
         Reprocessed::Done(WebhookEventStatus::Failed) => session.flash(
