@@ -124,6 +124,15 @@ impl Append {
         self.moved = true;
     }
 
+    /// Where the head is to move, once something was appended.
+    pub fn moved_to(&self) -> Option<security_event::Head<'_>> {
+        self.moved.then_some(security_event::Head {
+            chain: &self.chain,
+            sequence: self.sequence,
+            hash: &self.hash,
+        })
+    }
+
     /// Moves the head to the last appended row (in the same transaction).
     pub fn finish(self, conn: &mut DbConnection) -> Result<(), DbError> {
         if self.moved {

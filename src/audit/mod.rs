@@ -566,6 +566,7 @@ fn append_many(
     let chain = append.chain().to_owned();
     let mut pending = Vec::new();
     let mut hours = HourCounts::default();
+    let mut aggregated = false;
     for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
         let content = chain::Chained {
             chain: &chain,
@@ -596,6 +597,7 @@ fn append_many(
         };
         match key {
             Some(key) => {
+                aggregated = true;
                 // Rows go in sequence order: what is pending first.
                 security_event::insert_many(conn, &std::mem::take(&mut pending))?;
                 security_event::insert_or_count(conn, &row)?;
@@ -615,6 +617,12 @@ fn append_many(
                 hours.add(at, event.severity.as_str());
             }
         }
+    }
+    if let (DbConnection::Postgresql(pg), false, Some(head)) =
+        (&mut *conn, aggregated, append.moved_to())
+    {
+        // Every row is in `pending`: rows, rollup and head in one round trip.
+        return security_event::append_plain(pg, &pending, &hours.0, head);
     }
     security_event::insert_many(conn, &pending)?;
     security_event::count_hours(conn, &chain, &hours.0)?;

@@ -98,6 +98,68 @@ pub fn insert_many(conn: &mut DbConnection, new: &[NewSecurityEvent<'_>]) -> Res
     Ok(())
 }
 
+/// Where an append leaves its chain: the head's new sequence and hash.
+#[derive(Debug, Clone, Copy)]
+pub struct Head<'a> {
+    pub chain: &'a str,
+    pub sequence: i64,
+    pub hash: &'a str,
+}
+
+/// PostgreSQL: an append of rows none of which is aggregated, in one statement (one round trip
+/// instead of three): the rows are inserted in the order given (so the chain's ids rise with
+/// its sequence), `hours` are added to the hourly rollup of `head.chain` as
+/// [`count_hours`] adds them, and the chain's head moves to `head`, as `audit_chain::advance`
+/// moves it. The caller holds the head's lock.
+pub fn append_plain(
+    pg: &mut diesel::PgConnection,
+    rows: &[NewSecurityEvent<'_>],
+    hours: &[(NaiveDateTime, &str, i64)],
+    head: Head<'_>,
+) -> Result<(), DbError> {
+    use diesel::sql_types::{Array, Nullable, Text, Timestamp};
+    diesel::sql_query(
+        "WITH appended AS (\
+           INSERT INTO security_events (occurred_at, last_seen_at, kind, severity, actor, ip, \
+             details, aggregate_key, request_id, chain_id, chain_seq, hash) \
+           SELECT occurred_at, last_seen_at, kind, severity, actor, ip, details, \
+             aggregate_key, request_id, chain_id, chain_seq, hash \
+           FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) WITH ORDINALITY \
+             AS r(occurred_at, last_seen_at, kind, severity, actor, ip, details, \
+               aggregate_key, request_id, chain_id, chain_seq, hash, n) \
+           ORDER BY n), \
+         rollup AS (\
+           INSERT INTO security_event_hours (hour, severity, lane, occurrences) \
+           SELECT hour, severity, $15, occurrences FROM unnest($13, $14, $16) \
+             AS h(hour, severity, occurrences) \
+           ON CONFLICT (hour, severity, lane) DO UPDATE \
+             SET occurrences = security_event_hours.occurrences + excluded.occurrences) \
+         UPDATE audit_chains SET last_sequence = $17, last_hash = $18, updated_at = $19 \
+         WHERE chain_id = $15",
+    )
+    .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+    .bind::<Array<Timestamp>, _>(rows.iter().map(|r| r.last_seen_at).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.kind).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.severity).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.actor).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.ip).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.details).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.aggregate_key).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.request_id).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.chain_id).collect::<Vec<_>>())
+    .bind::<Array<Nullable<BigInt>>, _>(rows.iter().map(|r| r.chain_seq).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(rows.iter().map(|r| r.hash.as_deref()).collect::<Vec<_>>())
+    .bind::<Array<Timestamp>, _>(hours.iter().map(|h| h.0).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(hours.iter().map(|h| h.1).collect::<Vec<_>>())
+    .bind::<Text, _>(head.chain)
+    .bind::<Array<BigInt>, _>(hours.iter().map(|h| h.2).collect::<Vec<_>>())
+    .bind::<BigInt, _>(head.sequence)
+    .bind::<Text, _>(head.hash)
+    .bind::<Timestamp, _>(crate::db::now())
+    .execute(pg)?;
+    Ok(())
+}
+
 /// Inserts an aggregated event, or, when its `aggregate_key` is already there, counts one more
 /// occurrence on that row (one statement: concurrent repeats each add theirs).
 pub fn insert_or_count(conn: &mut DbConnection, new: &NewSecurityEvent<'_>) -> Result<(), DbError> {
