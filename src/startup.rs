@@ -455,6 +455,7 @@ fn run(
     limiters.register("login_failures", login_failures.clone());
     limiters.register("two_factor_failures", two_factor_failures.clone());
     limiters.register("stripe_throttle", gateway.clone());
+    let refetching: Arc<crate::reconcile::refetch::Gate> = Arc::default();
     let state = web::Data::new(AppState {
         db: db.clone(),
         config: Arc::clone(&config),
@@ -484,10 +485,11 @@ fn run(
             Arc::clone(&config),
             group_commit_threads(&config),
             metrics.clone(),
+            Arc::clone(&refetching),
         )?,
         metrics,
         server_errors: Arc::clone(&server_errors),
-        refetching: Arc::default(),
+        refetching,
     });
     let metrics_server = listeners
         .metrics

@@ -593,7 +593,8 @@ impl Reconciler {
                 .run(move |conn| {
                     let keyring = config.keyring();
                     let hasher = config.token_hasher();
-                    // `run` reads every tie again after the replay.
+                    // `run` reads every tie again after the replay; noted on the gate too, so
+                    // that a replay that stops early leaves them to the next delivery's pass.
                     let ties = refetch::Ties::default();
                     let cx = webhooks::Context {
                         keyring: &keyring,
@@ -612,10 +613,13 @@ impl Reconciler {
                     };
                     let mut outcomes =
                         conn.transaction(|conn| webhooks::store_and_apply(conn, cx, &[delivery]))?;
-                    Ok::<_, SyncError>((outcomes.pop(), event.kind))
+                    Ok::<_, SyncError>((outcomes.pop(), event.kind, ties.any()))
                 })
                 .await?;
-            if let (Some(Ingested::Stored(status)), kind) = outcome {
+            if outcome.2 {
+                self.refetching.note();
+            }
+            if let (Some(Ingested::Stored(status)), kind, _) = outcome {
                 report.replayed += 1;
                 report
                     .events

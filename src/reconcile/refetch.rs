@@ -6,7 +6,7 @@
 //! and stores what Stripe says now. Subscriptions and invoices are read again this way.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use stripe::StripeRequest;
 
@@ -32,14 +32,17 @@ const BATCH: i64 = 20;
 pub const MAX_ATTEMPTS: i64 = 5;
 
 /// One refetch task at a time per process: webhooks that find one running ask it for another
-/// pass instead of starting their own.
+/// pass instead of starting their own. It also knows whether objects may be waiting: ties
+/// this process committed ([`Gate::note`]) since the last pass that read the queue and left
+/// nothing behind.
 #[derive(Debug)]
 pub struct Gate {
     running: AtomicBool,
     again: AtomicBool,
-    /// Objects may still be waiting: a pass left some (Stripe down, or Tollgate's own limit),
-    /// or this process has not looked yet (a previous one may have left some).
-    leftovers: AtomicBool,
+    /// Ties noted (a count). Starts at one: a new process may find some a previous one left.
+    noted: AtomicU64,
+    /// The count of ties noted before the last pass that read the queue and left nothing.
+    settled: AtomicU64,
 }
 
 impl Default for Gate {
@@ -47,22 +50,42 @@ impl Default for Gate {
         Self {
             running: AtomicBool::new(false),
             again: AtomicBool::new(false),
-            leftovers: AtomicBool::new(true),
+            noted: AtomicU64::new(1),
+            settled: AtomicU64::new(0),
         }
     }
 }
 
 impl Gate {
-    /// Whether objects may be waiting from an earlier pass (or an earlier process): the next
-    /// stored webhook starts a pass for them even without a tie of its own.
+    /// Records that objects wait to be read again: a tie was committed (called after the
+    /// commit), or a pass left some behind.
+    pub fn note(&self) {
+        self.noted.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Whether objects may be waiting: a tie noted that no clean pass has read since (a pass
+    /// that failed, was throttled or stopped on an error settles nothing). Every webhook
+    /// delivery asks, so a tie whose own request went away is still read with the next one.
     pub fn has_leftovers(&self) -> bool {
-        self.leftovers.load(Ordering::SeqCst)
+        self.settled.load(Ordering::SeqCst) < self.noted.load(Ordering::SeqCst)
+    }
+
+    /// What a pass has seen noted, read before it reads the queue.
+    fn seen(&self) -> u64 {
+        self.noted.load(Ordering::SeqCst)
+    }
+
+    /// A pass that read the queue after `seen` left nothing behind: those ties are settled
+    /// (not one noted since).
+    fn settle(&self, seen: u64) {
+        self.settled.fetch_max(seen, Ordering::SeqCst);
     }
 }
 
 /// Whether the events applied with it met a same-second tie (and asked for an object to be
-/// read again): the webhook path starts a refetch pass after the commit only then, not for
-/// every event. Marked by [`request`] and [`request_invoice`], which every tie goes through.
+/// read again): their writer notes it on the [`Gate`] after the commit, and the webhook path
+/// starts a refetch pass only then, not for every event. Marked by [`request`] and
+/// [`request_invoice`], which every tie goes through.
 #[derive(Debug, Default)]
 pub struct Ties(Cell<bool>);
 
@@ -160,11 +183,13 @@ enum Read {
 /// One batch: (objects stored, whether another pass may find more).
 async fn pass(reconciler: &Reconciler) -> Result<(usize, bool), DbError> {
     let db: &Db = &reconciler.db;
+    let gate = &*reconciler.refetching;
+    // Before the read: a tie committed after it is noted after this, so it stays unsettled.
+    let seen = gate.seen();
     let pending = db
         .run(|conn| stripe_refetch::pending(conn, BATCH, MAX_ATTEMPTS))
         .await?;
     let full = pending.len() as i64 == BATCH;
-    let gate = &*reconciler.refetching;
     let mut done = 0;
     let mut failed = false;
     for row in pending {
@@ -179,7 +204,7 @@ async fn pass(reconciler: &Reconciler) -> Result<(usize, bool), DbError> {
             // Tollgate's own limit, not a failure of the object: kept as it is for a later
             // pass (the next webhook's, or `tollgate sync`).
             Read::Throttled => {
-                gate.leftovers.store(true, Ordering::SeqCst);
+                gate.note();
                 return Ok((done, false));
             }
             Read::Failed(err) => {
@@ -191,8 +216,12 @@ async fn pass(reconciler: &Reconciler) -> Result<(usize, bool), DbError> {
         }
     }
     // A failed object is tried again (until it is parked); the next batch, if any, is read by
-    // the next pass.
-    gate.leftovers.store(failed || full, Ordering::SeqCst);
+    // the next pass. Otherwise every tie noted before the read is settled.
+    if failed {
+        gate.note();
+    } else if !full {
+        gate.settle(seen);
+    }
     Ok((done, full))
 }
 
@@ -263,5 +292,44 @@ fn gateway_failure(err: GatewayError) -> Read {
     match err {
         GatewayError::Throttled { .. } => Read::Throttled,
         other => Read::Failed(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+
+    #[test]
+    fn a_new_process_looks_once_then_only_after_a_tie() {
+        let gate = Gate::default();
+        assert!(
+            gate.has_leftovers(),
+            "a previous process may have left some"
+        );
+        gate.settle(gate.seen());
+        assert!(!gate.has_leftovers());
+        gate.note();
+        assert!(gate.has_leftovers());
+        gate.settle(gate.seen());
+        assert!(!gate.has_leftovers());
+    }
+
+    #[test]
+    fn a_tie_noted_while_a_pass_reads_stays_unsettled() {
+        let gate = Gate::default();
+        gate.settle(gate.seen());
+        // The pass reads what was noted, then the queue; meanwhile a tie commits and is noted.
+        let seen = gate.seen();
+        gate.note();
+        gate.settle(seen);
+        assert!(
+            gate.has_leftovers(),
+            "the tie committed after the read is still to read"
+        );
+        // An older pass settling late never undoes a newer one.
+        let newer = gate.seen();
+        gate.settle(newer);
+        gate.settle(seen);
+        assert!(!gate.has_leftovers());
     }
 }

@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::db::group_commit::GroupCommit;
 use crate::db::{Db, DbConnection, DbError};
 use crate::metrics::Metrics;
-use crate::reconcile::refetch::Ties;
+use crate::reconcile::refetch::{Gate, Ties};
 
 /// Events one transaction may hold.
 const MAX_BATCH: usize = 64;
@@ -31,16 +31,7 @@ struct Job {
     signature_digest: String,
     /// The delivering request's `X-Request-Id`, for its `webhook_validated` audit row.
     request_id: Option<String>,
-    reply: oneshot::Sender<Result<Receipt, IngestError>>,
-}
-
-/// What storing a delivery did, as its writer reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub outcome: Ingested,
-    /// The transaction that stored it met a same-second tie: an object waits to be read again
-    /// from Stripe (`reconcile::refetch`).
-    pub read_again: bool,
+    reply: oneshot::Sender<Result<Ingested, IngestError>>,
 }
 
 impl Job {
@@ -62,14 +53,16 @@ pub struct WebhookWriter {
 }
 
 impl WebhookWriter {
-    /// Starts `threads` writers on `db`, counting batches and events into `metrics`. SQLite has
-    /// one writer at a time anyway: one thread there; PostgreSQL overlaps one batch's commit
-    /// with the next batch's work.
+    /// Starts `threads` writers on `db`, counting batches and events into `metrics` and noting
+    /// committed same-second ties on `refetching` (before the deliveries are answered). SQLite
+    /// has one writer at a time anyway: one thread there; PostgreSQL overlaps one batch's
+    /// commit with the next batch's work.
     pub fn start(
         db: Db,
         config: Arc<Config>,
         threads: usize,
         metrics: Metrics,
+        refetching: Arc<Gate>,
     ) -> std::io::Result<Self> {
         let keyring = config.keyring();
         let hasher = config.token_hasher();
@@ -90,7 +83,7 @@ impl WebhookWriter {
                 };
                 let events = batch.len();
                 let started = std::time::Instant::now();
-                commit(conn, cx, batch, &metrics);
+                commit(conn, cx, batch, &metrics, &refetching);
                 metrics.ingest_batch(events, started.elapsed());
             },
         )?;
@@ -106,7 +99,7 @@ impl WebhookWriter {
         ip: String,
         signature_digest: String,
         request_id: Option<String>,
-    ) -> Result<Receipt, IngestError> {
+    ) -> Result<Ingested, IngestError> {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             event,
@@ -132,19 +125,29 @@ fn count(metrics: &Metrics, outcome: &Result<Ingested, IngestError>) {
     }
 }
 
-/// Counts `outcome` and answers `job` with it. A tie anywhere in the transaction counts for
-/// each of its events (a pass more is harmless; a tie left unread is not).
-fn answer(metrics: &Metrics, job: Job, outcome: Result<Ingested, IngestError>, ties: &Ties) {
+/// Counts `outcome` and answers `job` with it.
+fn answer(metrics: &Metrics, job: Job, outcome: Result<Ingested, IngestError>) {
     count(metrics, &outcome);
-    let receipt = outcome.map(|outcome| Receipt {
-        outcome,
-        read_again: ties.any(),
-    });
     // The requester may have gone (client timeout): the event is stored all the same.
-    let _ = job.reply.send(receipt);
+    let _ = job.reply.send(outcome);
 }
 
-fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>, metrics: &Metrics) {
+/// After a commit, before its deliveries are answered: a tie it met is noted, so that the
+/// refetch pass starts even if the delivery's request has gone (a flag left from a rolled-back
+/// batch only costs a pass).
+fn note_ties(cx: Context<'_>, refetching: &Gate) {
+    if cx.ties.any() {
+        refetching.note();
+    }
+}
+
+fn commit(
+    conn: &mut DbConnection,
+    cx: Context<'_>,
+    batch: Vec<Job>,
+    metrics: &Metrics,
+    refetching: &Gate,
+) {
     if batch.len() > 1 {
         let together = conn.transaction(|conn| {
             let deliveries: Vec<Delivery<'_>> = batch.iter().map(Job::delivery).collect();
@@ -152,8 +155,9 @@ fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>, metrics: &M
         });
         match together {
             Ok(outcomes) => {
+                note_ties(cx, refetching);
                 for (job, outcome) in batch.into_iter().zip(outcomes) {
-                    answer(metrics, job, Ok(outcome), cx.ties);
+                    answer(metrics, job, Ok(outcome));
                 }
                 return;
             }
@@ -164,9 +168,10 @@ fn commit(conn: &mut DbConnection, cx: Context<'_>, batch: Vec<Job>, metrics: &M
     }
     for job in batch {
         let outcome = super::ingest(conn, cx, job.delivery());
+        note_ties(cx, refetching);
         if let Err(err) = &outcome {
             tracing::error!(event = %job.event.id, error = %err, "could not store a webhook event");
         }
-        answer(metrics, job, outcome, cx.ties);
+        answer(metrics, job, outcome);
     }
 }

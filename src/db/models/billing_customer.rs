@@ -51,25 +51,16 @@ pub fn users_with_customer(
         .load(conn)?)
 }
 
-/// The row whose index is any of `indexes` (the digests a customer id may be stored under),
-/// tried in order. One statement per digest, the same each time: a prepared statement the
-/// connection keeps (an `IN` list is prepared anew on every call on SQLite), and there is one
-/// digest but during a pepper rotation.
+/// The row whose index is any of `indexes` (the digests a customer id may be stored under).
 pub fn by_any_index(
     conn: &mut DbConnection,
     indexes: &[String],
 ) -> Result<Option<BillingCustomerRow>, DbError> {
-    for index in indexes {
-        let row = billing_customers::table
-            .filter(billing_customers::stripe_customer_index.eq(index))
-            .select(BillingCustomerRow::as_select())
-            .first(conn)
-            .optional()?;
-        if row.is_some() {
-            return Ok(row);
-        }
-    }
-    Ok(None)
+    Ok(billing_customers::table
+        .filter(billing_customers::stripe_customer_index.eq_any(indexes))
+        .select(BillingCustomerRow::as_select())
+        .first(conn)
+        .optional()?)
 }
 
 /// Rows whose index is not under the `primary` pepper (or has no recorded pepper), by user id.

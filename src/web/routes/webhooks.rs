@@ -96,7 +96,7 @@ pub async fn stripe(
     let event_id = event.id.clone();
     let event_type = event.kind.clone();
     let digest = signature_digest(signature);
-    let receipt = state
+    let outcome = state
         .webhook_writer
         .ingest(
             event,
@@ -107,16 +107,18 @@ pub async fn stripe(
         )
         .await
         .map_err(AppError::internal)?;
-    let duplicate = receipt.outcome == Ingested::Duplicate;
+    let duplicate = outcome == Ingested::Duplicate;
     let counted = if duplicate {
         WebhookOutcome::Duplicate
     } else {
         WebhookOutcome::Verified
     };
     state.metrics.webhook(counted, Some(&event_type));
-    if !duplicate && (receipt.read_again || state.refetching.has_leftovers()) {
-        // A same-second tie this event recorded (or one left by an earlier pass): read the
-        // object again from Stripe, after the commit, without holding up Stripe's delivery.
+    if state.refetching.has_leftovers() {
+        // A same-second tie this event (or an earlier one, whose own request may have gone)
+        // committed, or one an earlier pass left: read the object again from Stripe, after the
+        // commit, without holding up Stripe's delivery. Any other delivery costs one atomic
+        // read here.
         read_ties_again(&state);
     }
     if duplicate {
@@ -143,7 +145,6 @@ pub async fn stripe(
     Ok(HttpResponse::Ok().json(json!({ "received": true, "duplicate": duplicate })))
 }
 
-/// What reconciling with Stripe reaches, from the application's state.
 /// Starts a refetch pass (`reconcile::refetch`) in the background: the objects that
 /// same-second ties left are read again from Stripe.
 pub(crate) fn read_ties_again(state: &AppState) {
@@ -155,6 +156,7 @@ pub(crate) fn read_ties_again(state: &AppState) {
     });
 }
 
+/// What reconciling with Stripe reaches, from the application's state.
 pub(crate) fn reconciler(state: &AppState, patient: bool) -> crate::reconcile::Reconciler {
     crate::reconcile::Reconciler {
         config: state.config.clone(),

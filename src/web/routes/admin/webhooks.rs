@@ -169,6 +169,7 @@ pub async fn reprocess(
         .await
         .map_err(AppError::internal)?;
     if tied {
+        state.refetching.note();
         crate::web::routes::webhooks::read_ties_again(&state);
     }
     match outcome {
