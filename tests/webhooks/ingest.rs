@@ -126,16 +126,7 @@ async fn one_unstorable_event_never_takes_its_batch_down(backend: Backend) {
         .map(|i| stripe_event("invoice.paid", &format!("evt_1BatchGood{i}")))
         .collect();
     events.insert(20, poisoned);
-    let client = reqwest::Client::new();
-    let deliveries = events.iter().map(|event| {
-        let body = serde_json::to_vec(event).unwrap();
-        let request = client
-            .post(format!("{}/webhooks/stripe", app.address))
-            .header("stripe-signature", signed_now(&body))
-            .body(body);
-        async move { request.send().await.unwrap().status().as_u16() }
-    });
-    let statuses = futures_util::future::join_all(deliveries).await;
+    let statuses = deliver_together(&app, events.iter()).await;
     for i in 0..40 {
         assert_eq!(status_of(&app, &format!("evt_1BatchGood{i}")), "applied");
     }
@@ -180,16 +171,7 @@ async fn each_event_of_a_batch_records_its_own_outcome(backend: Backend) {
             }
         })
         .collect();
-    let client = reqwest::Client::new();
-    let deliveries = events.iter().map(|(event, _)| {
-        let body = serde_json::to_vec(event).unwrap();
-        let request = client
-            .post(format!("{}/webhooks/stripe", app.address))
-            .header("stripe-signature", signed_now(&body))
-            .body(body);
-        async move { request.send().await.unwrap().status().as_u16() }
-    });
-    let statuses = futures_util::future::join_all(deliveries).await;
+    let statuses = deliver_together(&app, events.iter().map(|(event, _)| event)).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     for (i, (_, expected)) in events.iter().enumerate() {
         let row = stored(&app, &format!("evt_1Mixed{i}")).unwrap();
@@ -217,4 +199,19 @@ async fn each_event_of_a_batch_records_its_own_outcome(backend: Backend) {
             .get_result::<i64>(conn)?)
     });
     assert_eq!(unfinished, 0, "every event has its processing time");
+}
+
+/// Delivers `events` to `app` all at once (signed now, one client), so that they share
+/// group-committed batches; each delivery's status, in order.
+async fn deliver_together<'a>(app: &TestApp, events: impl Iterator<Item = &'a Value>) -> Vec<u16> {
+    let client = reqwest::Client::new();
+    let deliveries = events.map(|event| {
+        let body = serde_json::to_vec(event).unwrap();
+        let request = client
+            .post(format!("{}/webhooks/stripe", app.address))
+            .header("stripe-signature", signed_now(&body))
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    });
+    futures_util::future::join_all(deliveries).await
 }
