@@ -298,3 +298,171 @@ fn an_idle_pooled_connection_is_tested_and_replaced_when_the_server_dropped_it()
         .expect("the dead connection was tested and replaced, not handed out");
     assert_ne!(second, first);
 }
+
+on_both_backends!(a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once);
+
+#[derive(QueryableByName)]
+struct Joined {
+    #[diesel(sql_type = Text)]
+    joined: String,
+}
+
+/// Counts the statements a connection prepares to keep (diesel's `CacheQuery` event).
+fn count_kept(conn: &mut DbConnection) -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use diesel::connection::InstrumentationEvent;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let kept = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&kept);
+    conn.set_instrumentation(move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::CacheQuery { .. } = event {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    kept
+}
+
+/// `db::kept_sql`: binds go where `$n` names them (one named twice, out of order) and the
+/// statement is prepared once and kept (diesel keeps no `sql_query`, so PostgreSQL would parse
+/// and plan it on every call).
+async fn a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once(backend: Backend) {
+    use std::sync::atomic::Ordering;
+    let database = TestDatabase::migrated(backend);
+    let db = database.db();
+    let mut pooled = db.connection().unwrap();
+    let conn: &mut DbConnection = &mut pooled;
+    let kept = count_kept(conn);
+    let text = "SELECT CAST($2 AS TEXT) || CAST($1 AS TEXT) || CAST($2 AS TEXT) AS joined";
+    for _ in 0..3 {
+        let row: Joined = tollgate::db::kept_sql(text)
+            .bind::<Text, _>("a")
+            .bind::<Text, _>("b")
+            .get_result(&mut *conn)
+            .unwrap();
+        assert_eq!(row.joined, "bab");
+    }
+    assert_eq!(kept.load(Ordering::SeqCst), 1, "prepared once, then reused");
+    // The same text through `sql_query` is never kept.
+    let plain = text.replace("$2", "'b'").replace("$1", "'a'");
+    let row: Joined = diesel::sql_query(&plain).get_result(&mut *conn).unwrap();
+    assert_eq!(row.joined, "bab");
+    assert_eq!(kept.load(Ordering::SeqCst), 1);
+    if let DbConnection::Postgresql(pg) = &mut *conn {
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let prepared: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE '%AS joined%'",
+        )
+        .get_result(pg)
+        .unwrap();
+        assert_eq!(prepared.n, 1, "one named statement on the server");
+    }
+    // A `$` that names no bind is an error, not a statement with a hole.
+    let unbound = tollgate::db::kept_sql("SELECT CAST($2 AS TEXT) AS joined")
+        .bind::<Text, _>("a")
+        .get_result::<Joined>(&mut *conn);
+    assert!(unbound.is_err());
+}
+
+/// `db::batch_transaction` on PostgreSQL: generic plans inside the transaction only (a
+/// statement over an array is not planned anew on each call), and a rollback on error.
+#[test]
+fn a_batch_transaction_plans_once_on_postgresql_and_rolls_back_on_error() {
+    if !postgres_available() {
+        return;
+    }
+    #[derive(QueryableByName)]
+    struct Setting {
+        #[diesel(sql_type = Text)]
+        plan_cache_mode: String,
+    }
+    #[derive(QueryableByName)]
+    struct Plans {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        generic_plans: i64,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        custom_plans: i64,
+    }
+    let database = TestDatabase::migrated(Backend::Postgres);
+    let db = database.db();
+    let mut pooled = db.connection().unwrap();
+    let conn: &mut DbConnection = &mut pooled;
+    let mode = |conn: &mut DbConnection| -> String {
+        let DbConnection::Postgresql(pg) = conn else {
+            unreachable!("a PostgreSQL test")
+        };
+        diesel::sql_query("SHOW plan_cache_mode")
+            .get_result::<Setting>(pg)
+            .unwrap()
+            .plan_cache_mode
+    };
+    let users = "SELECT CAST(count(*) AS TEXT) AS joined FROM users WHERE id = ANY($1)";
+    tollgate::db::batch_transaction(conn, |conn| {
+        assert_eq!(mode(conn), "force_generic_plan");
+        let DbConnection::Postgresql(pg) = conn else {
+            unreachable!("a PostgreSQL test")
+        };
+        for n in 0..8_i64 {
+            let row: Joined = tollgate::db::kept_sql(users)
+                .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(vec![n])
+                .get_result(pg)?;
+            assert_eq!(row.joined, "0");
+        }
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+    assert_eq!(mode(conn), "auto", "SET LOCAL: only inside");
+    let DbConnection::Postgresql(pg) = &mut *conn else {
+        unreachable!("a PostgreSQL test")
+    };
+    let plans: Plans = diesel::sql_query(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
+         WHERE statement LIKE '%FROM users WHERE id = ANY%'",
+    )
+    .get_result(pg)
+    .unwrap();
+    assert_eq!((plans.generic_plans, plans.custom_plans), (8, 0));
+
+    let failed = tollgate::db::batch_transaction(conn, |conn| {
+        diesel::sql_query(
+            "INSERT INTO settings (name, value, updated_at) VALUES ('batch_test', 'x', now())",
+        )
+        .execute(conn)?;
+        Err::<(), _>(diesel::result::Error::RollbackTransaction)
+    });
+    assert!(failed.is_err());
+    let DbConnection::Postgresql(pg) = &mut *conn else {
+        unreachable!("a PostgreSQL test")
+    };
+    let left: Joined = diesel::sql_query(
+        "SELECT CAST(count(*) AS TEXT) AS joined FROM settings WHERE name = 'batch_test'",
+    )
+    .get_result(pg)
+    .unwrap();
+    assert_eq!(left.joined, "0", "rolled back");
+}
+
+/// `db::batch_transaction` on SQLite takes the write lock at its start (`BEGIN IMMEDIATE`),
+/// before any write: its reads are never of a snapshot another writer moves on from.
+#[test]
+fn a_batch_transaction_takes_sqlites_write_lock_at_once() {
+    let database = TestDatabase::migrated(Backend::Sqlite);
+    let db = database.db();
+    let (mut first, mut second) = (db.connection().unwrap(), db.connection().unwrap());
+    let (first, second): (&mut DbConnection, &mut DbConnection) = (&mut first, &mut second);
+    diesel::sql_query("PRAGMA busy_timeout = 0")
+        .execute(second)
+        .unwrap();
+    tollgate::db::batch_transaction(first, |_| {
+        let other = diesel::sql_query(
+            "INSERT INTO settings (name, value, updated_at) VALUES ('x', 'y', CURRENT_TIMESTAMP)",
+        )
+        .execute(second);
+        let err = other.expect_err("the batch holds the write lock before it writes");
+        assert!(err.to_string().contains("locked"), "{err}");
+        Ok::<_, diesel::result::Error>(())
+    })
+    .unwrap();
+}

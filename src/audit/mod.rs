@@ -566,7 +566,7 @@ fn append_many(
     let chain = append.chain().to_owned();
     let mut pending = Vec::new();
     let mut hours = HourCounts::default();
-    let mut aggregated = false;
+    let aggregated = keys.iter().any(Option::is_some);
     for ((event, details), key) in events.iter().zip(&details).zip(&keys) {
         let content = chain::Chained {
             chain: &chain,
@@ -597,7 +597,6 @@ fn append_many(
         };
         match key {
             Some(key) => {
-                aggregated = true;
                 // Rows go in sequence order: what is pending first.
                 security_event::insert_many(conn, &std::mem::take(&mut pending))?;
                 security_event::insert_or_count(conn, &row)?;

@@ -1,8 +1,8 @@
 //! BYOK leases in group commit ([`crate::db::group_commit`]): leases asked for together are
-//! served together by one thread. For a batch it reads which of its service tokens are still
-//! live and each key, opens the keys, then records every lease in one transaction, which also
-//! reads the emergency switch: each key's last use and each lease's `byok_leased` audit row
-//! (one turn on the audit chain's head, one commit).
+//! served together by one thread, in one transaction: it reads which of the batch's service
+//! tokens are still live and each key, opens the keys, then records every lease and reads the
+//! emergency switch: each key's last use and each lease's `byok_leased` audit row (one turn on
+//! the audit chain's head, one commit).
 //!
 //! A key is handed out only once its lease's row has committed: no key ever leaves without its
 //! audit row, even if the process is killed (SIGKILL) mid-batch; those callers got no key. On
@@ -14,7 +14,6 @@
 //! commits while a batch is being served races with it, as it would with a lease answered a
 //! moment earlier: that batch's leases may still be recorded and answered.)
 
-use diesel::Connection as _;
 use tokio::sync::oneshot;
 
 use super::{Lease, LeaseOutcome, Provider, VaultError, leases_disabled, open_key};
@@ -23,7 +22,7 @@ use crate::audit::{self, Actor, Kind, SecurityEvent};
 use crate::crypto::Keyring;
 use crate::db::group_commit::GroupCommit;
 use crate::db::models::{byok_key, service_token};
-use crate::db::{Db, DbConnection, DbError};
+use crate::db::{self, Db, DbConnection, DbError};
 
 /// Leases one batch may hold.
 const MAX_BATCH: usize = 256;
@@ -78,103 +77,112 @@ impl LeaseDesk {
     }
 }
 
-/// Serves a batch: the reads (the live tokens, each key), then the writes in one transaction
-/// (which starts with them, so SQLite takes its lock at once): each key used once is touched
-/// once, every lease gets its row, in the order they came. The emergency switch is read in
-/// that transaction, under the writes (a batch that leases nothing reads it on its own): when
-/// leases are off, every request of the batch is told so and no key leaves.
+/// Serves a batch in one transaction ([`db::batch_transaction`]: the write lock at once on
+/// SQLite, statements planned once on PostgreSQL): the reads (the live tokens, each key), then
+/// the writes: each key used once is touched once, every lease gets its row, in the order they
+/// came. The emergency switch is read under the writes (a batch that leases nothing reads it
+/// on its own): when leases are off, every request of the batch is told so and no key leaves.
 fn serve(conn: &mut DbConnection, keyring: &Keyring, batch: Vec<Job>) {
-    let (live_tokens, keys) = match read_tokens_and_keys(conn, &batch) {
-        Ok(read) => read,
-        Err(err) => {
-            tracing::error!(error = %err, leases = batch.len(), "could not read the tokens or keys: no key is handed out");
-            return answer_all(batch, || Err(DbError::Unavailable.into()));
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let recorded = db::batch_transaction(conn, |conn| {
+        decide_and_record(conn, keyring, &batch, &mut outcomes)
+    });
+    let kept = match recorded {
+        Ok(kept) => Some(kept),
+        Err(Abort::Disabled) => return answer_all(batch, || Ok(LeaseOutcome::Disabled)),
+        Err(Abort::Unread(err)) => return unread(batch, &err),
+        // The transaction did not even begin: nothing was decided.
+        Err(Abort::Db(err)) if outcomes.len() < batch.len() => return unread(batch, &err),
+        Err(Abort::Db(err)) => {
+            let leased = outcomes
+                .iter()
+                .filter(|outcome| matches!(outcome, Ok(LeaseOutcome::Leased(_))))
+                .count();
+            tracing::error!(error = %err, leases = leased, "could not record BYOK leases: none of them is handed out");
+            None
         }
     };
-    let mut outcomes: Vec<Result<LeaseOutcome, VaultError>> = batch
-        .iter()
-        .map(|job| {
-            if !live_tokens.contains(&job.token_id) {
-                return Ok(LeaseOutcome::TokenRevoked);
-            }
-            let row = keys
-                .iter()
-                .find(|row| row.user_id == job.user_id && row.provider == job.provider.as_str());
-            match row {
-                Some(row) => open_key(keyring, row, job.provider).map(LeaseOutcome::Leased),
-                None => Ok(LeaseOutcome::NoKey),
-            }
-        })
-        .collect();
-    let leased: Vec<(&Job, &Lease)> = batch
-        .iter()
-        .zip(&outcomes)
-        .filter_map(|(job, outcome)| match outcome {
-            Ok(LeaseOutcome::Leased(lease)) => Some((job, lease)),
-            _ => None,
-        })
-        .collect();
-    let leased_count = leased.len();
-    if leased.is_empty() {
-        match leases_disabled(conn) {
-            Ok(false) => {}
-            Ok(true) => return answer_all(batch, || Ok(LeaseOutcome::Disabled)),
-            Err(err) => {
-                tracing::error!(error = %err, leases = batch.len(), "could not read the lease switch");
-                return answer_all(batch, || Err(DbError::Unavailable.into()));
-            }
-        }
-    } else {
-        let mut keys: Vec<i64> = leased.iter().map(|(_, lease)| lease.key_id).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        // The writes first (so SQLite takes its lock at once), then, under them, the switch and
-        // what the reads above decided: a key deleted or a switch thrown since is honoured.
-        let recorded = conn.transaction::<_, Abort, _>(|conn| {
-            let kept = byok_key::touch_all(conn, &keys)?;
-            if leases_disabled(conn)? {
-                return Err(Abort::Disabled);
-            }
-            let events: Vec<SecurityEvent> = leased
-                .iter()
-                .filter(|(_, lease)| kept.contains(&lease.key_id))
-                .map(|(job, lease)| {
-                    job.actor
-                        .event(Kind::ByokLeased)
-                        .details(serde_json::json!({
-                            "user_id": job.user_id,
-                            "provider": job.provider.as_str(),
-                            "key": lease.masked,
-                        }))
-                })
-                .collect();
-            audit::write_many_in_transaction(conn, &events)?;
-            Ok(kept)
-        });
-        let kept = match recorded {
-            Ok(kept) => Some(kept),
-            Err(Abort::Disabled) => return answer_all(batch, || Ok(LeaseOutcome::Disabled)),
-            Err(Abort::Db(err)) => {
-                tracing::error!(error = %err, leases = leased_count, "could not record BYOK leases: none of them is handed out");
-                None
-            }
+    for outcome in &mut outcomes {
+        let Ok(LeaseOutcome::Leased(lease)) = outcome else {
+            continue;
         };
-        for outcome in &mut outcomes {
-            let Ok(LeaseOutcome::Leased(lease)) = outcome else {
-                continue;
-            };
-            *outcome = match &kept {
-                Some(kept) if kept.contains(&lease.key_id) => continue,
-                // Deleted since it was read.
-                Some(_) => Ok(LeaseOutcome::NoKey),
-                None => Err(DbError::Unavailable.into()),
-            };
-        }
+        *outcome = match &kept {
+            Some(kept) if kept.contains(&lease.key_id) => continue,
+            // Deleted since it was read.
+            Some(_) => Ok(LeaseOutcome::NoKey),
+            None => Err(DbError::Unavailable.into()),
+        };
     }
     for (job, outcome) in batch.into_iter().zip(outcomes) {
         // A caller that went away (client timeout) has its lease recorded all the same.
         let _ = job.reply.send(outcome);
     }
+}
+
+/// Decides each lease of `batch` into `outcomes` (in order) and records the leased ones: the
+/// ids of the keys still there when they were touched (a key deleted since it was read is
+/// not).
+fn decide_and_record(
+    conn: &mut DbConnection,
+    keyring: &Keyring,
+    batch: &[Job],
+    outcomes: &mut Vec<Result<LeaseOutcome, VaultError>>,
+) -> Result<Vec<i64>, Abort> {
+    let (live_tokens, keys) = read_tokens_and_keys(conn, batch).map_err(Abort::Unread)?;
+    outcomes.extend(batch.iter().map(|job| {
+        if !live_tokens.contains(&job.token_id) {
+            return Ok(LeaseOutcome::TokenRevoked);
+        }
+        let row = keys
+            .iter()
+            .find(|row| row.user_id == job.user_id && row.provider == job.provider.as_str());
+        match row {
+            Some(row) => open_key(keyring, row, job.provider).map(LeaseOutcome::Leased),
+            None => Ok(LeaseOutcome::NoKey),
+        }
+    }));
+    let leased: Vec<(&Job, &Lease)> = batch
+        .iter()
+        .zip(outcomes.iter())
+        .filter_map(|(job, outcome)| match outcome {
+            Ok(LeaseOutcome::Leased(lease)) => Some((job, lease)),
+            _ => None,
+        })
+        .collect();
+    if leased.is_empty() {
+        return match leases_disabled(conn).map_err(Abort::Unread)? {
+            true => Err(Abort::Disabled),
+            false => Ok(Vec::new()),
+        };
+    }
+    let mut keys: Vec<i64> = leased.iter().map(|(_, lease)| lease.key_id).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // The writes, then, under them, the switch and what the reads above decided: a key deleted
+    // or a switch thrown since is honoured.
+    let kept = byok_key::touch_all(conn, &keys)?;
+    if leases_disabled(conn)? {
+        return Err(Abort::Disabled);
+    }
+    let events: Vec<SecurityEvent> = leased
+        .iter()
+        .filter(|(_, lease)| kept.contains(&lease.key_id))
+        .map(|(job, lease)| {
+            job.actor.event(Kind::ByokLeased).details(serde_json::json!({
+                "user_id": job.user_id,
+                "provider": job.provider.as_str(),
+                "key": lease.masked,
+            }))
+        })
+        .collect();
+    audit::write_many_in_transaction(conn, &events)?;
+    Ok(kept)
+}
+
+/// Answers every request of `batch` with an error: what it needed could not be read.
+fn unread(batch: Vec<Job>, err: &DbError) {
+    tracing::error!(error = %err, leases = batch.len(), "could not read the tokens, keys or lease switch: no key is handed out");
+    answer_all(batch, || Err(DbError::Unavailable.into()));
 }
 
 /// Answers every request of `batch` with `outcome()`.
@@ -207,8 +215,11 @@ fn read_tokens_and_keys(
 
 /// Why a batch's transaction was rolled back.
 enum Abort {
-    /// Leases were switched off after the batch read the switch.
+    /// Leases are switched off.
     Disabled,
+    /// The tokens, keys or switch could not be read: nothing was decided.
+    Unread(DbError),
+    /// The leases could not be recorded.
     Db(DbError),
 }
 

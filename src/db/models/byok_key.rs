@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use crate::db::models::Swap;
 use crate::db::models::user::UserId;
 use crate::db::schema::byok_keys;
-use crate::db::{DbConnection, DbError, now, per_backend};
+use crate::db::{DbConnection, DbError, now};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = byok_keys)]
@@ -102,15 +102,32 @@ pub fn of_users(conn: &mut DbConnection, user_ids: &[UserId]) -> Result<Vec<Byok
         .load(conn)?)
 }
 
-/// Marks the keys `ids` used now (one statement); returns the ids of those still there (a key
-/// deleted meanwhile is not).
+/// Marks the keys `ids` used now (one statement, kept prepared: diesel prepares an `UPDATE`
+/// anew on every call); returns the ids of those still there (a key deleted meanwhile is not).
 pub fn touch_all(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<i64>, DbError> {
-    per_backend!(conn, |c| Ok(diesel::update(
-        byok_keys::table.filter(byok_keys::id.eq_any(ids))
-    )
-    .set(byok_keys::last_used_at.eq(Some(now())))
-    .returning(byok_keys::id)
-    .get_results(c)?))
+    #[derive(diesel::QueryableByName)]
+    struct Touched {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    match conn {
+        DbConnection::Postgresql(pg) => {
+            let touched: Vec<Touched> = crate::db::kept_sql(
+                "UPDATE byok_keys SET last_used_at = $1 WHERE id = ANY($2) RETURNING id",
+            )
+            .bind::<diesel::sql_types::Timestamp, _>(now())
+            .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(ids)
+            .load(pg)?;
+            Ok(touched.into_iter().map(|row| row.id).collect())
+        }
+        // SQLite has no arrays, and prepares in process.
+        DbConnection::Sqlite(sqlite) => Ok(diesel::update(
+            byok_keys::table.filter(byok_keys::id.eq_any(ids)),
+        )
+        .set(byok_keys::last_used_at.eq(Some(now())))
+        .returning(byok_keys::id)
+        .get_results(sqlite)?),
+    }
 }
 
 /// Up to `limit` rows sealed under a key other than `primary`, in id order after `after_id`.

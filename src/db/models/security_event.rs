@@ -110,7 +110,7 @@ pub struct Head<'a> {
 /// instead of three): the rows are inserted in the order given (so the chain's ids rise with
 /// its sequence), `hours` are added to the hourly rollup of `head.chain` as
 /// [`count_hours`] adds them, and the chain's head moves to `head`, as `audit_chain::advance`
-/// moves it. The caller holds the head's lock.
+/// moves it. The caller holds the head's lock. One statement, kept prepared.
 pub fn append_plain(
     pg: &mut diesel::PgConnection,
     rows: &[NewSecurityEvent<'_>],
@@ -118,7 +118,7 @@ pub fn append_plain(
     head: Head<'_>,
 ) -> Result<(), DbError> {
     use diesel::sql_types::{Array, Nullable, Text, Timestamp};
-    diesel::sql_query(
+    crate::db::kept_sql(
         "WITH appended AS (\
            INSERT INTO security_events (occurred_at, last_seen_at, kind, severity, actor, ip, \
              details, aggregate_key, request_id, chain_id, chain_seq, hash) \
