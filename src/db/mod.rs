@@ -476,7 +476,8 @@ pub fn snapshot<T>(
 ///   trip. The batch's statements are kept prepared and take their kept generic plan: with
 ///   its default, PostgreSQL plans a statement whose cost depends on an array's length (`=
 ///   ANY($1)`, `unnest($1)`) anew on every call, which cost a third of its time in a batch.
-///   Only for statements whose best plan does not depend on their values (lookups by key).
+///   Only for statements whose best plan depends neither on their values nor on a table
+///   growing fast (see [`kept_sql`]): lookups by key in tables that grow slowly.
 /// - SQLite: `BEGIN IMMEDIATE`, so the reads are never of a snapshot the writes cannot build
 ///   on (another process's commit in between).
 ///
@@ -521,7 +522,10 @@ where
 /// could be built at run time), so PostgreSQL would parse and plan it on every call. The text
 /// names its binds `$1`, `$2`, … (a bind may be named more than once; no other `$` may
 /// appear), bound in that order with `.bind::<SqlType, _>(value)`. Only for text that is
-/// fixed: each text keeps its statement for the connection's life.
+/// fixed (each text keeps its statement for the connection's life), and only where a kept plan
+/// stays good: PostgreSQL may keep a generic plan made while a table was small, and use it
+/// until the table's next ANALYZE. Inserts, and lookups in small tables, are safe; a join
+/// against a fast-growing table (`webhook_events`) is not.
 pub fn kept_sql(text: &'static str) -> KeptSql<NoBinds> {
     KeptSql {
         text,
