@@ -168,11 +168,13 @@ fn decide_and_record(
         .iter()
         .filter(|(_, lease)| kept.contains(&lease.key_id))
         .map(|(job, lease)| {
-            job.actor.event(Kind::ByokLeased).details(serde_json::json!({
-                "user_id": job.user_id,
-                "provider": job.provider.as_str(),
-                "key": lease.masked,
-            }))
+            job.actor
+                .event(Kind::ByokLeased)
+                .details(serde_json::json!({
+                    "user_id": job.user_id,
+                    "provider": job.provider.as_str(),
+                    "key": lease.masked,
+                }))
         })
         .collect();
     audit::write_many_in_transaction(conn, &events)?;
