@@ -364,6 +364,12 @@ async fn a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once(b
         .bind::<Text, _>("a")
         .get_result::<Joined>(&mut *conn);
     assert!(unbound.is_err());
+    // So is a bind the text never names (it would be dropped without a word).
+    let unnamed = tollgate::db::kept_sql("SELECT CAST($1 AS TEXT) AS joined")
+        .bind::<Text, _>("a")
+        .bind::<Text, _>("b")
+        .get_result::<Joined>(&mut *conn);
+    assert!(unnamed.is_err());
 }
 
 /// `db::batch_transaction` on PostgreSQL: generic plans inside the transaction only (a

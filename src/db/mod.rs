@@ -482,7 +482,8 @@ pub fn snapshot<T>(
 ///   on (another process's commit in between).
 ///
 /// Inside a transaction already, `work` runs in a nested one (a savepoint), as
-/// `Connection::transaction` would.
+/// `Connection::transaction` would: then `Ok` means the savepoint was released, not that
+/// anything committed. `SET LOCAL` needs PostgreSQL 12 or newer.
 pub fn batch_transaction<T, E>(
     conn: &mut DbConnection,
     work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
@@ -496,14 +497,20 @@ where
     if depth.is_some() {
         return conn.transaction(work);
     }
-    match conn {
+    let begun = match conn {
         DbConnection::Postgresql(pg) => AnsiTransactionManager::begin_transaction_sql(
             pg,
             "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan",
-        )?,
+        ),
         DbConnection::Sqlite(sqlite) => {
-            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")
         }
+    };
+    if let Err(err) = begun {
+        // The `BEGIN` may have run when what follows it failed, leaving PostgreSQL in a
+        // transaction diesel does not know of: the pool must not hand this connection out again.
+        Manager::transaction_manager_status_mut(conn).set_in_error();
+        return Err(err.into());
     }
     match work(conn) {
         Ok(done) => {
@@ -621,19 +628,28 @@ where
     ) -> diesel::QueryResult<()> {
         // The text up to each `$n`, then bind n as a parameter (the backend writes its own
         // placeholder); nothing marks the statement unsafe to keep, as `sql_query` does.
+        let mut named = vec![false; B::COUNT];
         let mut rest = self.text;
         while let Some(at) = rest.find('$') {
             pass.push_sql(&rest[..at]);
             let after = &rest[at + 1..];
             let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-            let n = after[..digits].parse().map_err(|_| {
+            let n: usize = after[..digits].parse().map_err(|_| {
                 diesel::result::Error::QueryBuilderError("a `$` that names no bind".into())
             })?;
             self.binds.push(n, &mut pass)?;
+            if let Some(seen) = n.checked_sub(1).and_then(|i| named.get_mut(i)) {
+                *seen = true;
+            }
             rest = &after[digits..];
         }
         pass.push_sql(rest);
-        Ok(())
+        match named.iter().position(|seen| !seen) {
+            None => Ok(()),
+            Some(unnamed) => Err(diesel::result::Error::QueryBuilderError(
+                format!("${} is bound but the statement never names it", unnamed + 1).into(),
+            )),
+        }
     }
 }
 
