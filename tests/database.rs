@@ -252,6 +252,21 @@ async fn a_sqlite_writer_waits_for_its_turn_and_gives_up_at_its_deadline() {
     }
 }
 
+/// The PostgreSQL connection inside `conn`, in a PostgreSQL test.
+fn pg(conn: &mut DbConnection) -> &mut diesel::PgConnection {
+    match conn {
+        DbConnection::Postgresql(pg) => pg,
+        DbConnection::Sqlite(_) => unreachable!("a PostgreSQL test"),
+    }
+}
+
+/// One number a statement counts (`… AS n`).
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
 /// A pooled connection that worked a moment ago is handed out without a test query; one idle
 /// for longer than `db::FRESH` is tested first, and replaced when the server has dropped it
 /// (here: its backend terminated, as a PostgreSQL restart would).
@@ -267,11 +282,8 @@ fn an_idle_pooled_connection_is_tested_and_replaced_when_the_server_dropped_it()
         pid: i32,
     }
     let backend_pid = |conn: &mut DbConnection| -> Result<i32, DbError> {
-        let DbConnection::Postgresql(pg) = conn else {
-            unreachable!("a PostgreSQL test");
-        };
         Ok(diesel::sql_query("SELECT pg_backend_pid() AS pid")
-            .get_result::<Pid>(pg)?
+            .get_result::<Pid>(pg(conn))?
             .pid)
     };
     let database = TestDatabase::new(Backend::Postgres);
@@ -285,10 +297,7 @@ fn an_idle_pooled_connection_is_tested_and_replaced_when_the_server_dropped_it()
     database
         .db()
         .run_blocking(|conn| {
-            let DbConnection::Postgresql(pg) = conn else {
-                unreachable!("a PostgreSQL test");
-            };
-            diesel::sql_query(format!("SELECT pg_terminate_backend({first})")).execute(pg)?;
+            diesel::sql_query(format!("SELECT pg_terminate_backend({first})")).execute(pg(conn))?;
             Ok::<_, DbError>(())
         })
         .unwrap();
@@ -347,11 +356,6 @@ async fn a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once(b
     assert_eq!(row.joined, "bab");
     assert_eq!(kept.load(Ordering::SeqCst), 1);
     if let DbConnection::Postgresql(pg) = &mut *conn {
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = diesel::sql_types::BigInt)]
-            n: i64,
-        }
         let prepared: Count = diesel::sql_query(
             "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE '%AS joined%'",
         )
@@ -396,38 +400,29 @@ fn a_batch_transaction_plans_once_on_postgresql_and_rolls_back_on_error() {
     let mut pooled = db.connection().unwrap();
     let conn: &mut DbConnection = &mut pooled;
     let mode = |conn: &mut DbConnection| -> String {
-        let DbConnection::Postgresql(pg) = conn else {
-            unreachable!("a PostgreSQL test")
-        };
         diesel::sql_query("SHOW plan_cache_mode")
-            .get_result::<Setting>(pg)
+            .get_result::<Setting>(pg(conn))
             .unwrap()
             .plan_cache_mode
     };
-    let users = "SELECT CAST(count(*) AS TEXT) AS joined FROM users WHERE id = ANY($1)";
+    let users = "SELECT count(*) AS n FROM users WHERE id = ANY($1)";
     tollgate::db::batch_transaction(conn, |conn| {
         assert_eq!(mode(conn), "force_generic_plan");
-        let DbConnection::Postgresql(pg) = conn else {
-            unreachable!("a PostgreSQL test")
-        };
-        for n in 0..8_i64 {
-            let row: Joined = tollgate::db::kept_sql(users)
-                .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(vec![n])
-                .get_result(pg)?;
-            assert_eq!(row.joined, "0");
+        for id in 0..8_i64 {
+            let row: Count = tollgate::db::kept_sql(users)
+                .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(vec![id])
+                .get_result(pg(conn))?;
+            assert_eq!(row.n, 0);
         }
         Ok::<_, diesel::result::Error>(())
     })
     .unwrap();
     assert_eq!(mode(conn), "auto", "SET LOCAL: only inside");
-    let DbConnection::Postgresql(pg) = &mut *conn else {
-        unreachable!("a PostgreSQL test")
-    };
     let plans: Plans = diesel::sql_query(
         "SELECT generic_plans, custom_plans FROM pg_prepared_statements \
          WHERE statement LIKE '%FROM users WHERE id = ANY%'",
     )
-    .get_result(pg)
+    .get_result(pg(conn))
     .unwrap();
     assert_eq!((plans.generic_plans, plans.custom_plans), (8, 0));
 
@@ -439,15 +434,11 @@ fn a_batch_transaction_plans_once_on_postgresql_and_rolls_back_on_error() {
         Err::<(), _>(diesel::result::Error::RollbackTransaction)
     });
     assert!(failed.is_err());
-    let DbConnection::Postgresql(pg) = &mut *conn else {
-        unreachable!("a PostgreSQL test")
-    };
-    let left: Joined = diesel::sql_query(
-        "SELECT CAST(count(*) AS TEXT) AS joined FROM settings WHERE name = 'batch_test'",
-    )
-    .get_result(pg)
-    .unwrap();
-    assert_eq!(left.joined, "0", "rolled back");
+    let left: Count =
+        diesel::sql_query("SELECT count(*) AS n FROM settings WHERE name = 'batch_test'")
+            .get_result(pg(conn))
+            .unwrap();
+    assert_eq!(left.n, 0, "rolled back");
 }
 
 /// `db::batch_transaction` on SQLite takes the write lock at its start (`BEGIN IMMEDIATE`),
