@@ -279,6 +279,7 @@ fn old_and_new_rows(db: &Db) {
             key_id: "k1",
             status: *status,
             attempts: 1,
+            last_error: None,
             received_at: days_ago(*age),
             processed_at: None,
             signature_digest: None,

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use diesel::sql_types::Text;
 use tollgate::db::DbConnection;
 
-use crate::common::{Backend, TestApp, TestDatabase, postgres_available};
+use crate::common::{Backend, Count, TestApp, TestDatabase, postgres_available};
 use crate::on_both_backends;
 
 on_both_backends!(deleting_an_account_deletes_its_sessions);
@@ -83,25 +83,49 @@ struct Pragma {
     value: String,
 }
 
+#[derive(QueryableByName)]
+struct Checkpoint {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    wal_autocheckpoint: i64,
+}
+
 #[test]
-fn sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout() {
+fn sqlite_connections_use_wal_foreign_keys_a_busy_timeout_and_sparse_checkpoints() {
     let database = TestDatabase::new(Backend::Sqlite);
     let pragmas = database
         .db()
         .run_blocking(|conn| {
             let mut read = |pragma: &str| {
                 diesel::sql_query(format!("SELECT CAST(({pragma}) AS TEXT) AS value"))
-                    .get_result::<Pragma>(conn)
+                    .get_result::<Pragma>(&mut *conn)
                     .map(|p| p.value)
             };
-            Ok::<_, tollgate::db::DbError>((
+            let read = (
                 read("SELECT journal_mode FROM pragma_journal_mode")?,
                 read("SELECT foreign_keys FROM pragma_foreign_keys")?,
                 read("SELECT timeout FROM pragma_busy_timeout")?,
-            ))
+                read("SELECT journal_size_limit FROM pragma_journal_size_limit")?,
+            );
+            // No table-valued form: the pragma itself.
+            let checkpoint = diesel::sql_query("PRAGMA wal_autocheckpoint")
+                .get_result::<Checkpoint>(conn)?
+                .wal_autocheckpoint;
+            Ok::<_, tollgate::db::DbError>((read.0, read.1, read.2, checkpoint, read.3))
         })
         .unwrap();
-    assert_eq!(pragmas, ("wal".into(), "1".into(), "5000".into()));
+    assert_eq!(
+        pragmas,
+        (
+            "wal".into(),
+            "1".into(),
+            "5000".into(),
+            // Checkpoints every 10,000 pages (40 MB), not every 1,000: a page the writer keeps
+            // changing (an index's, the audit chain's head) is copied back once, not ten times.
+            10_000,
+            // A WAL that outgrew that (a long reader held a checkpoint back) shrinks again.
+            "67108864".into()
+        )
+    );
 }
 
 /// `SQLITE_SYNCHRONOUS` sets how the server's own connections sync their commits: NORMAL (1)
@@ -258,13 +282,6 @@ fn pg(conn: &mut DbConnection) -> &mut diesel::PgConnection {
         DbConnection::Postgresql(pg) => pg,
         DbConnection::Sqlite(_) => unreachable!("a PostgreSQL test"),
     }
-}
-
-/// One number a statement counts (`… AS n`).
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    n: i64,
 }
 
 /// A pooled connection that worked a moment ago is handed out without a test query; one idle
@@ -443,8 +460,10 @@ fn a_batch_transaction_plans_once_on_postgresql_and_rolls_back_on_error() {
 
 /// `db::batch_transaction` on SQLite takes the write lock at its start (`BEGIN IMMEDIATE`),
 /// before any write: its reads are never of a snapshot another writer moves on from.
+/// Both transactions a writer of reads and writes begins (a group-commit batch, one webhook
+/// delivery) hold SQLite's write lock from their start, before their first write.
 #[test]
-fn a_batch_transaction_takes_sqlites_write_lock_at_once() {
+fn a_batch_and_a_write_transaction_take_sqlites_write_lock_at_once() {
     let database = TestDatabase::migrated(Backend::Sqlite);
     let db = database.db();
     let (mut first, mut second) = (db.connection().unwrap(), db.connection().unwrap());
@@ -452,14 +471,30 @@ fn a_batch_transaction_takes_sqlites_write_lock_at_once() {
     diesel::sql_query("PRAGMA busy_timeout = 0")
         .execute(second)
         .unwrap();
-    tollgate::db::batch_transaction(first, |_| {
+    let mut write_elsewhere = |_: &mut DbConnection| {
         let other = diesel::sql_query(
             "INSERT INTO settings (name, value, updated_at) VALUES ('x', 'y', CURRENT_TIMESTAMP)",
         )
-        .execute(second);
-        let err = other.expect_err("the batch holds the write lock before it writes");
+        .execute(&mut *second);
+        let err = other.expect_err("the transaction holds the write lock before it writes");
         assert!(err.to_string().contains("locked"), "{err}");
         Ok::<_, diesel::result::Error>(())
-    })
-    .unwrap();
+    };
+    tollgate::db::batch_transaction(first, &mut write_elsewhere).unwrap();
+    tollgate::db::write_transaction(first, &mut write_elsewhere).unwrap();
+}
+
+/// SQLite plans a statement once, whatever values are later bound to it (the query planner
+/// stability guarantee, compiled in by `.cargo/config.toml`). Without it, SQLite prepares a
+/// statement with a bound `LIMIT` (every diesel `.first()`) or `LIKE` pattern anew before each
+/// run: a fifth of the webhook writer's time.
+#[test]
+fn sqlite_plans_do_not_depend_on_bound_values() {
+    let database = TestDatabase::migrated(Backend::Sqlite);
+    let mut conn = database.db().connection().unwrap();
+    let conn: &mut DbConnection = &mut conn;
+    let qpsg: Count = diesel::sql_query("SELECT sqlite_compileoption_used('ENABLE_QPSG') AS n")
+        .get_result(conn)
+        .unwrap();
+    assert_eq!(qpsg.n, 1, "SQLite is built with SQLITE_ENABLE_QPSG");
 }

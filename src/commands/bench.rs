@@ -399,6 +399,7 @@ fn seed_events(
             key_id: &key_id,
             status: WebhookEventStatus::Applied,
             attempts: 1,
+            last_error: None,
             received_at: event.at,
             processed_at: Some(event.at),
             signature_digest: Some(&event.digest),

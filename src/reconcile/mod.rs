@@ -16,7 +16,6 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
-use diesel::Connection as _;
 use serde_json::Value;
 
 use crate::accounts::UserId;
@@ -611,15 +610,14 @@ impl Reconciler {
                         signature_digest: "",
                         request_id: None,
                     };
-                    let mut outcomes =
-                        conn.transaction(|conn| webhooks::store_and_apply(conn, cx, &[delivery]))?;
-                    Ok::<_, SyncError>((outcomes.pop(), event.kind, ties.any()))
+                    let outcome = webhooks::ingest(conn, cx, delivery)?;
+                    Ok::<_, SyncError>((outcome, event.kind, ties.any()))
                 })
                 .await?;
             if outcome.2 {
                 self.refetching.note();
             }
-            if let (Some(Ingested::Stored(status)), kind, _) = outcome {
+            if let (Ingested::Stored(status), kind, _) = outcome {
                 report.replayed += 1;
                 report
                     .events

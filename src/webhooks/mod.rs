@@ -130,6 +130,10 @@ pub enum IngestError {
     Crypto(#[from] crate::crypto::CryptoError),
     #[error("the stored payload is not a valid event: {0}")]
     Payload(#[from] PayloadError),
+    /// An event of the batch was stored by a concurrent transaction after the batch looked:
+    /// the batch must roll back (it applied that event too) and look again.
+    #[error("another delivery of an event in the batch was stored meanwhile")]
+    Raced,
 }
 
 impl From<diesel::result::Error> for IngestError {
@@ -156,14 +160,32 @@ pub fn ingest(
     cx: Context<'_>,
     delivery: Delivery<'_>,
 ) -> Result<Ingested, IngestError> {
-    let mut outcomes = conn.transaction(|conn| store_and_apply(conn, cx, &[delivery]))?;
+    let once = |conn: &mut DbConnection| {
+        crate::db::write_transaction(conn, |conn| store_and_apply(conn, cx, &[delivery]))
+    };
+    // Another delivery of the event committed between this one's look and its insert: looked
+    // at again, it is a duplicate.
+    let mut outcomes = match once(conn) {
+        Err(IngestError::Raced) => once(conn)?,
+        outcomes => outcomes?,
+    };
     Ok(outcomes.pop().unwrap_or(Ingested::Duplicate))
 }
 
-/// Stores and applies verified deliveries inside the caller's transaction: for each new event,
-/// its row (payload sealed), its handler's effects and its `webhook_validated` audit row commit
-/// together, or not at all. Events already stored — earlier, by another instance, or earlier
-/// in `deliveries` — change nothing. Returns one outcome per delivery, in order.
+/// Stores and applies verified deliveries inside the caller's transaction (one that takes the
+/// write lock at once: [`crate::db::write_transaction`]): for each new event, its handler's
+/// effects, its row (payload sealed, with its outcome) and its `webhook_validated` audit row
+/// commit together, or not at all. Events already stored — earlier, by another instance, or
+/// earlier in `deliveries` — change nothing. Returns one outcome per delivery, in order.
+///
+/// The events' rows are written once, after their handlers ran, with their outcome: one
+/// write per event, not an insert and then an update. The batch first claims its ids
+/// ([`webhook_event::claim`]: a delivery of one of them elsewhere waits for this transaction,
+/// then finds it stored), then looks up which are stored. A writer that stores events without
+/// claiming them (an older instance, during a rolling upgrade) is still caught: the unique
+/// insert finds the event it stored meanwhile (after waiting for it to commit), and
+/// [`IngestError::Raced`] rolls this batch back, whose effects applied it a second time.
+/// Looked at again, that event is a duplicate.
 pub fn store_and_apply(
     conn: &mut DbConnection,
     cx: Context<'_>,
@@ -171,64 +193,29 @@ pub fn store_and_apply(
 ) -> Result<Vec<Ingested>, IngestError> {
     let ids: Vec<&str> = deliveries.iter().map(|d| d.event.id.as_str()).collect();
     cx.faults.webhook_batch(&ids);
+    webhook_event::claim(conn, &ids)?;
+    let stored = webhook_event::stored_among(conn, &ids)?;
     let received_at = now();
     let key_id = cx.keyring.primary_id().to_string();
     let mut seen = std::collections::HashSet::new();
-    let mut candidates = Vec::with_capacity(deliveries.len());
-    for (index, delivery) in deliveries.iter().enumerate() {
-        if seen.insert(delivery.event.id.as_str()) {
-            let sealed = cx
-                .keyring
-                .seal(delivery.raw, &payload_aad(&delivery.event.id))?;
-            let fixed = handlers::fixed_status(&delivery.event.kind);
-            candidates.push((index, sealed, fixed));
-        }
-    }
-    let rows: Vec<NewWebhookEvent<'_>> = candidates
-        .iter()
-        .map(|(index, sealed, fixed)| {
-            let event = deliveries[*index].event;
-            NewWebhookEvent {
-                stripe_event_id: &event.id,
-                event_type: &event.kind,
-                livemode: event.livemode,
-                stripe_created: event.created_at(),
-                payload_sealed: sealed,
-                key_id: &key_id,
-                // Nothing to do beyond storing it: stored as done.
-                status: fixed.unwrap_or(WebhookEventStatus::Received),
-                attempts: i64::from(fixed.is_some()),
-                received_at,
-                processed_at: fixed.map(|_| received_at),
-                // Empty for an event replayed from Stripe's API (it came with no signature).
-                signature_digest: Some(deliveries[*index].signature_digest)
-                    .filter(|digest| !digest.is_empty()),
-            }
-        })
-        .collect();
-    let stored: std::collections::HashSet<String> = webhook_event::insert_new(conn, &rows)?
-        .into_iter()
-        .collect();
     let mut outcomes = vec![Ingested::Duplicate; deliveries.len()];
-    let mut audits = Vec::with_capacity(stored.len());
-    let mut applied = Vec::with_capacity(stored.len());
-    for (index, _, fixed) in &candidates {
+    let mut new = Vec::with_capacity(deliveries.len());
+    let mut audits = Vec::with_capacity(deliveries.len());
+    for (index, delivery) in deliveries.iter().enumerate() {
         let Delivery {
             event,
             ip,
             request_id,
             ..
-        } = deliveries[*index];
-        if !stored.contains(&event.id) {
+        } = *delivery;
+        if stored.contains(&event.id) || !seen.insert(event.id.as_str()) {
             continue;
         }
-        let status = match fixed {
-            Some(status) => *status,
-            None => {
-                let (status, error) = handlers::apply(conn, cx, event)?.recorded();
-                applied.push((event.id.as_str(), status, error));
-                status
-            }
+        let sealed = cx.keyring.seal(delivery.raw, &payload_aad(&event.id))?;
+        let (status, error) = match handlers::fixed_status(&event.kind) {
+            // Nothing to do beyond storing it.
+            Some(status) => (status, None),
+            None => handlers::apply(conn, cx, event)?.recorded(),
         };
         let mut validated = SecurityEvent::new(Kind::WebhookValidated)
             .actor("stripe")
@@ -238,17 +225,38 @@ pub fn store_and_apply(
             );
         validated.request_id = request_id.map(str::to_owned);
         audits.push(validated);
-        outcomes[*index] = Ingested::Stored(status);
+        outcomes[index] = Ingested::Stored(status);
+        new.push((index, sealed, status, error));
     }
-    let finished: Vec<webhook_event::Finished<'_>> = applied
+    let processed_at = now();
+    let rows: Vec<NewWebhookEvent<'_>> = new
         .iter()
-        .map(|(stripe_id, status, error)| webhook_event::Finished {
-            stripe_id,
-            status: *status,
-            error: error.as_deref(),
+        .map(|(index, sealed, status, error)| {
+            let Delivery {
+                event,
+                signature_digest,
+                ..
+            } = deliveries[*index];
+            NewWebhookEvent {
+                stripe_event_id: &event.id,
+                event_type: &event.kind,
+                livemode: event.livemode,
+                stripe_created: event.created_at(),
+                payload_sealed: sealed,
+                key_id: &key_id,
+                status: *status,
+                attempts: 1,
+                last_error: error.as_deref(),
+                received_at,
+                processed_at: Some(processed_at),
+                // Empty for an event replayed from Stripe's API (it came with no signature).
+                signature_digest: Some(signature_digest).filter(|digest| !digest.is_empty()),
+            }
         })
         .collect();
-    webhook_event::finish_all(conn, &finished)?;
+    if webhook_event::insert_new(conn, &rows)? != rows.len() {
+        return Err(IngestError::Raced);
+    }
     audit::write_many_in_transaction(conn, &audits)?;
     Ok(outcomes)
 }

@@ -11,7 +11,6 @@
 
 use std::sync::Arc;
 
-use diesel::Connection as _;
 use tokio::sync::oneshot;
 
 use super::{Context, Delivery, IngestError, Ingested, StripeEvent};
@@ -149,7 +148,7 @@ fn commit(
     refetching: &Gate,
 ) {
     if batch.len() > 1 {
-        let together = conn.transaction(|conn| {
+        let together = crate::db::write_transaction(conn, |conn| {
             let deliveries: Vec<Delivery<'_>> = batch.iter().map(Job::delivery).collect();
             super::store_and_apply(conn, cx, &deliveries)
         });

@@ -89,6 +89,13 @@ fn postgres_template() -> Option<&'static str> {
         .as_deref()
 }
 
+/// One number a statement counts (`… AS n`).
+#[derive(diesel::QueryableByName)]
+pub struct Count {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    pub n: i64,
+}
+
 /// Is PostgreSQL there? (Says so loudly, once, when it is not; panics under REQUIRE_POSTGRES=1.)
 pub fn postgres_available() -> bool {
     postgres_template().is_some()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{admin_and_customer, checkout_for, signed_now, status_of, stored, stored_count};
-use crate::common::{Backend, TestApp, stripe_event};
+use crate::common::{Backend, TestApp, postgres_available, stripe_event};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -199,6 +199,113 @@ async fn each_event_of_a_batch_records_its_own_outcome(backend: Backend) {
             .get_result::<i64>(conn)?)
     });
     assert_eq!(unfinished, 0, "every event has its processing time");
+}
+
+/// A batch claims its events' ids, looks up which are stored, applies the new ones, then
+/// stores them with their outcome. A delivery of an event another instance is storing waits
+/// for that instance's claim and then answers it as a duplicate, without running its handler
+/// (a handler run twice at once could fail on the other's unique rows). Held here
+/// deterministically: the "other instance" is a transaction of the test's, committed once the
+/// delivery waits on its claim.
+#[actix_web::test]
+async fn a_delivery_of_an_event_being_stored_elsewhere_waits_for_its_claim() {
+    if postgres_available() {
+        a_payment_failure_stored_elsewhere_is_a_duplicate(Claim::AsTollgateDoes).await;
+    }
+}
+
+/// A writer that stores an event without claiming it (an older instance during a rolling
+/// upgrade) is still caught: the batch's unique insert waits for it, finds the event, and the
+/// batch rolls back (it applied the event a second time) and answers a duplicate.
+#[actix_web::test]
+async fn an_event_stored_meanwhile_unclaimed_rolls_back_the_batch_that_applied_it_too() {
+    if postgres_available() {
+        a_payment_failure_stored_elsewhere_is_a_duplicate(Claim::No).await;
+    }
+}
+
+/// A linked customer's payment failure, delivered while another writer stores it (as `claim`
+/// says), is answered as a duplicate: the other writer's row stands, and none of this
+/// delivery's effects (its `payment_failed` and `webhook_validated` audit rows) do.
+async fn a_payment_failure_stored_elsewhere_is_a_duplicate(claim: Claim) {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let (_, user_id) = admin_and_customer(&app).await;
+    app.assert_webhook_accepted(&checkout_for(user_id, "evt_1HeldCheckout"))
+        .await;
+    let validated = app.count_events("webhook_validated");
+    let event = stripe_event("invoice.payment_failed", "evt_1HeldFailure");
+    let answer = deliver_while_stored_elsewhere(&app, &event, claim).await;
+    assert_eq!(answer["duplicate"], true, "{answer}");
+    assert_eq!(status_of(&app, "evt_1HeldFailure"), "applied");
+    assert_eq!(app.count_events("payment_failed"), 0, "not applied here");
+    assert_eq!(app.count_events("webhook_validated"), validated);
+    assert_eq!(stored_count(&app), 2);
+}
+
+/// How the test's "other instance" stores an event.
+#[derive(PartialEq)]
+enum Claim {
+    /// Claimed first, as Tollgate's writers do: a delivery waits on the claim.
+    AsTollgateDoes,
+    /// Not claimed: a delivery waits on the stored row's unique index entry.
+    No,
+}
+
+/// Stores `event`'s row in a transaction of the test's (PostgreSQL), delivers `event`
+/// meanwhile, commits once the delivery waits for that transaction (on its claim, or on its
+/// row), and returns the delivery's answer (a 200).
+async fn deliver_while_stored_elsewhere(app: &TestApp, event: &Value, claim: Claim) -> Value {
+    use crate::common::Count;
+    use diesel::prelude::*;
+    let id = event["id"].as_str().unwrap();
+    let mut other = app.db.connection().unwrap();
+    let other: &mut tollgate::db::DbConnection = &mut other;
+    diesel::sql_query("BEGIN").execute(other).unwrap();
+    let pid = diesel::sql_query("SELECT pg_backend_pid()::bigint AS n")
+        .get_result::<Count>(other)
+        .unwrap()
+        .n;
+    if claim == Claim::AsTollgateDoes {
+        tollgate::db::models::webhook_event::claim(other, &[id]).unwrap();
+    }
+    diesel::sql_query(format!(
+        "INSERT INTO webhook_events (stripe_event_id, event_type, livemode, stripe_created, \
+         payload_sealed, key_id, status, attempts, received_at, processed_at) \
+         VALUES ('{id}', 'invoice.payment_failed', false, now(), '\\x00', 'k', 'applied', 1, \
+         now(), now())"
+    ))
+    .execute(other)
+    .unwrap();
+
+    let lock = match claim {
+        Claim::AsTollgateDoes => "advisory",
+        Claim::No => "transactionid",
+    };
+    let release = async {
+        // The delivery's backend waits on a lock of that kind held by the other transaction.
+        let waiting = || {
+            app.query(|conn| {
+                Ok(diesel::sql_query(format!(
+                    "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND locktype = '{lock}' \
+                     AND {pid} = ANY(pg_blocking_pids(pid))"
+                ))
+                .get_result::<Count>(conn)?
+                .n)
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while waiting() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the delivery never waited on the other transaction's {lock} lock"
+            );
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        diesel::sql_query("COMMIT").execute(other).unwrap();
+    };
+    let (response, ()) = futures_util::future::join(app.post_webhook(event), release).await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }
 
 /// Delivers `events` to `app` all at once (signed now, one client), so that they share

@@ -51,16 +51,27 @@ pub fn users_with_customer(
         .load(conn)?)
 }
 
-/// The row whose index is any of `indexes` (the digests a customer id may be stored under).
+/// The row whose index is any of `indexes` (the digests a customer id may be stored under),
+/// in one statement: `rotate-key` may re-index the row between two. PostgreSQL keeps `= ANY($1)`
+/// prepared. SQLite cannot keep an `IN` list, whose length varies, and would parse and plan it
+/// on every call (every webhook's customer lookup): with one pepper, the usual case, there are
+/// two digests (the current form and the legacy one), asked for as `= ? OR = ?`, which it keeps.
 pub fn by_any_index(
     conn: &mut DbConnection,
     indexes: &[String],
 ) -> Result<Option<BillingCustomerRow>, DbError> {
-    Ok(billing_customers::table
-        .filter(billing_customers::stripe_customer_index.eq_any(indexes))
-        .select(BillingCustomerRow::as_select())
-        .first(conn)
-        .optional()?)
+    use billing_customers::stripe_customer_index as index;
+    let found = match (conn, indexes) {
+        (DbConnection::Sqlite(sqlite), [first, second]) => billing_customers::table
+            .select(BillingCustomerRow::as_select())
+            .filter(index.eq(first).or(index.eq(second)))
+            .first(sqlite),
+        (conn, indexes) => billing_customers::table
+            .select(BillingCustomerRow::as_select())
+            .filter(index.eq_any(indexes))
+            .first(conn),
+    };
+    Ok(found.optional()?)
 }
 
 /// Rows whose index is not under the `primary` pepper (or has no recorded pepper), by user id.

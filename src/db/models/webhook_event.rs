@@ -18,7 +18,9 @@ use crate::db::{DbConnection, DbError, now};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, AsExpression, FromSqlRow)]
 #[diesel(sql_type = Text)]
 pub enum WebhookEventStatus {
-    /// Stored, its handler not run yet (or claimed for reprocessing).
+    /// Claimed for reprocessing, its handler not run again yet. (Rows stored before events were
+    /// written with their outcome were `received` until their handler had run, in the same
+    /// transaction.)
     Received,
     Applied,
     /// Could not be applied: kept, with the reason, for reprocessing.
@@ -98,6 +100,8 @@ pub struct NewWebhookEvent<'a> {
     pub key_id: &'a str,
     pub status: WebhookEventStatus,
     pub attempts: i64,
+    /// Why applying it failed (status `failed`).
+    pub last_error: Option<&'a str>,
     pub received_at: NaiveDateTime,
     pub processed_at: Option<NaiveDateTime>,
     /// SHA-256 of the `Stripe-Signature` header it arrived with.
@@ -127,72 +131,135 @@ pub fn signature_digest(
         .optional()?)
 }
 
-/// Stores the events not stored yet and returns the Stripe ids of those it stored (events
-/// already there are left alone). A racing insert of the same id (another request or
-/// instance) waits for the first to commit and then stores nothing, without aborting the
-/// surrounding transaction. PostgreSQL takes them in one statement.
-pub fn insert_new(
+/// The class of the advisory locks an event id is claimed under on PostgreSQL (any fixed
+/// number; two-key advisory locks never meet the one-key locks of migrations).
+const CLAIM_LOCK_CLASS: i32 = 0x5754_4556;
+
+/// Claims `ids` for the caller's transaction, before it looks at whether they are stored: on
+/// PostgreSQL a transaction-scoped advisory lock per id (by its hash), taken in one order, so
+/// that another delivery of one of them, on any writer thread or instance, waits here until
+/// this transaction has ended, and then finds the event stored without having run its
+/// handler. SQLite needs none: a writer's transaction holds the database's write lock from
+/// its start ([`crate::db::write_transaction`]). The statement reads no table: its kept plan
+/// never goes stale.
+pub fn claim(conn: &mut DbConnection, ids: &[&str]) -> Result<(), DbError> {
+    use diesel::sql_types::{Array, Integer};
+    if let DbConnection::Postgresql(pg) = conn {
+        crate::db::kept_sql(
+            "SELECT pg_advisory_xact_lock($1, key) FROM \
+             (SELECT DISTINCT hashtext(id) AS key FROM unnest($2) AS ids(id) ORDER BY key) AS k",
+        )
+        .bind::<Integer, _>(CLAIM_LOCK_CLASS)
+        .bind::<Array<Text>, _>(ids)
+        .execute(pg)?;
+    }
+    Ok(())
+}
+
+/// The Stripe ids among `ids` that are stored already (committed, or written earlier in this
+/// transaction). PostgreSQL plans the lookup on every call: a plan kept from when the table
+/// was small would scan it whole once it has grown (see [`crate::db::kept_sql`]). SQLite,
+/// in process, looks each id up by a statement the connection keeps prepared.
+pub fn stored_among(
     conn: &mut DbConnection,
-    events: &[NewWebhookEvent<'_>],
-) -> Result<Vec<String>, DbError> {
+    ids: &[&str],
+) -> Result<std::collections::HashSet<String>, DbError> {
     match conn {
-        DbConnection::Postgresql(pg) => Ok(diesel::insert_into(webhook_events::table)
-            .values(events)
-            .on_conflict_do_nothing()
-            .returning(webhook_events::stripe_event_id)
-            .get_results(pg)?),
+        DbConnection::Postgresql(pg) => {
+            #[derive(QueryableByName)]
+            struct Stored {
+                #[diesel(sql_type = Text)]
+                stripe_event_id: String,
+            }
+            let rows: Vec<Stored> = diesel::sql_query(
+                "SELECT stripe_event_id FROM webhook_events WHERE stripe_event_id = ANY($1)",
+            )
+            .bind::<diesel::sql_types::Array<Text>, _>(ids)
+            .load(pg)?;
+            Ok(rows.into_iter().map(|row| row.stripe_event_id).collect())
+        }
         DbConnection::Sqlite(sqlite) => {
-            let mut stored = Vec::with_capacity(events.len());
-            for event in events {
-                let inserted = diesel::insert_into(webhook_events::table)
-                    .values(event)
-                    .on_conflict_do_nothing()
-                    .execute(sqlite)?;
-                if inserted == 1 {
-                    stored.push(event.stripe_event_id.to_owned());
-                }
+            let mut stored = std::collections::HashSet::new();
+            for id in ids {
+                let found = webhook_events::table
+                    .filter(webhook_events::stripe_event_id.eq(id))
+                    .select(webhook_events::stripe_event_id)
+                    .first::<String>(sqlite)
+                    .optional()?;
+                stored.extend(found);
             }
             Ok(stored)
         }
     }
 }
 
-/// The outcome of an attempt to apply the event `stripe_id`, to record.
-#[derive(Debug, Clone, Copy)]
-pub struct Finished<'a> {
-    pub stripe_id: &'a str,
-    pub status: WebhookEventStatus,
-    pub error: Option<&'a str>,
-}
-
-/// Records the outcomes of a batch's events at once: on PostgreSQL one statement for the whole
-/// batch (one round trip, not one per event); on SQLite, which runs in process, [`finish`] for
-/// each (a statement the connection keeps prepared).
-pub fn finish_all(conn: &mut DbConnection, finished: &[Finished<'_>]) -> Result<(), DbError> {
+/// Stores `events`, each with its outcome, and returns how many it stored: an event stored
+/// meanwhile by a concurrent transaction (another writer thread or instance, which this one
+/// waits for) is skipped, without aborting the surrounding transaction, and the caller, who
+/// applied it, must roll back ([`crate::webhooks::store_and_apply`]). Kept prepared on both
+/// backends (an insert's plan does not go stale): PostgreSQL takes the batch in one statement
+/// (one array per column), SQLite one row at a time.
+pub fn insert_new(
+    conn: &mut DbConnection,
+    events: &[NewWebhookEvent<'_>],
+) -> Result<usize, DbError> {
+    use diesel::sql_types::{Array, BigInt, Binary, Bool, Nullable, Timestamp};
     match conn {
-        DbConnection::Postgresql(pg) if finished.len() > 1 => {
-            use diesel::sql_types::{Array, Nullable, Text, Timestamp};
-            let ids: Vec<&str> = finished.iter().map(|f| f.stripe_id).collect();
-            let statuses: Vec<&str> = finished.iter().map(|f| f.status.as_str()).collect();
-            let errors: Vec<Option<&str>> = finished.iter().map(|f| f.error).collect();
-            // Planned on every call, not kept: a plan kept from when the table was small
-            // scans it whole once it has grown (measured: 2 ms per batch at 20,000 events,
-            // before autovacuum's next ANALYZE).
-            diesel::sql_query(
-                "UPDATE webhook_events AS w SET status = v.status, attempts = w.attempts + 1, \
-                 last_error = v.error, processed_at = $4 \
-                 FROM unnest($1, $2, $3) AS v(id, status, error) WHERE w.stripe_event_id = v.id",
+        DbConnection::Postgresql(pg) => {
+            // One array per column, in `events`' order.
+            fn column<'a, T>(
+                events: &[NewWebhookEvent<'a>],
+                field: impl Fn(&NewWebhookEvent<'a>) -> T,
+            ) -> Vec<T> {
+                events.iter().map(field).collect()
+            }
+            Ok(crate::db::kept_sql(
+                "INSERT INTO webhook_events (stripe_event_id, event_type, livemode, \
+                 stripe_created, payload_sealed, key_id, status, attempts, last_error, \
+                 received_at, processed_at, signature_digest) \
+                 SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (stripe_event_id) DO NOTHING",
             )
-            .bind::<Array<Text>, _>(ids)
-            .bind::<Array<Text>, _>(statuses)
-            .bind::<Array<Nullable<Text>>, _>(errors)
-            .bind::<Timestamp, _>(now())
-            .execute(pg)?;
-            Ok(())
+            .bind::<Array<Text>, _>(column(events, |e| e.stripe_event_id))
+            .bind::<Array<Text>, _>(column(events, |e| e.event_type))
+            .bind::<Array<Bool>, _>(column(events, |e| e.livemode))
+            .bind::<Array<Timestamp>, _>(column(events, |e| e.stripe_created))
+            .bind::<Array<Binary>, _>(column(events, |e| e.payload_sealed))
+            .bind::<Array<Text>, _>(column(events, |e| e.key_id))
+            .bind::<Array<Text>, _>(column(events, |e| e.status.as_str()))
+            .bind::<Array<BigInt>, _>(column(events, |e| e.attempts))
+            .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.last_error))
+            .bind::<Array<Timestamp>, _>(column(events, |e| e.received_at))
+            .bind::<Array<Nullable<Timestamp>>, _>(column(events, |e| e.processed_at))
+            .bind::<Array<Nullable<Text>>, _>(column(events, |e| e.signature_digest))
+            .execute(pg)?)
         }
-        conn => finished
-            .iter()
-            .try_for_each(|f| finish(conn, f.stripe_id, f.status, f.error)),
+        DbConnection::Sqlite(sqlite) => {
+            let mut stored = 0;
+            for e in events {
+                stored += crate::db::kept_sql(
+                    "INSERT INTO webhook_events (stripe_event_id, event_type, livemode, \
+                     stripe_created, payload_sealed, key_id, status, attempts, last_error, \
+                     received_at, processed_at, signature_digest) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (stripe_event_id) DO NOTHING",
+                )
+                .bind::<Text, _>(e.stripe_event_id)
+                .bind::<Text, _>(e.event_type)
+                .bind::<Bool, _>(e.livemode)
+                .bind::<Timestamp, _>(e.stripe_created)
+                .bind::<Binary, _>(e.payload_sealed)
+                .bind::<Text, _>(e.key_id)
+                .bind::<Text, _>(e.status.as_str())
+                .bind::<BigInt, _>(e.attempts)
+                .bind::<Nullable<Text>, _>(e.last_error)
+                .bind::<Timestamp, _>(e.received_at)
+                .bind::<Nullable<Timestamp>, _>(e.processed_at)
+                .bind::<Nullable<Text>, _>(e.signature_digest)
+                .execute(sqlite)?;
+            }
+            Ok(stored)
+        }
     }
 }
 
