@@ -204,6 +204,14 @@ pub fn insert_new(
     events: &[NewWebhookEvent<'_>],
 ) -> Result<usize, DbError> {
     use diesel::sql_types::{Array, BigInt, Binary, Bool, Nullable, Timestamp};
+    // The columns both statements bind, in their binds' order ($1 to $12).
+    macro_rules! insert_columns {
+        () => {
+            "INSERT INTO webhook_events (stripe_event_id, event_type, livemode, stripe_created, \
+             payload_sealed, key_id, status, attempts, last_error, received_at, processed_at, \
+             signature_digest)"
+        };
+    }
     match conn {
         DbConnection::Postgresql(pg) => {
             // One array per column, in `events`' order.
@@ -213,13 +221,11 @@ pub fn insert_new(
             ) -> Vec<T> {
                 events.iter().map(field).collect()
             }
-            Ok(crate::db::kept_sql(
-                "INSERT INTO webhook_events (stripe_event_id, event_type, livemode, \
-                 stripe_created, payload_sealed, key_id, status, attempts, last_error, \
-                 received_at, processed_at, signature_digest) \
-                 SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                 ON CONFLICT (stripe_event_id) DO NOTHING",
-            )
+            Ok(crate::db::kept_sql(concat!(
+                insert_columns!(),
+                " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (stripe_event_id) DO NOTHING"
+            ))
             .bind::<Array<Text>, _>(column(events, |e| e.stripe_event_id))
             .bind::<Array<Text>, _>(column(events, |e| e.event_type))
             .bind::<Array<Bool>, _>(column(events, |e| e.livemode))
@@ -237,13 +243,11 @@ pub fn insert_new(
         DbConnection::Sqlite(sqlite) => {
             let mut stored = 0;
             for e in events {
-                stored += crate::db::kept_sql(
-                    "INSERT INTO webhook_events (stripe_event_id, event_type, livemode, \
-                     stripe_created, payload_sealed, key_id, status, attempts, last_error, \
-                     received_at, processed_at, signature_digest) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
-                     ON CONFLICT (stripe_event_id) DO NOTHING",
-                )
+                stored += crate::db::kept_sql(concat!(
+                    insert_columns!(),
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (stripe_event_id) DO NOTHING"
+                ))
                 .bind::<Text, _>(e.stripe_event_id)
                 .bind::<Text, _>(e.event_type)
                 .bind::<Bool, _>(e.livemode)
