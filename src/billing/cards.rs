@@ -40,10 +40,9 @@ pub struct Card {
 }
 
 impl Card {
-    /// Reads a PaymentMethod object's card; `None` when it is not a well-formed card.
-    pub fn from_payment_method(object: &Map<String, Value>) -> Option<Self> {
-        let id = object.get("id")?.as_str()?;
-        let card = object.get("card")?.as_object()?;
+    /// Reads a PaymentMethod's card from its `id` and its `card` object; `None` when it is not a
+    /// well-formed card.
+    pub fn from_payment_method(id: &str, card: &Map<String, Value>) -> Option<Self> {
         let brand = card.get("brand")?.as_str()?;
         let last4 = card.get("last4")?.as_str()?;
         let exp_month = u32::try_from(card.get("exp_month")?.as_u64()?).ok()?;

@@ -1,9 +1,9 @@
 //! What each Stripe event does to Tollgate. Runs inside the ingest transaction: reads only the
 //! event and the database, never Stripe.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{Context, IngestError, StripeEvent};
+use super::{Context, EventObject, Fields, IngestError, StripeEvent};
 use crate::audit::alerts::{self, AlertRule};
 use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::invoices::{self, StripeInvoice};
@@ -39,8 +39,8 @@ impl Outcome {
     }
 }
 
-fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
-    match object.get(key)? {
+fn text<'a>(object: &'a (impl Fields + ?Sized), key: &'static str) -> Option<&'a str> {
+    match object.field(key)? {
         Value::String(s) => Some(s.as_str()),
         // An expanded object: its id.
         Value::Object(inner) => inner.get("id").and_then(Value::as_str),
@@ -48,8 +48,11 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
     }
 }
 
-fn timestamp(object: &Map<String, Value>, key: &str) -> Option<chrono::NaiveDateTime> {
-    object.get(key)?.as_i64().and_then(subscriptions::timestamp)
+fn timestamp(object: &(impl Fields + ?Sized), key: &'static str) -> Option<chrono::NaiveDateTime> {
+    object
+        .field(key)?
+        .as_i64()
+        .and_then(subscriptions::timestamp)
 }
 
 /// Types recorded (the stored event is the record): payments, and the marketplace side.
@@ -165,7 +168,7 @@ fn checkout_completed(
 /// API's is [`StripeSubscription::from_api`]). Lenient as Stripe's JSON may be (an expanded
 /// customer or product is read by its id); the reason when the object cannot be used.
 pub(crate) fn subscription_of(
-    object: &Map<String, Value>,
+    object: &(impl Fields + ?Sized),
 ) -> Result<StripeSubscription, &'static str> {
     let (Some(id), Some(customer), Some(status)) = (
         text(object, "id"),
@@ -176,7 +179,7 @@ pub(crate) fn subscription_of(
     };
     // The plan's own (licensed) item: metered items sit beside it, in no promised order.
     let items = object
-        .get("items")
+        .field("items")
         .and_then(|i| i.get("data"))
         .and_then(Value::as_array);
     let item = items
@@ -199,7 +202,7 @@ pub(crate) fn subscription_of(
         product: price.and_then(|p| text(p, "product")).map(str::to_owned),
         current_period_end: item.and_then(|i| timestamp(i, "current_period_end")),
         cancel_at_period_end: object
-            .get("cancel_at_period_end")
+            .field("cancel_at_period_end")
             .and_then(Value::as_bool)
             .unwrap_or(false),
         trial_end: timestamp(object, "trial_end"),
@@ -263,7 +266,7 @@ fn payment_failed(
     let hasher = cx.hasher;
     let object = &event.data.object;
     let subscription_id = object
-        .get("parent")
+        .field("parent")
         .and_then(|p| p.get("subscription_details"))
         .and_then(Value::as_object)
         .and_then(|d| text(d, "subscription"))
@@ -330,7 +333,7 @@ fn payment_failed(
             "user_id": user_id,
             "invoice": text(object, "id").map(|id| InvoiceId::new(id).to_string()),
             "customer": customer.map(|id| id.to_string()),
-            "amount_due": object.get("amount_due"),
+            "amount_due": object.field("amount_due"),
         }));
     audit::write(conn, &audit_event)?;
     alerts::check(conn, cx.alerts, AlertRule::PaymentFailures)?;
@@ -370,9 +373,9 @@ impl Invoice {
     const PAID: bool = true;
     const DUE: bool = false;
 
-    fn read(conn: &mut DbConnection, object: &Map<String, Value>) -> Result<Self, IngestError> {
+    fn read(conn: &mut DbConnection, object: &EventObject) -> Result<Self, IngestError> {
         let line = object
-            .get("lines")
+            .field("lines")
             .and_then(|l| l.get("data"))
             .and_then(|d| d.get(0))
             .and_then(Value::as_object);
@@ -402,16 +405,16 @@ impl Invoice {
             number: text(object, "number").map(str::to_owned),
             currency: text(object, "currency").unwrap_or("usd").to_owned(),
             amount_paid: object
-                .get("amount_paid")
+                .field("amount_paid")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
             amount_due: object
-                .get("amount_due")
+                .field("amount_due")
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
             hosted_url,
             subscription: object
-                .get("parent")
+                .field("parent")
                 .and_then(|p| p.get("subscription_details"))
                 .and_then(Value::as_object)
                 .and_then(|d| text(d, "subscription"))
@@ -494,15 +497,15 @@ fn invoice_paid(
 
 /// Reads an invoice event's object (lenient as Stripe's JSON may be: an expanded subscription
 /// is read by its id); `None` without an id or a status.
-pub(crate) fn invoice_of(object: &Map<String, Value>) -> Option<StripeInvoice> {
+pub(crate) fn invoice_of(object: &(impl Fields + ?Sized)) -> Option<StripeInvoice> {
     let (id, status) = (text(object, "id")?, text(object, "status")?);
-    let amount = |key: &str| object.get(key).and_then(Value::as_i64).unwrap_or(0);
+    let amount = |key: &'static str| object.field(key).and_then(Value::as_i64).unwrap_or(0);
     let amount_due = amount("amount_due");
     let amount_paid = amount("amount_paid");
     Some(StripeInvoice {
         id: InvoiceId::new(id),
         subscription: object
-            .get("parent")
+            .field("parent")
             .and_then(|p| p.get("subscription_details"))
             .and_then(Value::as_object)
             .and_then(|d| text(d, "subscription"))
@@ -513,7 +516,7 @@ pub(crate) fn invoice_of(object: &Map<String, Value>) -> Option<StripeInvoice> {
         amount_due,
         amount_paid,
         amount_remaining: object
-            .get("amount_remaining")
+            .field("amount_remaining")
             .and_then(Value::as_i64)
             .unwrap_or(amount_due - amount_paid),
         currency: text(object, "currency")
@@ -587,9 +590,9 @@ fn dispute_created(
                 "dispute": text(object, "id").map(|id| DisputeId::new(id).to_string()),
                 "payment_intent": text(object, "payment_intent")
                     .map(|id| PaymentIntentId::new(id).to_string()),
-                "amount": object.get("amount"),
-                "currency": object.get("currency"),
-                "reason": object.get("reason"),
+                "amount": object.field("amount"),
+                "currency": object.field("currency"),
+                "reason": object.field("reason"),
             })),
     )?;
     Ok(Outcome::Applied)
@@ -603,7 +606,13 @@ fn card_saved(
     event: &StripeEvent,
 ) -> Result<Outcome, IngestError> {
     let object = &event.data.object;
-    let Some(card) = cards::Card::from_payment_method(object) else {
+    let card = match (object.field("id"), object.field("card")) {
+        (Some(Value::String(id)), Some(Value::Object(card))) => {
+            cards::Card::from_payment_method(id, card)
+        }
+        _ => None,
+    };
+    let Some(card) = card else {
         // Not a card (a bank account, a wallet): nothing to show.
         return Ok(Outcome::Ignored);
     };
@@ -682,7 +691,7 @@ fn discount_changed(
     };
     // This API version names the coupon under `source`; older ones at the top level.
     let coupon = object
-        .get("source")
+        .field("source")
         .and_then(Value::as_object)
         .and_then(|source| text(source, "coupon"))
         .or_else(|| text(object, "coupon"));

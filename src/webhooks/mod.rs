@@ -38,11 +38,124 @@ pub struct StripeEvent {
 
 #[derive(Debug, Deserialize)]
 pub struct EventData {
-    pub object: serde_json::Map<String, serde_json::Value>,
+    pub object: EventObject,
     /// What an `*.updated` or `*.detached` event's object held before (e.g. the customer a
     /// payment method was detached from).
     #[serde(default)]
     pub previous_attributes: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// The top-level fields of an event's object that a handler reads. Parsing builds only these:
+/// a Stripe object has dozens of fields (an invoice about seventy), and building each into a
+/// `serde_json::Value` was most of an ingest worker's time. A handler that reads a field not
+/// named here fails a debug assertion ([`Fields::field`]), so the suite catches a new read.
+pub const READ_FIELDS: [&str; 30] = [
+    "amount",
+    "amount_due",
+    "amount_paid",
+    "amount_remaining",
+    "cancel_at_period_end",
+    "card",
+    "client_reference_id",
+    "coupon",
+    "created",
+    "currency",
+    "customer",
+    "end",
+    "hosted_invoice_url",
+    "id",
+    "invoice_pdf",
+    "items",
+    "lines",
+    "next_payment_attempt",
+    "number",
+    "parent",
+    "payment_intent",
+    "period_end",
+    "period_start",
+    "promotion_code",
+    "reason",
+    "source",
+    "start",
+    "status",
+    "subscription",
+    "trial_end",
+];
+
+/// An event's `data.object`: a JSON object, of which only the [`READ_FIELDS`] are kept (each
+/// whole, nested values and all); the rest is checked to be JSON and skipped without being
+/// built. The sealed payload keeps the event as it came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventObject(serde_json::Map<String, serde_json::Value>);
+
+/// An object's top-level fields by name: an event's [`EventObject`], or an object read whole
+/// (from Stripe's API, or nested in an event).
+pub trait Fields {
+    fn field(&self, key: &'static str) -> Option<&serde_json::Value>;
+}
+
+impl Fields for serde_json::Map<String, serde_json::Value> {
+    fn field(&self, key: &'static str) -> Option<&serde_json::Value> {
+        self.get(key)
+    }
+}
+
+impl Fields for EventObject {
+    fn field(&self, key: &'static str) -> Option<&serde_json::Value> {
+        debug_assert!(
+            READ_FIELDS.contains(&key),
+            "`{key}` is not parsed from events: add it to webhooks::READ_FIELDS"
+        );
+        self.0.get(key)
+    }
+}
+
+impl<'de> Deserialize<'de> for EventObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// A key, as the entry of [`READ_FIELDS`] it names (compared where it lies in the
+        /// input: no key is copied unless it is kept).
+        struct Key(Option<&'static str>);
+        impl<'de> Deserialize<'de> for Key {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct KeyVisitor;
+                impl serde::de::Visitor<'_> for KeyVisitor {
+                    type Value = Key;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a field name")
+                    }
+                    fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+                        Ok(Key(READ_FIELDS.iter().find(|read| **read == key).copied()))
+                    }
+                }
+                deserializer.deserialize_str(KeyVisitor)
+            }
+        }
+        struct ObjectVisitor;
+        impl<'de> serde::de::Visitor<'de> for ObjectVisitor {
+            type Value = EventObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut entries: A,
+            ) -> Result<EventObject, A::Error> {
+                let mut kept = serde_json::Map::new();
+                while let Some(Key(key)) = entries.next_key()? {
+                    match key {
+                        Some(key) => {
+                            kept.insert(key.to_owned(), entries.next_value()?);
+                        }
+                        None => {
+                            entries.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(EventObject(kept))
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -56,10 +169,13 @@ pub enum PayloadError {
 }
 
 impl StripeEvent {
-    /// Parses and checks a verified body: a JSON object with an `evt_` id, a type, a creation
-    /// time, `livemode` matching the key's mode, and `data.object`.
+    /// Parses and checks a verified body: a JSON object (UTF-8) with an `evt_` id, a type, a
+    /// creation time, `livemode` matching the key's mode, and `data.object`, an object of
+    /// which the [`READ_FIELDS`] are kept ([`EventObject`]).
     pub fn parse(body: &[u8], live: bool) -> Result<Self, PayloadError> {
-        let event: Self = serde_json::from_slice(body).map_err(|_| PayloadError::Shape)?;
+        // UTF-8 throughout, the fields skipped unread too.
+        let body = std::str::from_utf8(body).map_err(|_| PayloadError::Shape)?;
+        let event: Self = serde_json::from_str(body).map_err(|_| PayloadError::Shape)?;
         let id_ok = event.id.strip_prefix("evt_").is_some_and(|rest| {
             !rest.is_empty()
                 && rest.len() <= 255
@@ -355,4 +471,62 @@ pub fn reprocess(
         )?;
         Ok(Reprocessed::Done(status))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: [&str; 4] = [
+        include_str!("../../tests/fixtures/webhooks/invoice.paid.json"),
+        include_str!("../../tests/fixtures/webhooks/customer.subscription.updated.json"),
+        include_str!("../../tests/fixtures/webhooks/checkout.session.completed.json"),
+        include_str!("../../tests/fixtures/webhooks/charge.dispute.created.json"),
+    ];
+
+    #[test]
+    fn an_event_object_keeps_exactly_the_fields_handlers_read_each_whole() {
+        for fixture in FIXTURES {
+            let whole: serde_json::Value = serde_json::from_str(fixture).unwrap();
+            let whole = whole["data"]["object"].as_object().unwrap();
+            let event = StripeEvent::parse(fixture.as_bytes(), false).unwrap();
+            let kept = &event.data.object.0;
+            let expected: serde_json::Map<String, serde_json::Value> = whole
+                .iter()
+                .filter(|(key, _)| READ_FIELDS.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect();
+            assert_eq!(kept, &expected);
+            assert!(kept.len() < whole.len(), "fields were skipped");
+        }
+    }
+
+    #[test]
+    fn a_skipped_field_must_still_be_json_and_utf_8() {
+        let event = |object: &[u8]| {
+            let mut body = br#"{"id":"evt_1","type":"invoice.paid","created":1,"livemode":false,"data":{"object":"#.to_vec();
+            body.extend_from_slice(object);
+            body.extend_from_slice(b"}}");
+            StripeEvent::parse(&body, false).map(|e| e.data.object)
+        };
+        assert!(event(br#"{"customer":"cus_1","footer":"thanks"}"#).is_ok());
+        for broken in [
+            &br#"{"customer":"cus_1","footer":tru}"#[..],
+            br#"{"customer":"cus_1","footer":[1,}"#,
+            b"{\"customer\":\"cus_1\",\"footer\":\"\xff\xfe\"}",
+            br#"["not", "an", "object"]"#,
+            br#""cus_1""#,
+        ] {
+            assert_eq!(event(broken), Err(PayloadError::Shape), "{broken:?}");
+        }
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "add it to webhooks::READ_FIELDS")]
+    fn reading_a_field_that_is_not_parsed_fails_in_tests() {
+        let event =
+            StripeEvent::parse(FIXTURES[0].as_bytes(), false).expect("the fixture is an event");
+        let _ = event.data.object.field("customer_email");
+    }
 }
