@@ -55,6 +55,17 @@ fn timestamp(object: &(impl Fields + ?Sized), key: &'static str) -> Option<chron
         .and_then(subscriptions::timestamp)
 }
 
+/// The subscription an invoice object belongs to: under `parent.subscription_details` in this
+/// API version, at the top level in older ones.
+fn invoice_subscription(object: &(impl Fields + ?Sized)) -> Option<&str> {
+    object
+        .field("parent")
+        .and_then(|p| p.get("subscription_details"))
+        .and_then(Value::as_object)
+        .and_then(|d| text(d, "subscription"))
+        .or_else(|| text(object, "subscription"))
+}
+
 /// Types recorded (the stored event is the record): payments, and the marketplace side.
 const RECORDED: [&str; 6] = [
     "invoice.payment_succeeded",
@@ -265,13 +276,7 @@ fn payment_failed(
 ) -> Result<Outcome, IngestError> {
     let hasher = cx.hasher;
     let object = &event.data.object;
-    let subscription_id = object
-        .field("parent")
-        .and_then(|p| p.get("subscription_details"))
-        .and_then(Value::as_object)
-        .and_then(|d| text(d, "subscription"))
-        .or_else(|| text(object, "subscription"))
-        .map(SubscriptionId::new);
+    let subscription_id = invoice_subscription(object).map(SubscriptionId::new);
     let customer = text(object, "customer").map(CustomerId::new);
     let user_id = match &customer {
         Some(customer) => user_for_customer(conn, hasher, customer)?,
@@ -413,13 +418,7 @@ impl Invoice {
                 .and_then(Value::as_i64)
                 .unwrap_or(0),
             hosted_url,
-            subscription: object
-                .field("parent")
-                .and_then(|p| p.get("subscription_details"))
-                .and_then(Value::as_object)
-                .and_then(|d| text(d, "subscription"))
-                .or_else(|| text(object, "subscription"))
-                .map(str::to_owned),
+            subscription: invoice_subscription(object).map(str::to_owned),
             plan: plan.as_ref().map(|p| p.name.clone()),
             plan_slug: plan.map(|p| p.slug),
             period_start: period.and_then(|p| timestamp(p, "start")),
@@ -504,13 +503,7 @@ pub(crate) fn invoice_of(object: &(impl Fields + ?Sized)) -> Option<StripeInvoic
     let amount_paid = amount("amount_paid");
     Some(StripeInvoice {
         id: InvoiceId::new(id),
-        subscription: object
-            .field("parent")
-            .and_then(|p| p.get("subscription_details"))
-            .and_then(Value::as_object)
-            .and_then(|d| text(d, "subscription"))
-            .or_else(|| text(object, "subscription"))
-            .map(SubscriptionId::new),
+        subscription: invoice_subscription(object).map(SubscriptionId::new),
         number: text(object, "number").map(|n| n.chars().take(64).collect()),
         status: status.chars().take(32).collect(),
         amount_due,
