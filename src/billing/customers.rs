@@ -5,6 +5,7 @@
 //! also try the digests of the older peppers, so a pepper rotation never loses a customer
 //! while `rotate-key` rebuilds the indexes.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 
 use stripe_core::customer::CreateCustomer;
@@ -70,6 +71,70 @@ fn index_candidates(hasher: &TokenHasher, customer: &CustomerId) -> Vec<String> 
         .into_iter()
         .map(|candidate| candidate.digest)
         .collect()
+}
+
+/// The users of the Stripe customers a batch of webhook events names, looked up together: one
+/// statement for the whole batch instead of a round trip per event. Valid for one transaction
+/// only (it is what that transaction saw): a customer the transaction links is noted with
+/// [`Self::linked`], and a customer the batch did not name is looked up on its own.
+#[derive(Debug, Default)]
+pub struct KnownCustomers(RefCell<HashMap<CustomerId, Option<UserId>>>);
+
+impl KnownCustomers {
+    /// Looks up every customer in `customers` at once, in `conn`'s transaction.
+    pub fn look_up(
+        conn: &mut DbConnection,
+        hasher: &TokenHasher,
+        customers: impl IntoIterator<Item = CustomerId>,
+    ) -> Result<Self, DbError> {
+        let mut wanted: Vec<(CustomerId, Vec<String>)> = Vec::new();
+        for customer in customers {
+            if !wanted.iter().any(|(seen, _)| *seen == customer) {
+                let candidates = index_candidates(hasher, &customer);
+                wanted.push((customer, candidates));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Self::default());
+        }
+        let indexes: Vec<&str> = wanted
+            .iter()
+            .flat_map(|(_, candidates)| candidates.iter().map(String::as_str))
+            .collect();
+        let found: HashMap<String, UserId> = billing_customer::users_by_index(conn, &indexes)?
+            .into_iter()
+            .collect();
+        // As one lookup would: any candidate's row, the primary pepper's first.
+        let known = wanted
+            .into_iter()
+            .map(|(customer, candidates)| {
+                let user = candidates
+                    .iter()
+                    .find_map(|index| found.get(index).copied());
+                (customer, user)
+            })
+            .collect();
+        Ok(Self(RefCell::new(known)))
+    }
+
+    /// The user `customer` belongs to: as looked up with the batch, or else now, by its own
+    /// statement.
+    pub fn user(
+        &self,
+        conn: &mut DbConnection,
+        hasher: &TokenHasher,
+        customer: &CustomerId,
+    ) -> Result<Option<UserId>, DbError> {
+        if let Some(known) = self.0.borrow().get(customer) {
+            return Ok(*known);
+        }
+        Ok(find_by_customer_id(conn, hasher, customer)?.map(|row| row.user_id))
+    }
+
+    /// `customer` was just linked to `user` in this transaction.
+    pub fn linked(&self, customer: &CustomerId, user: UserId) {
+        self.0.borrow_mut().insert(customer.clone(), Some(user));
+    }
 }
 
 /// The user a Stripe customer id belongs to (by blind index, without decrypting anything).

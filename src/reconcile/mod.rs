@@ -602,6 +602,7 @@ impl Reconciler {
                         faults: &config.faults,
                         past_due_grace_days: config.stripe.past_due_grace_days,
                         ties: &ties,
+                        customers: &webhooks::KnownCustomers::default(),
                     };
                     let delivery = Delivery {
                         event: &event,

@@ -74,10 +74,11 @@ impl AppState {
     }
 
     /// What applying a stored webhook event needs of the application, its ties marked on
-    /// `ties`.
+    /// `ties`, its customers looked up in `customers` (each on its own if empty).
     pub fn webhooks<'a>(
         &'a self,
         ties: &'a crate::reconcile::refetch::Ties,
+        customers: &'a crate::webhooks::KnownCustomers,
     ) -> crate::webhooks::Context<'a> {
         crate::webhooks::Context {
             keyring: &self.keyring,
@@ -86,6 +87,7 @@ impl AppState {
             faults: &self.config.faults,
             past_due_grace_days: self.config.stripe.past_due_grace_days,
             ties,
+            customers,
         }
     }
 }

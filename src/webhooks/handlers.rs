@@ -9,7 +9,6 @@ use crate::audit::{self, Kind, SecurityEvent};
 use crate::billing::invoices::{self, StripeInvoice};
 use crate::billing::subscriptions::{self, StripeSubscription, SubscriptionStatus};
 use crate::billing::{cards, customers};
-use crate::crypto::TokenHasher;
 use crate::db::DbConnection;
 use crate::db::models::billing_customer;
 use crate::db::models::subscription;
@@ -129,13 +128,21 @@ pub fn apply(
     }
 }
 
-/// The user a Stripe customer id belongs to, by blind index (under any configured pepper).
+/// The user a Stripe customer id belongs to, by blind index (under any configured pepper), as
+/// the event's transaction saw it ([`Context::customers`]).
 fn user_for_customer(
     conn: &mut DbConnection,
-    hasher: &TokenHasher,
+    cx: Context<'_>,
     customer: &CustomerId,
 ) -> Result<Option<user::UserId>, IngestError> {
-    Ok(customers::find_by_customer_id(conn, hasher, customer)?.map(|row| row.user_id))
+    Ok(cx.customers.user(conn, cx.hasher, customer)?)
+}
+
+/// The customer whose user applying `event` looks up, if it names one: every handler that
+/// looks one up reads it from the object's `customer`.
+pub(crate) fn customer_to_look_up(event: &StripeEvent) -> Option<CustomerId> {
+    handler(&event.kind)?;
+    text(&event.data.object, "customer").map(CustomerId::new)
 }
 
 /// Links the Checkout's customer to the user named by `client_reference_id`.
@@ -159,7 +166,7 @@ fn checkout_completed(
     if user::find(conn, user_id)?.is_none() {
         return Ok(Outcome::Failed(format!("no user {user_id}")));
     }
-    match user_for_customer(conn, hasher, &customer)? {
+    match user_for_customer(conn, cx, &customer)? {
         Some(owner) if owner == user_id => Ok(Outcome::Applied),
         Some(owner) => Ok(Outcome::Failed(format!(
             "customer {customer} belongs to user {owner}, not {user_id}"
@@ -170,6 +177,7 @@ fn checkout_completed(
         None => {
             let row = customers::new_row(keyring, hasher, user_id, &customer)?;
             billing_customer::insert(conn, &row)?;
+            cx.customers.linked(&customer, user_id);
             Ok(Outcome::Applied)
         }
     }
@@ -235,7 +243,7 @@ fn subscriber(
         Ok(sub) => sub,
         Err(reason) => return Ok(Err(Outcome::Failed(reason.into()))),
     };
-    Ok(match user_for_customer(conn, cx.hasher, &sub.customer)? {
+    Ok(match user_for_customer(conn, cx, &sub.customer)? {
         Some(user_id) => Ok((sub, user_id)),
         None => Err(Outcome::Failed(format!(
             "unknown customer {}",
@@ -274,12 +282,11 @@ fn payment_failed(
     cx: Context<'_>,
     event: &StripeEvent,
 ) -> Result<Outcome, IngestError> {
-    let hasher = cx.hasher;
     let object = &event.data.object;
     let subscription_id = invoice_subscription(object).map(SubscriptionId::new);
     let customer = text(object, "customer").map(CustomerId::new);
     let user_id = match &customer {
-        Some(customer) => user_for_customer(conn, hasher, customer)?,
+        Some(customer) => user_for_customer(conn, cx, customer)?,
         None => None,
     };
     match (&subscription_id, user_id) {
@@ -466,7 +473,7 @@ fn invoice_paid(
         return Ok(Outcome::Applied);
     };
     // An invoice of a customer Tollgate does not know is recorded, not acted on.
-    let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
+    let Some(user_id) = user_for_customer(conn, cx, &customer)? else {
         return Ok(Outcome::Applied);
     };
     if let Some(stripe_invoice) = invoice_of(object) {
@@ -540,7 +547,7 @@ fn invoice_changed(
     let Some(customer) = text(object, "customer").map(CustomerId::new) else {
         return Ok(Outcome::Applied);
     };
-    if let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? {
+    if let Some(user_id) = user_for_customer(conn, cx, &customer)? {
         invoices::store_event(conn, cx.ties, user_id, &stripe_invoice, event.created_at())?;
     }
     Ok(Outcome::Applied)
@@ -612,7 +619,7 @@ fn card_saved(
     let Some(customer) = text(object, "customer").map(CustomerId::new) else {
         return Ok(Outcome::Failed("the payment method has no customer".into()));
     };
-    let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
+    let Some(user_id) = user_for_customer(conn, cx, &customer)? else {
         return Ok(Outcome::Failed(format!("unknown customer {customer}")));
     };
     match cards::store(conn, cx.keyring, user_id, &card, event.created_at()) {
@@ -639,7 +646,7 @@ fn card_detached(
     let (Some(customer), Some(payment_method)) = (customer, text(object, "id")) else {
         return Ok(Outcome::Ignored);
     };
-    let Some(user_id) = user_for_customer(conn, cx.hasher, &customer)? else {
+    let Some(user_id) = user_for_customer(conn, cx, &customer)? else {
         return Ok(Outcome::Failed(format!("unknown customer {customer}")));
     };
     match cards::forget(
@@ -676,7 +683,7 @@ fn discount_changed(
     let Some(subscription) = text(object, "subscription") else {
         return Ok(Outcome::Applied);
     };
-    let Some(user_id) = user_for_customer(conn, cx.hasher, &CustomerId::new(customer))? else {
+    let Some(user_id) = user_for_customer(conn, cx, &CustomerId::new(customer))? else {
         return Ok(Outcome::Failed(format!(
             "unknown customer {}",
             CustomerId::new(customer)

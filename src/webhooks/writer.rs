@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Context, Delivery, IngestError, Ingested, StripeEvent};
+use super::{Context, Delivery, IngestError, Ingested, KnownCustomers, StripeEvent};
 use crate::config::Config;
 use crate::db::group_commit::GroupCommit;
 use crate::db::{Db, DbConnection, DbError};
@@ -79,6 +79,8 @@ impl WebhookWriter {
                     faults: &config.faults,
                     past_due_grace_days: config.stripe.past_due_grace_days,
                     ties: &ties,
+                    // Looked up per transaction, by `store_and_apply`.
+                    customers: &KnownCustomers::default(),
                 };
                 let events = batch.len();
                 let started = std::time::Instant::now();

@@ -285,6 +285,51 @@ impl TestApp {
         self.db.run_blocking(work).unwrap()
     }
 
+    /// Stores and applies `events` in one transaction, as the webhook writer does with the
+    /// deliveries of one batch (over HTTP, which deliveries share a batch is up to timing).
+    pub fn ingest_together(
+        &self,
+        events: &[serde_json::Value],
+    ) -> Vec<tollgate::webhooks::Ingested> {
+        use tollgate::webhooks::{Context, Delivery, KnownCustomers, StripeEvent};
+        let config = test_config(self._database.url.clone());
+        let (keyring, hasher) = (config.keyring(), config.token_hasher());
+        let ties = tollgate::reconcile::refetch::Ties::default();
+        let cx = Context {
+            keyring: &keyring,
+            hasher: &hasher,
+            alerts: &config.alerts,
+            faults: &config.faults,
+            past_due_grace_days: config.stripe.past_due_grace_days,
+            ties: &ties,
+            customers: &KnownCustomers::default(),
+        };
+        let raws: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect();
+        let parsed: Vec<StripeEvent> = raws
+            .iter()
+            .map(|raw| StripeEvent::parse(raw, false).unwrap())
+            .collect();
+        let deliveries: Vec<Delivery<'_>> = parsed
+            .iter()
+            .zip(&raws)
+            .map(|(event, raw)| Delivery {
+                event,
+                raw,
+                ip: "127.0.0.1",
+                signature_digest: "",
+                request_id: None,
+            })
+            .collect();
+        let mut conn = self.db.connection().unwrap();
+        tollgate::db::write_transaction(&mut conn, |conn| {
+            tollgate::webhooks::store_and_apply(conn, cx, &deliveries)
+        })
+        .unwrap()
+    }
+
     /// The outbox's rows on `channel`, oldest first.
     pub fn notifications(
         &self,

@@ -14,7 +14,75 @@ on_both_backends!(
     one_unstorable_event_never_takes_its_batch_down,
     a_panicking_batch_is_answered_500_and_the_writers_live_on,
     each_event_of_a_batch_records_its_own_outcome,
+    a_batch_knows_the_customers_it_links_and_looks_up_the_rest,
 );
+
+/// A batch looks up its events' customers together, once, before applying any. A checkout
+/// in the batch that links a customer must be seen by the batch's later events of that
+/// customer, and a customer stored before the batch by its events; a customer nobody knows
+/// stays unknown.
+async fn a_batch_knows_the_customers_it_links_and_looks_up_the_rest(backend: Backend) {
+    use tollgate::db::models::webhook_event::WebhookEventStatus;
+    use tollgate::webhooks::Ingested;
+    let app = TestApp::spawn(backend).await;
+    let (_, jenny) = admin_and_customer(&app).await;
+    app.signed_in_customer("ken@example.com").await;
+    let ken = app.user_id("ken@example.com");
+    // Ken's customer is stored before the batch.
+    app.assert_webhook_accepted(&with_customer(
+        checkout_for(ken, "evt_1KenCheckout"),
+        "cus_DUMMYken",
+    ))
+    .await;
+
+    let invoice = |id: &str, customer: &str| {
+        let mut event = stripe_event("invoice.paid", id);
+        event["data"]["object"]["id"] = json!(format!("in_{id}"));
+        with_customer(event, customer)
+    };
+    let subscription = |id: &str, customer: &str| {
+        with_customer(stripe_event("customer.subscription.updated", id), customer)
+    };
+    let outcomes = app.ingest_together(&[
+        invoice("evt_1JennyEarly", "cus_DUMMYjenny"),
+        with_customer(checkout_for(jenny, "evt_1JennyCheckout"), "cus_DUMMYjenny"),
+        invoice("evt_1JennyPaid", "cus_DUMMYjenny"),
+        invoice("evt_1KenPaid", "cus_DUMMYken"),
+        subscription("evt_1StrangerSub", "cus_DUMMYstranger"),
+    ]);
+    let applied = Ingested::Stored(WebhookEventStatus::Applied);
+    assert_eq!(
+        outcomes,
+        [
+            applied.clone(),
+            applied.clone(),
+            applied.clone(),
+            applied,
+            Ingested::Stored(WebhookEventStatus::Failed),
+        ]
+    );
+    let invoices_of = |user_id: i64| {
+        app.query(move |conn| {
+            use diesel::prelude::*;
+            use tollgate::db::schema::invoices;
+            Ok(invoices::table
+                .filter(invoices::user_id.eq(user_id))
+                .select(invoices::stripe_invoice_id)
+                .order(invoices::stripe_invoice_id.asc())
+                .load::<String>(conn)?)
+        })
+    };
+    // Before its checkout, Jenny's customer was nobody's: that invoice is only recorded.
+    assert_eq!(invoices_of(jenny), ["in_evt_1JennyPaid"]);
+    assert_eq!(invoices_of(ken), ["in_evt_1KenPaid"]);
+    assert_eq!(status_of(&app, "evt_1StrangerSub"), "failed");
+}
+
+/// `event` with its object's customer set to `customer`.
+fn with_customer(mut event: Value, customer: &str) -> Value {
+    event["data"]["object"]["customer"] = json!(customer);
+    event
+}
 
 async fn duplicate_deliveries_racing_on_two_instances_take_effect_once(backend: Backend) {
     let first = TestApp::spawn(backend).await;

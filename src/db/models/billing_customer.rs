@@ -74,6 +74,21 @@ pub fn by_any_index(
     Ok(found.optional()?)
 }
 
+/// The users whose index is any of `indexes` (the digests of several customer ids), each with
+/// the index it matched, in one statement.
+pub fn users_by_index(
+    conn: &mut DbConnection,
+    indexes: &[&str],
+) -> Result<Vec<(String, UserId)>, DbError> {
+    Ok(billing_customers::table
+        .filter(billing_customers::stripe_customer_index.eq_any(indexes))
+        .select((
+            billing_customers::stripe_customer_index,
+            billing_customers::user_id,
+        ))
+        .load(conn)?)
+}
+
 /// Rows whose index is not under the `primary` pepper (or has no recorded pepper), by user id.
 pub fn index_not_under_key(
     conn: &mut DbConnection,

@@ -163,7 +163,12 @@ pub async fn reprocess(
         .db
         .run(move |conn| {
             let ties = Ties::default();
-            let outcome = webhooks::reprocess(conn, st.webhooks(&ties), &actor, id)?;
+            let outcome = webhooks::reprocess(
+                conn,
+                st.webhooks(&ties, &webhooks::KnownCustomers::default()),
+                &actor,
+                id,
+            )?;
             Ok::<_, webhooks::IngestError>((outcome, ties.any()))
         })
         .await
