@@ -27,10 +27,12 @@ pub fn config(database_url: DatabaseUrl, extra: &[(&'static str, &str)]) -> Conf
             .iter()
             .map(|(name, value)| (*name, (*value).to_owned())),
     );
-    // `SQLITE_SYNCHRONOUS=full cargo bench …` measures what power-loss durability costs, and
-    // the caches' lifetimes what freshness costs.
+    // `SQLITE_SYNCHRONOUS=full cargo bench …` measures what power-loss durability costs, the
+    // caches' lifetimes what freshness costs, and the pool's size (which sets PostgreSQL's
+    // group-commit writers) what batch sizes cost.
     for name in [
         "SQLITE_SYNCHRONOUS",
+        "DATABASE_POOL_SIZE",
         "ENTITLEMENTS_CACHE_MS",
         "SERVICE_TOKEN_CACHE_MS",
     ] {

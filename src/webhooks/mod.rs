@@ -84,14 +84,33 @@ pub const READ_FIELDS: [&str; 30] = [
     "trial_end",
 ];
 
-/// An event's `data.object`: a JSON object, of which only the [`READ_FIELDS`] are kept (each
-/// whole, nested values and all); the rest is skipped without being built, checked only as
-/// serde_json checks what it skips: well-formed JSON text (in a body that is UTF-8), but not
-/// its nesting depth, the range of its numbers or the pairing of its `\u` surrogates. Such a
-/// field, in a body signed with the endpoint's secret, is stored as sent; the console then
-/// shows that payload as unreadable. The sealed payload keeps the event as it came.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventObject(serde_json::Map<String, serde_json::Value>);
+/// An event's `data.object`: a JSON object, of which only the [`READ_FIELDS`] are kept, each
+/// as its JSON text, built into a `serde_json::Value` the first time a handler reads it (an
+/// invoice event of a customer Tollgate does not know reads one field, not its `lines`). The
+/// rest is skipped. Kept and skipped fields alike are checked as serde_json checks what it
+/// skips: well-formed JSON text (in a body that is UTF-8), but not its nesting depth, the range
+/// of its numbers or the pairing of its `\u` surrogates. A kept field that cannot be built
+/// (deeper than 128, a number beyond `f64`) reads as absent, as a field of an unexpected type
+/// does. Such a field, in a body signed with the endpoint's secret, is stored as sent; the
+/// console then shows that payload as unreadable. The sealed payload keeps the event as it
+/// came.
+#[derive(Debug, Default)]
+pub struct EventObject(Vec<KeptField>);
+
+/// One of an [`EventObject`]'s [`READ_FIELDS`]: its text, and its value once read.
+#[derive(Debug)]
+struct KeptField {
+    name: &'static str,
+    text: Box<serde_json::value::RawValue>,
+    value: std::sync::OnceLock<Option<serde_json::Value>>,
+}
+
+impl EventObject {
+    /// The names of the fields kept, in the object's order.
+    pub fn kept(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|kept| kept.name)
+    }
+}
 
 /// An object's top-level fields by name: an event's [`EventObject`], or an object read whole
 /// (from Stripe's API, or nested in an event).
@@ -111,7 +130,10 @@ impl Fields for EventObject {
             READ_FIELDS.contains(&key),
             "`{key}` is not parsed from events: add it to webhooks::READ_FIELDS"
         );
-        self.0.get(key)
+        let kept = self.0.iter().find(|kept| kept.name == key)?;
+        kept.value
+            .get_or_init(|| serde_json::from_str(kept.text.get()).ok())
+            .as_ref()
     }
 }
 
@@ -145,11 +167,20 @@ impl<'de> Deserialize<'de> for EventObject {
                 self,
                 mut entries: A,
             ) -> Result<EventObject, A::Error> {
-                let mut kept = serde_json::Map::new();
+                let mut kept: Vec<KeptField> = Vec::new();
                 while let Some(Key(key)) = entries.next_key()? {
                     match key {
-                        Some(key) => {
-                            kept.insert(key.to_owned(), entries.next_value()?);
+                        Some(name) => {
+                            let field = KeptField {
+                                name,
+                                text: entries.next_value()?,
+                                value: std::sync::OnceLock::new(),
+                            };
+                            // The last of a repeated key wins, as when a whole object is built.
+                            match kept.iter_mut().find(|kept| kept.name == name) {
+                                Some(earlier) => *earlier = field,
+                                None => kept.push(field),
+                            }
                         }
                         None => {
                             entries.next_value::<serde::de::IgnoredAny>()?;
@@ -511,15 +542,65 @@ mod tests {
             let whole: serde_json::Value = serde_json::from_str(fixture).unwrap();
             let whole = whole["data"]["object"].as_object().unwrap();
             let event = StripeEvent::parse(fixture.as_bytes(), false).unwrap();
-            let kept = &event.data.object.0;
-            let expected: serde_json::Map<String, serde_json::Value> = whole
-                .iter()
-                .filter(|(key, _)| READ_FIELDS.contains(&key.as_str()))
-                .map(|(key, value)| (key.clone(), value.clone()))
+            let object = &event.data.object;
+            let mut expected: Vec<&str> = whole
+                .keys()
+                .filter_map(|key| READ_FIELDS.iter().find(|read| **read == key).copied())
                 .collect();
-            assert_eq!(kept, &expected);
+            let mut kept: Vec<&str> = object.kept().collect();
+            expected.sort();
+            kept.sort();
+            assert_eq!(kept, expected);
             assert!(kept.len() < whole.len(), "fields were skipped");
+            for name in READ_FIELDS {
+                assert_eq!(object.field(name), whole.get(name), "{name}");
+            }
         }
+    }
+
+    #[test]
+    fn a_kept_field_is_built_when_it_is_first_read_and_only_then() {
+        let event = StripeEvent::parse(FIXTURES[0].as_bytes(), false).unwrap();
+        let built = |object: &EventObject| -> Vec<&str> {
+            object
+                .0
+                .iter()
+                .filter(|kept| kept.value.get().is_some())
+                .map(|kept| kept.name)
+                .collect()
+        };
+        let object = &event.data.object;
+        assert!(object.kept().any(|name| name == "lines"));
+        assert_eq!(
+            built(object),
+            Vec::<&str>::new(),
+            "nothing built by parsing"
+        );
+        assert!(
+            object
+                .field("customer")
+                .is_some_and(serde_json::Value::is_string)
+        );
+        assert_eq!(built(object), ["customer"]);
+        let lines = object.field("lines").unwrap() as *const serde_json::Value;
+        assert_eq!(
+            object.field("lines").unwrap() as *const _,
+            lines,
+            "built once"
+        );
+    }
+
+    #[test]
+    fn a_kept_field_that_cannot_be_built_reads_as_absent() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(
+            r#"{{"id":"evt_1","type":"invoice.paid","created":1,"livemode":false,"data":{{"object":{{"customer":{deep},"amount_due":1e400,"id":"in_1"}}}}}}"#
+        );
+        let event = StripeEvent::parse(body.as_bytes(), false).expect("well-formed JSON");
+        let object = &event.data.object;
+        assert_eq!(object.field("customer"), None);
+        assert_eq!(object.field("amount_due"), None);
+        assert_eq!(object.field("id"), Some(&serde_json::json!("in_1")));
     }
 
     #[test]
@@ -535,7 +616,7 @@ mod tests {
         // when the whole object was built.
         let kept = event(br#"{"cust\u006fmer":"cus_1","customer":"cus_2","footer":1}"#).unwrap();
         assert_eq!(kept.field("customer"), Some(&serde_json::json!("cus_2")));
-        assert_eq!(kept.0.len(), 1);
+        assert_eq!(kept.kept().collect::<Vec<_>>(), ["customer"]);
         for broken in [
             &br#"{"customer":"cus_1","footer":tru}"#[..],
             br#"{"customer":"cus_1","footer":[1,}"#,
@@ -543,7 +624,10 @@ mod tests {
             br#"["not", "an", "object"]"#,
             br#""cus_1""#,
         ] {
-            assert_eq!(event(broken), Err(PayloadError::Shape), "{broken:?}");
+            assert!(
+                matches!(event(broken), Err(PayloadError::Shape)),
+                "{broken:?}"
+            );
         }
     }
 
