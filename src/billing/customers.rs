@@ -73,8 +73,10 @@ fn index_candidates(hasher: &TokenHasher, customer: &CustomerId) -> Vec<String> 
         .collect()
 }
 
-/// The users of the Stripe customers a batch of webhook events names, looked up together: one
-/// statement for the whole batch instead of a round trip per event. Valid for one transaction
+/// The users of the Stripe customers a batch of webhook events names, looked up together
+/// ([`billing_customer::users_by_any_index`]: on PostgreSQL one statement for the whole batch
+/// instead of a round trip per event; on SQLite one lookup per distinct customer, in process,
+/// instead of one per event). Valid for one transaction
 /// only (it is what that transaction saw): a customer the transaction links is noted with
 /// [`Self::linked`], and a customer the batch did not name is looked up on its own.
 #[derive(Debug, Default)]
@@ -94,25 +96,12 @@ impl KnownCustomers {
                 wanted.push((customer, candidates));
             }
         }
-        if wanted.is_empty() {
-            return Ok(Self::default());
-        }
-        let indexes: Vec<&str> = wanted
-            .iter()
-            .flat_map(|(_, candidates)| candidates.iter().map(String::as_str))
-            .collect();
-        let found: HashMap<String, UserId> = billing_customer::users_by_index(conn, &indexes)?
-            .into_iter()
-            .collect();
-        // As one lookup would: any candidate's row, the primary pepper's first.
+        let groups: Vec<&[String]> = wanted.iter().map(|(_, c)| c.as_slice()).collect();
+        let users = billing_customer::users_by_any_index(conn, &groups)?;
         let known = wanted
             .into_iter()
-            .map(|(customer, candidates)| {
-                let user = candidates
-                    .iter()
-                    .find_map(|index| found.get(index).copied());
-                (customer, user)
-            })
+            .map(|(customer, _)| customer)
+            .zip(users)
             .collect();
         Ok(Self(RefCell::new(known)))
     }

@@ -138,8 +138,9 @@ fn user_for_customer(
     Ok(cx.customers.user(conn, cx.hasher, customer)?)
 }
 
-/// The customer whose user applying `event` looks up, if it names one: every handler that
-/// looks one up reads it from the object's `customer`.
+/// The customer whose user applying `event` looks up, if it names one: the handlers read it
+/// from the object's `customer` (a detached card's handler also from `previous_attributes`: that
+/// one is looked up on its own).
 pub(crate) fn customer_to_look_up(event: &StripeEvent) -> Option<CustomerId> {
     handler(&event.kind)?;
     text(&event.data.object, "customer").map(CustomerId::new)
@@ -166,7 +167,10 @@ fn checkout_completed(
     if user::find(conn, user_id)?.is_none() {
         return Ok(Outcome::Failed(format!("no user {user_id}")));
     }
-    match user_for_customer(conn, cx, &customer)? {
+    // Asked now, not as the batch saw it: the insert below must not link a customer that
+    // another transaction linked since (under another pepper's digest, which the unique index
+    // would not catch).
+    match customers::find_by_customer_id(conn, hasher, &customer)?.map(|row| row.user_id) {
         Some(owner) if owner == user_id => Ok(Outcome::Applied),
         Some(owner) => Ok(Outcome::Failed(format!(
             "customer {customer} belongs to user {owner}, not {user_id}"

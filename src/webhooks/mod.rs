@@ -86,11 +86,12 @@ pub const READ_FIELDS: [&str; 30] = [
 
 /// An event's `data.object`: a JSON object, of which only the [`READ_FIELDS`] are kept, each
 /// as its JSON text, built into a `serde_json::Value` the first time a handler reads it (an
-/// invoice event of a customer Tollgate does not know reads one field, not its `lines`). The
+/// `invoice.paid` of a customer Tollgate does not know reads one field, not its `lines`). The
 /// rest is skipped. Kept and skipped fields alike are checked as serde_json checks what it
 /// skips: well-formed JSON text (in a body that is UTF-8), but not its nesting depth, the range
 /// of its numbers or the pairing of its `\u` surrogates. A kept field that cannot be built
-/// (deeper than 128, a number beyond `f64`) reads as absent, as a field of an unexpected type
+/// (deeper than 128, a number beyond `f64`, a lone surrogate) reads as absent, as a field of an
+/// unexpected type
 /// does. Such a field, in a body signed with the endpoint's secret, is stored as sent; the
 /// console then shows that payload as unreadable. The sealed payload keeps the event as it
 /// came.
@@ -248,8 +249,9 @@ pub struct Context<'a> {
     pub past_due_grace_days: u32,
     /// Marked when an event meets a same-second tie (an object to read again from Stripe).
     pub ties: &'a Ties,
-    /// The users of the customers the events name, as their transaction saw them
-    /// ([`store_and_apply`] looks up a batch's at once); empty: each is looked up on its own.
+    /// The users of the customers the events name, as their transaction saw them; empty: each
+    /// is looked up on its own. [`store_and_apply`] replaces it with its batch's, looked up at
+    /// once, whatever the caller passed.
     pub customers: &'a KnownCustomers,
 }
 

@@ -287,6 +287,7 @@ impl TestApp {
 
     /// Stores and applies `events` in one transaction, as the webhook writer does with the
     /// deliveries of one batch (over HTTP, which deliveries share a batch is up to timing).
+    /// With the keys and peppers of the test configuration: not for an app spawned with others.
     pub fn ingest_together(
         &self,
         events: &[serde_json::Value],
