@@ -76,9 +76,9 @@ fn index_candidates(hasher: &TokenHasher, customer: &CustomerId) -> Vec<String> 
 /// The users of the Stripe customers a batch of webhook events names, looked up together
 /// ([`billing_customer::users_by_any_index`]: on PostgreSQL one statement for the whole batch
 /// instead of a round trip per event; on SQLite one lookup per distinct customer, in process,
-/// instead of one per event). Valid for one transaction
-/// only (it is what that transaction saw): a customer the transaction links is noted with
-/// [`Self::linked`], and a customer the batch did not name is looked up on its own.
+/// instead of one per event). Valid for one transaction only (it is what that transaction
+/// saw): a customer the transaction links is noted with [`Self::linked`], and a customer the
+/// batch did not name is looked up on its own.
 #[derive(Debug, Default)]
 pub struct KnownCustomers(RefCell<HashMap<CustomerId, Option<UserId>>>);
 

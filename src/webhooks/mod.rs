@@ -91,10 +91,9 @@ pub const READ_FIELDS: [&str; 30] = [
 /// skips: well-formed JSON text (in a body that is UTF-8), but not its nesting depth, the range
 /// of its numbers or the pairing of its `\u` surrogates. A kept field that cannot be built
 /// (deeper than 128, a number beyond `f64`, a lone surrogate) reads as absent, as a field of an
-/// unexpected type
-/// does. Such a field, in a body signed with the endpoint's secret, is stored as sent; the
-/// console then shows that payload as unreadable. The sealed payload keeps the event as it
-/// came.
+/// unexpected type does. Such a field, in a body signed with the endpoint's secret, is stored
+/// as sent; the console then shows that payload as unreadable. The sealed payload keeps the
+/// event as it came.
 #[derive(Debug, Default)]
 pub struct EventObject(Vec<KeptField>);
 
@@ -596,12 +595,13 @@ mod tests {
     fn a_kept_field_that_cannot_be_built_reads_as_absent() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         let body = format!(
-            r#"{{"id":"evt_1","type":"invoice.paid","created":1,"livemode":false,"data":{{"object":{{"customer":{deep},"amount_due":1e400,"id":"in_1"}}}}}}"#
+            r#"{{"id":"evt_1","type":"invoice.paid","created":1,"livemode":false,"data":{{"object":{{"customer":{deep},"amount_due":1e400,"number":"\ud800","id":"in_1"}}}}}}"#
         );
         let event = StripeEvent::parse(body.as_bytes(), false).expect("well-formed JSON");
         let object = &event.data.object;
         assert_eq!(object.field("customer"), None);
         assert_eq!(object.field("amount_due"), None);
+        assert_eq!(object.field("number"), None, "a lone surrogate");
         assert_eq!(object.field("id"), Some(&serde_json::json!("in_1")));
     }
 
