@@ -595,15 +595,8 @@ impl Reconciler {
                     // `run` reads every tie again after the replay; noted on the gate too, so
                     // that a replay that stops early leaves them to the next delivery's pass.
                     let ties = refetch::Ties::default();
-                    let cx = webhooks::Context {
-                        keyring: &keyring,
-                        hasher: &hasher,
-                        alerts: &config.alerts,
-                        faults: &config.faults,
-                        past_due_grace_days: config.stripe.past_due_grace_days,
-                        ties: &ties,
-                        customers: &webhooks::KnownCustomers::default(),
-                    };
+                    let customers = webhooks::KnownCustomers::default();
+                    let cx = webhooks::Context::new(&config, &keyring, &hasher, &ties, &customers);
                     let delivery = Delivery {
                         event: &event,
                         raw: &raw,

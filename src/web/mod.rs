@@ -80,14 +80,12 @@ impl AppState {
         ties: &'a crate::reconcile::refetch::Ties,
         customers: &'a crate::webhooks::KnownCustomers,
     ) -> crate::webhooks::Context<'a> {
-        crate::webhooks::Context {
-            keyring: &self.keyring,
-            hasher: &self.token_hasher,
-            alerts: &self.config.alerts,
-            faults: &self.config.faults,
-            past_due_grace_days: self.config.stripe.past_due_grace_days,
+        crate::webhooks::Context::new(
+            &self.config,
+            &self.keyring,
+            &self.token_hasher,
             ties,
             customers,
-        }
+        )
     }
 }

@@ -254,6 +254,28 @@ pub struct Context<'a> {
     pub customers: &'a KnownCustomers,
 }
 
+impl<'a> Context<'a> {
+    /// The settings `config` gives, with the keys and peppers made from it (`keyring`,
+    /// `hasher`), the ties to mark and the customers known so far.
+    pub fn new(
+        config: &'a crate::config::Config,
+        keyring: &'a Keyring,
+        hasher: &'a TokenHasher,
+        ties: &'a Ties,
+        customers: &'a KnownCustomers,
+    ) -> Self {
+        Self {
+            keyring,
+            hasher,
+            alerts: &config.alerts,
+            faults: &config.faults,
+            past_due_grace_days: config.stripe.past_due_grace_days,
+            ties,
+            customers,
+        }
+    }
+}
+
 pub fn payload_aad(event_id: &str) -> Aad {
     Aad::new("webhook_events", "payload_sealed", event_id)
 }

@@ -72,16 +72,9 @@ impl WebhookWriter {
             MAX_BATCH,
             move |conn, batch| {
                 let ties = Ties::default();
-                let cx = Context {
-                    keyring: &keyring,
-                    hasher: &hasher,
-                    alerts: &config.alerts,
-                    faults: &config.faults,
-                    past_due_grace_days: config.stripe.past_due_grace_days,
-                    ties: &ties,
-                    // Looked up per transaction, by `store_and_apply`.
-                    customers: &KnownCustomers::default(),
-                };
+                // Customers are looked up per transaction, by `store_and_apply`.
+                let customers = KnownCustomers::default();
+                let cx = Context::new(&config, &keyring, &hasher, &ties, &customers);
                 let events = batch.len();
                 let started = std::time::Instant::now();
                 commit(conn, cx, batch, &metrics, &refetching);

@@ -296,15 +296,8 @@ impl TestApp {
         let config = test_config(self._database.url.clone());
         let (keyring, hasher) = (config.keyring(), config.token_hasher());
         let ties = tollgate::reconcile::refetch::Ties::default();
-        let cx = Context {
-            keyring: &keyring,
-            hasher: &hasher,
-            alerts: &config.alerts,
-            faults: &config.faults,
-            past_due_grace_days: config.stripe.past_due_grace_days,
-            ties: &ties,
-            customers: &KnownCustomers::default(),
-        };
+        let customers = KnownCustomers::default();
+        let cx = Context::new(&config, &keyring, &hasher, &ties, &customers);
         let raws: Vec<Vec<u8>> = events
             .iter()
             .map(|e| serde_json::to_vec(e).unwrap())
