@@ -27,6 +27,7 @@ on_both_backends!(
     the_audit_file_gets_every_event_as_json_without_secrets_and_follows_rotation,
     an_event_of_a_rolled_back_transaction_never_reaches_the_file,
     an_open_audit_transaction_holds_up_no_other_writer,
+    an_instances_lanes_are_its_own_whatever_its_id_holds,
 );
 
 fn exec(db: &Db, sql: &str) {
@@ -680,4 +681,36 @@ async fn an_open_audit_transaction_holds_up_no_other_writer(backend: Backend) {
         stdout.contains("audit trail intact: 2 chain(s), 3 row(s)"),
         "{stdout}"
     );
+}
+
+/// An instance's lanes are `<instance>` and `<instance>#…` exactly: the `_` an instance id may
+/// hold matches itself only, on both backends (LIKE reads it as any character).
+async fn an_instances_lanes_are_its_own_whatever_its_id_holds(backend: Backend) {
+    use tollgate::db::models::audit_chain;
+    let database = TestDatabase::migrated(backend);
+    let db = database.db();
+    for chain in [
+        "web_1",
+        "web_1#00aa",
+        "web_1#00bb",
+        "webx1#00cc",
+        "web_10",
+        "web_1x#00dd",
+    ] {
+        exec(
+            &db,
+            &format!(
+                "INSERT INTO audit_chains (chain_id, last_sequence, last_hash, \
+                 checkpoint_sequence, checkpoint_hash, updated_at) \
+                 VALUES ('{chain}', 0, 'genesis', 0, 'genesis', '2026-12-01 00:00:00')"
+            ),
+        );
+    }
+    let lanes: Vec<String> = db
+        .run_blocking(|conn| audit_chain::lanes(conn, "web_1"))
+        .unwrap()
+        .into_iter()
+        .map(|head| head.chain_id)
+        .collect();
+    assert_eq!(lanes, ["web_1", "web_1#00aa", "web_1#00bb"]);
 }

@@ -56,13 +56,14 @@ fn of_instance(
     instance: &str,
 ) -> diesel::dsl::Or<
     diesel::dsl::Eq<audit_chains::chain_id, String>,
-    diesel::dsl::Like<audit_chains::chain_id, String>,
+    diesel::dsl::Escape<diesel::dsl::Like<audit_chains::chain_id, String>>,
 > {
-    // `_` is a LIKE wildcard (and may be in an instance id); `\` is LIKE's escape character.
+    // `_` is a LIKE wildcard (and may be in an instance id): escaped by `\`, named as the escape
+    // character (PostgreSQL's default, SQLite has none).
     let lanes = format!("{}#%", instance.replace('_', "\\_"));
     audit_chains::chain_id
         .eq(instance.to_owned())
-        .or(audit_chains::chain_id.like(lanes))
+        .or(audit_chains::chain_id.like(lanes).escape('\\'))
 }
 
 /// Locks a head of `instance` that no other transaction holds and returns it.
