@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::{Value, json};
-use tollgate::db::schema::{invoices, plan_past_due_grace, plans, subscriptions, webhook_events};
+use tollgate::db::schema::{invoices, plan_past_due_grace, plans, subscriptions};
 use tollgate::service_tokens::Scope;
 
 use crate::common::{Backend, Browser, TestApp, card_form, stripe_event};
@@ -107,24 +107,6 @@ async fn failed_renewal(app: &TestApp, user_id: i64, sub: &str) -> String {
     })
     .await;
     invoice
-}
-
-/// Waits (up to 15 s) until every event the simulator made has been delivered and processed.
-async fn settle(app: &TestApp) {
-    for _ in 0..300 {
-        let made = app.stripe_events().await.len() as i64;
-        let processed: i64 = app.query(|conn| {
-            Ok(webhook_events::table
-                .filter(webhook_events::status.ne("received"))
-                .count()
-                .get_result(conn)?)
-        });
-        if processed == made {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the simulator's events were not all applied");
 }
 
 fn invoice_status(app: &TestApp, id: &str) -> String {
@@ -538,7 +520,7 @@ async fn cancelling_a_past_due_subscription_stops_payment_attempts(backend: Back
         app.subscription_status(user_id) == "canceled"
     })
     .await;
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(invoice_status(&app, &invoice), "open");
     let after = entitlements(&app, &reader, user_id).await;
     assert_eq!(after["active"], false);

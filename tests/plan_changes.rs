@@ -9,7 +9,7 @@ use std::time::Duration;
 use diesel::prelude::*;
 use serde_json::json;
 use tollgate::config::DowngradeTiming;
-use tollgate::db::schema::{plan_changes, plan_seats, plans, subscriptions, webhook_events};
+use tollgate::db::schema::{plan_changes, plan_seats, plans, subscriptions};
 use tollgate::service_tokens::Scope;
 
 use crate::common::hidden;
@@ -33,24 +33,6 @@ on_both_backends!(
     a_downgrade_is_not_scheduled_over_a_trial,
 );
 
-/// Waits (up to 15 s) until every event the simulator made has been processed.
-async fn settle(app: &TestApp) {
-    for _ in 0..300 {
-        let made = app.stripe_events().await.len() as i64;
-        let processed: i64 = app.query(|conn| {
-            Ok(webhook_events::table
-                .filter(webhook_events::status.ne("received"))
-                .count()
-                .get_result(conn)?)
-        });
-        if processed == made {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the simulator's events were not all applied");
-}
-
 /// Basic ($10 a month) and Pro ($25 a month or $250 a year), as the admin creates them.
 async fn plans(app: &TestApp) -> Browser {
     let admin = app.signed_in_admin("admin@example.com").await;
@@ -71,7 +53,7 @@ async fn plans(app: &TestApp) -> Browser {
 async fn subscribed(app: &TestApp, email: &str, slug: &str) -> Browser {
     let customer = app.signed_in_customer(email).await;
     app.subscribe(&customer, slug).await;
-    settle(app).await;
+    app.settle().await;
     customer
 }
 
@@ -194,7 +176,7 @@ async fn an_upgrade_is_previewed_then_applied_now_and_charged_prorated(backend: 
     assert_eq!(sub["items"]["data"][0]["price"]["unit_amount"], 2500);
     assert_eq!(plan_of(&app, email), "pro");
     assert_eq!(entitlements(&app, email).await["plan"], "pro");
-    settle(&app).await;
+    app.settle().await;
     let invoices = update_invoices(&app).await;
     assert_eq!(invoices.len(), 1);
     assert_eq!(invoices[0]["amount_due"], due, "charged what was previewed");
@@ -202,7 +184,7 @@ async fn an_upgrade_is_previewed_then_applied_now_and_charged_prorated(backend: 
     // The same form again: one change, one charge, one audit row, one e-mail.
     let res = confirm(&customer, &fields).await;
     assert_eq!(res.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(update_invoices(&app).await.len(), 1);
     assert_eq!(app.count_events("plan_changed"), 1);
     let emails = app
@@ -222,7 +204,7 @@ async fn schedule_downgrade(app: &TestApp, email: &str) -> Browser {
     assert!(page.contains("$10.00 on"), "the next invoice: {page}");
     let res = confirm(&customer, &fields).await;
     assert_eq!(res.status(), 303);
-    settle(app).await;
+    app.settle().await;
     customer
 }
 
@@ -266,7 +248,7 @@ async fn a_downgrade_waits_for_the_renewal_and_stripe_applies_it(backend: Backen
             .await,
         200
     );
-    settle(&app).await;
+    app.settle().await;
     let sub = stripe_subscription(&app, email).await;
     assert_eq!(sub["items"]["data"][0]["price"]["unit_amount"], 1000);
     assert_eq!(plan_of(&app, email), "basic");
@@ -295,7 +277,7 @@ async fn a_scheduled_downgrade_can_be_called_off(backend: Backend) {
         .submit_operation("/account", "/billing/change/cancel", &[])
         .await;
     assert_eq!(res.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     let sub = stripe_subscription(&app, email).await;
     assert!(sub["schedule"].is_null(), "released: {sub}");
     assert_eq!(app.count_events("plan_change_canceled"), 1);
@@ -307,7 +289,7 @@ async fn a_scheduled_downgrade_can_be_called_off(backend: Backend) {
             .await,
         200
     );
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(plan_of(&app, email), "pro", "the plan renews as it was");
 }
 
@@ -358,7 +340,7 @@ async fn switching_to_yearly_billing_restarts_the_cycle_and_bills_the_year(backe
     let item = &sub["items"]["data"][0];
     assert_eq!(item["price"]["recurring"]["interval"], "year");
     assert!(item["current_period_end"].as_i64().unwrap() > at + 360 * 86_400);
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(update_invoices(&app).await[0]["amount_due"], due);
 }
 
@@ -431,7 +413,7 @@ async fn seats_change_within_the_plans_range_and_entitlements_carry_the_quantity
         3
     );
     assert_eq!(entitlements(&app, email).await["quantity"], 3);
-    settle(&app).await;
+    app.settle().await;
     let updated: Vec<String> = app
         .notifications("app_webhook")
         .into_iter()
@@ -553,7 +535,7 @@ async fn an_older_subscription_event_never_undoes_a_newer_quantity(backend: Back
     let old_object = stripe_subscription(&app, email).await;
     let (_, fields) = preview(&customer, "plan=pro&interval=month&quantity=4").await;
     assert_eq!(confirm(&customer, &fields).await.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(entitlements(&app, email).await["quantity"], 4);
 
     // The update from before the change, delivered late.
@@ -618,7 +600,7 @@ async fn per_seat_plans_are_set_by_the_admin_and_bought_by_the_seat(backend: Bac
     assert_eq!(res.status(), 303);
     let paid = app.pay(&location(&res), "4242 4242 4242 4242").await;
     assert_eq!(paid.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     let sub = stripe_subscription(&app, email).await;
     assert_eq!(sub["items"]["data"][0]["quantity"], 5);
     assert_eq!(entitlements(&app, email).await["quantity"], 5);
@@ -648,7 +630,7 @@ async fn cancelling_with_a_scheduled_downgrade_releases_the_schedule_first(backe
         )
         .await;
     assert_eq!(res.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     let sub = stripe_subscription(&app, email).await;
     assert_eq!(sub["cancel_at_period_end"], true, "{sub}");
     assert!(sub["schedule"].is_null(), "released: {sub}");
@@ -691,7 +673,7 @@ async fn a_confirm_charges_what_was_previewed_and_refuses_a_changed_price_or_tim
     assert!(page.contains(&money(due)), "{due}: {page}");
     actix_web::rt::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(confirm(&customer, &fields).await.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     let invoices = update_invoices(&app).await;
     assert_eq!(invoices[0]["amount_due"], due, "charged what was previewed");
 
@@ -753,7 +735,7 @@ async fn plan_changes_wait_until_a_past_due_invoice_is_paid(backend: Backend) {
         .await,
         200
     );
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(app.subscription_status(app.user_id(email)), "past_due");
     let account = customer.get_text("/account").await;
     assert!(
@@ -787,15 +769,15 @@ async fn a_replayed_confirm_never_records_an_older_state_as_newest(backend: Back
     let customer = subscribed(&app, email, "basic").await;
     let (_, upgrade) = preview(&customer, "plan=pro&interval=month").await;
     assert_eq!(confirm(&customer, &upgrade).await.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     let (_, downgrade) = preview(&customer, "plan=basic&interval=month").await;
     assert_eq!(confirm(&customer, &downgrade).await.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(plan_of(&app, email), "basic");
 
     // The upgrade's form again: Stripe answers with its stored (older) response.
     assert_eq!(confirm(&customer, &upgrade).await.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     let sub = stripe_subscription(&app, email).await;
     assert_eq!(sub["items"]["data"][0]["price"]["unit_amount"], 1000);
     assert_eq!(plan_of(&app, email), "basic", "what Stripe says now");

@@ -1,12 +1,10 @@
 //! Stripe's subscription is stored the same whichever path brought it: the success page's API
 //! read and a signed webhook carrying the very same object write identical rows.
 
-use std::time::Duration;
-
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use serde_json::json;
-use tollgate::db::schema::{subscriptions, webhook_events};
+use tollgate::db::schema::subscriptions;
 
 use crate::common::{Backend, TestApp, stripe_event};
 use crate::on_both_backends;
@@ -49,30 +47,11 @@ fn forget_subscriptions(app: &TestApp) {
     app.query(|conn| Ok(diesel::delete(subscriptions::table).execute(conn)?));
 }
 
-/// Waits (up to 15 s) until every event the simulator made has been delivered and processed,
-/// so that nothing more arrives on its own.
-async fn settle(app: &TestApp) {
-    for _ in 0..300 {
-        let made = app.stripe_events().await.len() as i64;
-        let processed: i64 = app.query(|conn| {
-            Ok(webhook_events::table
-                .filter(webhook_events::status.ne("received"))
-                .count()
-                .get_result(conn)?)
-        });
-        if processed == made {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the simulator's events were not all applied");
-}
-
 async fn the_webhook_and_the_api_store_one_subscription_alike(backend: Backend) {
     let (app, _) = TestApp::with_pro_plan(backend).await;
     let customer = app.signed_in_customer("both-paths@example.com").await;
     let success = app.subscribe(&customer, "pro").await;
-    settle(&app).await;
+    app.settle().await;
     let sub_id = rows(&app)[0].1.clone();
     // Off its default, so that it is seen to be read on both paths.
     let res = reqwest::Client::new()
@@ -83,7 +62,7 @@ async fn the_webhook_and_the_api_store_one_subscription_alike(backend: Backend) 
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    settle(&app).await;
+    app.settle().await;
 
     // The API path alone: the success page reads the subscription from Stripe.
     forget_subscriptions(&app);

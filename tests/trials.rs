@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use diesel::prelude::*;
 use serde_json::{Value, json};
-use tollgate::db::schema::{cancellation_feedback, payment_cards, webhook_events};
+use tollgate::db::schema::{cancellation_feedback, payment_cards};
 use tollgate::service_tokens::Scope;
 
 use crate::common::{
@@ -32,24 +32,6 @@ on_both_backends!(
     a_trial_is_offered_once_never_again_after_it_ended,
     a_removed_card_is_never_brought_back_by_an_older_event,
 );
-
-/// Waits (up to 15 s) until every event the simulator made has been delivered and processed.
-async fn settle(app: &TestApp) {
-    for _ in 0..300 {
-        let made = app.stripe_events().await.len() as i64;
-        let processed: i64 = app.query(|conn| {
-            Ok(webhook_events::table
-                .filter(webhook_events::status.ne("received"))
-                .count()
-                .get_result(conn)?)
-        });
-        if processed == made {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the simulator's events were not all applied");
-}
 
 /// The admin creates `name` (`slug`) at $25.00 a month with a 14-day trial, taken without a
 /// card when `without_card`.
@@ -126,7 +108,7 @@ async fn a_card_free_trial_starts_without_a_card_and_ends_cleanly_without_one(ba
     assert!(page.contains("No card needed"), "{page}");
     // Nothing typed in the card fields: the trial starts without a card.
     complete_checkout(&customer, &url, &[]).await;
-    settle(&app).await;
+    app.settle().await;
 
     let sub_id = app.subscription_id(user_id);
     let at_stripe = app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await;
@@ -149,7 +131,7 @@ async fn a_card_free_trial_starts_without_a_card_and_ends_cleanly_without_one(ba
             .await,
         200
     );
-    settle(&app).await;
+    app.settle().await;
     let at_stripe = app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await;
     assert_eq!(at_stripe["status"], "canceled");
     assert!(at_stripe["cancellation_details"]["reason"].is_string());
@@ -185,7 +167,7 @@ async fn a_card_free_trial_starts_without_a_card_and_ends_cleanly_without_one(ba
         .to_owned();
     app.sim_control(&format!("/_sim/events/{deleted}/redeliver"))
         .await;
-    settle(&app).await;
+    app.settle().await;
     let emails = app.settled_notifications("email").await;
     assert_eq!(
         emails
@@ -214,7 +196,7 @@ async fn a_trial_with_a_card_becomes_active_and_is_charged_once(backend: Backend
         .unwrap();
     assert_eq!(refused.status(), 422);
     complete_checkout(&customer, &url, &card_form("4242 4242 4242 4242")).await;
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(app.subscription_status(user_id), "trialing");
 
     let sub_id = app.subscription_id(user_id);
@@ -225,7 +207,7 @@ async fn a_trial_with_a_card_becomes_active_and_is_charged_once(backend: Backend
             200
         );
     }
-    settle(&app).await;
+    app.settle().await;
     let at_stripe = app.stripe_get(&format!("/v1/subscriptions/{sub_id}")).await;
     assert_eq!(at_stripe["status"], "active");
     let events = app.stripe_events().await;
@@ -249,7 +231,7 @@ async fn a_card_added_during_a_card_free_trial_keeps_the_plan_and_is_charged_onc
     let user_id = app.user_id("converts@example.com");
     let (_, url) = checkout(&app, &customer, "starter").await;
     complete_checkout(&customer, &url, &[]).await;
-    settle(&app).await;
+    app.settle().await;
     let account = customer.get_text("/account").await;
     assert!(
         account.contains("Add one before your trial ends") && account.contains("Add a card"),
@@ -271,13 +253,13 @@ async fn a_card_added_during_a_card_free_trial_keeps_the_plan_and_is_charged_onc
         .await
         .unwrap();
     assert_eq!(saved.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     account_shows(&customer, "•••• 4242").await;
 
     let sub_id = app.subscription_id(user_id);
     app.sim_control(&format!("/_sim/subscriptions/{sub_id}/end_trial"))
         .await;
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(app.subscription_status(user_id), "active");
     let events = app.stripe_events().await;
     assert_eq!(events_of(&events, "payment_intent.succeeded").len(), 1);
@@ -292,7 +274,7 @@ async fn the_trial_ending_notice_is_e_mailed_once(backend: Backend) {
     let user_id = app.user_id("notice@example.com");
     let (_, url) = checkout(&app, &customer, "starter").await;
     complete_checkout(&customer, &url, &[]).await;
-    settle(&app).await;
+    app.settle().await;
     let sub_id = app.subscription_id(user_id);
 
     let res = reqwest::Client::new()
@@ -306,11 +288,11 @@ async fn the_trial_ending_notice_is_e_mailed_once(backend: Backend) {
     assert_eq!(res.status(), 200);
     let event: Value = res.json().await.unwrap();
     let event_id = event["event"].as_str().unwrap().to_owned();
-    settle(&app).await;
+    app.settle().await;
     // Stripe delivers at least once: a second delivery of the notice is no second e-mail.
     app.sim_control(&format!("/_sim/events/{event_id}/redeliver"))
         .await;
-    settle(&app).await;
+    app.settle().await;
     let emails = app.settled_notifications("email").await;
     let notices: Vec<_> = emails
         .iter()
@@ -507,7 +489,7 @@ async fn a_card_updated_in_the_portal_updates_the_account_page(backend: Backend)
         .await
         .unwrap();
     assert_eq!(saved.status(), 303);
-    settle(&app).await;
+    app.settle().await;
     let account = account_shows(&customer, "•••• 4444").await;
     assert!(account.contains("Mastercard"), "{account}");
     assert!(!account.contains("•••• 4242"), "the old card is gone");
@@ -530,7 +512,7 @@ async fn an_older_payment_method_event_never_overwrites_a_newer_card(backend: Ba
     let customer = app.signed_in_customer("ordered@example.com").await;
     app.subscribe(&customer, "pro").await;
     account_shows(&customer, "•••• 4242").await;
-    settle(&app).await;
+    app.settle().await;
     let events = app.stripe_events().await;
     let attached = events_of(&events, "payment_method.attached")[0];
     let created = attached["created"].as_i64().unwrap();
@@ -849,14 +831,14 @@ async fn a_trial_is_offered_once_never_again_after_it_ended(backend: Backend) {
     let (session, url) = checkout(&app, &customer, "starter").await;
     assert_eq!(session["payment_method_collection"], "if_required");
     complete_checkout(&customer, &url, &[]).await;
-    settle(&app).await;
+    app.settle().await;
     let sub_id = app.subscription_id(user_id);
     assert_eq!(
         app.sim_control(&format!("/_sim/subscriptions/{sub_id}/end_trial"))
             .await,
         200
     );
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(app.subscription_status(user_id), "canceled");
 
     // Back for another free month: no trial is offered, Checkout asks for a card and charges
@@ -883,7 +865,7 @@ async fn a_removed_card_is_never_brought_back_by_an_older_event(backend: Backend
     let customer = app.signed_in_customer("removed@example.com").await;
     app.subscribe(&customer, "pro").await;
     account_shows(&customer, "•••• 4242").await;
-    settle(&app).await;
+    app.settle().await;
     let events = app.stripe_events().await;
     let attached = events_of(&events, "payment_method.attached")[0].clone();
     let created = attached["created"].as_i64().unwrap();

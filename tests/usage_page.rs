@@ -6,11 +6,9 @@
 //! Until the metered-plan form and the usage API are merged, the fixtures below seed their rows
 //! directly (a meter on a plan, usage through the one write path `usage::records::store`).
 
-use std::time::Duration;
-
 use chrono::{NaiveDateTime, Utc};
 use diesel::prelude::*;
-use tollgate::db::schema::{plan_meters, plans, subscriptions, usage_meters, webhook_events};
+use tollgate::db::schema::{plan_meters, plans, subscriptions, usage_meters};
 use tollgate::usage::records::{self, Destination, NewUsage};
 
 use crate::common::{Backend, Browser, TestApp};
@@ -28,24 +26,6 @@ on_both_backends!(
 );
 
 // --- fixtures (to be swapped for the meters form and the usage API) -----------------------
-
-/// Waits (up to 15 s) until every event the simulator made has been processed.
-async fn settle(app: &TestApp) {
-    for _ in 0..300 {
-        let made = app.stripe_events().await.len() as i64;
-        let processed: i64 = app.query(|conn| {
-            Ok(webhook_events::table
-                .filter(webhook_events::status.ne("received"))
-                .count()
-                .get_result(conn)?)
-        });
-        if processed == made {
-            return;
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the simulator's events were not all applied");
-}
 
 /// Plan `slug` meters `tokens`: 10,000 included, then $2.00 per 1,000, quota `quota`.
 fn meter_tokens(app: &TestApp, slug: &'static str, quota: Option<i64>) {
@@ -86,7 +66,7 @@ fn meter_tokens(app: &TestApp, slug: &'static str, quota: Option<i64>) {
 async fn metered_customer(app: &TestApp, email: &str) -> (Browser, i64) {
     let customer = app.signed_in_customer(email).await;
     app.subscribe(&customer, "pro").await;
-    settle(app).await;
+    app.settle().await;
     let user_id = app.user_id(email);
     let end = Utc::now().naive_utc() + chrono::Duration::days(10);
     app.query(move |conn| {

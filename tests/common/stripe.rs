@@ -59,6 +59,27 @@ impl TestApp {
             .clone()
     }
 
+    /// Waits (at least 15 s) until every event the simulator made has been applied (its
+    /// deliveries run in the background: a page may answer before they arrive).
+    pub async fn settle(&self) {
+        use diesel::prelude::*;
+        use tollgate::db::schema::webhook_events;
+        for _ in 0..300 {
+            let made = self.stripe_events().await.len() as i64;
+            let processed: i64 = self.query(|conn| {
+                Ok(webhook_events::table
+                    .filter(webhook_events::status.ne("received"))
+                    .count()
+                    .get_result(conn)?)
+            });
+            if processed == made {
+                return;
+            }
+            actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the simulator's events were not all applied");
+    }
+
     /// The id of the object the newest recorded event of type `kind` is about (the customer of
     /// `customer.created`, the payment of `payment_intent.succeeded`, …).
     pub async fn stripe_object_id(&self, kind: &str) -> String {
