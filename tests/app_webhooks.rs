@@ -357,7 +357,8 @@ async fn rotate(admin: &Browser, public_id: &str) -> String {
 }
 
 async fn a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends(backend: Backend) {
-    let overlap = Duration::from_secs(3);
+    // Long enough to outlast any slow delivery; ended below by moving its end into the past.
+    let overlap = Duration::from_secs(600);
     let app = TestApp::spawn_with(backend, |config| config.notify.secret_overlap = overlap).await;
     let receiver = AlertReceiver::start();
     let admin = app.signed_in_admin("admin@example.com").await;
@@ -386,7 +387,19 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends(backen
     assert!(verifies(&old, &got.body, &alone(1)) && !verifies(&new, &got.body, &alone(1)));
 
     // After it: the new secret only.
-    actix_web::rt::time::sleep(overlap + Duration::from_millis(500)).await;
+    let public_id = row.public_id.clone();
+    let ended = app.query(move |conn| {
+        use tollgate::db::schema::webhook_endpoints;
+        Ok(diesel::update(
+            webhook_endpoints::table.filter(webhook_endpoints::public_id.eq(public_id)),
+        )
+        .set(
+            webhook_endpoints::previous_expires_at
+                .eq(tollgate::db::now() - chrono::Duration::seconds(1)),
+        )
+        .execute(conn)?)
+    });
+    assert_eq!(ended, 1);
     assert_eq!(publish(&app, user_id, "after-overlap"), 1);
     let got = receiver.wait_for(2).await.remove(1);
     assert!(!got.headers["webhook-signature"].contains(' '));

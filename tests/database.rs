@@ -241,7 +241,7 @@ async fn a_sqlite_writer_waits_for_its_turn_and_gives_up_at_its_deadline() {
             actix_web::rt::spawn(async move {
                 db.write(None, move |_conn| {
                     started.store(true, std::sync::atomic::Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(600));
+                    std::thread::sleep(Duration::from_millis(3_000));
                     Ok::<_, DbError>(())
                 })
                 .await
@@ -260,7 +260,7 @@ async fn a_sqlite_writer_waits_for_its_turn_and_gives_up_at_its_deadline() {
             Backend::Sqlite => {
                 assert!(matches!(second, Err(DbError::Busy)), "{second:?}");
                 assert!(
-                    asked.elapsed() < Duration::from_millis(500),
+                    asked.elapsed() < Duration::from_millis(2_000),
                     "gave up at its deadline, not the holder's end"
                 );
             }
@@ -268,7 +268,7 @@ async fn a_sqlite_writer_waits_for_its_turn_and_gives_up_at_its_deadline() {
         }
         holder.await.unwrap().unwrap();
         // The turn is free again.
-        db.write(Some(Instant::now() + Duration::from_millis(500)), |_conn| {
+        db.write(Some(Instant::now() + Duration::from_secs(5)), |_conn| {
             Ok::<_, DbError>(())
         })
         .await

