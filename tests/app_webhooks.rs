@@ -364,9 +364,18 @@ async fn a_rotated_secret_signs_beside_the_new_one_until_the_overlap_ends(backen
     let admin = app.signed_in_admin("admin@example.com").await;
     let user_id = app.user_id("admin@example.com");
     let (row, old) = registered(&app, &admin, &receiver.url, &["invoice.paid"]).await;
+    let asked = tollgate::db::now();
     let new = rotate(&admin, &row.public_id).await;
+    let answered = tollgate::db::now();
     assert_ne!(old, new);
     let rotated = endpoint(&app, &row.public_id).unwrap();
+    // The previous secret signs for the configured overlap from the rotation.
+    let until = rotated.previous_expires_at.unwrap();
+    let overlap_chrono = chrono::Duration::from_std(overlap).unwrap();
+    assert!(
+        asked + overlap_chrono <= until && until <= answered + overlap_chrono,
+        "{until}"
+    );
     let sealed_previous = rotated.previous_secret.clone().unwrap();
     assert!(
         !contains(&sealed_previous, old.as_bytes()) && !contains(&rotated.secret, new.as_bytes())

@@ -324,8 +324,9 @@ async fn a_cached_token_revoked_elsewhere_leases_nothing_from_the_next_request_o
 
 /// Leases made together are recorded together (group commit): while another writer holds the
 /// key's row, no lease is answered, as none has its audit row yet; once it lets go, every
-/// lease is answered and audited, in one or two transactions (one `occurred_at` each) instead
-/// of one per lease, and the key's last use is recorded.
+/// lease is answered and audited, in a few transactions (one `occurred_at` each; at most four
+/// allowed, for requests that reach the queue late) instead of one per lease, and the key's
+/// last use is recorded.
 async fn leases_made_together_are_recorded_together_before_any_key_leaves(backend: Backend) {
     use diesel::prelude::*;
     use std::time::Duration;

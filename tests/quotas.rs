@@ -48,7 +48,7 @@ async fn two_instances_sweep_reservations_once_per_period_between_them(backend: 
     // Counted over the time that really passed (a loaded machine oversleeps).
     let periods = (started.elapsed().as_millis() / 200) as i64;
     // One run a period (a lease may change hands late in a period, so a little slack); two
-    // instances without the lease would make about two. A loaded machine may lose a period
+    // instances without the lease would make about two a period. A loaded machine may lose a period
     // whose run came late, but never half of them.
     assert!(
         ran <= periods + periods / 3 + 1 && ran * 2 >= periods,
@@ -346,8 +346,15 @@ fn expire(app: &TestApp, id: &str) {
 async fn expired_reservations_free_their_quota(backend: Backend) {
     let f = subscribed(backend, |_| {}).await;
     let body = json!({ "feature": "tokens", "quantity": 1000, "ttl_secs": 60 });
+    let asked = chrono::Utc::now().timestamp();
     let (_, held) = f.call(f.user, "reserve", body).await;
     assert_eq!(held["allowed"], true, "{held}");
+    let expires_at = held["expires_at"].as_i64().unwrap();
+    let answered = chrono::Utc::now().timestamp();
+    assert!(
+        (asked + 60..=answered + 61).contains(&expires_at),
+        "the TTL asked for: {held}"
+    );
     let id = held["reservation_id"].as_str().unwrap().to_owned();
     let refused = f.reserve("tokens", 1).await;
     assert_eq!(refused["reason"], "quota_exceeded", "{refused}");

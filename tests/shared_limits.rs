@@ -343,7 +343,7 @@ impl Drop for SideRedis {
 
 /// Redis goes away and comes back: while it is away, `REDIS_FAIL=closed` refuses limited
 /// requests with 503 (one warning), and once it answers again the instance counts in it again
-/// by itself, within a second.
+/// by itself (its next connection attempt, `RETRY_INTERVAL` later).
 #[actix_web::test]
 async fn limits_return_to_redis_by_themselves_when_it_is_back() {
     let Some(mut redis) = SideRedis::start() else {

@@ -59,7 +59,7 @@ impl TestApp {
             .clone()
     }
 
-    /// Waits (at least 15 s) until every event the simulator made has been applied (its
+    /// Waits (up to 15 s or so) until every event the simulator made has been applied (its
     /// deliveries run in the background: a page may answer before they arrive).
     pub async fn settle(&self) {
         use diesel::prelude::*;
