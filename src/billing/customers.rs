@@ -79,7 +79,7 @@ fn index_candidates(hasher: &TokenHasher, customer: &CustomerId) -> Vec<String> 
 /// instead of one per event). Valid for one transaction only (it is what that transaction
 /// saw): a customer the transaction links is noted with [`Self::linked`], and a customer the
 /// batch did not name is looked up on its own.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct KnownCustomers(RefCell<HashMap<CustomerId, Option<UserId>>>);
 
 impl KnownCustomers {

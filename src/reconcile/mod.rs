@@ -595,8 +595,7 @@ impl Reconciler {
                     // `run` reads every tie again after the replay; noted on the gate too, so
                     // that a replay that stops early leaves them to the next delivery's pass.
                     let ties = refetch::Ties::default();
-                    let customers = webhooks::KnownCustomers::default();
-                    let cx = webhooks::Context::new(&config, &keyring, &hasher, &ties, &customers);
+                    let cx = webhooks::Context::new(&config, &keyring, &hasher, &ties);
                     let delivery = Delivery {
                         event: &event,
                         raw: &raw,

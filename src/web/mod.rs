@@ -74,18 +74,11 @@ impl AppState {
     }
 
     /// What applying a stored webhook event needs of the application, its ties marked on
-    /// `ties`, its customers looked up in `customers` (each on its own if empty).
+    /// `ties`.
     pub fn webhooks<'a>(
         &'a self,
         ties: &'a crate::reconcile::refetch::Ties,
-        customers: &'a crate::webhooks::KnownCustomers,
     ) -> crate::webhooks::Context<'a> {
-        crate::webhooks::Context::new(
-            &self.config,
-            &self.keyring,
-            &self.token_hasher,
-            ties,
-            customers,
-        )
+        crate::webhooks::Context::new(&self.config, &self.keyring, &self.token_hasher, ties)
     }
 }

@@ -18,7 +18,7 @@ use diesel::Connection as _;
 use serde::Deserialize;
 
 use crate::audit::{self, Actor, Kind, SecurityEvent};
-pub use crate::billing::customers::KnownCustomers;
+use crate::billing::customers::KnownCustomers;
 use crate::config::AlertSettings;
 use crate::crypto::rotation::SealedColumn;
 use crate::crypto::{Aad, Keyring, TokenHasher};
@@ -248,21 +248,20 @@ pub struct Context<'a> {
     pub past_due_grace_days: u32,
     /// Marked when an event meets a same-second tie (an object to read again from Stripe).
     pub ties: &'a Ties,
-    /// The users of the customers the events name, as their transaction saw them; empty: each
-    /// is looked up on its own. [`store_and_apply`] replaces it with its batch's, looked up at
-    /// once, whatever the caller passed.
-    pub customers: &'a KnownCustomers,
+    /// The users of the customers the events name, as their transaction saw them: set by
+    /// [`store_and_apply`] for its batch, looked up at once. `None`: each customer is looked up
+    /// on its own (reprocessing a stored event).
+    pub customers: Option<&'a KnownCustomers>,
 }
 
 impl<'a> Context<'a> {
     /// The settings `config` gives, with the keys and peppers made from it (`keyring`,
-    /// `hasher`), the ties to mark and the customers known so far.
+    /// `hasher`) and the ties to mark; no customers known yet.
     pub fn new(
         config: &'a crate::config::Config,
         keyring: &'a Keyring,
         hasher: &'a TokenHasher,
         ties: &'a Ties,
-        customers: &'a KnownCustomers,
     ) -> Self {
         Self {
             keyring,
@@ -271,7 +270,7 @@ impl<'a> Context<'a> {
             faults: &config.faults,
             past_due_grace_days: config.stripe.past_due_grace_days,
             ties,
-            customers,
+            customers: None,
         }
     }
 }
@@ -383,7 +382,7 @@ pub fn store_and_apply(
             .filter_map(|d| handlers::customer_to_look_up(d.event)),
     )?;
     let cx = Context {
-        customers: &customers,
+        customers: Some(&customers),
         ..cx
     };
     let received_at = now();

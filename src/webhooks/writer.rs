@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
-use super::{Context, Delivery, IngestError, Ingested, KnownCustomers, StripeEvent};
+use super::{Context, Delivery, IngestError, Ingested, StripeEvent};
 use crate::config::Config;
 use crate::db::group_commit::GroupCommit;
 use crate::db::{Db, DbConnection, DbError};
@@ -73,8 +73,7 @@ impl WebhookWriter {
             move |conn, batch| {
                 let ties = Ties::default();
                 // Customers are looked up per transaction, by `store_and_apply`.
-                let customers = KnownCustomers::default();
-                let cx = Context::new(&config, &keyring, &hasher, &ties, &customers);
+                let cx = Context::new(&config, &keyring, &hasher, &ties);
                 let events = batch.len();
                 let started = std::time::Instant::now();
                 commit(conn, cx, batch, &metrics, &refetching);

@@ -295,12 +295,11 @@ impl TestApp {
         &self,
         events: &[serde_json::Value],
     ) -> Vec<tollgate::webhooks::Ingested> {
-        use tollgate::webhooks::{Context, Delivery, KnownCustomers, StripeEvent};
+        use tollgate::webhooks::{Context, Delivery, StripeEvent};
         let config = test_config(self._database.url.clone());
         let (keyring, hasher) = (config.keyring(), config.token_hasher());
         let ties = tollgate::reconcile::refetch::Ties::default();
-        let customers = KnownCustomers::default();
-        let cx = Context::new(&config, &keyring, &hasher, &ties, &customers);
+        let cx = Context::new(&config, &keyring, &hasher, &ties);
         let raws: Vec<Vec<u8>> = events
             .iter()
             .map(|e| serde_json::to_vec(e).unwrap())

@@ -163,12 +163,7 @@ pub async fn reprocess(
         .db
         .run(move |conn| {
             let ties = Ties::default();
-            let outcome = webhooks::reprocess(
-                conn,
-                st.webhooks(&ties, &webhooks::KnownCustomers::default()),
-                &actor,
-                id,
-            )?;
+            let outcome = webhooks::reprocess(conn, st.webhooks(&ties), &actor, id)?;
             Ok::<_, webhooks::IngestError>((outcome, ties.any()))
         })
         .await
