@@ -48,8 +48,8 @@ async fn two_instances_sweep_reservations_once_per_period_between_them(backend: 
     // Counted over the time that really passed (a loaded machine oversleeps).
     let periods = (started.elapsed().as_millis() / 200) as i64;
     // One run a period (a lease may change hands late in a period, so a little slack); two
-    // instances without the lease would make about two a period. A loaded machine may lose a period
-    // whose run came late, but never half of them.
+    // instances without the lease would make about two a period. A loaded machine may lose a
+    // period whose run came late, but never half of them.
     assert!(
         ran <= periods + periods / 3 + 1 && ran * 2 >= periods,
         "{ran} runs in {periods} periods"
