@@ -3,9 +3,10 @@
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Text, Timestamp};
 
 use crate::db::schema::audit_chains;
-use crate::db::{DbConnection, DbError, now, per_backend};
+use crate::db::{DbConnection, DbError, kept_sql, now, per_backend};
 
 /// The hash a chain starts from: there is no row before the first.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -26,11 +27,14 @@ pub struct ChainHead {
 /// chains go on), SQLite's deferred transaction becomes a write transaction before any read.
 /// Call inside a transaction.
 pub fn lock(conn: &mut DbConnection, chain: &str) -> Result<ChainHead, DbError> {
-    let touch = || {
-        diesel::update(audit_chains::table.find(chain))
-            .set(audit_chains::last_sequence.eq(audit_chains::last_sequence))
+    // Kept prepared: every audit append (every webhook batch on SQLite) starts here.
+    let touch = |conn: &mut DbConnection| -> Result<usize, DbError> {
+        let touch =
+            kept_sql("UPDATE audit_chains SET last_sequence = last_sequence WHERE chain_id = $1")
+                .bind::<Text, _>(chain);
+        Ok(per_backend!(conn, |c| touch.execute(c))?)
     };
-    if touch().execute(conn)? == 0 {
+    if touch(conn)? == 0 {
         let at = now();
         let create = diesel::insert_into(audit_chains::table)
             .values((
@@ -43,7 +47,7 @@ pub fn lock(conn: &mut DbConnection, chain: &str) -> Result<ChainHead, DbError> 
             ))
             .on_conflict_do_nothing();
         per_backend!(conn, |c| create.execute(c))?;
-        touch().execute(conn)?;
+        touch(conn)?;
     }
     Ok(audit_chains::table
         .find(chain)
@@ -131,13 +135,16 @@ pub fn advance(
     sequence: i64,
     hash: &str,
 ) -> Result<(), DbError> {
-    diesel::update(audit_chains::table.find(chain))
-        .set((
-            audit_chains::last_sequence.eq(sequence),
-            audit_chains::last_hash.eq(hash),
-            audit_chains::updated_at.eq(now()),
-        ))
-        .execute(conn)?;
+    // Kept prepared, as the lock that goes with it ([`lock`]).
+    let advance = kept_sql(
+        "UPDATE audit_chains SET last_sequence = $1, last_hash = $2, updated_at = $3 \
+         WHERE chain_id = $4",
+    )
+    .bind::<BigInt, _>(sequence)
+    .bind::<Text, _>(hash)
+    .bind::<Timestamp, _>(now())
+    .bind::<Text, _>(chain);
+    per_backend!(conn, |c| advance.execute(c))?;
     Ok(())
 }
 

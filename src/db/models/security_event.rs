@@ -276,29 +276,20 @@ pub fn count_hours(
     lane: &str,
     counts: &[(NaiveDateTime, &str, i64)],
 ) -> Result<(), DbError> {
-    use crate::db::schema::security_event_hours as hours;
-    use diesel::upsert::excluded;
+    use diesel::sql_types::{Text, Timestamp};
     for &(hour, severity, occurrences) in counts {
-        let insert = diesel::insert_into(hours::table).values((
-            hours::hour.eq(hour),
-            hours::severity.eq(severity),
-            hours::lane.eq(lane),
-            hours::occurrences.eq(occurrences),
-        ));
-        let add = hours::occurrences.eq(hours::occurrences + excluded(hours::occurrences));
-        let target = (hours::hour, hours::severity, hours::lane);
-        match conn {
-            DbConnection::Postgresql(pg) => insert
-                .on_conflict(target)
-                .do_update()
-                .set(add)
-                .execute(pg)?,
-            DbConnection::Sqlite(sqlite) => insert
-                .on_conflict(target)
-                .do_update()
-                .set(add)
-                .execute(sqlite)?,
-        };
+        // Kept prepared: every audit append on SQLite (every webhook batch) ends here.
+        let add = crate::db::kept_sql(
+            "INSERT INTO security_event_hours (hour, severity, lane, occurrences) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (hour, severity, lane) \
+             DO UPDATE SET occurrences = security_event_hours.occurrences + excluded.occurrences",
+        )
+        .bind::<Timestamp, _>(hour)
+        .bind::<Text, _>(severity)
+        .bind::<Text, _>(lane)
+        .bind::<BigInt, _>(occurrences);
+        crate::db::per_backend!(conn, |c| add.execute(c))?;
     }
     Ok(())
 }
