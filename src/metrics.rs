@@ -340,7 +340,9 @@ impl Metrics {
             .event_types
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if seen.contains(event_type) || seen.len() < MAX_EVENT_TYPES {
+        if seen.contains(event_type) {
+            event_type.to_owned()
+        } else if seen.len() < MAX_EVENT_TYPES {
             seen.insert(event_type.to_owned());
             event_type.to_owned()
         } else {
