@@ -340,14 +340,13 @@ impl Metrics {
             .event_types
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if seen.contains(event_type) {
-            event_type.to_owned()
-        } else if seen.len() < MAX_EVENT_TYPES {
+        if !seen.contains(event_type) {
+            if seen.len() >= MAX_EVENT_TYPES {
+                return "other".to_owned();
+            }
             seen.insert(event_type.to_owned());
-            event_type.to_owned()
-        } else {
-            "other".to_owned()
         }
+        event_type.to_owned()
     }
 
     /// One batch a webhook writer committed: its size and how long it took.

@@ -5,10 +5,10 @@
 use chrono::NaiveDateTime;
 use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::BigInt;
+use diesel::sql_types::{BigInt, Text, Timestamp};
 
 use crate::db::schema::security_events;
-use crate::db::{DbConnection, DbError};
+use crate::db::{DbConnection, DbError, kept_sql, per_backend};
 
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = security_events)]
@@ -276,10 +276,9 @@ pub fn count_hours(
     lane: &str,
     counts: &[(NaiveDateTime, &str, i64)],
 ) -> Result<(), DbError> {
-    use diesel::sql_types::{Text, Timestamp};
     for &(hour, severity, occurrences) in counts {
         // Kept prepared: every audit append on SQLite (every webhook batch) ends here.
-        let add = crate::db::kept_sql(
+        let add = kept_sql(
             "INSERT INTO security_event_hours (hour, severity, lane, occurrences) \
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (hour, severity, lane) \
@@ -289,7 +288,7 @@ pub fn count_hours(
         .bind::<Text, _>(severity)
         .bind::<Text, _>(lane)
         .bind::<BigInt, _>(occurrences);
-        crate::db::per_backend!(conn, |c| add.execute(c))?;
+        per_backend!(conn, |c| add.execute(c))?;
     }
     Ok(())
 }
