@@ -13,11 +13,13 @@
 //! of Stripe request types. Never an id, an email, an address or a secret.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use ::metrics::{Key, KeyName, Label, Metadata, Recorder as _, SharedString, Unit};
+use ::metrics::{
+    Counter, Histogram, Key, KeyName, Label, Metadata, Recorder as _, SharedString, Unit,
+};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
@@ -183,8 +185,21 @@ pub struct PoolState {
 struct Registry {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
-    /// The Stripe event types labelled so far (at most [`MAX_EVENT_TYPES`]).
-    event_types: Mutex<HashSet<String>>,
+    /// The Stripe event types labelled so far (at most [`MAX_EVENT_TYPES`]), each with its
+    /// counter.
+    event_types: Mutex<HashMap<String, Counter>>,
+    /// Each (method, route, status) answered so far, with its counter and histogram: a request
+    /// records its two samples without building their keys (label values copied, hashed and
+    /// looked up in the recorder's registry). Bounded by the route table: `route` is a
+    /// pattern, `method` one of ten labels, `status` a code.
+    http: RwLock<HashMap<HttpLabels, (Counter, Histogram)>>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct HttpLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
 }
 
 /// One application's metrics. Cheap to clone (a shared registry).
@@ -218,15 +233,22 @@ impl Drop for ScopeGuard {
     }
 }
 
-fn labels(pairs: &[(&'static str, &str)]) -> Vec<Label> {
-    pairs
+/// A metric's key, its label values copied.
+fn key(name: &'static str, pairs: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = pairs
         .iter()
         .map(|(name, value)| Label::new(*name, (*value).to_owned()))
-        .collect()
+        .collect();
+    Key::from_parts(name, labels)
 }
 
-fn key(name: &'static str, pairs: &[(&'static str, &str)]) -> Key {
-    Key::from_parts(name, labels(pairs))
+/// A metric's key whose label values are constants: nothing is copied.
+fn static_key(name: &'static str, pairs: &[(&'static str, &'static str)]) -> Key {
+    let labels: Vec<Label> = pairs
+        .iter()
+        .map(|(name, value)| Label::from_static_parts(name, value))
+        .collect();
+    Key::from_parts(name, labels)
 }
 
 static METADATA: Metadata<'static> =
@@ -255,35 +277,38 @@ impl Metrics {
         let metrics = Self(Arc::new(Registry {
             recorder,
             handle,
-            event_types: Mutex::new(HashSet::new()),
+            event_types: Mutex::new(HashMap::new()),
+            http: RwLock::new(HashMap::new()),
         }));
         metrics.gauge(
-            BUILD_INFO,
-            &[("version", env!("CARGO_PKG_VERSION")), ("git_sha", GIT_SHA)],
+            static_key(
+                BUILD_INFO,
+                &[("version", env!("CARGO_PKG_VERSION")), ("git_sha", GIT_SHA)],
+            ),
             1.0,
         );
         metrics
     }
 
-    fn count(&self, name: &'static str, pairs: &[(&'static str, &str)], n: u64) {
-        self.0
-            .recorder
-            .register_counter(&key(name, pairs), &METADATA)
-            .increment(n);
+    fn counter(&self, key: &Key) -> Counter {
+        self.0.recorder.register_counter(key, &METADATA)
     }
 
-    fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
-        self.0
-            .recorder
-            .register_histogram(&key(name, pairs), &METADATA)
-            .record(value);
+    fn histogram(&self, key: &Key) -> Histogram {
+        self.0.recorder.register_histogram(key, &METADATA)
     }
 
-    fn gauge(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
-        self.0
-            .recorder
-            .register_gauge(&key(name, pairs), &METADATA)
-            .set(value);
+    /// Adds one to the counter of constant labels `pairs`.
+    fn count(&self, name: &'static str, pairs: &[(&'static str, &'static str)]) {
+        self.counter(&static_key(name, pairs)).increment(1);
+    }
+
+    fn observe(&self, name: &'static str, value: f64) {
+        self.histogram(&Key::from_static_name(name)).record(value);
+    }
+
+    fn gauge(&self, key: Key, value: f64) {
+        self.0.recorder.register_gauge(&key, &METADATA).set(value);
     }
 
     /// The exposition text, with the pool's state sampled now.
@@ -293,7 +318,7 @@ impl Metrics {
             ("idle", pool.idle),
             ("max", pool.max),
         ] {
-            self.gauge(DB_POOL, &[("state", state)], f64::from(value));
+            self.gauge(static_key(DB_POOL, &[("state", state)]), f64::from(value));
         }
         self.0.handle.render()
     }
@@ -312,71 +337,105 @@ impl Metrics {
     }
 
     /// One answered HTTP request. `route` is the matched pattern (or `unmatched`).
-    pub fn http_request(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let method = http_method(method);
-        let status = status.to_string();
-        let pairs = [("method", method), ("route", route), ("status", &status)];
-        self.count(HTTP_REQUESTS, &pairs, 1);
-        self.observe(HTTP_DURATION, &pairs, elapsed.as_secs_f64());
+    pub fn http_request(&self, method: &str, route: String, status: u16, elapsed: Duration) {
+        let labels = HttpLabels {
+            method: http_method(method),
+            route,
+            status,
+        };
+        let (requests, duration) = match self.cached_http(&labels) {
+            Some(handles) => handles,
+            None => self.register_http(labels),
+        };
+        requests.increment(1);
+        duration.record(elapsed.as_secs_f64());
+    }
+
+    fn cached_http(&self, labels: &HttpLabels) -> Option<(Counter, Histogram)> {
+        let http = self.0.http.read().unwrap_or_else(PoisonError::into_inner);
+        http.get(labels).cloned()
+    }
+
+    fn register_http(&self, labels: HttpLabels) -> (Counter, Histogram) {
+        let status = labels.status.to_string();
+        let pairs = [
+            ("method", labels.method),
+            ("route", labels.route.as_str()),
+            ("status", status.as_str()),
+        ];
+        let handles = (
+            self.counter(&key(HTTP_REQUESTS, &pairs)),
+            self.histogram(&key(HTTP_DURATION, &pairs)),
+        );
+        self.0
+            .http
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(labels, handles.clone());
+        handles
     }
 
     /// One webhook delivery's outcome; for a verified one (first or duplicate), its type too.
     pub fn webhook(&self, outcome: WebhookOutcome, event_type: Option<&str>) {
-        self.count(WEBHOOKS, &[("outcome", outcome.as_str())], 1);
+        self.count(WEBHOOKS, &[("outcome", outcome.as_str())]);
         if let Some(event_type) = event_type {
-            let label = self.event_type_label(event_type);
-            self.count(WEBHOOK_EVENT_TYPES, &[("type", &label)], 1);
+            self.event_type_counter(event_type).increment(1);
         }
     }
 
-    /// Stripe's type as a label: a well-formed type (`customer.subscription.updated`) as is,
-    /// while fewer than [`MAX_EVENT_TYPES`] have been seen; anything else `other`.
-    fn event_type_label(&self, event_type: &str) -> String {
+    /// The counter of Stripe's type `event_type`, labelled as is when it is well formed
+    /// (`customer.subscription.updated`) while fewer than [`MAX_EVENT_TYPES`] have been seen;
+    /// anything else counts as `other`.
+    fn event_type_counter(&self, event_type: &str) -> Counter {
+        let other = || self.counter(&static_key(WEBHOOK_EVENT_TYPES, &[("type", "other")]));
         if !is_event_type(event_type) {
-            return "other".to_owned();
+            return other();
         }
         let mut seen = self
             .0
             .event_types
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if !seen.contains(event_type) {
-            if seen.len() >= MAX_EVENT_TYPES {
-                return "other".to_owned();
-            }
-            seen.insert(event_type.to_owned());
+        if let Some(counter) = seen.get(event_type) {
+            return counter.clone();
         }
-        event_type.to_owned()
+        if seen.len() >= MAX_EVENT_TYPES {
+            return other();
+        }
+        let counter = self.counter(&key(WEBHOOK_EVENT_TYPES, &[("type", event_type)]));
+        seen.insert(event_type.to_owned(), counter.clone());
+        counter
     }
 
     /// One batch a webhook writer committed: its size and how long it took.
     pub fn ingest_batch(&self, events: usize, elapsed: Duration) {
-        self.observe(INGEST_BATCH_SIZE, &[], events as f64);
-        self.observe(INGEST_COMMIT, &[], elapsed.as_secs_f64());
+        self.observe(INGEST_BATCH_SIZE, events as f64);
+        self.observe(INGEST_COMMIT, elapsed.as_secs_f64());
     }
 
     /// A newly stored webhook event's result: `applied`, `ignored`, `failed` (kept for
     /// reprocessing) or `error` (could not be stored).
     pub fn webhook_event(&self, result: &'static str) {
-        self.count(WEBHOOK_EVENTS, &[("result", result)], 1);
+        self.count(WEBHOOK_EVENTS, &[("result", result)]);
     }
 
     /// One request to Stripe's API: `operation` is the request type's name (`create_customer`),
     /// `status` its HTTP status or `unavailable`.
     pub fn stripe_request(&self, operation: &str, status: &str, elapsed: Duration) {
         let pairs = [("operation", operation), ("status", status)];
-        self.count(STRIPE_REQUESTS, &pairs, 1);
-        self.observe(STRIPE_DURATION, &pairs, elapsed.as_secs_f64());
+        self.counter(&key(STRIPE_REQUESTS, &pairs)).increment(1);
+        self.histogram(&key(STRIPE_DURATION, &pairs))
+            .record(elapsed.as_secs_f64());
     }
 
     /// A call to Stripe refused by Tollgate's per-user throttle.
     pub fn stripe_throttled(&self, class: &'static str) {
-        self.count(STRIPE_THROTTLED, &[("class", class)], 1);
+        self.count(STRIPE_THROTTLED, &[("class", class)]);
     }
 
     /// A request refused by the rate limiter `limiter`.
     pub fn rate_limited(&self, limiter: &'static str) {
-        self.count(RATE_LIMITED, &[("limiter", limiter)], 1);
+        self.count(RATE_LIMITED, &[("limiter", limiter)]);
     }
 
     pub fn byok_lease(&self, outcome: LeaseOutcome) {
@@ -384,31 +443,27 @@ impl Metrics {
             LeaseOutcome::Granted => ("granted", "none"),
             LeaseOutcome::Refused(reason) => ("refused", reason),
         };
-        self.count(BYOK_LEASES, &[("outcome", outcome), ("reason", reason)], 1);
+        self.count(BYOK_LEASES, &[("outcome", outcome), ("reason", reason)]);
     }
 
     /// A notification attempt ended: `result` is `sent`, `retried`, `dead` or `not_sent`.
     pub fn notification(&self, channel: &'static str, result: &'static str) {
-        self.count(
-            NOTIFICATIONS,
-            &[("channel", channel), ("result", result)],
-            1,
-        );
+        self.count(NOTIFICATIONS, &[("channel", channel), ("result", result)]);
     }
 
     /// A usage record's meter event: `result` is `sent` or `failed` (retried later).
     pub fn usage_meter_event(&self, result: &'static str) {
-        self.count(USAGE_METER_EVENTS, &[("result", result)], 1);
+        self.count(USAGE_METER_EVENTS, &[("result", result)]);
     }
 
     /// How many usage records wait in the outbox.
     pub fn usage_outbox(&self, due: i64) {
         #[allow(clippy::cast_precision_loss)]
-        self.gauge(USAGE_OUTBOX, &[], due as f64);
+        self.gauge(Key::from_static_name(USAGE_OUTBOX), due as f64);
     }
 
     fn audit_event(&self, kind: &'static str, severity: &'static str) {
-        self.count(AUDIT_EVENTS, &[("kind", kind), ("severity", severity)], 1);
+        self.count(AUDIT_EVENTS, &[("kind", kind), ("severity", severity)]);
     }
 }
 
@@ -425,7 +480,7 @@ pub fn audit_events(events: &[SecurityEvent]) {
 }
 
 /// The method as a label: the standard ones as is, anything else `OTHER`.
-fn http_method(method: &str) -> &str {
+fn http_method(method: &str) -> &'static str {
     const KNOWN: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
     ];
@@ -500,23 +555,75 @@ mod tests {
         }
     }
 
+    fn rendered(metrics: &Metrics) -> String {
+        metrics.render(PoolState {
+            in_use: 0,
+            idle: 0,
+            max: 0,
+        })
+    }
+
     #[test]
     fn event_type_labels_are_capped() {
         let metrics = Metrics::new();
+        let verified = |kind: &str| metrics.webhook(WebhookOutcome::Verified, Some(kind));
         for n in 0..MAX_EVENT_TYPES {
             let word: String = format!("{n:04}")
                 .chars()
                 .map(|d| char::from(b'a' + (d as u8 - b'0')))
                 .collect();
-            let kind = format!("test.{word}");
-            assert_eq!(metrics.event_type_label(&kind), kind);
+            verified(&format!("test.{word}"));
         }
-        assert_eq!(metrics.event_type_label("test.one_more"), "other");
+        verified("test.one_more");
+        verified("test.aaaa");
+        verified("evt_1NfA2b");
+        let text = rendered(&metrics);
+        let line = |label: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{WEBHOOK_EVENT_TYPES}{{type=\"{label}\"}}")))
+                .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+        };
+        assert_eq!(line("test.aaaa").as_deref(), Some("2"), "seen before");
+        assert_eq!(line("test.aaab").as_deref(), Some("1"));
+        assert_eq!(line("test.one_more"), None, "past the cap");
         assert_eq!(
-            metrics.event_type_label("test.aaaa"),
-            "test.aaaa",
-            "seen before"
+            line("other").as_deref(),
+            Some("2"),
+            "past the cap, or not a type"
         );
+        let labelled = text
+            .lines()
+            .filter(|l| l.starts_with(WEBHOOK_EVENT_TYPES))
+            .count();
+        assert_eq!(labelled, MAX_EVENT_TYPES + 1);
+    }
+
+    #[test]
+    fn http_requests_count_by_method_route_and_status() {
+        let metrics = Metrics::new();
+        let ms = Duration::from_millis(3);
+        for _ in 0..2 {
+            metrics.http_request("GET", "/pricing".to_owned(), 200, ms);
+        }
+        metrics.http_request("GET", "/pricing".to_owned(), 304, ms);
+        metrics.http_request("PROPFIND", "/pricing".to_owned(), 200, ms);
+        metrics.http_request("POST", "/webhooks/stripe".to_owned(), 200, ms);
+        let text = rendered(&metrics);
+        for (labels, n) in [
+            (r#"method="GET",route="/pricing",status="200""#, 2),
+            (r#"method="GET",route="/pricing",status="304""#, 1),
+            (r#"method="OTHER",route="/pricing",status="200""#, 1),
+            (r#"method="POST",route="/webhooks/stripe",status="200""#, 1),
+        ] {
+            assert!(
+                text.contains(&format!("{HTTP_REQUESTS}{{{labels}}} {n}\n")),
+                "{labels}: {text}"
+            );
+            assert!(
+                text.contains(&format!("{HTTP_DURATION}_count{{{labels}}} {n}\n")),
+                "{labels}: {text}"
+            );
+        }
     }
 
     #[test]
@@ -544,14 +651,10 @@ mod tests {
         });
         audit_events(&events);
         let line = |m: &Metrics| {
-            m.render(PoolState {
-                in_use: 0,
-                idle: 0,
-                max: 0,
-            })
-            .lines()
-            .find(|l| l.starts_with(AUDIT_EVENTS))
-            .map(str::to_owned)
+            rendered(m)
+                .lines()
+                .find(|l| l.starts_with(AUDIT_EVENTS))
+                .map(str::to_owned)
         };
         let expected = |n: u32| {
             Some(format!(

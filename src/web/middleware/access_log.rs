@@ -33,11 +33,6 @@ pub async fn observe(
         Ok(res) => res.status(),
         Err(err) => err.as_response_error().status_code(),
     };
-    if let Some(state) = state {
-        state
-            .metrics
-            .http_request(method.as_str(), &route, status.as_u16(), elapsed);
-    }
     tracing::info!(
         target: "tollgate::http",
         request_id,
@@ -47,5 +42,10 @@ pub async fn observe(
         latency_ms = elapsed.as_secs_f64() * 1000.0,
         "request completed"
     );
+    if let Some(state) = state {
+        state
+            .metrics
+            .http_request(method.as_str(), route, status.as_u16(), elapsed);
+    }
     outcome
 }
