@@ -56,15 +56,26 @@ pub struct Chained<'a> {
 /// How `occurred_at` is written into the hash (both backends keep microseconds).
 const TIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 
+/// `at` as the hash reads it.
+fn time_text(at: NaiveDateTime) -> String {
+    at.format(TIME_FORMAT).to_string()
+}
+
 impl Chained<'_> {
     /// SHA-256 (hex) over a JSON array of the fields and `prev`: every string is quoted and
     /// escaped and `null` differs from `""`, so no two contents encode alike.
     pub fn hash(&self, prev: &str) -> String {
-        let encoded = serde_json::json!([
+        self.hash_with_time(&time_text(self.occurred_at), prev)
+    }
+
+    /// [`Chained::hash`], `occurred_at` already written as the hash reads it (`time`). The
+    /// array is written straight into the digest (no JSON value is built).
+    fn hash_with_time(&self, time: &str, prev: &str) -> String {
+        let fields = (
             "tollgate-audit-v1",
             self.chain,
             self.sequence,
-            self.occurred_at.format(TIME_FORMAT).to_string(),
+            time,
             self.kind,
             self.severity,
             self.actor,
@@ -73,9 +84,15 @@ impl Chained<'_> {
             self.aggregate_key,
             self.request_id,
             prev,
-        ])
-        .to_string();
-        hex::encode(Sha256::digest(encoded.as_bytes()))
+        );
+        let mut digest = Sha256::new();
+        // Neither writing into a digest nor serializing strings and numbers can fail; were it
+        // to, the row would get a hash that verification reports as not matching its content.
+        if let Err(err) = serde_json::to_writer(&mut digest, &fields) {
+            tracing::error!(error = %err, "could not encode an audit row for its hash");
+            return String::new();
+        }
+        hex::encode(digest.finalize())
     }
 }
 
@@ -87,6 +104,8 @@ pub struct Append {
     sequence: i64,
     hash: String,
     moved: bool,
+    /// The last `occurred_at` hashed, as the hash reads it: a batch's rows share one.
+    time: Option<(NaiveDateTime, String)>,
 }
 
 impl Append {
@@ -99,6 +118,7 @@ impl Append {
             sequence: head.last_sequence,
             hash: head.last_hash,
             moved: false,
+            time: None,
         })
     }
 
@@ -113,8 +133,16 @@ impl Append {
 
     /// The hash of `row` (built with [`Append::chain`] and [`Append::next_sequence`]) as the
     /// next link.
-    pub fn hash_next(&self, row: &Chained<'_>) -> String {
-        row.hash(&self.hash)
+    pub fn hash_next(&mut self, row: &Chained<'_>) -> String {
+        if self
+            .time
+            .as_ref()
+            .is_none_or(|(at, _)| *at != row.occurred_at)
+        {
+            self.time = Some((row.occurred_at, time_text(row.occurred_at)));
+        }
+        let time = self.time.as_ref().map_or("", |(_, text)| text.as_str());
+        row.hash_with_time(time, &self.hash)
     }
 
     /// Records that the next row was appended with `hash`.
@@ -419,6 +447,64 @@ mod tests {
             hash,
             "the previous hash is covered"
         );
+    }
+
+    #[test]
+    fn the_hash_reads_rows_chained_before_as_they_were_hashed() {
+        // SHA-256 of `["tollgate-audit-v1","web-1",7,"2023-11-14T22:13:20.123456",…,null,
+        // "req-1","000…"]`, computed apart (Python's json.dumps, compact): rows already in a
+        // chain must keep verifying.
+        assert_eq!(
+            sample().hash(GENESIS),
+            "8a944f9d7f1d5bc3d2f24133210f6b3db6e5bd4aedb709ebde93092cdfd6c333"
+        );
+        // Any content encodes as the JSON array it always did, escapes included.
+        let odd = Chained {
+            actor: Some("\"quoted\" \\ back\u{0}slash\n"),
+            details: r#"{"name":"Zoë 🚀","note":"\u2028"}"#,
+            aggregate_key: Some("login_failed|198.51.100.0/24|"),
+            ip: None,
+            ..sample()
+        };
+        let prev = "f".repeat(64);
+        let as_value = serde_json::json!([
+            "tollgate-audit-v1",
+            odd.chain,
+            odd.sequence,
+            "2023-11-14T22:13:20.123456",
+            odd.kind,
+            odd.severity,
+            odd.actor,
+            odd.ip,
+            odd.details,
+            odd.aggregate_key,
+            odd.request_id,
+            prev,
+        ])
+        .to_string();
+        assert_eq!(
+            odd.hash(&prev),
+            hex::encode(Sha256::digest(as_value.as_bytes()))
+        );
+    }
+
+    #[test]
+    fn an_append_hashes_each_row_at_its_own_time() {
+        let mut append = Append {
+            chain: "web-1".to_owned(),
+            sequence: 6,
+            hash: GENESIS.to_owned(),
+            moved: false,
+            time: None,
+        };
+        let first = sample();
+        let later = Chained {
+            occurred_at: first.occurred_at + chrono::Duration::seconds(1),
+            ..first
+        };
+        for row in [first, first, later, first] {
+            assert_eq!(append.hash_next(&row), row.hash(GENESIS), "{row:?}");
+        }
     }
 
     #[test]
