@@ -347,9 +347,10 @@ fn count_kept(conn: &mut DbConnection) -> std::sync::Arc<std::sync::atomic::Atom
     kept
 }
 
-/// `db::kept_sql`: binds go where `$n` names them (one named twice, out of order) and the
+/// `kept_sql!`: binds go where `$n` names them (one named twice, out of order) and the
 /// statement is prepared once and kept (diesel keeps no `sql_query`, so PostgreSQL would parse
-/// and plan it on every call).
+/// and plan it on every call); another use of the macro is another statement, even with the
+/// same text.
 async fn a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once(backend: Backend) {
     use std::sync::atomic::Ordering;
     let database = TestDatabase::migrated(backend);
@@ -359,34 +360,46 @@ async fn a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once(b
     let kept = count_kept(conn);
     let text = "SELECT CAST($2 AS TEXT) || CAST($1 AS TEXT) || CAST($2 AS TEXT) AS joined";
     for _ in 0..3 {
-        let row: Joined = tollgate::db::kept_sql(text)
-            .bind::<Text, _>("a")
-            .bind::<Text, _>("b")
-            .get_result(&mut *conn)
-            .unwrap();
+        let row: Joined = tollgate::kept_sql!(
+            "SELECT CAST($2 AS TEXT) || CAST($1 AS TEXT) || CAST($2 AS TEXT) AS joined"
+        )
+        .bind::<Text, _>("a")
+        .bind::<Text, _>("b")
+        .get_result(&mut *conn)
+        .unwrap();
         assert_eq!(row.joined, "bab");
     }
     assert_eq!(kept.load(Ordering::SeqCst), 1, "prepared once, then reused");
+    // Another use with other text and binds is a statement of its own, not the one above.
+    for _ in 0..2 {
+        let row: Joined = tollgate::kept_sql!("SELECT CAST($1 AS TEXT) || 'c' AS joined")
+            .bind::<Text, _>("a")
+            .get_result(&mut *conn)
+            .unwrap();
+        assert_eq!(row.joined, "ac");
+    }
+    assert_eq!(kept.load(Ordering::SeqCst), 2, "one more statement, kept");
     // The same text through `sql_query` is never kept.
     let plain = text.replace("$2", "'b'").replace("$1", "'a'");
     let row: Joined = diesel::sql_query(&plain).get_result(&mut *conn).unwrap();
     assert_eq!(row.joined, "bab");
-    assert_eq!(kept.load(Ordering::SeqCst), 1);
+    assert_eq!(kept.load(Ordering::SeqCst), 2);
     if let DbConnection::Postgresql(pg) = &mut *conn {
         let prepared: Count = diesel::sql_query(
-            "SELECT count(*) AS n FROM pg_prepared_statements WHERE statement LIKE '%AS joined%'",
+            "SELECT count(*) AS n FROM pg_prepared_statements \
+             WHERE statement LIKE '%|| CAST(% AS TEXT) || CAST(% AS TEXT) AS joined%'",
         )
         .get_result(pg)
         .unwrap();
         assert_eq!(prepared.n, 1, "one named statement on the server");
     }
     // A `$` that names no bind is an error, not a statement with a hole.
-    let unbound = tollgate::db::kept_sql("SELECT CAST($2 AS TEXT) AS joined")
+    let unbound = tollgate::kept_sql!("SELECT CAST($2 AS TEXT) AS joined")
         .bind::<Text, _>("a")
         .get_result::<Joined>(&mut *conn);
     assert!(unbound.is_err());
     // So is a bind the text never names (it would be dropped without a word).
-    let unnamed = tollgate::db::kept_sql("SELECT CAST($1 AS TEXT) AS joined")
+    let unnamed = tollgate::kept_sql!("SELECT CAST($1 AS TEXT) AS joined")
         .bind::<Text, _>("a")
         .bind::<Text, _>("b")
         .get_result::<Joined>(&mut *conn);
@@ -422,13 +435,13 @@ fn a_batch_transaction_plans_once_on_postgresql_and_rolls_back_on_error() {
             .unwrap()
             .plan_cache_mode
     };
-    let users = "SELECT count(*) AS n FROM users WHERE id = ANY($1)";
     tollgate::db::batch_transaction(conn, |conn| {
         assert_eq!(mode(conn), "force_generic_plan");
         for id in 0..8_i64 {
-            let row: Count = tollgate::db::kept_sql(users)
-                .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(vec![id])
-                .get_result(pg(conn))?;
+            let row: Count =
+                tollgate::kept_sql!("SELECT count(*) AS n FROM users WHERE id = ANY($1)")
+                    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(vec![id])
+                    .get_result(pg(conn))?;
             assert_eq!(row.n, 0);
         }
         Ok::<_, diesel::result::Error>(())

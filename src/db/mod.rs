@@ -483,7 +483,7 @@ pub fn snapshot<T>(
 ///   its default, PostgreSQL plans a statement whose cost depends on an array's length (`=
 ///   ANY($1)`, `unnest($1)`) anew on every call, which cost a third of its time in a batch.
 ///   Only for statements whose best plan depends neither on their values nor on a table
-///   growing fast (see [`kept_sql`]): lookups by key in tables that grow slowly.
+///   growing fast (see [`kept_sql!`]): lookups by key in tables that grow slowly.
 /// - SQLite: `BEGIN IMMEDIATE`, so the reads are never of a snapshot the writes cannot build
 ///   on (another process's commit in between).
 ///
@@ -564,22 +564,48 @@ where
 /// prepared as it keeps the builder's statements: diesel keeps no `diesel::sql_query` (its text
 /// could be built at run time), so PostgreSQL would parse and plan it on every call. The text
 /// names its binds `$1`, `$2`, … (a bind may be named more than once; no other `$` may
-/// appear), bound in that order with `.bind::<SqlType, _>(value)`. Only for text that is
-/// fixed (each text keeps its statement for the connection's life), and only where a kept plan
+/// appear), bound in that order with `.bind::<SqlType, _>(value)`. Only where a kept plan
 /// stays good: PostgreSQL may keep a generic plan made while a table was small, and use it
 /// until the table's next ANALYZE. Inserts, and lookups in small tables, are safe; a join
 /// against a fast-growing table (`webhook_events`) is not.
-pub fn kept_sql(text: &'static str) -> KeptSql<NoBinds> {
-    KeptSql {
-        text,
-        binds: NoBinds,
-    }
+///
+/// The text is a literal (or `concat!` of literals): each use of the macro is a statement of
+/// its own type, and diesel finds its prepared statement by that type, as it does for the
+/// builder's, without writing out and hashing the text on every call.
+#[macro_export]
+macro_rules! kept_sql {
+    (concat!($($part:tt)*) $(,)?) => {
+        $crate::kept_sql!(@site concat!($($part)*))
+    };
+    ($text:literal $(,)?) => {
+        $crate::kept_sql!(@site $text)
+    };
+    (@site $text:expr) => {{
+        /// This statement's own type: its connection keeps it prepared by this.
+        struct Site;
+        $crate::db::KeptSql::<$crate::db::NoBinds, Site>::at_site($text)
+    }};
 }
+pub use crate::kept_sql;
 
-/// See [`kept_sql`].
-pub struct KeptSql<B> {
+/// See [`kept_sql!`].
+pub struct KeptSql<B, S> {
     text: &'static str,
     binds: B,
+    site: std::marker::PhantomData<S>,
+}
+
+impl<S> KeptSql<NoBinds, S> {
+    /// The statement of [`kept_sql!`]'s use `S`, whose text is always `text`: call it
+    /// through the macro.
+    #[doc(hidden)]
+    pub fn at_site(text: &'static str) -> Self {
+        Self {
+            text,
+            binds: NoBinds,
+            site: std::marker::PhantomData,
+        }
+    }
 }
 
 /// The binds of a [`KeptSql`] before its first.
@@ -592,9 +618,9 @@ pub struct Bind<P, V, ST> {
     sql_type: std::marker::PhantomData<ST>,
 }
 
-impl<B> KeptSql<B> {
+impl<B, S> KeptSql<B, S> {
     /// Binds the next value: `$1`, then `$2`, ….
-    pub fn bind<ST, V>(self, value: V) -> KeptSql<Bind<B, V, ST>> {
+    pub fn bind<ST, V>(self, value: V) -> KeptSql<Bind<B, V, ST>, S> {
         KeptSql {
             text: self.text,
             binds: Bind {
@@ -602,6 +628,7 @@ impl<B> KeptSql<B> {
                 value,
                 sql_type: std::marker::PhantomData,
             },
+            site: std::marker::PhantomData,
         }
     }
 }
@@ -653,7 +680,7 @@ where
     }
 }
 
-impl<DB, B> diesel::query_builder::QueryFragment<DB> for KeptSql<B>
+impl<DB, B, S> diesel::query_builder::QueryFragment<DB> for KeptSql<B, S>
 where
     DB: diesel::backend::Backend,
     B: KeptBinds<DB>,
@@ -689,17 +716,17 @@ where
     }
 }
 
-impl<B> diesel::query_builder::QueryId for KeptSql<B> {
-    type QueryId = ();
-    // Kept by its text (and its binds' types).
-    const HAS_STATIC_QUERY_ID: bool = false;
+impl<B, S: 'static> diesel::query_builder::QueryId for KeptSql<B, S> {
+    // Kept by its use of `kept_sql!`, whose text and binds never change.
+    type QueryId = S;
+    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl<B> diesel::query_builder::Query for KeptSql<B> {
+impl<B, S> diesel::query_builder::Query for KeptSql<B, S> {
     type SqlType = diesel::sql_types::Untyped;
 }
 
-impl<B, Conn> diesel::RunQueryDsl<Conn> for KeptSql<B> {}
+impl<B, S, Conn> diesel::RunQueryDsl<Conn> for KeptSql<B, S> {}
 
 /// A cheap round trip, for `/readyz`.
 pub fn ping(conn: &mut DbConnection) -> Result<(), DbError> {
@@ -729,10 +756,95 @@ pub fn size_bytes(conn: &mut DbConnection) -> Result<i64, DbError> {
     Ok(size.bytes)
 }
 
+/// Timestamps as SQLite stores them (text), each distinct one written once: the rows a webhook
+/// batch inserts share their times, and chrono's formatting, once per bind, was a visible part
+/// of a SQLite writer's time. Binding the text as `Text` stores exactly what binding the
+/// timestamp as `Timestamp` would.
+#[derive(Debug, Default)]
+pub struct SqliteTimes {
+    written: Vec<(chrono::NaiveDateTime, String)>,
+}
+
+impl SqliteTimes {
+    /// At most this many distinct times are kept (a batch has two or three).
+    const KEPT: usize = 8;
+
+    /// `at` as diesel binds a `Timestamp` on SQLite (`%F %T%.f`).
+    pub fn text(&mut self, at: chrono::NaiveDateTime) -> &str {
+        let index = match self.written.iter().position(|(seen, _)| *seen == at) {
+            Some(index) => index,
+            None => {
+                if self.written.len() == Self::KEPT {
+                    self.written.remove(0);
+                }
+                self.written.push((at, at.format("%F %T%.f").to_string()));
+                self.written.len() - 1
+            }
+        };
+        &self.written[index].1
+    }
+}
+
 /// The current time as stored in the database (UTC, microseconds).
 pub fn now() -> chrono::NaiveDateTime {
     let now = chrono::Utc::now().naive_utc();
     // Both backends keep microseconds; truncating here makes round trips compare equal.
     now.with_nanosecond((now.nanosecond() / 1_000) * 1_000)
         .unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+    use diesel::sql_types::{Text, Timestamp};
+
+    use super::SqliteTimes;
+
+    /// What diesel stores for `at` when it binds a `Timestamp` on SQLite.
+    fn bound_by_diesel(conn: &mut SqliteConnection, at: chrono::NaiveDateTime) -> String {
+        #[derive(QueryableByName)]
+        struct Bound {
+            #[diesel(sql_type = Text)]
+            text: String,
+        }
+        diesel::sql_query("SELECT CAST(? AS TEXT) AS text")
+            .bind::<Timestamp, _>(at)
+            .get_result::<Bound>(conn)
+            .unwrap()
+            .text
+    }
+
+    #[test]
+    fn sqlite_times_are_the_text_diesel_binds_each_written_once() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        let base = chrono::DateTime::from_timestamp(1_700_000_000, 0)
+            .unwrap()
+            .naive_utc();
+        let mut times = SqliteTimes::default();
+        let nanos = [
+            0,
+            1_000,
+            120_000_000,
+            123_456_000,
+            123_456_789,
+            999_999_000,
+            5_000_000,
+            7,
+            42_000,
+            100,
+        ];
+        // More distinct times than it keeps, then the first ones again.
+        for round in 0..2 {
+            for n in nanos {
+                let at = base + chrono::Duration::nanoseconds(n);
+                assert_eq!(times.text(at), bound_by_diesel(&mut conn, at), "{n} ns");
+                assert!(times.written.len() <= SqliteTimes::KEPT, "round {round}");
+            }
+        }
+        let at = base + chrono::Duration::microseconds(5);
+        times.text(at);
+        let kept = times.written.len();
+        assert_eq!(times.text(at), "2023-11-14 22:13:20.000005");
+        assert_eq!(times.written.len(), kept, "written once");
+    }
 }

@@ -30,7 +30,7 @@ pub fn lock(conn: &mut DbConnection, chain: &str) -> Result<ChainHead, DbError> 
     // Kept prepared: every audit append (every webhook batch on SQLite) starts here.
     let touch = |conn: &mut DbConnection| -> Result<usize, DbError> {
         let touch =
-            kept_sql("UPDATE audit_chains SET last_sequence = last_sequence WHERE chain_id = $1")
+            kept_sql!("UPDATE audit_chains SET last_sequence = last_sequence WHERE chain_id = $1")
                 .bind::<Text, _>(chain);
         Ok(per_backend!(conn, |c| touch.execute(c))?)
     };
@@ -136,7 +136,7 @@ pub fn advance(
     hash: &str,
 ) -> Result<(), DbError> {
     // Kept prepared, as the lock that goes with it ([`lock`]).
-    let advance = kept_sql(
+    let advance = kept_sql!(
         "UPDATE audit_chains SET last_sequence = $1, last_hash = $2, updated_at = $3 \
          WHERE chain_id = $4",
     )

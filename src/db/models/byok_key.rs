@@ -112,7 +112,7 @@ pub fn touch_all(conn: &mut DbConnection, ids: &[i64]) -> Result<Vec<i64>, DbErr
     }
     match conn {
         DbConnection::Postgresql(pg) => {
-            let touched: Vec<Touched> = crate::db::kept_sql(
+            let touched: Vec<Touched> = crate::kept_sql!(
                 "UPDATE byok_keys SET last_used_at = $1 WHERE id = ANY($2) RETURNING id",
             )
             .bind::<diesel::sql_types::Timestamp, _>(now())

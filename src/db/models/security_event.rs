@@ -87,11 +87,31 @@ pub fn insert_many(conn: &mut DbConnection, new: &[NewSecurityEvent<'_>]) -> Res
                     .execute(pg)?;
             }
         }
+        // One row at a time, kept prepared; the rows of a batch share their time, written once.
         DbConnection::Sqlite(sqlite) => {
+            use diesel::sql_types::Nullable;
+            let mut times = crate::db::SqliteTimes::default();
             for event in new {
-                diesel::insert_into(security_events::table)
-                    .values(event)
-                    .execute(sqlite)?;
+                let occurred_at = times.text(event.occurred_at).to_owned();
+                let last_seen_at = times.text(event.last_seen_at).to_owned();
+                kept_sql!(
+                    "INSERT INTO security_events (occurred_at, last_seen_at, kind, severity, \
+                     actor, ip, details, aggregate_key, request_id, chain_id, chain_seq, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind::<Text, _>(occurred_at)
+                .bind::<Text, _>(last_seen_at)
+                .bind::<Text, _>(event.kind)
+                .bind::<Text, _>(event.severity)
+                .bind::<Nullable<Text>, _>(event.actor)
+                .bind::<Nullable<Text>, _>(event.ip)
+                .bind::<Text, _>(event.details)
+                .bind::<Nullable<Text>, _>(event.aggregate_key)
+                .bind::<Nullable<Text>, _>(event.request_id)
+                .bind::<Nullable<Text>, _>(event.chain_id)
+                .bind::<Nullable<BigInt>, _>(event.chain_seq)
+                .bind::<Nullable<Text>, _>(event.hash.as_deref())
+                .execute(sqlite)?;
             }
         }
     }
@@ -118,7 +138,7 @@ pub fn append_plain(
     head: Head<'_>,
 ) -> Result<(), DbError> {
     use diesel::sql_types::{Array, Nullable, Text, Timestamp};
-    crate::db::kept_sql(
+    crate::kept_sql!(
         "WITH appended AS (\
            INSERT INTO security_events (occurred_at, last_seen_at, kind, severity, actor, ip, \
              details, aggregate_key, request_id, chain_id, chain_seq, hash) \
@@ -278,7 +298,7 @@ pub fn count_hours(
 ) -> Result<(), DbError> {
     for &(hour, severity, occurrences) in counts {
         // Kept prepared: every audit append on SQLite (every webhook batch) ends here.
-        let add = kept_sql(
+        let add = kept_sql!(
             "INSERT INTO security_event_hours (hour, severity, lane, occurrences) \
              VALUES ($1, $2, $3, $4) \
              ON CONFLICT (hour, severity, lane) \

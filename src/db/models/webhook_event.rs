@@ -145,7 +145,7 @@ const CLAIM_LOCK_CLASS: i32 = 0x5754_4556;
 pub fn claim(conn: &mut DbConnection, ids: &[&str]) -> Result<(), DbError> {
     use diesel::sql_types::{Array, Integer};
     if let DbConnection::Postgresql(pg) = conn {
-        crate::db::kept_sql(
+        crate::kept_sql!(
             "SELECT pg_advisory_xact_lock($1, key) FROM \
              (SELECT DISTINCT hashtext(id) AS key FROM unnest($2) AS ids(id) ORDER BY key) AS k",
         )
@@ -158,7 +158,7 @@ pub fn claim(conn: &mut DbConnection, ids: &[&str]) -> Result<(), DbError> {
 
 /// The Stripe ids among `ids` that are stored already (committed, or written earlier in this
 /// transaction). PostgreSQL plans the lookup on every call: a plan kept from when the table
-/// was small would scan it whole once it has grown (see [`crate::db::kept_sql`]). SQLite,
+/// was small would scan it whole once it has grown (see [`crate::kept_sql!`]). SQLite,
 /// in process, looks each id up by a statement the connection keeps prepared.
 pub fn stored_among(
     conn: &mut DbConnection,
@@ -221,7 +221,7 @@ pub fn insert_new(
             ) -> Vec<T> {
                 events.iter().map(field).collect()
             }
-            Ok(crate::db::kept_sql(concat!(
+            Ok(crate::kept_sql!(concat!(
                 insert_columns!(),
                 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                  ON CONFLICT (stripe_event_id) DO NOTHING"
@@ -242,8 +242,11 @@ pub fn insert_new(
         }
         DbConnection::Sqlite(sqlite) => {
             let mut stored = 0;
+            let mut times = crate::db::SqliteTimes::default();
             for e in events {
-                stored += crate::db::kept_sql(concat!(
+                let received_at = times.text(e.received_at).to_owned();
+                let processed_at = e.processed_at.map(|at| times.text(at).to_owned());
+                stored += crate::kept_sql!(concat!(
                     insert_columns!(),
                     " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
                      ON CONFLICT (stripe_event_id) DO NOTHING"
@@ -257,8 +260,8 @@ pub fn insert_new(
                 .bind::<Text, _>(e.status.as_str())
                 .bind::<BigInt, _>(e.attempts)
                 .bind::<Nullable<Text>, _>(e.last_error)
-                .bind::<Timestamp, _>(e.received_at)
-                .bind::<Nullable<Timestamp>, _>(e.processed_at)
+                .bind::<Text, _>(received_at)
+                .bind::<Nullable<Text>, _>(processed_at)
                 .bind::<Nullable<Text>, _>(e.signature_digest)
                 .execute(sqlite)?;
             }
