@@ -11,7 +11,7 @@ use crate::db::{DbConnection, DbError, kept_sql, now, per_backend};
 /// The hash a chain starts from: there is no row before the first.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, QueryableByName, Selectable)]
 #[diesel(table_name = audit_chains)]
 pub struct ChainHead {
     pub chain_id: String,
@@ -27,32 +27,34 @@ pub struct ChainHead {
 /// chains go on), SQLite's deferred transaction becomes a write transaction before any read.
 /// Call inside a transaction.
 pub fn lock(conn: &mut DbConnection, chain: &str) -> Result<ChainHead, DbError> {
-    // Kept prepared: every audit append (every webhook batch on SQLite) starts here.
-    let touch = |conn: &mut DbConnection| -> Result<usize, DbError> {
-        let touch =
-            kept_sql!("UPDATE audit_chains SET last_sequence = last_sequence WHERE chain_id = $1")
-                .bind::<Text, _>(chain);
-        Ok(per_backend!(conn, |c| touch.execute(c))?)
+    // Kept prepared, and one statement that locks and reads: every audit append (every webhook
+    // batch on SQLite) starts here.
+    let touch = |conn: &mut DbConnection| -> Result<Option<ChainHead>, DbError> {
+        let touch = kept_sql!(
+            "UPDATE audit_chains SET last_sequence = last_sequence WHERE chain_id = $1 \
+             RETURNING chain_id, last_sequence, last_hash, checkpoint_sequence, \
+             checkpoint_hash, updated_at"
+        )
+        .bind::<Text, _>(chain);
+        Ok(per_backend!(conn, |c| touch.get_result(c).optional())?)
     };
-    if touch(conn)? == 0 {
-        let at = now();
-        let create = diesel::insert_into(audit_chains::table)
-            .values((
-                audit_chains::chain_id.eq(chain),
-                audit_chains::last_sequence.eq(0_i64),
-                audit_chains::last_hash.eq(GENESIS_HASH),
-                audit_chains::checkpoint_sequence.eq(0_i64),
-                audit_chains::checkpoint_hash.eq(GENESIS_HASH),
-                audit_chains::updated_at.eq(at),
-            ))
-            .on_conflict_do_nothing();
-        per_backend!(conn, |c| create.execute(c))?;
-        touch(conn)?;
+    if let Some(head) = touch(conn)? {
+        return Ok(head);
     }
-    Ok(audit_chains::table
-        .find(chain)
-        .select(ChainHead::as_select())
-        .first(conn)?)
+    // A new chain: its head is created, empty, then locked as any other.
+    let at = now();
+    let create = diesel::insert_into(audit_chains::table)
+        .values((
+            audit_chains::chain_id.eq(chain),
+            audit_chains::last_sequence.eq(0_i64),
+            audit_chains::last_hash.eq(GENESIS_HASH),
+            audit_chains::checkpoint_sequence.eq(0_i64),
+            audit_chains::checkpoint_hash.eq(GENESIS_HASH),
+            audit_chains::updated_at.eq(at),
+        ))
+        .on_conflict_do_nothing();
+    per_backend!(conn, |c| create.execute(c))?;
+    touch(conn)?.ok_or(DbError::Query(diesel::result::Error::NotFound))
 }
 
 /// The chains (lanes) of `instance`: `instance` itself and `instance#…`.
