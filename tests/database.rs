@@ -349,8 +349,7 @@ fn count_kept(conn: &mut DbConnection) -> std::sync::Arc<std::sync::atomic::Atom
 
 /// `kept_sql!`: binds go where `$n` names them (one named twice, out of order) and the
 /// statement is prepared once and kept (diesel keeps no `sql_query`, so PostgreSQL would parse
-/// and plan it on every call); another use of the macro is another statement, even with the
-/// same text.
+/// and plan it on every call); it is kept by its use of the macro, not by its text.
 async fn a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once(backend: Backend) {
     use std::sync::atomic::Ordering;
     let database = TestDatabase::migrated(backend);
@@ -379,11 +378,19 @@ async fn a_kept_statement_binds_where_its_text_names_them_and_is_prepared_once(b
         assert_eq!(row.joined, "ac");
     }
     assert_eq!(kept.load(Ordering::SeqCst), 2, "one more statement, kept");
+    // Statements are kept by their use, not looked up by their text: the same text used again
+    // elsewhere is prepared once more (a cache keyed by text would have found it).
+    let row: Joined = tollgate::kept_sql!("SELECT CAST($1 AS TEXT) || 'c' AS joined")
+        .bind::<Text, _>("z")
+        .get_result(&mut *conn)
+        .unwrap();
+    assert_eq!(row.joined, "zc");
+    assert_eq!(kept.load(Ordering::SeqCst), 3, "by use, not by text");
     // The same text through `sql_query` is never kept.
     let plain = text.replace("$2", "'b'").replace("$1", "'a'");
     let row: Joined = diesel::sql_query(&plain).get_result(&mut *conn).unwrap();
     assert_eq!(row.joined, "bab");
-    assert_eq!(kept.load(Ordering::SeqCst), 2);
+    assert_eq!(kept.load(Ordering::SeqCst), 3);
     if let DbConnection::Postgresql(pg) = &mut *conn {
         let prepared: Count = diesel::sql_query(
             "SELECT count(*) AS n FROM pg_prepared_statements \

@@ -569,39 +569,47 @@ where
 /// until the table's next ANALYZE. Inserts, and lookups in small tables, are safe; a join
 /// against a fast-growing table (`webhook_events`) is not.
 ///
-/// The text is a literal (or `concat!` of literals): each use of the macro is a statement of
-/// its own type, and diesel finds its prepared statement by that type, as it does for the
-/// builder's, without writing out and hashing the text on every call.
+/// The text is a literal (or `concat!` of literals), a constant of the statement's own type
+/// ([`KeptSite`]), one type per use of the macro: diesel finds the prepared statement by that
+/// type and the binds' SQL types, as it does the builder's, without writing out and hashing the
+/// text on every call.
 #[macro_export]
 macro_rules! kept_sql {
-    (concat!($($part:tt)*) $(,)?) => {
-        $crate::kept_sql!(@site concat!($($part)*))
-    };
-    ($text:literal $(,)?) => {
-        $crate::kept_sql!(@site $text)
-    };
-    (@site $text:expr) => {{
+    (concat!($($part:tt)*) $(,)?) => {{
         /// This statement's own type: its connection keeps it prepared by this.
         struct Site;
-        $crate::db::KeptSql::<$crate::db::NoBinds, Site>::at_site($text)
+        impl $crate::db::KeptSite for Site {
+            const TEXT: &'static str = concat!($($part)*);
+        }
+        $crate::db::KeptSql::<$crate::db::NoBinds, Site>::unbound()
+    }};
+    ($text:literal $(,)?) => {{
+        /// This statement's own type: its connection keeps it prepared by this.
+        struct Site;
+        impl $crate::db::KeptSite for Site {
+            const TEXT: &'static str = $text;
+        }
+        $crate::db::KeptSql::<$crate::db::NoBinds, Site>::unbound()
     }};
 }
 pub use crate::kept_sql;
 
+/// A use of [`kept_sql!`]: the type its statement is kept by, and its text (a constant, so one
+/// type is always one text).
+pub trait KeptSite: 'static {
+    const TEXT: &'static str;
+}
+
 /// See [`kept_sql!`].
 pub struct KeptSql<B, S> {
-    text: &'static str,
     binds: B,
     site: std::marker::PhantomData<S>,
 }
 
-impl<S> KeptSql<NoBinds, S> {
-    /// The statement of [`kept_sql!`]'s use `S`, whose text is always `text`: call it
-    /// through the macro.
-    #[doc(hidden)]
-    pub fn at_site(text: &'static str) -> Self {
+impl<S: KeptSite> KeptSql<NoBinds, S> {
+    /// The statement of `S` (made by [`kept_sql!`]), nothing bound yet.
+    pub fn unbound() -> Self {
         Self {
-            text,
             binds: NoBinds,
             site: std::marker::PhantomData,
         }
@@ -622,7 +630,6 @@ impl<B, S> KeptSql<B, S> {
     /// Binds the next value: `$1`, then `$2`, ….
     pub fn bind<ST, V>(self, value: V) -> KeptSql<Bind<B, V, ST>, S> {
         KeptSql {
-            text: self.text,
             binds: Bind {
                 before: self.binds,
                 value,
@@ -684,6 +691,7 @@ impl<DB, B, S> diesel::query_builder::QueryFragment<DB> for KeptSql<B, S>
 where
     DB: diesel::backend::Backend,
     B: KeptBinds<DB>,
+    S: KeptSite,
 {
     fn walk_ast<'b>(
         &'b self,
@@ -692,7 +700,7 @@ where
         // The text up to each `$n`, then bind n as a parameter (the backend writes its own
         // placeholder); nothing marks the statement unsafe to keep, as `sql_query` does.
         let mut named = vec![false; B::COUNT];
-        let mut rest = self.text;
+        let mut rest = S::TEXT;
         while let Some(at) = rest.find('$') {
             pass.push_sql(&rest[..at]);
             let after = &rest[at + 1..];
@@ -716,10 +724,24 @@ where
     }
 }
 
-impl<B, S: 'static> diesel::query_builder::QueryId for KeptSql<B, S> {
-    // Kept by its use of `kept_sql!`, whose text and binds never change.
-    type QueryId = S;
+impl<B: KeptBindTypes, S: KeptSite> diesel::query_builder::QueryId for KeptSql<B, S> {
+    // Kept by its use of `kept_sql!` (one text) and its binds' SQL types: the same use bound
+    // with other types (in a generic function, say) is another statement.
+    type QueryId = (S, B::Types);
     const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+/// The SQL types of a [`KeptSql`]'s binds, as a type (part of the statement's key).
+pub trait KeptBindTypes {
+    type Types: 'static;
+}
+
+impl KeptBindTypes for NoBinds {
+    type Types = ();
+}
+
+impl<P: KeptBindTypes, V, ST: 'static> KeptBindTypes for Bind<P, V, ST> {
+    type Types = (P::Types, ST);
 }
 
 impl<B, S> diesel::query_builder::Query for KeptSql<B, S> {
