@@ -541,3 +541,44 @@ fn sqlite_takes_no_lock_a_connection_of_one_thread_does_not_need() {
         "a page cache per connection, not one shared behind a mutex"
     );
 }
+
+/// `create-admin` from the CLI beside a serving instance on SQLite: the other process holds the
+/// write lock and then commits. The command's transaction takes the write lock first, so it
+/// waits its turn; a transaction that read first would fail at its first write, at once
+/// ("database is locked": SQLite waits for a lock only before a transaction's first read).
+#[test]
+fn create_admin_waits_for_another_writer_on_sqlite() {
+    use std::time::Duration;
+    use tollgate::accounts::{Email, ExistingAccount, NewPassword};
+    let database = TestDatabase::migrated(Backend::Sqlite);
+    let db = database.db();
+    let mut other = db.connection().unwrap();
+    let (held, holding) = std::sync::mpsc::channel();
+    let writer = std::thread::spawn(move || {
+        let conn: &mut DbConnection = &mut other;
+        tollgate::db::write_transaction(conn, |conn| {
+            held.send(()).unwrap();
+            // Longer than hashing the password takes, well within the busy timeout.
+            std::thread::sleep(Duration::from_millis(2_500));
+            diesel::sql_query(
+                "INSERT INTO settings (name, value, updated_at) \
+                 VALUES ('other_writer', 'x', CURRENT_TIMESTAMP)",
+            )
+            .execute(conn)?;
+            Ok::<_, diesel::result::Error>(())
+        })
+        .unwrap();
+    });
+    holding.recv().unwrap();
+    let mut pooled = db.connection().unwrap();
+    let conn: &mut DbConnection = &mut pooled;
+    let email = Email::parse("root@example.com").unwrap();
+    let password = NewPassword::parse(secrecy::SecretString::from(
+        "a long enough passphrase 42".to_owned(),
+    ))
+    .unwrap();
+    let made =
+        tollgate::accounts::create_admin(conn, &email, &password, ExistingAccount::Refuse, "cli");
+    writer.join().unwrap();
+    assert!(made.is_ok(), "{:?}", made.err());
+}

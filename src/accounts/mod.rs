@@ -331,7 +331,10 @@ pub fn create_admin(
     actor: &str,
 ) -> Result<(User, AdminOutcome), CreateAdminError> {
     let hash = password.hash()?;
-    conn.transaction::<_, CreateAdminError, _>(|conn| {
+    // The write lock first: run from the CLI beside a serving instance on SQLite, a read
+    // first would make its snapshot, and another process's commit before the insert would fail
+    // it at once ("database is locked"; SQLite waits for a lock only before the first read).
+    crate::db::write_transaction(conn, |conn| {
         let (user, outcome) = match user::find_by_email(conn, email.as_str())? {
             Some(_) if existing == ExistingAccount::Refuse => {
                 return Err(CreateAdminError::AccountExists);
