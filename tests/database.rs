@@ -542,15 +542,15 @@ fn sqlite_takes_no_lock_a_connection_of_one_thread_does_not_need() {
     );
 }
 
-/// `create-admin` from the CLI beside a serving instance on SQLite: the other process holds the
-/// write lock and then commits. The command's transaction takes the write lock first, so it
-/// waits its turn; a transaction that read first would fail at its first write, at once
-/// ("database is locked": SQLite waits for a lock only before a transaction's first read).
-#[test]
-fn create_admin_waits_for_another_writer_on_sqlite() {
+/// Runs `work` on SQLite while another connection (a serving instance, say) holds the write
+/// lock and then commits a write of its own: `work` must wait its turn. A transaction that read
+/// first would fail at its first write, at once ("database is locked": SQLite waits for a lock
+/// only before a transaction's first read).
+fn beside_another_writer<T>(
+    database: &TestDatabase,
+    work: impl FnOnce(&mut DbConnection) -> T,
+) -> T {
     use std::time::Duration;
-    use tollgate::accounts::{Email, ExistingAccount, NewPassword};
-    let database = TestDatabase::migrated(Backend::Sqlite);
     let db = database.db();
     let mut other = db.connection().unwrap();
     let (held, holding) = std::sync::mpsc::channel();
@@ -558,7 +558,7 @@ fn create_admin_waits_for_another_writer_on_sqlite() {
         let conn: &mut DbConnection = &mut other;
         tollgate::db::write_transaction(conn, |conn| {
             held.send(()).unwrap();
-            // Longer than hashing the password takes, well within the busy timeout.
+            // Longer than hashing a password takes, well within the busy timeout.
             std::thread::sleep(Duration::from_millis(2_500));
             diesel::sql_query(
                 "INSERT INTO settings (name, value, updated_at) \
@@ -571,14 +571,76 @@ fn create_admin_waits_for_another_writer_on_sqlite() {
     });
     holding.recv().unwrap();
     let mut pooled = db.connection().unwrap();
-    let conn: &mut DbConnection = &mut pooled;
+    let done = work(&mut pooled);
+    writer.join().unwrap();
+    done
+}
+
+/// `create-admin` from the CLI beside a serving instance on SQLite: its transaction takes the
+/// write lock first, so it waits its turn.
+#[test]
+fn create_admin_waits_for_another_writer_on_sqlite() {
+    use tollgate::accounts::{Email, ExistingAccount, NewPassword};
+    let database = TestDatabase::migrated(Backend::Sqlite);
     let email = Email::parse("root@example.com").unwrap();
     let password = NewPassword::parse(secrecy::SecretString::from(
         "a long enough passphrase 42".to_owned(),
     ))
     .unwrap();
-    let made =
-        tollgate::accounts::create_admin(conn, &email, &password, ExistingAccount::Refuse, "cli");
-    writer.join().unwrap();
+    let made = beside_another_writer(&database, |conn| {
+        tollgate::accounts::create_admin(conn, &email, &password, ExistingAccount::Refuse, "cli")
+    });
     assert!(made.is_ok(), "{:?}", made.err());
+}
+
+/// `rotate-key` beside a serving instance on SQLite: a batch reads the values to re-seal, then
+/// writes them, in a transaction that takes the write lock first, so it waits its turn.
+#[test]
+fn a_rotation_batch_waits_for_another_writer_on_sqlite() {
+    use tollgate::billing::customers::{SEALED_CUSTOMER_IDS, customer_aad};
+    use tollgate::crypto::Keyring;
+    use tollgate::crypto::rotation::Rotatable as _;
+    use tollgate::db::models::billing_customer::{self, BillingCustomerRow};
+    use tollgate::db::models::user::{self, NewUser, Role};
+
+    let database = TestDatabase::migrated(Backend::Sqlite);
+    let key = |byte: u8| secrecy::SecretBox::new(Box::new([byte; 32]));
+    let old = Keyring::new(&key(0x22), &[]);
+    let new = Keyring::new(&key(0x44), &[key(0x22)]);
+    let mut pooled = database.db().connection().unwrap();
+    let conn: &mut DbConnection = &mut pooled;
+    let now = tollgate::db::now();
+    let new_user = NewUser {
+        email: "rotated@example.com",
+        password_hash: "not-a-hash",
+        role: Role::Customer,
+        created_at: now,
+        updated_at: now,
+    };
+    let user_id = user::insert(conn, &new_user).unwrap().id;
+    let aad = customer_aad(user_id);
+    let row = BillingCustomerRow {
+        user_id,
+        stripe_customer_sealed: old.seal(b"cus_DUMMYrotation", &aad).unwrap(),
+        key_id: old.primary_id().to_string(),
+        stripe_customer_index: "index-DUMMY".into(),
+        stripe_customer_masked: "cus_…ion".into(),
+        created_at: now,
+        index_key_id: None,
+    };
+    billing_customer::insert(conn, &row).unwrap();
+    drop(pooled);
+
+    let batch = beside_another_writer(&database, |conn| {
+        SEALED_CUSTOMER_IDS.rotate_batch(conn, &new, 0, 10, None)
+    });
+    let batch = batch.unwrap_or_else(|err| panic!("the batch failed: {err}"));
+    assert_eq!((batch.rotated, batch.raced), (1, 0));
+    let mut pooled = database.db().connection().unwrap();
+    let stored = billing_customer::for_user(&mut pooled, user_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.key_id, new.primary_id().to_string());
+    let opened = new.open(&stored.stripe_customer_sealed, &aad).unwrap();
+    assert_eq!(&opened[..], b"cus_DUMMYrotation");
 }

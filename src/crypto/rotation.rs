@@ -12,8 +12,6 @@
 
 use std::borrow::Borrow as _;
 
-use diesel::Connection as _;
-
 use crate::crypto::{Aad, CryptoError, KeyId, Keyring};
 use crate::db::models::Swap;
 use crate::db::{DbConnection, DbError};
@@ -74,7 +72,10 @@ pub fn swap_batch<R, V: ToOwned + ?Sized>(
     new: impl Fn(&R) -> Result<Option<V::Owned>, RotationError>,
     replace: impl FnOnce(&mut DbConnection, &[Swap<'_, V>]) -> Result<usize, DbError>,
 ) -> Result<Batch, RotationError> {
-    conn.transaction(|conn| {
+    // It reads, then writes: on SQLite it takes the write lock first, or a batch run from the
+    // CLI beside a serving instance would fail at its first write whenever the server wrote
+    // meanwhile ("database is locked").
+    crate::db::write_transaction(conn, |conn| {
         let rows = load(conn)?;
         let fresh = rows
             .iter()
