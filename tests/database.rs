@@ -77,6 +77,70 @@ fn both_backends_migrate_to_the_same_tables_and_columns() {
     assert_eq!(sqlite_columns, postgres_columns);
 }
 
+#[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Index {
+    #[diesel(sql_type = Text)]
+    name: String,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    is_unique: bool,
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    partial: bool,
+}
+
+/// The indexes the migrations create (not those behind a primary key or a UNIQUE constraint):
+/// name, whether unique, whether partial.
+fn indexes(conn: &mut DbConnection) -> Vec<Index> {
+    let mut rows: Vec<Index> = match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(
+            "SELECT i.name AS name, i.\"unique\" <> 0 AS is_unique, i.partial <> 0 AS partial
+             FROM sqlite_master m, pragma_index_list(m.name) i
+             WHERE m.type = 'table' AND i.origin = 'c'",
+        )
+        .load(c)
+        .unwrap(),
+        DbConnection::Postgresql(c) => diesel::sql_query(
+            "SELECT c.relname::text AS name, x.indisunique AS is_unique,
+                    x.indpred IS NOT NULL AS partial
+             FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public'
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)",
+        )
+        .load(c)
+        .unwrap(),
+    };
+    rows.sort();
+    rows
+}
+
+/// Both backends have the same indexes, each as unique and as partial on one as on the other:
+/// an index that holds every row on one backend and some on the other costs a write per row
+/// more there.
+#[test]
+fn both_backends_migrate_to_the_same_indexes() {
+    let sqlite = TestDatabase::migrated(Backend::Sqlite);
+    let sqlite_indexes = sqlite
+        .db()
+        .run_blocking(|conn| Ok::<_, tollgate::db::DbError>(indexes(conn)))
+        .unwrap();
+    let aggregate = sqlite_indexes
+        .iter()
+        .find(|index| index.name == "security_events_aggregate");
+    assert!(
+        aggregate.is_some_and(|index| index.is_unique && index.partial),
+        "{sqlite_indexes:?}"
+    );
+    if !postgres_available() {
+        return;
+    }
+    let postgres = TestDatabase::migrated(Backend::Postgres);
+    let postgres_indexes = postgres
+        .db()
+        .run_blocking(|conn| Ok::<_, tollgate::db::DbError>(indexes(conn)))
+        .unwrap();
+    assert_eq!(sqlite_indexes, postgres_indexes);
+}
+
 #[derive(QueryableByName)]
 struct Pragma {
     #[diesel(sql_type = Text)]

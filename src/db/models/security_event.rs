@@ -89,29 +89,9 @@ pub fn insert_many(conn: &mut DbConnection, new: &[NewSecurityEvent<'_>]) -> Res
         }
         // One row at a time, kept prepared; the rows of a batch share their time, written once.
         DbConnection::Sqlite(sqlite) => {
-            use diesel::sql_types::Nullable;
             let mut times = crate::db::SqliteTimes::default();
             for event in new {
-                let occurred_at = times.text(event.occurred_at).to_owned();
-                let last_seen_at = times.text(event.last_seen_at).to_owned();
-                kept_sql!(
-                    "INSERT INTO security_events (occurred_at, last_seen_at, kind, severity, \
-                     actor, ip, details, aggregate_key, request_id, chain_id, chain_seq, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                )
-                .bind::<Text, _>(occurred_at)
-                .bind::<Text, _>(last_seen_at)
-                .bind::<Text, _>(event.kind)
-                .bind::<Text, _>(event.severity)
-                .bind::<Nullable<Text>, _>(event.actor)
-                .bind::<Nullable<Text>, _>(event.ip)
-                .bind::<Text, _>(event.details)
-                .bind::<Nullable<Text>, _>(event.aggregate_key)
-                .bind::<Nullable<Text>, _>(event.request_id)
-                .bind::<Nullable<Text>, _>(event.chain_id)
-                .bind::<Nullable<BigInt>, _>(event.chain_seq)
-                .bind::<Nullable<Text>, _>(event.hash.as_deref())
-                .execute(sqlite)?;
+                sqlite_insert_or_count(sqlite, &mut times, event)?;
             }
         }
     }
@@ -184,29 +164,59 @@ pub fn append_plain(
 /// occurrence on that row (one statement: concurrent repeats each add theirs).
 pub fn insert_or_count(conn: &mut DbConnection, new: &NewSecurityEvent<'_>) -> Result<(), DbError> {
     use diesel::upsert::{DecoratableTarget as _, excluded};
-    let insert = diesel::insert_into(security_events::table).values(new);
-    let counted = (
-        security_events::count.eq(security_events::count + 1),
-        security_events::last_seen_at.eq(excluded(security_events::last_seen_at)),
-    );
     match conn {
         DbConnection::Postgresql(pg) => {
-            insert
+            diesel::insert_into(security_events::table)
+                .values(new)
                 .on_conflict(security_events::aggregate_key)
                 // PostgreSQL's unique index is partial (aggregated rows only): name its predicate.
                 .filter_target(security_events::aggregate_key.is_not_null())
                 .do_update()
-                .set(counted)
+                .set((
+                    security_events::count.eq(security_events::count + 1),
+                    security_events::last_seen_at.eq(excluded(security_events::last_seen_at)),
+                ))
                 .execute(pg)?;
         }
         DbConnection::Sqlite(sqlite) => {
-            insert
-                .on_conflict(security_events::aggregate_key)
-                .do_update()
-                .set(counted)
-                .execute(sqlite)?;
+            sqlite_insert_or_count(sqlite, &mut crate::db::SqliteTimes::default(), new)?;
         }
     }
+    Ok(())
+}
+
+/// SQLite: inserts `event`, or, when its `aggregate_key` is already there, counts one more
+/// occurrence on that row, by one statement kept prepared. The unique index on
+/// `aggregate_key` is partial, as on PostgreSQL (only aggregated rows are in it), so the
+/// conflict target names its predicate. A row without a key is a plain insert.
+fn sqlite_insert_or_count(
+    sqlite: &mut diesel::SqliteConnection,
+    times: &mut crate::db::SqliteTimes,
+    event: &NewSecurityEvent<'_>,
+) -> Result<(), DbError> {
+    use diesel::sql_types::Nullable;
+    let occurred_at = times.text(event.occurred_at).to_owned();
+    let last_seen_at = times.text(event.last_seen_at).to_owned();
+    kept_sql!(
+        "INSERT INTO security_events (occurred_at, last_seen_at, kind, severity, actor, ip, \
+         details, aggregate_key, request_id, chain_id, chain_seq, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+         ON CONFLICT (aggregate_key) WHERE aggregate_key IS NOT NULL \
+         DO UPDATE SET count = count + 1, last_seen_at = excluded.last_seen_at",
+    )
+    .bind::<Text, _>(occurred_at)
+    .bind::<Text, _>(last_seen_at)
+    .bind::<Text, _>(event.kind)
+    .bind::<Text, _>(event.severity)
+    .bind::<Nullable<Text>, _>(event.actor)
+    .bind::<Nullable<Text>, _>(event.ip)
+    .bind::<Text, _>(event.details)
+    .bind::<Nullable<Text>, _>(event.aggregate_key)
+    .bind::<Nullable<Text>, _>(event.request_id)
+    .bind::<Nullable<Text>, _>(event.chain_id)
+    .bind::<Nullable<BigInt>, _>(event.chain_seq)
+    .bind::<Nullable<Text>, _>(event.hash.as_deref())
+    .execute(sqlite)?;
     Ok(())
 }
 
