@@ -569,24 +569,17 @@ where
 /// until the table's next ANALYZE. Inserts, and lookups in small tables, are safe; a join
 /// against a fast-growing table (`webhook_events`) is not.
 ///
-/// The text is a literal (or `concat!` of literals), a constant of the statement's own type
-/// ([`KeptSite`]), one type per use of the macro: diesel finds the prepared statement by that
-/// type and the binds' SQL types, as it does the builder's, without writing out and hashing the
-/// text on every call.
+/// The text is a constant expression (a literal, a `concat!` of literals), the constant of the
+/// statement's own type ([`KeptSite`]), one type per use of the macro: diesel finds the
+/// prepared statement by that type and the binds' SQL types, as it does the builder's, without
+/// writing out and hashing the text on every call.
 #[macro_export]
 macro_rules! kept_sql {
-    (concat!($($part:tt)*) $(,)?) => {{
+    ($text:expr $(,)?) => {{
         /// This statement's own type: its connection keeps it prepared by this.
         struct Site;
         impl $crate::db::KeptSite for Site {
-            const TEXT: &'static str = concat!($($part)*);
-        }
-        $crate::db::KeptSql::<$crate::db::NoBinds, Site>::unbound()
-    }};
-    ($text:literal $(,)?) => {{
-        /// This statement's own type: its connection keeps it prepared by this.
-        struct Site;
-        impl $crate::db::KeptSite for Site {
+            // A constant: text built at run time does not compile here.
             const TEXT: &'static str = $text;
         }
         $crate::db::KeptSql::<$crate::db::NoBinds, Site>::unbound()
