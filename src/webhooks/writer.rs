@@ -1,5 +1,5 @@
 //! Group commit for webhook ingest ([`crate::db::group_commit`]). Deliveries arriving
-//! together are stored and applied by a few dedicated writer threads, many events to one
+//! together are stored and applied by a dedicated writer thread, many events to one
 //! transaction. Each delivery is answered only after the transaction holding its event has
 //! committed, so the guarantee is the same as one transaction per event: a 200 means stored
 //! and applied.
@@ -53,9 +53,10 @@ pub struct WebhookWriter {
 
 impl WebhookWriter {
     /// Starts `threads` writers on `db`, counting batches and events into `metrics` and noting
-    /// committed same-second ties on `refetching` (before the deliveries are answered). SQLite
-    /// has one writer at a time anyway: one thread there; PostgreSQL overlaps one batch's
-    /// commit with the next batch's work.
+    /// committed same-second ties on `refetching` (before the deliveries are answered). The
+    /// application starts one, on either backend (`startup::WEBHOOK_WRITERS`): SQLite has one
+    /// writer at a time anyway, and on PostgreSQL a second one's smaller batches cost more
+    /// than overlapping their commits saves.
     pub fn start(
         db: Db,
         config: Arc<Config>,
