@@ -20,21 +20,26 @@ struct Column {
     column_name: String,
 }
 
+/// The rows of the query `sqlite` on SQLite, of `postgres` on PostgreSQL.
+fn rows_of<T>(conn: &mut DbConnection, sqlite: &str, postgres: &str) -> Vec<T>
+where
+    diesel::query_builder::SqlQuery: for<'a> diesel::query_dsl::LoadQuery<'a, diesel::SqliteConnection, T>
+        + for<'a> diesel::query_dsl::LoadQuery<'a, diesel::PgConnection, T>,
+{
+    match conn {
+        DbConnection::Sqlite(c) => diesel::sql_query(sqlite).load(c).unwrap(),
+        DbConnection::Postgresql(c) => diesel::sql_query(postgres).load(c).unwrap(),
+    }
+}
+
 fn columns(conn: &mut DbConnection) -> BTreeMap<String, Vec<String>> {
-    let rows: Vec<Column> = match conn {
-        DbConnection::Sqlite(c) => diesel::sql_query(
-            "SELECT m.name AS table_name, p.name AS column_name FROM sqlite_master m, pragma_table_info(m.name) p
-             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '__diesel_schema_migrations'",
-        )
-        .load(c)
-        .unwrap(),
-        DbConnection::Postgresql(c) => diesel::sql_query(
-            "SELECT table_name::text AS table_name, column_name::text AS column_name FROM information_schema.columns
-             WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'",
-        )
-        .load(c)
-        .unwrap(),
-    };
+    let rows: Vec<Column> = rows_of(
+        conn,
+        "SELECT m.name AS table_name, p.name AS column_name FROM sqlite_master m, pragma_table_info(m.name) p
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' AND m.name <> '__diesel_schema_migrations'",
+        "SELECT table_name::text AS table_name, column_name::text AS column_name FROM information_schema.columns
+         WHERE table_schema = 'public' AND table_name <> '__diesel_schema_migrations'",
+    );
     let mut map = BTreeMap::<String, Vec<String>>::new();
     for row in rows {
         map.entry(row.table_name).or_default().push(row.column_name);
@@ -90,25 +95,19 @@ struct Index {
 /// The indexes the migrations create (not those behind a primary key or a UNIQUE constraint):
 /// name, whether unique, whether partial.
 fn indexes(conn: &mut DbConnection) -> Vec<Index> {
-    let mut rows: Vec<Index> = match conn {
-        DbConnection::Sqlite(c) => diesel::sql_query(
-            "SELECT i.name AS name, i.\"unique\" <> 0 AS is_unique, i.partial <> 0 AS partial
-             FROM sqlite_master m, pragma_index_list(m.name) i
-             WHERE m.type = 'table' AND i.origin = 'c'",
-        )
-        .load(c)
-        .unwrap(),
-        DbConnection::Postgresql(c) => diesel::sql_query(
-            "SELECT c.relname::text AS name, x.indisunique AS is_unique,
-                    x.indpred IS NOT NULL AS partial
-             FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE n.nspname = 'public'
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)",
-        )
-        .load(c)
-        .unwrap(),
-    };
+    let mut rows: Vec<Index> = rows_of(
+        conn,
+        "SELECT i.name AS name, i.\"unique\" <> 0 AS is_unique, i.partial <> 0 AS partial
+         FROM sqlite_master m, pragma_index_list(m.name) i
+         WHERE m.type = 'table' AND i.origin = 'c'",
+        "SELECT c.relname::text AS name, x.indisunique AS is_unique,
+                x.indpred IS NOT NULL AS partial
+         FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public'
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint k
+                           WHERE k.conindid = x.indexrelid AND k.contype IN ('p', 'u', 'x'))",
+    );
     rows.sort();
     rows
 }

@@ -72,7 +72,9 @@ pub struct NewSecurityEvent<'a> {
 /// parameters).
 const INSERT_CHUNK: usize = 1_000;
 
-/// Inserts several events (PostgreSQL: one statement per [`INSERT_CHUNK`] rows).
+/// Inserts several events (PostgreSQL: one statement per [`INSERT_CHUNK`] rows), none of
+/// them aggregated: those go through [`insert_or_count`], whose caller tells an insert from a
+/// counted repeat (here, SQLite would count a repeat where PostgreSQL refuses it).
 pub fn insert_many(conn: &mut DbConnection, new: &[NewSecurityEvent<'_>]) -> Result<(), DbError> {
     if new.is_empty() {
         return Ok(());
