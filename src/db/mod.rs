@@ -519,6 +519,22 @@ where
     begun_with(conn, "BEGIN", work)
 }
 
+/// [`write_transaction`] for a group-commit writer thread, which every delivery it serves
+/// waits on: on PostgreSQL no statement waits longer than 5 s for a lock (`SET LOCAL
+/// lock_timeout`, in the `BEGIN`'s round trip). A lock held elsewhere for long (an operator's
+/// open transaction, a stuck session) then fails the batch, whose deliveries are answered 500
+/// and retried by Stripe, instead of stopping every delivery behind it. SQLite's writer waits
+/// for its lock before it begins ([`SQLITE_BUSY_TIMEOUT_MS`]).
+pub fn writer_transaction<T, E>(
+    conn: &mut DbConnection,
+    work: impl FnOnce(&mut DbConnection) -> Result<T, E>,
+) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+{
+    begun_with(conn, "BEGIN; SET LOCAL lock_timeout = '5s'", work)
+}
+
 /// A transaction begun by `postgres_begin` on PostgreSQL and `BEGIN IMMEDIATE` on SQLite.
 fn begun_with<T, E>(
     conn: &mut DbConnection,

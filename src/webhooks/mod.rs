@@ -338,7 +338,7 @@ pub fn ingest(
     delivery: Delivery<'_>,
 ) -> Result<Ingested, IngestError> {
     let once = |conn: &mut DbConnection| {
-        crate::db::write_transaction(conn, |conn| store_and_apply(conn, cx, &[delivery]))
+        crate::db::writer_transaction(conn, |conn| store_and_apply(conn, cx, &[delivery]))
     };
     // Another delivery of the event committed between this one's look and its insert: looked
     // at again, it is a duplicate.
@@ -350,7 +350,7 @@ pub fn ingest(
 }
 
 /// Stores and applies verified deliveries inside the caller's transaction (one that takes the
-/// write lock at once: [`crate::db::write_transaction`]): for each new event, its handler's
+/// write lock at once: [`crate::db::writer_transaction`]): for each new event, its handler's
 /// effects, its row (payload sealed, with its outcome) and its `webhook_validated` audit row
 /// commit together, or not at all. Events already stored — earlier, by another instance, or
 /// earlier in `deliveries` — change nothing. Returns one outcome per delivery, in order.

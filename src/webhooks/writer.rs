@@ -143,7 +143,7 @@ fn commit(
     refetching: &Gate,
 ) {
     if batch.len() > 1 {
-        let together = crate::db::write_transaction(conn, |conn| {
+        let together = crate::db::writer_transaction(conn, |conn| {
             let deliveries: Vec<Delivery<'_>> = batch.iter().map(Job::delivery).collect();
             super::store_and_apply(conn, cx, &deliveries)
         });

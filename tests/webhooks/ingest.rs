@@ -286,6 +286,33 @@ async fn a_delivery_of_an_event_being_stored_elsewhere_waits_for_its_claim() {
     }
 }
 
+/// A lock held elsewhere for long (an operator's open transaction, a stuck session) does not
+/// stop ingest behind it: the writer's statement gives up after 5 s (`lock_timeout`), the
+/// delivery is answered 500 and Stripe retries it; the retry, once the lock is gone, is stored.
+/// Held here by a transaction of the test's that claims the event and does not end while the
+/// delivery is open (at most 20 s: without the timeout the delivery would wait all that time).
+#[actix_web::test]
+async fn a_lock_held_elsewhere_fails_the_delivery_instead_of_stopping_ingest() {
+    use diesel::prelude::*;
+    if !postgres_available() {
+        return;
+    }
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let event = stripe_event("payout.created", "evt_1HeldForLong");
+    let mut other = app.db.connection().unwrap();
+    let other: &mut tollgate::db::DbConnection = &mut other;
+    diesel::sql_query("BEGIN").execute(other).unwrap();
+    tollgate::db::models::webhook_event::claim(other, &["evt_1HeldForLong"]).unwrap();
+    let answered =
+        actix_web::rt::time::timeout(Duration::from_secs(20), app.post_webhook(&event)).await;
+    diesel::sql_query("ROLLBACK").execute(other).unwrap();
+    let response = answered.expect("answered while the lock was still held");
+    assert_eq!(response.status(), 500);
+    assert_eq!(stored_count(&app), 0);
+    app.assert_webhook_accepted(&event).await;
+    assert_eq!(status_of(&app, "evt_1HeldForLong"), "applied");
+}
+
 /// A writer that stores an event without claiming it (an older instance during a rolling
 /// upgrade) is still caught: the batch's unique insert waits for it, finds the event, and the
 /// batch rolls back (it applied the event a second time) and answers a duplicate.
