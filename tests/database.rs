@@ -48,16 +48,22 @@ fn columns(conn: &mut DbConnection) -> BTreeMap<String, Vec<String>> {
     map
 }
 
+/// What `read` finds in a migrated SQLite database, and in a migrated PostgreSQL one when
+/// PostgreSQL is there.
+fn on_each_backend<T>(read: fn(&mut DbConnection) -> T) -> (T, Option<T>) {
+    let on = |backend| {
+        TestDatabase::migrated(backend)
+            .db()
+            .run_blocking(|conn| Ok::<_, tollgate::db::DbError>(read(conn)))
+            .unwrap()
+    };
+    let sqlite = on(Backend::Sqlite);
+    (sqlite, postgres_available().then(|| on(Backend::Postgres)))
+}
+
 #[test]
 fn both_backends_migrate_to_the_same_tables_and_columns() {
-    let sqlite = TestDatabase::new(Backend::Sqlite);
-    let sqlite_columns = sqlite
-        .db()
-        .run_blocking(|conn| {
-            tollgate::db::run_migrations(conn)?;
-            Ok::<_, tollgate::db::DbError>(columns(conn))
-        })
-        .unwrap();
+    let (sqlite_columns, postgres_columns) = on_each_backend(columns);
     for table in [
         "byok_keys",
         "security_events",
@@ -71,15 +77,9 @@ fn both_backends_migrate_to_the_same_tables_and_columns() {
             "{table} is missing: {sqlite_columns:?}"
         );
     }
-    if !postgres_available() {
-        return;
+    if let Some(postgres_columns) = postgres_columns {
+        assert_eq!(sqlite_columns, postgres_columns);
     }
-    let postgres = TestDatabase::new(Backend::Postgres);
-    let postgres_columns = postgres
-        .db()
-        .run_blocking(|conn| Ok::<_, tollgate::db::DbError>(columns(conn)))
-        .unwrap();
-    assert_eq!(sqlite_columns, postgres_columns);
 }
 
 #[derive(QueryableByName, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -117,11 +117,7 @@ fn indexes(conn: &mut DbConnection) -> Vec<Index> {
 /// more there.
 #[test]
 fn both_backends_migrate_to_the_same_indexes() {
-    let sqlite = TestDatabase::migrated(Backend::Sqlite);
-    let sqlite_indexes = sqlite
-        .db()
-        .run_blocking(|conn| Ok::<_, tollgate::db::DbError>(indexes(conn)))
-        .unwrap();
+    let (sqlite_indexes, postgres_indexes) = on_each_backend(indexes);
     let aggregate = sqlite_indexes
         .iter()
         .find(|index| index.name == "security_events_aggregate");
@@ -129,15 +125,9 @@ fn both_backends_migrate_to_the_same_indexes() {
         aggregate.is_some_and(|index| index.is_unique && index.partial),
         "{sqlite_indexes:?}"
     );
-    if !postgres_available() {
-        return;
+    if let Some(postgres_indexes) = postgres_indexes {
+        assert_eq!(sqlite_indexes, postgres_indexes);
     }
-    let postgres = TestDatabase::migrated(Backend::Postgres);
-    let postgres_indexes = postgres
-        .db()
-        .run_blocking(|conn| Ok::<_, tollgate::db::DbError>(indexes(conn)))
-        .unwrap();
-    assert_eq!(sqlite_indexes, postgres_indexes);
 }
 
 #[derive(QueryableByName)]
