@@ -377,16 +377,6 @@ fn route_layers(
 /// Customers whose entitlements are remembered at most (the cache starts over past it).
 const ENTITLEMENTS_CACHED: usize = 100_000;
 
-/// How many threads store webhook events, on either backend. SQLite has one writer at a time.
-/// On PostgreSQL a second thread overlaps one batch's commit with the next batch's work, but
-/// halves the batches, and each batch costs eight statements whatever its size. Measured side
-/// by side (2026-12-07, loopback, every run of the session): one thread 0.096–0.120 ms of
-/// server CPU per event (PostgreSQL's share 0.059–0.068 ms), two 0.165–0.175 ms (0.103–0.107
-/// ms); 8,400–10,100 against 8,700–9,300 events/s at concurrency 16, and at 32 12,800–15,700
-/// against 12,300–12,700 events/s with a p99 of 3.0–3.1 against 4.3–5.7 ms. (On a slower
-/// machine, an earlier session measured a quarter fewer events/s with one: README.)
-const WEBHOOK_WRITERS: usize = 1;
-
 /// How many threads serve leases: SQLite has one writer at a time; PostgreSQL overlaps one
 /// batch's commit with the next batch's reads (leaving most of the pool to the other requests).
 fn lease_desk_threads(config: &Config) -> usize {
@@ -492,7 +482,6 @@ fn run(
         webhook_writer: WebhookWriter::start(
             db.clone(),
             Arc::clone(&config),
-            WEBHOOK_WRITERS,
             metrics.clone(),
             Arc::clone(&refetching),
         )?,
